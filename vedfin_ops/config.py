@@ -1,0 +1,347 @@
+"""The typed model of `dokploy.yaml`.
+
+The runbook's own snippets must load as written, so keys stay camelCase like Dokploy's, and
+everything the runbook leaves implicit (images, ports, health checks, databases, secrets) has a
+default that reproduces what the runbook does by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+)
+from pydantic.alias_generators import to_camel
+
+from .units import parse_mib, parse_seconds, show
+
+MIN_MEMORY_MIB = 6  # Docker refuses a memory limit below 6 MiB.
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"{show(value)} must be greater than 0")
+    return value
+
+
+def _at_least_docker_minimum(value: int) -> int:
+    if value <= 0:
+        raise ValueError(f"{value}m must be greater than 0")
+    if value < MIN_MEMORY_MIB:
+        raise ValueError(f"{value}m is below Docker's minimum of {MIN_MEMORY_MIB}m")
+    return value
+
+
+Mib = Annotated[int, BeforeValidator(parse_mib)]
+LimitMib = Annotated[int, BeforeValidator(parse_mib), AfterValidator(_at_least_docker_minimum)]
+Seconds = Annotated[float, BeforeValidator(parse_seconds)]
+Cpus = Annotated[float, AfterValidator(_positive)]
+Count = Annotated[int, Field(strict=True)]
+
+_NAME = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+_DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$"
+_IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_SECRET_REF = re.compile(r"\$\{([^}]*)\}")
+_PATH = r"^/[^\s]*$"
+
+DEFAULT_MIGRATE = "npx prisma migrate deploy --schema=/app/apps/api/prisma/schema.prisma"
+
+
+class Model(BaseModel):
+    """camelCase keys in YAML, unknown keys refused, types not silently coerced."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=False,
+        strict=True,
+        validate_default=True,
+    )
+
+
+class Resources(Model):
+    memory: LimitMib
+    cpus: Cpus
+
+
+class Healthcheck(Model):
+    """An HTTP probe inside the container; without one Swarm routes to tasks still booting."""
+
+    path: Annotated[str, Field(pattern=_PATH)] = "/"
+    command: list[str] | None = None
+    interval: Seconds = 5.0
+    timeout: Seconds = 3.0
+    retries: Annotated[Count, Field(ge=1)] = 3
+    start_period: Seconds = 10.0
+
+
+class Application(Model):
+    name: Annotated[str, Field(pattern=_NAME, max_length=48)]
+    branch: str = "main"
+    domain: Annotated[str, Field(pattern=_DOMAIN)] | None = None
+    additional_domains: list[Annotated[str, Field(pattern=_DOMAIN)]] = []
+    resources: Resources
+    replicas: Annotated[Count, Field(ge=1)] = 1
+    environment: Annotated[dict[str, str], BeforeValidator(lambda v: _env_items(v))] = {}
+    image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:-]*$")] | None = None
+    port: Annotated[Count, Field(ge=1, le=65535)] = 3000
+    healthcheck: Healthcheck | None = None
+    migrate: str | None = None
+
+    _app: str = PrivateAttr(default="")
+    _env: str = PrivateAttr(default="")
+
+    @property
+    def app(self) -> str:
+        """The application kind (`api`), the name without its environment suffix."""
+        return self._app
+
+    @property
+    def env(self) -> str:
+        return self._env
+
+    @property
+    def domains(self) -> list[str]:
+        return ([self.domain] if self.domain else []) + list(self.additional_domains)
+
+    @property
+    def image_repo(self) -> str:
+        return self.image or f"vedfinance/{self._app}"
+
+    @property
+    def health(self) -> Healthcheck:
+        if self.healthcheck is not None:
+            return self.healthcheck
+        return Healthcheck.model_validate({"path": "/api/health" if self._app == "api" else "/"})
+
+    @property
+    def migrate_command(self) -> str | None:
+        """Only the api migrates by default; the runbook's Step 5 runs Prisma there."""
+        if self.migrate is not None:
+            return self.migrate or None
+        return DEFAULT_MIGRATE if self._app == "api" else None
+
+    @property
+    def total_memory_mib(self) -> int:
+        return self.resources.memory * self.replicas
+
+    @property
+    def total_cpus(self) -> float:
+        return self.resources.cpus * self.replicas
+
+
+def _env_items(value: Any) -> Any:
+    """Accept Dokploy's `- KEY=value` list as well as a mapping; keep the user's order."""
+    if isinstance(value, dict):
+        return {str(k): v if isinstance(v, str) else _scalar(v) for k, v in value.items()}
+    if not isinstance(value, list):
+        return value  # let the type check say what is wrong
+    out: dict[str, str] = {}
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or "=" not in item:
+            raise ValueError(f"item {index} {show(item)} is not KEY=value")
+        key, _, val = item.partition("=")
+        if not re.match(_IDENT, key):
+            raise ValueError(f"item {index}: {show(key)} is not a valid variable name")
+        if key in out:
+            raise ValueError(f"item {index}: {key} is set twice")
+        out[key] = val
+    return out
+
+
+def _scalar(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class DeploymentStrategy(Model):
+    type: Literal["rolling"] = "rolling"
+    max_surge: Annotated[Count, Field(ge=0)] = 1
+    max_unavailable: Annotated[Count, Field(ge=0)] = 0
+
+    @property
+    def order(self) -> Literal["start-first", "stop-first"]:
+        return "start-first" if self.max_surge > 0 else "stop-first"
+
+    @property
+    def parallelism(self) -> int:
+        return self.max_surge if self.max_surge > 0 else self.max_unavailable
+
+
+class Postgres(Model):
+    image: str = "pgvector/pgvector:pg17"
+    resources: Resources = Resources.model_validate({"memory": "1024m", "cpus": 1.0})
+    user: Annotated[str, Field(pattern=_IDENT)] = "postgres"
+    extensions: list[Annotated[str, Field(pattern=_IDENT)]] = ["vector", "pg_stat_statements"]
+    healthcheck: Healthcheck = Healthcheck.model_validate(
+        {"command": ["pg_isready", "-U", "postgres"], "interval": "5s", "retries": 5,
+         "startPeriod": "30s"}
+    )
+    stop_grace_period: Seconds = 30.0
+    volume: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")] = "pgdata"
+
+
+class Redis(Model):
+    image: str = "redis:7-alpine"
+    resources: Resources = Resources.model_validate({"memory": "256m", "cpus": 0.25})
+
+
+class Vps(Model):
+    memory: LimitMib
+    cpus: Cpus
+    swap: Mib = "0m"  # type: ignore[assignment]
+    address: str | None = None
+    plan: str = "CPX21"
+
+
+class NextPlan(Model):
+    """The upgrade the runbook names (Option 3); capacity's recommendation quotes it."""
+
+    name: str = "CPX31"
+    memory: LimitMib = "8g"  # type: ignore[assignment]
+    cpus: Cpus = 4.0
+    price: str = "€10-15/month"
+
+
+class Environment(Model):
+    database: Annotated[str, Field(pattern=_IDENT)]
+
+
+class Edge(Model):
+    """The reverse proxy in front of every app; counted inside the `system` overhead."""
+
+    image: str = "caddy:2-alpine"
+    resources: Resources = Resources.model_validate({"memory": "64m", "cpus": 0.1})
+    http_port: Annotated[Count, Field(ge=1, le=65535)] = 80
+    https_port: Annotated[Count, Field(ge=1, le=65535)] = 443
+    tls: Literal["auto", "internal", "off"] = "auto"
+    email: str | None = None
+    counted_in: str = "system"
+
+
+class Alert(Model):
+    above: Annotated[float, Field(gt=0, le=100)]
+    for_: Annotated[Seconds, Field(alias="for")] = 0.0
+
+
+class Alerts(Model):
+    """The runbook's Netdata alerts: CPU > 85% / 5 min, RAM > 90% / 5 min, disk > 85%."""
+
+    cpu: Alert = Alert.model_validate({"above": 85, "for": "5m"})
+    ram: Alert = Alert.model_validate({"above": 90, "for": "5m"})
+    disk: Alert = Alert.model_validate({"above": 85})
+    ram_warn: Annotated[float, Field(gt=0, le=100)] = 85
+    email: str | None = None
+
+
+class Firewall(Model):
+    allow: list[Annotated[Count, Field(ge=1, le=65535)]] = [22, 80, 443]
+    deny: list[Annotated[Count, Field(ge=1, le=65535)]] = [3000]
+
+
+class Monitoring(Model):
+    netdata_port: Annotated[Count, Field(ge=1, le=65535)] = 19999
+    uptime_kuma_port: Annotated[Count, Field(ge=1, le=65535)] = 3002
+
+
+class Remote(Model):
+    base_dir: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$")] = "/opt/vedfin"
+    keep_releases: Annotated[Count, Field(ge=1)] = 5
+    user: str = "deployer"
+    stack_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")] = "vedfin"
+    network: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")] = "vedfin"
+    rollout_timeout: Seconds = 600.0
+
+
+SecretSource = Literal["generate", "manual"]
+
+_TASK_24_SECRETS: dict[str, SecretSource] = {
+    "JWT_SECRET_{S}": "generate",
+    "JWT_REFRESH_SECRET_{S}": "generate",
+    "ENCRYPTION_KEY_{S}": "generate",
+    "R2_ACCOUNT_ID": "manual",
+    "R2_ACCESS_KEY_ID": "manual",
+    "R2_SECRET_ACCESS_KEY": "manual",
+    "GEMINI_API_KEY": "manual",
+}
+_ENV_SUFFIX = {"production": "PROD", "staging": "STAGING", "dev": "DEV"}
+
+
+def _default_environments() -> dict[str, Environment]:
+    return {
+        "dev": Environment(database="vedfinance_dev"),
+        "staging": Environment(database="vedfinance_staging"),
+        "production": Environment(database="vedfinance_prod"),
+    }
+
+
+def _default_secrets() -> dict[str, dict[str, SecretSource]]:
+    out: dict[str, dict[str, SecretSource]] = {"shared": {"POSTGRES_PASSWORD": "generate"}}
+    for env, suffix in _ENV_SUFFIX.items():
+        out[env] = {name.format(S=suffix): src for name, src in _TASK_24_SECRETS.items()}
+    return out
+
+
+class Config(Model):
+    applications: list[Application]
+    deployment_strategy: DeploymentStrategy = DeploymentStrategy()
+    postgres: Postgres = Postgres()
+    redis: Redis = Redis()
+    vps: Vps
+    overhead: dict[Annotated[str, Field(pattern=_NAME)], Resources] = {}
+    environments: dict[Annotated[str, Field(pattern=_NAME)], Environment] = Field(
+        default_factory=_default_environments
+    )
+    secrets: dict[str, dict[Annotated[str, Field(pattern=_IDENT)], SecretSource]] = Field(
+        default_factory=_default_secrets
+    )
+    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = "latest"
+    edge: Edge = Edge()
+    alerts: Alerts = Alerts()
+    firewall: Firewall = Firewall()
+    monitoring: Monitoring = Monitoring()
+    remote: Remote = Remote()
+    next_plan: NextPlan = NextPlan()
+    secrets_file: str = ".vedfin/secrets.env"
+
+    _source: str = PrivateAttr(default="dokploy.yaml")
+
+    @property
+    def source(self) -> str:
+        """The file this came from, for error lines and relative paths."""
+        return self._source
+
+    def apps(self, env: str | None = None) -> list[Application]:
+        return [a for a in self.applications if env is None or a.env == env]
+
+    def secret_names(self, env: str | None = None) -> dict[str, SecretSource]:
+        """Secrets a deploy of `env` needs: the shared ones plus the env's own."""
+        scopes = ["shared", *(self.environments if env is None else [env])]
+        out: dict[str, SecretSource] = {}
+        for scope in scopes:
+            out.update(self.secrets.get(scope, {}))
+        return out
+
+    def require_env(self, env: str) -> str:
+        from .errors import UsageError
+
+        if env not in self.environments:
+            known = ", ".join(self.environments)
+            raise UsageError(f"error: {self._source}: environments: unknown env {show(env)} "
+                             f"(known: {known})")
+        return env
+
+
+def secret_refs(value: str) -> list[str]:
+    """Names referred to as `${NAME}` in a value."""
+    return _SECRET_REF.findall(value)

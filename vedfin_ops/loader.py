@@ -1,0 +1,241 @@
+"""Read `dokploy.yaml` and turn every mistake into one `error: FILE: KEY: what` line.
+
+Pydantic finds type errors; the checks here are the ones that need the whole file at once
+(duplicate names, which env an app is in, secrets referred to but not declared, a strategy that
+would leave an app with no replica).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .config import Application, Config, secret_refs
+from .errors import ConfigError
+from .units import show
+
+DEFAULT_CONFIG = "dokploy.yaml"
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """`--config`, else `VEDFIN_CONFIG`, else `dokploy.yaml` in the working directory."""
+    return Path(path or os.environ.get("VEDFIN_CONFIG") or DEFAULT_CONFIG)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a deploy config must not."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {show(key)}", key_node.start_mark
+            )
+        seen.add(key)
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node))
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+def parse_yaml(text: str, file: str) -> dict[str, Any]:
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise ConfigError(file, "", f"{where}malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(file, "", f"malformed YAML: {exc}") from None
+    if data is None:
+        raise ConfigError(file, "", "the file is empty; see the README's config reference")
+    if not isinstance(data, dict):
+        raise ConfigError(file, "", f"the top level must be a mapping, not a {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load and validate a config file; raises ConfigError (exit 2) naming file and key."""
+    file = config_path(path)
+    name = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(name, "", "no such file (pass --config or set VEDFIN_CONFIG)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(name, "", f"cannot read: {exc}") from None
+    return config_from_dict(parse_yaml(text, name), name)
+
+
+def config_from_dict(data: dict[str, Any], file: str = DEFAULT_CONFIG) -> Config:
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, file) from None
+    config._source = file
+    _assign_envs(config, file)
+    _check(config, file)
+    return config
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """`('applications', 1, 'resources', 'memory')` -> `applications[1].resources.memory`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _first_error(exc: ValidationError, file: str) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = tuple(p for p in err["loc"] if not _is_validator_tag(p))
+    kind, msg, given = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        return ConfigError(file, key_path(loc), _unknown_key(str(loc[-1]), loc[:-1]))
+    if kind == "missing":
+        return ConfigError(file, key_path(loc), "required key is missing")
+    if kind == "value_error":
+        return ConfigError(file, key_path(loc), msg.removeprefix("Value error, "))
+    if kind == "string_pattern_mismatch":
+        return ConfigError(file, key_path(loc), f"{show(given)} is not a valid {loc[-1]}")
+    text = msg[0].lower() + msg[1:]
+    return ConfigError(file, key_path(loc), f"{show(given)}: {text}")
+
+
+def _is_validator_tag(part: int | str) -> bool:
+    """Pydantic puts names like `function-before[...]` or `str` into loc for unions/validators."""
+    return isinstance(part, str) and (
+        "[" in part or part in {"str", "int", "float", "list", "dict", "bool"}
+    )
+
+
+def _unknown_key(key: str, parent: tuple[int | str, ...]) -> str:
+    names = _known_keys(parent)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    return f"unknown key {show(key)}{hint}"
+
+
+def _known_keys(parent: tuple[int | str, ...]) -> list[str]:
+    """Walk the model along `parent` to list the keys that are allowed there."""
+    model: Any = Config
+    for part in parent:
+        if isinstance(part, int) or model is None:
+            continue
+        field = _field_by_alias(model, part)
+        model = _inner_model(field.annotation) if field else None
+    if model is None:
+        return []
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _field_by_alias(model: type[BaseModel], alias: str) -> Any:
+    for name, field in model.model_fields.items():
+        if (field.alias or name) == alias:
+            return field
+    return None
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in reversed(typing.get_args(annotation)):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _assign_envs(config: Config, file: str) -> None:
+    """`api-production` is the `api` app of env `production`; longest env name wins."""
+    envs = sorted(config.environments, key=len, reverse=True)
+    for index, app in enumerate(config.applications):
+        env = next((e for e in envs if app.name.endswith(f"-{e}")), None)
+        if env is None or app.name == f"-{env}":
+            known = ", ".join(config.environments)
+            raise ConfigError(
+                file,
+                f"applications[{index}].name",
+                f"cannot tell the environment of {show(app.name)}: "
+                f"name apps <app>-<env> with env one of {known}",
+            )
+        app._env = env
+        app._app = app.name.removesuffix(f"-{env}")
+
+
+def _check(config: Config, file: str) -> None:
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(file, key, message)
+
+    if not config.applications:
+        fail("applications", "no applications: nothing to deploy")
+    for scope in config.secrets:
+        if scope != "shared" and scope not in config.environments:
+            fail(f"secrets.{scope}", f"unknown scope (use shared or one of "
+                 f"{', '.join(config.environments)})")
+    names: dict[str, int] = {}
+    domains: dict[str, str] = {}
+    for index, app in enumerate(config.applications):
+        at = f"applications[{index}]"
+        if app.name in names:
+            fail(f"{at}.name", f"{show(app.name)} is already the name of "
+                 f"applications[{names[app.name]}]")
+        names[app.name] = index
+        for domain in app.domains:
+            if domain in domains:
+                fail(f"{at}.domain", f"{domain} is already served by {domains[domain]}")
+            domains[domain] = app.name
+        if app.additional_domains and not app.domain:
+            fail(f"{at}.additionalDomains", "needs a domain to redirect to")
+        if app.resources.cpus > config.vps.cpus:
+            fail(f"{at}.resources.cpus", f"{app.resources.cpus:g} exceeds the VPS's "
+                 f"{config.vps.cpus:g} CPUs; Docker refuses such a limit")
+        _check_secret_refs(config, app, at, fail)
+    _check_strategy(config, fail)
+    for name, res in [("postgres", config.postgres.resources), ("redis", config.redis.resources),
+                      *config.overhead.items()]:
+        key = f"overhead.{name}" if name in config.overhead else name
+        if res.cpus > config.vps.cpus:
+            fail(f"{key}.resources.cpus" if key in ("postgres", "redis") else f"{key}.cpus",
+                 f"{res.cpus:g} exceeds the VPS's {config.vps.cpus:g} CPUs")
+    if config.edge.counted_in not in config.overhead and config.overhead:
+        fail("edge.countedIn", f"{show(config.edge.counted_in)} is not an overhead entry "
+             f"({', '.join(config.overhead)})")
+
+
+def _check_secret_refs(config: Config, app: Application, at: str, fail: Any) -> None:
+    declared = config.secret_names(app.env)
+    for key, value in app.environment.items():
+        for ref in secret_refs(value):
+            if ref not in declared:
+                fail(f"{at}.environment.{key}",
+                     f"${{{ref}}} is not a declared secret of {app.env} "
+                     f"(declare it under secrets.{app.env} or secrets.shared)")
+
+
+def _check_strategy(config: Config, fail: Any) -> None:
+    strategy = config.deployment_strategy
+    if strategy.max_surge == 0 and strategy.max_unavailable == 0:
+        fail("deploymentStrategy", "maxSurge and maxUnavailable are both 0: no update could "
+             "ever make progress")
+    for app in config.applications:
+        if strategy.max_unavailable >= app.replicas:
+            fail("deploymentStrategy.maxUnavailable",
+                 f"{strategy.max_unavailable} would leave {app.name} ({app.replicas} "
+                 f"replica{'s' if app.replicas > 1 else ''}) with none running during an update")

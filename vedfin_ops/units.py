@@ -1,0 +1,74 @@
+"""Size and duration parsing, done once at load time so every later layer works in MiB/seconds."""
+
+from __future__ import annotations
+
+import math
+import re
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt])(?:i?b)?\s*$", re.IGNORECASE)
+_FACTOR_MIB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_FACTOR_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+SIZE_HINT = "is not a size like 1536m or 1.5g"
+DURATION_HINT = "is not a duration like 30s or 5m"
+
+
+def parse_mib(value: object) -> int:
+    """Parse `1536m`, `4GB`, `1.5g`, `512MiB` into whole MiB, binary units as Docker reads them.
+
+    A bare number is refused rather than guessed: Docker would read it as bytes, a human as MiB.
+    """
+    if isinstance(value, bool) or not isinstance(value, str):
+        raise ValueError(f"{show(value)} {SIZE_HINT}")
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"{show(value)} {SIZE_HINT}")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    mib = number * _FACTOR_MIB[unit]
+    if not math.isfinite(mib) or mib != int(mib):
+        raise ValueError(f"{show(value)} is not a whole number of MiB")
+    return int(mib)
+
+
+def parse_seconds(value: object) -> float:
+    """Parse `30s`, `5m`, `500ms`; a bare number is seconds (YAML users write `interval: 5`)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{show(value)} {DURATION_HINT}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _FACTOR_S[match.group(2)]
+    else:
+        raise ValueError(f"{show(value)} {DURATION_HINT}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{show(value)} {DURATION_HINT}")
+    return seconds
+
+
+def format_mib(mib: float) -> str:
+    """`1536` -> `1536M`: the unit Docker's stack loader reads back to the same bytes."""
+    return f"{int(mib)}M"
+
+
+def format_seconds(seconds: float) -> str:
+    """Swarm wants durations as strings; whole seconds where possible, else milliseconds."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def format_cpus(cpus: float) -> str:
+    """`1.5` -> `"1.5"`, `1.0` -> `"1"`: the stack loader takes cpus as a string."""
+    return f"{cpus:g}"
+
+
+def show(value: object) -> str:
+    """A value as the user wrote it, quoted the way their YAML would: `"1536x"`, `-1`, `true`."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)

@@ -129,7 +129,7 @@ class Application(Model):
         return DEFAULT_MIGRATE if self._app == "api" else None
 
     @property
-    def total_memory_mib(self) -> int:
+    def total_memory_mb(self) -> int:
         return self.resources.memory * self.replicas
 
     @property

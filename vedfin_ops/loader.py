@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,8 @@ def _first_error(exc: ValidationError, file: str) -> ConfigError:
         return ConfigError(file, key_path(loc), msg.removeprefix("Value error, "))
     if kind == "string_pattern_mismatch":
         return ConfigError(file, key_path(loc), f"{show(given)} is not a valid {loc[-1]}")
-    text = msg[0].lower() + msg[1:]
+    text = re.sub(r"a valid dictionary or instance of \w+", "a mapping", msg)
+    text = text[0].lower() + text[1:]
     return ConfigError(file, key_path(loc), f"{show(given)}: {text}")
 
 

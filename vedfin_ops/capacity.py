@@ -1,0 +1,239 @@
+"""Capacity math: what the config commits on the VPS, what a rolling deploy adds, what to do.
+
+Pure: the config (and, later, measured usage) in, a report out. The runbook commits 7000 MiB of
+limits on a 4096 MiB VPS on purpose, so the figures here are the runbook's own and the status
+says how far past physical memory (and swap) the limits reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .config import Config
+
+Status = Literal["ok", "warn", "critical"]
+PRODUCTION = "production"
+
+
+def _r(value: float) -> float:
+    """CPU sums like 0.1 + 0.2 must print as 0.3."""
+    return round(value, 3)
+
+
+@dataclass(frozen=True)
+class Line:
+    name: str
+    env: str  # an env name, "shared" or "overhead"
+    memory_mb: int
+    cpus: float
+    replicas: int
+    kind: Literal["app", "shared", "overhead"]
+
+    @property
+    def total_memory_mb(self) -> int:
+        return self.memory_mb * self.replicas
+
+    @property
+    def total_cpus(self) -> float:
+        return _r(self.cpus * self.replicas)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "env": self.env, "kind": self.kind,
+            "memory_mb": self.memory_mb, "cpus": self.cpus, "replicas": self.replicas,
+            "total_memory_mb": self.total_memory_mb, "total_cpus": self.total_cpus,
+        }
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    action: str
+    frees_memory_mb: int
+    frees_cpus: float
+    detail: str
+    command: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action, "frees_memory_mb": self.frees_memory_mb,
+                "frees_cpus": _r(self.frees_cpus), "detail": self.detail,
+                "command": self.command}
+
+
+@dataclass(frozen=True)
+class Surge:
+    """What one rolling deploy adds at its peak, given how the tool rolls out.
+
+    `docker stack deploy` starts every changed service's update at once, and each start-first
+    service runs `parallelism` extra tasks while they become healthy; stop-first services (and
+    postgres, always) add nothing. One env deploys at a time per lock, so the peak is the
+    largest env's sum.
+    """
+
+    env: str | None
+    memory_mb: int
+    cpus: float
+    services: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CapacityReport:
+    scope: str
+    vps_memory_mb: int
+    vps_cpus: float
+    vps_swap_mb: int
+    lines: list[Line]
+    surge: Surge
+    status: Status
+    reasons: list[str]
+    recommendations: list[Recommendation]
+
+    @property
+    def committed_memory_mb(self) -> int:
+        return sum(line.total_memory_mb for line in self.lines)
+
+    @property
+    def committed_cpus(self) -> float:
+        return _r(sum(line.total_cpus for line in self.lines))
+
+    @property
+    def services_memory_mb(self) -> int:
+        return sum(line.total_memory_mb for line in self.lines if line.kind != "overhead")
+
+    @property
+    def services_cpus(self) -> float:
+        return _r(sum(line.total_cpus for line in self.lines if line.kind != "overhead"))
+
+    @property
+    def surge_peak_memory_mb(self) -> int:
+        return self.committed_memory_mb + self.surge.memory_mb
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "vps": {"memory_mb": self.vps_memory_mb, "cpus": self.vps_cpus,
+                    "swap_mb": self.vps_swap_mb},
+            "services": [line.to_dict() for line in self.lines],
+            "committed": {"memory_mb": self.committed_memory_mb, "cpus": self.committed_cpus},
+            "services_only": {"memory_mb": self.services_memory_mb, "cpus": self.services_cpus},
+            "surge_peak": {
+                "memory_mb": self.surge_peak_memory_mb,
+                "cpus": _r(self.committed_cpus + self.surge.cpus),
+                "added_memory_mb": self.surge.memory_mb,
+                "env": self.surge.env,
+                "surging_services": self.surge.services,
+                "order": "all changed services of one env at once; start-first adds "
+                         "parallelism tasks each; postgres stop-first",
+            },
+            "status": self.status,
+            "reasons": self.reasons,
+            "recommendations": [r.to_dict() for r in self.recommendations],
+        }
+
+
+def lines(config: Config, env: str | None = None) -> list[Line]:
+    """Everything in scope: the env's apps (all when None), shared services, overhead."""
+    out = [Line(a.name, a.env, a.resources.memory, a.resources.cpus, a.replicas, "app")
+           for a in config.apps(env)]
+    for name, res in (("postgres", config.postgres.resources), ("redis", config.redis.resources)):
+        out.append(Line(name, "shared", res.memory, res.cpus, 1, "shared"))
+    out.extend(Line(name, "overhead", res.memory, res.cpus, 1, "overhead")
+               for name, res in config.overhead.items())
+    return out
+
+
+def surge(config: Config, env: str | None = None) -> Surge:
+    strategy = config.deployment_strategy
+    if strategy.order != "start-first":
+        return Surge(env, 0, 0.0)
+    candidates = [env] if env else list(config.environments)
+    best = Surge(None, 0, 0.0)
+    for name in candidates:
+        apps = config.apps(name)
+        extra = {a.name: min(strategy.parallelism, a.replicas) for a in apps}
+        memory = sum(a.resources.memory * extra[a.name] for a in apps)
+        if memory > best.memory_mb or best.env is None:
+            cpus = _r(sum(a.resources.cpus * extra[a.name] for a in apps))
+            best = Surge(name, memory, cpus, [a.name for a in apps])
+    return best
+
+
+def _status(config: Config, committed_mb: int, committed_cpus: float,
+            peak_mb: int) -> tuple[Status, list[str]]:
+    vps = config.vps
+    physical, virtual = vps.memory, vps.memory + vps.swap
+    warn_mb = vps.memory * config.alerts.ram_warn / 100
+    reasons: list[str] = []
+    if committed_mb > virtual:
+        reasons.append(f"limits commit {committed_mb} MiB, more than RAM + swap "
+                       f"({physical} + {vps.swap} MiB)")
+    if peak_mb > virtual:
+        reasons.append(f"a rolling deploy peaks at {peak_mb} MiB of limits, more than "
+                       f"RAM + swap ({virtual} MiB)")
+    if reasons:
+        return "critical", reasons
+    if committed_mb > warn_mb:
+        reasons.append(f"limits commit {committed_mb} MiB, over "
+                       f"{config.alerts.ram_warn:g}% of {physical} MiB RAM")
+    if committed_cpus > vps.cpus:
+        reasons.append(f"limits commit {committed_cpus:g} CPU on {vps.cpus:g}")
+    return ("warn" if reasons else "ok"), reasons
+
+
+def recommendations(config: Config) -> list[Recommendation]:
+    """The runbook's three options, each with what it frees, computed from the config."""
+    out: list[Recommendation] = []
+    others = [a for a in config.applications if a.env != PRODUCTION]
+    if others:
+        envs = sorted({a.env for a in others})
+        out.append(Recommendation(
+            action=f"pause {' and '.join(envs)}",
+            frees_memory_mb=sum(a.total_memory_mb for a in others),
+            frees_cpus=sum(a.total_cpus for a in others),
+            detail=f"replicas to 0 for {', '.join(a.name for a in others)} during peak hours",
+            command=" && ".join(f"fab -H vps pause --env {e}" for e in envs),
+        ))
+    multi = [a for a in config.apps(PRODUCTION) if a.replicas > 1]
+    if multi:
+        out.append(Recommendation(
+            action="one replica off-hours",
+            frees_memory_mb=sum(a.resources.memory * (a.replicas - 1) for a in multi),
+            frees_cpus=sum(a.resources.cpus * (a.replicas - 1) for a in multi),
+            detail=f"scale {', '.join(a.name for a in multi)} to 1 replica at night "
+                   f"(12AM-6AM); no high availability meanwhile",
+            command="fab -H vps scale --env production --replicas 1",
+        ))
+    plan, vps = config.next_plan, config.vps
+    if plan.memory > vps.memory:
+        out.append(Recommendation(
+            action=f"upgrade VPS {vps.plan} -> {plan.name}",
+            frees_memory_mb=plan.memory - vps.memory,
+            frees_cpus=max(0.0, plan.cpus - vps.cpus),
+            detail=f"{plan.memory // 1024} GB RAM, {plan.cpus:g} CPU ({plan.price}): "
+                   f"no resource constraints, room for growth",
+            command="",
+        ))
+    return out
+
+
+def capacity_report(config: Config, env: str | None = None,
+                    usage: Any = None) -> CapacityReport:
+    """The runbook's Task 2.3 as numbers. `usage` (measured) is taken by the live report."""
+    if env is not None:
+        config.require_env(env)
+    scope_lines = lines(config, env)
+    peak = surge(config, env)
+    committed_mb = sum(line.total_memory_mb for line in scope_lines)
+    committed_cpus = _r(sum(line.total_cpus for line in scope_lines))
+    status, reasons = _status(config, committed_mb, committed_cpus, committed_mb + peak.memory_mb)
+    return CapacityReport(
+        scope=env or "all",
+        vps_memory_mb=config.vps.memory,
+        vps_cpus=config.vps.cpus,
+        vps_swap_mb=config.vps.swap,
+        lines=scope_lines,
+        surge=peak,
+        status=status,
+        reasons=reasons,
+        recommendations=recommendations(config) if status != "ok" else [],
+    )

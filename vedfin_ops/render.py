@@ -1,0 +1,198 @@
+"""config -> {relative path: text}. Pure: no I/O but reading the templates.
+
+Secret values are substituted only into env files (`env/*.env`); every other file is safe to
+print, diff and keep. Without a value for a secret, a placeholder goes in and the name is
+listed in `missing_secrets`, so `inv render` works on a laptop that holds no secrets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .config import Application, Config, Healthcheck, secret_refs
+from .quoting import sh, yaml_str
+from .units import format_cpus, format_mib, format_seconds
+
+TEMPLATES = Path(os.environ.get("VEDFIN_TEMPLATES", Path(__file__).resolve().parent.parent /
+                                "templates"))
+HEADER = "Rendered by vedfin-ops from {source}; edit the config, not this file."
+MONITOR_MARGIN_S = 10.0
+
+
+class Rendered(dict[str, str]):
+    """The files of one render, plus what a writer or a pusher needs to know about them."""
+
+    missing_secrets: list[str]
+
+    def __init__(self, files: Mapping[str, str], missing_secrets: list[str]) -> None:
+        super().__init__(files)
+        self.missing_secrets = missing_secrets
+
+    @staticmethod
+    def is_secret(path: str) -> bool:
+        """Files that may hold secret values: written 0600, never printed."""
+        return path.startswith("env/")
+
+
+def placeholder(name: str) -> str:
+    return f"__MISSING_SECRET_{name}__"
+
+
+@cache
+def _jinja(root: str) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(root),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters.update(
+        q=yaml_str,
+        shq=sh,
+        mib=lambda v: yaml_str(format_mib(v)),
+        cpus=lambda v: yaml_str(format_cpus(v)),
+        dur=lambda v: yaml_str(format_seconds(v)),
+        minutes=lambda v: max(1, round(v / 60)),
+        num=lambda v: f"{v:g}",
+    )
+    return env
+
+
+def _template(name: str) -> jinja2.Template:
+    return _jinja(str(TEMPLATES)).get_template(name)
+
+
+def monitor_seconds(health: Healthcheck) -> float:
+    """Swarm must watch a new task longer than its health check can take to fail it."""
+    return health.start_period + health.interval * health.retries + MONITOR_MARGIN_S
+
+
+def health_test(app: Application) -> list[str]:
+    if app.health.command:
+        return ["CMD", *app.health.command]
+    url = f"http://127.0.0.1:{app.port}{app.health.path}"
+    return ["CMD-SHELL", f"wget -q -O /dev/null {sh(url)} || exit 1"]
+
+
+def image(app: Application, tag: str) -> str:
+    return f"{app.image_repo}:{tag}"
+
+
+def stack_name(config: Config, env: str) -> str:
+    return f"{config.remote.stack_prefix}-{env}"
+
+
+def shared_stack_name(config: Config) -> str:
+    return f"{config.remote.stack_prefix}-shared"
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _postgres_command(config: Config) -> list[str] | None:
+    """pg_stat_statements only works when preloaded; the official image takes `postgres -c`."""
+    if "pg_stat_statements" in config.postgres.extensions:
+        return ["postgres", "-c", "shared_preload_libraries=pg_stat_statements"]
+    return None
+
+
+def _substitute(value: str, secrets: Mapping[str, str], missing: set[str]) -> str:
+    for name in secret_refs(value):
+        if name in secrets:
+            value = value.replace(f"${{{name}}}", secrets[name])
+        else:
+            missing.add(name)
+            value = value.replace(f"${{{name}}}", placeholder(name))
+    return value
+
+
+def render(config: Config, env: str | None = None, tag: str | None = None,
+           secrets: Mapping[str, str] | None = None) -> Rendered:
+    """Everything a release of `env` needs (every env when None): stacks, env files, SQL, edge."""
+    envs = [config.require_env(env)] if env else list(config.environments)
+    secrets = secrets or {}
+    missing: set[str] = set()
+    header = HEADER.format(source=Path(config.source).name)
+    files: dict[str, str] = {}
+
+    files["db/init-db.sql"] = _template("init-db.sql.j2").render(
+        header=header,
+        databases=[e.database for e in config.environments.values()],
+        extensions=config.postgres.extensions,
+    )
+    files["edge/Caddyfile"] = _caddyfile(config, header)
+    files["monitoring/netdata-health.conf"] = _template("netdata-health.conf.j2").render(
+        header=header, alerts=config.alerts)
+    files["monitoring/health_alarm_notify.conf"] = _template("netdata-notify.conf.j2").render(
+        header=header, alerts=config.alerts)
+    files["stacks/shared.yml"] = _template("stack-shared.yml.j2").render(
+        header=header,
+        stack=shared_stack_name(config),
+        postgres=config.postgres,
+        postgres_command=_postgres_command(config),
+        postgres_test=["CMD", *(config.postgres.healthcheck.command or ["pg_isready"])],
+        postgres_monitor=monitor_seconds(config.postgres.healthcheck),
+        redis=config.redis,
+        edge=config.edge,
+        network=config.remote.network,
+        init_db_name=f"{config.remote.stack_prefix}_init_db_{_hash(files['db/init-db.sql'])}",
+        caddyfile_name=f"{config.remote.stack_prefix}_caddyfile_{_hash(files['edge/Caddyfile'])}",
+    )
+    files["env/postgres.env"] = _env_file(header, "postgres", {
+        "POSTGRES_USER": config.postgres.user,
+        "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD}",
+        "POSTGRES_DB": "postgres",
+    }, secrets, missing)
+    for name in envs:
+        apps = config.apps(name)
+        files[f"stacks/{name}.yml"] = _template("stack-env.yml.j2").render(
+            header=header,
+            stack=stack_name(config, name),
+            env=name,
+            apps=[_app_view(app, tag or config.tag) for app in apps],
+            strategy=config.deployment_strategy,
+            network=config.remote.network,
+        )
+        for app in apps:
+            files[f"env/{app.name}.env"] = _env_file(header, app.name, app.environment,
+                                                     secrets, missing)
+    return Rendered(files, sorted(missing))
+
+
+def _app_view(app: Application, tag: str) -> dict[str, Any]:
+    return {
+        "name": app.name, "app": app.app, "image": image(app, tag), "port": app.port,
+        "replicas": app.replicas, "resources": app.resources, "health": app.health,
+        "health_test": health_test(app), "monitor": monitor_seconds(app.health),
+    }
+
+
+def _env_file(header: str, name: str, variables: Mapping[str, str],
+              secrets: Mapping[str, str], missing: set[str]) -> str:
+    values = {k: _substitute(v, secrets, missing) for k, v in variables.items()}
+    return _template("app.env.j2").render(header=header, name=name, variables=values)
+
+
+def _caddyfile(config: Config, header: str) -> str:
+    edge = config.edge
+    scheme = "http" if edge.tls == "off" else "https"
+    public_port = edge.http_port if edge.tls == "off" else edge.https_port
+    default_port = 80 if edge.tls == "off" else 443
+    return _template("Caddyfile.j2").render(
+        header=header,
+        edge=edge,
+        apps=[a for a in config.applications if a.domain],
+        scheme=scheme,
+        scheme_prefix="http://" if edge.tls == "off" else "",
+        port_suffix="" if public_port == default_port else f":{public_port}",
+    )

@@ -57,10 +57,10 @@ def parse_yaml(text: str, file: str) -> dict[str, Any]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = exc.problem or exc.context or "malformed YAML"
+        problem = " ".join((exc.problem or exc.context or "").split())
         raise ConfigError(file, "", f"{where}malformed YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(file, "", f"malformed YAML: {exc}") from None
+        raise ConfigError(file, "", f"malformed YAML: {' '.join(str(exc).split())}") from None
     if data is None:
         raise ConfigError(file, "", "the file is empty; see the README's config reference")
     if not isinstance(data, dict):

@@ -1,0 +1,209 @@
+"""vedfin-ops tasks (`inv --list`, `fab --list`): thin wrappers over `vedfin_ops` functions.
+
+Every task takes `--config F` (else $VEDFIN_CONFIG, else dokploy.yaml). Exit codes: 0 ok,
+1 a check or deploy failed, 2 bad input. Remote tasks run under `fab -H HOST`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from invoke import Collection, task
+
+from vedfin_ops import secret_store
+from vedfin_ops.capacity import capacity_report as _capacity_report
+from vedfin_ops.cli import config_for, err, guarded, pending, warn
+from vedfin_ops.cli import out as stdout
+from vedfin_ops.local_files import write_tree
+from vedfin_ops.render import render as _render
+from vedfin_ops.tables import (
+    capacity_table,
+    config_table,
+    recommendations_table,
+    status_line,
+)
+
+CONFIG_HELP = {"config": "config file (default: $VEDFIN_CONFIG, else dokploy.yaml)"}
+
+
+@task(help={**CONFIG_HELP, "env": "one env (default: all)", "out": "output folder",
+            "tag": "image tag (default: the config's tag)"})
+@guarded
+def render(c: Any, env: str | None = None, out: str = "build", tag: str | None = None,
+           config: str | None = None) -> None:
+    """Render stack files, env files, init-db.sql, edge and alert config into a folder."""
+    cfg = config_for(config)
+    if env:
+        cfg.require_env(env)
+    values = secret_store.resolve(cfg, env)
+    rendered = _render(cfg, env, tag=tag, secrets=values)
+    written = write_tree(rendered, Path(out))
+    for path in written:
+        mode = " (0600)" if rendered.is_secret(str(path.relative_to(out))) else ""
+        stdout.print(f"{path}{mode}", highlight=False)
+    if rendered.missing_secrets:
+        warn(f"{len(rendered.missing_secrets)} secrets not set, placeholders written: "
+             f"{', '.join(rendered.missing_secrets)} (inv secrets.generate --env E, or export "
+             f"them)")
+
+
+
+@task(help=CONFIG_HELP)
+@guarded
+def check_config(c: Any, config: str | None = None) -> None:
+    """Validate the config and print a summary of what it deploys."""
+    cfg = config_for(config)
+    present = set(secret_store.resolve(cfg))
+    stdout.print(config_table(cfg, present))
+    report = _capacity_report(cfg)
+    stdout.print(f"{cfg.source}: valid; {len(cfg.applications)} apps in "
+              f"{len(cfg.environments)} envs; capacity {report.status}", highlight=False)
+
+
+@task(help={**CONFIG_HELP, "env": "one env plus shared services (default: every env)",
+            "json": "print the contract's JSON object", "chart": "write a chart (issue #6)"})
+@guarded
+def capacity_report(c: Any, env: str | None = None, json_: bool = False,
+                    chart: str | None = None, config: str | None = None) -> None:
+    """Committed resources vs the VPS (the runbook's Task 2.3), with mitigations."""
+    cfg = config_for(config)
+    if chart:
+        raise pending("capacity-report --chart", 6)
+    report = _capacity_report(cfg, env)
+    if json_:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    stdout.print(capacity_table(report))
+    stdout.print(status_line(report))
+    if report.recommendations:
+        stdout.print(recommendations_table(report))
+
+
+@task(help={**CONFIG_HELP, "env": "environment", "json": "JSON output"})
+@guarded
+def smoke_test(c: Any, env: str = "production", json_: bool = False,
+               config: str | None = None) -> None:
+    """HTTP, TLS and database checks against the live env (issue #5)."""
+    config_for(config).require_env(env)
+    raise pending("smoke-test", 5)
+
+
+@task(help={**CONFIG_HELP, "env": "environment", "json": "JSON output"})
+@guarded
+def preflight(c: Any, env: str = "production", json_: bool = False,
+              config: str | None = None) -> None:
+    """The pre-deployment checklist on the host (issue #5)."""
+    config_for(config).require_env(env)
+    raise pending("preflight", 5)
+
+
+@task(help=CONFIG_HELP)
+@guarded
+def db_init(c: Any, config: str | None = None) -> None:
+    """Create missing databases and extensions, then verify with a vector query (issue #4)."""
+    config_for(config)
+    raise pending("db-init", 4)
+
+
+@task(help={**CONFIG_HELP, "env": "environment", "tag": "api image tag"})
+@guarded
+def migrate(c: Any, env: str = "production", tag: str | None = None,
+            config: str | None = None) -> None:
+    """Run migrations in a one-off container of the new api image (issue #4)."""
+    config_for(config).require_env(env)
+    raise pending("migrate", 4)
+
+
+@task(help={**CONFIG_HELP, "env": "environment"})
+@guarded
+def rollback(c: Any, env: str = "production", config: str | None = None) -> None:
+    """Back to the previous good release (issue #4)."""
+    config_for(config).require_env(env)
+    raise pending("rollback", 4)
+
+
+@task(help={**CONFIG_HELP, "env": "environment"})
+@guarded
+def status(c: Any, env: str = "production", config: str | None = None) -> None:
+    """Releases, services, replicas and update state on the host (issue #4)."""
+    config_for(config).require_env(env)
+    raise pending("status", 4)
+
+
+@task(help=CONFIG_HELP)
+@guarded
+def audit(c: Any, config: str | None = None) -> None:
+    """The host's audit log (issue #4)."""
+    config_for(config)
+    raise pending("audit", 4)
+
+
+def _deploy_task(env: str) -> Any:
+    @task(name=env, help={**CONFIG_HELP, "tag": "image tag to deploy",
+                          "skip_preflight": "skip the checklist (recorded in the audit log)",
+                          "force": "deploy past the capacity gate (recorded)"})
+    @guarded
+    def deploy_env(c: Any, tag: str | None = None, skip_preflight: bool = False,
+                   force: bool = False, config: str | None = None) -> None:
+        config_for(config).require_env(env)
+        raise pending(f"deploy.{env}", 4)
+
+    deploy_env.__doc__ = f"The whole pipeline for {env}: preflight, push, db-init, migrate, " \
+                         f"rollout, smoke, record."
+    deploy_env.body.__doc__ = deploy_env.__doc__
+    return deploy_env
+
+
+@task(help={**CONFIG_HELP, "env": "environment"})
+@guarded
+def generate(c: Any, env: str = "production", config: str | None = None) -> None:
+    """Fill missing generatable secrets into the git-ignored 0600 secrets file; names only."""
+    cfg = config_for(config)
+    result = secret_store.generate(cfg, env)
+    err.print(f"secrets file: {result.path} (mode 0600)", highlight=False)
+    for name in result.generated:
+        stdout.print(f"generated  {name}", highlight=False)
+    for name in result.kept:
+        stdout.print(f"kept       {name}", highlight=False)
+    for name in result.to_fill_by_hand:
+        stdout.print(f"fill by hand  {name}", highlight=False)
+
+
+@task(name="release")
+@guarded
+def lock_release(c: Any, env: str = "production", config: str | None = None) -> None:
+    """Release a stale deploy lock on the host (issue #4)."""
+    config_for(config).require_env(env)
+    raise pending("lock.release", 4)
+
+
+@task(name="up")
+@guarded
+def sandbox_up(c: Any, use_existing: bool = False) -> None:
+    """Turn this machine into a local VPS (issue #3)."""
+    raise pending("sandbox.up", 3)
+
+
+@task(name="down")
+@guarded
+def sandbox_down(c: Any) -> None:
+    """Remove the local VPS (issue #3)."""
+    raise pending("sandbox.down", 3)
+
+
+@task(name="status")
+@guarded
+def sandbox_status(c: Any, json_: bool = False) -> None:
+    """What the local VPS runs (issue #3)."""
+    raise pending("sandbox.status", 3)
+
+
+ns = Collection(render, check_config, capacity_report, smoke_test, preflight, db_init, migrate,
+                rollback, status, audit)
+ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
+                                                                   "dev"))))
+ns.add_collection(Collection("secrets", generate))
+ns.add_collection(Collection("lock", lock_release))
+ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))

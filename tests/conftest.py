@@ -1,0 +1,36 @@
+"""Shared helpers: the shipped config as data, and a way to load a changed copy of it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from vedfin_ops.config import Config
+from vedfin_ops.loader import config_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "dokploy.yaml"
+RUNBOOK_SNIPPET = ROOT / "tests" / "data" / "runbook-snippet.yaml"
+
+
+@pytest.fixture(scope="session")
+def shipped_data() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(SHIPPED.read_text())
+    return data
+
+
+@pytest.fixture
+def variant(shipped_data: dict[str, Any]) -> Callable[[Callable[[dict[str, Any]], Any]], Config]:
+    """Load the shipped config after `change` edits a deep copy of its data."""
+
+    def load(change: Callable[[dict[str, Any]], Any]) -> Config:
+        data = copy.deepcopy(shipped_data)
+        change(data)
+        return config_from_dict(data, "dokploy.yaml")
+
+    return load

@@ -1,0 +1,247 @@
+"""Task 2.1 as a config: the shipped file carries the runbook's figures; bad files are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vedfin_ops import load_config
+from vedfin_ops.errors import ConfigError, UsageError
+from vedfin_ops.loader import key_path
+
+from .conftest import RUNBOOK_SNIPPET, SHIPPED
+
+EXPECTED_APPS = {
+    # name: (memory MiB, cpus, replicas)
+    "api-dev": (512, 0.5, 1), "web-dev": (512, 0.5, 1),
+    "api-staging": (768, 0.75, 1), "web-staging": (768, 0.75, 1),
+    "api-production": (1536, 1.5, 2), "web-production": (1024, 1.0, 2),
+}
+
+
+def test_shipped_config_has_every_figure_of_the_runbook() -> None:
+    config = load_config(SHIPPED)
+    got = {a.name: (a.resources.memory, a.resources.cpus, a.replicas)
+           for a in config.applications}
+    assert got == EXPECTED_APPS
+    prod_api = next(a for a in config.applications if a.name == "api-production")
+    prod_web = next(a for a in config.applications if a.name == "web-production")
+    assert prod_api.domain == "api.v-edfinance.com" and prod_api.branch == "main"
+    assert prod_web.domains == ["v-edfinance.com", "www.v-edfinance.com"]
+    assert config.postgres.image == "pgvector/pgvector:pg17"
+    assert (config.postgres.resources.memory, config.postgres.resources.cpus) == (1024, 1.0)
+    assert config.postgres.healthcheck.command == ["pg_isready", "-U", "postgres"]
+    assert (config.redis.resources.memory, config.redis.resources.cpus) == (256, 0.25)
+    assert (config.vps.memory, config.vps.cpus, config.vps.swap) == (4096, 2.0, 2048)
+    assert {k: (v.memory, v.cpus) for k, v in config.overhead.items()} == {
+        "monitoring": (400, 0.5), "system": (200, 0.25)}
+    assert [e.database for e in config.environments.values()] == [
+        "vedfinance_dev", "vedfinance_staging", "vedfinance_prod"]
+    assert config.postgres.extensions == ["vector", "pg_stat_statements"]
+    strategy = config.deployment_strategy
+    assert (strategy.max_surge, strategy.max_unavailable, strategy.order) == (1, 0, "start-first")
+    assert (config.alerts.cpu.above, config.alerts.cpu.for_) == (85, 300)
+    assert (config.alerts.ram.above, config.alerts.ram.for_) == (90, 300)
+    assert config.alerts.disk.above == 85
+    assert (config.firewall.allow, config.firewall.deny) == ([22, 80, 443], [3000])
+
+
+def test_shipped_config_declares_task_2_4_secrets_per_env() -> None:
+    config = load_config(SHIPPED)
+    prod = config.secret_names("production")
+    assert set(prod) == {"POSTGRES_PASSWORD", "JWT_SECRET_PROD", "JWT_REFRESH_SECRET_PROD",
+                         "ENCRYPTION_KEY_PROD", "R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID",
+                         "R2_SECRET_ACCESS_KEY", "GEMINI_API_KEY"}
+    assert prod["JWT_SECRET_PROD"] == "generate" and prod["R2_ACCOUNT_ID"] == "manual"
+    assert "JWT_SECRET_STAGING" in config.secret_names("staging")
+    assert "JWT_SECRET_PROD" not in config.secret_names("dev")
+
+
+def test_runbook_snippet_loads_as_written_with_defaults() -> None:
+    config = load_config(RUNBOOK_SNIPPET)
+    assert [a.name for a in config.applications] == ["api-production", "web-production"]
+    api = config.applications[0]
+    assert (api.app, api.env, api.image_repo, api.health.path) == (
+        "api", "production", "vedfinance/api", "/api/health")
+    assert config.applications[1].health.path == "/"
+    assert config.environments["production"].database == "vedfinance_prod"
+    assert "POSTGRES_PASSWORD" in config.secret_names("production")
+
+
+def test_config_path_comes_from_flag_then_env_then_default(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^error: dokploy.yaml: no such file"):
+        load_config()
+    monkeypatch.setenv("VEDFIN_CONFIG", str(SHIPPED))
+    assert load_config().source == str(SHIPPED)
+    with pytest.raises(ConfigError, match="other.yaml"):
+        load_config("other.yaml")
+
+
+def _error(variant: Any, change: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        variant(change)
+    line = info.value.line()
+    assert line.startswith("error: dokploy.yaml: ") and "\n" not in line
+    assert info.value.exit_code == 2
+    return line
+
+
+def _set(path: str, value: Any) -> Any:
+    """A change that sets data at a dotted path like `applications.1.resources.memory`."""
+    def change(data: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = data
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[int(last) if last.isdigit() else last] = value
+    return change
+
+
+def test_bad_memory_size_names_file_key_and_value(variant: Any) -> None:
+    line = _error(variant, _set("applications.1.resources.memory", "1536x"))
+    assert line == ('error: dokploy.yaml: applications[1].resources.memory: "1536x" is not a '
+                    'size like 1536m or 1.5g')
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), [
+    ("applications.0.replicas", 0, "applications[0].replicas: 0: input should be greater than"),
+    ("applications.0.replicas", -2, "applications[0].replicas: -2"),
+    ("applications.0.replicas", "two", 'applications[0].replicas: "two": input should be a '
+                                       "valid integer"),
+    ("applications.0.replicas", 1.5, "applications[0].replicas: 1.5"),
+    ("applications.0.resources.memory", "0m", "applications[0].resources.memory: 0m must be "
+                                              "greater than 0"),
+    ("applications.0.resources.memory", "-5m", "applications[0].resources.memory: \"-5m\" is "
+                                               "not a size"),
+    ("applications.0.resources.memory", 1536, "applications[0].resources.memory: 1536 is not "
+                                              "a size"),
+    ("applications.0.resources.memory", "2m", "below Docker's minimum of 6m"),
+    ("applications.0.resources.cpus", 0, "applications[0].resources.cpus: 0 must be greater"),
+    ("applications.0.resources.cpus", -1, "applications[0].resources.cpus: -1"),
+    ("applications.0.resources.cpus", "lots", 'applications[0].resources.cpus: "lots"'),
+    ("applications.0.resources.cpus", 3, "exceeds the VPS's 2 CPUs"),
+    ("applications.0.resources", "big", 'applications[0].resources: "big": input should be '
+                                        "a mapping"),
+    ("applications.0.domain", "not a domain", "applications[0].domain"),
+    ("applications.0.environment", ["FOO"], 'applications[0].environment: item 0 "FOO" is not '
+                                            "KEY=value"),
+    ("vps.memory", "4 gigs", 'vps.memory: "4 gigs" is not a size'),
+    ("vps.swap", True, "vps.swap: true is not a size"),
+    ("deploymentStrategy.type", "recreate", "deploymentStrategy.type"),
+    ("applications", [], "applications: no applications"),
+    ("applications", "api", "applications"),
+    ("overhead.monitoring.cpus", 9, "overhead.monitoring.cpus: 9 exceeds"),
+    ("alerts.ram.above", 120, "alerts.ram.above"),
+    ("tag", "bad tag!", "tag"),
+])
+def test_wrong_types_and_values_are_refused(variant: Any, path: str, value: Any,
+                                            expected: str) -> None:
+    assert expected in _error(variant, _set(path, value))
+
+
+def test_unknown_key_suggests_the_close_one(variant: Any) -> None:
+    line = _error(variant, lambda d: d["applications"][0].update(replica=3))
+    assert line == ('error: dokploy.yaml: applications[0].replica: unknown key "replica" '
+                    '(did you mean "replicas"?)')
+    line = _error(variant, lambda d: d.update(deploymentStrategey={}))
+    assert 'did you mean "deploymentStrategy"?' in line
+    line = _error(variant, lambda d: d["vps"].update(memroy="4g"))
+    assert 'vps.memroy: unknown key "memroy" (did you mean "memory"?)' in line
+    line = _error(variant, lambda d: d["postgres"]["resources"].update(cpu=1))
+    assert 'postgres.resources.cpu: unknown key "cpu" (did you mean "cpus"?)' in line
+    assert "did you mean" not in _error(variant, lambda d: d.update(zzzzzz=1))
+
+
+def test_missing_required_key_is_named(variant: Any) -> None:
+    assert _error(variant, lambda d: d.pop("vps")).endswith("vps: required key is missing")
+    line = _error(variant, lambda d: d["applications"][0].pop("resources"))
+    assert "applications[0].resources: required key is missing" in line
+
+
+def test_duplicate_app_names_are_refused(variant: Any) -> None:
+    line = _error(variant, _set("applications.1.name", "api-production"))
+    assert line == ('error: dokploy.yaml: applications[1].name: "api-production" is already '
+                    "the name of applications[0]")
+
+
+def test_duplicate_domains_are_refused(variant: Any) -> None:
+    line = _error(variant, _set("applications.1.domain", "api.v-edfinance.com"))
+    assert "applications[1].domain: api.v-edfinance.com is already served by api-production" \
+        in line
+
+
+@pytest.mark.parametrize("name", ["api-prod", "api", "production-api", "api-production2"])
+def test_app_whose_env_cannot_be_told_is_refused(variant: Any, name: str) -> None:
+    line = _error(variant, _set("applications.0.name", name))
+    assert f'applications[0].name: cannot tell the environment of "{name}"' in line
+
+
+def test_undeclared_secret_reference_is_refused(variant: Any) -> None:
+    line = _error(variant, lambda d: d["applications"][0]["environment"].append(
+        "STRIPE_KEY=${STRIPE_KEY}"))
+    assert line == ("error: dokploy.yaml: applications[0].environment.STRIPE_KEY: "
+                    "${STRIPE_KEY} is not a declared secret of production (declare it under "
+                    "secrets.production or secrets.shared)")
+
+
+def test_secret_of_another_env_is_not_visible(variant: Any) -> None:
+    line = _error(variant, lambda d: d["applications"][4]["environment"].append(
+        "X=${JWT_SECRET_PROD}"))
+    assert "${JWT_SECRET_PROD} is not a declared secret of dev" in line
+
+
+def test_strategy_that_would_leave_no_replica_is_refused(variant: Any) -> None:
+    line = _error(variant, lambda d: d["deploymentStrategy"].update(maxSurge=0,
+                                                                    maxUnavailable=1))
+    assert line == ("error: dokploy.yaml: deploymentStrategy.maxUnavailable: 1 would leave "
+                    "api-staging (1 replica) with none running during an update")
+    line = _error(variant, lambda d: d["deploymentStrategy"].update(maxSurge=0,
+                                                                    maxUnavailable=0))
+    assert "deploymentStrategy: maxSurge and maxUnavailable are both 0" in line
+    line = _error(variant, lambda d: d["deploymentStrategy"].update(maxUnavailable=-1))
+    assert "deploymentStrategy.maxUnavailable: -1" in line
+
+
+def test_stop_first_strategy_with_room_is_accepted(variant: Any) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["deploymentStrategy"].update(maxSurge=0, maxUnavailable=1)
+        for app in data["applications"]:
+            app["replicas"] = 2
+    config = variant(change)
+    assert (config.deployment_strategy.order, config.deployment_strategy.parallelism) == (
+        "stop-first", 1)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("applications: [\n  {name: api-production\n", "line 3, column 1: malformed YAML"),
+    ("vps:\n\tmemory: 4g\n", "line 2, column 1: malformed YAML"),
+    ("a: 1\na: 2\n", 'line 2, column 1: malformed YAML: duplicate key "a"'),
+    ("", "the file is empty"),
+    ("# only a comment\n", "the file is empty"),
+    ("- 1\n- 2\n", "the top level must be a mapping, not a list"),
+    ("just words", "the top level must be a mapping, not a str"),
+])
+def test_malformed_files_give_one_line_with_the_line_number(tmp_path: Path, text: str,
+                                                            expected: str) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.line().startswith(f"error: {path}: ")
+    assert expected in info.value.line()
+
+
+def test_unknown_env_is_a_usage_error() -> None:
+    config = load_config(SHIPPED)
+    with pytest.raises(UsageError, match='unknown env "prod" .known: dev, staging, production'):
+        config.require_env("prod")
+
+
+def test_key_path_reads_like_the_yaml() -> None:
+    assert key_path(("applications", 1, "resources", "memory")) == \
+        "applications[1].resources.memory"
+    assert key_path(("vps",)) == "vps"

@@ -1,0 +1,187 @@
+"""What render writes follows DESIGN.md's swarm rules; secret values only reach env files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+from vedfin_ops import load_config, render
+from vedfin_ops.render import _template, monitor_seconds, placeholder
+
+from .conftest import SHIPPED
+
+SECRETS = {"POSTGRES_PASSWORD": "pg-Sup3r$ecret", "JWT_SECRET_PROD": "jwt-6f1e0c9d",
+           "GEMINI_API_KEY": "gemini-key-42"}
+
+
+@pytest.fixture(scope="module")
+def prod() -> Any:
+    return render(load_config(SHIPPED), "production", tag="v1.2.3", secrets=SECRETS)
+
+
+def _stack(files: Any, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(files[f"stacks/{name}.yml"])
+    return data
+
+
+def test_render_for_one_env_writes_its_stack_and_the_shared_files(prod: Any) -> None:
+    assert sorted(prod) == [
+        "db/init-db.sql", "edge/Caddyfile", "env/api-production.env", "env/postgres.env",
+        "env/web-production.env", "monitoring/health_alarm_notify.conf",
+        "monitoring/netdata-health.conf", "stacks/production.yml", "stacks/shared.yml"]
+
+
+def test_render_without_env_covers_every_env() -> None:
+    files = render(load_config(SHIPPED))
+    assert {"stacks/dev.yml", "stacks/staging.yml", "stacks/production.yml",
+            "env/api-dev.env", "env/web-staging.env"} <= set(files)
+
+
+def test_app_services_follow_the_swarm_rules(prod: Any) -> None:
+    stack = _stack(prod, "production")
+    assert stack["version"] == "3.8"
+    api = stack["services"]["api-production"]
+    assert api["image"] == "vedfinance/api:v1.2.3"
+    deploy = api["deploy"]
+    assert deploy["replicas"] == 2 and deploy["endpoint_mode"] == "dnsrr"
+    assert deploy["resources"]["limits"] == {"cpus": "1.5", "memory": "1536M"}
+    update = deploy["update_config"]
+    assert update == {"parallelism": 1, "order": "start-first", "failure_action": "rollback",
+                      "monitor": "35s", "delay": "0s"}
+    assert deploy["rollback_config"]["order"] == "start-first"
+    assert deploy["rollback_config"]["monitor"] == update["monitor"]
+    health = api["healthcheck"]
+    assert "/api/health" in " ".join(health["test"])
+    # monitor must outlast start_period + interval x retries
+    assert float(update["monitor"][:-1]) > 10 + 5 * 3
+    web = stack["services"]["web-production"]
+    assert web["deploy"]["resources"]["limits"] == {"cpus": "1", "memory": "1024M"}
+    assert web["healthcheck"]["test"][0] == "CMD-SHELL"
+    for service in stack["services"].values():
+        assert not {"depends_on", "restart", "container_name", "build", "ports"} & set(service)
+        for key in ("interval", "timeout", "start_period"):
+            assert isinstance(service["healthcheck"][key], str)
+
+
+def test_max_surge_zero_renders_stop_first(shipped_data: dict[str, Any]) -> None:
+    import copy
+
+    from vedfin_ops.loader import config_from_dict
+    data = copy.deepcopy(shipped_data)
+    data["deploymentStrategy"] = {"type": "rolling", "maxSurge": 0, "maxUnavailable": 1}
+    for app in data["applications"]:
+        app["replicas"] = 2
+    stack = _stack(render(config_from_dict(data), "production"), "production")
+    update = stack["services"]["api-production"]["deploy"]["update_config"]
+    assert (update["order"], update["parallelism"]) == ("stop-first", 1)
+
+
+def test_postgres_is_stop_first_private_and_preloads_pg_stat_statements(prod: Any) -> None:
+    shared = _stack(prod, "shared")
+    pg = shared["services"]["postgres"]
+    assert pg["image"] == "pgvector/pgvector:pg17"
+    assert pg["deploy"]["update_config"]["order"] == "stop-first"
+    assert pg["deploy"]["rollback_config"]["order"] == "stop-first"
+    assert pg["stop_grace_period"] == "30s"
+    assert "ports" not in pg and "ports" not in shared["services"]["redis"]
+    assert pg["deploy"]["resources"]["limits"] == {"cpus": "1", "memory": "1024M"}
+    assert "shared_preload_libraries=pg_stat_statements" in pg["command"]
+    assert pg["healthcheck"]["test"] == ["CMD", "pg_isready", "-U", "postgres"]
+    assert shared["services"]["redis"]["deploy"]["resources"]["limits"] == {
+        "cpus": "0.25", "memory": "256M"}
+
+
+def test_only_the_edge_publishes_ports_in_host_mode(prod: Any) -> None:
+    shared = _stack(prod, "shared")
+    ports = shared["services"]["edge"]["ports"]
+    assert {(p["published"], p["mode"]) for p in ports} == {(80, "host"), (443, "host")}
+    assert shared["networks"]["shared"]["attachable"] is True
+
+
+def test_configs_get_a_new_name_when_their_content_changes(variant: Any) -> None:
+    before = _stack(render(variant(lambda d: None), "production"), "shared")["configs"]
+    after = _stack(render(variant(lambda d: d["applications"][1].update(
+        additionalDomains=["www2.v-edfinance.com"])), "production"), "shared")["configs"]
+    assert before["caddyfile"]["name"] != after["caddyfile"]["name"]
+    assert before["init_db"]["name"] == after["init_db"]["name"]
+
+
+def test_secret_values_are_only_in_env_files(prod: Any) -> None:
+    for path, text in prod.items():
+        holds = [v for v in SECRETS.values() if v in text]
+        if path.startswith("env/"):
+            continue
+        assert holds == [], path
+    assert f"POSTGRES_PASSWORD={SECRETS['POSTGRES_PASSWORD']}" in prod["env/postgres.env"]
+    api_env = prod["env/api-production.env"]
+    assert ("DATABASE_URL=postgresql://postgres:pg-Sup3r$ecret@postgres:5432/vedfinance_prod"
+            in api_env)
+    assert "JWT_SECRET=jwt-6f1e0c9d" in api_env
+    assert "R2_BUCKET_NAME=v-edfinance-backup" in api_env
+
+
+def test_missing_secrets_get_placeholders_and_are_listed(prod: Any) -> None:
+    assert "JWT_REFRESH_SECRET_PROD" in prod.missing_secrets
+    assert "POSTGRES_PASSWORD" not in prod.missing_secrets
+    assert f"R2_ACCOUNT_ID={placeholder('R2_ACCOUNT_ID')}" in prod["env/api-production.env"]
+    assert prod.is_secret("env/api-production.env") and not prod.is_secret("stacks/shared.yml")
+
+
+def test_init_db_creates_each_database_and_extension_idempotently(prod: Any) -> None:
+    sql = prod["db/init-db.sql"]
+    for db in ("vedfinance_dev", "vedfinance_staging", "vedfinance_prod"):
+        assert f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{db}')\\gexec" in sql
+        assert f"\\connect {db}" in sql
+    assert sql.count("CREATE EXTENSION IF NOT EXISTS vector;") == 3
+    assert sql.count("CREATE EXTENSION IF NOT EXISTS pg_stat_statements;") == 3
+
+
+def test_caddyfile_serves_every_domain_and_redirects_www_to_apex(prod: Any) -> None:
+    caddy = prod["edge/Caddyfile"]
+    for domain in ("api.v-edfinance.com", "v-edfinance.com", "api.staging.v-edfinance.com",
+                   "dev.v-edfinance.com"):
+        assert f"\n{domain} {{" in caddy
+    assert "www.v-edfinance.com {\n\tredir https://v-edfinance.com{uri} permanent" in caddy
+    assert "name api-production\n\t\t\tport 3000" in caddy
+    assert "email ops@v-edfinance.com" in caddy
+
+
+def test_caddyfile_without_tls_redirects_to_the_public_port(variant: Any) -> None:
+    config = variant(lambda d: d.update(edge={"tls": "off", "httpPort": 8080}))
+    caddy = render(config, "production")["edge/Caddyfile"]
+    assert "auto_https off" in caddy
+    assert "http://www.v-edfinance.com {\n\tredir http://v-edfinance.com:8080{uri}" in caddy
+    edge = _stack(render(config, "production"), "shared")["services"]["edge"]
+    assert [p["published"] for p in edge["ports"]] == [8080]
+
+
+def test_netdata_alarms_carry_the_runbook_thresholds(prod: Any) -> None:
+    alarms = prod["monitoring/netdata-health.conf"]
+    assert "lookup: average -5m unaligned of user,system" in alarms
+    assert "warn: $this > 85\n" in alarms and "warn: $this > 90\n" in alarms
+    assert "on: disk.space" in alarms
+    assert 'DEFAULT_RECIPIENT_EMAIL=ops@v-edfinance.com' in prod[
+        "monitoring/health_alarm_notify.conf"]
+
+
+def test_values_that_look_like_yaml_stay_strings(variant: Any) -> None:
+    from vedfin_ops.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"applications\[0\].image: \"team/api: yes\""):
+        variant(lambda d: d["applications"][0].update(image="team/api: yes"))
+    config = variant(lambda d: d.update(tag="1e3"))
+    stack = _stack(render(config, "production"), "production")
+    assert stack["services"]["api-production"]["image"] == "vedfinance/api:1e3"
+
+
+def test_templates_refuse_undefined_variables() -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        _template("app.env.j2").render(header="h")
+
+
+def test_monitor_outlasts_the_health_check() -> None:
+    config = load_config(SHIPPED)
+    health = config.applications[0].health
+    assert monitor_seconds(health) > health.start_period + health.interval * health.retries

@@ -1,0 +1,143 @@
+"""The tasks as a user runs them: `inv ...` in a shell, exit codes and output as the contract says."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, SHIPPED
+
+INV = [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
+
+
+def run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+        tool: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "VEDFIN_CONFIG"}
+    full_env.update(env or {})
+    return subprocess.run([*(tool or INV), *args], cwd=cwd, env=full_env, text=True,
+                          capture_output=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A working directory holding a copy of the shipped config, as a user's checkout would."""
+    shutil.copy(SHIPPED, tmp_path / "dokploy.yaml")
+    return tmp_path
+
+
+def test_inv_and_fab_list_the_whole_contract() -> None:
+    names = {"render", "check-config", "capacity-report", "smoke-test", "secrets.generate",
+             "preflight", "db-init", "migrate", "deploy.production", "deploy.staging",
+             "deploy.dev", "rollback", "status", "sandbox.up", "sandbox.down", "sandbox.status"}
+    for tool in (INV, [shutil.which("fab") or "fab"]):
+        listing = run("--list", tool=tool).stdout
+        listed = {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
+        assert names <= listed, names - listed
+
+
+def test_check_config_summarises_the_shipped_file(project: Path) -> None:
+    result = run("check-config", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "dokploy.yaml: valid; 6 apps in 3 envs; capacity critical" in result.stdout
+
+
+def test_bad_config_exits_2_with_one_error_line_and_writes_nothing(project: Path) -> None:
+    text = (project / "dokploy.yaml").read_text().replace("memory: 1024m, cpus: 1.0}\n    "
+                                                          "replicas: 2", "memory: 1024x, cpus: "
+                                                          "1.0}\n    replicas: 2", 1)
+    (project / "dokploy.yaml").write_text(text)
+    for task in (["check-config"], ["render", "--env", "production", "--out", "out"],
+                 ["capacity-report", "--json"]):
+        result = run(*task, cwd=project)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            'error: dokploy.yaml: applications[1].resources.memory: "1024x" is not a size like '
+            "1536m or 1.5g"]
+        assert "Traceback" not in result.stdout + result.stderr
+    assert not (project / "out").exists()
+
+
+def test_unknown_env_exits_2(project: Path) -> None:
+    result = run("capacity-report", "--env", "prod", cwd=project)
+    assert result.returncode == 2
+    assert result.stderr.startswith('error: dokploy.yaml: environments: unknown env "prod"')
+
+
+def test_config_flag_and_env_variable_pick_the_file(project: Path, tmp_path: Path) -> None:
+    other = project / "other.yaml"
+    (project / "dokploy.yaml").rename(other)
+    assert run("check-config", cwd=project).returncode == 2
+    assert run("check-config", "--config", str(other), cwd=project).returncode == 0
+    assert run("check-config", cwd=project, env={"VEDFIN_CONFIG": str(other)}).returncode == 0
+
+
+def test_render_writes_files_and_env_files_0600_with_placeholders(project: Path) -> None:
+    result = run("render", "--env", "production", "--out", "build", "--tag", "v7", cwd=project,
+                 env={"POSTGRES_PASSWORD": "from-the-environment-93"})
+    assert result.returncode == 0, result.stderr
+    out = project / "build"
+    assert (out / "stacks/production.yml").exists() and (out / "db/init-db.sql").exists()
+    for env_file in (out / "env").iterdir():
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert "POSTGRES_PASSWORD=from-the-environment-93" in (out / "env/postgres.env").read_text()
+    assert "from-the-environment-93" not in result.stdout + result.stderr
+    assert "placeholders written" in result.stderr and "JWT_SECRET_PROD" in result.stderr
+    assert "vedfinance/api:v7" in (out / "stacks/production.yml").read_text()
+
+
+def test_capacity_report_json_is_the_contract_object(project: Path) -> None:
+    result = run("capacity-report", "--env", "production", "--json", cwd=project)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["committed"]["memory_mb"] == 7000
+    assert report["services_only"] == {"memory_mb": 6400, "cpus": 6.25}
+    assert report["status"] == "critical"
+
+
+def test_capacity_report_table_shows_the_runbook_rows(project: Path) -> None:
+    result = run("capacity-report", "--env", "production", cwd=project,
+                 env={"COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    assert "1536m" in result.stdout and "3072m" in result.stdout and "7000m" in result.stdout
+    assert "pause dev and staging" in result.stdout
+
+
+def test_secrets_generate_fills_a_private_file_and_prints_names_only(project: Path) -> None:
+    first = run("secrets.generate", "--env", "production", cwd=project)
+    assert first.returncode == 0, first.stderr
+    path = project / ".vedfin" / "secrets.env"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    values = dict(line.split("=", 1) for line in path.read_text().splitlines())
+    assert set(values) == {"POSTGRES_PASSWORD", "JWT_SECRET_PROD", "JWT_REFRESH_SECRET_PROD",
+                           "ENCRYPTION_KEY_PROD"}
+    for value in values.values():
+        assert len(value) == 64 and int(value, 16) >= 0
+        assert value not in first.stdout + first.stderr
+    assert "fill by hand  GEMINI_API_KEY" in first.stdout
+    second = run("secrets.generate", "--env", "production", cwd=project)
+    assert "kept       JWT_SECRET_PROD" in second.stdout
+    assert dict(line.split("=", 1) for line in path.read_text().splitlines()) == values
+    rendered = run("render", "--env", "production", "--out", "b", cwd=project)
+    assert f"JWT_SECRET={values['JWT_SECRET_PROD']}" in (project / "b/env/api-production.env"
+                                                         ).read_text()
+    assert values["JWT_SECRET_PROD"] not in rendered.stdout + rendered.stderr
+
+
+@pytest.mark.parametrize("task", [["deploy.production"], ["db-init"], ["rollback"]])
+def test_tasks_whose_issue_has_not_landed_say_so(project: Path, task: list[str]) -> None:
+    result = run(*task, cwd=project)
+    assert result.returncode == 1
+    assert "not implemented yet" in result.stderr
+
+
+def test_fab_resolves_deploy_production_to_the_same_task(project: Path) -> None:
+    fab = shutil.which("fab") or "fab"
+    result = run("-r", str(ROOT), "deploy.production", cwd=project, tool=[fab])
+    assert result.returncode == 1 and "deploy.production: not implemented yet" in result.stderr

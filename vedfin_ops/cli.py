@@ -1,0 +1,57 @@
+"""What every task shares: config lookup, error -> exit code mapping, the two output streams.
+
+Results go to stdout (so `--json | jq` works); progress, warnings and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from invoke.exceptions import Exit
+from rich.console import Console
+
+from .config import Config
+from .errors import NotImplementedYet, VedfinError
+from .loader import load_config
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(fn: F) -> F:
+    """Turn our exceptions into the contract's exit codes with one line, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VedfinError as exc:
+            message = str(exc)
+            if not message.startswith("error:"):
+                message = f"error: {message}"
+            raise Exit(message, code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise Exit("error: interrupted", code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def config_for(path: str | None) -> Config:
+    return load_config(path)
+
+
+def pending(what: str, issue: int) -> NotImplementedYet:
+    return NotImplementedYet(f"error: {what}: not implemented yet (issue #{issue})")
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def flush() -> None:
+    sys.stdout.flush()

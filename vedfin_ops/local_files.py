@@ -1,0 +1,22 @@
+"""Writing a render to a local folder (`inv render --out DIR`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .render import Rendered
+from .secret_store import write_private
+
+
+def write_tree(rendered: Rendered, out: Path) -> list[Path]:
+    """Write every file; env files (which may hold secrets) as 0600 from their first byte."""
+    written = []
+    for rel, text in sorted(rendered.items()):
+        path = out / rel
+        if rendered.is_secret(rel):
+            write_private(path, text)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

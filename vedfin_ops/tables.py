@@ -1,0 +1,71 @@
+"""Terminal views (rich) of reports; the JSON forms live with the reports themselves."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from .capacity import CapacityReport
+from .config import Config
+
+_SERVICE = {"api": "API", "web": "Web", "postgres": "PostgreSQL", "redis": "Redis"}
+_STATUS_STYLE = {"ok": "green", "warn": "yellow", "critical": "bold red"}
+
+
+def _service_label(name: str, env: str) -> str:
+    kind = name.removesuffix(f"-{env}")
+    return _SERVICE.get(kind, kind.replace("-", " ").title())
+
+
+def capacity_table(report: CapacityReport) -> Table:
+    """The runbook's "Resource Comparison" table, plus overhead, totals and the VPS."""
+    table = Table(title=f"Resource comparison ({report.scope})", title_justify="left")
+    for column in ("Service", "Environment", "Memory", "CPU", "Replicas", "Total RAM"):
+        table.add_column(column, justify="right" if column not in ("Service", "Environment")
+                         else "left")
+    for line in report.lines:
+        table.add_row(_service_label(line.name, line.env), line.env.title(),
+                      f"{line.memory_mb}m", f"{line.cpus:g}", str(line.replicas),
+                      f"{line.total_memory_mb}m")
+    table.add_section()
+    table.add_row("Services only", "", "", f"{report.services_cpus:g}", "",
+                  f"{report.services_memory_mb}m")
+    table.add_row("TOTAL COMMITTED", "", "", f"{report.committed_cpus:g}", "",
+                  f"{report.committed_memory_mb}m")
+    table.add_row("Rolling-deploy peak", report.surge.env or "", "", "", "",
+                  f"{report.surge_peak_memory_mb}m")
+    table.add_row("VPS (physical)", "", "", f"{report.vps_cpus:g}", "",
+                  f"{report.vps_memory_mb}m + {report.vps_swap_mb}m swap")
+    return table
+
+
+def status_line(report: CapacityReport) -> Text:
+    text = Text("status: ")
+    text.append(report.status, style=_STATUS_STYLE[report.status])
+    for reason in report.reasons:
+        text.append(f"\n  - {reason}")
+    return text
+
+
+def recommendations_table(report: CapacityReport) -> Table:
+    table = Table(title="Mitigations (runbook options)", title_justify="left")
+    for column in ("Option", "Frees RAM", "Frees CPU", "Detail"):
+        table.add_column(column)
+    for rec in report.recommendations:
+        table.add_row(rec.action, f"{rec.frees_memory_mb}m", f"{rec.frees_cpus:g}", rec.detail)
+    return table
+
+
+def config_table(config: Config, present: set[str]) -> Table:
+    """check-config's summary: apps per env with what they commit and which secrets are set."""
+    table = Table(title=f"{config.source}", title_justify="left")
+    for column in ("Env", "App", "Replicas", "Memory", "CPU", "Domains", "Secrets"):
+        table.add_column(column)
+    for env in config.environments:
+        names = config.secret_names(env)
+        have = sum(1 for n in names if n in present)
+        secrets = f"{have}/{len(names)} set"
+        for app in config.apps(env):
+            table.add_row(env, app.name, str(app.replicas), f"{app.resources.memory}m",
+                          f"{app.resources.cpus:g}", ", ".join(app.domains) or "-", secrets)
+    return table

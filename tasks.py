@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from invoke import Collection, task
+from invoke.collection import Collection
+from invoke.tasks import task
 
 from vedfin_ops import secret_store
 from vedfin_ops.capacity import capacity_report as _capacity_report

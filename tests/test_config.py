@@ -77,7 +77,7 @@ def test_config_path_comes_from_flag_then_env_then_default(
         load_config()
     monkeypatch.setenv("VEDFIN_CONFIG", str(SHIPPED))
     assert load_config().source == str(SHIPPED)
-    with pytest.raises(ConfigError, match="other.yaml"):
+    with pytest.raises(ConfigError, match=r"other\.yaml"):
         load_config("other.yaml")
 
 
@@ -237,7 +237,7 @@ def test_malformed_files_give_one_line_with_the_line_number(tmp_path: Path, text
 
 def test_unknown_env_is_a_usage_error() -> None:
     config = load_config(SHIPPED)
-    with pytest.raises(UsageError, match='unknown env "prod" .known: dev, staging, production'):
+    with pytest.raises(UsageError, match=r'unknown env "prod" \(known: dev, staging, production\)'):
         config.require_env("prod")
 
 

@@ -1,4 +1,4 @@
-"""The tasks as a user runs them: `inv ...` in a shell, exit codes and output as the contract says."""
+"""The tasks as a user runs them: `inv ...` in a shell; exit codes and output per the contract."""
 
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ class ConfigError(VedfinError):
 
     def line(self) -> str:
         where = f"{self.file}: {self.key}: " if self.key else f"{self.file}: "
-        return f"error: {where}{self.message}"
+        # One line whatever a key or value held: a newline would split the message.
+        return f"error: {where}{self.message}".replace("\n", "\\n").replace("\r", "\\r")
 
 
 class UsageError(VedfinError):

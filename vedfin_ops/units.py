@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -66,7 +67,7 @@ def format_cpus(cpus: float) -> str:
 def show(value: object) -> str:
     """A value as the user wrote it, quoted the way their YAML would: `"1536x"`, `-1`, `true`."""
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return json.dumps(value, ensure_ascii=False)  # escapes newlines: one line, always
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -1,0 +1,85 @@
+"""Real servers for integration tests: the Docker Engine (swarm) and PostgreSQL builds.
+
+Locally a missing server skips its tests with the reason; in CI (VEDFIN_REQUIRE_INTEGRATION=1,
+set by .ci/run, which installs and starts them) it fails them, so CI can never pass by
+skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+STUB_IMAGE = "vedfin-test/stub:1"
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("VEDFIN_REQUIRE_INTEGRATION") == "1":
+        pytest.fail(f"integration requirement missing: {reason}")
+    pytest.skip(reason)
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120,
+           stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["docker", *args], capture_output=True, timeout=timeout,
+                            input=stdin, check=False)
+    out = subprocess.CompletedProcess(result.args, result.returncode,
+                                      result.stdout.decode(errors="replace"),
+                                      result.stderr.decode(errors="replace"))
+    if check and out.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed: {out.stderr.strip()}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def swarm() -> None:
+    """A Docker Engine that answers and is a swarm manager."""
+    if shutil.which("docker") is None:
+        unavailable("no docker client")
+    try:
+        info = docker("info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+                      check=False, timeout=20)
+    except subprocess.TimeoutExpired:
+        unavailable("docker info timed out")
+    if info.returncode != 0:
+        unavailable(f"no Docker Engine answers: {info.stderr.strip()[:200]}")
+    if info.stdout.split() != ["active", "true"]:
+        unavailable(f"this engine is not a swarm manager ({info.stdout.strip()})")
+
+
+@pytest.fixture(scope="session")
+def stub_image(swarm: None) -> str:
+    """A tiny local image (busybox-static) so the engine never reaches for a registry."""
+    if docker("image", "inspect", STUB_IMAGE, check=False).returncode == 0:
+        return STUB_IMAGE
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        unavailable("busybox-static is not installed")
+    with tempfile.TemporaryDirectory() as tmp:
+        tar_path = Path(tmp) / "rootfs.tar"
+        with tarfile.open(tar_path, "w") as tar:
+            tar.add(str(busybox), arcname="bin/busybox")
+            for name in ("sh", "sleep", "wget"):
+                link = tarfile.TarInfo(f"bin/{name}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        docker("import", "--change", 'CMD ["/bin/sleep", "3600"]', str(tar_path), STUB_IMAGE)
+    return STUB_IMAGE
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp folder other system users (postgres) can enter; pytest's tmp_path is 0700."""
+    path = Path(tempfile.mkdtemp(prefix="vedfin-test-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

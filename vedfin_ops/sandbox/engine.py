@@ -1,0 +1,113 @@
+"""The Docker Engine and swarm of the sandbox: installed, started and joined only if needed.
+
+An engine or swarm that was here before is never taken over unless the user says so
+(`--use-existing`): a developer's own containers are not ours to disturb. What we started is
+recorded so that `sandbox.down` stops exactly that.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .local import SandboxError, ok, run
+
+# Swarm's executor pulls every image before each task unless this is set: the sandbox has no
+# registry, and must not send a request to one.
+OFFLINE_ENV = {"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
+
+
+@dataclass
+class EngineState:
+    started_dockerd: bool = False
+    dockerd_pid: int | None = None
+    created_swarm: bool = False
+
+
+def engine_answers() -> bool:
+    return shutil.which("docker") is not None and ok(["docker", "info", "--format", "{{.ID}}"])
+
+
+def swarm_state() -> str:
+    return run(["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"]).stdout.strip()
+
+
+def apt_install(*packages: str) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
+                                timeout=900)
+        if result.returncode != 0:
+            raise SandboxError(f"error: {' '.join(cmd[:3])} failed: "
+                               f"{result.stderr.strip()[-300:]}")
+
+
+def ensure_engine(workdir: Path, use_existing: bool, log: Path) -> EngineState:
+    state = EngineState()
+    if engine_answers():
+        if not use_existing and not _ours(workdir):
+            raise SandboxError("error: a Docker Engine already runs here that the sandbox did "
+                               "not start; pass --use-existing to use it")
+    else:
+        if shutil.which("dockerd") is None:
+            apt_install("docker.io")
+        state.dockerd_pid = _start_dockerd(log)
+        state.started_dockerd = True
+    node = swarm_state()
+    if node == "inactive":
+        run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"])
+        state.created_swarm = True
+    elif node != "active":
+        raise SandboxError(f"error: this engine's swarm is {node!r}; expected active")
+    elif not (use_existing or state.started_dockerd or _ours(workdir)):
+        raise SandboxError("error: this engine is already in a swarm the sandbox did not "
+                           "create; pass --use-existing to use it")
+    return state
+
+
+def _ours(workdir: Path) -> bool:
+    """The engine was started by an earlier `sandbox.up` from this folder."""
+    pid_file = workdir / "dockerd.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _start_dockerd(log: Path) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as handle:
+        proc = subprocess.Popen(["dockerd"], stdout=handle, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, **OFFLINE_ENV})
+    (log.parent / "dockerd.pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if engine_answers():
+            return proc.pid
+        if proc.poll() is not None:
+            raise SandboxError(f"error: dockerd exited with {proc.returncode}; see {log}")
+        time.sleep(0.5)
+    raise SandboxError(f"error: dockerd did not answer within 60s; see {log}")
+
+
+def stop_dockerd(workdir: Path) -> None:
+    pid_file = workdir / "dockerd.pid"
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 15)
+        for _ in range(60):
+            os.kill(pid, 0)
+            time.sleep(0.5)
+    except (ValueError, ProcessLookupError):
+        pass
+    pid_file.unlink(missing_ok=True)

@@ -1,0 +1,39 @@
+"""Running commands on this machine (the sandbox is local; the real VPS goes through host.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+from ..errors import VedfinError
+
+
+class SandboxError(VedfinError):
+    exit_code = 1
+
+
+def run(args: Sequence[str], *, check: bool = True, timeout: float = 300,
+        stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command without a shell; on failure say which command and what it printed."""
+    try:
+        result = subprocess.run(list(args), input=stdin, capture_output=True, timeout=timeout,
+                                check=False)
+    except FileNotFoundError:
+        raise SandboxError(f"error: {args[0]}: not installed") from None
+    except subprocess.TimeoutExpired:
+        raise SandboxError(f"error: {' '.join(args[:3])}: no answer in {timeout:g}s") from None
+    out = subprocess.CompletedProcess(result.args, result.returncode,
+                                      result.stdout.decode(errors="replace"),
+                                      result.stderr.decode(errors="replace"))
+    if check and out.returncode != 0:
+        detail = (out.stderr or out.stdout).strip().splitlines()
+        raise SandboxError(f"error: {' '.join(args[:3])} failed: "
+                           f"{detail[-1] if detail else 'exit ' + str(out.returncode)}")
+    return out
+
+
+def ok(args: Sequence[str], timeout: float = 30) -> bool:
+    try:
+        return run(args, check=False, timeout=timeout).returncode == 0
+    except SandboxError:
+        return False

@@ -13,7 +13,7 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.tasks import task
 
-from vedfin_ops import secret_store
+from vedfin_ops import sandbox, secret_store
 from vedfin_ops.capacity import capacity_report as _capacity_report
 from vedfin_ops.cli import config_for, err, guarded, pending, warn
 from vedfin_ops.cli import out as stdout
@@ -180,25 +180,38 @@ def lock_release(c: Any, env: str = "production", config: str | None = None) -> 
     raise pending("lock.release", 4)
 
 
-@task(name="up")
+@task(name="up", help={"use_existing": "use a Docker Engine / swarm the sandbox did not start"})
 @guarded
 def sandbox_up(c: Any, use_existing: bool = False) -> None:
-    """Turn this machine into a local VPS (issue #3)."""
-    raise pending("sandbox.up", 3)
+    """Turn this machine into a local VPS: engine + swarm, images, sshd, sandbox config."""
+    state = sandbox.up(use_existing=use_existing, progress=lambda m: err.print(f"sandbox: {m}"))
+    info = sandbox.status()
+    stdout.print(f"sandbox up in {state.up_seconds:g}s; edge {info['edge_url']}", highlight=False)
+    stdout.print(f"  VEDFIN_CONFIG={info['config']} {info['ssh']}", highlight=False)
 
 
 @task(name="down")
 @guarded
 def sandbox_down(c: Any) -> None:
-    """Remove the local VPS (issue #3)."""
-    raise pending("sandbox.down", 3)
+    """Remove the local VPS: stacks, images, sshd, deploy user, .sandbox/."""
+    sandbox.down(progress=lambda m: err.print(f"sandbox: {m}"))
+    stdout.print("sandbox removed")
 
 
-@task(name="status")
+@task(name="status", help={"json": "JSON output"})
 @guarded
 def sandbox_status(c: Any, json_: bool = False) -> None:
-    """What the local VPS runs (issue #3)."""
-    raise pending("sandbox.status", 3)
+    """What the local VPS runs, its SSH line and the edge's URLs."""
+    info = sandbox.status()
+    if json_:
+        print(json.dumps(info, indent=2))
+        return
+    for key in ("ssh", "config", "edge_url"):
+        stdout.print(f"{key}: {info[key]}", highlight=False)
+    for name, url in info["urls"].items():
+        stdout.print(f"  {name}: {url}", highlight=False)
+    for svc in info["services"]:
+        stdout.print(f"  {svc['name']}: {svc['replicas']} {svc['image']}", highlight=False)
 
 
 ns = Collection(render, check_config, capacity_report, smoke_test, preflight, db_init, migrate,

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 STUB_IMAGE = "vedfin-test/stub:1"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def unavailable(reason: str) -> None:
@@ -83,3 +84,30 @@ def shared_tmp() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox_up() -> dict[str, object]:
+    """`inv sandbox.up` once per test session; its status as the tests' map of the sandbox."""
+    from vedfin_ops import sandbox
+    from vedfin_ops.sandbox.local import SandboxError
+
+    if os.geteuid() != 0:
+        unavailable("the sandbox needs root (it adds a user and starts sshd)")
+    try:
+        sandbox.up(use_existing=True, shipped=ROOT / "dokploy.yaml", progress=lambda _m: None)
+    except SandboxError as exc:
+        unavailable(f"sandbox.up failed: {exc}")
+    return sandbox.status()
+
+
+@pytest.fixture
+def sandbox_conn(sandbox_up: dict[str, object]) -> Iterator[object]:
+    """A checked Fabric Connection to the sandbox as its deploy user."""
+    from vedfin_ops.host import connect
+
+    conn = connect("sandbox", str(sandbox_up["ssh_config"]))
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -8,6 +8,7 @@ rebuilt only when what goes into it changed (a hash of its inputs is kept as a l
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import re
@@ -142,11 +143,11 @@ def app_rootfs(app: str, tag: str) -> RootFs:
 
 
 def pgserver_paths() -> tuple[Path, Path]:
-    try:
-        import pgserver
-    except ImportError:
-        raise SandboxError("error: pgserver: not installed (pip install pgserver)") from None
-    root = Path(pgserver.__file__).resolve().parent
+    # find_spec, not import: importing pgserver sets up runtime folders we do not need.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        raise SandboxError("error: pgserver: not installed (pip install pgserver)")
+    root = Path(spec.origin).resolve().parent
     return root / "pginstall", root.parent / "pgserver.libs"
 
 

@@ -1,0 +1,193 @@
+"""`inv sandbox.up|down|status`: this machine as a local VPS, built from real parts.
+
+up is idempotent; what it created (engine, swarm, user) is recorded in `.sandbox/state.json`
+so that down removes exactly that and leaves the machine as it found it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as _random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..loader import load_config
+from ..render import shared_stack_name, stack_name
+from ..secret_store import write_private
+from . import engine, images, overlay, sshd
+from .local import SandboxError, run
+
+DEFAULT_DIR = Path(".sandbox")
+USER = "vedfin-deployer"
+BASE_DIR = "/srv/vedfin-sandbox"
+EDGE_PORT = 18080
+SSH_PORT = 2222
+
+__all__ = ["SandboxError", "State", "down", "status", "up"]
+
+
+@dataclass
+class State:
+    started_dockerd: bool = False
+    created_swarm: bool = False
+    created_user: bool = False
+    edge_port: int = 0
+    ssh_port: int = 0
+    images_built: list[str] = field(default_factory=list)
+    up_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, workdir: Path) -> State:
+        path = workdir / "state.json"
+        if not path.exists():
+            return cls()
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+
+    def save(self, workdir: Path) -> None:
+        (workdir / "state.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def workdir_for(path: str | Path | None = None) -> Path:
+    return Path(path or os.environ.get("VEDFIN_SANDBOX_DIR") or DEFAULT_DIR).resolve()
+
+
+def up(use_existing: bool = False, workdir: Path | None = None,
+       shipped: str | Path = "dokploy.yaml", progress: Any = print) -> State:
+    started = time.monotonic()
+    workdir = workdir or workdir_for()
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    workdir.chmod(0o711)  # the deploy user's sshd must traverse, never list
+    state = State.load(workdir)
+
+    progress("engine: docker + swarm")
+    got = engine.ensure_engine(workdir, use_existing or state.started_dockerd, workdir /
+                               "dockerd.log")
+    state.started_dockerd |= got.started_dockerd
+    state.created_swarm |= got.created_swarm
+    state.save(workdir)
+
+    progress("images: building what changed")
+    state.images_built = images.build_all()
+
+    progress(f"ssh: user {USER}, sshd on 127.0.0.1")
+    state.created_user |= sshd.ensure_user(USER)
+    state.save(workdir)
+    base = Path(BASE_DIR)
+    base.mkdir(mode=0o750, parents=True, exist_ok=True)
+    shutil.chown(base, USER, USER)
+    state.ssh_port = sshd.start(workdir, USER, state.ssh_port or SSH_PORT)
+    state.edge_port = state.edge_port or sshd.free_port(EDGE_PORT)
+
+    progress("config: .sandbox/dokploy.yaml and secrets")
+    _write_config(workdir, Path(shipped), state.edge_port)
+    state.up_seconds = round(time.monotonic() - started, 2)
+    state.save(workdir)
+    return state
+
+
+def _write_config(workdir: Path, shipped: Path, edge_port: int) -> None:
+    data = yaml.safe_load(shipped.read_text())
+    config_path = workdir / "dokploy.yaml"
+    config_path.write_text(overlay.dump(
+        overlay.sandbox_config(data, edge_port=edge_port, base_dir=BASE_DIR, user=USER),
+        str(shipped), edge_port))
+    config = load_config(config_path)  # the sandbox's own config must be valid
+    secrets_file = workdir / "secrets.env"
+    existing = {}
+    if secrets_file.exists():
+        existing = dict(line.split("=", 1) for line in secrets_file.read_text().splitlines()
+                        if "=" in line)
+    for name, source in config.secret_names().items():
+        if name not in existing:
+            existing[name] = (_random.token_hex(32) if source == "generate"
+                              else f"sandbox-{name.lower()}-{_random.token_hex(8)}")
+    write_private(secrets_file, "".join(f"{k}={v}\n" for k, v in existing.items()))
+
+
+def status(workdir: Path | None = None) -> dict[str, Any]:
+    workdir = workdir or workdir_for()
+    state = State.load(workdir)
+    config_path = workdir / "dokploy.yaml"
+    if not config_path.exists():
+        raise SandboxError("error: the sandbox is not up (inv sandbox.up)")
+    config = load_config(config_path)
+    edge = f"http://127.0.0.1:{state.edge_port}"
+    urls = {a.name: f"http://{a.domain}:{state.edge_port}/" for a in config.applications
+            if a.domain}
+    services: list[dict[str, Any]] = []
+    if engine.engine_answers():
+        listing = run(["docker", "service", "ls", "--format", "{{json .}}"], check=False)
+        prefixes = (f"{shared_stack_name(config)}_",
+                    *(f"{stack_name(config, e)}_" for e in config.environments))
+        for line in listing.stdout.splitlines():
+            item = json.loads(line)
+            if item["Name"].startswith(prefixes):
+                services.append({"name": item["Name"], "replicas": item["Replicas"],
+                                 "image": item["Image"]})
+    return {
+        "ssh_config": str(workdir / "ssh_config"),
+        "host": "sandbox",
+        "ssh": f"fab -S {workdir / 'ssh_config'} -H sandbox TASK",
+        "config": str(config_path),
+        "edge_url": edge,
+        "urls": urls,
+        "ssh_port": state.ssh_port,
+        "sshd_running": sshd.running(workdir / "sshd.pid") is not None,
+        "services": services,
+        "up_seconds": state.up_seconds,
+    }
+
+
+def down(workdir: Path | None = None, progress: Any = print) -> None:
+    workdir = workdir or workdir_for()
+    state = State.load(workdir)
+    if engine.engine_answers():
+        progress("stacks: removing")
+        remove_stacks()
+        progress("images: removing")
+        images.remove_all()
+        if state.created_swarm:
+            run(["docker", "swarm", "leave", "--force"], check=False)
+    progress("ssh: stopping sshd, removing user")
+    sshd.stop(workdir)
+    if state.created_user:
+        sshd.remove_user(USER)
+    shutil.rmtree(BASE_DIR, ignore_errors=True)
+    if state.started_dockerd:
+        progress("engine: stopping the dockerd the sandbox started")
+        engine.stop_dockerd(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def remove_stacks(prefix: str = "vedfin", timeout: float = 90) -> None:
+    """Every stack of ours, apps before the shared one, then what they leave behind."""
+    stacks = run(["docker", "stack", "ls", "--format", "{{.Name}}"], check=False).stdout.split()
+    ours = sorted((s for s in stacks if s.startswith(f"{prefix}-")),
+                  key=lambda s: s.endswith("-shared"))
+    for name in ours:
+        run(["docker", "stack", "rm", name], check=False)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = run(["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace"],
+                   check=False).stdout.split()
+        names = run(["docker", "inspect", "--format",
+                     '{{index .Config.Labels "com.docker.stack.namespace"}}', *left],
+                    check=False).stdout.split() if left else []
+        if not any(n.startswith(f"{prefix}-") for n in names):
+            break
+        time.sleep(0.5)
+    for kind in ("network", "volume"):
+        found = run(["docker", kind, "ls", "-q", "--filter",
+                     f"label=com.docker.stack.namespace={prefix}-shared"], check=False)
+        if found.stdout.split():
+            run(["docker", kind, "rm", *found.stdout.split()], check=False)
+    for volume in run(["docker", "volume", "ls", "-q"], check=False).stdout.split():
+        if volume.startswith(f"{prefix}-"):
+            run(["docker", "volume", "rm", volume], check=False)

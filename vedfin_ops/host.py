@@ -9,7 +9,6 @@ key stops the run unless the user explicitly accepts a new one.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +71,7 @@ def secure(conn: Connection, accept_new_host_key: bool = False) -> Connection:
                 raise HostError(f"error: {_where(conn)}: the server refused the key for user "
                                 f"{conn.user}") from None
             raise HostError(f"error: {_where(conn)}: ssh: {exc}") from None
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise HostError(f"error: cannot reach {_where(conn)}: timed out ({exc})") from None
         except OSError as exc:
             raise HostError(f"error: cannot reach {_where(conn)}: {exc.strerror or exc}"
@@ -84,8 +83,8 @@ def secure(conn: Connection, accept_new_host_key: bool = False) -> Connection:
             client.save_host_keys(str(path))
         return result
 
-    conn.open = checked_open  # type: ignore[method-assign]
-    conn._vedfin_secured = True  # type: ignore[attr-defined]
+    conn.open = checked_open
+    conn._vedfin_secured = True
     return conn
 
 

@@ -18,7 +18,7 @@ from vedfin_ops.local_files import write_tree
 from vedfin_ops.render import shared_stack_name, stack_name
 from vedfin_ops.secret_store import resolve
 
-from .conftest import docker
+from .conftest import ROOT, SANDBOX_DIR, docker
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,7 @@ def _ssh_config_with_known_hosts(sandbox_up: dict[str, Any], tmp_path: Path,
 def test_tool_refuses_an_unknown_host_key(sandbox_up: dict[str, Any], tmp_path: Path) -> None:
     config = _ssh_config_with_known_hosts(sandbox_up, tmp_path, "")
     conn = connect("sandbox", config)
-    with pytest.raises(HostError, match="unknown host key .* --accept-new-host-key"):
+    with pytest.raises(HostError, match=r"unknown host key .* --accept-new-host-key"):
         conn.run("true", hide=True)
     # ... and pins it only when told to
     pinned = connect("sandbox", config, accept_new_host_key=True)
@@ -91,9 +91,10 @@ def test_sandbox_status_names_the_ssh_line_and_urls(sandbox_up: dict[str, Any]) 
 
 def test_sandbox_up_twice_is_fine(sandbox_up: dict[str, Any]) -> None:
     from vedfin_ops import sandbox
-    again = sandbox.up(use_existing=True, progress=lambda _m: None)
+    again = sandbox.up(use_existing=True, workdir=SANDBOX_DIR, shipped=ROOT / "dokploy.yaml",
+                       progress=lambda _m: None)
     assert again.ssh_port == sandbox_up["ssh_port"] and again.images_built == []
-    assert sandbox.status()["edge_url"] == sandbox_up["edge_url"]
+    assert sandbox.status(SANDBOX_DIR)["edge_url"] == sandbox_up["edge_url"]
 
 
 # --- the engine itself, driven directly: the tool's own rollout is tested with the deploy ---

@@ -175,7 +175,7 @@ def remove_stacks(prefix: str = "vedfin", timeout: float = 90) -> None:
         run(["docker", "stack", "rm", name], check=False)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        left = run(["docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace"],
+        left = run(["docker", "ps", "-aq", "--filter", "label=com.docker.stack.namespace"],
                    check=False).stdout.split()
         names = run(["docker", "inspect", "--format",
                      '{{index .Config.Labels "com.docker.stack.namespace"}}', *left],

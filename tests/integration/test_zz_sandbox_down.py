@@ -1,0 +1,43 @@
+"""Last of the integration tests (by name): `sandbox.down` leaves nothing of ours behind."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from typing import Any
+
+import pytest
+
+from vedfin_ops import sandbox
+from vedfin_ops.sandbox import engine, images, sshd
+
+from .conftest import ROOT, SANDBOX_DIR, docker
+
+pytestmark = pytest.mark.integration
+
+
+def test_sandbox_down_leaves_no_stack_container_sshd_or_user(sandbox_up: dict[str, Any]) -> None:
+    state = sandbox.State.load(SANDBOX_DIR)
+    pid_file = SANDBOX_DIR / "sshd.pid"
+    assert sshd.running(pid_file) is not None
+    sshd_pid = sshd.running(pid_file)
+    sandbox.down(SANDBOX_DIR, progress=lambda _m: None)
+    try:
+        assert not SANDBOX_DIR.exists()
+        with pytest.raises(KeyError):
+            pwd.getpwnam(sandbox.USER)
+        assert sshd_pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(sshd_pid, 0)
+        if state.started_dockerd:
+            assert not engine.engine_answers(), "down must stop the dockerd that up started"
+    finally:
+        # Leave the machine as the other tests (and the README's first command) expect it.
+        again = sandbox.up(use_existing=True, workdir=SANDBOX_DIR,
+                           shipped=ROOT / "dokploy.yaml", progress=lambda _m: None)
+    # The engine answers again: nothing of the old sandbox is in it.
+    stacks = docker("stack", "ls", "--format", "{{.Name}}").stdout.split()
+    assert not [s for s in stacks if s.startswith("vedfin-")]
+    left = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert not [n for n in left if n.startswith("vedfin-")]
+    assert len(again.images_built) == len(images.specs()), "down must remove the images"

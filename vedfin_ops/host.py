@@ -100,3 +100,113 @@ def connect(host: str, ssh_config: str | os.PathLike[str] | None = None,
         config.load_ssh_config()
     conn = Connection(host, config=config, connect_timeout=connect_timeout)
     return secure(conn, accept_new_host_key)
+
+
+class RemoteError(CheckFailed):
+    """A remote command failed: says which step and what the host printed (never a secret)."""
+
+
+class Host:
+    """One SSH connection for a whole run: every step's commands and uploads go through here.
+
+    Counts handshakes and commands, so a benchmark (and a test) can say how much a deploy
+    talks to the host.
+    """
+
+    def __init__(self, conn: Connection, accept_new_host_key: bool = False) -> None:
+        self.conn = secure(conn, accept_new_host_key)
+        self.commands: list[str] = []
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @property
+    def name(self) -> str:
+        return _where(self.conn)
+
+    def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
+            stream: Any = None, timeout: float | None = 600) -> str:
+        """Run one command; `what` names the step in an error. Output is returned, not shown,
+        unless `stream` (a callable taking each line) is given."""
+        self.commands.append(what)
+        self.conn.open()
+        kwargs: dict[str, Any] = {"hide": True, "warn": True, "timeout": timeout,
+                                  "in_stream": False}
+        if stdin is not None:
+            import io
+            kwargs["in_stream"] = io.StringIO(stdin)
+        if stream is not None:
+            kwargs["out_stream"] = _LineWriter(stream)
+            kwargs["err_stream"] = _LineWriter(stream)
+        try:
+            result = self.conn.run(command, **kwargs)
+        except Exception as exc:  # invoke's CommandTimedOut and transport errors
+            raise RemoteError(f"error: {what}: {type(exc).__name__}: "
+                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+                              ) from None
+        if check and not result.ok:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise RemoteError(f"error: {what} failed on {self.name} (exit {result.exited}): "
+                              f"{detail[-1] if detail else 'no output'}")
+        return str(result.stdout)
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self.conn.open()
+            self._sftp = self.conn.client.open_sftp()
+        return self._sftp
+
+    def put_tree(self, remote_dir: str, files: dict[str, str], private: Any) -> None:
+        """Upload files under `remote_dir`; `private(path)` files are 0600 before any byte."""
+        self.commands.append("upload")
+        made: set[str] = set()
+        for rel, text in sorted(files.items()):
+            path = f"{remote_dir}/{rel}"
+            parent = path.rsplit("/", 1)[0]
+            if parent not in made:
+                self._mkdirs(parent, remote_dir, made)
+            handle = self.sftp.open(path, "w")
+            try:
+                handle.chmod(0o600 if private(rel) else 0o640)
+                handle.write(text.encode())
+            finally:
+                handle.close()
+
+    def _mkdirs(self, path: str, root: str, made: set[str]) -> None:
+        parts = path[len(root):].strip("/").split("/") if path != root else []
+        current = root
+        for part in ["", *parts]:
+            current = f"{current}/{part}" if part else current
+            if current in made:
+                continue
+            try:
+                self.sftp.mkdir(current, 0o750)
+            except OSError:
+                pass  # exists
+            made.add(current)
+
+    def rename(self, source: str, target: str) -> None:
+        self.commands.append("rename")
+        self.sftp.posix_rename(source, target)
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+            self._sftp = None
+        self.conn.close()
+
+
+class _LineWriter:
+    """A file-like sink that hands complete lines to a callback (live migration output)."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink, self.buffer = sink, ""
+
+    def write(self, data: str) -> int:
+        self.buffer += data
+        while "\n" in self.buffer:
+            line, self.buffer = self.buffer.split("\n", 1)
+            self.sink(line)
+        return len(data)
+
+    def flush(self) -> None:
+        pass

@@ -1,0 +1,116 @@
+"""Pure builders of the remote shell commands: strings in, strings out, all quoting via `sh`.
+
+Nothing here runs anything, so every command can be unit-tested as the exact string the host
+will see, and a value from the config can never become shell syntax.
+"""
+
+from __future__ import annotations
+
+from .quoting import sh, sh_join
+
+STACK_LABEL = "com.docker.stack.namespace"
+SERVICE_LABEL = "com.docker.swarm.service.name"
+
+
+def mkdir_p(*paths: str, mode: str = "750") -> str:
+    return f"mkdir -p -m {sh(mode)} -- {sh_join(paths)}"
+
+
+def lock_acquire(lock_dir: str, holder_json: str) -> str:
+    """`mkdir` is atomic: of two deploys exactly one creates the directory."""
+    return (f"mkdir -- {sh(lock_dir)} 2>/dev/null && printf '%s\\n' {sh(holder_json)} > "
+            f"{sh(lock_dir + '/holder')} && echo acquired || "
+            f"{{ echo held; cat -- {sh(lock_dir + '/holder')} 2>/dev/null; }}")
+
+
+def lock_release(lock_dir: str) -> str:
+    return f"rm -rf -- {sh(lock_dir)}"
+
+
+def audit_append(log: str, line: str) -> str:
+    """One short `>>` write with O_APPEND: lines from concurrent writers never interleave."""
+    return f"printf '%s\\n' {sh(line)} >> {sh(log)}"
+
+
+def read_file(path: str) -> str:
+    return f"cat -- {sh(path)} 2>/dev/null || true"
+
+
+def swap_symlink(target: str, link: str) -> str:
+    """Point `link` at `target` atomically: a new link, then rename(2) over the old one."""
+    tmp = f"{link}.new"
+    return f"ln -sfn -- {sh(target)} {sh(tmp)} && mv -Tf -- {sh(tmp)} {sh(link)}"
+
+
+def release_listing(releases_dir: str, current_link: str) -> str:
+    """Each release with its recorded state, and where `current` points, in one round trip."""
+    return (f"cd -- {sh(releases_dir)} 2>/dev/null && for d in */; do d=${{d%/}}; "
+            f"printf '%s %s\\n' \"$d\" \"$(cat -- \"$d/state\" 2>/dev/null || echo unknown)\"; "
+            f"done; printf 'current %s\\n' \"$(readlink -- {sh(current_link)} 2>/dev/null)\"")
+
+
+def write_state(release_dir: str, state: str) -> str:
+    return f"printf '%s\\n' {sh(state)} > {sh(release_dir + '/state')}"
+
+
+def remove_dirs(paths: list[str]) -> str:
+    return f"rm -rf -- {sh_join(paths)}" if paths else "true"
+
+
+def stack_deploy(stack_file: str, stack: str) -> str:
+    """`--resolve-image never`: images are local or already pinned; no registry round trip."""
+    return (f"docker stack deploy --resolve-image never --prune -c {sh(stack_file)} "
+            f"{sh(stack)}")
+
+
+def stack_services(stack: str) -> str:
+    return (f"docker service ls -q --filter {sh('label=' + STACK_LABEL + '=' + stack)}")
+
+
+def snapshot(stacks: list[str]) -> str:
+    """Every service of the stacks as one JSON array, plus the running tasks of each.
+
+    One command per poll: the spec (with UpdateStatus and Version) from `service inspect`,
+    then a line per task that should run: `TASK <service> <image> <state>`.
+    """
+    filters = " ".join(f"--filter {sh('label=' + STACK_LABEL + '=' + s)}" for s in stacks)
+    return (
+        f"ids=$(for f in {' '.join(sh(s) for s in stacks)}; do docker service ls -q "
+        f"--filter label={STACK_LABEL}=\"$f\"; done); "
+        f"if [ -n \"$ids\" ]; then docker service inspect $ids; else echo '[]'; fi; "
+        f"echo '--TASKS--'; "
+        f"docker ps --no-trunc {filters} --format "
+        f"'{{{{.Label \"{SERVICE_LABEL}\"}}}} {{{{.Image}}}} {{{{.State}}}} {{{{.Status}}}}'"
+    )
+
+
+def postgres_container(service: str) -> str:
+    return (f"docker ps -q --filter {sh('label=' + SERVICE_LABEL + '=' + service)} "
+            f"--filter health=healthy | head -n 1")
+
+
+def psql(container: str, user: str, database: str = "postgres", extra: str = "") -> str:
+    return (f"docker exec -i {sh(container)} psql -X -v ON_ERROR_STOP=1 -U {sh(user)} "
+            f"-d {sh(database)}{' ' + extra if extra else ''}")
+
+
+def psql_file(container: str, user: str, sql_file: str) -> str:
+    return f"{psql(container, user)} < {sh(sql_file)}"
+
+
+def migrate(image: str, network: str, env_file: str, command: str, name: str) -> str:
+    """A one-off container of the NEW image on the env's network, removed when done."""
+    return (f"docker run --rm --name {sh(name)} --network {sh(network)} "
+            f"--env-file {sh(env_file)} --entrypoint /bin/sh {sh(image)} -c {sh(command)}")
+
+
+def image_present(image: str) -> str:
+    return f"docker image inspect --format '{{{{.Id}}}}' {sh(image)} >/dev/null 2>&1"
+
+
+def service_scale(service: str, replicas: int) -> str:
+    return f"docker service scale --detach {sh(service + '=' + str(replicas))}"
+
+
+def published_ports() -> str:
+    return "docker ps --format '{{.Names}} {{.Ports}}'"

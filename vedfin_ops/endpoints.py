@@ -1,0 +1,38 @@
+"""Where an app answers over HTTP(S), as a client outside the VPS reaches it.
+
+Domains under `.localhost` (the sandbox) are reached on 127.0.0.1 with the name in the Host
+header, since the system resolver does not map `*.localhost`; every other domain is used as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Application, Config
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    host: str  # the Host header to send
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Host": self.host}
+
+
+def base(config: Config, domain: str) -> Endpoint:
+    edge = config.edge
+    scheme = "http" if edge.tls == "off" else "https"
+    port = edge.http_port if scheme == "http" else edge.https_port
+    default = 80 if scheme == "http" else 443
+    suffix = "" if port == default else f":{port}"
+    target = "127.0.0.1" if domain == "localhost" or domain.endswith(".localhost") else domain
+    return Endpoint(f"{scheme}://{target}{suffix}", f"{domain}{suffix}")
+
+
+def app_endpoint(config: Config, app: Application, path: str = "/") -> Endpoint | None:
+    if not app.domain:
+        return None
+    root = base(config, app.domain)
+    return Endpoint(root.url + path, root.host)

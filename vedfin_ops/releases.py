@@ -1,0 +1,116 @@
+"""Where things live on the host, and the pure decisions about releases.
+
+```
+<base>/audit.log                       one JSON line per action
+<base>/shared.hash                     hash of the shared stack last deployed
+<base>/<env>/releases/<UTC>-<hash>/    a rendered release (+ `state`, `release.json`)
+<base>/<env>/current -> releases/...   the live, verified release
+<base>/<env>/.lock/holder              present while a deploy of <env> runs
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from .config import Config
+
+SHARED_PREFIXES = ("stacks/shared.yml", "env/postgres.env", "db/", "edge/")
+GOOD = "good"
+
+
+@dataclass(frozen=True)
+class Layout:
+    base: str
+    env: str
+
+    @classmethod
+    def of(cls, config: Config, env: str) -> Layout:
+        return cls(config.remote.base_dir.rstrip("/"), env)
+
+    @property
+    def env_dir(self) -> str:
+        return f"{self.base}/{self.env}"
+
+    @property
+    def releases(self) -> str:
+        return f"{self.env_dir}/releases"
+
+    @property
+    def current(self) -> str:
+        return f"{self.env_dir}/current"
+
+    @property
+    def lock(self) -> str:
+        return f"{self.env_dir}/.lock"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.base}/audit.log"
+
+    @property
+    def shared_hash(self) -> str:
+        return f"{self.base}/shared.hash"
+
+    def release(self, release_id: str) -> str:
+        return f"{self.releases}/{release_id}"
+
+
+def content_hash(files: Mapping[str, str], only: tuple[str, ...] | None = None) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        if only is None or path.startswith(only):
+            digest.update(path.encode() + b"\0" + files[path].encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def shared_hash(files: Mapping[str, str]) -> str:
+    return content_hash(files, SHARED_PREFIXES)
+
+
+def release_id(now: datetime, digest: str) -> str:
+    """Sorts by time; the hash says whether two releases hold the same files."""
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{digest}"
+
+
+def digest_of(release: str) -> str:
+    return release.rsplit("-", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Listing:
+    releases: list[tuple[str, str]]  # (id, state), oldest first
+    current: str | None
+
+    def state(self, release: str) -> str | None:
+        return dict(self.releases).get(release)
+
+    def previous_good(self) -> str | None:
+        """The newest good release older than `current` (what rollback goes back to)."""
+        ids = [r for r, s in self.releases if s == GOOD]
+        if self.current in ids:
+            ids = ids[:ids.index(self.current)]
+        elif self.current is not None:
+            ids = [r for r in ids if r < self.current]
+        return ids[-1] if ids else None
+
+    def to_prune(self, keep: int) -> list[str]:
+        """Oldest first beyond `keep`, never `current` nor the good release before it."""
+        protected = {self.current, self.previous_good()}
+        ids = [r for r, _ in self.releases]
+        return [r for r in ids[:-keep] if r not in protected] if keep > 0 else []
+
+
+def parse_listing(text: str) -> Listing:
+    releases: list[tuple[str, str]] = []
+    current: str | None = None
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if name == "current":
+            current = rest.strip().rsplit("/", 1)[-1] or None
+        elif name and not name.startswith(".") and name != "*":
+            releases.append((name, rest.strip() or "unknown"))
+    return Listing(sorted(releases), current)

@@ -1,0 +1,171 @@
+"""Knowing whether `docker stack deploy` worked.
+
+`docker stack deploy` returns at once. Before it, each service's `Version.Index` and
+`UpdateStatus.StartedAt` are recorded; after it, the engine is polled until every changed
+service reports `completed` and runs its desired replicas of the NEW image, healthy. A rollback
+or a pause by the engine is a failure, and so is a spec that after a rollback is the old one
+again. `evaluate` is pure (snapshot in, verdict out) so each case is unit-tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import CheckFailed
+
+FAILED_STATES = {"rollback_started", "rollback_completed", "paused", "rollback_paused"}
+TASKS_MARK = "--TASKS--"
+
+
+class RolloutFailed(CheckFailed):
+    """The engine rolled back, paused, or did not converge in time."""
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    image: str
+    replicas: int
+    version: int
+    update_state: str
+    update_started: str
+    update_message: str
+    running: int  # healthy (or health-less) running tasks of the spec's image
+    others: int  # running tasks of any other image
+    template: str = ""  # hash of the task template: what a rolling update replaces
+
+
+@dataclass(frozen=True)
+class Before:
+    """What a service looked like before the deploy: to tell whether the deploy touched it."""
+
+    version: int
+    update_started: str
+    image: str
+    template: str = ""
+
+
+@dataclass
+class Verdict:
+    state: Literal["converging", "done", "failed"]
+    lines: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def parse_snapshot(text: str) -> dict[str, ServiceView]:
+    """The output of `commands.snapshot` -> a view per service."""
+    inspect_text, _, tasks_text = text.partition(TASKS_MARK)
+    services: list[dict[str, Any]] = json.loads(inspect_text.strip() or "[]")
+    tasks: list[tuple[str, str, str]] = []
+    for line in tasks_text.strip().splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) >= 3:
+            status = parts[3] if len(parts) > 3 else ""
+            ready = parts[2] == "running" and "(unhealthy)" not in status and \
+                "(health: starting)" not in status
+            tasks.append((parts[0], parts[1], "ready" if ready else "starting"))
+    out: dict[str, ServiceView] = {}
+    for svc in services:
+        spec = svc["Spec"]
+        name = spec["Name"]
+        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+        mode = spec.get("Mode", {})
+        replicas = mode.get("Replicated", {}).get("Replicas", 1) if "Replicated" in mode else 1
+        status = svc.get("UpdateStatus") or {}
+        mine = [t for t in tasks if t[0] == name]
+        out[name] = ServiceView(
+            name=name, image=image, replicas=replicas,
+            version=svc.get("Version", {}).get("Index", 0),
+            update_state=status.get("State", ""),
+            update_started=status.get("StartedAt", ""),
+            update_message=status.get("Message", ""),
+            running=sum(1 for t in mine if _same_image(t[1], image) and t[2] == "ready"),
+            others=sum(1 for t in mine if not _same_image(t[1], image)),
+            template=hashlib.sha256(json.dumps(spec["TaskTemplate"], sort_keys=True)
+                                    .encode()).hexdigest()[:16],
+        )
+    return out
+
+
+def _same_image(running: str, spec: str) -> bool:
+    """A pinned spec (`repo:tag@sha256:...`) runs as `repo:tag@sha256:...` or `repo:tag`."""
+    return running == spec or spec.split("@", 1)[0] == running.split("@", 1)[0]
+
+
+def before_of(views: dict[str, ServiceView]) -> dict[str, Before]:
+    return {n: Before(v.version, v.update_started, v.image, v.template)
+            for n, v in views.items()}
+
+
+def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
+             expected: dict[str, str], deployed: set[str]) -> Verdict:
+    """Has the deploy converged? `expected`: service -> the image the deploy asked for.
+
+    `deployed` are the services the stack file defines; those whose spec did not change
+    (same version) are already done.
+    """
+    verdict = Verdict("done")
+    for name in sorted(deployed):
+        view = now.get(name)
+        if view is None:
+            verdict.state = "converging"
+            verdict.lines.append(f"{name}: not created yet")
+            continue
+        prior = before.get(name)
+        started = prior is None or view.update_started != prior.update_started
+        state = view.update_state if started else ""
+        # A new task template means a rolling update that must start and complete; a
+        # replicas-only change (or a new service) is done when the tasks run.
+        rolling = prior is not None and prior.template != view.template
+        want = expected.get(name, view.image)
+        progress = f"{view.running}/{view.replicas} on {want.rsplit('/', 1)[-1]}"
+        if state in FAILED_STATES:
+            reason = view.update_message or state
+            if state in ("rollback_started",):
+                verdict.lines.append(f"{name}: rolling back ({reason})")
+                if verdict.state != "failed":
+                    verdict.state = "converging"
+                continue
+            verdict.state = "failed"
+            verdict.failures.append(f"{name}: {state}: {reason}")
+            verdict.lines.append(f"{name}: {state}")
+            continue
+        if not _same_image(view.image, want):
+            # the spec is not what we deployed: after an engine rollback it is the old one
+            verdict.state = "failed"
+            verdict.failures.append(f"{name}: runs {view.image}, not {want} "
+                                    f"({view.update_message or 'rolled back'})")
+            continue
+        ready = view.running >= view.replicas and view.others == 0
+        finished = state == "completed" if rolling else state in ("", "completed")
+        if ready and finished:
+            verdict.lines.append(f"{name}: {progress} done")
+        else:
+            if verdict.state == "done":
+                verdict.state = "converging"
+            verdict.lines.append(f"{name}: {progress} ({state or 'starting'})")
+    return verdict
+
+
+def watch(poll: Callable[[], dict[str, ServiceView]], before: dict[str, Before],
+          expected: dict[str, str], deployed: set[str], timeout: float,
+          show: Callable[[list[str]], None], interval: float = 1.0) -> Verdict:
+    """Poll until done, failed or out of time; raise RolloutFailed unless done."""
+    deadline = time.monotonic() + timeout
+    verdict = Verdict("converging")
+    while True:
+        verdict = evaluate(before, poll(), expected, deployed)
+        show(verdict.lines)
+        if verdict.state == "done":
+            return verdict
+        if verdict.state == "failed":
+            raise RolloutFailed("error: rollout failed: " + "; ".join(verdict.failures))
+        if time.monotonic() > deadline:
+            raise RolloutFailed(f"error: rollout did not converge in {timeout:g}s: "
+                                + "; ".join(verdict.lines))
+        time.sleep(interval)

@@ -15,15 +15,25 @@ from invoke.tasks import task
 
 from vedfin_ops import sandbox, secret_store
 from vedfin_ops.capacity import capacity_report as _capacity_report
-from vedfin_ops.cli import config_for, err, guarded, pending, warn
+from vedfin_ops.cli import LiveLines, config_for, err, guarded, pending, remote, say, warn
 from vedfin_ops.cli import out as stdout
+from vedfin_ops.db_init import db_init as _db_init
+from vedfin_ops.deploy import deploy as _deploy
+from vedfin_ops.deploy import release_lock as _release_lock
+from vedfin_ops.deploy import rollback as _rollback
+from vedfin_ops.deploy import status as _status
 from vedfin_ops.local_files import write_tree
+from vedfin_ops.migrate import migrate as _migrate
+from vedfin_ops.migrate import require_tag
+from vedfin_ops.quoting import sh
+from vedfin_ops.releases import Layout
 from vedfin_ops.render import render as _render
 from vedfin_ops.tables import (
     capacity_table,
     config_table,
     recommendations_table,
     status_line,
+    status_tables,
 )
 
 CONFIG_HELP = {"config": "config file (default: $VEDFIN_CONFIG, else dokploy.yaml)"}
@@ -100,59 +110,87 @@ def preflight(c: Any, env: str = "production", json_: bool = False,
     raise pending("preflight", 5)
 
 
-@task(help=CONFIG_HELP)
+HOST_HELP = {**CONFIG_HELP,
+             "accept_new_host_key": "pin the host key of a host never seen before"}
+
+
+@task(help=HOST_HELP)
 @guarded
-def db_init(c: Any, config: str | None = None) -> None:
-    """Create missing databases and extensions, then verify with a vector query (issue #4)."""
-    config_for(config)
-    raise pending("db-init", 4)
+def db_init(c: Any, accept_new_host_key: bool = False, config: str | None = None) -> None:
+    """Create missing databases and extensions, then verify with a vector query."""
+    cfg = config_for(config)
+    host = remote(c, accept_new_host_key)
+    result = _db_init(host, cfg)
+    if result.changed:
+        created = result.created_databases + result.created_extensions
+        stdout.print(f"db-init: created {', '.join(created)}", highlight=False)
+    else:
+        stdout.print("db-init: nothing to do (every database and extension was there)")
+    stdout.print(f"db-init: vector distance check = {result.vector_distance}", highlight=False)
 
 
-@task(help={**CONFIG_HELP, "env": "environment", "tag": "api image tag"})
+@task(help={**HOST_HELP, "env": "environment", "tag": "the NEW api image tag"})
 @guarded
 def migrate(c: Any, env: str = "production", tag: str | None = None,
-            config: str | None = None) -> None:
-    """Run migrations in a one-off container of the new api image (issue #4)."""
-    config_for(config).require_env(env)
-    raise pending("migrate", 4)
+            accept_new_host_key: bool = False, config: str | None = None) -> None:
+    """Run migrations in a one-off container of the new api image (env file of `current`)."""
+    cfg = config_for(config)
+    cfg.require_env(env)
+    host = remote(c, accept_new_host_key)
+    layout = Layout.of(cfg, env)
+    if not _migrate(host, cfg, env, require_tag(tag), layout.current, show=say):
+        stdout.print(f"migrate: no app of {env} has a migration command")
 
 
-@task(help={**CONFIG_HELP, "env": "environment"})
+@task(help={**HOST_HELP, "env": "environment"})
 @guarded
-def rollback(c: Any, env: str = "production", config: str | None = None) -> None:
-    """Back to the previous good release (issue #4)."""
-    config_for(config).require_env(env)
-    raise pending("rollback", 4)
+def rollback(c: Any, env: str = "production", accept_new_host_key: bool = False,
+             config: str | None = None) -> None:
+    """Back to the previous good release: redeployed, converged, verified."""
+    cfg = config_for(config)
+    target = _rollback(remote(c, accept_new_host_key), cfg, env, say=say, show=LiveLines())
+    stdout.print(f"rollback: {env} runs {target}", highlight=False)
 
 
-@task(help={**CONFIG_HELP, "env": "environment"})
+@task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
 @guarded
-def status(c: Any, env: str = "production", config: str | None = None) -> None:
-    """Releases, services, replicas and update state on the host (issue #4)."""
-    config_for(config).require_env(env)
-    raise pending("status", 4)
+def status(c: Any, env: str = "production", json_: bool = False,
+           accept_new_host_key: bool = False, config: str | None = None) -> None:
+    """Releases, services, replicas and update state on the host."""
+    info = _status(remote(c, accept_new_host_key), config_for(config), env)
+    if json_:
+        print(json.dumps(info, indent=2))
+        return
+    stdout.print(status_tables(info))
 
 
-@task(help=CONFIG_HELP)
+@task(help={**HOST_HELP, "lines": "how many of the last lines"})
 @guarded
-def audit(c: Any, config: str | None = None) -> None:
-    """The host's audit log (issue #4)."""
-    config_for(config)
-    raise pending("audit", 4)
+def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
+          config: str | None = None) -> None:
+    """The host's audit log: who deployed what, when, and how it ended."""
+    cfg = config_for(config)
+    host = remote(c, accept_new_host_key)
+    path = Layout.of(cfg, next(iter(cfg.environments))).audit
+    print(host.run(f"tail -n {int(lines)} -- {sh(path)} 2>/dev/null || true", what="audit"),
+          end="")
 
 
 def _deploy_task(env: str) -> Any:
-    @task(name=env, help={**CONFIG_HELP, "tag": "image tag to deploy",
+    @task(name=env, help={**HOST_HELP, "tag": "image tag to deploy (default: the config's)",
                           "skip_preflight": "skip the checklist (recorded in the audit log)",
                           "force": "deploy past the capacity gate (recorded)"})
     @guarded
     def deploy_env(c: Any, tag: str | None = None, skip_preflight: bool = False,
-                   force: bool = False, config: str | None = None) -> None:
-        config_for(config).require_env(env)
-        raise pending(f"deploy.{env}", 4)
+                   force: bool = False, accept_new_host_key: bool = False,
+                   config: str | None = None) -> None:
+        cfg = config_for(config)
+        result = _deploy(remote(c, accept_new_host_key), cfg, env, tag,
+                         skip_preflight=skip_preflight, force=force, say=say, show=LiveLines())
+        stdout.print(f"deploy.{env}: {result.result}: {result.detail}", highlight=False)
 
-    deploy_env.__doc__ = f"The whole pipeline for {env}: preflight, push, db-init, migrate, " \
-                         f"rollout, smoke, record."
+    deploy_env.__doc__ = (f"The whole pipeline for {env}: push, db-init, migrate, rollout, "
+                          f"verify, record.")
     deploy_env.body.__doc__ = deploy_env.__doc__
     return deploy_env
 
@@ -172,12 +210,14 @@ def generate(c: Any, env: str = "production", config: str | None = None) -> None
         stdout.print(f"fill by hand  {name}", highlight=False)
 
 
-@task(name="release")
+@task(name="release", help={**HOST_HELP, "env": "environment"})
 @guarded
-def lock_release(c: Any, env: str = "production", config: str | None = None) -> None:
-    """Release a stale deploy lock on the host (issue #4)."""
-    config_for(config).require_env(env)
-    raise pending("lock.release", 4)
+def lock_release(c: Any, env: str = "production", accept_new_host_key: bool = False,
+                 config: str | None = None) -> None:
+    """Release a stale deploy lock on the host (recorded in the audit log)."""
+    holder = _release_lock(remote(c, accept_new_host_key), config_for(config), env)
+    stdout.print(f"lock.release: {env} released (was: {holder or 'not held'})",
+                 highlight=False)
 
 
 @task(name="up", help={"use_existing": "use a Docker Engine / swarm the sandbox did not start"})

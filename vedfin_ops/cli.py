@@ -55,3 +55,34 @@ def warn(message: str) -> None:
 
 def flush() -> None:
     sys.stdout.flush()
+
+
+def remote(c: Any, accept_new_host_key: bool = False) -> Any:
+    """The Host behind `fab -H HOST`: `inv` has no host to talk to."""
+    from fabric import Connection
+
+    from .errors import UsageError
+    from .host import Host
+
+    if not isinstance(c, Connection):
+        raise UsageError("error: this task runs on a host: fab -H HOST TASK "
+                         "(e.g. fab -S .sandbox/ssh_config -H sandbox TASK)")
+    return Host(c, accept_new_host_key)
+
+
+def say(message: str) -> None:
+    err.print(f"[bold]>[/bold] {message}", highlight=False, markup=True)
+
+
+class LiveLines:
+    """Rollout progress: redrawn in place on a terminal, printed on change otherwise."""
+
+    def __init__(self) -> None:
+        self.last: list[str] = []
+
+    def __call__(self, lines: list[str]) -> None:
+        if lines == self.last:
+            return
+        self.last = lines
+        for line in lines:
+            err.print(f"  {line}", highlight=False)

@@ -42,15 +42,27 @@ def swap_symlink(target: str, link: str) -> str:
     return f"ln -sfn -- {sh(target)} {sh(tmp)} && mv -Tf -- {sh(tmp)} {sh(link)}"
 
 
-def release_listing(releases_dir: str, current_link: str) -> str:
-    """Each release with its recorded state, and where `current` points, in one round trip."""
-    return (f"cd -- {sh(releases_dir)} 2>/dev/null && for d in */; do d=${{d%/}}; "
-            f"printf '%s %s\\n' \"$d\" \"$(cat -- \"$d/state\" 2>/dev/null || echo unknown)\"; "
-            f"done; printf 'current %s\\n' \"$(readlink -- {sh(current_link)} 2>/dev/null)\"")
+def release_listing(releases_dir: str, current_link: str, shared_hash_file: str) -> str:
+    """Each release with its state, where `current` points and the shared stack's hash: one
+    round trip. Lines: `R <id> <state>`, `current <target>`, `shared <hash>`."""
+    return (f"cd -- {sh(releases_dir)} 2>/dev/null && for d in */; do [ -d \"$d\" ] || "
+            f"continue; d=${{d%/}}; printf 'R %s %s\\n' \"$d\" "
+            f"\"$(cat -- \"$d/state\" 2>/dev/null || echo unknown)\"; done; "
+            f"printf 'current %s\\n' \"$(readlink -- {sh(current_link)} 2>/dev/null)\"; "
+            f"printf 'shared %s\\n' \"$(cat -- {sh(shared_hash_file)} 2>/dev/null)\"")
+
+
+def write_text(path: str, text: str) -> str:
+    return f"printf '%s\\n' {sh(text)} > {sh(path)}"
 
 
 def write_state(release_dir: str, state: str) -> str:
-    return f"printf '%s\\n' {sh(state)} > {sh(release_dir + '/state')}"
+    return write_text(f"{release_dir}/state", state)
+
+
+def clean_partial_uploads(releases_dir: str) -> str:
+    """Uploads cut off mid-way leave `.tmp-*` folders; only a lock holder calls this."""
+    return f"rm -rf -- {sh(releases_dir)}/.tmp-*"
 
 
 def remove_dirs(paths: list[str]) -> str:

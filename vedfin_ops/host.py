@@ -8,6 +8,7 @@ key stops the run unless the user explicitly accepts a new one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,15 @@ class Host:
     def __init__(self, conn: Connection, accept_new_host_key: bool = False) -> None:
         self.conn = secure(conn, accept_new_host_key)
         self.commands: list[str] = []
+        self.secrets: list[str] = []
         self._sftp: paramiko.SFTPClient | None = None
+
+    def redact(self, text: str) -> str:
+        """Whatever the host printed, no secret value of this run leaves through us."""
+        for value in sorted(self.secrets, key=len, reverse=True):
+            if len(value) >= 4:
+                text = text.replace(value, "***")
+        return text
 
     @property
     def name(self) -> str:
@@ -134,18 +143,19 @@ class Host:
             import io
             kwargs["in_stream"] = io.StringIO(stdin)
         if stream is not None:
-            kwargs["out_stream"] = _LineWriter(stream)
-            kwargs["err_stream"] = _LineWriter(stream)
+            kwargs["out_stream"] = _LineWriter(lambda line: stream(self.redact(line)))
+            kwargs["err_stream"] = _LineWriter(lambda line: stream(self.redact(line)))
         try:
             result = self.conn.run(command, **kwargs)
         except Exception as exc:  # invoke's CommandTimedOut and transport errors
-            raise RemoteError(f"error: {what}: {type(exc).__name__}: "
-                              f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-                              ) from None
+            text = str(exc).strip().splitlines()
+            raise RemoteError(self.redact(f"error: {what}: {type(exc).__name__}: "
+                                          f"{text[-1] if text else ''}")) from None
         if check and not result.ok:
             detail = (result.stderr or result.stdout).strip().splitlines()
-            raise RemoteError(f"error: {what} failed on {self.name} (exit {result.exited}): "
-                              f"{detail[-1] if detail else 'no output'}")
+            raise RemoteError(self.redact(
+                f"error: {what} failed on {self.name} (exit {result.exited}): "
+                f"{detail[-1] if detail else 'no output'}"))
         return str(result.stdout)
 
     @property
@@ -178,10 +188,8 @@ class Host:
             current = f"{current}/{part}" if part else current
             if current in made:
                 continue
-            try:
+            with contextlib.suppress(OSError):  # it exists
                 self.sftp.mkdir(current, 0o750)
-            except OSError:
-                pass  # exists
             made.add(current)
 
     def rename(self, source: str, target: str) -> None:

@@ -84,6 +84,7 @@ def digest_of(release: str) -> str:
 class Listing:
     releases: list[tuple[str, str]]  # (id, state), oldest first
     current: str | None
+    shared: str | None = None  # hash of the shared stack last deployed
 
     def state(self, release: str) -> str | None:
         return dict(self.releases).get(release)
@@ -107,10 +108,15 @@ class Listing:
 def parse_listing(text: str) -> Listing:
     releases: list[tuple[str, str]] = []
     current: str | None = None
+    shared: str | None = None
     for line in text.splitlines():
-        name, _, rest = line.partition(" ")
-        if name == "current":
+        kind, _, rest = line.partition(" ")
+        if kind == "current":
             current = rest.strip().rsplit("/", 1)[-1] or None
-        elif name and not name.startswith(".") and name != "*":
-            releases.append((name, rest.strip() or "unknown"))
-    return Listing(sorted(releases), current)
+        elif kind == "shared":
+            shared = rest.strip() or None
+        elif kind == "R":
+            name, _, state = rest.partition(" ")
+            if name and not name.startswith("."):
+                releases.append((name, state.strip() or "unknown"))
+    return Listing(sorted(releases), current, shared)

@@ -76,14 +76,14 @@ def parse_snapshot(text: str) -> dict[str, ServiceView]:
         image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
         mode = spec.get("Mode", {})
         replicas = mode.get("Replicated", {}).get("Replicas", 1) if "Replicated" in mode else 1
-        status = svc.get("UpdateStatus") or {}
+        update: dict[str, Any] = svc.get("UpdateStatus") or {}
         mine = [t for t in tasks if t[0] == name]
         out[name] = ServiceView(
             name=name, image=image, replicas=replicas,
             version=svc.get("Version", {}).get("Index", 0),
-            update_state=status.get("State", ""),
-            update_started=status.get("StartedAt", ""),
-            update_message=status.get("Message", ""),
+            update_state=update.get("State", ""),
+            update_started=update.get("StartedAt", ""),
+            update_message=update.get("Message", ""),
             running=sum(1 for t in mine if _same_image(t[1], image) and t[2] == "ready"),
             others=sum(1 for t in mine if not _same_image(t[1], image)),
             template=hashlib.sha256(json.dumps(spec["TaskTemplate"], sort_keys=True)

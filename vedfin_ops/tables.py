@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -69,3 +72,21 @@ def config_table(config: Config, present: set[str]) -> Table:
             table.add_row(env, app.name, str(app.replicas), f"{app.resources.memory}m",
                           f"{app.resources.cpus:g}", ", ".join(app.domains) or "-", secrets)
     return table
+
+
+def status_tables(info: dict[str, Any]) -> Group:
+    releases = Table(title=f"{info['env']}: releases", title_justify="left")
+    for column in ("Release", "State", ""):
+        releases.add_column(column)
+    for rel in info["releases"]:
+        releases.add_row(rel["id"], rel["state"], "current" if rel["current"] else "")
+    services = Table(title="services", title_justify="left")
+    for column in ("Service", "Image", "Running", "Update"):
+        services.add_column(column)
+    for svc in info["services"]:
+        services.add_row(svc["name"], svc["image"], f"{svc['running']}/{svc['replicas']}",
+                         svc["update_state"])
+    lock = info.get("lock")
+    note = Text(f"lock: held by {lock['who']} since {lock['since']} ({lock['action']})"
+                if lock else "lock: free")
+    return Group(releases, services, note)

@@ -130,14 +130,32 @@ def test_secrets_generate_fills_a_private_file_and_prints_names_only(project: Pa
     assert values["JWT_SECRET_PROD"] not in rendered.stdout + rendered.stderr
 
 
-@pytest.mark.parametrize("task", [["deploy.production"], ["db-init"], ["rollback"]])
+@pytest.mark.parametrize("task", [["smoke-test", "--env", "production"],
+                                  ["preflight", "--env", "production"]])
 def test_tasks_whose_issue_has_not_landed_say_so(project: Path, task: list[str]) -> None:
     result = run(*task, cwd=project)
     assert result.returncode == 1
     assert "not implemented yet" in result.stderr
 
 
+@pytest.mark.parametrize("task", ["deploy.production", "db-init", "rollback", "status"])
+def test_remote_tasks_without_a_host_say_how_to_give_one(project: Path, task: str) -> None:
+    result = run(task, cwd=project)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: this task runs on a host: fab -H HOST TASK (e.g. "
+                                     "fab -S .sandbox/ssh_config -H sandbox TASK)")
+
+
 def test_fab_resolves_deploy_production_to_the_same_task(project: Path) -> None:
     fab = shutil.which("fab") or "fab"
     result = run("-r", str(ROOT), "deploy.production", cwd=project, tool=[fab])
-    assert result.returncode == 1 and "deploy.production: not implemented yet" in result.stderr
+    assert result.returncode == 2 and "this task runs on a host" in result.stderr
+
+
+def test_deploy_with_a_missing_secret_exits_2_before_touching_the_host(project: Path) -> None:
+    fab = shutil.which("fab") or "fab"
+    # a host that does not exist: the secrets check must fail first, without connecting
+    result = run("-r", str(ROOT), "-H", "nobody@127.0.0.1:1", "deploy.production", cwd=project,
+                 tool=[fab])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: dokploy.yaml: secrets.production: not set: ")

@@ -85,15 +85,20 @@ def snapshot(stacks: list[str]) -> str:
     One command per poll: the spec (with UpdateStatus and Version) from `service inspect`,
     then a line per task that should run: `TASK <service> <image> <state>`.
     """
-    filters = " ".join(f"--filter {sh('label=' + STACK_LABEL + '=' + s)}" for s in stacks)
     return (
         f"ids=$(for f in {' '.join(sh(s) for s in stacks)}; do docker service ls -q "
         f"--filter label={STACK_LABEL}=\"$f\"; done); "
         f"if [ -n \"$ids\" ]; then docker service inspect $ids; else echo '[]'; fi; "
         f"echo '--TASKS--'; "
-        f"docker ps --no-trunc {filters} --format "
+        f"docker ps --no-trunc --filter label={STACK_LABEL} --format "
         f"'{{{{.Label \"{SERVICE_LABEL}\"}}}} {{{{.Image}}}} {{{{.State}}}} {{{{.Status}}}}'"
     )
+
+
+def task_errors(service: str) -> str:
+    """Why the engine's tasks of a service failed, newest first (the engine's own words)."""
+    return (f"docker service ps --no-trunc --format '{{{{.Image}}}} {{{{.Error}}}}' "
+            f"{sh(service)} | grep -v ' $' | head -n 3")
 
 
 def postgres_container(service: str) -> str:

@@ -39,7 +39,7 @@ from .releases import (
     shared_hash,
 )
 from .render import Rendered, image, render, shared_stack_name, stack_name
-from .rollout import Before, ServiceView, before_of, parse_snapshot, watch
+from .rollout import Before, RolloutFailed, ServiceView, before_of, parse_snapshot, watch
 from .verify import health_failures
 
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -228,9 +228,16 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
     try:
         result.services_updated += roll(host, config, stack, f"{release_dir}/stacks/{env}.yml",
                                         expected_images(config, env, tag), show)
-    except CheckFailed:
+    except RolloutFailed as exc:
         host.run(commands.write_state(release_dir, "failed"), what="mark failed", check=False)
-        raise
+        why = engine_reasons(host, exc.services)
+        if current:
+            # Services the engine did not roll back (they updated fine) go back too: the env
+            # runs one release, never half of two.
+            say(f"rollout failed; putting every service back on {current}")
+            _redeploy(host, config, env, layout, current, show)
+        raise RolloutFailed(f"{exc}{'; tasks: ' + why if why else ''}"
+                            f"{'; live: ' + current if current else ''}", exc.services) from None
 
     say("verify: health through the edge")
     failures = health_failures(config, env)
@@ -248,6 +255,21 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
     result.detail = f"{rid} live"
     audit(host, layout, "deploy", "ok", release=rid, tag=tag)
     say(f"done: {env} runs {tag} ({rid})")
+
+
+def engine_reasons(host: Host, services: list[str]) -> str:
+    """The engine's errors for the failed tasks: `unhealthy container`, `non-zero exit`..."""
+    if not services:
+        return ""
+    out = host.run(" ; ".join(commands.task_errors(s) for s in services), what="task errors",
+                   check=False)
+    seen: list[str] = []
+    for line in out.splitlines():
+        image_name, _, error = line.partition(" ")
+        entry = f"{image_name.rsplit('/', 1)[-1]}: {error.strip()}"
+        if error.strip() and entry not in seen:
+            seen.append(entry)
+    return ", ".join(seen[:4])
 
 
 def _promote(host: Host, config: Config, layout: Layout, release_dir: str,

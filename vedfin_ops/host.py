@@ -160,7 +160,8 @@ class Host:
 
     @property
     def sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
+        if self._sftp is None or self._sftp.get_channel() is None or \
+                self._sftp.get_channel().closed:
             self.conn.open()
             self._sftp = self.conn.client.open_sftp()
         return self._sftp

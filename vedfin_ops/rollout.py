@@ -25,6 +25,10 @@ TASKS_MARK = "--TASKS--"
 class RolloutFailed(CheckFailed):
     """The engine rolled back, paused, or did not converge in time."""
 
+    def __init__(self, message: str, services: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.services = services or []
+
 
 @dataclass(frozen=True)
 class ServiceView:
@@ -106,14 +110,16 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
              expected: dict[str, str], deployed: set[str]) -> Verdict:
     """Has the deploy converged? `expected`: service -> the image the deploy asked for.
 
-    `deployed` are the services the stack file defines; those whose spec did not change
-    (same version) are already done.
+    A service is done, moving, or failed. The verdict is failed only once nothing moves any
+    more, so that the engine's own rollbacks finish before the tool reports (and the old
+    version serves throughout); it is done when every service is done.
     """
+    moving = False
     verdict = Verdict("done")
     for name in sorted(deployed):
         view = now.get(name)
         if view is None:
-            verdict.state = "converging"
+            moving = True
             verdict.lines.append(f"{name}: not created yet")
             continue
         prior = before.get(name)
@@ -124,31 +130,26 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
         rolling = prior is not None and prior.template != view.template
         want = expected.get(name, view.image)
         progress = f"{view.running}/{view.replicas} on {want.rsplit('/', 1)[-1]}"
-        if state in FAILED_STATES:
-            reason = view.update_message or state
-            if state in ("rollback_started",):
-                verdict.lines.append(f"{name}: rolling back ({reason})")
-                if verdict.state != "failed":
-                    verdict.state = "converging"
-                continue
-            verdict.state = "failed"
-            verdict.failures.append(f"{name}: {state}: {reason}")
+        if state == "rollback_started":
+            moving = True
+            verdict.lines.append(f"{name}: rolling back ({view.update_message or state})")
+        elif state in FAILED_STATES:
+            verdict.failures.append(f"{name}: {state} ({view.update_message or state})")
             verdict.lines.append(f"{name}: {state}")
-            continue
-        if not _same_image(view.image, want):
+        elif not _same_image(view.image, want):
             # the spec is not what we deployed: after an engine rollback it is the old one
-            verdict.state = "failed"
-            verdict.failures.append(f"{name}: runs {view.image}, not {want} "
-                                    f"({view.update_message or 'rolled back'})")
-            continue
-        ready = view.running >= view.replicas and view.others == 0
-        finished = state == "completed" if rolling else state in ("", "completed")
-        if ready and finished:
+            verdict.failures.append(f"{name}: runs {view.image}, not {want}")
+            verdict.lines.append(f"{name}: rolled back to {view.image.rsplit('/', 1)[-1]}")
+        elif view.running >= view.replicas and view.others == 0 and (
+                state == "completed" if rolling else state in ("", "completed")):
             verdict.lines.append(f"{name}: {progress} done")
         else:
-            if verdict.state == "done":
-                verdict.state = "converging"
+            moving = True
             verdict.lines.append(f"{name}: {progress} ({state or 'starting'})")
+    if moving:
+        verdict.state = "converging"
+    elif verdict.failures:
+        verdict.state = "failed"
     return verdict
 
 
@@ -158,13 +159,21 @@ def watch(poll: Callable[[], dict[str, ServiceView]], before: dict[str, Before],
     """Poll until done, failed or out of time; raise RolloutFailed unless done."""
     deadline = time.monotonic() + timeout
     verdict = Verdict("converging")
+    reasons: dict[str, str] = {}  # why the engine rolled back, as it said while doing it
     while True:
-        verdict = evaluate(before, poll(), expected, deployed)
+        views = poll()
+        for name, view in views.items():
+            if view.update_state == "rollback_started" and view.update_message:
+                reasons.setdefault(name, view.update_message)
+        verdict = evaluate(before, views, expected, deployed)
         show(verdict.lines)
         if verdict.state == "done":
             return verdict
         if verdict.state == "failed":
-            raise RolloutFailed("error: rollout failed: " + "; ".join(verdict.failures))
+            why = [f"{f} - {reasons[f.split(':')[0]]}" if f.split(":")[0] in reasons else f
+                   for f in verdict.failures]
+            raise RolloutFailed("error: rollout failed, the engine rolled back: "
+                                + "; ".join(why), [f.split(":")[0] for f in verdict.failures])
         if time.monotonic() > deadline:
             raise RolloutFailed(f"error: rollout did not converge in {timeout:g}s: "
                                 + "; ".join(verdict.lines))

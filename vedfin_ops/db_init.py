@@ -70,7 +70,7 @@ def db_init(host: Host, config: Config) -> DbInitResult:
     try:
         host.run(commands.psql(container, config.postgres.user), what="init-db.sql", stdin=sql)
     except RemoteError as exc:
-        match = _NOT_AVAILABLE.search(str(exc))
+        match = _NOT_AVAILABLE.search(exc.output or str(exc))
         if match:
             ext = match.group(1) or match.group(2)
             raise CheckFailed(

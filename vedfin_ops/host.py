@@ -106,6 +106,19 @@ def connect(host: str, ssh_config: str | os.PathLike[str] | None = None,
 class RemoteError(CheckFailed):
     """A remote command failed: says which step and what the host printed (never a secret)."""
 
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+def _telling_line(text: str) -> str:
+    """The line of an error output worth one line: the last ERROR/error, else the last."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "ERROR" in line or "error" in line.lower():
+            return line
+    return lines[-1] if lines else "no output"
+
 
 class Host:
     """One SSH connection for a whole run: every step's commands and uploads go through here.
@@ -140,8 +153,9 @@ class Host:
         kwargs: dict[str, Any] = {"hide": True, "warn": True, "timeout": timeout,
                                   "in_stream": False}
         if stdin is not None:
-            import io
-            kwargs["in_stream"] = io.StringIO(stdin)
+            # A here-document, not a stdin stream: a command that exits early (psql on the
+            # first error) must not race a writer thread into "Socket is closed".
+            command = heredoc(command, stdin)
         if stream is not None:
             kwargs["out_stream"] = _LineWriter(lambda line: stream(self.redact(line)))
             kwargs["err_stream"] = _LineWriter(lambda line: stream(self.redact(line)))
@@ -152,10 +166,10 @@ class Host:
             raise RemoteError(self.redact(f"error: {what}: {type(exc).__name__}: "
                                           f"{text[-1] if text else ''}")) from None
         if check and not result.ok:
-            detail = (result.stderr or result.stdout).strip().splitlines()
+            output = self.redact(f"{result.stdout}\n{result.stderr}")
             raise RemoteError(self.redact(
                 f"error: {what} failed on {self.name} (exit {result.exited}): "
-                f"{detail[-1] if detail else 'no output'}"))
+                f"{_telling_line(result.stderr or result.stdout)}"), output)
         return str(result.stdout)
 
     @property
@@ -202,6 +216,15 @@ class Host:
             self._sftp.close()
             self._sftp = None
         self.conn.close()
+
+
+def heredoc(command: str, text: str) -> str:
+    """`{ command; }` fed `text` verbatim (quoted delimiter: no expansion inside)."""
+    delimiter = "VEDFIN_EOF"
+    while delimiter in text:
+        delimiter += "_"
+    body = text if text.endswith("\n") else text + "\n"
+    return f"{{ {command}; }} <<'{delimiter}'\n{body}{delimiter}"
 
 
 class _LineWriter:

@@ -37,6 +37,8 @@ def secure(conn: Connection, accept_new_host_key: bool = False) -> Connection:
     """Make `conn` check host keys (and optionally pin a new one) before it ever opens."""
     if getattr(conn, "_vedfin_secured", False):
         return conn
+    if isinstance(conn.gateway, Connection):  # ProxyJump: the jump host is checked too
+        secure(conn.gateway, accept_new_host_key)
     path = known_hosts_file(conn)
     client = conn.client
     # Remote commands never read the user's terminal: stdin is given explicitly or not at all.
@@ -167,6 +169,9 @@ class Host:
                                           f"{text[-1] if text else ''}")) from None
         if check and not result.ok:
             output = self.redact(f"{result.stdout}\n{result.stderr}")
+            if "docker.sock" in output and "permission denied" in output.lower():
+                raise RemoteError(f"error: {what}: user {self.conn.user} on {self.conn.host} "
+                                  f"may not use Docker (add it to the docker group)", output)
             raise RemoteError(self.redact(
                 f"error: {what} failed on {self.name} (exit {result.exited}): "
                 f"{_telling_line(result.stderr or result.stdout)}"), output)

@@ -1,0 +1,73 @@
+"""Remote commands are built as exact strings, and no value can become shell syntax."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vedfin_ops import commands
+from vedfin_ops.host import heredoc
+from vedfin_ops.releases import Listing, parse_listing
+
+
+def test_stack_deploy_never_resolves_images_at_a_registry() -> None:
+    assert commands.stack_deploy("/opt/vedfin/p/releases/r1/stacks/production.yml",
+                                 "vedfin-production") == (
+        "docker stack deploy --resolve-image never --prune -c "
+        "/opt/vedfin/p/releases/r1/stacks/production.yml vedfin-production")
+
+
+def test_migrate_runs_the_new_image_once_on_the_env_network() -> None:
+    cmd = commands.migrate("vedfinance/api:v2", "vedfin", "/r/env/api-production.env",
+                           "npx prisma migrate deploy --schema=/app/x.prisma", "api-migrate")
+    assert cmd == ("docker run --rm --name api-migrate --network vedfin --env-file "
+                   "/r/env/api-production.env --entrypoint /bin/sh vedfinance/api:v2 -c "
+                   "'npx prisma migrate deploy --schema=/app/x.prisma'")
+
+
+def test_symlink_swap_is_a_rename() -> None:
+    assert commands.swap_symlink("/b/p/releases/r2", "/b/p/current") == (
+        "ln -sfn -- /b/p/releases/r2 /b/p/current.new && mv -Tf -- /b/p/current.new "
+        "/b/p/current")
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_any_value_stays_one_word(value: str) -> None:
+    value = value.replace("\0", "")
+    for cmd in (commands.audit_append("/tmp/a", value), commands.write_text("/tmp/x", value)):
+        words = shlex.split(cmd)
+        assert value in words
+
+
+def test_hostile_values_are_quoted_for_a_real_shell(tmp_path: object) -> None:
+    evil = "x'; touch /tmp/vedfin-pwned; echo '$(id)`id`"
+    out = subprocess.run(["sh", "-c", commands.write_text("/dev/stdout", evil)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == evil + "\n"
+
+
+def test_heredoc_feeds_text_verbatim_to_a_real_shell() -> None:
+    text = "SELECT '$HOME' AS x; -- `id`\nVEDFIN_EOF\nend"
+    out = subprocess.run(["sh", "-c", heredoc("cat", text)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == text + "\n"
+
+
+def test_release_listing_parses_states_current_and_shared() -> None:
+    listing = parse_listing("R 20261128T081500Z-aaa good\nR 20261128T082000Z-bbb failed\n"
+                            "R 20261128T083000Z-ccc good\n"
+                            "current /opt/vedfin/production/releases/20261128T083000Z-ccc\n"
+                            "shared 1234abcd\n")
+    assert listing.current == "20261128T083000Z-ccc" and listing.shared == "1234abcd"
+    assert listing.previous_good() == "20261128T081500Z-aaa"
+
+
+def test_prune_keeps_current_and_the_good_one_before_it() -> None:
+    releases = [(f"r{i}", "good" if i in (1, 6) else "failed") for i in range(1, 8)]
+    listing = Listing(releases, "r6")
+    assert listing.to_prune(2) == ["r2", "r3", "r4", "r5"]
+    assert Listing(releases, None).previous_good() == "r6"
+    assert parse_listing("current \nshared \n") == Listing([], None, None)

@@ -7,6 +7,7 @@ Every task takes `--config F` (else $VEDFIN_CONFIG, else dokploy.yaml). Exit cod
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +23,20 @@ from vedfin_ops.deploy import deploy as _deploy
 from vedfin_ops.deploy import release_lock as _release_lock
 from vedfin_ops.deploy import rollback as _rollback
 from vedfin_ops.deploy import status as _status
+from vedfin_ops.errors import CheckFailed
 from vedfin_ops.local_files import write_tree
 from vedfin_ops.migrate import migrate as _migrate
 from vedfin_ops.migrate import require_tag
 from vedfin_ops.quoting import sh
 from vedfin_ops.releases import Layout
 from vedfin_ops.render import render as _render
+from vedfin_ops.smoke import Options as SmokeOptions
+from vedfin_ops.smoke import smoke_test as _smoke_test
 from vedfin_ops.tables import (
     capacity_table,
     config_table,
     recommendations_table,
+    smoke_table,
     status_line,
     status_tables,
 )
@@ -92,13 +97,24 @@ def capacity_report(c: Any, env: str | None = None, json_: bool = False,
         stdout.print(recommendations_table(report))
 
 
-@task(help={**CONFIG_HELP, "env": "environment", "json": "JSON output"})
+@task(help={**CONFIG_HELP, "env": "environment", "json": "JSON output",
+            "database_url": "also run the pgvector check through this URL "
+                            "(default: $VEDFIN_SMOKE_DATABASE_URL)"})
 @guarded
 def smoke_test(c: Any, env: str = "production", json_: bool = False,
-               config: str | None = None) -> None:
-    """HTTP, TLS and database checks against the live env (issue #5)."""
-    config_for(config).require_env(env)
-    raise pending("smoke-test", 5)
+               database_url: str | None = None, config: str | None = None) -> None:
+    """HTTP, TLS and pgvector checks against the live env (the runbook's Step 6)."""
+    cfg = config_for(config)
+    url = database_url or os.environ.get("VEDFIN_SMOKE_DATABASE_URL")
+    report = _smoke_test(cfg, env, SmokeOptions(database_url=url))
+    if json_:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        stdout.print(smoke_table(report))
+    if not report.passed:
+        failed = [c.name for c in report.checks if not c.ok]
+        raise CheckFailed(f"error: smoke-test {env}: {len(failed)} of {len(report.checks)} "
+                          f"checks failed: {', '.join(failed)}")
 
 
 @task(help={**CONFIG_HELP, "env": "environment", "json": "JSON output"})

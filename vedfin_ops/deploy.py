@@ -40,7 +40,7 @@ from .releases import (
 )
 from .render import Rendered, image, render, shared_stack_name, stack_name
 from .rollout import Before, RolloutFailed, ServiceView, before_of, parse_snapshot, watch
-from .verify import health_failures
+from .smoke import smoke_test
 
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 Say = Callable[[str], None]
@@ -239,8 +239,8 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
         raise RolloutFailed(f"{exc}{'; tasks: ' + why if why else ''}"
                             f"{'; live: ' + current if current else ''}", exc.services) from None
 
-    say("verify: health through the edge")
-    failures = health_failures(config, env)
+    say("verify: smoke checks through the edge")
+    failures = verify(config, env)
     if failures:
         host.run(commands.write_state(release_dir, "failed"), what="mark failed", check=False)
         detail = "; ".join(failures)
@@ -255,6 +255,12 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
     result.detail = f"{rid} live"
     audit(host, layout, "deploy", "ok", release=rid, tag=tag)
     say(f"done: {env} runs {tag} ({rid})")
+
+
+def verify(config: Config, env: str) -> list[str]:
+    """The smoke suite after a rollout: what failed, each as `check: detail`."""
+    report = smoke_test(config, env)
+    return [f"{c.name}: {c.detail}" for c in report.checks if not c.ok]
 
 
 def engine_reasons(host: Host, services: list[str]) -> str:
@@ -313,7 +319,7 @@ def rollback(conn: Connection | Host, config: Config, env: str, *, say: Say = pr
         say(f"rollback: {env} {state.current} -> {target}")
         try:
             _redeploy(host, config, env, layout, target, show)
-            failures = health_failures(config, env)
+            failures = verify(config, env)
             if failures:
                 raise CheckFailed(f"error: rollback verify failed: {'; '.join(failures)}")
         except CheckFailed as exc:

@@ -90,3 +90,15 @@ def status_tables(info: dict[str, Any]) -> Group:
     note = Text(f"lock: held by {lock['who']} since {lock['since']} ({lock['action']})"
                 if lock else "lock: free")
     return Group(releases, services, note)
+
+
+def smoke_table(report: Any) -> Table:
+    table = Table(title=f"smoke-test {report.env}: "
+                        f"{'passed' if report.passed else 'FAILED'}", title_justify="left")
+    for column in ("", "Check", "Detail", "Seconds"):
+        table.add_column(column)
+    for check in report.checks:
+        mark = Text("ok", style="green") if check.ok and not check.warning else (
+            Text("warn", style="yellow") if check.ok else Text("FAIL", style="bold red"))
+        table.add_row(mark, check.name, check.detail, f"{check.seconds:.2f}")
+    return table

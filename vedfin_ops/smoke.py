@@ -1,0 +1,260 @@
+"""The runbook's Step 6 smoke tests, as checks that run in parallel and tell the truth.
+
+Each check has a timeout and retries transient errors (connection refused/reset, timeouts,
+5xx) with a short backoff; a wrong answer (404, a health JSON that says "disconnected", a
+redirect to the wrong host, an expired certificate) fails at once.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .config import Application, Config
+from .endpoints import Endpoint, app_endpoint, base
+
+TLS_WARN_DAYS = 14
+HEALTH = {"status": "ok", "database": "connected", "redis": "connected"}
+PGVECTOR_SQL = (
+    "CREATE TEMP TABLE vedfin_smoke_vectors (id serial, vec vector(3));",
+    "INSERT INTO vedfin_smoke_vectors (vec) VALUES ('[1,2,3]');",
+    "SELECT count(*) FROM vedfin_smoke_vectors WHERE vec <-> '[1,2,4]' < 2;",
+    "DROP TABLE vedfin_smoke_vectors;",
+)
+
+
+class Transient(Exception):
+    """Worth another try: the server may be restarting."""
+
+
+class Failed(Exception):
+    """A wrong answer: retrying will not change it."""
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+    warning: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail,
+                "seconds": round(self.seconds, 3), "warning": self.warning}
+
+
+@dataclass
+class SmokeReport:
+    env: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "passed": self.passed,
+                "checks": [c.to_dict() for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class Options:
+    timeout: float = 5.0
+    attempts: int = 3
+    backoff: float = 0.5
+    ca_file: str | None = None  # a private CA (tests, internal TLS)
+    database_url: str | None = None
+    warn_days: int = TLS_WARN_DAYS
+
+
+class _SniAdapter(HTTPAdapter):
+    """HTTPS to an address with the TLS name of a domain (sandbox, tests): SNI + cert check."""
+
+    def __init__(self, server_hostname: str) -> None:
+        self.server_hostname = server_hostname
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["server_hostname"] = self.server_hostname
+        kwargs["assert_hostname"] = self.server_hostname
+        super().init_poolmanager(*args, **kwargs)
+
+
+def _get(endpoint: Endpoint, options: Options) -> requests.Response:
+    session = requests.Session()
+    url = endpoint.url
+    parts = urlsplit(url)
+    domain = endpoint.host.split(":")[0]
+    if parts.scheme == "https" and parts.hostname != domain:
+        session.mount(f"https://{parts.netloc}/", _SniAdapter(domain))
+    try:
+        response = session.get(url, headers=endpoint.headers, timeout=options.timeout,
+                               allow_redirects=False, verify=options.ca_file or True)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise Failed(f"TLS: {_short(exc)}") from None
+        raise Transient(f"{type(exc).__name__}: {_short(exc)}") from None
+    if response.status_code >= 500:
+        raise Transient(f"HTTP {response.status_code}")
+    return response
+
+
+def _short(exc: object) -> str:
+    text = str(exc)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def _timed(name: str, fn: Callable[[], str], options: Options) -> Check:
+    started = time.monotonic()
+    detail = ""
+    for attempt in range(options.attempts):
+        try:
+            detail = fn()
+            warning = detail.startswith("warning:")
+            return Check(name, True, detail, time.monotonic() - started, warning)
+        except Failed as exc:
+            return Check(name, False, str(exc), time.monotonic() - started)
+        except Transient as exc:
+            detail = f"{exc} (after {attempt + 1} tries)"
+            if attempt + 1 < options.attempts:
+                time.sleep(options.backoff * (2 ** attempt))
+    return Check(name, False, detail, time.monotonic() - started)
+
+
+def _expect_status(endpoint: Endpoint, options: Options, wanted: int = 200) -> str:
+    response = _get(endpoint, options)
+    if response.status_code != wanted:
+        raise Failed(f"HTTP {response.status_code}, expected {wanted}")
+    return f"HTTP {response.status_code}"
+
+
+def _health(endpoint: Endpoint, options: Options) -> str:
+    response = _get(endpoint, options)
+    if response.status_code != 200:
+        raise Failed(f"HTTP {response.status_code}")
+    try:
+        body = response.json()
+    except ValueError:
+        raise Failed("not JSON") from None
+    wrong = {k: body.get(k) for k, v in HEALTH.items() if body.get(k) != v}
+    if wrong:
+        raise Failed("health says " + ", ".join(f"{k}={v!r}" for k, v in wrong.items()))
+    return "status ok, database connected, redis connected"
+
+
+def _redirect(endpoint: Endpoint, apex: Endpoint, options: Options) -> str:
+    response = _get(endpoint, options)
+    if response.status_code == 200:
+        return "HTTP 200 (served, no redirect)"
+    if response.status_code not in (301, 308):
+        raise Failed(f"HTTP {response.status_code}, expected 301/308 to the apex or 200")
+    location = response.headers.get("Location", "")
+    target = urlsplit(location)
+    if target.netloc != apex.host:
+        raise Failed(f"redirects to {location!r}, not to {apex.host}")
+    return f"HTTP {response.status_code} -> {location}"
+
+
+def _tls(domain: str, address: str, port: int, options: Options) -> str:
+    context = ssl.create_default_context(cafile=options.ca_file)
+    try:
+        with socket.create_connection((address, port), timeout=options.timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=domain) as tls:
+            cert = tls.getpeercert()
+    except ssl.SSLCertVerificationError as exc:
+        raise Failed(f"certificate not valid for {domain}: {exc.verify_message}") from None
+    except (OSError, TimeoutError) as exc:
+        raise Transient(f"{type(exc).__name__}: {exc}") from None
+    if not cert:
+        raise Failed("no certificate presented")
+    expires = datetime.fromtimestamp(ssl.cert_time_to_seconds(str(cert["notAfter"])), UTC)
+    days = (expires - datetime.now(UTC)).days
+    if days < options.warn_days:
+        return f"warning: valid, expires in {days} days ({expires:%Y-%m-%d})"
+    return f"valid, {days} days to expiry"
+
+
+def _pgvector(url: str, options: Options) -> str:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=int(options.timeout)) as conn:
+            for statement in PGVECTOR_SQL:
+                cursor = conn.execute(statement)
+            count = cursor.fetchone() if cursor.description else None
+    except psycopg.OperationalError as exc:
+        raise Transient(_short(str(exc).strip().splitlines()[0])) from None
+    except psycopg.Error as exc:
+        raise Failed(_short(str(exc).strip().splitlines()[0])) from None
+    return f"temp table, insert, distance query ok ({count})"
+
+
+def checks(config: Config, env: str, options: Options) -> list[tuple[str, Callable[[], str]]]:
+    """(name, function) for every check of Step 6 that applies to `env`."""
+    out: list[tuple[str, Callable[[], str]]] = []
+    for app in config.apps(env):
+        out += _app_checks(config, app, options)
+    if options.database_url:
+        url = options.database_url
+        out.append(("pgvector", lambda: _pgvector(url, options)))
+    return out
+
+
+def _app_checks(config: Config, app: Application,
+                options: Options) -> list[tuple[str, Callable[[], str]]]:
+    out: list[tuple[str, Callable[[], str]]] = []
+    if not app.domain:
+        return out
+
+    def at(path: str) -> Endpoint:
+        endpoint = app_endpoint(config, app, path)
+        assert endpoint is not None
+        return endpoint
+
+    if app.app == "api":
+        out.append((f"{app.name} /api/health", lambda: _health(at("/api/health"), options)))
+        out.append((f"{app.name} /api/auth/health",
+                    lambda: _expect_status(at("/api/auth/health"), options)))
+        out.append((f"{app.name} /api/debug/diagnostics/db-health",
+                    lambda: _expect_status(at("/api/debug/diagnostics/db-health"), options)))
+    else:
+        out.append((f"{app.name} {app.health.path}",
+                    lambda: _expect_status(at(app.health.path), options)))
+    apex = base(config, app.domain)
+    for extra in app.additional_domains:
+        endpoint = base(config, extra)
+        out.append((f"{extra} -> {app.domain}",
+                    partial(_redirect, Endpoint(endpoint.url + "/", endpoint.host), apex,
+                            options)))
+    if config.edge.tls != "off":
+        for domain in app.domains:
+            target = base(config, domain)
+            address = urlsplit(target.url).hostname or domain
+            port = config.edge.https_port
+            out.append((f"tls {domain}", partial(_tls, domain, address, port, options)))
+    return out
+
+
+def smoke_test(config: Config, env: str, options: Options | None = None) -> SmokeReport:
+    """Run every check in parallel; the report lists them in a stable order."""
+    config.require_env(env)
+    options = options or Options()
+    todo = checks(config, env, options)
+    report = SmokeReport(env)
+    if not todo:
+        return report
+    with ThreadPoolExecutor(max_workers=min(16, len(todo))) as pool:
+        report.checks = list(pool.map(lambda item: _timed(item[0], item[1], options), todo))
+    return report

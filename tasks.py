@@ -27,6 +27,7 @@ from vedfin_ops.errors import CheckFailed
 from vedfin_ops.local_files import write_tree
 from vedfin_ops.migrate import migrate as _migrate
 from vedfin_ops.migrate import require_tag
+from vedfin_ops.preflight import preflight as _preflight
 from vedfin_ops.quoting import sh
 from vedfin_ops.releases import Layout
 from vedfin_ops.render import render as _render
@@ -117,15 +118,6 @@ def smoke_test(c: Any, env: str = "production", json_: bool = False,
                           f"checks failed: {', '.join(failed)}")
 
 
-@task(help={**CONFIG_HELP, "env": "environment", "json": "JSON output"})
-@guarded
-def preflight(c: Any, env: str = "production", json_: bool = False,
-              config: str | None = None) -> None:
-    """The pre-deployment checklist on the host (issue #5)."""
-    config_for(config).require_env(env)
-    raise pending("preflight", 5)
-
-
 HOST_HELP = {**CONFIG_HELP,
              "accept_new_host_key": "pin the host key of a host never seen before"}
 
@@ -190,6 +182,22 @@ def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
     path = Layout.of(cfg, next(iter(cfg.environments))).audit
     print(host.run(f"tail -n {int(lines)} -- {sh(path)} 2>/dev/null || true", what="audit"),
           end="")
+
+
+@task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
+@guarded
+def preflight(c: Any, env: str = "production", json_: bool = False,
+              accept_new_host_key: bool = False, config: str | None = None) -> None:
+    """The pre-deployment checklist: secrets, DNS, TLS, firewall, monitoring, capacity."""
+    cfg = config_for(config)
+    report = _preflight(remote(c, accept_new_host_key), cfg, env)
+    if json_:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        stdout.print(smoke_table(report, "preflight"))
+    if not report.passed:
+        failed = [ch.name for ch in report.checks if not ch.ok]
+        raise CheckFailed(f"error: preflight {env}: failed: {', '.join(failed)}")
 
 
 def _deploy_task(env: str) -> Any:

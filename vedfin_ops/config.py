@@ -247,11 +247,13 @@ class Alerts(Model):
 class Firewall(Model):
     allow: list[Annotated[Count, Field(ge=1, le=65535)]] = [22, 80, 443]
     deny: list[Annotated[Count, Field(ge=1, le=65535)]] = [3000]
+    check: Literal["ufw", "none"] = "ufw"  # "none" where the host has no ufw (the sandbox)
 
 
 class Monitoring(Model):
     netdata_port: Annotated[Count, Field(ge=1, le=65535)] = 19999
     uptime_kuma_port: Annotated[Count, Field(ge=1, le=65535)] = 3002
+    check: bool = True  # false where nothing monitors the host (the sandbox)
 
 
 class Remote(Model):

@@ -28,6 +28,7 @@ from .db_init import db_init
 from .errors import CheckFailed, UsageError
 from .host import HANDSHAKES, Host
 from .migrate import migrate
+from .preflight import preflight
 from .releases import (
     GOOD,
     Layout,
@@ -181,6 +182,19 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
 def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, layout: Layout,
               rid: str, result: DeployResult, say: Say, show: Show, skip_preflight: bool,
               force: bool) -> None:
+    if skip_preflight:
+        say("preflight: skipped (--skip-preflight; recorded in the audit log)")
+        audit(host, layout, "preflight", "skipped", release=rid, tag=tag)
+    else:
+        say("preflight: the pre-deployment checklist")
+        checklist = preflight(host, config, env)
+        for check in checklist.checks:
+            if check.warning:
+                say(f"preflight: {check.name}: {check.detail}")
+        if not checklist.passed:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in checklist.checks if not c.ok)
+            raise CheckFailed(f"error: preflight failed: {failed} (--skip-preflight to deploy "
+                              f"anyway)")
     state = listing(host, layout)
     current = state.current
     if current and digest_of(current) == digest_of(rid) and state.state(current) == GOOD:

@@ -92,8 +92,8 @@ def status_tables(info: dict[str, Any]) -> Group:
     return Group(releases, services, note)
 
 
-def smoke_table(report: Any) -> Table:
-    table = Table(title=f"smoke-test {report.env}: "
+def smoke_table(report: Any, what: str = "smoke-test") -> Table:
+    table = Table(title=f"{what} {report.env}: "
                         f"{'passed' if report.passed else 'FAILED'}", title_justify="left")
     for column in ("", "Check", "Detail", "Seconds"):
         table.add_column(column)

@@ -1,0 +1,80 @@
+"""Smoke and preflight against the sandbox's real stack, and pgvector through psycopg."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vedfin_ops import load_config
+from vedfin_ops.deploy import deploy
+from vedfin_ops.host import Host, connect
+from vedfin_ops.preflight import preflight
+from vedfin_ops.smoke import Options, smoke_test
+
+from .conftest import docker, unavailable
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def live(sandbox_up: dict[str, Any]) -> Iterator[tuple[Any, Host]]:
+    config = load_config(sandbox_up["config"])
+    host = Host(connect("sandbox", sandbox_up["ssh_config"]))
+    deploy(host, config, "production", "v2", say=lambda _m: None)  # a no-op if already live
+    yield config, host
+    host.close()
+
+
+def test_smoke_against_the_sandbox_stack_passes(live: tuple[Any, Host]) -> None:
+    config, _ = live
+    report = smoke_test(config, "production")
+    assert report.passed, report.to_dict()
+    names = {c.name for c in report.checks}
+    assert "www.v-edfinance.localhost -> v-edfinance.localhost" in names
+    assert "api-production /api/health" in names
+
+
+def test_preflight_on_the_sandbox_passes(live: tuple[Any, Host]) -> None:
+    config, host = live
+    report = preflight(host, config, "production")
+    assert report.passed, report.to_dict()
+    checks = {c.name: c for c in report.checks}
+    assert checks["firewall: published ports"].detail == f"only {config.edge.http_port} published"
+    assert checks["firewall: ufw"].detail == "skipped: firewall.check is none"
+
+
+def test_preflight_flags_a_container_publishing_port_3000(live: tuple[Any, Host]) -> None:
+    config, host = live
+    docker("run", "-d", "--rm", "--name", "vedfin-debug-3000", "-p", "127.0.0.1:3000:3000",
+           "vedfin-sandbox/api:v1")
+    try:
+        report = preflight(host, config, "production")
+    finally:
+        docker("rm", "-f", "vedfin-debug-3000", check=False)
+    check = {c.name: c for c in report.checks}["firewall: published ports"]
+    assert not report.passed
+    assert check.detail == "vedfin-debug-3000 publishes 3000 (published ports bypass ufw)"
+
+
+def test_smoke_pgvector_check_through_psycopg(shared_tmp: Path, live: tuple[Any, Host]) -> None:
+    config, _ = live
+    try:
+        import pgserver
+    except ImportError:
+        unavailable("pgserver is not installed")
+    server = pgserver.get_server(shared_tmp / "pg", cleanup_mode="stop")
+    try:
+        server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        report = smoke_test(config, "production", Options(database_url=server.get_uri()))
+        check = {c.name: c for c in report.checks}["pgvector"]
+        assert check.ok, check.detail
+        server.psql("DROP EXTENSION vector;")
+        no_vector = smoke_test(config, "production", Options(database_url=server.get_uri(),
+                                                             attempts=1))
+        failed = {c.name: c for c in no_vector.checks}["pgvector"]
+        assert not failed.ok and 'type "vector" does not exist' in failed.detail
+    finally:
+        server.cleanup()

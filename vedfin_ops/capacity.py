@@ -7,10 +7,12 @@ says how far past physical memory (and swap) the limits reach.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .config import Config
+from .usage import Usage
+from .render import shared_stack_name, stack_name
 
 Status = Literal["ok", "warn", "critical"]
 PRODUCTION = "production"
@@ -29,6 +31,20 @@ class Line:
     cpus: float
     replicas: int
     kind: Literal["app", "shared", "overhead"]
+    service: str = ""  # the swarm service that runs it ("" for overhead)
+    used_mb: float | None = None  # measured, all replicas together
+    running: int = 0  # containers measured
+
+    @property
+    def used_percent(self) -> float | None:
+        """Measured use as a share of the limits of the replicas that run."""
+        if self.used_mb is None or not self.running:
+            return None
+        return round(self.used_mb / (self.memory_mb * self.running) * 100, 1)
+
+    @property
+    def per_replica_used_mb(self) -> float | None:
+        return None if self.used_mb is None or not self.running else self.used_mb / self.running
 
     @property
     def total_memory_mb(self) -> int:
@@ -39,11 +55,15 @@ class Line:
         return _r(self.cpus * self.replicas)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name, "env": self.env, "kind": self.kind,
             "memory_mb": self.memory_mb, "cpus": self.cpus, "replicas": self.replicas,
             "total_memory_mb": self.total_memory_mb, "total_cpus": self.total_cpus,
         }
+        if self.kind != "overhead":
+            out["used_memory_mb"] = None if self.used_mb is None else round(self.used_mb, 1)
+            out["used_percent"] = self.used_percent
+        return out
 
 
 @dataclass(frozen=True)
@@ -87,6 +107,7 @@ class CapacityReport:
     status: Status
     reasons: list[str]
     recommendations: list[Recommendation]
+    host: dict[str, float] | None = None  # measured on the host, when live
 
     @property
     def committed_memory_mb(self) -> int:
@@ -128,15 +149,18 @@ class CapacityReport:
             "status": self.status,
             "reasons": self.reasons,
             "recommendations": [r.to_dict() for r in self.recommendations],
+            **({"host": self.host} if self.host is not None else {}),
         }
 
 
 def lines(config: Config, env: str | None = None) -> list[Line]:
     """Everything in scope: the env's apps (all when None), shared services, overhead."""
-    out = [Line(a.name, a.env, a.resources.memory, a.resources.cpus, a.replicas, "app")
+    out = [Line(a.name, a.env, a.resources.memory, a.resources.cpus, a.replicas, "app",
+                f"{stack_name(config, a.env)}_{a.name}")
            for a in config.apps(env)]
     for name, res in (("postgres", config.postgres.resources), ("redis", config.redis.resources)):
-        out.append(Line(name, "shared", res.memory, res.cpus, 1, "shared"))
+        out.append(Line(name, "shared", res.memory, res.cpus, 1, "shared",
+                        f"{shared_stack_name(config)}_{name}"))
     out.extend(Line(name, "overhead", res.memory, res.cpus, 1, "overhead")
                for name, res in config.overhead.items())
     return out
@@ -180,15 +204,25 @@ def _status(config: Config, committed_mb: int, committed_cpus: float,
     return ("warn" if reasons else "ok"), reasons
 
 
-def recommendations(config: Config) -> list[Recommendation]:
-    """The runbook's three options, each with what it frees, computed from the config."""
+def recommendations(config: Config, measured: dict[str, Line] | None = None,
+                    usage: Usage | None = None) -> list[Recommendation]:
+    """The runbook's three options, each with what it frees: the limits it releases, or
+    (live) the memory its containers use now."""
     out: list[Recommendation] = []
+    measured = {} if usage is None else {
+        n: _measured(line, usage) for n, line in (measured or {}).items()}
+
+    def frees(app: Any, replicas: int) -> int:
+        line = measured.get(app.name)
+        per = line.per_replica_used_mb if line else None
+        return round((per if per is not None else app.resources.memory) * replicas)
+
     others = [a for a in config.applications if a.env != PRODUCTION]
     if others:
         envs = sorted({a.env for a in others})
         out.append(Recommendation(
             action=f"pause {' and '.join(envs)}",
-            frees_memory_mb=sum(a.total_memory_mb for a in others),
+            frees_memory_mb=sum(frees(a, a.replicas) for a in others),
             frees_cpus=sum(a.total_cpus for a in others),
             detail=f"replicas to 0 for {', '.join(a.name for a in others)} during peak hours",
             command=" && ".join(f"fab -H vps pause --env {e}" for e in envs),
@@ -197,7 +231,7 @@ def recommendations(config: Config) -> list[Recommendation]:
     if multi:
         out.append(Recommendation(
             action="one replica off-hours",
-            frees_memory_mb=sum(a.resources.memory * (a.replicas - 1) for a in multi),
+            frees_memory_mb=sum(frees(a, a.replicas - 1) for a in multi),
             frees_cpus=sum(a.resources.cpus * (a.replicas - 1) for a in multi),
             detail=f"scale {', '.join(a.name for a in multi)} to 1 replica at night "
                    f"(12AM-6AM); no high availability meanwhile",
@@ -217,15 +251,29 @@ def recommendations(config: Config) -> list[Recommendation]:
 
 
 def capacity_report(config: Config, env: str | None = None,
-                    usage: Any = None) -> CapacityReport:
-    """The runbook's Task 2.3 as numbers. `usage` (measured) is taken by the live report."""
+                    usage: Usage | None = None) -> CapacityReport:
+    """The runbook's Task 2.3 as numbers; with `usage` (measured), its ACTUAL USAGE too."""
     if env is not None:
         config.require_env(env)
     scope_lines = lines(config, env)
     peak = surge(config, env)
     committed_mb = sum(line.total_memory_mb for line in scope_lines)
     committed_cpus = _r(sum(line.total_cpus for line in scope_lines))
-    status, reasons = _status(config, committed_mb, committed_cpus, committed_mb + peak.memory_mb)
+    if usage is None:
+        status, reasons = _status(config, committed_mb, committed_cpus,
+                                  committed_mb + peak.memory_mb)
+        recs = recommendations(config) if status != "ok" else []
+        host = None
+    else:
+        scope_lines = [_measured(line, usage) for line in scope_lines]
+        status, reasons = live_status(config, usage)
+        recs = recommendations(config, {ln.name: ln for ln in lines(config)}, usage)
+        host = {"memory_total_mb": usage.memory_total_mb,
+                "memory_used_mb": usage.memory_used_mb,
+                "memory_used_percent": round(usage.memory_used_mb / usage.memory_total_mb
+                                             * 100, 1) if usage.memory_total_mb else 0.0,
+                "swap_total_mb": usage.swap_total_mb, "swap_used_mb": usage.swap_used_mb,
+                "cpu_load": usage.cpu_load, "cpus": usage.cpus}
     return CapacityReport(
         scope=env or "all",
         vps_memory_mb=config.vps.memory,
@@ -235,5 +283,29 @@ def capacity_report(config: Config, env: str | None = None,
         surge=peak,
         status=status,
         reasons=reasons,
-        recommendations=recommendations(config) if status != "ok" else [],
+        recommendations=recs,
+        host=host,
     )
+
+
+def _measured(line: Line, usage: Usage) -> Line:
+    found = usage.service_used(line.service) if line.service else None
+    if found is None:
+        return line
+    return replace(line, used_mb=found[0], running=found[1])
+
+
+def live_status(config: Config, usage: Usage) -> tuple[Status, list[str]]:
+    """By the alert thresholds: RAM over `alerts.ram.above` (90%) critical, over `ramWarn`
+    (85%) warn. Limits over-committed are the runbook's design and not judged here."""
+    if not usage.memory_total_mb:
+        return "warn", ["the host reported no memory figures"]
+    percent = usage.memory_used_mb / usage.memory_total_mb * 100
+    figures = (f"RAM {usage.memory_used_mb:.0f} of {usage.memory_total_mb:.0f} MiB used "
+               f"({percent:.0f}%), swap {usage.swap_used_mb:.0f} of "
+               f"{usage.swap_total_mb:.0f} MiB")
+    if percent > config.alerts.ram.above:
+        return "critical", [f"{figures}: over {config.alerts.ram.above:g}%"]
+    if percent > config.alerts.ram_warn:
+        return "warn", [f"{figures}: over {config.alerts.ram_warn:g}%"]
+    return "ok", [figures]

@@ -187,10 +187,13 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
         audit(host, layout, "preflight", "skipped", release=rid, tag=tag)
     else:
         say("preflight: the pre-deployment checklist")
-        checklist = preflight(host, config, env)
+        checklist = preflight(host, config, env, force=force)
         for check in checklist.checks:
             if check.warning:
                 say(f"preflight: {check.name}: {check.detail}")
+            if check.detail.startswith("warning: forced"):
+                audit(host, layout, "capacity-gate", "forced", release=rid, tag=tag,
+                      detail=check.detail)
         if not checklist.passed:
             failed = "; ".join(f"{c.name}: {c.detail}" for c in checklist.checks if not c.ok)
             raise CheckFailed(f"error: preflight failed: {failed} (--skip-preflight to deploy "

@@ -17,7 +17,10 @@ from . import secret_store
 from .capacity import capacity_report
 from .config import Config
 from .host import Host
+from .gate import gate
 from .smoke import Check, Failed, Options, Transient, _tls
+from .usage import PROBE as USAGE_PROBE
+from .usage import parse_probe
 from .smoke import SmokeReport as _Report
 
 Resolver = Callable[[str], tuple[str, list[str], list[str]]]
@@ -43,13 +46,14 @@ for p in %PORTS%; do
   if timeout 3 bash -c "</dev/tcp/127.0.0.1/$p" 2>/dev/null
   then echo "$p open"; else echo "$p closed"; fi
 done
-"""
+echo '--USAGE--'
+""" + USAGE_PROBE
 
 
 def _sections(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     current = ""
-    for line in text.splitlines():
+    for line in text.split("--USAGE--")[0].splitlines():
         match = re.fullmatch(r"--([A-Z]+)--", line.strip())
         if match:
             current = match.group(1)
@@ -138,7 +142,7 @@ def _run(name: str, fn: Callable[[], str]) -> Check:
 
 def preflight(host: Host | None, config: Config, env: str, *,
               resolve: Resolver = system_resolver, options: Options | None = None,
-              probe: str | None = None) -> PreflightReport:
+              probe: str | None = None, force: bool = False) -> PreflightReport:
     """Every item of the checklist. `probe` (the host's answers) can be given, e.g. recorded
     output of a real ufw, instead of asking `host`."""
     config.require_env(env)
@@ -183,7 +187,8 @@ def preflight(host: Host | None, config: Config, env: str, *,
                                                                                ""))))
     else:
         checks.append(("monitoring", lambda: "skipped: monitoring.check is false"))
-    checks.append(("capacity", lambda: _capacity(config, env)))
+    usage_text = probe.split("--USAGE--", 1)[1] if probe and "--USAGE--" in probe else ""
+    checks.append(("capacity", lambda: _capacity(config, env, usage_text, force)))
     report.checks = [_run(name, fn) for name, fn in checks]
     return report
 
@@ -198,9 +203,16 @@ def _monitoring(config: Config, answers: str) -> str:
     return "Netdata and Uptime Kuma answer"
 
 
-def _capacity(config: Config, env: str) -> str:
-    """Over-committed limits are the runbook's design: a warning. The live gate (issue #6)
-    refuses only when measured use plus the surge does not fit."""
+def _capacity(config: Config, env: str, usage_text: str, force: bool) -> str:
+    """Over-committed limits are the runbook's design: a warning. The gate refuses only when
+    what the host uses now plus this deploy's surge does not fit (gate.py); --force passes."""
+    if usage_text.strip():
+        result = gate(config, env, parse_probe(usage_text))
+        if result.ok:
+            return result.reason
+        if force:
+            return f"warning: forced past the capacity gate: {result.reason}"
+        raise Failed(f"{result.reason} (--force to deploy anyway)")
     report = capacity_report(config, env)
     if report.status == "ok":
         return f"limits {report.committed_memory_mb} MiB of {report.vps_memory_mb} MiB"

@@ -1,0 +1,139 @@
+"""Measured usage: docker's units parsed, the live report, and the capacity gate's verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vedfin_ops import capacity_report, load_config
+from vedfin_ops.gate import gate
+from vedfin_ops.usage import ContainerStat, Usage, parse_probe, parse_size_mib, parse_stats
+
+from .conftest import SHIPPED
+
+STATS = Path(__file__).parent / "data" / "docker_stats"
+
+
+@pytest.mark.parametrize(("text", "mib"), [
+    ("0B", 0.0), ("512B", 512 / 1048576), ("472KiB", 472 / 1024), ("58.12MiB", 58.12),
+    ("1.5GiB", 1536.0), ("23.54GiB", 23.54 * 1024), ("2TiB", 2 * 1048576.0),
+    ("12kB", 12000 / 1048576), ("3.4MB", 3.4e6 / 1048576), ("1.2GB", 1.2e9 / 1048576),
+])
+def test_every_unit_docker_prints(text: str, mib: float) -> None:
+    assert parse_size_mib(text) == pytest.approx(mib)
+
+
+def test_unreadable_stats_are_unknown_not_zero() -> None:
+    assert parse_size_mib("--") is None
+    # hand-written, shaped like docker's line for a container whose stats cannot be read
+    line = ('{"CPUPerc":"--","MemPerc":"--","MemUsage":"-- / --",'
+            '"Name":"vedfin-production_api-production.1.abcdefghijklmnopqrstuvwxy"}')
+    stat = parse_stats(line)[0]
+    assert (stat.used_mb, stat.limit_mb, stat.cpu_percent) == (None, None, None)
+    assert stat.service == "vedfin-production_api-production"
+
+
+def test_garbage_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a docker size"):
+        parse_size_mib("12 parsecs")
+
+
+def test_recorded_sandbox_stats_map_containers_to_services() -> None:
+    stats = parse_stats(next(STATS.glob("sandbox-*.jsonl")).read_text())
+    api = [s for s in stats if s.service == "vedfin-production_api-production"]
+    running = [s for s in api if s.used_mb is not None]
+    assert len(running) == 2 and all(s.limit_mb == 48.0 for s in running)
+    assert len(api) > 2  # --all: the stopped tasks of earlier updates, unmeasured
+    pg = next(s for s in stats if s.service == "vedfin-shared_postgres")
+    assert pg.limit_mb == 256.0 and pg.used_mb is not None and pg.used_mb > 1
+
+
+def test_recorded_limits_in_gib() -> None:
+    stats = {s.name: s for s in parse_stats(next(STATS.glob("limits-*.jsonl")).read_text())}
+    assert stats["vedfin-stats-1536m"].limit_mb == 1536.0
+    assert stats["vedfin-stats-nolimit"].limit_mb == pytest.approx(23.54 * 1024)
+    assert stats["vedfin-stats-1536m"].service == "vedfin-stats-1536m"
+
+
+MEMINFO = """MemTotal:        4019296 kB
+MemFree:          201320 kB
+MemAvailable:     628736 kB
+SwapTotal:       2097148 kB
+SwapFree:        1573248 kB
+"""
+
+
+def _usage(used_mb: float, swap_used: float = 0.0, containers: list[ContainerStat] | None = None,
+           total: float = 4096.0, swap_total: float = 2048.0) -> Usage:
+    return Usage(total, used_mb, swap_total, swap_used, 1.2, 2, containers or [])
+
+
+def _c(service: str, used: float, n: int = 1) -> list[ContainerStat]:
+    return [ContainerStat(f"{service}.{i}.x", service, used, None, 1.0) for i in range(n)]
+
+
+def test_probe_of_proc_and_stats() -> None:
+    usage = parse_probe(MEMINFO + "--LOAD--\n1.52 0.80 0.60 2/345 999\n--CPUS--\n2\n--STATS--\n"
+                        + next(STATS.glob("sandbox-*.jsonl")).read_text())
+    assert usage.memory_total_mb == pytest.approx(3925.1, abs=0.1)
+    assert usage.memory_used_mb == pytest.approx((4019296 - 628736) / 1024, abs=0.1)
+    assert usage.swap_used_mb == pytest.approx((2097148 - 1573248) / 1024, abs=0.1)
+    assert (usage.cpu_load, usage.cpus) == (1.52, 2)
+    assert usage.service_used("vedfin-production_api-production") is not None
+
+
+# The runbook's "ACTUAL USAGE (typical)": api 2000m for 2 replicas, web 1400m, postgres 700m...
+RUNBOOK_TYPICAL = [*_c("vedfin-production_api-production", 1000, 2),
+                   *_c("vedfin-production_web-production", 700, 2),
+                   *_c("vedfin-shared_postgres", 700), *_c("vedfin-shared_redis", 100)]
+
+
+def test_live_report_adds_usage_and_host_figures() -> None:
+    config = load_config(SHIPPED)
+    report = capacity_report(config, "production", _usage(3200, 500, RUNBOOK_TYPICAL)).to_dict()
+    rows = {s["name"]: s for s in report["services"]}
+    assert rows["api-production"]["used_memory_mb"] == 2000
+    assert rows["api-production"]["used_percent"] == pytest.approx(65.1, abs=0.1)
+    assert rows["redis"]["used_percent"] == pytest.approx(39.1, abs=0.1)
+    assert report["host"]["memory_used_mb"] == 3200 and report["host"]["swap_used_mb"] == 500
+    assert report["status"] == "ok"  # 78% of RAM
+    recs = {r["action"]: r for r in report["recommendations"]}
+    assert recs["one replica off-hours"]["frees_memory_mb"] == 1000 + 700  # measured, now
+    assert report["committed"]["memory_mb"] == 7000  # the limits stay the runbook's
+
+
+@pytest.mark.parametrize(("used", "status"), [(3400, "ok"), (3550, "warn"), (3800, "critical")])
+def test_live_status_follows_the_alert_thresholds(used: float, status: str) -> None:
+    config = load_config(SHIPPED)
+    assert capacity_report(config, "production", _usage(used)).status == status
+
+
+def test_gate_allows_when_use_plus_surge_fits() -> None:
+    config = load_config(SHIPPED)
+    result = gate(config, "production", _usage(1500, 0, RUNBOOK_TYPICAL))
+    # one new api replica (1000 MiB measured) + one web (700 MiB) on top of 1500 MiB
+    assert result.ok and result.surge_mb == 1700
+    assert "api-production 1000 MiB x1" in result.reason
+
+
+def test_gate_refuses_past_the_critical_ram_threshold() -> None:
+    config = load_config(SHIPPED)
+    result = gate(config, "production", _usage(2200, 0, RUNBOOK_TYPICAL))
+    assert not result.ok
+    assert "RAM would reach 3900 of 4096 MiB, past the 90% alert" in result.reason
+
+
+def test_gate_refuses_beyond_ram_plus_swap_and_sizes_unmeasured_by_limit() -> None:
+    config = load_config(SHIPPED)
+    result = gate(config, "production", _usage(3000, 2000))  # nothing measured: limits
+    assert not result.ok and result.surge_mb == 1536 + 1024
+    assert "exceeds RAM + swap (6144 MiB)" in result.reason
+    assert "(limit)" in result.reason
+
+
+def test_gate_ignores_over_committed_limits(variant: Any) -> None:
+    config = load_config(SHIPPED)
+    assert capacity_report(config, "production").status == "critical"  # limits
+    assert gate(config, "production", _usage(800, 0, RUNBOOK_TYPICAL)).ok  # use

@@ -1,0 +1,118 @@
+"""What the host really uses: `docker stats` per container, /proc for the host.
+
+Parsing is pure (text in, numbers out) so it is tested on output recorded from the real
+engine; `measure` asks the host for all of it in one command.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the parsing needs no SSH: keep `inv capacity-report` light
+    from .host import Host
+
+_SIZE = re.compile(r"^\s*([\d.]+)\s*([KMGT]?i?B|[kMGT]B?)\s*$")
+_MIB = {"b": 1 / 1048576, "kib": 1 / 1024, "kb": 1000 / 1048576, "k": 1 / 1024,
+        "mib": 1.0, "mb": 1e6 / 1048576, "m": 1.0,
+        "gib": 1024.0, "gb": 1e9 / 1048576, "g": 1024.0,
+        "tib": 1048576.0, "tb": 1e12 / 1048576}
+
+PROBE = ("cat /proc/meminfo; echo '--LOAD--'; cat /proc/loadavg; echo '--CPUS--'; nproc; "
+         "echo '--STATS--'; docker stats --no-stream --format '{{json .}}'")
+
+
+def parse_size_mib(text: str) -> float | None:
+    """`472KiB`, `58.12MiB`, `1.5GiB`, `0B`, `12kB` -> MiB; `--` (unreadable) -> None."""
+    text = text.strip()
+    if text in ("--", "", "N/A"):
+        return None
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a docker size: {text!r}")
+    return float(match.group(1)) * _MIB[match.group(2).lower()]
+
+
+@dataclass(frozen=True)
+class ContainerStat:
+    name: str
+    service: str  # the swarm service (`vedfin-production_api-production`), else the name
+    used_mb: float | None
+    limit_mb: float | None
+    cpu_percent: float | None
+
+
+def parse_stats(text: str) -> list[ContainerStat]:
+    out = []
+    for line in text.strip().splitlines():
+        if not line.strip().startswith("{"):
+            continue
+        row = json.loads(line)
+        used, _, limit = row.get("MemUsage", "--").partition("/")
+        cpu = row.get("CPUPerc", "--").strip().rstrip("%")
+        name = row["Name"]
+        used_mb, limit_mb = parse_size_mib(used), parse_size_mib(limit) if limit else None
+        if limit_mb == 0:  # `0B / 0B`: a stopped container (`--all`), nothing measured
+            used_mb = limit_mb = None
+        out.append(ContainerStat(
+            name=name,
+            service=name.split(".", 1)[0] if re.search(r"\.\d+\.[a-z0-9]{25}$", name) else name,
+            used_mb=used_mb,
+            limit_mb=limit_mb,
+            cpu_percent=float(cpu) if cpu not in ("--", "") else None,
+        ))
+    return out
+
+
+@dataclass
+class Usage:
+    memory_total_mb: float
+    memory_used_mb: float
+    swap_total_mb: float
+    swap_used_mb: float
+    cpu_load: float  # 1-minute load average
+    cpus: int
+    containers: list[ContainerStat] = field(default_factory=list)
+
+    def service_used(self, service: str) -> tuple[float, int] | None:
+        """(MiB used by all its running containers, how many) or None if none measured."""
+        stats = [c for c in self.containers if c.service == service and c.used_mb is not None]
+        if not stats:
+            return None
+        return sum(c.used_mb or 0.0 for c in stats), len(stats)
+
+
+def parse_meminfo(text: str) -> dict[str, float]:
+    """/proc/meminfo in MiB."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^(\w+):\s+(\d+)\s*kB", line)
+        if match:
+            out[match.group(1)] = int(match.group(2)) / 1024
+    return out
+
+
+def parse_probe(text: str) -> Usage:
+    mem_text, _, rest = text.partition("--LOAD--")
+    load_text, _, rest = rest.partition("--CPUS--")
+    cpus_text, _, stats_text = rest.partition("--STATS--")
+    mem = parse_meminfo(mem_text)
+    total = mem.get("MemTotal", 0.0)
+    available = mem.get("MemAvailable", mem.get("MemFree", 0.0))
+    swap_total = mem.get("SwapTotal", 0.0)
+    return Usage(
+        memory_total_mb=round(total, 1),
+        memory_used_mb=round(total - available, 1),
+        swap_total_mb=round(swap_total, 1),
+        swap_used_mb=round(swap_total - mem.get("SwapFree", swap_total), 1),
+        cpu_load=float(load_text.split()[0]) if load_text.split() else 0.0,
+        cpus=int(cpus_text.strip() or 1),
+        containers=parse_stats(stats_text),
+    )
+
+
+def measure(host: Host) -> Usage:
+    return parse_probe(host.run(PROBE, what="measure usage"))

@@ -16,7 +16,8 @@ from invoke.tasks import task
 
 from vedfin_ops import sandbox, secret_store
 from vedfin_ops.capacity import capacity_report as _capacity_report
-from vedfin_ops.cli import LiveLines, config_for, err, guarded, pending, remote, say, warn
+from vedfin_ops.chart import write_chart
+from vedfin_ops.cli import LiveLines, config_for, err, guarded, is_remote, remote, say, warn
 from vedfin_ops.cli import out as stdout
 from vedfin_ops.db_init import db_init as _db_init
 from vedfin_ops.deploy import deploy as _deploy
@@ -31,9 +32,11 @@ from vedfin_ops.preflight import preflight as _preflight
 from vedfin_ops.quoting import sh
 from vedfin_ops.releases import Layout
 from vedfin_ops.render import render as _render
+from vedfin_ops.scale import scale as _scale
 from vedfin_ops.smoke import Options as SmokeOptions
 from vedfin_ops.smoke import smoke_test as _smoke_test
 from vedfin_ops.tables import (
+    actual_usage,
     capacity_table,
     config_table,
     recommendations_table,
@@ -41,6 +44,7 @@ from vedfin_ops.tables import (
     status_line,
     status_tables,
 )
+from vedfin_ops.usage import measure
 
 CONFIG_HELP = {"config": "config file (default: $VEDFIN_CONFIG, else dokploy.yaml)"}
 
@@ -80,19 +84,25 @@ def check_config(c: Any, config: str | None = None) -> None:
 
 
 @task(help={**CONFIG_HELP, "env": "one env plus shared services (default: every env)",
-            "json": "print the contract's JSON object", "chart": "write a chart (issue #6)"})
+            "json": "print the contract's JSON object",
+            "chart": "also write a chart: .png (matplotlib), .svg or .html"})
 @guarded
 def capacity_report(c: Any, env: str | None = None, json_: bool = False,
                     chart: str | None = None, config: str | None = None) -> None:
-    """Committed resources vs the VPS (the runbook's Task 2.3), with mitigations."""
+    """Committed resources vs the VPS (Task 2.3); under `fab -H HOST`, measured usage too."""
     cfg = config_for(config)
+    if env:
+        cfg.require_env(env)
+    usage = measure(remote(c)) if is_remote(c) else None
+    report = _capacity_report(cfg, env, usage)
     if chart:
-        raise pending("capacity-report --chart", 6)
-    report = _capacity_report(cfg, env)
+        err.print(f"chart: {write_chart(report, chart)}", highlight=False)
     if json_:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return
     stdout.print(capacity_table(report))
+    if usage is not None:
+        stdout.print(actual_usage(report))
     stdout.print(status_line(report))
     if report.recommendations:
         stdout.print(recommendations_table(report))
@@ -200,6 +210,34 @@ def preflight(c: Any, env: str = "production", json_: bool = False,
         raise CheckFailed(f"error: preflight {env}: failed: {', '.join(failed)}")
 
 
+@task(help={**HOST_HELP, "env": "environment", "force": "allow production below 1 replica"})
+@guarded
+def pause(c: Any, env: str = "dev", force: bool = False, accept_new_host_key: bool = False,
+          config: str | None = None) -> None:
+    """Replicas of every app of the env to 0 (the runbook's "pause dev/staging")."""
+    _scale(remote(c, accept_new_host_key), config_for(config), env, 0, action="pause",
+           force=force, say=say, show=LiveLines())
+
+
+@task(help={**HOST_HELP, "env": "environment"})
+@guarded
+def resume(c: Any, env: str = "dev", accept_new_host_key: bool = False,
+           config: str | None = None) -> None:
+    """Every app of the env back to its configured replicas, converged and verified."""
+    _scale(remote(c, accept_new_host_key), config_for(config), env, None, action="resume",
+           say=say, show=LiveLines())
+
+
+@task(help={**HOST_HELP, "env": "environment", "replicas": "replicas for every app",
+            "force": "allow production below 1 replica"})
+@guarded
+def scale(c: Any, env: str = "production", replicas: int = 1, force: bool = False,
+          accept_new_host_key: bool = False, config: str | None = None) -> None:
+    """Every app of the env to N replicas (the runbook's off-hours single replica)."""
+    _scale(remote(c, accept_new_host_key), config_for(config), env, replicas, action="scale",
+           force=force, say=say, show=LiveLines())
+
+
 def _deploy_task(env: str) -> Any:
     @task(name=env, help={**HOST_HELP, "tag": "image tag to deploy (default: the config's)",
                           "skip_preflight": "skip the checklist (recorded in the audit log)",
@@ -279,7 +317,7 @@ def sandbox_status(c: Any, json_: bool = False) -> None:
 
 
 ns = Collection(render, check_config, capacity_report, smoke_test, preflight, db_init, migrate,
-                rollback, status, audit)
+                rollback, status, audit, pause, resume, scale)
 ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
                                                                    "dev"))))
 ns.add_collection(Collection("secrets", generate))

@@ -130,10 +130,16 @@ def test_secrets_generate_fills_a_private_file_and_prints_names_only(project: Pa
     assert values["JWT_SECRET_PROD"] not in rendered.stdout + rendered.stderr
 
 
-def test_unfinished_options_say_so(project: Path) -> None:
-    result = run("capacity-report", "--chart", "x.png", cwd=project)
-    assert result.returncode == 1
-    assert "not implemented yet" in result.stderr
+def test_capacity_chart_is_written_as_png_and_html(project: Path) -> None:
+    for name in ("chart.png", "chart.html"):
+        result = run("capacity-report", "--env", "production", "--chart", name, cwd=project)
+        assert result.returncode == 0, result.stderr
+        data = (project / name).read_bytes()
+        assert data.startswith(b"\x89PNG") if name.endswith(".png") else b"<svg" in data
+    html = (project / "chart.html").read_text()
+    assert "api-production committed: 3072 MiB" in html and "RAM 4096 MiB" in html
+    bad = run("capacity-report", "--chart", "chart.gif", cwd=project)
+    assert bad.returncode == 2 and "use a .png, .svg or .html file" in bad.stderr
 
 
 @pytest.mark.parametrize("task", ["deploy.production", "db-init", "rollback", "status",

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from .config import Config
-from .usage import Usage
 from .render import shared_stack_name, stack_name
+from .usage import Usage
 
 Status = Literal["ok", "warn", "critical"]
 PRODUCTION = "production"

@@ -57,6 +57,12 @@ def flush() -> None:
     sys.stdout.flush()
 
 
+def is_remote(c: Any) -> bool:
+    from fabric import Connection
+
+    return isinstance(c, Connection)
+
+
 def remote(c: Any, accept_new_host_key: bool = False) -> Any:
     """The Host behind `fab -H HOST`: `inv` has no host to talk to."""
     from fabric import Connection

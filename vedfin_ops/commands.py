@@ -125,8 +125,10 @@ def image_present(image: str) -> str:
     return f"docker image inspect --format '{{{{.Id}}}}' {sh(image)} >/dev/null 2>&1"
 
 
-def service_scale(service: str, replicas: int) -> str:
-    return f"docker service scale --detach {sh(service + '=' + str(replicas))}"
+def scale_services(wanted: dict[str, int]) -> str:
+    """One command for every service: `docker service scale --detach a=1 b=1`."""
+    return "docker service scale --detach " + " ".join(
+        sh(f"{name}={count}") for name, count in sorted(wanted.items()))
 
 
 def published_ports() -> str:

@@ -16,12 +16,12 @@ from typing import Any
 from . import secret_store
 from .capacity import capacity_report
 from .config import Config
-from .host import Host
 from .gate import gate
+from .host import Host
 from .smoke import Check, Failed, Options, Transient, _tls
+from .smoke import SmokeReport as _Report
 from .usage import PROBE as USAGE_PROBE
 from .usage import parse_probe
-from .smoke import SmokeReport as _Report
 
 Resolver = Callable[[str], tuple[str, list[str], list[str]]]
 

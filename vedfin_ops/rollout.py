@@ -140,7 +140,7 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
             # the spec is not what we deployed: after an engine rollback it is the old one
             verdict.failures.append(f"{name}: runs {view.image}, not {want}")
             verdict.lines.append(f"{name}: rolled back to {view.image.rsplit('/', 1)[-1]}")
-        elif view.running >= view.replicas and view.others == 0 and (
+        elif view.running == view.replicas and view.others == 0 and (
                 state == "completed" if rolling else state in ("", "completed")):
             verdict.lines.append(f"{name}: {progress} done")
         else:

@@ -22,14 +22,18 @@ def _service_label(name: str, env: str) -> str:
 
 def capacity_table(report: CapacityReport) -> Table:
     """The runbook's "Resource Comparison" table, plus overhead, totals and the VPS."""
+    live = report.host is not None
     table = Table(title=f"Resource comparison ({report.scope})", title_justify="left")
-    for column in ("Service", "Environment", "Memory", "CPU", "Replicas", "Total RAM"):
+    columns = ["Service", "Environment", "Memory", "CPU", "Replicas", "Total RAM"]
+    for column in [*columns, *(["Used now"] if live else [])]:
         table.add_column(column, justify="right" if column not in ("Service", "Environment")
                          else "left")
     for line in report.lines:
+        used = ([f"{line.used_mb:.0f}m ({line.used_percent:.0f}%)" if line.used_mb is not None
+                 and line.used_percent is not None else "-"] if live else [])
         table.add_row(_service_label(line.name, line.env), line.env.title(),
                       f"{line.memory_mb}m", f"{line.cpus:g}", str(line.replicas),
-                      f"{line.total_memory_mb}m")
+                      f"{line.total_memory_mb}m", *used)
     table.add_section()
     table.add_row("Services only", "", "", f"{report.services_cpus:g}", "",
                   f"{report.services_memory_mb}m")
@@ -40,6 +44,21 @@ def capacity_table(report: CapacityReport) -> Table:
     table.add_row("VPS (physical)", "", "", f"{report.vps_cpus:g}", "",
                   f"{report.vps_memory_mb}m + {report.vps_swap_mb}m swap")
     return table
+
+
+def actual_usage(report: CapacityReport) -> Text:
+    """The runbook's "ACTUAL USAGE" block, measured."""
+    host = report.host or {}
+    measured = [ln for ln in report.lines if ln.used_mb is not None]
+    text = Text("ACTUAL USAGE (measured now):\n")
+    for line in measured:
+        text.append(f"  {line.name} (x{line.running}): ~{line.used_mb:.0f}m "
+                    f"({line.used_percent:.0f}% of its limits)\n")
+    text.append(f"  host RAM: {host.get('memory_used_mb', 0):.0f}m of "
+                f"{host.get('memory_total_mb', 0):.0f}m ({host.get('memory_used_percent', 0)}%)"
+                f", swap {host.get('swap_used_mb', 0):.0f}m of {host.get('swap_total_mb', 0):.0f}m"
+                f", load {host.get('cpu_load', 0)} on {host.get('cpus', 0)} CPUs")
+    return text
 
 
 def status_line(report: CapacityReport) -> Text:

@@ -1,0 +1,122 @@
+"""`capacity-report --chart FILE`: committed vs limit vs actual per service, and the VPS line.
+
+`.png` through matplotlib (the `chart` extra); `.html` / `.svg` written by hand, no
+dependency. Each service gets three bars: its limit per replica, its committed total (limit x
+replicas) and what it uses now (when measured); two horizontal lines mark the VPS's RAM and
+RAM + swap, so over-commitment reads at a glance.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from .capacity import CapacityReport
+from .errors import UsageError
+
+COLORS = {"limit": "#9ecae1", "committed": "#3182bd", "used": "#e6550d",
+          "ram": "#31a354", "swap": "#a1d99b"}
+
+
+def _series(report: CapacityReport) -> tuple[list[str], list[float], list[float],
+                                             list[float | None]]:
+    rows = [line for line in report.lines]
+    return ([line.name for line in rows], [float(line.memory_mb) for line in rows],
+            [float(line.total_memory_mb) for line in rows],
+            [line.used_mb for line in rows])
+
+
+def write_chart(report: CapacityReport, path: str | Path) -> Path:
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix == ".png":
+        _png(report, target)
+    elif suffix in (".svg", ".html"):
+        svg = _svg(report)
+        text = svg if suffix == ".svg" else (
+            "<!doctype html><meta charset='utf-8'><title>vedfin-ops capacity</title>"
+            f"<body style='font-family:sans-serif'>{svg}</body>\n")
+        target.write_text(text, encoding="utf-8")
+    else:
+        raise UsageError(f"error: --chart: {target.name}: use a .png, .svg or .html file")
+    return target
+
+
+def _title(report: CapacityReport) -> str:
+    return (f"vedfin-ops capacity ({report.scope}): {report.committed_memory_mb} MiB of limits "
+            f"on {report.vps_memory_mb} MiB RAM + {report.vps_swap_mb} MiB swap; "
+            f"status {report.status}")
+
+
+def _png(report: CapacityReport, target: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("error: --chart .png needs matplotlib (pip install 'vedfin-ops[chart]'"
+                         "), or write .html / .svg") from None
+    names, limits, committed, used = _series(report)
+    xs = range(len(names))
+    fig, ax = plt.subplots(figsize=(max(8, len(names) * 1.3), 5), dpi=110)
+    width = 0.27
+    ax.bar([x - width for x in xs], limits, width, label="limit / replica",
+           color=COLORS["limit"])
+    ax.bar(list(xs), committed, width, label="committed (x replicas)",
+           color=COLORS["committed"])
+    ax.bar([x + width for x in xs], [u or 0 for u in used], width, label="used now",
+           color=COLORS["used"])
+    ram = report.host["memory_total_mb"] if report.host else report.vps_memory_mb
+    ax.axhline(ram, color=COLORS["ram"], linewidth=2, label=f"RAM {ram:.0f} MiB")
+    ax.axhline(ram + report.vps_swap_mb, color=COLORS["swap"], linestyle="--",
+               label=f"RAM + swap {ram + report.vps_swap_mb:.0f} MiB")
+    ax.set_xticks(list(xs), names, rotation=20, ha="right")
+    ax.set_ylabel("MiB")
+    ax.set_title(_title(report), fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target)
+    plt.close(fig)
+
+
+def _svg(report: CapacityReport) -> str:
+    names, limits, committed, used = _series(report)
+    ram = report.host["memory_total_mb"] if report.host else float(report.vps_memory_mb)
+    top = max([*committed, ram + report.vps_swap_mb, 1.0]) * 1.1
+    width, height, left, bottom = 120 + 110 * len(names), 420, 70, 340
+    scale = (bottom - 40) / top
+
+    def y(value: float) -> float:
+        return bottom - value * scale
+
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+             f"font-size='11' font-family='sans-serif'>",
+             f"<text x='10' y='18' font-size='13'>{escape(_title(report))}</text>"]
+    for tick in range(0, int(top) + 1, max(512, int(top / 8) // 512 * 512 or 512)):
+        parts.append(f"<line x1='{left}' x2='{width - 10}' y1='{y(tick):.1f}' "
+                     f"y2='{y(tick):.1f}' stroke='#eee'/><text x='8' y='{y(tick) + 4:.1f}'>"
+                     f"{tick}</text>")
+    for i, name in enumerate(names):
+        x0 = left + 20 + i * 110
+        bars = [("limit", limits[i]), ("committed", committed[i]), ("used", used[i])]
+        for j, (kind, value) in enumerate(bars):
+            if value is None:
+                continue
+            parts.append(f"<rect x='{x0 + j * 28}' y='{y(value):.1f}' width='26' "
+                         f"height='{value * scale:.1f}' fill='{COLORS[kind]}'>"
+                         f"<title>{escape(name)} {kind}: {value:.0f} MiB</title></rect>")
+        parts.append(f"<text x='{x0}' y='{bottom + 16}'>{escape(name)}</text>")
+    for label, value, dash in (("RAM", ram, ""),
+                               ("RAM + swap", ram + report.vps_swap_mb, " stroke-dasharray='6'")):
+        parts.append(f"<line x1='{left}' x2='{width - 10}' y1='{y(value):.1f}' "
+                     f"y2='{y(value):.1f}' stroke='{COLORS['ram']}' stroke-width='2'{dash}/>"
+                     f"<text x='{width - 150}' y='{y(value) - 4:.1f}'>{label} {value:.0f} MiB"
+                     f"</text>")
+    legend = [("limit", "limit / replica"), ("committed", "committed"), ("used", "used now")]
+    for k, (kind, label) in enumerate(legend):
+        parts.append(f"<rect x='{left + k * 150}' y='{height - 30}' width='12' height='12' "
+                     f"fill='{COLORS[kind]}'/><text x='{left + k * 150 + 16}' "
+                     f"y='{height - 20}'>{label}</text>")
+    parts.append("</svg>")
+    return "\n".join(parts)

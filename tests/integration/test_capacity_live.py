@@ -1,0 +1,112 @@
+"""Capacity measured on the sandbox's real containers; the gate and the mitigations for real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from vedfin_ops import load_config
+from vedfin_ops.deploy import deploy
+from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.host import Host, connect
+from vedfin_ops.loader import config_from_dict
+from vedfin_ops.scale import scale
+
+from .conftest import ROOT, docker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def live(sandbox_up: dict[str, Any]) -> Iterator[tuple[Any, Host]]:
+    config = load_config(sandbox_up["config"])
+    host = Host(connect("sandbox", sandbox_up["ssh_config"]))
+    deploy(host, config, "production", "v2", say=lambda _m: None)
+    yield config, host
+    host.close()
+
+
+def _fab(sandbox_up: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200"}
+    return subprocess.run([shutil.which("fab") or "fab", "-r", str(ROOT), "-S",
+                           sandbox_up["ssh_config"], "-H", "sandbox", *args],
+                          capture_output=True, text=True, timeout=600, env=env, check=False)
+
+
+def _running(service: str) -> int:
+    return len(docker("ps", "-q", "--filter",
+                      f"label=com.docker.swarm.service.name={service}").stdout.split())
+
+
+def test_live_report_measures_the_real_containers(sandbox_up: dict[str, Any], live: Any,
+                                                  tmp_path: Path) -> None:
+    chart = tmp_path / "live.png"
+    result = _fab(sandbox_up, "capacity-report", "--env", "production", "--json", "--chart",
+                  str(chart))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    host = report["host"]
+    assert host["memory_total_mb"] > 0 and 0 < host["memory_used_mb"] < host["memory_total_mb"]
+    assert host["cpus"] >= 1 and host["cpu_load"] >= 0
+    rows = {s["name"]: s for s in report["services"]}
+    api = rows["api-production"]
+    assert api["used_memory_mb"] is not None and 0 < api["used_memory_mb"] < 2 * 48
+    assert 0 < api["used_percent"] < 100
+    assert rows["postgres"]["used_memory_mb"] > 1
+    assert report["status"] in ("ok", "warn", "critical")
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    table = _fab(sandbox_up, "capacity-report", "--env", "production")
+    assert "ACTUAL USAGE (measured now)" in table.stdout and "Used now" in table.stdout
+
+
+def test_gate_refuses_a_deploy_that_would_pass_the_alert_and_force_is_recorded(
+        sandbox_up: dict[str, Any], live: tuple[Any, Host]) -> None:
+    _, host = live
+    data = yaml.safe_load(Path(sandbox_up["config"]).read_text())
+    data["alerts"]["ram"]["above"] = 1  # 1% of RAM: any real host is past it
+    strict = config_from_dict(data, sandbox_up["config"])
+    with pytest.raises(CheckFailed, match=r"preflight failed: capacity: .*past the 1% alert"):
+        deploy(host, strict, "production", "v1", say=lambda _m: None)
+    assert docker("service", "inspect", "--format",
+                  "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                  "vedfin-production_api-production").stdout.strip() == "vedfin-sandbox/api:v2"
+    result = deploy(host, strict, "production", "v2", force=True, say=lambda _m: None)
+    assert result.result in ("ok", "noop")
+    audit = host.run(f"tail -n 5 {strict.remote.base_dir}/audit.log", what="t")
+    assert '"action": "capacity-gate", "release": ' in audit and '"result": "forced"' in audit
+
+
+def test_scale_production_to_one_replica_and_back(live: tuple[Any, Host]) -> None:
+    config, host = live
+    assert scale(host, config, "production", 1, action="scale", say=lambda _m: None) == {
+        "api-production": 1, "web-production": 1}
+    assert _running("vedfin-production_api-production") == 1
+    scale(host, config, "production", None, action="resume", say=lambda _m: None)
+    assert _running("vedfin-production_api-production") == 2
+
+
+def test_production_below_one_replica_is_refused_unless_forced(live: tuple[Any, Host]) -> None:
+    config, host = live
+    with pytest.raises(UsageError, match="refusing to take production below 1 replica"):
+        scale(host, config, "production", 0, action="pause")
+
+
+def test_pause_and_resume_staging(sandbox_up: dict[str, Any], live: tuple[Any, Host]) -> None:
+    config, host = live
+    deploy(host, config, "staging", "v1", say=lambda _m: None)
+    paused = _fab(sandbox_up, "pause", "--env", "staging")
+    assert paused.returncode == 0, paused.stderr
+    assert _running("vedfin-staging_api-staging") == 0
+    resumed = _fab(sandbox_up, "resume", "--env", "staging")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _running("vedfin-staging_api-staging") == 1
+    audit = host.run(f"tail -n 3 {config.remote.base_dir}/audit.log", what="t")
+    assert '"action": "pause"' in audit and '"action": "resume"' in audit

@@ -159,6 +159,8 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
     sshd.stop(workdir)
     if state.created_user:
         sshd.remove_user(USER)
+    else:
+        sshd.unauthorize(USER, workdir / "id_ed25519.pub")
     shutil.rmtree(BASE_DIR, ignore_errors=True)
     if state.started_dockerd:
         progress("engine: stopping the dockerd the sandbox started")

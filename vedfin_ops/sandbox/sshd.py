@@ -71,7 +71,10 @@ def authorize(user: str, public_key: Path) -> None:
     ssh_dir = Path(info.pw_dir) / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     keys = ssh_dir / "authorized_keys"
-    keys.write_text(public_key.read_text())
+    key = public_key.read_text().strip()
+    lines = keys.read_text().splitlines() if keys.exists() else []
+    if key not in lines:  # another checkout's sandbox may share this user: keep its key
+        keys.write_text("\n".join([*lines, key]) + "\n")
     keys.chmod(0o600)
     for path in (ssh_dir, keys):
         os.chown(path, info.pw_uid, info.pw_gid)
@@ -168,8 +171,13 @@ def stop(workdir: Path) -> None:
             time.sleep(0.1)
 
 
-def remove_keys(workdir: Path) -> None:
-    for name in ("ssh_host_ed25519_key", "id_ed25519"):
-        for path in (workdir / name, workdir / f"{name}.pub"):
-            path.unlink(missing_ok=True)
-    shutil.rmtree(workdir / "ssh", ignore_errors=True)
+def unauthorize(user: str, public_key: Path) -> None:
+    """Take this sandbox's key out of a user it did not create."""
+    try:
+        keys = Path(pwd.getpwnam(user).pw_dir) / ".ssh" / "authorized_keys"
+    except KeyError:
+        return
+    if keys.exists() and public_key.exists():
+        key = public_key.read_text().strip()
+        keys.write_text("".join(f"{line}\n" for line in keys.read_text().splitlines()
+                                if line.strip() != key))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import signal
 import socket
 import time

@@ -71,3 +71,14 @@ def test_prune_keeps_current_and_the_good_one_before_it() -> None:
     assert listing.to_prune(2) == ["r2", "r3", "r4", "r5"]
     assert Listing(releases, None).previous_good() == "r6"
     assert parse_listing("current \nshared \n") == Listing([], None, None)
+
+
+def test_db_inventory_is_one_valid_shell_command() -> None:
+    from vedfin_ops.db_init import parse_inventory
+    cmd = commands.db_inventory("pg1", "postgres", ["vedfinance_dev", "vedfinance_prod"],
+                                "SELECT '[1,2,3]'::vector <-> '[1,2,4]';")
+    assert subprocess.run(["sh", "-n", "-c", cmd], check=False).returncode == 0
+    inv = parse_inventory("DB vedfinance_dev plpgsql,vector\nVEC vedfinance_dev 1\n"
+                          "MISSING vedfinance_prod\n")
+    assert inv.extensions == {"vedfinance_dev": {"plpgsql", "vector"}}
+    assert inv.distances == {"vedfinance_dev": 1.0}

@@ -47,25 +47,36 @@ def find_postgres(host: Host, config: Config, timeout: float = 120) -> str:
         time.sleep(1)
 
 
-def _inventory(host: Host, container: str, config: Config) -> dict[str, set[str]]:
-    """database -> installed extensions, for the databases the config names."""
-    user = config.postgres.user
+@dataclass
+class Inventory:
+    extensions: dict[str, set[str]]  # database -> installed extensions
+    distances: dict[str, float]  # database -> vector check result
+
+
+def parse_inventory(text: str) -> Inventory:
+    inv = Inventory({}, {})
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        name, _, value = rest.partition(" ")
+        if kind == "DB":
+            inv.extensions[name] = {e for e in value.strip().split(",") if e}
+        elif kind == "VEC" and value.strip():
+            inv.distances[name] = float(value.strip())
+    return inv
+
+
+def _inventory(host: Host, container: str, config: Config, vector: bool = False) -> Inventory:
+    """Every database the config names, its extensions (and a vector query): one command."""
     dbs = [e.database for e in config.environments.values()]
-    listed = host.run(commands.psql(container, user, extra="-At"), what="list databases",
-                      stdin="SELECT datname FROM pg_database;").split()
-    out: dict[str, set[str]] = {}
-    for db in dbs:
-        if db in listed:
-            exts = host.run(commands.psql(container, user, db, "-At"), what=f"extensions {db}",
-                            stdin="SELECT extname FROM pg_extension;").split()
-            out[db] = set(exts)
-    return out
+    return parse_inventory(host.run(
+        commands.db_inventory(container, config.postgres.user, dbs,
+                              VECTOR_CHECK if vector else ""), what="inventory databases"))
 
 
 def db_init(host: Host, config: Config) -> DbInitResult:
     """Idempotent: a second run changes nothing and says so."""
     container = find_postgres(host, config)
-    before = _inventory(host, container, config)
+    before = _inventory(host, container, config).extensions
     sql = render(config)["db/init-db.sql"]
     try:
         host.run(commands.psql(container, config.postgres.user), what="init-db.sql", stdin=sql)
@@ -78,7 +89,8 @@ def db_init(host: Host, config: Config) -> DbInitResult:
                 f"use an image that provides it (pgvector/pgvector:pg17 has vector and "
                 f"pg_stat_statements) or remove it from postgres.extensions") from None
         raise
-    after = _inventory(host, container, config)
+    checked = _inventory(host, container, config, vector="vector" in config.postgres.extensions)
+    after = checked.extensions
     result = DbInitResult()
     for db, exts in after.items():
         if db not in before:
@@ -91,11 +103,10 @@ def db_init(host: Host, config: Config) -> DbInitResult:
     missing_dbs = [e.database for e in config.environments.values() if e.database not in after]
     if missing_dbs:
         raise CheckFailed(f"error: db-init: databases missing after init: {missing_dbs}")
-    if "vector" in config.postgres.extensions:
-        for db in after:
-            out = host.run(commands.psql(container, config.postgres.user, db, "-At"),
-                           what=f"vector query in {db}", stdin=VECTOR_CHECK).strip()
-            result.vector_distance = float(out.splitlines()[-1])
-            if result.vector_distance != 1.0:
-                raise CheckFailed(f"error: db-init: vector distance in {db} is {out}, not 1")
+    for db, distance in checked.distances.items():
+        result.vector_distance = distance
+        if distance != 1.0:
+            raise CheckFailed(f"error: db-init: vector distance in {db} is {distance}, not 1")
+    if "vector" in config.postgres.extensions and len(checked.distances) != len(after):
+        raise CheckFailed("error: db-init: the vector query did not answer in every database")
     return result

@@ -1,0 +1,319 @@
+"""vedfin-ops benchmarks on the sandbox: `python bench/run.py NAME` (or `all`).
+
+Each prints its figure as a ratio against a baseline run in the same script, then a last line
+`name: value (target)`. Run by hand (not in CI); `inv sandbox.up` first. Exit 0 whether or not
+a target is met: a miss is a finding to explain, not a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vedfin_ops import load_config, render  # noqa: E402
+from vedfin_ops.deploy import DeployResult, deploy, listing  # noqa: E402
+from vedfin_ops.host import Host, connect  # noqa: E402
+from vedfin_ops.loader import config_from_dict  # noqa: E402
+from vedfin_ops.local_files import write_tree  # noqa: E402
+from vedfin_ops.releases import Layout  # noqa: E402
+from vedfin_ops.render import stack_name  # noqa: E402
+from vedfin_ops.secret_store import resolve  # noqa: E402
+from vedfin_ops.smoke import smoke_test  # noqa: E402
+
+SANDBOX = ROOT / ".sandbox"
+ENV = "production"
+
+
+def sandbox_config() -> Any:
+    path = SANDBOX / "dokploy.yaml"
+    if not path.exists():
+        sys.exit("bench: the sandbox is not up: inv sandbox.up")
+    return load_config(path)
+
+
+def host() -> Host:
+    return Host(connect("sandbox", SANDBOX / "ssh_config"))
+
+
+def timed_deploy(config: Any, tag: str, steps: dict[str, float] | None = None,
+                 **kwargs: Any) -> tuple[float, DeployResult]:
+    """A deploy over a fresh connection; `steps` gets seconds per step (from its messages)."""
+    marks: list[tuple[float, str]] = []
+
+    def say(message: str) -> None:
+        marks.append((time.monotonic(), message.split(":")[0]))
+
+    h = host()
+    started = time.monotonic()
+    try:
+        result = deploy(h, config, ENV, tag, say=say, **kwargs)
+    finally:
+        h.close()
+    elapsed = time.monotonic() - started
+    if steps is not None:
+        ends = [m[0] for m in marks[1:]] + [started + elapsed]
+        for (at, name), end in zip(marks, ends, strict=True):
+            steps[name] = steps.get(name, 0.0) + (end - at)
+    return elapsed, result
+
+
+def current_tag(config: Any) -> str:
+    h = host()
+    try:
+        current = listing(h, Layout.of(config, ENV)).current
+        if not current:
+            return ""
+        meta = h.run(f"cat {Layout.of(config, ENV).release(current)}/release.json", what="m")
+        return str(json.loads(meta)["tag"])
+    finally:
+        h.close()
+
+
+def other(tag: str) -> str:
+    return "v1" if tag == "v2" else "v2"
+
+
+BASELINE = r"""#!/bin/sh
+# The bare engine: the same rendered stack, `docker stack deploy`, poll until converged.
+set -e
+cd "$1"
+before=$(docker service inspect --format '{{.UpdateStatus.StartedAt}}' $3 2>/dev/null | sort)
+docker stack deploy --resolve-image never -c stacks/production.yml "$2" >/dev/null
+while :; do
+  ok=1
+  for s in $3; do
+    st=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$s")
+    img=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "$s")
+    run=$(docker ps -q --filter "label=com.docker.swarm.service.name=$s" \
+      --filter ancestor="$img" --filter health=healthy | wc -l)
+    want=$(docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "$s")
+    [ "$st" = completed ] && [ "$run" -eq "$want" ] || ok=0
+  done
+  [ $ok = 1 ] && break
+  sleep 1
+done
+"""
+
+
+def bare_deploy(config: Any, tag: str) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tree(render(config, ENV, tag=tag, secrets=resolve(config, ENV)), Path(tmp))
+        script = Path(tmp) / "bare.sh"
+        script.write_text(BASELINE)
+        services = " ".join(f"{stack_name(config, ENV)}_{a.name}" for a in config.apps(ENV))
+        started = time.monotonic()
+        subprocess.run(["sh", str(script), tmp, stack_name(config, ENV), services], check=True,
+                       timeout=600)
+        return time.monotonic() - started
+
+
+def bench_deploy_overhead(pairs: int = 5) -> None:
+    config = sandbox_config()
+    tag = current_tag(config) or "v1"
+    if not current_tag(config):
+        timed_deploy(config, tag)
+    ratios, tool_times, bare_times = [], [], []
+    steps: dict[str, float] = {}
+    for i in range(pairs):
+        tag = other(tag)
+        tool, _ = timed_deploy(config, tag, steps)
+        tag = other(tag)
+        bare = bare_deploy(config, tag)
+        # the bare run moved the engine, not the tool's record: put the record back in step
+        timed_deploy(config, tag, skip_preflight=True)
+        ratios.append(tool / bare)
+        tool_times.append(tool)
+        bare_times.append(bare)
+        print(f"pair {i + 1}: tool {tool:.1f}s, bare engine {bare:.1f}s, ratio {tool / bare:.2f}")
+    smoke = steps.get("verify", 0.0) / pairs
+    print(f"median tool {statistics.median(tool_times):.1f}s, bare "
+          f"{statistics.median(bare_times):.1f}s; smoke (verify) {smoke:.1f}s of each deploy")
+    print("mean seconds per step: " + ", ".join(f"{k} {v / pairs:.1f}" for k, v in steps.items()))
+    print(f"deploy-overhead: {statistics.median(ratios):.2f} (target <= 1.10)")
+
+
+def bench_ssh_cost() -> None:
+    config = sandbox_config()
+    tag = other(current_tag(config) or "v2")
+    started = time.monotonic()
+    h = host()
+    h.run("true", what="one round trip")
+    rtt = time.monotonic() - started
+    h.close()
+    _, result = timed_deploy(config, tag)
+    counts = Counter(result.commands)
+    print(f"handshakes: {result.handshakes} (a fresh ssh connection + `true`: {rtt * 1000:.0f} ms)")
+    print(f"remote commands: {len(result.commands)}")
+    for name, count in counts.most_common():
+        print(f"  {count:3d} x {name}")
+    print(f"ssh-cost: {result.handshakes} handshake(s), {len(result.commands)} commands "
+          f"(target 1 handshake)")
+
+
+def bench_noop_redeploy() -> None:
+    config = sandbox_config()
+    tag = current_tag(config) or "v1"
+    timed_deploy(config, tag)
+    started = time.monotonic()
+    h = host()
+    h.run("true", what="round trip")
+    h.close()
+    baseline = time.monotonic() - started
+    times = []
+    for _ in range(3):
+        elapsed, result = timed_deploy(config, tag)
+        times.append(elapsed)
+        assert result.result == "noop", result.result
+    median = statistics.median(times)
+    print(f"no-op redeploy {median:.2f}s vs one SSH connect + command {baseline:.2f}s: "
+          f"ratio {median / baseline:.1f}; services updated: {len(result.services_updated)}")
+    print(f"noop-redeploy: {median:.2f}s, {len(result.services_updated)} services updated "
+          f"(target <= 2 s, 0)")
+
+
+def bench_smoke() -> None:
+    config = sandbox_config()
+    walls, ratios = [], []
+    for _ in range(5):
+        started = time.monotonic()
+        report = smoke_test(config, ENV)
+        wall = time.monotonic() - started
+        slowest = max(c.seconds for c in report.checks)
+        walls.append(wall)
+        ratios.append(wall / slowest)
+    print(f"{len(report.checks)} checks; suite {statistics.median(walls) * 1000:.0f} ms, "
+          f"slowest single check {slowest * 1000:.0f} ms")
+    print(f"smoke: {statistics.median(ratios):.2f} (target <= 1.3)")
+
+
+def bench_recover() -> None:
+    config = sandbox_config()
+    tag = current_tag(config) or "v1"
+    if tag not in ("v1", "v2"):
+        tag = "v2"
+        timed_deploy(config, tag)
+    api = f"{stack_name(config, ENV)}_api-production"
+    first_failed: list[float] = []
+    recovered: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            out = subprocess.run(
+                ["docker", "ps", "-a", "--filter", f"label=com.docker.swarm.service.name={api}",
+                 "--format", "{{.Image}} {{.Status}}"], capture_output=True, text=True).stdout
+            lines = out.strip().splitlines()
+            broken = [ln for ln in lines if ":broken" in ln]
+            if not first_failed and any("unhealthy" in ln or "Exited" in ln for ln in broken):
+                first_failed.append(time.monotonic())
+            running_old = [ln for ln in lines if f":{tag} " in ln and "healthy" in ln
+                           and "unhealthy" not in ln and ln.split()[1] == "Up"]
+            if first_failed and not recovered and not any(
+                    "Up" in ln for ln in broken) and len(running_old) >= 2:
+                recovered.append(time.monotonic())
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        timed_deploy(config, "broken")
+    except Exception as exc:  # the deploy is meant to fail
+        print(f"deploy of broken: {str(exc)[:120]}...")
+    time.sleep(2)
+    stop.set()
+    thread.join()
+    app = config.apps(ENV)[0]
+    from vedfin_ops.render import monitor_seconds
+    window = monitor_seconds(app.health)
+    if not (first_failed and recovered):
+        print("recover: not measured (no failed health check seen)")
+        return
+    seconds = recovered[0] - first_failed[0]
+    print(f"first failed health check -> {tag} serving on every replica: {seconds:.1f}s; "
+          f"monitor window {window:.0f}s")
+    print(f"recover: {seconds / window:.2f} of the monitor window ({seconds:.1f}s)")
+
+
+def _median_run(cmd: list[str], runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.monotonic()
+        subprocess.run(cmd, cwd=ROOT, capture_output=True, check=True)
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+def bench_cold_start() -> None:
+    python = _median_run([sys.executable, "-c", "pass"])
+    inv_list = _median_run([sys.executable, "-m", "invoke", "--list"])
+    report = _median_run([sys.executable, "-m", "invoke", "capacity-report"])
+    print(f"python -c pass {python:.2f}s; inv --list {inv_list:.2f}s ({inv_list / python:.1f}x); "
+          f"inv capacity-report {report:.2f}s ({report / python:.1f}x)")
+    print(f"cold-start: inv --list {inv_list:.2f}s, inv capacity-report {report:.2f}s "
+          f"(target <= 0.5 s each)")
+
+
+def bench_growth(sizes: tuple[int, ...] = (2, 4, 8)) -> None:
+    base = yaml.safe_load((SANDBOX / "dokploy.yaml").read_text())
+    times: dict[int, float] = {}
+    for size in sizes:
+        data = json.loads(json.dumps(base))
+        prod = [a for a in data["applications"] if a["name"].endswith("-production")]
+        extra = []
+        for i in range(size - len(prod)):
+            clone = json.loads(json.dumps(prod[1]))  # a web stand-in
+            clone.update(name=f"worker{i + 1}-production", image="vedfin-sandbox/web",
+                         domain=f"worker{i + 1}.v-edfinance.localhost", additionalDomains=[])
+            extra.append(clone)
+        data["applications"] = [*data["applications"], *extra]
+        for app in data["applications"]:
+            if app["name"].endswith("-production"):
+                app["replicas"] = 1
+        config = config_from_dict(data, str(SANDBOX / "dokploy.yaml"))
+        tag = other(current_tag(config) or "v2")
+        timed_deploy(config, other(tag), skip_preflight=True)  # services exist, old tag
+        elapsed, result = timed_deploy(config, tag, skip_preflight=True)
+        times[size] = elapsed
+        print(f"{size} services: {elapsed:.1f}s, {len(result.commands)} remote commands")
+    config = sandbox_config()
+    timed_deploy(config, current_tag(config) or "v2")  # back to the sandbox's own services
+    first = times[sizes[0]]
+    print("growth: " + ", ".join(f"{n}: {t / first:.2f}x" for n, t in times.items())
+          + " of the 2-service deploy (target: sublinear)")
+
+
+BENCHES: dict[str, Callable[[], None]] = {
+    "deploy-overhead": bench_deploy_overhead, "ssh-cost": bench_ssh_cost,
+    "noop-redeploy": bench_noop_redeploy, "smoke": bench_smoke, "recover": bench_recover,
+    "cold-start": bench_cold_start, "growth": bench_growth,
+}
+
+
+def main(argv: list[str]) -> int:
+    names = list(BENCHES) if argv[1:] == ["all"] else argv[1:]
+    unknown = [n for n in names if n not in BENCHES]
+    if not names or unknown:
+        print(f"usage: python bench/run.py {{{'|'.join(BENCHES)}|all}}", file=sys.stderr)
+        return 2
+    for name in names:
+        print(f"== {name}")
+        BENCHES[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

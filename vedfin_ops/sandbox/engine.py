@@ -28,6 +28,15 @@ class EngineState:
     created_swarm: bool = False
 
 
+def alive(pid: int) -> bool:
+    """Running and not a zombie (dockerd started by this process stays one until reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def engine_answers() -> bool:
     return shutil.which("docker") is not None and ok(["docker", "info", "--format", "{{.ID}}"])
 
@@ -75,10 +84,9 @@ def _ours(workdir: Path) -> bool:
     if not pid_file.exists():
         return False
     try:
-        os.kill(int(pid_file.read_text()), 0)
+        return alive(int(pid_file.read_text()))
     except (ValueError, OSError):
         return False
-    return True
 
 
 def _start_dockerd(log: Path) -> int:
@@ -105,9 +113,10 @@ def stop_dockerd(workdir: Path) -> None:
     try:
         pid = int(pid_file.read_text())
         os.kill(pid, 15)
-        for _ in range(60):
-            os.kill(pid, 0)
-            time.sleep(0.5)
     except (ValueError, ProcessLookupError):
-        pass
+        pid = 0
+    for _ in range(60):
+        if not pid or not alive(pid):
+            break
+        time.sleep(0.5)
     pid_file.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from .engine import apt_install
+from .engine import alive, apt_install
 from .local import SandboxError, run
 
 SSHD = Path("/usr/sbin/sshd")
@@ -112,10 +112,9 @@ Host sandbox
 def running(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text())
-        os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return pid
+    return pid if alive(pid) else None
 
 
 def start(workdir: Path, user: str, preferred_port: int = 2222) -> int:
@@ -164,8 +163,8 @@ def stop(workdir: Path) -> None:
     pid = running(workdir / "sshd.pid")
     if pid:
         os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            if running(workdir / "sshd.pid") is None:
+        for _ in range(50):  # the pid, not the pid file: sshd removes that before it exits
+            if not alive(pid):
                 break
             time.sleep(0.1)
 

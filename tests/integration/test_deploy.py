@@ -240,12 +240,20 @@ def test_rollback_returns_to_the_previous_good_release(sandbox_up: dict[str, Any
     assert listing(host, layout).current == target
 
 
+@pytest.fixture
+def shared_stack_live(sandbox_up: dict[str, Any], config: Any) -> None:
+    """db-init needs postgres: a deploy brings the shared stack (a no-op when it is live)."""
+    _deploy(sandbox_up, config, "v2")
+
+
+@pytest.mark.usefixtures("shared_stack_live")
 def test_db_init_twice_changes_nothing_the_second_time(config: Any, host: Host) -> None:
     db_init(host, config)
     again = db_init(host, config)
     assert not again.changed and again.vector_distance == 1.0
 
 
+@pytest.mark.usefixtures("shared_stack_live")
 def test_db_init_adds_extensions_to_a_database_made_without_them(config: Any,
                                                                  host: Host) -> None:
     from vedfin_ops.db_init import find_postgres
@@ -258,6 +266,7 @@ def test_db_init_adds_extensions_to_a_database_made_without_them(config: Any,
     assert result.created_databases == []
 
 
+@pytest.mark.usefixtures("shared_stack_live")
 def test_db_init_names_the_image_when_an_extension_is_missing(sandbox_up: dict[str, Any],
                                                               shipped_data: Any,
                                                               host: Host) -> None:

@@ -187,6 +187,7 @@ def bench_noop_redeploy() -> None:
 
 def bench_smoke() -> None:
     config = sandbox_config()
+    timed_deploy(config, current_tag(config) or "v1")  # a live env (a no-op if it is)
     walls, ratios = [], []
     for _ in range(5):
         started = time.monotonic()

@@ -182,6 +182,15 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
 def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, layout: Layout,
               rid: str, result: DeployResult, say: Say, show: Show, skip_preflight: bool,
               force: bool) -> None:
+    state = listing(host, layout)
+    current = state.current
+    if current and digest_of(current) == digest_of(rid) and state.state(current) == GOOD:
+        result.release, result.result = current, "noop"
+        result.detail = f"nothing changed: {current} is live"
+        say(result.detail)
+        audit(host, layout, "deploy", "noop", release=current, tag=tag)
+        return
+
     if skip_preflight:
         say("preflight: skipped (--skip-preflight; recorded in the audit log)")
         audit(host, layout, "preflight", "skipped", release=rid, tag=tag)
@@ -198,14 +207,6 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
             failed = "; ".join(f"{c.name}: {c.detail}" for c in checklist.checks if not c.ok)
             raise CheckFailed(f"error: preflight failed: {failed} (--skip-preflight to deploy "
                               f"anyway)")
-    state = listing(host, layout)
-    current = state.current
-    if current and digest_of(current) == digest_of(rid) and state.state(current) == GOOD:
-        result.release, result.result = current, "noop"
-        result.detail = f"nothing changed: {current} is live"
-        say(result.detail)
-        audit(host, layout, "deploy", "noop", release=current, tag=tag)
-        return
 
     say(f"push: {layout.release(rid)}")
     release_dir = layout.release(rid)

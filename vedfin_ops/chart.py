@@ -18,12 +18,17 @@ COLORS = {"limit": "#9ecae1", "committed": "#3182bd", "used": "#e6550d",
           "ram": "#31a354", "swap": "#a1d99b"}
 
 
-def _series(report: CapacityReport) -> tuple[list[str], list[float], list[float],
+def _series(report: CapacityReport) -> tuple[list[str], list[float | None], list[float],
                                              list[float | None]]:
-    rows = [line for line in report.lines]
-    return ([line.name for line in rows], [float(line.memory_mb) for line in rows],
-            [float(line.total_memory_mb) for line in rows],
-            [line.used_mb for line in rows])
+    """Per service, then the sums that tell the story: everything committed (and used), and
+    the peak of a rolling deploy, against the VPS lines."""
+    rows = report.lines
+    measured = [line.used_mb for line in rows if line.used_mb is not None]
+    return ([*(line.name for line in rows), "TOTAL", "deploy peak"],
+            [*(float(line.memory_mb) for line in rows), None, None],
+            [*(float(line.total_memory_mb) for line in rows), float(report.committed_memory_mb),
+             float(report.surge_peak_memory_mb)],
+            [*(line.used_mb for line in rows), sum(measured) if measured else None, None])
 
 
 def write_chart(report: CapacityReport, path: str | Path) -> Path:
@@ -43,9 +48,13 @@ def write_chart(report: CapacityReport, path: str | Path) -> Path:
 
 
 def _title(report: CapacityReport) -> str:
-    return (f"vedfin-ops capacity ({report.scope}): {report.committed_memory_mb} MiB of limits "
-            f"on {report.vps_memory_mb} MiB RAM + {report.vps_swap_mb} MiB swap; "
-            f"status {report.status}")
+    title = (f"vedfin-ops capacity ({report.scope}): {report.committed_memory_mb} MiB of limits "
+             f"on a {report.vps_memory_mb} MiB RAM + {report.vps_swap_mb} MiB swap VPS; "
+             f"status {report.status}")
+    if report.host:
+        title += (f"\nmeasured on the host: {report.host['memory_used_mb']:.0f} of "
+                  f"{report.host['memory_total_mb']:.0f} MiB RAM used")
+    return title
 
 
 def _png(report: CapacityReport, target: Path) -> None:
@@ -61,13 +70,13 @@ def _png(report: CapacityReport, target: Path) -> None:
     xs = range(len(names))
     fig, ax = plt.subplots(figsize=(max(8, len(names) * 1.3), 5), dpi=110)
     width = 0.27
-    ax.bar([x - width for x in xs], limits, width, label="limit / replica",
+    ax.bar([x - width for x in xs], [v or 0 for v in limits], width, label="limit / replica",
            color=COLORS["limit"])
     ax.bar(list(xs), committed, width, label="committed (x replicas)",
            color=COLORS["committed"])
     ax.bar([x + width for x in xs], [u or 0 for u in used], width, label="used now",
            color=COLORS["used"])
-    ram = report.host["memory_total_mb"] if report.host else report.vps_memory_mb
+    ram = float(report.vps_memory_mb)  # the VPS the config plans for
     ax.axhline(ram, color=COLORS["ram"], linewidth=2, label=f"RAM {ram:.0f} MiB")
     ax.axhline(ram + report.vps_swap_mb, color=COLORS["swap"], linestyle="--",
                label=f"RAM + swap {ram + report.vps_swap_mb:.0f} MiB")
@@ -82,7 +91,7 @@ def _png(report: CapacityReport, target: Path) -> None:
 
 def _svg(report: CapacityReport) -> str:
     names, limits, committed, used = _series(report)
-    ram = report.host["memory_total_mb"] if report.host else float(report.vps_memory_mb)
+    ram = float(report.vps_memory_mb)
     top = max([*committed, ram + report.vps_swap_mb, 1.0]) * 1.1
     width, height, left, bottom = 120 + 110 * len(names), 420, 70, 340
     scale = (bottom - 40) / top
@@ -92,7 +101,8 @@ def _svg(report: CapacityReport) -> str:
 
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
              f"font-size='11' font-family='sans-serif'>",
-             f"<text x='10' y='18' font-size='13'>{escape(_title(report))}</text>"]
+             f"<text x='10' y='18' font-size='13'>"
+             f"{escape(_title(report).replace(chr(10), ' - '))}</text>"]
     for tick in range(0, int(top) + 1, max(512, int(top / 8) // 512 * 512 or 512)):
         parts.append(f"<line x1='{left}' x2='{width - 10}' y1='{y(tick):.1f}' "
                      f"y2='{y(tick):.1f}' stroke='#eee'/><text x='8' y='{y(tick) + 4:.1f}'>"

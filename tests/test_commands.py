@@ -73,12 +73,15 @@ def test_prune_keeps_current_and_the_good_one_before_it() -> None:
     assert parse_listing("current \nshared \n") == Listing([], None, None)
 
 
-def test_db_inventory_is_one_valid_shell_command() -> None:
-    from vedfin_ops.db_init import parse_inventory
-    cmd = commands.db_inventory("pg1", "postgres", ["vedfinance_dev", "vedfinance_prod"],
-                                "SELECT '[1,2,3]'::vector <-> '[1,2,4]';")
-    assert subprocess.run(["sh", "-n", "-c", cmd], check=False).returncode == 0
+def test_db_inventory_is_one_psql_session_over_every_database() -> None:
+    from vedfin_ops.db_init import inventory_sql, parse_inventory
+    assert commands.db_inventory("pg1", "postgres") == (
+        "docker exec -i pg1 psql -X -At -v ON_ERROR_STOP=0 -U postgres -d postgres 2>&1")
+    sql = inventory_sql(["vedfinance_dev", "vedfinance_prod"], vector=True)
+    assert sql.count("\\connect ") == 2 and sql.count("'VEC '") == 2
     inv = parse_inventory("DB vedfinance_dev plpgsql,vector\nVEC vedfinance_dev 1\n"
-                          "MISSING vedfinance_prod\n")
+                          "psql:<stdin>:4: error: connection to server failed: FATAL:  "
+                          "database \"vedfinance_prod\" does not exist\n"
+                          "DB vedfinance_dev plpgsql,vector\n")
     assert inv.extensions == {"vedfinance_dev": {"plpgsql", "vector"}}
     assert inv.distances == {"vedfinance_dev": 1.0}

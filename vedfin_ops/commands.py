@@ -111,19 +111,11 @@ def psql(container: str, user: str, database: str = "postgres", extra: str = "")
             f"-d {sh(database)}{' ' + extra if extra else ''}")
 
 
-def db_inventory(container: str, user: str, databases: list[str], vector_check: str = ""
-                 ) -> str:
-    """One command for every database: `DB <name> <ext,ext,...>` for those that exist, and
-    `VEC <name> <distance>` when a vector check is given; `MISSING <name>` for the others."""
-    psql_at = f"docker exec {sh(container)} psql -X -At -v ON_ERROR_STOP=1 -U {sh(user)}"
-    vector = (f"; printf 'VEC %s %s\\n' \"$db\" \"$({psql_at} -d \"$db\" -c "
-              f"{sh(vector_check)} | tail -n 1)\"") if vector_check else ""
-    return (f"have=$({psql_at} -d postgres -c 'SELECT datname FROM pg_database') && "
-            f"for db in {' '.join(sh(d) for d in databases)}; do "
-            f"if printf '%s\\n' \"$have\" | grep -qx \"$db\"; then "
-            f"printf 'DB %s %s\\n' \"$db\" \"$({psql_at} -d \"$db\" -c "
-            f"'SELECT extname FROM pg_extension' | paste -sd, -)\"{vector}; "
-            f"else echo \"MISSING $db\"; fi; done")
+def db_inventory(container: str, user: str) -> str:
+    """One psql session over every database (the SQL from `db_init.inventory_sql` on stdin):
+    errors do not stop it, so a missing database just prints no line."""
+    return (f"docker exec -i {sh(container)} psql -X -At -v ON_ERROR_STOP=0 -U {sh(user)} "
+            f"-d postgres 2>&1")
 
 
 def psql_file(container: str, user: str, sql_file: str) -> str:

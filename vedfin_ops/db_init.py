@@ -65,12 +65,26 @@ def parse_inventory(text: str) -> Inventory:
     return inv
 
 
+def inventory_sql(databases: list[str], vector: bool) -> str:
+    """`\\connect` to each database in turn; a failed connect keeps the previous session, so
+    every line names `current_database()` rather than trusting the order."""
+    lines = []
+    for db in databases:
+        lines.append(f"\\connect {db}")
+        lines.append("SELECT 'DB ' || current_database() || ' ' || "
+                     "coalesce(string_agg(extname, ','), '') FROM pg_extension;")
+        if vector:
+            lines.append("SELECT 'VEC ' || current_database() || ' ' || "
+                         "('[1,2,3]'::vector <-> '[1,2,4]');")
+    return "\n".join(lines) + "\n"
+
+
 def _inventory(host: Host, container: str, config: Config, vector: bool = False) -> Inventory:
-    """Every database the config names, its extensions (and a vector query): one command."""
+    """Every database the config names, its extensions (and a vector query): one session."""
     dbs = [e.database for e in config.environments.values()]
-    return parse_inventory(host.run(
-        commands.db_inventory(container, config.postgres.user, dbs,
-                              VECTOR_CHECK if vector else ""), what="inventory databases"))
+    return parse_inventory(host.run(commands.db_inventory(container, config.postgres.user),
+                                    what="inventory databases", stdin=inventory_sql(dbs, vector),
+                                    check=False))
 
 
 def db_init(host: Host, config: Config) -> DbInitResult:

@@ -20,8 +20,36 @@ _MIB = {"b": 1 / 1048576, "kib": 1 / 1024, "kb": 1000 / 1048576, "k": 1 / 1024,
         "gib": 1024.0, "gb": 1e9 / 1048576, "g": 1024.0,
         "tib": 1048576.0, "tb": 1e12 / 1048576}
 
+# Container memory straight from the cgroup files (v2 systemd/cgroupfs, v1), computed as
+# `docker stats` does (usage minus inactive file cache): milliseconds, where `docker stats
+# --no-stream` takes ~2 s to sample. Any container without readable files: docker stats.
+CGROUP_STATS = r"""
+total=$(awk '/^MemTotal:/{print $2*1024}' /proc/meminfo)
+out=$(docker ps --no-trunc --format '{{.ID}} {{.Names}}' | while read -r id name; do
+  u=; i=0; l=
+  for d in /sys/fs/cgroup/system.slice/docker-$id.scope /sys/fs/cgroup/docker/$id \
+           /sys/fs/cgroup/memory/docker/$id /sys/fs/cgroup/memory/system.slice/docker-$id.scope
+  do
+    if [ -r "$d/memory.current" ]; then
+      u=$(cat "$d/memory.current"); l=$(cat "$d/memory.max")
+      i=$(awk '$1=="inactive_file"{print $2}' "$d/memory.stat"); break
+    elif [ -r "$d/memory.usage_in_bytes" ]; then
+      u=$(cat "$d/memory.usage_in_bytes"); l=$(cat "$d/memory.limit_in_bytes")
+      i=$(awk '$1=="total_inactive_file"{print $2}' "$d/memory.stat"); break
+    fi
+  done
+  [ -n "$u" ] || { echo SLOW; break; }
+  case "$l" in max|'') l=$total;; esac
+  [ "$l" -gt "$total" ] 2>/dev/null && l=$total
+  printf '{"Name":"%s","MemUsage":"%sB / %sB","CPUPerc":"--"}
+' "$name" "$((u - ${i:-0}))" "$l"
+done)
+case "$out" in *SLOW*) docker stats --no-stream --format '{{json .}}';; *) printf '%s
+' "$out";; esac
+"""
+
 PROBE = ("cat /proc/meminfo; echo '--LOAD--'; cat /proc/loadavg; echo '--CPUS--'; nproc; "
-         "echo '--STATS--'; docker stats --no-stream --format '{{json .}}'")
+         "echo '--STATS--';" + CGROUP_STATS)
 
 
 def parse_size_mib(text: str) -> float | None:

@@ -110,3 +110,19 @@ def test_pause_and_resume_staging(sandbox_up: dict[str, Any], live: tuple[Any, H
     assert _running("vedfin-staging_api-staging") == 1
     audit = host.run(f"tail -n 3 {config.remote.base_dir}/audit.log", what="t")
     assert '"action": "pause"' in audit and '"action": "resume"' in audit
+
+
+def test_cgroup_reading_agrees_with_docker_stats(live: tuple[Any, Host]) -> None:
+    """The fast path (cgroup files, ms) against `docker stats` (~2 s) on the same containers."""
+    from vedfin_ops.usage import PROBE, parse_probe, parse_stats
+    _, host = live
+    fast = {c.name: c for c in parse_probe(host.run(PROBE, what="probe")).containers}
+    slow = {c.name: c for c in parse_stats(
+        docker("stats", "--no-stream", "--format", "{{json .}}").stdout)}
+    both = [n for n in fast if n in slow and slow[n].used_mb is not None]
+    assert len(both) >= 5
+    for name in both:
+        a, b = fast[name], slow[name]
+        assert a.used_mb is not None and b.used_mb is not None
+        assert abs(a.used_mb - b.used_mb) <= max(2.0, 0.25 * b.used_mb), (name, a, b)
+        assert a.limit_mb == pytest.approx(b.limit_mb, rel=0.01), name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .capacity import CapacityReport, capacity_report
 from .config import Config
-from .errors import CheckFailed, ConfigError, NotImplementedYet, UsageError, VedfinError
+from .errors import CheckFailed, ConfigError, UsageError, VedfinError
 from .loader import load_config
 from .render import Rendered, render
 
@@ -13,7 +13,6 @@ __all__ = [
     "CheckFailed",
     "Config",
     "ConfigError",
-    "NotImplementedYet",
     "Rendered",
     "UsageError",
     "VedfinError",

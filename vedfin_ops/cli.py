@@ -6,7 +6,6 @@ Results go to stdout (so `--json | jq` works); progress, warnings and errors go 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,7 +13,7 @@ from invoke.exceptions import Exit
 from rich.console import Console
 
 from .config import Config
-from .errors import NotImplementedYet, VedfinError
+from .errors import VedfinError
 from .loader import load_config
 
 out = Console(soft_wrap=True)
@@ -45,16 +44,8 @@ def config_for(path: str | None) -> Config:
     return load_config(path)
 
 
-def pending(what: str, issue: int) -> NotImplementedYet:
-    return NotImplementedYet(f"error: {what}: not implemented yet (issue #{issue})")
-
-
 def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
-
-
-def flush() -> None:
-    sys.stdout.flush()
 
 
 def is_remote(c: Any) -> bool:

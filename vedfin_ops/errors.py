@@ -40,9 +40,3 @@ class CheckFailed(VedfinError):
     """A check, a deploy or a lock said no: exit 1."""
 
     exit_code = 1
-
-
-class NotImplementedYet(VedfinError):
-    """A task of the contract whose issue has not landed: says so rather than pretending."""
-
-    exit_code = 1

@@ -11,14 +11,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import secret_store
 from .capacity import capacity_report
 from .config import Config
+from .endpoints import base
 from .gate import gate
 from .host import Host
-from .smoke import Check, Failed, Options, Transient, _tls
+from .smoke import Check, Failed, Options, Transient, tls_check
 from .smoke import SmokeReport as _Report
 from .usage import PROBE as USAGE_PROBE
 from .usage import parse_probe
@@ -162,7 +162,8 @@ def preflight(host: Host | None, config: Config, env: str, *,
         results = []
         for app in config.apps(env):
             for domain in app.domains:
-                answer = _tls(domain, domain, config.edge.https_port, options)
+                address = urlsplit(base(config, domain).url).hostname or domain
+                answer = tls_check(domain, address, config.edge.https_port, options)
                 results.append(f"{domain}: {answer}")
         return "; ".join(results) or "no domains"
 
@@ -219,8 +220,3 @@ def _capacity(config: Config, env: str, usage_text: str, force: bool) -> str:
     return (f"warning: limits commit {report.committed_memory_mb} MiB (surge peak "
             f"{report.surge_peak_memory_mb} MiB) on {report.vps_memory_mb} MiB RAM + "
             f"{report.vps_swap_mb} MiB swap: over-committed, as the runbook plans")
-
-
-def summary(report: Any) -> dict[str, Any]:
-    data: dict[str, Any] = report.to_dict()
-    return data

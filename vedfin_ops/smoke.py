@@ -167,7 +167,7 @@ def _redirect(endpoint: Endpoint, apex: Endpoint, options: Options) -> str:
     return f"HTTP {response.status_code} -> {location}"
 
 
-def _tls(domain: str, address: str, port: int, options: Options) -> str:
+def tls_check(domain: str, address: str, port: int, options: Options) -> str:
     context = ssl.create_default_context(cafile=options.ca_file)
     try:
         with socket.create_connection((address, port), timeout=options.timeout) as raw, \
@@ -243,7 +243,7 @@ def _app_checks(config: Config, app: Application,
             target = base(config, domain)
             address = urlsplit(target.url).hostname or domain
             port = config.edge.https_port
-            out.append((f"tls {domain}", partial(_tls, domain, address, port, options)))
+            out.append((f"tls {domain}", partial(tls_check, domain, address, port, options)))
     return out
 
 

@@ -78,3 +78,35 @@ def test_smoke_pgvector_check_through_psycopg(shared_tmp: Path, live: tuple[Any,
         assert not failed.ok and 'type "vector" does not exist' in failed.detail
     finally:
         server.cleanup()
+
+
+def test_monitoring_check_probes_real_ports_on_the_host(live: tuple[Any, Host]) -> None:
+    """Netdata and Uptime Kuma stand-ins: real listeners on the sandbox host's loopback."""
+    import socket
+
+    config, host = live
+    listeners = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        listeners.append(sock)
+    ports = [s.getsockname()[1] for s in listeners]
+    checked = config.model_copy(update={"monitoring": config.monitoring.model_copy(
+        update={"check": True, "netdata_port": ports[0], "uptime_kuma_port": ports[1]})})
+    try:
+        up = {c.name: c for c in preflight(host, checked, "production").checks}["monitoring"]
+        assert up.ok and up.detail == "Netdata and Uptime Kuma answer"
+    finally:
+        listeners[1].close()
+    down = {c.name: c for c in preflight(host, checked, "production").checks}["monitoring"]
+    listeners[0].close()
+    assert not down.ok and down.detail == f"not answering on the host: Uptime Kuma ({ports[1]})"
+
+
+def test_skipped_preflight_is_recorded_in_the_audit_log(live: tuple[Any, Host]) -> None:
+    config, host = live
+    deploy(host, config, "production", "v1", skip_preflight=True, say=lambda _m: None)
+    audit = host.run(f"tail -n 3 {config.remote.base_dir}/audit.log", what="t")
+    assert '"action": "preflight"' in audit and '"result": "skipped"' in audit
+    deploy(host, config, "production", "v2", say=lambda _m: None)

@@ -113,16 +113,28 @@ def test_pause_and_resume_staging(sandbox_up: dict[str, Any], live: tuple[Any, H
 
 
 def test_cgroup_reading_agrees_with_docker_stats(live: tuple[Any, Host]) -> None:
-    """The fast path (cgroup files, ms) against `docker stats` (~2 s) on the same containers."""
+    """The fast path (cgroup files, ms) against `docker stats` (~2 s) on the same containers.
+
+    Memory moves while a container warms up, so only containers whose two `docker stats`
+    samples, taken around the fast read, agree within 0.5 MiB are compared.
+    """
     from vedfin_ops.usage import PROBE, parse_probe, parse_stats
     _, host = live
+
+    def docker_stats() -> dict[str, Any]:
+        return {c.name: c for c in parse_stats(
+            docker("stats", "--no-stream", "--format", "{{json .}}").stdout)}
+
+    first = docker_stats()
     fast = {c.name: c for c in parse_probe(host.run(PROBE, what="probe")).containers}
-    slow = {c.name: c for c in parse_stats(
-        docker("stats", "--no-stream", "--format", "{{json .}}").stdout)}
-    both = [n for n in fast if n in slow and slow[n].used_mb is not None]
-    assert len(both) >= 5
-    for name in both:
-        a, b = fast[name], slow[name]
-        assert a.used_mb is not None and b.used_mb is not None
-        assert abs(a.used_mb - b.used_mb) <= max(2.0, 0.25 * b.used_mb), (name, a, b)
-        assert a.limit_mb == pytest.approx(b.limit_mb, rel=0.01), name
+    second = docker_stats()
+    steady = [n for n in fast if n in first and n in second
+              and first[n].used_mb is not None and second[n].used_mb is not None
+              and abs(first[n].used_mb - second[n].used_mb) <= 0.5]
+    assert len(steady) >= 3, (len(fast), len(first), len(second))
+    for name in steady:
+        low = min(first[name].used_mb, second[name].used_mb)
+        high = max(first[name].used_mb, second[name].used_mb)
+        got = fast[name].used_mb
+        assert got is not None and low - 1.0 <= got <= high + 1.0, (name, got, low, high)
+        assert fast[name].limit_mb == pytest.approx(first[name].limit_mb, rel=0.01), name

@@ -14,7 +14,7 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.tasks import task
 
-from vedfin_ops import sandbox, secret_store
+from vedfin_ops import commands, sandbox, secret_store
 from vedfin_ops.capacity import capacity_report as _capacity_report
 from vedfin_ops.chart import write_chart
 from vedfin_ops.cli import LiveLines, config_for, err, guarded, is_remote, remote, say, warn
@@ -29,7 +29,6 @@ from vedfin_ops.local_files import write_tree
 from vedfin_ops.migrate import migrate as _migrate
 from vedfin_ops.migrate import require_tag
 from vedfin_ops.preflight import preflight as _preflight
-from vedfin_ops.quoting import sh
 from vedfin_ops.releases import Layout
 from vedfin_ops.render import render as _render
 from vedfin_ops.scale import scale as _scale
@@ -190,7 +189,7 @@ def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
     cfg = config_for(config)
     host = remote(c, accept_new_host_key)
     path = Layout.of(cfg, next(iter(cfg.environments))).audit
-    print(host.run(f"tail -n {int(lines)} -- {sh(path)} 2>/dev/null || true", what="audit"),
+    print(host.run(commands.tail(path, lines), what="audit"),
           end="")
 
 

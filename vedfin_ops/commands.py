@@ -32,6 +32,10 @@ def audit_append(log: str, line: str) -> str:
     return f"printf '%s\\n' {sh(line)} >> {sh(log)}"
 
 
+def tail(path: str, lines: int) -> str:
+    return f"tail -n {int(lines)} -- {sh(path)} 2>/dev/null || true"
+
+
 def read_file(path: str) -> str:
     return f"cat -- {sh(path)} 2>/dev/null || true"
 

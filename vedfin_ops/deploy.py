@@ -238,7 +238,7 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
         if not migrate(host, config, env, tag, release_dir, show=say):
             say("migrate: nothing to migrate")
     except CheckFailed:
-        host.run(commands.write_state(release_dir, "failed"), what="mark failed", check=False)
+        _mark_failed(host, release_dir)
         raise
 
     stack = stack_name(config, env)
@@ -247,7 +247,7 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
         result.services_updated += roll(host, config, stack, f"{release_dir}/stacks/{env}.yml",
                                         expected_images(config, env, tag), show)
     except RolloutFailed as exc:
-        host.run(commands.write_state(release_dir, "failed"), what="mark failed", check=False)
+        _mark_failed(host, release_dir)
         why = engine_reasons(host, exc.services)
         if current:
             # Services the engine did not roll back (they updated fine) go back too: the env
@@ -260,7 +260,7 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
     say("verify: smoke checks through the edge")
     failures = verify(config, env)
     if failures:
-        host.run(commands.write_state(release_dir, "failed"), what="mark failed", check=False)
+        _mark_failed(host, release_dir)
         detail = "; ".join(failures)
         if current:
             say(f"verify failed ({detail}); rolling back to {current}")
@@ -273,6 +273,10 @@ def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, l
     result.detail = f"{rid} live"
     audit(host, layout, "deploy", "ok", release=rid, tag=tag)
     say(f"done: {env} runs {tag} ({rid})")
+
+
+def _mark_failed(host: Host, release_dir: str) -> None:
+    host.run(commands.write_state(release_dir, "failed"), what="mark failed", check=False)
 
 
 def verify(config: Config, env: str) -> list[str]:

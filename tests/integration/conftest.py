@@ -14,6 +14,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +114,23 @@ def sandbox_conn(sandbox_up: dict[str, object]) -> Iterator[object]:
         yield conn
     finally:
         conn.close()
+
+
+def ssh_config_with_known_hosts(sandbox_up: dict[str, Any], folder: Path, known: str) -> Path:
+    """A copy of the sandbox's ssh_config that checks host keys against `known` instead."""
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text(known)
+    original = str(Path(sandbox_up["ssh_config"]).parent / "known_hosts")
+    config = folder / "ssh_config"
+    config.write_text(Path(sandbox_up["ssh_config"]).read_text().replace(original,
+                                                                        str(known_hosts)))
+    return config
+
+
+def fab(sandbox_up: dict[str, Any], *args: str, ssh_config: Path | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    """`fab -S <ssh_config> -H sandbox ARGS` with the sandbox's config, as a user runs it."""
+    env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200"}
+    return subprocess.run([shutil.which("fab") or "fab", "-r", str(ROOT), "-S",
+                           str(ssh_config or sandbox_up["ssh_config"]), "-H", "sandbox", *args],
+                          capture_output=True, text=True, timeout=600, env=env, check=False)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +18,7 @@ from vedfin_ops.host import Host, connect
 from vedfin_ops.loader import config_from_dict
 from vedfin_ops.scale import scale
 
-from .conftest import ROOT, docker
+from .conftest import docker, fab
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +32,6 @@ def live(sandbox_up: dict[str, Any]) -> Iterator[tuple[Any, Host]]:
     host.close()
 
 
-def _fab(sandbox_up: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200"}
-    return subprocess.run([shutil.which("fab") or "fab", "-r", str(ROOT), "-S",
-                           sandbox_up["ssh_config"], "-H", "sandbox", *args],
-                          capture_output=True, text=True, timeout=600, env=env, check=False)
-
-
 def _running(service: str) -> int:
     return len(docker("ps", "-q", "--filter",
                       f"label=com.docker.swarm.service.name={service}").stdout.split())
@@ -50,7 +40,7 @@ def _running(service: str) -> int:
 def test_live_report_measures_the_real_containers(sandbox_up: dict[str, Any], live: Any,
                                                   tmp_path: Path) -> None:
     chart = tmp_path / "live.png"
-    result = _fab(sandbox_up, "capacity-report", "--env", "production", "--json", "--chart",
+    result = fab(sandbox_up, "capacity-report", "--env", "production", "--json", "--chart",
                   str(chart))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -64,7 +54,7 @@ def test_live_report_measures_the_real_containers(sandbox_up: dict[str, Any], li
     assert rows["postgres"]["used_memory_mb"] > 1
     assert report["status"] in ("ok", "warn", "critical")
     assert chart.read_bytes().startswith(b"\x89PNG")
-    table = _fab(sandbox_up, "capacity-report", "--env", "production")
+    table = fab(sandbox_up, "capacity-report", "--env", "production")
     assert "ACTUAL USAGE (measured now)" in table.stdout and "Used now" in table.stdout
 
 
@@ -103,10 +93,10 @@ def test_production_below_one_replica_is_refused_unless_forced(live: tuple[Any, 
 def test_pause_and_resume_staging(sandbox_up: dict[str, Any], live: tuple[Any, Host]) -> None:
     config, host = live
     deploy(host, config, "staging", "v1", say=lambda _m: None)
-    paused = _fab(sandbox_up, "pause", "--env", "staging")
+    paused = fab(sandbox_up, "pause", "--env", "staging")
     assert paused.returncode == 0, paused.stderr
     assert _running("vedfin-staging_api-staging") == 0
-    resumed = _fab(sandbox_up, "resume", "--env", "staging")
+    resumed = fab(sandbox_up, "resume", "--env", "staging")
     assert resumed.returncode == 0, resumed.stderr
     assert _running("vedfin-staging_api-staging") == 1
     audit = host.run(f"tail -n 3 {config.remote.base_dir}/audit.log", what="t")

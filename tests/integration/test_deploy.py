@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
@@ -28,7 +26,7 @@ from vedfin_ops.host import Host, connect
 from vedfin_ops.releases import Layout
 from vedfin_ops.secret_store import resolve
 
-from .conftest import ROOT, docker
+from .conftest import docker, fab, ssh_config_with_known_hosts
 
 pytestmark = pytest.mark.integration
 
@@ -282,18 +280,10 @@ def test_db_init_names_the_image_when_an_extension_is_missing(sandbox_up: dict[s
         db_init(host, config)
 
 
-def _fab(sandbox_up: dict[str, Any], *args: str, known_hosts: Path | None = None
+def _fab(sandbox_up: dict[str, Any], *args: str, ssh_config: Path | None = None
          ) -> subprocess.CompletedProcess[str]:
-    ssh_config = sandbox_up["ssh_config"]
-    if known_hosts is not None:
-        text = Path(ssh_config).read_text().replace(
-            str(Path(ssh_config).parent / "known_hosts"), str(known_hosts))
-        ssh_config = str(known_hosts.parent / "ssh_config")
-        Path(ssh_config).write_text(text)
-    env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200"}
-    result = subprocess.run([shutil.which("fab") or "fab", "-r", str(ROOT), "-S", ssh_config,
-                             "-H", "sandbox", *args], capture_output=True, text=True,
-                            timeout=600, env=env, check=False)
+    """`fab` as a user runs it; its output joins the secret scan."""
+    result = fab(sandbox_up, *args, ssh_config=ssh_config)
     OUTPUTS.extend([result.stdout, result.stderr])
     return result
 
@@ -318,14 +308,13 @@ def test_fab_deploy_production_exit_codes(sandbox_up: dict[str, Any], config: An
 
 def test_fab_refuses_an_unknown_host_key_until_told(sandbox_up: dict[str, Any],
                                                    tmp_path: Path) -> None:
-    known = tmp_path / "known_hosts"
-    known.write_text("")
-    refused = _fab(sandbox_up, "status", known_hosts=known)
+    ssh_config = ssh_config_with_known_hosts(sandbox_up, tmp_path, "")
+    refused = _fab(sandbox_up, "status", ssh_config=ssh_config)
     assert refused.returncode == 1
     assert "unknown host key" in refused.stderr and "--accept-new-host-key" in refused.stderr
-    pinned = _fab(sandbox_up, "status", "--accept-new-host-key", known_hosts=known)
+    pinned = _fab(sandbox_up, "status", "--accept-new-host-key", ssh_config=ssh_config)
     assert pinned.returncode == 0, pinned.stderr
-    assert _fab(sandbox_up, "status", known_hosts=known).returncode == 0
+    assert _fab(sandbox_up, "status", ssh_config=ssh_config).returncode == 0
 
 
 def test_lock_release_frees_a_stale_lock(sandbox_up: dict[str, Any], config: Any,

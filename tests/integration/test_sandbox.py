@@ -18,7 +18,7 @@ from vedfin_ops.local_files import write_tree
 from vedfin_ops.render import shared_stack_name, stack_name
 from vedfin_ops.secret_store import resolve
 
-from .conftest import ROOT, SANDBOX_DIR, docker
+from .conftest import ROOT, SANDBOX_DIR, docker, ssh_config_with_known_hosts
 
 pytestmark = pytest.mark.integration
 
@@ -43,19 +43,8 @@ def _fresh_key(workdir: Path) -> Path:
     return path
 
 
-def _ssh_config_with_known_hosts(sandbox_up: dict[str, Any], tmp_path: Path,
-                                 known: str) -> Path:
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(known)
-    text = Path(sandbox_up["ssh_config"]).read_text()
-    original = str(Path(sandbox_up["ssh_config"]).parent / "known_hosts")
-    config = tmp_path / "ssh_config"
-    config.write_text(text.replace(original, str(known_hosts)))
-    return config
-
-
 def test_tool_refuses_an_unknown_host_key(sandbox_up: dict[str, Any], tmp_path: Path) -> None:
-    config = _ssh_config_with_known_hosts(sandbox_up, tmp_path, "")
+    config = ssh_config_with_known_hosts(sandbox_up, tmp_path, "")
     conn = connect("sandbox", config)
     with pytest.raises(HostError, match=r"unknown host key .* --accept-new-host-key"):
         conn.run("true", hide=True)
@@ -70,7 +59,7 @@ def test_tool_refuses_an_unknown_host_key(sandbox_up: dict[str, Any], tmp_path: 
 def test_tool_refuses_a_changed_host_key(sandbox_up: dict[str, Any], tmp_path: Path) -> None:
     other = paramiko.Ed25519Key.from_private_key_file(str(_fresh_key(tmp_path)))
     line = f"[127.0.0.1]:{sandbox_up['ssh_port']} ssh-ed25519 {other.get_base64()}\n"
-    conn = connect("sandbox", _ssh_config_with_known_hosts(sandbox_up, tmp_path, line))
+    conn = connect("sandbox", ssh_config_with_known_hosts(sandbox_up, tmp_path, line))
     with pytest.raises(HostError, match="host key CHANGED"):
         conn.run("true", hide=True)
 

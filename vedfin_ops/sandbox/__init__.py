@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from .. import secret_store
 from ..loader import load_config
 from ..render import shared_stack_name, stack_name
 from ..secret_store import write_private
@@ -100,10 +101,7 @@ def _write_config(workdir: Path, shipped: Path, edge_port: int) -> None:
         str(shipped), edge_port))
     config = load_config(config_path)  # the sandbox's own config must be valid
     secrets_file = workdir / "secrets.env"
-    existing = {}
-    if secrets_file.exists():
-        existing = dict(line.split("=", 1) for line in secrets_file.read_text().splitlines()
-                        if "=" in line)
+    existing = secret_store.read_file(secrets_file)
     for name, source in config.secret_names().items():
         if name not in existing:
             existing[name] = (_random.token_hex(32) if source == "generate"

@@ -19,15 +19,14 @@ from vedfin_ops.capacity import capacity_report as _capacity_report
 from vedfin_ops.chart import write_chart
 from vedfin_ops.cli import LiveLines, config_for, err, guarded, is_remote, remote, say, warn
 from vedfin_ops.cli import out as stdout
-from vedfin_ops.db_init import db_init as _db_init
+from vedfin_ops.db_init import run_db_init
 from vedfin_ops.deploy import deploy as _deploy
 from vedfin_ops.deploy import release_lock as _release_lock
 from vedfin_ops.deploy import rollback as _rollback
 from vedfin_ops.deploy import status as _status
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.local_files import write_tree
-from vedfin_ops.migrate import migrate as _migrate
-from vedfin_ops.migrate import require_tag
+from vedfin_ops.migrate import require_tag, run_migrate
 from vedfin_ops.preflight import preflight as _preflight
 from vedfin_ops.releases import Layout
 from vedfin_ops.render import render as _render
@@ -137,7 +136,7 @@ def db_init(c: Any, accept_new_host_key: bool = False, config: str | None = None
     """Create missing databases and extensions, then verify with a vector query."""
     cfg = config_for(config)
     host = remote(c, accept_new_host_key)
-    result = _db_init(host, cfg)
+    result = run_db_init(host, cfg, say=say)
     if result.changed:
         created = result.created_databases + result.created_extensions
         stdout.print(f"db-init: created {', '.join(created)}", highlight=False)
@@ -154,8 +153,7 @@ def migrate(c: Any, env: str = "production", tag: str | None = None,
     cfg = config_for(config)
     cfg.require_env(env)
     host = remote(c, accept_new_host_key)
-    layout = Layout.of(cfg, env)
-    if not _migrate(host, cfg, env, require_tag(tag), layout.current, show=say):
+    if not run_migrate(host, cfg, env, require_tag(tag), say=say):
         stdout.print(f"migrate: no app of {env} has a migration command")
 
 
@@ -240,14 +238,17 @@ def scale(c: Any, env: str = "production", replicas: int = 1, force: bool = Fals
 def _deploy_task(env: str) -> Any:
     @task(name=env, help={**HOST_HELP, "tag": "image tag to deploy (default: the config's)",
                           "skip_preflight": "skip the checklist (recorded in the audit log)",
-                          "force": "deploy past the capacity gate (recorded)"})
+                          "force": "deploy past the capacity gate (recorded)",
+                          "allow_shared": "let a non-production deploy change the shared "
+                                          "stack (postgres, redis, edge)"})
     @guarded
     def deploy_env(c: Any, tag: str | None = None, skip_preflight: bool = False,
-                   force: bool = False, accept_new_host_key: bool = False,
-                   config: str | None = None) -> None:
+                   force: bool = False, allow_shared: bool = False,
+                   accept_new_host_key: bool = False, config: str | None = None) -> None:
         cfg = config_for(config)
         result = _deploy(remote(c, accept_new_host_key), cfg, env, tag,
-                         skip_preflight=skip_preflight, force=force, say=say, show=LiveLines())
+                         skip_preflight=skip_preflight, force=force, allow_shared=allow_shared,
+                         say=say, show=LiveLines())
         stdout.print(f"deploy.{env}: {result.result}: {result.detail}", highlight=False)
 
     deploy_env.__doc__ = (f"The whole pipeline for {env}: push, db-init, migrate, rollout, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,10 +23,43 @@ def test_stack_deploy_never_resolves_images_at_a_registry() -> None:
 
 def test_migrate_runs_the_new_image_once_on_the_env_network() -> None:
     cmd = commands.migrate("vedfinance/api:v2", "vedfin", "/r/env/api-production.env",
-                           "npx prisma migrate deploy --schema=/app/x.prisma", "api-migrate")
-    assert cmd == ("docker run --rm --name api-migrate --network vedfin --env-file "
-                   "/r/env/api-production.env --entrypoint /bin/sh vedfinance/api:v2 -c "
-                   "'npx prisma migrate deploy --schema=/app/x.prisma'")
+                           "npx prisma migrate deploy --schema=/app/x.prisma", "api-migrate",
+                           "production")
+    assert cmd == ("docker run --rm --name api-migrate --label vedfin.migrate=production "
+                   "--network vedfin --env-file /r/env/api-production.env --entrypoint /bin/sh "
+                   "vedfinance/api:v2 -c 'npx prisma migrate deploy --schema=/app/x.prisma'")
+
+
+def _sh(cmd: str) -> str:
+    return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_a_lock_is_released_only_by_the_run_that_took_it(tmp_path: Path) -> None:
+    lock = str(tmp_path / "prod lock")
+    assert _sh(commands.lock_acquire(lock, '{"who": "a"}', "tok-a")).startswith("acquired")
+    held = _sh(commands.lock_acquire(lock, '{"who": "b"}', "tok-b")).splitlines()
+    assert held[0] == "held" and held[1].isdigit() and held[2] == '{"who": "a"}'
+    _sh(commands.lock_release(lock, "tok-b"))  # not b's lock: it stays
+    assert Path(lock).is_dir()
+    _sh(commands.lock_beat(lock, "tok-a") + " || true")
+    _sh(commands.lock_release(lock, "tok-a"))
+    assert not Path(lock).exists()
+
+
+def test_env_state_reads_corrupt_records_as_problems_not_tracebacks(tmp_path: Path) -> None:
+    rel = tmp_path / "releases" / "20261128T080000Z-abc"
+    rel.mkdir(parents=True)
+    (rel / "state").write_text("good\n")
+    (rel / "release.json").write_text('{"images": {"s_api": "api:v1"},\n "id": "x"}\n')
+    (rel / "engine.json").write_text("[1, 2")
+    (tmp_path / "current").symlink_to(rel)
+    out = _sh(commands.env_state(str(tmp_path / "releases"), str(tmp_path / "current"),
+                                 str(tmp_path / "shared.hash"), "production"))
+    listing = parse_listing(out)
+    assert listing.current == rel.name and listing.meta["images"] == {"s_api": "api:v1"}
+    assert listing.engine == {} and listing.migrating == []
+    assert listing.problems == [f"{rel.name}/engine.json is not a JSON object"]
 
 
 def test_symlink_swap_is_a_rename() -> None:

@@ -6,36 +6,51 @@ Results go to stdout (so `--json | jq` works); progress, warnings and errors go 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 from rich.console import Console
+from rich.text import Text
 
 from .config import Config
 from .errors import VedfinError
 from .loader import load_config
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# markup=False: what we print includes text from outside (migration output, health bodies,
+# engine messages); `[/app/prisma/migrations/001_init]` is data, never a style tag.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def error_line(message: str) -> str:
+    """The one place the `error:` prefix is added: one line, whatever the message held."""
+    text = " ".join(str(message).split()) or "failed"
+    return text if text.startswith("error:") else f"error: {text}"
+
+
 def guarded(fn: F) -> F:
-    """Turn our exceptions into the contract's exit codes with one line, never a traceback."""
+    """Turn every exception into the contract's exit codes with one line, never a traceback
+    (VEDFIN_DEBUG=1 shows the traceback of an unexpected one)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except Exit:
+            raise
         except VedfinError as exc:
-            message = str(exc)
-            if not message.startswith("error:"):
-                message = f"error: {message}"
-            raise Exit(message, code=exc.exit_code) from None
+            raise Exit(error_line(str(exc)), code=exc.exit_code) from None
         except KeyboardInterrupt:
-            raise Exit("error: interrupted", code=130) from None
+            raise Exit("error: interrupted", code=1) from None
+        except Exception as exc:
+            if os.environ.get("VEDFIN_DEBUG") == "1":
+                raise
+            raise Exit(error_line(f"unexpected {type(exc).__name__}: {exc} "
+                                  f"(VEDFIN_DEBUG=1 for the traceback)"), code=1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -45,7 +60,7 @@ def config_for(path: str | None) -> Config:
 
 
 def warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
 
 
 def is_remote(c: Any) -> bool:
@@ -68,7 +83,7 @@ def remote(c: Any, accept_new_host_key: bool = False) -> Any:
 
 
 def say(message: str) -> None:
-    err.print(f"[bold]>[/bold] {message}", highlight=False, markup=True)
+    err.print(Text.assemble((">", "bold"), " ", message), highlight=False)
 
 
 class LiveLines:

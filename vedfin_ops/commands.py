@@ -16,15 +16,31 @@ def mkdir_p(*paths: str, mode: str = "750") -> str:
     return f"mkdir -p -m {sh(mode)} -- {sh_join(paths)}"
 
 
-def lock_acquire(lock_dir: str, holder_json: str) -> str:
-    """`mkdir` is atomic: of two deploys exactly one creates the directory."""
-    return (f"mkdir -- {sh(lock_dir)} 2>/dev/null && printf '%s\\n' {sh(holder_json)} > "
-            f"{sh(lock_dir + '/holder')} && echo acquired || "
-            f"{{ echo held; cat -- {sh(lock_dir + '/holder')} 2>/dev/null; }}")
+def lock_acquire(lock_dir: str, holder_json: str, token: str) -> str:
+    """`mkdir` is atomic: of two deploys exactly one creates the directory. The loser prints
+    the holder and how many seconds ago it last beat, so it can tell a stale lock."""
+    d = sh(lock_dir)
+    return (f"if mkdir -- {d} 2>/dev/null; then printf '%s\\n' {sh(holder_json)} > {d}/holder"
+            f" && printf '%s\\n' {sh(token)} > {d}/token && touch -- {d}/heartbeat"
+            f" && echo acquired; else echo held; "
+            f"t=$(stat -c %Y -- {d}/heartbeat {d} 2>/dev/null | head -n 1); "
+            f"echo $(( $(date +%s) - ${{t:-$(date +%s)}} )); cat -- {d}/holder 2>/dev/null; fi")
 
 
-def lock_release(lock_dir: str) -> str:
-    return f"rm -rf -- {sh(lock_dir)}"
+def lock_beat(lock_dir: str, token: str) -> str:
+    """Touch the heartbeat only while the lock is still ours."""
+    d = sh(lock_dir)
+    return f"[ \"$(cat -- {d}/token 2>/dev/null)\" = {sh(token)} ] && touch -- {d}/heartbeat"
+
+
+def lock_release(lock_dir: str, token: str | None = None) -> str:
+    """With a token, only the lock this run took goes (a lock broken and re-taken by another
+    run stays); without one, whatever holds it (the user's explicit `lock.release`)."""
+    if token is None:
+        return f"rm -rf -- {sh(lock_dir)}"
+    d = sh(lock_dir)
+    return (f"if [ \"$(cat -- {d}/token 2>/dev/null)\" = {sh(token)} ]; then rm -rf -- {d}; "
+            f"fi")
 
 
 def audit_append(log: str, line: str) -> str:
@@ -56,12 +72,44 @@ def release_listing(releases_dir: str, current_link: str, shared_hash_file: str)
             f"printf 'shared %s\\n' \"$(cat -- {sh(shared_hash_file)} 2>/dev/null)\"")
 
 
+MIGRATE_LABEL = "vedfin.migrate"
+
+
+def env_state(releases_dir: str, current_link: str, shared_hash_file: str, env: str) -> str:
+    """`release_listing`, plus what `current` recorded (its release.json and the engine's
+    task templates after its rollout, each on one line) and the env's migration containers
+    still running: everything a deploy decides from, in one round trip."""
+    cur = sh(current_link)
+    return (f"{release_listing(releases_dir, current_link, shared_hash_file)}; "
+            f"printf 'meta %s\\n' \"$(tr -d '\\n' 2>/dev/null < {cur}/release.json)\"; "
+            f"printf 'engine %s\\n' \"$(tr -d '\\n' 2>/dev/null < {cur}/engine.json)\"; "
+            f"printf 'migrating %s\\n' \"$({migrations_running(env)} 2>/dev/null "
+            f"| tr '\\n' ' ')\"")
+
+
+def migrations_running(env: str) -> str:
+    return (f"docker ps --format '{{{{.Names}}}}' "
+            f"--filter {sh('label=' + MIGRATE_LABEL + '=' + env)}")
+
+
+def stop_migrations(env: str) -> str:
+    """Stop the env's one-off migration containers (an interrupted migrate leaves them)."""
+    return (f"ids=$(docker ps -q --filter {sh('label=' + MIGRATE_LABEL + '=' + env)}); "
+            f"[ -z \"$ids\" ] || docker rm -f $ids >/dev/null")
+
+
 def write_text(path: str, text: str) -> str:
     return f"printf '%s\\n' {sh(text)} > {sh(path)}"
 
 
 def write_state(release_dir: str, state: str) -> str:
     return write_text(f"{release_dir}/state", state)
+
+
+def mark_release(release_dir: str, state: str, reason: str) -> str:
+    """The release's state (`failed`, `interrupted`, ...) and, beside it, why."""
+    return (f"{write_state(release_dir, state)} && "
+            f"{write_text(release_dir + '/reason', reason)}")
 
 
 def clean_partial_uploads(releases_dir: str) -> str:
@@ -126,10 +174,13 @@ def psql_file(container: str, user: str, sql_file: str) -> str:
     return f"{psql(container, user)} < {sh(sql_file)}"
 
 
-def migrate(image: str, network: str, env_file: str, command: str, name: str) -> str:
-    """A one-off container of the NEW image on the env's network, removed when done."""
-    return (f"docker run --rm --name {sh(name)} --network {sh(network)} "
-            f"--env-file {sh(env_file)} --entrypoint /bin/sh {sh(image)} -c {sh(command)}")
+def migrate(image: str, network: str, env_file: str, command: str, name: str,
+            env: str) -> str:
+    """A one-off container of the NEW image on the env's network, removed when done; labelled
+    with the env so an interrupted run can stop it and the next deploy can see it."""
+    return (f"docker run --rm --name {sh(name)} --label {sh(MIGRATE_LABEL + '=' + env)} "
+            f"--network {sh(network)} --env-file {sh(env_file)} --entrypoint /bin/sh "
+            f"{sh(image)} -c {sh(command)}")
 
 
 def image_present(image: str) -> str:

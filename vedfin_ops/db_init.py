@@ -8,13 +8,17 @@ for too. SQL goes in on stdin (`docker exec -i ... psql`): no port is ever publi
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import commands
 from .config import Config
 from .errors import CheckFailed
 from .host import Host, RemoteError
+from .lock import Lock
+from .operation import Operation, audit
+from .polling import REAL, Clock, TimedOut, until
 from .render import render, shared_stack_name
 
 _NOT_AVAILABLE = re.compile(
@@ -34,17 +38,20 @@ class DbInitResult:
         return bool(self.created_databases or self.created_extensions)
 
 
-def find_postgres(host: Host, config: Config, timeout: float = 120) -> str:
+def find_postgres(host: Host, config: Config, timeout: float = 120,
+                  clock: Clock = REAL) -> str:
     service = f"{shared_stack_name(config)}_postgres"
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def probe() -> str | None:
         found = host.run(commands.postgres_container(service), what="find postgres").strip()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise CheckFailed(f"error: db-init: no healthy container of {service} after "
-                              f"{timeout:g}s (is the shared stack deployed?)")
-        time.sleep(1)
+        return found or None
+
+    try:
+        return until(probe, timeout=timeout, interval=1.0, clock=clock,
+                     transient=(RemoteError,))
+    except TimedOut:
+        raise CheckFailed(f"db-init: no healthy container of {service} after {timeout:g}s "
+                          f"(is the shared stack deployed?)") from None
 
 
 @dataclass
@@ -99,7 +106,7 @@ def db_init(host: Host, config: Config) -> DbInitResult:
         if match:
             ext = match.group(1) or match.group(2)
             raise CheckFailed(
-                f"error: db-init: extension {ext} is not available in {config.postgres.image}; "
+                f"db-init: extension {ext} is not available in {config.postgres.image}; "
                 f"use an image that provides it (pgvector/pgvector:pg17 has vector and "
                 f"pg_stat_statements) or remove it from postgres.extensions") from None
         raise
@@ -111,16 +118,49 @@ def db_init(host: Host, config: Config) -> DbInitResult:
             result.created_databases.append(db)
         missing = [e for e in config.postgres.extensions if e not in exts]
         if missing:
-            raise CheckFailed(f"error: db-init: {db} lacks {', '.join(missing)} after init")
+            raise CheckFailed(f"db-init: {db} lacks {', '.join(missing)} after init")
         result.created_extensions += [f"{db}.{e}" for e in sorted(exts - before.get(db, set()))
                                       if e in config.postgres.extensions]
     missing_dbs = [e.database for e in config.environments.values() if e.database not in after]
     if missing_dbs:
-        raise CheckFailed(f"error: db-init: databases missing after init: {missing_dbs}")
+        raise CheckFailed(f"db-init: databases missing after init: {missing_dbs}")
     for db, distance in checked.distances.items():
         result.vector_distance = distance
         if distance != 1.0:
-            raise CheckFailed(f"error: db-init: vector distance in {db} is {distance}, not 1")
+            raise CheckFailed(f"db-init: vector distance in {db} is {distance}, not 1")
     if "vector" in config.postgres.extensions and len(checked.distances) != len(after):
-        raise CheckFailed("error: db-init: the vector query did not answer in every database")
+        raise CheckFailed("db-init: the vector query did not answer in every database")
+    return result
+
+
+class DbInit(Operation):
+    """`fab db-init` on its own: under the shared lock (postgres serves every env), audited."""
+
+    action = "db-init"
+
+    def __init__(self, host: Any, config: Config, **kwargs: Any) -> None:
+        super().__init__(host, config, next(iter(config.environments)), **kwargs)
+        self.lock = Lock(host, f"{self.layout.base}/.shared.lock", "the shared stack",
+                         action="db-init", clock=self.clock)
+
+    def lock_prefix(self) -> str:
+        return commands.mkdir_p(self.layout.base) + " && "
+
+    def body(self) -> DbInitResult:
+        result = db_init(self.host, self.config)
+        audit(self.host, self.layout, "db-init", "ok",
+              detail=", ".join(result.created_databases + result.created_extensions)
+              or "nothing to do")
+        return result
+
+    def put_back(self) -> str:
+        return ""
+
+
+def run_db_init(host: Host, config: Config, *, say: Callable[[str], None] = print
+                ) -> DbInitResult:
+    from . import secret_store
+
+    host.secrets = list(secret_store.resolve(config).values())
+    result: DbInitResult = DbInit(host, config, say=say).execute()
     return result

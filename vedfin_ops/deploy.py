@@ -1,21 +1,18 @@
 """The pipeline of `fab -H HOST deploy.<env>`: Task 2.4 of the runbook, end to end.
 
-lock -> push (new release dir, atomically) -> shared stack if it changed -> db-init -> migrate
-(one-off container of the new image) -> env stack rollout, watched until the engine converges
--> verify through the edge (rolled back if it fails) -> `current` moves -> audit -> unlock.
+inspect (records and engine) -> preflight -> push (new release dir, atomically) -> shared
+stack if it changed and db-init (under the shared lock) -> migrate (one-off container of the
+new image) -> env stack rollout, watched until the engine converges -> verify through the edge
+-> promote (`current` moves, the engine's specs recorded) -> audit.
 
-Nothing moves `current` but a verified release, so every failure leaves the previous good
-release live and named.
+Nothing moves `current` but a verified release; any failure after the engine was touched puts
+every service back on the live release (see `operation.Operation`).
 """
 
 from __future__ import annotations
 
-import getpass
 import json
-import re
-import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,32 +21,45 @@ from fabric import Connection
 
 from . import commands, secret_store
 from .config import Config
-from .db_init import db_init
+from .db_init import db_init as real_db_init
 from .errors import CheckFailed, UsageError
 from .host import HANDSHAKES, Host
-from .migrate import migrate
-from .preflight import preflight
+from .lock import Lock, LockHeld, who
+from .migrate import migrate as real_migrate
+from .operation import Operation, RunFailed, Say, Show, audit, bare, describe
+from .polling import REAL, Clock
+from .preflight import preflight as real_preflight
 from .releases import (
     GOOD,
     Layout,
     Listing,
     content_hash,
-    digest_of,
     parse_listing,
     release_id,
     shared_hash,
 )
 from .render import Rendered, image, render, shared_stack_name, stack_name
 from .rollout import Before, RolloutFailed, ServiceView, before_of, parse_snapshot, watch
+from .smoke import Options as SmokeOptions
 from .smoke import smoke_test
 
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-Say = Callable[[str], None]
-Show = Callable[[list[str]], None]
+__all__ = [
+    "DeployResult",
+    "LockHeld",
+    "RunFailed",
+    "as_host",
+    "audit",
+    "deploy",
+    "listing",
+    "poller",
+    "release_lock",
+    "rollback",
+    "status",
+    "verify",
+]
 
-
-class LockHeld(CheckFailed):
-    pass
+SHARED_OWNER = "production"  # the env whose deploys may change postgres, redis and the edge
+SHARED_LOCK_WAIT = 120.0
 
 
 @dataclass
@@ -67,8 +77,15 @@ class DeployResult:
         return self.__dict__.copy()
 
 
-def who() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+@dataclass
+class Hooks:
+    """The steps that talk to more than the host: swapped for fakes in orchestration tests."""
+
+    preflight: Callable[..., Any] = real_preflight
+    db_init: Callable[..., Any] = real_db_init
+    migrate: Callable[..., bool] = real_migrate
+    verify: Callable[..., list[str]] = field(default=lambda config, env, **kw:
+                                             verify(config, env, **kw))
 
 
 def now() -> datetime:
@@ -76,43 +93,21 @@ def now() -> datetime:
 
 
 def as_host(conn: Connection | Host) -> Host:
-    return conn if isinstance(conn, Host) else Host(conn)
+    """A Fabric Connection gets our checked Host around it; a Host (or a test's fake host)
+    is used as it is."""
+    return Host(conn) if isinstance(conn, Connection) else conn
 
 
 def check_tag(tag: str) -> str:
-    if not _TAG.match(tag):
-        raise UsageError(f"error: --tag: {tag!r} is not a valid image tag")
-    return tag
+    from .tags import check_tag as check
 
-
-def audit(host: Host, layout: Layout, action: str, result: str, *, release: str = "",
-          tag: str = "", detail: str = "") -> None:
-    line = json.dumps({"time": now().isoformat(timespec="seconds"), "who": who(),
-                       "env": layout.env, "action": action, "release": release, "tag": tag,
-                       "result": result, "detail": host.redact(detail)}, ensure_ascii=False)
-    host.run(commands.audit_append(layout.audit, line), what="audit", check=False)
-
-
-@contextmanager
-def locked(host: Host, layout: Layout, tag: str, action: str) -> Iterator[None]:
-    """One deploy per env at a time; released on every exit path, Ctrl-C included."""
-    holder = json.dumps({"who": who(), "since": now().isoformat(timespec="seconds"),
-                         "tag": tag, "action": action})
-    out = host.run(f"{commands.mkdir_p(layout.releases)} && "
-                   f"{commands.lock_acquire(layout.lock, holder)}", what="lock")
-    if not out.startswith("acquired"):
-        held = out.partition("\n")[2].strip() or "unknown holder"
-        raise LockHeld(f"error: {layout.env} is locked by another deploy: {held} "
-                       f"(if it is stale: fab -H HOST lock.release --env {layout.env})")
-    try:
-        yield
-    finally:
-        host.run(commands.lock_release(layout.lock), what="unlock", check=False)
+    return check(tag)
 
 
 def listing(host: Host, layout: Layout) -> Listing:
-    return parse_listing(host.run(commands.release_listing(
-        layout.releases, layout.current, layout.shared_hash), what="list releases"))
+    return parse_listing(host.run(commands.env_state(
+        layout.releases, layout.current, layout.shared_hash, layout.env),
+        what="list releases"))
 
 
 def poller(host: Host, stacks: list[str]) -> Callable[[], dict[str, ServiceView]]:
@@ -130,158 +125,50 @@ def shared_images(config: Config) -> dict[str, str]:
             f"{stack}_edge": config.edge.image}
 
 
-def roll(host: Host, config: Config, stack: str, stack_file: str, expected: dict[str, str],
-         show: Show, before: dict[str, Before] | None = None) -> list[str]:
-    """`docker stack deploy`, then watch the engine converge; returns the services updated."""
-    poll = poller(host, [stack])
-    if before is None:
-        before = before_of(poll())
-    host.run(commands.stack_deploy(stack_file, stack), what=f"stack deploy {stack}")
-    watch(poll, before, expected, set(expected), config.remote.rollout_timeout, show)
-    after = poll()
-    return sorted(n for n in expected if n not in before or
-                  before[n].template != after[n].template)
+def engine_record(views: dict[str, ServiceView]) -> dict[str, dict[str, str]]:
+    """What the engine runs per service: recorded when a release goes live, compared by the
+    no-op check and `status`, so the tool's records never outrank the engine."""
+    return {name: {"image": v.image, "template": v.template} for name, v in sorted(views.items())}
 
 
-def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None, *,
-           skip_preflight: bool = False, force: bool = False, say: Say = print,
-           show: Show | None = None) -> DeployResult:
-    """The whole pipeline; raises CheckFailed (exit 1) or UsageError (exit 2) on failure."""
-    config.require_env(env)
-    tag = check_tag(tag or config.tag)
-    secrets = secret_store.resolve(config, env)
-    missing = secret_store.missing(config, env, secrets)
-    if missing:
-        raise UsageError(f"error: {config.source}: secrets.{env}: not set: {', '.join(missing)}"
-                         f" (inv secrets.generate --env {env}, or export them)")
-    files = render(config, env, tag=tag, secrets=secrets)
-    show = show or (lambda lines: None)
-    handshakes_before = HANDSHAKES["count"]
-    host = as_host(conn)
-    host.secrets = list(secrets.values())
-    layout = Layout.of(config, env)
-    digest = content_hash(files)
-    rid = release_id(now(), digest)
-    result = DeployResult(env, tag, rid, "failed")
-    with locked(host, layout, tag, f"deploy {env}"):
-        try:
-            _pipeline(host, config, env, tag, files, layout, rid, result, say, show,
-                      skip_preflight, force)
-        except CheckFailed as exc:
-            result.detail = host.redact(str(exc))
-            audit(host, layout, "deploy", "failed", release=rid, tag=tag, detail=result.detail)
-            raise
-        except KeyboardInterrupt:
-            audit(host, layout, "deploy", "interrupted", release=rid, tag=tag)
-            raise
-    result.commands = list(host.commands)
-    result.handshakes = HANDSHAKES["count"] - handshakes_before
-    return result
+def drift(recorded: dict[str, dict[str, str]], images: dict[str, str],
+          views: dict[str, ServiceView]) -> list[str]:
+    """How the engine differs from the live release's record ([] when it runs exactly that).
+
+    With an engine record (written at promote), image and task template must match; for a
+    release promoted before records existed, the images from release.json."""
+    found: list[str] = []
+    names = sorted(set(recorded) | set(images) | set(views))
+    for name in names:
+        view = views.get(name)
+        want = recorded.get(name)
+        if view is None:
+            found.append(f"{name}: not running")
+        elif want is not None:
+            if view.image != want.get("image"):
+                found.append(f"{name}: runs {view.image}, the release has {want.get('image')}")
+            elif view.template != want.get("template"):
+                found.append(f"{name}: its spec was changed outside the tool")
+        elif name in images:
+            if view.image.split("@", 1)[0] != images[name].split("@", 1)[0]:
+                found.append(f"{name}: runs {view.image}, the release has {images[name]}")
+        elif recorded or images:
+            found.append(f"{name}: not part of the release")
+    return found
 
 
-def _pipeline(host: Host, config: Config, env: str, tag: str, files: Rendered, layout: Layout,
-              rid: str, result: DeployResult, say: Say, show: Show, skip_preflight: bool,
-              force: bool) -> None:
-    state = listing(host, layout)
-    current = state.current
-    if current and digest_of(current) == digest_of(rid) and state.state(current) == GOOD:
-        result.release, result.result = current, "noop"
-        result.detail = f"nothing changed: {current} is live"
-        say(result.detail)
-        audit(host, layout, "deploy", "noop", release=current, tag=tag)
-        return
+def verify(config: Config, env: str, *, tls_wait: float = 0.0) -> list[str]:
+    """The smoke suite after a rollout: what failed, each as `check: detail`.
 
-    if skip_preflight:
-        say("preflight: skipped (--skip-preflight; recorded in the audit log)")
-        audit(host, layout, "preflight", "skipped", release=rid, tag=tag)
-    else:
-        say("preflight: the pre-deployment checklist")
-        checklist = preflight(host, config, env, force=force)
-        for check in checklist.checks:
-            if check.warning:
-                say(f"preflight: {check.name}: {check.detail}")
-            if check.detail.startswith("warning: forced"):
-                audit(host, layout, "capacity-gate", "forced", release=rid, tag=tag,
-                      detail=check.detail)
-        if not checklist.passed:
-            failed = "; ".join(f"{c.name}: {c.detail}" for c in checklist.checks if not c.ok)
-            raise CheckFailed(f"error: preflight failed: {failed} (--skip-preflight to deploy "
-                              f"anyway)")
-
-    say(f"push: {layout.release(rid)}")
-    release_dir = layout.release(rid)
-    tmp = f"{layout.releases}/.tmp-{rid}"
-    meta = {"id": rid, "env": env, "tag": tag, "created": now().isoformat(timespec="seconds"),
-            "by": who(), "images": expected_images(config, env, tag),
-            "shared_hash": shared_hash(files), "skip_preflight": skip_preflight,
-            "force": force}
-    host.run(commands.clean_partial_uploads(layout.releases), what="clean partial uploads")
-    host.put_tree(tmp, {**files, "release.json": json.dumps(meta, indent=2) + "\n",
-                        "state": "pushed\n"}, Rendered.is_secret)
-    host.rename(tmp, release_dir)
-
-    if state.shared != meta["shared_hash"]:
-        say("shared stack: postgres, redis, edge (changed)")
-        result.services_updated += roll(host, config, shared_stack_name(config),
-                                        f"{release_dir}/stacks/shared.yml",
-                                        shared_images(config), show)
-        host.run(commands.write_text(layout.shared_hash, str(meta["shared_hash"])),
-                 what="record shared stack")
-
-    say("db-init: databases and extensions")
-    db = db_init(host, config)
-    say("db-init: " + (f"created {', '.join(db.created_databases + db.created_extensions)}"
-                       if db.changed else "nothing to do"))
-
-    say(f"migrate: {tag}")
-    try:
-        if not migrate(host, config, env, tag, release_dir, show=say):
-            say("migrate: nothing to migrate")
-    except CheckFailed:
-        _mark_failed(host, release_dir)
-        raise
-
-    stack = stack_name(config, env)
-    say(f"rollout: {stack} -> {tag}")
-    try:
-        result.services_updated += roll(host, config, stack, f"{release_dir}/stacks/{env}.yml",
-                                        expected_images(config, env, tag), show)
-    except RolloutFailed as exc:
-        _mark_failed(host, release_dir)
-        why = engine_reasons(host, exc.services)
-        if current:
-            # Services the engine did not roll back (they updated fine) go back too: the env
-            # runs one release, never half of two.
-            say(f"rollout failed; putting every service back on {current}")
-            _redeploy(host, config, env, layout, current, show)
-        raise RolloutFailed(f"{exc}{'; tasks: ' + why if why else ''}"
-                            f"{'; live: ' + current if current else ''}", exc.services) from None
-
-    say("verify: smoke checks through the edge")
-    failures = verify(config, env)
-    if failures:
-        _mark_failed(host, release_dir)
-        detail = "; ".join(failures)
-        if current:
-            say(f"verify failed ({detail}); rolling back to {current}")
-            _redeploy(host, config, env, layout, current, show)
-            raise CheckFailed(f"error: verify failed: {detail}; rolled back to {current}")
-        raise CheckFailed(f"error: verify failed: {detail} (no earlier release to go back to)")
-
-    _promote(host, config, layout, release_dir, state)
-    result.result = "ok"
-    result.detail = f"{rid} live"
-    audit(host, layout, "deploy", "ok", release=rid, tag=tag)
-    say(f"done: {env} runs {tag} ({rid})")
-
-
-def _mark_failed(host: Host, release_dir: str) -> None:
-    host.run(commands.write_state(release_dir, "failed"), what="mark failed", check=False)
-
-
-def verify(config: Config, env: str) -> list[str]:
-    """The smoke suite after a rollout: what failed, each as `check: detail`."""
-    report = smoke_test(config, env)
+    An env with no checks never passes by saying nothing: the config must say
+    `verify.allowNoChecks: true` for that.
+    """
+    ca_root = getattr(config.edge, "ca_root", None)
+    report = smoke_test(config, env, SmokeOptions(ca_file=ca_root, tls_wait=tls_wait))
+    if not report.checks:
+        allowed = getattr(getattr(config, "verify", None), "allow_no_checks", False)
+        return [] if allowed else [f"no smoke checks for {env} (no app has a domain); set "
+                                   f"verify.allowNoChecks: true to deploy unverified"]
     return [f"{c.name}: {c.detail}" for c in report.checks if not c.ok]
 
 
@@ -300,61 +187,339 @@ def engine_reasons(host: Host, services: list[str]) -> str:
     return ", ".join(seen[:4])
 
 
-def _promote(host: Host, config: Config, layout: Layout, release_dir: str,
-             state: Listing) -> None:
-    """`current` -> the release, marked good; old releases beyond keepReleases go."""
-    rid = release_dir.rsplit("/", 1)[-1]
-    after = Listing([*state.releases, (rid, GOOD)], rid)
-    prune = [layout.release(r) for r in after.to_prune(config.remote.keep_releases)]
-    host.run(" && ".join([commands.write_state(release_dir, GOOD),
-                          commands.swap_symlink(release_dir, layout.current),
-                          commands.remove_dirs(prune)]), what="promote release")
+class EnvRun(Operation):
+    """An operation on one env's stack: rolls it and can put it back on the live release."""
+
+    def __init__(self, host: Any, config: Config, env: str, **kwargs: Any) -> None:
+        super().__init__(host, config, env, **kwargs)
+        self.stack = stack_name(config, env)
+        self.state = Listing([], None)
+        self.views: dict[str, ServiceView] = {}
+        self.poll = poller(host, [self.stack])
+
+    def inspect(self) -> None:
+        self.state = listing(self.host, self.layout)
+        if self.state.problems:
+            self.say("warning: " + "; ".join(self.state.problems))
+        self.views = self.poll()
+
+    def roll(self, stack: str, stack_file: str, expected: dict[str, str],
+             before: dict[str, Before] | None = None) -> tuple[list[str], dict[str, ServiceView]]:
+        """`docker stack deploy`, then watch the engine converge."""
+        poll = self.poll if stack == self.stack else poller(self.host, [stack])
+        if before is None:
+            before = before_of(poll())
+        if stack == self.stack:
+            self.engine_touched = True
+        self.host.run(commands.stack_deploy(stack_file, stack), what=f"stack deploy {stack}")
+
+        def show(lines: list[str]) -> None:
+            self.show(lines)
+            self.lock.beat()
+
+        after = watch(poll, before, expected, set(expected), self.config.remote.rollout_timeout,
+                      show, clock=self.clock).views
+        updated = sorted(n for n in expected if n not in before or
+                         before[n].template != after[n].template)
+        return updated, after
+
+    def release_images(self, release: str) -> dict[str, str]:
+        if release == self.state.current and self.state.meta:
+            images = self.state.meta.get("images", {})
+        else:
+            text = self.host.run(commands.read_file(f"{self.layout.release(release)}/"
+                                                    f"release.json"), what="read release")
+            try:
+                images = json.loads(text or "{}").get("images", {})
+            except (ValueError, AttributeError):
+                raise CheckFailed(f"{self.layout.release(release)}/release.json is not "
+                                  f"readable JSON") from None
+        return {str(k): str(v) for k, v in images.items()} if isinstance(images, dict) else {}
+
+    def redeploy(self, release: str) -> dict[str, ServiceView]:
+        _, after = self.roll(self.stack, f"{self.layout.release(release)}/stacks/{self.env}.yml",
+                             self.release_images(release))
+        return after
+
+    def put_back(self) -> str:
+        live = self.state.current
+        if live is None:
+            return (f"no earlier release of {self.env} to go back to; the failed release "
+                    f"stays up for inspection")
+        self.say(f"putting every service of {self.env} back on {live}")
+        self.redeploy(live)
+        return f"{self.env} back on {live}"
 
 
-def _release_images(host: Host, layout: Layout, release: str) -> dict[str, str]:
-    meta = json.loads(host.run(commands.read_file(f"{layout.release(release)}/release.json"),
-                               what="read release") or "{}")
-    images: dict[str, str] = meta.get("images", {})
-    return images
+class Deploy(EnvRun):
+    action = "deploy"
+
+    def __init__(self, host: Any, config: Config, env: str, tag: str, files: Rendered, *,
+                 skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
+                 hooks: Hooks | None = None, **kwargs: Any) -> None:
+        super().__init__(host, config, env, tag=tag, **kwargs)
+        self.files = files
+        self.skip_preflight, self.force, self.allow_shared = skip_preflight, force, allow_shared
+        self.hooks = hooks or Hooks()
+        self.release = release_id(now(), content_hash(files))
+        self.result = DeployResult(env, tag, self.release, "failed")
+        self.meta: dict[str, Any] = {}
+        self.shared_lock = Lock(host, f"{self.layout.base}/.shared.lock", "the shared stack",
+                                action=f"deploy {env} (shared stack, db-init)", tag=tag,
+                                clock=self.clock)
+        self.migrating = False
+        self.promoting = False
+
+    def body(self) -> DeployResult:
+        self.inspect()
+        if self.is_noop():
+            return self.result
+        self.refuse_unsafe_start()
+        self.run_preflight()
+        self.push()
+        self.shared_and_db_init()
+        self.migrate()
+        self.rollout()
+        self.verify()
+        self.promote()
+        return self.result
+
+    # -- the steps ------------------------------------------------------------------------
+    def is_noop(self) -> bool:
+        """Nothing to do only when the same files are live, good, AND the engine runs them."""
+        current = self.state.current
+        if not current or current.rsplit("-", 1)[-1] != self.release.rsplit("-", 1)[-1] or \
+                self.state.state(current) != GOOD:
+            return False
+        differs = drift(self.state.engine, self.state.meta.get("images", {}), self.views)
+        if differs:
+            self.say(f"the engine does not run {current} as recorded ({'; '.join(differs)}); "
+                     f"deploying it again")
+            return False
+        self.result.release, self.result.result = current, "noop"
+        self.result.detail = f"nothing changed: {current} is live"
+        self.say(self.result.detail)
+        audit(self.host, self.layout, "deploy", "noop", release=current, tag=self.tag)
+        return True
+
+    def refuse_unsafe_start(self) -> None:
+        if self.state.migrating:
+            raise CheckFailed(f"a migration of {self.env} is still running "
+                              f"({', '.join(self.state.migrating)}); wait for it, or stop it: "
+                              f"docker rm -f {' '.join(self.state.migrating)}")
+        changes_shared = self.state.shared != shared_hash(self.files)
+        if changes_shared and self.env != SHARED_OWNER and not self.allow_shared:
+            raise CheckFailed(f"this deploy of {self.env} would change the shared stack "
+                              f"(postgres, redis, edge) that {SHARED_OWNER} also runs; deploy "
+                              f"{SHARED_OWNER} first, or pass --allow-shared if you mean it")
+
+    def run_preflight(self) -> None:
+        if self.skip_preflight:
+            self.step("preflight: skipped (--skip-preflight; recorded in the audit log)")
+            audit(self.host, self.layout, "preflight", "skipped", release=self.release,
+                  tag=self.tag)
+            return
+        self.step("preflight: the pre-deployment checklist")
+        checklist = self.hooks.preflight(self.host, self.config, self.env, force=self.force,
+                                         first_deploy=self.state.current is None)
+        for check in checklist.checks:
+            if check.warning:
+                self.say(f"preflight: {check.name}: {check.detail}")
+            if check.detail.startswith("warning: forced"):
+                audit(self.host, self.layout, "capacity-gate", "forced", release=self.release,
+                      tag=self.tag, detail=check.detail)
+        if not checklist.passed:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in checklist.checks if not c.ok)
+            raise CheckFailed(f"preflight failed: {failed} (--skip-preflight to deploy anyway)")
+
+    def push(self) -> None:
+        taken = {r for r, _ in self.state.releases}
+        stamp, _, digest = self.release.rpartition("-")
+        n = 1
+        while self.release in taken:  # a retry within the same second: same files, new run
+            n += 1
+            self.release = f"{stamp}.{n}-{digest}"
+        rid = self.result.release = self.release
+        release_dir = self.layout.release(rid)
+        self.step(f"push: {release_dir}")
+        tmp = f"{self.layout.releases}/.tmp-{rid}"
+        self.meta = {"id": rid, "env": self.env, "tag": self.tag,
+                     "created": now().isoformat(timespec="seconds"), "by": who(),
+                     "images": expected_images(self.config, self.env, self.tag),
+                     "shared_hash": shared_hash(self.files),
+                     "skip_preflight": self.skip_preflight, "force": self.force}
+        self.host.run(commands.clean_partial_uploads(self.layout.releases),
+                      what="clean partial uploads")
+        self.host.put_tree(tmp, {**self.files,
+                                 "release.json": json.dumps(self.meta, indent=2) + "\n",
+                                 "state": "pushed\n"}, Rendered.is_secret)
+        self.release_dir = release_dir  # before the rename: it may happen and the link drop
+        self.host.rename(tmp, release_dir)
+
+    def shared_and_db_init(self) -> None:
+        """postgres, redis and the edge serve every env: one writer at a time."""
+        assert self.release_dir is not None
+        with self.shared_lock.held(wait=SHARED_LOCK_WAIT):
+            if self.state.shared != self.meta["shared_hash"]:
+                self.step("shared stack: postgres, redis, edge (changed)")
+                updated, _ = self.roll(shared_stack_name(self.config),
+                                       f"{self.release_dir}/stacks/shared.yml",
+                                       shared_images(self.config))
+                self.result.services_updated += updated
+                self.host.run(commands.write_text(self.layout.shared_hash,
+                                                  str(self.meta["shared_hash"])),
+                              what="record shared stack")
+            self.step("db-init: databases and extensions")
+            db = self.hooks.db_init(self.host, self.config)
+            made = db.created_databases + db.created_extensions
+            self.say("db-init: " + (f"created {', '.join(made)}" if made else "nothing to do"))
+
+    def migrate(self) -> None:
+        assert self.release_dir is not None
+        self.step(f"migrate: {self.tag}")
+        self.migrating = True
+        if not self.hooks.migrate(self.host, self.config, self.env, self.tag, self.release_dir,
+                                  show=self.say):
+            self.say("migrate: nothing to migrate")
+        self.migrating = False
+
+    def rollout(self) -> None:
+        assert self.release_dir is not None
+        self.step(f"rollout: {self.stack} -> {self.tag}")
+        try:
+            updated, after = self.roll(self.stack, f"{self.release_dir}/stacks/{self.env}.yml",
+                                       expected_images(self.config, self.env, self.tag),
+                                       before_of(self.views))
+        except RolloutFailed as exc:
+            why = engine_reasons(self.host, exc.services)
+            raise RolloutFailed(f"{bare(str(exc))}{'; tasks: ' + why if why else ''}",
+                                exc.services) from None
+        self.result.services_updated += updated
+        self.views = after
+
+    def verify(self) -> None:
+        self.step("verify: smoke checks through the edge")
+        failures = self.hooks.verify(self.config, self.env,
+                                     tls_wait=60.0 if self.state.current is None else 0.0)
+        if failures:
+            raise CheckFailed(f"verify failed: {'; '.join(failures)}")
+
+    def promote(self) -> None:
+        """`current` -> the release, marked good, the engine's specs recorded; old releases
+        beyond keepReleases go. With its audit line, all or nothing against signals."""
+        assert self.release_dir is not None
+        rid = self.release
+        after = Listing([*self.state.releases, (rid, GOOD)], rid)
+        prune = [self.layout.release(r) for r in after.to_prune(self.config.remote.keep_releases)]
+        with self.shielded():
+            self.promoting = True
+            self.host.run(" && ".join([
+                commands.write_text(f"{self.release_dir}/engine.json",
+                                    json.dumps(engine_record(self.views))),
+                commands.write_state(self.release_dir, GOOD),
+                commands.swap_symlink(self.release_dir, self.layout.current),
+                commands.remove_dirs(prune)]), what="promote release")
+            self.engine_touched = False
+            self.release_dir = None  # promoted: nothing to mark on the way out
+            self.result.result, self.result.detail = "ok", f"{rid} live"
+            try:
+                audit(self.host, self.layout, "deploy", "ok", release=rid, tag=self.tag)
+            except BaseException as exc:  # live and verified: a lost audit line is a warning
+                self.say(f"warning: deployed, but the audit line could not be written "
+                         f"({describe(exc)})")
+        self.say(f"done: {self.env} runs {self.tag} ({rid})")
+
+    # -- the way back ---------------------------------------------------------------------
+    def needs_put_back(self) -> bool:
+        return self.migrating
+
+    def put_back(self) -> str:
+        said: list[str] = []
+        if self.migrating:
+            self.host.run(commands.stop_migrations(self.env), what="stop migration",
+                          check=False)
+            said.append("migration container stopped")
+        if self.engine_touched:
+            said.append(super().put_back())
+        if self.promoting and self.state.current:
+            # the promote may have run before the link went: `current` names the live one
+            self.host.run(commands.swap_symlink(self.layout.release(self.state.current),
+                                                self.layout.current), what="restore current")
+        return "; ".join(said)
+
+    def release_other_locks(self) -> str:
+        return self.shared_lock.release()
 
 
-def _redeploy(host: Host, config: Config, env: str, layout: Layout, release: str,
-              show: Show) -> None:
-    stack = stack_name(config, env)
-    roll(host, config, stack, f"{layout.release(release)}/stacks/{env}.yml",
-         _release_images(host, layout, release), show)
+def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None, *,
+           skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
+           say: Say = print, show: Show | None = None, hooks: Hooks | None = None,
+           clock: Clock = REAL) -> DeployResult:
+    """The whole pipeline; raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2)."""
+    config.require_env(env)
+    tag = check_tag(tag or config.tag)
+    secrets = secret_store.resolve(config, env)
+    missing = secret_store.missing(config, env, secrets)
+    if missing:
+        raise UsageError(f"{config.source}: secrets.{env}: not set: {', '.join(missing)}"
+                         f" (inv secrets.generate --env {env}, or export them)")
+    files = render(config, env, tag=tag, secrets=secrets)
+    handshakes_before = HANDSHAKES["count"]
+    host = as_host(conn)
+    host.secrets = list(secrets.values())
+    run = Deploy(host, config, env, tag, files, skip_preflight=skip_preflight, force=force,
+                 allow_shared=allow_shared, hooks=hooks, say=say, show=show, clock=clock)
+    result: DeployResult = run.execute()
+    result.commands = list(host.commands)
+    result.handshakes = HANDSHAKES["count"] - handshakes_before
+    return result
+
+
+class Rollback(EnvRun):
+    action = "rollback"
+
+    def __init__(self, host: Any, config: Config, env: str, *,
+                 verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(host, config, env, tag="", **kwargs)
+        self.verify_fn = verify_fn or verify
+        self.target = ""
+
+    def body(self) -> str:
+        self.inspect()
+        target = self.state.previous_good()
+        if target is None:
+            raise CheckFailed(f"rollback: {self.env} has no good release before "
+                              f"{self.state.current or 'the current one'}")
+        self.target = self.release = target
+        self.step(f"rollback: {self.env} {self.state.current} -> {target}")
+        self.views = self.redeploy(target)
+        failures = self.verify_fn(self.config, self.env)
+        if failures:
+            raise CheckFailed(f"rollback verify failed: {'; '.join(failures)}")
+        steps = [commands.swap_symlink(self.layout.release(target), self.layout.current),
+                 commands.write_text(f"{self.layout.release(target)}/engine.json",
+                                     json.dumps(engine_record(self.views)))]
+        if self.state.current:
+            steps.append(commands.write_state(self.layout.release(self.state.current),
+                                              "rolled-back"))
+        with self.shielded():
+            self.host.run(" && ".join(steps), what="make current")
+            self.engine_touched = False
+            audit(self.host, self.layout, "rollback", "ok", release=target,
+                  detail=f"from {self.state.current}")
+        self.say(f"done: {self.env} back on {target}")
+        return target
 
 
 def rollback(conn: Connection | Host, config: Config, env: str, *, say: Say = print,
-             show: Show | None = None) -> str:
+             show: Show | None = None, clock: Clock = REAL,
+             verify_fn: Callable[..., list[str]] | None = None) -> str:
     """Back to the previous good release: redeployed, converged, verified, made current."""
     config.require_env(env)
-    host = as_host(conn)
-    show = show or (lambda lines: None)
-    layout = Layout.of(config, env)
-    with locked(host, layout, "rollback", f"rollback {env}"):
-        state = listing(host, layout)
-        target = state.previous_good()
-        if target is None:
-            raise CheckFailed(f"error: rollback: {env} has no good release before "
-                              f"{state.current or 'the current one'}")
-        say(f"rollback: {env} {state.current} -> {target}")
-        try:
-            _redeploy(host, config, env, layout, target, show)
-            failures = verify(config, env)
-            if failures:
-                raise CheckFailed(f"error: rollback verify failed: {'; '.join(failures)}")
-        except CheckFailed as exc:
-            audit(host, layout, "rollback", "failed", release=target, detail=str(exc))
-            raise
-        steps = [commands.swap_symlink(layout.release(target), layout.current)]
-        if state.current:
-            steps.append(commands.write_state(layout.release(state.current), "rolled-back"))
-        host.run(" && ".join(steps), what="make current")
-        audit(host, layout, "rollback", "ok", release=target,
-              detail=f"from {state.current}")
-        say(f"done: {env} back on {target}")
-        return target
+    run = Rollback(as_host(conn), config, env, say=say, show=show, clock=clock,
+                   verify_fn=verify_fn)
+    target: str = run.execute()
+    return target
 
 
 def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
@@ -363,13 +528,22 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
     layout = Layout.of(config, env)
     state = listing(host, layout)
     views = poller(host, [shared_stack_name(config), stack_name(config, env)])()
+    env_views = {n: v for n, v in views.items() if n.startswith(stack_name(config, env) + "_")}
     lock = host.run(commands.read_file(f"{layout.lock}/holder"), what="read lock").strip()
+    try:
+        holder = json.loads(lock) if lock else None
+    except ValueError:
+        holder = {"who": f"unreadable holder file ({lock[:40]!r})", "since": "?", "action": "?"}
+    found = drift(state.engine, state.meta.get("images", {}), env_views) \
+        if state.current else []
     return {
         "env": env,
         "current": state.current,
         "releases": [{"id": r, "state": s, "current": r == state.current}
                      for r, s in state.releases],
-        "lock": json.loads(lock) if lock.startswith("{") else None,
+        "lock": holder if isinstance(holder, dict) else None,
+        "drift": found,
+        "problems": state.problems,
         "services": [{"name": v.name, "image": v.image, "running": v.running,
                       "replicas": v.replicas, "update_state": v.update_state or "-",
                       "message": v.update_message} for v in views.values()],

@@ -7,11 +7,13 @@ migration stops the deploy while the old version still serves.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from . import commands
 from .config import Config
 from .errors import CheckFailed, UsageError
 from .host import Host, RemoteError
+from .operation import Operation, audit, bare
 from .render import image
 
 
@@ -36,15 +38,53 @@ def migrate(host: Host, config: Config, env: str, tag: str, release_dir: str,
     env_file = f"{release_dir}/env/{name}.env"
     try:
         host.run(commands.migrate(target, config.remote.network, env_file, command,
-                                  f"{name}-migrate-{tag}"),
+                                  f"{name}-migrate-{tag}", env),
                  what=f"migrate ({target})", stream=lambda line: show(f"  | {line}"),
                  timeout=config.remote.rollout_timeout)
     except RemoteError as exc:
-        raise CheckFailed(f"{exc}; no replica was changed") from None
+        raise CheckFailed(f"{bare(str(exc))}; no replica was changed") from None
     return True
+
+
+class Migrate(Operation):
+    """`fab migrate` on its own: under the env's lock, audited, stopped cleanly on Ctrl-C."""
+
+    action = "migrate"
+
+    def __init__(self, host: Any, config: Config, env: str, tag: str, **kwargs: Any) -> None:
+        super().__init__(host, config, env, tag=tag, **kwargs)
+
+    def body(self) -> bool:
+        running = self.host.run(commands.migrations_running(self.env), what="migrations running",
+                                check=False).split()
+        if running:
+            raise CheckFailed(f"a migration of {self.env} is still running "
+                              f"({', '.join(running)})")
+        self.engine_touched = True  # a container of the env runs from here on
+        done = migrate(self.host, self.config, self.env, self.tag, self.layout.current,
+                       show=self.say)
+        self.engine_touched = False
+        audit(self.host, self.layout, "migrate", "ok" if done else "noop", tag=self.tag)
+        return done
+
+    def put_back(self) -> str:
+        self.host.run(commands.stop_migrations(self.env), what="stop migration", check=False)
+        return "migration container stopped"
+
+
+def run_migrate(host: Host, config: Config, env: str, tag: str, *,
+                say: Callable[[str], None] = print) -> bool:
+    from . import secret_store
+    from .tags import check_tag
+
+    config.require_env(env)
+    check_tag(tag)
+    host.secrets = list(secret_store.resolve(config, env).values())
+    done: bool = Migrate(host, config, env, tag, say=say).execute()
+    return done
 
 
 def require_tag(tag: str | None) -> str:
     if not tag:
-        raise UsageError("error: --tag is required (the image tag to migrate with)")
+        raise UsageError("--tag is required (the image tag to migrate with)")
     return tag

@@ -3,7 +3,8 @@
 ```
 <base>/audit.log                       one JSON line per action
 <base>/shared.hash                     hash of the shared stack last deployed
-<base>/<env>/releases/<UTC>-<hash>/    a rendered release (+ `state`, `release.json`)
+<base>/<env>/releases/<UTC>-<hash>/    a rendered release (+ `state`, `reason`, `release.json`,
+                                       and `engine.json`: the engine's specs once it was live)
 <base>/<env>/current -> releases/...   the live, verified release
 <base>/<env>/.lock/holder              present while a deploy of <env> runs
 ```
@@ -12,9 +13,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from .config import Config
 
@@ -85,6 +88,10 @@ class Listing:
     releases: list[tuple[str, str]]  # (id, state), oldest first
     current: str | None
     shared: str | None = None  # hash of the shared stack last deployed
+    meta: dict[str, Any] = field(default_factory=dict)  # current's release.json
+    engine: dict[str, dict[str, str]] = field(default_factory=dict)  # current's engine.json
+    migrating: list[str] = field(default_factory=list)  # migration containers still running
+    problems: list[str] = field(default_factory=list)  # records that could not be read
 
     def state(self, release: str) -> str | None:
         return dict(self.releases).get(release)
@@ -109,6 +116,9 @@ def parse_listing(text: str) -> Listing:
     releases: list[tuple[str, str]] = []
     current: str | None = None
     shared: str | None = None
+    records: dict[str, dict[str, Any]] = {}
+    migrating: list[str] = []
+    problems: list[str] = []
     for line in text.splitlines():
         kind, _, rest = line.partition(" ")
         if kind == "current":
@@ -119,4 +129,18 @@ def parse_listing(text: str) -> Listing:
             name, _, state = rest.partition(" ")
             if name and not name.startswith("."):
                 releases.append((name, state.strip() or "unknown"))
-    return Listing(sorted(releases), current, shared)
+        elif kind in ("meta", "engine") and rest.strip():
+            try:
+                found = json.loads(rest)
+            except ValueError:
+                found = None
+            if isinstance(found, dict):
+                records[kind] = found
+            else:
+                problems.append(f"{current or 'current'}/"
+                                f"{'release' if kind == 'meta' else 'engine'}.json is not "
+                                f"a JSON object")
+        elif kind == "migrating":
+            migrating = rest.split()
+    return Listing(sorted(releases), current, shared, records.get("meta", {}),
+                   records.get("engine", {}), migrating, problems)

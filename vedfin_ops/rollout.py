@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import CheckFailed
+from .polling import REAL, Clock, TimedOut, until
 
 FAILED_STATES = {"rollback_started", "rollback_completed", "paused", "rollback_paused"}
 TASKS_MARK = "--TASKS--"
@@ -59,6 +59,7 @@ class Verdict:
     state: Literal["converging", "done", "failed"]
     lines: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    views: dict[str, ServiceView] = field(default_factory=dict)  # the snapshot it judged
 
 
 def parse_snapshot(text: str) -> dict[str, ServiceView]:
@@ -155,26 +156,40 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
 
 def watch(poll: Callable[[], dict[str, ServiceView]], before: dict[str, Before],
           expected: dict[str, str], deployed: set[str], timeout: float,
-          show: Callable[[list[str]], None], interval: float = 1.0) -> Verdict:
-    """Poll until done, failed or out of time; raise RolloutFailed unless done."""
-    deadline = time.monotonic() + timeout
-    verdict = Verdict("converging")
+          show: Callable[[list[str]], None], interval: float = 1.0,
+          clock: Clock = REAL) -> Verdict:
+    """Poll until done, failed or out of time; raise RolloutFailed unless done.
+
+    A poll that fails (an SSH hiccup, the engine busy, output cut short) is retried until the
+    deadline: one lost answer must not end the watch while the engine is mid-update.
+    """
     reasons: dict[str, str] = {}  # why the engine rolled back, as it said while doing it
-    while True:
+    state = {"verdict": Verdict("converging")}
+
+    def probe() -> Verdict | None:
         views = poll()
         for name, view in views.items():
             if view.update_state == "rollback_started" and view.update_message:
                 reasons.setdefault(name, view.update_message)
         verdict = evaluate(before, views, expected, deployed)
+        verdict.views = views
+        state["verdict"] = verdict
         show(verdict.lines)
-        if verdict.state == "done":
-            return verdict
-        if verdict.state == "failed":
-            why = [f"{f} - {reasons[f.split(':')[0]]}" if f.split(":")[0] in reasons else f
-                   for f in verdict.failures]
-            raise RolloutFailed("error: rollout failed, the engine rolled back: "
-                                + "; ".join(why), [f.split(":")[0] for f in verdict.failures])
-        if time.monotonic() > deadline:
-            raise RolloutFailed(f"error: rollout did not converge in {timeout:g}s: "
-                                + "; ".join(verdict.lines))
-        time.sleep(interval)
+        return None if verdict.state == "converging" else verdict
+
+    def poll_failed(exc: Exception) -> None:
+        show([*state["verdict"].lines, f"poll failed, retrying: {exc}"])
+
+    try:
+        verdict = until(probe, timeout=timeout, interval=interval, clock=clock,
+                        transient=(CheckFailed, ValueError, KeyError), on_transient=poll_failed,
+                        describe=lambda: "; ".join(state["verdict"].lines))
+    except TimedOut as exc:
+        raise RolloutFailed(f"rollout did not converge in {timeout:g}s: {exc.last}",
+                            sorted(deployed)) from None
+    if verdict.state == "failed":
+        why = [f"{f} - {reasons[f.split(':')[0]]}" if f.split(":")[0] in reasons else f
+               for f in verdict.failures]
+        raise RolloutFailed("rollout failed, the engine rolled back: " + "; ".join(why),
+                            [f.split(":")[0] for f in verdict.failures])
+    return verdict

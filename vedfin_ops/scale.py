@@ -1,58 +1,93 @@
 """The runbook's mitigations as tasks: pause / resume an env, scale it (off-hours replicas).
 
-Each is converged and verified like a deploy and recorded in the audit log. The next deploy
-of the env sets the configured replicas again (a stack deploy carries them).
+Each is converged and verified like a deploy and recorded in the audit log; a failure puts
+every service back on the replica counts it had. The next deploy of the env sets the
+configured replicas again (a stack deploy carries them).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from fabric import Connection
 
 from . import commands
 from .config import Config
-from .deploy import Say, Show, as_host, audit, locked, poller, verify
+from .deploy import EnvRun, as_host, verify
 from .errors import CheckFailed, UsageError
 from .host import Host
-from .releases import Layout
-from .render import stack_name
+from .operation import Say, Show, audit
+from .polling import REAL, Clock
 from .rollout import before_of, watch
 
 
+class Scale(EnvRun):
+    def __init__(self, host: Any, config: Config, env: str, wanted: dict[str, int], *,
+                 action: str, force: bool = False,
+                 verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
+        self.action = action
+        super().__init__(host, config, env, tag="", **kwargs)
+        self.wanted, self.force = wanted, force
+        self.verify_fn = verify_fn or verify
+        self.previous: dict[str, int] = {}
+
+    def body(self) -> dict[str, int]:
+        self.views = self.poll()
+        missing = [name for name in self.wanted if name not in self.views]
+        if missing:
+            raise CheckFailed(f"{self.action}: {self.env} is not deployed "
+                              f"({', '.join(missing)} not found)")
+        self.previous = {name: self.views[name].replicas for name in self.wanted}
+        self.set_replicas(self.wanted)
+        if any(self.wanted.values()):
+            failures = self.verify_fn(self.config, self.env)
+            if failures:
+                raise CheckFailed(f"{self.action}: verify failed: {'; '.join(failures)}")
+        detail = ", ".join(f"{n.split('_', 1)[1]}={c}" for n, c in sorted(self.wanted.items()))
+        with self.shielded():
+            self.engine_touched = False
+            audit(self.host, self.layout, self.action, "forced" if self.force else "ok",
+                  detail=detail)
+        self.say(f"{self.action}: {self.env}: {detail}")
+        return {name.split("_", 1)[1]: count for name, count in self.wanted.items()}
+
+    def set_replicas(self, wanted: dict[str, int]) -> None:
+        views = self.poll()
+        expected = {name: views[name].image for name in wanted if name in views}
+        self.engine_touched = True
+        self.host.run(commands.scale_services(wanted), what=f"{self.action} {self.env}")
+
+        def show(lines: list[str]) -> None:
+            self.show(lines)
+            self.lock.beat()
+
+        watch(self.poll, before_of(views), expected, set(expected),
+              self.config.remote.rollout_timeout, show, clock=self.clock)
+
+    def put_back(self) -> str:
+        if not self.previous:
+            return ""
+        self.say(f"putting {self.env} back on its replica counts "
+                 f"({', '.join(f'{n}={c}' for n, c in sorted(self.previous.items()))})")
+        self.set_replicas(self.previous)
+        return f"{self.env} back on its previous replica counts"
+
+
 def scale(conn: Connection | Host, config: Config, env: str, replicas: int | None, *,
-          action: str, force: bool = False, say: Say = print,
-          show: Show | None = None) -> dict[str, int]:
+          action: str, force: bool = False, say: Say = print, show: Show | None = None,
+          clock: Clock = REAL, verify_fn: Callable[..., list[str]] | None = None
+          ) -> dict[str, int]:
     """Set every app of `env` to `replicas` (None: each back to its configured count)."""
     config.require_env(env)
     if replicas is not None and replicas < 0:
-        raise UsageError(f"error: --replicas: {replicas} is negative")
+        raise UsageError(f"--replicas: {replicas} is negative")
     if env == "production" and replicas is not None and replicas < 1 and not force:
-        raise UsageError("error: refusing to take production below 1 replica "
+        raise UsageError("refusing to take production below 1 replica "
                          "(--force if you mean it; the runbook never does)")
-    host = as_host(conn)
-    layout = Layout.of(config, env)
-    stack = stack_name(config, env)
-    wanted = {f"{stack}_{a.name}": (a.replicas if replicas is None else replicas)
-              for a in config.apps(env)}
-    with locked(host, layout, action, f"{action} {env}"):
-        poll = poller(host, [stack])
-        views = poll()
-        missing = [name for name in wanted if name not in views]
-        if missing:
-            raise CheckFailed(f"error: {action}: {env} is not deployed ({', '.join(missing)} "
-                              f"not found)")
-        host.run(commands.scale_services(wanted), what=f"{action} {env}")
-        expected = {name: views[name].image for name in wanted}
-        try:
-            watch(poll, before_of(views), expected, set(wanted), config.remote.rollout_timeout,
-                  show or (lambda lines: None))
-            if any(wanted.values()):
-                failures = verify(config, env)
-                if failures:
-                    raise CheckFailed(f"error: {action}: verify failed: {'; '.join(failures)}")
-        except CheckFailed as exc:
-            audit(host, layout, action, "failed", detail=str(exc))
-            raise
-        detail = ", ".join(f"{n.split('_', 1)[1]}={c}" for n, c in sorted(wanted.items()))
-        audit(host, layout, action, "forced" if force else "ok", detail=detail)
-        say(f"{action}: {env}: {detail}")
-    return {name.split("_", 1)[1]: count for name, count in wanted.items()}
+    run = Scale(as_host(conn), config, env, {}, action=action, force=force, say=say, show=show,
+                clock=clock, verify_fn=verify_fn)
+    run.wanted = {f"{run.stack}_{a.name}": (a.replicas if replicas is None else replicas)
+                  for a in config.apps(env)}
+    result: dict[str, int] = run.execute()
+    return result

@@ -77,6 +77,7 @@ class Options:
     ca_file: str | None = None  # a private CA (tests, internal TLS)
     database_url: str | None = None
     warn_days: int = TLS_WARN_DAYS
+    tls_wait: float = 0.0  # right after a first deploy: keep asking while the edge gets certs
 
 
 class _SniAdapter(HTTPAdapter):
@@ -102,10 +103,14 @@ def _get(endpoint: Endpoint, options: Options) -> requests.Response:
     try:
         response = session.get(url, headers=endpoint.headers, timeout=options.timeout,
                                allow_redirects=False, verify=options.ca_file or True)
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        if isinstance(exc, requests.exceptions.SSLError):
-            raise Failed(f"TLS: {_short(exc)}") from None
+    except requests.exceptions.SSLError as exc:
+        raise Failed(f"TLS: {_short(exc)}") from None
+    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError) as exc:
+        # a body cut mid-transfer happens while replicas are replaced: worth another try
         raise Transient(f"{type(exc).__name__}: {_short(exc)}") from None
+    except requests.RequestException as exc:
+        raise Failed(f"{type(exc).__name__}: {_short(exc)}") from None
     if response.status_code >= 500:
         raise Transient(f"HTTP {response.status_code}")
     return response
@@ -130,6 +135,9 @@ def _timed(name: str, fn: Callable[[], str], options: Options) -> Check:
             detail = f"{exc} (after {attempt + 1} tries)"
             if attempt + 1 < options.attempts:
                 time.sleep(options.backoff * (2 ** attempt))
+        except Exception as exc:  # a check that crashes is a failed check
+            return Check(name, False, f"check crashed: {type(exc).__name__}: {_short(exc)}",
+                         time.monotonic() - started)
     return Check(name, False, detail, time.monotonic() - started)
 
 
@@ -148,6 +156,8 @@ def _health(endpoint: Endpoint, options: Options) -> str:
         body = response.json()
     except ValueError:
         raise Failed("not JSON") from None
+    if not isinstance(body, dict):
+        raise Failed(f"health is JSON but not an object: {_short(response.text.strip())}")
     wrong = {k: body.get(k) for k, v in HEALTH.items() if body.get(k) != v}
     if wrong:
         raise Failed("health says " + ", ".join(f"{k}={v!r}" for k, v in wrong.items()))
@@ -184,6 +194,16 @@ def tls_check(domain: str, address: str, port: int, options: Options) -> str:
     if days < options.warn_days:
         return f"warning: valid, expires in {days} days ({expires:%Y-%m-%d})"
     return f"valid, {days} days to expiry"
+
+
+def _patient(check: Callable[[], str], seconds: float) -> str:
+    """Retry a check's transient failures for `seconds` (a certificate being issued)."""
+    from .polling import TimedOut, until
+
+    try:
+        return until(check, timeout=seconds, interval=2.0, transient=(Transient,))
+    except TimedOut as exc:
+        raise Failed(f"{exc.last} (still failing after {seconds:g}s)") from None
 
 
 def _pgvector(url: str, options: Options) -> str:
@@ -243,7 +263,9 @@ def _app_checks(config: Config, app: Application,
             target = base(config, domain)
             address = urlsplit(target.url).hostname or domain
             port = config.edge.https_port
-            out.append((f"tls {domain}", partial(tls_check, domain, address, port, options)))
+            check = partial(tls_check, domain, address, port, options)
+            out.append((f"tls {domain}", partial(_patient, check, options.tls_wait)
+                        if options.tls_wait > 0 else check))
     return out
 
 

@@ -103,12 +103,19 @@ def status_tables(info: dict[str, Any]) -> Group:
     for column in ("Service", "Image", "Running", "Update"):
         services.add_column(column)
     for svc in info["services"]:
-        services.add_row(svc["name"], svc["image"], f"{svc['running']}/{svc['replicas']}",
-                         svc["update_state"])
+        services.add_row(Text(svc["name"]), Text(svc["image"]),
+                         f"{svc['running']}/{svc['replicas']}", Text(svc["update_state"]))
     lock = info.get("lock")
-    note = Text(f"lock: held by {lock['who']} since {lock['since']} ({lock['action']})"
-                if lock else "lock: free")
-    return Group(releases, services, note)
+    note = Text(f"lock: held by {lock.get('who')} since {lock.get('since')} "
+                f"({lock.get('action')})" if lock else "lock: free")
+    drift = info.get("drift") or []
+    notes: list[Text] = [note]
+    if drift:
+        notes.append(Text.assemble(("drift: ", "bold yellow"), "the engine does not run "
+                                   f"{info.get('current')} as recorded: " + "; ".join(drift)))
+    for problem in info.get("problems") or []:
+        notes.append(Text.assemble(("warning: ", "yellow"), problem))
+    return Group(releases, services, *notes)
 
 
 def smoke_table(report: Any, what: str = "smoke-test") -> Table:
@@ -119,5 +126,6 @@ def smoke_table(report: Any, what: str = "smoke-test") -> Table:
     for check in report.checks:
         mark = Text("ok", style="green") if check.ok and not check.warning else (
             Text("warn", style="yellow") if check.ok else Text("FAIL", style="bold red"))
-        table.add_row(mark, check.name, check.detail, f"{check.seconds:.2f}")
+        # details are other servers' words: Text, so `[...]` in them is never markup
+        table.add_row(mark, Text(check.name), Text(check.detail), f"{check.seconds:.2f}")
     return table

@@ -1,0 +1,192 @@
+"""A scripted Docker Engine for orchestration tests: the `docker` the fake host's shell finds.
+
+It answers the commands `vedfin_ops.commands` builds (stack deploy, service ls/inspect/ps/
+scale, ps, run, rm) from a JSON state file ($FAKE_ENGINE), and moves one step per `service
+inspect`, as a real engine moves between polls. Images whose tag says `broken` fail their
+health checks, so the engine rolls them back; `badmigration` fails its migration. Stdlib only
+and run with `python3 -S`: it starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from typing import Any
+
+STACK_LABEL = "com.docker.stack.namespace"
+
+
+def load() -> dict[str, Any]:
+    with open(os.environ["FAKE_ENGINE"]) as fh:
+        state: dict[str, Any] = json.load(fh)
+    return state
+
+
+def save(state: dict[str, Any]) -> None:
+    tmp = os.environ["FAKE_ENGINE"] + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(state, fh, indent=1, sort_keys=True)
+    os.replace(tmp, os.environ["FAKE_ENGINE"])
+
+
+def flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def filters(args: list[str]) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == "--filter"]
+
+
+def tasks(svc: dict[str, Any], image: str, ready: bool, count: int) -> list[dict[str, Any]]:
+    return [{"image": image, "ready": ready} for _ in range(count)]
+
+
+def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
+    stack_file, stack = flag(args, "-c"), args[-1]
+    assert stack_file is not None
+    with open(stack_file + ".json") as fh:  # the fake host writes the YAML's JSON beside it
+        spec = json.load(fh)
+    for short, body in spec.get("services", {}).items():
+        name = f"{stack}_{short}"
+        image = body["image"]
+        replicas = int(body.get("deploy", {}).get("replicas", 1))
+        template = hashlib.sha256(json.dumps({k: v for k, v in body.items() if k != "deploy"},
+                                             sort_keys=True).encode()).hexdigest()[:12]
+        svc = state["services"].get(name)
+        if svc is None:
+            state["services"][name] = {"stack": stack, "image": image, "replicas": replicas,
+                                       "template": template, "version": 1, "update": None,
+                                       "tasks": tasks({}, image, "broken" not in image,
+                                                      replicas), "script": []}
+            continue
+        if svc["template"] == template:
+            if svc["replicas"] != replicas:
+                svc["replicas"] = replicas
+                svc["version"] += 1
+                svc["tasks"] = tasks(svc, image, True, replicas)
+            continue
+        old_image, old_template = svc["image"], svc["template"]
+        state["clock"] += 1
+        started = f"t{state['clock']}"
+        svc.update(image=image, template=template, replicas=replicas,
+                   version=svc["version"] + 1)
+        healthy = "broken" not in image
+        mixed = tasks(svc, old_image, True, replicas) + tasks(svc, image, False, 1)
+        if healthy:
+            svc["script"] = [
+                {"update": {"State": "updating", "StartedAt": started}, "tasks": mixed},
+                {"update": {"State": "completed", "StartedAt": started},
+                 "tasks": tasks(svc, image, True, replicas)}]
+        else:
+            message = "update rolled back due to failure or early termination of task x"
+            svc["script"] = [
+                {"update": {"State": "updating", "StartedAt": started}, "tasks": mixed},
+                {"update": {"State": "rollback_started", "StartedAt": started,
+                            "Message": message}, "image": old_image,
+                 "template": old_template, "tasks": mixed},
+                {"update": {"State": "rollback_completed", "StartedAt": started,
+                            "Message": "rollback completed"}, "image": old_image,
+                 "template": old_template, "tasks": tasks(svc, old_image, True, replicas)}]
+        svc["update"] = svc["script"].pop(0)["update"]
+        svc["tasks"] = mixed
+    save(state)
+    return 0
+
+
+def tick(state: dict[str, Any]) -> None:
+    for svc in state["services"].values():
+        if svc["script"]:
+            step = svc["script"].pop(0)
+            svc["update"] = step["update"]
+            svc["tasks"] = step["tasks"]
+            if "image" in step:
+                svc["image"], svc["template"] = step["image"], step["template"]
+
+
+def inspect_one(name: str, svc: dict[str, Any]) -> dict[str, Any]:
+    out = {"Spec": {"Name": name, "TaskTemplate": {"ContainerSpec": {"Image": svc["image"]},
+                                                   "Fake": svc["template"]},
+                    "Mode": {"Replicated": {"Replicas": svc["replicas"]}}},
+           "Version": {"Index": svc["version"]}}
+    if svc["update"]:
+        out["UpdateStatus"] = svc["update"]
+    return out
+
+
+def main(args: list[str]) -> int:
+    state = load()
+    state.setdefault("calls", []).append(" ".join(args[:3]))
+    if args[:2] == ["stack", "deploy"]:
+        return stack_deploy(state, args)
+    if args[:2] == ["service", "ls"]:
+        wanted = [f.split("=", 2)[2] for f in filters(args) if f.startswith("label=" +
+                                                                          STACK_LABEL)]
+        for name, svc in sorted(state["services"].items()):
+            if not wanted or svc["stack"] in wanted:
+                print(name)
+        return 0
+    if args[:2] == ["service", "inspect"]:
+        tick(state)
+        save(state)
+        names = [a for a in args[2:] if not a.startswith("-")]
+        print(json.dumps([inspect_one(n, state["services"][n]) for n in names
+                          if n in state["services"]]))
+        return 0
+    if args[:2] == ["service", "ps"]:
+        print(f"{state['services'].get(args[-1], {}).get('image', 'x')} task: non-zero exit (1)"
+              if "broken" in json.dumps(state["services"].get(args[-1], {})) else "")
+        return 0
+    if args[:2] == ["service", "scale"]:
+        for pair in args[3:]:
+            name, _, count = pair.partition("=")
+            svc = state["services"][name]
+            svc["replicas"], svc["version"] = int(count), svc["version"] + 1
+            svc["script"] = [{"update": svc["update"],
+                              "tasks": tasks(svc, svc["image"], True, int(count))}]
+        save(state)
+        return 0
+    if args[0] == "ps":
+        labels = [f for f in filters(args) if f.startswith("label=")]
+        if any(f.startswith("label=vedfin.migrate=") for f in labels):
+            env = next(f for f in labels if f.startswith("label=vedfin.migrate=")).split("=")[2]
+            for name, labels_of in state.get("containers", {}).items():
+                if labels_of.get("vedfin.migrate") == env:
+                    print(name)
+            return 0
+        if any(".service.name=" in f for f in labels):
+            print("pg0")
+            return 0
+        for name, svc in sorted(state["services"].items()):
+            for task in svc["tasks"]:
+                health = "(healthy)" if task["ready"] else "(health: starting)"
+                print(f"{name} {task['image']} running Up 3 seconds {health}")
+        return 0
+    if args[0] == "rm":
+        for name in args[2:]:
+            state.get("containers", {}).pop(name, None)
+        save(state)
+        return 0
+    if args[0] == "run":
+        name = flag(args, "--name") or "x"
+        label = flag(args, "--label") or "="
+        image = args[args.index("-c") - 1]
+        state.setdefault("containers", {})[name] = dict([label.split("=", 1)])
+        save(state)
+        print("Applying migration [/app/prisma/migrations/001_init]")
+        if "badmigration" in image:
+            print("Error: P3009 migrate found failed migrations", file=sys.stderr)
+            state["containers"].pop(name)
+            save(state)
+            return 1
+        if not state.get("hang_migrations"):
+            state["containers"].pop(name)
+            save(state)
+        return 0
+    print(f"fake docker: unsupported: {' '.join(args)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,148 @@
+"""A scripted host for fault injection into the orchestration (never instead of the sandbox).
+
+Every command the tool builds runs for real in `sh`, in a temporary folder that stands for the
+server's disk (so quoting, the lock's mkdir, the symlink swap and the listing are the real
+ones); `docker` in that shell is `tests/fake/docker.py`, a scripted engine. A fault is
+injected at the n-th command with a given `what` (before it runs, or after it ran: the remote
+half-succeeded), as any exception, a KeyboardInterrupt, or a real signal to this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vedfin_ops.host import RemoteError
+
+DOCKER = Path(__file__).with_name("docker.py")
+
+
+@dataclass
+class Fault:
+    what: str  # the step's `what` (prefix match)
+    nth: int = 1  # the n-th command of that step
+    kind: str = "remote"  # remote | exception | ctrl-c | sigterm | sighup
+    after: bool = False  # the command ran on the host, then the link went
+    fired: bool = False
+
+    def raise_it(self) -> None:
+        self.fired = True
+        if self.kind == "remote":
+            raise RemoteError(f"{self.what}: Socket is closed (injected)")
+        if self.kind == "exception":
+            raise ValueError(f"injected bug at {self.what}")
+        if self.kind == "ctrl-c":
+            raise KeyboardInterrupt
+        sig = {"sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}[self.kind]
+        os.kill(os.getpid(), sig)  # the handler runs (and raises) before the next line
+
+
+class FakeHost:
+    """Host's interface (run, put_tree, rename, redact, commands, secrets) over `sh`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "bin"
+        self.bin.mkdir(parents=True, exist_ok=True)
+        wrapper = self.bin / "docker"
+        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -S {DOCKER} \"$@\"\n")
+        wrapper.chmod(0o755)
+        self.engine_file = root / "engine.json"
+        if not self.engine_file.exists():
+            self.engine_file.write_text(json.dumps({"services": {}, "clock": 0}))
+        self.commands: list[str] = []
+        self.secrets: list[str] = []
+        self.faults: list[Fault] = []
+        self.counts: dict[str, int] = {}
+        self.name = "fake@host"
+        self.outputs: list[str] = []
+
+    # -- the Host interface ---------------------------------------------------------------
+    def redact(self, text: str) -> str:
+        for value in sorted(self.secrets, key=len, reverse=True):
+            if len(value) >= 4:
+                text = text.replace(value, "***")
+        return text
+
+    def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
+            stream: Any = None, timeout: float | None = 600) -> str:
+        self.commands.append(what)
+        fault = self._fault(what)
+        if fault is not None and not fault.after:
+            fault.raise_it()
+        env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_ENGINE": str(self.engine_file)}
+        done = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True,
+                              text=True, env=env, check=False, timeout=60)
+        if stream is not None:
+            for line in (done.stdout + done.stderr).splitlines():
+                stream(self.redact(line))
+        self.outputs.append(done.stdout + done.stderr)
+        if fault is not None:
+            fault.raise_it()
+        if check and done.returncode != 0:
+            raise RemoteError(self.redact(f"{what} failed on {self.name} (exit "
+                                          f"{done.returncode}): {done.stderr.strip()[-200:]}"),
+                              done.stdout + done.stderr)
+        return done.stdout
+
+    def put_tree(self, remote_dir: str, files: dict[str, str], private: Callable[[str], bool]
+                 ) -> None:
+        self.commands.append("upload")
+        for i, (rel, text) in enumerate(sorted(files.items())):
+            fault = self._fault("upload") if i == 1 else None  # cut after the first file
+            if fault is not None:
+                fault.raise_it()
+            path = Path(remote_dir) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            path.chmod(0o600 if private(rel) else 0o640)
+            if rel.startswith("stacks/") and rel.endswith(".yml"):
+                # the scripted engine reads JSON (it runs without site-packages)
+                Path(f"{path}.json").write_text(json.dumps(yaml.safe_load(text)))
+
+    def rename(self, source: str, target: str) -> None:
+        self.commands.append("rename")
+        fault = self._fault("rename")
+        if fault is not None and not fault.after:
+            fault.raise_it()
+        os.rename(source, target)
+        if fault is not None:
+            fault.raise_it()
+
+    def close(self) -> None:
+        pass
+
+    # -- for the tests ----------------------------------------------------------------------
+    def inject(self, *faults: Fault) -> None:
+        """Faults count commands from now on."""
+        self.faults, self.counts = list(faults), {}
+
+    def _fault(self, what: str) -> Fault | None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+        for fault in self.faults:
+            if not fault.fired and what.startswith(fault.what) and \
+                    self.counts[what] == fault.nth:
+                return fault
+        return None
+
+    def engine(self) -> dict[str, Any]:
+        state: dict[str, Any] = json.loads(self.engine_file.read_text())
+        return state
+
+    def set_engine(self, **changes: Any) -> None:
+        state = self.engine()
+        state.update(changes)
+        self.engine_file.write_text(json.dumps(state))
+
+    def images(self, stack: str) -> dict[str, str]:
+        return {name: svc["image"] for name, svc in self.engine()["services"].items()
+                if svc["stack"] == stack}

@@ -1,0 +1,431 @@
+"""Every failure ends on one known release: faults injected at every step of deploy, rollback
+and scale, against a scripted engine (tests/fake). The sandbox proves the same on the real
+engine (tests/integration/test_failures.py); this covers every step and every kind of fault.
+
+The invariant after any fault: the engine runs the previous live release on every service,
+`current` still names it, the new release is marked failed/interrupted with the reason, the
+last audit line says so, the lock is gone, and one RunFailed carries a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vedfin_ops.config import Config
+from vedfin_ops.db_init import DbInitResult
+from vedfin_ops.deploy import Hooks, RunFailed, deploy, listing, rollback
+from vedfin_ops.interrupts import HANDLED
+from vedfin_ops.lock import LockHeld
+from vedfin_ops.polling import Clock
+from vedfin_ops.releases import Layout
+from vedfin_ops.render import stack_name
+from vedfin_ops.scale import scale
+
+from .fake.host import FakeHost, Fault
+
+KINDS = ("remote", "exception", "ctrl-c", "sigterm")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def clock(self) -> Clock:
+        return Clock(self.now, self.sleep)
+
+
+@dataclass
+class Passed:
+    checks: list[Any] = field(default_factory=list)
+    passed: bool = True
+
+
+@dataclass
+class World:
+    root: Path
+    config: Config
+    host: FakeHost
+    clock: FakeClock
+    verify_failures: list[str] = field(default_factory=list)
+    verify_raises: BaseException | None = None
+    said: list[str] = field(default_factory=list)
+
+    @property
+    def layout(self) -> Layout:
+        return Layout.of(self.config, "production")
+
+    def hooks(self) -> Hooks:
+        def db_init(host: Any, config: Any) -> DbInitResult:
+            host.run("true", what="db-init")
+            return DbInitResult()
+
+        def check(config: Any, env: str, **kwargs: Any) -> list[str]:
+            if self.verify_raises is not None:
+                raise self.verify_raises
+            return list(self.verify_failures)
+
+        return Hooks(preflight=lambda *a, **k: Passed(), db_init=db_init, verify=check)
+
+    def deploy(self, tag: str) -> Any:
+        return deploy(self.host, self.config, "production", tag, say=self.said.append,
+                      hooks=self.hooks(), clock=self.clock.clock())
+
+    def audit(self) -> list[dict[str, Any]]:
+        path = Path(self.layout.audit)
+        return [json.loads(line) for line in path.read_text().splitlines()] \
+            if path.exists() else []
+
+    def env_images(self) -> dict[str, str]:
+        return self.host.images(stack_name(self.config, "production"))
+
+    def settle(self) -> None:
+        """Let the scripted engine finish whatever it was doing (the real one would)."""
+        for _ in range(5):
+            self.host.run("docker service inspect $(docker service ls -q)", what="t")
+
+
+@pytest.fixture(scope="module")
+def v1_live(tmp_path_factory: pytest.TempPathFactory, shipped_data: dict[str, Any]
+            ) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A host where v1 went live through the real pipeline; each test gets a copy of it."""
+    import copy
+
+    from vedfin_ops.loader import config_from_dict
+
+    root = tmp_path_factory.mktemp("fakehost")
+    data = copy.deepcopy(shipped_data)
+    data.setdefault("remote", {})["baseDir"] = str(root / "srv")
+    config = config_from_dict(data, "dokploy.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        _secrets(mp, config)
+        world = World(root, config, FakeHost(root), FakeClock())
+        assert world.deploy("v1").result == "ok"
+    saved = root.parent / f"{root.name}-saved"
+    shutil.copytree(root, saved, symlinks=True)
+    yield saved, data
+    shutil.rmtree(saved, ignore_errors=True)
+
+
+def _secrets(mp: pytest.MonkeyPatch, config: Config) -> None:
+    for name in config.secret_names("production"):
+        mp.setenv(name, f"s3cret-value-{name.lower()}")
+
+
+@pytest.fixture
+def world(v1_live: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> World:
+    from vedfin_ops.loader import config_from_dict
+
+    saved, data = v1_live
+    root = Path(data["remote"]["baseDir"]).parent
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(saved, root, symlinks=True)
+    config = config_from_dict(data, "dokploy.yaml")
+    _secrets(monkeypatch, config)
+    return World(root, config, FakeHost(root), FakeClock())
+
+
+def assert_back_on_v1(world: World, error: BaseException, outcome: str) -> None:
+    world.settle()
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.current is not None
+    assert world.env_images() == {f"vedfin-production_{a}-production": f"vedfinance/{a}:v1"
+                                  for a in ("api", "web")}
+    assert state.state(state.current) == "good"
+    others = [(r, s) for r, s in state.releases if r != state.current]
+    assert all(s in ("failed", "interrupted") for _, s in others), others
+    last = world.audit()[-1]
+    assert (last["action"], last["result"], last["tag"]) == ("deploy", outcome, "v2"), last
+    assert isinstance(error, RunFailed) and "\n" not in str(error)
+    assert str(error).startswith(f"deploy production {outcome}:"), str(error)
+    assert not Path(world.layout.lock).exists()
+    assert not Path(world.layout.base, ".shared.lock").exists()
+    assert world.host.engine().get("containers", {}) == {}
+    for sig in HANDLED:  # the handlers were put back
+        assert signal.getsignal(sig) is not None
+
+
+def clean_v2_steps(world: World) -> list[tuple[str, int]]:
+    """(what, n) of every command a clean v1 -> v2 deploy sends, after taking the lock."""
+    assert world.deploy("v2").result == "ok"
+    seen: dict[str, int] = {}
+    steps = []
+    for what in world.host.commands:
+        seen[what] = seen.get(what, 0) + 1
+        steps.append((what, seen[what]))
+    assert steps[0] == ("lock", 1) and steps[-1][0] == "unlock"
+    return steps[1:-1]
+
+
+@pytest.fixture(scope="module")
+def v2_steps(v1_live: tuple[Path, dict[str, Any]]) -> list[tuple[str, int]]:
+    from vedfin_ops.loader import config_from_dict
+
+    saved, data = v1_live
+    root = Path(data["remote"]["baseDir"]).parent
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(saved, root, symlinks=True)
+    config = config_from_dict(data, "dokploy.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        _secrets(mp, config)
+        return clean_v2_steps(World(root, config, FakeHost(root), FakeClock()))
+
+
+def test_a_clean_deploy_sends_the_steps_in_the_runbooks_order(v2_steps: list[tuple[str, int]]
+                                                              ) -> None:
+    names = [w for w, _ in v2_steps]
+    order = ["list releases", "clean partial uploads", "upload", "rename", "db-init",
+             "migrate (vedfinance/api:v2)", "stack deploy vedfin-production", "promote release"]
+    assert [n for n in names if n in order] == order
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+def test_any_fault_at_any_step_of_a_deploy_ends_on_the_live_release(
+        world: World, v2_steps: list[tuple[str, int]], kind: str, after: bool) -> None:
+    failures = []
+    for what, nth in v2_steps:
+        if after and what in ("upload",):
+            continue
+        local = _fresh(world)
+        local.host.inject(Fault(what, nth, kind, after=after))
+        try:
+            result = local.deploy("v2")
+        except BaseException as exc:  # the invariant is what we check
+            outcome = "interrupted" if kind in ("ctrl-c", "sigterm") else "failed"
+            try:
+                assert_back_on_v1(local, exc, outcome)
+            except AssertionError as broken:
+                failures.append(f"{what}#{nth}: {broken}")
+        else:
+            # A fault after the last step that matters (the audit of a promoted release)
+            # may end in success: then v2 must be fully live, good and audited ok.
+            state = listing(local.host, local.layout)  # type: ignore[arg-type]
+            ok = result.result == "ok" and state.state(state.current or "") == "good" and \
+                set(local.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
+            if not ok:
+                failures.append(f"{what}#{nth}: returned {result.result} but not live")
+    assert failures == []
+
+
+_SAVED: dict[str, Path] = {}
+
+
+def _fresh(world: World) -> World:
+    """Reset the world to v1 live (a copy taken at the first call)."""
+    key = str(world.root)
+    if key not in _SAVED:
+        saved = world.root.parent / f"{world.root.name}-pristine"
+        shutil.rmtree(saved, ignore_errors=True)
+        shutil.copytree(world.root, saved, symlinks=True)
+        _SAVED[key] = saved
+    shutil.rmtree(world.root)
+    shutil.copytree(_SAVED[key], world.root, symlinks=True)
+    return World(world.root, world.config, FakeHost(world.root), FakeClock())
+
+
+def test_a_broken_release_is_rolled_back_by_the_engine_and_reported(world: World) -> None:
+    with pytest.raises(RunFailed) as info:
+        world.deploy("broken")
+    assert "rollout failed, the engine rolled back" in str(info.value)
+    assert "production back on" in str(info.value)
+    assert_back_on_v1_tagged(world, info.value, "broken")
+
+
+def assert_back_on_v1_tagged(world: World, error: BaseException, tag: str) -> None:
+    world.settle()
+    assert set(world.env_images().values()) == {"vedfinance/api:v1", "vedfinance/web:v1"}
+    last = world.audit()[-1]
+    assert (last["result"], last["tag"]) == ("failed", tag)
+    assert not Path(world.layout.lock).exists()
+
+
+@pytest.mark.parametrize("verdict", ["failures", "crash", "markup"])
+def test_a_failed_or_crashing_verify_puts_the_live_release_back(world: World,
+                                                                verdict: str) -> None:
+    if verdict == "failures":
+        world.verify_failures = ["api /api/health: health says database='disconnected'"]
+    elif verdict == "crash":
+        world.verify_raises = TypeError("'list' object has no attribute 'get'")
+    else:
+        world.verify_failures = ["web /: [/app/prisma/migrations/001_init] [bold]x"]
+    with pytest.raises(RunFailed) as info:
+        world.deploy("v2")
+    assert_back_on_v1(world, info.value, "failed")
+    assert "verify failed" in str(info.value) or "TypeError" in str(info.value)
+
+
+def test_a_migration_printing_markup_like_text_succeeds(world: World) -> None:
+    assert world.deploy("v2").result == "ok"
+    assert any("[/app/prisma/migrations/001_init]" in line for line in world.said)
+
+
+def test_a_failed_migration_changes_no_replica(world: World) -> None:
+    before = world.host.engine()["services"]
+    with pytest.raises(RunFailed, match="no replica was changed"):
+        world.deploy("badmigration")
+    assert world.host.engine()["services"] == before
+    assert world.audit()[-1]["result"] == "failed"
+
+
+@pytest.mark.parametrize("kind", ["ctrl-c", "sigterm", "sighup"])
+def test_an_interrupted_migration_is_stopped_and_blocks_no_later_deploy(world: World,
+                                                                        kind: str) -> None:
+    world.host.set_engine(hang_migrations=True)
+    world.host.inject(Fault("migrate", 1, kind, after=True))
+    with pytest.raises(RunFailed) as info:
+        world.deploy("v2")
+    assert info.value.interrupted
+    assert world.host.engine().get("containers") == {}
+    assert world.audit()[-1]["result"] == "interrupted"
+    world.host.set_engine(hang_migrations=False)
+    assert world.deploy("v2").result == "ok"
+
+
+def test_a_running_migration_container_refuses_a_deploy_before_any_change(world: World
+                                                                          ) -> None:
+    state = world.host.engine()
+    state["containers"] = {"api-production-migrate-v9": {"vedfin.migrate": "production"}}
+    world.host.set_engine(**state)
+    with pytest.raises(RunFailed, match="a migration of production is still running"):
+        world.deploy("v2")
+    assert set(world.env_images().values()) == {"vedfinance/api:v1", "vedfinance/web:v1"}
+
+
+def test_one_failed_poll_is_retried_not_fatal(world: World) -> None:
+    world.host.inject(Fault("watch rollout", 2, "remote"))  # 1: inspect, 2: watch
+    assert world.deploy("v2").result == "ok"
+    assert world.host.faults[0].fired
+
+
+def test_the_engine_changed_by_hand_is_no_noop(world: World) -> None:
+    assert world.deploy("v1").result == "noop"
+    state = world.host.engine()
+    changed = state["services"]["vedfin-production_api-production"]  # `docker service update`
+    changed["image"], changed["template"] = "vedfinance/api:v2", "by-hand"
+    world.host.set_engine(**state)
+    result = world.deploy("v1")
+    assert result.result == "ok"
+    assert world.env_images()["vedfin-production_api-production"] == "vedfinance/api:v1"
+    assert any("does not run" in line for line in world.said)
+
+
+def test_a_lock_left_by_a_killed_run_is_named_stale(world: World) -> None:
+    lock = Path(world.layout.lock)
+    lock.mkdir(parents=True)
+    import socket
+    (lock / "holder").write_text(json.dumps({"who": "ci@runner", "host": socket.gethostname(),
+                                             "pid": 2 ** 22 + 12345, "since": "then",
+                                             "action": "deploy production"}))
+    (lock / "heartbeat").touch()
+    with pytest.raises(LockHeld, match="STALE: that process is gone"):
+        world.deploy("v2")
+    assert lock.exists()  # not ours to remove
+
+
+def test_a_corrupt_lock_holder_is_a_message_not_a_traceback(world: World) -> None:
+    lock = Path(world.layout.lock)
+    lock.mkdir(parents=True)
+    (lock / "holder").write_text("{not json")
+    with pytest.raises(LockHeld, match="unreadable holder file"):
+        world.deploy("v2")
+
+
+def test_unlock_removes_only_the_lock_this_run_took(world: World) -> None:
+    # someone broke our lock (lock.release) and another run took it: we leave theirs alone
+    def steal() -> None:
+        lock = Path(world.layout.lock)
+        shutil.rmtree(lock)
+        lock.mkdir()
+        (lock / "token").write_text("theirs\n")
+
+    world.verify_raises = None
+    original = world.hooks
+
+    def hooks() -> Hooks:
+        h = original()
+        inner = h.verify
+
+        def verify_then_steal(config: Any, env: str, **kw: Any) -> list[str]:
+            steal()
+            return inner(config, env, **kw)
+
+        h.verify = verify_then_steal
+        return h
+
+    world.hooks = hooks  # type: ignore[method-assign]
+    assert world.deploy("v2").result == "ok"
+    assert (Path(world.layout.lock) / "token").read_text() == "theirs\n"
+
+
+def test_a_non_production_deploy_may_not_change_the_shared_stack(world: World,
+                                                                 monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    for name in world.config.secret_names("staging"):
+        monkeypatch.setenv(name, f"s3cret-value-{name.lower()}")
+    Path(world.layout.shared_hash).write_text("something-else\n")
+    with pytest.raises(RunFailed, match="would change the shared stack"):
+        deploy(world.host, world.config, "staging", "v2", hooks=world.hooks(),
+               say=world.said.append, clock=world.clock.clock())
+
+
+def _rollback(world: World) -> str:
+    return rollback(world.host, world.config, "production", say=world.said.append,
+                    clock=world.clock.clock(), verify_fn=world.hooks().verify)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fault_during_rollback_leaves_the_current_release_serving(world: World,
+                                                                    kind: str) -> None:
+    assert world.deploy("v2").result == "ok"
+    world.host.inject(Fault("stack deploy", 1, kind, after=True))
+    with pytest.raises(RunFailed) as info:
+        _rollback(world)
+    world.settle()
+    assert set(world.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
+    assert world.audit()[-1]["action"] == "rollback"
+    assert "\n" not in str(info.value)
+    assert not Path(world.layout.lock).exists()
+    assert _rollback(world)  # and the next one works
+    assert set(world.env_images().values()) == {"vedfinance/api:v1", "vedfinance/web:v1"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fault_during_scale_restores_the_replica_counts(world: World, kind: str) -> None:
+    def replicas() -> dict[str, int]:
+        return {n: s["replicas"] for n, s in world.host.engine()["services"].items()
+                if s["stack"] == "vedfin-production"}
+
+    before = replicas()
+    world.host.inject(Fault("watch rollout", 2, kind))
+    with pytest.raises(RunFailed):
+        scale(world.host, world.config, "production", 1, action="scale",
+              say=world.said.append, clock=world.clock.clock(), verify_fn=world.hooks().verify)
+    assert replicas() == before
+    assert world.audit()[-1]["action"] == "scale"
+    assert world.audit()[-1]["result"] in ("failed", "interrupted")
+
+
+def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> None:
+    from vedfin_ops.deploy import status
+
+    assert status(world.host, world.config, "production")["drift"] == []  # type: ignore[arg-type]
+    state = world.host.engine()
+    state["services"]["vedfin-production_web-production"]["template"] = "edited"
+    world.host.set_engine(**state)
+    drift = status(world.host, world.config, "production")["drift"]  # type: ignore[arg-type]
+    assert drift == ["vedfin-production_web-production: its spec was changed outside the tool"]
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,7 @@ class Host:
         self.commands: list[str] = []
         self.secrets: list[str] = []
         self._sftp: paramiko.SFTPClient | None = None
+        self._track_channels()
 
     def redact(self, text: str) -> str:
         """Whatever the host printed, no secret value of this run leaves through us."""
@@ -215,6 +217,26 @@ class Host:
     def rename(self, source: str, target: str) -> None:
         self.commands.append("rename")
         self.sftp.posix_rename(source, target)
+
+    def cancel_running(self) -> None:
+        """Close the channels of commands still running (called from a signal handler), so
+        the wait for them ends now: Fabric otherwise waits for the remote command to end.
+        The transport stays up, so the way back runs over the same connection."""
+        for channel in list(getattr(self, "_channels", ())):
+            with contextlib.suppress(Exception):
+                if not channel.closed:
+                    channel.close()
+
+    def _track_channels(self) -> None:
+        self._channels: weakref.WeakSet[Any] = weakref.WeakSet()
+        original = self.conn.create_session
+
+        def tracked() -> Any:
+            channel = original()
+            self._channels.add(channel)
+            return channel
+
+        self.conn.create_session = tracked
 
     def close(self) -> None:
         if self._sftp is not None:

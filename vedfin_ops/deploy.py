@@ -39,7 +39,14 @@ from .releases import (
     shared_hash,
 )
 from .render import Rendered, image, render, shared_stack_name, stack_name
-from .rollout import Before, RolloutFailed, ServiceView, before_of, parse_snapshot, watch
+from .rollout import (
+    RolloutFailed,
+    ServiceView,
+    before_of,
+    hidden_from_stack_deploy,
+    parse_snapshot,
+    watch,
+)
 from .smoke import Options as SmokeOptions
 from .smoke import smoke_test
 
@@ -204,14 +211,22 @@ class EnvRun(Operation):
         self.views = self.poll()
 
     def roll(self, stack: str, stack_file: str, expected: dict[str, str],
-             before: dict[str, Before] | None = None) -> tuple[list[str], dict[str, ServiceView]]:
+             views: dict[str, ServiceView] | None = None
+             ) -> tuple[list[str], dict[str, ServiceView]]:
         """`docker stack deploy`, then watch the engine converge."""
         poll = self.poll if stack == self.stack else poller(self.host, [stack])
-        if before is None:
-            before = before_of(poll())
+        if views is None:
+            views = poll()
+        before = before_of(views)
         if stack == self.stack:
             self.engine_touched = True
-        self.host.run(commands.stack_deploy(stack_file, stack), what=f"stack deploy {stack}")
+        hidden = hidden_from_stack_deploy(views, expected)
+        command = commands.stack_deploy(stack_file, stack)
+        if hidden:
+            self.say(f"changed outside the tool, deployed again: {', '.join(hidden)}")
+            command = (commands.reset_stack_image_labels({n: views[n].image for n in hidden})
+                       + " && " + command)
+        self.host.run(command, what=f"stack deploy {stack}")
 
         def show(lines: list[str]) -> None:
             self.show(lines)
@@ -320,8 +335,12 @@ class Deploy(EnvRun):
                   tag=self.tag)
             return
         self.step("preflight: the pre-deployment checklist")
+        import inspect  # TEMP until preflight takes first_deploy
+
+        extra = {"first_deploy": self.state.current is None} if "first_deploy" in \
+            inspect.signature(self.hooks.preflight).parameters else {}
         checklist = self.hooks.preflight(self.host, self.config, self.env, force=self.force,
-                                         first_deploy=self.state.current is None)
+                                         **extra)
         for check in checklist.checks:
             if check.warning:
                 self.say(f"preflight: {check.name}: {check.detail}")
@@ -389,7 +408,7 @@ class Deploy(EnvRun):
         try:
             updated, after = self.roll(self.stack, f"{self.release_dir}/stacks/{self.env}.yml",
                                        expected_images(self.config, self.env, self.tag),
-                                       before_of(self.views))
+                                       self.views)
         except RolloutFailed as exc:
             why = engine_reasons(self.host, exc.services)
             raise RolloutFailed(f"{bare(str(exc))}{'; tasks: ' + why if why else ''}",

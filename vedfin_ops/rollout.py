@@ -20,6 +20,7 @@ from .polling import REAL, Clock, TimedOut, until
 
 FAILED_STATES = {"rollback_started", "rollback_completed", "paused", "rollback_paused"}
 TASKS_MARK = "--TASKS--"
+STACK_IMAGE_LABEL = "com.docker.stack.image"
 
 
 class RolloutFailed(CheckFailed):
@@ -42,6 +43,7 @@ class ServiceView:
     running: int  # healthy (or health-less) running tasks of the spec's image
     others: int  # running tasks of any other image
     template: str = ""  # hash of the task template: what a rolling update replaces
+    stack_image: str = ""  # the image `docker stack deploy` last set (its label)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def parse_snapshot(text: str) -> dict[str, ServiceView]:
             others=sum(1 for t in mine if not _same_image(t[1], image)),
             template=hashlib.sha256(json.dumps(spec["TaskTemplate"], sort_keys=True)
                                     .encode()).hexdigest()[:16],
+            stack_image=(spec.get("Labels") or {}).get(STACK_IMAGE_LABEL, ""),
         )
     return out
 
@@ -100,6 +103,15 @@ def parse_snapshot(text: str) -> dict[str, ServiceView]:
 def _same_image(running: str, spec: str) -> bool:
     """A pinned spec (`repo:tag@sha256:...`) runs as `repo:tag@sha256:...` or `repo:tag`."""
     return running == spec or spec.split("@", 1)[0] == running.split("@", 1)[0]
+
+
+def hidden_from_stack_deploy(views: dict[str, ServiceView], expected: dict[str, str]
+                             ) -> list[str]:
+    """Services whose image was changed outside `docker stack deploy` (`docker service update
+    --image`): the CLI keeps the running image whenever the file's image equals its label, so
+    deploying the release again would silently leave them as they are."""
+    return sorted(n for n, want in expected.items() if n in views and
+                  views[n].stack_image == want and not _same_image(views[n].image, want))
 
 
 def before_of(views: dict[str, ServiceView]) -> dict[str, Before]:

@@ -55,8 +55,19 @@ def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
         template = hashlib.sha256(json.dumps({k: v for k, v in body.items() if k != "deploy"},
                                              sort_keys=True).encode()).hexdigest()[:12]
         svc = state["services"].get(name)
+        if svc is not None and svc.get("label") == image:
+            # docker/cli: when the file's image equals the stack label, the service keeps the
+            # image it runs (so an image changed by `docker service update` stays)
+            image = svc["image"]
+            body = {**body, "image": image}
+            template = hashlib.sha256(json.dumps({k: v for k, v in body.items()
+                                                  if k != "deploy"}, sort_keys=True)
+                                      .encode()).hexdigest()[:12]
+        if svc is not None:
+            svc["label"] = spec["services"][short]["image"]
         if svc is None:
-            state["services"][name] = {"stack": stack, "image": image, "replicas": replicas,
+            state["services"][name] = {"stack": stack, "image": image, "label": image,
+                                       "replicas": replicas,
                                        "template": template, "version": 1, "update": None,
                                        "tasks": tasks({}, image, "broken" not in image,
                                                       replicas), "script": []}
@@ -108,6 +119,7 @@ def tick(state: dict[str, Any]) -> None:
 def inspect_one(name: str, svc: dict[str, Any]) -> dict[str, Any]:
     out = {"Spec": {"Name": name, "TaskTemplate": {"ContainerSpec": {"Image": svc["image"]},
                                                    "Fake": svc["template"]},
+                    "Labels": {"com.docker.stack.image": svc.get("label", "")},
                     "Mode": {"Replicated": {"Replicas": svc["replicas"]}}},
            "Version": {"Index": svc["version"]}}
     if svc["update"]:
@@ -137,6 +149,11 @@ def main(args: list[str]) -> int:
     if args[:2] == ["service", "ps"]:
         print(f"{state['services'].get(args[-1], {}).get('image', 'x')} task: non-zero exit (1)"
               if "broken" in json.dumps(state["services"].get(args[-1], {})) else "")
+        return 0
+    if args[:2] == ["service", "update"]:
+        label = flag(args, "--label-add") or ""
+        state["services"][args[-1]]["label"] = label.split("=", 1)[1]
+        save(state)
         return 0
     if args[:2] == ["service", "scale"]:
         for pair in args[3:]:

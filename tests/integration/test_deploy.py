@@ -187,7 +187,8 @@ def test_a_second_deploy_fails_fast_naming_the_holder(sandbox_up: dict[str, Any]
         assert time.monotonic() < deadline, "the first deploy never took the lock"
         time.sleep(0.1)
     second = Host(connect("sandbox", sandbox_up["ssh_config"]))
-    with pytest.raises(LockHeld, match=r"production is locked by another deploy: .*root@"):
+    with pytest.raises(LockHeld, match=r"production is locked by another run: root@.*deploy "
+                                       r"production v1, pid \d+, since .*alive: heartbeat"):
         deploy(second, config, "production", "v2", say=_say, show=_show)
     assert second.commands == ["lock"]  # it gave up at once: no wait, no retry, no change
     second.close()
@@ -297,7 +298,8 @@ def test_fab_deploy_production_exit_codes(sandbox_up: dict[str, Any], config: An
     assert noop.returncode == 0 and "noop" in noop.stdout
     broken = _fab(sandbox_up, "deploy.production", "--tag", "broken")
     assert broken.returncode == 1
-    assert broken.stderr.strip().splitlines()[-1].startswith("error: rollout failed")
+    assert broken.stderr.strip().splitlines()[-1].startswith(
+        "error: deploy production failed: rollout failed")
     assert "Traceback" not in broken.stderr
     status = _fab(sandbox_up, "status", "--env", "production", "--json")
     info = json.loads(status.stdout)

@@ -23,7 +23,11 @@ from pathlib import Path
 from .local import SandboxError, run
 
 REPO = "vedfin-sandbox"
-APP_TAGS = ("v1", "v2", "broken", "badmigration")
+# v1, v2: good releases; broken: its health check fails (the engine rolls it back);
+# badmigration: its migration fails; dbdown: healthy container, but /api/health says the
+# database is disconnected (only the tool's verify can catch it); notobject: /api/health
+# answers JSON that is not an object.
+APP_TAGS = ("v1", "v2", "broken", "badmigration", "dbdown", "notobject")
 APPS = ("api", "web")
 HASH_LABEL = "vedfin.sandbox.hash"
 HEALTH_JSON = '{"status":"ok","database":"connected","redis":"connected"}'
@@ -122,7 +126,12 @@ def app_rootfs(app: str, tag: str) -> RootFs:
     _busybox(fs, (*SHELL, "httpd"))
     healthy = tag != "broken"
     if app == "api":
-        if healthy:
+        if tag == "dbdown":
+            fs.add("www/api/health", HEALTH_JSON.replace('"database":"connected"',
+                                                         '"database":"disconnected"'))
+        elif tag == "notobject":
+            fs.add("www/api/health", "[]")
+        elif healthy:
             fs.add("www/api/health", HEALTH_JSON)
         fs.add("www/api/auth/health", '{"status":"ok"}')
         fs.add("www/api/debug/diagnostics/db-health", "Connection successful\n")
@@ -135,8 +144,10 @@ def app_rootfs(app: str, tag: str) -> RootFs:
            "trap 'kill $pid; wait $pid; exit 0' TERM INT\n"
            "wait $pid\n", 0o755)
     fails = tag == "badmigration"
+    # Prisma's own words, brackets included: text from outside that must print literally
     fs.add("bin/migrate", "#!/bin/sh\n"
            f"echo \"migrate ({app} {tag}): applying migrations\"\n"
+           "echo 'Applying migration [/app/prisma/migrations/001_init] [bold]'\n"
            + ("echo 'migration 20251223_add_vectors failed: column already exists' >&2\n"
               "exit 1\n" if fails else "echo 'all migrations applied'\n"), 0o755)
     return fs

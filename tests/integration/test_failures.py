@@ -1,0 +1,156 @@
+"""The tool's own failure paths on the real engine, under real traffic (issue: every failure
+ends on one known release). tests/test_orchestration.py covers every step with a scripted
+engine; these prove the same endings against the sandbox's swarm, sshd and edge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from vedfin_ops import load_config
+from vedfin_ops.deploy import RunFailed, deploy, listing, status
+from vedfin_ops.host import Host, connect
+from vedfin_ops.releases import Layout
+
+from .conftest import ROOT, docker, fab
+from .test_deploy import Load, _version
+
+pytestmark = pytest.mark.integration
+
+API = "vedfin-production_api-production"
+
+
+@pytest.fixture(scope="module")
+def config(sandbox_up: dict[str, Any]) -> Any:
+    return load_config(sandbox_up["config"])
+
+
+def _host(sandbox_up: dict[str, Any]) -> Host:
+    return Host(connect("sandbox", sandbox_up["ssh_config"]))
+
+
+def _deploy(sandbox_up: dict[str, Any], config: Any, tag: str) -> Any:
+    host = _host(sandbox_up)
+    try:
+        return deploy(host, config, "production", tag, say=lambda m: None)
+    finally:
+        host.close()
+
+
+def _audit_last(sandbox_up: dict[str, Any], config: Any) -> dict[str, Any]:
+    host = _host(sandbox_up)
+    try:
+        line = host.run(f"tail -n 1 {config.remote.base_dir}/audit.log", what="t")
+    finally:
+        host.close()
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def _images(stack: str = "vedfin-production") -> dict[str, str]:
+    ids = docker("service", "ls", "-q", "--filter",
+                 f"label=com.docker.stack.namespace={stack}").stdout.split()
+    out = docker("service", "inspect", "--format",
+                 "{{.Spec.Name}} {{.Spec.TaskTemplate.ContainerSpec.Image}}", *ids).stdout
+    return dict(line.split(" ", 1) for line in out.strip().splitlines())
+
+
+def test_a_release_whose_health_says_database_disconnected_is_rolled_back_after_verify(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    """The container's own health check passes; only the tool's verify sees it. Exit 1, one
+    error line, the old version served throughout, the release marked failed, audited."""
+    _deploy(sandbox_up, config, "v2")
+    with Load(config.edge.http_port) as load:
+        result = fab(sandbox_up, "deploy.production", "--tag", "dbdown")
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: deploy production failed: verify failed"), last
+    assert "database='disconnected'" in last and "production back on" in last
+    assert "Traceback" not in result.stderr
+    assert _version(config) == "api v2"
+    assert load.failed == [], f"{len(load.failed)} of {load.sent} failed: {load.failed[:5]}"
+    assert set(_images().values()) == {"vedfin-sandbox/api:v2", "vedfin-sandbox/web:v2"}
+    audit = _audit_last(sandbox_up, config)
+    assert (audit["action"], audit["result"], audit["tag"]) == ("deploy", "failed", "dbdown")
+
+
+def test_a_health_endpoint_answering_a_non_object_fails_verify_not_the_tool(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    _deploy(sandbox_up, config, "v2")
+    with pytest.raises(RunFailed, match="health is JSON but not an object") as info:
+        _deploy(sandbox_up, config, "notobject")
+    assert "production back on" in str(info.value)
+    assert _version(config) == "api v2"
+
+
+def test_a_migration_printing_brackets_succeeds_and_prints_them_literally(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    tag = "v1" if _version(config) == "api v2" else "v2"
+    result = fab(sandbox_up, "deploy.production", "--tag", tag)
+    assert result.returncode == 0, result.stderr
+    assert "Applying migration [/app/prisma/migrations/001_init] [bold]" in result.stderr
+
+
+def test_the_engine_changed_by_hand_is_deployed_again_not_called_a_noop(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    _deploy(sandbox_up, config, "v2")
+    docker("service", "update", "--quiet", "--no-resolve-image", "--image",
+           "vedfin-sandbox/api:v1", API, timeout=180)  # waits for the update to converge
+    assert _version(config) == "api v1"
+    host = _host(sandbox_up)
+    try:
+        drift = status(host, config, "production")["drift"]
+    finally:
+        host.close()
+    assert drift == [f"{API}: runs vedfin-sandbox/api:v1, the release has "
+                     f"vedfin-sandbox/api:v2"]
+    result = _deploy(sandbox_up, config, "v2")
+    assert result.result == "ok" and API in result.services_updated
+    assert _version(config) == "api v2"
+
+
+def test_sigterm_in_the_middle_of_a_rollout_puts_production_back_then_the_next_deploy_works(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    _deploy(sandbox_up, config, "v2")
+    env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200"}
+    with Load(config.edge.http_port) as load:
+        proc = subprocess.Popen([shutil.which("fab") or "fab", "-r", str(ROOT), "-S",
+                                 str(sandbox_up["ssh_config"]), "-H", "sandbox",
+                                 "deploy.production", "--tag", "v1"],
+                                stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                env=env)
+        deadline = time.monotonic() + 120
+        while docker("service", "inspect", "--format", "{{.UpdateStatus.State}}", API,
+                     check=False).stdout.strip() != "updating":
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the rollout never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: deploy production interrupted: interrupted (SIGTERM)"), last
+    assert "production back on" in last and "Traceback" not in err
+    assert set(_images().values()) == {"vedfin-sandbox/api:v2", "vedfin-sandbox/web:v2"}
+    assert _version(config) == "api v2"
+    assert load.failed == [], f"{len(load.failed)} of {load.sent} failed: {load.failed[:5]}"
+    audit = _audit_last(sandbox_up, config)
+    assert (audit["result"], audit["tag"]) == ("interrupted", "v1")
+    host = _host(sandbox_up)
+    try:
+        state = listing(host, Layout.of(config, "production"))
+        assert state.releases[-1][1] == "interrupted"
+        assert host.run(f"test -e {Layout.of(config, 'production').lock} && echo held || "
+                        f"echo free", what="t").strip() == "free"
+    finally:
+        host.close()
+    assert _deploy(sandbox_up, config, "v1").result == "ok"
+    assert _version(config) == "api v1"

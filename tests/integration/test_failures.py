@@ -134,7 +134,7 @@ def test_sigterm_in_the_middle_of_a_rollout_puts_production_back_then_the_next_d
             assert time.monotonic() < deadline, "the rollout never started"
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: deploy production interrupted: interrupted (SIGTERM)"), last

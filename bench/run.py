@@ -12,7 +12,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -201,52 +200,78 @@ def bench_smoke() -> None:
     print(f"smoke: {statistics.median(ratios):.2f} (target <= 1.3)")
 
 
-def bench_recover() -> None:
+BARE_ROLLBACK = r"""#!/bin/sh
+# The bare engine's own rollback: deploy the broken stack, poll until every service says
+# rollback_completed and runs its replicas of the old image, healthy, and nothing else.
+cd "$1"
+docker stack deploy --resolve-image never -c stacks/production.yml "$2" >/dev/null || exit 1
+while :; do
+  ok=1
+  for s in $3; do
+    st=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "$s")
+    img=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "$s")
+    want=$(docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "$s")
+    good=$(docker ps -q --filter "label=com.docker.swarm.service.name=$s" \
+      --filter ancestor="$img" --filter health=healthy | wc -l)
+    all=$(docker ps -q --filter "label=com.docker.swarm.service.name=$s" | wc -l)
+    [ "$st" = rollback_completed ] && [ "$good" -eq "$want" ] && [ "$all" -eq "$want" ] || ok=0
+  done
+  [ $ok = 1 ] && break
+  sleep 0.5
+done
+"""
+
+
+def old_serving_everywhere(config: Any, tag: str) -> bool:
+    """Every replica of every app runs `tag`, healthy, and nothing else runs."""
+    for app in config.apps(ENV):
+        name = f"{stack_name(config, ENV)}_{app.name}"
+        lines = subprocess.run(
+            ["docker", "ps", "--filter", f"label=com.docker.swarm.service.name={name}",
+             "--format", "{{.Image}} {{.Status}}"], capture_output=True, text=True,
+            check=True).stdout.strip().splitlines()
+        if len(lines) != app.replicas or not all(
+                ln.split()[0].endswith(f":{tag}") and "(healthy)" in ln for ln in lines):
+            return False
+    return True
+
+
+def bench_recover(pairs: int = 2) -> None:
+    """A deploy of `broken`, from start until the tool exits with the old release healthy on
+    every replica, against the bare engine's own rollback of the same stack."""
     config = sandbox_config()
-    tag = current_tag(config) or "v1"
+    tag = current_tag(config)
     if tag not in ("v1", "v2"):
         tag = "v2"
         timed_deploy(config, tag)
-    api = f"{stack_name(config, ENV)}_api-production"
-    first_failed: list[float] = []
-    recovered: list[float] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            out = subprocess.run(
-                ["docker", "ps", "-a", "--filter", f"label=com.docker.swarm.service.name={api}",
-                 "--format", "{{.Image}} {{.Status}}"], capture_output=True, text=True).stdout
-            lines = out.strip().splitlines()
-            broken = [ln for ln in lines if ":broken" in ln]
-            if not first_failed and any("unhealthy" in ln or "Exited" in ln for ln in broken):
-                first_failed.append(time.monotonic())
-            running_old = [ln for ln in lines if f":{tag} " in ln and "healthy" in ln
-                           and "unhealthy" not in ln and ln.split()[1] == "Up"]
-            if first_failed and not recovered and not any(
-                    "Up" in ln for ln in broken) and len(running_old) >= 2:
-                recovered.append(time.monotonic())
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        timed_deploy(config, "broken")
-    except Exception as exc:  # the deploy is meant to fail
-        print(f"deploy of broken: {str(exc)[:120]}...")
-    time.sleep(2)
-    stop.set()
-    thread.join()
-    app = config.apps(ENV)[0]
-    from vedfin_ops.render import monitor_seconds
-    window = monitor_seconds(app.health)
-    if not (first_failed and recovered):
-        print("recover: not measured (no failed health check seen)")
-        return
-    seconds = recovered[0] - first_failed[0]
-    print(f"first failed health check -> {tag} serving on every replica: {seconds:.1f}s; "
-          f"monitor window {window:.0f}s")
-    print(f"recover: {seconds / window:.2f} of the monitor window ({seconds:.1f}s)")
+    services = " ".join(f"{stack_name(config, ENV)}_{a.name}" for a in config.apps(ENV))
+    tool: list[float] = []
+    bare: list[float] = []
+    for _ in range(pairs):
+        started = time.monotonic()
+        try:
+            timed_deploy(config, "broken")
+        except Exception as exc:  # the deploy is meant to fail
+            print(f"tool: {str(exc)[:140]}...")
+        tool.append(time.monotonic() - started)
+        if not old_serving_everywhere(config, tag):
+            print("recover: the tool exited before the old release served everywhere")
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            write_tree(render(config, ENV, tag="broken", secrets=resolve(config, ENV)),
+                       Path(tmp))
+            script = Path(tmp) / "bare.sh"
+            script.write_text(BARE_ROLLBACK)
+            started = time.monotonic()
+            subprocess.run(["sh", str(script), tmp, stack_name(config, ENV), services],
+                           check=True, timeout=600)
+            bare.append(time.monotonic() - started)
+        print(f"tool {tool[-1]:.1f}s, bare engine {bare[-1]:.1f}s: "
+              f"{tool[-1] / bare[-1]:.2f}")
+    timed_deploy(config, other(tag))  # the engine's labels now say `broken`: deploy again
+    ratio = statistics.median(t / b for t, b in zip(tool, bare, strict=True))
+    print(f"recover: {ratio:.2f} (target <= 0.8; tool {statistics.median(tool):.1f}s, "
+          f"bare engine {statistics.median(bare):.1f}s)")
 
 
 def _median_run(cmd: list[str], runs: int = 5) -> float:

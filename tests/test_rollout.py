@@ -69,6 +69,15 @@ def test_rollback_started_keeps_watching_until_the_engine_is_done() -> None:
     assert verdict.state == "converging" and "rolling back" in verdict.lines[0]
 
 
+def test_rolled_back_with_every_old_replica_healthy_fails_without_waiting_for_the_monitor(
+        ) -> None:
+    now = parse_snapshot(_snap(_svc("api:v1", version=12, state="rollback_started",
+                                    started="t1", message="update rolled back due to failure"),
+                               "api:v1 running Up (healthy)", "api:v1 running Up (healthy)"))
+    verdict = evaluate(_before(OLD), now, EXPECT, {API})
+    assert verdict.state == "failed" and "rolled back" in verdict.failures[0]
+
+
 def test_rollback_completed_is_a_failure() -> None:
     now = parse_snapshot(_snap(_svc("api:v1", version=12, state="rollback_completed",
                                     started="t1", message="rollback completed"),

@@ -143,7 +143,14 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
         rolling = prior is not None and prior.template != view.template
         want = expected.get(name, view.image)
         progress = f"{view.running}/{view.replicas} on {want.rsplit('/', 1)[-1]}"
-        if state == "rollback_started":
+        if state == "rollback_started" and not _same_image(view.image, want) and \
+                view.running == view.replicas and view.others == 0:
+            # The engine is back on the old spec with every replica healthy; it only waits
+            # out its rollback monitor window before saying `rollback_completed`. Nothing
+            # is left to wait for: report now (the old version serves either way).
+            verdict.failures.append(f"{name}: rolled back ({view.update_message or state})")
+            verdict.lines.append(f"{name}: rolled back to {view.image.rsplit('/', 1)[-1]}")
+        elif state == "rollback_started":
             moving = True
             verdict.lines.append(f"{name}: rolling back ({view.update_message or state})")
         elif state in FAILED_STATES:

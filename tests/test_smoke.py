@@ -154,6 +154,57 @@ def test_health_json_saying_disconnected_fails(server: Server) -> None:
     assert not check.ok and check.detail == "health says database='disconnected'"
 
 
+def _raw(body: bytes, headers: dict[str, str]) -> Route:
+    def reply(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        for key, value in headers.items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+        handler.wfile.flush()
+        handler.close_connection = True
+    return reply
+
+
+def test_health_json_that_is_not_an_object_is_a_failed_check_not_a_crash(server: Server
+                                                                        ) -> None:
+    _healthy_routes(server)
+    server.routes[("api.smoke.localhost", "/api/health")] = _raw(b"[]", {
+        "Content-Type": "application/json", "Content-Length": "2"})
+    check = _by_name(smoke_test(_config(server.port), "production", FAST))[
+        "api-production /api/health"]
+    assert not check.ok and check.detail == "health is JSON but not an object: []"
+
+
+def test_a_body_cut_mid_transfer_is_retried_then_failed_not_raised(server: Server) -> None:
+    """A chunked body that ends without its last chunk: what an edge says while the replica
+    behind it is replaced (requests raises ChunkedEncodingError)."""
+    _healthy_routes(server)
+    server.routes[("api.smoke.localhost", "/api/health")] = _raw(
+        b"20\r\n{\"status\":\"ok\",\"database\":\"conn", {
+            "Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    check = _by_name(smoke_test(_config(server.port), "production", FAST))[
+        "api-production /api/health"]
+    assert not check.ok and "ChunkedEncodingError" in check.detail
+    assert "after 3 tries" in check.detail  # FAST: 3 attempts
+
+
+def test_a_check_that_crashes_is_a_failed_check(server: Server,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from vedfin_ops import smoke
+
+    _healthy_routes(server)
+
+    def boom(*args: Any) -> str:
+        raise AttributeError("'NoneType' object has no attribute 'get'")
+
+    monkeypatch.setattr(smoke, "_expect_status", boom)
+    report = smoke_test(_config(server.port), "production", FAST)
+    crashed = [c for c in report.checks if "crashed" in c.detail]
+    assert crashed and not report.passed
+    assert crashed[0].detail.startswith("check crashed: AttributeError")
+
+
 def test_a_hanging_server_times_out(server: Server) -> None:
     _healthy_routes(server)
     server.routes[("smoke.localhost", "/")] = _hang(3)

@@ -122,7 +122,7 @@ def smoke_test(c: Any, env: str = "production", json_: bool = False,
         stdout.print(smoke_table(report))
     if not report.passed:
         failed = [c.name for c in report.checks if not c.ok]
-        raise CheckFailed(f"error: smoke-test {env}: {len(failed)} of {len(report.checks)} "
+        raise CheckFailed(f"smoke-test {env}: {len(failed)} of {len(report.checks)} "
                           f"checks failed: {', '.join(failed)}")
 
 
@@ -204,7 +204,7 @@ def preflight(c: Any, env: str = "production", json_: bool = False,
         stdout.print(smoke_table(report, "preflight"))
     if not report.passed:
         failed = [ch.name for ch in report.checks if not ch.ok]
-        raise CheckFailed(f"error: preflight {env}: failed: {', '.join(failed)}")
+        raise CheckFailed(f"preflight {env}: failed: {', '.join(failed)}")
 
 
 @task(help={**HOST_HELP, "env": "environment", "force": "allow production below 1 replica"})

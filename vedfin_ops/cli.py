@@ -77,7 +77,7 @@ def remote(c: Any, accept_new_host_key: bool = False) -> Any:
     from .host import Host
 
     if not isinstance(c, Connection):
-        raise UsageError("error: this task runs on a host: fab -H HOST TASK "
+        raise UsageError("this task runs on a host: fab -H HOST TASK "
                          "(e.g. fab -S .sandbox/ssh_config -H sandbox TASK)")
     return Host(c, accept_new_host_key)
 

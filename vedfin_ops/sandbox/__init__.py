@@ -114,7 +114,7 @@ def status(workdir: Path | None = None) -> dict[str, Any]:
     state = State.load(workdir)
     config_path = workdir / "dokploy.yaml"
     if not config_path.exists():
-        raise SandboxError("error: the sandbox is not up (inv sandbox.up)")
+        raise SandboxError("the sandbox is not up (inv sandbox.up)")
     config = load_config(config_path)
     edge = f"http://127.0.0.1:{state.edge_port}"
     urls = {a.name: f"http://{a.domain}:{state.edge_port}/" for a in config.applications

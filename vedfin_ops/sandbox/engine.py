@@ -51,7 +51,7 @@ def apt_install(*packages: str) -> None:
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False,
                                 timeout=900)
         if result.returncode != 0:
-            raise SandboxError(f"error: {' '.join(cmd[:3])} failed: "
+            raise SandboxError(f"{' '.join(cmd[:3])} failed: "
                                f"{result.stderr.strip()[-300:]}")
 
 
@@ -59,7 +59,7 @@ def ensure_engine(workdir: Path, use_existing: bool, log: Path) -> EngineState:
     state = EngineState()
     if engine_answers():
         if not use_existing and not _ours(workdir):
-            raise SandboxError("error: a Docker Engine already runs here that the sandbox did "
+            raise SandboxError("a Docker Engine already runs here that the sandbox did "
                                "not start; pass --use-existing to use it")
     else:
         if shutil.which("dockerd") is None:
@@ -71,9 +71,9 @@ def ensure_engine(workdir: Path, use_existing: bool, log: Path) -> EngineState:
         run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"])
         state.created_swarm = True
     elif node != "active":
-        raise SandboxError(f"error: this engine's swarm is {node!r}; expected active")
+        raise SandboxError(f"this engine's swarm is {node!r}; expected active")
     elif not (use_existing or state.started_dockerd or _ours(workdir)):
-        raise SandboxError("error: this engine is already in a swarm the sandbox did not "
+        raise SandboxError("this engine is already in a swarm the sandbox did not "
                            "create; pass --use-existing to use it")
     return state
 
@@ -101,9 +101,9 @@ def _start_dockerd(log: Path) -> int:
         if engine_answers():
             return proc.pid
         if proc.poll() is not None:
-            raise SandboxError(f"error: dockerd exited with {proc.returncode}; see {log}")
+            raise SandboxError(f"dockerd exited with {proc.returncode}; see {log}")
         time.sleep(0.5)
-    raise SandboxError(f"error: dockerd did not answer within 60s; see {log}")
+    raise SandboxError(f"dockerd did not answer within 60s; see {log}")
 
 
 def stop_dockerd(workdir: Path) -> None:

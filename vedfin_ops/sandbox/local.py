@@ -19,15 +19,15 @@ def run(args: Sequence[str], *, check: bool = True, timeout: float = 300,
         result = subprocess.run(list(args), input=stdin, capture_output=True, timeout=timeout,
                                 check=False)
     except FileNotFoundError:
-        raise SandboxError(f"error: {args[0]}: not installed") from None
+        raise SandboxError(f"{args[0]}: not installed") from None
     except subprocess.TimeoutExpired:
-        raise SandboxError(f"error: {' '.join(args[:3])}: no answer in {timeout:g}s") from None
+        raise SandboxError(f"{' '.join(args[:3])}: no answer in {timeout:g}s") from None
     out = subprocess.CompletedProcess(result.args, result.returncode,
                                       result.stdout.decode(errors="replace"),
                                       result.stderr.decode(errors="replace"))
     if check and out.returncode != 0:
         detail = (out.stderr or out.stdout).strip().splitlines()
-        raise SandboxError(f"error: {' '.join(args[:3])} failed: "
+        raise SandboxError(f"{' '.join(args[:3])} failed: "
                            f"{detail[-1] if detail else 'exit ' + str(out.returncode)}")
     return out
 

@@ -28,7 +28,7 @@ def free_port(preferred: int) -> int:
             except OSError:
                 continue
             return port
-    raise SandboxError(f"error: no free port in {preferred}-{preferred + 99} on 127.0.0.1")
+    raise SandboxError(f"no free port in {preferred}-{preferred + 99} on 127.0.0.1")
 
 
 def ensure_user(user: str) -> bool:
@@ -156,7 +156,7 @@ def _wait_listening(port: int) -> None:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise SandboxError(f"error: sandbox sshd is not listening on 127.0.0.1:{port}")
+    raise SandboxError(f"sandbox sshd is not listening on 127.0.0.1:{port}")
 
 
 def stop(workdir: Path) -> None:

@@ -429,3 +429,30 @@ def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> N
     drift = status(world.host, world.config, "production")["drift"]  # type: ignore[arg-type]
     assert drift == ["vedfin-production_web-production: its spec was changed outside the tool"]
 
+
+
+def test_the_heartbeat_is_throttled_and_a_silent_holder_is_called_probably_stale() -> None:
+    from vedfin_ops.lock import STALE_AFTER, Lock, parse_held
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        def run(self, command: str, *, what: str, **kwargs: Any) -> str:
+            self.sent.append(what)
+            return "acquired\n"
+
+    clock = FakeClock()
+    runner = Recorder()
+    lock = Lock(runner, "/srv/x/.lock", "production", action="deploy production",
+                clock=clock.clock())
+    lock.acquire()
+    for _ in range(100):  # a 100 s rollout polled every second
+        clock.sleep(1)
+        lock.beat()
+    assert runner.sent.count("heartbeat") == 6  # every 15 s, not every poll
+    silent, holder = parse_held(f"held\n{int(STALE_AFTER) + 1}\n"
+                                '{"who": "ci@runner", "host": "elsewhere", "pid": 7}\n')
+    assert "probably stale: no heartbeat for" in holder.describe(silent)
+    silent, holder = parse_held('held\n3\n{"who": "ci@runner", "host": "elsewhere", "pid": 7}')
+    assert holder.describe(silent).endswith("alive: heartbeat 3s ago")

@@ -154,3 +154,27 @@ def test_sigterm_in_the_middle_of_a_rollout_puts_production_back_then_the_next_d
         host.close()
     assert _deploy(sandbox_up, config, "v1").result == "ok"
     assert _version(config) == "api v1"
+
+
+def test_standalone_migrate_and_db_init_take_the_locks_and_write_audit_lines(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    _deploy(sandbox_up, config, "v2")
+    migrated = fab(sandbox_up, "migrate", "--env", "production", "--tag", "v2")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "Applying migration [/app/prisma/migrations/001_init] [bold]" in migrated.stderr
+    audit = _audit_last(sandbox_up, config)
+    assert (audit["action"], audit["result"], audit["tag"]) == ("migrate", "ok", "v2")
+    initialised = fab(sandbox_up, "db-init")
+    assert initialised.returncode == 0, initialised.stderr
+    assert _audit_last(sandbox_up, config)["action"] == "db-init"
+    host = _host(sandbox_up)
+    lock = Layout.of(config, "production").lock
+    try:
+        host.run(f"mkdir -p {lock} && echo '{{\"who\": \"ops@laptop\"}}' > {lock}/holder",
+                 what="t")
+        held = fab(sandbox_up, "migrate", "--env", "production", "--tag", "v2")
+        assert held.returncode == 1 and "ops@laptop" in held.stderr
+        assert held.stderr.strip().count("\n") == 0, held.stderr
+    finally:
+        host.run(f"rm -rf {lock}", what="t")
+        host.close()

@@ -1,24 +1,36 @@
 """The Pre-Deployment Checklist, each item passing and failing.
 
 ufw's answers are outputs recorded from a real ufw 0.36.2 (tests/data/ufw/record.sh says how);
-DNS goes through an injectable resolver; the host probe of the sandbox is in the integration
-tests (test_preflight_sandbox.py).
+DNS goes through an injectable resolver; the host is a recorded probe (or a fake host that
+answers it); TLS goes to 127.0.0.1 only. The host probe of the sandbox is in the integration
+tests (test_checks_on_sandbox.py).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import socket
+import socketserver
+import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from vedfin_ops.loader import load_config
+from vedfin_ops.loader import config_from_dict, load_config
 from vedfin_ops.preflight import (
+    HOST_PROBE,
     preflight,
     published_ports_check,
     ufw_check,
 )
-from vedfin_ops.smoke import Failed
+from vedfin_ops.smoke import Failed, Options
 
 from .conftest import SHIPPED
 
@@ -152,3 +164,195 @@ def test_firewall_failures_fail_the_checklist(config: Any) -> None:
     probe = PROBE.replace(_ufw("runbook"), _ufw("port-3000-open"))
     report = preflight(None, config, "production", resolve=_resolver(GOOD_DNS), probe=probe)
     assert not report.passed and not _by_name(report)["firewall: ufw"].ok
+
+
+# --- ufw as it is often set up (recorded with `ufw status verbose`) ---
+
+def test_a_limit_rule_allows_rate_limited() -> None:
+    # `ufw limit 22/tcp` (the usual way to guard ssh) plus `ufw allow 80,443/tcp`
+    assert ufw_check(_ufw("limit-and-list"), [22, 80, 443], [3000]) == (
+        "active; allows 22 (limited), 80, 443")
+
+
+def test_port_lists_and_application_profiles_are_read() -> None:
+    # `ufw allow OpenSSH` is shown as `22/tcp (OpenSSH)`; `80,443/tcp` is one rule
+    assert ufw_check(_ufw("app-and-list"), [22, 80, 443], [3000]) == "active; allows 22, 80, 443"
+    plain = ("Status: active\n\nTo                         Action      From\n"
+             "--                         ------      ----\n"
+             "OpenSSH                    ALLOW       Anywhere\n"
+             "Nginx Full                 ALLOW       Anywhere\n")  # `ufw status`, not verbose
+    assert ufw_check(plain, [22, 80, 443], [3000]) == "active; allows OpenSSH, Nginx Full"
+
+
+def test_a_range_covering_the_app_port_exposes_it() -> None:
+    with pytest.raises(Failed, match=r"allowed but must not be: 3000 \(by 3000:3010/tcp ALLOW\)"):
+        ufw_check(_ufw("range-3000"), [22, 80, 443], [3000])
+
+
+def test_rules_match_in_order_and_by_protocol() -> None:
+    # `deny 3000/tcp` before `allow 3000:3010/tcp`: the deny wins, as in ufw
+    assert ufw_check(_ufw("deny-before-range"), [22, 80, 443], [3000]).startswith("active")
+    # 3000/udp is not the app's TCP port
+    assert ufw_check(_ufw("udp-3000"), [22, 80, 443], [3000]).startswith("active")
+
+
+def test_an_allow_all_from_one_address_exposes_the_app_port_to_it() -> None:
+    with pytest.raises(Failed, match=r"3000 \(by Anywhere ALLOW from 203\.0\.113\.7\)"):
+        ufw_check(_ufw("all-from-one-address"), [22, 80, 443], [3000])
+
+
+def test_a_default_allow_incoming_policy_fails() -> None:
+    with pytest.raises(Failed, match=r"default incoming policy is allow.*"
+                                     r"`ufw default deny incoming`.*3000 \(by the default"):
+        ufw_check(_ufw("default-allow"), [22, 80, 443], [3000])
+
+
+def test_ufw_without_root_names_the_sudoers_line() -> None:
+    line = "deploy ALL=(root) NOPASSWD: /usr/sbin/ufw status verbose"
+    with pytest.raises(Failed, match="needs root") as err:
+        ufw_check(_ufw("not-root"), [22, 80, 443], [3000], user="deploy")
+    assert line in str(err.value) and "You need to be root" in str(err.value)
+    with pytest.raises(Failed, match="a password is required") as err:
+        ufw_check(_ufw("sudo-password"), [22, 80, 443], [3000])
+    assert "<deploy-user> ALL=(root) NOPASSWD: /usr/sbin/ufw status verbose" in str(err.value)
+    assert not str(err.value).startswith("error:")
+
+
+def test_ufw_missing_on_the_host_says_so() -> None:
+    with pytest.raises(Failed, match="ufw is not installed on the host"):
+        ufw_check("bash: line 4: ufw: command not found\n", [22, 80, 443], [3000])
+
+
+# --- published ports ---
+
+def test_ports_published_on_loopback_only_are_not_reachable() -> None:
+    docker_ps = ("vedfin-shared_edge.1.a|0.0.0.0:80->80/tcp, [::]:80->80/tcp\n"
+                 "pg|127.0.0.1:5432->5432/tcp, [::1]:5432->5432/tcp\n"
+                 "old-docker|::1:6379->6379/tcp, 127.0.0.2:9000->9000/tcp\n")
+    assert published_ports_check(docker_ps, {80}) == "only 80 published"
+    with pytest.raises(Failed, match="lan publishes 3000"):
+        published_ports_check(docker_ps + "lan|10.0.0.5:3000->3000/tcp\n", {80})
+
+
+def test_published_ranges_and_swarm_ingress_ports_are_seen() -> None:
+    docker_ps = "vedfin-shared_edge.1.a|0.0.0.0:80->80/tcp\n"
+    with pytest.raises(Failed, match="dev publishes 3000-3001 "):
+        published_ports_check(docker_ps + "dev|0.0.0.0:3000-3001->3000-3001/tcp\n", {80})
+    with pytest.raises(Failed, match="edge publishes 79-80"):
+        published_ports_check("edge|0.0.0.0:79-80->79-80/tcp\n", {80})
+    services = ("vedfin-shared_edge|*:80->80/tcp, *:443->443/tcp\n"
+                "vedfin-dev_api-dev|*:8080->80/tcp\nvedfin-shared_redis|\n")
+    with pytest.raises(Failed, match=r"vedfin-dev_api-dev publishes 8080 \(swarm ingress\)"):
+        published_ports_check(docker_ps, {80, 443}, services)
+    assert published_ports_check(docker_ps, {80, 443}, services.replace(
+        "vedfin-dev_api-dev|*:8080->80/tcp\n", "")) == "only 80, 443 published"
+
+
+class _FakeHost:
+    """Answers the one probe command with recorded text, and keeps the command."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.commands: list[str] = []
+
+    def run(self, command: str, what: str = "") -> str:
+        self.commands.append(command)
+        return self.answer
+
+
+def test_the_probe_asks_ufw_verbose_with_sudo_and_lists_services(config: Any) -> None:
+    assert "sudo -n ufw status verbose" in HOST_PROBE
+    assert "docker service ls --format '{{.Name}}|{{.Ports}}'" in HOST_PROBE
+    host = _FakeHost("--WHO--\ndeploy\n--UFW--\n" + _ufw("sudo-password")
+                     + "--PORTS--\nvedfin-shared_edge.1.a|0.0.0.0:80->80/tcp\n"
+                     "--SERVICES--\nvedfin-dev_api-dev|*:3000->3000/tcp\n"
+                     "--MONITORING--\n19999 open\n3002 open\n")
+    checks = _by_name(preflight(host, config, "production", resolve=_resolver(GOOD_DNS)))
+    assert len(host.commands) == 1
+    ufw = checks["firewall: ufw"]
+    assert not ufw.ok and "deploy ALL=(root) NOPASSWD: /usr/sbin/ufw status verbose" in ufw.detail
+    ports = checks["firewall: published ports"]
+    assert not ports.ok and "vedfin-dev_api-dev publishes 3000 (swarm ingress)" in ports.detail
+    assert checks["monitoring"].ok
+
+
+# --- TLS on a first deploy: no edge answers yet ---
+
+def _tls_config(port: int) -> Any:
+    return config_from_dict({
+        "applications": [
+            {"name": "api-production", "domain": "api.pf.localhost",
+             "resources": {"memory": "64m", "cpus": 0.1}},
+            {"name": "web-production", "domain": "pf.localhost",
+             "resources": {"memory": "64m", "cpus": 0.1}},
+        ],
+        "vps": {"memory": "1g", "cpus": 1, "address": "127.0.0.1"},
+        "edge": {"tls": "auto", "httpsPort": port},
+    }, "pf.yaml")
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that nothing listens on (bound, so no one else takes it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def self_signed_tls(tmp_path: Path) -> Iterator[int]:
+    """A TLS server on 127.0.0.1 whose certificate no one trusts (self-signed)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.pf.localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("api.pf.localhost")]), False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+
+    class Handshake(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            try:
+                with context.wrap_socket(self.request, server_side=True):
+                    pass
+            except (ssl.SSLError, OSError):
+                pass  # the client refuses the certificate: what the test wants
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handshake)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _tls(config: Any, **kwargs: Any) -> Any:
+    report = preflight(None, config, "production", resolve=_resolver({}), probe=PROBE,
+                       options=Options(timeout=2), **kwargs)
+    return _by_name(report)["tls"]
+
+
+def test_first_deploy_tls_without_an_edge_is_pending(closed_port: int) -> None:
+    tls = _tls(_tls_config(closed_port), first_deploy=True)
+    assert tls.ok and tls.warning
+    assert tls.detail == ("warning: pending: first deploy, checked by verify after the rollout "
+                          "(api.pf.localhost, pf.localhost)")
+
+
+def test_tls_without_an_edge_fails_when_not_a_first_deploy(closed_port: int) -> None:
+    tls = _tls(_tls_config(closed_port))
+    assert not tls.ok and tls.detail.startswith("api.pf.localhost: ConnectionRefusedError")
+
+
+def test_first_deploy_does_not_excuse_a_wrong_certificate(self_signed_tls: int) -> None:
+    tls = _tls(_tls_config(self_signed_tls), first_deploy=True)
+    assert not tls.ok
+    assert tls.detail.startswith("certificate not valid for api.pf.localhost")

@@ -6,6 +6,7 @@ capacity. The host is asked everything in one command; DNS goes through an injec
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 import time
@@ -39,9 +40,17 @@ class PreflightReport(_Report):
     checks: list[Check] = field(default_factory=list)
 
 
+# One command. ufw needs root: the deploy user asks `sudo -n` (never a password prompt), which
+# the sudoers line that `ufw_check` names allows; LC_ALL=C keeps ufw's words English. Ports
+# that swarm publishes through its ingress are not in `docker ps`, hence the service listing.
 HOST_PROBE = r"""
-echo '--UFW--'; (sudo -n ufw status 2>&1 || ufw status 2>&1) | head -n 60
+echo '--WHO--'; id -un
+echo '--UFW--'
+export LC_ALL=C
+if [ "$(id -u)" -eq 0 ]; then ufw status verbose; else sudo -n ufw status verbose; fi 2>&1 \
+  | head -n 200
 echo '--PORTS--'; docker ps --format '{{.Names}}|{{.Ports}}'
+echo '--SERVICES--'; docker service ls --format '{{.Name}}|{{.Ports}}' 2>/dev/null
 echo '--MONITORING--'
 for p in %PORTS%; do
   if timeout 3 bash -c "</dev/tcp/127.0.0.1/$p" 2>/dev/null
@@ -49,6 +58,13 @@ for p in %PORTS%; do
 done
 echo '--USAGE--'
 """ + USAGE_PROBE
+
+UFW_COMMAND = "/usr/sbin/ufw status verbose"
+
+
+def sudoers_line(user: str | None) -> str:
+    """The one sudoers line that lets `user` run the probe's `sudo -n ufw status verbose`."""
+    return f"{user or '<deploy-user>'} ALL=(root) NOPASSWD: {UFW_COMMAND}"
 
 
 def _sections(text: str) -> dict[str, str]:
@@ -64,38 +80,196 @@ def _sections(text: str) -> dict[str, str]:
     return out
 
 
-def ufw_check(status: str, allow: list[int], deny: list[int]) -> str:
-    """Read `ufw status`: active, the allowed ports allowed, the denied ones not."""
-    if "Status: active" not in status:
-        first = status.strip().splitlines()[0] if status.strip() else "no output"
-        raise Failed(f"ufw is not active ({first})")
-    allowed: set[int] = set()
+# --- ufw ----------------------------------------------------------------------------------
+
+_NEEDS_ROOT = ("need to be root", "a password is required", "is not allowed to execute",
+               "is not in the sudoers file", "sudo: command not found", "sudo: not found")
+_RULE = re.compile(r"^(?P<to>\S.*?)\s+(?P<action>ALLOW|DENY|REJECT|LIMIT)"
+                   r"(?:\s+(?P<dir>IN|OUT|FWD))?(?:\s+(?P<src>\S.*?))?\s*$")
+_PORTS = re.compile(r"^(?:(?P<addr>\S+)\s+)?(?P<ports>\d+(?::\d+)?(?:,\d+(?::\d+)?)*)"
+                    r"(?:/(?P<proto>tcp|udp|ah|esp|gre|ipv6|igmp))?$")
+# `ufw status` (not verbose) names application profiles instead of their ports.
+_APPS = {"OpenSSH": "22", "Nginx Full": "80,443", "Nginx HTTP": "80", "Nginx HTTPS": "443",
+         "WWW Full": "80,443", "WWW": "80", "WWW Secure": "443", "Apache Full": "80,443",
+         "Apache": "80", "Apache Secure": "443"}
+
+
+@dataclass(frozen=True)
+class UfwRule:
+    """One incoming rule: the TCP port ranges it covers, its action, its source."""
+
+    spec: str  # as ufw prints its To column, without the (v6) / profile suffix
+    ranges: tuple[tuple[int, int], ...]
+    action: str  # ALLOW, LIMIT, DENY, REJECT
+    source: str  # "Anywhere" or an address
+
+    def covers(self, port: int) -> bool:
+        return any(lo <= port <= hi for lo, hi in self.ranges)
+
+    @property
+    def opens(self) -> bool:
+        return self.action in ("ALLOW", "LIMIT")  # LIMIT allows, rate-limited
+
+    @property
+    def from_anywhere(self) -> bool:
+        return self.source.startswith("Anywhere")
+
+
+@dataclass(frozen=True)
+class UfwStatus:
+    active: bool
+    default_incoming: str | None  # allow, deny, reject; None when not shown (not verbose)
+    rules: tuple[UfwRule, ...]
+
+
+ALL_PORTS = ((1, 65535),)
+
+
+def _tcp_ranges(to: str) -> tuple[tuple[int, int], ...] | None:
+    """The TCP ports a To column covers; None when it covers none (another protocol, a
+    profile not known here)."""
+    to = re.sub(r"\s*\(.*\)\s*$", "", to).split(" on ")[0].strip()  # (v6), (App), on IFACE
+    to = _APPS.get(to, to)
+    match = _PORTS.match(to)
+    if match is None:
+        # `Anywhere`, or a destination address alone: every port of it
+        everything = to == "Anywhere" or re.fullmatch(r"[0-9a-fA-F:.]+(/\d+)?", to)
+        return ALL_PORTS if everything else None
+    if match.group("proto") not in (None, "tcp"):
+        return None
+    ranges = []
+    for part in match.group("ports").split(","):
+        lo, _, hi = part.partition(":")
+        ranges.append((int(lo), int(hi or lo)))
+    return tuple(ranges)
+
+
+def parse_ufw(status: str) -> UfwStatus:
+    """`ufw status verbose` (or plain `ufw status`) -> state, default policy, incoming rules."""
+    default = re.search(r"^Default:\s*(\w+)\s*\(incoming\)", status, re.M)
+    rules = []
     for line in status.splitlines():
-        match = re.match(r"^(\d+)(?:/(?:tcp|udp))?(?:\s+\(v6\))?\s+ALLOW", line.strip())
-        if match:
-            allowed.add(int(match.group(1)))
-        elif re.match(r"^(OpenSSH|Nginx Full|WWW Full)\b.*ALLOW", line.strip()):
-            allowed |= {22} if line.strip().startswith("OpenSSH") else {80, 443}
-    missing = [p for p in allow if p not in allowed]
-    exposed = [p for p in deny if p in allowed]
-    if missing or exposed:
-        parts = []
-        if missing:
-            parts.append(f"not allowed: {', '.join(map(str, missing))}")
-        if exposed:
-            parts.append(f"allowed but must not be: {', '.join(map(str, exposed))}")
+        match = _RULE.match(line.strip())
+        if not match or match.group("dir") in ("OUT", "FWD"):
+            continue
+        ranges = _tcp_ranges(match.group("to"))
+        if ranges is None:
+            continue
+        spec = re.sub(r"\s*\(.*\)\s*$", "", match.group("to")).strip()
+        rules.append(UfwRule(spec, ranges, match.group("action"),
+                             match.group("src") or "Anywhere"))
+    return UfwStatus(bool(re.search(r"^Status: active", status, re.M)),
+                     default.group(1).lower() if default else None, tuple(rules))
+
+
+def _open_to_all(state: UfwStatus, port: int) -> bool:
+    """Reachable from anywhere? The first rule for any source that covers the port decides
+    (ufw matches in order); without one, the default incoming policy."""
+    for rule in state.rules:
+        if rule.from_anywhere and rule.covers(port):
+            return rule.opens
+    return state.default_incoming == "allow"
+
+
+def _exposed_by(state: UfwStatus, port: int) -> UfwRule | bool:
+    """Reachable from somewhere? Any opening rule (whatever its source) before a deny for
+    every source; without either, the default incoming policy."""
+    for rule in state.rules:
+        if not rule.covers(port):
+            continue
+        if rule.opens:
+            return rule
+        if rule.from_anywhere:
+            return False
+    return state.default_incoming == "allow"
+
+
+def ufw_check(status: str, allow: list[int], deny: list[int], user: str | None = None) -> str:
+    """Read `ufw status verbose`: active, incoming denied by default, the ports of `allow`
+    open to anyone (ALLOW or LIMIT, single, listed or in a range), those of `deny` open to no
+    one. `user` is who ran it, for the sudoers line when it was not allowed to."""
+    text = status.strip()
+    first = text.splitlines()[0] if text else "no output"
+    if any(words in text for words in _NEEDS_ROOT):
+        raise Failed(f"cannot read the firewall: `ufw status verbose` needs root ({first}); "
+                     f"let {user or 'the deploy user'} run it without a password with the "
+                     f"sudoers line `{sudoers_line(user)}` (visudo -f "
+                     f"/etc/sudoers.d/vedfin-ufw)")
+    if re.search(r"ufw: (command )?not found", text):
+        raise Failed(f"ufw is not installed on the host ({first}); install it, or set "
+                     f"firewall.check: none where another firewall guards the host")
+    state = parse_ufw(status)
+    if not state.active:
+        raise Failed(f"ufw is not active ({first})")
+    parts = []
+    if state.default_incoming == "allow":
+        parts.append("the default incoming policy is allow, so every port without a deny "
+                     "rule is open (`ufw default deny incoming`)")
+    missing = [p for p in allow if not _open_to_all(state, p)]
+    exposed = []
+    for port in deny:
+        by = _exposed_by(state, port)
+        if isinstance(by, UfwRule):
+            source = "" if by.from_anywhere else f" from {by.source}"
+            exposed.append(f"{port} (by {by.spec} {by.action}{source})")
+        elif by:
+            exposed.append(f"{port} (by the default policy)")
+    if missing:
+        parts.append(f"not allowed: {', '.join(map(str, missing))}")
+    if exposed:
+        parts.append(f"allowed but must not be: {', '.join(exposed)}")
+    if parts:
         raise Failed("; ".join(parts))
-    return f"active; allows {', '.join(map(str, sorted(allowed)))}"
+    shown: list[str] = []
+    for rule in state.rules:
+        if rule.opens and rule.from_anywhere:
+            label = rule.spec.split("/")[0].replace(",", ", ")
+            label += " (limited)" if rule.action == "LIMIT" else ""
+            if label not in shown:
+                shown.append(label)
+    return f"active; allows {', '.join(shown) or 'nothing'}"
 
 
-def published_ports_check(docker_ps: str, allowed: set[int]) -> str:
-    """Docker-published ports bypass ufw: only the edge's may be published."""
-    bad = []
-    for line in docker_ps.strip().splitlines():
+# --- published ports ----------------------------------------------------------------------
+
+_PUBLISHED = re.compile(r"^(?P<ip>\*|\[[0-9a-fA-F:.]*\]|[0-9a-fA-F:.]*?):(?P<lo>\d+)"
+                        r"(?:-(?P<hi>\d+))?->\d+(?:-\d+)?/(?:tcp|udp|sctp)$")
+
+
+def _reachable(ip: str) -> bool:
+    """Published on an address that other machines reach: anything but loopback."""
+    ip = ip.strip("[]")
+    if ip in ("", "*"):
+        return True
+    try:
+        return not ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return True
+
+
+def _published(listing: str) -> list[tuple[str, int, int]]:
+    """`NAME|PORTS` lines (`docker ps`, `docker service ls`) -> (name, first, last) for each
+    port published on a reachable address."""
+    out = []
+    for line in listing.strip().splitlines():
         name, _, ports = line.partition("|")
-        for match in re.finditer(r"(?:[\d.]+|\[::\]|::):(\d+)->(\d+)/(tcp|udp)", ports):
-            if int(match.group(1)) not in allowed:
-                bad.append(f"{name} publishes {match.group(1)}")
+        for token in ports.split(","):
+            match = _PUBLISHED.match(token.strip())
+            if match and _reachable(match.group("ip")):
+                lo = int(match.group("lo"))
+                out.append((name.strip(), lo, int(match.group("hi") or lo)))
+    return out
+
+
+def published_ports_check(docker_ps: str, allowed: set[int], services: str = "") -> str:
+    """Docker-published ports bypass ufw: only the edge's may be published, by a container
+    (`docker ps`) or by swarm's ingress (`docker service ls`). Loopback is not reachable from
+    outside, so a port published on 127.0.0.1 or ::1 only is fine."""
+    bad = []
+    for listing, how in ((docker_ps, ""), (services, " (swarm ingress)")):
+        for name, lo, hi in _published(listing):
+            if any(p not in allowed for p in range(lo, hi + 1)):
+                bad.append(f"{name} publishes {lo}" + (f"-{hi}" if hi != lo else "") + how)
     if bad:
         raise Failed("; ".join(sorted(set(bad))) + " (published ports bypass ufw)")
     return f"only {', '.join(map(str, sorted(allowed)))} published"
@@ -143,9 +317,13 @@ def _run(name: str, fn: Callable[[], str]) -> Check:
 
 def preflight(host: Host | None, config: Config, env: str, *,
               resolve: Resolver = system_resolver, options: Options | None = None,
-              probe: str | None = None, force: bool = False) -> PreflightReport:
+              probe: str | None = None, force: bool = False,
+              first_deploy: bool = False) -> PreflightReport:
     """Every item of the checklist. `probe` (the host's answers) can be given, e.g. recorded
-    output of a real ufw, instead of asking `host`."""
+    output of a real ufw, instead of asking `host`. `first_deploy` (the env has no release
+    yet): no edge answers TLS before this deploy starts it, so a TLS endpoint that cannot be
+    reached is pending, for verify to check after the rollout; a wrong certificate still
+    fails."""
     config.require_env(env)
     options = options or Options()
     report = PreflightReport(env)
@@ -160,13 +338,27 @@ def preflight(host: Host | None, config: Config, env: str, *,
     def tls() -> str:
         if config.edge.tls == "off":
             return "skipped: edge.tls is off in this config"
-        results = []
+        results: list[str] = []
+        pending: list[str] = []
+        warned = False
         for app in config.apps(env):
             for domain in app.domains:
                 address = urlsplit(base(config, domain).url).hostname or domain
-                answer = tls_check(domain, address, config.edge.https_port, options)
-                results.append(f"{domain}: {answer}")
-        return "; ".join(results) or "no domains"
+                try:
+                    answer = tls_check(domain, address, config.edge.https_port, options)
+                except Transient as exc:  # nothing answered; a wrong answer is Failed
+                    if not first_deploy:
+                        raise Transient(f"{domain}: {exc}") from None
+                    pending.append(domain)
+                    continue
+                warned = warned or answer.startswith("warning:")
+                results.append(f"{domain}: {answer.removeprefix('warning: ')}")
+        if pending:
+            results.insert(0, f"pending: first deploy, checked by verify after the rollout "
+                              f"({', '.join(pending)})")
+        detail = "; ".join(results) or "no domains"
+        # a warning anywhere flags the whole item (Check.warning reads the start)
+        return f"warning: {detail}" if pending or warned else detail
 
     checks: list[tuple[str, Callable[[], str]]] = [
         ("secrets", secrets), ("dns", lambda: dns_check(config, env, resolve)), ("tls", tls)]
@@ -177,13 +369,15 @@ def preflight(host: Host | None, config: Config, env: str, *,
     sections = _sections(probe or "")
     allowed = {config.edge.http_port} | ({config.edge.https_port} if config.edge.tls != "off"
                                          else set())
+    user = sections.get("WHO", "").strip() or None
     if config.firewall.check == "ufw":
         checks.append(("firewall: ufw", lambda: ufw_check(
-            sections.get("UFW", ""), config.firewall.allow, config.firewall.deny)))
+            sections.get("UFW", ""), config.firewall.allow, config.firewall.deny, user)))
     else:
         checks.append(("firewall: ufw", lambda: "skipped: firewall.check is none"))
     checks.append(("firewall: published ports",
-                   lambda: published_ports_check(sections.get("PORTS", ""), allowed)))
+                   lambda: published_ports_check(sections.get("PORTS", ""), allowed,
+                                                 sections.get("SERVICES", ""))))
     if config.monitoring.check:
         checks.append(("monitoring", lambda: _monitoring(config, sections.get("MONITORING",
                                                                                ""))))

@@ -356,3 +356,25 @@ def test_first_deploy_does_not_excuse_a_wrong_certificate(self_signed_tls: int) 
     tls = _tls(_tls_config(self_signed_tls), first_deploy=True)
     assert not tls.ok
     assert tls.detail.startswith("certificate not valid for api.pf.localhost")
+
+
+# --- capacity: the gate's warning is an ok item, flagged ---
+
+def _meminfo(total_mb: int, available_mb: int, swap_mb: int, swap_free_mb: int) -> str:
+    return (f"MemTotal: {total_mb * 1024} kB\nMemAvailable: {available_mb * 1024} kB\n"
+            f"SwapTotal: {swap_mb * 1024} kB\nSwapFree: {swap_free_mb * 1024} kB\n"
+            "--LOAD--\n1.5 1.2 1.0 2/300 99\n--CPUS--\n2\n--STATS--\n")
+
+
+def test_capacity_past_the_alert_is_a_warning_and_past_ram_plus_swap_fails(config: Any) -> None:
+    # The runbook's normal load: 4200 MiB used (3900 RAM + 300 swap) of 4096 + 2048; nothing
+    # measured per service, so the surge is one replica of each at its limit (1536 + 1024).
+    busy = PROBE + "--USAGE--\n" + _meminfo(4096, 196, 2048, 1748)
+    item = _by_name(preflight(None, config, "production", resolve=_resolver(GOOD_DNS),
+                              probe=busy))["capacity"]
+    assert not item.ok and "exceeds RAM + swap (6144 MiB)" in item.detail  # 4200 + 2560
+    assert item.detail.endswith("(--force to deploy anyway)")
+    calm = PROBE + "--USAGE--\n" + _meminfo(4096, 696, 2048, 2048)  # 3400 + 2560 = 5960
+    item = _by_name(preflight(None, config, "production", resolve=_resolver(GOOD_DNS),
+                              probe=calm))["capacity"]
+    assert item.ok and item.warning and "past the 90% alert" in item.detail

@@ -114,15 +114,45 @@ def test_gate_allows_when_use_plus_surge_fits() -> None:
     config = load_config(SHIPPED)
     result = gate(config, "production", _usage(1500, 0, RUNBOOK_TYPICAL))
     # one new api replica (1000 MiB measured) + one web (700 MiB) on top of 1500 MiB
-    assert result.ok and result.surge_mb == 1700
+    assert result.ok and result.surge_mb == 1700 and not result.warning
     assert "api-production 1000 MiB x1" in result.reason
 
 
-def test_gate_refuses_past_the_critical_ram_threshold() -> None:
+def test_gate_passes_with_a_warning_past_the_ram_alert() -> None:
+    # The alert means above 90% for 5 minutes, not a moment of a rollout that still fits.
     config = load_config(SHIPPED)
     result = gate(config, "production", _usage(2200, 0, RUNBOOK_TYPICAL))
+    assert result.ok and result.warning and result.reason.startswith("warning: ")
+    assert "RAM would reach 3900 of 4096 MiB during the rollout, past the 90% alert" in (
+        result.reason)
+
+
+def test_gate_passes_the_runbooks_own_normal_load_with_a_warning() -> None:
+    # The runbook's "RAM Usage" table: ~4200 MiB used of 4096 MiB RAM, on its 2048 MiB swap
+    # as planned; the surge is one new api replica (1000 MiB measured) and one web (700 MiB).
+    config = load_config(SHIPPED)
+    result = gate(config, "production", _usage(3900, 300, RUNBOOK_TYPICAL))
+    assert result.ok and result.warning
+    assert result.surge_mb == 1700
+    assert "4200 + 1700 = 5900 of 6144 MiB RAM + swap" in result.reason
+
+
+def test_gate_refuses_when_use_plus_surge_exceeds_ram_plus_swap() -> None:
+    config = load_config(SHIPPED)
+    result = gate(config, "production", _usage(4000, 500, RUNBOOK_TYPICAL))  # 4500 + 1700
+    assert not result.ok and not result.warning
+    assert "6200 MiB exceeds RAM + swap (6144 MiB)" in result.reason
+    assert not result.reason.startswith(("error:", "warning:"))
+
+
+def test_gate_hard_margin_is_taken_off_the_room() -> None:
+    config = load_config(SHIPPED)
+    usage = _usage(3900, 300, RUNBOOK_TYPICAL)  # 5900 with the surge: fits 6144
+    assert gate(config, "production", usage, hard_margin_mb=244).ok  # room 5900
+    result = gate(config, "production", usage, hard_margin_mb=300)  # room 5844
     assert not result.ok
-    assert "RAM would reach 3900 of 4096 MiB, past the 90% alert" in result.reason
+    assert "exceeds RAM + swap (6144 MiB) minus the 300 MiB hard margin (5844 MiB)" in (
+        result.reason)
 
 
 def test_gate_refuses_beyond_ram_plus_swap_and_sizes_unmeasured_by_limit() -> None:

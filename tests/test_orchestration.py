@@ -184,6 +184,22 @@ def v2_steps(v1_live: tuple[Path, dict[str, Any]]) -> list[tuple[str, int]]:
         return clean_v2_steps(World(root, config, FakeHost(root), FakeClock()))
 
 
+def test_a_first_deploy_on_a_new_host_makes_its_folders(tmp_path: Path,
+                                                        shipped_data: dict[str, Any],
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    import copy
+
+    from vedfin_ops.loader import config_from_dict
+
+    data = copy.deepcopy(shipped_data)
+    data.setdefault("remote", {})["baseDir"] = str(tmp_path / "srv")
+    config = config_from_dict(data, "dokploy.yaml")
+    _secrets(monkeypatch, config)
+    world = World(tmp_path, config, FakeHost(tmp_path), FakeClock())
+    assert world.deploy("v1").result == "ok"
+
+
 def test_a_clean_deploy_sends_the_steps_in_the_runbooks_order(v2_steps: list[tuple[str, int]]
                                                               ) -> None:
     names = [w for w, _ in v2_steps]

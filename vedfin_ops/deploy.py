@@ -335,12 +335,8 @@ class Deploy(EnvRun):
                   tag=self.tag)
             return
         self.step("preflight: the pre-deployment checklist")
-        import inspect  # TEMP until preflight takes first_deploy
-
-        extra = {"first_deploy": self.state.current is None} if "first_deploy" in \
-            inspect.signature(self.hooks.preflight).parameters else {}
         checklist = self.hooks.preflight(self.host, self.config, self.env, force=self.force,
-                                         **extra)
+                                         first_deploy=self.state.current is None)
         for check in checklist.checks:
             if check.warning:
                 self.say(f"preflight: {check.name}: {check.detail}")

@@ -113,7 +113,8 @@ class Operation:
                     self.say(f"warning: {problem}")
 
     def lock_prefix(self) -> str:
-        return commands.mkdir_p(self.layout.env_dir) + " && "
+        """A first run on a new host makes the folders it will write into."""
+        return commands.mkdir_p(self.layout.releases) + " && "
 
     def body(self) -> Any:
         raise NotImplementedError

@@ -97,6 +97,8 @@ class FakeHost:
     def put_tree(self, remote_dir: str, files: dict[str, str], private: Callable[[str], bool]
                  ) -> None:
         self.commands.append("upload")
+        if not Path(remote_dir).parent.is_dir():  # SFTP makes no missing parents either
+            raise FileNotFoundError(2, "No such file")
         for i, (rel, text) in enumerate(sorted(files.items())):
             fault = self._fault("upload") if i == 1 else None  # cut after the first file
             if fault is not None:

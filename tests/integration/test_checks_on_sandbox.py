@@ -48,12 +48,21 @@ def test_preflight_on_the_sandbox_passes(live: tuple[Any, Host]) -> None:
 
 def test_preflight_flags_a_container_publishing_port_3000(live: tuple[Any, Host]) -> None:
     config, host = live
-    docker("run", "-d", "--rm", "--name", "vedfin-debug-3000", "-p", "127.0.0.1:3000:3000",
+    # Not loopback (that is unreachable from outside, so not flagged) but still local: the
+    # engine's bridge gateway address.
+    gateway = docker("network", "inspect", "bridge", "--format",
+                     "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
+    docker("run", "-d", "--rm", "--name", "vedfin-debug-3000", "-p", f"{gateway}:3000:3000",
            "vedfin-sandbox/api:v1")
     try:
         report = preflight(host, config, "production")
+        docker("rm", "-f", "vedfin-debug-3000", check=False)
+        docker("run", "-d", "--rm", "--name", "vedfin-debug-3000", "-p", "127.0.0.1:3000:3000",
+               "vedfin-sandbox/api:v1")
+        loopback = preflight(host, config, "production")
     finally:
         docker("rm", "-f", "vedfin-debug-3000", check=False)
+    assert {c.name: c for c in loopback.checks}["firewall: published ports"].ok
     check = {c.name: c for c in report.checks}["firewall: published ports"]
     assert not report.passed
     assert check.detail == "vedfin-debug-3000 publishes 3000 (published ports bypass ufw)"

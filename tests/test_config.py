@@ -239,9 +239,161 @@ def test_unknown_env_is_a_usage_error() -> None:
     config = load_config(SHIPPED)
     with pytest.raises(UsageError, match=r'unknown env "prod" \(known: dev, staging, production\)'):
         config.require_env("prod")
+    with pytest.raises(UsageError) as info:
+        config.require_env("prod")
+    # The CLI edge adds `error: ` once; the message itself never carries it.
+    assert str(info.value).startswith(f"{SHIPPED}: environments: unknown env")
 
 
 def test_key_path_reads_like_the_yaml() -> None:
     assert key_path(("applications", 1, "resources", "memory")) == \
         "applications[1].resources.memory"
     assert key_path(("vps",)) == "vps"
+
+
+# --- values that would change a rendered file's structure are refused (exit 2) ---
+
+@pytest.mark.parametrize("value", ["a\nb", "line\r", "\n", "x\r\ny", "nul\x00"])
+def test_line_break_in_a_list_form_env_value_is_refused_with_its_key(
+        variant: Any, value: str) -> None:
+    line = _error(variant, lambda d: d["applications"][0]["environment"].append(
+        f"EXTRA={value}"))
+    assert line.startswith("error: dokploy.yaml: applications[0].environment.EXTRA: ")
+    assert "one line" in line
+
+
+def test_line_break_in_a_mapping_form_env_value_is_refused_with_its_key(variant: Any) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["applications"][1]["environment"] = {
+            "NODE_ENV": "production",
+            "DATABASE_URL": "postgresql://x@postgres/db\nINJECTED=1",
+        }
+    line = _error(variant, change)
+    assert line.startswith("error: dokploy.yaml: applications[1].environment.DATABASE_URL: ")
+
+
+def test_env_key_named_like_a_pydantic_type_keeps_its_key_path(variant: Any) -> None:
+    line = _error(variant, _set("applications.1.environment", {"str": "a\nb"}))
+    assert line.startswith("error: dokploy.yaml: applications[1].environment.str: ")
+
+
+@pytest.mark.parametrize("key", ["1ABC", "A-B", "A B", "", "Ä", "FOO\n", "A.B"])
+def test_env_keys_must_be_identifiers_in_both_forms(variant: Any, key: str) -> None:
+    line = _error(variant, _set("applications.1.environment", {key: "x", "OK": "y"}))
+    assert "applications[1].environment: " in line and "not a valid variable name" in line
+    line = _error(variant, _set("applications.1.environment", [f"{key}=x"]))
+    assert "applications[1].environment: item 0: " in line
+    assert "not a valid variable name" in line
+
+
+def test_mapping_env_with_identifier_keys_and_scalars_loads(variant: Any) -> None:
+    config = variant(_set("applications.1.environment",
+                          {"_X": "a=b", "PORT": 3000, "DEBUG": False, "EMPTY": ""}))
+    assert config.applications[1].environment == {
+        "_X": "a=b", "PORT": "3000", "DEBUG": "false", "EMPTY": ""}
+
+
+@pytest.mark.parametrize("email", [
+    "ops", "ops@", "@v-edfinance.com", "ops @v-edfinance.com", "ops@v-edfinance.com }",
+    "ops@v-edfinance.com\nadmin on", "{ops}@v-edfinance.com", "ops@@v-edfinance.com",
+    "ops@localhost", "ops@-bad.com", "a..b@v-edfinance.com", "", "ops@v-edfinance.com\n",
+])
+def test_edge_email_that_is_not_an_address_is_refused(variant: Any, email: str) -> None:
+    line = _error(variant, _set("edge.email", email))
+    assert line.startswith("error: dokploy.yaml: edge.email: ")
+    assert "not an email address" in line
+
+
+@pytest.mark.parametrize("email", ["ops@v-edfinance.com", "first.last+tag@mail.example.org",
+                                   "OPS_1@Example.COM"])
+def test_edge_email_addresses_load(variant: Any, email: str) -> None:
+    assert variant(_set("edge.email", email)).edge.email == email
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("Vedfinance_dev", "lower-case"), ("vedfinance-dev", "lower-case"),
+    ("1db", "lower-case"), ("db name", "lower-case"), ("vedfinance_dev\n", "lower-case"),
+    ("a" * 64, "at most 63"), ("user", "reserved word"), ("select", "reserved word"),
+    ("table", "reserved word"), ("verbose", "reserved word"), ("", "lower-case"),
+])
+def test_database_names_must_be_lower_case_non_reserved_identifiers(
+        variant: Any, name: str, why: str) -> None:
+    line = _error(variant, _set("environments.dev.database", name))
+    assert line.startswith("error: dokploy.yaml: environments.dev.database: ")
+    assert why in line
+
+
+@pytest.mark.parametrize("name", ["_db", "vedfin_2", "a" * 63, "users", "name", "int"])
+def test_database_names_that_postgres_keeps_as_written_load(variant: Any, name: str) -> None:
+    assert variant(_set("environments.dev.database", name)).environments["dev"].database == name
+
+
+@pytest.mark.parametrize("tag", ["v1\n", "v1 ", ".v1", "-v1", "a" * 129, "", "v1:2", "ü"])
+def test_config_tag_follows_the_one_tag_rule(variant: Any, tag: str) -> None:
+    line = _error(variant, _set("tag", tag))
+    assert line.startswith("error: dokploy.yaml: tag: ")
+    assert "is not a valid image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})" in line
+
+
+def test_env_whose_apps_have_no_domain_is_refused_unless_allowed(variant: Any) -> None:
+    def no_dev_domains(data: dict[str, Any]) -> None:
+        for app in data["applications"][4:]:
+            app.pop("domain", None)
+    line = _error(variant, no_dev_domains)
+    assert line.startswith("error: dokploy.yaml: environments.dev: ")
+    assert "verify.allowNoChecks: true" in line
+
+    def allowed(data: dict[str, Any]) -> None:
+        no_dev_domains(data)
+        data["verify"] = {"allowNoChecks": True}
+    config = variant(allowed)
+    assert config.verify.allow_no_checks is True
+    assert variant(lambda d: None).verify.allow_no_checks is False
+    assert "verify.allowNoCheck" in _error(variant, lambda d: d.update(
+        verify={"allowNoCheck": True}))
+    assert "verify.allowNoChecks" in _error(variant, lambda d: d.update(
+        verify={"allowNoChecks": "yes"}))
+
+
+def test_env_with_one_app_with_a_domain_is_enough(variant: Any) -> None:
+    config = variant(lambda d: d["applications"][5].pop("domain"))  # web-dev
+    assert [a.name for a in config.apps("dev") if a.domain] == ["api-dev"]
+
+
+def test_tls_internal_needs_a_ca_root(variant: Any) -> None:
+    line = _error(variant, lambda d: d["edge"].update(tls="internal"))
+    assert line.startswith("error: dokploy.yaml: edge.caRoot: ")
+    assert "tls: internal" in line
+
+
+def test_ca_root_is_resolved_against_the_config_files_folder(
+        shipped_data: dict[str, Any], tmp_path: Path) -> None:
+    import yaml
+
+    data = dict(shipped_data, edge={"tls": "internal", "caRoot": "pki/root.crt"})
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "dokploy.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(path).edge.ca_root == str(tmp_path / "conf" / "pki" / "root.crt")
+    data["edge"]["caRoot"] = "/etc/ssl/edge-root.pem"
+    path.write_text(yaml.safe_dump(data))
+    assert load_config(path).edge.ca_root == "/etc/ssl/edge-root.pem"
+    assert load_config(SHIPPED).edge.ca_root is None
+
+
+@pytest.mark.parametrize("ca_root", ["", "a\nb", 5])
+def test_bad_ca_root_is_refused(variant: Any, ca_root: Any) -> None:
+    line = _error(variant, lambda d: d["edge"].update(caRoot=ca_root))
+    assert line.startswith("error: dokploy.yaml: edge.caRoot: ")
+
+
+def test_runbook_snippet_still_loads_with_envs_that_have_no_apps() -> None:
+    config = load_config(RUNBOOK_SNIPPET)
+    assert config.apps("dev") == [] and config.verify.allow_no_checks is False
+
+
+def test_user_keys_named_like_pydantic_types_keep_their_key_path(variant: Any) -> None:
+    line = _error(variant, lambda d: d["secrets"]["shared"].update({"str": 5}))
+    assert line.startswith("error: dokploy.yaml: secrets.shared.str: ")
+    line = _error(variant, lambda d: d["overhead"].update({"int": {"memory": "1m", "cpus": 1}}))
+    assert line.startswith("error: dokploy.yaml: overhead.int.memory: ")

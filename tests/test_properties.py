@@ -7,12 +7,15 @@ import copy
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vedfin_ops import capacity_report, render
-from vedfin_ops.errors import ConfigError
+from vedfin_ops.config import secret_refs
+from vedfin_ops.errors import ConfigError, UsageError
 from vedfin_ops.loader import config_from_dict, parse_yaml
+from vedfin_ops.tags import TAG_RE, check_tag
 from vedfin_ops.units import format_mib, parse_mib, parse_seconds
 
 SUFFIX = {"m": 1, "g": 1024}
@@ -111,6 +114,7 @@ def test_capacity_totals_add_up(spec: list[tuple[str, str, int, float, int]],
         "deploymentStrategy": {"maxSurge": surge, "maxUnavailable": 0},
         "vps": {"memory": "4g", "cpus": 2, "swap": "2g"},
         "overhead": {"system": {"memory": "200m", "cpus": 0.25}},
+        "verify": {"allowNoChecks": True},  # no app has a domain: no smoke checks
     }
     if surge == 0:
         with pytest.raises(ConfigError, match="both 0"):
@@ -129,3 +133,125 @@ def test_capacity_totals_add_up(spec: list[tuple[str, str, int, float, int]],
     for env in {e for _, e, *_ in spec}:
         scoped = capacity_report(config, env).to_dict()
         assert scoped["committed"]["memory_mb"] <= report["committed"]["memory_mb"]
+
+
+# --- config values that would change a rendered file's structure ---
+
+variable = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
+line_break = st.sampled_from(["\n", "\r", "\r\n"])
+one_line = st.text(max_size=40).filter(lambda v: not ({"\n", "\r", "\0"} & set(v))
+                                       and not secret_refs(v))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          deadline=None)
+@given(index=st.integers(0, 5), key=variable, head=st.text(max_size=20),
+       brk=line_break, tail=st.text(max_size=20), mapping=st.booleans())
+def test_any_env_value_with_a_line_break_is_refused_with_its_key_path(
+        shipped_data: dict[str, Any], index: int, key: str, head: str, brk: str, tail: str,
+        mapping: bool) -> None:
+    value = head + brk + tail
+    doc = copy.deepcopy(shipped_data)
+    doc["applications"][index]["environment"] = {key: value} if mapping else [f"{key}={value}"]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(doc)
+    line = info.value.line()
+    assert line.startswith(f"error: dokploy.yaml: applications[{index}].environment.{key}: ")
+    assert "\n" not in line and "\r" not in line
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          deadline=None)
+@given(key=variable, value=one_line, mapping=st.booleans())
+def test_any_one_line_env_value_reaches_the_env_file_as_written(
+        shipped_data: dict[str, Any], key: str, value: str, mapping: bool) -> None:
+    doc = copy.deepcopy(shipped_data)
+    doc["applications"][1]["environment"] = {key: value} if mapping else [f"{key}={value}"]
+    files = render(config_from_dict(doc), "production")
+    assert f"\n{key}={value}\n" in files["env/web-production.env"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=24))
+def test_env_keys_are_refused_unless_identifiers(key: str) -> None:
+    doc = {"applications": [{"name": "api-dev", "domain": "api.example.com",
+                             "resources": {"memory": "64m", "cpus": 0.1},
+                             "environment": {key: "x"}}],
+           "vps": {"memory": "4g", "cpus": 2}}
+    try:
+        config = config_from_dict(doc)
+    except ConfigError as exc:
+        assert exc.line().startswith("error: dokploy.yaml: applications[0].environment: ")
+        assert not key.isidentifier() or not key.isascii()
+        return
+    assert key.isascii() and key.isidentifier()
+    assert config.applications[0].environment == {key: "x"}
+
+
+def _undollar(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$$", "$")
+    return [_undollar(v) for v in value]
+
+
+def _lone_dollar(value: Any) -> bool:
+    if isinstance(value, str):
+        return "$" in value.replace("$$", "")
+    return any(_lone_dollar(v) for v in value)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          deadline=None)
+@given(words=st.lists(st.text(max_size=16), min_size=1, max_size=4),
+       image=st.text(min_size=1, max_size=30), path=st.text(max_size=20))
+def test_any_dollar_in_a_stack_string_is_doubled_and_round_trips(
+        shipped_data: dict[str, Any], words: list[str], image: str, path: str) -> None:
+    """docker stack deploy reads `$$` as `$`: what the config says is what the task gets."""
+    doc = copy.deepcopy(shipped_data)
+    doc["applications"][0]["healthcheck"] = {"command": words}
+    doc["postgres"]["healthcheck"] = {"command": ["pg_isready", *words]}
+    doc["postgres"]["image"] = image
+    path = "/" + "".join(c for c in path if not c.isspace())
+    doc["applications"][1]["healthcheck"] = {"path": path}
+    files = render(config_from_dict(doc), "production")
+    env_stack = yaml.safe_load(files["stacks/production.yml"])["services"]
+    shared = yaml.safe_load(files["stacks/shared.yml"])["services"]
+    api_test = env_stack["api-production"]["healthcheck"]["test"]
+    pg = shared["postgres"]
+    web_test = env_stack["web-production"]["healthcheck"]["test"]
+    for loaded in (api_test, pg["image"], pg["healthcheck"]["test"], web_test):
+        assert not _lone_dollar(loaded)
+    assert _undollar(api_test) == ["CMD", *words]
+    assert _undollar(pg["healthcheck"]["test"]) == ["CMD", "pg_isready", *words]
+    assert _undollar(pg["image"]) == image
+    assert path in _undollar(web_test[1]) or "'" in path  # sh-quoted inside the command
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=130), st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\n?",
+                                                      fullmatch=True)))
+def test_one_tag_rule_for_flag_render_and_config(tag: str) -> None:
+    """check_tag, render(tag=...) and the config's own `tag` accept exactly the same tags."""
+    ok = TAG_RE.fullmatch(tag) is not None
+    assert ok == (len(tag) <= 128 and tag == tag.strip() and "\n" not in tag and tag != ""
+                  and tag[0] not in ".-" and all(c.isascii() and (c.isalnum() or c in "_.-")
+                                                 for c in tag))
+    try:
+        check_tag(tag)
+        flag_ok = True
+    except UsageError as exc:
+        assert str(exc).startswith("--tag: ") and "\n" not in str(exc).replace("\\n", "")
+        flag_ok = False
+    doc = {"applications": [{"name": "api-dev", "domain": "api.example.com",
+                             "resources": {"memory": "64m", "cpus": 0.1}}],
+           "vps": {"memory": "4g", "cpus": 2}, "tag": tag}
+    try:
+        config = config_from_dict(doc)
+        config_ok = True
+    except ConfigError as exc:
+        assert exc.line().startswith("error: dokploy.yaml: tag: ")
+        config_ok = False
+    assert flag_ok == config_ok == ok
+    if ok:
+        stack = yaml.safe_load(render(config, "dev", tag=tag)["stacks/dev.yml"])
+        assert stack["services"]["api-dev"]["image"] == f"vedfinance/api:{tag}"

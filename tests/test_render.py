@@ -185,3 +185,76 @@ def test_monitor_outlasts_the_health_check() -> None:
     config = load_config(SHIPPED)
     health = config.applications[0].health
     assert monitor_seconds(health) > health.start_period + health.interval * health.retries
+
+
+# --- strings the stack loader would substitute, tags that would change a file ---
+
+def _undollar(value: Any) -> Any:
+    """What `docker stack deploy` makes of a loaded value: `$$` -> `$`."""
+    if isinstance(value, str):
+        return value.replace("$$", "$")
+    return [_undollar(v) for v in value]
+
+
+def test_dollar_in_stack_strings_is_doubled_and_env_files_keep_it(variant: Any) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["applications"][0]["healthcheck"] = {"command": ["sh", "-c", "test $HOME = /"]}
+        data["applications"][1]["healthcheck"] = {"path": "/health?x=$y"}
+        data["applications"][1]["environment"].append("GREETING=cost: $5 $HOME x")
+        data["postgres"]["image"] = "registry.local/$ORG/pgvector:pg17"
+        data["postgres"]["healthcheck"] = {"command": ["pg_isready", "-d", "$DB"]}
+        data["redis"] = {"image": "redis:$TAG"}
+        data["edge"] = {"image": "caddy:${EDGE}", "tls": "auto"}
+    files = render(variant(change), "production")
+    stack = _stack(files, "production")["services"]
+    assert stack["api-production"]["healthcheck"]["test"] == [
+        "CMD", "sh", "-c", "test $$HOME = /"]
+    web_test = stack["web-production"]["healthcheck"]["test"]
+    assert "/health?x=$$y" in web_test[1] and "$y" not in web_test[1].replace("$$", "")
+    shared = _stack(files, "shared")["services"]
+    assert shared["postgres"]["image"] == "registry.local/$$ORG/pgvector:pg17"
+    assert shared["postgres"]["healthcheck"]["test"] == ["CMD", "pg_isready", "-d", "$$DB"]
+    assert shared["redis"]["image"] == "redis:$$TAG"
+    assert shared["edge"]["image"] == "caddy:$${EDGE}"
+    assert _undollar(shared["edge"]["image"]) == "caddy:${EDGE}"
+    # env files are read by env_file, which substitutes nothing: `$` stays single there
+    assert "GREETING=cost: $5 $HOME x\n" in files["env/web-production.env"]
+
+
+def test_stack_files_of_the_shipped_config_hold_no_lone_dollar() -> None:
+    files = render(load_config(SHIPPED))
+    for path, text in files.items():
+        if path.startswith("stacks/"):
+            body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+            assert "$" not in body.replace("$$", ""), path
+
+
+@pytest.mark.parametrize("tag", ["v1\n", "v1 2", "", "-x", ".x", "a" * 129, "v1\r", "ü"])
+def test_render_refuses_a_tag_outside_the_one_rule(tag: str) -> None:
+    from vedfin_ops.errors import UsageError
+    config = load_config(SHIPPED)
+    with pytest.raises(UsageError) as info:
+        render(config, "production", tag=tag)
+    message = str(info.value)
+    assert message.startswith("--tag: ") and not message.startswith("error: ")
+    assert message.endswith("is not a valid image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})")
+
+
+@pytest.mark.parametrize("tag", ["v1", "1e3", "_", "a" * 128, "V1.2-rc_3"])
+def test_render_takes_any_tag_in_docker_grammar(tag: str) -> None:
+    stack = _stack(render(load_config(SHIPPED), "production", tag=tag), "production")
+    assert stack["services"]["api-production"]["image"] == f"vedfinance/api:{tag}"
+
+
+def test_render_without_a_tag_uses_the_configs(variant: Any) -> None:
+    stack = _stack(render(variant(lambda d: d.update(tag="v9")), "production"), "production")
+    assert stack["services"]["web-production"]["image"] == "vedfinance/web:v9"
+
+
+def test_header_stays_one_comment_line_whatever_the_file_name(variant: Any) -> None:
+    config = variant(lambda d: None)
+    config._source = "evil\nservices: {}\n.yaml"
+    files = render(config, "production")
+    for path in ("stacks/production.yml", "stacks/shared.yml", "edge/Caddyfile"):
+        assert "\nservices: {}\n" not in files[path], path
+    assert set(_stack(files, "production")["services"]) == {"api-production", "web-production"}

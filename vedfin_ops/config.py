@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from .tags import TAG_PATTERN, TAG_RE
 from .units import parse_mib, parse_seconds, show
 
 MIN_MEMORY_MIB = 6  # Docker refuses a memory limit below 6 MiB.
@@ -39,6 +40,75 @@ def _at_least_docker_minimum(value: int) -> int:
     return value
 
 
+def _image_tag(value: str) -> str:
+    """The one tag rule (vedfin_ops.tags), matched in full: a tag reaches stack files."""
+    if TAG_RE.fullmatch(value) is None:
+        raise ValueError(f"{show(value)} is not a valid image tag ({TAG_PATTERN})")
+    return value
+
+
+def _env_value(value: str) -> str:
+    """An env file holds one variable per line: a line break would start another variable."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError("the value holds a line break (or a NUL): an env value must be one "
+                         "line, as the env file has one variable per line")
+    return value
+
+
+# A conservative addr-spec: what any mail system takes, and nothing the Caddyfile would read as
+# syntax (no spaces, braces, quotes or line breaks).
+_EMAIL_LOCAL = r"[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*"
+_EMAIL_DOMAIN = r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+_EMAIL = re.compile(f"{_EMAIL_LOCAL}@{_EMAIL_DOMAIN}")
+
+
+def _email(value: str) -> str:
+    if len(value) > 254 or _EMAIL.fullmatch(value) is None:
+        raise ValueError(f"{show(value)} is not an email address like ops@example.com")
+    return value
+
+
+# PostgreSQL 16's RESERVED_KEYWORD and TYPE_FUNC_NAME_KEYWORD lists (src/include/parser/
+# kwlist.h): neither can name a database unquoted (`CREATE DATABASE user` is a syntax error).
+PG_RESERVED = frozenset({
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric",
+    "authorization", "binary", "both", "case", "cast", "check", "collate", "collation",
+    "column", "concurrently", "constraint", "create", "cross", "current_catalog",
+    "current_date", "current_role", "current_schema", "current_time", "current_timestamp",
+    "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end",
+    "except", "false", "fetch", "for", "foreign", "freeze", "from", "full", "grant", "group",
+    "having", "ilike", "in", "initially", "inner", "intersect", "into", "is", "isnull",
+    "join", "lateral", "leading", "left", "like", "limit", "localtime", "localtimestamp",
+    "natural", "not", "notnull", "null", "offset", "on", "only", "or", "order", "outer",
+    "overlaps", "placing", "primary", "references", "returning", "right", "select",
+    "session_user", "similar", "some", "symmetric", "system_user", "table", "tablesample",
+    "then", "to", "trailing", "true", "union", "unique", "user", "using", "variadic",
+    "verbose", "when", "where", "window", "with"
+})
+_DATABASE = re.compile(r"[a-z_][a-z0-9_]*")
+MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1: longer names are cut silently
+
+
+def _database_name(value: str) -> str:
+    """init-db.sql names a database unquoted, which PostgreSQL folds to lower case, and looks
+    it up quoted in pg_database: only a lower-case, non-reserved name matches on a second run."""
+    if _DATABASE.fullmatch(value) is None:
+        raise ValueError(f"{show(value)} is not a lower-case identifier ([a-z_][a-z0-9_]*): "
+                         f"PostgreSQL would not keep it as written")
+    if len(value) > MAX_IDENTIFIER:
+        raise ValueError(f"{show(value)} is {len(value)} characters; PostgreSQL keeps at most "
+                         f"{MAX_IDENTIFIER}")
+    if value in PG_RESERVED:
+        raise ValueError(f"{show(value)} is a PostgreSQL reserved word")
+    return value
+
+
+def _ca_root(value: str) -> str:
+    if not value or "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError(f"{show(value)} is not a path to a PEM file")
+    return value
+
+
 Mib = Annotated[int, BeforeValidator(parse_mib)]
 LimitMib = Annotated[int, BeforeValidator(parse_mib), AfterValidator(_at_least_docker_minimum)]
 Seconds = Annotated[float, BeforeValidator(parse_seconds)]
@@ -48,6 +118,7 @@ Count = Annotated[int, Field(strict=True)]
 _NAME = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 _DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$"
 _IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_REF = re.compile(r"\$\{([^}]*)\}")
 _PATH = r"^/[^\s]*$"
 
@@ -89,7 +160,8 @@ class Application(Model):
     additional_domains: list[Annotated[str, Field(pattern=_DOMAIN)]] = []
     resources: Resources
     replicas: Annotated[Count, Field(ge=1)] = 1
-    environment: Annotated[dict[str, str], BeforeValidator(lambda v: _env_items(v))] = {}
+    environment: Annotated[dict[str, Annotated[str, AfterValidator(_env_value)]],
+                           BeforeValidator(lambda v: _env_items(v))] = {}
     image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:-]*$")] | None = None
     port: Annotated[Count, Field(ge=1, le=65535)] = 3000
     healthcheck: Healthcheck | None = None
@@ -140,7 +212,11 @@ class Application(Model):
 def _env_items(value: Any) -> Any:
     """Accept Dokploy's `- KEY=value` list as well as a mapping; keep the user's order."""
     if isinstance(value, dict):
-        return {str(k): v if isinstance(v, str) else _scalar(v) for k, v in value.items()}
+        for key in value:
+            if not isinstance(key, str) or _VARIABLE.fullmatch(key) is None:
+                raise ValueError(f"{show(key)} is not a valid variable name "
+                                 f"({_VARIABLE.pattern})")
+        return {k: v if isinstance(v, str) else _scalar(v) for k, v in value.items()}
     if not isinstance(value, list):
         return value  # let the type check say what is wrong
     out: dict[str, str] = {}
@@ -148,8 +224,9 @@ def _env_items(value: Any) -> Any:
         if not isinstance(item, str) or "=" not in item:
             raise ValueError(f"item {index} {show(item)} is not KEY=value")
         key, _, val = item.partition("=")
-        if not re.match(_IDENT, key):
-            raise ValueError(f"item {index}: {show(key)} is not a valid variable name")
+        if _VARIABLE.fullmatch(key) is None:
+            raise ValueError(f"item {index}: {show(key)} is not a valid variable name "
+                             f"({_VARIABLE.pattern})")
         if key in out:
             raise ValueError(f"item {index}: {key} is set twice")
         out[key] = val
@@ -214,7 +291,7 @@ class NextPlan(Model):
 
 
 class Environment(Model):
-    database: Annotated[str, Field(pattern=_IDENT)]
+    database: Annotated[str, AfterValidator(_database_name)]
 
 
 class Edge(Model):
@@ -225,7 +302,11 @@ class Edge(Model):
     http_port: Annotated[Count, Field(ge=1, le=65535)] = 80
     https_port: Annotated[Count, Field(ge=1, le=65535)] = 443
     tls: Literal["auto", "internal", "off"] = "auto"
-    email: str | None = None
+    email: Annotated[str, AfterValidator(_email)] | None = None
+    # The PEM CA bundle that signs the edge's certificates (`tls: internal` needs one, or
+    # verify could never trust the edge). Relative to the config file's folder; the loader
+    # stores the resolved path.
+    ca_root: Annotated[str, AfterValidator(_ca_root)] | None = None
     counted_in: str = "system"
 
 
@@ -254,6 +335,13 @@ class Monitoring(Model):
     netdata_port: Annotated[Count, Field(ge=1, le=65535)] = 19999
     uptime_kuma_port: Annotated[Count, Field(ge=1, le=65535)] = 3002
     check: bool = True  # false where nothing monitors the host (the sandbox)
+
+
+class Verify(Model):
+    """Verify never passes by checking nothing: an env whose apps have no domain has no smoke
+    checks, and is refused unless this says so."""
+
+    allow_no_checks: bool = False
 
 
 class Remote(Model):
@@ -307,13 +395,14 @@ class Config(Model):
     secrets: dict[str, dict[Annotated[str, Field(pattern=_IDENT)], SecretSource]] = Field(
         default_factory=_default_secrets
     )
-    tag: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")] = "latest"
+    tag: Annotated[str, AfterValidator(_image_tag)] = "latest"
     edge: Edge = Edge()
     alerts: Alerts = Alerts()
     firewall: Firewall = Firewall()
     monitoring: Monitoring = Monitoring()
     remote: Remote = Remote()
     next_plan: NextPlan = NextPlan()
+    verify: Verify = Verify()
     secrets_file: str = ".vedfin/secrets.env"
 
     _source: str = PrivateAttr(default="dokploy.yaml")
@@ -339,7 +428,7 @@ class Config(Model):
 
         if env not in self.environments:
             known = ", ".join(self.environments)
-            raise UsageError(f"error: {self._source}: environments: unknown env {show(env)} "
+            raise UsageError(f"{self._source}: environments: unknown env {show(env)} "
                              f"(known: {known})")
         return env
 

@@ -89,7 +89,17 @@ def config_from_dict(data: dict[str, Any], file: str = DEFAULT_CONFIG) -> Config
     config._source = file
     _assign_envs(config, file)
     _check(config, file)
+    _resolve_paths(config, file)
     return config
+
+
+def _resolve_paths(config: Config, file: str) -> None:
+    """`edge.caRoot` is relative to the config file's folder, so any working directory works."""
+    if config.edge.ca_root is not None:
+        path = Path(config.edge.ca_root).expanduser()
+        if not path.is_absolute():
+            path = Path(file).resolve().parent / path
+        config.edge.ca_root = str(path)
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -105,7 +115,11 @@ def key_path(loc: tuple[int | str, ...]) -> str:
 
 def _first_error(exc: ValidationError, file: str) -> ConfigError:
     err = exc.errors(include_url=False)[0]
-    loc = tuple(p for p in err["loc"] if not _is_validator_tag(p))
+    raw = err["loc"]
+    # A key of a user's mapping (an env variable called `str`) is never a validator's tag.
+    loc = tuple(p for i, p in enumerate(raw)
+                if not _is_validator_tag(p) or (i and raw[i - 1] in _USER_KEYED)
+                or (i > 1 and raw[i - 2] == "secrets"))
     kind, msg, given = err["type"], err["msg"], err.get("input")
     if kind == "extra_forbidden":
         return ConfigError(file, key_path(loc), _unknown_key(str(loc[-1]), loc[:-1]))
@@ -118,6 +132,9 @@ def _first_error(exc: ValidationError, file: str) -> ConfigError:
     text = re.sub(r"a valid dictionary or instance of \w+", "a mapping", msg)
     text = text[0].lower() + text[1:]
     return ConfigError(file, key_path(loc), f"{show(given)}: {text}")
+
+
+_USER_KEYED = {"environment", "environments", "overhead"}
 
 
 def _is_validator_tag(part: int | str) -> bool:
@@ -219,6 +236,23 @@ def _check(config: Config, file: str) -> None:
     if config.edge.counted_in not in config.overhead and config.overhead:
         fail("edge.countedIn", f"{show(config.edge.counted_in)} is not an overhead entry "
              f"({', '.join(config.overhead)})")
+    if config.edge.tls == "internal" and config.edge.ca_root is None:
+        fail("edge.caRoot", "tls: internal needs the CA root that signs the edge's "
+             "certificates (a PEM file, e.g. the edge's /data/caddy/pki/authorities/local/"
+             "root.crt); without it verify could never trust the edge")
+    _check_verifiable(config, fail)
+
+
+def _check_verifiable(config: Config, fail: Any) -> None:
+    """Verify must never pass by checking nothing: smoke checks go through app domains."""
+    if config.verify.allow_no_checks:
+        return
+    for env in config.environments:
+        apps = config.apps(env)
+        if apps and not any(app.domain for app in apps):
+            fail(f"environments.{env}", f"no application of {env} has a domain, so verify "
+                 f"would have no smoke check to run; give one a domain or set "
+                 f"verify.allowNoChecks: true to deploy {env} unverified")
 
 
 def _check_secret_refs(config: Config, app: Application, at: str, fail: Any) -> None:

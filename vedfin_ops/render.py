@@ -1,8 +1,11 @@
 """config -> {relative path: text}. Pure: no I/O but reading the templates.
 
 Secret values are substituted only into env files (`env/*.env`); every other file is safe to
-print, diff and keep. Without a value for a secret, a placeholder goes in and the name is
-listed in `missing_secrets`, so `inv render` works on a laptop that holds no secrets.
+print, diff and keep. `docker stack deploy` substitutes `$VAR` in stack files (not in the env
+files it reads through env_file), so every string in a stack file goes through the `dollars`
+filter: a `$` from the config reaches the container as written. Without a value for a secret,
+a placeholder goes in and the name is listed in `missing_secrets`, so `inv render` works on a
+laptop that holds no secrets.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import yaml
 
 from .config import Application, Config, Healthcheck, secret_refs
 from .quoting import sh, yaml_str
+from .tags import check_tag
 from .units import format_cpus, format_mib, format_seconds
 
 TEMPLATES = Path(os.environ.get("VEDFIN_TEMPLATES", Path(__file__).resolve().parent.parent /
@@ -41,6 +46,30 @@ class Rendered(dict[str, str]):
         return path.startswith("env/")
 
 
+def dollars(value: Any) -> Any:
+    """`$` -> `$$` in a string (each string of a list): the stack loader reads `$$` as `$`."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list | tuple):
+        return [dollars(v) for v in value]
+    return value
+
+
+def yaml_scalar(value: object) -> str:
+    """A YAML double-quoted scalar on one line, escaped by YAML's own rules: JSON's rules
+    (`tojson`, `json.dumps`) let through characters YAML reads differently (U+0085 is a line
+    break to YAML, DEL is refused, `\\ud800\\udc00` is two lone surrogates, not one character)."""
+    text = yaml.safe_dump(str(value), default_style='"', allow_unicode=True, width=2**31)
+    text = text.removesuffix("\n")
+    assert "\n" not in text and text.startswith('"'), text
+    return text
+
+
+def yaml_list(values: Any) -> str:
+    """A YAML flow sequence of double-quoted strings: `["CMD", "pg_isready"]`."""
+    return "[" + ", ".join(yaml_scalar(v) for v in values) + "]"
+
+
 def placeholder(name: str) -> str:
     return f"__MISSING_SECRET_{name}__"
 
@@ -56,7 +85,9 @@ def _jinja(root: str) -> jinja2.Environment:
         autoescape=False,
     )
     env.filters.update(
-        q=yaml_str,
+        q=yaml_scalar,
+        yamllist=yaml_list,
+        dollars=dollars,
         shq=sh,
         mib=lambda v: yaml_str(format_mib(v)),
         cpus=lambda v: yaml_str(format_cpus(v)),
@@ -120,9 +151,11 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
            secrets: Mapping[str, str] | None = None) -> Rendered:
     """Everything a release of `env` needs (every env when None): stacks, env files, SQL, edge."""
     envs = [config.require_env(env)] if env else list(config.environments)
+    tag = config.tag if tag is None else check_tag(tag)
     secrets = secrets or {}
     missing: set[str] = set()
-    header = HEADER.format(source=Path(config.source).name)
+    # The header is a comment line in every file: a line break in the file name would end it.
+    header = HEADER.format(source=" ".join(Path(config.source).name.split()))
     files: dict[str, str] = {}
 
     files["db/init-db.sql"] = _template("init-db.sql.j2").render(
@@ -159,7 +192,7 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
             header=header,
             stack=stack_name(config, name),
             env=name,
-            apps=[_app_view(app, tag or config.tag) for app in apps],
+            apps=[_app_view(app, tag) for app in apps],
             strategy=config.deployment_strategy,
             network=config.remote.network,
         )

@@ -472,3 +472,36 @@ def test_the_heartbeat_is_throttled_and_a_silent_holder_is_called_probably_stale
     assert "probably stale: no heartbeat for" in holder.describe(silent)
     silent, holder = parse_held('held\n3\n{"who": "ci@runner", "host": "elsewhere", "pid": 7}')
     assert holder.describe(silent).endswith("alive: heartbeat 3s ago")
+
+
+def test_verify_never_passes_by_checking_nothing(shipped_data: dict[str, Any]) -> None:
+    import copy
+
+    from vedfin_ops.deploy import verify
+    from vedfin_ops.loader import config_from_dict
+
+    data = copy.deepcopy(shipped_data)
+    for app in data["applications"]:
+        app.pop("domain", None)
+        app.pop("additionalDomains", None)
+    data["verify"] = {"allowNoChecks": True}
+    allowed = config_from_dict(data, "dokploy.yaml")
+    assert verify(allowed, "production") == []
+    object.__setattr__(allowed.verify, "allow_no_checks", False)  # as if the loader let it by
+    assert verify(allowed, "production") == [
+        "no smoke checks for production (no app has a domain); set verify.allowNoChecks: true "
+        "to deploy unverified"]
+
+
+def test_the_configs_ca_root_is_trusted_by_smoke_and_preflight(shipped_data: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    import copy
+
+    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.smoke import Options, trusting
+
+    data = copy.deepcopy(shipped_data)
+    data["edge"] = {**data.get("edge", {}), "tls": "internal", "caRoot": str(tmp_path / "ca.pem")}
+    config = config_from_dict(data, "dokploy.yaml")
+    assert trusting(config, Options()).ca_file == str(tmp_path / "ca.pem")
+    assert trusting(config, Options(ca_file="/other.pem")).ca_file == "/other.pem"

@@ -337,6 +337,13 @@ class Monitoring(Model):
     check: bool = True  # false where nothing monitors the host (the sandbox)
 
 
+class Capacity(Model):
+    """The gate refuses when used + surge exceeds RAM + swap less this margin (0: the room is
+    all of RAM + swap); past the RAM alert it only warns."""
+
+    hard_margin_mb: Annotated[float, Field(ge=0)] = 0.0  # MiB
+
+
 class Verify(Model):
     """Verify never passes by checking nothing: an env whose apps have no domain has no smoke
     checks, and is refused unless this says so."""
@@ -403,6 +410,7 @@ class Config(Model):
     remote: Remote = Remote()
     next_plan: NextPlan = NextPlan()
     verify: Verify = Verify()
+    capacity: Capacity = Capacity()
     secrets_file: str = ".vedfin/secrets.env"
 
     _source: str = PrivateAttr(default="dokploy.yaml")

@@ -20,7 +20,7 @@ from .config import Config
 from .endpoints import base
 from .gate import gate
 from .host import Host
-from .smoke import Check, Failed, Options, Transient, tls_check
+from .smoke import Check, Failed, Options, Transient, tls_check, trusting
 from .smoke import SmokeReport as _Report
 from .usage import PROBE as USAGE_PROBE
 from .usage import parse_probe
@@ -325,7 +325,7 @@ def preflight(host: Host | None, config: Config, env: str, *,
     reached is pending, for verify to check after the rollout; a wrong certificate still
     fails."""
     config.require_env(env)
-    options = options or Options()
+    options = trusting(config, options or Options())
     report = PreflightReport(env)
 
     def secrets() -> str:
@@ -404,7 +404,8 @@ def _capacity(config: Config, env: str, usage_text: str, force: bool) -> str:
     what the host uses now plus this deploy's surge does not fit in RAM + swap (gate.py);
     past the RAM alert threshold it passes with a warning; --force passes."""
     if usage_text.strip():
-        result = gate(config, env, parse_probe(usage_text))
+        result = gate(config, env, parse_probe(usage_text),
+                      hard_margin_mb=config.capacity.hard_margin_mb)
         if result.ok:
             return result.reason
         if force:

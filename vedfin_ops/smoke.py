@@ -12,7 +12,7 @@ import ssl
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -269,10 +269,18 @@ def _app_checks(config: Config, app: Application,
     return out
 
 
+def trusting(config: Config, options: Options) -> Options:
+    """The config's own CA root (`edge.caRoot`, e.g. Caddy's internal CA) unless the caller
+    named one: without it `tls: internal` could never pass."""
+    if options.ca_file is None and config.edge.ca_root:
+        return replace(options, ca_file=config.edge.ca_root)
+    return options
+
+
 def smoke_test(config: Config, env: str, options: Options | None = None) -> SmokeReport:
     """Run every check in parallel; the report lists them in a stable order."""
     config.require_env(env)
-    options = options or Options()
+    options = trusting(config, options or Options())
     todo = checks(config, env, options)
     report = SmokeReport(env)
     if not todo:

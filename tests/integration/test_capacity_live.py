@@ -58,13 +58,13 @@ def test_live_report_measures_the_real_containers(sandbox_up: dict[str, Any], li
     assert "ACTUAL USAGE (measured now)" in table.stdout and "Used now" in table.stdout
 
 
-def test_gate_refuses_a_deploy_that_would_pass_the_alert_and_force_is_recorded(
+def test_gate_refuses_a_deploy_with_no_room_left_and_force_is_recorded(
         sandbox_up: dict[str, Any], live: tuple[Any, Host]) -> None:
     _, host = live
     data = yaml.safe_load(Path(sandbox_up["config"]).read_text())
-    data["alerts"]["ram"]["above"] = 1  # 1% of RAM: any real host is past it
+    data["capacity"] = {"hardMarginMb": 1000000}  # no room at all: any deploy is refused
     strict = config_from_dict(data, sandbox_up["config"])
-    with pytest.raises(CheckFailed, match=r"preflight failed: capacity: .*past the 1% alert"):
+    with pytest.raises(CheckFailed, match=r"preflight failed: capacity: .*exceeds RAM \+ swap"):
         deploy(host, strict, "production", "v1", say=lambda _m: None)
     assert docker("service", "inspect", "--format",
                   "{{.Spec.TaskTemplate.ContainerSpec.Image}}",

@@ -69,17 +69,20 @@ def is_remote(c: Any) -> bool:
     return isinstance(c, Connection)
 
 
-def remote(c: Any, accept_new_host_key: bool = False) -> Any:
-    """The Host behind `fab -H HOST`: `inv` has no host to talk to."""
+def remote(c: Any, accept_new_host_key: bool = False,
+           host_key_fingerprint: str | None = None) -> Any:
+    """The Host behind `fab -H HOST`: `inv` has no host to talk to. The expected host key
+    fingerprint is `host_key_fingerprint`, else $VEDFIN_HOST_KEY_FINGERPRINT."""
     from fabric import Connection
 
     from .errors import UsageError
-    from .host import Host
+    from .host import FINGERPRINT_ENV, Host
 
     if not isinstance(c, Connection):
         raise UsageError("this task runs on a host: fab -H HOST TASK "
                          "(e.g. fab -S .sandbox/ssh_config -H sandbox TASK)")
-    return Host(c, accept_new_host_key)
+    expected = host_key_fingerprint or os.environ.get(FINGERPRINT_ENV) or None
+    return Host(c, accept_new_host_key, expected)
 
 
 def say(message: str) -> None:

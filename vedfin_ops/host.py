@@ -3,24 +3,41 @@
 Fabric's Connection accepts any host key it has never seen (AutoAddPolicy) and reads no
 known_hosts file. A deploy tool must not: here the host key is checked against the
 UserKnownHostsFile of the ssh_config entry (else ~/.ssh/known_hosts), and an unknown or changed
-key stops the run unless the user explicitly accepts a new one.
+key stops the run unless the user explicitly accepts a new one (`--accept-new-host-key`) or names
+the key they expect (`--host-key-fingerprint SHA256:...`).
+
+known_hosts is read here, not by paramiko: paramiko's reader chokes on `@cert-authority` and
+`@revoked` lines and its writer rewrites the whole file (dropping comments and key types it does
+not know). This reader skips `@cert-authority` lines (paramiko cannot verify host certificates),
+refuses any key on an `@revoked` line (for every host), and a new key is pinned by appending one
+line; the file is never rewritten.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import errno
+import hashlib
 import os
+import re
+import stat
 import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paramiko
 from fabric import Config as FabricConfig
 from fabric import Connection
+from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
 
-from .errors import CheckFailed
+from .errors import CheckFailed, UsageError
+from .secret_store import mask_urls
 
 HANDSHAKES = {"count": 0}
+FINGERPRINT_ENV = "VEDFIN_HOST_KEY_FINGERPRINT"
 
 
 class HostError(CheckFailed):
@@ -34,25 +51,212 @@ def known_hosts_file(conn: Connection) -> Path:
     return Path.home() / ".ssh" / "known_hosts"
 
 
-def secure(conn: Connection, accept_new_host_key: bool = False) -> Connection:
-    """Make `conn` check host keys (and optionally pin a new one) before it ever opens."""
+# --- fingerprints and ssh_config values ----------------------------------------------------
+
+def fingerprint(key: paramiko.PKey | bytes) -> str:
+    """OpenSSH's form: `SHA256:` and the unpadded base64 of the SHA-256 of the key blob."""
+    blob = key if isinstance(key, bytes) else key.asbytes()
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def normalize_fingerprint(text: str) -> str:
+    """`SHA256:<43 base64 characters>` as `ssh-keygen -l` prints it; anything else is bad input."""
+    value = text.strip().rstrip("=")
+    body = value.removeprefix("SHA256:")
+    try:
+        ok = value.startswith("SHA256:") and len(base64.b64decode(body + "=", validate=True)) == 32
+    except (binascii.Error, ValueError):
+        ok = False
+    if not ok:
+        raise UsageError(f"--host-key-fingerprint {text.strip()!r}: not a SHA256 fingerprint "
+                         f"(`ssh-keygen -l -f KEY.pub` prints one, e.g. SHA256:AbC...)")
+    return value
+
+
+_TIME_PART = re.compile(r"(\d+)([smhdwSMHDW]?)")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def ssh_seconds(option: str, text: str) -> int:
+    """An ssh_config time value (`15`, `10s`, `1m`, `1h30m`; units s m h d w) in seconds."""
+    value = str(text).strip()
+    parts = list(_TIME_PART.finditer(value))
+    if not parts or "".join(part.group(0) for part in parts) != value:
+        raise UsageError(f"ssh_config {option} {value!r}: not a time (seconds, or a number with "
+                         f"s, m, h, d or w, e.g. 15, 30s, 1m)")
+    return sum(int(number) * _UNITS[unit.lower()] for number, unit in
+               (part.groups() for part in parts))
+
+
+def keepalive_seconds(conn: Connection) -> int:
+    """ServerAliveInterval of the ssh_config entry; 15 s when it names none; 0 turns it off."""
+    configured = conn.ssh_config.get("serveraliveinterval")
+    return 15 if configured in (None, "") else ssh_seconds("ServerAliveInterval", configured)
+
+
+# --- known_hosts ---------------------------------------------------------------------------
+
+def _matches(patterns: str, name: str) -> bool:
+    """OpenSSH host patterns: hashed `|1|salt|hash`, `*`/`?` wildcards, `!` negation."""
+    if patterns.startswith("|1|"):
+        return bool(paramiko.HostKeys.hash_host(name, patterns) == patterns)
+    found = False
+    for pattern in patterns.lower().split(","):
+        negated = pattern.startswith("!")
+        glob = re.escape(pattern.removeprefix("!")).replace(r"\*", ".*").replace(r"\?", ".")
+        if re.fullmatch(glob, name.lower()):
+            if negated:
+                return False
+            found = True
+    return found
+
+
+@dataclass
+class KnownHosts:
+    """What a known_hosts file says: (patterns, key type, key blob) per usable line, and the
+    blobs of revoked keys. Lines it cannot use (certificate authorities, broken lines) are
+    skipped, as OpenSSH skips what it cannot parse."""
+
+    path: Path
+    entries: list[tuple[str, str, bytes]] = field(default_factory=list)
+    revoked: set[bytes] = field(default_factory=set)
+
+    @classmethod
+    def read(cls, path: Path) -> KnownHosts:
+        known = cls(path)
+        try:
+            text = path.read_bytes().decode("utf-8", errors="replace") if path.exists() else ""
+        except OSError as exc:
+            raise UsageError(f"known_hosts {path}: cannot read it: "
+                             f"{exc.strerror or exc}") from None
+        for raw in text.splitlines():
+            fields = raw.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            marker = fields.pop(0) if fields[0].startswith("@") else None
+            if len(fields) < 3 or marker not in (None, "@revoked"):
+                continue  # @cert-authority: paramiko cannot verify host certificates
+            patterns, kind, data = fields[:3]
+            try:
+                blob = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if marker == "@revoked":
+                known.revoked.add(blob)
+            else:
+                known.entries.append((patterns, kind, blob))
+        return known
+
+    def keys_for(self, name: str) -> list[tuple[str, bytes]]:
+        return [(kind, blob) for patterns, kind, blob in self.entries
+                if _matches(patterns, name)]
+
+
+def known_name(host: str, port: int) -> str:
+    """The name a host's key is filed under: `host`, or `[host]:port` off port 22."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def append_known_host(path: Path, name: str, key: paramiko.PKey, hashed: bool = False) -> str:
+    """Pin `key` for `name` by appending one line (the file is never rewritten); returns it."""
+    blob = key.asbytes()
+    kind = blob[4:4 + int.from_bytes(blob[:4], "big")].decode()
+    line = f"{paramiko.HostKeys.hash_host(name) if hashed else name} {kind} " \
+           f"{base64.b64encode(blob).decode()}\n"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line  # finish the last line first
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise UsageError(f"known_hosts {path}: cannot pin the host key: "
+                         f"{exc.strerror or exc}") from None
+    return line
+
+
+class _HostKeyCheck:
+    """paramiko's missing-host-key policy, asked about every key: paramiko itself is given no
+    known keys, so the whole decision is made here, before any authentication."""
+
+    def __init__(self, conn: Connection, known: KnownHosts, accept_new: bool,
+                 expected: str | None) -> None:
+        self.conn, self.known = conn, known
+        self.accept_new, self.expected = accept_new, expected
+
+    def missing_host_key(self, client: Any, hostname: str, key: paramiko.PKey) -> None:
+        blob, presented = key.asbytes(), fingerprint(key)
+        where, path = _where(self.conn), self.known.path
+        what = f"{key.get_name()} {presented}"
+        if blob in self.known.revoked:
+            raise HostError(f"{where}: the host key {what} is REVOKED (an @revoked line of "
+                            f"{path}); refusing to connect")
+        pinned = self.known.keys_for(hostname)
+        if pinned and blob not in {known_blob for _, known_blob in pinned}:
+            raise HostError(f"{where}: the host key CHANGED (got {what}; {path} has "
+                            f"{', '.join(sorted({fingerprint(b) for _, b in pinned}))}). "
+                            f"Someone may be intercepting the connection; if the server was "
+                            f"rebuilt, remove its old line from {path}.")
+        if self.expected is not None and presented != self.expected:
+            raise HostError(f"{where}: the host key is {what}, not the expected "
+                            f"{self.expected} (--host-key-fingerprint); refusing to connect")
+        if pinned:
+            return
+        if self.expected is None and not self.accept_new:
+            raise HostError(f"{where}: unknown host key {what} (not in {path}); check it out "
+                            f"of band, then pass --accept-new-host-key to pin it, or "
+                            f"--host-key-fingerprint {presented} to pin only this key")
+        hashed = str(self.conn.ssh_config.get("hashknownhosts", "no")).lower() == "yes"
+        append_known_host(path, hostname, key, hashed)
+        self.known.entries.append((hostname, key.get_name(), blob))
+
+
+def _prefer_known_key_types(transport: paramiko.Transport, kinds: list[str]) -> None:
+    """Ask for the key types known_hosts holds first, as OpenSSH orders HostKeyAlgorithms."""
+    options = transport.get_security_options()
+    available = list(options.key_types)
+    wanted: list[str] = []
+    for kind in kinds:
+        for name in (("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa") if kind == "ssh-rsa"
+                     else (kind,)):
+            if name in available and name not in wanted:
+                wanted.append(name)
+    if wanted:
+        options.key_types = wanted + [name for name in available if name not in wanted]
+
+
+def secure(conn: Connection, accept_new_host_key: bool = False,
+           host_key_fingerprint: str | None = None) -> Connection:
+    """Make `conn` check host keys (and optionally pin a new one) before it ever opens.
+
+    `host_key_fingerprint` (`SHA256:...`): the presented key must be this one; a key not yet in
+    known_hosts is then pinned as with `accept_new_host_key`. A key that differs from the one
+    known_hosts holds is refused whatever the flags."""
     if getattr(conn, "_vedfin_secured", False):
         return conn
+    expected = normalize_fingerprint(host_key_fingerprint) if host_key_fingerprint else None
     if isinstance(conn.gateway, Connection):  # ProxyJump: the jump host is checked too
         secure(conn.gateway, accept_new_host_key)
     path = known_hosts_file(conn)
+    known = KnownHosts.read(path)
+    keepalive = keepalive_seconds(conn)
     client = conn.client
     # Remote commands never read the user's terminal: stdin is given explicitly or not at all.
     conn.config.run.in_stream = False
-    if path.exists():
-        client.load_host_keys(str(path))
-    elif accept_new_host_key:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        client.load_host_keys(str(path))
-    policy = paramiko.AutoAddPolicy() if accept_new_host_key else paramiko.RejectPolicy()
-    client.set_missing_host_key_policy(policy)
-    keepalive = int(conn.ssh_config.get("serveraliveinterval", 15) or 15)
+    client.set_missing_host_key_policy(
+        _HostKeyCheck(conn, known, accept_new_host_key, expected))
+
+    def transport_factory(sock: Any, **kwargs: Any) -> paramiko.Transport:
+        transport = paramiko.Transport(sock, **kwargs)
+        kinds = [kind for kind, _ in known.keys_for(known_name(conn.host, conn.port))]
+        _prefer_known_key_types(transport, kinds)
+        return transport
+
+    conn.connect_kwargs = {**conn.connect_kwargs, "transport_factory": transport_factory}
     original_open = conn.open
 
     def checked_open() -> Any:
@@ -60,31 +264,14 @@ def secure(conn: Connection, accept_new_host_key: bool = False) -> Connection:
             return None
         try:
             result = original_open()
-        except paramiko.BadHostKeyException as exc:
-            raise HostError(
-                f"error: {_where(conn)}: the host key CHANGED (got "
-                f"{exc.key.get_name()} {exc.key.fingerprint}, known_hosts {path} has another). "
-                f"Someone may be intercepting the connection; if the server was rebuilt, "
-                f"remove its old line from {path}.") from None
-        except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                raise HostError(
-                    f"error: {_where(conn)}: unknown host key (not in {path}); check it out of "
-                    f"band, then pass --accept-new-host-key to pin it") from None
-            if isinstance(exc, paramiko.AuthenticationException):
-                raise HostError(f"error: {_where(conn)}: the server refused the key for user "
-                                f"{conn.user}") from None
-            raise HostError(f"error: {_where(conn)}: ssh: {exc}") from None
-        except TimeoutError as exc:
-            raise HostError(f"error: cannot reach {_where(conn)}: timed out ({exc})") from None
-        except OSError as exc:
-            raise HostError(f"error: cannot reach {_where(conn)}: {exc.strerror or exc}"
-                            ) from None
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                client.close()
+            _raise_open_error(conn, exc)
+            raise
         HANDSHAKES["count"] += 1
         if conn.transport is not None:
             conn.transport.set_keepalive(keepalive)
-        if accept_new_host_key:
-            client.save_host_keys(str(path))
         return result
 
     conn.open = checked_open
@@ -92,18 +279,32 @@ def secure(conn: Connection, accept_new_host_key: bool = False) -> Connection:
     return conn
 
 
+def _raise_open_error(conn: Connection, exc: BaseException) -> None:
+    """One line for what went wrong while connecting; our own errors pass through."""
+    where = _where(conn)
+    if isinstance(exc, paramiko.AuthenticationException):
+        raise HostError(f"{where}: the server refused the key for user {conn.user}") from None
+    if isinstance(exc, paramiko.SSHException):
+        raise HostError(f"{where}: ssh: {exc}") from None
+    if isinstance(exc, TimeoutError):
+        raise HostError(f"cannot reach {where}: timed out ({exc})") from None
+    if isinstance(exc, OSError):
+        raise HostError(f"cannot reach {where}: {exc.strerror or exc}") from None
+
+
 def _where(conn: Connection) -> str:
     return f"{conn.user}@{conn.host}:{conn.port}"
 
 
 def connect(host: str, ssh_config: str | os.PathLike[str] | None = None,
-            accept_new_host_key: bool = False, connect_timeout: int = 15) -> Connection:
+            accept_new_host_key: bool = False, connect_timeout: int = 15,
+            host_key_fingerprint: str | None = None) -> Connection:
     """A checked Connection for library callers (`fab -H` builds its own; tasks secure it)."""
     config = FabricConfig(runtime_ssh_path=str(ssh_config)) if ssh_config else FabricConfig()
     if ssh_config:
         config.load_ssh_config()
     conn = Connection(host, config=config, connect_timeout=connect_timeout)
-    return secure(conn, accept_new_host_key)
+    return secure(conn, accept_new_host_key, host_key_fingerprint)
 
 
 class RemoteError(CheckFailed):
@@ -130,19 +331,21 @@ class Host:
     talks to the host.
     """
 
-    def __init__(self, conn: Connection, accept_new_host_key: bool = False) -> None:
-        self.conn = secure(conn, accept_new_host_key)
+    def __init__(self, conn: Connection, accept_new_host_key: bool = False,
+                 host_key_fingerprint: str | None = None) -> None:
+        self.conn = secure(conn, accept_new_host_key, host_key_fingerprint)
         self.commands: list[str] = []
         self.secrets: list[str] = []
         self._sftp: paramiko.SFTPClient | None = None
         self._track_channels()
 
     def redact(self, text: str) -> str:
-        """Whatever the host printed, no secret value of this run leaves through us."""
+        """Whatever the host printed, no secret value of this run leaves through us, nor the
+        password of a URL (`postgresql://user:***@host`)."""
         for value in sorted(self.secrets, key=len, reverse=True):
             if len(value) >= 4:
                 text = text.replace(value, "***")
-        return text
+        return mask_urls(text)
 
     @property
     def name(self) -> str:
@@ -167,15 +370,15 @@ class Host:
             result = self.conn.run(command, **kwargs)
         except Exception as exc:  # invoke's CommandTimedOut and transport errors
             text = str(exc).strip().splitlines()
-            raise RemoteError(self.redact(f"error: {what}: {type(exc).__name__}: "
+            raise RemoteError(self.redact(f"{what}: {type(exc).__name__}: "
                                           f"{text[-1] if text else ''}")) from None
         if check and not result.ok:
             output = self.redact(f"{result.stdout}\n{result.stderr}")
             if "docker.sock" in output and "permission denied" in output.lower():
-                raise RemoteError(f"error: {what}: user {self.conn.user} on {self.conn.host} "
+                raise RemoteError(f"{what}: user {self.conn.user} on {self.conn.host} "
                                   f"may not use Docker (add it to the docker group)", output)
             raise RemoteError(self.redact(
-                f"error: {what} failed on {self.name} (exit {result.exited}): "
+                f"{what} failed on {self.name} (exit {result.exited}): "
                 f"{_telling_line(result.stderr or result.stdout)}"), output)
         return str(result.stdout)
 
@@ -184,39 +387,101 @@ class Host:
         if self._sftp is None or self._sftp.get_channel() is None or \
                 self._sftp.get_channel().closed:
             self.conn.open()
-            self._sftp = self.conn.client.open_sftp()
+            try:
+                self._sftp = self.conn.client.open_sftp()
+            except paramiko.SSHException as exc:
+                transport = self.conn.client.get_transport()
+                if type(exc) is paramiko.SSHException and "Channel closed" in str(exc) and \
+                        transport is not None and transport.is_active():
+                    raise HostError(f"{self.name} has no SFTP subsystem: enable `Subsystem sftp "
+                                    f"internal-sftp` (or the sftp-server path) in its "
+                                    f"sshd_config, then reload sshd") from None
+                raise HostError(f"{self.name}: SFTP did not start: {exc}") from None
         return self._sftp
 
     def put_tree(self, remote_dir: str, files: dict[str, str], private: Any) -> None:
-        """Upload files under `remote_dir`; `private(path)` files are 0600 before any byte."""
+        """Upload files under `remote_dir`; `private(path)` files are 0600 before any byte.
+
+        A private file's folder (`env/`) is made 0700 first (and chmod-ed, in case it existed
+        or the server's umask took bits away); the file itself is created 0600 by the SFTP open
+        request (its attributes carry the mode: see `open_new`), so it is never readable by
+        others, not even empty. It is also chmod-ed before the first byte, for a file that
+        existed already (an open does not change an existing file's mode)."""
         self.commands.append("upload")
         made: set[str] = set()
         for rel, text in sorted(files.items()):
             path = f"{remote_dir}/{rel}"
             parent = path.rsplit("/", 1)[0]
-            if parent not in made:
-                self._mkdirs(parent, remote_dir, made)
-            handle = self.sftp.open(path, "w")
+            secret = bool(private(rel))
+            mode = 0o600 if secret else 0o640
             try:
-                handle.chmod(0o600 if private(rel) else 0o640)
-                handle.write(text.encode())
-            finally:
-                handle.close()
+                if parent not in made:
+                    self._mkdirs(parent, remote_dir, made,
+                                 0o700 if secret and parent != remote_dir else 0o750)
+                handle = self.open_new(path, mode)
+                try:
+                    handle.chmod(mode)
+                    handle.write(text.encode())
+                finally:
+                    handle.close()
+            except RemoteError:
+                raise
+            except (OSError, paramiko.SSHException) as exc:
+                raise self._sftp_error("upload", path, exc) from None
 
-    def _mkdirs(self, path: str, root: str, made: set[str]) -> None:
+    def open_new(self, path: str, mode: int) -> paramiko.SFTPFile:
+        """`path` opened for writing (created, or truncated), created with `mode` by the open
+        request itself. paramiko's SFTPClient.open sends no attributes, so a new file would be
+        born 0666 less the server's umask until a chmod; this sends the SFTP open with the
+        mode in its attributes, as `sftp -p`/OpenSSH's sftp client can."""
+        sftp = self.sftp
+        attributes = paramiko.SFTPAttributes()
+        attributes.st_mode = mode
+        kind, message = sftp._request(CMD_OPEN, path,
+                                      SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC,
+                                      attributes)
+        if kind != CMD_HANDLE:
+            raise paramiko.SFTPError("Expected handle")
+        return paramiko.SFTPFile(sftp, message.get_binary(), "w")
+
+    def _mkdirs(self, path: str, root: str, made: set[str], leaf_mode: int = 0o750) -> None:
         parts = path[len(root):].strip("/").split("/") if path != root else []
         current = root
-        for part in ["", *parts]:
+        for index, part in enumerate(["", *parts]):
             current = f"{current}/{part}" if part else current
             if current in made:
                 continue
-            with contextlib.suppress(OSError):  # it exists
-                self.sftp.mkdir(current, 0o750)
+            mode = leaf_mode if index == len(parts) else 0o750
+            try:
+                self.sftp.mkdir(current, mode)
+            except OSError as exc:  # it exists (SFTP says only "Failure"), or may not be made
+                try:
+                    exists = stat.S_ISDIR(self.sftp.stat(current).st_mode or 0)
+                except OSError:
+                    exists = False
+                if not exists:
+                    raise self._sftp_error("mkdir", current, exc) from None
+            if mode == 0o700:
+                self.sftp.chmod(current, mode)
             made.add(current)
+
+    def _sftp_error(self, action: str, path: str, exc: BaseException) -> RemoteError:
+        """One line naming the remote path and why (SFTP's own words, never a traceback)."""
+        number = getattr(exc, "errno", None)
+        if isinstance(exc, PermissionError) or number == errno.EACCES:
+            reason = "permission denied"
+        elif isinstance(exc, FileNotFoundError) or number == errno.ENOENT:
+            reason = "no such file or folder"
+        else:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return RemoteError(self.redact(f"{action} on {self.name}: {path}: {reason}"))
 
     def rename(self, source: str, target: str) -> None:
         self.commands.append("rename")
-        self.sftp.posix_rename(source, target)
+        try:
+            self.sftp.posix_rename(source, target)
+        except (OSError, paramiko.SSHException) as exc:
+            raise self._sftp_error("rename", f"{source} -> {target}", exc) from None
 
     def cancel_running(self) -> None:
         """Close the channels of commands still running (called from a signal handler), so

@@ -6,8 +6,10 @@ Only names ever leave this module in messages; values go to `render` and nowhere
 from __future__ import annotations
 
 import os
+import re
 import secrets as _random
 import stat
+import subprocess
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,10 +27,31 @@ def secrets_path(config: Config) -> Path:
 
 
 def read_file(path: Path) -> dict[str, str]:
-    if not path.exists():
+    """NAME=value lines; none when the file does not exist. Refused (exit 2) when it is not a
+    UTF-8 file or others may read it (as ssh refuses a private key others can read)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the secrets file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        what = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise UsageError(f"{path}: the secrets file is {what} (secretsFile names a file of "
+                         f"NAME=value lines)")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise UsageError(f"{path}: the secrets file has mode {mode:04o}, open to group or "
+                         f"others; chmod 600 {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: the secrets file is not UTF-8 text (byte {exc.start}); "
+                         f"write it as UTF-8 NAME=value lines") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the secrets file: {exc.strerror or exc}") from None
     out: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -50,7 +73,7 @@ def resolve(config: Config, env: str | None = None,
         value = environ.get(name) or stored.get(name)
         if value:
             if not env_line_ok(value):
-                raise UsageError(f"error: secret {name}: its value holds a newline, which an "
+                raise UsageError(f"secret {name}: its value holds a newline, which an "
                                  f"env file cannot carry")
             out[name] = value
     return out
@@ -69,7 +92,10 @@ class Generated:
 
 
 def generate(config: Config, env: str) -> Generated:
-    """Fill the missing `generate` secrets of `env` (the runbook's `openssl rand -hex 32`)."""
+    """Fill the missing `generate` secrets of `env` (the runbook's `openssl rand -hex 32`).
+
+    Written 0600; refused (nothing written) when the file would sit in a git work tree without
+    being git-ignored, so `git add .` can never commit it."""
     config.require_env(env)
     path = secrets_path(config)
     stored = read_file(path)
@@ -83,13 +109,18 @@ def generate(config: Config, env: str) -> Generated:
         elif not os.environ.get(name):
             manual.append(name)
     if generated:
-        write_private(path, "".join(f"{k}={v}\n" for k, v in stored.items()))
+        refuse_unless_git_ignored(path)
+        try:
+            write_private(path, "".join(f"{k}={v}\n" for k, v in stored.items()))
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot write the secrets file: "
+                             f"{exc.strerror or exc}") from None
     return Generated(path, generated, kept, manual)
 
 
 def write_private(path: Path, text: str) -> None:
     """Write `text` to `path` as 0600, atomically: never a moment readable by others."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)
@@ -99,3 +130,46 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                              check=False)
+    except OSError:  # no git here: nothing can commit the file by accident either
+        return None
+
+
+def refuse_unless_git_ignored(path: Path) -> None:
+    """Refuse a secrets file inside a git work tree that git does not ignore (or tracks)."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    top = _git(folder, "rev-parse", "--show-toplevel")
+    if top is None or top.returncode != 0 or not top.stdout.strip():
+        return  # not in a work tree
+    root = Path(top.stdout.strip())
+    rel = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+    if rel.startswith(".."):
+        return
+    tracked = _git(root, "ls-files", "--error-unmatch", "--", rel)
+    if tracked is not None and tracked.returncode == 0:
+        raise UsageError(f"{path}: the secrets file is tracked by git in {root}: "
+                         f"`git rm --cached {rel}`, add /{rel} to {root}/.gitignore, and "
+                         f"change every secret it held")
+    ignored = _git(root, "check-ignore", "-q", "--", rel)
+    if ignored is not None and ignored.returncode == 1:
+        raise UsageError(f"{path}: the secrets file would be in the git work tree {root} but is "
+                         f"not git-ignored: add /{rel} to {root}/.gitignore (or point "
+                         f"secretsFile outside the repository), then run again")
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:)(?P<password>\S*)@")
+
+
+def mask_urls(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://user:***@host`, anywhere in `text`.
+
+    The password runs to the last `@` before whitespace (a password may hold `@`, `:` or `/`
+    unencoded), so when in doubt more is masked, never less. Idempotent."""
+    return _URL_PASSWORD.sub(lambda match: f"{match.group('head')}***@", text)

@@ -32,18 +32,23 @@ def _series(report: CapacityReport) -> tuple[list[str], list[float | None], list
 
 
 def write_chart(report: CapacityReport, path: str | Path) -> Path:
+    """Write the chart; a path that cannot be written is bad input (exit 2), named with the
+    system's reason."""
     target = Path(path)
     suffix = target.suffix.lower()
-    if suffix == ".png":
-        _png(report, target)
-    elif suffix in (".svg", ".html"):
-        svg = _svg(report)
-        text = svg if suffix == ".svg" else (
-            "<!doctype html><meta charset='utf-8'><title>vedfin-ops capacity</title>"
-            f"<body style='font-family:sans-serif'>{svg}</body>\n")
-        target.write_text(text, encoding="utf-8")
-    else:
-        raise UsageError(f"error: --chart: {target.name}: use a .png, .svg or .html file")
+    if suffix not in (".png", ".svg", ".html"):
+        raise UsageError(f"--chart: {target.name}: use a .png, .svg or .html file")
+    try:
+        if suffix == ".png":
+            _png(report, target)
+        else:
+            svg = _svg(report)
+            text = svg if suffix == ".svg" else (
+                "<!doctype html><meta charset='utf-8'><title>vedfin-ops capacity</title>"
+                f"<body style='font-family:sans-serif'>{svg}</body>\n")
+            target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--chart {target}: cannot write it: {exc.strerror or exc}") from None
     return target
 
 
@@ -64,7 +69,7 @@ def _png(report: CapacityReport, target: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError("error: --chart .png needs matplotlib (pip install 'vedfin-ops[chart]'"
+        raise UsageError("--chart .png needs matplotlib (pip install 'vedfin-ops[chart]'"
                          "), or write .html / .svg") from None
     names, limits, committed, used = _series(report)
     xs = range(len(names))
@@ -85,8 +90,10 @@ def _png(report: CapacityReport, target: Path) -> None:
     ax.set_title(_title(report), fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(target)
-    plt.close(fig)
+    try:
+        fig.savefig(target)
+    finally:
+        plt.close(fig)
 
 
 def _svg(report: CapacityReport) -> str:

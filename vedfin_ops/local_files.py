@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import UsageError
 from .render import Rendered
 from .secret_store import write_private
 
 
 def write_tree(rendered: Rendered, out: Path) -> list[Path]:
-    """Write every file; env files (which may hold secrets) as 0600 from their first byte."""
+    """Write every file; env files (which may hold secrets) as 0600 from their first byte.
+
+    A folder that cannot be written is bad input (exit 2): one line naming the path and the
+    system's reason."""
     written = []
     for rel, text in sorted(rendered.items()):
         path = out / rel
-        if rendered.is_secret(rel):
-            write_private(path, text)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+        try:
+            if rendered.is_secret(rel):
+                write_private(path, text)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            where = exc.filename or path
+            raise UsageError(f"--out {out}: cannot write {where}: "
+                             f"{exc.strerror or exc}") from None
         written.append(path)
     return written

@@ -1,0 +1,119 @@
+"""Local files the tasks write (`render --out`, `capacity-report --chart`): a path that cannot be
+written is one line naming it and the system's reason (exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vedfin_ops.capacity import CapacityReport, capacity_report
+from vedfin_ops.chart import write_chart
+from vedfin_ops.errors import UsageError
+from vedfin_ops.loader import load_config
+from vedfin_ops.local_files import write_tree
+from vedfin_ops.render import Rendered
+
+from .conftest import ROOT, SHIPPED
+
+FILES = {"env/api-production.env": "A=1\n", "stack.yml": "services: {}\n"}
+
+
+@pytest.fixture(scope="module")
+def report() -> CapacityReport:
+    return capacity_report(load_config(str(SHIPPED)))
+
+
+def test_out_under_a_file_names_the_path_and_the_reason(tmp_path: Path) -> None:
+    blocker = tmp_path / "build"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(UsageError) as info:
+        write_tree(Rendered(FILES, []), blocker)
+    message = str(info.value)
+    assert message.startswith(f"--out {blocker}: cannot write {blocker}/")
+    assert "Not a directory" in message or "File exists" in message
+
+
+@pytest.mark.parametrize("name", ["chart.png", "chart.svg", "chart.html"])
+def test_chart_in_a_missing_folder_names_the_path(tmp_path: Path, report: CapacityReport,
+                                                  name: str) -> None:
+    target = tmp_path / "missing" / name
+    with pytest.raises(UsageError) as info:
+        write_chart(report, target)
+    assert str(info.value) == f"--chart {target}: cannot write it: No such file or directory"
+
+
+@pytest.mark.parametrize("name", ["chart.png", "chart.svg"])
+def test_chart_onto_a_folder_names_the_path(tmp_path: Path, report: CapacityReport,
+                                            name: str) -> None:
+    target = tmp_path / name
+    target.mkdir()
+    with pytest.raises(UsageError, match=rf"^--chart {target}: cannot write it: Is a directory$"):
+        write_chart(report, target)
+
+
+def test_a_chart_suffix_message_has_no_prefix(report: CapacityReport) -> None:
+    with pytest.raises(UsageError) as info:
+        write_chart(report, "chart.gif")
+    assert str(info.value) == "--chart: chart.gif: use a .png, .svg or .html file"
+
+
+# --- permission denied, for real: the writer runs as `nobody` in a folder of root's ---------
+
+@pytest.fixture
+def roots_folder() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="vedfin-test-root-only-", dir="/tmp"))
+    folder.chmod(0o755)  # nobody may look in, not write
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a writer as nobody")
+    return subprocess.run([sys.executable, "-c", code, *args], user=65534, group=65534,
+                          extra_groups=[], cwd="/tmp", capture_output=True, text=True,
+                          check=False, env={"PYTHONPATH": str(ROOT), "HOME": "/tmp",
+                                            "PATH": os.environ.get("PATH", "")})
+
+
+WRITE = """
+import sys
+from pathlib import Path
+from vedfin_ops.errors import UsageError
+try:
+    if sys.argv[1] == "tree":
+        from vedfin_ops.local_files import write_tree
+        from vedfin_ops.render import Rendered
+        write_tree(Rendered({"env/a.env": "A=1", "stack.yml": "x"}, []), Path(sys.argv[2]))
+    else:
+        from vedfin_ops.capacity import capacity_report
+        from vedfin_ops.chart import write_chart
+        from vedfin_ops.loader import load_config
+        write_chart(capacity_report(load_config(sys.argv[3])), sys.argv[2])
+except UsageError as exc:
+    print(exc)
+    sys.exit(exc.exit_code)
+"""
+
+
+def test_out_where_the_user_may_not_write(roots_folder: Path) -> None:
+    out = roots_folder / "build"
+    result = as_nobody(WRITE, "tree", str(out))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout.strip().startswith(f"--out {out}: cannot write {out}")
+    assert result.stdout.strip().endswith(": Permission denied")
+
+
+@pytest.mark.parametrize("name", ["chart.png", "chart.html"])
+def test_chart_where_the_user_may_not_write(roots_folder: Path, name: str) -> None:
+    target = roots_folder / name
+    result = as_nobody(WRITE, "chart", str(target), str(SHIPPED))
+    assert result.returncode == 2, result.stderr
+    assert result.stdout.strip() == f"--chart {target}: cannot write it: Permission denied"

@@ -54,8 +54,9 @@ def test_chart_onto_a_folder_names_the_path(tmp_path: Path, report: CapacityRepo
                                             name: str) -> None:
     target = tmp_path / name
     target.mkdir()
-    with pytest.raises(UsageError, match=rf"^--chart {target}: cannot write it: Is a directory$"):
+    with pytest.raises(UsageError) as info:
         write_chart(report, target)
+    assert str(info.value) == f"--chart {target}: cannot write it: Is a directory"
 
 
 def test_a_chart_suffix_message_has_no_prefix(report: CapacityReport) -> None:

@@ -120,6 +120,7 @@ class KnownHosts:
     path: Path
     entries: list[tuple[str, str, bytes]] = field(default_factory=list)
     revoked: set[bytes] = field(default_factory=set)
+    authorities: int = 0  # @cert-authority lines, which this reader cannot use
 
     @classmethod
     def read(cls, path: Path) -> KnownHosts:
@@ -134,8 +135,10 @@ class KnownHosts:
             if not fields or fields[0].startswith("#"):
                 continue
             marker = fields.pop(0) if fields[0].startswith("@") else None
+            if marker == "@cert-authority":
+                known.authorities += 1  # paramiko cannot verify host certificates
             if len(fields) < 3 or marker not in (None, "@revoked"):
-                continue  # @cert-authority: paramiko cannot verify host certificates
+                continue
             patterns, kind, data = fields[:3]
             try:
                 blob = base64.b64decode(data, validate=True)
@@ -197,8 +200,8 @@ class _HostKeyCheck:
                             f"{path}); refusing to connect")
         pinned = self.known.keys_for(hostname)
         if pinned and blob not in {known_blob for _, known_blob in pinned}:
-            raise HostError(f"{where}: the host key CHANGED (got {what}; {path} has "
-                            f"{', '.join(sorted({fingerprint(b) for _, b in pinned}))}). "
+            holds = ", ".join(sorted({f"{kind} {fingerprint(b)}" for kind, b in pinned}))
+            raise HostError(f"{where}: the host key CHANGED (got {what}; {path} has {holds}). "
                             f"Someone may be intercepting the connection; if the server was "
                             f"rebuilt, remove its old line from {path}.")
         if self.expected is not None and presented != self.expected:
@@ -208,8 +211,11 @@ class _HostKeyCheck:
             return
         if self.expected is None and not self.accept_new:
             raise HostError(f"{where}: unknown host key {what} (not in {path}); check it out "
-                            f"of band, then pass --accept-new-host-key to pin it, or "
-                            f"--host-key-fingerprint {presented} to pin only this key")
+                            f"of band (on the server: ssh-keygen -lf "
+                            f"/etc/ssh/ssh_host_*_key.pub), then pass --host-key-fingerprint "
+                            f"with the value you checked, or --accept-new-host-key to pin it"
+                            + (" (its @cert-authority lines are not used: host certificates "
+                               "cannot be checked here)" if self.known.authorities else ""))
         hashed = str(self.conn.ssh_config.get("hashknownhosts", "no")).lower() == "yes"
         append_known_host(path, hostname, key, hashed)
         self.known.entries.append((hostname, key.get_name(), blob))

@@ -89,9 +89,10 @@ def _drain(server: Server) -> None:
     server.log.extend(server.process.stderr or ())
 
 
-def _start(folder: Path, subsystem: str | None) -> Server:
+def _start(folder: Path, subsystem: str | None, more_keys: tuple[str, ...] = ()) -> Server:
     config = folder / "sshd_config"
     config.write_text(SSHD_CONFIG.format(folder=folder)
+                      + "".join(f"HostKey {folder}/host_key_{kind}\n" for kind in more_keys)
                       + (f"Subsystem sftp {subsystem}\n" if subsystem else ""))
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
     from vedfin_ops.sandbox.sshd import free_port
@@ -123,16 +124,18 @@ def sshd() -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
     folders: list[Path] = []
 
-    def start(subsystem: str | None = "internal-sftp") -> Server:
+    def start(subsystem: str | None = "internal-sftp", more_keys: tuple[str, ...] = ()) -> Server:
         # Readable by `nobody` too (sshd reads authorized_keys as the user logging in).
         folder = Path(tempfile.mkdtemp(prefix="vedfin-test-sshd-", dir="/tmp"))
         folders.append(folder)
         folder.chmod(0o755)
         keygen(folder / "host_key")
+        for kind in more_keys:
+            keygen(folder / f"host_key_{kind}", kind)
         keygen(folder / "client_key")
         shutil.copy(folder / "client_key.pub", folder / "authorized_keys")
         (folder / "authorized_keys").chmod(0o644)
-        server = _start(folder, subsystem)
+        server = _start(folder, subsystem, more_keys)
         servers.append(server)
         return server
 
@@ -315,6 +318,23 @@ def test_host_key_fingerprint_must_match_then_pins(sshd: Callable[..., Server], 
     # Known and matching known_hosts, yet not the key the user said: still refused.
     with pytest.raises(HostError, match=re.escape(wrong)):
         opened(config, host_key_fingerprint=wrong)
+
+
+@needs_sshd
+def test_the_key_type_known_hosts_holds_is_the_one_asked_for(sshd: Callable[..., Server],
+                                                             tmp_path: Path) -> None:
+    # The server has ed25519 and RSA keys; only its RSA key is pinned. Asking for ed25519
+    # first (paramiko's own order) would look like a changed key.
+    server = sshd(more_keys=("rsa",))
+    kind, blob = (server.folder / "host_key_rsa.pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{server.known_name()} {kind} {blob}\n")
+    host = opened(server.ssh_config(known))
+    try:
+        assert host.conn.transport.get_remote_server_key().get_base64() == blob
+    finally:
+        host.close()
+    assert known.read_text() == f"{server.known_name()} {kind} {blob}\n"
 
 
 @pytest.mark.parametrize("bad", ["SHA256:short", "MD5:ab:cd", "nonsense", "SHA256:" + "!" * 43])

@@ -68,7 +68,8 @@ def normalize_fingerprint(text: str) -> str:
     except (binascii.Error, ValueError):
         ok = False
     if not ok:
-        raise UsageError(f"--host-key-fingerprint {text.strip()!r}: not a SHA256 fingerprint "
+        raise UsageError(f"--host-key-fingerprint (or ${FINGERPRINT_ENV}) {text.strip()!r}: "
+                         f"not a SHA256 fingerprint "
                          f"(`ssh-keygen -l -f KEY.pub` prints one, e.g. SHA256:AbC...)")
     return value
 
@@ -206,7 +207,8 @@ class _HostKeyCheck:
                             f"rebuilt, remove its old line from {path}.")
         if self.expected is not None and presented != self.expected:
             raise HostError(f"{where}: the host key is {what}, not the expected "
-                            f"{self.expected} (--host-key-fingerprint); refusing to connect")
+                            f"{self.expected} (--host-key-fingerprint or "
+                            f"${FINGERPRINT_ENV}); refusing to connect")
         if pinned:
             return
         if self.expected is None and not self.accept_new:

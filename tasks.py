@@ -127,15 +127,19 @@ def smoke_test(c: Any, env: str = "production", json_: bool = False,
 
 
 HOST_HELP = {**CONFIG_HELP,
-             "accept_new_host_key": "pin the host key of a host never seen before"}
+             "accept_new_host_key": "pin the host key of a host never seen before",
+             "host_key_fingerprint": "require this host key (SHA256:... as ssh-keygen -l "
+                                     "prints it), pinned if new (default: "
+                                     "$VEDFIN_HOST_KEY_FINGERPRINT)"}
 
 
 @task(help=HOST_HELP)
 @guarded
-def db_init(c: Any, accept_new_host_key: bool = False, config: str | None = None) -> None:
+def db_init(c: Any, accept_new_host_key: bool = False,
+            host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Create missing databases and extensions, then verify with a vector query."""
     cfg = config_for(config)
-    host = remote(c, accept_new_host_key)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
     result = run_db_init(host, cfg, say=say)
     if result.changed:
         created = result.created_databases + result.created_extensions
@@ -148,11 +152,12 @@ def db_init(c: Any, accept_new_host_key: bool = False, config: str | None = None
 @task(help={**HOST_HELP, "env": "environment", "tag": "the NEW api image tag"})
 @guarded
 def migrate(c: Any, env: str = "production", tag: str | None = None,
-            accept_new_host_key: bool = False, config: str | None = None) -> None:
+            accept_new_host_key: bool = False,
+            host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Run migrations in a one-off container of the new api image (env file of `current`)."""
     cfg = config_for(config)
     cfg.require_env(env)
-    host = remote(c, accept_new_host_key)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
     if not run_migrate(host, cfg, env, require_tag(tag), say=say):
         stdout.print(f"migrate: no app of {env} has a migration command")
 
@@ -160,19 +165,22 @@ def migrate(c: Any, env: str = "production", tag: str | None = None,
 @task(help={**HOST_HELP, "env": "environment"})
 @guarded
 def rollback(c: Any, env: str = "production", accept_new_host_key: bool = False,
+             host_key_fingerprint: str | None = None,
              config: str | None = None) -> None:
     """Back to the previous good release: redeployed, converged, verified."""
     cfg = config_for(config)
-    target = _rollback(remote(c, accept_new_host_key), cfg, env, say=say, show=LiveLines())
+    target = _rollback(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env, say=say,
+                       show=LiveLines())
     stdout.print(f"rollback: {env} runs {target}", highlight=False)
 
 
 @task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
 @guarded
 def status(c: Any, env: str = "production", json_: bool = False,
-           accept_new_host_key: bool = False, config: str | None = None) -> None:
+           accept_new_host_key: bool = False,
+           host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Releases, services, replicas and update state on the host."""
-    info = _status(remote(c, accept_new_host_key), config_for(config), env)
+    info = _status(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env)
     if json_:
         print(json.dumps(info, indent=2))
         return
@@ -182,10 +190,11 @@ def status(c: Any, env: str = "production", json_: bool = False,
 @task(help={**HOST_HELP, "lines": "how many of the last lines"})
 @guarded
 def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
+          host_key_fingerprint: str | None = None,
           config: str | None = None) -> None:
     """The host's audit log: who deployed what, when, and how it ended."""
     cfg = config_for(config)
-    host = remote(c, accept_new_host_key)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
     path = Layout.of(cfg, next(iter(cfg.environments))).audit
     print(host.run(commands.tail(path, lines), what="audit"),
           end="")
@@ -194,10 +203,11 @@ def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
 @task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
 @guarded
 def preflight(c: Any, env: str = "production", json_: bool = False,
-              accept_new_host_key: bool = False, config: str | None = None) -> None:
+              accept_new_host_key: bool = False,
+              host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """The pre-deployment checklist: secrets, DNS, TLS, firewall, monitoring, capacity."""
     cfg = config_for(config)
-    report = _preflight(remote(c, accept_new_host_key), cfg, env)
+    report = _preflight(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
     if json_:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -210,29 +220,32 @@ def preflight(c: Any, env: str = "production", json_: bool = False,
 @task(help={**HOST_HELP, "env": "environment", "force": "allow production below 1 replica"})
 @guarded
 def pause(c: Any, env: str = "dev", force: bool = False, accept_new_host_key: bool = False,
+          host_key_fingerprint: str | None = None,
           config: str | None = None) -> None:
     """Replicas of every app of the env to 0 (the runbook's "pause dev/staging")."""
-    _scale(remote(c, accept_new_host_key), config_for(config), env, 0, action="pause",
-           force=force, say=say, show=LiveLines())
+    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, 0,
+           action="pause", force=force, say=say, show=LiveLines())
 
 
 @task(help={**HOST_HELP, "env": "environment"})
 @guarded
 def resume(c: Any, env: str = "dev", accept_new_host_key: bool = False,
+           host_key_fingerprint: str | None = None,
            config: str | None = None) -> None:
     """Every app of the env back to its configured replicas, converged and verified."""
-    _scale(remote(c, accept_new_host_key), config_for(config), env, None, action="resume",
-           say=say, show=LiveLines())
+    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, None,
+           action="resume", say=say, show=LiveLines())
 
 
 @task(help={**HOST_HELP, "env": "environment", "replicas": "replicas for every app",
             "force": "allow production below 1 replica"})
 @guarded
 def scale(c: Any, env: str = "production", replicas: int = 1, force: bool = False,
-          accept_new_host_key: bool = False, config: str | None = None) -> None:
+          accept_new_host_key: bool = False,
+          host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Every app of the env to N replicas (the runbook's off-hours single replica)."""
-    _scale(remote(c, accept_new_host_key), config_for(config), env, replicas, action="scale",
-           force=force, say=say, show=LiveLines())
+    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
+           replicas, action="scale", force=force, say=say, show=LiveLines())
 
 
 def _deploy_task(env: str) -> Any:
@@ -244,9 +257,10 @@ def _deploy_task(env: str) -> Any:
     @guarded
     def deploy_env(c: Any, tag: str | None = None, skip_preflight: bool = False,
                    force: bool = False, allow_shared: bool = False,
-                   accept_new_host_key: bool = False, config: str | None = None) -> None:
+                   accept_new_host_key: bool = False,
+                   host_key_fingerprint: str | None = None, config: str | None = None) -> None:
         cfg = config_for(config)
-        result = _deploy(remote(c, accept_new_host_key), cfg, env, tag,
+        result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env, tag,
                          skip_preflight=skip_preflight, force=force, allow_shared=allow_shared,
                          say=say, show=LiveLines())
         stdout.print(f"deploy.{env}: {result.result}: {result.detail}", highlight=False)
@@ -275,9 +289,11 @@ def generate(c: Any, env: str = "production", config: str | None = None) -> None
 @task(name="release", help={**HOST_HELP, "env": "environment"})
 @guarded
 def lock_release(c: Any, env: str = "production", accept_new_host_key: bool = False,
+                 host_key_fingerprint: str | None = None,
                  config: str | None = None) -> None:
     """Release a stale deploy lock on the host (recorded in the audit log)."""
-    holder = _release_lock(remote(c, accept_new_host_key), config_for(config), env)
+    holder = _release_lock(remote(c, accept_new_host_key, host_key_fingerprint),
+                           config_for(config), env)
     stdout.print(f"lock.release: {env} released (was: {holder or 'not held'})",
                  highlight=False)
 

@@ -164,3 +164,18 @@ def test_deploy_with_a_missing_secret_exits_2_before_touching_the_host(project: 
                  tool=[fab])
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: dokploy.yaml: secrets.production: not set: ")
+
+
+def test_every_host_task_takes_both_host_key_flags() -> None:
+    """A host-key flag missing on one task would leave its user only the environment variable."""
+    import inspect
+
+    import tasks as tree
+
+    host_tasks = [t for t in vars(tree).values()
+                  if hasattr(t, "body") and "accept_new_host_key" in
+                  inspect.signature(t.body).parameters]
+    deploys = [tree.ns.collections["deploy"].tasks[name] for name in ("production", "dev")]
+    assert len(host_tasks) >= 10
+    for t in [*host_tasks, *deploys]:
+        assert "host_key_fingerprint" in inspect.signature(t.body).parameters, t.name

@@ -286,15 +286,17 @@ def generate(c: Any, env: str = "production", config: str | None = None) -> None
         stdout.print(f"fill by hand  {name}", highlight=False)
 
 
-@task(name="release", help={**HOST_HELP, "env": "environment"})
+@task(name="release", help={**HOST_HELP, "env": "environment",
+                               "shared": "the shared stack's lock (postgres, redis, edge) instead"})
 @guarded
-def lock_release(c: Any, env: str = "production", accept_new_host_key: bool = False,
-                 host_key_fingerprint: str | None = None,
+def lock_release(c: Any, env: str = "production", shared: bool = False,
+                 accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
                  config: str | None = None) -> None:
     """Release a stale deploy lock on the host (recorded in the audit log)."""
     holder = _release_lock(remote(c, accept_new_host_key, host_key_fingerprint),
-                           config_for(config), env)
-    stdout.print(f"lock.release: {env} released (was: {holder or 'not held'})",
+                           config_for(config), env, shared=shared)
+    which = "the shared stack lock" if shared else env
+    stdout.print(f"lock.release: {which} released (was: {holder or 'not held'})",
                  highlight=False)
 
 

@@ -119,3 +119,34 @@ def test_db_inventory_is_one_psql_session_over_every_database() -> None:
                           "DB vedfinance_dev plpgsql,vector\n")
     assert inv.extensions == {"vedfinance_dev": {"plpgsql", "vector"}}
     assert inv.distances == {"vedfinance_dev": 1.0}
+
+
+def test_a_long_command_keeps_the_lock_heartbeat_fresh_and_keeps_its_exit_status(
+        tmp_path: Path) -> None:
+    import os
+    import time
+
+    lock = tmp_path / "a lock; $(x)"
+    lock.mkdir()
+    (lock / "token").write_text("t0k\n")
+    (lock / "heartbeat").touch()
+    os.utime(lock / "heartbeat", (0, 0))
+    started = time.time()
+    run = subprocess.run(["sh", "-c", commands.with_heartbeat("sleep 2.5; exit 3", str(lock),
+                                                              "t0k", 1)],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert run.returncode == 3 and run.stdout == ""
+    assert (lock / "heartbeat").stat().st_mtime >= started - 1
+    # the lock taken away: the loop stops touching it
+    (lock / "token").write_text("other\n")
+    os.utime(lock / "heartbeat", (0, 0))
+    subprocess.run(["sh", "-c", commands.with_heartbeat("sleep 2.5", str(lock), "t0k", 1)],
+                   timeout=30, check=True)
+    assert (lock / "heartbeat").stat().st_mtime == 0
+
+
+def test_a_heartbeat_on_a_lost_lock_says_lost(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("theirs\n")
+    out = subprocess.run(["sh", "-c", commands.lock_beat(str(tmp_path), "mine")],
+                         capture_output=True, text=True, check=False).stdout
+    assert out.strip() == "lost"

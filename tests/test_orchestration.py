@@ -31,7 +31,8 @@ from vedfin_ops.scale import scale
 
 from .fake.host import FakeHost, Fault
 
-KINDS = ("remote", "exception", "ctrl-c", "sigterm")
+KINDS = ("remote", "exception", "ctrl-c", "sigterm", "sighup")
+HANDLERS = {sig: signal.getsignal(sig) for sig in HANDLED}  # what a run must put back
 
 
 class FakeClock:
@@ -154,8 +155,7 @@ def assert_back_on_v1(world: World, error: BaseException, outcome: str) -> None:
     assert not Path(world.layout.lock).exists()
     assert not Path(world.layout.base, ".shared.lock").exists()
     assert world.host.engine().get("containers", {}) == {}
-    for sig in HANDLED:  # the handlers were put back
-        assert signal.getsignal(sig) is not None
+    assert {sig: signal.getsignal(sig) for sig in HANDLED} == HANDLERS
 
 
 def clean_v2_steps(world: World) -> list[tuple[str, int]]:
@@ -221,7 +221,7 @@ def test_any_fault_at_any_step_of_a_deploy_ends_on_the_live_release(
         try:
             result = local.deploy("v2")
         except BaseException as exc:  # the invariant is what we check
-            outcome = "interrupted" if kind in ("ctrl-c", "sigterm") else "failed"
+            outcome = "interrupted" if kind in ("ctrl-c", "sigterm", "sighup") else "failed"
             try:
                 assert_back_on_v1(local, exc, outcome)
             except AssertionError as broken:
@@ -438,11 +438,11 @@ def test_a_fault_during_scale_restores_the_replica_counts(world: World, kind: st
 def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> None:
     from vedfin_ops.deploy import status
 
-    assert status(world.host, world.config, "production")["drift"] == []  # type: ignore[arg-type]
+    assert status(world.host, world.config, "production")["drift"] == []
     state = world.host.engine()
     state["services"]["vedfin-production_web-production"]["template"] = "edited"
     world.host.set_engine(**state)
-    drift = status(world.host, world.config, "production")["drift"]  # type: ignore[arg-type]
+    drift = status(world.host, world.config, "production")["drift"]
     assert drift == ["vedfin-production_web-production: its spec was changed outside the tool"]
 
 
@@ -505,3 +505,187 @@ def test_the_configs_ca_root_is_trusted_by_smoke_and_preflight(shipped_data: dic
     config = config_from_dict(data, "dokploy.yaml")
     assert trusting(config, Options()).ca_file == str(tmp_path / "ca.pem")
     assert trusting(config, Options(ca_file="/other.pem")).ca_file == "/other.pem"
+
+
+# -- the way out of a run: output, commit, locks -----------------------------------------------
+
+def test_a_terminal_gone_after_sighup_still_ends_on_the_live_release(world: World) -> None:
+    """After SIGHUP every print raises EIO; the put-back, the mark and the audit go on."""
+    gone: list[bool] = []
+
+    def say(message: str) -> None:
+        if gone:
+            raise OSError(5, "Input/output error")
+        if message.startswith("rollout:"):
+            gone.append(True)
+
+    world.host.inject(Fault("watch rollout", 2, "sighup"))
+    with pytest.raises(RunFailed) as info:
+        deploy(world.host, world.config, "production", "v2", say=say,
+               show=lambda lines: say(" ".join(lines)), hooks=world.hooks(),
+               clock=world.clock.clock())
+    assert_back_on_v1(world, info.value, "interrupted")
+
+
+@pytest.mark.parametrize("what", ["prune releases", "unlock"])
+@pytest.mark.parametrize("kind", ["sigterm", "exception", "remote"])
+def test_a_fault_after_the_release_went_live_leaves_it_live(world: World, what: str,
+                                                             kind: str) -> None:
+    world.host.inject(Fault(what, 1, kind))
+    result = world.deploy("v2")
+    assert result.result == "ok"
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.current == result.release and state.state(result.release) == "good"
+    assert set(world.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
+    assert [(a["action"], a["result"]) for a in world.audit()[-1:]] == [("deploy", "ok")]
+    assert any(line.startswith("warning:") for line in world.said)
+
+
+def test_a_lost_audit_line_after_promote_is_a_warning_not_a_failure(world: World) -> None:
+    world.host.inject(Fault("audit", 1, "remote"))
+    assert world.deploy("v2").result == "ok"
+    assert any("audit line could not be written" in line for line in world.said)
+
+
+def _shared_change(world: World, shipped_data: dict[str, Any]) -> World:
+    import copy
+
+    from vedfin_ops.loader import config_from_dict
+
+    data = copy.deepcopy(shipped_data)
+    data["remote"] = {**data.get("remote", {}), "baseDir": world.config.remote.base_dir}
+    data["redis"]["image"] = "redis:7.4-alpine"
+    return World(world.root, config_from_dict(data, "dokploy.yaml"), world.host, world.clock)
+
+
+def test_a_failed_deploy_puts_a_changed_shared_stack_back_too(world: World,
+                                                             shipped_data: dict[str, Any]
+                                                             ) -> None:
+    shared = Path(world.layout.shared_hash).read_text()
+    changed = _shared_change(world, shipped_data)
+    changed.verify_failures = ["api health: 502"]
+    with pytest.raises(RunFailed) as info:
+        changed.deploy("v2")
+    assert "shared stack back on" in str(info.value)
+    assert_back_on_v1(changed, info.value, "failed")
+    assert changed.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7-alpine"
+    assert Path(world.layout.shared_hash).read_text() == shared
+    changed.verify_failures = []
+    assert changed.deploy("v2").result == "ok"  # and the shared change goes in next time
+    assert changed.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7.4-alpine"
+    assert Path(world.layout.shared_hash).read_text() != shared
+
+
+def test_a_failed_unlock_still_releases_the_shared_lock(world: World,
+                                                       shipped_data: dict[str, Any]) -> None:
+    changed = _shared_change(world, shipped_data)
+    changed.host.inject(Fault("unlock", 1, "exception"))
+    assert changed.deploy("v2").result == "ok"
+    assert not Path(world.layout.shared_lock).exists()
+    assert any("could not be released" in line and "lock.release" in line
+               for line in changed.said)
+
+
+@pytest.mark.parametrize("change", ["replicas", "shared", "records"])
+def test_no_noop_unless_the_engine_runs_the_release_as_recorded(world: World,
+                                                                change: str) -> None:
+    if change == "replicas":  # `fab scale production 1` since the deploy
+        scale(world.host, world.config, "production", 1, action="scale", say=world.said.append,
+              clock=world.clock.clock(), verify_fn=world.hooks().verify)
+    elif change == "shared":  # another env deployed other shared files (--allow-shared)
+        Path(world.layout.shared_hash).write_text("0123456789ab\n")
+    else:
+        current = Path(world.layout.current).resolve()
+        (current / "engine.json").unlink()
+        (current / "release.json").write_text("{not json")
+    result = world.deploy("v1")
+    assert result.result == "ok", world.said
+    assert world.deploy("v1").result == "noop"
+    replicas = {n: s["replicas"] for n, s in world.host.engine()["services"].items()
+                if s["stack"] == "vedfin-production"}
+    assert replicas == {f"vedfin-production_{a.name}": a.replicas
+                        for a in world.config.apps("production")}
+
+
+def test_a_lock_released_by_someone_else_stops_the_run_and_moves_nothing(world: World) -> None:
+    """`lock.release` then another run took it: this one must not fight that run."""
+
+    def say(message: str) -> None:
+        world.said.append(message)
+        if message.startswith("rollout:"):
+            (Path(world.layout.lock) / "token").write_text("another-run\n")
+            world.clock.t += 60  # the next heartbeat is due
+
+    with pytest.raises(RunFailed) as info:
+        deploy(world.host, world.config, "production", "v2", say=say, hooks=world.hooks(),
+               clock=world.clock.clock())
+    assert "was released by someone else" in str(info.value)
+    assert "nothing was put back" in str(info.value)
+    assert (Path(world.layout.lock) / "token").read_text() == "another-run\n"  # left alone
+    assert set(world.env_images().values()) == {"vedfinance/api:v1", "vedfinance/web:v1"}
+    assert world.audit()[-1]["result"] == "failed"
+
+
+def test_the_shared_lock_can_be_released_by_hand(world: World) -> None:
+    from vedfin_ops.deploy import release_lock
+
+    Path(world.layout.shared_lock).mkdir()
+    (Path(world.layout.shared_lock) / "holder").write_text('{"who": "gone@box"}\n')
+    holder = release_lock(world.host, world.config, "production",
+                          shared=True)
+    assert "gone@box" in holder and not Path(world.layout.shared_lock).exists()
+    assert "shared lock was" in world.audit()[-1]["detail"]
+
+
+def test_bad_input_found_after_the_host_changed_exits_1(world: World) -> None:
+    from vedfin_ops.errors import UsageError
+
+    world.verify_raises = UsageError("verify: a bad flag")
+    with pytest.raises(RunFailed) as info:
+        world.deploy("v2")
+    assert info.value.exit_code == 1
+    assert_back_on_v1(world, info.value, "failed")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fault_as_rollback_records_its_result_ends_on_one_release(world: World,
+                                                                   kind: str) -> None:
+    """Errors fail it (and the engine goes back to v2); a signal waits for the shielded
+    commit (and v1 stands). Either way `current` names what the engine runs."""
+    assert world.deploy("v2").result == "ok"
+    world.host.inject(Fault("make current", 1, kind))
+    try:
+        _rollback(world)
+        expected = "v1"
+    except RunFailed:
+        expected = "v2"
+    assert expected == ("v1" if kind in ("sigterm", "sighup") else "v2")
+    world.settle()
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.meta["tag"] == expected
+    assert set(world.env_images().values()) == {f"vedfinance/api:{expected}",
+                                                f"vedfinance/web:{expected}"}
+    assert not Path(world.layout.lock).exists()
+
+
+@pytest.mark.parametrize("kind", ["remote", "sigterm"])
+def test_a_rollback_whose_audit_line_is_lost_still_stands(world: World, kind: str) -> None:
+    assert world.deploy("v2").result == "ok"
+    world.host.inject(Fault("audit", 1, kind))
+    target = _rollback(world)
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.current == target and state.meta["tag"] == "v1"
+    assert set(world.env_images().values()) == {"vedfinance/api:v1", "vedfinance/web:v1"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_fault_right_after_the_scale_command_restores_the_counts(world: World,
+                                                                   kind: str) -> None:
+    before = {n: s["replicas"] for n, s in world.host.engine()["services"].items()}
+    world.host.inject(Fault("scale production", 1, kind, after=True))
+    with pytest.raises(RunFailed):
+        scale(world.host, world.config, "production", 1, action="scale",
+              say=world.said.append, clock=world.clock.clock(), verify_fn=world.hooks().verify)
+    world.settle()
+    assert {n: s["replicas"] for n, s in world.host.engine()["services"].items()} == before
+    assert not Path(world.layout.lock).exists()

@@ -28,9 +28,23 @@ def lock_acquire(lock_dir: str, holder_json: str, token: str) -> str:
 
 
 def lock_beat(lock_dir: str, token: str) -> str:
-    """Touch the heartbeat only while the lock is still ours."""
+    """Touch the heartbeat only while the lock is still ours; `lost` when it is not."""
     d = sh(lock_dir)
-    return f"[ \"$(cat -- {d}/token 2>/dev/null)\" = {sh(token)} ] && touch -- {d}/heartbeat"
+    return (f"if [ \"$(cat -- {d}/token 2>/dev/null)\" = {sh(token)} ]; then "
+            f"touch -- {d}/heartbeat; else echo lost; fi")
+
+
+def with_heartbeat(command: str, lock_dir: str, token: str, every: int) -> str:
+    """Run `command` while a background loop on the host touches the heartbeat every `every`
+    seconds. The loop ends with the command, with its shell, or when the lock stops being
+    ours, so an abandoned run never keeps a lock looking alive; the exit status is the
+    command's."""
+    d = sh(lock_dir)
+    loop = (f"while sleep {int(every)} && kill -0 $$ 2>/dev/null && "
+            f"[ \"$(cat -- {d}/token 2>/dev/null)\" = {sh(token)} ]; do "
+            f"touch -- {d}/heartbeat; done")
+    return (f"( {loop} ) </dev/null >/dev/null 2>&1 & vedfin_beat=$!; {command}; "
+            f"vedfin_rc=$?; kill $vedfin_beat 2>/dev/null; (exit $vedfin_rc)")
 
 
 def lock_release(lock_dir: str, token: str | None = None) -> str:

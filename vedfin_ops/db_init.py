@@ -16,7 +16,7 @@ from . import commands
 from .config import Config
 from .errors import CheckFailed
 from .host import Host, RemoteError
-from .lock import Lock
+from .lock import shared_lock
 from .operation import Operation, audit
 from .polling import REAL, Clock, TimedOut, until
 from .render import render, shared_stack_name
@@ -140,8 +140,8 @@ class DbInit(Operation):
 
     def __init__(self, host: Any, config: Config, **kwargs: Any) -> None:
         super().__init__(host, config, next(iter(config.environments)), **kwargs)
-        self.lock = Lock(host, f"{self.layout.base}/.shared.lock", "the shared stack",
-                         action="db-init", clock=self.clock)
+        self.lock = shared_lock(host, self.layout.shared_lock, action="db-init",
+                                clock=self.clock)
 
     def lock_prefix(self) -> str:
         return commands.mkdir_p(self.layout.base) + " && "

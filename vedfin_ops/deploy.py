@@ -24,7 +24,7 @@ from .config import Config
 from .db_init import db_init as real_db_init
 from .errors import CheckFailed, UsageError
 from .host import HANDSHAKES, Host
-from .lock import Lock, LockHeld, who
+from .lock import LockHeld, shared_lock, who
 from .migrate import migrate as real_migrate
 from .operation import Operation, RunFailed, Say, Show, audit, bare, describe
 from .polling import REAL, Clock
@@ -139,11 +139,16 @@ def engine_record(views: dict[str, ServiceView]) -> dict[str, dict[str, str]]:
 
 
 def drift(recorded: dict[str, dict[str, str]], images: dict[str, str],
-          views: dict[str, ServiceView]) -> list[str]:
+          views: dict[str, ServiceView], replicas: dict[str, int] | None = None) -> list[str]:
     """How the engine differs from the live release's record ([] when it runs exactly that).
 
     With an engine record (written at promote), image and task template must match; for a
-    release promoted before records existed, the images from release.json."""
+    release promoted before records existed, the images from release.json; with neither, the
+    tool cannot vouch for anything. `replicas`: the counts the release sets (a `scale` or
+    `pause` since is drift too: the next deploy restores them)."""
+    if not recorded and not images:
+        return ["no record of what the live release runs (release.json and engine.json "
+                "missing or unreadable)"]
     found: list[str] = []
     names = sorted(set(recorded) | set(images) | set(views))
     for name in names:
@@ -159,9 +164,31 @@ def drift(recorded: dict[str, dict[str, str]], images: dict[str, str],
         elif name in images:
             if view.image.split("@", 1)[0] != images[name].split("@", 1)[0]:
                 found.append(f"{name}: runs {view.image}, the release has {images[name]}")
-        elif recorded or images:
+        else:
             found.append(f"{name}: not part of the release")
+        if view is not None and replicas and name in replicas and \
+                view.replicas != replicas[name]:
+            found.append(f"{name}: {view.replicas} replicas, the release has {replicas[name]}")
     return found
+
+
+def configured_replicas(config: Config, env: str) -> dict[str, int]:
+    stack = stack_name(config, env)
+    return {f"{stack}_{app.name}": app.replicas for app in config.apps(env)}
+
+
+def stack_file_images(text: str, stack: str) -> dict[str, str]:
+    """`<stack>_<service>` -> image, read from a rendered stack file (the images a put-back
+    of that file must see running)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+        services = data.get("services") or {}
+        return {f"{stack}_{name}": str(spec["image"]) for name, spec in services.items()
+                if isinstance(spec, dict) and "image" in spec}
+    except (yaml.YAMLError, AttributeError, TypeError):
+        return {}
 
 
 def verify(config: Config, env: str, *, tls_wait: float = 0.0) -> list[str]:
@@ -279,11 +306,12 @@ class Deploy(EnvRun):
         self.release = release_id(now(), content_hash(files))
         self.result = DeployResult(env, tag, self.release, "failed")
         self.meta: dict[str, Any] = {}
-        self.shared_lock = Lock(host, f"{self.layout.base}/.shared.lock", "the shared stack",
-                                action=f"deploy {env} (shared stack, db-init)", tag=tag,
-                                clock=self.clock)
+        self.shared_lock = shared_lock(host, self.layout.shared_lock,
+                                       action=f"deploy {env} (shared stack, db-init)", tag=tag,
+                                       clock=self.clock)
         self.migrating = False
         self.promoting = False
+        self.shared_touched = False
 
     def body(self) -> DeployResult:
         self.inspect()
@@ -306,7 +334,11 @@ class Deploy(EnvRun):
         if not current or current.rsplit("-", 1)[-1] != self.release.rsplit("-", 1)[-1] or \
                 self.state.state(current) != GOOD:
             return False
-        differs = drift(self.state.engine, self.state.meta.get("images", {}), self.views)
+        differs = drift(self.state.engine, self.state.meta.get("images", {}), self.views,
+                        configured_replicas(self.config, self.env))
+        if self.state.shared != shared_hash(self.files):
+            differs.append("the shared stack (postgres, redis, edge) was last deployed from "
+                           "other files")
         if differs:
             self.say(f"the engine does not run {current} as recorded ({'; '.join(differs)}); "
                      f"deploying it again")
@@ -372,29 +404,33 @@ class Deploy(EnvRun):
         self.host.rename(tmp, release_dir)
 
     def shared_and_db_init(self) -> None:
-        """postgres, redis and the edge serve every env: one writer at a time."""
+        """postgres, redis and the edge serve every env: one writer at a time. When this run
+        changes them, the shared lock stays held to the end, so a failure can put them back
+        before anyone else deploys; its hash is recorded only when the release goes live."""
         assert self.release_dir is not None
-        with self.shared_lock.held(wait=SHARED_LOCK_WAIT):
-            if self.state.shared != self.meta["shared_hash"]:
-                self.step("shared stack: postgres, redis, edge (changed)")
-                updated, _ = self.roll(shared_stack_name(self.config),
-                                       f"{self.release_dir}/stacks/shared.yml",
-                                       shared_images(self.config))
-                self.result.services_updated += updated
-                self.host.run(commands.write_text(self.layout.shared_hash,
-                                                  str(self.meta["shared_hash"])),
-                              what="record shared stack")
-            self.step("db-init: databases and extensions")
-            db = self.hooks.db_init(self.host, self.config)
-            made = db.created_databases + db.created_extensions
-            self.say("db-init: " + (f"created {', '.join(made)}" if made else "nothing to do"))
+        self.shared_lock.acquire(wait=SHARED_LOCK_WAIT)
+        if self.state.shared != self.meta["shared_hash"]:
+            self.step("shared stack: postgres, redis, edge (changed)")
+            self.shared_touched = True
+            updated, _ = self.roll(shared_stack_name(self.config),
+                                   f"{self.release_dir}/stacks/shared.yml",
+                                   shared_images(self.config))
+            self.result.services_updated += updated
+        self.step("db-init: databases and extensions")
+        db = self.hooks.db_init(self.host, self.config)
+        made = db.created_databases + db.created_extensions
+        self.say("db-init: " + (f"created {', '.join(made)}" if made else "nothing to do"))
+        if not self.shared_touched:
+            problem = self.shared_lock.release()
+            if problem:
+                self.say(f"warning: {problem}")
 
     def migrate(self) -> None:
         assert self.release_dir is not None
         self.step(f"migrate: {self.tag}")
         self.migrating = True
         if not self.hooks.migrate(self.host, self.config, self.env, self.tag, self.release_dir,
-                                  show=self.say):
+                                  show=self.say, keep_alive=self.lock.keep_alive):
             self.say("migrate: nothing to migrate")
         self.migrating = False
 
@@ -420,8 +456,9 @@ class Deploy(EnvRun):
             raise CheckFailed(f"verify failed: {'; '.join(failures)}")
 
     def promote(self) -> None:
-        """`current` -> the release, marked good, the engine's specs recorded; old releases
-        beyond keepReleases go. With its audit line, all or nothing against signals."""
+        """The records first (engine specs, shared hash, state good), then `current` moves:
+        the one command that makes the release live. With its audit line, all or nothing
+        against signals; pruning old releases after it is best effort."""
         assert self.release_dir is not None
         rid = self.release
         after = Listing([*self.state.releases, (rid, GOOD)], rid)
@@ -431,17 +468,18 @@ class Deploy(EnvRun):
             self.host.run(" && ".join([
                 commands.write_text(f"{self.release_dir}/engine.json",
                                     json.dumps(engine_record(self.views))),
+                commands.write_text(self.layout.shared_hash, str(self.meta["shared_hash"])),
                 commands.write_state(self.release_dir, GOOD),
-                commands.swap_symlink(self.release_dir, self.layout.current),
-                commands.remove_dirs(prune)]), what="promote release")
-            self.engine_touched = False
+                commands.swap_symlink(self.release_dir, self.layout.current)]),
+                what="promote release")
             self.release_dir = None  # promoted: nothing to mark on the way out
             self.result.result, self.result.detail = "ok", f"{rid} live"
-            try:
-                audit(self.host, self.layout, "deploy", "ok", release=rid, tag=self.tag)
-            except BaseException as exc:  # live and verified: a lost audit line is a warning
-                self.say(f"warning: deployed, but the audit line could not be written "
-                         f"({describe(exc)})")
+            self.commit(self.result)
+            self.audit_ok("ok", release=rid, tag=self.tag)
+        try:
+            self.host.run(commands.remove_dirs(prune), what="prune releases")
+        except Exception as exc:  # the release is live; old folders can wait
+            self.say(f"warning: old releases not pruned ({describe(exc)})")
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
 
     # -- the way back ---------------------------------------------------------------------
@@ -454,13 +492,32 @@ class Deploy(EnvRun):
             self.host.run(commands.stop_migrations(self.env), what="stop migration",
                           check=False)
             said.append("migration container stopped")
-        if self.engine_touched:
-            said.append(super().put_back())
         if self.promoting and self.state.current:
             # the promote may have run before the link went: `current` names the live one
+            # again before anything else, so a put-back cut short still points at it
             self.host.run(commands.swap_symlink(self.layout.release(self.state.current),
                                                 self.layout.current), what="restore current")
+        if self.engine_touched:
+            said.append(super().put_back())
+        if self.shared_touched:
+            said.append(self.put_back_shared())
         return "; ".join(said)
+
+    def put_back_shared(self) -> str:
+        """The shared stack back on the files it last ran: the live release's, when its
+        recorded hash says they are the ones deployed."""
+        live = self.state.current
+        if not live or self.state.meta.get("shared_hash") != self.state.shared:
+            return ("the shared stack stays on the new files (no earlier files of it are "
+                    "known)")
+        stack = shared_stack_name(self.config)
+        path = f"{self.layout.release(live)}/stacks/shared.yml"
+        expected = stack_file_images(self.host.run(commands.read_file(path),
+                                                    what="read shared stack"), stack)
+        self.say(f"putting the shared stack back on {live}'s files")
+        self.roll(stack, path, expected)
+        self.shared_touched = False
+        return f"shared stack back on {live}'s files"
 
     def release_other_locks(self) -> str:
         return self.shared_lock.release()
@@ -511,17 +568,16 @@ class Rollback(EnvRun):
         failures = self.verify_fn(self.config, self.env)
         if failures:
             raise CheckFailed(f"rollback verify failed: {'; '.join(failures)}")
-        steps = [commands.swap_symlink(self.layout.release(target), self.layout.current),
-                 commands.write_text(f"{self.layout.release(target)}/engine.json",
+        steps = [commands.write_text(f"{self.layout.release(target)}/engine.json",
                                      json.dumps(engine_record(self.views)))]
         if self.state.current:
             steps.append(commands.write_state(self.layout.release(self.state.current),
                                               "rolled-back"))
+        steps.append(commands.swap_symlink(self.layout.release(target), self.layout.current))
         with self.shielded():
             self.host.run(" && ".join(steps), what="make current")
-            self.engine_touched = False
-            audit(self.host, self.layout, "rollback", "ok", release=target,
-                  detail=f"from {self.state.current}")
+            self.commit(target)
+            self.audit_ok("ok", release=target, detail=f"from {self.state.current}")
         self.say(f"done: {self.env} back on {target}")
         return target
 
@@ -531,8 +587,9 @@ def rollback(conn: Connection | Host, config: Config, env: str, *, say: Say = pr
              verify_fn: Callable[..., list[str]] | None = None) -> str:
     """Back to the previous good release: redeployed, converged, verified, made current."""
     config.require_env(env)
-    run = Rollback(as_host(conn), config, env, say=say, show=show, clock=clock,
-                   verify_fn=verify_fn)
+    host = as_host(conn)
+    host.secrets = list(secret_store.resolve(config, env).values())
+    run = Rollback(host, config, env, say=say, show=show, clock=clock, verify_fn=verify_fn)
     target: str = run.execute()
     return target
 
@@ -549,8 +606,8 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
         holder = json.loads(lock) if lock else None
     except ValueError:
         holder = {"who": f"unreadable holder file ({lock[:40]!r})", "since": "?", "action": "?"}
-    found = drift(state.engine, state.meta.get("images", {}), env_views) \
-        if state.current else []
+    found = drift(state.engine, state.meta.get("images", {}), env_views,
+                  configured_replicas(config, env)) if state.current else []
     return {
         "env": env,
         "current": state.current,
@@ -565,11 +622,16 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
     }
 
 
-def release_lock(conn: Connection | Host, config: Config, env: str) -> str:
+def release_lock(conn: Connection | Host, config: Config, env: str, *,
+                 shared: bool = False) -> str:
+    """Remove a lock whatever holds it (the user checked it is stale): the env's deploy lock,
+    or with `shared` the shared stack's. Audited with who held it."""
     config.require_env(env)
     host = as_host(conn)
     layout = Layout.of(config, env)
-    holder = host.run(commands.read_file(f"{layout.lock}/holder"), what="read lock").strip()
-    host.run(commands.lock_release(layout.lock), what="release lock")
-    audit(host, layout, "lock.release", "ok", detail=f"was {holder or 'not held'}")
+    path = layout.shared_lock if shared else layout.lock
+    holder = host.run(commands.read_file(f"{path}/holder"), what="read lock").strip()
+    host.run(commands.lock_release(path), what="release lock")
+    audit(host, layout, "lock.release", "ok",
+          detail=f"{'shared lock ' if shared else ''}was {holder or 'not held'}")
     return holder

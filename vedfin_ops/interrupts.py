@@ -38,16 +38,20 @@ class Guard:
                  notice: Callable[[str], None] | None) -> None:
         self.on_signal, self.notice = on_signal, notice
         self.shield_depth = 0
+        self.tripped = False  # one interrupt was raised: the run is converging from here on
         self.received: list[str] = []
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         self.received.append(name)
-        if self.shield_depth:
+        if self.shield_depth or self.tripped:
+            # a second Ctrl-C, even one landing before the handler got to shield itself,
+            # must not cut the put-back short
             if self.notice is not None:
                 self.notice(f"{name} received: still putting the host back, one moment "
                             f"(kill -9 would leave it half done)")
             return
+        self.tripped = True
         if self.on_signal is not None:
             self.on_signal()
         raise Interrupted(name)

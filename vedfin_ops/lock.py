@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from . import commands
-from .errors import CheckFailed
+from .errors import CheckFailed, VedfinError
 from .polling import REAL, Clock, TimedOut, until
 
 BEAT_EVERY = 15.0  # seconds between heartbeats; a holder silent for STALE_AFTER is suspect
@@ -34,6 +34,12 @@ class Runner(Protocol):
 
 class LockHeld(CheckFailed):
     """Another run holds the lock (exit 1); the message says whether it looks alive."""
+
+
+class LockLost(VedfinError):
+    """Our lock was removed (`lock.release`) and maybe taken by another run: stop at once and
+    move nothing, since the engine is now that run's to drive. Not a CheckFailed, so a
+    retrying poll never swallows it."""
 
 
 def who() -> str:
@@ -163,22 +169,37 @@ class Lock:
             raise last[0] from None
 
     def beat(self, *, force: bool = False) -> None:
-        """Refresh the heartbeat, at most every BEAT_EVERY seconds (cheap to call often)."""
+        """Refresh the heartbeat, at most every BEAT_EVERY seconds (cheap to call often);
+        raises LockLost when the lock is no longer ours."""
         if not self.taken or (not force and self.clock.now() - self._last_beat < BEAT_EVERY):
             return
         self._last_beat = self.clock.now()
-        self.host.run(commands.lock_beat(self.path, self.token), what="heartbeat", check=False)
+        out = self.host.run(commands.lock_beat(self.path, self.token), what="heartbeat",
+                            check=False)
+        if out.strip() == "lost":
+            self.taken = False  # not ours to remove any more
+            raise LockLost(f"{self.label}: the lock {self.path} was released by someone else "
+                           f"while this run held it; stopped")
+
+    def keep_alive(self, command: str) -> str:
+        """`command` with the heartbeat refreshed on the host while it runs (a migration can
+        be silent for longer than STALE_AFTER); plain `command` when the lock is not held."""
+        if not self.taken:
+            return command
+        return commands.with_heartbeat(command, self.path, self.token, int(BEAT_EVERY))
 
     def release(self) -> str:
         """Remove our lock; never raises (it runs on the way out of a failure already being
-        reported). Returns why it could not, if it could not: the link may be gone."""
+        reported, and the other locks must still go). Returns why it could not, if it could
+        not: the link may be gone."""
         if not self.taken:
             return ""
         try:
             self.host.run(commands.lock_release(self.path, self.token), what="unlock",
                           check=False)
-        except CheckFailed as exc:
-            return f"the lock {self.path} could not be released ({exc})"
+        except BaseException as exc:  # a reason, never a second failure
+            return (f"the lock {self.path} could not be released ({exc or type(exc).__name__});"
+                    f" {self.hint or 'remove it when no run holds it'}")
         self.taken = False
         return ""
 
@@ -189,3 +210,11 @@ class Lock:
             yield self
         finally:
             self.release()
+
+
+def shared_lock(host: Runner, path: str, *, action: str, tag: str = "",
+                clock: Clock = REAL) -> Lock:
+    """The lock of the shared stack (postgres, redis, edge): deploys that change it and
+    db-init take it, whichever env they run for."""
+    return Lock(host, path, "the shared stack", action=action, tag=tag,
+                hint="if it is stale: fab -H HOST lock.release --shared", clock=clock)

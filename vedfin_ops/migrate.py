@@ -13,7 +13,7 @@ from . import commands
 from .config import Config
 from .errors import CheckFailed, UsageError
 from .host import Host, RemoteError
-from .operation import Operation, audit, bare
+from .operation import Operation, bare
 from .render import image
 
 
@@ -27,8 +27,12 @@ def migrating_app(config: Config, env: str) -> tuple[str, str, str] | None:
 
 
 def migrate(host: Host, config: Config, env: str, tag: str, release_dir: str,
-            show: Callable[[str], None] = print) -> bool:
-    """Run the migration; False when the env has nothing to migrate; raises on failure."""
+            show: Callable[[str], None] = print,
+            keep_alive: Callable[[str], str] = lambda command: command) -> bool:
+    """Run the migration; False when the env has nothing to migrate; raises on failure.
+
+    `keep_alive` wraps the command so the lock's heartbeat goes on while it runs: a migration
+    may print nothing for minutes, and a silent holder looks stale to the next run."""
     found = migrating_app(config, env)
     if found is None:
         return False
@@ -37,8 +41,8 @@ def migrate(host: Host, config: Config, env: str, tag: str, release_dir: str,
     target = image(app, tag)
     env_file = f"{release_dir}/env/{name}.env"
     try:
-        host.run(commands.migrate(target, config.remote.network, env_file, command,
-                                  f"{name}-migrate-{tag}", env),
+        host.run(keep_alive(commands.migrate(target, config.remote.network, env_file, command,
+                                             f"{name}-migrate-{tag}", env)),
                  what=f"migrate ({target})", stream=lambda line: show(f"  | {line}"),
                  timeout=config.remote.rollout_timeout)
     except RemoteError as exc:
@@ -62,9 +66,10 @@ class Migrate(Operation):
                               f"({', '.join(running)})")
         self.engine_touched = True  # a container of the env runs from here on
         done = migrate(self.host, self.config, self.env, self.tag, self.layout.current,
-                       show=self.say)
-        self.engine_touched = False
-        audit(self.host, self.layout, "migrate", "ok" if done else "noop", tag=self.tag)
+                       show=self.say, keep_alive=self.lock.keep_alive)
+        with self.shielded():
+            self.commit(done)
+            self.audit_ok("ok" if done else "noop", tag=self.tag)
         return done
 
     def put_back(self) -> str:

@@ -14,6 +14,7 @@ Kamal's `cli/app/boot.rb` has the same shape: the steps in order, the way back i
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,7 @@ from . import commands
 from .config import Config
 from .errors import CheckFailed, VedfinError
 from .interrupts import Guard, Interrupted, signals_as_interrupts
-from .lock import Lock, now_iso, who
+from .lock import Lock, LockLost, now_iso, who
 from .polling import REAL, Clock
 from .releases import Layout
 
@@ -57,6 +58,17 @@ def describe(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {bare(str(exc))}"
 
 
+def safe(sink: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Progress output that cannot end the run: after SIGHUP the terminal is gone and a print
+    raises EIO, and a broken pipe must not skip putting the host back. Signals still pass."""
+
+    def write(message: Any) -> None:
+        with contextlib.suppress(Exception):  # output is best effort, converging is not
+            sink(message)
+
+    return write
+
+
 def audit(host: Any, layout: Layout, action: str, result: str, *, release: str = "",
           tag: str = "", detail: str = "") -> None:
     line = json.dumps({"time": now_iso(), "who": who(), "env": layout.env, "action": action,
@@ -74,8 +86,8 @@ class Operation:
     def __init__(self, host: Any, config: Config, env: str, *, say: Say = print,
                  show: Show | None = None, clock: Clock = REAL, tag: str = "") -> None:
         self.host, self.config, self.env = host, config, env
-        self.say = say
-        self.show: Show = show or (lambda lines: None)
+        self.say: Say = safe(say)
+        self.show: Show = safe(show or (lambda lines: None))
         self.clock = clock
         self.tag = tag
         self.layout = Layout.of(config, env)
@@ -87,30 +99,53 @@ class Operation:
         self.release_dir: str | None = None  # set once it exists on the host
         self.engine_touched = False  # set just before the first command that moves the engine
         self.notes: list[str] = []
+        self.committed = False  # the new state is recorded: nothing after this undoes it
+        self.outcome: Any = None  # what execute() returns once committed
 
     # -- the run -------------------------------------------------------------------------
     def execute(self) -> Any:
+        """The lock, the body, and on any failure `_converge`; see the module docstring.
+
+        The lock is taken inside the `try` whose `finally` releases it, so a signal between
+        the two cannot leave it behind. Once the body has committed, an interrupt or error
+        that comes later (the final message, the way out) cannot turn success into failure.
+        """
         with signals_as_interrupts(on_signal=self._cancel_running, notice=self.say) as guard:
             self.guard = guard
+            started = False
             try:
                 self.lock.acquire(prefix=self.lock_prefix())
-            except BaseException:
-                with guard.shielded():  # the lock may be ours already: the token decides
-                    self.lock.release()
-                raise
-            try:
-                try:
-                    return self.body()
-                except BaseException as exc:
-                    with guard.shielded():
-                        failure = self._converge(exc)
-                    raise failure from None
+                started = True
+                return self.body()
+            except BaseException as exc:
+                with guard.shielded():
+                    if self.committed:
+                        self.say(f"warning: {describe(exc)} after the {self.action} was "
+                                 f"recorded; it stands")
+                        return self.outcome
+                    if not started:
+                        raise
+                    failure = self._converge(exc)
+                raise failure from None
             finally:
                 with guard.shielded():
-                    problem = self.lock.release()
-                    problem = self.release_other_locks() or problem
+                    problems = [self.lock.release(), self.release_other_locks()]
+                problem = "; ".join(p for p in problems if p)
                 if problem:
                     self.say(f"warning: {problem}")
+
+    def commit(self, outcome: Any) -> None:
+        """Called (shielded) right after the command that records the new state."""
+        self.committed, self.outcome = True, outcome
+        self.engine_touched = False
+
+    def audit_ok(self, result: str, **fields: Any) -> None:
+        """The success line of a committed run: losing it is a warning, not a failure."""
+        try:
+            audit(self.host, self.layout, self.action, result, **fields)
+        except Exception as exc:  # live and verified already
+            self.say(f"warning: {self.action} done, but the audit line could not be written "
+                     f"({describe(exc)})")
 
     def lock_prefix(self) -> str:
         """A first run on a new host makes the folders it will write into."""
@@ -142,7 +177,9 @@ class Operation:
         reason = describe(exc)
         outcome = "interrupted" if interrupted else "failed"
         back = ""
-        if self.engine_touched or self.needs_put_back():
+        if isinstance(exc, LockLost):
+            back = "nothing was put back: the run that holds the lock now owns the env"
+        elif self.engine_touched or self.needs_put_back():
             try:
                 back = self.put_back()
             except BaseException as again:
@@ -155,7 +192,10 @@ class Operation:
                   tag=self.tag, detail=detail)
         except BaseException as lost:
             detail += f"; the audit line could not be written ({describe(lost)})"
-        code = exc.exit_code if isinstance(exc, VedfinError) else 1
+        # bad input found before anything was pushed keeps its exit 2; once the host changed,
+        # the run failed (exit 1) whatever the cause
+        pushed = self.release_dir is not None or bool(back)
+        code = exc.exit_code if isinstance(exc, VedfinError) and not pushed else 1
         return RunFailed(self.host.redact(f"{self.action} {self.env} {outcome}: {detail}"),
                          interrupted=interrupted, exit_code=code)
 

@@ -58,6 +58,10 @@ class Layout:
     def shared_hash(self) -> str:
         return f"{self.base}/shared.hash"
 
+    @property
+    def shared_lock(self) -> str:
+        return f"{self.base}/.shared.lock"
+
     def release(self, release_id: str) -> str:
         return f"{self.releases}/{release_id}"
 

@@ -12,12 +12,12 @@ from typing import Any
 
 from fabric import Connection
 
-from . import commands
+from . import commands, secret_store
 from .config import Config
 from .deploy import EnvRun, as_host, verify
 from .errors import CheckFailed, UsageError
 from .host import Host
-from .operation import Say, Show, audit
+from .operation import Say, Show
 from .polling import REAL, Clock
 from .rollout import before_of, watch
 
@@ -45,12 +45,12 @@ class Scale(EnvRun):
             if failures:
                 raise CheckFailed(f"{self.action}: verify failed: {'; '.join(failures)}")
         detail = ", ".join(f"{n.split('_', 1)[1]}={c}" for n, c in sorted(self.wanted.items()))
+        result = {name.split("_", 1)[1]: count for name, count in self.wanted.items()}
         with self.shielded():
-            self.engine_touched = False
-            audit(self.host, self.layout, self.action, "forced" if self.force else "ok",
-                  detail=detail)
+            self.commit(result)
+            self.audit_ok("forced" if self.force else "ok", detail=detail)
         self.say(f"{self.action}: {self.env}: {detail}")
-        return {name.split("_", 1)[1]: count for name, count in self.wanted.items()}
+        return result
 
     def set_replicas(self, wanted: dict[str, int]) -> None:
         views = self.poll()
@@ -85,7 +85,9 @@ def scale(conn: Connection | Host, config: Config, env: str, replicas: int | Non
     if env == "production" and replicas is not None and replicas < 1 and not force:
         raise UsageError("refusing to take production below 1 replica "
                          "(--force if you mean it; the runbook never does)")
-    run = Scale(as_host(conn), config, env, {}, action=action, force=force, say=say, show=show,
+    host = as_host(conn)
+    host.secrets = list(secret_store.resolve(config, env).values())
+    run = Scale(host, config, env, {}, action=action, force=force, say=say, show=show,
                 clock=clock, verify_fn=verify_fn)
     run.wanted = {f"{run.stack}_{a.name}": (a.replicas if replicas is None else replicas)
                   for a in config.apps(env)}

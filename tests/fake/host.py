@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from vedfin_ops.host import RemoteError
+from vedfin_ops.secret_store import mask_urls
 
 DOCKER = Path(__file__).with_name("docker.py")
 
@@ -71,7 +72,7 @@ class FakeHost:
         for value in sorted(self.secrets, key=len, reverse=True):
             if len(value) >= 4:
                 text = text.replace(value, "***")
-        return text
+        return mask_urls(text)
 
     def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
             stream: Any = None, timeout: float | None = 600) -> str:

@@ -14,26 +14,20 @@ from typing import Any
 from invoke.collection import Collection
 from invoke.tasks import task
 
-from vedfin_ops import commands, sandbox, secret_store
-from vedfin_ops.capacity import capacity_report as _capacity_report
-from vedfin_ops.chart import write_chart
-from vedfin_ops.cli import LiveLines, config_for, err, guarded, is_remote, remote, say, warn
-from vedfin_ops.cli import out as stdout
-from vedfin_ops.db_init import run_db_init
-from vedfin_ops.deploy import deploy as _deploy
-from vedfin_ops.deploy import release_lock as _release_lock
-from vedfin_ops.deploy import rollback as _rollback
-from vedfin_ops.deploy import status as _status
+from vedfin_ops import sandbox
+from vedfin_ops.checks.preflight import preflight as _preflight
+from vedfin_ops.checks.smoke import Options as SmokeOptions
+from vedfin_ops.checks.smoke import smoke_test as _smoke_test
+from vedfin_ops.cli.output import LiveLines, config_for, err, guarded, is_remote, remote, say, warn
+from vedfin_ops.cli.output import out as stdout
+from vedfin_ops.config import secret_store
 from vedfin_ops.errors import CheckFailed
-from vedfin_ops.local_files import write_tree
-from vedfin_ops.migrate import require_tag, run_migrate
-from vedfin_ops.preflight import preflight as _preflight
-from vedfin_ops.releases import Layout
-from vedfin_ops.render import render as _render
-from vedfin_ops.scale import scale as _scale
-from vedfin_ops.smoke import Options as SmokeOptions
-from vedfin_ops.smoke import smoke_test as _smoke_test
-from vedfin_ops.tables import (
+from vedfin_ops.remote import commands
+from vedfin_ops.render.files import render as _render
+from vedfin_ops.render.local_files import write_tree
+from vedfin_ops.reports.capacity import capacity_report as _capacity_report
+from vedfin_ops.reports.chart import write_chart
+from vedfin_ops.reports.tables import (
     actual_usage,
     capacity_table,
     config_table,
@@ -42,7 +36,15 @@ from vedfin_ops.tables import (
     status_line,
     status_tables,
 )
-from vedfin_ops.usage import measure
+from vedfin_ops.reports.usage import measure
+from vedfin_ops.steps.db_init import run_db_init
+from vedfin_ops.steps.deploy import deploy as _deploy
+from vedfin_ops.steps.deploy import release_lock as _release_lock
+from vedfin_ops.steps.deploy import rollback as _rollback
+from vedfin_ops.steps.deploy import status as _status
+from vedfin_ops.steps.migrate import require_tag, run_migrate
+from vedfin_ops.steps.releases import Layout
+from vedfin_ops.steps.scale import scale as _scale
 
 CONFIG_HELP = {"config": "config file (default: $VEDFIN_CONFIG, else dokploy.yaml)"}
 

@@ -24,14 +24,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vedfin_ops import load_config, render  # noqa: E402
-from vedfin_ops.deploy import DeployResult, deploy, listing  # noqa: E402
-from vedfin_ops.host import Host, connect  # noqa: E402
-from vedfin_ops.loader import config_from_dict  # noqa: E402
-from vedfin_ops.local_files import write_tree  # noqa: E402
-from vedfin_ops.releases import Layout  # noqa: E402
-from vedfin_ops.render import stack_name  # noqa: E402
-from vedfin_ops.secret_store import resolve  # noqa: E402
-from vedfin_ops.smoke import smoke_test  # noqa: E402
+from vedfin_ops.checks.smoke import smoke_test  # noqa: E402
+from vedfin_ops.config.loader import config_from_dict  # noqa: E402
+from vedfin_ops.config.secret_store import resolve  # noqa: E402
+from vedfin_ops.remote.host import Host, connect  # noqa: E402
+from vedfin_ops.render.files import stack_name  # noqa: E402
+from vedfin_ops.render.local_files import write_tree  # noqa: E402
+from vedfin_ops.steps.deploy import DeployResult, deploy, listing  # noqa: E402
+from vedfin_ops.steps.releases import Layout  # noqa: E402
 
 SANDBOX = ROOT / ".sandbox"
 ENV = "production"

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from vedfin_ops.config import Config
-from vedfin_ops.loader import config_from_dict
+from vedfin_ops.config.loader import config_from_dict
+from vedfin_ops.config.model import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "dokploy.yaml"

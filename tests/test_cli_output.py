@@ -9,10 +9,10 @@ import pytest
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from vedfin_ops import cli
+from vedfin_ops.checks.smoke import Check, SmokeReport
+from vedfin_ops.cli import output as cli
 from vedfin_ops.errors import CheckFailed, UsageError
-from vedfin_ops.smoke import Check, SmokeReport
-from vedfin_ops.tables import smoke_table, status_tables
+from vedfin_ops.reports.tables import smoke_table, status_tables
 
 MARKUP = "Applying migration [/app/prisma/migrations/001_init] [bold red]x[/] [link=y]"
 

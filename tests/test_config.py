@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from vedfin_ops import load_config
+from vedfin_ops.config.loader import key_path
 from vedfin_ops.errors import ConfigError, UsageError
-from vedfin_ops.loader import key_path
 
 from .conftest import RUNBOOK_SNIPPET, SHIPPED
 

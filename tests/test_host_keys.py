@@ -22,9 +22,9 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from vedfin_ops import host as host_module
 from vedfin_ops.errors import CheckFailed, UsageError
-from vedfin_ops.host import Host, HostError, RemoteError, connect, fingerprint, ssh_seconds
+from vedfin_ops.remote import host as host_module
+from vedfin_ops.remote.host import Host, HostError, RemoteError, connect, fingerprint, ssh_seconds
 
 SSHD = Path("/usr/sbin/sshd")
 needs_sshd = pytest.mark.skipif(not SSHD.exists() or os.geteuid() != 0
@@ -350,7 +350,7 @@ def test_a_fingerprint_can_come_from_the_environment(monkeypatch: pytest.MonkeyP
     from fabric import Config as FabricConfig
     from fabric import Connection
 
-    from vedfin_ops.cli import remote
+    from vedfin_ops.cli.output import remote
 
     monkeypatch.setenv("VEDFIN_HOST_KEY_FINGERPRINT", "SHA256:nope")
     config = tmp_path / "ssh_config"

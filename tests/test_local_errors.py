@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from vedfin_ops.capacity import CapacityReport, capacity_report
-from vedfin_ops.chart import write_chart
+from vedfin_ops.config.loader import load_config
 from vedfin_ops.errors import UsageError
-from vedfin_ops.loader import load_config
-from vedfin_ops.local_files import write_tree
-from vedfin_ops.render import Rendered
+from vedfin_ops.render.files import Rendered
+from vedfin_ops.render.local_files import write_tree
+from vedfin_ops.reports.capacity import CapacityReport, capacity_report
+from vedfin_ops.reports.chart import write_chart
 
 from .conftest import ROOT, SHIPPED
 
@@ -90,13 +90,13 @@ from pathlib import Path
 from vedfin_ops.errors import UsageError
 try:
     if sys.argv[1] == "tree":
-        from vedfin_ops.local_files import write_tree
-        from vedfin_ops.render import Rendered
+        from vedfin_ops.render.local_files import write_tree
+        from vedfin_ops.render.files import Rendered
         write_tree(Rendered({"env/a.env": "A=1", "stack.yml": "x"}, []), Path(sys.argv[2]))
     else:
-        from vedfin_ops.capacity import capacity_report
-        from vedfin_ops.chart import write_chart
-        from vedfin_ops.loader import load_config
+        from vedfin_ops.reports.capacity import capacity_report
+        from vedfin_ops.reports.chart import write_chart
+        from vedfin_ops.config.loader import load_config
         write_chart(capacity_report(load_config(sys.argv[3])), sys.argv[2])
 except UsageError as exc:
     print(exc)

@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
-from vedfin_ops.config import Config
-from vedfin_ops.db_init import DbInitResult
-from vedfin_ops.deploy import Hooks, RunFailed, deploy, listing, rollback
-from vedfin_ops.interrupts import HANDLED
-from vedfin_ops.lock import LockHeld
-from vedfin_ops.polling import Clock
-from vedfin_ops.releases import Layout
-from vedfin_ops.render import stack_name
-from vedfin_ops.scale import scale
+from vedfin_ops.config.model import Config
+from vedfin_ops.render.files import stack_name
+from vedfin_ops.steps.db_init import DbInitResult
+from vedfin_ops.steps.deploy import Hooks, RunFailed, deploy, listing, rollback
+from vedfin_ops.steps.interrupts import HANDLED
+from vedfin_ops.steps.lock import LockHeld
+from vedfin_ops.steps.polling import Clock
+from vedfin_ops.steps.releases import Layout
+from vedfin_ops.steps.scale import scale
 
 from .fake.host import FakeHost, Fault
 
@@ -105,7 +105,7 @@ def v1_live(tmp_path_factory: pytest.TempPathFactory, shipped_data: dict[str, An
     """A host where v1 went live through the real pipeline; each test gets a copy of it."""
     import copy
 
-    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.config.loader import config_from_dict
 
     root = tmp_path_factory.mktemp("fakehost")
     data = copy.deepcopy(shipped_data)
@@ -128,7 +128,7 @@ def _secrets(mp: pytest.MonkeyPatch, config: Config) -> None:
 
 @pytest.fixture
 def world(v1_live: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> World:
-    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.config.loader import config_from_dict
 
     saved, data = v1_live
     root = Path(data["remote"]["baseDir"]).parent
@@ -172,7 +172,7 @@ def clean_v2_steps(world: World) -> list[tuple[str, int]]:
 
 @pytest.fixture(scope="module")
 def v2_steps(v1_live: tuple[Path, dict[str, Any]]) -> list[tuple[str, int]]:
-    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.config.loader import config_from_dict
 
     saved, data = v1_live
     root = Path(data["remote"]["baseDir"]).parent
@@ -190,7 +190,7 @@ def test_a_first_deploy_on_a_new_host_makes_its_folders(tmp_path: Path,
                                                         ) -> None:
     import copy
 
-    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.config.loader import config_from_dict
 
     data = copy.deepcopy(shipped_data)
     data.setdefault("remote", {})["baseDir"] = str(tmp_path / "srv")
@@ -436,7 +436,7 @@ def test_a_fault_during_scale_restores_the_replica_counts(world: World, kind: st
 
 
 def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> None:
-    from vedfin_ops.deploy import status
+    from vedfin_ops.steps.deploy import status
 
     assert status(world.host, world.config, "production")["drift"] == []
     state = world.host.engine()
@@ -448,7 +448,7 @@ def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> N
 
 
 def test_the_heartbeat_is_throttled_and_a_silent_holder_is_called_probably_stale() -> None:
-    from vedfin_ops.lock import STALE_AFTER, Lock, parse_held
+    from vedfin_ops.steps.lock import STALE_AFTER, Lock, parse_held
 
     class Recorder:
         def __init__(self) -> None:
@@ -477,8 +477,8 @@ def test_the_heartbeat_is_throttled_and_a_silent_holder_is_called_probably_stale
 def test_verify_never_passes_by_checking_nothing(shipped_data: dict[str, Any]) -> None:
     import copy
 
-    from vedfin_ops.deploy import verify
-    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.config.loader import config_from_dict
+    from vedfin_ops.steps.deploy import verify
 
     data = copy.deepcopy(shipped_data)
     for app in data["applications"]:
@@ -497,8 +497,8 @@ def test_the_configs_ca_root_is_trusted_by_smoke_and_preflight(shipped_data: dic
                                                                tmp_path: Path) -> None:
     import copy
 
-    from vedfin_ops.loader import config_from_dict
-    from vedfin_ops.smoke import Options, trusting
+    from vedfin_ops.checks.smoke import Options, trusting
+    from vedfin_ops.config.loader import config_from_dict
 
     data = copy.deepcopy(shipped_data)
     data["edge"] = {**data.get("edge", {}), "tls": "internal", "caRoot": str(tmp_path / "ca.pem")}
@@ -550,7 +550,7 @@ def test_a_lost_audit_line_after_promote_is_a_warning_not_a_failure(world: World
 def _shared_change(world: World, shipped_data: dict[str, Any]) -> World:
     import copy
 
-    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.config.loader import config_from_dict
 
     data = copy.deepcopy(shipped_data)
     data["remote"] = {**data.get("remote", {}), "baseDir": world.config.remote.base_dir}
@@ -627,7 +627,7 @@ def test_a_lock_released_by_someone_else_stops_the_run_and_moves_nothing(world: 
 
 
 def test_the_shared_lock_can_be_released_by_hand(world: World) -> None:
-    from vedfin_ops.deploy import release_lock
+    from vedfin_ops.steps.deploy import release_lock
 
     Path(world.layout.shared_lock).mkdir()
     (Path(world.layout.shared_lock) / "holder").write_text('{"who": "gone@box"}\n')

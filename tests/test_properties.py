@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vedfin_ops import capacity_report, render
-from vedfin_ops.config import secret_refs
+from vedfin_ops.config.loader import config_from_dict, parse_yaml
+from vedfin_ops.config.model import secret_refs
+from vedfin_ops.config.tags import TAG_RE, check_tag
+from vedfin_ops.config.units import format_mib, parse_mib, parse_seconds
 from vedfin_ops.errors import ConfigError, UsageError
-from vedfin_ops.loader import config_from_dict, parse_yaml
-from vedfin_ops.tags import TAG_RE, check_tag
-from vedfin_ops.units import format_mib, parse_mib, parse_seconds
 
 SUFFIX = {"m": 1, "g": 1024}
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from vedfin_ops import load_config, render
-from vedfin_ops.render import _template, monitor_seconds, placeholder
+from vedfin_ops.render.files import _template, monitor_seconds, placeholder
 
 from .conftest import SHIPPED
 
@@ -69,7 +69,7 @@ def test_app_services_follow_the_swarm_rules(prod: Any) -> None:
 def test_max_surge_zero_renders_stop_first(shipped_data: dict[str, Any]) -> None:
     import copy
 
-    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.config.loader import config_from_dict
     data = copy.deepcopy(shipped_data)
     data["deploymentStrategy"] = {"type": "rolling", "maxSurge": 0, "maxUnavailable": 1}
     for app in data["applications"]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vedfin_ops.rollout import Before, evaluate, parse_snapshot
+from vedfin_ops.steps.rollout import Before, evaluate, parse_snapshot
 
 API = "vedfin-production_api-production"
 

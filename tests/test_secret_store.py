@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vedfin_ops.config import Config
+from vedfin_ops.config.model import Config
+from vedfin_ops.config.secret_store import generate, mask_urls, read_file, resolve
 from vedfin_ops.errors import UsageError
-from vedfin_ops.host import Host, connect
-from vedfin_ops.secret_store import generate, mask_urls, read_file, resolve
+from vedfin_ops.remote.host import Host, connect
 
 Variant = Callable[[Callable[[dict[str, Any]], Any]], Config]
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")

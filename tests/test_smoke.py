@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vedfin_ops.loader import config_from_dict
-from vedfin_ops.smoke import Options, smoke_test
+from vedfin_ops.checks.smoke import Options, smoke_test
+from vedfin_ops.config.loader import config_from_dict
 
 HEALTHY = {"status": "ok", "database": "connected", "redis": "connected"}
 Route = Callable[[http.server.BaseHTTPRequestHandler], None]
@@ -191,7 +191,7 @@ def test_a_body_cut_mid_transfer_is_retried_then_failed_not_raised(server: Serve
 
 def test_a_check_that_crashes_is_a_failed_check(server: Server,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from vedfin_ops import smoke
+    from vedfin_ops.checks import smoke
 
     _healthy_routes(server)
 

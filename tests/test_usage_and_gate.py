@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from vedfin_ops import capacity_report, load_config
-from vedfin_ops.gate import gate
-from vedfin_ops.usage import ContainerStat, Usage, parse_probe, parse_size_mib, parse_stats
+from vedfin_ops.checks.gate import gate
+from vedfin_ops.reports.usage import ContainerStat, Usage, parse_probe, parse_size_mib, parse_stats
 
 from .conftest import SHIPPED
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .capacity import CapacityReport, capacity_report
-from .config import Config
-from .errors import CheckFailed, ConfigError, UsageError, VedfinError
-from .loader import load_config
-from .render import Rendered, render
+from vedfin_ops.config.loader import load_config
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed, ConfigError, UsageError, VedfinError
+from vedfin_ops.render.files import Rendered, render
+from vedfin_ops.reports.capacity import CapacityReport, capacity_report
 
 __all__ = [
     "CapacityReport",

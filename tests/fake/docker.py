@@ -1,6 +1,6 @@
 """A scripted Docker Engine for orchestration tests: the `docker` the fake host's shell finds.
 
-It answers the commands `vedfin_ops.commands` builds (stack deploy, service ls/inspect/ps/
+It answers the commands `vedfin_ops.remote.commands` builds (stack deploy, service ls/inspect/ps/
 scale, ps, run, rm) from a JSON state file ($FAKE_ENGINE), and moves one step per `service
 inspect`, as a real engine moves between polls. Images whose tag says `broken` fail their
 health checks, so the engine rolls them back; `badmigration` fails its migration. Stdlib only

@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from vedfin_ops.host import RemoteError
-from vedfin_ops.secret_store import mask_urls
+from vedfin_ops.config.secret_store import mask_urls
+from vedfin_ops.remote.host import RemoteError
 
 DOCKER = Path(__file__).with_name("docker.py")
 

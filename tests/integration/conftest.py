@@ -107,7 +107,7 @@ def sandbox_up() -> dict[str, object]:
 @pytest.fixture
 def sandbox_conn(sandbox_up: dict[str, object]) -> Iterator[object]:
     """A checked Fabric Connection to the sandbox as its deploy user."""
-    from vedfin_ops.host import connect
+    from vedfin_ops.remote.host import connect
 
     conn = connect("sandbox", str(sandbox_up["ssh_config"]))
     try:

@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from vedfin_ops import load_config
-from vedfin_ops.deploy import deploy
+from vedfin_ops.config.loader import config_from_dict
 from vedfin_ops.errors import CheckFailed, UsageError
-from vedfin_ops.host import Host, connect
-from vedfin_ops.loader import config_from_dict
-from vedfin_ops.scale import scale
+from vedfin_ops.remote.host import Host, connect
+from vedfin_ops.steps.deploy import deploy
+from vedfin_ops.steps.scale import scale
 
 from .conftest import docker, fab
 
@@ -111,7 +111,7 @@ def test_cgroup_reading_agrees_with_docker_stats(live: tuple[Any, Host]) -> None
     (a `wget` every second in the sandbox) runs inside the container's cgroup, so one read can
     catch it: the lowest of five reads is the container's own memory.
     """
-    from vedfin_ops.usage import PROBE, parse_probe, parse_stats
+    from vedfin_ops.reports.usage import PROBE, parse_probe, parse_stats
     _, host = live
 
     def docker_stats() -> dict[str, Any]:

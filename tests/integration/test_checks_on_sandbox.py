@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from vedfin_ops import load_config
-from vedfin_ops.deploy import deploy
-from vedfin_ops.host import Host, connect
-from vedfin_ops.preflight import preflight
-from vedfin_ops.smoke import Options, smoke_test
+from vedfin_ops.checks.preflight import preflight
+from vedfin_ops.checks.smoke import Options, smoke_test
+from vedfin_ops.remote.host import Host, connect
+from vedfin_ops.steps.deploy import deploy
 
 from .conftest import docker, unavailable
 

@@ -19,12 +19,12 @@ import pytest
 import requests
 
 from vedfin_ops import load_config
-from vedfin_ops.db_init import db_init
-from vedfin_ops.deploy import LockHeld, RunFailed, deploy, listing, rollback
+from vedfin_ops.config.secret_store import resolve
 from vedfin_ops.errors import CheckFailed
-from vedfin_ops.host import Host, connect
-from vedfin_ops.releases import Layout
-from vedfin_ops.secret_store import resolve
+from vedfin_ops.remote.host import Host, connect
+from vedfin_ops.steps.db_init import db_init
+from vedfin_ops.steps.deploy import LockHeld, RunFailed, deploy, listing, rollback
+from vedfin_ops.steps.releases import Layout
 
 from .conftest import docker, fab, ssh_config_with_known_hosts
 
@@ -257,7 +257,7 @@ def test_db_init_twice_changes_nothing_the_second_time(config: Any, host: Host) 
 @pytest.mark.usefixtures("shared_stack_live")
 def test_db_init_adds_extensions_to_a_database_made_without_them(config: Any,
                                                                  host: Host) -> None:
-    from vedfin_ops.db_init import find_postgres
+    from vedfin_ops.steps.db_init import find_postgres
     container = find_postgres(host, config)
     host.run(f"docker exec -i {container} psql -U postgres -v ON_ERROR_STOP=1",
              what="t", stdin="DROP DATABASE IF EXISTS vedfinance_staging;"
@@ -273,7 +273,7 @@ def test_db_init_names_the_image_when_an_extension_is_missing(sandbox_up: dict[s
                                                               host: Host) -> None:
     import yaml
 
-    from vedfin_ops.loader import config_from_dict
+    from vedfin_ops.config.loader import config_from_dict
     data = yaml.safe_load(Path(sandbox_up["config"]).read_text())
     data["postgres"]["extensions"] = ["vector", "pg_stat_statements"]
     config = config_from_dict(data, sandbox_up["config"])

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from vedfin_ops import load_config
-from vedfin_ops.deploy import RunFailed, deploy, listing, status
-from vedfin_ops.host import Host, connect
-from vedfin_ops.releases import Layout
+from vedfin_ops.remote.host import Host, connect
+from vedfin_ops.steps.deploy import RunFailed, deploy, listing, status
+from vedfin_ops.steps.releases import Layout
 
 from .conftest import ROOT, docker, fab
 from .test_deploy import Load, _version

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from vedfin_ops import render
-from vedfin_ops.loader import config_from_dict
-from vedfin_ops.local_files import write_tree
+from vedfin_ops.config.loader import config_from_dict
+from vedfin_ops.render.local_files import write_tree
 
 from .conftest import docker
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from .. import secret_store
-from ..loader import load_config
-from ..render import shared_stack_name, stack_name
-from ..secret_store import write_private
-from . import engine, images, overlay, sshd
-from .local import SandboxError, run
+from vedfin_ops.config import secret_store
+from vedfin_ops.config.loader import load_config
+from vedfin_ops.config.secret_store import write_private
+from vedfin_ops.render.files import shared_stack_name, stack_name
+from vedfin_ops.sandbox import engine, images, overlay, sshd
+from vedfin_ops.sandbox.local import SandboxError, run
 
 DEFAULT_DIR = Path(".sandbox")
 USER = "vedfin-deployer"

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .local import SandboxError, ok, run
+from vedfin_ops.sandbox.local import SandboxError, ok, run
 
 # Swarm's executor pulls every image before each task unless this is set: the sandbox has no
 # registry, and must not send a request to one.

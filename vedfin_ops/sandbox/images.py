@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .local import SandboxError, run
+from vedfin_ops.sandbox.local import SandboxError, run
 
 REPO = "vedfin-sandbox"
 # v1, v2: good releases; broken: its health check fails (the engine rolls it back);

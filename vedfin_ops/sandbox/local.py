@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
-from ..errors import VedfinError
+from vedfin_ops.errors import VedfinError
 
 
 class SandboxError(VedfinError):

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .images import REPO
+from vedfin_ops.sandbox.images import REPO
 
 SANDBOX_TAG = "v1"
 APP_MEMORY = "48m"

@@ -14,8 +14,8 @@ import socket
 import time
 from pathlib import Path
 
-from .engine import alive, apt_install
-from .local import SandboxError, run
+from vedfin_ops.sandbox.engine import alive, apt_install
+from vedfin_ops.sandbox.local import SandboxError, run
 
 SSHD = Path("/usr/sbin/sshd")
 

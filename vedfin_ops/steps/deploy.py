@@ -19,17 +19,21 @@ from typing import Any
 
 from fabric import Connection
 
-from . import commands, secret_store
-from .config import Config
-from .db_init import db_init as real_db_init
-from .errors import CheckFailed, UsageError
-from .host import HANDSHAKES, Host
-from .lock import LockHeld, shared_lock, who
-from .migrate import migrate as real_migrate
-from .operation import Operation, RunFailed, Say, Show, audit, bare, describe
-from .polling import REAL, Clock
-from .preflight import preflight as real_preflight
-from .releases import (
+from vedfin_ops.checks.preflight import preflight as real_preflight
+from vedfin_ops.checks.smoke import Options as SmokeOptions
+from vedfin_ops.checks.smoke import smoke_test
+from vedfin_ops.config import secret_store
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import HANDSHAKES, Host
+from vedfin_ops.render.files import Rendered, image, render, shared_stack_name, stack_name
+from vedfin_ops.steps.db_init import db_init as real_db_init
+from vedfin_ops.steps.lock import LockHeld, shared_lock, who
+from vedfin_ops.steps.migrate import migrate as real_migrate
+from vedfin_ops.steps.operation import Operation, RunFailed, Say, Show, audit, bare, describe
+from vedfin_ops.steps.polling import REAL, Clock
+from vedfin_ops.steps.releases import (
     GOOD,
     Layout,
     Listing,
@@ -38,8 +42,7 @@ from .releases import (
     release_id,
     shared_hash,
 )
-from .render import Rendered, image, render, shared_stack_name, stack_name
-from .rollout import (
+from vedfin_ops.steps.rollout import (
     RolloutFailed,
     ServiceView,
     before_of,
@@ -47,8 +50,6 @@ from .rollout import (
     parse_snapshot,
     watch,
 )
-from .smoke import Options as SmokeOptions
-from .smoke import smoke_test
 
 __all__ = [
     "DeployResult",
@@ -106,7 +107,7 @@ def as_host(conn: Connection | Host) -> Host:
 
 
 def check_tag(tag: str) -> str:
-    from .tags import check_tag as check
+    from vedfin_ops.config.tags import check_tag as check
 
     return check(tag)
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .capacity import lines, surge
-from .config import Config
-from .usage import Usage
+from vedfin_ops.config.model import Config
+from vedfin_ops.reports.capacity import lines, surge
+from vedfin_ops.reports.usage import Usage
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import Application, Config, secret_refs
-from .errors import ConfigError
-from .units import show
+from vedfin_ops.config.model import Application, Config, secret_refs
+from vedfin_ops.config.units import show
+from vedfin_ops.errors import ConfigError
 
 DEFAULT_CONFIG = "dokploy.yaml"
 

@@ -14,16 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from . import secret_store
-from .capacity import capacity_report
-from .config import Config
-from .endpoints import base
-from .gate import gate
-from .host import Host
-from .smoke import Check, Failed, Options, Transient, tls_check, trusting
-from .smoke import SmokeReport as _Report
-from .usage import PROBE as USAGE_PROBE
-from .usage import parse_probe
+from vedfin_ops.checks.endpoints import base
+from vedfin_ops.checks.gate import gate
+from vedfin_ops.checks.smoke import Check, Failed, Options, Transient, tls_check, trusting
+from vedfin_ops.checks.smoke import SmokeReport as _Report
+from vedfin_ops.config import secret_store
+from vedfin_ops.config.model import Config
+from vedfin_ops.remote.host import Host
+from vedfin_ops.reports.capacity import capacity_report
+from vedfin_ops.reports.usage import PROBE as USAGE_PROBE
+from vedfin_ops.reports.usage import parse_probe
 
 Resolver = Callable[[str], tuple[str, list[str], list[str]]]
 

@@ -20,12 +20,14 @@ from typing import Any
 import jinja2
 import yaml
 
-from .config import Application, Config, Healthcheck, secret_refs
-from .quoting import sh, yaml_str
-from .tags import check_tag
-from .units import format_cpus, format_mib, format_seconds
+from vedfin_ops.config.model import Application, Config, Healthcheck, secret_refs
+from vedfin_ops.config.tags import check_tag
+from vedfin_ops.config.units import format_cpus, format_mib, format_seconds
+from vedfin_ops.remote.quoting import sh, yaml_str
 
-TEMPLATES = Path(os.environ.get("VEDFIN_TEMPLATES", Path(__file__).resolve().parent.parent /
+# inside the package, so an installed wheel renders too; the checkout's top-level
+# `templates` is a link to this folder
+TEMPLATES = Path(os.environ.get("VEDFIN_TEMPLATES", Path(__file__).resolve().parent /
                                 "templates"))
 HEADER = "Rendered by vedfin-ops from {source}; edit the config, not this file."
 MONITOR_MARGIN_S = 10.0

@@ -6,7 +6,7 @@ will see, and a value from the config can never become shell syntax.
 
 from __future__ import annotations
 
-from .quoting import sh, sh_join
+from vedfin_ops.remote.quoting import sh, sh_join
 
 STACK_LABEL = "com.docker.stack.namespace"
 SERVICE_LABEL = "com.docker.swarm.service.name"

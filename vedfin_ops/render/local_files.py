@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UsageError
-from .render import Rendered
-from .secret_store import write_private
+from vedfin_ops.config.secret_store import write_private
+from vedfin_ops.errors import UsageError
+from vedfin_ops.render.files import Rendered
 
 
 def write_tree(rendered: Rendered, out: Path) -> list[Path]:

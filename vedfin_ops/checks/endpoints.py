@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Application, Config
+from vedfin_ops.config.model import Application, Config
 
 
 @dataclass(frozen=True)

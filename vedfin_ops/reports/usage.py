@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parsing needs no SSH: keep `inv capacity-report` light
-    from .host import Host
+    from vedfin_ops.remote.host import Host
 
 _SIZE = re.compile(r"^\s*([\d.]+)\s*([KMGT]?i?B|[kMGT]B?)\s*$")
 _MIB = {"b": 1 / 1048576, "kib": 1 / 1024, "kb": 1000 / 1048576, "k": 1 / 1024,

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .errors import ConfigError, UsageError
-from .quoting import env_line_ok
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import ConfigError, UsageError
+from vedfin_ops.remote.quoting import env_line_ok
 
 
 def secrets_path(config: Config) -> Path:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .config import Config
-from .render import shared_stack_name, stack_name
-from .usage import Usage
+from vedfin_ops.config.model import Config
+from vedfin_ops.render.files import shared_stack_name, stack_name
+from vedfin_ops.reports.usage import Usage
 
 Status = Literal["ok", "warn", "critical"]
 PRODUCTION = "production"

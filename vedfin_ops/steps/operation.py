@@ -19,13 +19,13 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from . import commands
-from .config import Config
-from .errors import CheckFailed, VedfinError
-from .interrupts import Guard, Interrupted, signals_as_interrupts
-from .lock import Lock, LockLost, now_iso, who
-from .polling import REAL, Clock
-from .releases import Layout
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed, VedfinError
+from vedfin_ops.remote import commands
+from vedfin_ops.steps.interrupts import Guard, Interrupted, signals_as_interrupts
+from vedfin_ops.steps.lock import Lock, LockLost, now_iso, who
+from vedfin_ops.steps.polling import REAL, Clock
+from vedfin_ops.steps.releases import Layout
 
 Say = Callable[[str], None]
 Show = Callable[[list[str]], None]

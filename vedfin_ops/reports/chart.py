@@ -11,8 +11,8 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
-from .capacity import CapacityReport
-from .errors import UsageError
+from vedfin_ops.errors import UsageError
+from vedfin_ops.reports.capacity import CapacityReport
 
 COLORS = {"limit": "#9ecae1", "committed": "#3182bd", "used": "#e6550d",
           "ram": "#31a354", "swap": "#a1d99b"}

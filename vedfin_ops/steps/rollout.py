@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import CheckFailed
-from .polling import REAL, Clock, TimedOut, until
+from vedfin_ops.errors import CheckFailed
+from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until
 
 FAILED_STATES = {"rollback_started", "rollback_completed", "paused", "rollback_paused"}
 TASKS_MARK = "--TASKS--"

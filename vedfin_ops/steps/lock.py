@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from . import commands
-from .errors import CheckFailed, VedfinError
-from .polling import REAL, Clock, TimedOut, until
+from vedfin_ops.errors import CheckFailed, VedfinError
+from vedfin_ops.remote import commands
+from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until
 
 BEAT_EVERY = 15.0  # seconds between heartbeats; a holder silent for STALE_AFTER is suspect
 STALE_AFTER = 300.0

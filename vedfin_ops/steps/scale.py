@@ -12,14 +12,15 @@ from typing import Any
 
 from fabric import Connection
 
-from . import commands, secret_store
-from .config import Config
-from .deploy import EnvRun, as_host, verify
-from .errors import CheckFailed, UsageError
-from .host import Host
-from .operation import Say, Show
-from .polling import REAL, Clock
-from .rollout import before_of, watch
+from vedfin_ops.config import secret_store
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Host
+from vedfin_ops.steps.deploy import EnvRun, as_host, verify
+from vedfin_ops.steps.operation import Say, Show
+from vedfin_ops.steps.polling import REAL, Clock
+from vedfin_ops.steps.rollout import before_of, watch
 
 
 class Scale(EnvRun):

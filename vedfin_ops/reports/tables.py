@@ -8,8 +8,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .capacity import CapacityReport
-from .config import Config
+from vedfin_ops.config.model import Config
+from vedfin_ops.reports.capacity import CapacityReport
 
 _SERVICE = {"api": "API", "web": "Web", "postgres": "PostgreSQL", "redis": "Redis"}
 _STATUS_STYLE = {"ok": "green", "warn": "yellow", "critical": "bold red"}

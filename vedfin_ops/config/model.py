@@ -20,8 +20,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from .tags import TAG_PATTERN, TAG_RE
-from .units import parse_mib, parse_seconds, show
+from vedfin_ops.config.tags import TAG_PATTERN, TAG_RE
+from vedfin_ops.config.units import parse_mib, parse_seconds, show
 
 MIN_MEMORY_MIB = 6  # Docker refuses a memory limit below 6 MiB.
 
@@ -41,7 +41,7 @@ def _at_least_docker_minimum(value: int) -> int:
 
 
 def _image_tag(value: str) -> str:
-    """The one tag rule (vedfin_ops.tags), matched in full: a tag reaches stack files."""
+    """The one tag rule (vedfin_ops.config.tags), matched in full: a tag reaches stack files."""
     if TAG_RE.fullmatch(value) is None:
         raise ValueError(f"{show(value)} is not a valid image tag ({TAG_PATTERN})")
     return value
@@ -432,7 +432,7 @@ class Config(Model):
         return out
 
     def require_env(self, env: str) -> str:
-        from .errors import UsageError
+        from vedfin_ops.errors import UsageError
 
         if env not in self.environments:
             known = ", ".join(self.environments)

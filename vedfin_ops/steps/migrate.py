@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import commands
-from .config import Config
-from .errors import CheckFailed, UsageError
-from .host import Host, RemoteError
-from .operation import Operation, bare
-from .render import image
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Host, RemoteError
+from vedfin_ops.render.files import image
+from vedfin_ops.steps.operation import Operation, bare
 
 
 def migrating_app(config: Config, env: str) -> tuple[str, str, str] | None:
@@ -79,8 +79,8 @@ class Migrate(Operation):
 
 def run_migrate(host: Host, config: Config, env: str, tag: str, *,
                 say: Callable[[str], None] = print) -> bool:
-    from . import secret_store
-    from .tags import check_tag
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.config.tags import check_tag
 
     config.require_env(env)
     check_tag(tag)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .config import Config
+from vedfin_ops.config.model import Config
 
 SHARED_PREFIXES = ("stacks/shared.yml", "env/postgres.env", "db/", "edge/")
 GOOD = "good"

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from .config import Application, Config
-from .endpoints import Endpoint, app_endpoint, base
+from vedfin_ops.checks.endpoints import Endpoint, app_endpoint, base
+from vedfin_ops.config.model import Application, Config
 
 TLS_WARN_DAYS = 14
 HEALTH = {"status": "ok", "database": "connected", "redis": "connected"}
@@ -198,7 +198,7 @@ def tls_check(domain: str, address: str, port: int, options: Options) -> str:
 
 def _patient(check: Callable[[], str], seconds: float) -> str:
     """Retry a check's transient failures for `seconds` (a certificate being issued)."""
-    from .polling import TimedOut, until
+    from vedfin_ops.steps.polling import TimedOut, until
 
     try:
         return until(check, timeout=seconds, interval=2.0, transient=(Transient,))

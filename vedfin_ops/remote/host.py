@@ -33,8 +33,8 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
 
-from .errors import CheckFailed, UsageError
-from .secret_store import mask_urls
+from vedfin_ops.config.secret_store import mask_urls
+from vedfin_ops.errors import CheckFailed, UsageError
 
 HANDSHAKES = {"count": 0}
 FINGERPRINT_ENV = "VEDFIN_HOST_KEY_FINGERPRINT"

@@ -12,14 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import commands
-from .config import Config
-from .errors import CheckFailed
-from .host import Host, RemoteError
-from .lock import shared_lock
-from .operation import Operation, audit
-from .polling import REAL, Clock, TimedOut, until
-from .render import render, shared_stack_name
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Host, RemoteError
+from vedfin_ops.render.files import render, shared_stack_name
+from vedfin_ops.steps.lock import shared_lock
+from vedfin_ops.steps.operation import Operation, audit
+from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until
 
 _NOT_AVAILABLE = re.compile(
     r'extension "([^"]+)" is not available|could not open extension control file '
@@ -159,7 +159,7 @@ class DbInit(Operation):
 
 def run_db_init(host: Host, config: Config, *, say: Callable[[str], None] = print
                 ) -> DbInitResult:
-    from . import secret_store
+    from vedfin_ops.config import secret_store
 
     host.secrets = list(secret_store.resolve(config).values())
     result: DbInitResult = DbInit(host, config, say=say).execute()

@@ -14,9 +14,9 @@ from invoke.exceptions import Exit
 from rich.console import Console
 from rich.text import Text
 
-from .config import Config
-from .errors import VedfinError
-from .loader import load_config
+from vedfin_ops.config.loader import load_config
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import VedfinError
 
 # markup=False: what we print includes text from outside (migration output, health bodies,
 # engine messages); `[/app/prisma/migrations/001_init]` is data, never a style tag.
@@ -75,8 +75,8 @@ def remote(c: Any, accept_new_host_key: bool = False,
     fingerprint is `host_key_fingerprint`, else $VEDFIN_HOST_KEY_FINGERPRINT."""
     from fabric import Connection
 
-    from .errors import UsageError
-    from .host import FINGERPRINT_ENV, Host
+    from vedfin_ops.errors import UsageError
+    from vedfin_ops.remote.host import FINGERPRINT_ENV, Host
 
     if not isinstance(c, Connection):
         raise UsageError("this task runs on a host: fab -H HOST TASK "

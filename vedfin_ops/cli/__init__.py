@@ -1,0 +1,1 @@
+"""The task tree, the `vedfin` program and what a person sees on the terminal."""

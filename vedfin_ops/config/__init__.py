@@ -1,0 +1,1 @@
+"""The config file: its model, loader, units, secrets and tag rule."""

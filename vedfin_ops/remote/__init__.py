@@ -1,0 +1,1 @@
+"""The host over SSH, shell quoting, and every command the tool sends."""

@@ -1,0 +1,1 @@
+"""Config -> files: the Jinja templates and writing them locally."""

@@ -1,0 +1,1 @@
+"""Capacity, live usage, tables and charts."""

@@ -1,0 +1,1 @@
+"""The pipeline's steps: operations, locks, releases, rollout, deploy and the rest."""

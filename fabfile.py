@@ -1,1 +1,3 @@
-from tasks import ns  # noqa: F401  (fab reads the same task tree as inv)
+"""`fab` in a checkout reads this file: the same task tree as `inv` and `vedfin`."""
+
+from vedfin_ops.cli.tasks import ns  # noqa: F401

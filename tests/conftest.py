@@ -34,3 +34,11 @@ def variant(shipped_data: dict[str, Any]) -> Callable[[Callable[[dict[str, Any]]
         return config_from_dict(data, "dokploy.yaml")
 
     return load
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The wheel installed in a fresh virtualenv outside the repository (once per session)."""
+    from .package import install
+
+    return install(tmp_path_factory.mktemp("installed"))

@@ -15,8 +15,8 @@ import pytest
 
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.errors import UsageError
-from vedfin_ops.render.files import Rendered
-from vedfin_ops.render.local_files import write_tree
+from vedfin_ops.rendering.files import Rendered
+from vedfin_ops.rendering.local_files import write_tree
 from vedfin_ops.reports.capacity import CapacityReport, capacity_report
 from vedfin_ops.reports.chart import write_chart
 
@@ -90,8 +90,8 @@ from pathlib import Path
 from vedfin_ops.errors import UsageError
 try:
     if sys.argv[1] == "tree":
-        from vedfin_ops.render.local_files import write_tree
-        from vedfin_ops.render.files import Rendered
+        from vedfin_ops.rendering.local_files import write_tree
+        from vedfin_ops.rendering.files import Rendered
         write_tree(Rendered({"env/a.env": "A=1", "stack.yml": "x"}, []), Path(sys.argv[2]))
     else:
         from vedfin_ops.reports.capacity import capacity_report

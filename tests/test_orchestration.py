@@ -20,13 +20,16 @@ from typing import Any
 import pytest
 
 from vedfin_ops.config.model import Config
-from vedfin_ops.render.files import stack_name
+from vedfin_ops.config.names import stack_name
 from vedfin_ops.steps.db_init import DbInitResult
-from vedfin_ops.steps.deploy import Hooks, RunFailed, deploy, listing, rollback
+from vedfin_ops.steps.deploy import Hooks, deploy
+from vedfin_ops.steps.env_run import listing
 from vedfin_ops.steps.interrupts import HANDLED
 from vedfin_ops.steps.lock import LockHeld
+from vedfin_ops.steps.operation import RunFailed
 from vedfin_ops.steps.polling import Clock
 from vedfin_ops.steps.releases import Layout
+from vedfin_ops.steps.rollback import rollback
 from vedfin_ops.steps.scale import scale
 
 from .fake.host import FakeHost, Fault
@@ -436,7 +439,7 @@ def test_a_fault_during_scale_restores_the_replica_counts(world: World, kind: st
 
 
 def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> None:
-    from vedfin_ops.steps.deploy import status
+    from vedfin_ops.steps.status import status
 
     assert status(world.host, world.config, "production")["drift"] == []
     state = world.host.engine()
@@ -478,7 +481,7 @@ def test_verify_never_passes_by_checking_nothing(shipped_data: dict[str, Any]) -
     import copy
 
     from vedfin_ops.config.loader import config_from_dict
-    from vedfin_ops.steps.deploy import verify
+    from vedfin_ops.steps.env_run import verify
 
     data = copy.deepcopy(shipped_data)
     for app in data["applications"]:
@@ -627,7 +630,7 @@ def test_a_lock_released_by_someone_else_stops_the_run_and_moves_nothing(world: 
 
 
 def test_the_shared_lock_can_be_released_by_hand(world: World) -> None:
-    from vedfin_ops.steps.deploy import release_lock
+    from vedfin_ops.steps.status import release_lock
 
     Path(world.layout.shared_lock).mkdir()
     (Path(world.layout.shared_lock) / "holder").write_text('{"who": "gone@box"}\n')

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from vedfin_ops import load_config, render
-from vedfin_ops.render.files import _template, monitor_seconds, placeholder
+from vedfin_ops.rendering.files import _template, monitor_seconds, placeholder
 
 from .conftest import SHIPPED
 

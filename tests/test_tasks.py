@@ -170,7 +170,7 @@ def test_every_host_task_takes_both_host_key_flags() -> None:
     """A host-key flag missing on one task would leave its user only the environment variable."""
     import inspect
 
-    import tasks as tree
+    from vedfin_ops.cli import tasks as tree
 
     host_tasks = [t for t in vars(tree).values()
                   if hasattr(t, "body") and "accept_new_host_key" in

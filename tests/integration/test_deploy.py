@@ -23,8 +23,12 @@ from vedfin_ops.config.secret_store import resolve
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Host, connect
 from vedfin_ops.steps.db_init import db_init
-from vedfin_ops.steps.deploy import LockHeld, RunFailed, deploy, listing, rollback
+from vedfin_ops.steps.deploy import deploy
+from vedfin_ops.steps.env_run import listing
+from vedfin_ops.steps.lock import LockHeld
+from vedfin_ops.steps.operation import RunFailed
 from vedfin_ops.steps.releases import Layout
+from vedfin_ops.steps.rollback import rollback
 
 from .conftest import docker, fab, ssh_config_with_known_hosts
 

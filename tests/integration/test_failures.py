@@ -17,8 +17,11 @@ import pytest
 
 from vedfin_ops import load_config
 from vedfin_ops.remote.host import Host, connect
-from vedfin_ops.steps.deploy import RunFailed, deploy, listing, status
+from vedfin_ops.steps.deploy import deploy
+from vedfin_ops.steps.env_run import listing
+from vedfin_ops.steps.operation import RunFailed
 from vedfin_ops.steps.releases import Layout
+from vedfin_ops.steps.status import status
 
 from .conftest import ROOT, docker, fab
 from .test_deploy import Load, _version

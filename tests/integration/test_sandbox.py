@@ -13,10 +13,10 @@ import pytest
 import requests
 
 from vedfin_ops import load_config, render
+from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.config.secret_store import resolve
 from vedfin_ops.remote.host import HostError, connect
-from vedfin_ops.render.files import shared_stack_name, stack_name
-from vedfin_ops.render.local_files import write_tree
+from vedfin_ops.rendering.local_files import write_tree
 
 from .conftest import ROOT, SANDBOX_DIR, docker, ssh_config_with_known_hosts
 

@@ -13,7 +13,7 @@ import pytest
 
 from vedfin_ops import render
 from vedfin_ops.config.loader import config_from_dict
-from vedfin_ops.render.local_files import write_tree
+from vedfin_ops.rendering.local_files import write_tree
 
 from .conftest import docker
 

@@ -7,21 +7,40 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke.exceptions import Exit
-from rich.console import Console
-from rich.text import Text
 
-from vedfin_ops.config.loader import load_config
-from vedfin_ops.config.model import Config
 from vedfin_ops.errors import VedfinError
 
-# markup=False: what we print includes text from outside (migration output, health bodies,
-# engine messages); `[/app/prisma/migrations/001_init]` is data, never a style tag.
-out = Console(soft_wrap=True, markup=False)
-err = Console(stderr=True, soft_wrap=True, markup=False)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from vedfin_ops.config.model import Config
+
+
+class _Console:
+    """A rich Console made on first use: `vedfin --list` never imports rich.
+
+    markup=False: what we print includes text from outside (migration output, health bodies,
+    engine messages); `[/app/prisma/migrations/001_init]` is data, never a style tag."""
+
+    def __init__(self, stderr: bool) -> None:
+        self.stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self.stderr, soft_wrap=True, markup=False)
+        return getattr(self._console, name)
+
+
+out: Any = _Console(stderr=False)
+err: Any = _Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -56,17 +75,31 @@ def guarded(fn: F) -> F:
 
 
 def config_for(path: str | None) -> Config:
+    from vedfin_ops.config.loader import load_config
+
     return load_config(path)
 
 
 def warn(message: str) -> None:
+    from rich.text import Text
+
     err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
 
 
 def is_remote(c: Any) -> bool:
-    from fabric import Connection
+    """Under `-H HOST` the context is a fabric Connection; fabric is never imported to ask
+    (a context cannot be a Connection when fabric was not loaded)."""
+    fabric = sys.modules.get("fabric")
+    return fabric is not None and isinstance(c, fabric.Connection)
 
-    return isinstance(c, Connection)
+
+def program_name() -> str:
+    """How the user should run a remote task: the command they used when it can take a host
+    (`vedfin`), else `fab` (`inv` has no hosts)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if argv0.endswith(os.path.join("vedfin_ops", "__main__.py")):
+        return "python -m vedfin_ops"
+    return "vedfin" if os.path.basename(argv0) == "vedfin" else "fab"
 
 
 def remote(c: Any, accept_new_host_key: bool = False,
@@ -79,13 +112,16 @@ def remote(c: Any, accept_new_host_key: bool = False,
     from vedfin_ops.remote.host import FINGERPRINT_ENV, Host
 
     if not isinstance(c, Connection):
-        raise UsageError("this task runs on a host: fab -H HOST TASK "
-                         "(e.g. fab -S .sandbox/ssh_config -H sandbox TASK)")
+        prog = program_name()
+        raise UsageError(f"this task runs on a host: {prog} -H HOST TASK "
+                         f"(e.g. {prog} -S .sandbox/ssh_config -H sandbox TASK)")
     expected = host_key_fingerprint or os.environ.get(FINGERPRINT_ENV) or None
     return Host(c, accept_new_host_key, expected)
 
 
 def say(message: str) -> None:
+    from rich.text import Text
+
     err.print(Text.assemble((">", "bold"), " ", message), highlight=False)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from vedfin_ops.config.model import Config
-from vedfin_ops.render.files import shared_stack_name, stack_name
+from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.reports.usage import Usage
 
 Status = Literal["ok", "warn", "critical"]

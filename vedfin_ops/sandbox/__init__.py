@@ -19,8 +19,8 @@ import yaml
 
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import load_config
+from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.config.secret_store import write_private
-from vedfin_ops.render.files import shared_stack_name, stack_name
 from vedfin_ops.sandbox import engine, images, overlay, sshd
 from vedfin_ops.sandbox.local import SandboxError, run
 

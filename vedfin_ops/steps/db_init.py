@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, RemoteError
-from vedfin_ops.render.files import render, shared_stack_name
+from vedfin_ops.rendering.files import render
 from vedfin_ops.steps.lock import shared_lock
 from vedfin_ops.steps.operation import Operation, audit
 from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until

@@ -20,51 +20,40 @@ from typing import Any
 from fabric import Connection
 
 from vedfin_ops.checks.preflight import preflight as real_preflight
-from vedfin_ops.checks.smoke import Options as SmokeOptions
-from vedfin_ops.checks.smoke import smoke_test
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import HANDSHAKES, Host
-from vedfin_ops.render.files import Rendered, image, render, shared_stack_name, stack_name
+from vedfin_ops.rendering.files import Rendered, render
 from vedfin_ops.steps.db_init import db_init as real_db_init
-from vedfin_ops.steps.lock import LockHeld, shared_lock, who
+from vedfin_ops.steps.env_run import (
+    EnvRun,
+    as_host,
+    configured_replicas,
+    drift,
+    engine_reasons,
+    engine_record,
+    expected_images,
+    shared_images,
+    stack_file_images,
+    verify,
+)
+from vedfin_ops.steps.lock import shared_lock, who
 from vedfin_ops.steps.migrate import migrate as real_migrate
-from vedfin_ops.steps.operation import Operation, RunFailed, Say, Show, audit, bare, describe
+from vedfin_ops.steps.operation import Say, Show, audit, bare, describe
 from vedfin_ops.steps.polling import REAL, Clock
 from vedfin_ops.steps.releases import (
     GOOD,
-    Layout,
     Listing,
     content_hash,
-    parse_listing,
     release_id,
     shared_hash,
 )
 from vedfin_ops.steps.rollout import (
     RolloutFailed,
-    ServiceView,
-    before_of,
-    hidden_from_stack_deploy,
-    parse_snapshot,
-    watch,
 )
-
-__all__ = [
-    "DeployResult",
-    "LockHeld",
-    "RunFailed",
-    "as_host",
-    "audit",
-    "deploy",
-    "listing",
-    "poller",
-    "release_lock",
-    "rollback",
-    "status",
-    "verify",
-]
 
 SHARED_OWNER = "production"  # the env whose deploys may change postgres, redis and the edge
 SHARED_LOCK_WAIT = 120.0
@@ -100,198 +89,10 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def as_host(conn: Connection | Host) -> Host:
-    """A Fabric Connection gets our checked Host around it; a Host (or a test's fake host)
-    is used as it is."""
-    return Host(conn) if isinstance(conn, Connection) else conn
-
-
 def check_tag(tag: str) -> str:
     from vedfin_ops.config.tags import check_tag as check
 
     return check(tag)
-
-
-def listing(host: Host, layout: Layout) -> Listing:
-    return parse_listing(host.run(commands.env_state(
-        layout.releases, layout.current, layout.shared_hash, layout.env),
-        what="list releases"))
-
-
-def poller(host: Host, stacks: list[str]) -> Callable[[], dict[str, ServiceView]]:
-    return lambda: parse_snapshot(host.run(commands.snapshot(stacks), what="watch rollout"))
-
-
-def expected_images(config: Config, env: str, tag: str) -> dict[str, str]:
-    stack = stack_name(config, env)
-    return {f"{stack}_{app.name}": image(app, tag) for app in config.apps(env)}
-
-
-def shared_images(config: Config) -> dict[str, str]:
-    stack = shared_stack_name(config)
-    return {f"{stack}_postgres": config.postgres.image, f"{stack}_redis": config.redis.image,
-            f"{stack}_edge": config.edge.image}
-
-
-def engine_record(views: dict[str, ServiceView]) -> dict[str, dict[str, str]]:
-    """What the engine runs per service: recorded when a release goes live, compared by the
-    no-op check and `status`, so the tool's records never outrank the engine."""
-    return {name: {"image": v.image, "template": v.template} for name, v in sorted(views.items())}
-
-
-def drift(recorded: dict[str, dict[str, str]], images: dict[str, str],
-          views: dict[str, ServiceView], replicas: dict[str, int] | None = None) -> list[str]:
-    """How the engine differs from the live release's record ([] when it runs exactly that).
-
-    With an engine record (written at promote), image and task template must match; for a
-    release promoted before records existed, the images from release.json; with neither, the
-    tool cannot vouch for anything. `replicas`: the counts the release sets (a `scale` or
-    `pause` since is drift too: the next deploy restores them)."""
-    if not recorded and not images:
-        return ["no record of what the live release runs (release.json and engine.json "
-                "missing or unreadable)"]
-    found: list[str] = []
-    names = sorted(set(recorded) | set(images) | set(views))
-    for name in names:
-        view = views.get(name)
-        want = recorded.get(name)
-        if view is None:
-            found.append(f"{name}: not running")
-        elif want is not None:
-            if view.image != want.get("image"):
-                found.append(f"{name}: runs {view.image}, the release has {want.get('image')}")
-            elif view.template != want.get("template"):
-                found.append(f"{name}: its spec was changed outside the tool")
-        elif name in images:
-            if view.image.split("@", 1)[0] != images[name].split("@", 1)[0]:
-                found.append(f"{name}: runs {view.image}, the release has {images[name]}")
-        else:
-            found.append(f"{name}: not part of the release")
-        if view is not None and replicas and name in replicas and \
-                view.replicas != replicas[name]:
-            found.append(f"{name}: {view.replicas} replicas, the release has {replicas[name]}")
-    return found
-
-
-def configured_replicas(config: Config, env: str) -> dict[str, int]:
-    stack = stack_name(config, env)
-    return {f"{stack}_{app.name}": app.replicas for app in config.apps(env)}
-
-
-def stack_file_images(text: str, stack: str) -> dict[str, str]:
-    """`<stack>_<service>` -> image, read from a rendered stack file (the images a put-back
-    of that file must see running)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(text) or {}
-        services = data.get("services") or {}
-        return {f"{stack}_{name}": str(spec["image"]) for name, spec in services.items()
-                if isinstance(spec, dict) and "image" in spec}
-    except (yaml.YAMLError, AttributeError, TypeError):
-        return {}
-
-
-def verify(config: Config, env: str, *, tls_wait: float = 0.0) -> list[str]:
-    """The smoke suite after a rollout: what failed, each as `check: detail`.
-
-    An env with no checks never passes by saying nothing: the config must say
-    `verify.allowNoChecks: true` for that.
-    """
-    report = smoke_test(config, env, SmokeOptions(tls_wait=tls_wait))
-    if not report.checks:
-        if config.verify.allow_no_checks:
-            return []
-        return [f"no smoke checks for {env} (no app has a domain); set verify.allowNoChecks: "
-                f"true to deploy unverified"]
-    return [f"{c.name}: {c.detail}" for c in report.checks if not c.ok]
-
-
-def engine_reasons(host: Host, services: list[str]) -> str:
-    """The engine's errors for the failed tasks: `unhealthy container`, `non-zero exit`..."""
-    if not services:
-        return ""
-    out = host.run(" ; ".join(commands.task_errors(s) for s in services), what="task errors",
-                   check=False)
-    seen: list[str] = []
-    for line in out.splitlines():
-        image_name, _, error = line.partition(" ")
-        entry = f"{image_name.rsplit('/', 1)[-1]}: {error.strip()}"
-        if error.strip() and entry not in seen:
-            seen.append(entry)
-    return ", ".join(seen[:4])
-
-
-class EnvRun(Operation):
-    """An operation on one env's stack: rolls it and can put it back on the live release."""
-
-    def __init__(self, host: Any, config: Config, env: str, **kwargs: Any) -> None:
-        super().__init__(host, config, env, **kwargs)
-        self.stack = stack_name(config, env)
-        self.state = Listing([], None)
-        self.views: dict[str, ServiceView] = {}
-        self.poll = poller(host, [self.stack])
-
-    def inspect(self) -> None:
-        self.state = listing(self.host, self.layout)
-        if self.state.problems:
-            self.say("warning: " + "; ".join(self.state.problems))
-        self.views = self.poll()
-
-    def roll(self, stack: str, stack_file: str, expected: dict[str, str],
-             views: dict[str, ServiceView] | None = None
-             ) -> tuple[list[str], dict[str, ServiceView]]:
-        """`docker stack deploy`, then watch the engine converge."""
-        poll = self.poll if stack == self.stack else poller(self.host, [stack])
-        if views is None:
-            views = poll()
-        before = before_of(views)
-        if stack == self.stack:
-            self.engine_touched = True
-        hidden = hidden_from_stack_deploy(views, expected)
-        command = commands.stack_deploy(stack_file, stack)
-        if hidden:
-            self.say(f"changed outside the tool, deployed again: {', '.join(hidden)}")
-            command = (commands.reset_stack_image_labels({n: views[n].image for n in hidden})
-                       + " && " + command)
-        self.host.run(command, what=f"stack deploy {stack}")
-
-        def show(lines: list[str]) -> None:
-            self.show(lines)
-            self.lock.beat()
-
-        after = watch(poll, before, expected, set(expected), self.config.remote.rollout_timeout,
-                      show, clock=self.clock).views
-        updated = sorted(n for n in expected if n not in before or
-                         before[n].template != after[n].template)
-        return updated, after
-
-    def release_images(self, release: str) -> dict[str, str]:
-        if release == self.state.current and self.state.meta:
-            images = self.state.meta.get("images", {})
-        else:
-            text = self.host.run(commands.read_file(f"{self.layout.release(release)}/"
-                                                    f"release.json"), what="read release")
-            try:
-                images = json.loads(text or "{}").get("images", {})
-            except (ValueError, AttributeError):
-                raise CheckFailed(f"{self.layout.release(release)}/release.json is not "
-                                  f"readable JSON") from None
-        return {str(k): str(v) for k, v in images.items()} if isinstance(images, dict) else {}
-
-    def redeploy(self, release: str) -> dict[str, ServiceView]:
-        _, after = self.roll(self.stack, f"{self.layout.release(release)}/stacks/{self.env}.yml",
-                             self.release_images(release))
-        return after
-
-    def put_back(self) -> str:
-        live = self.state.current
-        if live is None:
-            return (f"no earlier release of {self.env} to go back to; the failed release "
-                    f"stays up for inspection")
-        self.say(f"putting every service of {self.env} back on {live}")
-        self.redeploy(live)
-        return f"{self.env} back on {live}"
 
 
 class Deploy(EnvRun):
@@ -546,93 +347,3 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     result.commands = list(host.commands)
     result.handshakes = HANDSHAKES["count"] - handshakes_before
     return result
-
-
-class Rollback(EnvRun):
-    action = "rollback"
-
-    def __init__(self, host: Any, config: Config, env: str, *,
-                 verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
-        super().__init__(host, config, env, tag="", **kwargs)
-        self.verify_fn = verify_fn or verify
-        self.target = ""
-
-    def body(self) -> str:
-        self.inspect()
-        target = self.state.previous_good()
-        if target is None:
-            raise CheckFailed(f"rollback: {self.env} has no good release before "
-                              f"{self.state.current or 'the current one'}")
-        self.target = self.release = target
-        self.step(f"rollback: {self.env} {self.state.current} -> {target}")
-        self.views = self.redeploy(target)
-        failures = self.verify_fn(self.config, self.env)
-        if failures:
-            raise CheckFailed(f"rollback verify failed: {'; '.join(failures)}")
-        steps = [commands.write_text(f"{self.layout.release(target)}/engine.json",
-                                     json.dumps(engine_record(self.views)))]
-        if self.state.current:
-            steps.append(commands.write_state(self.layout.release(self.state.current),
-                                              "rolled-back"))
-        steps.append(commands.swap_symlink(self.layout.release(target), self.layout.current))
-        with self.shielded():
-            self.host.run(" && ".join(steps), what="make current")
-            self.commit(target)
-            self.audit_ok("ok", release=target, detail=f"from {self.state.current}")
-        self.say(f"done: {self.env} back on {target}")
-        return target
-
-
-def rollback(conn: Connection | Host, config: Config, env: str, *, say: Say = print,
-             show: Show | None = None, clock: Clock = REAL,
-             verify_fn: Callable[..., list[str]] | None = None) -> str:
-    """Back to the previous good release: redeployed, converged, verified, made current."""
-    config.require_env(env)
-    host = as_host(conn)
-    host.secrets = list(secret_store.resolve(config, env).values())
-    run = Rollback(host, config, env, say=say, show=show, clock=clock, verify_fn=verify_fn)
-    target: str = run.execute()
-    return target
-
-
-def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
-    config.require_env(env)
-    host = as_host(conn)
-    layout = Layout.of(config, env)
-    state = listing(host, layout)
-    views = poller(host, [shared_stack_name(config), stack_name(config, env)])()
-    env_views = {n: v for n, v in views.items() if n.startswith(stack_name(config, env) + "_")}
-    lock = host.run(commands.read_file(f"{layout.lock}/holder"), what="read lock").strip()
-    try:
-        holder = json.loads(lock) if lock else None
-    except ValueError:
-        holder = {"who": f"unreadable holder file ({lock[:40]!r})", "since": "?", "action": "?"}
-    found = drift(state.engine, state.meta.get("images", {}), env_views,
-                  configured_replicas(config, env)) if state.current else []
-    return {
-        "env": env,
-        "current": state.current,
-        "releases": [{"id": r, "state": s, "current": r == state.current}
-                     for r, s in state.releases],
-        "lock": holder if isinstance(holder, dict) else None,
-        "drift": found,
-        "problems": state.problems,
-        "services": [{"name": v.name, "image": v.image, "running": v.running,
-                      "replicas": v.replicas, "update_state": v.update_state or "-",
-                      "message": v.update_message} for v in views.values()],
-    }
-
-
-def release_lock(conn: Connection | Host, config: Config, env: str, *,
-                 shared: bool = False) -> str:
-    """Remove a lock whatever holds it (the user checked it is stale): the env's deploy lock,
-    or with `shared` the shared stack's. Audited with who held it."""
-    config.require_env(env)
-    host = as_host(conn)
-    layout = Layout.of(config, env)
-    path = layout.shared_lock if shared else layout.lock
-    holder = host.run(commands.read_file(f"{path}/holder"), what="read lock").strip()
-    host.run(commands.lock_release(path), what="release lock")
-    audit(host, layout, "lock.release", "ok",
-          detail=f"{'shared lock ' if shared else ''}was {holder or 'not held'}")
-    return holder

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import image
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, RemoteError
-from vedfin_ops.render.files import image
 from vedfin_ops.steps.operation import Operation, bare
 
 

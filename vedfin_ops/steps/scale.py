@@ -17,7 +17,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
-from vedfin_ops.steps.deploy import EnvRun, as_host, verify
+from vedfin_ops.steps.env_run import EnvRun, as_host, verify
 from vedfin_ops.steps.operation import Say, Show
 from vedfin_ops.steps.polling import REAL, Clock
 from vedfin_ops.steps.rollout import before_of, watch

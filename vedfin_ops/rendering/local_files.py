@@ -6,7 +6,7 @@ from pathlib import Path
 
 from vedfin_ops.config.secret_store import write_private
 from vedfin_ops.errors import UsageError
-from vedfin_ops.render.files import Rendered
+from vedfin_ops.rendering.files import Rendered
 
 
 def write_tree(rendered: Rendered, out: Path) -> list[Path]:

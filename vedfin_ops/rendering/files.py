@@ -21,6 +21,7 @@ import jinja2
 import yaml
 
 from vedfin_ops.config.model import Application, Config, Healthcheck, secret_refs
+from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.config.tags import check_tag
 from vedfin_ops.config.units import format_cpus, format_mib, format_seconds
 from vedfin_ops.remote.quoting import sh, yaml_str
@@ -114,18 +115,6 @@ def health_test(app: Application) -> list[str]:
         return ["CMD", *app.health.command]
     url = f"http://127.0.0.1:{app.port}{app.health.path}"
     return ["CMD-SHELL", f"wget -q -O /dev/null {sh(url)} || exit 1"]
-
-
-def image(app: Application, tag: str) -> str:
-    return f"{app.image_repo}:{tag}"
-
-
-def stack_name(config: Config, env: str) -> str:
-    return f"{config.remote.stack_prefix}-{env}"
-
-
-def shared_stack_name(config: Config) -> str:
-    return f"{config.remote.stack_prefix}-shared"
 
 
 def _hash(text: str) -> str:

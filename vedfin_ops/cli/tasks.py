@@ -1,0 +1,363 @@
+"""The task tree (`vedfin --list`, `inv --list`, `fab --list`): thin wrappers over functions.
+
+Every task takes `--config F` (else $VEDFIN_CONFIG, else dokploy.yaml). Exit codes: 0 ok,
+1 a check or deploy failed, 2 bad input. Remote tasks run under `-H HOST`.
+
+Each task imports what it uses inside its body: listing the tasks, or running one, must not pay
+for fabric, paramiko, pydantic, rich and requests when it does not use them (cold start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from invoke.collection import Collection
+from invoke.tasks import task
+
+from vedfin_ops.cli.output import config_for, err, guarded, is_remote, remote, say, warn
+from vedfin_ops.cli.output import out as stdout
+
+CONFIG_HELP = {"config": "config file (default: $VEDFIN_CONFIG, else dokploy.yaml)"}
+
+
+@task(help={**CONFIG_HELP, "env": "one env (default: all)", "out": "output folder",
+            "tag": "image tag (default: the config's tag)"})
+@guarded
+def render(c: Any, env: str | None = None, out: str = "build", tag: str | None = None,
+           config: str | None = None) -> None:
+    """Render stack files, env files, init-db.sql, edge and alert config into a folder."""
+    from pathlib import Path
+
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.rendering.files import render as _render
+    from vedfin_ops.rendering.local_files import write_tree
+    cfg = config_for(config)
+    if env:
+        cfg.require_env(env)
+    values = secret_store.resolve(cfg, env)
+    rendered = _render(cfg, env, tag=tag, secrets=values)
+    written = write_tree(rendered, Path(out))
+    for path in written:
+        mode = " (0600)" if rendered.is_secret(str(path.relative_to(out))) else ""
+        stdout.print(f"{path}{mode}", highlight=False)
+    if rendered.missing_secrets:
+        warn(f"{len(rendered.missing_secrets)} secrets not set, placeholders written: "
+             f"{', '.join(rendered.missing_secrets)} (inv secrets.generate --env E, or export "
+             f"them)")
+
+
+
+@task(help=CONFIG_HELP)
+@guarded
+def check_config(c: Any, config: str | None = None) -> None:
+    """Validate the config and print a summary of what it deploys."""
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.reports.capacity import capacity_report as _capacity_report
+    from vedfin_ops.reports.tables import config_table
+    cfg = config_for(config)
+    present = set(secret_store.resolve(cfg))
+    stdout.print(config_table(cfg, present))
+    report = _capacity_report(cfg)
+    stdout.print(f"{cfg.source}: valid; {len(cfg.applications)} apps in "
+              f"{len(cfg.environments)} envs; capacity {report.status}", highlight=False)
+
+
+@task(help={**CONFIG_HELP, "env": "one env plus shared services (default: every env)",
+            "json": "print the contract's JSON object",
+            "chart": "also write a chart: .png (matplotlib), .svg or .html"})
+@guarded
+def capacity_report(c: Any, env: str | None = None, json_: bool = False,
+                    chart: str | None = None, config: str | None = None) -> None:
+    """Committed resources vs the VPS (Task 2.3); under `fab -H HOST`, measured usage too."""
+    from vedfin_ops.reports.capacity import capacity_report as _capacity_report
+    from vedfin_ops.reports.chart import write_chart
+    from vedfin_ops.reports.tables import (
+        actual_usage,
+        capacity_table,
+        recommendations_table,
+        status_line,
+    )
+    from vedfin_ops.reports.usage import measure
+    cfg = config_for(config)
+    if env:
+        cfg.require_env(env)
+    usage = measure(remote(c)) if is_remote(c) else None
+    report = _capacity_report(cfg, env, usage)
+    if chart:
+        err.print(f"chart: {write_chart(report, chart)}", highlight=False)
+    if json_:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    stdout.print(capacity_table(report))
+    if usage is not None:
+        stdout.print(actual_usage(report))
+    stdout.print(status_line(report))
+    if report.recommendations:
+        stdout.print(recommendations_table(report))
+
+
+@task(help={**CONFIG_HELP, "env": "environment", "json": "JSON output",
+            "database_url": "also run the pgvector check through this URL "
+                            "(default: $VEDFIN_SMOKE_DATABASE_URL)"})
+@guarded
+def smoke_test(c: Any, env: str = "production", json_: bool = False,
+               database_url: str | None = None, config: str | None = None) -> None:
+    """HTTP, TLS and pgvector checks against the live env (the runbook's Step 6)."""
+    from vedfin_ops.checks.smoke import Options as SmokeOptions
+    from vedfin_ops.checks.smoke import smoke_test as _smoke_test
+    from vedfin_ops.errors import CheckFailed
+    from vedfin_ops.reports.tables import smoke_table
+    cfg = config_for(config)
+    url = database_url or os.environ.get("VEDFIN_SMOKE_DATABASE_URL")
+    report = _smoke_test(cfg, env, SmokeOptions(database_url=url))
+    if json_:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        stdout.print(smoke_table(report))
+    if not report.passed:
+        failed = [c.name for c in report.checks if not c.ok]
+        raise CheckFailed(f"smoke-test {env}: {len(failed)} of {len(report.checks)} "
+                          f"checks failed: {', '.join(failed)}")
+
+
+HOST_HELP = {**CONFIG_HELP,
+             "accept_new_host_key": "pin the host key of a host never seen before",
+             "host_key_fingerprint": "require this host key (SHA256:... as ssh-keygen -l "
+                                     "prints it), pinned if new (default: "
+                                     "$VEDFIN_HOST_KEY_FINGERPRINT)"}
+
+
+@task(help=HOST_HELP)
+@guarded
+def db_init(c: Any, accept_new_host_key: bool = False,
+            host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """Create missing databases and extensions, then verify with a vector query."""
+    from vedfin_ops.steps.db_init import run_db_init
+    cfg = config_for(config)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    result = run_db_init(host, cfg, say=say)
+    if result.changed:
+        created = result.created_databases + result.created_extensions
+        stdout.print(f"db-init: created {', '.join(created)}", highlight=False)
+    else:
+        stdout.print("db-init: nothing to do (every database and extension was there)")
+    stdout.print(f"db-init: vector distance check = {result.vector_distance}", highlight=False)
+
+
+@task(help={**HOST_HELP, "env": "environment", "tag": "the NEW api image tag"})
+@guarded
+def migrate(c: Any, env: str = "production", tag: str | None = None,
+            accept_new_host_key: bool = False,
+            host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """Run migrations in a one-off container of the new api image (env file of `current`)."""
+    from vedfin_ops.steps.migrate import require_tag, run_migrate
+    cfg = config_for(config)
+    cfg.require_env(env)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    if not run_migrate(host, cfg, env, require_tag(tag), say=say):
+        stdout.print(f"migrate: no app of {env} has a migration command")
+
+
+@task(help={**HOST_HELP, "env": "environment"})
+@guarded
+def rollback(c: Any, env: str = "production", accept_new_host_key: bool = False,
+             host_key_fingerprint: str | None = None,
+             config: str | None = None) -> None:
+    """Back to the previous good release: redeployed, converged, verified."""
+    from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.steps.rollback import rollback as _rollback
+    cfg = config_for(config)
+    target = _rollback(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env, say=say,
+                       show=LiveLines())
+    stdout.print(f"rollback: {env} runs {target}", highlight=False)
+
+
+@task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
+@guarded
+def status(c: Any, env: str = "production", json_: bool = False,
+           accept_new_host_key: bool = False,
+           host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """Releases, services, replicas and update state on the host."""
+    from vedfin_ops.reports.tables import status_tables
+    from vedfin_ops.steps.status import status as _status
+    info = _status(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env)
+    if json_:
+        print(json.dumps(info, indent=2))
+        return
+    stdout.print(status_tables(info))
+
+
+@task(help={**HOST_HELP, "lines": "how many of the last lines"})
+@guarded
+def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
+          host_key_fingerprint: str | None = None,
+          config: str | None = None) -> None:
+    """The host's audit log: who deployed what, when, and how it ended."""
+    from vedfin_ops.remote import commands
+    from vedfin_ops.steps.releases import Layout
+    cfg = config_for(config)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    path = Layout.of(cfg, next(iter(cfg.environments))).audit
+    print(host.run(commands.tail(path, lines), what="audit"),
+          end="")
+
+
+@task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
+@guarded
+def preflight(c: Any, env: str = "production", json_: bool = False,
+              accept_new_host_key: bool = False,
+              host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """The pre-deployment checklist: secrets, DNS, TLS, firewall, monitoring, capacity."""
+    from vedfin_ops.checks.preflight import preflight as _preflight
+    from vedfin_ops.errors import CheckFailed
+    from vedfin_ops.reports.tables import smoke_table
+    cfg = config_for(config)
+    report = _preflight(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
+    if json_:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        stdout.print(smoke_table(report, "preflight"))
+    if not report.passed:
+        failed = [ch.name for ch in report.checks if not ch.ok]
+        raise CheckFailed(f"preflight {env}: failed: {', '.join(failed)}")
+
+
+@task(help={**HOST_HELP, "env": "environment", "force": "allow production below 1 replica"})
+@guarded
+def pause(c: Any, env: str = "dev", force: bool = False, accept_new_host_key: bool = False,
+          host_key_fingerprint: str | None = None,
+          config: str | None = None) -> None:
+    """Replicas of every app of the env to 0 (the runbook's "pause dev/staging")."""
+    from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.steps.scale import scale as _scale
+    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, 0,
+           action="pause", force=force, say=say, show=LiveLines())
+
+
+@task(help={**HOST_HELP, "env": "environment"})
+@guarded
+def resume(c: Any, env: str = "dev", accept_new_host_key: bool = False,
+           host_key_fingerprint: str | None = None,
+           config: str | None = None) -> None:
+    """Every app of the env back to its configured replicas, converged and verified."""
+    from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.steps.scale import scale as _scale
+    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, None,
+           action="resume", say=say, show=LiveLines())
+
+
+@task(help={**HOST_HELP, "env": "environment", "replicas": "replicas for every app",
+            "force": "allow production below 1 replica"})
+@guarded
+def scale(c: Any, env: str = "production", replicas: int = 1, force: bool = False,
+          accept_new_host_key: bool = False,
+          host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """Every app of the env to N replicas (the runbook's off-hours single replica)."""
+    from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.steps.scale import scale as _scale
+    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
+           replicas, action="scale", force=force, say=say, show=LiveLines())
+
+
+def _deploy_task(env: str) -> Any:
+    @task(name=env, help={**HOST_HELP, "tag": "image tag to deploy (default: the config's)",
+                          "skip_preflight": "skip the checklist (recorded in the audit log)",
+                          "force": "deploy past the capacity gate (recorded)",
+                          "allow_shared": "let a non-production deploy change the shared "
+                                          "stack (postgres, redis, edge)"})
+    @guarded
+    def deploy_env(c: Any, tag: str | None = None, skip_preflight: bool = False,
+                   force: bool = False, allow_shared: bool = False,
+                   accept_new_host_key: bool = False,
+                   host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+        from vedfin_ops.cli.output import LiveLines
+        from vedfin_ops.steps.deploy import deploy as _deploy
+        cfg = config_for(config)
+        result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env, tag,
+                         skip_preflight=skip_preflight, force=force, allow_shared=allow_shared,
+                         say=say, show=LiveLines())
+        stdout.print(f"deploy.{env}: {result.result}: {result.detail}", highlight=False)
+
+    deploy_env.__doc__ = (f"The whole pipeline for {env}: push, db-init, migrate, rollout, "
+                          f"verify, record.")
+    deploy_env.body.__doc__ = deploy_env.__doc__
+    return deploy_env
+
+
+@task(help={**CONFIG_HELP, "env": "environment"})
+@guarded
+def generate(c: Any, env: str = "production", config: str | None = None) -> None:
+    """Fill missing generatable secrets into the git-ignored 0600 secrets file; names only."""
+    from vedfin_ops.config import secret_store
+    cfg = config_for(config)
+    result = secret_store.generate(cfg, env)
+    err.print(f"secrets file: {result.path} (mode 0600)", highlight=False)
+    for name in result.generated:
+        stdout.print(f"generated  {name}", highlight=False)
+    for name in result.kept:
+        stdout.print(f"kept       {name}", highlight=False)
+    for name in result.to_fill_by_hand:
+        stdout.print(f"fill by hand  {name}", highlight=False)
+
+
+@task(name="release", help={**HOST_HELP, "env": "environment",
+                               "shared": "the shared stack's lock (postgres, redis, edge) instead"})
+@guarded
+def lock_release(c: Any, env: str = "production", shared: bool = False,
+                 accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
+                 config: str | None = None) -> None:
+    """Release a stale deploy lock on the host (recorded in the audit log)."""
+    from vedfin_ops.steps.status import release_lock as _release_lock
+    holder = _release_lock(remote(c, accept_new_host_key, host_key_fingerprint),
+                           config_for(config), env, shared=shared)
+    which = "the shared stack lock" if shared else env
+    stdout.print(f"lock.release: {which} released (was: {holder or 'not held'})",
+                 highlight=False)
+
+
+@task(name="up", help={"use_existing": "use a Docker Engine / swarm the sandbox did not start"})
+@guarded
+def sandbox_up(c: Any, use_existing: bool = False) -> None:
+    """Turn this machine into a local VPS: engine + swarm, images, sshd, sandbox config."""
+    from vedfin_ops import sandbox
+    state = sandbox.up(use_existing=use_existing, progress=lambda m: err.print(f"sandbox: {m}"))
+    info = sandbox.status()
+    stdout.print(f"sandbox up in {state.up_seconds:g}s; edge {info['edge_url']}", highlight=False)
+    stdout.print(f"  VEDFIN_CONFIG={info['config']} {info['ssh']}", highlight=False)
+
+
+@task(name="down")
+@guarded
+def sandbox_down(c: Any) -> None:
+    """Remove the local VPS: stacks, images, sshd, deploy user, .sandbox/."""
+    from vedfin_ops import sandbox
+    sandbox.down(progress=lambda m: err.print(f"sandbox: {m}"))
+    stdout.print("sandbox removed")
+
+
+@task(name="status", help={"json": "JSON output"})
+@guarded
+def sandbox_status(c: Any, json_: bool = False) -> None:
+    """What the local VPS runs, its SSH line and the edge's URLs."""
+    from vedfin_ops import sandbox
+    info = sandbox.status()
+    if json_:
+        print(json.dumps(info, indent=2))
+        return
+    for key in ("ssh", "config", "edge_url"):
+        stdout.print(f"{key}: {info[key]}", highlight=False)
+    for name, url in info["urls"].items():
+        stdout.print(f"  {name}: {url}", highlight=False)
+    for svc in info["services"]:
+        stdout.print(f"  {svc['name']}: {svc['replicas']} {svc['image']}", highlight=False)
+
+
+ns = Collection(render, check_config, capacity_report, smoke_test, preflight, db_init, migrate,
+                rollback, status, audit, pause, resume, scale)
+ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
+                                                                   "dev"))))
+ns.add_collection(Collection("secrets", generate))
+ns.add_collection(Collection("lock", lock_release))
+ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))

@@ -1,0 +1,218 @@
+"""What deploy, rollback and scale share: one env's stack rolled, watched, compared with
+the release it should run, and put back on the live release when a run fails."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fabric import Connection
+
+from vedfin_ops.checks.smoke import Options as SmokeOptions
+from vedfin_ops.checks.smoke import smoke_test
+from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import image, shared_stack_name, stack_name
+from vedfin_ops.errors import CheckFailed
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Host
+from vedfin_ops.steps.operation import Operation
+from vedfin_ops.steps.releases import (
+    Layout,
+    Listing,
+    parse_listing,
+)
+from vedfin_ops.steps.rollout import (
+    ServiceView,
+    before_of,
+    hidden_from_stack_deploy,
+    parse_snapshot,
+    watch,
+)
+
+
+def as_host(conn: Connection | Host) -> Host:
+    """A Fabric Connection gets our checked Host around it; a Host (or a test's fake host)
+    is used as it is."""
+    return Host(conn) if isinstance(conn, Connection) else conn
+
+def listing(host: Host, layout: Layout) -> Listing:
+    return parse_listing(host.run(commands.env_state(
+        layout.releases, layout.current, layout.shared_hash, layout.env),
+        what="list releases"))
+
+
+def poller(host: Host, stacks: list[str]) -> Callable[[], dict[str, ServiceView]]:
+    return lambda: parse_snapshot(host.run(commands.snapshot(stacks), what="watch rollout"))
+
+
+def expected_images(config: Config, env: str, tag: str) -> dict[str, str]:
+    stack = stack_name(config, env)
+    return {f"{stack}_{app.name}": image(app, tag) for app in config.apps(env)}
+
+
+def shared_images(config: Config) -> dict[str, str]:
+    stack = shared_stack_name(config)
+    return {f"{stack}_postgres": config.postgres.image, f"{stack}_redis": config.redis.image,
+            f"{stack}_edge": config.edge.image}
+
+
+def engine_record(views: dict[str, ServiceView]) -> dict[str, dict[str, str]]:
+    """What the engine runs per service: recorded when a release goes live, compared by the
+    no-op check and `status`, so the tool's records never outrank the engine."""
+    return {name: {"image": v.image, "template": v.template} for name, v in sorted(views.items())}
+
+
+def drift(recorded: dict[str, dict[str, str]], images: dict[str, str],
+          views: dict[str, ServiceView], replicas: dict[str, int] | None = None) -> list[str]:
+    """How the engine differs from the live release's record ([] when it runs exactly that).
+
+    With an engine record (written at promote), image and task template must match; for a
+    release promoted before records existed, the images from release.json; with neither, the
+    tool cannot vouch for anything. `replicas`: the counts the release sets (a `scale` or
+    `pause` since is drift too: the next deploy restores them)."""
+    if not recorded and not images:
+        return ["no record of what the live release runs (release.json and engine.json "
+                "missing or unreadable)"]
+    found: list[str] = []
+    names = sorted(set(recorded) | set(images) | set(views))
+    for name in names:
+        view = views.get(name)
+        want = recorded.get(name)
+        if view is None:
+            found.append(f"{name}: not running")
+        elif want is not None:
+            if view.image != want.get("image"):
+                found.append(f"{name}: runs {view.image}, the release has {want.get('image')}")
+            elif view.template != want.get("template"):
+                found.append(f"{name}: its spec was changed outside the tool")
+        elif name in images:
+            if view.image.split("@", 1)[0] != images[name].split("@", 1)[0]:
+                found.append(f"{name}: runs {view.image}, the release has {images[name]}")
+        else:
+            found.append(f"{name}: not part of the release")
+        if view is not None and replicas and name in replicas and \
+                view.replicas != replicas[name]:
+            found.append(f"{name}: {view.replicas} replicas, the release has {replicas[name]}")
+    return found
+
+
+def configured_replicas(config: Config, env: str) -> dict[str, int]:
+    stack = stack_name(config, env)
+    return {f"{stack}_{app.name}": app.replicas for app in config.apps(env)}
+
+
+def stack_file_images(text: str, stack: str) -> dict[str, str]:
+    """`<stack>_<service>` -> image, read from a rendered stack file (the images a put-back
+    of that file must see running)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) or {}
+        services = data.get("services") or {}
+        return {f"{stack}_{name}": str(spec["image"]) for name, spec in services.items()
+                if isinstance(spec, dict) and "image" in spec}
+    except (yaml.YAMLError, AttributeError, TypeError):
+        return {}
+
+
+def verify(config: Config, env: str, *, tls_wait: float = 0.0) -> list[str]:
+    """The smoke suite after a rollout: what failed, each as `check: detail`.
+
+    An env with no checks never passes by saying nothing: the config must say
+    `verify.allowNoChecks: true` for that.
+    """
+    report = smoke_test(config, env, SmokeOptions(tls_wait=tls_wait))
+    if not report.checks:
+        if config.verify.allow_no_checks:
+            return []
+        return [f"no smoke checks for {env} (no app has a domain); set verify.allowNoChecks: "
+                f"true to deploy unverified"]
+    return [f"{c.name}: {c.detail}" for c in report.checks if not c.ok]
+
+
+def engine_reasons(host: Host, services: list[str]) -> str:
+    """The engine's errors for the failed tasks: `unhealthy container`, `non-zero exit`..."""
+    if not services:
+        return ""
+    out = host.run(" ; ".join(commands.task_errors(s) for s in services), what="task errors",
+                   check=False)
+    seen: list[str] = []
+    for line in out.splitlines():
+        image_name, _, error = line.partition(" ")
+        entry = f"{image_name.rsplit('/', 1)[-1]}: {error.strip()}"
+        if error.strip() and entry not in seen:
+            seen.append(entry)
+    return ", ".join(seen[:4])
+
+
+class EnvRun(Operation):
+    """An operation on one env's stack: rolls it and can put it back on the live release."""
+
+    def __init__(self, host: Any, config: Config, env: str, **kwargs: Any) -> None:
+        super().__init__(host, config, env, **kwargs)
+        self.stack = stack_name(config, env)
+        self.state = Listing([], None)
+        self.views: dict[str, ServiceView] = {}
+        self.poll = poller(host, [self.stack])
+
+    def inspect(self) -> None:
+        self.state = listing(self.host, self.layout)
+        if self.state.problems:
+            self.say("warning: " + "; ".join(self.state.problems))
+        self.views = self.poll()
+
+    def roll(self, stack: str, stack_file: str, expected: dict[str, str],
+             views: dict[str, ServiceView] | None = None
+             ) -> tuple[list[str], dict[str, ServiceView]]:
+        """`docker stack deploy`, then watch the engine converge."""
+        poll = self.poll if stack == self.stack else poller(self.host, [stack])
+        if views is None:
+            views = poll()
+        before = before_of(views)
+        if stack == self.stack:
+            self.engine_touched = True
+        hidden = hidden_from_stack_deploy(views, expected)
+        command = commands.stack_deploy(stack_file, stack)
+        if hidden:
+            self.say(f"changed outside the tool, deployed again: {', '.join(hidden)}")
+            command = (commands.reset_stack_image_labels({n: views[n].image for n in hidden})
+                       + " && " + command)
+        self.host.run(command, what=f"stack deploy {stack}")
+
+        def show(lines: list[str]) -> None:
+            self.show(lines)
+            self.lock.beat()
+
+        after = watch(poll, before, expected, set(expected), self.config.remote.rollout_timeout,
+                      show, clock=self.clock).views
+        updated = sorted(n for n in expected if n not in before or
+                         before[n].template != after[n].template)
+        return updated, after
+
+    def release_images(self, release: str) -> dict[str, str]:
+        if release == self.state.current and self.state.meta:
+            images = self.state.meta.get("images", {})
+        else:
+            text = self.host.run(commands.read_file(f"{self.layout.release(release)}/"
+                                                    f"release.json"), what="read release")
+            try:
+                images = json.loads(text or "{}").get("images", {})
+            except (ValueError, AttributeError):
+                raise CheckFailed(f"{self.layout.release(release)}/release.json is not "
+                                  f"readable JSON") from None
+        return {str(k): str(v) for k, v in images.items()} if isinstance(images, dict) else {}
+
+    def redeploy(self, release: str) -> dict[str, ServiceView]:
+        _, after = self.roll(self.stack, f"{self.layout.release(release)}/stacks/{self.env}.yml",
+                             self.release_images(release))
+        return after
+
+    def put_back(self) -> str:
+        live = self.state.current
+        if live is None:
+            return (f"no earlier release of {self.env} to go back to; the failed release "
+                    f"stays up for inspection")
+        self.say(f"putting every service of {self.env} back on {live}")
+        self.redeploy(live)
+        return f"{self.env} back on {live}"

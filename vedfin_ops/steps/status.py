@@ -1,0 +1,62 @@
+"""`fab status` and `fab lock.release`: what the host runs and records, and the way out of
+a stale lock."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fabric import Connection
+
+from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import shared_stack_name, stack_name
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Host
+from vedfin_ops.steps.env_run import as_host, configured_replicas, drift, listing, poller
+from vedfin_ops.steps.operation import audit
+from vedfin_ops.steps.releases import (
+    Layout,
+)
+
+
+def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
+    config.require_env(env)
+    host = as_host(conn)
+    layout = Layout.of(config, env)
+    state = listing(host, layout)
+    views = poller(host, [shared_stack_name(config), stack_name(config, env)])()
+    env_views = {n: v for n, v in views.items() if n.startswith(stack_name(config, env) + "_")}
+    lock = host.run(commands.read_file(f"{layout.lock}/holder"), what="read lock").strip()
+    try:
+        holder = json.loads(lock) if lock else None
+    except ValueError:
+        holder = {"who": f"unreadable holder file ({lock[:40]!r})", "since": "?", "action": "?"}
+    found = drift(state.engine, state.meta.get("images", {}), env_views,
+                  configured_replicas(config, env)) if state.current else []
+    return {
+        "env": env,
+        "current": state.current,
+        "releases": [{"id": r, "state": s, "current": r == state.current}
+                     for r, s in state.releases],
+        "lock": holder if isinstance(holder, dict) else None,
+        "drift": found,
+        "problems": state.problems,
+        "services": [{"name": v.name, "image": v.image, "running": v.running,
+                      "replicas": v.replicas, "update_state": v.update_state or "-",
+                      "message": v.update_message} for v in views.values()],
+    }
+
+
+def release_lock(conn: Connection | Host, config: Config, env: str, *,
+                 shared: bool = False) -> str:
+    """Remove a lock whatever holds it (the user checked it is stale): the env's deploy lock,
+    or with `shared` the shared stack's. Audited with who held it."""
+    config.require_env(env)
+    host = as_host(conn)
+    layout = Layout.of(config, env)
+    path = layout.shared_lock if shared else layout.lock
+    holder = host.run(commands.read_file(f"{path}/holder"), what="read lock").strip()
+    host.run(commands.lock_release(path), what="release lock")
+    audit(host, layout, "lock.release", "ok",
+          detail=f"{'shared lock ' if shared else ''}was {holder or 'not held'}")
+    return holder

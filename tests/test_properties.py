@@ -255,3 +255,16 @@ def test_one_tag_rule_for_flag_render_and_config(tag: str) -> None:
     if ok:
         stack = yaml.safe_load(render(config, "dev", tag=tag)["stacks/dev.yml"])
         assert stack["services"]["api-dev"]["image"] == f"vedfinance/api:{tag}"
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(["k", "m", "g"]))
+def test_one_size_grammar_reads_the_config_binary_and_dockers_output_decimal(
+        number: int, letter: str) -> None:
+    """`1GB` in a memory limit is 1 GiB to Docker; `1GB` in `docker stats` is 10^9 bytes."""
+    from vedfin_ops.config.units import size_mib
+
+    power = {"k": 1, "m": 2, "g": 3}[letter]
+    assert size_mib(f"{number}{letter}iB", decimal=True) == \
+        size_mib(f"{number}{letter}b", decimal=False) == number * 1024 ** power / 1048576
+    assert size_mib(f"{number}{letter.upper()}B", decimal=True) == pytest.approx(
+        number * 1000 ** power / 1048576)

@@ -6,13 +6,27 @@ import json
 import math
 import re
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt])(?:i?b)?\s*$", re.IGNORECASE)
-_FACTOR_MIB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+# one size grammar for the config (`1536m`, `1.5g`, `512MiB`) and Docker's output (`58.12MiB`,
+# `12kB`, `0B`): a number, a unit letter (none: bytes), `i` for binary, an optional `b`
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*$", re.IGNORECASE)
+_POWER = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _FACTOR_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
 SIZE_HINT = "is not a size like 1536m or 1.5g"
 DURATION_HINT = "is not a duration like 30s or 5m"
+
+
+def size_mib(text: str, *, decimal: bool) -> float:
+    """A size in MiB. `KiB`/`MiB` are binary; `kB`/`MB` are decimal when `decimal` (Docker
+    prints them so: go-units' HumanSize) and binary otherwise (Docker reads `1GB` in a memory
+    limit as 1 GiB: go-units' RAMInBytes). Raises ValueError on anything else."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    number, letter, binary, _ = match.groups()
+    base = 1000 if decimal and letter and not binary else 1024
+    return float(number) * float(base ** _POWER[letter.lower()]) / 1048576
 
 
 def parse_mib(value: object) -> int:
@@ -23,10 +37,9 @@ def parse_mib(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f"{show(value)} {SIZE_HINT}")
     match = _SIZE.match(value)
-    if not match:
+    if not match or not match.group(2):
         raise ValueError(f"{show(value)} {SIZE_HINT}")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    mib = number * _FACTOR_MIB[unit]
+    mib = size_mib(value, decimal=False)
     if not math.isfinite(mib) or mib != int(mib):
         raise ValueError(f"{show(value)} is not a whole number of MiB")
     return int(mib)

@@ -149,8 +149,7 @@ def reset_stack_image_labels(services: dict[str, str]) -> str:
                        for name, running in sorted(services.items())) or "true"
 
 
-def stack_services(stack: str) -> str:
-    return (f"docker service ls -q --filter {sh('label=' + STACK_LABEL + '=' + stack)}")
+TASKS_MARK = "--TASKS--"  # parse_snapshot splits the service specs from the task lines here
 
 
 def snapshot(stacks: list[str]) -> str:
@@ -163,7 +162,7 @@ def snapshot(stacks: list[str]) -> str:
         f"ids=$(for f in {' '.join(sh(s) for s in stacks)}; do docker service ls -q "
         f"--filter label={STACK_LABEL}=\"$f\"; done); "
         f"if [ -n \"$ids\" ]; then docker service inspect $ids; else echo '[]'; fi; "
-        f"echo '--TASKS--'; "
+        f"echo {sh(TASKS_MARK)}; "
         f"docker ps --no-trunc --filter label={STACK_LABEL} --format "
         f"'{{{{.Label \"{SERVICE_LABEL}\"}}}} {{{{.Image}}}} {{{{.State}}}} {{{{.Status}}}}'"
     )
@@ -180,9 +179,9 @@ def postgres_container(service: str) -> str:
             f"--filter health=healthy | head -n 1")
 
 
-def psql(container: str, user: str, database: str = "postgres", extra: str = "") -> str:
+def psql(container: str, user: str, database: str = "postgres") -> str:
     return (f"docker exec -i {sh(container)} psql -X -v ON_ERROR_STOP=1 -U {sh(user)} "
-            f"-d {sh(database)}{' ' + extra if extra else ''}")
+            f"-d {sh(database)}")
 
 
 def db_inventory(container: str, user: str) -> str:
@@ -190,10 +189,6 @@ def db_inventory(container: str, user: str) -> str:
     errors do not stop it, so a missing database just prints no line."""
     return (f"docker exec -i {sh(container)} psql -X -At -v ON_ERROR_STOP=0 -U {sh(user)} "
             f"-d postgres 2>&1")
-
-
-def psql_file(container: str, user: str, sql_file: str) -> str:
-    return f"{psql(container, user)} < {sh(sql_file)}"
 
 
 def migrate(image: str, network: str, env_file: str, command: str, name: str,
@@ -205,15 +200,8 @@ def migrate(image: str, network: str, env_file: str, command: str, name: str,
             f"{sh(image)} -c {sh(command)}")
 
 
-def image_present(image: str) -> str:
-    return f"docker image inspect --format '{{{{.Id}}}}' {sh(image)} >/dev/null 2>&1"
-
-
 def scale_services(wanted: dict[str, int]) -> str:
     """One command for every service: `docker service scale --detach a=1 b=1`."""
     return "docker service scale --detach " + " ".join(
         sh(f"{name}={count}") for name, count in sorted(wanted.items()))
 
-
-def published_ports() -> str:
-    return "docker ps --format '{{.Names}} {{.Ports}}'"

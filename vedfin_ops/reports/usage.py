@@ -11,14 +11,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vedfin_ops.config.units import size_mib
+
 if TYPE_CHECKING:  # the parsing needs no SSH: keep `inv capacity-report` light
     from vedfin_ops.remote.host import Host
 
-_SIZE = re.compile(r"^\s*([\d.]+)\s*([KMGT]?i?B|[kMGT]B?)\s*$")
-_MIB = {"b": 1 / 1048576, "kib": 1 / 1024, "kb": 1000 / 1048576, "k": 1 / 1024,
-        "mib": 1.0, "mb": 1e6 / 1048576, "m": 1.0,
-        "gib": 1024.0, "gb": 1e9 / 1048576, "g": 1024.0,
-        "tib": 1048576.0, "tb": 1e12 / 1048576}
 
 # Container memory straight from the cgroup files (v2 systemd/cgroupfs, v1), computed as
 # `docker stats` does (usage minus inactive file cache): milliseconds, where `docker stats
@@ -53,14 +50,14 @@ PROBE = ("cat /proc/meminfo; echo '--LOAD--'; cat /proc/loadavg; echo '--CPUS--'
 
 
 def parse_size_mib(text: str) -> float | None:
-    """`472KiB`, `58.12MiB`, `1.5GiB`, `0B`, `12kB` -> MiB; `--` (unreadable) -> None."""
+    """Docker's `472KiB`, `58.12MiB`, `1.5GiB`, `0B`, `12kB` -> MiB; `--` (unreadable) -> None."""
     text = text.strip()
     if text in ("--", "", "N/A"):
         return None
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(f"not a docker size: {text!r}")
-    return float(match.group(1)) * _MIB[match.group(2).lower()]
+    try:
+        return size_mib(text, decimal=True)
+    except ValueError:
+        raise ValueError(f"not a docker size: {text!r}") from None
 
 
 @dataclass(frozen=True)

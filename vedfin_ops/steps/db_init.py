@@ -25,7 +25,6 @@ from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until
 _NOT_AVAILABLE = re.compile(
     r'extension "([^"]+)" is not available|could not open extension control file '
     r'"[^"]*/([A-Za-z0-9_]+)\.control"')
-VECTOR_CHECK = "SELECT '[1,2,3]'::vector <-> '[1,2,4]';"
 
 
 @dataclass

@@ -70,9 +70,6 @@ class DeployResult:
     commands: list[str] = field(default_factory=list)
     handshakes: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
 
 @dataclass
 class Hooks:

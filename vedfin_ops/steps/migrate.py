@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vedfin_ops.config.model import Config
+from vedfin_ops.config.model import Application, Config
 from vedfin_ops.config.names import image
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
@@ -17,13 +17,9 @@ from vedfin_ops.remote.host import Host, RemoteError
 from vedfin_ops.steps.operation import Operation, bare
 
 
-def migrating_app(config: Config, env: str) -> tuple[str, str, str] | None:
-    """(app name, command, image repo) of the env's app that migrates, if any."""
-    for app in config.apps(env):
-        command = app.migrate_command
-        if command:
-            return app.name, command, app.image_repo
-    return None
+def migrating_app(config: Config, env: str) -> Application | None:
+    """The env's app that migrates, if any (the first with a migration command)."""
+    return next((app for app in config.apps(env) if app.migrate_command), None)
 
 
 def migrate(host: Host, config: Config, env: str, tag: str, release_dir: str,
@@ -33,11 +29,10 @@ def migrate(host: Host, config: Config, env: str, tag: str, release_dir: str,
 
     `keep_alive` wraps the command so the lock's heartbeat goes on while it runs: a migration
     may print nothing for minutes, and a silent holder looks stale to the next run."""
-    found = migrating_app(config, env)
-    if found is None:
+    app = migrating_app(config, env)
+    if app is None or not app.migrate_command:
         return False
-    name, command, _ = found
-    app = next(a for a in config.apps(env) if a.name == name)
+    name, command = app.name, app.migrate_command
     target = image(app, tag)
     env_file = f"{release_dir}/env/{name}.env"
     try:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vedfin_ops.errors import CheckFailed
+from vedfin_ops.remote.commands import TASKS_MARK
 from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until
 
 FAILED_STATES = {"rollback_started", "rollback_completed", "paused", "rollback_paused"}
-TASKS_MARK = "--TASKS--"
 STACK_IMAGE_LABEL = "com.docker.stack.image"
 
 

@@ -23,14 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from vedfin_ops.checks.preflight import (
-    HOST_PROBE,
-    preflight,
-    published_ports_check,
-    ufw_check,
-)
+from vedfin_ops.checks.preflight import preflight, published_ports_check, ufw_check
 from vedfin_ops.checks.smoke import Failed, Options
 from vedfin_ops.config.loader import config_from_dict, load_config
+from vedfin_ops.remote.probes.preflight import HOST_PROBE
 
 from .conftest import SHIPPED
 

@@ -9,7 +9,13 @@ import pytest
 
 from vedfin_ops import capacity_report, load_config
 from vedfin_ops.checks.gate import gate
-from vedfin_ops.reports.usage import ContainerStat, Usage, parse_probe, parse_size_mib, parse_stats
+from vedfin_ops.remote.probes.usage import (
+    ContainerStat,
+    Usage,
+    parse_probe,
+    parse_size_mib,
+    parse_stats,
+)
 
 from .conftest import SHIPPED
 

@@ -111,7 +111,7 @@ def test_cgroup_reading_agrees_with_docker_stats(live: tuple[Any, Host]) -> None
     (a `wget` every second in the sandbox) runs inside the container's cgroup, so one read can
     catch it: the lowest of five reads is the container's own memory.
     """
-    from vedfin_ops.reports.usage import PROBE, parse_probe, parse_stats
+    from vedfin_ops.remote.probes.usage import PROBE, parse_probe, parse_stats
     _, host = live
 
     def docker_stats() -> dict[str, Any]:

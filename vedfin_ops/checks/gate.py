@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vedfin_ops.config.model import Config
+from vedfin_ops.remote.probes.usage import Usage
 from vedfin_ops.reports.capacity import lines, surge
-from vedfin_ops.reports.usage import Usage
 
 
 @dataclass(frozen=True)

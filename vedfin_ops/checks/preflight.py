@@ -6,7 +6,6 @@ capacity. The host is asked everything in one command; DNS goes through an injec
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import socket
 import time
@@ -21,9 +20,18 @@ from vedfin_ops.checks.smoke import SmokeReport as _Report
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.remote.host import Host
+from vedfin_ops.remote.probes.preflight import (
+    UfwRule,
+    UfwStatus,
+    parse_ufw,
+    published,
+    sections,
+    sudoers_line,
+    usage_part,
+)
+from vedfin_ops.remote.probes.preflight import command as probe_command
+from vedfin_ops.remote.probes.usage import parse_probe
 from vedfin_ops.reports.capacity import capacity_report
-from vedfin_ops.reports.usage import PROBE as USAGE_PROBE
-from vedfin_ops.reports.usage import parse_probe
 
 Resolver = Callable[[str], tuple[str, list[str], list[str]]]
 
@@ -40,126 +48,14 @@ class PreflightReport(_Report):
     checks: list[Check] = field(default_factory=list)
 
 
-# One command. ufw needs root: the deploy user asks `sudo -n` (never a password prompt), which
-# the sudoers line that `ufw_check` names allows; LC_ALL=C keeps ufw's words English. Ports
-# that swarm publishes through its ingress are not in `docker ps`, hence the service listing.
-HOST_PROBE = r"""
-echo '--WHO--'; id -un
-echo '--UFW--'
-export LC_ALL=C
-if [ "$(id -u)" -eq 0 ]; then ufw status verbose; else sudo -n ufw status verbose; fi 2>&1 \
-  | head -n 200
-echo '--PORTS--'; docker ps --format '{{.Names}}|{{.Ports}}'
-echo '--SERVICES--'; docker service ls --format '{{.Name}}|{{.Ports}}' 2>/dev/null
-echo '--MONITORING--'
-for p in %PORTS%; do
-  if timeout 3 bash -c "</dev/tcp/127.0.0.1/$p" 2>/dev/null
-  then echo "$p open"; else echo "$p closed"; fi
-done
-echo '--USAGE--'
-""" + USAGE_PROBE
-
-UFW_COMMAND = "/usr/sbin/ufw status verbose"
-
-
-def sudoers_line(user: str | None) -> str:
-    """The one sudoers line that lets `user` run the probe's `sudo -n ufw status verbose`."""
-    return f"{user or '<deploy-user>'} ALL=(root) NOPASSWD: {UFW_COMMAND}"
-
-
-def _sections(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    current = ""
-    for line in text.split("--USAGE--")[0].splitlines():
-        match = re.fullmatch(r"--([A-Z]+)--", line.strip())
-        if match:
-            current = match.group(1)
-            out[current] = ""
-        elif current:
-            out[current] += line + "\n"
-    return out
 
 
 # --- ufw ----------------------------------------------------------------------------------
 
 _NEEDS_ROOT = ("need to be root", "a password is required", "is not allowed to execute",
                "is not in the sudoers file", "sudo: command not found", "sudo: not found")
-_RULE = re.compile(r"^(?P<to>\S.*?)\s+(?P<action>ALLOW|DENY|REJECT|LIMIT)"
-                   r"(?:\s+(?P<dir>IN|OUT|FWD))?(?:\s+(?P<src>\S.*?))?\s*$")
-_PORTS = re.compile(r"^(?:(?P<addr>\S+)\s+)?(?P<ports>\d+(?::\d+)?(?:,\d+(?::\d+)?)*)"
-                    r"(?:/(?P<proto>tcp|udp|ah|esp|gre|ipv6|igmp))?$")
-# `ufw status` (not verbose) names application profiles instead of their ports.
-_APPS = {"OpenSSH": "22", "Nginx Full": "80,443", "Nginx HTTP": "80", "Nginx HTTPS": "443",
-         "WWW Full": "80,443", "WWW": "80", "WWW Secure": "443", "Apache Full": "80,443",
-         "Apache": "80", "Apache Secure": "443"}
 
 
-@dataclass(frozen=True)
-class UfwRule:
-    """One incoming rule: the TCP port ranges it covers, its action, its source."""
-
-    spec: str  # as ufw prints its To column, without the (v6) / profile suffix
-    ranges: tuple[tuple[int, int], ...]
-    action: str  # ALLOW, LIMIT, DENY, REJECT
-    source: str  # "Anywhere" or an address
-
-    def covers(self, port: int) -> bool:
-        return any(lo <= port <= hi for lo, hi in self.ranges)
-
-    @property
-    def opens(self) -> bool:
-        return self.action in ("ALLOW", "LIMIT")  # LIMIT allows, rate-limited
-
-    @property
-    def from_anywhere(self) -> bool:
-        return self.source.startswith("Anywhere")
-
-
-@dataclass(frozen=True)
-class UfwStatus:
-    active: bool
-    default_incoming: str | None  # allow, deny, reject; None when not shown (not verbose)
-    rules: tuple[UfwRule, ...]
-
-
-ALL_PORTS = ((1, 65535),)
-
-
-def _tcp_ranges(to: str) -> tuple[tuple[int, int], ...] | None:
-    """The TCP ports a To column covers; None when it covers none (another protocol, a
-    profile not known here)."""
-    to = re.sub(r"\s*\(.*\)\s*$", "", to).split(" on ")[0].strip()  # (v6), (App), on IFACE
-    to = _APPS.get(to, to)
-    match = _PORTS.match(to)
-    if match is None:
-        # `Anywhere`, or a destination address alone: every port of it
-        everything = to == "Anywhere" or re.fullmatch(r"[0-9a-fA-F:.]+(/\d+)?", to)
-        return ALL_PORTS if everything else None
-    if match.group("proto") not in (None, "tcp"):
-        return None
-    ranges = []
-    for part in match.group("ports").split(","):
-        lo, _, hi = part.partition(":")
-        ranges.append((int(lo), int(hi or lo)))
-    return tuple(ranges)
-
-
-def parse_ufw(status: str) -> UfwStatus:
-    """`ufw status verbose` (or plain `ufw status`) -> state, default policy, incoming rules."""
-    default = re.search(r"^Default:\s*(\w+)\s*\(incoming\)", status, re.M)
-    rules = []
-    for line in status.splitlines():
-        match = _RULE.match(line.strip())
-        if not match or match.group("dir") in ("OUT", "FWD"):
-            continue
-        ranges = _tcp_ranges(match.group("to"))
-        if ranges is None:
-            continue
-        spec = re.sub(r"\s*\(.*\)\s*$", "", match.group("to")).strip()
-        rules.append(UfwRule(spec, ranges, match.group("action"),
-                             match.group("src") or "Anywhere"))
-    return UfwStatus(bool(re.search(r"^Status: active", status, re.M)),
-                     default.group(1).lower() if default else None, tuple(rules))
 
 
 def _open_to_all(state: UfwStatus, port: int) -> bool:
@@ -230,35 +126,6 @@ def ufw_check(status: str, allow: list[int], deny: list[int], user: str | None =
     return f"active; allows {', '.join(shown) or 'nothing'}"
 
 
-# --- published ports ----------------------------------------------------------------------
-
-_PUBLISHED = re.compile(r"^(?P<ip>\*|\[[0-9a-fA-F:.]*\]|[0-9a-fA-F:.]*?):(?P<lo>\d+)"
-                        r"(?:-(?P<hi>\d+))?->\d+(?:-\d+)?/(?:tcp|udp|sctp)$")
-
-
-def _reachable(ip: str) -> bool:
-    """Published on an address that other machines reach: anything but loopback."""
-    ip = ip.strip("[]")
-    if ip in ("", "*"):
-        return True
-    try:
-        return not ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return True
-
-
-def _published(listing: str) -> list[tuple[str, int, int]]:
-    """`NAME|PORTS` lines (`docker ps`, `docker service ls`) -> (name, first, last) for each
-    port published on a reachable address."""
-    out = []
-    for line in listing.strip().splitlines():
-        name, _, ports = line.partition("|")
-        for token in ports.split(","):
-            match = _PUBLISHED.match(token.strip())
-            if match and _reachable(match.group("ip")):
-                lo = int(match.group("lo"))
-                out.append((name.strip(), lo, int(match.group("hi") or lo)))
-    return out
 
 
 def published_ports_check(docker_ps: str, allowed: set[int], services: str = "") -> str:
@@ -267,7 +134,7 @@ def published_ports_check(docker_ps: str, allowed: set[int], services: str = "")
     outside, so a port published on 127.0.0.1 or ::1 only is fine."""
     bad = []
     for listing, how in ((docker_ps, ""), (services, " (swarm ingress)")):
-        for name, lo, hi in _published(listing):
+        for name, lo, hi in published(listing):
             if any(p not in allowed for p in range(lo, hi + 1)):
                 bad.append(f"{name} publishes {lo}" + (f"-{hi}" if hi != lo else "") + how)
     if bad:
@@ -363,27 +230,27 @@ def preflight(host: Host | None, config: Config, env: str, *,
     checks: list[tuple[str, Callable[[], str]]] = [
         ("secrets", secrets), ("dns", lambda: dns_check(config, env, resolve)), ("tls", tls)]
     if probe is None and host is not None:
-        ports = " ".join(str(p) for p in (config.monitoring.netdata_port,
-                                          config.monitoring.uptime_kuma_port))
-        probe = host.run(HOST_PROBE.replace("%PORTS%", ports), what="preflight probe")
-    sections = _sections(probe or "")
+        probe = host.run(probe_command([config.monitoring.netdata_port,
+                                        config.monitoring.uptime_kuma_port]),
+                         what="preflight probe")
+    answer = sections(probe or "")
     allowed = {config.edge.http_port} | ({config.edge.https_port} if config.edge.tls != "off"
                                          else set())
-    user = sections.get("WHO", "").strip() or None
+    user = answer.get("WHO", "").strip() or None
     if config.firewall.check == "ufw":
         checks.append(("firewall: ufw", lambda: ufw_check(
-            sections.get("UFW", ""), config.firewall.allow, config.firewall.deny, user)))
+            answer.get("UFW", ""), config.firewall.allow, config.firewall.deny, user)))
     else:
         checks.append(("firewall: ufw", lambda: "skipped: firewall.check is none"))
     checks.append(("firewall: published ports",
-                   lambda: published_ports_check(sections.get("PORTS", ""), allowed,
-                                                 sections.get("SERVICES", ""))))
+                   lambda: published_ports_check(answer.get("PORTS", ""), allowed,
+                                                 answer.get("SERVICES", ""))))
     if config.monitoring.check:
-        checks.append(("monitoring", lambda: _monitoring(config, sections.get("MONITORING",
+        checks.append(("monitoring", lambda: _monitoring(config, answer.get("MONITORING",
                                                                                ""))))
     else:
         checks.append(("monitoring", lambda: "skipped: monitoring.check is false"))
-    usage_text = probe.split("--USAGE--", 1)[1] if probe and "--USAGE--" in probe else ""
+    usage_text = usage_part(probe or "")
     checks.append(("capacity", lambda: _capacity(config, env, usage_text, force)))
     report.checks = [_run(name, fn) for name, fn in checks]
     return report

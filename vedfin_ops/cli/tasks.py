@@ -71,6 +71,7 @@ def check_config(c: Any, config: str | None = None) -> None:
 def capacity_report(c: Any, env: str | None = None, json_: bool = False,
                     chart: str | None = None, config: str | None = None) -> None:
     """Committed resources vs the VPS (Task 2.3); under `fab -H HOST`, measured usage too."""
+    from vedfin_ops.remote.probes.usage import measure
     from vedfin_ops.reports.capacity import capacity_report as _capacity_report
     from vedfin_ops.reports.chart import write_chart
     from vedfin_ops.reports.tables import (
@@ -79,7 +80,6 @@ def capacity_report(c: Any, env: str | None = None, json_: bool = False,
         recommendations_table,
         status_line,
     )
-    from vedfin_ops.reports.usage import measure
     cfg = config_for(config)
     if env:
         cfg.require_env(env)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name, stack_name
-from vedfin_ops.reports.usage import Usage
+from vedfin_ops.remote.probes.usage import Usage
 
 Status = Literal["ok", "warn", "critical"]
 PRODUCTION = "production"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vedfin_ops.steps.rollout import Before, evaluate, parse_snapshot
+from vedfin_ops.remote.probes.engine import parse_snapshot
+from vedfin_ops.steps.rollout import Before, evaluate
 
 API = "vedfin-production_api-production"
 

@@ -149,25 +149,6 @@ def reset_stack_image_labels(services: dict[str, str]) -> str:
                        for name, running in sorted(services.items())) or "true"
 
 
-TASKS_MARK = "--TASKS--"  # parse_snapshot splits the service specs from the task lines here
-
-
-def snapshot(stacks: list[str]) -> str:
-    """Every service of the stacks as one JSON array, plus the running tasks of each.
-
-    One command per poll: the spec (with UpdateStatus and Version) from `service inspect`,
-    then a line per task that should run: `TASK <service> <image> <state>`.
-    """
-    return (
-        f"ids=$(for f in {' '.join(sh(s) for s in stacks)}; do docker service ls -q "
-        f"--filter label={STACK_LABEL}=\"$f\"; done); "
-        f"if [ -n \"$ids\" ]; then docker service inspect $ids; else echo '[]'; fi; "
-        f"echo {sh(TASKS_MARK)}; "
-        f"docker ps --no-trunc --filter label={STACK_LABEL} --format "
-        f"'{{{{.Label \"{SERVICE_LABEL}\"}}}} {{{{.Image}}}} {{{{.State}}}} {{{{.Status}}}}'"
-    )
-
-
 def task_errors(service: str) -> str:
     """Why the engine's tasks of a service failed, newest first (the engine's own words)."""
     return (f"docker service ps --no-trunc --format '{{{{.Image}}}} {{{{.Error}}}}' "

@@ -16,19 +16,14 @@ from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
+from vedfin_ops.remote.probes.engine import ServiceView, parse_snapshot, snapshot
 from vedfin_ops.steps.operation import Operation
 from vedfin_ops.steps.releases import (
     Layout,
     Listing,
     parse_listing,
 )
-from vedfin_ops.steps.rollout import (
-    ServiceView,
-    before_of,
-    hidden_from_stack_deploy,
-    parse_snapshot,
-    watch,
-)
+from vedfin_ops.steps.rollout import before_of, hidden_from_stack_deploy, watch
 
 
 def as_host(conn: Connection | Host) -> Host:
@@ -43,7 +38,7 @@ def listing(host: Host, layout: Layout) -> Listing:
 
 
 def poller(host: Host, stacks: list[str]) -> Callable[[], dict[str, ServiceView]]:
-    return lambda: parse_snapshot(host.run(commands.snapshot(stacks), what="watch rollout"))
+    return lambda: parse_snapshot(host.run(snapshot(stacks), what="watch rollout"))
 
 
 def expected_images(config: Config, env: str, tag: str) -> dict[str, str]:

@@ -9,18 +9,15 @@ again. `evaluate` is pure (snapshot in, verdict out) so each case is unit-tested
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from vedfin_ops.errors import CheckFailed
-from vedfin_ops.remote.commands import TASKS_MARK
+from vedfin_ops.remote.probes.engine import ServiceView, same_image
 from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until
 
 FAILED_STATES = {"rollback_started", "rollback_completed", "paused", "rollback_paused"}
-STACK_IMAGE_LABEL = "com.docker.stack.image"
 
 
 class RolloutFailed(CheckFailed):
@@ -29,21 +26,6 @@ class RolloutFailed(CheckFailed):
     def __init__(self, message: str, services: list[str] | None = None) -> None:
         super().__init__(message)
         self.services = services or []
-
-
-@dataclass(frozen=True)
-class ServiceView:
-    name: str
-    image: str
-    replicas: int
-    version: int
-    update_state: str
-    update_started: str
-    update_message: str
-    running: int  # healthy (or health-less) running tasks of the spec's image
-    others: int  # running tasks of any other image
-    template: str = ""  # hash of the task template: what a rolling update replaces
-    stack_image: str = ""  # the image `docker stack deploy` last set (its label)
 
 
 @dataclass(frozen=True)
@@ -64,54 +46,13 @@ class Verdict:
     views: dict[str, ServiceView] = field(default_factory=dict)  # the snapshot it judged
 
 
-def parse_snapshot(text: str) -> dict[str, ServiceView]:
-    """The output of `commands.snapshot` -> a view per service."""
-    inspect_text, _, tasks_text = text.partition(TASKS_MARK)
-    services: list[dict[str, Any]] = json.loads(inspect_text.strip() or "[]")
-    tasks: list[tuple[str, str, str]] = []
-    for line in tasks_text.strip().splitlines():
-        parts = line.split(" ", 3)
-        if len(parts) >= 3:
-            status = parts[3] if len(parts) > 3 else ""
-            ready = parts[2] == "running" and "(unhealthy)" not in status and \
-                "(health: starting)" not in status
-            tasks.append((parts[0], parts[1], "ready" if ready else "starting"))
-    out: dict[str, ServiceView] = {}
-    for svc in services:
-        spec = svc["Spec"]
-        name = spec["Name"]
-        image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
-        mode = spec.get("Mode", {})
-        replicas = mode.get("Replicated", {}).get("Replicas", 1) if "Replicated" in mode else 1
-        update: dict[str, Any] = svc.get("UpdateStatus") or {}
-        mine = [t for t in tasks if t[0] == name]
-        out[name] = ServiceView(
-            name=name, image=image, replicas=replicas,
-            version=svc.get("Version", {}).get("Index", 0),
-            update_state=update.get("State", ""),
-            update_started=update.get("StartedAt", ""),
-            update_message=update.get("Message", ""),
-            running=sum(1 for t in mine if _same_image(t[1], image) and t[2] == "ready"),
-            others=sum(1 for t in mine if not _same_image(t[1], image)),
-            template=hashlib.sha256(json.dumps(spec["TaskTemplate"], sort_keys=True)
-                                    .encode()).hexdigest()[:16],
-            stack_image=(spec.get("Labels") or {}).get(STACK_IMAGE_LABEL, ""),
-        )
-    return out
-
-
-def _same_image(running: str, spec: str) -> bool:
-    """A pinned spec (`repo:tag@sha256:...`) runs as `repo:tag@sha256:...` or `repo:tag`."""
-    return running == spec or spec.split("@", 1)[0] == running.split("@", 1)[0]
-
-
 def hidden_from_stack_deploy(views: dict[str, ServiceView], expected: dict[str, str]
                              ) -> list[str]:
     """Services whose image was changed outside `docker stack deploy` (`docker service update
     --image`): the CLI keeps the running image whenever the file's image equals its label, so
     deploying the release again would silently leave them as they are."""
     return sorted(n for n, want in expected.items() if n in views and
-                  views[n].stack_image == want and not _same_image(views[n].image, want))
+                  views[n].stack_image == want and not same_image(views[n].image, want))
 
 
 def before_of(views: dict[str, ServiceView]) -> dict[str, Before]:
@@ -143,7 +84,7 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
         rolling = prior is not None and prior.template != view.template
         want = expected.get(name, view.image)
         progress = f"{view.running}/{view.replicas} on {want.rsplit('/', 1)[-1]}"
-        if state == "rollback_started" and not _same_image(view.image, want) and \
+        if state == "rollback_started" and not same_image(view.image, want) and \
                 view.running == view.replicas and view.others == 0:
             # The engine is back on the old spec with every replica healthy; it only waits
             # out its rollback monitor window before saying `rollback_completed`. Nothing
@@ -156,7 +97,7 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
         elif state in FAILED_STATES:
             verdict.failures.append(f"{name}: {state} ({view.update_message or state})")
             verdict.lines.append(f"{name}: {state}")
-        elif not _same_image(view.image, want):
+        elif not same_image(view.image, want):
             # the spec is not what we deployed: after an engine rollback it is the old one
             verdict.failures.append(f"{name}: runs {view.image}, not {want}")
             verdict.lines.append(f"{name}: rolled back to {view.image.rsplit('/', 1)[-1]}")

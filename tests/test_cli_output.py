@@ -9,7 +9,8 @@ import pytest
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from vedfin_ops.checks.smoke import Check, SmokeReport
+from vedfin_ops.checks.runner import Check
+from vedfin_ops.checks.smoke import SmokeReport
 from vedfin_ops.cli import output as cli
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.reports.tables import smoke_table, status_tables

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from vedfin_ops.checks.preflight import preflight, published_ports_check, ufw_check
-from vedfin_ops.checks.smoke import Failed, Options
+from vedfin_ops.checks.runner import Failed
+from vedfin_ops.checks.smoke import Options
 from vedfin_ops.config.loader import config_from_dict, load_config
 from vedfin_ops.remote.probes.preflight import HOST_PROBE
 
@@ -374,3 +375,15 @@ def test_capacity_past_the_alert_is_a_warning_and_past_ram_plus_swap_fails(confi
     item = _by_name(preflight(None, config, "production", resolve=_resolver(GOOD_DNS),
                               probe=calm))["capacity"]
     assert item.ok and item.warning and "past the 90% alert" in item.detail
+
+
+def test_a_check_that_crashes_is_a_failed_item_not_a_crashed_checklist(config: Any) -> None:
+    """One runner for smoke and preflight: a bug in one item must not hide the others."""
+
+    def broken_resolver(name: str) -> tuple[str, list[str], list[str]]:
+        raise KeyError(name)
+
+    report = preflight(None, config, "production", resolve=broken_resolver, probe=PROBE)
+    dns = _by_name(report)["dns"]
+    assert not dns.ok and dns.detail.startswith("check crashed: KeyError")
+    assert not report.passed and len(report.checks) > 3

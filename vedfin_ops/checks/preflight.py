@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from vedfin_ops.checks.endpoints import base
 from vedfin_ops.checks.gate import gate
-from vedfin_ops.checks.smoke import Check, Failed, Options, Transient, tls_check, trusting
+from vedfin_ops.checks.runner import Check, Failed, Transient, run_check
+from vedfin_ops.checks.smoke import Options, tls_check, trusting
 from vedfin_ops.checks.smoke import SmokeReport as _Report
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
@@ -172,16 +172,6 @@ def dns_check(config: Config, env: str, resolve: Resolver) -> str:
     return "; ".join(notes) or "no domains"
 
 
-def _run(name: str, fn: Callable[[], str]) -> Check:
-    started = time.monotonic()
-    try:
-        detail = fn()
-        return Check(name, True, detail, time.monotonic() - started,
-                     detail.startswith("warning:"))
-    except (Failed, Transient) as exc:
-        return Check(name, False, str(exc), time.monotonic() - started)
-
-
 def preflight(host: Host | None, config: Config, env: str, *,
               resolve: Resolver = system_resolver, options: Options | None = None,
               probe: str | None = None, force: bool = False,
@@ -252,7 +242,7 @@ def preflight(host: Host | None, config: Config, env: str, *,
         checks.append(("monitoring", lambda: "skipped: monitoring.check is false"))
     usage_text = usage_part(probe or "")
     checks.append(("capacity", lambda: _capacity(config, env, usage_text, force)))
-    report.checks = [_run(name, fn) for name, fn in checks]
+    report.checks = [run_check(name, fn) for name, fn in checks]
     return report
 
 

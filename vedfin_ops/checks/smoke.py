@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from vedfin_ops.checks.endpoints import Endpoint, app_endpoint, base
+from vedfin_ops.checks.runner import Check, Failed, Transient, run_check, short
 from vedfin_ops.config.model import Application, Config
 
 TLS_WARN_DAYS = 14
@@ -32,27 +32,6 @@ PGVECTOR_SQL = (
     "SELECT count(*) FROM vedfin_smoke_vectors WHERE vec <-> '[1,2,4]' < 2;",
     "DROP TABLE vedfin_smoke_vectors;",
 )
-
-
-class Transient(Exception):
-    """Worth another try: the server may be restarting."""
-
-
-class Failed(Exception):
-    """A wrong answer: retrying will not change it."""
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-    seconds: float
-    warning: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail,
-                "seconds": round(self.seconds, 3), "warning": self.warning}
 
 
 @dataclass
@@ -104,41 +83,16 @@ def _get(endpoint: Endpoint, options: Options) -> requests.Response:
         response = session.get(url, headers=endpoint.headers, timeout=options.timeout,
                                allow_redirects=False, verify=options.ca_file or True)
     except requests.exceptions.SSLError as exc:
-        raise Failed(f"TLS: {_short(exc)}") from None
+        raise Failed(f"TLS: {short(exc)}") from None
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
             requests.exceptions.ContentDecodingError) as exc:
         # a body cut mid-transfer happens while replicas are replaced: worth another try
-        raise Transient(f"{type(exc).__name__}: {_short(exc)}") from None
+        raise Transient(f"{type(exc).__name__}: {short(exc)}") from None
     except requests.RequestException as exc:
-        raise Failed(f"{type(exc).__name__}: {_short(exc)}") from None
+        raise Failed(f"{type(exc).__name__}: {short(exc)}") from None
     if response.status_code >= 500:
         raise Transient(f"HTTP {response.status_code}")
     return response
-
-
-def _short(exc: object) -> str:
-    text = str(exc)
-    return text if len(text) < 160 else text[:157] + "..."
-
-
-def _timed(name: str, fn: Callable[[], str], options: Options) -> Check:
-    started = time.monotonic()
-    detail = ""
-    for attempt in range(options.attempts):
-        try:
-            detail = fn()
-            warning = detail.startswith("warning:")
-            return Check(name, True, detail, time.monotonic() - started, warning)
-        except Failed as exc:
-            return Check(name, False, str(exc), time.monotonic() - started)
-        except Transient as exc:
-            detail = f"{exc} (after {attempt + 1} tries)"
-            if attempt + 1 < options.attempts:
-                time.sleep(options.backoff * (2 ** attempt))
-        except Exception as exc:  # a check that crashes is a failed check
-            return Check(name, False, f"check crashed: {type(exc).__name__}: {_short(exc)}",
-                         time.monotonic() - started)
-    return Check(name, False, detail, time.monotonic() - started)
 
 
 def _expect_status(endpoint: Endpoint, options: Options, wanted: int = 200) -> str:
@@ -157,7 +111,7 @@ def _health(endpoint: Endpoint, options: Options) -> str:
     except ValueError:
         raise Failed("not JSON") from None
     if not isinstance(body, dict):
-        raise Failed(f"health is JSON but not an object: {_short(response.text.strip())}")
+        raise Failed(f"health is JSON but not an object: {short(response.text.strip())}")
     wrong = {k: body.get(k) for k, v in HEALTH.items() if body.get(k) != v}
     if wrong:
         raise Failed("health says " + ", ".join(f"{k}={v!r}" for k, v in wrong.items()))
@@ -215,9 +169,9 @@ def _pgvector(url: str, options: Options) -> str:
                 cursor = conn.execute(statement)
             count = cursor.fetchone() if cursor.description else None
     except psycopg.OperationalError as exc:
-        raise Transient(_short(str(exc).strip().splitlines()[0])) from None
+        raise Transient(short(str(exc).strip().splitlines()[0])) from None
     except psycopg.Error as exc:
-        raise Failed(_short(str(exc).strip().splitlines()[0])) from None
+        raise Failed(short(str(exc).strip().splitlines()[0])) from None
     return f"temp table, insert, distance query ok ({count})"
 
 
@@ -286,5 +240,7 @@ def smoke_test(config: Config, env: str, options: Options | None = None) -> Smok
     if not todo:
         return report
     with ThreadPoolExecutor(max_workers=min(16, len(todo))) as pool:
-        report.checks = list(pool.map(lambda item: _timed(item[0], item[1], options), todo))
+        report.checks = list(pool.map(
+            lambda item: run_check(item[0], item[1], attempts=options.attempts,
+                                   backoff=options.backoff), todo))
     return report

@@ -1,0 +1,61 @@
+"""One way to run a check, for smoke, preflight and the capacity gate's item: a check is a
+function that returns its detail (`warning: ...` marks a warning) or raises `Failed` (a wrong
+answer) or `Transient` (worth another try). Anything else it raises is a failed check named
+`check crashed`, never an exception out of the suite: a crashing check must not skip what
+follows it (verify's rollback, the audit line)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+class Transient(Exception):
+    """Worth another try: the server may be restarting."""
+
+
+class Failed(Exception):
+    """A wrong answer: retrying will not change it."""
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+    warning: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail,
+                "seconds": round(self.seconds, 3), "warning": self.warning}
+
+
+def short(exc: object) -> str:
+    """Outside text in a one-line detail: at most 160 characters."""
+    text = str(exc)
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+def run_check(name: str, fn: Callable[[], str], *, attempts: int = 1,
+              backoff: float = 0.5) -> Check:
+    """Run `fn` up to `attempts` times while it raises Transient (waiting backoff, 2x, 4x...)."""
+    started = time.monotonic()
+    detail = ""
+    for attempt in range(max(1, attempts)):
+        try:
+            detail = fn()
+            warning = detail.startswith("warning:")
+            return Check(name, True, detail, time.monotonic() - started, warning)
+        except Failed as exc:
+            return Check(name, False, str(exc), time.monotonic() - started)
+        except Transient as exc:
+            detail = f"{exc} (after {attempt + 1} tries)"
+            if attempt + 1 < attempts:
+                time.sleep(backoff * (2 ** attempt))
+        except Exception as exc:  # a check that crashes is a failed check
+            return Check(name, False, f"check crashed: {type(exc).__name__}: {short(exc)}",
+                         time.monotonic() - started)
+    return Check(name, False, detail, time.monotonic() - started)

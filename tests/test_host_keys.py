@@ -1,4 +1,4 @@
-"""host.py against a real sshd: host keys, known_hosts, keepalive, SFTP uploads and their errors.
+"""remote/host.py against a real sshd: host keys, known_hosts, keepalive, SFTP uploads, errors.
 
 Each server is the test's own throw-away sshd on 127.0.0.1 (a port in 22100-22199), with its own
 host key and authorized key in a temporary folder; it is stopped when the test ends. Nothing of

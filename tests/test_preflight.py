@@ -3,7 +3,7 @@
 ufw's answers are outputs recorded from a real ufw 0.36.2 (tests/data/ufw/record.sh says how);
 DNS goes through an injectable resolver; the host is a recorded probe (or a fake host that
 answers it); TLS goes to 127.0.0.1 only. The host probe of the sandbox is in the integration
-tests (test_checks_on_sandbox.py).
+tests (tests/integration/test_checks_on_sandbox.py).
 """
 
 from __future__ import annotations

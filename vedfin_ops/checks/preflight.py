@@ -258,7 +258,7 @@ def _monitoring(config: Config, answers: str) -> str:
 
 def _capacity(config: Config, env: str, usage_text: str, force: bool) -> str:
     """Over-committed limits are the runbook's design: a warning. The gate refuses only when
-    what the host uses now plus this deploy's surge does not fit in RAM + swap (gate.py);
+    what the host uses now plus this deploy's surge does not fit in RAM + swap (checks/gate.py);
     past the RAM alert threshold it passes with a warning; --force passes."""
     if usage_text.strip():
         result = gate(config, env, parse_probe(usage_text),

@@ -1,8 +1,8 @@
 """Capacity math: what the config commits on the VPS, what a rolling deploy adds, what to do.
 
-Pure: the config (and, later, measured usage) in, a report out. The runbook commits 7000 MiB of
-limits on a 4096 MiB VPS on purpose, so the figures here are the runbook's own and the status
-says how far past physical memory (and swap) the limits reach.
+Pure: the config (and, under `-H HOST`, the measured usage) in, a report out. The runbook
+commits 7000 MiB of limits on a 4096 MiB VPS on purpose, so the figures here are the runbook's
+own and the status says how far past physical memory (and swap) the limits reach.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Running commands on this machine (the sandbox is local; the real VPS goes through host.py)."""
+"""Running commands on this machine (the sandbox is local; a real VPS: remote/host.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the host really uses: `docker stats` per container, /proc for the host.
+"""What the host really uses: each container's memory from its cgroup files (as `docker stats`
+computes it; `docker stats` only where the files cannot be read), /proc for the host.
 
 Parsing is pure (text in, numbers out) so it is tested on output recorded from the real
 engine; `measure` asks the host for all of it in one command.

@@ -61,3 +61,152 @@ def test_every_failure_is_one_error_line(exc: BaseException, code: int) -> None:
     assert info.value.code == code
     assert message.startswith("error: ") and not message.startswith("error: error:")
     assert "\n" not in message
+
+
+# -- rollout progress ------------------------------------------------------------------------
+
+def screen(written: str) -> list[str]:
+    """What a terminal shows after `written`: the cursor moves and line erasing rich's Live
+    uses (CR, erase line, cursor up), colours and cursor visibility dropped."""
+    import re
+
+    rows: list[str] = [""]
+    y = 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n|[^\x1b\r\n]+", written):
+        if token == "\n":
+            y += 1
+            if y == len(rows):
+                rows.append("")
+        elif token == "\r" or token.endswith("m") or token.startswith("\x1b[?"):
+            continue  # column 0 is where every write starts here; colours; cursor shown/hidden
+        elif token == "\x1b[2K":
+            rows[y] = ""
+        elif token.startswith("\x1b[") and token.endswith("A"):
+            y -= int(token[2:-1] or 1)
+        else:
+            rows[y] += token
+    return rows[:-1] if rows[-1] == "" else rows
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=80, markup=False, soft_wrap=True)
+    monkeypatch.setattr(cli, "err", console)
+    return console, buffer
+
+
+def assert_left_sane(console: Console, buffer: io.StringIO) -> None:
+    """No live view left on the console and the cursor shown again after it was hidden."""
+    written = buffer.getvalue()
+    assert console._live_stack == []
+    assert written.rfind("\x1b[?25h") > written.rfind("\x1b[?25l") >= 0
+
+
+def test_rollout_progress_off_a_terminal_prints_each_changed_view_once(captured: io.StringIO
+                                                                       ) -> None:
+    with cli.LiveLines() as show:
+        show(["api: 0/2 on api:v2 (starting)", "web: 1/1 done"])
+        show(["api: 0/2 on api:v2 (starting)", "web: 1/1 done"])
+        show(["api: 2/2 on api:v2 done", "web: 0/1 (task: exit :x: [bold]1[/])"])
+    cli.LiveLines()(["outside a with: the same plain lines"])
+    assert captured.getvalue() == ("  api: 0/2 on api:v2 (starting)\n  web: 1/1 done\n"
+                                   "  api: 2/2 on api:v2 done\n"
+                                   "  web: 0/1 (task: exit :x: [bold]1[/])\n"
+                                   "  outside a with: the same plain lines\n")
+
+
+def test_rollout_progress_on_a_terminal_is_one_view_redrawn_in_place(
+        terminal: tuple[Console, io.StringIO]) -> None:
+    console, buffer = terminal
+    with cli.LiveLines() as show:
+        show(["api: 0/2 on api:v2 (starting)", "web: 0/1 on web:v2 (starting)"])
+        show(["api: 1/2 on api:v2 (updating)", "web: 0/1 on web:v2 (starting)"])
+        show(["api: 2/2 on api:v2 done", "web: 1/1 on web:v2 done"])
+        cli.say("verify: smoke checks through the edge")  # the view stays, the message after
+        show(["api: 2/2 on api:v1 (rolling back)"])
+    console.print("rollback: production runs r1")
+    assert screen(buffer.getvalue()) == ["  api: 2/2 on api:v2 done", "  web: 1/1 on web:v2 done",
+                                         "> verify: smoke checks through the edge",
+                                         "  api: 2/2 on api:v1 (rolling back)",
+                                         "rollback: production runs r1"]
+    assert buffer.getvalue().count("(starting)") >= 2  # drawn, then redrawn over
+    assert_left_sane(console, buffer)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), CheckFailed("rollout failed: api"),
+                                 ValueError("a bug")])
+def test_the_live_view_stops_before_the_error_line_on_ctrl_c_and_failures(
+        terminal: tuple[Console, io.StringIO], exc: BaseException) -> None:
+    console, buffer = terminal
+
+    @cli.guarded
+    def task(c: Any) -> None:
+        with cli.LiveLines() as show:
+            show(["api: 1/2 on api:v2 (updating)"])
+            raise exc
+
+    with pytest.raises(Exit) as info:
+        task(None)
+    assert_left_sane(console, buffer)
+    console.print(info.value.message)  # what invoke prints next
+    assert screen(buffer.getvalue()) == ["  api: 1/2 on api:v2 (updating)",
+                                         str(info.value.message)]
+
+
+def test_a_terminal_gone_while_the_view_stops_does_not_hide_the_error(
+        terminal: tuple[Console, io.StringIO], monkeypatch: pytest.MonkeyPatch) -> None:
+    """After SIGHUP every write raises EIO: the run's own error must still come out."""
+    console, _ = terminal
+    with pytest.raises(CheckFailed, match="the run's error"), cli.LiveLines() as show:
+        show(["api: 1/2 (updating)"])
+
+        def gone(*args: Any, **kwargs: Any) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(console, "_check_buffer", gone)
+        raise CheckFailed("the run's error")
+    assert console._live_stack == []
+
+
+def test_a_rollout_view_on_a_terminal_shows_engine_words_literally(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=200)  # markup on
+    monkeypatch.setattr(cli, "err", console)
+    with cli.LiveLines() as show:
+        show([MARKUP])
+    assert screen(buffer.getvalue()) == [f"  {MARKUP}"]
+
+
+ROLLOUT_TASKS = {"deploy.production": ("vedfin_ops.steps.deploy", "deploy"),
+                 "rollback": ("vedfin_ops.steps.rollback", "rollback"),
+                 "pause": ("vedfin_ops.steps.scale", "scale"),
+                 "resume": ("vedfin_ops.steps.scale", "scale"),
+                 "scale": ("vedfin_ops.steps.scale", "scale")}
+
+
+@pytest.mark.parametrize("name", sorted(ROLLOUT_TASKS))
+def test_every_rollout_task_leaves_the_terminal_sane_on_ctrl_c(
+        name: str, terminal: tuple[Console, io.StringIO],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from vedfin_ops.cli import tasks as tree
+
+    from .conftest import SHIPPED
+
+    console, buffer = terminal
+
+    def interrupted(*args: Any, show: Any, **kwargs: Any) -> None:
+        show(["api: 1/2 on api:v2 (updating)"])
+        raise KeyboardInterrupt
+
+    module, function = ROLLOUT_TASKS[name]
+    monkeypatch.setattr(importlib.import_module(module), function, interrupted)
+    monkeypatch.setattr(tree, "remote", lambda *args, **kwargs: object())
+    found = tree.ns.task_with_config(name)[0]
+    with pytest.raises(Exit, match="error: interrupted"):
+        found.body(None, config=str(SHIPPED))
+    assert_left_sane(console, buffer)
+    assert screen(buffer.getvalue()) == ["  api: 1/2 on api:v2 (updating)"]

@@ -210,3 +210,82 @@ def test_every_rollout_task_leaves_the_terminal_sane_on_ctrl_c(
         found.body(None, config=str(SHIPPED))
     assert_left_sane(console, buffer)
     assert screen(buffer.getvalue()) == ["  api: 1/2 on api:v2 (updating)"]
+
+
+# -- tables a person reads -------------------------------------------------------------------
+
+LONG_IMAGE = "registry.example.com/vedfinance/api:v2@sha256:" + "0123456789abcdef" * 4
+REASON = ("verify failed: api /api/health: HTTP 502 Bad Gateway from "
+          "https://api.v-edfinance.com/api/health [bold]x[/]")
+STATUS = {
+    "env": "production", "current": "20261128T121530Z-abcdef012345",
+    "releases": [
+        {"id": "20261128T101530Z-0123456789ab", "state": "good", "current": False,
+         "tag": "v1", "created": "2026-11-28T10:15:30+00:00", "by": "alice@laptop",
+         "reason": None},
+        {"id": "20261128T111530Z-abcdef012345", "state": "failed", "current": False,
+         "tag": "v2-rc.1", "created": "2026-11-28T11:15:30+00:00",
+         "by": "deploy@ci-runner-7f9c2", "reason": REASON},
+        {"id": "20261128T121530Z-abcdef012345", "state": "good", "current": True,
+         "tag": "v2", "created": "2026-11-28T12:15:30+00:00", "by": "alice@laptop",
+         "reason": None}],
+    "lock": {"who": "bob@box", "since": "2026-11-28T12:00:00+00:00", "action": "deploy"},
+    "drift": [f"vedfin-production_api-production: runs {LONG_IMAGE}, the release has "
+              "vedfinance/api:v2"],
+    "problems": [],
+    "services": [{"name": "vedfin-production_api-production", "image": LONG_IMAGE,
+                  "running": 2, "replicas": 2, "update_state": "completed"},
+                 {"name": "vedfin-shared_postgres", "image": "pgvector/pgvector:pg16",
+                  "running": 1, "replicas": 1, "update_state": "rollback_completed"}],
+}
+
+
+def printed(renderable: Any, width: int) -> str:
+    """As `out` prints it (soft wrap, no markup) on a terminal `width` columns wide."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, soft_wrap=True, markup=False).print(renderable)
+    return buffer.getvalue()
+
+
+def column(text: str, title: str, index: int) -> str:
+    """The cells of column `index` of the table titled `title`, read top to bottom and joined
+    without whitespace (so a folded or wrapped cell reads whole again)."""
+    lines = text.splitlines()
+    start = lines.index(title)
+    pieces = []
+    for line in lines[start + 1:]:
+        if line.startswith("└"):
+            break
+        cells = line.split("│")
+        if len(cells) > index + 1:
+            pieces.append(cells[index + 1])
+    return "".join("".join(pieces).split())
+
+
+def assert_fits(text: str, width: int = 80) -> None:
+    too_long = [line for line in text.splitlines() if len(line) > width]
+    assert too_long == [] and "…" not in text, too_long
+
+
+def test_status_fits_80_columns_and_cuts_nothing() -> None:
+    text = printed(status_tables(STATUS), 80)
+    assert_fits(text)
+    lines = text.splitlines()
+    for rel in STATUS["releases"]:  # ids and tags whole, each on its own line
+        assert any(rel["id"] in line for line in lines)
+        assert any(f" {rel['tag']} " in line for line in lines)
+    releases = column(text, "production: releases", 2)
+    assert "".join(REASON.split()) in releases and "good,current" in releases
+    created_by = column(text, "production: releases", 1)
+    assert "2026-11-2811:15deploy@ci-runner-7f9c2" in created_by
+    assert LONG_IMAGE in column(text, "services", 0)
+    assert "".join(STATUS["drift"][0].split()) in "".join(text.split())
+
+
+def test_status_on_a_wide_terminal_shows_a_release_on_one_line() -> None:
+    text = printed(status_tables(STATUS), 200)
+    assert_fits(text, 200)
+    row = next(line for line in text.splitlines() if "20261128T111530Z" in line)
+    for part in ("v2-rc.1", "2026-11-28 11:15", "deploy@ci-runner-7f9c2", "failed: verify"):
+        assert part in row
+    assert any(LONG_IMAGE in line for line in text.splitlines())

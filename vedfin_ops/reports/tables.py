@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -93,18 +94,122 @@ def config_table(config: Config, present: set[str]) -> Table:
     return table
 
 
+def _note(text: Text) -> Text:
+    """A line under a table that wraps at the terminal's width (the consoles soft-wrap)."""
+    text.no_wrap, text.overflow = False, "fold"
+    return text
+
+
+class _ByWidth:
+    """`wide` when the terminal has `need` columns, else `narrow` (the same facts stacked)."""
+
+    def __init__(self, need: int, wide: Table, narrow: Table) -> None:
+        self.need, self.wide, self.narrow = need, wide, narrow
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.wide if options.max_width >= self.need else self.narrow
+
+
+def _when(moment: str | None) -> str:
+    """`2026-11-28 10:15` (UTC) from an ISO time; anything else as it is."""
+    if not moment:
+        return "-"
+    try:
+        parsed = datetime.fromisoformat(moment)
+    except ValueError:
+        return moment
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%d %H:%M")
+
+
+_STATE_STYLE = {"good": "green", "failed": "bold red", "interrupted": "yellow",
+                "ok": "green"}
+
+
+def _ending(rel: dict[str, Any]) -> Text:
+    """How a release ended: its state, `current`, and the reason of a failed one."""
+    text = Text(str(rel.get("state") or "unknown"),
+                style=_STATE_STYLE.get(str(rel.get("state")), ""))
+    if rel.get("current"):
+        text.append(", current", style="bold")
+    if rel.get("reason"):
+        text.append(f": {rel['reason']}")
+    return text
+
+
+def _width(rows: list[dict[str, Any]], key: str, header: str) -> int:
+    return max([len(header), *(len(str(r.get(key) or "-")) for r in rows)])
+
+
+def _releases(info: dict[str, Any]) -> RenderableType:
+    rows: list[dict[str, Any]] = info["releases"]
+    title = f"{info['env']}: releases"
+    if not rows:
+        return _note(_no_release(info))
+    wide = Table(title=title, title_justify="left")
+    wide.add_column("Release", no_wrap=True)
+    wide.add_column("Tag", overflow="fold")
+    wide.add_column("Created (UTC)", no_wrap=True)
+    wide.add_column("By", overflow="fold")
+    wide.add_column("State", overflow="fold")
+    narrow = Table(title=title, title_justify="left", show_lines=True)
+    # a fixed width: the id never folds (rich would shrink it with the others, then let a
+    # min_width push the table past the terminal)
+    narrow.add_column("Release / tag", overflow="fold", width=_width(rows, "id", ""))
+    narrow.add_column("Created (UTC) / by", overflow="fold")
+    narrow.add_column("State", overflow="fold", ratio=1)
+    for rel in rows:
+        tag, by, when = str(rel.get("tag") or "-"), str(rel.get("by") or "-"), \
+            _when(rel.get("created"))
+        wide.add_row(Text(rel["id"]), Text(tag), when, Text(by), _ending(rel))
+        narrow.add_row(Text(f"{rel['id']}\n{tag}"), Text(f"{when}\n{by}"), _ending(rel))
+    # 5 columns: 6 rules and 10 spaces of padding; the state gets at least 24
+    need = 16 + _width(rows, "id", "Release") + _width(rows, "tag", "Tag") + 16 + \
+        _width(rows, "by", "By") + 24
+    return _ByWidth(need, wide, narrow)
+
+
+def _no_release(info: dict[str, Any]) -> Text:
+    """An empty listing names where it looked: a wrong --config is not silent."""
+    text = Text(f"{info['env']}: no release", style="bold yellow")
+    base, config = info.get("base"), info.get("config")
+    if base is None:
+        return text.append(" recorded on the host", style="")
+    source = f", from {config}" if config else ""
+    if info.get("base_exists", True):
+        text.append(f" in {info.get('releases_dir') or base} (remote.baseDir {base}{source})",
+                    style="")
+    else:
+        text.append(f": {base} does not exist on the host (remote.baseDir{source})", style="")
+    text.append("; is that the config you meant? --config FILE", style="")
+    return text
+
+
+def _services(rows: list[dict[str, Any]]) -> RenderableType:
+    wide = Table(title="services", title_justify="left")
+    wide.add_column("Service", overflow="fold")
+    wide.add_column("Image", overflow="fold")
+    wide.add_column("Running", justify="right", no_wrap=True)
+    wide.add_column("Update", overflow="fold")
+    narrow = Table(title="services", title_justify="left", show_lines=True)
+    narrow.add_column("Service / image", overflow="fold", ratio=1)
+    narrow.add_column("Running", justify="right", no_wrap=True)
+    narrow.add_column("Update", overflow="fold")
+    for svc in rows:
+        running = f"{svc['running']}/{svc['replicas']}"
+        wide.add_row(Text(svc["name"]), Text(svc["image"]), running, Text(svc["update_state"]))
+        narrow.add_row(Text(f"{svc['name']}\n{svc['image']}"), running,
+                       Text(svc["update_state"]))
+    # 4 columns: 5 rules and 8 spaces of padding
+    need = 13 + sum(_width(rows, k, h) for k, h in (("name", "Service"), ("image", "Image"),
+                                                    ("update_state", "Update"))) + 7
+    return _ByWidth(need, wide, narrow)
+
+
 def status_tables(info: dict[str, Any]) -> Group:
-    releases = Table(title=f"{info['env']}: releases", title_justify="left")
-    for column in ("Release", "State", ""):
-        releases.add_column(column)
-    for rel in info["releases"]:
-        releases.add_row(rel["id"], rel["state"], "current" if rel["current"] else "")
-    services = Table(title="services", title_justify="left")
-    for column in ("Service", "Image", "Running", "Update"):
-        services.add_column(column)
-    for svc in info["services"]:
-        services.add_row(Text(svc["name"]), Text(svc["image"]),
-                         f"{svc['running']}/{svc['replicas']}", Text(svc["update_state"]))
+    """Releases (tag, when, by whom, how each ended), services, lock, drift; 80 columns."""
+    services = _services(info["services"])
     lock = info.get("lock")
     note = Text(f"lock: held by {lock.get('who')} since {lock.get('since')} "
                 f"({lock.get('action')})" if lock else "lock: free")
@@ -115,7 +220,7 @@ def status_tables(info: dict[str, Any]) -> Group:
                                    f"{info.get('current')} as recorded: " + "; ".join(drift)))
     for problem in info.get("problems") or []:
         notes.append(Text.assemble(("warning: ", "yellow"), problem))
-    return Group(releases, services, *notes)
+    return Group(_releases(info), services, *(_note(n) for n in notes))
 
 
 def smoke_table(report: Any, what: str = "smoke-test") -> Table:

@@ -289,3 +289,20 @@ def test_status_on_a_wide_terminal_shows_a_release_on_one_line() -> None:
     for part in ("v2-rc.1", "2026-11-28 11:15", "deploy@ci-runner-7f9c2", "failed: verify"):
         assert part in row
     assert any(LONG_IMAGE in line for line in text.splitlines())
+
+
+def test_check_config_fits_80_columns_and_cuts_nothing() -> None:
+    from vedfin_ops.config.loader import load_config
+    from vedfin_ops.reports.tables import config_table
+
+    from .conftest import SHIPPED
+
+    config = load_config(str(SHIPPED))
+    text = printed(config_table(config, {"POSTGRES_PASSWORD"}), 80)
+    assert_fits(text)
+    lines = text.splitlines()
+    for app in config.applications:
+        assert any(f" {app.name} " in line for line in lines), app.name
+        for domain in app.domains:
+            assert any(f" {domain} " in line for line in lines), domain
+    assert "secrets set: dev 1/4, staging 1/5, production 1/8" in text

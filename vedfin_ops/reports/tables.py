@@ -79,19 +79,24 @@ def recommendations_table(report: CapacityReport) -> Table:
     return table
 
 
-def config_table(config: Config, present: set[str]) -> Table:
-    """check-config's summary: apps per env with what they commit and which secrets are set."""
+def config_table(config: Config, present: set[str]) -> Group:
+    """check-config's summary: apps per env with what they commit, and which secrets are set.
+    Fits 80 columns: the env heads its rows, domains one per line, long names fold."""
     table = Table(title=f"{config.source}", title_justify="left")
-    for column in ("Env", "App", "Replicas", "Memory", "CPU", "Domains", "Secrets"):
-        table.add_column(column)
+    table.add_column("Env / app", overflow="fold")
+    for column in ("Replicas", "Memory", "CPU"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("Domains", overflow="fold")
+    secrets: list[str] = []
     for env in config.environments:
         names = config.secret_names(env)
-        have = sum(1 for n in names if n in present)
-        secrets = f"{have}/{len(names)} set"
+        secrets.append(f"{env} {sum(1 for n in names if n in present)}/{len(names)}")
+        table.add_row(Text(env, style="bold"), "", "", "", "")
         for app in config.apps(env):
-            table.add_row(env, app.name, str(app.replicas), f"{app.resources.memory}m",
-                          f"{app.resources.cpus:g}", ", ".join(app.domains) or "-", secrets)
-    return table
+            table.add_row(Text(f"  {app.name}"), str(app.replicas), f"{app.resources.memory}m",
+                          f"{app.resources.cpus:g}", Text("\n".join(app.domains) or "-"))
+        table.add_section()
+    return Group(table, _note(Text("secrets set: " + ", ".join(secrets))))
 
 
 def _note(text: Text) -> Text:

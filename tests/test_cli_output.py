@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -306,3 +307,64 @@ def test_check_config_fits_80_columns_and_cuts_nothing() -> None:
         for domain in app.domains:
             assert any(f" {domain} " in line for line in lines), domain
     assert "secrets set: dev 1/4, staging 1/5, production 1/8" in text
+
+
+AUDIT_LINES = "\n".join([
+    '{"time": "2026-11-28T10:15:30+00:00", "who": "alice@laptop", "env": "production", '
+    '"action": "deploy", "release": "20261128T101530Z-0123456789ab", "tag": "v1", '
+    '"result": "ok", "detail": ""}',
+    '{"time": "2026-11-28T11:15:30+00:00", "who": "ci@runner", "env": "production", '
+    '"action": "deploy", "release": "20261128T111530Z-abcdef012345", "tag": "v2", '
+    f'"result": "failed", "detail": {json.dumps(MARKUP)}}}',
+    '{"time": "2026-11-28T11:16',  # a line cut short
+    "[not json] at all",
+    "42",
+]) + "\n"
+
+
+def test_audit_lists_time_who_env_action_release_tag_result_and_detail() -> None:
+    from vedfin_ops.reports.tables import audit_entries, audit_table
+
+    entries = audit_entries(AUDIT_LINES)
+    assert len(entries) == 5
+    text = printed(audit_table(entries), 220)
+    assert_fits(text, 220)
+    header = next(line for line in text.splitlines() if "Time" in line)
+    assert [h.strip() for h in header.strip("┃").split("┃")] == [
+        "Time (UTC)", "Who", "Env", "Action", "Release", "Tag", "Result", "Detail"]
+    row = next(line for line in text.splitlines() if "ci@runner" in line)
+    for part in ("2026-11-28 11:15", "production", "deploy", "20261128T111530Z-abcdef012345",
+                 " v2 ", "failed", MARKUP):
+        assert part in row
+    assert_fits(printed(audit_table(entries), 80))
+
+
+def test_audit_shows_a_line_that_is_not_json_as_it_is() -> None:
+    from vedfin_ops.reports.tables import audit_entries, audit_table
+
+    text = printed(audit_table(audit_entries(AUDIT_LINES)), 220)
+    for raw in ('{"time": "2026-11-28T11:16', "[not json] at all", "│ 42 "):
+        row = next(line for line in text.splitlines() if raw in line)
+        assert "(unreadable)" in row
+
+
+class _AuditHost:
+    def run(self, command: str, *, what: str) -> str:
+        assert what == "audit" and "tail -n 5 -- " in command
+        return AUDIT_LINES
+
+
+def test_audit_prints_a_table_and_with_json_the_raw_lines(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vedfin_ops.cli import tasks as tree
+
+    from .conftest import SHIPPED
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(tree, "remote", lambda *args, **kwargs: _AuditHost())
+    monkeypatch.setattr(tree, "stdout", Console(file=buffer, width=220, markup=False))
+    tree.audit.body(None, lines=5, config=str(SHIPPED))
+    assert "audit log" in buffer.getvalue() and "[not json] at all" in buffer.getvalue()
+    assert capsys.readouterr().out == ""
+    tree.audit.body(None, lines=5, json_=True, config=str(SHIPPED))
+    assert capsys.readouterr().out == AUDIT_LINES

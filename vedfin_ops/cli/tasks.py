@@ -190,9 +190,10 @@ def status(c: Any, env: str = "production", json_: bool = False,
     stdout.print(status_tables(info))
 
 
-@task(help={**HOST_HELP, "lines": "how many of the last lines"})
+@task(help={**HOST_HELP, "lines": "how many of the last lines",
+            "json": "the raw JSON lines, as the log holds them"})
 @guarded
-def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
+def audit(c: Any, lines: int = 30, json_: bool = False, accept_new_host_key: bool = False,
           host_key_fingerprint: str | None = None,
           config: str | None = None) -> None:
     """The host's audit log: who deployed what, when, and how it ended."""
@@ -201,8 +202,17 @@ def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
     cfg = config_for(config)
     host = remote(c, accept_new_host_key, host_key_fingerprint)
     path = Layout.of(cfg, next(iter(cfg.environments))).audit
-    print(host.run(commands.tail(path, lines), what="audit"),
-          end="")
+    text = host.run(commands.tail(path, lines), what="audit")
+    if json_:
+        print(text, end="")
+        return
+    from vedfin_ops.reports.tables import audit_entries, audit_table
+    entries = audit_entries(text)
+    if entries:
+        stdout.print(audit_table(entries))
+    else:
+        stdout.print(f"audit: no line in {path} (remote.baseDir, from {cfg.source})",
+                     highlight=False)
 
 
 @task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -226,6 +227,55 @@ def status_tables(info: dict[str, Any]) -> Group:
     for problem in info.get("problems") or []:
         notes.append(Text.assemble(("warning: ", "yellow"), problem))
     return Group(_releases(info), services, *(_note(n) for n in notes))
+
+
+def audit_entries(text: str) -> list[dict[str, Any]]:
+    """The audit log's lines as entries; a line that is not a JSON object (torn, edited by
+    hand) is kept whole as the detail of an `(unreadable)` entry: shown, never fatal."""
+    entries: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        entries.append(entry if isinstance(entry, dict) else {"action": "(unreadable)",
+                                                           "detail": line})
+    return entries
+
+
+_AUDIT = ("time", "who", "env", "action", "release", "tag", "result", "detail")
+
+
+def audit_table(entries: list[dict[str, Any]]) -> RenderableType:
+    """The last lines of the audit log: when, who, what, on which release, how it ended."""
+    def cell(entry: dict[str, Any], key: str) -> str:
+        value = entry.get(key)
+        return "" if value is None else str(value)
+
+    wide = Table(title="audit log", title_justify="left")
+    for key in _AUDIT:
+        wide.add_column("Time (UTC)" if key == "time" else key.title(),
+                        no_wrap=key in ("time", "release"),
+                        overflow="fold")
+    narrow = Table(title="audit log", title_justify="left", show_lines=True)
+    for header in ("Time (UTC) / who", "Env / action", "Release / tag", "Result / detail"):
+        narrow.add_column(header, overflow="fold", ratio=1 if header.startswith("Result")
+                          else None)
+    for entry in entries:
+        when = _when(cell(entry, "time")) if "time" in entry else ""
+        result = Text(cell(entry, "result"), style=_STATE_STYLE.get(cell(entry, "result"), ""))
+        wide.add_row(when, *(Text(cell(entry, k)) for k in _AUDIT[1:6]), result,
+                     Text(cell(entry, "detail")))
+        narrow.add_row(Text(f"{when}\n{cell(entry, 'who')}".strip("\n")),
+                       Text(f"{cell(entry, 'env')}\n{cell(entry, 'action')}".strip("\n")),
+                       Text(f"{cell(entry, 'release')}\n{cell(entry, 'tag')}".strip("\n")),
+                       Text.assemble(result, "\n" if entry.get("result") and
+                                     entry.get("detail") else "", cell(entry, "detail")))
+    need = 25 + 16 + 24 + sum(max([len(k), *(len(cell(e, k)) for e in entries)])
+                              for k in _AUDIT[1:7])
+    return _ByWidth(need, wide, narrow)
 
 
 def smoke_table(report: Any, what: str = "smoke-test") -> Table:

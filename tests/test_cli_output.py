@@ -92,7 +92,8 @@ def screen(written: str) -> list[str]:
 @pytest.fixture
 def terminal(monkeypatch: pytest.MonkeyPatch) -> tuple[Console, io.StringIO]:
     buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=True, width=80, markup=False, soft_wrap=True)
+    console = Console(file=buffer, force_terminal=True, force_interactive=True, width=80,
+                      markup=False, soft_wrap=True)
     monkeypatch.setattr(cli, "err", console)
     return console, buffer
 
@@ -173,7 +174,8 @@ def test_a_terminal_gone_while_the_view_stops_does_not_hide_the_error(
 def test_a_rollout_view_on_a_terminal_shows_engine_words_literally(
         monkeypatch: pytest.MonkeyPatch) -> None:
     buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=True, width=200)  # markup on
+    # markup on, as a library caller's console might be
+    console = Console(file=buffer, force_terminal=True, force_interactive=True, width=200)
     monkeypatch.setattr(cli, "err", console)
     with cli.LiveLines() as show:
         show([MARKUP])
@@ -368,3 +370,14 @@ def test_audit_prints_a_table_and_with_json_the_raw_lines(
     assert capsys.readouterr().out == ""
     tree.audit.body(None, lines=5, json_=True, config=str(SHIPPED))
     assert capsys.readouterr().out == AUDIT_LINES
+
+
+def test_a_dumb_terminal_gets_the_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TERM=dumb cannot move the cursor: a live view would show nothing until the end."""
+    buffer = io.StringIO()
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setattr(cli, "err", Console(file=buffer, force_terminal=True, markup=False))
+    with cli.LiveLines() as show:
+        show(["api: 1/2 (updating)"])
+        show(["api: 2/2 done"])
+    assert buffer.getvalue() == "  api: 1/2 (updating)\n  api: 2/2 done\n"

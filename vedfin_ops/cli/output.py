@@ -154,7 +154,8 @@ class LiveLines:
     Live); a `say` or `warn` in between leaves the view as it last was, and the next lines
     start a new one below it. Leaving the block (done, failed, Ctrl-C) stops the view and
     gives the cursor back, so the `error:` line prints after it on a sane terminal.
-    Elsewhere (CI, a pipe, or called outside a `with`): each changed set of lines printed.
+    Elsewhere (CI, a pipe, TERM=dumb, or called outside a `with`): each changed set of lines
+    printed.
     The lines hold the engine's words: rich Text, never markup.
     """
 
@@ -186,7 +187,7 @@ class LiveLines:
         self.last = list(lines)
         rows = [Text(f"  {line}") for line in lines]
         console = _rich(err)
-        if not (self._entered and console.is_terminal):
+        if not (self._entered and console.is_interactive):
             for row in rows:
                 console.print(row, highlight=False)
             return

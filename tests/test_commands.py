@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import heredoc
-from vedfin_ops.steps.releases import Listing, parse_listing
+from vedfin_ops.steps.releases import Listing, parse_listing, parse_records
 
 
 def test_stack_deploy_never_resolves_images_at_a_registry() -> None:
@@ -60,6 +60,41 @@ def test_env_state_reads_corrupt_records_as_problems_not_tracebacks(tmp_path: Pa
     assert listing.current == rel.name and listing.meta["images"] == {"s_api": "api:v1"}
     assert listing.engine == {} and listing.migrating == []
     assert listing.problems == [f"{rel.name}/engine.json is not a JSON object"]
+
+
+def test_status_reads_every_release_record_in_one_command_whatever_the_path_holds(
+        tmp_path: Path) -> None:
+    base = tmp_path / "a base; $(touch pwned) `id` 'q'"
+    releases = base / "production" / "releases"
+    good, failed, bare = (releases / n for n in ("20261128T080000Z-aaa", "20261128T090000Z-bbb",
+                                                 "20261128T100000Z-ccc"))
+    for d in (good, failed, bare, releases / ".tmp-20261128T110000Z-ddd"):
+        d.mkdir(parents=True)
+    (good / "state").write_text("good\n")
+    (good / "release.json").write_text('{\n  "id": "x",\n  "tag": "v1",\n  "by": "al@box",\n'
+                                       '  "created": "2026-11-28T08:00:00+00:00"\n}\n')
+    (failed / "state").write_text("failed\n")
+    (failed / "release.json").write_text('{"tag": "v2"')
+    (failed / "reason").write_text("verify failed: api: 502\nsecond [bold]line[/]\n")
+    out = subprocess.run(["sh", "-c", commands.status_state(
+        str(releases), str(base / "production/current"), str(base / "shared.hash"),
+        "production", str(base))], cwd=tmp_path, capture_output=True, text=True,
+        check=True).stdout
+    records = parse_records(out)
+    assert records.base_exists
+    assert [(r.id, r.state) for r in records.releases] == [
+        (good.name, "good"), (failed.name, "failed"), (bare.name, "unknown")]
+    first, second, third = records.releases
+    assert (first.text("tag"), first.text("by"), first.reason) == ("v1", "al@box", "")
+    assert first.text("created") == "2026-11-28T08:00:00+00:00"
+    assert not second.readable and second.meta == {}
+    assert second.reason == "verify failed: api: 502 second [bold]line[/]"
+    assert third.readable and third.meta == {} and third.reason == ""
+    assert parse_listing(out).releases == [(r.id, r.state) for r in records.releases]
+    assert not (tmp_path / "pwned").exists()
+    gone = parse_records(_sh(commands.release_records(str(tmp_path / "none/p/releases"),
+                                                      str(tmp_path / "none"))))
+    assert gone.releases == [] and not gone.base_exists
 
 
 def test_symlink_swap_is_a_rename() -> None:

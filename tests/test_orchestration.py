@@ -450,6 +450,78 @@ def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> N
 
 
 
+def test_status_lists_each_release_with_its_tag_time_author_and_how_it_ended(world: World
+                                                                            ) -> None:
+    from vedfin_ops.steps.lock import who
+    from vedfin_ops.steps.status import status
+
+    world.verify_failures = ["api /api/health: HTTP 502 [bold]x[/]"]
+    with pytest.raises(RunFailed):
+        world.deploy("v2")
+    world.host.commands.clear()
+    info = status(world.host, world.config, "production")
+    v1, v2 = info["releases"]
+    assert (v1["tag"], v1["state"], v1["current"], v1["by"], v1["reason"]) == (
+        "v1", "good", True, who(), None)
+    assert (v2["tag"], v2["state"], v2["current"], v2["by"]) == ("v2", "failed", False, who())
+    assert "verify failed: api /api/health: HTTP 502 [bold]x[/]" in v2["reason"]
+    assert v1["created"] <= v2["created"] and v2["created"].startswith("20")
+    assert world.host.commands.count("list releases") == 1  # every record in one command
+
+
+def test_status_json_keeps_every_key_it_had(world: World) -> None:
+    from vedfin_ops.steps.status import status
+
+    info = json.loads(json.dumps(status(world.host, world.config, "production")))
+    assert {"env", "current", "releases", "lock", "drift", "problems", "services"} <= set(info)
+    assert {"id", "state", "current"} <= set(info["releases"][0])
+    assert info["releases"][0]["id"] == info["current"]
+
+
+@pytest.mark.parametrize("base", ["elsewhere", "empty"])
+def test_status_names_the_base_and_config_when_no_release_exists(world: World, base: str,
+                                                                 shipped_data: dict[str, Any]
+                                                                 ) -> None:
+    """A wrong --config used to show an empty table, silently."""
+    import copy
+    import io
+
+    from rich.console import Console
+
+    from vedfin_ops.config.loader import config_from_dict
+    from vedfin_ops.reports.tables import status_tables
+    from vedfin_ops.steps.status import status
+
+    data = copy.deepcopy(shipped_data)
+    data["remote"] = {**data.get("remote", {}), "baseDir": str(world.root / base)}
+    if base != "elsewhere":
+        (world.root / base / "production" / "releases").mkdir(parents=True)
+    config = config_from_dict(data, "configs/other.yaml")
+    info = status(world.host, config, "production")
+    assert info["releases"] == [] and info["config"] == "configs/other.yaml"
+    assert info["base"] == str(world.root / base) and info["base_exists"] == (
+        base != "elsewhere")
+    out = io.StringIO()
+    Console(file=out, width=400, soft_wrap=True, markup=False).print(status_tables(info))
+    said = out.getvalue()
+    assert "production: no release" in said and "configs/other.yaml" in said
+    assert str(world.root / base) in said
+    assert ("does not exist" in said) == (base == "elsewhere")
+
+
+def test_status_reports_an_unreadable_release_record_and_still_lists_it(world: World) -> None:
+    from vedfin_ops.steps.status import status
+
+    old = Path(world.layout.releases) / "20200101T000000Z-000000000000"
+    old.mkdir()
+    (old / "state").write_text("good\n")
+    (old / "release.json").write_text("{not json")
+    info = status(world.host, world.config, "production")
+    first = info["releases"][0]
+    assert (first["id"], first["state"], first["tag"]) == (old.name, "good", None)
+    assert info["problems"] == [f"{old.name}/release.json is not a JSON object"]
+
+
 def test_the_heartbeat_is_throttled_and_a_silent_holder_is_called_probably_stale() -> None:
     from vedfin_ops.steps.lock import STALE_AFTER, Lock, parse_held
 

@@ -5,10 +5,12 @@ Results go to stdout (so `--json | jq` works); progress, warnings and errors go 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
 from collections.abc import Callable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from invoke.exceptions import Exit
@@ -17,6 +19,7 @@ from vedfin_ops.errors import VedfinError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.live import Live
 
     from vedfin_ops.config.model import Config
 
@@ -31,12 +34,20 @@ class _Console:
         self.stderr = stderr
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def real(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(stderr=self.stderr, soft_wrap=True, markup=False)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+def _rich(console: Any) -> Console:
+    """The rich Console behind `err` (a test may have put a plain Console there)."""
+    return console.real() if isinstance(console, _Console) else console
 
 
 out: Any = _Console(stderr=False)
@@ -83,6 +94,7 @@ def config_for(path: str | None) -> Config:
 def warn(message: str) -> None:
     from rich.text import Text
 
+    _settle_live()
     err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
 
 
@@ -122,18 +134,77 @@ def remote(c: Any, accept_new_host_key: bool = False,
 def say(message: str) -> None:
     from rich.text import Text
 
+    _settle_live()
     err.print(Text.assemble((">", "bold"), " ", message), highlight=False)
 
 
+_active: LiveLines | None = None  # the view being redrawn on the terminal, if any
+
+
+def _settle_live() -> None:
+    """A message between two rollout views: the view stays as it last was, above it."""
+    if _active is not None:
+        _active.settle()
+
+
 class LiveLines:
-    """Rollout progress: redrawn in place on a terminal, printed on change otherwise."""
+    """Rollout progress, the `show` of deploy, rollback and scale: one line per service.
+
+    Used as `with LiveLines() as show:`. On a terminal, one view redrawn in place (rich's
+    Live); a `say` or `warn` in between leaves the view as it last was, and the next lines
+    start a new one below it. Leaving the block (done, failed, Ctrl-C) stops the view and
+    gives the cursor back, so the `error:` line prints after it on a sane terminal.
+    Elsewhere (CI, a pipe, TERM=dumb, or called outside a `with`): each changed set of lines
+    printed.
+    The lines hold the engine's words: rich Text, never markup.
+    """
 
     def __init__(self) -> None:
         self.last: list[str] = []
+        self._entered = False
+        self._live: Live | None = None
+
+    def __enter__(self) -> LiveLines:
+        global _active
+        self._entered = True
+        _active = self
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        global _active
+        self.settle()
+        self._entered = False
+        if _active is self:
+            _active = None
 
     def __call__(self, lines: list[str]) -> None:
+        from rich.console import Group
+        from rich.text import Text
+
         if lines == self.last:
             return
-        self.last = lines
-        for line in lines:
-            err.print(f"  {line}", highlight=False)
+        self.last = list(lines)
+        rows = [Text(f"  {line}") for line in lines]
+        console = _rich(err)
+        if not (self._entered and console.is_interactive):
+            for row in rows:
+                console.print(row, highlight=False)
+            return
+        if self._live is None:
+            from rich.live import Live
+
+            # no redirection: stdout stays the results' stream; no thread: redrawn on change
+            self._live = Live(Group(*rows), console=console, auto_refresh=False,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start(refresh=True)
+        else:
+            self._live.update(Group(*rows), refresh=True)
+
+    def settle(self) -> None:
+        """Stop redrawing: the last view stays on screen, the cursor comes back."""
+        live, self._live = self._live, None
+        if live is not None:
+            self.last = []
+            with contextlib.suppress(Exception):  # a terminal gone (SIGHUP) must not mask
+                live.stop()                        # the error being raised

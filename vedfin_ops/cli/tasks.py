@@ -169,8 +169,9 @@ def rollback(c: Any, env: str = "production", accept_new_host_key: bool = False,
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.steps.rollback import rollback as _rollback
     cfg = config_for(config)
-    target = _rollback(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env, say=say,
-                       show=LiveLines())
+    with LiveLines() as show:
+        target = _rollback(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
+                           say=say, show=show)
     stdout.print(f"rollback: {env} runs {target}", highlight=False)
 
 
@@ -189,9 +190,10 @@ def status(c: Any, env: str = "production", json_: bool = False,
     stdout.print(status_tables(info))
 
 
-@task(help={**HOST_HELP, "lines": "how many of the last lines"})
+@task(help={**HOST_HELP, "lines": "how many of the last lines",
+            "json": "the raw JSON lines, as the log holds them"})
 @guarded
-def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
+def audit(c: Any, lines: int = 30, json_: bool = False, accept_new_host_key: bool = False,
           host_key_fingerprint: str | None = None,
           config: str | None = None) -> None:
     """The host's audit log: who deployed what, when, and how it ended."""
@@ -200,8 +202,17 @@ def audit(c: Any, lines: int = 30, accept_new_host_key: bool = False,
     cfg = config_for(config)
     host = remote(c, accept_new_host_key, host_key_fingerprint)
     path = Layout.of(cfg, next(iter(cfg.environments))).audit
-    print(host.run(commands.tail(path, lines), what="audit"),
-          end="")
+    text = host.run(commands.tail(path, lines), what="audit")
+    if json_:
+        print(text, end="")
+        return
+    from vedfin_ops.reports.tables import audit_entries, audit_table
+    entries = audit_entries(text)
+    if entries:
+        stdout.print(audit_table(entries))
+    else:
+        stdout.print(f"audit: no line in {path} (remote.baseDir, from {cfg.source})",
+                     highlight=False)
 
 
 @task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
@@ -232,8 +243,9 @@ def pause(c: Any, env: str = "dev", force: bool = False, accept_new_host_key: bo
     """Replicas of every app of the env to 0 (the runbook's "pause dev/staging")."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.steps.scale import scale as _scale
-    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, 0,
-           action="pause", force=force, say=say, show=LiveLines())
+    with LiveLines() as show:
+        _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, 0,
+               action="pause", force=force, say=say, show=show)
 
 
 @task(help={**HOST_HELP, "env": "environment"})
@@ -244,8 +256,9 @@ def resume(c: Any, env: str = "dev", accept_new_host_key: bool = False,
     """Every app of the env back to its configured replicas, converged and verified."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.steps.scale import scale as _scale
-    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, None,
-           action="resume", say=say, show=LiveLines())
+    with LiveLines() as show:
+        _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
+               None, action="resume", say=say, show=show)
 
 
 @task(help={**HOST_HELP, "env": "environment", "replicas": "replicas for every app",
@@ -257,8 +270,9 @@ def scale(c: Any, env: str = "production", replicas: int = 1, force: bool = Fals
     """Every app of the env to N replicas (the runbook's off-hours single replica)."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.steps.scale import scale as _scale
-    _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
-           replicas, action="scale", force=force, say=say, show=LiveLines())
+    with LiveLines() as show:
+        _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
+               replicas, action="scale", force=force, say=say, show=show)
 
 
 def _deploy_task(env: str) -> Any:
@@ -275,9 +289,10 @@ def _deploy_task(env: str) -> Any:
         from vedfin_ops.cli.output import LiveLines
         from vedfin_ops.steps.deploy import deploy as _deploy
         cfg = config_for(config)
-        result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env, tag,
-                         skip_preflight=skip_preflight, force=force, allow_shared=allow_shared,
-                         say=say, show=LiveLines())
+        with LiveLines() as show:
+            result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
+                             tag, skip_preflight=skip_preflight, force=force,
+                             allow_shared=allow_shared, say=say, show=show)
         stdout.print(f"deploy.{env}: {result.result}: {result.detail}", highlight=False)
 
     deploy_env.__doc__ = (f"The whole pipeline for {env}: push, db-init, migrate, rollout, "

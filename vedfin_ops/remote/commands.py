@@ -86,6 +86,27 @@ def release_listing(releases_dir: str, current_link: str, shared_hash_file: str)
             f"printf 'shared %s\\n' \"$(cat -- {sh(shared_hash_file)} 2>/dev/null)\"")
 
 
+def release_records(releases_dir: str, base: str) -> str:
+    """What `status` shows of every release, in one round trip: per release a `rec <id>` line,
+    then `rec.state`, `rec.json` (its release.json on one line) and `rec.reason` (the reason
+    file, newlines as spaces; empty when there is none). First a `base yes|no` line: whether
+    the base dir exists at all (a wrong --config names one that does not)."""
+    return (f"if [ -d {sh(base)} ]; then echo 'base yes'; else echo 'base no'; fi; "
+            f"( cd -- {sh(releases_dir)} 2>/dev/null && for d in */; do [ -d \"$d\" ] || "
+            f"continue; d=${{d%/}}; printf 'rec %s\\n' \"$d\"; "
+            f"printf 'rec.state %s\\n' \"$(tr '\\n' ' ' 2>/dev/null < \"$d/state\")\"; "
+            f"printf 'rec.json %s\\n' \"$(tr -d '\\n' 2>/dev/null < \"$d/release.json\")\"; "
+            f"printf 'rec.reason %s\\n' \"$(tr '\\n' ' ' 2>/dev/null < \"$d/reason\")\"; "
+            f"done ); true")
+
+
+def status_state(releases_dir: str, current_link: str, shared_hash_file: str, env: str,
+                 base: str) -> str:
+    """`status` in one round trip: every release's record, then `env_state`."""
+    return (f"{release_records(releases_dir, base)}; "
+            f"{env_state(releases_dir, current_link, shared_hash_file, env)}")
+
+
 MIGRATE_LABEL = "vedfin.migrate"
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Group
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -78,33 +80,142 @@ def recommendations_table(report: CapacityReport) -> Table:
     return table
 
 
-def config_table(config: Config, present: set[str]) -> Table:
-    """check-config's summary: apps per env with what they commit and which secrets are set."""
+def config_table(config: Config, present: set[str]) -> Group:
+    """check-config's summary: apps per env with what they commit, and which secrets are set.
+    Fits 80 columns: the env heads its rows, domains one per line, long names fold."""
     table = Table(title=f"{config.source}", title_justify="left")
-    for column in ("Env", "App", "Replicas", "Memory", "CPU", "Domains", "Secrets"):
-        table.add_column(column)
+    table.add_column("Env / app", overflow="fold")
+    for column in ("Replicas", "Memory", "CPU"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("Domains", overflow="fold")
+    secrets: list[str] = []
     for env in config.environments:
         names = config.secret_names(env)
-        have = sum(1 for n in names if n in present)
-        secrets = f"{have}/{len(names)} set"
+        secrets.append(f"{env} {sum(1 for n in names if n in present)}/{len(names)}")
+        table.add_row(Text(env, style="bold"), "", "", "", "")
         for app in config.apps(env):
-            table.add_row(env, app.name, str(app.replicas), f"{app.resources.memory}m",
-                          f"{app.resources.cpus:g}", ", ".join(app.domains) or "-", secrets)
-    return table
+            table.add_row(Text(f"  {app.name}"), str(app.replicas), f"{app.resources.memory}m",
+                          f"{app.resources.cpus:g}", Text("\n".join(app.domains) or "-"))
+        table.add_section()
+    return Group(table, _note(Text("secrets set: " + ", ".join(secrets))))
+
+
+def _note(text: Text) -> Text:
+    """A line under a table that wraps at the terminal's width (the consoles soft-wrap)."""
+    text.no_wrap, text.overflow = False, "fold"
+    return text
+
+
+class _ByWidth:
+    """`wide` when the terminal has `need` columns, else `narrow` (the same facts stacked)."""
+
+    def __init__(self, need: int, wide: Table, narrow: Table) -> None:
+        self.need, self.wide, self.narrow = need, wide, narrow
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.wide if options.max_width >= self.need else self.narrow
+
+
+def _when(moment: str | None) -> str:
+    """`2026-11-28 10:15` (UTC) from an ISO time; anything else as it is."""
+    if not moment:
+        return "-"
+    try:
+        parsed = datetime.fromisoformat(moment)
+    except ValueError:
+        return moment
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC)
+    return parsed.strftime("%Y-%m-%d %H:%M")
+
+
+_STATE_STYLE = {"good": "green", "failed": "bold red", "interrupted": "yellow",
+                "ok": "green"}
+
+
+def _ending(rel: dict[str, Any]) -> Text:
+    """How a release ended: its state, `current`, and the reason of a failed one."""
+    text = Text(str(rel.get("state") or "unknown"),
+                style=_STATE_STYLE.get(str(rel.get("state")), ""))
+    if rel.get("current"):
+        text.append(", current", style="bold")
+    if rel.get("reason"):
+        text.append(f": {rel['reason']}")
+    return text
+
+
+def _width(rows: list[dict[str, Any]], key: str, header: str) -> int:
+    return max([len(header), *(len(str(r.get(key) or "-")) for r in rows)])
+
+
+def _releases(info: dict[str, Any]) -> RenderableType:
+    rows: list[dict[str, Any]] = info["releases"]
+    title = f"{info['env']}: releases"
+    if not rows:
+        return _note(_no_release(info))
+    wide = Table(title=title, title_justify="left")
+    wide.add_column("Release", no_wrap=True)
+    wide.add_column("Tag", overflow="fold")
+    wide.add_column("Created (UTC)", no_wrap=True)
+    wide.add_column("By", overflow="fold")
+    wide.add_column("State", overflow="fold")
+    narrow = Table(title=title, title_justify="left", show_lines=True)
+    # a fixed width: the id never folds (rich would shrink it with the others, then let a
+    # min_width push the table past the terminal)
+    narrow.add_column("Release / tag", overflow="fold", width=_width(rows, "id", ""))
+    narrow.add_column("Created (UTC) / by", overflow="fold")
+    narrow.add_column("State", overflow="fold", ratio=1)
+    for rel in rows:
+        tag, by, when = str(rel.get("tag") or "-"), str(rel.get("by") or "-"), \
+            _when(rel.get("created"))
+        wide.add_row(Text(rel["id"]), Text(tag), when, Text(by), _ending(rel))
+        narrow.add_row(Text(f"{rel['id']}\n{tag}"), Text(f"{when}\n{by}"), _ending(rel))
+    # 5 columns: 6 rules and 10 spaces of padding; the state gets at least 24
+    need = 16 + _width(rows, "id", "Release") + _width(rows, "tag", "Tag") + 16 + \
+        _width(rows, "by", "By") + 24
+    return _ByWidth(need, wide, narrow)
+
+
+def _no_release(info: dict[str, Any]) -> Text:
+    """An empty listing names where it looked: a wrong --config is not silent."""
+    text = Text(f"{info['env']}: no release", style="bold yellow")
+    base, config = info.get("base"), info.get("config")
+    if base is None:
+        return text.append(" recorded on the host", style="")
+    source = f", from {config}" if config else ""
+    if info.get("base_exists", True):
+        text.append(f" in {info.get('releases_dir') or base} (remote.baseDir {base}{source})",
+                    style="")
+    else:
+        text.append(f": {base} does not exist on the host (remote.baseDir{source})", style="")
+    text.append("; is that the config you meant? --config FILE", style="")
+    return text
+
+
+def _services(rows: list[dict[str, Any]]) -> RenderableType:
+    wide = Table(title="services", title_justify="left")
+    wide.add_column("Service", overflow="fold")
+    wide.add_column("Image", overflow="fold")
+    wide.add_column("Running", justify="right", no_wrap=True)
+    wide.add_column("Update", overflow="fold")
+    narrow = Table(title="services", title_justify="left", show_lines=True)
+    narrow.add_column("Service / image", overflow="fold", ratio=1)
+    narrow.add_column("Running", justify="right", no_wrap=True)
+    narrow.add_column("Update", overflow="fold")
+    for svc in rows:
+        running = f"{svc['running']}/{svc['replicas']}"
+        wide.add_row(Text(svc["name"]), Text(svc["image"]), running, Text(svc["update_state"]))
+        narrow.add_row(Text(f"{svc['name']}\n{svc['image']}"), running,
+                       Text(svc["update_state"]))
+    # 4 columns: 5 rules and 8 spaces of padding
+    need = 13 + sum(_width(rows, k, h) for k, h in (("name", "Service"), ("image", "Image"),
+                                                    ("update_state", "Update"))) + 7
+    return _ByWidth(need, wide, narrow)
 
 
 def status_tables(info: dict[str, Any]) -> Group:
-    releases = Table(title=f"{info['env']}: releases", title_justify="left")
-    for column in ("Release", "State", ""):
-        releases.add_column(column)
-    for rel in info["releases"]:
-        releases.add_row(rel["id"], rel["state"], "current" if rel["current"] else "")
-    services = Table(title="services", title_justify="left")
-    for column in ("Service", "Image", "Running", "Update"):
-        services.add_column(column)
-    for svc in info["services"]:
-        services.add_row(Text(svc["name"]), Text(svc["image"]),
-                         f"{svc['running']}/{svc['replicas']}", Text(svc["update_state"]))
+    """Releases (tag, when, by whom, how each ended), services, lock, drift; 80 columns."""
+    services = _services(info["services"])
     lock = info.get("lock")
     note = Text(f"lock: held by {lock.get('who')} since {lock.get('since')} "
                 f"({lock.get('action')})" if lock else "lock: free")
@@ -115,7 +226,56 @@ def status_tables(info: dict[str, Any]) -> Group:
                                    f"{info.get('current')} as recorded: " + "; ".join(drift)))
     for problem in info.get("problems") or []:
         notes.append(Text.assemble(("warning: ", "yellow"), problem))
-    return Group(releases, services, *notes)
+    return Group(_releases(info), services, *(_note(n) for n in notes))
+
+
+def audit_entries(text: str) -> list[dict[str, Any]]:
+    """The audit log's lines as entries; a line that is not a JSON object (torn, edited by
+    hand) is kept whole as the detail of an `(unreadable)` entry: shown, never fatal."""
+    entries: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        entries.append(entry if isinstance(entry, dict) else {"action": "(unreadable)",
+                                                           "detail": line})
+    return entries
+
+
+_AUDIT = ("time", "who", "env", "action", "release", "tag", "result", "detail")
+
+
+def audit_table(entries: list[dict[str, Any]]) -> RenderableType:
+    """The last lines of the audit log: when, who, what, on which release, how it ended."""
+    def cell(entry: dict[str, Any], key: str) -> str:
+        value = entry.get(key)
+        return "" if value is None else str(value)
+
+    wide = Table(title="audit log", title_justify="left")
+    for key in _AUDIT:
+        wide.add_column("Time (UTC)" if key == "time" else key.title(),
+                        no_wrap=key in ("time", "release"),
+                        overflow="fold")
+    narrow = Table(title="audit log", title_justify="left", show_lines=True)
+    for header in ("Time (UTC) / who", "Env / action", "Release / tag", "Result / detail"):
+        narrow.add_column(header, overflow="fold", ratio=1 if header.startswith("Result")
+                          else None)
+    for entry in entries:
+        when = _when(cell(entry, "time")) if "time" in entry else ""
+        result = Text(cell(entry, "result"), style=_STATE_STYLE.get(cell(entry, "result"), ""))
+        wide.add_row(when, *(Text(cell(entry, k)) for k in _AUDIT[1:6]), result,
+                     Text(cell(entry, "detail")))
+        narrow.add_row(Text(f"{when}\n{cell(entry, 'who')}".strip("\n")),
+                       Text(f"{cell(entry, 'env')}\n{cell(entry, 'action')}".strip("\n")),
+                       Text(f"{cell(entry, 'release')}\n{cell(entry, 'tag')}".strip("\n")),
+                       Text.assemble(result, "\n" if entry.get("result") and
+                                     entry.get("detail") else "", cell(entry, "detail")))
+    need = 25 + 16 + 24 + sum(max([len(k), *(len(cell(e, k)) for e in entries)])
+                              for k in _AUDIT[1:7])
+    return _ByWidth(need, wide, narrow)
 
 
 def smoke_table(report: Any, what: str = "smoke-test") -> Table:

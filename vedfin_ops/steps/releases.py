@@ -148,3 +148,57 @@ def parse_listing(text: str) -> Listing:
             migrating = rest.split()
     return Listing(sorted(releases), current, shared, records.get("meta", {}),
                    records.get("engine", {}), migrating, problems)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One release as `status` shows it: what release.json says, and how it ended."""
+
+    id: str
+    state: str
+    meta: dict[str, Any] = field(default_factory=dict)  # release.json ({} if missing/corrupt)
+    reason: str = ""  # the `reason` file (written with `failed` and `interrupted`)
+    readable: bool = True  # False: release.json is there but not a JSON object
+
+    def text(self, key: str) -> str | None:
+        value = self.meta.get(key)
+        return None if value is None or isinstance(value, dict | list) else str(value)
+
+
+@dataclass(frozen=True)
+class Records:
+    releases: list[Record]  # oldest first
+    base_exists: bool = True
+
+
+def parse_records(text: str) -> Records:
+    """The output of `commands.release_records` (other lines are ignored)."""
+    found: dict[str, dict[str, Any]] = {}
+    base_exists = True
+    name: str | None = None
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "base":
+            base_exists = rest.strip() != "no"
+        elif kind == "rec":
+            name = rest
+            if name and not name.startswith("."):
+                found[name] = {"id": name, "state": "unknown"}
+            else:
+                name = None
+        elif name is None:
+            continue
+        elif kind == "rec.state":
+            found[name]["state"] = rest.strip() or "unknown"
+        elif kind == "rec.reason":
+            found[name]["reason"] = " ".join(rest.split())
+        elif kind == "rec.json" and rest.strip():
+            try:
+                meta = json.loads(rest)
+            except ValueError:
+                meta = None
+            if isinstance(meta, dict):
+                found[name]["meta"] = meta
+            else:
+                found[name]["readable"] = False
+    return Records([Record(**found[n]) for n in sorted(found)], base_exists)

@@ -12,18 +12,18 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
-from vedfin_ops.steps.env_run import as_host, configured_replicas, drift, listing, poller
+from vedfin_ops.steps.env_run import as_host, configured_replicas, drift, poller
 from vedfin_ops.steps.operation import audit
-from vedfin_ops.steps.releases import (
-    Layout,
-)
+from vedfin_ops.steps.releases import Layout, parse_listing, parse_records
 
 
 def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
     config.require_env(env)
     host = as_host(conn)
     layout = Layout.of(config, env)
-    state = listing(host, layout)
+    text = host.run(commands.status_state(layout.releases, layout.current, layout.shared_hash,
+                                          env, layout.base), what="list releases")
+    state, records = parse_listing(text), parse_records(text)
     views = poller(host, [shared_stack_name(config), stack_name(config, env)])()
     env_views = {n: v for n, v in views.items() if n.startswith(stack_name(config, env) + "_")}
     lock = host.run(commands.read_file(f"{layout.lock}/holder"), what="read lock").strip()
@@ -36,14 +36,23 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
     return {
         "env": env,
         "current": state.current,
-        "releases": [{"id": r, "state": s, "current": r == state.current}
-                     for r, s in state.releases],
+        "releases": [{"id": r.id, "state": r.state, "current": r.id == state.current,
+                      "tag": r.text("tag"), "created": r.text("created"), "by": r.text("by"),
+                      "reason": r.reason or None}
+                     for r in records.releases],
         "lock": holder if isinstance(holder, dict) else None,
         "drift": found,
-        "problems": state.problems,
+        "problems": state.problems + [f"{r.id}/release.json is not a JSON object"
+                                      for r in records.releases
+                                      if not r.readable and r.id != state.current],
         "services": [{"name": v.name, "image": v.image, "running": v.running,
                       "replicas": v.replicas, "update_state": v.update_state or "-",
                       "message": v.update_message} for v in views.values()],
+        # where the releases were looked for: a wrong --config shows here, not as silence
+        "base": layout.base,
+        "base_exists": records.base_exists,
+        "releases_dir": layout.releases,
+        "config": config.source,
     }
 
 

@@ -382,3 +382,18 @@ def test_a_dumb_terminal_gets_the_plain_lines(monkeypatch: pytest.MonkeyPatch) -
         show(["api: 1/2 (updating)"])
         show(["api: 2/2 done"])
     assert buffer.getvalue() == "  api: 1/2 (updating)\n  api: 2/2 done\n"
+
+
+def test_the_tools_own_consoles_print_outside_words_literally(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`:x:` and `[bold]` from an engine or an app are data: no emoji, no markup, no colour."""
+    import io
+
+    from vedfin_ops.cli import output
+
+    buffer = io.StringIO()
+    stream = output._Console(stderr=True)
+    stream.real().file = buffer
+    monkeypatch.setattr(output, "err", stream)
+    output.say("engine: task failed :x: [bold]exit 1[/bold] 42")
+    assert buffer.getvalue() == "> engine: task failed :x: [bold]exit 1[/bold] 42\n"

@@ -18,17 +18,21 @@ from invoke.exceptions import Exit
 from vedfin_ops.errors import VedfinError
 
 if TYPE_CHECKING:
+    from invoke.context import Context
     from rich.console import Console
     from rich.live import Live
 
     from vedfin_ops.config.model import Config
+    from vedfin_ops.remote.host import Host
 
 
 class _Console:
     """A rich Console made on first use: `vedfin --list` never imports rich.
 
-    markup=False: what we print includes text from outside (migration output, health bodies,
-    engine messages); `[/app/prisma/migrations/001_init]` is data, never a style tag."""
+    The one configuration of both streams. markup=False and emoji=False: what we print
+    includes text from outside (migration output, health bodies, engine messages);
+    `[/app/prisma/migrations/001_init]` and `:x:` are data, never a style tag or an emoji.
+    highlight=False: no guessed colours on numbers and paths."""
 
     def __init__(self, stderr: bool) -> None:
         self.stderr = stderr
@@ -38,7 +42,8 @@ class _Console:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(stderr=self.stderr, soft_wrap=True, markup=False)
+            self._console = Console(stderr=self.stderr, soft_wrap=True, markup=False,
+                                    emoji=False)
         return self._console
 
     def __getattr__(self, name: str) -> Any:
@@ -95,10 +100,10 @@ def warn(message: str) -> None:
     from rich.text import Text
 
     _settle_live()
-    err.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False)
+    err.print(Text.assemble(("warning:", "yellow"), " ", message))
 
 
-def is_remote(c: Any) -> bool:
+def is_remote(c: Context) -> bool:
     """Under `-H HOST` the context is a fabric Connection; fabric is never imported to ask
     (a context cannot be a Connection when fabric was not loaded)."""
     fabric = sys.modules.get("fabric")
@@ -114,8 +119,8 @@ def program_name() -> str:
     return "vedfin" if os.path.basename(argv0) == "vedfin" else "fab"
 
 
-def remote(c: Any, accept_new_host_key: bool = False,
-           host_key_fingerprint: str | None = None) -> Any:
+def remote(c: Context, accept_new_host_key: bool = False,
+           host_key_fingerprint: str | None = None) -> Host:
     """The Host behind `fab -H HOST`: `inv` has no host to talk to. The expected host key
     fingerprint is `host_key_fingerprint`, else $VEDFIN_HOST_KEY_FINGERPRINT."""
     from fabric import Connection
@@ -135,7 +140,7 @@ def say(message: str) -> None:
     from rich.text import Text
 
     _settle_live()
-    err.print(Text.assemble((">", "bold"), " ", message), highlight=False)
+    err.print(Text.assemble((">", "bold"), " ", message))
 
 
 _active: LiveLines | None = None  # the view being redrawn on the terminal, if any
@@ -189,7 +194,7 @@ class LiveLines:
         console = _rich(err)
         if not (self._entered and console.is_interactive):
             for row in rows:
-                console.print(row, highlight=False)
+                console.print(row)
             return
         if self._live is None:
             from rich.live import Live

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from invoke.collection import Collection
+from invoke.context import Context
 from invoke.tasks import task
 
 from vedfin_ops.cli.output import config_for, err, guarded, is_remote, remote, say, warn
@@ -25,7 +26,7 @@ CONFIG_HELP = {"config": "config file (default: $VEDFIN_CONFIG, else dokploy.yam
 @task(help={**CONFIG_HELP, "env": "one env (default: all)", "out": "output folder",
             "tag": "image tag (default: the config's tag)"})
 @guarded
-def render(c: Any, env: str | None = None, out: str = "build", tag: str | None = None,
+def render(c: Context, env: str | None = None, out: str = "build", tag: str | None = None,
            config: str | None = None) -> None:
     """Render stack files, env files, init-db.sql, edge and alert config into a folder."""
     from pathlib import Path
@@ -41,7 +42,7 @@ def render(c: Any, env: str | None = None, out: str = "build", tag: str | None =
     written = write_tree(rendered, Path(out))
     for path in written:
         mode = " (0600)" if rendered.is_secret(str(path.relative_to(out))) else ""
-        stdout.print(f"{path}{mode}", highlight=False)
+        stdout.print(f"{path}{mode}")
     if rendered.missing_secrets:
         warn(f"{len(rendered.missing_secrets)} secrets not set, placeholders written: "
              f"{', '.join(rendered.missing_secrets)} (inv secrets.generate --env E, or export "
@@ -51,7 +52,7 @@ def render(c: Any, env: str | None = None, out: str = "build", tag: str | None =
 
 @task(help=CONFIG_HELP)
 @guarded
-def check_config(c: Any, config: str | None = None) -> None:
+def check_config(c: Context, config: str | None = None) -> None:
     """Validate the config and print a summary of what it deploys."""
     from vedfin_ops.config import secret_store
     from vedfin_ops.reports.capacity import capacity_report as _capacity_report
@@ -61,14 +62,14 @@ def check_config(c: Any, config: str | None = None) -> None:
     stdout.print(config_table(cfg, present))
     report = _capacity_report(cfg)
     stdout.print(f"{cfg.source}: valid; {len(cfg.applications)} apps in "
-              f"{len(cfg.environments)} envs; capacity {report.status}", highlight=False)
+              f"{len(cfg.environments)} envs; capacity {report.status}")
 
 
 @task(help={**CONFIG_HELP, "env": "one env plus shared services (default: every env)",
             "json": "print the contract's JSON object",
             "chart": "also write a chart: .png (matplotlib), .svg or .html"})
 @guarded
-def capacity_report(c: Any, env: str | None = None, json_: bool = False,
+def capacity_report(c: Context, env: str | None = None, json_: bool = False,
                     chart: str | None = None, config: str | None = None) -> None:
     """Committed resources vs the VPS (Task 2.3); under `fab -H HOST`, measured usage too."""
     from vedfin_ops.remote.probes.usage import measure
@@ -86,7 +87,7 @@ def capacity_report(c: Any, env: str | None = None, json_: bool = False,
     usage = measure(remote(c)) if is_remote(c) else None
     report = _capacity_report(cfg, env, usage)
     if chart:
-        err.print(f"chart: {write_chart(report, chart)}", highlight=False)
+        err.print(f"chart: {write_chart(report, chart)}")
     if json_:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -102,7 +103,7 @@ def capacity_report(c: Any, env: str | None = None, json_: bool = False,
             "database_url": "also run the pgvector check through this URL "
                             "(default: $VEDFIN_SMOKE_DATABASE_URL)"})
 @guarded
-def smoke_test(c: Any, env: str = "production", json_: bool = False,
+def smoke_test(c: Context, env: str = "production", json_: bool = False,
                database_url: str | None = None, config: str | None = None) -> None:
     """HTTP, TLS and pgvector checks against the live env (the runbook's Step 6)."""
     from vedfin_ops.checks.smoke import Options as SmokeOptions
@@ -131,7 +132,7 @@ HOST_HELP = {**CONFIG_HELP,
 
 @task(help=HOST_HELP)
 @guarded
-def db_init(c: Any, accept_new_host_key: bool = False,
+def db_init(c: Context, accept_new_host_key: bool = False,
             host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Create missing databases and extensions, then verify with a vector query."""
     from vedfin_ops.steps.db_init import run_db_init
@@ -140,15 +141,15 @@ def db_init(c: Any, accept_new_host_key: bool = False,
     result = run_db_init(host, cfg, say=say)
     if result.changed:
         created = result.created_databases + result.created_extensions
-        stdout.print(f"db-init: created {', '.join(created)}", highlight=False)
+        stdout.print(f"db-init: created {', '.join(created)}")
     else:
         stdout.print("db-init: nothing to do (every database and extension was there)")
-    stdout.print(f"db-init: vector distance check = {result.vector_distance}", highlight=False)
+    stdout.print(f"db-init: vector distance check = {result.vector_distance}")
 
 
 @task(help={**HOST_HELP, "env": "environment", "tag": "the NEW api image tag"})
 @guarded
-def migrate(c: Any, env: str = "production", tag: str | None = None,
+def migrate(c: Context, env: str = "production", tag: str | None = None,
             accept_new_host_key: bool = False,
             host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Run migrations in a one-off container of the new api image (env file of `current`)."""
@@ -162,7 +163,7 @@ def migrate(c: Any, env: str = "production", tag: str | None = None,
 
 @task(help={**HOST_HELP, "env": "environment"})
 @guarded
-def rollback(c: Any, env: str = "production", accept_new_host_key: bool = False,
+def rollback(c: Context, env: str = "production", accept_new_host_key: bool = False,
              host_key_fingerprint: str | None = None,
              config: str | None = None) -> None:
     """Back to the previous good release: redeployed, converged, verified."""
@@ -172,12 +173,12 @@ def rollback(c: Any, env: str = "production", accept_new_host_key: bool = False,
     with LiveLines() as show:
         target = _rollback(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
                            say=say, show=show)
-    stdout.print(f"rollback: {env} runs {target}", highlight=False)
+    stdout.print(f"rollback: {env} runs {target}")
 
 
 @task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
 @guarded
-def status(c: Any, env: str = "production", json_: bool = False,
+def status(c: Context, env: str = "production", json_: bool = False,
            accept_new_host_key: bool = False,
            host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Releases, services, replicas and update state on the host."""
@@ -193,7 +194,7 @@ def status(c: Any, env: str = "production", json_: bool = False,
 @task(help={**HOST_HELP, "lines": "how many of the last lines",
             "json": "the raw JSON lines, as the log holds them"})
 @guarded
-def audit(c: Any, lines: int = 30, json_: bool = False, accept_new_host_key: bool = False,
+def audit(c: Context, lines: int = 30, json_: bool = False, accept_new_host_key: bool = False,
           host_key_fingerprint: str | None = None,
           config: str | None = None) -> None:
     """The host's audit log: who deployed what, when, and how it ended."""
@@ -211,13 +212,12 @@ def audit(c: Any, lines: int = 30, json_: bool = False, accept_new_host_key: boo
     if entries:
         stdout.print(audit_table(entries))
     else:
-        stdout.print(f"audit: no line in {path} (remote.baseDir, from {cfg.source})",
-                     highlight=False)
+        stdout.print(f"audit: no line in {path} (remote.baseDir, from {cfg.source})")
 
 
 @task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
 @guarded
-def preflight(c: Any, env: str = "production", json_: bool = False,
+def preflight(c: Context, env: str = "production", json_: bool = False,
               accept_new_host_key: bool = False,
               host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """The pre-deployment checklist: secrets, DNS, TLS, firewall, monitoring, capacity."""
@@ -237,7 +237,7 @@ def preflight(c: Any, env: str = "production", json_: bool = False,
 
 @task(help={**HOST_HELP, "env": "environment", "force": "allow production below 1 replica"})
 @guarded
-def pause(c: Any, env: str = "dev", force: bool = False, accept_new_host_key: bool = False,
+def pause(c: Context, env: str = "dev", force: bool = False, accept_new_host_key: bool = False,
           host_key_fingerprint: str | None = None,
           config: str | None = None) -> None:
     """Replicas of every app of the env to 0 (the runbook's "pause dev/staging")."""
@@ -250,7 +250,7 @@ def pause(c: Any, env: str = "dev", force: bool = False, accept_new_host_key: bo
 
 @task(help={**HOST_HELP, "env": "environment"})
 @guarded
-def resume(c: Any, env: str = "dev", accept_new_host_key: bool = False,
+def resume(c: Context, env: str = "dev", accept_new_host_key: bool = False,
            host_key_fingerprint: str | None = None,
            config: str | None = None) -> None:
     """Every app of the env back to its configured replicas, converged and verified."""
@@ -264,7 +264,7 @@ def resume(c: Any, env: str = "dev", accept_new_host_key: bool = False,
 @task(help={**HOST_HELP, "env": "environment", "replicas": "replicas for every app",
             "force": "allow production below 1 replica"})
 @guarded
-def scale(c: Any, env: str = "production", replicas: int = 1, force: bool = False,
+def scale(c: Context, env: str = "production", replicas: int = 1, force: bool = False,
           accept_new_host_key: bool = False,
           host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Every app of the env to N replicas (the runbook's off-hours single replica)."""
@@ -282,7 +282,7 @@ def _deploy_task(env: str) -> Any:
                           "allow_shared": "let a non-production deploy change the shared "
                                           "stack (postgres, redis, edge)"})
     @guarded
-    def deploy_env(c: Any, tag: str | None = None, skip_preflight: bool = False,
+    def deploy_env(c: Context, tag: str | None = None, skip_preflight: bool = False,
                    force: bool = False, allow_shared: bool = False,
                    accept_new_host_key: bool = False,
                    host_key_fingerprint: str | None = None, config: str | None = None) -> None:
@@ -293,7 +293,7 @@ def _deploy_task(env: str) -> Any:
             result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
                              tag, skip_preflight=skip_preflight, force=force,
                              allow_shared=allow_shared, say=say, show=show)
-        stdout.print(f"deploy.{env}: {result.result}: {result.detail}", highlight=False)
+        stdout.print(f"deploy.{env}: {result.result}: {result.detail}")
 
     deploy_env.__doc__ = (f"The whole pipeline for {env}: push, db-init, migrate, rollout, "
                           f"verify, record.")
@@ -303,24 +303,24 @@ def _deploy_task(env: str) -> Any:
 
 @task(help={**CONFIG_HELP, "env": "environment"})
 @guarded
-def generate(c: Any, env: str = "production", config: str | None = None) -> None:
+def generate(c: Context, env: str = "production", config: str | None = None) -> None:
     """Fill missing generatable secrets into the git-ignored 0600 secrets file; names only."""
     from vedfin_ops.config import secret_store
     cfg = config_for(config)
     result = secret_store.generate(cfg, env)
-    err.print(f"secrets file: {result.path} (mode 0600)", highlight=False)
+    err.print(f"secrets file: {result.path} (mode 0600)")
     for name in result.generated:
-        stdout.print(f"generated  {name}", highlight=False)
+        stdout.print(f"generated  {name}")
     for name in result.kept:
-        stdout.print(f"kept       {name}", highlight=False)
+        stdout.print(f"kept       {name}")
     for name in result.to_fill_by_hand:
-        stdout.print(f"fill by hand  {name}", highlight=False)
+        stdout.print(f"fill by hand  {name}")
 
 
 @task(name="release", help={**HOST_HELP, "env": "environment",
                                "shared": "the shared stack's lock (postgres, redis, edge) instead"})
 @guarded
-def lock_release(c: Any, env: str = "production", shared: bool = False,
+def lock_release(c: Context, env: str = "production", shared: bool = False,
                  accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
                  config: str | None = None) -> None:
     """Release a stale deploy lock on the host (recorded in the audit log)."""
@@ -328,24 +328,23 @@ def lock_release(c: Any, env: str = "production", shared: bool = False,
     holder = _release_lock(remote(c, accept_new_host_key, host_key_fingerprint),
                            config_for(config), env, shared=shared)
     which = "the shared stack lock" if shared else env
-    stdout.print(f"lock.release: {which} released (was: {holder or 'not held'})",
-                 highlight=False)
+    stdout.print(f"lock.release: {which} released (was: {holder or 'not held'})")
 
 
 @task(name="up", help={"use_existing": "use a Docker Engine / swarm the sandbox did not start"})
 @guarded
-def sandbox_up(c: Any, use_existing: bool = False) -> None:
+def sandbox_up(c: Context, use_existing: bool = False) -> None:
     """Turn this machine into a local VPS: engine + swarm, images, sshd, sandbox config."""
     from vedfin_ops import sandbox
     state = sandbox.up(use_existing=use_existing, progress=lambda m: err.print(f"sandbox: {m}"))
     info = sandbox.status()
-    stdout.print(f"sandbox up in {state.up_seconds:g}s; edge {info['edge_url']}", highlight=False)
-    stdout.print(f"  VEDFIN_CONFIG={info['config']} {info['ssh']}", highlight=False)
+    stdout.print(f"sandbox up in {state.up_seconds:g}s; edge {info['edge_url']}")
+    stdout.print(f"  VEDFIN_CONFIG={info['config']} {info['ssh']}")
 
 
 @task(name="down")
 @guarded
-def sandbox_down(c: Any) -> None:
+def sandbox_down(c: Context) -> None:
     """Remove the local VPS: stacks, images, sshd, deploy user, .sandbox/."""
     from vedfin_ops import sandbox
     sandbox.down(progress=lambda m: err.print(f"sandbox: {m}"))
@@ -354,7 +353,7 @@ def sandbox_down(c: Any) -> None:
 
 @task(name="status", help={"json": "JSON output"})
 @guarded
-def sandbox_status(c: Any, json_: bool = False) -> None:
+def sandbox_status(c: Context, json_: bool = False) -> None:
     """What the local VPS runs, its SSH line and the edge's URLs."""
     from vedfin_ops import sandbox
     info = sandbox.status()
@@ -362,11 +361,11 @@ def sandbox_status(c: Any, json_: bool = False) -> None:
         print(json.dumps(info, indent=2))
         return
     for key in ("ssh", "config", "edge_url"):
-        stdout.print(f"{key}: {info[key]}", highlight=False)
+        stdout.print(f"{key}: {info[key]}")
     for name, url in info["urls"].items():
-        stdout.print(f"  {name}: {url}", highlight=False)
+        stdout.print(f"  {name}: {url}")
     for svc in info["services"]:
-        stdout.print(f"  {svc['name']}: {svc['replicas']} {svc['image']}", highlight=False)
+        stdout.print(f"  {svc['name']}: {svc['replicas']} {svc['image']}")
 
 
 ns = Collection(render, check_config, capacity_report, smoke_test, preflight, db_init, migrate,

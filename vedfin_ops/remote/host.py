@@ -26,7 +26,7 @@ import stat
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 from fabric import Config as FabricConfig
@@ -313,6 +313,22 @@ def connect(host: str, ssh_config: str | os.PathLike[str] | None = None,
         config.load_ssh_config()
     conn = Connection(host, config=config, connect_timeout=connect_timeout)
     return secure(conn, accept_new_host_key, host_key_fingerprint)
+
+
+class Remote(Protocol):
+    """What the pipeline needs of a host: `Host` over SSH, or a test's scripted fake host."""
+
+    secrets: list[str]
+    commands: list[str]
+
+    def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
+            stream: Any = None, timeout: float | None = 600) -> str: ...
+
+    def put_tree(self, remote_dir: str, files: dict[str, str], private: Any) -> None: ...
+
+    def rename(self, source: str, target: str) -> None: ...
+
+    def redact(self, text: str) -> str: ...
 
 
 class RemoteError(CheckFailed):

@@ -16,7 +16,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Host, RemoteError
+from vedfin_ops.remote.host import Remote, RemoteError
 from vedfin_ops.rendering.files import render
 from vedfin_ops.steps.lock import shared_lock
 from vedfin_ops.steps.operation import Operation, audit
@@ -38,7 +38,7 @@ class DbInitResult:
         return bool(self.created_databases or self.created_extensions)
 
 
-def find_postgres(host: Host, config: Config, timeout: float = 120,
+def find_postgres(host: Remote, config: Config, timeout: float = 120,
                   clock: Clock = REAL) -> str:
     service = f"{shared_stack_name(config)}_postgres"
 
@@ -86,7 +86,7 @@ def inventory_sql(databases: list[str], vector: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _inventory(host: Host, container: str, config: Config, vector: bool = False) -> Inventory:
+def _inventory(host: Remote, container: str, config: Config, vector: bool = False) -> Inventory:
     """Every database the config names, its extensions (and a vector query): one session."""
     dbs = [e.database for e in config.environments.values()]
     return parse_inventory(host.run(commands.db_inventory(container, config.postgres.user),
@@ -94,7 +94,7 @@ def _inventory(host: Host, container: str, config: Config, vector: bool = False)
                                     check=False))
 
 
-def db_init(host: Host, config: Config) -> DbInitResult:
+def db_init(host: Remote, config: Config) -> DbInitResult:
     """Idempotent: a second run changes nothing and says so."""
     container = find_postgres(host, config)
     before = _inventory(host, container, config).extensions
@@ -138,7 +138,7 @@ class DbInit(Operation):
 
     action = "db-init"
 
-    def __init__(self, host: Any, config: Config, **kwargs: Any) -> None:
+    def __init__(self, host: Remote, config: Config, **kwargs: Any) -> None:
         super().__init__(host, config, next(iter(config.environments)), **kwargs)
         self.lock = shared_lock(host, self.layout.shared_lock, action="db-init",
                                 clock=self.clock)
@@ -157,7 +157,7 @@ class DbInit(Operation):
         return ""
 
 
-def run_db_init(host: Host, config: Config, *, say: Callable[[str], None] = print
+def run_db_init(host: Remote, config: Config, *, say: Callable[[str], None] = print
                 ) -> DbInitResult:
     from vedfin_ops.config import secret_store
 

@@ -25,7 +25,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import HANDSHAKES, Host
+from vedfin_ops.remote.host import HANDSHAKES, Host, Remote
 from vedfin_ops.rendering.files import Rendered, render
 from vedfin_ops.steps.db_init import db_init as real_db_init
 from vedfin_ops.steps.env_run import (
@@ -95,7 +95,7 @@ def check_tag(tag: str) -> str:
 class Deploy(EnvRun):
     action = "deploy"
 
-    def __init__(self, host: Any, config: Config, env: str, tag: str, files: Rendered, *,
+    def __init__(self, host: Remote, config: Config, env: str, tag: str, files: Rendered, *,
                  skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
                  hooks: Hooks | None = None, **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)

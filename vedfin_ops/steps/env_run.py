@@ -15,7 +15,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Host
+from vedfin_ops.remote.host import Host, Remote
 from vedfin_ops.remote.probes.engine import ServiceView, parse_snapshot, snapshot
 from vedfin_ops.steps.operation import Operation
 from vedfin_ops.steps.releases import (
@@ -31,13 +31,13 @@ def as_host(conn: Connection | Host) -> Host:
     is used as it is."""
     return Host(conn) if isinstance(conn, Connection) else conn
 
-def listing(host: Host, layout: Layout) -> Listing:
+def listing(host: Remote, layout: Layout) -> Listing:
     return parse_listing(host.run(commands.env_state(
         layout.releases, layout.current, layout.shared_hash, layout.env),
         what="list releases"))
 
 
-def poller(host: Host, stacks: list[str]) -> Callable[[], dict[str, ServiceView]]:
+def poller(host: Remote, stacks: list[str]) -> Callable[[], dict[str, ServiceView]]:
     return lambda: parse_snapshot(host.run(snapshot(stacks), what="watch rollout"))
 
 
@@ -126,7 +126,7 @@ def verify(config: Config, env: str, *, tls_wait: float = 0.0) -> list[str]:
     return [f"{c.name}: {c.detail}" for c in report.checks if not c.ok]
 
 
-def engine_reasons(host: Host, services: list[str]) -> str:
+def engine_reasons(host: Remote, services: list[str]) -> str:
     """The engine's errors for the failed tasks: `unhealthy container`, `non-zero exit`..."""
     if not services:
         return ""
@@ -144,7 +144,7 @@ def engine_reasons(host: Host, services: list[str]) -> str:
 class EnvRun(Operation):
     """An operation on one env's stack: rolls it and can put it back on the live release."""
 
-    def __init__(self, host: Any, config: Config, env: str, **kwargs: Any) -> None:
+    def __init__(self, host: Remote, config: Config, env: str, **kwargs: Any) -> None:
         super().__init__(host, config, env, **kwargs)
         self.stack = stack_name(config, env)
         self.state = Listing([], None)

@@ -13,7 +13,7 @@ from vedfin_ops.config.model import Application, Config
 from vedfin_ops.config.names import image
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Host, RemoteError
+from vedfin_ops.remote.host import Remote, RemoteError
 from vedfin_ops.steps.operation import Operation, bare
 
 
@@ -22,7 +22,7 @@ def migrating_app(config: Config, env: str) -> Application | None:
     return next((app for app in config.apps(env) if app.migrate_command), None)
 
 
-def migrate(host: Host, config: Config, env: str, tag: str, release_dir: str,
+def migrate(host: Remote, config: Config, env: str, tag: str, release_dir: str,
             show: Callable[[str], None] = print,
             keep_alive: Callable[[str], str] = lambda command: command) -> bool:
     """Run the migration; False when the env has nothing to migrate; raises on failure.
@@ -72,7 +72,7 @@ class Migrate(Operation):
         return "migration container stopped"
 
 
-def run_migrate(host: Host, config: Config, env: str, tag: str, *,
+def run_migrate(host: Remote, config: Config, env: str, tag: str, *,
                 say: Callable[[str], None] = print) -> bool:
     from vedfin_ops.config import secret_store
     from vedfin_ops.config.tags import check_tag

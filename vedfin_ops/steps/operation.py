@@ -22,6 +22,7 @@ from typing import Any
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed, VedfinError
 from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Remote
 from vedfin_ops.steps.interrupts import Guard, Interrupted, signals_as_interrupts
 from vedfin_ops.steps.lock import Lock, LockLost, now_iso, who
 from vedfin_ops.steps.polling import REAL, Clock
@@ -69,7 +70,7 @@ def safe(sink: Callable[[Any], None]) -> Callable[[Any], None]:
     return write
 
 
-def audit(host: Any, layout: Layout, action: str, result: str, *, release: str = "",
+def audit(host: Remote, layout: Layout, action: str, result: str, *, release: str = "",
           tag: str = "", detail: str = "") -> None:
     line = json.dumps({"time": now_iso(), "who": who(), "env": layout.env, "action": action,
                        "release": release, "tag": tag, "result": result,
@@ -83,7 +84,7 @@ class Operation:
 
     action = "operation"
 
-    def __init__(self, host: Any, config: Config, env: str, *, say: Say = print,
+    def __init__(self, host: Remote, config: Config, env: str, *, say: Say = print,
                  show: Show | None = None, clock: Clock = REAL, tag: str = "") -> None:
         self.host, self.config, self.env = host, config, env
         self.say: Say = safe(say)

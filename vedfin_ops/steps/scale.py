@@ -16,7 +16,7 @@ from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Host
+from vedfin_ops.remote.host import Host, Remote
 from vedfin_ops.steps.env_run import EnvRun, as_host, verify
 from vedfin_ops.steps.operation import Say, Show
 from vedfin_ops.steps.polling import REAL, Clock
@@ -24,7 +24,7 @@ from vedfin_ops.steps.rollout import before_of, watch
 
 
 class Scale(EnvRun):
-    def __init__(self, host: Any, config: Config, env: str, wanted: dict[str, int], *,
+    def __init__(self, host: Remote, config: Config, env: str, wanted: dict[str, int], *,
                  action: str, force: bool = False,
                  verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
         self.action = action

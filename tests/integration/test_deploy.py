@@ -309,7 +309,7 @@ def test_fab_deploy_production_exit_codes(sandbox_up: dict[str, Any], config: An
     status = _fab(sandbox_up, "status", "--env", "production", "--json")
     info = json.loads(status.stdout)
     assert info["current"] and info["lock"] is None
-    audit = _fab(sandbox_up, "audit")
+    audit = _fab(sandbox_up, "audit", "--json")
     assert '"result": "failed"' in audit.stdout
 
 

@@ -131,7 +131,16 @@ def main(args: list[str]) -> int:
     state = load()
     state.setdefault("calls", []).append(" ".join(args[:3]))
     if args[:2] == ["stack", "deploy"]:
+        if "--with-registry-auth" in args:
+            state["registry_auth"] = True
         return stack_deploy(state, args)
+    if args[0] == "login":
+        password = sys.stdin.read().rstrip("\n")
+        state.setdefault("logins", []).append({"server": args[-1], "user": flag(args, "--username"),
+                                               "password": password,
+                                               "stdin": "--password-stdin" in args})
+        save(state)
+        return 0
     if args[:2] == ["service", "ls"]:
         wanted = [f.split("=", 2)[2] for f in filters(args) if f.startswith("label=" +
                                                                           STACK_LABEL)]

@@ -94,12 +94,16 @@ def config_from_dict(data: dict[str, Any], file: str = DEFAULT_CONFIG) -> Config
 
 
 def _resolve_paths(config: Config, file: str) -> None:
-    """`edge.caRoot` is relative to the config file's folder, so any working directory works."""
+    """`edge.caRoot` and `registry.caRoot` are relative to the config file's folder, so any
+    working directory works."""
+    def resolved(value: str) -> str:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else Path(file).resolve().parent / path)
+
     if config.edge.ca_root is not None:
-        path = Path(config.edge.ca_root).expanduser()
-        if not path.is_absolute():
-            path = Path(file).resolve().parent / path
-        config.edge.ca_root = str(path)
+        config.edge.ca_root = resolved(config.edge.ca_root)
+    if config.registry is not None and config.registry.ca_root is not None:
+        config.registry.ca_root = resolved(config.registry.ca_root)
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -241,6 +245,15 @@ def _check(config: Config, file: str) -> None:
              "certificates (a PEM file, e.g. the edge's /data/caddy/pki/authorities/local/"
              "root.crt); without it verify could never trust the edge")
     _check_verifiable(config, fail)
+    if config.registry is not None:
+        registry = config.registry
+        if registry.password_secret not in config.secrets.get("shared", {}):
+            fail("registry.password", f"{registry.password} is not a shared secret "
+                 f"(add {registry.password_secret}: manual under secrets.shared)")
+        for i, app in enumerate(config.applications):
+            if not app.image_repo.startswith(registry.server + "/"):
+                fail(f"applications[{i}].image", f"{show(app.image_repo)} is not in the "
+                     f"registry {registry.server} (name it {registry.server}/...)")
 
 
 def _check_verifiable(config: Config, fail: Any) -> None:

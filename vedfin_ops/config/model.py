@@ -294,6 +294,33 @@ class Environment(Model):
     database: Annotated[str, AfterValidator(_database_name)]
 
 
+_SERVER = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$"
+_WHOLE_REF = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+
+
+def _secret_reference(value: str) -> str:
+    """A password in the file itself is refused without being echoed in the error."""
+    if not _WHOLE_REF.match(value):
+        raise ValueError("must be a ${SECRET} reference to a shared secret, never the "
+                         "password itself (the value is not shown)")
+    return value
+
+
+class Registry(Model):
+    """Where the engine pulls the apps' images: every image of a release is resolved to its
+    digest here before anything changes on the host, and the host logs in with the password
+    on stdin. `password` is always a `${SECRET}` reference (never a literal in the file)."""
+
+    server: Annotated[str, Field(pattern=_SERVER)]
+    username: Annotated[str, Field(min_length=1, pattern=r"^[^\s:]+$")]
+    password: Annotated[str, AfterValidator(_secret_reference)]
+    ca_root: Annotated[str, AfterValidator(_ca_root)] | None = None
+
+    @property
+    def password_secret(self) -> str:
+        return self.password[2:-1]
+
+
 class Edge(Model):
     """The reverse proxy in front of every app; counted inside the `system` overhead."""
 
@@ -411,6 +438,7 @@ class Config(Model):
     next_plan: NextPlan = NextPlan()
     verify: Verify = Verify()
     capacity: Capacity = Capacity()
+    registry: Registry | None = None
     secrets_file: str = ".vedfin/secrets.env"
 
     _source: str = PrivateAttr(default="dokploy.yaml")

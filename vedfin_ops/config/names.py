@@ -3,14 +3,17 @@ that what only needs a name (capacity, status, the sandbox) does not load Jinja.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from vedfin_ops.config.model import Application, Config
 
 
-def image(app: Application, tag: str) -> str:
-    return f"{app.image_repo}:{tag}"
+def image(app: Application, tag: str, pins: Mapping[str, str] | None = None) -> str:
+    """`repo:tag`, or `repo:tag@sha256:...` when the registry pinned it (see steps/images)."""
+    ref = f"{app.image_repo}:{tag}"
+    return (pins or {}).get(ref, ref)
 
 
 def stack_name(config: Config, env: str) -> str:

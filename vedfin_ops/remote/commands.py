@@ -156,10 +156,18 @@ def remove_dirs(paths: list[str]) -> str:
     return f"rm -rf -- {sh_join(paths)}" if paths else "true"
 
 
-def stack_deploy(stack_file: str, stack: str) -> str:
-    """`--resolve-image never`: images are local or already pinned; no registry round trip."""
-    return (f"docker stack deploy --resolve-image never --prune -c {sh(stack_file)} "
+def stack_deploy(stack_file: str, stack: str, *, registry_auth: bool = False) -> str:
+    """`--resolve-image never`: images are local or already pinned by digest; no registry
+    round trip. `--with-registry-auth` hands the host's registry login to the engine."""
+    auth = " --with-registry-auth" if registry_auth else ""
+    return (f"docker stack deploy --resolve-image never --prune{auth} -c {sh(stack_file)} "
             f"{sh(stack)}")
+
+
+def registry_login(server: str, username: str) -> str:
+    """The password comes on stdin: never on a command line (where `ps` shows it)."""
+    return (f"docker login --username {sh(username)} --password-stdin {sh(server)} "
+            f">/dev/null")
 
 
 def reset_stack_image_labels(services: dict[str, str]) -> str:

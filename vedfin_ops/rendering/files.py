@@ -139,7 +139,8 @@ def _substitute(value: str, secrets: Mapping[str, str], missing: set[str]) -> st
 
 
 def render(config: Config, env: str | None = None, tag: str | None = None,
-           secrets: Mapping[str, str] | None = None) -> Rendered:
+           secrets: Mapping[str, str] | None = None,
+           pins: Mapping[str, str] | None = None) -> Rendered:
     """Everything a release of `env` needs (every env when None): stacks, env files, SQL, edge."""
     envs = [config.require_env(env)] if env else list(config.environments)
     tag = config.tag if tag is None else check_tag(tag)
@@ -183,7 +184,7 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
             header=header,
             stack=stack_name(config, name),
             env=name,
-            apps=[_app_view(app, tag) for app in apps],
+            apps=[_app_view(app, tag, pins) for app in apps],
             strategy=config.deployment_strategy,
             network=config.remote.network,
         )
@@ -193,9 +194,10 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
     return Rendered(files, sorted(missing))
 
 
-def _app_view(app: Application, tag: str) -> dict[str, Any]:
+def _app_view(app: Application, tag: str, pins: Mapping[str, str] | None = None
+              ) -> dict[str, Any]:
     return {
-        "name": app.name, "app": app.app, "image": image(app, tag), "port": app.port,
+        "name": app.name, "app": app.app, "image": image(app, tag, pins), "port": app.port,
         "replicas": app.replicas, "resources": app.resources, "health": app.health,
         "health_test": health_test(app), "monitor": monitor_seconds(app.health),
     }

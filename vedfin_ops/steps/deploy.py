@@ -40,6 +40,7 @@ from vedfin_ops.steps.env_run import (
     stack_file_images,
     verify,
 )
+from vedfin_ops.steps.images import resolve_pins
 from vedfin_ops.steps.lock import shared_lock, who
 from vedfin_ops.steps.migrate import migrate as real_migrate
 from vedfin_ops.steps.operation import Say, Show, audit, bare, describe
@@ -97,11 +98,13 @@ class Deploy(EnvRun):
 
     def __init__(self, host: Remote, config: Config, env: str, tag: str, files: Rendered, *,
                  skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
-                 hooks: Hooks | None = None, **kwargs: Any) -> None:
+                 hooks: Hooks | None = None, pins: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)
         self.files = files
         self.skip_preflight, self.force, self.allow_shared = skip_preflight, force, allow_shared
         self.hooks = hooks or Hooks()
+        self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
         self.release = release_id(now(), content_hash(files))
         self.result = DeployResult(env, tag, self.release, "failed")
         self.meta: dict[str, Any] = {}
@@ -191,7 +194,7 @@ class Deploy(EnvRun):
         tmp = f"{self.layout.releases}/.tmp-{rid}"
         self.meta = {"id": rid, "env": self.env, "tag": self.tag,
                      "created": now().isoformat(timespec="seconds"), "by": who(),
-                     "images": expected_images(self.config, self.env, self.tag),
+                     "images": expected_images(self.config, self.env, self.tag, self.pins),
                      "shared_hash": shared_hash(self.files),
                      "skip_preflight": self.skip_preflight, "force": self.force}
         self.host.run(commands.clean_partial_uploads(self.layout.releases),
@@ -228,8 +231,10 @@ class Deploy(EnvRun):
         assert self.release_dir is not None
         self.step(f"migrate: {self.tag}")
         self.migrating = True
+        self.registry_login()  # the migration container pulls the new image
         if not self.hooks.migrate(self.host, self.config, self.env, self.tag, self.release_dir,
-                                  show=self.say, keep_alive=self.lock.keep_alive):
+                                  show=self.say, keep_alive=self.lock.keep_alive,
+                                  pins=self.pins):
             self.say("migrate: nothing to migrate")
         self.migrating = False
 
@@ -238,7 +243,7 @@ class Deploy(EnvRun):
         self.step(f"rollout: {self.stack} -> {self.tag}")
         try:
             updated, after = self.roll(self.stack, f"{self.release_dir}/stacks/{self.env}.yml",
-                                       expected_images(self.config, self.env, self.tag),
+                                       expected_images(self.config, self.env, self.tag, self.pins),
                                        self.views)
         except RolloutFailed as exc:
             why = engine_reasons(self.host, exc.services)
@@ -334,12 +339,14 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     if missing:
         raise UsageError(f"{config.source}: secrets.{env}: not set: {', '.join(missing)}"
                          f" (inv secrets.generate --env {env}, or export them)")
-    files = render(config, env, tag=tag, secrets=secrets)
+    pins = resolve_pins(config, env, tag, secrets, say=say)  # nothing changed if this fails
+    files = render(config, env, tag=tag, secrets=secrets, pins=pins)
     handshakes_before = HANDSHAKES["count"]
     host = as_host(conn)
     host.secrets = list(secrets.values())
     run = Deploy(host, config, env, tag, files, skip_preflight=skip_preflight, force=force,
-                 allow_shared=allow_shared, hooks=hooks, say=say, show=show, clock=clock)
+                 allow_shared=allow_shared, hooks=hooks, say=say, show=show, clock=clock,
+                 pins=pins)
     result: DeployResult = run.execute()
     result.commands = list(host.commands)
     result.handshakes = HANDSHAKES["count"] - handshakes_before

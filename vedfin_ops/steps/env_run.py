@@ -4,7 +4,7 @@ the release it should run, and put back on the live release when a run fails."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fabric import Connection
@@ -41,9 +41,10 @@ def poller(host: Remote, stacks: list[str]) -> Callable[[], dict[str, ServiceVie
     return lambda: parse_snapshot(host.run(snapshot(stacks), what="watch rollout"))
 
 
-def expected_images(config: Config, env: str, tag: str) -> dict[str, str]:
+def expected_images(config: Config, env: str, tag: str,
+                    pins: Mapping[str, str] | None = None) -> dict[str, str]:
     stack = stack_name(config, env)
-    return {f"{stack}_{app.name}": image(app, tag) for app in config.apps(env)}
+    return {f"{stack}_{app.name}": image(app, tag, pins) for app in config.apps(env)}
 
 
 def shared_images(config: Config) -> dict[str, str]:
@@ -150,6 +151,7 @@ class EnvRun(Operation):
         self.state = Listing([], None)
         self.views: dict[str, ServiceView] = {}
         self.poll = poller(host, [self.stack])
+        self.logged_in = False
 
     def inspect(self) -> None:
         self.state = listing(self.host, self.layout)
@@ -168,7 +170,9 @@ class EnvRun(Operation):
         if stack == self.stack:
             self.engine_touched = True
         hidden = hidden_from_stack_deploy(views, expected)
-        command = commands.stack_deploy(stack_file, stack)
+        self.registry_login()
+        command = commands.stack_deploy(stack_file, stack,
+                                        registry_auth=self.config.registry is not None)
         if hidden:
             self.say(f"changed outside the tool, deployed again: {', '.join(hidden)}")
             command = (commands.reset_stack_image_labels({n: views[n].image for n in hidden})
@@ -184,6 +188,20 @@ class EnvRun(Operation):
         updated = sorted(n for n in expected if n not in before or
                          before[n].template != after[n].template)
         return updated, after
+
+    def registry_login(self) -> None:
+        """Log the host into the registry once per run, before the first pull."""
+        registry = self.config.registry
+        if registry is None or self.logged_in:
+            return
+        from vedfin_ops.config import secret_store
+
+        password = secret_store.resolve(self.config, self.env).get(registry.password_secret)
+        if not password:
+            raise CheckFailed(f"registry.password: {registry.password} is not set")
+        self.host.run(commands.registry_login(registry.server, registry.username),
+                      stdin=password + "\n", what="registry login")
+        self.logged_in = True
 
     def release_images(self, release: str) -> dict[str, str]:
         if release == self.state.current and self.state.meta:

@@ -6,7 +6,7 @@ migration stops the deploy while the old version still serves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vedfin_ops.config.model import Application, Config
@@ -24,7 +24,8 @@ def migrating_app(config: Config, env: str) -> Application | None:
 
 def migrate(host: Remote, config: Config, env: str, tag: str, release_dir: str,
             show: Callable[[str], None] = print,
-            keep_alive: Callable[[str], str] = lambda command: command) -> bool:
+            keep_alive: Callable[[str], str] = lambda command: command,
+            pins: Mapping[str, str] | None = None) -> bool:
     """Run the migration; False when the env has nothing to migrate; raises on failure.
 
     `keep_alive` wraps the command so the lock's heartbeat goes on while it runs: a migration
@@ -33,7 +34,7 @@ def migrate(host: Remote, config: Config, env: str, tag: str, release_dir: str,
     if app is None or not app.migrate_command:
         return False
     name, command = app.name, app.migrate_command
-    target = image(app, tag)
+    target = image(app, tag, pins)
     env_file = f"{release_dir}/env/{name}.env"
     try:
         host.run(keep_alive(commands.migrate(target, config.remote.network, env_file, command,

@@ -1,0 +1,152 @@
+"""A real image registry on 127.0.0.1 for the sandbox and the tests: Debian's `docker-registry`
+(Distribution 2.8) with htpasswd (bcrypt) auth, behind TLS from a CA this module makes.
+
+The CA and the server certificate are made with `cryptography` (already a dependency of
+paramiko); the password never leaves the files this writes (0600) and the caller's memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+from vedfin_ops.sandbox.local import SandboxError
+
+BINARY = "docker-registry"
+
+
+@dataclass(frozen=True)
+class RegistryServer:
+    server: str  # host:port, as images name it
+    username: str
+    password: str
+    ca: Path  # PEM of the CA that signed the server's certificate
+    folder: Path
+    pid: int
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, 15)
+        except ProcessLookupError:
+            return
+        for _ in range(50):
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
+def make_ca_and_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """(ca.crt, server.crt, server.key): a CA valid 30 days and a server certificate for
+    `host` (an IP SAN) it signs."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vedfin sandbox registry CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                       crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        san = x509.DNSName(host)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "ca.crt", folder / "server.crt", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    paths[2].chmod(0o600)
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start(folder: Path, *, port: int = 0, username: str = "vedfin",
+          password: str | None = None) -> RegistryServer:
+    """Start a registry serving TLS on 127.0.0.1:`port` (0: a free one), storing under
+    `folder`; returns once it answers."""
+    if shutil.which(BINARY) is None:
+        raise SandboxError(f"{BINARY} is not installed (apt-get install docker-registry)")
+    folder.mkdir(parents=True, exist_ok=True)
+    password = password or secrets.token_urlsafe(18)
+    port = port or free_port()
+    ca, cert, key = make_ca_and_cert(folder / "tls")
+    htpasswd = folder / "htpasswd"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+    htpasswd.write_text(f"{username}:{hashed}\n")
+    htpasswd.chmod(0o600)
+    config = folder / "config.yml"
+    config.write_text(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {folder / 'data'}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+  tls:
+    certificate: {cert}
+    key: {key}
+auth:
+  htpasswd:
+    realm: vedfin-sandbox
+    path: {htpasswd}
+""")
+    log = (folder / "registry.log").open("ab")
+    proc = subprocess.Popen([BINARY, "serve", str(config)], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    server = RegistryServer(f"127.0.0.1:{port}", username, password, ca, folder, proc.pid)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SandboxError(f"{BINARY} exited ({proc.returncode}); see "
+                               f"{folder / 'registry.log'}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise SandboxError(f"{BINARY} did not answer on 127.0.0.1:{port} within 20 s")

@@ -1,0 +1,28 @@
+"""The release's images in the registry: each resolved to its digest before anything changes
+on the host (a missing tag or a refused login stops the deploy with nothing changed), so the
+stack files and release.json carry `repo:tag@sha256:...` and a rollback runs the same bits."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import image
+from vedfin_ops.remote.registry import Registry, pinned
+
+
+def resolve_pins(config: Config, env: str, tag: str, secrets: Mapping[str, str], *,
+                 say: Callable[[str], None] = print) -> dict[str, str]:
+    """`repo:tag` -> `repo:tag@sha256:...` for every app image of `env` (none without a
+    registry in the config). Raises RegistryError naming the image."""
+    registry = config.registry
+    if registry is None:
+        return {}
+    client = Registry(registry.server, registry.username,
+                      secrets.get(registry.password_secret, ""), ca=registry.ca_root)
+    pins: dict[str, str] = {}
+    for app in config.apps(env):
+        ref = image(app, tag)
+        pins[ref] = pinned(ref, client.digest(ref))
+    say(f"registry: {len(pins)} images of {env} found in {registry.server}, pinned by digest")
+    return pins

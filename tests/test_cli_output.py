@@ -392,8 +392,15 @@ def test_the_tools_own_consoles_print_outside_words_literally(
     from vedfin_ops.cli import output
 
     buffer = io.StringIO()
-    stream = output._Console(stderr=True)
-    stream.real().file = buffer
+    stream = output._Console(stderr=True, file=buffer, force_terminal=True, width=200)
     monkeypatch.setattr(output, "err", stream)
-    output.say("engine: task failed :x: [bold]exit 1[/bold] 42")
-    assert buffer.getvalue() == "> engine: task failed :x: [bold]exit 1[/bold] 42\n"
+    output.say("engine: task failed :x: [bold]exit 1[/bold] 42 /app/dist/main.js")
+    # on a terminal: the prompt is bold, the outside words carry no escape code at all
+    assert buffer.getvalue().endswith(
+        " engine: task failed :x: [bold]exit 1[/bold] 42 /app/dist/main.js\n")
+    assert "\x1b[" in buffer.getvalue()  # a terminal indeed (the bold `>`)
+    buffer.truncate(0)
+    buffer.seek(0)
+    stream.print("deploy.production: ok: 20261129T0412Z-1a2b live in 42 s at /srv/vedfin")
+    assert buffer.getvalue() == ("deploy.production: ok: 20261129T0412Z-1a2b live in 42 s at "
+                                 "/srv/vedfin\n")

@@ -34,8 +34,9 @@ class _Console:
     `[/app/prisma/migrations/001_init]` and `:x:` are data, never a style tag or an emoji.
     highlight=False: no guessed colours on numbers and paths."""
 
-    def __init__(self, stderr: bool) -> None:
+    def __init__(self, stderr: bool, **overrides: Any) -> None:
         self.stderr = stderr
+        self.overrides = overrides  # tests: a file, a terminal
         self._console: Console | None = None
 
     def real(self) -> Console:
@@ -43,7 +44,7 @@ class _Console:
             from rich.console import Console
 
             self._console = Console(stderr=self.stderr, soft_wrap=True, markup=False,
-                                    emoji=False)
+                                    emoji=False, highlight=False, **self.overrides)
         return self._console
 
     def __getattr__(self, name: str) -> Any:

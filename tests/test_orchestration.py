@@ -386,8 +386,12 @@ def test_unlock_removes_only_the_lock_this_run_took(world: World) -> None:
         return h
 
     world.hooks = hooks  # type: ignore[method-assign]
-    assert world.deploy("v2").result == "ok"
+    # ... and we do not promote over them: the token is checked right before the release
+    # goes live, the run stops, and the env is theirs to drive
+    with pytest.raises(RunFailed, match=r"released by someone else.*nothing was put back"):
+        world.deploy("v2")
     assert (Path(world.layout.lock) / "token").read_text() == "theirs\n"
+    assert listing(world.host, world.layout).meta["tag"] == "v1"  # type: ignore[arg-type]
 
 
 def test_a_non_production_deploy_may_not_change_the_shared_stack(world: World,
@@ -604,16 +608,21 @@ def test_a_terminal_gone_after_sighup_still_ends_on_the_live_release(world: Worl
 
 @pytest.mark.parametrize("what", ["prune releases", "unlock"])
 @pytest.mark.parametrize("kind", ["sigterm", "exception", "remote"])
-def test_a_fault_after_the_release_went_live_leaves_it_live(world: World, what: str,
-                                                             kind: str) -> None:
-    world.host.inject(Fault(what, 1, kind))
+def test_a_fault_after_the_release_went_live_leaves_it_live(
+        world: World, v2_steps: list[tuple[str, int]], what: str, kind: str) -> None:
+    # the env lock's unlock is the run's last command (after every unlock in the steps)
+    last = 1 + sum(1 for name, _ in v2_steps if name == what) if what == "unlock" else 1
+    world.host.inject(Fault(what, last, kind))
     result = world.deploy("v2")
     assert result.result == "ok"
     state = listing(world.host, world.layout)  # type: ignore[arg-type]
     assert state.current == result.release and state.state(result.release) == "good"
     assert set(world.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
     assert [(a["action"], a["result"]) for a in world.audit()[-1:]] == [("deploy", "ok")]
-    assert any(line.startswith("warning:") for line in world.said)
+    # said, not hidden: a warning, or (a signal on the shielded way out) that it was noticed
+    assert any(line.startswith("warning:") or "SIGTERM received" in line
+               for line in world.said), world.said
+    assert not Path(world.layout.lock).exists() or kind != "sigterm"
 
 
 def test_a_lost_audit_line_after_promote_is_a_warning_not_a_failure(world: World) -> None:
@@ -764,3 +773,80 @@ def test_a_fault_right_after_the_scale_command_restores_the_counts(world: World,
     world.settle()
     assert {n: s["replicas"] for n, s in world.host.engine()["services"].items()} == before
     assert not Path(world.layout.lock).exists()
+
+
+# -- half-done commits and the shared stack (found by review) ---------------------------------
+
+@pytest.mark.parametrize(("what", "after"), [("db-init", False), ("stack deploy vedfin-shared",
+                                                                  True)])
+def test_a_shared_change_is_put_back_when_the_run_fails_before_the_env_moves(
+        world: World, shipped_data: dict[str, Any], what: str, after: bool) -> None:
+    shared = Path(world.layout.shared_hash).read_text()
+    changed = _shared_change(world, shipped_data)
+    changed.host.inject(Fault(what, 1, "sigterm", after=after))
+    with pytest.raises(RunFailed) as info:
+        changed.deploy("v2")
+    assert "shared stack back on its earlier files" in str(info.value)
+    changed.settle()
+    assert changed.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7-alpine"
+    assert Path(world.layout.shared_hash).read_text() == shared
+    assert not Path(world.layout.shared_lock).exists()
+
+
+def test_a_promote_that_ran_before_the_link_dropped_leaves_the_shared_record_true(
+        world: World, shipped_data: dict[str, Any]) -> None:
+    shared = Path(world.layout.shared_hash).read_text()
+    changed = _shared_change(world, shipped_data)
+    changed.host.inject(Fault("promote release", 1, "remote", after=True))
+    with pytest.raises(RunFailed):
+        changed.deploy("v2")
+    changed.settle()
+    assert changed.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7-alpine"
+    assert Path(world.layout.shared_hash).read_text() == shared
+    assert changed.deploy("v2").result == "ok"  # and the shared change still ships
+    assert changed.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7.4-alpine"
+
+
+@pytest.mark.parametrize("kind", ["remote", "exception"])
+def test_a_rollback_whose_make_current_ran_before_the_link_dropped_ends_consistent(
+        world: World, kind: str) -> None:
+    assert world.deploy("v2").result == "ok"
+    world.host.inject(Fault("make current", 1, kind, after=True))
+    with pytest.raises(RunFailed):
+        _rollback(world)
+    world.settle()
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.meta["tag"] == "v2" and state.state(state.current or "") == "good"
+    assert set(world.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
+
+
+def test_a_deploy_that_did_not_change_the_shared_stack_never_rewrites_its_record(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """staging deploys while production changes the shared stack: staging's promote must not
+    write its older hash over production's."""
+    for name in world.config.secret_names("staging"):
+        monkeypatch.setenv(name, f"s3cret-value-{name.lower()}")
+
+    def say(message: str) -> None:
+        if message.startswith("rollout:"):
+            Path(world.layout.shared_hash).write_text("fromproduction\n")
+
+    deploy(world.host, world.config, "staging", "v1", hooks=world.hooks(), say=say,
+           clock=world.clock.clock())
+    assert Path(world.layout.shared_hash).read_text() == "fromproduction\n"
+
+
+def test_a_lock_removed_by_hand_and_left_free_is_taken_again_to_put_the_env_back(
+        world: World) -> None:
+    def say(message: str) -> None:
+        world.said.append(message)
+        if message.startswith("verify:"):
+            shutil.rmtree(world.layout.lock)  # `lock.release` on a lock it thought stale
+            world.clock.t += 60
+
+    with pytest.raises(RunFailed) as info:
+        deploy(world.host, world.config, "production", "v2", say=say, hooks=world.hooks(),
+               clock=world.clock.clock())
+    assert "released by someone else" in str(info.value)
+    assert "production back on" in str(info.value)
+    assert_back_on_v1(world, info.value, "failed")

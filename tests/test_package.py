@@ -37,6 +37,7 @@ def test_fabric_is_loaded_only_for_hosts_and_help() -> None:
     assert needs_fabric(["-S", "ssh_config", "-H", "sandbox", "status"], names)
     assert needs_fabric(["--help"], names)
     assert not needs_fabric(["--list"], names)
+    assert needs_fabric(["-eH", "vps", "status"], names)  # combined short flags
     assert not needs_fabric(["check-config", "--config", "x.yaml"], names)
     # after the task name, `-t` is the task's own (`deploy.production -t v2`)
     assert not needs_fabric(["deploy.production", "-t", "v2"], names)

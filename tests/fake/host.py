@@ -81,6 +81,8 @@ class FakeHost:
         if fault is not None and not fault.after:
             fault.raise_it()
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_ENGINE": str(self.engine_file)}
+        if "docker stack deploy" in command:
+            self._stack_json(command)
         done = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True,
                               text=True, env=env, check=False, timeout=60)
         if stream is not None:
@@ -111,6 +113,17 @@ class FakeHost:
             if rel.startswith("stacks/") and rel.endswith(".yml"):
                 # the scripted engine reads JSON (it runs without site-packages)
                 Path(f"{path}.json").write_text(json.dumps(yaml.safe_load(text)))
+
+    def _stack_json(self, command: str) -> None:
+        """The scripted engine reads JSON; a stack file copied on the host (`cp`) has none
+        beside it yet: write it from the YAML, as put_tree does for uploads."""
+        import shlex
+
+        words = shlex.split(command.split("docker stack deploy", 1)[1].split("&&")[0])
+        if "-c" in words:
+            path = Path(words[words.index("-c") + 1])
+            if path.is_file():
+                Path(f"{path}.json").write_text(json.dumps(yaml.safe_load(path.read_text())))
 
     def rename(self, source: str, target: str) -> None:
         self.commands.append("rename")

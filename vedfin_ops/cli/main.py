@@ -31,7 +31,10 @@ def needs_fabric(args: list[str], task_names: set[str]) -> bool:
             name = arg[2:].split("=", 1)[0]
             if name in FABRIC_LONG or name == HELP_LONG:
                 return True
-        elif arg.startswith("-") and len(arg) > 1 and arg[1] in FABRIC_SHORT | {HELP_SHORT}:
+        elif arg.startswith("-") and len(arg) > 1 and \
+                set(arg[1:]) & (FABRIC_SHORT | {HELP_SHORT}):
+            # `-eH vps` combines flags; a letter of a value (`-fH.yaml`) may count too, which
+            # only costs Fabric's start-up: Fabric's program takes every Invoke flag as well
             return True
     return False
 

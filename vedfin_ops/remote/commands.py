@@ -133,6 +133,18 @@ def stop_migrations(env: str) -> str:
             f"[ -z \"$ids\" ] || docker rm -f $ids >/dev/null")
 
 
+def save_copy(source: str, target: str) -> str:
+    """Copy `source` to `target` if it exists; prints `saved` or `none`."""
+    return (f"if [ -f {sh(source)} ]; then cp -- {sh(source)} {sh(target)} && echo saved; "
+            f"else echo none; fi")
+
+
+def install_file(source: str, target: str) -> str:
+    """`target` replaced by a copy of `source` atomically (a copy, then rename(2))."""
+    new = sh(target + ".new")
+    return f"cp -- {sh(source)} {new} && mv -f -- {new} {sh(target)}"
+
+
 def write_text(path: str, text: str) -> str:
     return f"printf '%s\\n' {sh(text)} > {sh(path)}"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,8 +41,9 @@ from vedfin_ops.steps.env_run import (
     verify,
 )
 from vedfin_ops.steps.images import resolve_pins
-from vedfin_ops.steps.lock import shared_lock, who
+from vedfin_ops.steps.lock import Lock, shared_lock, who
 from vedfin_ops.steps.migrate import migrate as real_migrate
+from vedfin_ops.steps.migrate import stop_migrations
 from vedfin_ops.steps.operation import Say, Show, audit, bare, describe
 from vedfin_ops.steps.polling import REAL, Clock
 from vedfin_ops.steps.releases import (
@@ -114,6 +115,7 @@ class Deploy(EnvRun):
         self.migrating = False
         self.promoting = False
         self.shared_touched = False
+        self.previous_shared = False  # a copy of the shared file before this run's change
 
     def body(self) -> DeployResult:
         self.inspect()
@@ -211,8 +213,16 @@ class Deploy(EnvRun):
         before anyone else deploys; its hash is recorded only when the release goes live."""
         assert self.release_dir is not None
         self.shared_lock.acquire(wait=SHARED_LOCK_WAIT)
+        # what is deployed now, read under the lock (another env may have changed it since
+        # inspect), and a copy of its file for the way back
+        deployed = self.host.run(commands.read_file(self.layout.shared_hash),
+                                 what="read shared hash").strip() or None
+        self.state = replace(self.state, shared=deployed)
         if self.state.shared != self.meta["shared_hash"]:
             self.step("shared stack: postgres, redis, edge (changed)")
+            self.previous_shared = self.host.run(
+                commands.save_copy(self.layout.shared_file, self.saved_shared),
+                what="save shared stack").strip() == "saved"
             self.shared_touched = True
             updated, _ = self.roll(shared_stack_name(self.config),
                                    f"{self.release_dir}/stacks/shared.yml",
@@ -233,7 +243,7 @@ class Deploy(EnvRun):
         self.migrating = True
         self.registry_login()  # the migration container pulls the new image
         if not self.hooks.migrate(self.host, self.config, self.env, self.tag, self.release_dir,
-                                  show=self.say, keep_alive=self.lock.keep_alive,
+                                  show=self.say, keep_alive=self.keep_alive,
                                   pins=self.pins):
             self.say("migrate: nothing to migrate")
         self.migrating = False
@@ -267,12 +277,18 @@ class Deploy(EnvRun):
         rid = self.release
         after = Listing([*self.state.releases, (rid, GOOD)], rid)
         prune = [self.layout.release(r) for r in after.to_prune(self.config.remote.keep_releases)]
+        records = [commands.write_text(f"{self.release_dir}/engine.json",
+                                       json.dumps(engine_record(self.views)))]
+        if self.shared_touched:  # still under the shared lock: the shared files went live
+            records += [commands.install_file(f"{self.release_dir}/stacks/shared.yml",
+                                              self.layout.shared_file),
+                        commands.write_text(self.layout.shared_hash,
+                                            str(self.meta["shared_hash"]))]
+        self.beat(force=True)  # the locks are still ours right before the release goes live
         with self.shielded():
             self.promoting = True
             self.host.run(" && ".join([
-                commands.write_text(f"{self.release_dir}/engine.json",
-                                    json.dumps(engine_record(self.views))),
-                commands.write_text(self.layout.shared_hash, str(self.meta["shared_hash"])),
+                *records,
                 commands.write_state(self.release_dir, GOOD),
                 commands.swap_symlink(self.release_dir, self.layout.current)]),
                 what="promote release")
@@ -288,40 +304,60 @@ class Deploy(EnvRun):
 
     # -- the way back ---------------------------------------------------------------------
     def needs_put_back(self) -> bool:
-        return self.migrating
+        return self.migrating or self.shared_touched
+
+    def held_locks(self) -> list[Lock]:
+        return [self.lock, *([self.shared_lock] if self.shared_lock.taken else [])]
 
     def put_back(self) -> str:
         said: list[str] = []
         if self.migrating:
-            self.host.run(commands.stop_migrations(self.env), what="stop migration",
-                          check=False)
-            said.append("migration container stopped")
-        if self.promoting and self.state.current:
+            said.append(stop_migrations(self.host, self.env))
+        if self.promoting:
             # the promote may have run before the link went: `current` names the live one
-            # again before anything else, so a put-back cut short still points at it
-            self.host.run(commands.swap_symlink(self.layout.release(self.state.current),
-                                                self.layout.current), what="restore current")
+            # again before anything else, so a put-back cut short still points at it; and
+            # the shared stack's record says what runs, or the change would never ship
+            restore = []
+            if self.state.current:
+                restore.append(commands.swap_symlink(self.layout.release(self.state.current),
+                                                     self.layout.current))
+            if self.shared_touched:
+                restore.append(commands.write_text(self.layout.shared_hash,
+                                                   self.state.shared or ""))
+                if self.previous_shared:
+                    restore.append(commands.install_file(self.saved_shared,
+                                                         self.layout.shared_file))
+            if restore:
+                self.host.run(" && ".join(restore), what="restore current")
         if self.engine_touched:
             said.append(super().put_back())
         if self.shared_touched:
             said.append(self.put_back_shared())
         return "; ".join(said)
 
+    @property
+    def saved_shared(self) -> str:
+        return f"{self.layout.release(self.release)}/stacks/shared.previous.yml"
+
     def put_back_shared(self) -> str:
-        """The shared stack back on the files it last ran: the live release's, when its
-        recorded hash says they are the ones deployed."""
+        """The shared stack back on the file it ran before this run: the copy saved before
+        the change (whichever env deployed it last), else this env's live release's file when
+        its recorded hash says it is the one deployed."""
         live = self.state.current
-        if not live or self.state.meta.get("shared_hash") != self.state.shared:
+        if self.previous_shared:
+            path = self.saved_shared
+        elif live and self.state.meta.get("shared_hash") == self.state.shared:
+            path = f"{self.layout.release(live)}/stacks/shared.yml"
+        else:
             return ("the shared stack stays on the new files (no earlier files of it are "
                     "known)")
         stack = shared_stack_name(self.config)
-        path = f"{self.layout.release(live)}/stacks/shared.yml"
         expected = stack_file_images(self.host.run(commands.read_file(path),
                                                     what="read shared stack"), stack)
-        self.say(f"putting the shared stack back on {live}'s files")
+        self.say("putting the shared stack back on its earlier files")
         self.roll(stack, path, expected)
         self.shared_touched = False
-        return f"shared stack back on {live}'s files"
+        return "shared stack back on its earlier files"
 
     def release_other_locks(self) -> str:
         return self.shared_lock.release()

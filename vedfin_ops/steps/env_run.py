@@ -171,6 +171,7 @@ class EnvRun(Operation):
             self.engine_touched = True
         hidden = hidden_from_stack_deploy(views, expected)
         self.registry_login()
+        self.beat(force=True)  # the lock is still ours right before the engine moves
         command = commands.stack_deploy(stack_file, stack,
                                         registry_auth=self.config.registry is not None)
         if hidden:
@@ -181,7 +182,7 @@ class EnvRun(Operation):
 
         def show(lines: list[str]) -> None:
             self.show(lines)
-            self.lock.beat()
+            self.beat()
 
         after = watch(poll, before, expected, set(expected), self.config.remote.rollout_timeout,
                       show, clock=self.clock).views

@@ -189,15 +189,15 @@ class Lock:
         return commands.with_heartbeat(command, self.path, self.token, int(BEAT_EVERY))
 
     def release(self) -> str:
-        """Remove our lock; never raises (it runs on the way out of a failure already being
-        reported, and the other locks must still go). Returns why it could not, if it could
-        not: the link may be gone."""
+        """Remove our lock; an error is returned, not raised (it runs on the way out of a
+        failure already being reported, and the other locks must still go): the link may be
+        gone. A Ctrl-C mid-run still interrupts; on the way out signals are shielded."""
         if not self.taken:
             return ""
         try:
             self.host.run(commands.lock_release(self.path, self.token), what="unlock",
                           check=False)
-        except BaseException as exc:  # a reason, never a second failure
+        except Exception as exc:  # a reason, never a second failure
             return (f"the lock {self.path} could not be released ({exc or type(exc).__name__});"
                     f" {self.hint or 'remove it when no run holds it'}")
         self.taken = False

@@ -17,6 +17,18 @@ from vedfin_ops.remote.host import Remote, RemoteError
 from vedfin_ops.steps.operation import Operation, bare
 
 
+def stop_migrations(host: Remote, env: str) -> str:
+    """Stop the env's migration containers and say whether they are gone (checked, not
+    assumed: the way back must not claim what it did not do)."""
+    host.run(commands.stop_migrations(env), what="stop migration", check=False)
+    left = host.run(commands.migrations_running(env), what="migrations running",
+                    check=False).split()
+    if left:
+        return (f"migration container still running: {', '.join(left)} (docker rm -f "
+                f"{' '.join(left)})")
+    return "migration container stopped"
+
+
 def migrating_app(config: Config, env: str) -> Application | None:
     """The env's app that migrates, if any (the first with a migration command)."""
     return next((app for app in config.apps(env) if app.migrate_command), None)
@@ -69,8 +81,7 @@ class Migrate(Operation):
         return done
 
     def put_back(self) -> str:
-        self.host.run(commands.stop_migrations(self.env), what="stop migration", check=False)
-        return "migration container stopped"
+        return stop_migrations(self.host, self.env)
 
 
 def run_migrate(host: Remote, config: Config, env: str, tag: str, *,

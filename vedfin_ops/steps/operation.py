@@ -76,7 +76,7 @@ def audit(host: Remote, layout: Layout, action: str, result: str, *, release: st
                        "release": release, "tag": tag, "result": result,
                        "detail": host.redact(bare(detail)) if detail else ""},
                       ensure_ascii=False)
-    host.run(commands.audit_append(layout.audit, line), what="audit", check=False)
+    host.run(commands.audit_append(layout.audit, line), what="audit")
 
 
 class Operation:
@@ -130,7 +130,11 @@ class Operation:
                 raise failure from None
             finally:
                 with guard.shielded():
-                    problems = [self.lock.release(), self.release_other_locks()]
+                    problems = [""]
+                    try:
+                        problems[0] = self.lock.release()
+                    finally:  # the other locks go even if that one raised
+                        problems.append(self.release_other_locks())
                 problem = "; ".join(p for p in problems if p)
                 if problem:
                     self.say(f"warning: {problem}")
@@ -162,10 +166,25 @@ class Operation:
     def release_other_locks(self) -> str:
         return ""
 
+    def held_locks(self) -> list[Lock]:
+        """Every lock this run holds now (the env's, and a deploy's shared lock)."""
+        return [self.lock]
+
+    def beat(self, *, force: bool = False) -> None:
+        """Heartbeat every held lock; LockLost if one was taken away."""
+        for lock in self.held_locks():
+            lock.beat(force=force)
+
+    def keep_alive(self, command: str) -> str:
+        """`command` with every held lock's heartbeat kept fresh on the host while it runs."""
+        for lock in self.held_locks():
+            command = lock.keep_alive(command)
+        return command
+
     def step(self, message: str) -> None:
         """A step boundary: progress for the user, a heartbeat for the lock."""
         self.say(message)
-        self.lock.beat()
+        self.beat()
 
     def shielded(self) -> Any:
         """Signals wait while this runs: promoting plus its audit line is all or nothing."""
@@ -178,8 +197,8 @@ class Operation:
         reason = describe(exc)
         outcome = "interrupted" if interrupted else "failed"
         back = ""
-        if isinstance(exc, LockLost):
-            back = "nothing was put back: the run that holds the lock now owns the env"
+        if isinstance(exc, LockLost) and not self.retake_lock():
+            back = "nothing was put back: another run holds the lock now and owns the env"
         elif self.engine_touched or self.needs_put_back():
             try:
                 back = self.put_back()
@@ -202,6 +221,14 @@ class Operation:
 
     def needs_put_back(self) -> bool:
         return False
+
+    def retake_lock(self) -> bool:
+        """After LockLost: when nobody took the lock (a "stale" lock removed by hand), take it
+        again and put the env back under it; when another run holds it, leave the env alone."""
+        try:
+            return self.lock.try_acquire() is None
+        except BaseException:
+            return False
 
     def mark(self, outcome: str, reason: str) -> None:
         """Mark the release with how it ended; best effort (the link may be gone)."""

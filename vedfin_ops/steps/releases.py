@@ -59,6 +59,11 @@ class Layout:
         return f"{self.base}/shared.hash"
 
     @property
+    def shared_file(self) -> str:
+        """The shared stack file last promoted (by whichever env): what a put-back redeploys."""
+        return f"{self.base}/shared.yml"
+
+    @property
     def shared_lock(self) -> str:
         return f"{self.base}/.shared.lock"
 

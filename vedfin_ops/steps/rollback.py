@@ -27,6 +27,7 @@ class Rollback(EnvRun):
         super().__init__(host, config, env, tag="", **kwargs)
         self.verify_fn = verify_fn or verify
         self.target = ""
+        self.committing = False  # the make-current command was sent (it may have run)
 
     def body(self) -> str:
         self.inspect()
@@ -46,12 +47,25 @@ class Rollback(EnvRun):
             steps.append(commands.write_state(self.layout.release(self.state.current),
                                               "rolled-back"))
         steps.append(commands.swap_symlink(self.layout.release(target), self.layout.current))
+        self.beat(force=True)  # the lock is still ours right before the records change
         with self.shielded():
+            self.committing = True
             self.host.run(" && ".join(steps), what="make current")
             self.commit(target)
             self.audit_ok("ok", release=target, detail=f"from {self.state.current}")
         self.say(f"done: {self.env} back on {target}")
         return target
+
+    def put_back(self) -> str:
+        """Before redeploying the release that was live: if the make-current command may have
+        run, `current` and its state say so again first (records and engine agree)."""
+        live = self.state.current
+        if self.committing and live:
+            self.host.run(" && ".join([
+                commands.write_state(self.layout.release(live), "good"),
+                commands.swap_symlink(self.layout.release(live), self.layout.current)]),
+                what="restore current")
+        return super().put_back()
 
 
 def rollback(conn: Connection | Host, config: Config, env: str, *, say: Say = print,

@@ -56,12 +56,13 @@ class Scale(EnvRun):
     def set_replicas(self, wanted: dict[str, int]) -> None:
         views = self.poll()
         expected = {name: views[name].image for name in wanted if name in views}
+        self.beat(force=True)  # the lock is still ours right before the engine moves
         self.engine_touched = True
         self.host.run(commands.scale_services(wanted), what=f"{self.action} {self.env}")
 
         def show(lines: list[str]) -> None:
             self.show(lines)
-            self.lock.beat()
+            self.beat()
 
         watch(self.poll, before_of(views), expected, set(expected),
               self.config.remote.rollout_timeout, show, clock=self.clock)

@@ -359,9 +359,6 @@ class Deploy(EnvRun):
         self.shared_touched = False
         return "shared stack back on its earlier files"
 
-    def release_other_locks(self) -> str:
-        return self.shared_lock.release()
-
 
 def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None, *,
            skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,

@@ -129,12 +129,15 @@ class Operation:
                     failure = self._converge(exc)
                 raise failure from None
             finally:
-                with guard.shielded():
-                    problems = [""]
-                    try:
-                        problems[0] = self.lock.release()
-                    finally:  # the other locks go even if that one raised
-                        problems.append(self.release_other_locks())
+                problems: list[str] = []
+
+                def release(lock: Lock) -> None:
+                    problems.append(lock.release())
+
+                with guard.shielded(), contextlib.ExitStack() as releases:
+                    # every held lock goes, each even if the one before it raised
+                    for lock in reversed(self.held_locks()):
+                        releases.callback(release, lock)
                 problem = "; ".join(p for p in problems if p)
                 if problem:
                     self.say(f"warning: {problem}")
@@ -162,9 +165,6 @@ class Operation:
     def put_back(self) -> str:
         """Return the engine to the state before the run; says what it did."""
         raise NotImplementedError
-
-    def release_other_locks(self) -> str:
-        return ""
 
     def held_locks(self) -> list[Lock]:
         """Every lock this run holds now (the env's, and a deploy's shared lock)."""

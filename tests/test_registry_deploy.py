@@ -141,3 +141,37 @@ def test_the_stack_file_carries_the_pinned_image(tmp_path: Path, shipped_data: d
     assert f"{registry.server}/vedfin/api:v1@sha256:" in stack
     meta = json.loads(Path(world.layout.release(result.release), "release.json").read_text())
     assert all("@sha256:" in ref for ref in meta["images"].values())
+
+
+def test_a_good_deploy_prunes_images_no_kept_release_names(
+        tmp_path: Path, shipped_data: dict[str, Any], registry: RegistryServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """keepReleases 1: after v1, v2 and a re-pushed v2, v1's release folder goes and with
+    it v1's images; the current and the previous good release keep theirs."""
+    world = _world(tmp_path, shipped_data, registry, monkeypatch)
+    world.config.remote.keep_releases = 1
+    assert world.deploy("v1").result == "ok"
+    v1 = set(world.env_images().values())
+    assert world.deploy("v2").result == "ok"
+    v2 = set(world.env_images().values())
+    push(registry.server, (registry.username, registry.password), str(registry.ca),
+         "vedfin/api", "v2", "api v2, rebuilt again")
+    assert world.deploy("v2").result == "ok"
+    now = set(world.env_images().values())
+    held = set(world.host.engine()["images"])  # digests the engine still holds
+    digests = {ref.split("@")[1] for ref in v1 | v2 | now}
+    assert {ref.split("@")[1] for ref in v1} & held == set(), "v1 is pruned"
+    assert {ref.split("@")[1] for ref in v2 | now} <= held, "current and previous kept"
+    assert held <= digests
+    assert any(line.startswith("pruned 2 of 2 old images") for line in world.said)
+
+
+def test_prunable_images_never_judges_an_image_without_a_digest() -> None:
+    from vedfin_ops.steps.images import prunable_images
+
+    keep = "sha256:" + "a" * 64
+    old = "sha256:" + "b" * 64
+    inventory = "\n".join([f"keep {keep}", f"image r/api {keep} id1", f"image r/api {old} id2",
+                           "image r/api <none> id3", f"image r/web {old} id1",
+                           "garbage line", ""])
+    assert prunable_images(inventory) == ["id2"]

@@ -51,6 +51,10 @@ def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
     for short, body in spec.get("services", {}).items():
         name = f"{stack}_{short}"
         image = body["image"]
+        if "@" in image:  # pulled by digest: the engine now holds it
+            ref, digest = image.split("@", 1)
+            repo = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+            state.setdefault("images", {})[digest] = repo
         replicas = int(body.get("deploy", {}).get("replicas", 1))
         template = hashlib.sha256(json.dumps({k: v for k, v in body.items() if k != "deploy"},
                                              sort_keys=True).encode()).hexdigest()[:12]
@@ -171,6 +175,23 @@ def main(args: list[str]) -> int:
             svc["replicas"], svc["version"] = int(count), svc["version"] + 1
             svc["script"] = [{"update": svc["update"],
                               "tasks": tasks(svc, svc["image"], True, int(count))}]
+        save(state)
+        return 0
+    if args[:2] == ["image", "ls"]:
+        repos = [f.split("=", 1)[1] for f in filters(args) if f.startswith("reference=")]
+        for digest, repo in sorted(state.get("images", {}).items()):
+            if repo in repos:
+                print(f"image {repo} {digest} id-{digest[7:19]}")
+        return 0
+    if args[:2] == ["image", "rm"]:
+        wanted = args[-1]
+        used = {svc["image"].split("@")[-1] for svc in state["services"].values()}
+        for digest in list(state.get("images", {})):
+            if f"id-{digest[7:19]}" == wanted:
+                if digest in used:
+                    print(f"Error: image {wanted} is in use", file=sys.stderr)
+                    return 1
+                del state["images"][digest]
         save(state)
         return 0
     if args[0] == "ps":

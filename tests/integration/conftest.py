@@ -57,11 +57,32 @@ def swarm(sandbox_up: dict[str, object]) -> None:
         unavailable(f"this engine is not a swarm manager ({info.stdout.strip()})")
 
 
+def registry_server() -> str:
+    """`127.0.0.1:PORT`: the sandbox registry every image of the sandbox is named by."""
+    import json
+
+    return f"127.0.0.1:{json.loads((SANDBOX_DIR / 'state.json').read_text())['registry_port']}"
+
+
+def sandbox_image(name: str) -> str:
+    """`api:v1` -> `127.0.0.1:PORT/vedfin-sandbox/api:v1`."""
+    return f"{registry_server()}/vedfin-sandbox/{name}"
+
+
+def short(ref: str) -> str:
+    """`127.0.0.1:PORT/vedfin-sandbox/api:v2@sha256:...` -> `vedfin-sandbox/api:v2`."""
+    name = ref.split("@", 1)[0]
+    first, _, rest = name.partition("/")
+    return rest if ":" in first or "." in first else name
+
+
 @pytest.fixture(scope="session")
 def stub_image(swarm: None) -> str:
-    """A tiny local image (busybox-static) so the engine never reaches for a registry."""
-    if docker("image", "inspect", STUB_IMAGE, check=False).returncode == 0:
-        return STUB_IMAGE
+    """A tiny image (busybox-static) named by the sandbox registry and pushed there: the
+    engine pulls every service's image, and must only ever ask the sandbox's registry."""
+    stub = f"{registry_server()}/{STUB_IMAGE}"
+    if docker("image", "inspect", stub, check=False).returncode == 0:
+        return stub
     busybox = shutil.which("busybox")
     if busybox is None:
         unavailable("busybox-static is not installed")
@@ -73,8 +94,19 @@ def stub_image(swarm: None) -> str:
                 link = tarfile.TarInfo(f"bin/{name}")
                 link.type, link.linkname = tarfile.SYMTYPE, "busybox"
                 tar.addfile(link)
-        docker("import", "--change", 'CMD ["/bin/sleep", "3600"]', str(tar_path), STUB_IMAGE)
-    return STUB_IMAGE
+        docker("import", "--change", 'CMD ["/bin/sleep", "3600"]', str(tar_path), stub)
+    push_to_sandbox_registry(stub)
+    return stub
+
+
+def push_to_sandbox_registry(*refs: str) -> None:
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.steps.build import registry_session
+
+    password = secret_store.read_file(SANDBOX_DIR / "secrets.env")["REGISTRY_PASSWORD"]
+    with registry_session(registry_server(), "vedfin", password) as folder:
+        for ref in refs:
+            docker("--config", folder, "push", ref, timeout=300)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from vedfin_ops.remote.host import Host, connect
 from vedfin_ops.steps.deploy import deploy
 from vedfin_ops.steps.scale import scale
 
-from .conftest import docker, fab
+from .conftest import docker, fab, short
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +66,9 @@ def test_gate_refuses_a_deploy_with_no_room_left_and_force_is_recorded(
     strict = config_from_dict(data, sandbox_up["config"])
     with pytest.raises(CheckFailed, match=r"preflight failed: capacity: .*exceeds RAM \+ swap"):
         deploy(host, strict, "production", "v1", say=lambda _m: None)
-    assert docker("service", "inspect", "--format",
+    assert short(docker("service", "inspect", "--format",
                   "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-                  "vedfin-production_api-production").stdout.strip() == "vedfin-sandbox/api:v2"
+                  "vedfin-production_api-production").stdout.strip()) == "vedfin-sandbox/api:v2"
     result = deploy(host, strict, "production", "v1", force=True, say=lambda _m: None)
     assert result.result == "ok"
     audit = host.run(f"tail -n 5 {strict.remote.base_dir}/audit.log", what="t")

@@ -23,7 +23,7 @@ from vedfin_ops.steps.operation import RunFailed
 from vedfin_ops.steps.releases import Layout
 from vedfin_ops.steps.status import status
 
-from .conftest import ROOT, docker, fab
+from .conftest import ROOT, docker, fab, sandbox_image, short
 from .test_deploy import Load, _version
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,8 @@ def _images(stack: str = "vedfin-production") -> dict[str, str]:
                  f"label=com.docker.stack.namespace={stack}").stdout.split()
     out = docker("service", "inspect", "--format",
                  "{{.Spec.Name}} {{.Spec.TaskTemplate.ContainerSpec.Image}}", *ids).stdout
-    return dict(line.split(" ", 1) for line in out.strip().splitlines())
+    return {name: short(ref) for name, ref in
+            (line.split(" ", 1) for line in out.strip().splitlines())}
 
 
 def test_a_release_whose_health_says_database_disconnected_is_rolled_back_after_verify(
@@ -106,15 +107,15 @@ def test_the_engine_changed_by_hand_is_deployed_again_not_called_a_noop(
         sandbox_up: dict[str, Any], config: Any) -> None:
     _deploy(sandbox_up, config, "v2")
     docker("service", "update", "--quiet", "--no-resolve-image", "--image",
-           "vedfin-sandbox/api:v1", API, timeout=180)  # waits for the update to converge
+           sandbox_image("api:v1"), API, timeout=180)  # waits for the update to converge
     assert _version(config) == "api v1"
     host = _host(sandbox_up)
     try:
         drift = status(host, config, "production")["drift"]
     finally:
         host.close()
-    assert drift == [f"{API}: runs vedfin-sandbox/api:v1, the release has "
-                     f"vedfin-sandbox/api:v2"]
+    assert len(drift) == 1 and drift[0].startswith(
+        f"{API}: runs {sandbox_image('api:v1')}, the release has {sandbox_image('api:v2')}@sha256:")
     result = _deploy(sandbox_up, config, "v2")
     assert result.result == "ok" and API in result.services_updated
     assert _version(config) == "api v2"

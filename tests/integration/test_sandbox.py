@@ -18,7 +18,14 @@ from vedfin_ops.config.secret_store import resolve
 from vedfin_ops.remote.host import HostError, connect
 from vedfin_ops.rendering.local_files import write_tree
 
-from .conftest import ROOT, SANDBOX_DIR, docker, ssh_config_with_known_hosts
+from .conftest import (
+    ROOT,
+    SANDBOX_DIR,
+    docker,
+    sandbox_image,
+    short,
+    ssh_config_with_known_hosts,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +82,7 @@ def test_sandbox_status_names_the_ssh_line_and_urls(sandbox_up: dict[str, Any]) 
     port = sandbox_up["edge_url"].rsplit(":", 1)[1]
     assert sandbox_up["edge_url"] == f"http://127.0.0.1:{port}"
     assert sandbox_up["urls"]["api-production"] == f"http://api.v-edfinance.localhost:{port}/"
-    assert load_config(sandbox_up["config"]).applications[0].image_repo == "vedfin-sandbox/api"
+    assert load_config(sandbox_up["config"]).applications[0].image_repo == sandbox_image("api")
 
 
 def test_sandbox_up_twice_is_fine(sandbox_up: dict[str, Any]) -> None:
@@ -161,7 +168,7 @@ def test_engine_rolls_api_from_v1_to_v2_start_first(stacks: dict[str, Any]) -> N
     stacks["deploy"]("v2")
     assert _wait_converged(config, "api-production", "v2") == "completed"
     image = _service(config, "api-production")["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-    assert image == "vedfin-sandbox/api:v2"
+    assert short(image) == "vedfin-sandbox/api:v2"
     deadline = time.monotonic() + 30
     while _version(stacks["edge"], "api.v-edfinance.localhost") != "api v2":
         assert time.monotonic() < deadline, "the edge never served v2"
@@ -175,5 +182,5 @@ def test_engine_rolls_a_broken_release_back_by_itself(stacks: dict[str, Any]) ->
     assert _wait_converged(config, "api-production", "broken", timeout=180) == \
         "rollback_completed"
     svc = _service(config, "api-production")
-    assert svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"] == "vedfin-sandbox/api:v2"
+    assert short(svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]) == "vedfin-sandbox/api:v2"
     assert _version(stacks["edge"], "api.v-edfinance.localhost") == "api v2"

@@ -26,7 +26,7 @@ SECOND = 1_000_000_000
 
 def _local(data: dict[str, Any], image: str) -> None:
     """Same spec, but images the engine has locally and names that cannot clash."""
-    repo, tag = image.split(":")
+    repo, tag = image.rsplit(":", 1)
     data["tag"] = tag
     for app in data["applications"]:
         app["image"] = repo

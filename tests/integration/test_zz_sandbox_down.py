@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from vedfin_ops import sandbox
-from vedfin_ops.sandbox import engine, images, sshd
+from vedfin_ops.sandbox import engine, images, registry, sshd
 
 from .conftest import ROOT, SANDBOX_DIR, docker
 
@@ -20,6 +20,8 @@ def test_sandbox_down_leaves_no_stack_container_sshd_or_user(sandbox_up: dict[st
     pid_file = SANDBOX_DIR / "sshd.pid"
     assert sshd.running(pid_file) is not None
     sshd_pid = sshd.running(pid_file)
+    registry_pid = registry.running(SANDBOX_DIR / "registry")
+    assert registry_pid is not None and state.trusted_registry
     sandbox.down(SANDBOX_DIR, progress=lambda _m: None)
     try:
         assert not SANDBOX_DIR.exists()
@@ -30,6 +32,9 @@ def test_sandbox_down_leaves_no_stack_container_sshd_or_user(sandbox_up: dict[st
             assert pwd.getpwnam(sandbox.USER)
         assert sshd_pid is not None
         assert not sshd.alive(sshd_pid), "sshd still runs after down"
+        assert not engine.alive(registry_pid), "the registry still runs after down"
+        assert not (registry.CERTS_D / state.trusted_registry).exists(), \
+            "down must take back the engine's trust in the registry's CA"
         if state.started_dockerd:
             assert not engine.engine_answers(), "down must stop the dockerd that up started"
     finally:

@@ -50,6 +50,27 @@ def render(c: Context, env: str | None = None, out: str = "build", tag: str | No
 
 
 
+@task(help={**CONFIG_HELP, "tag": "the tag to build, e.g. $(git rev-parse --short HEAD)",
+            "push": "push to the config's registry and print the digests it serves",
+            "env": "only this env's apps (default: every app with a build section)"})
+@guarded
+def build(c: Context, tag: str, push: bool = False, env: str | None = None,
+          config: str | None = None) -> None:
+    """Build each app's image from its `build:` section here (docker build); --push ships it."""
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.config.tags import check_tag
+    from vedfin_ops.steps.build import build_images
+    cfg = config_for(config)
+    if env:
+        cfg.require_env(env)
+    check_tag(tag)
+    built = build_images(cfg, tag, secret_store.resolve(cfg) if push else {}, push=push,
+                         env=env, say=say)
+    for item in built:
+        stdout.print(f"{item.image}{'@' + item.digest if item.digest else ''} "
+                     f"({item.seconds:g}s)")
+
+
 @task(help=CONFIG_HELP)
 @guarded
 def check_config(c: Context, config: str | None = None) -> None:
@@ -368,8 +389,8 @@ def sandbox_status(c: Context, json_: bool = False) -> None:
         stdout.print(f"  {svc['name']}: {svc['replicas']} {svc['image']}")
 
 
-ns = Collection(render, check_config, capacity_report, smoke_test, preflight, db_init, migrate,
-                rollback, status, audit, pause, resume, scale)
+ns = Collection(render, build, check_config, capacity_report, smoke_test, preflight, db_init,
+                migrate, rollback, status, audit, pause, resume, scale)
 ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
                                                                    "dev"))))
 ns.add_collection(Collection("secrets", generate))

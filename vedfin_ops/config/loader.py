@@ -94,8 +94,8 @@ def config_from_dict(data: dict[str, Any], file: str = DEFAULT_CONFIG) -> Config
 
 
 def _resolve_paths(config: Config, file: str) -> None:
-    """`edge.caRoot` and `registry.caRoot` are relative to the config file's folder, so any
-    working directory works."""
+    """`edge.caRoot`, `registry.caRoot` and each `build.context` are relative to the config
+    file's folder, so any working directory works."""
     def resolved(value: str) -> str:
         path = Path(value).expanduser()
         return str(path if path.is_absolute() else Path(file).resolve().parent / path)
@@ -104,6 +104,9 @@ def _resolve_paths(config: Config, file: str) -> None:
         config.edge.ca_root = resolved(config.edge.ca_root)
     if config.registry is not None and config.registry.ca_root is not None:
         config.registry.ca_root = resolved(config.registry.ca_root)
+    for app in config.applications:
+        if app.build is not None:
+            app.build.context = resolved(app.build.context)
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

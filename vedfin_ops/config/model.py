@@ -109,6 +109,12 @@ def _ca_root(value: str) -> str:
     return value
 
 
+def _one_line_path(value: str) -> str:
+    if not value or "\n" in value or "\r" in value or "\0" in value:
+        raise ValueError(f"{show(value)} is not a path")
+    return value
+
+
 Mib = Annotated[int, BeforeValidator(parse_mib)]
 LimitMib = Annotated[int, BeforeValidator(parse_mib), AfterValidator(_at_least_docker_minimum)]
 Seconds = Annotated[float, BeforeValidator(parse_seconds)]
@@ -153,6 +159,20 @@ class Healthcheck(Model):
     start_period: Seconds = 10.0
 
 
+class Build(Model):
+    """How `build` makes an app's image where the tool runs (`docker build`): `context` is
+    relative to the config file; `{tag}` in an arg's value becomes the tag being built, so
+    the image can say which version it is."""
+
+    context: Annotated[str, AfterValidator(_one_line_path)] = "."
+    dockerfile: Annotated[str, AfterValidator(_one_line_path)] = "Dockerfile"
+    args: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
+               Annotated[str, AfterValidator(_env_value)]] = {}
+
+    def args_for(self, tag: str) -> dict[str, str]:
+        return {k: v.replace("{tag}", tag) for k, v in self.args.items()}
+
+
 class Application(Model):
     name: Annotated[str, Field(pattern=_NAME, max_length=48)]
     branch: str = "main"
@@ -166,6 +186,7 @@ class Application(Model):
     port: Annotated[Count, Field(ge=1, le=65535)] = 3000
     healthcheck: Healthcheck | None = None
     migrate: str | None = None
+    build: Build | None = None
 
     _app: str = PrivateAttr(default="")
     _env: str = PrivateAttr(default="")

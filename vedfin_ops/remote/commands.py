@@ -168,6 +168,23 @@ def remove_dirs(paths: list[str]) -> str:
     return f"rm -rf -- {sh_join(paths)}" if paths else "true"
 
 
+def image_inventory(base: str, repos: list[str]) -> str:
+    """Every digest a release of any env on the host still names (`keep ...`), and the
+    engine's images of `repos` (`image REPO DIGEST ID`), for pruning the rest."""
+    filters = " ".join(f"--filter reference={sh(r)}" for r in repos)
+    return (f"grep -rhoE 'sha256:[0-9a-f]{{64}}' {sh(base)}/*/releases/*/release.json "
+            f"2>/dev/null | sort -u | sed 's/^/keep /'; "
+            f"docker image ls --digests --no-trunc {filters} "
+            f"--format 'image {{{{.Repository}}}} {{{{.Digest}}}} {{{{.ID}}}}'")
+
+
+def remove_images(ids: list[str]) -> str:
+    """Images one by one, never forced: one still used by a container (or named by another
+    repository) stays, and is not an error of the prune."""
+    return (f"for i in {sh_join(ids)}; do docker image rm -- \"$i\" >/dev/null 2>&1 && "
+            f"echo removed; done; true")
+
+
 def stack_deploy(stack_file: str, stack: str, *, registry_auth: bool = False) -> str:
     """`--resolve-image never`: images are local or already pinned by digest; no registry
     round trip. `--with-registry-auth` hands the host's registry login to the engine."""

@@ -22,6 +22,7 @@ from vedfin_ops.config.loader import load_config
 from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.config.secret_store import write_private
 from vedfin_ops.sandbox import engine, images, overlay, sshd
+from vedfin_ops.sandbox import registry as registry_server
 from vedfin_ops.sandbox.local import SandboxError, run
 
 DEFAULT_DIR = Path(".sandbox")
@@ -29,6 +30,9 @@ USER = "vedfin-deployer"
 BASE_DIR = "/srv/vedfin-sandbox"
 EDGE_PORT = 18080
 SSH_PORT = 2222
+REGISTRY_PORT = 15443
+REGISTRY_USER = "vedfin"
+REGISTRY_SECRET = "REGISTRY_PASSWORD"
 
 __all__ = ["SandboxError", "State", "down", "status", "up"]
 
@@ -40,6 +44,8 @@ class State:
     created_user: bool = False
     edge_port: int = 0
     ssh_port: int = 0
+    registry_port: int = 0
+    trusted_registry: str = ""
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -74,8 +80,16 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     state.created_swarm |= got.created_swarm
     state.save(workdir)
 
-    progress("images: building what changed")
+    progress("registry: TLS + htpasswd on 127.0.0.1")
+    server = _ensure_registry(workdir, state)
+    state.save(workdir)
+
+    progress("images: building what changed, pushing to the registry")
     state.images_built = images.build_all()
+    from vedfin_ops.steps.build import registry_session
+
+    with registry_session(server.server, server.username, server.password) as docker_config:
+        images.push_infra(server.server, docker_config)
 
     progress(f"ssh: user {USER}, sshd on 127.0.0.1")
     state.created_user |= sshd.ensure_user(USER)
@@ -87,17 +101,58 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     state.edge_port = state.edge_port or sshd.free_port(EDGE_PORT)
 
     progress("config: .sandbox/dokploy.yaml and secrets")
-    _write_config(workdir, Path(shipped), state.edge_port)
+    _write_config(workdir, Path(shipped), state.edge_port, server)
+
+    progress(f"apps: build and push {len(images.APP_TAGS)} tags of the stand-ins")
+    build_apps(workdir / "dokploy.yaml")
     state.up_seconds = round(time.monotonic() - started, 2)
     state.save(workdir)
     return state
 
 
-def _write_config(workdir: Path, shipped: Path, edge_port: int) -> None:
+def _ensure_registry(workdir: Path, state: State) -> registry_server.RegistryServer:
+    """The registry runs (started once, kept across ups), its password is the sandbox's
+    REGISTRY_PASSWORD secret and the engine trusts its CA."""
+    folder = workdir / "registry"
+    secrets_file = workdir / "secrets.env"
+    existing = secret_store.read_file(secrets_file)
+    password = existing.get(REGISTRY_SECRET) or _random.token_urlsafe(24)
+    if REGISTRY_SECRET not in existing:
+        existing[REGISTRY_SECRET] = password
+        write_private(secrets_file, "".join(f"{k}={v}\n" for k, v in existing.items()))
+    state.registry_port = state.registry_port or sshd.free_port(REGISTRY_PORT)
+    server_name = f"127.0.0.1:{state.registry_port}"
+    pid = registry_server.running(folder)
+    if pid is None:
+        server = registry_server.start(folder, port=state.registry_port,
+                                       username=REGISTRY_USER, password=password)
+    else:
+        server = registry_server.RegistryServer(server_name, REGISTRY_USER, password,
+                                                folder / "tls" / "ca.crt", folder, pid)
+    registry_server.trust(server_name, server.ca)
+    state.trusted_registry = server_name
+    return server
+
+
+def build_apps(config_path: Path, tags: tuple[str, ...] = images.APP_TAGS) -> None:
+    """The stand-in apps built with the tool's own `build --push`, one run per tag."""
+    from vedfin_ops.steps.build import build_images
+
+    config = load_config(config_path)
+    values = secret_store.resolve(config)
+    for tag in tags:
+        build_images(config, tag, values, push=True, say=lambda _m: None)
+
+
+def _write_config(workdir: Path, shipped: Path, edge_port: int,
+                  server: registry_server.RegistryServer) -> None:
     data = yaml.safe_load(shipped.read_text())
     config_path = workdir / "dokploy.yaml"
     config_path.write_text(overlay.dump(
-        overlay.sandbox_config(data, edge_port=edge_port, base_dir=BASE_DIR, user=USER),
+        overlay.sandbox_config(data, edge_port=edge_port, base_dir=BASE_DIR, user=USER,
+                               registry={"server": server.server, "username": server.username,
+                                         "password": f"${{{REGISTRY_SECRET}}}",
+                                         "caRoot": str(server.ca)}),
         str(shipped), edge_port))
     config = load_config(config_path)  # the sandbox's own config must be valid
     secrets_file = workdir / "secrets.env"
@@ -151,6 +206,10 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
         remove_stacks()
         progress("images: removing")
         images.remove_all()
+    progress("registry: stopping")
+    registry_server.stop(workdir / "registry")
+    if state.trusted_registry:
+        registry_server.untrust(state.trusted_registry)
         if state.created_swarm:
             run(["docker", "swarm", "leave", "--force"], check=False)
     progress("ssh: stopping sshd, removing user")

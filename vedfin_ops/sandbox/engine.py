@@ -16,10 +16,6 @@ from pathlib import Path
 
 from vedfin_ops.sandbox.local import SandboxError, ok, run
 
-# Swarm's executor pulls every image before each task unless this is set: the sandbox has no
-# registry, and must not send a request to one.
-OFFLINE_ENV = {"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE": "1"}
-
 
 @dataclass
 class EngineState:
@@ -93,8 +89,7 @@ def _start_dockerd(log: Path) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as handle:
         proc = subprocess.Popen(["dockerd"], stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                env={**os.environ, **OFFLINE_ENV})
+                                stdin=subprocess.DEVNULL, start_new_session=True)
     (log.parent / "dockerd.pid").write_text(str(proc.pid))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -23,15 +23,16 @@ from pathlib import Path
 from vedfin_ops.sandbox.local import SandboxError, run
 
 REPO = "vedfin-sandbox"
-# v1, v2: good releases; broken: its health check fails (the engine rolls it back);
-# badmigration: its migration fails; dbdown: healthy container, but /api/health says the
-# database is disconnected (only the tool's verify can catch it); notobject: /api/health
-# answers JSON that is not an object.
+BASE = f"{REPO}/base:busybox"
+# The stand-in apps are built from sandbox/apps/Dockerfile at each of these tags (its
+# entrypoint says what each does): v1, v2 good; broken, badmigration, dbdown, notobject fail
+# in the ways the failure tests need.
 APP_TAGS = ("v1", "v2", "broken", "badmigration", "dbdown", "notobject")
 APPS = ("api", "web")
+APPS_DIR = Path(__file__).resolve().parent / "apps"
 HASH_LABEL = "vedfin.sandbox.hash"
-HEALTH_JSON = '{"status":"ok","database":"connected","redis":"connected"}'
 PG_HOME = "/opt/pg"
+INFRA = ("postgres:pg16-pgvector", "redis:7", "edge:caddy")
 
 
 @dataclass
@@ -120,36 +121,10 @@ SHELL = ("sh", "cat", "echo", "sleep", "wget", "test", "mkdir", "chown", "chmod"
          "su", "env", "kill", "printf", "id", "true", "false")
 
 
-def app_rootfs(app: str, tag: str) -> RootFs:
-    """A stand-in api/web: busybox httpd serving the paths the smoke tests ask for."""
+def base_rootfs() -> RootFs:
+    """busybox with httpd: the base the stand-in apps' Dockerfile (sandbox/apps) builds on."""
     fs = RootFs()
     _busybox(fs, (*SHELL, "httpd"))
-    healthy = tag != "broken"
-    if app == "api":
-        if tag == "dbdown":
-            fs.add("www/api/health", HEALTH_JSON.replace('"database":"connected"',
-                                                         '"database":"disconnected"'))
-        elif tag == "notobject":
-            fs.add("www/api/health", "[]")
-        elif healthy:
-            fs.add("www/api/health", HEALTH_JSON)
-        fs.add("www/api/auth/health", '{"status":"ok"}')
-        fs.add("www/api/debug/diagnostics/db-health", "Connection successful\n")
-    elif healthy:
-        fs.add("www/index.html", f"<!doctype html><title>V-EdFinance</title><p>web {tag}\n")
-    fs.add("www/version", f"{app} {tag}\n")
-    fs.add("bin/entrypoint", "#!/bin/sh\n"
-           "httpd -f -p \"${PORT:-3000}\" -h /www &\n"
-           "pid=$!\n"
-           "trap 'kill $pid; wait $pid; exit 0' TERM INT\n"
-           "wait $pid\n", 0o755)
-    fails = tag == "badmigration"
-    # Prisma's own words, brackets included: text from outside that must print literally
-    fs.add("bin/migrate", "#!/bin/sh\n"
-           f"echo \"migrate ({app} {tag}): applying migrations\"\n"
-           "echo 'Applying migration [/app/prisma/migrations/001_init] [bold]'\n"
-           + ("echo 'migration 20251223_add_vectors failed: column already exists' >&2\n"
-              "exit 1\n" if fails else "echo 'all migrations applied'\n"), 0o755)
     return fs
 
 
@@ -237,9 +212,7 @@ class ImageSpec:
 
 def specs() -> list[ImageSpec]:
     path = "PATH=/usr/local/bin:/usr/bin:/bin"
-    out = [ImageSpec(f"{REPO}/{app}:{tag}", app_rootfs(app, tag),
-                     (f"ENV {path}", 'CMD ["/bin/entrypoint"]', "EXPOSE 3000"))
-           for app in APPS for tag in APP_TAGS]
+    out = [ImageSpec(BASE, base_rootfs(), (f"ENV {path}", 'CMD ["/bin/sh"]'))]
     out.append(ImageSpec(f"{REPO}/postgres:pg16-pgvector", postgres_rootfs(), (
         f"ENV {path}", "ENV PGDATA=/var/lib/postgresql/data", "ENV PGHOST=/run/postgresql",
         'ENTRYPOINT ["/docker-entrypoint.sh"]', 'CMD []')))
@@ -274,8 +247,21 @@ def build_all() -> list[str]:
     return [spec.name for spec in specs() if build(spec)]
 
 
+def push_infra(server: str, docker_config: str) -> list[str]:
+    """postgres, redis and the edge under the registry's name, pushed: the engine pulls
+    every image of the sandbox from there, as it would on a VPS."""
+    pushed = []
+    for name in INFRA:
+        ref = f"{server}/{REPO}/{name}"
+        run(["docker", "tag", f"{REPO}/{name}", ref])
+        run(["docker", "--config", docker_config, "push", ref], timeout=600)
+        pushed.append(ref)
+    return pushed
+
+
 def remove_all() -> None:
-    names = run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-                 f"--filter=reference={REPO}/*"], check=False).stdout.split()
-    if names:
-        run(["docker", "image", "rm", "-f", *names], check=False)
+    names = run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+                check=False).stdout.split()
+    ours = [n for n in names if n.startswith(f"{REPO}/") or f"/{REPO}/" in n]
+    if ours:
+        run(["docker", "image", "rm", "-f", *ours], check=False)

@@ -1,8 +1,10 @@
-"""The sandbox's config: the shipped dokploy.yaml with local images, small limits, .localhost.
+"""The sandbox's config: the shipped dokploy.yaml with the sandbox registry's images, small
+limits, .localhost.
 
 Generated from the shipped file so that the pipeline that runs on the sandbox is the one that
-runs on the VPS: only images, sizes, domains, the edge's port and TLS, the remote folder and
-the user differ.
+runs on the VPS: only the registry and images (the stand-in apps are built from
+sandbox/apps), sizes, domains, the edge's port and TLS, the remote folder and the user
+differ.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from vedfin_ops.sandbox.images import REPO
+from vedfin_ops.sandbox.images import APPS_DIR, REPO
 
 SANDBOX_TAG = "v1"
 APP_MEMORY = "48m"
@@ -25,11 +27,19 @@ def localhost_domain(domain: str) -> str:
 
 
 def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
-                   user: str) -> dict[str, Any]:
+                   user: str, registry: dict[str, str]) -> dict[str, Any]:
     data = copy.deepcopy(shipped)
+    server = registry["server"]
+    data["registry"] = dict(registry)
+    secret = registry["password"][2:-1]
+    data["secrets"] = {**data.get("secrets", {}),
+                       "shared": {**data.get("secrets", {}).get("shared", {}),
+                                  secret: "manual"}}
     for app in data["applications"]:
         kind = app["name"].split("-")[0]
-        app["image"] = f"{REPO}/{kind}"
+        app["image"] = f"{server}/{REPO}/{kind}"
+        app["build"] = {"context": str(APPS_DIR), "dockerfile": "Dockerfile",
+                        "args": {"APP": kind, "VERSION": "{tag}"}}
         app["resources"] = {"memory": APP_MEMORY, "cpus": APP_CPUS}
         if app.get("domain"):
             app["domain"] = localhost_domain(app["domain"])
@@ -42,15 +52,16 @@ def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
     data["tag"] = SANDBOX_TAG
     data["postgres"] = {
         **data.get("postgres", {}),
-        "image": f"{REPO}/postgres:pg16-pgvector",
+        "image": f"{server}/{REPO}/postgres:pg16-pgvector",
         "resources": {"memory": "256m", "cpus": 0.5},
         # pgserver's build has no pg_stat_statements: ask only for what it has.
         "extensions": ["vector"],
         "healthcheck": {"command": ["pg_isready", "-U", "postgres"], "interval": "1s",
                         "retries": 10, "startPeriod": "5s"},
     }
-    data["redis"] = {"image": f"{REPO}/redis:7", "resources": {"memory": "64m", "cpus": 0.1}}
-    data["edge"] = {"image": f"{REPO}/edge:caddy", "tls": "off", "httpPort": edge_port,
+    data["redis"] = {"image": f"{server}/{REPO}/redis:7",
+                     "resources": {"memory": "64m", "cpus": 0.1}}
+    data["edge"] = {"image": f"{server}/{REPO}/edge:caddy", "tls": "off", "httpPort": edge_port,
                     "resources": {"memory": "64m", "cpus": 0.2}}
     data["remote"] = {**data.get("remote", {}), "baseDir": base_dir, "user": user,
                       "rolloutTimeout": "180s"}

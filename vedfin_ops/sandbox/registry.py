@@ -39,10 +39,10 @@ class RegistryServer:
             os.kill(self.pid, 15)
         except ProcessLookupError:
             return
+        from vedfin_ops.sandbox.engine import alive
+
         for _ in range(50):
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
+            if not alive(self.pid):  # a zombie child has stopped serving
                 return
             time.sleep(0.1)
 
@@ -110,7 +110,10 @@ def start(folder: Path, *, port: int = 0, username: str = "vedfin",
     folder.mkdir(parents=True, exist_ok=True)
     password = password or secrets.token_urlsafe(18)
     port = port or free_port()
-    ca, cert, key = make_ca_and_cert(folder / "tls")
+    tls = folder / "tls"
+    paths = tls / "ca.crt", tls / "server.crt", tls / "server.key"
+    # Kept across restarts: the engine trusts this CA by its file in certs.d
+    ca, cert, key = paths if all(p.exists() for p in paths) else make_ca_and_cert(tls)
     htpasswd = folder / "htpasswd"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
     htpasswd.write_text(f"{username}:{hashed}\n")
@@ -137,6 +140,7 @@ auth:
     log = (folder / "registry.log").open("ab")
     proc = subprocess.Popen([BINARY, "serve", str(config)], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL, start_new_session=True)
+    (folder / "registry.pid").write_text(str(proc.pid))
     server = RegistryServer(f"127.0.0.1:{port}", username, password, ca, folder, proc.pid)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -150,3 +154,36 @@ auth:
             time.sleep(0.1)
     server.stop()
     raise SandboxError(f"{BINARY} did not answer on 127.0.0.1:{port} within 20 s")
+
+
+def running(folder: Path) -> int | None:
+    """The pid of the registry started from `folder`, if it still runs."""
+    from vedfin_ops.sandbox.engine import alive
+
+    try:
+        pid = int((folder / "registry.pid").read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def stop(folder: Path) -> None:
+    pid = running(folder)
+    if pid is not None:
+        RegistryServer("", "", "", folder / "tls" / "ca.crt", folder, pid).stop()
+    (folder / "registry.pid").unlink(missing_ok=True)
+
+
+CERTS_D = Path("/etc/docker/certs.d")
+
+
+def trust(server: str, ca: Path) -> Path:
+    """The engine trusts the registry's CA for `server` (Docker reads certs.d per pull)."""
+    target = CERTS_D / server / "ca.crt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ca, target)
+    return target
+
+
+def untrust(server: str) -> None:
+    shutil.rmtree(CERTS_D / server, ignore_errors=True)

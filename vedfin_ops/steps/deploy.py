@@ -40,7 +40,7 @@ from vedfin_ops.steps.env_run import (
     stack_file_images,
     verify,
 )
-from vedfin_ops.steps.images import resolve_pins
+from vedfin_ops.steps.images import prunable_images, resolve_pins
 from vedfin_ops.steps.lock import Lock, shared_lock, who
 from vedfin_ops.steps.migrate import migrate as real_migrate
 from vedfin_ops.steps.migrate import stop_migrations
@@ -298,9 +298,24 @@ class Deploy(EnvRun):
             self.audit_ok("ok", release=rid, tag=self.tag)
         try:
             self.host.run(commands.remove_dirs(prune), what="prune releases")
+            self.prune_images()
         except Exception as exc:  # the release is live; old folders can wait
             self.say(f"warning: old releases not pruned ({describe(exc)})")
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
+
+    def prune_images(self) -> None:
+        """App images no kept release of any env names by digest (the runbook alerts on
+        disk above 85%). Only with a registry: an image pulled by digest can be pulled
+        again; a local one without a digest is never removed."""
+        if self.config.registry is None:
+            return
+        repos = sorted({a.image_repo for a in self.config.applications})
+        inventory = self.host.run(commands.image_inventory(self.layout.base, repos),
+                                  what="image inventory")
+        ids = prunable_images(inventory)
+        if ids:
+            removed = self.host.run(commands.remove_images(ids), what="prune images")
+            self.say(f"pruned {removed.split().count('removed')} of {len(ids)} old images")
 
     # -- the way back ---------------------------------------------------------------------
     def needs_put_back(self) -> bool:

@@ -26,3 +26,20 @@ def resolve_pins(config: Config, env: str, tag: str, secrets: Mapping[str, str],
         pins[ref] = pinned(ref, client.digest(ref))
     say(f"registry: {len(pins)} images of {env} found in {registry.server}, pinned by digest")
     return pins
+
+
+def prunable_images(inventory: str) -> list[str]:
+    """Image ids no release on the host names by digest (see `commands.image_inventory`).
+    An image without a registry digest is never ours to judge; one id with any kept digest
+    is kept whole."""
+    keep: set[str] = set()
+    rows: list[tuple[str, str]] = []
+    for line in inventory.splitlines():
+        kind, _, rest = line.partition(" ")
+        parts = rest.split()
+        if kind == "keep" and len(parts) == 1:
+            keep.add(parts[0])
+        elif kind == "image" and len(parts) == 3:
+            rows.append((parts[1], parts[2]))
+    kept_ids = {i for d, i in rows if d in keep or not d.startswith("sha256:")}
+    return sorted({i for _, i in rows} - kept_ids)

@@ -1,0 +1,134 @@
+"""`build --tag T [--push]`: the apps' images made where the tool runs, as Dokploy's push does.
+
+Each app image (one per repository, shared by the envs that run it) is built from its
+`build:` config with the local Docker Engine, tagged `repo:T` and, with `--push`, pushed to
+the config's registry and read back from it: the digest printed is the one the registry
+serves, the one a deploy of T will pin. The registry login lives in a throw-away Docker config
+folder (password on stdin), so no credential is left behind on the build machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from vedfin_ops.config.model import Application, Build, Config
+from vedfin_ops.config.names import image
+from vedfin_ops.errors import CheckFailed, ConfigError
+
+
+class BuildError(CheckFailed):
+    """docker build / push failed (exit 1); the message ends with Docker's own last line."""
+
+
+@dataclass(frozen=True)
+class Built:
+    image: str  # repo:tag
+    digest: str | None  # sha256:... as the registry serves it (None without --push)
+    seconds: float
+
+
+def targets(config: Config, env: str | None = None) -> list[tuple[Application, Build]]:
+    """One (app, build) per image repository; two apps naming one repository with different
+    build configs are refused, as one tag cannot hold two images."""
+    seen: dict[str, tuple[Application, Build]] = {}
+    for app in config.apps(env):
+        if app.build is None:
+            continue
+        first = seen.setdefault(app.image_repo, (app, app.build))
+        if first[1] != app.build:
+            raise ConfigError(config.source, _key(config, app),
+                              f"{first[0].name} builds {app.image_repo} differently (one "
+                              f"tag, one image)")
+    if not seen:
+        raise ConfigError(config.source, "applications", "no application has a `build:` "
+                          "section" + (f" in {env}" if env else ""))
+    return list(seen.values())
+
+
+def _key(config: Config, app: Application) -> str:
+    return f"applications[{config.applications.index(app)}].build"
+
+
+def build_command(ref: str, spec: Build, tag: str) -> list[str]:
+    """`docker build` as an argument list (no shell: nothing to quote)."""
+    args = ["build", "--tag", ref, "--file", str(Path(spec.context) / spec.dockerfile)]
+    for key, value in spec.args_for(tag).items():
+        args += ["--build-arg", f"{key}={value}"]
+    return [*args, spec.context]
+
+
+def _docker(args: Sequence[str], what: str, *, docker_config: str | None = None,
+            stdin: str | None = None, timeout: float = 1800) -> str:
+    base = ["docker", *(["--config", docker_config] if docker_config else [])]
+    try:
+        result = subprocess.run([*base, *args], input=stdin, capture_output=True, text=True,
+                                timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise BuildError(f"{what}: the docker client is not installed here") from None
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"{what}: no end in {timeout:g}s") from None
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise BuildError(f"{what} failed: {lines[-1] if lines else f'exit {result.returncode}'}")
+    return result.stdout
+
+
+@contextmanager
+def registry_session(server: str, username: str, password: str) -> Iterator[str]:
+    """A Docker config folder logged into `server`, removed on the way out."""
+    folder = tempfile.mkdtemp(prefix="vedfin-docker-")
+    try:
+        _docker(["login", "--username", username, "--password-stdin", server],
+                f"docker login {server}", docker_config=folder, stdin=password + "\n",
+                timeout=60)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_images(config: Config, tag: str, secrets: Mapping[str, str], *, push: bool = False,
+                 env: str | None = None, say: Callable[[str], None] = print) -> list[Built]:
+    """Build (and push) every app image of `env` (default: all) at `tag`."""
+    todo = targets(config, env)
+    registry = config.registry
+    if push and registry is None:
+        raise ConfigError(config.source, "registry", "--push needs a registry section")
+    for app, spec in todo:
+        dockerfile = Path(spec.context) / spec.dockerfile
+        if not dockerfile.is_file():
+            raise ConfigError(config.source, _key(config, app) + ".dockerfile",
+                              f"{dockerfile} does not exist")
+    if not push or registry is None:
+        return [_build_one(app, spec, tag, None, say) for app, spec in todo]
+    from vedfin_ops.remote.registry import Registry
+
+    password = secrets.get(registry.password_secret, "")
+    if not password:
+        raise ConfigError(config.source, "registry.password",
+                          f"{registry.password} is not set")
+    client = Registry(registry.server, registry.username, password, ca=registry.ca_root)
+    with registry_session(registry.server, registry.username, password) as folder:
+        out = []
+        for app, spec in todo:
+            built = _build_one(app, spec, tag, folder, say)
+            _docker(["push", built.image], f"docker push {built.image}", docker_config=folder)
+            digest = client.digest(built.image)
+            say(f"pushed {built.image}@{digest}")
+            out.append(Built(built.image, digest, built.seconds))
+        return out
+
+
+def _build_one(app: Application, spec: Build, tag: str, docker_config: str | None,
+               say: Callable[[str], None]) -> Built:
+    ref = image(app, tag)
+    say(f"build {ref} from {Path(spec.context) / spec.dockerfile}")
+    started = time.monotonic()
+    _docker(build_command(ref, spec, tag), f"docker build {ref}", docker_config=docker_config)
+    return Built(ref, None, round(time.monotonic() - started, 2))

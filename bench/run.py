@@ -8,6 +8,7 @@ a target is met: a miss is a finding to explain, not a failure.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -16,6 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,11 @@ sys.path.insert(0, str(ROOT))
 from vedfin_ops import load_config, render  # noqa: E402
 from vedfin_ops.checks.smoke import smoke_test  # noqa: E402
 from vedfin_ops.config.loader import config_from_dict  # noqa: E402
+from vedfin_ops.config.names import stack_name  # noqa: E402
 from vedfin_ops.config.secret_store import resolve  # noqa: E402
 from vedfin_ops.remote.host import Host, connect  # noqa: E402
-from vedfin_ops.rendering.files import stack_name  # noqa: E402
 from vedfin_ops.rendering.local_files import write_tree  # noqa: E402
+from vedfin_ops.steps.build import build_command, build_images, registry_session  # noqa: E402
 from vedfin_ops.steps.deploy import DeployResult, deploy  # noqa: E402
 from vedfin_ops.steps.env_run import listing  # noqa: E402
 from vedfin_ops.steps.releases import Layout  # noqa: E402
@@ -93,7 +96,7 @@ BASELINE = r"""#!/bin/sh
 set -e
 cd "$1"
 before=$(docker service inspect --format '{{.UpdateStatus.StartedAt}}' $3 2>/dev/null | sort)
-docker stack deploy --resolve-image never -c stacks/production.yml "$2" >/dev/null
+docker stack deploy --resolve-image never $AUTH -c stacks/production.yml "$2" >/dev/null
 while :; do
   ok=1
   for s in $3; do
@@ -111,14 +114,24 @@ done
 
 
 def bare_deploy(config: Any, tag: str) -> float:
+    """With a registry the bare engine logs in too and deploys `--with-registry-auth`, so its
+    tasks pull from the same registry (by tag) as the tool's do (by digest)."""
     with tempfile.TemporaryDirectory() as tmp:
-        write_tree(render(config, ENV, tag=tag, secrets=resolve(config, ENV)), Path(tmp))
+        secrets = resolve(config, ENV)
+        write_tree(render(config, ENV, tag=tag, secrets=secrets), Path(tmp))
         script = Path(tmp) / "bare.sh"
         script.write_text(BASELINE)
         services = " ".join(f"{stack_name(config, ENV)}_{a.name}" for a in config.apps(ENV))
         started = time.monotonic()
-        subprocess.run(["sh", str(script), tmp, stack_name(config, ENV), services], check=True,
-                       timeout=600)
+        with ExitStack() as stack:
+            env = dict(os.environ, AUTH="")
+            registry = config.registry
+            if registry is not None:
+                env["DOCKER_CONFIG"] = stack.enter_context(registry_session(
+                    registry.server, registry.username, secrets[registry.password_secret]))
+                env["AUTH"] = "--with-registry-auth"
+            subprocess.run(["sh", str(script), tmp, stack_name(config, ENV), services],
+                           check=True, timeout=600, env=env)
         return time.monotonic() - started
 
 
@@ -314,7 +327,7 @@ def bench_growth(sizes: tuple[int, ...] = (2, 4, 8)) -> None:
         extra = []
         for i in range(size - len(prod)):
             clone = json.loads(json.dumps(prod[1]))  # a web stand-in
-            clone.update(name=f"worker{i + 1}-production", image="vedfin-sandbox/web",
+            clone.update(name=f"worker{i + 1}-production",
                          domain=f"worker{i + 1}.v-edfinance.localhost", additionalDomains=[])
             extra.append(clone)
         data["applications"] = [*data["applications"], *extra]
@@ -334,10 +347,50 @@ def bench_growth(sizes: tuple[int, ...] = (2, 4, 8)) -> None:
           + " of the 2-service deploy (target: sublinear)")
 
 
+def bench_build(runs: int = 5) -> None:
+    """The tool's `build --push` of the two stand-in apps against bare `docker build` +
+    `docker push` of the same Dockerfiles with the same args, alternating, each at a new tag
+    (so each push sends a new tag; the layers are cached for both alike)."""
+    config = sandbox_config()
+    registry = config.registry
+    if registry is None:
+        sys.exit("bench: the sandbox config has no registry")
+    secrets = resolve(config)
+    password = secrets[registry.password_secret]
+    apps = [a for a in config.apps(ENV) if a.build is not None]
+    ratios, tool_times, bare_times = [], [], []
+    stamp = time.strftime("%H%M%S")
+    for i in range(runs):
+        tag = f"bench-{stamp}-{i}"
+        started = time.monotonic()
+        build_images(config, tag, secrets, push=True, env=ENV, say=lambda _m: None)
+        tool = time.monotonic() - started
+        bare_tag = f"{tag}-bare"
+        started = time.monotonic()
+        with registry_session(registry.server, registry.username, password) as folder:
+            for app in apps:
+                assert app.build is not None
+                ref = f"{app.image_repo}:{bare_tag}"
+                subprocess.run(["docker", "--config", folder,
+                                *build_command(ref, app.build, bare_tag)],
+                               check=True, capture_output=True, timeout=600)
+                subprocess.run(["docker", "--config", folder, "push", ref], check=True,
+                               capture_output=True, timeout=600)
+        bare = time.monotonic() - started
+        ratios.append(tool / bare)
+        tool_times.append(tool)
+        bare_times.append(bare)
+        print(f"run {i + 1}: tool {tool:.2f}s, bare build+push {bare:.2f}s, "
+              f"ratio {tool / bare:.2f}")
+    print(f"median tool {statistics.median(tool_times):.2f}s, bare "
+          f"{statistics.median(bare_times):.2f}s")
+    print(f"build: {statistics.median(ratios):.2f} (target <= 1.10)")
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "deploy-overhead": bench_deploy_overhead, "ssh-cost": bench_ssh_cost,
     "noop-redeploy": bench_noop_redeploy, "smoke": bench_smoke, "recover": bench_recover,
-    "cold-start": bench_cold_start, "growth": bench_growth,
+    "cold-start": bench_cold_start, "growth": bench_growth, "build": bench_build,
 }
 
 

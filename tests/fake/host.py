@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from vedfin_ops.config.secret_store import mask_urls
-from vedfin_ops.remote.host import RemoteError
+from vedfin_ops.remote.host import RemoteError, heredoc
 
 DOCKER = Path(__file__).with_name("docker.py")
 
@@ -61,6 +61,7 @@ class FakeHost:
         if not self.engine_file.exists():
             self.engine_file.write_text(json.dumps({"services": {}, "clock": 0}))
         self.commands: list[str] = []
+        self.command_lines: list[str] = []
         self.secrets: list[str] = []
         self.faults: list[Fault] = []
         self.counts: dict[str, int] = {}
@@ -75,15 +76,21 @@ class FakeHost:
         return mask_urls(text)
 
     def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
-            stream: Any = None, timeout: float | None = 600) -> str:
+            stream: Any = None, timeout: float | None = 600,
+            secret_stdin: str | None = None) -> str:
+        """As `Host.run`: `stdin` a here-document on the command line, `secret_stdin` the
+        process's stdin; `command_lines` keeps each command line as `ps` would show it."""
         self.commands.append(what)
+        if stdin is not None:
+            command = heredoc(command, stdin)
+        self.command_lines.append(command)
         fault = self._fault(what)
         if fault is not None and not fault.after:
             fault.raise_it()
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_ENGINE": str(self.engine_file)}
         if "docker stack deploy" in command:
             self._stack_json(command)
-        done = subprocess.run(["sh", "-c", command], input=stdin, capture_output=True,
+        done = subprocess.run(["sh", "-c", command], input=secret_stdin, capture_output=True,
                               text=True, env=env, check=False, timeout=60)
         if stream is not None:
             for line in (done.stdout + done.stderr).splitlines():

@@ -99,14 +99,25 @@ def stub_image(swarm: None) -> str:
     return stub
 
 
-def push_to_sandbox_registry(*refs: str) -> None:
+def registry_password() -> str:
     from vedfin_ops.config import secret_store
+
+    return secret_store.read_file(SANDBOX_DIR / "secrets.env")["REGISTRY_PASSWORD"]
+
+
+def docker_logged_in(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`docker ARGS` with a throw-away login to the sandbox registry: the deploy tool prunes
+    the engine's old app images, so a test's `docker run` may have to pull, as a user's
+    would."""
     from vedfin_ops.steps.build import registry_session
 
-    password = secret_store.read_file(SANDBOX_DIR / "secrets.env")["REGISTRY_PASSWORD"]
-    with registry_session(registry_server(), "vedfin", password) as folder:
-        for ref in refs:
-            docker("--config", folder, "push", ref, timeout=300)
+    with registry_session(registry_server(), "vedfin", registry_password()) as folder:
+        return docker("--config", folder, *args, timeout=timeout)
+
+
+def push_to_sandbox_registry(*refs: str) -> None:
+    for ref in refs:
+        docker_logged_in("push", ref)
 
 
 @pytest.fixture
@@ -159,10 +170,11 @@ def ssh_config_with_known_hosts(sandbox_up: dict[str, Any], folder: Path, known:
     return config
 
 
-def fab(sandbox_up: dict[str, Any], *args: str, ssh_config: Path | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def fab(sandbox_up: dict[str, Any], *args: str, ssh_config: Path | None = None,
+        extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`fab -S <ssh_config> -H sandbox ARGS` with the sandbox's config, as a user runs it."""
-    env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200"}
+    env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200",
+           **(extra_env or {})}
     return subprocess.run([shutil.which("fab") or "fab", "-r", str(ROOT), "-S",
                            str(ssh_config or sandbox_up["ssh_config"]), "-H", "sandbox", *args],
                           capture_output=True, text=True, timeout=600, env=env, check=False)

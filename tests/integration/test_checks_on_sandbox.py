@@ -14,7 +14,7 @@ from vedfin_ops.checks.smoke import Options, smoke_test
 from vedfin_ops.remote.host import Host, connect
 from vedfin_ops.steps.deploy import deploy
 
-from .conftest import docker, sandbox_image, unavailable
+from .conftest import docker, docker_logged_in, sandbox_image, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +52,13 @@ def test_preflight_flags_a_container_publishing_port_3000(live: tuple[Any, Host]
     # engine's bridge gateway address.
     gateway = docker("network", "inspect", "bridge", "--format",
                      "{{(index .IPAM.Config 0).Gateway}}").stdout.strip()
-    docker("run", "-d", "--rm", "--name", "vedfin-debug-3000", "-p", f"{gateway}:3000:3000",
-           sandbox_image("api:v1"))
+    docker_logged_in("run", "-d", "--rm", "--name", "vedfin-debug-3000", "-p",
+                     f"{gateway}:3000:3000", sandbox_image("api:v1"))
     try:
         report = preflight(host, config, "production")
         docker("rm", "-f", "vedfin-debug-3000", check=False)
-        docker("run", "-d", "--rm", "--name", "vedfin-debug-3000", "-p", "127.0.0.1:3000:3000",
-               sandbox_image("api:v1"))
+        docker_logged_in("run", "-d", "--rm", "--name", "vedfin-debug-3000", "-p",
+                         "127.0.0.1:3000:3000", sandbox_image("api:v1"))
         loopback = preflight(host, config, "production")
     finally:
         docker("rm", "-f", "vedfin-debug-3000", check=False)

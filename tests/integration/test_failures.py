@@ -23,7 +23,7 @@ from vedfin_ops.steps.operation import RunFailed
 from vedfin_ops.steps.releases import Layout
 from vedfin_ops.steps.status import status
 
-from .conftest import ROOT, docker, fab, sandbox_image, short
+from .conftest import ROOT, docker, docker_logged_in, fab, sandbox_image, short
 from .test_deploy import Load, _version
 
 pytestmark = pytest.mark.integration
@@ -106,8 +106,9 @@ def test_a_migration_printing_brackets_succeeds_and_prints_them_literally(
 def test_the_engine_changed_by_hand_is_deployed_again_not_called_a_noop(
         sandbox_up: dict[str, Any], config: Any) -> None:
     _deploy(sandbox_up, config, "v2")
-    docker("service", "update", "--quiet", "--no-resolve-image", "--image",
-           sandbox_image("api:v1"), API, timeout=180)  # waits for the update to converge
+    docker_logged_in("service", "update", "--quiet", "--no-resolve-image",
+                     "--with-registry-auth", "--image",
+                     sandbox_image("api:v1"), API, timeout=180)  # waits for the update to converge
     assert _version(config) == "api v1"
     host = _host(sandbox_up)
     try:

@@ -22,6 +22,7 @@ from .conftest import (
     ROOT,
     SANDBOX_DIR,
     docker,
+    docker_logged_in,
     sandbox_image,
     short,
     ssh_config_with_known_hosts,
@@ -104,12 +105,13 @@ def stacks(sandbox_up: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 
     def deploy(tag: str) -> None:
         write_tree(render(config, "production", tag=tag, secrets=secrets), out)
-        docker("stack", "deploy", "--resolve-image", "never", "-c",
-               str(out / "stacks/production.yml"), stack_name(config, "production"))
+        docker_logged_in("stack", "deploy", "--resolve-image", "never",
+                         "--with-registry-auth", "-c", str(out / "stacks/production.yml"),
+                         stack_name(config, "production"))
 
     write_tree(render(config, "production", tag="v1", secrets=secrets), out)
-    docker("stack", "deploy", "--resolve-image", "never", "-c", str(out / "stacks/shared.yml"),
-           shared_stack_name(config))
+    docker_logged_in("stack", "deploy", "--resolve-image", "never", "--with-registry-auth",
+                     "-c", str(out / "stacks/shared.yml"), shared_stack_name(config))
     deploy("v1")
     yield {"config": config, "deploy": deploy, "edge": sandbox_up["edge_url"]}
 

@@ -20,6 +20,7 @@ import binascii
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import re
 import stat
@@ -322,7 +323,8 @@ class Remote(Protocol):
     commands: list[str]
 
     def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
-            stream: Any = None, timeout: float | None = 600) -> str: ...
+            stream: Any = None, timeout: float | None = 600,
+            secret_stdin: str | None = None) -> str: ...
 
     def put_tree(self, remote_dir: str, files: dict[str, str], private: Any) -> None: ...
 
@@ -376,14 +378,22 @@ class Host:
         return _where(self.conn)
 
     def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
-            stream: Any = None, timeout: float | None = 600) -> str:
+            stream: Any = None, timeout: float | None = 600,
+            secret_stdin: str | None = None) -> str:
         """Run one command; `what` names the step in an error. Output is returned, not shown,
-        unless `stream` (a callable taking each line) is given."""
+        unless `stream` (a callable taking each line) is given.
+
+        `stdin` becomes a here-document, part of the command line every user of the host can
+        read in `ps`; a secret goes as `secret_stdin` instead, over the channel's own stdin
+        (closed at its end), for a command that reads it whole (`docker login
+        --password-stdin`)."""
         self.commands.append(what)
         self.conn.open()
         kwargs: dict[str, Any] = {"hide": True, "warn": True, "timeout": timeout,
                                   "in_stream": False}
-        if stdin is not None:
+        if secret_stdin is not None:
+            kwargs.update(in_stream=io.StringIO(secret_stdin), echo_stdin=False)
+        elif stdin is not None:
             # A here-document, not a stdin stream: a command that exits early (psql on the
             # first error) must not race a writer thread into "Socket is closed".
             command = heredoc(command, stdin)

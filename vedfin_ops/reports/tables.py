@@ -192,6 +192,13 @@ def _no_release(info: dict[str, Any]) -> Text:
     return text
 
 
+def _image_cell(image: str) -> str:
+    """`repo:tag@sha256:<64>` as `repo:tag` over `@sha256:<64>`: the tag for people, the
+    whole digest (what tells a re-pushed tag) on a line of its own rather than folded."""
+    ref, at, digest = image.partition("@")
+    return f"{ref}\n@{digest}" if at else ref
+
+
 def _services(rows: list[dict[str, Any]]) -> RenderableType:
     wide = Table(title="services", title_justify="left")
     wide.add_column("Service", overflow="fold")
@@ -204,12 +211,14 @@ def _services(rows: list[dict[str, Any]]) -> RenderableType:
     narrow.add_column("Update", overflow="fold")
     for svc in rows:
         running = f"{svc['running']}/{svc['replicas']}"
-        wide.add_row(Text(svc["name"]), Text(svc["image"]), running, Text(svc["update_state"]))
-        narrow.add_row(Text(f"{svc['name']}\n{svc['image']}"), running,
-                       Text(svc["update_state"]))
+        image = _image_cell(svc["image"])
+        wide.add_row(Text(svc["name"]), Text(image), running, Text(svc["update_state"]))
+        narrow.add_row(Text(f"{svc['name']}\n{image}"), running, Text(svc["update_state"]))
     # 4 columns: 5 rules and 8 spaces of padding
-    need = 13 + sum(_width(rows, k, h) for k, h in (("name", "Service"), ("image", "Image"),
-                                                    ("update_state", "Update"))) + 7
+    image_width = max([5, *(len(line) for r in rows
+                            for line in _image_cell(r["image"]).splitlines())])
+    need = 13 + image_width + sum(_width(rows, k, h) for k, h in (
+        ("name", "Service"), ("update_state", "Update"))) + 7
     return _ByWidth(need, wide, narrow)
 
 

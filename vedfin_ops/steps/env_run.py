@@ -201,7 +201,7 @@ class EnvRun(Operation):
         if not password:
             raise CheckFailed(f"registry.password: {registry.password} is not set")
         self.host.run(commands.registry_login(registry.server, registry.username),
-                      stdin=password + "\n", what="registry login")
+                      secret_stdin=password + "\n", what="registry login")
         self.logged_in = True
 
     def release_images(self, release: str) -> dict[str, str]:

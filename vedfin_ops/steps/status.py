@@ -45,7 +45,8 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
         "problems": state.problems + [f"{r.id}/release.json is not a JSON object"
                                       for r in records.releases
                                       if not r.readable and r.id != state.current],
-        "services": [{"name": v.name, "image": v.image, "running": v.running,
+        "services": [{"name": v.name, "image": v.image,
+                      "digest": v.image.partition("@")[2] or None, "running": v.running,
                       "replicas": v.replicas, "update_state": v.update_state or "-",
                       "message": v.update_message} for v in views.values()],
         # where the releases were looked for: a wrong --config shows here, not as silence

@@ -282,7 +282,7 @@ def test_db_init_names_the_image_when_an_extension_is_missing(sandbox_up: dict[s
     data["postgres"]["extensions"] = ["vector", "pg_stat_statements"]
     config = config_from_dict(data, sandbox_up["config"])
     with pytest.raises(CheckFailed, match=r"extension pg_stat_statements is not available in "
-                                          r"vedfin-sandbox/postgres:pg16-pgvector"):
+                                          r"127\.0\.0\.1:\d+/vedfin-sandbox/postgres:pg16-pgvector"):
         db_init(host, config)
 
 

@@ -171,6 +171,8 @@ def remove_dirs(paths: list[str]) -> str:
 def image_inventory(base: str, repos: list[str]) -> str:
     """Every digest a release of any env on the host still names (`keep ...`), and the
     engine's images of `repos` (`image REPO DIGEST ID`), for pruning the rest."""
+    if not repos:  # no filter would list every image on the host
+        raise ValueError("image_inventory needs at least one repository")
     filters = " ".join(f"--filter reference={sh(r)}" for r in repos)
     return (f"grep -rhoE 'sha256:[0-9a-f]{{64}}' {sh(base)}/*/releases/*/release.json "
             f"2>/dev/null | sort -u | sed 's/^/keep /'; "

@@ -391,6 +391,8 @@ class Host:
         self.conn.open()
         kwargs: dict[str, Any] = {"hide": True, "warn": True, "timeout": timeout,
                                   "in_stream": False}
+        if secret_stdin is not None and stdin is not None:
+            raise ValueError("stdin and secret_stdin are one input: give one")
         if secret_stdin is not None:
             kwargs.update(in_stream=io.StringIO(secret_stdin), echo_stdin=False)
         elif stdin is not None:

@@ -116,6 +116,11 @@ def _ensure_registry(workdir: Path, state: State) -> registry_server.RegistrySer
     folder = workdir / "registry"
     secrets_file = workdir / "secrets.env"
     existing = secret_store.read_file(secrets_file)
+    if os.environ.get(REGISTRY_SECRET):
+        # the tool resolves secrets from the environment first: a developer's real registry
+        # password would be sent to (and refused by) the sandbox's registry
+        raise SandboxError(f"{REGISTRY_SECRET} is set in the environment; unset it for the "
+                           f"sandbox (its registry password lives in {secrets_file})")
     password = existing.get(REGISTRY_SECRET) or _random.token_urlsafe(24)
     if REGISTRY_SECRET not in existing:
         existing[REGISTRY_SECRET] = password
@@ -206,12 +211,12 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
         remove_stacks()
         progress("images: removing")
         images.remove_all()
+        if state.created_swarm:
+            run(["docker", "swarm", "leave", "--force"], check=False)
     progress("registry: stopping")
     registry_server.stop(workdir / "registry")
     if state.trusted_registry:
         registry_server.untrust(state.trusted_registry)
-        if state.created_swarm:
-            run(["docker", "swarm", "leave", "--force"], check=False)
     progress("ssh: stopping sshd, removing user")
     sshd.stop(workdir)
     if state.created_user:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import bcrypt
 
+from vedfin_ops.config.secret_store import write_private
 from vedfin_ops.sandbox.local import SandboxError
 
 BINARY = "docker-registry"
@@ -87,10 +88,9 @@ def make_ca_and_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path,
     paths = folder / "ca.crt", folder / "server.crt", folder / "server.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    paths[2].chmod(0o600)
+    write_private(paths[2], key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()).decode())
     return paths
 
 
@@ -112,12 +112,12 @@ def start(folder: Path, *, port: int = 0, username: str = "vedfin",
     port = port or free_port()
     tls = folder / "tls"
     paths = tls / "ca.crt", tls / "server.crt", tls / "server.key"
-    # Kept across restarts: the engine trusts this CA by its file in certs.d
-    ca, cert, key = paths if all(p.exists() for p in paths) else make_ca_and_cert(tls)
+    # Kept across restarts (the engine trusts this CA by its file in certs.d) while both
+    # certificates have a day left
+    ca, cert, key = paths if _still_valid(paths[:2]) else make_ca_and_cert(tls)
     htpasswd = folder / "htpasswd"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
-    htpasswd.write_text(f"{username}:{hashed}\n")
-    htpasswd.chmod(0o600)
+    write_private(htpasswd, f"{username}:{hashed}\n")
     config = folder / "config.yml"
     config.write_text(f"""version: 0.1
 log:
@@ -147,22 +147,50 @@ auth:
         if proc.poll() is not None:
             raise SandboxError(f"{BINARY} exited ({proc.returncode}); see "
                                f"{folder / 'registry.log'}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return server
-        except OSError:
-            time.sleep(0.1)
+        if _answers(server):
+            return server
+        time.sleep(0.1)
     server.stop()
     raise SandboxError(f"{BINARY} did not answer on 127.0.0.1:{port} within 20 s")
 
 
+def _still_valid(certs: tuple[Path, ...]) -> bool:
+    from cryptography import x509
+
+    soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    try:
+        return all(x509.load_pem_x509_certificate(p.read_bytes()).not_valid_after_utc > soon
+                   for p in certs)
+    except (OSError, ValueError):
+        return False
+
+
+def _answers(server: RegistryServer) -> bool:
+    """Our registry, not just a listener: TLS that our CA signed, and the v2 API asking for
+    a login."""
+    import requests
+
+    try:
+        response = requests.get(f"https://{server.server}/v2/", verify=str(server.ca),
+                                timeout=1)
+    except requests.RequestException:
+        return False
+    return response.status_code == 401 and "Docker-Distribution-Api-Version" in \
+        response.headers
+
+
 def running(folder: Path) -> int | None:
-    """The pid of the registry started from `folder`, if it still runs."""
+    """The pid of the registry started from `folder`, if it still runs (and is that
+    registry: after a reboot the pid in the file may be anyone's)."""
     from vedfin_ops.sandbox.engine import alive
 
     try:
         pid = int((folder / "registry.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
+        return None
+    ours = [BINARY.encode(), b"serve", str(folder / "config.yml").encode()]
+    if cmdline[:3] != ours and [Path(cmdline[0].decode()).name.encode(), *cmdline[1:3]] != ours:
         return None
     return pid if alive(pid) else None
 

@@ -1,14 +1,16 @@
 """`build --tag T [--push]`: the apps' images made where the tool runs, as Dokploy's push does.
 
 Each app image (one per repository, shared by the envs that run it) is built from its
-`build:` config with the local Docker Engine, tagged `repo:T` and, with `--push`, pushed to
-the config's registry and read back from it: the digest printed is the one the registry
-serves, the one a deploy of T will pin. The registry login lives in a throw-away Docker config
-folder (password on stdin), so no credential is left behind on the build machine.
+`build:` config with the user's own Docker setup, tagged `repo:T` and, with `--push` and only
+once every image built, pushed to the config's registry: the digest printed is the one the
+push sent, the one a deploy of T will pin. The registry login lives in a throw-away Docker
+config folder (password on stdin), so no credential is left behind on the build machine.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -64,20 +66,45 @@ def build_command(ref: str, spec: Build, tag: str) -> list[str]:
     return [*args, spec.context]
 
 
+_PUSHED = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+def _telling(text: str) -> str:
+    """Docker's line worth one line: the last that says error, else the last."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "error" in line.lower():
+            return line
+    return lines[-1] if lines else "no output"
+
+
 def _docker(args: Sequence[str], what: str, *, docker_config: str | None = None,
             stdin: str | None = None, timeout: float = 1800) -> str:
     base = ["docker", *(["--config", docker_config] if docker_config else [])]
+    env = None
+    if docker_config:  # a throw-away config has no contexts: keep talking to the same engine
+        env = {**os.environ, **({} if os.environ.get("DOCKER_HOST") else _engine_host())}
     try:
         result = subprocess.run([*base, *args], input=stdin, capture_output=True, text=True,
-                                timeout=timeout, check=False)
+                                timeout=timeout, check=False, env=env)
     except FileNotFoundError:
         raise BuildError(f"{what}: the docker client is not installed here") from None
     except subprocess.TimeoutExpired:
         raise BuildError(f"{what}: no end in {timeout:g}s") from None
     if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines()
-        raise BuildError(f"{what} failed: {lines[-1] if lines else f'exit {result.returncode}'}")
+        raise BuildError(f"{what} failed: {_telling(result.stderr or result.stdout)}")
     return result.stdout
+
+
+def _engine_host() -> dict[str, str]:
+    """DOCKER_HOST of the user's current docker context (none for the default one)."""
+    try:
+        found = subprocess.run(["docker", "context", "inspect", "--format",
+                                "{{.Endpoints.docker.Host}}"], capture_output=True, text=True,
+                               timeout=30, check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"DOCKER_HOST": found} if found else {}
 
 
 @contextmanager
@@ -95,7 +122,8 @@ def registry_session(server: str, username: str, password: str) -> Iterator[str]
 
 def build_images(config: Config, tag: str, secrets: Mapping[str, str], *, push: bool = False,
                  env: str | None = None, say: Callable[[str], None] = print) -> list[Built]:
-    """Build (and push) every app image of `env` (default: all) at `tag`."""
+    """Build every app image of `env` (default: all) at `tag` with the user's own Docker
+    setup (context, builder); with `push`, only once all are built, push each."""
     todo = targets(config, env)
     registry = config.registry
     if push and registry is None:
@@ -105,30 +133,33 @@ def build_images(config: Config, tag: str, secrets: Mapping[str, str], *, push: 
         if not dockerfile.is_file():
             raise ConfigError(config.source, _key(config, app) + ".dockerfile",
                               f"{dockerfile} does not exist")
-    if not push or registry is None:
-        return [_build_one(app, spec, tag, None, say) for app, spec in todo]
-    from vedfin_ops.remote.registry import Registry
-
-    password = secrets.get(registry.password_secret, "")
-    if not password:
+    password = secrets.get(registry.password_secret, "") if registry is not None else ""
+    if push and registry is not None and not password:
         raise ConfigError(config.source, "registry.password",
                           f"{registry.password} is not set")
+    built = [_build_one(app, spec, tag, say) for app, spec in todo]
+    if not push or registry is None:
+        return built
+    from vedfin_ops.remote.registry import Registry
+
     client = Registry(registry.server, registry.username, password, ca=registry.ca_root)
     with registry_session(registry.server, registry.username, password) as folder:
         out = []
-        for app, spec in todo:
-            built = _build_one(app, spec, tag, folder, say)
-            _docker(["push", built.image], f"docker push {built.image}", docker_config=folder)
-            digest = client.digest(built.image)
-            say(f"pushed {built.image}@{digest}")
-            out.append(Built(built.image, digest, built.seconds))
+        for item in built:
+            said = _docker(["push", item.image], f"docker push {item.image}",
+                           docker_config=folder)
+            # the digest docker pushed (a parallel push of the same tag cannot swap it);
+            # the registry is asked only if the client did not say
+            match = _PUSHED.search(said)
+            digest = match.group(1) if match else client.digest(item.image)
+            say(f"pushed {item.image}@{digest}")
+            out.append(Built(item.image, digest, item.seconds))
         return out
 
 
-def _build_one(app: Application, spec: Build, tag: str, docker_config: str | None,
-               say: Callable[[str], None]) -> Built:
+def _build_one(app: Application, spec: Build, tag: str, say: Callable[[str], None]) -> Built:
     ref = image(app, tag)
     say(f"build {ref} from {Path(spec.context) / spec.dockerfile}")
     started = time.monotonic()
-    _docker(build_command(ref, spec, tag), f"docker build {ref}", docker_config=docker_config)
+    _docker(build_command(ref, spec, tag), f"docker build {ref}")
     return Built(ref, None, round(time.monotonic() - started, 2))

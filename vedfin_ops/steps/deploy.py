@@ -184,12 +184,13 @@ class Deploy(EnvRun):
             raise CheckFailed(f"preflight failed: {failed} (--skip-preflight to deploy anyway)")
 
     def push(self) -> None:
-        taken = {r for r, _ in self.state.releases}
+        stamps = {r.rpartition("-")[0] for r, _ in self.state.releases}
         stamp, _, digest = self.release.rpartition("-")
-        n = 1
-        while self.release in taken:  # a retry within the same second: same files, new run
-            n += 1
-            self.release = f"{stamp}.{n}-{digest}"
+        n, first = 1, stamp
+        while stamp in stamps:  # another release in the same second: ids must sort by time,
+            n += 1              # never by their content hash
+            stamp = f"{first}.{n}"
+        self.release = f"{stamp}-{digest}"
         rid = self.result.release = self.release
         release_dir = self.layout.release(rid)
         self.step(f"push: {release_dir}")
@@ -298,9 +299,13 @@ class Deploy(EnvRun):
             self.audit_ok("ok", release=rid, tag=self.tag)
         try:
             self.host.run(commands.remove_dirs(prune), what="prune releases")
-            self.prune_images()
         except Exception as exc:  # the release is live; old folders can wait
             self.say(f"warning: old releases not pruned ({describe(exc)})")
+        else:  # images only once the releases naming them are gone
+            try:
+                self.prune_images()
+            except Exception as exc:
+                self.say(f"warning: old images not pruned ({describe(exc)})")
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
 
     def prune_images(self) -> None:

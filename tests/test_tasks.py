@@ -35,7 +35,8 @@ def project(tmp_path: Path) -> Path:
 def test_inv_and_fab_list_the_whole_contract() -> None:
     names = {"render", "check-config", "capacity-report", "smoke-test", "secrets.generate",
              "preflight", "db-init", "migrate", "deploy.production", "deploy.staging",
-             "deploy.dev", "rollback", "status", "sandbox.up", "sandbox.down", "sandbox.status"}
+             "deploy.dev", "rollback", "status", "sandbox.up", "sandbox.down", "sandbox.status",
+             "build"}
     for tool in (INV, [shutil.which("fab") or "fab"]):
         listing = run("--list", tool=tool).stdout
         listed = {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
@@ -179,3 +180,16 @@ def test_every_host_task_takes_both_host_key_flags() -> None:
     assert len(host_tasks) >= 10
     for t in [*host_tasks, *deploys]:
         assert "host_key_fingerprint" in inspect.signature(t.body).parameters, t.name
+
+
+def test_build_needs_a_tag_and_shows_its_help(project: Path) -> None:
+    assert "--push" in run("build", "--help", cwd=project).stdout
+    missing = run("build", cwd=project)
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == ("error: build: --tag is required (e.g. --tag "
+                                      "$(git rev-parse --short HEAD))")
+    bad = run("build", "--tag", "no good", cwd=project)
+    assert bad.returncode == 2 and "not a valid image tag" in bad.stderr
+    none = run("build", "--tag", "v1", cwd=project)  # the shipped file has no build sections
+    assert none.returncode == 2
+    assert none.stderr.strip().endswith("applications: no application has a `build:` section")

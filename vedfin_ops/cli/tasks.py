@@ -51,15 +51,19 @@ def render(c: Context, env: str | None = None, out: str = "build", tag: str | No
 
 
 @task(help={**CONFIG_HELP, "tag": "the tag to build, e.g. $(git rev-parse --short HEAD)",
-            "push": "push to the config's registry and print the digests it serves",
+            "push": "push to the config's registry (once all built) and print the digests",
             "env": "only this env's apps (default: every app with a build section)"})
 @guarded
-def build(c: Context, tag: str, push: bool = False, env: str | None = None,
+def build(c: Context, tag: str | None = None, push: bool = False, env: str | None = None,
           config: str | None = None) -> None:
     """Build each app's image from its `build:` section here (docker build); --push ships it."""
     from vedfin_ops.config import secret_store
     from vedfin_ops.config.tags import check_tag
+    from vedfin_ops.errors import UsageError
     from vedfin_ops.steps.build import build_images
+    if not tag:  # an option, not a positional: `build --help` must show the help
+        raise UsageError("build: --tag is required (e.g. --tag $(git rev-parse "
+                         "--short HEAD))")
     cfg = config_for(config)
     if env:
         cfg.require_env(env)

@@ -299,6 +299,17 @@ def closed_port() -> Iterator[int]:
 @pytest.fixture
 def self_signed_tls(tmp_path: Path) -> Iterator[int]:
     """A TLS server on 127.0.0.1 whose certificate no one trusts (self-signed)."""
+    yield from _self_signed_server(tmp_path, "127.0.0.1")
+
+
+@pytest.fixture
+def origin_tls(tmp_path: Path) -> Iterator[int]:
+    """The same on 127.0.0.2: an origin that only an address other than the domain's
+    reaches."""
+    yield from _self_signed_server(tmp_path, "127.0.0.2")
+
+
+def _self_signed_server(tmp_path: Path, host: str) -> Iterator[int]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.pf.localhost")])
     now = dt.datetime.now(dt.UTC)
@@ -323,7 +334,7 @@ def self_signed_tls(tmp_path: Path) -> Iterator[int]:
             except (ssl.SSLError, OSError):
                 pass  # the client refuses the certificate: what the test wants
 
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handshake)
+    server = socketserver.ThreadingTCPServer((host, 0), Handshake)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]
@@ -387,3 +398,77 @@ def test_a_check_that_crashes_is_a_failed_item_not_a_crashed_checklist(config: A
     dns = _by_name(report)["dns"]
     assert not dns.ok and dns.detail.startswith("check crashed: KeyError")
     assert not report.passed and len(report.checks) > 3
+
+
+# --- Cloudflare in front: the domains resolve to Cloudflare, the origin is the VPS ---
+
+CF = ["104.16.132.229", "104.16.133.229"]  # inside 104.16.0.0/13
+PROXIED = {
+    "api.v-edfinance.com": ("api.v-edfinance.com", [], CF),
+    "v-edfinance.com": ("v-edfinance.com", [], CF),
+    "www.v-edfinance.com": ("www.v-edfinance.com", [], ["172.67.1.1"]),  # 172.64.0.0/13
+}
+
+
+def test_a_domain_proxied_by_cloudflare_passes_dns_and_names_the_tls_mode(config: Any) -> None:
+    auto = config.model_copy(update={"edge": config.edge.model_copy(update={"tls": "auto"})})
+    dns = _by_name(preflight(None, auto, "production", resolve=_resolver(PROXIED),
+                             probe=PROBE, options=Options(timeout=0.2)))["dns"]
+    assert dns.ok and not dns.warning, dns.detail
+    assert "api.v-edfinance.com: proxied by Cloudflare (origin 103.54.153.248 checked " \
+           "directly)" in dns.detail
+    assert "www.v-edfinance.com: proxied by Cloudflare" in dns.detail
+    assert dns.detail.endswith("set Cloudflare SSL/TLS to Full (strict): the origin serves a "
+                               "publicly trusted certificate (ACME, HTTP-01 passes through "
+                               "the proxy)")
+
+
+@pytest.mark.parametrize("tls, says", [
+    ("internal", "use a Cloudflare Origin CA certificate"),
+    ("off", "that is Cloudflare's Flexible mode"),
+])
+def test_a_proxied_domain_without_a_public_origin_certificate_is_a_warning(
+        config: Any, tls: str, says: str) -> None:
+    edge = config.model_copy(update={"edge": config.edge.model_copy(update={"tls": tls})})
+    dns = _by_name(preflight(None, edge, "production", resolve=_resolver(PROXIED),
+                             probe=PROBE, options=Options(timeout=0.2)))["dns"]
+    assert dns.ok and dns.warning and says in dns.detail
+
+
+@pytest.mark.parametrize("addresses", [
+    ["104.16.132.229", "203.0.113.9"],  # one of them is not Cloudflare's
+    ["203.0.113.9"],
+    ["2606:4700::6810:84e5", "2001:db8::1"],
+])
+def test_an_address_outside_cloudflare_and_the_vps_still_fails(
+        config: Any, addresses: list[str]) -> None:
+    table = {**PROXIED, "api.v-edfinance.com": ("api.v-edfinance.com", [], addresses)}
+    dns = _by_name(preflight(None, config, "production", resolve=_resolver(table),
+                             probe=PROBE))["dns"]
+    assert not dns.ok and dns.detail.startswith("api.v-edfinance.com -> ")
+
+
+def test_cloudflare_ranges_both_families() -> None:
+    from vedfin_ops.checks.cloudflare import is_cloudflare, proxied
+
+    assert is_cloudflare("173.245.48.1") and is_cloudflare("2a06:98c7::1")
+    assert not is_cloudflare("103.54.153.248") and not is_cloudflare("not an address")
+    assert not proxied([]) and proxied(["104.24.0.1", "2400:cb00::1"])
+
+
+def test_a_proxied_domain_s_certificate_is_asked_of_the_origin(origin_tls: int) -> None:
+    """The domain resolves to Cloudflare; the TLS item connects to vps.address (127.0.0.2
+    here, where a server with a self-signed certificate listens; nothing does where the
+    domain itself points) with the domain as SNI, and says what is wrong with the origin's
+    certificate. It never connects to a Cloudflare address."""
+    table = {"api.pf.localhost": ("api.pf.localhost", [], ["104.16.0.1"]),
+             "pf.localhost": ("pf.localhost", [], ["104.16.0.2"])}
+    config = _tls_config(origin_tls)
+    config.vps.address = "127.0.0.2"
+    report = preflight(None, config, "production", resolve=_resolver(table), probe=PROBE,
+                       options=Options(timeout=2))
+    checks = _by_name(report)
+    assert checks["dns"].ok and "proxied by Cloudflare" in checks["dns"].detail
+    assert not checks["tls"].ok
+    assert checks["tls"].detail == ("certificate not valid for api.pf.localhost: self-signed "
+                                    "certificate")

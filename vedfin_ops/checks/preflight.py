@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from vedfin_ops.checks.cloudflare import origin_tls_mode, proxied
 from vedfin_ops.checks.endpoints import base
 from vedfin_ops.checks.gate import gate
 from vedfin_ops.checks.runner import Check, Failed, Transient, run_check
@@ -143,10 +144,13 @@ def published_ports_check(docker_ps: str, allowed: set[int], services: str = "")
 
 
 def dns_check(config: Config, env: str, resolve: Resolver) -> str:
+    """Each domain points at the VPS, or is proxied by Cloudflare (then its answer names
+    Cloudflare, and the TLS item checks the origin at vps.address instead)."""
     want = config.vps.address
     if not want:
         raise Failed("vps.address is not set: cannot tell where the domains should point")
     notes = []
+    behind = False
     for app in config.apps(env):
         if not app.domain:
             continue
@@ -154,9 +158,14 @@ def dns_check(config: Config, env: str, resolve: Resolver) -> str:
             _, _, apex_ips = resolve(app.domain)
         except OSError as exc:
             raise Failed(f"{app.domain} does not resolve ({exc})") from None
-        if want not in apex_ips:
+        if want not in apex_ips and proxied(apex_ips):
+            behind = True
+            notes.append(f"{app.domain}: proxied by Cloudflare (origin {want} checked "
+                         f"directly)")
+        elif want not in apex_ips:
             raise Failed(f"{app.domain} -> {', '.join(apex_ips)}, not {want}")
-        notes.append(f"{app.domain} -> {want}")
+        else:
+            notes.append(f"{app.domain} -> {want}")
         for extra in app.additional_domains:
             try:
                 canonical, aliases, ips = resolve(extra)
@@ -166,10 +175,31 @@ def dns_check(config: Config, env: str, resolve: Resolver) -> str:
                 notes.append(f"{extra} CNAME {app.domain}")
             elif set(ips) == set(apex_ips):
                 notes.append(f"{extra} -> same A as {app.domain}")
+            elif want not in ips and proxied(ips):
+                behind = True
+                notes.append(f"{extra}: proxied by Cloudflare")
             else:
                 raise Failed(f"{extra} is neither a CNAME of {app.domain} nor the same "
                              f"address ({', '.join(ips)})")
+    if behind:
+        notes.append(origin_tls_mode(config.edge.tls))
+        if config.edge.tls != "auto":
+            return "warning: " + "; ".join(notes)
     return "; ".join(notes) or "no domains"
+
+
+def proxied_domains(config: Config, env: str, resolve: Resolver) -> set[str]:
+    """The env's domains whose every address is Cloudflare's (unresolvable ones are not:
+    the DNS item says why)."""
+    out = set()
+    for app in config.apps(env):
+        for domain in app.domains:
+            try:
+                if proxied(resolve(domain)[2]):
+                    out.add(domain)
+            except OSError:
+                continue
+    return out
 
 
 def preflight(host: Host | None, config: Config, env: str, *,
@@ -198,9 +228,13 @@ def preflight(host: Host | None, config: Config, env: str, *,
         results: list[str] = []
         pending: list[str] = []
         warned = False
+        behind = proxied_domains(config, env, resolve)
         for app in config.apps(env):
             for domain in app.domains:
-                address = urlsplit(base(config, domain).url).hostname or domain
+                # a proxied domain resolves to Cloudflare: its certificate is Cloudflare's,
+                # so the origin's is asked for at the VPS, with the domain as SNI
+                address = (config.vps.address if domain in behind and config.vps.address
+                           else urlsplit(base(config, domain).url).hostname or domain)
                 try:
                     answer = tls_check(domain, address, config.edge.https_port, options)
                 except Transient as exc:  # nothing answered; a wrong answer is Failed

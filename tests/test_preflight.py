@@ -472,3 +472,59 @@ def test_a_proxied_domain_s_certificate_is_asked_of_the_origin(origin_tls: int) 
     assert not checks["tls"].ok
     assert checks["tls"].detail == ("certificate not valid for api.pf.localhost: self-signed "
                                     "certificate")
+
+
+# --- the edge's ports: held by something else (Dokploy's Traefik) or free ---
+
+SS = ("LISTEN 0      4096         0.0.0.0:80        0.0.0.0:*    "
+      'users:(("docker-proxy",pid=1234,fd=4))\n'
+      "LISTEN 0      4096            [::]:443          [::]:*    \n"
+      "LISTEN 0      128       127.0.0.1:5432      0.0.0.0:*    "
+      'users:(("postgres",pid=99,fd=5),("postgres",pid=98,fd=5))\n')
+
+
+def test_listeners_are_read_with_or_without_their_process() -> None:
+    from vedfin_ops.remote.probes.preflight import listeners
+
+    assert listeners(SS) == {80: ["docker-proxy"], 443: [""], 5432: ["postgres"]}
+    assert listeners("State Recv-Q\ngarbage\n") == {}
+
+
+@pytest.mark.parametrize("docker_ps, services, ss, says", [
+    ("", "dokploy-traefik|*:80->80/tcp, *:443->443/tcp", SS,
+     "port 80 is held by swarm service dokploy-traefik; port 443 is held by swarm service "
+     "dokploy-traefik (Dokploy's Traefik: stop it, or give the edge other ports with "
+     "edge.httpPort/httpsPort)"),
+    ("nginx-proxy|0.0.0.0:80->80/tcp", "", SS,
+     "port 80 is held by container nginx-proxy; port 443 is held by a process not visible to "
+     "the deploy user (free it, or give the edge other ports with edge.httpPort/httpsPort)"),
+    ("", "", 'LISTEN 0 511 0.0.0.0:80 0.0.0.0:* users:(("nginx",pid=7,fd=6))\n',
+     "port 80 is held by process nginx (free it"),
+])
+def test_whatever_holds_the_edge_ports_is_named(docker_ps: str, services: str, ss: str,
+                                                says: str) -> None:
+    from vedfin_ops.checks.preflight import edge_ports_check
+
+    with pytest.raises(Failed) as info:
+        edge_ports_check([80, 443], docker_ps, services, ss, "vedfin-shared_edge")
+    assert str(info.value).startswith(says)
+
+
+def test_our_own_edge_on_its_ports_passes() -> None:
+    from vedfin_ops.checks.preflight import edge_ports_check
+
+    ours = "vedfin-shared_edge.1.abc|0.0.0.0:80->80/tcp, 0.0.0.0:443->443/tcp"
+    assert edge_ports_check([80, 443], ours, "vedfin-shared_edge|*:80->80/tcp", SS,
+                            "vedfin-shared_edge") == \
+        "80, 443: free or held by our edge (vedfin-shared_edge)"
+    assert edge_ports_check([80], "", "", "", "vedfin-shared_edge").startswith("80: free")
+
+
+def test_the_probe_asks_what_listens_and_preflight_judges_it(config: Any) -> None:
+    probe = PROBE + "--SERVICES--\ndokploy-traefik|*:80->80/tcp\n--LISTEN--\n" + SS
+    check = _by_name(preflight(None, config, "production", resolve=_resolver(GOOD_DNS),
+                               probe=probe))["edge ports"]
+    assert not check.ok and "swarm service dokploy-traefik" in check.detail
+    from vedfin_ops.remote.probes.preflight import command
+
+    assert "ss -ltnpH" in command([19999])

@@ -20,10 +20,12 @@ from vedfin_ops.checks.smoke import Options, tls_check, trusting
 from vedfin_ops.checks.smoke import SmokeReport as _Report
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.remote.host import Host
 from vedfin_ops.remote.probes.preflight import (
     UfwRule,
     UfwStatus,
+    listeners,
     parse_ufw,
     published,
     sections,
@@ -141,6 +143,35 @@ def published_ports_check(docker_ps: str, allowed: set[int], services: str = "")
     if bad:
         raise Failed("; ".join(sorted(set(bad))) + " (published ports bypass ufw)")
     return f"only {', '.join(map(str, sorted(allowed)))} published"
+
+
+def edge_ports_check(ports: list[int], docker_ps: str, services: str, listening: str,
+                     edge_service: str) -> str:
+    """Whatever already holds the edge's ports, named (a container, a swarm service such as
+    Dokploy's `dokploy-traefik`, or a process), before the edge fails to bind them half way
+    through a rollout. Our own edge holding them is fine."""
+    held = listeners(listening)
+    taken = []
+    for port in ports:
+        ours, others = False, []
+        for listing, kind in ((docker_ps, "container"), (services, "swarm service")):
+            for name, lo, hi in published(listing) if listing else []:
+                if lo <= port <= hi:
+                    if name == edge_service or name.startswith(f"{edge_service}."):
+                        ours = True
+                    elif f"{kind} {name}" not in others:
+                        others.append(f"{kind} {name}")
+        if not (ours or others):  # a listener docker does not explain is someone else's
+            others = [f"process {p}" if p else "a process not visible to the deploy user"
+                      for p in held.get(port, [])]
+        if others:
+            taken.append(f"port {port} is held by {', '.join(others)}")
+    if taken:
+        hint = (" (Dokploy's Traefik: stop it, or give the edge other ports with "
+                "edge.httpPort/httpsPort)" if "traefik" in "; ".join(taken).lower() else
+                " (free it, or give the edge other ports with edge.httpPort/httpsPort)")
+        raise Failed("; ".join(taken) + hint)
+    return f"{', '.join(map(str, ports))}: free or held by our edge ({edge_service})"
 
 
 def dns_check(config: Config, env: str, resolve: Resolver) -> str:
@@ -269,6 +300,10 @@ def preflight(host: Host | None, config: Config, env: str, *,
     checks.append(("firewall: published ports",
                    lambda: published_ports_check(answer.get("PORTS", ""), allowed,
                                                  answer.get("SERVICES", ""))))
+    if "LISTEN" in answer:  # a probe recorded before this item existed has no answer for it
+        checks.append(("edge ports", lambda: edge_ports_check(
+            sorted(allowed), answer.get("PORTS", ""), answer.get("SERVICES", ""),
+            answer["LISTEN"], f"{shared_stack_name(config)}_edge")))
     if config.monitoring.check:
         checks.append(("monitoring", lambda: _monitoring(config, answer.get("MONITORING",
                                                                                ""))))

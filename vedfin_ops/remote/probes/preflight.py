@@ -1,5 +1,6 @@
 """The preflight probe: one command asks the host who runs it, ufw's status, the published
-ports (containers and swarm services), the monitoring ports and the usage probe; beside it, the
+ports (containers and swarm services), what listens on which port, the monitoring ports and
+the usage probe; beside it, the
 parsers of its answer. The checks that judge these facts live in `checks/preflight.py`."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if [ "$(id -u)" -eq 0 ]; then ufw status verbose; else sudo -n ufw status verbos
   | head -n 200
 echo '--PORTS--'; docker ps --format '{{.Names}}|{{.Ports}}'
 echo '--SERVICES--'; docker service ls --format '{{.Name}}|{{.Ports}}' 2>/dev/null
+echo '--LISTEN--'; ss -ltnpH 2>/dev/null | head -n 500
 echo '--MONITORING--'
 for p in %PORTS%; do
   if timeout 3 bash -c "</dev/tcp/127.0.0.1/$p" 2>/dev/null
@@ -153,6 +155,26 @@ def published(listing: str) -> list[tuple[str, int, int]]:
             if match and _reachable(match.group("ip")):
                 lo = int(match.group("lo"))
                 out.append((name.strip(), lo, int(match.group("hi") or lo)))
+    return out
+
+
+_USER = re.compile(r'\("([^"]+)",pid=\d+')
+
+
+def listeners(ss_output: str) -> dict[int, list[str]]:
+    """`ss -ltnpH` -> {port: [process names]} (an empty name: the socket's process is not
+    visible to the probing user, as `ss -p` shows only one's own without root)."""
+    out: dict[int, list[str]] = {}
+    for line in ss_output.strip().splitlines():
+        fields = line.split()
+        if len(fields) < 4 or not fields[0].startswith("LISTEN"):
+            continue
+        port = fields[3].rpartition(":")[2]
+        if not port.isdigit():
+            continue
+        names = _USER.findall(line) or [""]
+        known = out.setdefault(int(port), [])
+        known.extend(n for n in names if n not in known)
     return out
 
 

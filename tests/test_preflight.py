@@ -528,3 +528,14 @@ def test_the_probe_asks_what_listens_and_preflight_judges_it(config: Any) -> Non
     from vedfin_ops.remote.probes.preflight import command
 
     assert "ss -ltnpH" in command([19999])
+
+
+def test_dokploy_s_own_published_ports_are_named_as_dokploy_s_not_failed() -> None:
+    services = "dokploy|*:3000->3000/tcp\nuptime-kuma|*:3002->3001/tcp\n"
+    ours = "vedfin-shared_edge.1.x|0.0.0.0:80->80/tcp"
+    said = published_ports_check(ours, {80, 443}, services)
+    assert said == ("warning: only 80, 443 published by us; Dokploy's own, public: dokploy "
+                    "publishes 3000 (swarm ingress); uptime-kuma publishes 3002 (swarm "
+                    "ingress) (bind them to 127.0.0.1 or deny them in ufw once off Dokploy)")
+    with pytest.raises(Failed, match="not-dokploy publishes 3000"):
+        published_ports_check(ours, {80, 443}, services + "not-dokploy|*:3000->3000/tcp\n")

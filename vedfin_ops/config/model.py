@@ -276,6 +276,16 @@ class DeploymentStrategy(Model):
         return self.max_surge if self.max_surge > 0 else self.max_unavailable
 
 
+class PgVolume(Model):
+    """The data volume. Made by the shared stack (named `<stack>_<name>`), or, `external`,
+    an existing volume adopted by its own name (e.g. the one Dokploy's postgres used),
+    checked before any change to exist, to be in no other container's use and to hold data
+    of the image's major version."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
+    external: bool = False
+
+
 class Postgres(Model):
     image: str = "pgvector/pgvector:pg17"
     resources: Resources = Resources.model_validate({"memory": "1024m", "cpus": 1.0})
@@ -286,7 +296,8 @@ class Postgres(Model):
          "startPeriod": "30s"}
     )
     stop_grace_period: Seconds = 30.0
-    volume: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")] = "pgdata"
+    volume: Annotated[PgVolume, BeforeValidator(
+        lambda v: {"name": v} if isinstance(v, str) else v)] = PgVolume(name="pgdata")
 
 
 class Redis(Model):

@@ -168,6 +168,23 @@ def remove_dirs(paths: list[str]) -> str:
     return f"rm -rf -- {sh_join(paths)}" if paths else "true"
 
 
+_VOLUME_SAYS = ('echo "data $(cat /adopt/PG_VERSION 2>/dev/null)"; '
+                'echo "image $(postgres --version 2>/dev/null)"')
+
+
+def volume_probe(volume: str, image: str) -> str:
+    """Before adopting an existing data volume: does it exist, which containers use it, which
+    PostgreSQL major its data directory holds, and which the image runs (read-only mount, no
+    network)."""
+    v = sh(volume)
+    users = ("'user {{.Name}} {{index .Config.Labels "
+             "\"com.docker.swarm.service.name\"}}'")
+    return (f"if ! docker volume inspect -- {v} >/dev/null 2>&1; then echo missing; exit 0; "
+            f"fi; for c in $(docker ps -q --filter volume={v}); do docker inspect --format "
+            f"{users} \"$c\"; done; docker run --rm --network none --entrypoint sh "
+            f"-v {sh(volume + ':/adopt:ro')} {sh(image)} -c {sh(_VOLUME_SAYS)}")
+
+
 def image_inventory(base: str, repos: list[str]) -> str:
     """Every digest a release of any env on the host still names (`keep ...`), and the
     engine's images of `repos` (`image REPO DIGEST ID`), for pruning the rest."""

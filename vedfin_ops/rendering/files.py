@@ -165,6 +165,9 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
         stack=shared_stack_name(config),
         postgres=config.postgres,
         postgres_command=_postgres_command(config),
+        # an adopted volume keeps its own name under a key of ours (the stack prefixes keys)
+        postgres_volume_key=("pgdata_adopted" if config.postgres.volume.external
+                             else config.postgres.volume.name),
         postgres_test=["CMD", *(config.postgres.healthcheck.command or ["pg_isready"])],
         postgres_monitor=monitor_seconds(config.postgres.healthcheck),
         redis=config.redis,

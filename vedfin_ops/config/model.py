@@ -366,6 +366,13 @@ class Edge(Model):
     # verify could never trust the edge). Relative to the config file's folder; the loader
     # stores the resolved path.
     ca_root: Annotated[str, AfterValidator(_ca_root)] | None = None
+    # `tls: auto` asks Let's Encrypt unless `acmeCA` names another ACME directory (a
+    # staging CA, a company CA, the sandbox's pebble); `acmeCARoot` is the PEM the edge
+    # trusts for talking to it (shipped to the edge as a swarm config).
+    acme_ca: Annotated[str | None, Field(alias="acmeCA", pattern=r"^https://[^\s{}\"]+$")
+                       ] = None
+    acme_ca_root: Annotated[str | None, Field(alias="acmeCARoot"),
+                            AfterValidator(lambda v: v if v is None else _ca_root(v))] = None
     counted_in: str = "system"
 
 

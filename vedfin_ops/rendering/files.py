@@ -24,6 +24,7 @@ from vedfin_ops.config.model import Application, Config, Healthcheck, secret_ref
 from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.config.tags import check_tag
 from vedfin_ops.config.units import format_cpus, format_mib, format_seconds
+from vedfin_ops.errors import ConfigError
 from vedfin_ops.remote.quoting import sh, yaml_str
 
 # inside the package, so an installed wheel renders too; the checkout's top-level
@@ -156,6 +157,8 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
         extensions=config.postgres.extensions,
     )
     files["edge/Caddyfile"] = _caddyfile(config, header)
+    if config.edge.acme_ca_root:
+        files["edge/acme-ca-root.pem"] = _read_pem(config, config.edge.acme_ca_root)
     files["monitoring/netdata-health.conf"] = _template("netdata-health.conf.j2").render(
         header=header, alerts=config.alerts)
     files["monitoring/health_alarm_notify.conf"] = _template("netdata-notify.conf.j2").render(
@@ -175,6 +178,10 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
         network=config.remote.network,
         init_db_name=f"{config.remote.stack_prefix}_init_db_{_hash(files['db/init-db.sql'])}",
         caddyfile_name=f"{config.remote.stack_prefix}_caddyfile_{_hash(files['edge/Caddyfile'])}",
+        acme_root_name=(f"{config.remote.stack_prefix}_acme_root_"
+                        f"{_hash(files['edge/acme-ca-root.pem'])}"
+                        if "edge/acme-ca-root.pem" in files else None),
+        acme_root_target=ACME_ROOT_IN_EDGE,
     )
     files["env/postgres.env"] = _env_file(header, "postgres", {
         "POSTGRES_USER": config.postgres.user,
@@ -224,4 +231,29 @@ def _caddyfile(config: Config, header: str) -> str:
         scheme=scheme,
         scheme_prefix="http://" if edge.tls == "off" else "",
         port_suffix="" if public_port == default_port else f":{public_port}",
+        acme=_acme_issuer(config),
     )
+
+
+ACME_ROOT_IN_EDGE = "/etc/caddy/acme-ca-root.pem"
+
+
+def _read_pem(config: Config, path: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(config.source, "edge.acmeCARoot",
+                          f"{path} cannot be read ({type(exc).__name__})") from None
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(config.source, "edge.acmeCARoot", f"{path} holds no PEM certificate")
+    return text
+
+
+def _acme_issuer(config: Config) -> str:
+    """`tls auto` with another ACME directory than Let's Encrypt's: an explicit issuer per
+    site (an explicit issuer is also what makes Caddy ask ACME for `.localhost` names)."""
+    edge = config.edge
+    if edge.tls != "auto" or edge.acme_ca is None:
+        return ""
+    roots = f"\n\t\t\ttrusted_roots {ACME_ROOT_IN_EDGE}" if edge.acme_ca_root else ""
+    return f"\ttls {{\n\t\tissuer acme {{\n\t\t\tdir {edge.acme_ca}{roots}\n\t\t}}\n\t}}"

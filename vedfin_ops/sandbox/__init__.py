@@ -21,7 +21,7 @@ from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.config.secret_store import write_private
-from vedfin_ops.sandbox import engine, images, overlay, sshd
+from vedfin_ops.sandbox import acme, engine, images, overlay, sshd
 from vedfin_ops.sandbox import registry as registry_server
 from vedfin_ops.sandbox.local import SandboxError, run
 
@@ -31,6 +31,9 @@ BASE_DIR = "/srv/vedfin-sandbox"
 EDGE_PORT = 18080
 SSH_PORT = 2222
 REGISTRY_PORT = 15443
+HTTPS_PORT = 18443
+ACME_PORT = 14000
+ACME_ADMIN_PORT = 15000
 REGISTRY_USER = "vedfin"
 REGISTRY_SECRET = "REGISTRY_PASSWORD"
 
@@ -46,6 +49,9 @@ class State:
     ssh_port: int = 0
     registry_port: int = 0
     trusted_registry: str = ""
+    https_port: int = 0
+    acme_port: int = 0
+    acme_admin_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -84,6 +90,12 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     server = _ensure_registry(workdir, state)
     state.save(workdir)
 
+    progress("acme: pebble on the swarm's gateway, for the HTTPS config")
+    state.acme_port = state.acme_port or sshd.free_port(ACME_PORT)
+    state.acme_admin_port = state.acme_admin_port or sshd.free_port(ACME_ADMIN_PORT)
+    authority = acme.ensure(workdir / "acme", state.acme_port, state.acme_admin_port)
+    state.save(workdir)
+
     progress("images: building what changed, pushing to the registry")
     state.images_built = images.build_all()
     from vedfin_ops.steps.build import registry_session
@@ -99,9 +111,11 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     shutil.chown(base, USER, USER)
     state.ssh_port = sshd.start(workdir, USER, state.ssh_port or SSH_PORT)
     state.edge_port = state.edge_port or sshd.free_port(EDGE_PORT)
+    state.https_port = state.https_port or sshd.free_port(HTTPS_PORT)
 
-    progress("config: .sandbox/dokploy.yaml and secrets")
+    progress("config: .sandbox/dokploy.yaml, dokploy-https.yaml and secrets")
     _write_config(workdir, Path(shipped), state.edge_port, server)
+    _write_https_config(workdir, Path(shipped), state.https_port, authority)
 
     progress(f"apps: build and push {len(images.APP_TAGS)} tags of the stand-ins")
     build_apps(workdir / "dokploy.yaml")
@@ -169,6 +183,18 @@ def _write_config(workdir: Path, shipped: Path, edge_port: int,
     write_private(secrets_file, "".join(f"{k}={v}\n" for k, v in existing.items()))
 
 
+def _write_https_config(workdir: Path, shipped: Path, https_port: int,
+                        authority: acme.Acme) -> None:
+    """The same sandbox served over HTTPS, certificates from pebble over ACME."""
+    data = yaml.safe_load((workdir / "dokploy.yaml").read_text())
+    path = workdir / "dokploy-https.yaml"
+    path.write_text(overlay.dump(overlay.https_edge(
+        data, https_port=https_port, acme_ca=authority.directory,
+        acme_ca_root=str(authority.api_ca), ca_root=str(authority.issuing_root)),
+        str(shipped), https_port))
+    load_config(path)
+
+
 def status(workdir: Path | None = None) -> dict[str, Any]:
     workdir = workdir or workdir_for()
     state = State.load(workdir)
@@ -213,6 +239,8 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
         images.remove_all()
         if state.created_swarm:
             run(["docker", "swarm", "leave", "--force"], check=False)
+    progress("acme: stopping pebble")
+    acme.stop(workdir / "acme")
     progress("registry: stopping")
     registry_server.stop(workdir / "registry")
     if state.trusted_registry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from vedfin_ops.errors import VedfinError
 
@@ -30,6 +31,22 @@ def run(args: Sequence[str], *, check: bool = True, timeout: float = 300,
         raise SandboxError(f"{' '.join(args[:3])} failed: "
                            f"{detail[-1] if detail else 'exit ' + str(out.returncode)}")
     return out
+
+
+def started_process(pid_file: Path, argv: list[str]) -> int | None:
+    """The pid in `pid_file` if that process still runs `argv` (after a reboot the pid in
+    the file may be anyone's: never signal it on the number alone)."""
+    from vedfin_ops.sandbox.engine import alive
+
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:len(argv)]
+    except (OSError, ValueError):
+        return None
+    if not cmdline or [Path(cmdline[0].decode()).name, *(c.decode() for c in cmdline[1:])] \
+            != [Path(argv[0]).name, *argv[1:]]:
+        return None
+    return pid if alive(pid) else None
 
 
 def ok(args: Sequence[str], timeout: float = 30) -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 import bcrypt
 
 from vedfin_ops.config.secret_store import write_private
-from vedfin_ops.sandbox.local import SandboxError
+from vedfin_ops.sandbox.local import SandboxError, started_process
 
 BINARY = "docker-registry"
 
@@ -48,9 +48,10 @@ class RegistryServer:
             time.sleep(0.1)
 
 
-def make_ca_and_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+def make_ca_and_cert(folder: Path, host: str = "127.0.0.1",
+                     also: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
     """(ca.crt, server.crt, server.key): a CA valid 30 days and a server certificate for
-    `host` (an IP SAN) it signs."""
+    `host` and `also` (IP or DNS SANs) it signs."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -71,17 +72,19 @@ def make_ca_and_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path,
                                        decipher_only=False), critical=True)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        san = x509.DNSName(host)
+    sans: list[x509.GeneralName] = []
+    for name in (host, *also):
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
             .issuer_name(ca_name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([san]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_key, hashes.SHA256()))
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,7 +117,7 @@ def start(folder: Path, *, port: int = 0, username: str = "vedfin",
     paths = tls / "ca.crt", tls / "server.crt", tls / "server.key"
     # Kept across restarts (the engine trusts this CA by its file in certs.d) while both
     # certificates have a day left
-    ca, cert, key = paths if _still_valid(paths[:2]) else make_ca_and_cert(tls)
+    ca, cert, key = paths if still_valid(paths[:2]) else make_ca_and_cert(tls)
     htpasswd = folder / "htpasswd"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
     write_private(htpasswd, f"{username}:{hashed}\n")
@@ -154,7 +157,7 @@ auth:
     raise SandboxError(f"{BINARY} did not answer on 127.0.0.1:{port} within 20 s")
 
 
-def _still_valid(certs: tuple[Path, ...]) -> bool:
+def still_valid(certs: tuple[Path, ...]) -> bool:
     from cryptography import x509
 
     soon = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
@@ -180,19 +183,9 @@ def _answers(server: RegistryServer) -> bool:
 
 
 def running(folder: Path) -> int | None:
-    """The pid of the registry started from `folder`, if it still runs (and is that
-    registry: after a reboot the pid in the file may be anyone's)."""
-    from vedfin_ops.sandbox.engine import alive
-
-    try:
-        pid = int((folder / "registry.pid").read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    ours = [BINARY.encode(), b"serve", str(folder / "config.yml").encode()]
-    if cmdline[:3] != ours and [Path(cmdline[0].decode()).name.encode(), *cmdline[1:3]] != ours:
-        return None
-    return pid if alive(pid) else None
+    """The pid of the registry started from `folder`, if it still runs."""
+    return started_process(folder / "registry.pid", [BINARY, "serve",
+                                                      str(folder / "config.yml")])
 
 
 def stop(folder: Path) -> None:

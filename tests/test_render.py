@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -258,3 +259,35 @@ def test_header_stays_one_comment_line_whatever_the_file_name(variant: Any) -> N
     for path in ("stacks/production.yml", "stacks/shared.yml", "edge/Caddyfile"):
         assert "\nservices: {}\n" not in files[path], path
     assert set(_stack(files, "production")["services"]) == {"api-production", "web-production"}
+
+
+def test_an_acme_ca_is_an_explicit_issuer_per_site_with_its_root_shipped(
+        shipped_data: dict[str, Any], tmp_path: Path) -> None:
+    import copy
+
+    from vedfin_ops.config.loader import config_from_dict
+    from vedfin_ops.errors import ConfigError
+
+    root = tmp_path / "acme-root.pem"
+    root.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    data = copy.deepcopy(shipped_data)
+    data["edge"] = {**data["edge"], "acmeCA": "https://acme.internal:14000/dir",
+                    "acmeCARoot": "acme-root.pem"}
+    files = render(config_from_dict(data, str(tmp_path / "dokploy.yaml")))
+    caddyfile = files["edge/Caddyfile"]
+    assert caddyfile.count("issuer acme {") == 7  # 6 domains of 3 envs, and www
+    assert "dir https://acme.internal:14000/dir" in caddyfile
+    assert "trusted_roots /etc/caddy/acme-ca-root.pem" in caddyfile
+    assert files["edge/acme-ca-root.pem"] == root.read_text()
+    shared = yaml.safe_load(files["stacks/shared.yml"])
+    assert {"source": "acme_ca_root", "target": "/etc/caddy/acme-ca-root.pem"} in \
+        shared["services"]["edge"]["configs"]
+    assert shared["configs"]["acme_ca_root"]["file"] == "../edge/acme-ca-root.pem"
+    assert "issuer acme" not in render(config_from_dict(copy.deepcopy(shipped_data),
+                                                        "d.yaml"))["edge/Caddyfile"]
+    root.write_text("not a certificate")
+    with pytest.raises(ConfigError, match=r"edge\.acmeCARoot: .* holds no PEM certificate"):
+        render(config_from_dict(data, str(tmp_path / "dokploy.yaml")))
+    data["edge"]["acmeCA"] = "http://plain.example/dir"
+    with pytest.raises(ConfigError, match=r"edge\.acmeCA"):
+        config_from_dict(data, str(tmp_path / "dokploy.yaml"))

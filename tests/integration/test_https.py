@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,6 +58,49 @@ def _get(config: Any, path: str, domain: str = API) -> requests.Response:
                        verify=config.edge.ca_root, timeout=5, allow_redirects=False)
 
 
+class HttpsLoad:
+    """`clients` threads asking /version over HTTPS (SNI, pebble's root trusted) until stopped
+    or `max_requests` in all; every answer that is not a 200 is a failure."""
+
+    def __init__(self, config: Any, clients: int = 8, max_requests: int = 20000,
+                 max_seconds: float = 240) -> None:
+        self.config, self.max_requests, self.max_seconds = config, max_requests, max_seconds
+        self.ok = self.failed = 0
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True)
+                         for _ in range(clients)]
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
+            with self._lock:
+                if self.ok + self.failed >= self.max_requests:
+                    return
+            try:
+                good = _get(self.config, "/version").status_code == 200
+                error = "" if good else "not 200"
+            except requests.RequestException as exc:
+                good, error = False, type(exc).__name__
+            with self._lock:
+                if good:
+                    self.ok += 1
+                else:
+                    self.failed += 1
+                    self.errors.append(error)
+
+    def __enter__(self) -> HttpsLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
 def _serial(config: Any, domain: str = API) -> int:
     context = ssl.create_default_context(cafile=config.edge.ca_root)
     with socket.create_connection(("127.0.0.1", config.edge.https_port), timeout=5) as raw, \
@@ -84,7 +128,11 @@ def test_deploy_smoke_and_rollback_over_https_with_acme_certificates(
         assert www.status_code in (301, 308)
         assert www.headers["Location"] == \
             f"https://v-edfinance.localhost:{https.edge.https_port}/x?y=1"
-        assert deploy(host, https, "production", "v1", say=lambda _m: None).result == "ok"
+        with HttpsLoad(https) as load:
+            assert deploy(host, https, "production", "v1", say=lambda _m: None).result == "ok"
+        print(f"rolling deploy over HTTPS: {load.ok + load.failed} requests from 8 clients, "
+              f"{load.failed} failed")
+        assert load.ok + load.failed >= 1000 and load.failed == 0, load.errors[:5]
         assert _get(https, "/version").text.strip() == "api v1"
         rollback(host, https, "production", say=lambda _m: None)  # raises if it fails
         assert _get(https, "/version").text.strip() == "api v2"

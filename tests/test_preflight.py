@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -539,3 +540,52 @@ def test_dokploy_s_own_published_ports_are_named_as_dokploy_s_not_failed() -> No
                     "ingress) (bind them to 127.0.0.1 or deny them in ufw once off Dokploy)")
     with pytest.raises(Failed, match="not-dokploy publishes 3000"):
         published_ports_check(ours, {80, 443}, services + "not-dokploy|*:3000->3000/tcp\n")
+
+
+def test_a_mixed_answer_fails_and_a_www_straight_at_the_vps_passes(config: Any) -> None:
+    mixed = {**PROXIED, "api.v-edfinance.com": ("api.v-edfinance.com", [], [VPS, CF[0]])}
+    dns = _by_name(preflight(None, config, "production", resolve=_resolver(mixed),
+                             probe=PROBE))["dns"]
+    assert not dns.ok and "some addresses are Cloudflare's, some not" in dns.detail
+    direct_www = {**PROXIED, "www.v-edfinance.com": ("www.v-edfinance.com", [], [VPS])}
+    dns = _by_name(preflight(None, config, "production", resolve=_resolver(direct_www),
+                             probe=PROBE))["dns"]
+    assert dns.ok and f"www.v-edfinance.com -> {VPS}" in dns.detail
+
+
+def test_edge_ports_count_tcp_only_and_say_when_ss_is_missing() -> None:
+    from vedfin_ops.checks.preflight import edge_ports_check
+
+    quic = "quic|0.0.0.0:443->443/udp"
+    assert edge_ports_check([80, 443], quic, "", "", "vedfin-shared_edge").startswith(
+        "80, 443: free")
+    blind = edge_ports_check([80], "", "", "no-ss\n", "vedfin-shared_edge")
+    assert blind.startswith("warning: 80: free") and "no `ss` on the host" in blind
+    with pytest.raises(Failed, match="swarm service dokploy-traefik"):
+        edge_ports_check([80], "", "dokploy-traefik|*:80->80/tcp", "no-ss",
+                         "vedfin-shared_edge")
+
+
+def test_only_dokploy_s_own_services_on_their_own_ports_are_excused() -> None:
+    ours = "vedfin-shared_edge.1.x|0.0.0.0:80->80/tcp"
+    for impostor in ("dokploy-postgres|*:5432->5432/tcp", "my-uptime-kuma-clone|*:22->22/tcp",
+                     "dokploy|*:3000-3010->3000-3010/tcp"):
+        with pytest.raises(Failed, match="published ports bypass ufw"):
+            published_ports_check(ours, {80, 443}, impostor)
+
+
+@pytest.mark.parametrize("edge, says", [
+    ({"tls": "internal", "caRoot": "ca.pem", "acmeCA": "https://acme.test/dir"},
+     "acmeCA needs tls: auto (tls is internal)"),
+    ({"acmeCARoot": "root.pem"}, "acmeCARoot without acmeCA"),
+])
+def test_acme_settings_that_would_be_ignored_are_refused(edge: dict[str, Any], says: str
+                                                         ) -> None:
+    from vedfin_ops.config.loader import config_from_dict
+    from vedfin_ops.errors import ConfigError
+
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["edge"] = {**data["edge"], **edge}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, "d.yaml")
+    assert says in info.value.line()

@@ -55,15 +55,21 @@ def test_the_same_major_is_adopted_and_an_empty_volume_initialised() -> None:
     assert judge_adoption(same, "old", IMAGE, OURS) == "old: PostgreSQL 17 data, adopted as it is"
     ours = f"user /vedfin-shared_postgres.1.abc {OURS}\n" + same  # our own postgres on it
     assert judge_adoption(ours, "old", IMAGE, OURS).endswith("adopted as it is")
-    assert judge_adoption("data \nimage postgres (PostgreSQL) 17.2\n", "old", IMAGE, OURS) \
-        == "old: empty, PostgreSQL 17 initialises it"
+    assert judge_adoption("data \nentries \nimage postgres (PostgreSQL) 17.2\n", "old", IMAGE,
+                          OURS) == "old: empty, PostgreSQL 17 initialises it"
+    ours_service = f"service {OURS}\n" + same
+    assert judge_adoption(ours_service, "old", IMAGE, OURS).endswith("adopted as it is")
 
 
 @pytest.mark.parametrize("answer, says", [
     ("missing\n", "postgres.volume: old does not exist on the host"),
     ("user /dokploy-postgres.1.x dokploy-postgres\ndata 17\nimage postgres (PostgreSQL) 17.2",
-     "postgres.volume: old is in use by dokploy-postgres.1.x: stop it first"),
+     "postgres.volume: old is in use by dokploy-postgres.1.x: remove it first"),
     ("user /pg-by-hand \ndata 17\nimage postgres (PostgreSQL) 17.2", "in use by pg-by-hand"),
+    ("service dokploy-postgres\ndata 17\nimage postgres (PostgreSQL) 17.2",
+     "in use by service dokploy-postgres: remove it first, a stopped container too"),
+    ("data \nentries pgdata lost+found \nimage postgres (PostgreSQL) 17.2",
+     "old is not empty but has no PG_VERSION at its root (found pgdata, lost+found)"),
     ("data 15\nimage postgres (PostgreSQL) 17.2",
      "postgres.volume: old holds PostgreSQL 15 data and pgvector/pgvector:pg17 runs "
      "PostgreSQL 17: upgrade the data first (pg_upgrade, or pg_dump with a PostgreSQL 15 "
@@ -81,4 +87,6 @@ def test_the_probe_mounts_read_only_without_network_and_quotes_everything() -> N
 
     command = volume_probe("old", "registry.local:5000/pg:17; rm -rf /")
     assert "-v old:/adopt:ro" in command and "--network none" in command
+    assert "docker ps -aq --filter volume=old" in command  # stopped containers count too
+    assert "--user 0" in command  # a 0700 data directory is readable
     assert "'registry.local:5000/pg:17; rm -rf /'" in command

@@ -100,11 +100,14 @@ def test_a_volume_in_use_is_refused_then_adopted_with_its_rows(
     data["postgres"]["volume"] = {"name": VOLUME, "external": True}
     before = _mounts()
     with pytest.raises(CheckFailed, match=rf"postgres.volume: {VOLUME} is in use by {OLD}: "
-                                          r"stop it first"):
+                                          r"remove it first"):
         _deploy(sandbox_up, data, "v2")
     assert _mounts() == before and VOLUME not in before  # nothing moved
 
-    docker("stop", OLD)  # the operator stops Dokploy's postgres, as the README says
+    docker("stop", OLD)
+    with pytest.raises(CheckFailed, match=rf"{VOLUME} is in use by {OLD}: remove it first"):
+        _deploy(sandbox_up, data, "v2")  # stopped, it would still come back on a restart
+    docker("rm", OLD)  # the operator removes Dokploy's postgres, as the README says
     result = _deploy(sandbox_up, data, "v2")
     assert result.result == "ok" and POSTGRES in result.services_updated
     assert _mounts() == [VOLUME]

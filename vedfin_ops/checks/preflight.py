@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from vedfin_ops.checks.cloudflare import origin_tls_mode, proxied
+from vedfin_ops.checks.cloudflare import is_cloudflare, origin_tls_mode, proxied
 from vedfin_ops.checks.endpoints import base
 from vedfin_ops.checks.gate import gate
 from vedfin_ops.checks.runner import Check, Failed, Transient, run_check
@@ -141,7 +141,8 @@ def published_ports_check(docker_ps: str, allowed: set[int], services: str = "")
         for name, lo, hi in published(listing):
             if any(p not in allowed for p in range(lo, hi + 1)):
                 said = f"{name} publishes {lo}" + (f"-{hi}" if hi != lo else "") + how
-                (dokploy if _dokploy(name) else bad).append(said)
+                mine = _dokploy(name, range(lo, hi + 1))
+                (dokploy if mine else bad).append(said)
     if bad:
         raise Failed("; ".join(sorted(set(bad))) + " (published ports bypass ufw)")
     ok = f"only {', '.join(map(str, sorted(allowed)))} published"
@@ -151,11 +152,19 @@ def published_ports_check(docker_ps: str, allowed: set[int], services: str = "")
     return ok
 
 
-def _dokploy(name: str) -> bool:
-    """Dokploy's own services and containers (its UI `dokploy`, `dokploy-traefik`,
-    `dokploy-postgres`, `dokploy-redis`) and the Uptime Kuma it runs beside them."""
+# Dokploy's own services and the ports each publishes by default: its UI, its Traefik (with
+# Traefik's dashboard) and the Uptime Kuma beside them (the runbook's 3002).
+_DOKPLOY_PORTS = {"dokploy": {3000}, "dokploy-traefik": {80, 443, 8080},
+                  "uptime-kuma": {3001, 3002}}
+
+
+def _dokploy(name: str, ports: range) -> bool:
+    """Only Dokploy's known services on their own known ports: a container merely named
+    like them publishing anything else is judged as anyone's."""
     base = name.split(".", 1)[0]
-    return base == "dokploy" or base.startswith("dokploy-") or "uptime-kuma" in base
+    known = _DOKPLOY_PORTS.get(base) or (_DOKPLOY_PORTS["uptime-kuma"]
+                                         if base.endswith("uptime-kuma") else set())
+    return bool(known) and all(p in known for p in ports)
 
 
 def edge_ports_check(ports: list[int], docker_ps: str, services: str, listening: str,
@@ -163,12 +172,13 @@ def edge_ports_check(ports: list[int], docker_ps: str, services: str, listening:
     """Whatever already holds the edge's ports, named (a container, a swarm service such as
     Dokploy's `dokploy-traefik`, or a process), before the edge fails to bind them half way
     through a rollout. Our own edge holding them is fine."""
-    held = listeners(listening)
+    blind = listening.strip() == "no-ss"  # docker's view only; say so
+    held = {} if blind else listeners(listening)
     taken = []
     for port in ports:
         ours, others = False, []
         for listing, kind in ((docker_ps, "container"), (services, "swarm service")):
-            for name, lo, hi in published(listing) if listing else []:
+            for name, lo, hi in published(listing, tcp_only=True) if listing else []:
                 if lo <= port <= hi:
                     if name == edge_service or name.startswith(f"{edge_service}."):
                         ours = True
@@ -184,7 +194,9 @@ def edge_ports_check(ports: list[int], docker_ps: str, services: str, listening:
                 "edge.httpPort/httpsPort)" if "traefik" in "; ".join(taken).lower() else
                 " (free it, or give the edge other ports with edge.httpPort/httpsPort)")
         raise Failed("; ".join(taken) + hint)
-    return f"{', '.join(map(str, ports))}: free or held by our edge ({edge_service})"
+    said = f"{', '.join(map(str, ports))}: free or held by our edge ({edge_service})"
+    return (f"warning: {said}, as far as Docker tells (no `ss` on the host to see other "
+            f"processes)") if blind else said
 
 
 def dns_check(config: Config, env: str, resolve: Resolver) -> str:
@@ -202,10 +214,13 @@ def dns_check(config: Config, env: str, resolve: Resolver) -> str:
             _, _, apex_ips = resolve(app.domain)
         except OSError as exc:
             raise Failed(f"{app.domain} does not resolve ({exc})") from None
-        if want not in apex_ips and proxied(apex_ips):
+        if proxied(apex_ips):
             behind = True
             notes.append(f"{app.domain}: proxied by Cloudflare (origin {want} checked "
                          f"directly)")
+        elif any(is_cloudflare(ip) for ip in apex_ips):
+            raise Failed(f"{app.domain} -> {', '.join(apex_ips)}: some addresses are "
+                         f"Cloudflare's, some not (a proxied and an unproxied record?)")
         elif want not in apex_ips:
             raise Failed(f"{app.domain} -> {', '.join(apex_ips)}, not {want}")
         else:
@@ -219,9 +234,11 @@ def dns_check(config: Config, env: str, resolve: Resolver) -> str:
                 notes.append(f"{extra} CNAME {app.domain}")
             elif set(ips) == set(apex_ips):
                 notes.append(f"{extra} -> same A as {app.domain}")
-            elif want not in ips and proxied(ips):
+            elif proxied(ips):
                 behind = True
                 notes.append(f"{extra}: proxied by Cloudflare")
+            elif want in ips and not any(is_cloudflare(ip) for ip in ips):
+                notes.append(f"{extra} -> {want}")
             else:
                 raise Failed(f"{extra} is neither a CNAME of {app.domain} nor the same "
                              f"address ({', '.join(ips)})")

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -374,6 +375,14 @@ class Edge(Model):
     acme_ca_root: Annotated[str | None, Field(alias="acmeCARoot"),
                             AfterValidator(lambda v: v if v is None else _ca_root(v))] = None
     counted_in: str = "system"
+
+    @model_validator(mode="after")
+    def _acme_with_auto(self) -> Edge:
+        if self.acme_ca is not None and self.tls != "auto":
+            raise ValueError(f"acmeCA needs tls: auto (tls is {self.tls})")
+        if self.acme_ca_root is not None and self.acme_ca is None:
+            raise ValueError("acmeCARoot without acmeCA: nothing would use it")
+        return self
 
 
 class Alert(Model):

@@ -169,6 +169,7 @@ def remove_dirs(paths: list[str]) -> str:
 
 
 _VOLUME_SAYS = ('echo "data $(cat /adopt/PG_VERSION 2>/dev/null)"; '
+                'echo "entries $(ls -A /adopt | head -n 5 | tr "\\n" " ")"; '
                 'echo "image $(postgres --version 2>/dev/null)"')
 
 
@@ -179,9 +180,15 @@ def volume_probe(volume: str, image: str) -> str:
     v = sh(volume)
     users = ("'user {{.Name}} {{index .Config.Labels "
              "\"com.docker.swarm.service.name\"}}'")
+    mounts = ("'{{.Spec.Name}}{{range .Spec.TaskTemplate.ContainerSpec.Mounts}} "
+              "{{.Source}}{{end}}'")
     return (f"if ! docker volume inspect -- {v} >/dev/null 2>&1; then echo missing; exit 0; "
-            f"fi; for c in $(docker ps -q --filter volume={v}); do docker inspect --format "
-            f"{users} \"$c\"; done; docker run --rm --network none --entrypoint sh "
+            f"fi; for c in $(docker ps -aq --filter volume={v}); do docker inspect --format "
+            f"{users} \"$c\"; done; "
+            f"for s in $(docker service ls -q 2>/dev/null); do docker service inspect "
+            f"--format {mounts} \"$s\"; done | awk -v v={v} "
+            f"'{{for (i = 2; i <= NF; i++) if ($i == v) print \"service \" $1}}'; "
+            f"docker run --rm --network none --user 0 --entrypoint sh "
             f"-v {sh(volume + ':/adopt:ro')} {sh(image)} -c {sh(_VOLUME_SAYS)}")
 
 

@@ -90,11 +90,15 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     server = _ensure_registry(workdir, state)
     state.save(workdir)
 
-    progress("acme: pebble on the swarm's gateway, for the HTTPS config")
-    state.acme_port = state.acme_port or sshd.free_port(ACME_PORT)
-    state.acme_admin_port = state.acme_admin_port or sshd.free_port(ACME_ADMIN_PORT)
-    authority = acme.ensure(workdir / "acme", state.acme_port, state.acme_admin_port)
-    state.save(workdir)
+    authority = None
+    if shutil.which(acme.BINARY):
+        progress("acme: pebble on the swarm's gateway, for the HTTPS config")
+        state.acme_port = state.acme_port or sshd.free_port(ACME_PORT)
+        state.acme_admin_port = state.acme_admin_port or sshd.free_port(ACME_ADMIN_PORT)
+        authority = acme.ensure(workdir / "acme", state.acme_port, state.acme_admin_port)
+        state.save(workdir)
+    else:
+        progress("acme: pebble is not installed, so no HTTPS config (apt-get install pebble)")
 
     progress("images: building what changed, pushing to the registry")
     state.images_built = images.build_all()
@@ -115,7 +119,8 @@ def up(use_existing: bool = False, workdir: Path | None = None,
 
     progress("config: .sandbox/dokploy.yaml, dokploy-https.yaml and secrets")
     _write_config(workdir, Path(shipped), state.edge_port, server)
-    _write_https_config(workdir, Path(shipped), state.https_port, authority)
+    if authority is not None:
+        _write_https_config(workdir, Path(shipped), state.https_port, authority)
 
     progress(f"apps: build and push {len(images.APP_TAGS)} tags of the stand-ins")
     build_apps(workdir / "dokploy.yaml")

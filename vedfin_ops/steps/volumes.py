@@ -30,19 +30,28 @@ def judge_adoption(answer: str, volume: str, image: str, own_service: str) -> st
                           f"volume ls)")
     others = []
     for line in lines:
-        if line.startswith("user "):
-            name, _, service = line[5:].partition(" ")
+        kind, _, rest = line.partition(" ")
+        if kind == "user":  # a container, running or stopped (a restart policy wakes it)
+            name, _, service = rest.partition(" ")
             if service.strip() != own_service:
                 others.append(name.lstrip("/"))
+        elif kind == "service" and rest.strip() != own_service:
+            others.append(f"service {rest.strip()}")
     if others:
-        raise CheckFailed(f"postgres.volume: {volume} is in use by {', '.join(others)}: stop "
-                          f"it first (two postgres on one data directory corrupt it)")
+        raise CheckFailed(f"postgres.volume: {volume} is in use by {', '.join(others)}: "
+                          f"remove it first, a stopped container too (two postgres on one "
+                          f"data directory corrupt it)")
     data = next((line[5:].strip() for line in lines if line.startswith("data")), "")
     said = next((line[6:] for line in lines if line.startswith("image ")), "")
     runs = major_of(said)
     if runs is None:
         raise CheckFailed(f"postgres.volume: cannot tell which PostgreSQL {image} runs "
                           f"(postgres --version said {said.strip()[:80]!r})")
+    entries = next((line[8:].split() for line in lines if line.startswith("entries")), [])
+    if not data and entries:
+        raise CheckFailed(f"postgres.volume: {volume} is not empty but has no PG_VERSION at "
+                          f"its root (found {', '.join(entries[:5])}): the data directory "
+                          f"must be the volume's root, as postgres images mount it")
     if not data:
         return f"{volume}: empty, PostgreSQL {runs} initialises it"
     if data != runs:

@@ -22,7 +22,8 @@ if [ "$(id -u)" -eq 0 ]; then ufw status verbose; else sudo -n ufw status verbos
   | head -n 200
 echo '--PORTS--'; docker ps --format '{{.Names}}|{{.Ports}}'
 echo '--SERVICES--'; docker service ls --format '{{.Name}}|{{.Ports}}' 2>/dev/null
-echo '--LISTEN--'; ss -ltnpH 2>/dev/null | head -n 500
+echo '--LISTEN--'
+if command -v ss >/dev/null 2>&1; then ss -ltnpH 2>/dev/null; else echo 'no-ss'; fi
 echo '--MONITORING--'
 for p in %PORTS%; do
   if timeout 3 bash -c "</dev/tcp/127.0.0.1/$p" 2>/dev/null
@@ -130,7 +131,7 @@ def parse_ufw(status: str) -> UfwStatus:
 
 
 _PUBLISHED = re.compile(r"^(?P<ip>\*|\[[0-9a-fA-F:.]*\]|[0-9a-fA-F:.]*?):(?P<lo>\d+)"
-                        r"(?:-(?P<hi>\d+))?->\d+(?:-\d+)?/(?:tcp|udp|sctp)$")
+                        r"(?:-(?P<hi>\d+))?->\d+(?:-\d+)?/(?P<proto>tcp|udp|sctp)$")
 
 
 def _reachable(ip: str) -> bool:
@@ -144,15 +145,16 @@ def _reachable(ip: str) -> bool:
         return True
 
 
-def published(listing: str) -> list[tuple[str, int, int]]:
+def published(listing: str, tcp_only: bool = False) -> list[tuple[str, int, int]]:
     """`NAME|PORTS` lines (`docker ps`, `docker service ls`) -> (name, first, last) for each
-    port published on a reachable address."""
+    port published on a reachable address (TCP only if asked: what an HTTP edge binds)."""
     out = []
     for line in listing.strip().splitlines():
         name, _, ports = line.partition("|")
         for token in ports.split(","):
             match = _PUBLISHED.match(token.strip())
-            if match and _reachable(match.group("ip")):
+            if match and _reachable(match.group("ip")) and not (
+                    tcp_only and match.group("proto") != "tcp"):
                 lo = int(match.group("lo"))
                 out.append((name.strip(), lo, int(match.group("hi") or lo)))
     return out

@@ -370,7 +370,7 @@ class Edge(Model):
     # `tls: auto` asks Let's Encrypt unless `acmeCA` names another ACME directory (a
     # staging CA, a company CA, the sandbox's pebble); `acmeCARoot` is the PEM the edge
     # trusts for talking to it (shipped to the edge as a swarm config).
-    acme_ca: Annotated[str | None, Field(alias="acmeCA", pattern=r"^https://[^\s{}\"]+$")
+    acme_ca: Annotated[str | None, Field(alias="acmeCA", pattern=r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
                        ] = None
     acme_ca_root: Annotated[str | None, Field(alias="acmeCARoot"),
                             AfterValidator(lambda v: v if v is None else _ca_root(v))] = None

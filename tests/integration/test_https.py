@@ -117,7 +117,7 @@ def test_deploy_smoke_and_rollback_over_https_with_acme_certificates(
     host = _host(sandbox_up)
     try:
         first = deploy(host, https, "production", "v2", say=lambda _m: None)
-        assert first.result == "ok"
+        assert first.result in ("ok", "noop")  # noop: a run before left it so
         report = smoke_test(https, "production", Options(ca_file=https.edge.ca_root,
                                                          tls_wait=60))
         assert report.passed, [(c.name, c.detail) for c in report.checks if not c.ok]

@@ -131,21 +131,30 @@ def ufw_check(status: str, allow: list[int], deny: list[int], user: str | None =
 
 
 
-def published_ports_check(docker_ps: str, allowed: set[int], services: str = "") -> str:
+def published_ports_check(docker_ps: str, allowed: set[int], services: str = "",
+                          edge_service: str = "") -> str:
     """Docker-published ports bypass ufw: only the edge's may be published, by a container
     (`docker ps`) or by swarm's ingress (`docker service ls`). Loopback is not reachable from
     outside, so a port published on 127.0.0.1 or ::1 only is fine."""
     bad: list[str] = []
     dokploy: list[str] = []
+    ours: list[str] = []
     for listing, how in ((docker_ps, ""), (services, " (swarm ingress)")):
         for name, lo, hi in published(listing):
             if any(p not in allowed for p in range(lo, hi + 1)):
                 said = f"{name} publishes {lo}" + (f"-{hi}" if hi != lo else "") + how
-                mine = _dokploy(name, range(lo, hi + 1))
-                (dokploy if mine else bad).append(said)
+                if edge_service and name.split(".", 1)[0] == edge_service:
+                    ours.append(said)  # this deploy renders our edge anew: it fixes that
+                elif _dokploy(name, range(lo, hi + 1)):
+                    dokploy.append(said)
+                else:
+                    bad.append(said)
     if bad:
         raise Failed("; ".join(sorted(set(bad))) + " (published ports bypass ufw)")
     ok = f"only {', '.join(map(str, sorted(allowed)))} published"
+    if ours:
+        ok = (f"warning: {ok} once deployed; now {'; '.join(sorted(set(ours)))}, from an "
+              f"earlier config")
     if dokploy:  # Dokploy's own UI and Uptime Kuma: not ours to fail, but said
         return (f"warning: {ok} by us; Dokploy's own, public: {'; '.join(sorted(set(dokploy)))}"
                 " (bind them to 127.0.0.1 or deny them in ufw once off Dokploy)")
@@ -327,13 +336,14 @@ def preflight(host: Host | None, config: Config, env: str, *,
             answer.get("UFW", ""), config.firewall.allow, config.firewall.deny, user)))
     else:
         checks.append(("firewall: ufw", lambda: "skipped: firewall.check is none"))
+    edge_service = f"{shared_stack_name(config)}_edge"
     checks.append(("firewall: published ports",
                    lambda: published_ports_check(answer.get("PORTS", ""), allowed,
-                                                 answer.get("SERVICES", ""))))
+                                                 answer.get("SERVICES", ""), edge_service)))
     if "LISTEN" in answer:  # a probe recorded before this item existed has no answer for it
         checks.append(("edge ports", lambda: edge_ports_check(
             sorted(allowed), answer.get("PORTS", ""), answer.get("SERVICES", ""),
-            answer["LISTEN"], f"{shared_stack_name(config)}_edge")))
+            answer["LISTEN"], edge_service)))
     if config.monitoring.check:
         checks.append(("monitoring", lambda: _monitoring(config, answer.get("MONITORING",
                                                                                ""))))

@@ -165,6 +165,13 @@ class Deploy(EnvRun):
                               f"(postgres, redis, edge) that {SHARED_OWNER} also runs; deploy "
                               f"{SHARED_OWNER} first, or pass --allow-shared if you mean it")
 
+    @property
+    def edge_starts(self) -> bool:
+        """No edge serves this config's TLS before this run: a first deploy, or the shared
+        stack (the edge's files among them) changes, e.g. an env moving to HTTPS. Its
+        certificates are then pending at preflight and waited for at verify."""
+        return self.state.current is None or self.state.shared != shared_hash(self.files)
+
     def run_preflight(self) -> None:
         if self.skip_preflight:
             self.step("preflight: skipped (--skip-preflight; recorded in the audit log)")
@@ -173,7 +180,7 @@ class Deploy(EnvRun):
             return
         self.step("preflight: the pre-deployment checklist")
         checklist = self.hooks.preflight(self.host, self.config, self.env, force=self.force,
-                                         first_deploy=self.state.current is None)
+                                         first_deploy=self.edge_starts)
         for check in checklist.checks:
             if check.warning:
                 self.say(f"preflight: {check.name}: {check.detail}")
@@ -279,7 +286,7 @@ class Deploy(EnvRun):
     def verify(self) -> None:
         self.step("verify: smoke checks through the edge")
         failures = self.hooks.verify(self.config, self.env,
-                                     tls_wait=60.0 if self.state.current is None else 0.0)
+                                     tls_wait=60.0 if self.edge_starts else 0.0)
         if failures:
             raise CheckFailed(f"verify failed: {'; '.join(failures)}")
 

@@ -598,3 +598,22 @@ def test_acme_settings_that_would_be_ignored_are_refused(edge: dict[str, Any], s
     with pytest.raises(ConfigError) as info:
         config_from_dict(data, "d.yaml")
     assert says in info.value.line()
+
+
+def test_verify_s_smoke_asks_the_origin_of_a_proxied_domain_too(origin_tls: int) -> None:
+    """After the deploy, smoke's TLS check of a domain behind Cloudflare also goes to the
+    VPS (127.0.0.2 here): Cloudflare's certificate says nothing of the origin's expiry."""
+    from vedfin_ops.checks.smoke import smoke_test
+
+    config = _tls_config(origin_tls)
+    config.vps.address = "127.0.0.2"
+    behind = _resolver({"api.pf.localhost": ("api.pf.localhost", [], ["104.16.0.1"]),
+                        "pf.localhost": ("pf.localhost", [], ["104.16.0.2"])})
+    report = smoke_test(config, "production", Options(timeout=2, attempts=1, resolve=behind))
+    tls = {c.name: c for c in report.checks}["tls api.pf.localhost"]
+    assert tls.detail == "certificate not valid for api.pf.localhost: self-signed certificate"
+    direct = _resolver({"api.pf.localhost": ("api.pf.localhost", [], ["127.0.0.1"]),
+                        "pf.localhost": ("pf.localhost", [], ["127.0.0.1"])})
+    report = smoke_test(config, "production", Options(timeout=2, attempts=1, resolve=direct))
+    tls = {c.name: c for c in report.checks}["tls api.pf.localhost"]
+    assert "certificate not valid" not in tls.detail  # it went to 127.0.0.1: nothing there

@@ -11,7 +11,8 @@ VPS": update the lists and the date.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+import socket
+from collections.abc import Callable, Iterable
 
 RANGES_TAKEN = "2026-09"
 IPV4 = ("173.245.48.0/20", "103.21.244.0/22", "103.22.200.0/22", "103.31.4.0/22",
@@ -35,6 +36,30 @@ def proxied(addresses: Iterable[str]) -> bool:
     """Every address a name resolves to is Cloudflare's (a proxied record); none is empty."""
     found = list(addresses)
     return bool(found) and all(is_cloudflare(a) for a in found)
+
+
+Resolver = Callable[[str], tuple[str, list[str], list[str]]]
+
+
+def system_resolver(name: str) -> tuple[str, list[str], list[str]]:
+    """(canonical name, aliases, addresses). `*.localhost` is loopback (RFC 6761)."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return name, [], ["127.0.0.1"]
+    return socket.gethostbyname_ex(name)
+
+
+def origin_address(domain: str, vps_address: str | None, default: str,
+                   resolve: Resolver) -> str:
+    """Where to ask for `domain`'s certificate: the VPS itself when Cloudflare proxies the
+    domain (else its certificate would be Cloudflare's, and an expiring origin certificate
+    would go unseen until Cloudflare answers 526), otherwise `default`."""
+    if not vps_address:
+        return default
+    try:
+        addresses = resolve(domain)[2]
+    except OSError:
+        return default
+    return vps_address if proxied(addresses) else default
 
 
 def origin_tls_mode(edge_tls: str) -> str:

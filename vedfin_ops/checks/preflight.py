@@ -7,12 +7,18 @@ capacity. The host is asked everything in one command; DNS goes through an injec
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from vedfin_ops.checks.cloudflare import is_cloudflare, origin_tls_mode, proxied
+from vedfin_ops.checks.cloudflare import (
+    Resolver,
+    is_cloudflare,
+    origin_address,
+    origin_tls_mode,
+    proxied,
+    system_resolver,
+)
 from vedfin_ops.checks.endpoints import base
 from vedfin_ops.checks.gate import gate
 from vedfin_ops.checks.runner import Check, Failed, Transient, run_check
@@ -35,15 +41,6 @@ from vedfin_ops.remote.probes.preflight import (
 from vedfin_ops.remote.probes.preflight import command as probe_command
 from vedfin_ops.remote.probes.usage import parse_probe
 from vedfin_ops.reports.capacity import capacity_report
-
-Resolver = Callable[[str], tuple[str, list[str], list[str]]]
-
-
-def system_resolver(name: str) -> tuple[str, list[str], list[str]]:
-    """(canonical name, aliases, addresses). `*.localhost` is loopback (RFC 6761)."""
-    if name == "localhost" or name.endswith(".localhost"):
-        return name, [], ["127.0.0.1"]
-    return socket.gethostbyname_ex(name)
 
 
 @dataclass
@@ -258,20 +255,6 @@ def dns_check(config: Config, env: str, resolve: Resolver) -> str:
     return "; ".join(notes) or "no domains"
 
 
-def proxied_domains(config: Config, env: str, resolve: Resolver) -> set[str]:
-    """The env's domains whose every address is Cloudflare's (unresolvable ones are not:
-    the DNS item says why)."""
-    out = set()
-    for app in config.apps(env):
-        for domain in app.domains:
-            try:
-                if proxied(resolve(domain)[2]):
-                    out.add(domain)
-            except OSError:
-                continue
-    return out
-
-
 def preflight(host: Host | None, config: Config, env: str, *,
               resolve: Resolver = system_resolver, options: Options | None = None,
               probe: str | None = None, force: bool = False,
@@ -298,13 +281,13 @@ def preflight(host: Host | None, config: Config, env: str, *,
         results: list[str] = []
         pending: list[str] = []
         warned = False
-        behind = proxied_domains(config, env, resolve)
         for app in config.apps(env):
             for domain in app.domains:
                 # a proxied domain resolves to Cloudflare: its certificate is Cloudflare's,
                 # so the origin's is asked for at the VPS, with the domain as SNI
-                address = (config.vps.address if domain in behind and config.vps.address
-                           else urlsplit(base(config, domain).url).hostname or domain)
+                address = origin_address(domain, config.vps.address,
+                                         urlsplit(base(config, domain).url).hostname or domain,
+                                         resolve)
                 try:
                     answer = tls_check(domain, address, config.edge.https_port, options)
                 except Transient as exc:  # nothing answered; a wrong answer is Failed

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from vedfin_ops.checks.cloudflare import Resolver, origin_address, system_resolver
 from vedfin_ops.checks.endpoints import Endpoint, app_endpoint, base
 from vedfin_ops.checks.runner import Check, Failed, Transient, run_check, short
 from vedfin_ops.config.model import Application, Config
@@ -57,6 +58,7 @@ class Options:
     database_url: str | None = None
     warn_days: int = TLS_WARN_DAYS
     tls_wait: float = 0.0  # right after a first deploy: keep asking while the edge gets certs
+    resolve: Resolver | None = None  # DNS for the Cloudflare question (tests inject one)
 
 
 class _SniAdapter(HTTPAdapter):
@@ -215,7 +217,9 @@ def _app_checks(config: Config, app: Application,
     if config.edge.tls != "off":
         for domain in app.domains:
             target = base(config, domain)
-            address = urlsplit(target.url).hostname or domain
+            address = origin_address(domain, config.vps.address,
+                                     urlsplit(target.url).hostname or domain,
+                                     options.resolve or system_resolver)
             port = config.edge.https_port
             check = partial(tls_check, domain, address, port, options)
             out.append((f"tls {domain}", partial(_patient, check, options.tls_wait)

@@ -53,9 +53,10 @@ def _service_container(timeout: float = 120) -> str:
 
 
 def _mounts() -> list[str]:
+    """The volumes the shared postgres mounts (none before the first deploy)."""
     out = docker("service", "inspect", "--format",
                  "{{range .Spec.TaskTemplate.ContainerSpec.Mounts}}{{.Source}} {{end}}",
-                 POSTGRES).stdout
+                 POSTGRES, check=False).stdout
     return out.split()
 
 
@@ -68,6 +69,21 @@ def _deploy(sandbox_up: dict[str, Any], data: dict[str, Any], tag: str) -> Any:
         host.close()
 
 
+def _remove_volume(timeout: float = 60) -> None:
+    """The test's volume gone, with the stopped containers still naming it (swarm keeps its
+    old postgres tasks in history; a volume in use by any container cannot be removed)."""
+    deadline = time.monotonic() + timeout
+    while docker("volume", "inspect", VOLUME, check=False).returncode == 0:
+        stopped = docker("ps", "-aq", "--filter", f"volume={VOLUME}", "--filter",
+                         "status=exited").stdout.split()
+        if stopped:
+            docker("rm", *stopped, check=False)
+        if docker("volume", "rm", VOLUME, check=False).returncode == 0:
+            return
+        assert time.monotonic() < deadline, f"{VOLUME} could not be removed"
+        time.sleep(1)
+
+
 @pytest.fixture
 def old_postgres(sandbox_up: dict[str, Any]) -> Any:
     """Dokploy's postgres, as the runbook's VPS has it: a plain container on a named volume,
@@ -75,7 +91,7 @@ def old_postgres(sandbox_up: dict[str, Any]) -> Any:
     data = yaml.safe_load(Path(sandbox_up["config"]).read_text())
     password = secret_store.read_file(SANDBOX_DIR / "secrets.env")["POSTGRES_PASSWORD"]
     docker("rm", "-f", OLD, check=False)
-    docker("volume", "rm", VOLUME, check=False)
+    _remove_volume()
     docker("run", "-d", "--name", OLD, "-e", f"POSTGRES_PASSWORD={password}", "-v",
            f"{VOLUME}:/var/lib/postgresql/data", data["postgres"]["image"])
     try:
@@ -88,10 +104,7 @@ def old_postgres(sandbox_up: dict[str, Any]) -> Any:
         docker("rm", "-f", OLD, check=False)
         if VOLUME in _mounts():  # put the sandbox back on its own volume
             _deploy(sandbox_up, yaml.safe_load(Path(sandbox_up["config"]).read_text()), "v1")
-        deadline = time.monotonic() + 60
-        while docker("volume", "rm", VOLUME, check=False).returncode != 0 and \
-                time.monotonic() < deadline:
-            time.sleep(1)
+        _remove_volume()
 
 
 def test_a_volume_in_use_is_refused_then_adopted_with_its_rows(

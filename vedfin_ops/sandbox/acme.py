@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import SandboxError, run, started_process
+from vedfin_ops.sandbox.local import SandboxError, run, started_process, terminate
 from vedfin_ops.sandbox.registry import make_ca_and_cert, still_valid
 
 BINARY = "pebble"
@@ -99,13 +99,7 @@ def _start(folder: Path, host: str, port: int, management_port: int,
 
 
 def stop(folder: Path) -> None:
-    from vedfin_ops.sandbox.engine import alive
-
     pid = running(folder)
     if pid is not None:
-        os.kill(pid, 15)
-        for _ in range(50):
-            if not alive(pid):
-                break
-            time.sleep(0.1)
+        terminate(pid)
     (folder / "pebble.pid").unlink(missing_ok=True)

@@ -7,6 +7,7 @@ recorded so that `sandbox.down` stops exactly that.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import SandboxError, ok, run
+from vedfin_ops.sandbox.local import SandboxError, alive, ok, run, terminate
 
 
 @dataclass
@@ -22,15 +23,6 @@ class EngineState:
     started_dockerd: bool = False
     dockerd_pid: int | None = None
     created_swarm: bool = False
-
-
-def alive(pid: int) -> bool:
-    """Running and not a zombie (dockerd started by this process stays one until reaped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def engine_answers() -> bool:
@@ -105,13 +97,6 @@ def stop_dockerd(workdir: Path) -> None:
     pid_file = workdir / "dockerd.pid"
     if not pid_file.exists():
         return
-    try:
-        pid = int(pid_file.read_text())
-        os.kill(pid, 15)
-    except (ValueError, ProcessLookupError):
-        pid = 0
-    for _ in range(60):
-        if not pid or not alive(pid):
-            break
-        time.sleep(0.5)
+    with contextlib.suppress(ValueError):
+        terminate(int(pid_file.read_text()), wait=30)
     pid_file.unlink(missing_ok=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,11 +36,30 @@ def run(args: Sequence[str], *, check: bool = True, timeout: float = 300,
     return out
 
 
+def alive(pid: int) -> bool:
+    """Running and not a zombie (a daemon started by this process stays one until reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def terminate(pid: int, wait: float = 5.0) -> None:
+    """SIGTERM, then up to `wait` seconds for the process to go (the pid, not a pid file:
+    sshd removes its file before it exits)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def started_process(pid_file: Path, argv: list[str]) -> int | None:
     """The pid in `pid_file` if that process still runs `argv` (after a reboot the pid in
     the file may be anyone's: never signal it on the number alone)."""
-    from vedfin_ops.sandbox.engine import alive
-
     try:
         pid = int(pid_file.read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:len(argv)]

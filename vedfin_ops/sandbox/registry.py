@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import secrets
 import shutil
 import socket
@@ -21,7 +20,7 @@ from pathlib import Path
 import bcrypt
 
 from vedfin_ops.config.secret_store import write_private
-from vedfin_ops.sandbox.local import SandboxError, started_process
+from vedfin_ops.sandbox.local import SandboxError, started_process, terminate
 
 BINARY = "docker-registry"
 
@@ -36,16 +35,7 @@ class RegistryServer:
     pid: int
 
     def stop(self) -> None:
-        try:
-            os.kill(self.pid, 15)
-        except ProcessLookupError:
-            return
-        from vedfin_ops.sandbox.engine import alive
-
-        for _ in range(50):
-            if not alive(self.pid):  # a zombie child has stopped serving
-                return
-            time.sleep(0.1)
+        terminate(self.pid)
 
 
 def make_ca_and_cert(folder: Path, host: str = "127.0.0.1",
@@ -191,7 +181,7 @@ def running(folder: Path) -> int | None:
 def stop(folder: Path) -> None:
     pid = running(folder)
     if pid is not None:
-        RegistryServer("", "", "", folder / "tls" / "ca.crt", folder, pid).stop()
+        terminate(pid)
     (folder / "registry.pid").unlink(missing_ok=True)
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import signal
 import socket
 import time
 from pathlib import Path
 
-from vedfin_ops.sandbox.engine import alive, apt_install
-from vedfin_ops.sandbox.local import SandboxError, run
+from vedfin_ops.sandbox.engine import apt_install
+from vedfin_ops.sandbox.local import SandboxError, alive, run, terminate
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -162,11 +161,7 @@ def _wait_listening(port: int) -> None:
 def stop(workdir: Path) -> None:
     pid = running(workdir / "sshd.pid")
     if pid:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):  # the pid, not the pid file: sshd removes that before it exits
-            if not alive(pid):
-                break
-            time.sleep(0.1)
+        terminate(pid)
 
 
 def unauthorize(user: str, public_key: Path) -> None:

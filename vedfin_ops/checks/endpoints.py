@@ -7,7 +7,9 @@ header, since the system resolver does not map `*.localhost`; every other domain
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
+from vedfin_ops.checks.cloudflare import Resolver, origin_address
 from vedfin_ops.config.model import Application, Config
 
 
@@ -29,6 +31,13 @@ def base(config: Config, domain: str) -> Endpoint:
     suffix = "" if port == default else f":{port}"
     target = "127.0.0.1" if domain == "localhost" or domain.endswith(".localhost") else domain
     return Endpoint(f"{scheme}://{target}{suffix}", f"{domain}{suffix}")
+
+
+def tls_address(config: Config, domain: str, resolve: Resolver) -> str:
+    """Where preflight and verify ask for `domain`'s certificate (the domain as SNI): the
+    edge `base` names, or the VPS itself when Cloudflare proxies the domain."""
+    default = urlsplit(base(config, domain).url).hostname or domain
+    return origin_address(domain, config.vps.address, default, resolve)
 
 
 def app_endpoint(config: Config, app: Application, path: str = "/") -> Endpoint | None:

@@ -9,17 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from vedfin_ops.checks.cloudflare import (
     Resolver,
     is_cloudflare,
-    origin_address,
     origin_tls_mode,
     proxied,
     system_resolver,
 )
-from vedfin_ops.checks.endpoints import base
+from vedfin_ops.checks.endpoints import tls_address
 from vedfin_ops.checks.gate import gate
 from vedfin_ops.checks.runner import Check, Failed, Transient, run_check
 from vedfin_ops.checks.smoke import Options, tls_check, trusting
@@ -140,7 +138,7 @@ def published_ports_check(docker_ps: str, allowed: set[int], services: str = "",
         for name, lo, hi in published(listing):
             if any(p not in allowed for p in range(lo, hi + 1)):
                 said = f"{name} publishes {lo}" + (f"-{hi}" if hi != lo else "") + how
-                if edge_service and name.split(".", 1)[0] == edge_service:
+                if _ours(name, edge_service):
                     ours.append(said)  # this deploy renders our edge anew: it fixes that
                 elif _dokploy(name, range(lo, hi + 1)):
                     dokploy.append(said)
@@ -156,6 +154,11 @@ def published_ports_check(docker_ps: str, allowed: set[int], services: str = "",
         return (f"warning: {ok} by us; Dokploy's own, public: {'; '.join(sorted(set(dokploy)))}"
                 " (bind them to 127.0.0.1 or deny them in ufw once off Dokploy)")
     return ok
+
+
+def _ours(name: str, edge_service: str) -> bool:
+    """Our edge: its swarm service, or one of its task containers (`<service>.<slot>.<id>`)."""
+    return bool(edge_service) and name.split(".", 1)[0] == edge_service
 
 
 # Dokploy's own services and the ports each publishes by default: its UI, its Traefik (with
@@ -186,7 +189,7 @@ def edge_ports_check(ports: list[int], docker_ps: str, services: str, listening:
         for listing, kind in ((docker_ps, "container"), (services, "swarm service")):
             for name, lo, hi in published(listing, tcp_only=True) if listing else []:
                 if lo <= port <= hi:
-                    if name == edge_service or name.startswith(f"{edge_service}."):
+                    if _ours(name, edge_service):
                         ours = True
                     elif f"{kind} {name}" not in others:
                         others.append(f"{kind} {name}")
@@ -285,9 +288,7 @@ def preflight(host: Host | None, config: Config, env: str, *,
             for domain in app.domains:
                 # a proxied domain resolves to Cloudflare: its certificate is Cloudflare's,
                 # so the origin's is asked for at the VPS, with the domain as SNI
-                address = origin_address(domain, config.vps.address,
-                                         urlsplit(base(config, domain).url).hostname or domain,
-                                         resolve)
+                address = tls_address(config, domain, resolve)
                 try:
                     answer = tls_check(domain, address, config.edge.https_port, options)
                 except Transient as exc:  # nothing answered; a wrong answer is Failed

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from vedfin_ops.checks.cloudflare import Resolver, origin_address, system_resolver
-from vedfin_ops.checks.endpoints import Endpoint, app_endpoint, base
+from vedfin_ops.checks.cloudflare import Resolver, system_resolver
+from vedfin_ops.checks.endpoints import Endpoint, app_endpoint, base, tls_address
 from vedfin_ops.checks.runner import Check, Failed, Transient, run_check, short
 from vedfin_ops.config.model import Application, Config
 
@@ -216,10 +216,7 @@ def _app_checks(config: Config, app: Application,
                             options)))
     if config.edge.tls != "off":
         for domain in app.domains:
-            target = base(config, domain)
-            address = origin_address(domain, config.vps.address,
-                                     urlsplit(target.url).hostname or domain,
-                                     options.resolve or system_resolver)
+            address = tls_address(config, domain, options.resolve or system_resolver)
             port = config.edge.https_port
             check = partial(tls_check, domain, address, port, options)
             out.append((f"tls {domain}", partial(_patient, check, options.tls_wait)

@@ -372,8 +372,8 @@ class Edge(Model):
     # trusts for talking to it (shipped to the edge as a swarm config).
     acme_ca: Annotated[str | None, Field(alias="acmeCA", pattern=r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~%/-]*)?$")
                        ] = None
-    acme_ca_root: Annotated[str | None, Field(alias="acmeCARoot"),
-                            AfterValidator(lambda v: v if v is None else _ca_root(v))] = None
+    acme_ca_root: Annotated[Annotated[str, AfterValidator(_ca_root)] | None,
+                            Field(alias="acmeCARoot")] = None
     counted_in: str = "system"
 
     @model_validator(mode="after")

@@ -111,11 +111,16 @@ def generate(config: Config, env: str) -> Generated:
     if generated:
         refuse_unless_git_ignored(path)
         try:
-            write_private(path, "".join(f"{k}={v}\n" for k, v in stored.items()))
+            write_file(path, stored)
         except OSError as exc:
             raise UsageError(f"{path}: cannot write the secrets file: "
                              f"{exc.strerror or exc}") from None
     return Generated(path, generated, kept, manual)
+
+
+def write_file(path: Path, values: dict[str, str]) -> None:
+    """The secrets file `read_file` reads: `NAME=value` lines, 0600 from the first byte."""
+    write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
 
 
 def write_private(path: Path, text: str) -> None:

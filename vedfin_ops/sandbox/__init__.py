@@ -20,7 +20,6 @@ import yaml
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.config.names import shared_stack_name, stack_name
-from vedfin_ops.config.secret_store import write_private
 from vedfin_ops.sandbox import acme, engine, images, overlay, sshd
 from vedfin_ops.sandbox import registry as registry_server
 from vedfin_ops.sandbox.local import SandboxError, run
@@ -143,7 +142,7 @@ def _ensure_registry(workdir: Path, state: State) -> registry_server.RegistrySer
     password = existing.get(REGISTRY_SECRET) or _random.token_urlsafe(24)
     if REGISTRY_SECRET not in existing:
         existing[REGISTRY_SECRET] = password
-        write_private(secrets_file, "".join(f"{k}={v}\n" for k, v in existing.items()))
+        secret_store.write_file(secrets_file, existing)
     state.registry_port = state.registry_port or sshd.free_port(REGISTRY_PORT)
     server_name = f"127.0.0.1:{state.registry_port}"
     pid = registry_server.running(folder)
@@ -185,7 +184,7 @@ def _write_config(workdir: Path, shipped: Path, edge_port: int,
         if name not in existing:
             existing[name] = (_random.token_hex(32) if source == "generate"
                               else f"sandbox-{name.lower()}-{_random.token_hex(8)}")
-    write_private(secrets_file, "".join(f"{k}={v}\n" for k, v in existing.items()))
+    secret_store.write_file(secrets_file, existing)
 
 
 def _write_https_config(workdir: Path, shipped: Path, https_port: int,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vedfin_ops.sandbox.local import SandboxError, run, started_process, terminate
-from vedfin_ops.sandbox.registry import make_ca_and_cert, still_valid
+from vedfin_ops.sandbox.registry import cert_files, make_ca_and_cert, still_valid
 
 BINARY = "pebble"
 
@@ -53,7 +53,7 @@ def ensure(folder: Path, port: int, management_port: int) -> Acme:
     folder.mkdir(parents=True, exist_ok=True)
     host = gateway()
     tls = folder / "tls"
-    paths = tls / "ca.crt", tls / "server.crt", tls / "server.key"
+    paths = cert_files(tls)
     fresh = not (still_valid(paths[:2]) and (folder / "host").exists()
                  and (folder / "host").read_text() == host)
     if fresh:

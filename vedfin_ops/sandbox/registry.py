@@ -38,6 +38,11 @@ class RegistryServer:
         terminate(self.pid)
 
 
+def cert_files(folder: Path) -> tuple[Path, Path, Path]:
+    """(ca.crt, server.crt, server.key) in `folder`, where `make_ca_and_cert` writes them."""
+    return folder / "ca.crt", folder / "server.crt", folder / "server.key"
+
+
 def make_ca_and_cert(folder: Path, host: str = "127.0.0.1",
                      also: tuple[str, ...] = ()) -> tuple[Path, Path, Path]:
     """(ca.crt, server.crt, server.key): a CA valid 30 days and a server certificate for
@@ -78,7 +83,7 @@ def make_ca_and_cert(folder: Path, host: str = "127.0.0.1",
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(ca_key, hashes.SHA256()))
     folder.mkdir(parents=True, exist_ok=True)
-    paths = folder / "ca.crt", folder / "server.crt", folder / "server.key"
+    paths = cert_files(folder)
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     write_private(paths[2], key.private_bytes(serialization.Encoding.PEM,
@@ -104,7 +109,7 @@ def start(folder: Path, *, port: int = 0, username: str = "vedfin",
     password = password or secrets.token_urlsafe(18)
     port = port or free_port()
     tls = folder / "tls"
-    paths = tls / "ca.crt", tls / "server.crt", tls / "server.key"
+    paths = cert_files(tls)
     # Kept across restarts (the engine trusts this CA by its file in certs.d) while both
     # certificates have a day left
     ca, cert, key = paths if still_valid(paths[:2]) else make_ca_and_cert(tls)

@@ -177,3 +177,28 @@ def test_prunable_images_never_judges_an_image_without_a_digest() -> None:
                            "image r/api <none> id3", f"image r/web {old} id1",
                            "garbage line", ""])
     assert prunable_images(inventory) == ["id2"]
+
+
+@pytest.mark.parametrize("kind", ["remote", "exception", "ctrl-c", "sigterm"])
+@pytest.mark.parametrize("what", ["image inventory", "prune images"])
+def test_a_fault_while_pruning_images_leaves_the_new_release_live(
+        tmp_path: Path, shipped_data: dict[str, Any], registry: RegistryServer,
+        monkeypatch: pytest.MonkeyPatch, what: str, kind: str) -> None:
+    """Image pruning runs after the release went live: whatever stops it (the link, a bug,
+    Ctrl-C, SIGTERM) is a warning, and the run ends ok on the new release."""
+    from .fake.host import Fault
+
+    world = _world(tmp_path, shipped_data, registry, monkeypatch)
+    world.config.remote.keep_releases = 1
+    assert world.deploy("v1").result == "ok"
+    assert world.deploy("v2").result == "ok"
+    push(registry.server, (registry.username, registry.password), str(registry.ca),
+         "vedfin/web", "v2", f"web v2, {what} {kind}")
+    world.host.inject(Fault(what, 1, kind))
+    result = world.deploy("v2")
+    assert result.result == "ok", world.said
+    assert any(f.fired for f in world.host.faults)
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.current == result.release and state.state(result.release) == "good"
+    assert set(state.meta["images"].values()) == set(world.env_images().values())
+    assert any(line.startswith("warning:") for line in world.said), world.said

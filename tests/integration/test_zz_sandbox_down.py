@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from vedfin_ops import sandbox
-from vedfin_ops.sandbox import engine, images, registry, sshd
+from vedfin_ops.sandbox import engine, images, registry, sshd, traefik
 
 from .conftest import ROOT, SANDBOX_DIR, docker
 
@@ -21,6 +21,7 @@ def test_sandbox_down_leaves_no_stack_container_sshd_or_user(sandbox_up: dict[st
     assert sshd.running(pid_file) is not None
     sshd_pid = sshd.running(pid_file)
     registry_pid = registry.running(SANDBOX_DIR / "registry")
+    created_network = (SANDBOX_DIR / "traefik" / "created-network").exists()
     assert registry_pid is not None and state.trusted_registry
     sandbox.down(SANDBOX_DIR, progress=lambda _m: None)
     try:
@@ -37,6 +38,12 @@ def test_sandbox_down_leaves_no_stack_container_sshd_or_user(sandbox_up: dict[st
             "down must take back the engine's trust in the registry's CA"
         if state.started_dockerd:
             assert not engine.engine_answers(), "down must stop the dockerd that up started"
+        else:  # an engine that stays: Dokploy's stand-in Traefik and its network are gone
+            names = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+            assert traefik.CONTAINER not in names
+            if created_network:
+                assert docker("network", "inspect", traefik.NETWORK,
+                              check=False).returncode != 0
     finally:
         # Leave the machine as the other tests (and the README's first command) expect it.
         again = sandbox.up(use_existing=True, workdir=SANDBOX_DIR,

@@ -23,13 +23,14 @@ from vedfin_ops.checks.runner import Check, Failed, Transient, run_check
 from vedfin_ops.checks.smoke import Options, tls_check, trusting
 from vedfin_ops.checks.smoke import SmokeReport as _Report
 from vedfin_ops.config import secret_store
-from vedfin_ops.config.model import Config
+from vedfin_ops.config.model import Config, Traefik
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.remote.host import Host
 from vedfin_ops.remote.probes.preflight import (
     UfwRule,
     UfwStatus,
     listeners,
+    networks,
     parse_ufw,
     published,
     sections,
@@ -187,7 +188,8 @@ def edge_ports_check(ports: list[int], docker_ps: str, services: str, listening:
     for port in ports:
         ours, others = False, []
         for listing, kind in ((docker_ps, "container"), (services, "swarm service")):
-            for name, lo, hi in published(listing, tcp_only=True) if listing else []:
+            for name, lo, hi in published(listing, tcp_only=True,
+                                          loopback=True) if listing else []:
                 if lo <= port <= hi:
                     if _ours(name, edge_service):
                         ours = True
@@ -206,6 +208,34 @@ def edge_ports_check(ports: list[int], docker_ps: str, services: str, listening:
     said = f"{', '.join(map(str, ports))}: free or held by our edge ({edge_service})"
     return (f"warning: {said}, as far as Docker tells (no `ss` on the host to see other "
             f"processes)") if blind else said
+
+
+def traefik_check(ports: list[int], docker_ps: str, services: str, networks_listing: str,
+                  traefik: Traefik) -> str:
+    """`edge.mode: traefik` routes through a Traefik that must already be there: its
+    container (or swarm service) publishes the edge's ports, and its network is a swarm
+    overlay the apps can join. Found missing here, not as a stack deploy refused half way."""
+    problems = []
+    found = networks(networks_listing)
+    if traefik.network not in found:
+        problems.append(f"network {traefik.network} does not exist")
+    elif found[traefik.network] != ("overlay", "swarm"):
+        driver, scope = found[traefik.network]
+        problems.append(f"network {traefik.network} is {driver}/{scope}, not a swarm "
+                        f"overlay the apps' services can join")
+    for port in ports:
+        holders = sorted({name.split(".", 1)[0] for listing in (docker_ps, services)
+                          for name, lo, hi in published(listing, tcp_only=True, loopback=True)
+                          if lo <= port <= hi})
+        if traefik.service not in holders:
+            problems.append(f"port {port} is " + (f"held by {', '.join(holders)}, not "
+                                                  f"{traefik.service}" if holders else
+                                                  f"not published by {traefik.service}"))
+    if problems:
+        raise Failed("; ".join(problems) + " (edge.mode: traefik routes through an existing "
+                     "Traefik: is Dokploy's Traefik running? edge.traefik names it)")
+    return (f"{traefik.service} holds {', '.join(map(str, ports))}; apps join "
+            f"{traefik.network}")
 
 
 def dns_check(config: Config, env: str, resolve: Resolver) -> str:
@@ -296,6 +326,13 @@ def preflight(host: Host | None, config: Config, env: str, *,
                         raise Transient(f"{domain}: {exc}") from None
                     pending.append(domain)
                     continue
+                except Failed:
+                    # an existing Traefik answers with its self-signed default certificate
+                    # until the apps' routers exist: verify checks it after the rollout
+                    if not (first_deploy and config.edge.mode == "traefik"):
+                        raise
+                    pending.append(domain)
+                    continue
                 warned = warned or answer.startswith("warning:")
                 results.append(f"{domain}: {answer.removeprefix('warning: ')}")
         if pending:
@@ -320,11 +357,16 @@ def preflight(host: Host | None, config: Config, env: str, *,
             answer.get("UFW", ""), config.firewall.allow, config.firewall.deny, user)))
     else:
         checks.append(("firewall: ufw", lambda: "skipped: firewall.check is none"))
-    edge_service = f"{shared_stack_name(config)}_edge"
+    edge_service = (config.edge.traefik.service if config.edge.mode == "traefik"
+                    else f"{shared_stack_name(config)}_edge")
     checks.append(("firewall: published ports",
                    lambda: published_ports_check(answer.get("PORTS", ""), allowed,
                                                  answer.get("SERVICES", ""), edge_service)))
-    if "LISTEN" in answer:  # a probe recorded before this item existed has no answer for it
+    if config.edge.mode == "traefik":
+        checks.append(("edge: traefik", lambda: traefik_check(
+            sorted(allowed), answer.get("PORTS", ""), answer.get("SERVICES", ""),
+            answer.get("NETWORKS", ""), config.edge.traefik)))
+    elif "LISTEN" in answer:  # a probe recorded before this item existed has no answer for it
         checks.append(("edge ports", lambda: edge_ports_check(
             sorted(allowed), answer.get("PORTS", ""), answer.get("SERVICES", ""),
             answer["LISTEN"], edge_service)))

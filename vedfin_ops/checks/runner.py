@@ -20,6 +20,12 @@ class Failed(Exception):
     """A wrong answer: retrying will not change it."""
 
 
+class CertificateNotYet(Failed):
+    """A certificate the client does not trust: a failure, except while an edge that has
+    just started is still getting its certificates (Traefik serves its self-signed default
+    certificate until then); checks waiting for that retry it."""
+
+
 @dataclass
 class Check:
     name: str

@@ -22,7 +22,14 @@ from requests.adapters import HTTPAdapter
 
 from vedfin_ops.checks.cloudflare import Resolver, system_resolver
 from vedfin_ops.checks.endpoints import Endpoint, app_endpoint, base, tls_address
-from vedfin_ops.checks.runner import Check, Failed, Transient, run_check, short
+from vedfin_ops.checks.runner import (
+    CertificateNotYet,
+    Check,
+    Failed,
+    Transient,
+    run_check,
+    short,
+)
 from vedfin_ops.config.model import Application, Config
 
 TLS_WARN_DAYS = 14
@@ -85,7 +92,7 @@ def _get(endpoint: Endpoint, options: Options) -> requests.Response:
         response = session.get(url, headers=endpoint.headers, timeout=options.timeout,
                                allow_redirects=False, verify=options.ca_file or True)
     except requests.exceptions.SSLError as exc:
-        raise Failed(f"TLS: {short(exc)}") from None
+        raise CertificateNotYet(f"TLS: {short(exc)}") from None
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
             requests.exceptions.ContentDecodingError) as exc:
         # a body cut mid-transfer happens while replicas are replaced: worth another try
@@ -140,7 +147,8 @@ def tls_check(domain: str, address: str, port: int, options: Options) -> str:
                 context.wrap_socket(raw, server_hostname=domain) as tls:
             cert = tls.getpeercert()
     except ssl.SSLCertVerificationError as exc:
-        raise Failed(f"certificate not valid for {domain}: {exc.verify_message}") from None
+        raise CertificateNotYet(f"certificate not valid for {domain}: {exc.verify_message}"
+                                ) from None
     except (OSError, TimeoutError) as exc:
         raise Transient(f"{type(exc).__name__}: {exc}") from None
     if not cert:
@@ -153,11 +161,13 @@ def tls_check(domain: str, address: str, port: int, options: Options) -> str:
 
 
 def _patient(check: Callable[[], str], seconds: float) -> str:
-    """Retry a check's transient failures for `seconds` (a certificate being issued)."""
+    """Retry a check's transient failures and untrusted certificates for `seconds` (an
+    edge that just started, getting its certificates)."""
     from vedfin_ops.steps.polling import TimedOut, until
 
     try:
-        return until(check, timeout=seconds, interval=2.0, transient=(Transient,))
+        return until(check, timeout=seconds, interval=2.0,
+                     transient=(Transient, CertificateNotYet))
     except TimedOut as exc:
         raise Failed(f"{exc.last} (still failing after {seconds:g}s)") from None
 
@@ -218,9 +228,10 @@ def _app_checks(config: Config, app: Application,
         for domain in app.domains:
             address = tls_address(config, domain, options.resolve or system_resolver)
             port = config.edge.https_port
-            check = partial(tls_check, domain, address, port, options)
-            out.append((f"tls {domain}", partial(_patient, check, options.tls_wait)
-                        if options.tls_wait > 0 else check))
+            out.append((f"tls {domain}", partial(tls_check, domain, address, port, options)))
+    if options.tls_wait > 0 and config.edge.tls != "off":
+        # a first edge: every HTTPS check waits for its certificate, not only the tls items
+        out = [(name, partial(_patient, check, options.tls_wait)) for name, check in out]
     return out
 
 

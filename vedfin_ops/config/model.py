@@ -354,9 +354,37 @@ class Registry(Model):
         return self.password[2:-1]
 
 
-class Edge(Model):
-    """The reverse proxy in front of every app; counted inside the `system` overhead."""
+# Traefik names routers, middlewares, resolvers and entry points in its labels: keep them to
+# characters that need no quoting there (a dot would start another label segment).
+_TRAEFIK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+_DOCKER_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
+
+class Traefik(Model):
+    """An existing Traefik v3 (Dokploy's) that routes to the apps instead of our Caddy: what
+    its static configuration names. The defaults are Dokploy's."""
+
+    # the container or swarm service that holds the public ports (preflight looks for it)
+    service: Annotated[str, Field(pattern=_DOCKER_NAME)] = "dokploy-traefik"
+    # the overlay network Traefik is attached to; the apps join it
+    network: Annotated[str, Field(pattern=_DOCKER_NAME)] = "dokploy-network"
+    cert_resolver: Annotated[str, Field(pattern=_TRAEFIK_NAME)] = "letsencrypt"
+    entry_point: Annotated[str, Field(pattern=_TRAEFIK_NAME)] = "web"
+    secure_entry_point: Annotated[str, Field(pattern=_TRAEFIK_NAME)] = "websecure"
+    # a request that reached a replica being replaced is sent again, to another replica
+    retry_attempts: Annotated[Count, Field(ge=0, le=20)] = 4
+    # Traefik's swarm provider polls the engine (refreshSeconds, 15 s unless its static
+    # config says otherwise): a stopping task keeps serving this long before it is killed,
+    # so that no request is sent to a task that is gone. 0: stopped at once (SIGTERM).
+    drain: Annotated[Seconds, Field(ge=0, le=600)] = 20.0
+
+
+class Edge(Model):
+    """The reverse proxy in front of every app; counted inside the `system` overhead.
+    `mode: caddy` deploys ours; `mode: traefik` labels the apps for an existing Traefik."""
+
+    mode: Literal["caddy", "traefik"] = "caddy"
+    traefik: Traefik = Traefik()
     image: str = "caddy:2-alpine"
     resources: Resources = Resources.model_validate({"memory": "64m", "cpus": 0.1})
     http_port: Annotated[Count, Field(ge=1, le=65535)] = 80
@@ -378,6 +406,12 @@ class Edge(Model):
 
     @model_validator(mode="after")
     def _acme_with_auto(self) -> Edge:
+        if self.mode == "traefik" and self.tls == "internal":
+            raise ValueError("tls: internal is Caddy's own CA; with mode: traefik the "
+                             "certificates come from Traefik's certResolver (tls: auto)")
+        if self.mode == "traefik" and self.acme_ca is not None:
+            raise ValueError("acmeCA is for our Caddy; Traefik's ACME server is its own "
+                             "static configuration (certificatesResolvers.*.acme.caServer)")
         if self.acme_ca is not None and self.tls != "auto":
             raise ValueError(f"acmeCA needs tls: auto (tls is {self.tls})")
         if self.acme_ca_root is not None and self.acme_ca is None:

@@ -22,3 +22,8 @@ def stack_name(config: Config, env: str) -> str:
 
 def shared_stack_name(config: Config) -> str:
     return f"{config.remote.stack_prefix}-shared"
+
+
+def traefik_name(config: Config, app: Application) -> str:
+    """The app's router, service and middleware prefix in a Traefik shared with others."""
+    return f"{config.remote.stack_prefix}-{app.name}"

@@ -26,6 +26,7 @@ from vedfin_ops.config.tags import check_tag
 from vedfin_ops.config.units import format_cpus, format_mib, format_seconds
 from vedfin_ops.errors import ConfigError
 from vedfin_ops.remote.quoting import sh, yaml_str
+from vedfin_ops.rendering.traefik import labels as traefik_labels
 
 # inside the package, so an installed wheel renders too; the checkout's top-level
 # `templates` is a link to this folder
@@ -156,8 +157,10 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
         databases=[e.database for e in config.environments.values()],
         extensions=config.postgres.extensions,
     )
-    files["edge/Caddyfile"] = _caddyfile(config, header)
-    if config.edge.acme_ca_root:
+    caddy = config.edge.mode == "caddy"  # else an existing Traefik routes, from app labels
+    if caddy:
+        files["edge/Caddyfile"] = _caddyfile(config, header)
+    if caddy and config.edge.acme_ca_root:
         files["edge/acme-ca-root.pem"] = _read_pem(config, config.edge.acme_ca_root)
     files["monitoring/netdata-health.conf"] = _template("netdata-health.conf.j2").render(
         header=header, alerts=config.alerts)
@@ -177,7 +180,8 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
         edge=config.edge,
         network=config.remote.network,
         init_db_name=f"{config.remote.stack_prefix}_init_db_{_hash(files['db/init-db.sql'])}",
-        caddyfile_name=f"{config.remote.stack_prefix}_caddyfile_{_hash(files['edge/Caddyfile'])}",
+        caddyfile_name=(f"{config.remote.stack_prefix}_caddyfile_"
+                        f"{_hash(files['edge/Caddyfile'])}" if caddy else None),
         acme_root_name=(f"{config.remote.stack_prefix}_acme_root_"
                         f"{_hash(files['edge/acme-ca-root.pem'])}"
                         if "edge/acme-ca-root.pem" in files else None),
@@ -194,9 +198,11 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
             header=header,
             stack=stack_name(config, name),
             env=name,
-            apps=[_app_view(app, tag, pins) for app in apps],
+            apps=[_app_view(config, app, tag, pins) for app in apps],
             strategy=config.deployment_strategy,
             network=config.remote.network,
+            edge_network=None if caddy else config.edge.traefik.network,
+            drain=config.edge.traefik.drain,
         )
         for app in apps:
             files[f"env/{app.name}.env"] = _env_file(header, app.name, app.environment,
@@ -204,9 +210,10 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
     return Rendered(files, sorted(missing))
 
 
-def _app_view(app: Application, tag: str, pins: Mapping[str, str] | None = None
-              ) -> dict[str, Any]:
+def _app_view(config: Config, app: Application, tag: str,
+              pins: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {
+        "labels": traefik_labels(config, app) if config.edge.mode == "traefik" else {},
         "name": app.name, "app": app.app, "image": image(app, tag, pins), "port": app.port,
         "replicas": app.replicas, "resources": app.resources, "health": app.health,
         "health_test": health_test(app), "monitor": monitor_seconds(app.health),

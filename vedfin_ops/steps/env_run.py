@@ -48,9 +48,12 @@ def expected_images(config: Config, env: str, tag: str,
 
 
 def shared_images(config: Config) -> dict[str, str]:
+    """In Traefik mode there is no edge of ours: an existing Traefik routes to the apps."""
     stack = shared_stack_name(config)
-    return {f"{stack}_postgres": config.postgres.image, f"{stack}_redis": config.redis.image,
-            f"{stack}_edge": config.edge.image}
+    out = {f"{stack}_postgres": config.postgres.image, f"{stack}_redis": config.redis.image}
+    if config.edge.mode == "caddy":
+        out[f"{stack}_edge"] = config.edge.image
+    return out
 
 
 def engine_record(views: dict[str, ServiceView]) -> dict[str, dict[str, str]]:

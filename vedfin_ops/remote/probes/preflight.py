@@ -22,6 +22,7 @@ if [ "$(id -u)" -eq 0 ]; then ufw status verbose; else sudo -n ufw status verbos
   | head -n 200
 echo '--PORTS--'; docker ps --format '{{.Names}}|{{.Ports}}'
 echo '--SERVICES--'; docker service ls --format '{{.Name}}|{{.Ports}}' 2>/dev/null
+echo '--NETWORKS--'; docker network ls --format '{{.Name}}|{{.Driver}}|{{.Scope}}'
 echo '--LISTEN--'
 if command -v ss >/dev/null 2>&1; then ss -ltnpH 2>/dev/null; else echo 'no-ss'; fi
 echo '--MONITORING--'
@@ -145,18 +146,30 @@ def _reachable(ip: str) -> bool:
         return True
 
 
-def published(listing: str, tcp_only: bool = False) -> list[tuple[str, int, int]]:
+def published(listing: str, tcp_only: bool = False, loopback: bool = False
+              ) -> list[tuple[str, int, int]]:
     """`NAME|PORTS` lines (`docker ps`, `docker service ls`) -> (name, first, last) for each
-    port published on a reachable address (TCP only if asked: what an HTTP edge binds)."""
+    port published on a reachable address (TCP only if asked: what an HTTP edge binds; on
+    loopback too if asked: it holds the port all the same)."""
     out = []
     for line in listing.strip().splitlines():
         name, _, ports = line.partition("|")
         for token in ports.split(","):
             match = _PUBLISHED.match(token.strip())
-            if match and _reachable(match.group("ip")) and not (
+            if match and (loopback or _reachable(match.group("ip"))) and not (
                     tcp_only and match.group("proto") != "tcp"):
                 lo = int(match.group("lo"))
                 out.append((name.strip(), lo, int(match.group("hi") or lo)))
+    return out
+
+
+def networks(listing: str) -> dict[str, tuple[str, str]]:
+    """`NAME|DRIVER|SCOPE` lines (`docker network ls`) -> {name: (driver, scope)}."""
+    out = {}
+    for line in listing.strip().splitlines():
+        name, _, rest = line.partition("|")
+        driver, _, scope = rest.partition("|")
+        out[name.strip()] = (driver.strip(), scope.strip())
     return out
 
 

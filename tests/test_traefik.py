@@ -1,0 +1,225 @@
+"""`edge.mode: traefik`: the apps labelled for an existing Traefik v3 (Dokploy's), no Caddy of
+ours; what preflight says about that Traefik; verify waiting through Traefik's default
+certificate. The same behaviour runs for real in tests/integration/test_traefik.py."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from vedfin_ops import render
+from vedfin_ops.checks.preflight import preflight, traefik_check
+from vedfin_ops.checks.runner import CertificateNotYet, Failed
+from vedfin_ops.checks.smoke import Options, _patient
+from vedfin_ops.config.model import Config, Traefik
+from vedfin_ops.errors import ConfigError
+from vedfin_ops.steps.env_run import shared_images
+
+from .test_preflight import _by_name, _resolver, _self_signed_server, _tls_config
+
+LABEL = "traefik.http."
+
+
+def _traefik(data: dict[str, Any], **edge: Any) -> None:
+    data["edge"] = {**data.get("edge", {}), "mode": "traefik", **edge}
+
+
+@pytest.fixture
+def traefik(variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> Config:
+    return variant(_traefik)
+
+
+def _labels(files: Any, env: str, service: str) -> dict[str, str]:
+    stack = yaml.safe_load(files[f"stacks/{env}.yml"])
+    labels: dict[str, str] = stack["services"][service]["deploy"]["labels"]
+    return labels
+
+
+def test_traefik_mode_deploys_no_caddy_and_joins_traefik_s_network(traefik: Config) -> None:
+    files = render(traefik, "production", tag="v1")
+    assert "edge/Caddyfile" not in files
+    shared = yaml.safe_load(files["stacks/shared.yml"])
+    assert set(shared["services"]) == {"postgres", "redis"}
+    assert "edge_data" not in shared["volumes"] and "caddyfile" not in shared["configs"]
+    assert set(shared_images(traefik)) == {"vedfin-shared_postgres", "vedfin-shared_redis"}
+    stack = yaml.safe_load(files["stacks/production.yml"])
+    assert stack["networks"]["edge"] == {"external": True, "name": "dokploy-network"}
+    for service in stack["services"].values():
+        assert service["networks"] == ["shared", "edge"]
+        assert service["stop_signal"] == "SIGWINCH" and service["stop_grace_period"] == "20s"
+
+
+def test_each_domain_gets_an_https_router_with_the_resolver_and_http_redirects(
+        traefik: Config) -> None:
+    files = render(traefik, "production", tag="v1")
+    api = _labels(files, "production", "api-production")
+    assert api["traefik.enable"] == "true"
+    assert api["traefik.swarm.network"] == "dokploy-network"
+    router = f"{LABEL}routers.vedfin-api-production"
+    assert api[f"{router}.rule"] == "Host(`api.v-edfinance.com`)"
+    assert api[f"{router}.entrypoints"] == "websecure"
+    assert api[f"{router}.tls.certresolver"] == "letsencrypt"
+    assert api[f"{router}.middlewares"] == "vedfin-api-production-retry"
+    assert api[f"{LABEL}services.vedfin-api-production.loadbalancer.server.port"] == "3000"
+    health = f"{LABEL}services.vedfin-api-production.loadbalancer.healthcheck"
+    assert api[f"{health}.path"] == "/api/health"
+    assert api[f"{LABEL}middlewares.vedfin-api-production-retry.retry.attempts"] == "4"
+    assert api[f"{router}-http.entrypoints"] == "web"
+    assert api[f"{router}-http.middlewares"] == "vedfin-api-production-https"
+    assert f"{router}-http.tls.certresolver" not in api
+    assert api[f"{LABEL}middlewares.vedfin-api-production-https.redirectscheme.scheme"] == \
+        "https"
+    assert not any(".redirectscheme.port" in k for k in api)  # 443 is the default
+
+
+def test_www_redirects_to_the_apex_keeping_the_path_and_the_public_port(
+        variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> None:
+    config = variant(lambda d: _traefik(d, httpsPort=28443))
+    files = render(config, "production", tag="v1")
+    web = _labels(files, "production", "web-production")
+    aliases = f"{LABEL}routers.vedfin-web-production-aliases"
+    assert web[f"{aliases}.rule"] == "Host(`www.v-edfinance.com`)"
+    apex = f"{LABEL}middlewares.vedfin-web-production-apex.redirectregex"
+    # the stack file doubles `$` (the stack loader reads `$$` as `$`); the label is `${1}`
+    assert web[f"{apex}.replacement"] == "https://v-edfinance.com:28443$${1}"
+    regex = web[f"{apex}.regex"].replace("$$", "$")
+    assert re.sub(regex, "https://v-edfinance.com:28443\\1",
+                  "https://www.v-edfinance.com:28443/a/b?c=1") == \
+        "https://v-edfinance.com:28443/a/b?c=1"
+    assert web[f"{LABEL}middlewares.vedfin-web-production-https.redirectscheme.port"] == \
+        "28443"
+    http = f"{LABEL}routers.vedfin-web-production-http.rule"
+    assert web[http] == "Host(`v-edfinance.com`) || Host(`www.v-edfinance.com`)"
+
+
+def test_router_names_of_two_configs_on_one_traefik_do_not_collide(
+        variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> None:
+    one = variant(_traefik)
+    other = variant(lambda d: (_traefik(d), d.setdefault("remote", {}).update(
+        {"stackPrefix": "other"})))
+    keys = set(_labels(render(one, "production"), "production", "api-production"))
+    theirs = set(_labels(render(other, "production"), "production", "api-production"))
+    shared = {k for k in keys & theirs if k.startswith(LABEL)}
+    assert not shared, shared
+
+
+def test_tls_off_routes_plain_http_without_a_resolver(
+        variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> None:
+    config = variant(lambda d: _traefik(d, tls="off"))
+    api = _labels(render(config, "production"), "production", "api-production")
+    assert api[f"{LABEL}routers.vedfin-api-production.entrypoints"] == "web"
+    assert not any("certresolver" in k or "redirectscheme" in k for k in api)
+
+
+def test_drain_zero_stops_tasks_at_once_as_with_caddy(
+        variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> None:
+    config = variant(lambda d: _traefik(d, traefik={"drain": "0s", "retryAttempts": 0}))
+    stack = yaml.safe_load(render(config, "production")["stacks/production.yml"])
+    api = stack["services"]["api-production"]
+    assert "stop_signal" not in api and api["stop_grace_period"] == "10s"
+    assert not any("retry" in k for k in api["deploy"]["labels"])
+
+
+@pytest.mark.parametrize(("edge", "key"), [
+    ({"tls": "internal", "caRoot": "x.pem"}, "edge"),
+    ({"acmeCA": "https://acme.example/dir"}, "edge"),
+    ({"traefik": {"network": "bad name"}}, "edge.traefik.network"),
+    ({"traefik": {"certResolver": "le.prod"}}, "edge.traefik.certResolver"),
+    ({"traefik": {"entryPoint": "web`)"}}, "edge.traefik.entryPoint"),
+    ({"traefik": {"drain": "-1s"}}, "edge.traefik.drain"),
+    ({"traefik": {"retryAttempts": 99}}, "edge.traefik.retryAttempts"),
+    ({"traefik": {"service": ""}}, "edge.traefik.service"),
+    ({"mode": "nginx"}, "edge.mode"),
+])
+def test_bad_traefik_settings_name_the_key(
+        variant: Callable[[Callable[[dict[str, Any]], Any]], Config], edge: dict[str, Any],
+        key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        variant(lambda d: _traefik(d, **edge))
+    assert f": {key}" in str(caught.value) or f" {key}:" in str(caught.value), str(caught.value)
+
+
+# --- preflight: the Traefik must already be there ---
+
+TRAEFIK = Traefik()
+NETWORKS = "bridge|bridge|local\ndokploy-network|overlay|swarm\nvedfin|overlay|swarm\n"
+HELD = "dokploy-traefik|0.0.0.0:80->80/tcp, 0.0.0.0:443->443/tcp, 0.0.0.0:443->443/udp\n"
+
+
+def test_traefik_holding_the_ports_on_its_overlay_passes() -> None:
+    assert traefik_check([80, 443], HELD, "", NETWORKS, TRAEFIK) == \
+        "dokploy-traefik holds 80, 443; apps join dokploy-network"
+    # Dokploy's older installs run it as a swarm service publishing in host mode
+    service = "dokploy-traefik|*:80->80/tcp, *:443->443/tcp\n"
+    assert traefik_check([80, 443], "", service, NETWORKS, TRAEFIK).startswith(
+        "dokploy-traefik holds")
+
+
+@pytest.mark.parametrize(("ps", "networks", "said"), [
+    ("", NETWORKS, "port 80 is not published by dokploy-traefik"),
+    ("nginx|0.0.0.0:443->443/tcp\n" + HELD.replace("443->443/tcp, ", ""), NETWORKS,
+     "port 443 is held by nginx, not dokploy-traefik"),
+    (HELD, "bridge|bridge|local\n", "network dokploy-network does not exist"),
+    (HELD, "dokploy-network|bridge|local\n",
+     "network dokploy-network is bridge/local, not a swarm overlay"),
+])
+def test_a_missing_traefik_or_network_fails_before_anything_moves(ps: str, networks: str,
+                                                                  said: str) -> None:
+    with pytest.raises(Failed) as caught:
+        traefik_check([80, 443], ps, "", networks, TRAEFIK)
+    assert said in str(caught.value)
+    assert "is Dokploy's Traefik running?" in str(caught.value)
+
+
+def test_preflight_in_traefik_mode_asks_for_traefik_not_for_free_ports(traefik: Config,
+                                                                       monkeypatch: Any) -> None:
+    for name in traefik.secret_names("production"):
+        monkeypatch.setenv(name, "x")
+    probe = (f"--PORTS--\n{HELD}--SERVICES--\n--NETWORKS--\n{NETWORKS}--LISTEN--\n"
+             "LISTEN 0 4096 0.0.0.0:443 0.0.0.0:* \n--MONITORING--\n")
+    checks = _by_name(preflight(None, traefik, "production", resolve=_resolver({}),
+                                probe=probe))
+    assert "edge ports" not in checks
+    assert checks["edge: traefik"].ok, checks["edge: traefik"].detail
+    # Traefik's ports are its own: published, but not a firewall finding
+    assert checks["firewall: published ports"].ok, checks["firewall: published ports"].detail
+
+
+# --- TLS before the routers exist: Traefik's default certificate ---
+
+def test_a_first_deploy_behind_traefik_waits_out_its_default_certificate(tmp_path: Any) -> None:
+    server = _self_signed_server(tmp_path, "127.0.0.1")
+    port = next(server)
+    try:
+        config = _tls_config(port)
+        caddy = _by_name(preflight(None, config, "production", resolve=_resolver({}),
+                                   probe="", options=Options(timeout=2), first_deploy=True))
+        assert not caddy["tls"].ok  # a wrong certificate before our Caddy: someone else's
+        config.edge.mode = "traefik"
+        tls = _by_name(preflight(None, config, "production", resolve=_resolver({}),
+                                 probe="", options=Options(timeout=2),
+                                 first_deploy=True))["tls"]
+        assert tls.ok and tls.warning and tls.detail.startswith("warning: pending")
+        again = _by_name(preflight(None, config, "production", resolve=_resolver({}),
+                                   probe="", options=Options(timeout=2)))["tls"]
+        assert not again.ok and "certificate not valid" in again.detail
+    finally:
+        next(server, None)
+
+
+def test_verify_retries_an_untrusted_certificate_only_while_waiting() -> None:
+    answers = iter([CertificateNotYet("TLS: self-signed certificate"), "valid"])
+
+    def check() -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert _patient(check, 10) == "valid"  # one retry, 2 s later
+    with pytest.raises(Failed):  # not waiting: a wrong certificate is a failure at once
+        raise CertificateNotYet("TLS: self-signed")

@@ -189,6 +189,24 @@ def test_preflight_in_traefik_mode_asks_for_traefik_not_for_free_ports(traefik: 
     assert checks["firewall: published ports"].ok, checks["firewall: published ports"].detail
 
 
+
+def test_moving_from_our_caddy_to_traefik_warns_about_the_edge_this_deploy_removes(
+        traefik: Config, monkeypatch: Any) -> None:
+    for name in traefik.secret_names("production"):
+        monkeypatch.setenv(name, "x")
+    traefik.edge.http_port, traefik.edge.https_port = 28080, 28443
+    held = "dokploy-traefik|127.0.0.1:28080->80/tcp, 127.0.0.1:28443->443/tcp\n"
+    caddy = "vedfin-shared_edge.1.abc|0.0.0.0:18080->80/tcp, 0.0.0.0:18443->443/tcp\n"
+    probe = (f"--PORTS--\n{held}{caddy}--SERVICES--\n--NETWORKS--\n{NETWORKS}--LISTEN--\n"
+             "--MONITORING--\n")
+    checks = _by_name(preflight(None, traefik, "production", resolve=_resolver({}),
+                                probe=probe))
+    ports = checks["firewall: published ports"]
+    assert ports.ok and ports.warning, ports.detail
+    assert "vedfin-shared_edge.1.abc publishes 18080" in ports.detail
+    assert checks["edge: traefik"].ok, checks["edge: traefik"].detail
+
+
 # --- TLS before the routers exist: Traefik's default certificate ---
 
 def test_a_first_deploy_behind_traefik_waits_out_its_default_certificate(tmp_path: Any) -> None:

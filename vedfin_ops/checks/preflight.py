@@ -357,8 +357,9 @@ def preflight(host: Host | None, config: Config, env: str, *,
             answer.get("UFW", ""), config.firewall.allow, config.firewall.deny, user)))
     else:
         checks.append(("firewall: ufw", lambda: "skipped: firewall.check is none"))
-    edge_service = (config.edge.traefik.service if config.edge.mode == "traefik"
-                    else f"{shared_stack_name(config)}_edge")
+    # our Caddy: in Traefik mode an earlier deploy's, which this one removes (so its ports are
+    # a warning, not a finding)
+    edge_service = f"{shared_stack_name(config)}_edge"
     checks.append(("firewall: published ports",
                    lambda: published_ports_check(answer.get("PORTS", ""), allowed,
                                                  answer.get("SERVICES", ""), edge_service)))

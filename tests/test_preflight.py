@@ -319,9 +319,10 @@ def origin_tls(tmp_path: Path) -> Iterator[int]:
     yield from _self_signed_server(tmp_path, "127.0.0.2")
 
 
-def _self_signed_server(tmp_path: Path, host: str) -> Iterator[int]:
+def _self_signed_server(tmp_path: Path, host: str, subject: str = "api.pf.localhost"
+                        ) -> Iterator[int]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.pf.localhost")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())

@@ -5,7 +5,8 @@ certificate. The same behaviour runs for real in tests/integration/test_traefik.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,9 @@ LABEL = "traefik.http."
 
 
 def _traefik(data: dict[str, Any], **edge: Any) -> None:
-    data["edge"] = {**data.get("edge", {}), "mode": "traefik", **edge}
+    # the shipped config names Caddy's ACME email, which Traefik mode refuses (its own)
+    kept = {k: v for k, v in data.get("edge", {}).items() if k != "email"}
+    data["edge"] = {**kept, "mode": "traefik", **edge}
 
 
 @pytest.fixture
@@ -50,7 +53,7 @@ def test_traefik_mode_deploys_no_caddy_and_joins_traefik_s_network(traefik: Conf
     assert stack["networks"]["edge"] == {"external": True, "name": "dokploy-network"}
     for service in stack["services"].values():
         assert service["networks"] == ["shared", "edge"]
-        assert service["stop_signal"] == "SIGWINCH" and service["stop_grace_period"] == "20s"
+        assert service["stop_signal"] == "SIGURG" and service["stop_grace_period"] == "20s"
 
 
 def test_each_domain_gets_an_https_router_with_the_resolver_and_http_redirects(
@@ -59,19 +62,19 @@ def test_each_domain_gets_an_https_router_with_the_resolver_and_http_redirects(
     api = _labels(files, "production", "api-production")
     assert api["traefik.enable"] == "true"
     assert api["traefik.swarm.network"] == "dokploy-network"
-    router = f"{LABEL}routers.vedfin-api-production"
+    router = f"{LABEL}routers.vedfin_api-production"
     assert api[f"{router}.rule"] == "Host(`api.v-edfinance.com`)"
     assert api[f"{router}.entrypoints"] == "websecure"
     assert api[f"{router}.tls.certresolver"] == "letsencrypt"
-    assert api[f"{router}.middlewares"] == "vedfin-api-production-retry"
-    assert api[f"{LABEL}services.vedfin-api-production.loadbalancer.server.port"] == "3000"
-    health = f"{LABEL}services.vedfin-api-production.loadbalancer.healthcheck"
+    assert api[f"{router}.middlewares"] == "vedfin_api-production-retry"
+    assert api[f"{LABEL}services.vedfin_api-production.loadbalancer.server.port"] == "3000"
+    health = f"{LABEL}services.vedfin_api-production.loadbalancer.healthcheck"
     assert api[f"{health}.path"] == "/api/health"
-    assert api[f"{LABEL}middlewares.vedfin-api-production-retry.retry.attempts"] == "4"
+    assert api[f"{LABEL}middlewares.vedfin_api-production-retry.retry.attempts"] == "4"
     assert api[f"{router}-http.entrypoints"] == "web"
-    assert api[f"{router}-http.middlewares"] == "vedfin-api-production-https"
+    assert api[f"{router}-http.middlewares"] == "vedfin_api-production-https"
     assert f"{router}-http.tls.certresolver" not in api
-    assert api[f"{LABEL}middlewares.vedfin-api-production-https.redirectscheme.scheme"] == \
+    assert api[f"{LABEL}middlewares.vedfin_api-production-https.redirectscheme.scheme"] == \
         "https"
     assert not any(".redirectscheme.port" in k for k in api)  # 443 is the default
 
@@ -81,18 +84,18 @@ def test_www_redirects_to_the_apex_keeping_the_path_and_the_public_port(
     config = variant(lambda d: _traefik(d, httpsPort=28443))
     files = render(config, "production", tag="v1")
     web = _labels(files, "production", "web-production")
-    aliases = f"{LABEL}routers.vedfin-web-production-aliases"
+    aliases = f"{LABEL}routers.vedfin_web-production-aliases"
     assert web[f"{aliases}.rule"] == "Host(`www.v-edfinance.com`)"
-    apex = f"{LABEL}middlewares.vedfin-web-production-apex.redirectregex"
+    apex = f"{LABEL}middlewares.vedfin_web-production-apex.redirectregex"
     # the stack file doubles `$` (the stack loader reads `$$` as `$`); the label is `${1}`
     assert web[f"{apex}.replacement"] == "https://v-edfinance.com:28443$${1}"
     regex = web[f"{apex}.regex"].replace("$$", "$")
     assert re.sub(regex, "https://v-edfinance.com:28443\\1",
                   "https://www.v-edfinance.com:28443/a/b?c=1") == \
         "https://v-edfinance.com:28443/a/b?c=1"
-    assert web[f"{LABEL}middlewares.vedfin-web-production-https.redirectscheme.port"] == \
+    assert web[f"{LABEL}middlewares.vedfin_web-production-https.redirectscheme.port"] == \
         "28443"
-    http = f"{LABEL}routers.vedfin-web-production-http.rule"
+    http = f"{LABEL}routers.vedfin_web-production-http.rule"
     assert web[http] == "Host(`v-edfinance.com`) || Host(`www.v-edfinance.com`)"
 
 
@@ -111,7 +114,7 @@ def test_tls_off_routes_plain_http_without_a_resolver(
         variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> None:
     config = variant(lambda d: _traefik(d, tls="off"))
     api = _labels(render(config, "production"), "production", "api-production")
-    assert api[f"{LABEL}routers.vedfin-api-production.entrypoints"] == "web"
+    assert api[f"{LABEL}routers.vedfin_api-production.entrypoints"] == "web"
     assert not any("certresolver" in k or "redirectscheme" in k for k in api)
 
 
@@ -133,6 +136,10 @@ def test_drain_zero_stops_tasks_at_once_as_with_caddy(
     ({"traefik": {"drain": "-1s"}}, "edge.traefik.drain"),
     ({"traefik": {"retryAttempts": 99}}, "edge.traefik.retryAttempts"),
     ({"traefik": {"service": ""}}, "edge.traefik.service"),
+    ({"traefik": {"service": "my.traefik"}}, "edge.traefik.service"),
+    ({"traefik": {"network": "vedfin"}}, "edge.traefik.network"),
+    ({"email": "ops@example.com"}, "edge.email"),
+    ({"traefik": {"drain": "590s"}}, "edge.traefik.drain"),
     ({"mode": "nginx"}, "edge.mode"),
 ])
 def test_bad_traefik_settings_name_the_key(
@@ -209,24 +216,53 @@ def test_moving_from_our_caddy_to_traefik_warns_about_the_edge_this_deploy_remov
 
 # --- TLS before the routers exist: Traefik's default certificate ---
 
-def test_a_first_deploy_behind_traefik_waits_out_its_default_certificate(tmp_path: Any) -> None:
+@pytest.fixture
+def traefik_default_tls(tmp_path: Path) -> Iterator[int]:
+    """A TLS server on 127.0.0.1 presenting a certificate like Traefik's default one."""
+    yield from _self_signed_server(tmp_path, "127.0.0.1", "TRAEFIK DEFAULT CERT")
+
+
+def _tls_item(config: Config, **kwargs: Any) -> Any:
+    return _by_name(preflight(None, config, "production", resolve=_resolver({}), probe="",
+                              options=Options(timeout=2), **kwargs))["tls"]
+
+
+def test_traefik_s_default_certificate_is_pending_only_while_a_route_starts(
+        traefik_default_tls: int) -> None:
+    config = _tls_config(traefik_default_tls)
+    config.edge.mode = "traefik"
+    tls = _tls_item(config, first_deploy=True)
+    assert tls.ok and tls.warning and tls.detail.startswith("warning: pending"), tls.detail
+    again = _tls_item(config)  # a route that should exist: Traefik has no certificate for it
+    assert not again.ok and "Traefik's default certificate" in again.detail, again.detail
+
+
+def test_any_other_wrong_certificate_fails_even_when_a_route_starts(tmp_path: Path) -> None:
     server = _self_signed_server(tmp_path, "127.0.0.1")
-    port = next(server)
+    config = _tls_config(next(server))
+    config.edge.mode = "traefik"
     try:
-        config = _tls_config(port)
-        caddy = _by_name(preflight(None, config, "production", resolve=_resolver({}),
-                                   probe="", options=Options(timeout=2), first_deploy=True))
-        assert not caddy["tls"].ok  # a wrong certificate before our Caddy: someone else's
-        config.edge.mode = "traefik"
-        tls = _by_name(preflight(None, config, "production", resolve=_resolver({}),
-                                 probe="", options=Options(timeout=2),
-                                 first_deploy=True))["tls"]
-        assert tls.ok and tls.warning and tls.detail.startswith("warning: pending")
-        again = _by_name(preflight(None, config, "production", resolve=_resolver({}),
-                                   probe="", options=Options(timeout=2)))["tls"]
-        assert not again.ok and "certificate not valid" in again.detail
+        tls = _tls_item(config, first_deploy=True)
+        assert not tls.ok and tls.detail.startswith("certificate not valid for api.pf")
+        assert "Traefik" not in tls.detail
     finally:
         next(server, None)
+
+
+def test_a_new_domain_in_traefik_mode_starts_a_route_and_an_unchanged_one_does_not(
+        traefik: Config, variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> None:
+    from vedfin_ops.checks.endpoints import routes
+
+    before = routes(traefik, "production")
+    assert "traefik https://api.v-edfinance.com api.v-edfinance.com" in before
+
+    def more(data: dict[str, Any]) -> None:
+        _traefik(data)
+        data["applications"][0]["additionalDomains"] = ["api2.v-edfinance.com"]
+
+    assert routes(variant(more), "production") != before
+    assert routes(variant(_traefik), "production") == before
+    assert routes(variant(lambda d: _traefik(d, tls="off")), "production") != before
 
 
 def test_verify_retries_an_untrusted_certificate_only_while_waiting() -> None:
@@ -239,5 +275,40 @@ def test_verify_retries_an_untrusted_certificate_only_while_waiting() -> None:
         return answer
 
     assert _patient(check, 10) == "valid"  # one retry, 2 s later
-    with pytest.raises(Failed):  # not waiting: a wrong certificate is a failure at once
-        raise CertificateNotYet("TLS: self-signed")
+    assert issubclass(CertificateNotYet, Failed)  # not waiting: a failure at once
+
+
+def test_traefik_s_own_404_is_not_routed_yet_and_an_app_s_404_is_a_failure() -> None:
+    import http.server
+    import threading
+
+    from vedfin_ops.checks.endpoints import Endpoint
+    from vedfin_ops.checks.runner import NotRoutedYet
+    from vedfin_ops.checks.smoke import TRAEFIK_NOT_FOUND, _expect_status
+
+    bodies = iter([TRAEFIK_NOT_FOUND, "Cannot GET /\n"])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = next(bodies).encode()
+            self.send_response(404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        endpoint = Endpoint(url, "api.x.localhost")
+        with pytest.raises(NotRoutedYet, match="no router for this host"):
+            _expect_status(endpoint, Options(timeout=2))
+        with pytest.raises(Failed, match="HTTP 404, expected 200") as caught:
+            _expect_status(endpoint, Options(timeout=2))
+        assert not isinstance(caught.value, NotRoutedYet)
+    finally:
+        server.shutdown()
+        server.server_close()

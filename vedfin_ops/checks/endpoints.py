@@ -45,3 +45,12 @@ def app_endpoint(config: Config, app: Application, path: str = "/") -> Endpoint 
         return None
     root = base(config, app.domain)
     return Endpoint(root.url + path, root.host)
+
+
+def routes(config: Config, env: str) -> list[str]:
+    """What the edge routes for `env`, recorded in each release: in Traefik mode a change of
+    it (a new domain, TLS turned on, another port) means Traefik starts routing a name, so
+    its certificate may only be issued after the rollout."""
+    edge = config.edge
+    return sorted(f"{edge.mode} {base(config, d).url} {d}" for app in config.apps(env)
+                  for d in app.domains)

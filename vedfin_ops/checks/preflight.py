@@ -19,7 +19,7 @@ from vedfin_ops.checks.cloudflare import (
 )
 from vedfin_ops.checks.endpoints import tls_address
 from vedfin_ops.checks.gate import gate
-from vedfin_ops.checks.runner import Check, Failed, Transient, run_check
+from vedfin_ops.checks.runner import CertificateNotYet, Check, Failed, Transient, run_check
 from vedfin_ops.checks.smoke import Options, tls_check, trusting
 from vedfin_ops.checks.smoke import SmokeReport as _Report
 from vedfin_ops.config import secret_store
@@ -211,7 +211,7 @@ def edge_ports_check(ports: list[int], docker_ps: str, services: str, listening:
 
 
 def traefik_check(ports: list[int], docker_ps: str, services: str, networks_listing: str,
-                  traefik: Traefik) -> str:
+                  traefik: Traefik, caddy: str = "") -> str:
     """`edge.mode: traefik` routes through a Traefik that must already be there: its
     container (or swarm service) publishes the edge's ports, and its network is a swarm
     overlay the apps can join. Found missing here, not as a stack deploy refused half way."""
@@ -232,8 +232,13 @@ def traefik_check(ports: list[int], docker_ps: str, services: str, networks_list
                                                   f"{traefik.service}" if holders else
                                                   f"not published by {traefik.service}"))
     if problems:
-        raise Failed("; ".join(problems) + " (edge.mode: traefik routes through an existing "
-                     "Traefik: is Dokploy's Traefik running? edge.traefik names it)")
+        said = "; ".join(problems)
+        if caddy and f"held by {caddy}" in said:
+            raise Failed(f"{said} (our Caddy edge, from an earlier deploy in mode: caddy: "
+                         f"Traefik mode needs the Traefik on those ports; see the README's "
+                         f"\"Beside Dokploy's Traefik\")")
+        raise Failed(said + " (edge.mode: traefik routes through an existing Traefik: is "
+                     "Dokploy's Traefik running? edge.traefik names it)")
     return (f"{traefik.service} holds {', '.join(map(str, ports))}; apps join "
             f"{traefik.network}")
 
@@ -326,10 +331,11 @@ def preflight(host: Host | None, config: Config, env: str, *,
                         raise Transient(f"{domain}: {exc}") from None
                     pending.append(domain)
                     continue
-                except Failed:
-                    # an existing Traefik answers with its self-signed default certificate
-                    # until the apps' routers exist: verify checks it after the rollout
-                    if not (first_deploy and config.edge.mode == "traefik"):
+                except CertificateNotYet:
+                    # Traefik's self-signed default certificate: no router for the domain
+                    # yet, which this deploy adds; verify checks it after the rollout. Any
+                    # other wrong certificate is a failure, first deploy or not.
+                    if not first_deploy:
                         raise
                     pending.append(domain)
                     continue
@@ -366,7 +372,7 @@ def preflight(host: Host | None, config: Config, env: str, *,
     if config.edge.mode == "traefik":
         checks.append(("edge: traefik", lambda: traefik_check(
             sorted(allowed), answer.get("PORTS", ""), answer.get("SERVICES", ""),
-            answer.get("NETWORKS", ""), config.edge.traefik)))
+            answer.get("NETWORKS", ""), config.edge.traefik, edge_service)))
     elif "LISTEN" in answer:  # a probe recorded before this item existed has no answer for it
         checks.append(("edge ports", lambda: edge_ports_check(
             sorted(allowed), answer.get("PORTS", ""), answer.get("SERVICES", ""),

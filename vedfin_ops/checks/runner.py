@@ -20,10 +20,20 @@ class Failed(Exception):
     """A wrong answer: retrying will not change it."""
 
 
-class CertificateNotYet(Failed):
-    """A certificate the client does not trust: a failure, except while an edge that has
-    just started is still getting its certificates (Traefik serves its self-signed default
-    certificate until then); checks waiting for that retry it."""
+class NotYet(Failed):
+    """An edge that has not caught up yet: a failure, except while a deploy waits for an edge
+    that just started routing a domain (verify's wait retries it)."""
+
+
+class CertificateNotYet(NotYet):
+    """Traefik's self-signed default certificate, which it serves for a name until it has a
+    router and an issued certificate for it (an unverifiable certificate in an HTTP check is
+    also one: the HTTP client cannot tell which)."""
+
+
+class NotRoutedYet(NotYet):
+    """Traefik's own 404 for a host it has no router for: its swarm provider has not polled
+    the engine since the app's labels appeared (every 15 s by default)."""
 
 
 @dataclass

@@ -26,6 +26,8 @@ from vedfin_ops.checks.runner import (
     CertificateNotYet,
     Check,
     Failed,
+    NotRoutedYet,
+    NotYet,
     Transient,
     run_check,
     short,
@@ -101,6 +103,8 @@ def _get(endpoint: Endpoint, options: Options) -> requests.Response:
         raise Failed(f"{type(exc).__name__}: {short(exc)}") from None
     if response.status_code >= 500:
         raise Transient(f"HTTP {response.status_code}")
+    if response.status_code == 404 and response.text == TRAEFIK_NOT_FOUND:
+        raise NotRoutedYet("HTTP 404 from Traefik: no router for this host (yet)")
     return response
 
 
@@ -147,8 +151,11 @@ def tls_check(domain: str, address: str, port: int, options: Options) -> str:
                 context.wrap_socket(raw, server_hostname=domain) as tls:
             cert = tls.getpeercert()
     except ssl.SSLCertVerificationError as exc:
-        raise CertificateNotYet(f"certificate not valid for {domain}: {exc.verify_message}"
-                                ) from None
+        said = f"certificate not valid for {domain}: {exc.verify_message}"
+        if _traefik_default(address, port, domain, options.timeout):
+            raise CertificateNotYet(f"{said} (Traefik's default certificate: no router or no "
+                                    f"issued certificate for {domain} yet)") from None
+        raise Failed(said) from None
     except (OSError, TimeoutError) as exc:
         raise Transient(f"{type(exc).__name__}: {exc}") from None
     if not cert:
@@ -160,14 +167,34 @@ def tls_check(domain: str, address: str, port: int, options: Options) -> str:
     return f"valid, {days} days to expiry"
 
 
+# What Traefik answers for a name it has no router for, and the subject of the certificate
+# it serves for a name it has no certificate for.
+TRAEFIK_NOT_FOUND = "404 page not found\n"
+TRAEFIK_DEFAULT_CN = b"TRAEFIK DEFAULT CERT"
+
+
+def _traefik_default(address: str, port: int, domain: str, timeout: float) -> bool:
+    """Is the certificate served for `domain` Traefik's self-signed default? Asked without
+    verification, only after verification failed; the subject is plain ASCII in the DER."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=domain) as tls:
+            der = tls.getpeercert(binary_form=True) or b""
+    except OSError:
+        return False
+    return TRAEFIK_DEFAULT_CN in der
+
+
 def _patient(check: Callable[[], str], seconds: float) -> str:
     """Retry a check's transient failures and untrusted certificates for `seconds` (an
     edge that just started, getting its certificates)."""
     from vedfin_ops.steps.polling import TimedOut, until
 
     try:
-        return until(check, timeout=seconds, interval=2.0,
-                     transient=(Transient, CertificateNotYet))
+        return until(check, timeout=seconds, interval=2.0, transient=(Transient, NotYet))
     except TimedOut as exc:
         raise Failed(f"{exc.last} (still failing after {seconds:g}s)") from None
 
@@ -229,8 +256,9 @@ def _app_checks(config: Config, app: Application,
             address = tls_address(config, domain, options.resolve or system_resolver)
             port = config.edge.https_port
             out.append((f"tls {domain}", partial(tls_check, domain, address, port, options)))
-    if options.tls_wait > 0 and config.edge.tls != "off":
-        # a first edge: every HTTPS check waits for its certificate, not only the tls items
+    if options.tls_wait > 0 and (config.edge.tls != "off" or config.edge.mode == "traefik"):
+        # an edge that starts routing: every check waits for its certificate (and for
+        # Traefik's next poll of the engine), not only the tls items
         out = [(name, partial(_patient, check, options.tls_wait)) for name, check in out]
     return out
 

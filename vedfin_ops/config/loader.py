@@ -11,13 +11,14 @@ import difflib
 import os
 import re
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vedfin_ops.config.model import Application, Config, secret_refs
+from vedfin_ops.config.model import Application, Config, monitor_seconds, secret_refs
 from vedfin_ops.config.units import show
 from vedfin_ops.errors import ConfigError
 
@@ -249,6 +250,7 @@ def _check(config: Config, file: str) -> None:
         fail("edge.caRoot", "tls: internal needs the CA root that signs the edge's "
              "certificates (a PEM file, e.g. the edge's /data/caddy/pki/authorities/local/"
              "root.crt); without it verify could never trust the edge")
+    _check_traefik(config, fail)
     _check_verifiable(config, fail)
     if config.registry is not None:
         registry = config.registry
@@ -259,6 +261,34 @@ def _check(config: Config, file: str) -> None:
             if not app.image_repo.startswith(registry.server + "/"):
                 fail(f"applications[{i}].image", f"{show(app.image_repo)} is not in the "
                      f"registry {registry.server} (name it {registry.server}/...)")
+
+
+def _check_traefik(config: Config, fail: Callable[[str, str], None]) -> None:
+    """Traefik mode: the apps' own network is not Traefik's (a name would resolve on both),
+    and every old task's drain fits inside the rollout timeout."""
+    edge = config.edge
+    if edge.mode != "traefik":
+        return
+    if edge.traefik.network == config.remote.network:
+        fail("edge.traefik.network", f"{show(edge.traefik.network)} is also remote.network: "
+             f"postgres, redis and the apps would be reachable by name from Traefik's network")
+    if edge.email is not None:
+        fail("edge.email", "the ACME account is Traefik's own (its certResolver's email) in "
+             "mode: traefik")
+    strategy = config.deployment_strategy
+    for index, app in enumerate(config.applications):
+        if not app.domain:
+            continue
+        batches = -(-app.replicas // max(1, strategy.parallelism))
+        # stop-first waits for each old task to drain; start-first overlaps them, but the
+        # last one still drains after the last batch's monitor
+        worst = (batches * edge.traefik.drain if strategy.order == "stop-first"
+                 else batches * monitor_seconds(app.health) + edge.traefik.drain)
+        if worst >= config.remote.rollout_timeout:
+            fail("edge.traefik.drain", f"{show(edge.traefik.drain)}s of drain makes a rollout "
+                 f"of applications[{index}] take about {worst:g}s, not under "
+                 f"remote.rolloutTimeout ({config.remote.rollout_timeout:g}s)")
+            return
 
 
 def _check_verifiable(config: Config, fail: Any) -> None:

@@ -160,6 +160,14 @@ class Healthcheck(Model):
     start_period: Seconds = 10.0
 
 
+MONITOR_MARGIN_S = 10.0
+
+
+def monitor_seconds(health: Healthcheck) -> float:
+    """Swarm must watch a new task longer than its health check can take to fail it."""
+    return health.start_period + health.interval * health.retries + MONITOR_MARGIN_S
+
+
 class Build(Model):
     """How `build` makes an app's image where the tool runs (`docker build`): `context` is
     relative to the config file; `{tag}` in an arg's value becomes the tag being built, so
@@ -364,8 +372,9 @@ class Traefik(Model):
     """An existing Traefik v3 (Dokploy's) that routes to the apps instead of our Caddy: what
     its static configuration names. The defaults are Dokploy's."""
 
-    # the container or swarm service that holds the public ports (preflight looks for it)
-    service: Annotated[str, Field(pattern=_DOCKER_NAME)] = "dokploy-traefik"
+    # the container or swarm service that holds the public ports (preflight looks for it;
+    # no dot: task containers are named `<service>.<slot>.<id>`)
+    service: Annotated[str, Field(pattern=_TRAEFIK_NAME)] = "dokploy-traefik"
     # the overlay network Traefik is attached to; the apps join it
     network: Annotated[str, Field(pattern=_DOCKER_NAME)] = "dokploy-network"
     cert_resolver: Annotated[str, Field(pattern=_TRAEFIK_NAME)] = "letsencrypt"

@@ -25,5 +25,6 @@ def shared_stack_name(config: Config) -> str:
 
 
 def traefik_name(config: Config, app: Application) -> str:
-    """The app's router, service and middleware prefix in a Traefik shared with others."""
-    return f"{config.remote.stack_prefix}-{app.name}"
+    """The app's router, service and middleware prefix in a Traefik shared with others: `_`
+    is in neither a stack prefix nor an app name, so two configs' prefixes never collide."""
+    return f"{config.remote.stack_prefix}_{app.name}"

@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from vedfin_ops.config.model import Application, Config, Healthcheck, secret_refs
+from vedfin_ops.config.model import Application, Config, monitor_seconds, secret_refs
 from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.config.tags import check_tag
 from vedfin_ops.config.units import format_cpus, format_mib, format_seconds
@@ -33,7 +33,6 @@ from vedfin_ops.rendering.traefik import labels as traefik_labels
 TEMPLATES = Path(os.environ.get("VEDFIN_TEMPLATES", Path(__file__).resolve().parent /
                                 "templates"))
 HEADER = "Rendered by vedfin-ops from {source}; edit the config, not this file."
-MONITOR_MARGIN_S = 10.0
 
 
 class Rendered(dict[str, str]):
@@ -105,11 +104,6 @@ def _jinja(root: str) -> jinja2.Environment:
 
 def _template(name: str) -> jinja2.Template:
     return _jinja(str(TEMPLATES)).get_template(name)
-
-
-def monitor_seconds(health: Healthcheck) -> float:
-    """Swarm must watch a new task longer than its health check can take to fail it."""
-    return health.start_period + health.interval * health.retries + MONITOR_MARGIN_S
 
 
 def health_test(app: Application) -> list[str]:

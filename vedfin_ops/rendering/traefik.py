@@ -1,14 +1,15 @@
 """Labels that route an app through an existing Traefik v3 (`edge.mode: traefik`), read by
 its swarm provider from the service's deploy labels, as Dokploy's own apps are routed.
 
-Every name is prefixed with the stack prefix and the app's name: Traefik's routers,
-services and middlewares share one namespace with whatever else the Traefik serves.
+Every name is `<stackPrefix>_<app>`: Traefik's routers, services and middlewares share one
+namespace with whatever else the Traefik serves (Dokploy's own apps among them).
 """
 
 from __future__ import annotations
 
 from vedfin_ops.config.model import Application, Config
 from vedfin_ops.config.names import traefik_name
+from vedfin_ops.config.units import format_seconds
 
 
 def _hosts(domains: list[str]) -> str:
@@ -42,8 +43,8 @@ def labels(config: Config, app: Application) -> dict[str, str]:
     if health.path and not health.command:
         service = f"traefik.http.services.{name}.loadbalancer.healthcheck"
         out |= {f"{service}.path": health.path,
-                f"{service}.interval": f"{health.interval:g}s",
-                f"{service}.timeout": f"{health.timeout:g}s"}
+                f"{service}.interval": format_seconds(health.interval),
+                f"{service}.timeout": format_seconds(health.timeout)}
     chain = []
     if tr.retry_attempts:
         out |= {f"{middlewares}.{name}-retry.retry.attempts": str(tr.retry_attempts),

@@ -266,13 +266,12 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
     if engine.engine_answers():
         progress("stacks: removing")
         remove_stacks()
+        progress("traefik: removing dokploy-traefik")
+        traefik.stop(workdir / "traefik")
         progress("images: removing")
         images.remove_all()
         if state.created_swarm:
             run(["docker", "swarm", "leave", "--force"], check=False)
-    if engine.engine_answers():
-        progress("traefik: removing dokploy-traefik")
-        traefik.stop(workdir / "traefik")
     progress("acme: stopping pebble")
     acme.stop(workdir / "acme")
     progress("registry: stopping")

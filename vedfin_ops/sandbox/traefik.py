@@ -54,7 +54,7 @@ def static_config(acme_directory: str) -> str:
 
 def _label(container: str) -> tuple[str, bool] | None:
     """(the sandbox's hash label, running) of the container; None when there is none."""
-    found = run(["docker", "inspect", "--format",
+    found = run(["docker", "inspect", "--type", "container", "--format",
                  f'{{{{index .Config.Labels "{HASH_LABEL}"}}}}|{{{{.State.Running}}}}',
                  container], check=False)
     if found.returncode != 0:
@@ -86,9 +86,10 @@ def ensure(folder: Path, http_port: int, https_port: int, authority: Acme) -> No
     found = _label(CONTAINER)
     if found == (fingerprint, True):
         return
-    if found is not None and not found[0]:
-        raise SandboxError(f"a container {CONTAINER} that the sandbox did not start exists "
-                           f"(a real Dokploy?); the sandbox leaves it alone and has no Traefik")
+    if (found is not None and not found[0]) or run(
+            ["docker", "service", "inspect", CONTAINER], check=False).returncode == 0:
+        raise SandboxError(f"a {CONTAINER} that the sandbox did not start exists (a real "
+                           f"Dokploy?); the sandbox leaves it alone and has no Traefik")
     run(["docker", "rm", "-f", CONTAINER], check=False)
     run(["docker", "run", "-d", "--name", CONTAINER, "--restart", "always",
          "--label", f"{HASH_LABEL}={fingerprint}", "--network", NETWORK,
@@ -125,5 +126,6 @@ def stop(folder: Path) -> None:
     if found is not None and found[0]:  # a dokploy-traefik without our label is not ours
         run(["docker", "rm", "-f", CONTAINER], check=False)
     if (folder / _CREATED).exists():
-        run(["docker", "network", "rm", NETWORK], check=False)
-        (folder / _CREATED).unlink()
+        gone = run(["docker", "network", "rm", NETWORK], check=False).returncode == 0
+        if gone or run(["docker", "network", "inspect", NETWORK], check=False).returncode:
+            (folder / _CREATED).unlink()

@@ -19,6 +19,7 @@ from typing import Any
 
 from fabric import Connection
 
+from vedfin_ops.checks.endpoints import routes
 from vedfin_ops.checks.preflight import preflight as real_preflight
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
@@ -168,9 +169,14 @@ class Deploy(EnvRun):
     @property
     def edge_starts(self) -> bool:
         """No edge serves this config's TLS before this run: a first deploy, or the shared
-        stack (the edge's files among them) changes, e.g. an env moving to HTTPS. Its
-        certificates are then pending at preflight and waited for at verify."""
-        return self.state.current is None or self.state.shared != shared_hash(self.files)
+        stack (the edge's files among them) changes, e.g. an env moving to HTTPS; in Traefik
+        mode, whose routes are the env's own labels, also a change of the env's routes (a
+        new domain). Its certificates are then pending at preflight and waited for at
+        verify."""
+        if self.state.current is None or self.state.shared != shared_hash(self.files):
+            return True
+        return (self.config.edge.mode == "traefik"
+                and self.state.meta.get("routes") != routes(self.config, self.env))
 
     def run_preflight(self) -> None:
         if self.skip_preflight:
@@ -207,6 +213,7 @@ class Deploy(EnvRun):
                      "created": now().isoformat(timespec="seconds"), "by": who(),
                      "images": expected_images(self.config, self.env, self.tag, self.pins),
                      "shared_hash": shared_hash(self.files),
+                     "routes": routes(self.config, self.env),
                      "skip_preflight": self.skip_preflight, "force": self.force}
         self.host.run(commands.clean_partial_uploads(self.layout.releases),
                       what="clean partial uploads")

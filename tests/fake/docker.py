@@ -1,10 +1,10 @@
 """A scripted Docker Engine for orchestration tests: the `docker` the fake host's shell finds.
 
 It answers the commands `vedfin_ops.remote.commands` builds (stack deploy, service ls/inspect/ps/
-scale, ps, run, rm) from a JSON state file ($FAKE_ENGINE), and moves one step per `service
-inspect`, as a real engine moves between polls. Images whose tag says `broken` fail their
-health checks, so the engine rolls them back; `badmigration` fails its migration. Stdlib only
-and run with `python3 -S`: it starts in milliseconds.
+scale, ps, run, rm, exec of psql and pg_dump) from a JSON state file ($FAKE_ENGINE), and moves
+one step per `service inspect`, as a real engine moves between polls. Images whose tag says
+`broken` fail their health checks, so the engine rolls them back; `badmigration` fails its
+migration. Stdlib only and run with `python3 -S`: it starts in milliseconds.
 """
 
 from __future__ import annotations
@@ -210,6 +210,25 @@ def main(args: list[str]) -> int:
                 health = "(healthy)" if task["ready"] else "(health: starting)"
                 print(f"{name} {task['image']} running Up 3 seconds {health}")
         return 0
+    if args[0] == "exec":  # the postgres container: a database check and pg_dump
+        words = [a for a in args[1:] if a != "-i"]
+        program = words[1]
+        if program == "pg_dump":
+            if state.get("dump_fails"):
+                print("pg_dump: error: connection to server failed", file=sys.stderr)
+                return 1
+            sys.stdout.write(f"PGDMP fake dump of {flag(words, '-d')}\n")
+            return 0
+        if program == "psql" and "-c" in words and "pg_database" in (flag(words, "-c") or ""):
+            print("" if state.get("no_database") else "yes")
+            return 0
+        if program == "psql":  # SQL on stdin: which databases a restore kept, or DROPs
+            sql = sys.stdin.read()
+            state.setdefault("sql", []).append(sql)
+            save(state)
+            if "datname ~" in sql:
+                print("\n".join(state.get("kept_databases", [])))
+            return 0
     if args[0] == "rm":
         for name in args[2:]:
             state.get("containers", {}).pop(name, None)

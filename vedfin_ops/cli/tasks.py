@@ -300,15 +300,81 @@ def scale(c: Context, env: str = "production", replicas: int = 1, force: bool = 
                replicas, action="scale", force=force, say=say, show=show)
 
 
+@task(name="backup", help={**HOST_HELP, "env": "environment"})
+@guarded
+def db_backup(c: Context, env: str = "production", accept_new_host_key: bool = False,
+              host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """pg_dump -Fc of the env's database to the host, size and sha256 recorded."""
+    from vedfin_ops.steps.backup import folder, run_backup
+    cfg = config_for(config)
+    cfg.require_env(env)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    backup = run_backup(host, cfg, env, say=say)
+    database = cfg.environments[env].database
+    if backup is None:
+        stdout.print(f"db.backup: {database} does not exist yet: nothing to back up")
+        return
+    stdout.print(f"db.backup: {folder(cfg, database)}/{backup.id}.dump, {backup.size} bytes, "
+                 f"sha256 {backup.sha256}")
+
+
+@task(name="backups", help={**HOST_HELP, "env": "one env (default: every env)",
+                            "json": "JSON output"})
+@guarded
+def db_backups(c: Context, env: str | None = None, json_: bool = False,
+               accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
+               config: str | None = None) -> None:
+    """The backups on the host, oldest first per database."""
+    from vedfin_ops.steps.backup import list_backups, root
+    cfg = config_for(config)
+    if env is not None:
+        cfg.require_env(env)
+    listing = list_backups(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
+    if json_:
+        print(json.dumps({"backups": [b.to_dict() for b in listing.backups],
+                          "incomplete": listing.orphans, "unreadable": listing.unreadable},
+                         indent=2))
+        return
+    if not listing.backups and not listing.orphans:
+        stdout.print(f"db.backups: none in {root(cfg)}")
+        return
+    from vedfin_ops.reports.tables import backups_table
+    stdout.print(backups_table(listing.backups, listing.orphans, root(cfg)))
+    for path in listing.unreadable:
+        warn(f"{root(cfg)}/{path} is not a backup record (edited by hand?): ignored")
+
+
+@task(name="restore", help={**HOST_HELP, "env": "environment",
+                            "from": "the backup's id (fab db.backups)",
+                            "into": "restore into this new database and stop there",
+                            "yes": "needed to replace production's database"})
+@guarded
+def db_restore(c: Context, env: str = "production", from_: str | None = None,
+               into: str | None = None, yes: bool = False, accept_new_host_key: bool = False,
+               host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """A backup back: checksum, restore into a new database, verify, swap in by rename."""
+    from vedfin_ops.errors import UsageError
+    from vedfin_ops.steps.restore import run_restore
+    if not from_:
+        raise UsageError("db.restore needs --from ID (fab db.backups lists them)")
+    cfg = config_for(config)
+    cfg.require_env(env)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    database = run_restore(host, cfg, env, from_, into=into, yes=yes, say=say)
+    stdout.print(f"db.restore: {from_} is now {database}")
+
+
 def _deploy_task(env: str) -> Any:
     @task(name=env, help={**HOST_HELP, "tag": "image tag to deploy (default: the config's)",
                           "skip_preflight": "skip the checklist (recorded in the audit log)",
                           "force": "deploy past the capacity gate (recorded)",
                           "allow_shared": "let a non-production deploy change the shared "
-                                          "stack (postgres, redis, edge)"})
+                                          "stack (postgres, redis, edge)",
+                          "no_backup": "no database backup before the deploy (recorded in "
+                                       "the audit log)"})
     @guarded
     def deploy_env(c: Context, tag: str | None = None, skip_preflight: bool = False,
-                   force: bool = False, allow_shared: bool = False,
+                   force: bool = False, allow_shared: bool = False, no_backup: bool = False,
                    accept_new_host_key: bool = False,
                    host_key_fingerprint: str | None = None, config: str | None = None) -> None:
         from vedfin_ops.cli.output import LiveLines
@@ -317,7 +383,8 @@ def _deploy_task(env: str) -> Any:
         with LiveLines() as show:
             result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
                              tag, skip_preflight=skip_preflight, force=force,
-                             allow_shared=allow_shared, say=say, show=show)
+                             allow_shared=allow_shared, no_backup=no_backup, say=say,
+                             show=show)
         stdout.print(f"deploy.{env}: {result.result}: {result.detail}")
 
     deploy_env.__doc__ = (f"The whole pipeline for {env}: push, db-init, migrate, rollout, "
@@ -399,4 +466,5 @@ ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production",
                                                                    "dev"))))
 ns.add_collection(Collection("secrets", generate))
 ns.add_collection(Collection("lock", lock_release))
+ns.add_collection(Collection("db", db_backup, db_backups, db_restore))
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))

@@ -469,6 +469,15 @@ class Verify(Model):
     allow_no_checks: bool = False
 
 
+class Backups(Model):
+    """Database backups on the host (`<remote.baseDir>/backups/<database>/`)."""
+
+    # the newest this many complete backups of each database are kept
+    keep: Annotated[Count, Field(ge=1, le=1000)] = 7
+    # deploy backs up the env's database before anything changes (`--no-backup` skips it)
+    before_deploy: bool = True
+
+
 class Remote(Model):
     base_dir: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$")] = "/opt/vedfin"
     keep_releases: Annotated[Count, Field(ge=1)] = 5
@@ -522,6 +531,7 @@ class Config(Model):
     )
     tag: Annotated[str, AfterValidator(_image_tag)] = "latest"
     edge: Edge = Edge()
+    backups: Backups = Backups()
     alerts: Alerts = Alerts()
     firewall: Firewall = Firewall()
     monitoring: Monitoring = Monitoring()

@@ -6,7 +6,7 @@ will see, and a value from the config can never become shell syntax.
 
 from __future__ import annotations
 
-from vedfin_ops.remote.quoting import sh, sh_join
+from vedfin_ops.remote.quoting import sh, sh_join, sql_literal
 
 STACK_LABEL = "com.docker.stack.namespace"
 SERVICE_LABEL = "com.docker.swarm.service.name"
@@ -168,6 +168,10 @@ def remove_dirs(paths: list[str]) -> str:
     return f"rm -rf -- {sh_join(paths)}" if paths else "true"
 
 
+def remove_files(paths: list[str]) -> str:
+    return f"rm -f -- {sh_join(paths)}" if paths else "true"
+
+
 _VOLUME_SAYS = ('echo "data $(cat /adopt/PG_VERSION 2>/dev/null)"; '
                 'echo "entries $(ls -A /adopt | head -n 5 | tr "\\n" " ")"; '
                 'echo "image $(postgres --version 2>/dev/null)"')
@@ -270,3 +274,86 @@ def scale_services(wanted: dict[str, int]) -> str:
     return "docker service scale --detach " + " ".join(
         sh(f"{name}={count}") for name, count in sorted(wanted.items()))
 
+
+
+def backup_dump(container: str, user: str, database: str, folder: str, backup_id: str,
+                record_prefix: str) -> str:
+    """`pg_dump -Fc` in the postgres container, streamed to a partial file (0600) on the host;
+    its sha256 and size go into `<id>.json` (the record, `record_prefix` + those two fields),
+    and the dump is renamed into place only once whole. A failed dump (a full disk, the
+    container gone) removes the partial file; a killed one leaves it for the next backup of
+    the database to remove. Prints `sha256 size`."""
+    part, dump = f"{folder}/.partial-{backup_id}.dump", f"{folder}/{backup_id}.dump"
+    record = f"{folder}/{backup_id}.json"
+    return (f"umask 077 && mkdir -p -- {sh(folder)} && chmod 700 -- {sh(folder)} && "
+            f"find {sh(folder)} -maxdepth 1 \\( -name '.partial-*' -o -name '*.json.tmp' \\) "
+            f"-delete && "
+            f"if docker exec {sh(container)} pg_dump -U {sh(user)} -Fc -d {sh(database)} "
+            f"> {sh(part)}; then "
+            f"sum=$(sha256sum < {sh(part)} | cut -d' ' -f1) && size=$(stat -c %s {sh(part)}) && "
+            f"{{ printf '%s' {sh(record_prefix)}; "
+            f"printf '\"sha256\": \"%s\", \"size\": %s}}\\n' \"$sum\" \"$size\"; }} "
+            f"> {sh(record + '.tmp')} && mv -- {sh(part)} {sh(dump)} && "
+            f"mv -- {sh(record + '.tmp')} {sh(record)} && printf '%s %s\\n' \"$sum\" \"$size\"; "
+            f"else rc=$?; rm -f -- {sh(part)} {sh(record + '.tmp')}; exit $rc; fi")
+
+
+def backup_records(root: str) -> str:
+    """Every backup record under `<base>/backups` (`<database>/<id>.json`), one per line as
+    `RECORD <path> <json>`, and each dump without a record as `ORPHAN <path>`."""
+    return (f"[ -d {sh(root)} ] || exit 0; cd -- {sh(root)} && "
+            f"for f in */*.json; do [ -f \"$f\" ] && printf 'RECORD %s %s\\n' \"$f\" "
+            f"\"$(tr -d '\\n' < \"$f\")\"; done; "
+            f"for f in */*.dump; do [ -f \"$f\" ] && [ ! -f \"${{f%.dump}}.json\" ] && "
+            f"printf 'ORPHAN %s\\n' \"$f\"; done; true")
+
+
+def database_exists(container: str, user: str, database: str) -> str:
+    """Prints `yes` when the database exists."""
+    query = f"SELECT 'yes' FROM pg_database WHERE datname = {sql_literal(database)}"
+    return (f"docker exec {sh(container)} psql -X -At -U {sh(user)} -d postgres "
+            f"-c {sh(query)}")
+
+
+def file_sha256(path: str) -> str:
+    """Prints the file's sha256, or nothing when it cannot be read."""
+    return f"sha256sum < {sh(path)} 2>/dev/null | cut -d' ' -f1"
+
+
+def restore_dump(container: str, user: str, database: str, dump: str) -> str:
+    """`pg_restore` of a custom-format dump (streamed from the host on stdin) into a new, empty
+    database, all or nothing (one transaction, stop at the first error)."""
+    return (f"docker exec -i {sh(container)} pg_restore -U {sh(user)} -d {sh(database)} "
+            f"--exit-on-error --single-transaction --no-owner < {sh(dump)}")
+
+
+RESTORE_FAILED = "__vedfin_pg_restore_failed__"
+
+# The rows of each `COPY <table> (<columns>) FROM stdin;` block up to its `\.`; the table is
+# what precedes the column list, found from the end (a quoted name may hold parentheses).
+_COUNT_ROWS = r"""
+$0 == "MARK" { print "FAILED"; next }
+!on && /^COPY .* FROM stdin;$/ {
+  t = substr($0, 6); sub(/ FROM stdin;$/, "", t)
+  if (substr(t, length(t)) == ")") {
+    depth = 0; inq = 0
+    for (i = length(t); i > 0; i--) {
+      c = substr(t, i, 1)
+      if (c == "\"") inq = !inq
+      else if (!inq && c == ")") depth++
+      else if (!inq && c == "(") { depth--; if (depth == 0) { t = substr(t, 1, i - 2); break } }
+    }
+  }
+  n = 0; on = 1; next
+}
+on && $0 == "\\." { print n, t; on = 0; next }
+on { n++ }
+""".replace("MARK", RESTORE_FAILED)
+
+
+def dump_row_counts(container: str, dump: str) -> str:
+    """The dump's rows per table: its data as SQL (`pg_restore -f - --data-only`), each COPY
+    block counted (COPY's text format escapes line breaks, so a row is a line). Prints
+    `<rows> <table>` lines, and `FAILED` when pg_restore could not read the dump."""
+    return (f"{{ docker exec -i {sh(container)} pg_restore -f - --data-only < {sh(dump)} || "
+            f"echo {RESTORE_FAILED}; }} | awk {sh(_COUNT_ROWS)}")

@@ -28,3 +28,18 @@ def yaml_str(value: object) -> str:
 def env_line_ok(value: str) -> bool:
     """Docker's env_file takes the rest of the line literally: only a newline can break it."""
     return "\n" not in value and "\r" not in value and "\0" not in value
+
+
+def sql_literal(value: str) -> str:
+    """A PostgreSQL string literal: quotes doubled (standard_conforming_strings is on by
+    default since 9.1, so a backslash is an ordinary character)."""
+    if "\0" in value:
+        raise ValueError("a NUL cannot be in a PostgreSQL string")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def sql_ident(value: str) -> str:
+    """A PostgreSQL identifier, quoted: `"my db"`, `"a""b"`."""
+    if "\0" in value:
+        raise ValueError("a NUL cannot be in a PostgreSQL identifier")
+    return '"' + value.replace('"', '""') + '"'

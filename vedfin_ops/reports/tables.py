@@ -298,3 +298,26 @@ def smoke_table(report: Any, what: str = "smoke-test") -> Table:
         # details are other servers' words: Text, so `[...]` in them is never markup
         table.add_row(mark, Text(check.name), Text(check.detail), f"{check.seconds:.2f}")
     return table
+
+
+def backups_table(backups: list[Any], orphans: list[str], where: str) -> RenderableType:
+    """The backups on the host, oldest first per database: id, env, size, who, why."""
+    table = Table(title=f"backups in {where}", title_justify="left")
+    for header in ("Database", "Id (UTC)", "Env", "Size", "By", "Reason"):
+        table.add_column(header, overflow="fold", no_wrap=header == "Id (UTC)")
+    for backup in backups:
+        table.add_row(Text(backup.database), Text(backup.id), Text(backup.env),
+                      Text(_size(backup.size)), Text(backup.by), Text(backup.reason))
+    for orphan in orphans:
+        table.add_row(Text(orphan.split("/")[0]), Text(orphan.split("/")[-1]), Text(""),
+                      Text(""), Text(""), Text("no record: not a backup (removed by the next "
+                                               "backup of the database)", style="yellow"))
+    return table
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size = size / 1024  # type: ignore[assignment]
+    return f"{size} B"

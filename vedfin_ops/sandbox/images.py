@@ -166,11 +166,11 @@ def postgres_rootfs() -> RootFs:
     _busybox(fs, SHELL)
     fs.add_tree(pginstall, f"{PG_HOME}/pgserver/pginstall")
     fs.add_tree(libs, f"{PG_HOME}/pgserver.libs")
-    for name in ("postgres", "psql", "initdb", "pg_isready"):
+    for name in ("postgres", "psql", "initdb", "pg_isready", "pg_dump", "pg_restore"):
         for lib in shared_libraries(pginstall / "bin" / name):
             if "pgserver.libs" not in str(lib):
                 fs.add(str(lib), lib.resolve(), 0o755)
-    for name in ("psql", "pg_isready", "postgres"):
+    for name in ("psql", "pg_isready", "postgres", "pg_dump", "pg_restore"):
         fs.links[f"usr/local/bin/{name}"] = f"{PG_HOME}/pgserver/pginstall/bin/{name}"
     fs.add("docker-entrypoint.sh", PG_ENTRYPOINT.format(home=PG_HOME), 0o755)
     fs.dirs["var/lib/postgresql"] = 0o755

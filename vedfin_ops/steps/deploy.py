@@ -28,6 +28,7 @@ from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import HANDSHAKES, Host, Remote
 from vedfin_ops.rendering.files import Rendered, render
+from vedfin_ops.steps import backup as backup_step
 from vedfin_ops.steps.db_init import db_init as real_db_init
 from vedfin_ops.steps.env_run import (
     EnvRun,
@@ -101,11 +102,13 @@ class Deploy(EnvRun):
 
     def __init__(self, host: Remote, config: Config, env: str, tag: str, files: Rendered, *,
                  skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
-                 hooks: Hooks | None = None, pins: dict[str, str] | None = None,
-                 **kwargs: Any) -> None:
+                 no_backup: bool = False, hooks: Hooks | None = None,
+                 pins: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)
         self.files = files
         self.skip_preflight, self.force, self.allow_shared = skip_preflight, force, allow_shared
+        self.no_backup = no_backup
+        self.backup = ""  # the backup taken before anything changed, or why there is none
         self.hooks = hooks or Hooks()
         self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
         self.release = release_id(now(), content_hash(files))
@@ -125,6 +128,7 @@ class Deploy(EnvRun):
             return self.result
         self.refuse_unsafe_start()
         self.run_preflight()
+        self.backup_database()
         self.push()
         self.shared_and_db_init()
         self.migrate()
@@ -197,6 +201,35 @@ class Deploy(EnvRun):
             failed = "; ".join(f"{c.name}: {c.detail}" for c in checklist.checks if not c.ok)
             raise CheckFailed(f"preflight failed: {failed} (--skip-preflight to deploy anyway)")
 
+    def backup_database(self) -> None:
+        """The env's database dumped before anything changes: an old image redeployed does
+        not undo a migration. A failed backup stops the deploy here, nothing changed."""
+        database = self.config.environments[self.env].database
+        if self.no_backup or not self.config.backups.before_deploy:
+            why = "--no-backup" if self.no_backup else "backups.beforeDeploy is false"
+            self.backup = f"skipped ({why})"
+            self.step(f"backup: skipped ({why}; recorded in the audit log)")
+            audit(self.host, self.layout, "backup", "skipped", release=self.release,
+                  tag=self.tag, detail=why)
+            return
+        if self.state.current is None and backup_step.postgres(self.host, self.config) is None:
+            self.backup = "none (first deploy: no database yet)"
+            self.step(f"backup: {self.backup}")
+            return
+        self.step(f"backup: {database}, before anything changes")
+        try:
+            taken = backup_step.take_backup(self.host, self.config, self.env,
+                                            f"before deploy of {self.tag}",
+                                            wrap=self.keep_alive)
+        except CheckFailed as exc:
+            raise CheckFailed(f"backup of {database} failed, nothing changed: {exc} "
+                              f"(--no-backup to deploy without one)") from None
+        if taken is None:
+            self.backup = f"none ({database} does not exist yet)"
+        else:
+            self.backup = taken.id
+            self.say(f"backup: {database} {taken.id} ({taken.size} bytes)")
+
     def push(self) -> None:
         stamps = {r.rpartition("-")[0] for r, _ in self.state.releases}
         stamp, _, digest = self.release.rpartition("-")
@@ -214,6 +247,7 @@ class Deploy(EnvRun):
                      "images": expected_images(self.config, self.env, self.tag, self.pins),
                      "shared_hash": shared_hash(self.files),
                      "routes": routes(self.config, self.env),
+                     "backup": self.backup,
                      "skip_preflight": self.skip_preflight, "force": self.force}
         self.host.run(commands.clean_partial_uploads(self.layout.releases),
                       what="clean partial uploads")
@@ -324,7 +358,7 @@ class Deploy(EnvRun):
             self.release_dir = None  # promoted: nothing to mark on the way out
             self.result.result, self.result.detail = "ok", f"{rid} live"
             self.commit(self.result)
-            self.audit_ok("ok", release=rid, tag=self.tag)
+            self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}")
         try:
             self.host.run(commands.remove_dirs(prune), what="prune releases")
         except Exception as exc:  # the release is live; old folders can wait
@@ -410,8 +444,8 @@ class Deploy(EnvRun):
 
 def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None, *,
            skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
-           say: Say = print, show: Show | None = None, hooks: Hooks | None = None,
-           clock: Clock = REAL) -> DeployResult:
+           no_backup: bool = False, say: Say = print, show: Show | None = None,
+           hooks: Hooks | None = None, clock: Clock = REAL) -> DeployResult:
     """The whole pipeline; raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2)."""
     config.require_env(env)
     tag = check_tag(tag or config.tag)
@@ -426,8 +460,8 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     host = as_host(conn)
     host.secrets = list(secrets.values())
     run = Deploy(host, config, env, tag, files, skip_preflight=skip_preflight, force=force,
-                 allow_shared=allow_shared, hooks=hooks, say=say, show=show, clock=clock,
-                 pins=pins)
+                 allow_shared=allow_shared, no_backup=no_backup, hooks=hooks, say=say,
+                 show=show, clock=clock, pins=pins)
     result: DeployResult = run.execute()
     result.commands = list(host.commands)
     result.handshakes = HANDSHAKES["count"] - handshakes_before

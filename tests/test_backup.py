@@ -1,0 +1,324 @@
+"""Backups: deploy dumps the env's database before anything changes, a failed dump stops it
+there, `--no-backup` says so, retention keeps `backups.keep`; the records, the listing and
+the command's quoting. Against the scripted host of tests/fake (every fault of the backup
+commands is also in tests/test_orchestration.py's matrix, which walks every command of a
+deploy); the real pg_dump runs in tests/integration/test_backup_sandbox.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vedfin_ops.remote.quoting import sql_ident, sql_literal
+from vedfin_ops.steps import backup as backups
+from vedfin_ops.steps.backup import Backup, list_backups, new_id, parse_listing, to_remove
+from vedfin_ops.steps.env_run import listing
+from vedfin_ops.steps.operation import RunFailed
+
+from . import test_orchestration as orchestration
+from .test_orchestration import World, assert_back_on_v1
+
+v1_live, world = orchestration.v1_live, orchestration.world  # the fake host with v1 live
+
+SHA = "a" * 64
+
+
+def _backups_dir(world: World) -> Path:
+    return Path(world.config.remote.base_dir) / "backups" / "vedfinance_prod"
+
+
+def test_deploy_backs_up_the_database_first_and_records_it(world: World) -> None:
+    assert world.deploy("v2").result == "ok"
+    commands = world.host.commands
+    assert commands.index("backup vedfinance_prod") < commands.index("clean partial uploads")
+    found = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    assert len(found.backups) == 2, found  # v1's deploy took one too (postgres answered)
+    latest = found.backups[-1]
+    assert latest.reason == "before deploy of v2" and latest.env == "production"
+    dump = _backups_dir(world) / f"{latest.id}.dump"
+    assert dump.read_text() == "PGDMP fake dump of vedfinance_prod\n"
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert stat.S_IMODE(dump.parent.stat().st_mode) == 0o700
+    import hashlib
+
+    assert latest.sha256 == hashlib.sha256(dump.read_bytes()).hexdigest()
+    assert latest.size == dump.stat().st_size
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.meta["backup"] == latest.id
+    assert world.audit()[-1]["detail"] == f"backup {latest.id}"
+
+
+def test_a_failed_backup_stops_the_deploy_before_anything_changes(world: World) -> None:
+    world.host.set_engine(dump_fails=True)
+    calls = list(world.host.engine()["calls"])
+    before = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    with pytest.raises(RunFailed) as caught:
+        world.deploy("v2")
+    message = str(caught.value)
+    assert "backup of vedfinance_prod failed, nothing changed" in message
+    assert "--no-backup to deploy without one" in message and "\n" not in message
+    assert "clean partial uploads" not in world.host.commands  # nothing was even uploaded
+    new_calls = world.host.engine()["calls"][len(calls):]
+    assert [c for c in new_calls if not c.startswith(("ps ", "exec ", "service inspect"))] \
+        == [], new_calls  # looked, changed nothing
+    after = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    assert after.backups == before.backups and not after.orphans
+    assert not [p for p in _backups_dir(world).iterdir() if p.name.startswith(".partial")]
+    assert world.audit()[-1]["result"] == "failed"
+
+
+def test_no_backup_skips_it_and_the_audit_log_says_so(world: World) -> None:
+    from vedfin_ops.steps.deploy import deploy
+
+    result = deploy(world.host, world.config, "production", "v2", no_backup=True,
+                    say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
+    assert result.result == "ok"
+    assert "backup vedfinance_prod" not in world.host.commands
+    lines = world.audit()
+    assert any(e["action"] == "backup" and e["result"] == "skipped"
+               and e["detail"] == "--no-backup" for e in lines)
+    assert lines[-1]["detail"] == "backup skipped (--no-backup)"
+
+
+def test_an_env_whose_database_does_not_exist_yet_deploys_without_one(world: World) -> None:
+    world.host.set_engine(no_database=True)
+    assert world.deploy("v2").result == "ok"
+    assert world.audit()[-1]["detail"] == "backup none (vedfinance_prod does not exist yet)"
+
+
+def test_retention_keeps_the_newest_backups_and_removes_orphans(world: World) -> None:
+    world.config.backups.keep = 2
+    folder = _backups_dir(world)
+    (folder / "20200101T000000Z.dump").write_text("a dump nobody recorded")
+    for tag in ("v2", "v1", "v2"):
+        assert world.deploy(tag).result == "ok"
+        world.clock.sleep(1)
+    found = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    assert len(found.backups) == 2 and not found.orphans
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{b.id}.{ext}" for b in found.backups for ext in ("dump", "json"))
+
+
+@pytest.mark.parametrize("after", [False, True])
+@pytest.mark.parametrize("kind", ["remote", "exception", "ctrl-c", "sigterm"])
+def test_a_fault_around_the_dump_ends_on_v1_and_lists_only_whole_backups(
+        world: World, kind: str, after: bool) -> None:
+    """Before the dump ran: no backup of v2's deploy. After it ran (the link went once the
+    host had done it): the backup is whole and listed as what it is, the deploy still ends on
+    v1 with nothing else changed."""
+    import hashlib
+
+    from .fake.host import Fault
+
+    world.host.inject(Fault("backup vedfinance_prod", 1, kind, after=after))
+    with pytest.raises(RunFailed) as caught:
+        world.deploy("v2")
+    outcome = "interrupted" if kind in ("ctrl-c", "sigterm") else "failed"
+    assert_back_on_v1(world, caught.value, outcome)
+    found = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    ours = [b for b in found.backups if b.reason == "before deploy of v2"]
+    assert len(ours) == (1 if after else 0) and not found.orphans
+    for backup in ours:
+        dump = _backups_dir(world) / f"{backup.id}.dump"
+        assert hashlib.sha256(dump.read_bytes()).hexdigest() == backup.sha256
+    assert not [p for p in _backups_dir(world).iterdir() if p.name.startswith(".")]
+
+
+def test_a_backup_drops_only_the_kept_copies_a_backup_holds(world: World) -> None:
+    """A restore keeps the replaced database as `<db>_before_<utc>` and dumps it; the next
+    good backup drops the copies that a backup holds, never any other database."""
+    held, unheld = "vedfinance_prod_before_20261129t120000z", \
+        "vedfinance_prod_before_20261129t130000z"
+    folder = _backups_dir(world)
+    record = {"id": "20261129T120001Z", "database": "vedfinance_prod", "env": "production",
+              "size": 1, "sha256": SHA, "created": "t", "by": "me",
+              "reason": f"{held}: the database replaced by restore of 20261128T000000Z"}
+    (folder / "20261129T120001Z.dump").write_text("x")
+    (folder / "20261129T120001Z.json").write_text(json.dumps(record))
+    world.host.set_engine(kept_databases=[held, unheld])
+    assert world.deploy("v2").result == "ok"
+    drops = [q for q in world.host.engine()["sql"] if q.startswith("DROP DATABASE")]
+    assert drops == [f'DROP DATABASE IF EXISTS "{held}" WITH (FORCE);\n'], drops
+
+
+# --- pure parts ---
+
+def _record(backup_id: str, database: str = "vedfinance_prod", **changes: Any) -> str:
+    data = {"id": backup_id, "database": database, "env": "production", "size": 10,
+            "sha256": SHA, "created": "2026-11-29T12:00:00+00:00", "by": "ops@laptop",
+            "reason": "manual", **changes}
+    return f"RECORD {database}/{backup_id}.json {json.dumps(data)}"
+
+
+def test_the_listing_keeps_only_records_that_are_backups() -> None:
+    text = "\n".join([
+        _record("20261129T120000Z.2"), _record("20261129T120000Z"),
+        _record("20261129T110000Z", database="vedfinance_dev"),
+        _record("20261129T130000Z", sha256="not-a-sum"),
+        _record("20261129T140000Z", size="10"),
+        "RECORD vedfinance_prod/x.json {not json",
+        _record("20261129T150000Z").replace("vedfinance_prod/2026", "elsewhere/2026"),
+        "ORPHAN vedfinance_prod/20261129T160000Z.dump",
+    ])
+    found = parse_listing(text)
+    assert [(b.database, b.id) for b in found.backups] == [
+        ("vedfinance_dev", "20261129T110000Z"), ("vedfinance_prod", "20261129T120000Z"),
+        ("vedfinance_prod", "20261129T120000Z.2")]
+    assert len(found.unreadable) == 4
+    assert found.orphans == ["vedfinance_prod/20261129T160000Z.dump"]
+
+
+def test_ids_sort_by_time_within_one_second() -> None:
+    when = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+    assert new_id(when, set()) == "20261129T120000Z"
+    assert new_id(when, {"20261129T120000Z", "20261129T120000Z.2"}) == "20261129T120000Z.3"
+    ids = ["20261129T120000Z.10", "20261129T120000Z.9", "20261129T120000Z"]
+    backups_ = [Backup(i, "d", "e", 1, SHA, "", "", "") for i in ids]
+    assert to_remove(backups_, [], 1) == ["d/20261129T120000Z.dump", "d/20261129T120000Z.json",
+                                          "d/20261129T120000Z.9.dump",
+                                          "d/20261129T120000Z.9.json"]
+
+
+def test_the_dump_command_quotes_every_value_and_never_lists_a_partial_file(
+        tmp_path: Path) -> None:
+    """Run for real in sh against a stand-in `docker`: an odd database name stays one word,
+    a failed dump leaves no file, a good one is renamed only with its record."""
+    import subprocess
+
+    from vedfin_ops.remote import commands
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text('#!/bin/sh\n[ "$FAIL" = 1 ] && { echo partial; exit 3; }\n'
+                      'for a in "$@"; do printf "<%s>" "$a"; done\n')
+    docker.chmod(0o755)
+    folder = tmp_path / "backups" / "d b$(x)"
+    prefix = json.dumps({"id": "20261129T120000Z", "database": "d'b"})[:-1] + ", "
+    command = commands.backup_dump("c 1", "u'x", "d'b; rm -rf /", str(folder),
+                                   "20261129T120000Z", prefix)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    failed = subprocess.run(["sh", "-c", command], env={**env, "FAIL": "1"},
+                            capture_output=True, text=True)
+    assert failed.returncode == 3 and list(folder.iterdir()) == []
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    dump = folder / "20261129T120000Z.dump"
+    assert dump.read_text() == "<exec><c 1><pg_dump><-U><u'x><-Fc><-d><d'b; rm -rf />"
+    record = json.loads((folder / "20261129T120000Z.json").read_text())
+    assert record["database"] == "d'b" and record["size"] == dump.stat().st_size
+    assert done.stdout.split() == [record["sha256"], str(record["size"])]
+    listed = subprocess.run(["sh", "-c", commands.backup_records(str(tmp_path / "backups"))],
+                            capture_output=True, text=True)
+    assert listed.stdout.startswith("RECORD d b$(x)/20261129T120000Z.json {")
+
+
+def test_sql_quoting_doubles_quotes_and_refuses_nul() -> None:
+    assert sql_literal("it's") == "'it''s'"
+    assert sql_ident('a"b') == '"a""b"'
+    with pytest.raises(ValueError):
+        sql_literal("a\0b")
+
+
+def test_backup_records_are_read_back_from_what_backup_writes() -> None:
+    data = Backup("20261129T120000Z", "db", "production", 5, SHA, "t", "me", "manual").to_dict()
+    assert Backup.from_record(data) == Backup(**data)
+    assert Backup.from_record({**data, "id": "../x"}) is None
+    assert Backup.from_record([]) is None
+    assert backups.root(_config()) == "/opt/vedfin/backups"
+
+
+def _config() -> Any:
+    from vedfin_ops.config.loader import load_config
+
+    from .conftest import SHIPPED
+
+    return load_config(SHIPPED)
+
+
+# --- restore: the pure parts (the sandbox restores for real) ---
+
+def test_restore_compares_every_table_and_row_count_with_the_dump() -> None:
+    from vedfin_ops.steps.restore import compare_counts, parse_counts
+
+    dump = parse_counts('2 public.items\n0 public."My T"\n5 public.users\n')
+    assert dump == {"public.items": 2, 'public."My T"': 0, "public.users": 5}
+    assert compare_counts(dump, dict(dump)) == []
+    assert compare_counts(dump, {"public.items": 1, 'public."My T"': 0, "public.extra": 3}) == [
+        "public.items has 1 rows, the dump 2", "public.users missing",
+        "public.extra (3 rows) is not in the dump"]
+    assert compare_counts(dump, {**dump, "public.empty_new": 0}) == []
+
+
+def test_the_swap_renames_both_in_one_transaction_after_closing_the_database() -> None:
+    from vedfin_ops.steps.restore import swap_sql
+
+    sql = swap_sql("vedfinance_prod", "vedfinance_prod_restore_x", 'odd"name')
+    lines = sql.splitlines()
+    assert lines[0] == 'ALTER DATABASE "vedfinance_prod" WITH ALLOW_CONNECTIONS false;'
+    assert "pg_terminate_backend" in lines[1] and "'vedfinance_prod'" in lines[1]
+    assert lines[2:] == ["BEGIN;", 'ALTER DATABASE "vedfinance_prod" RENAME TO "odd""name";',
+                         'ALTER DATABASE "vedfinance_prod_restore_x" RENAME TO '
+                         '"vedfinance_prod";',
+                         'ALTER DATABASE "odd""name" WITH ALLOW_CONNECTIONS true;', "COMMIT;"]
+    # the env's database gone (what a restore is for): one rename, nothing to close
+    assert swap_sql("db", "db_restore_x", "db_before_x", exists=False) == \
+        'ALTER DATABASE "db_restore_x" RENAME TO "db";\n'
+
+
+def test_kept_database_names_fit_postgres_and_are_found_again() -> None:
+    import re
+
+    from vedfin_ops.steps.backup import before_copies_sql
+    from vedfin_ops.steps.restore import kept_name
+
+    when = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+    for database in ("vedfinance_prod", "d" * 63):
+        name = kept_name(database, when, "before")
+        assert len(name) <= 63 and name.endswith("_before_20261129t120000z")
+        found = re.search(r"datname ~ '(.*)'", before_copies_sql(database))
+        assert found is not None
+        pattern = found.group(1).replace("''", "'")
+        assert re.fullmatch(pattern, name)
+        for other in (name + "x", name.replace("_before_", "_restore_"),
+                      f"{database}_before_migration_copy", f"{database}_eu_before_x"):
+            assert not re.fullmatch(pattern, other), other
+
+
+def test_restoring_production_needs_yes_and_a_valid_target_name() -> None:
+    from vedfin_ops.errors import UsageError
+    from vedfin_ops.steps.restore import run_restore
+
+    config = _config()
+    with pytest.raises(UsageError, match="pass --yes"):
+        run_restore(None, config, "production", "20261129T120000Z")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="--into"):
+        run_restore(None, config, "production", "x", into="Bad Name")  # type: ignore[arg-type]
+
+
+def test_the_dump_s_rows_are_counted_per_copy_block_whatever_the_data_says() -> None:
+    import subprocess
+
+    from vedfin_ops.remote.commands import _COUNT_ROWS, RESTORE_FAILED
+    from vedfin_ops.steps.restore import parse_counts
+
+    data = ("SET x;\nCOPY public.snippets (body) FROM stdin;\n"
+            "COPY public.accounts (id) FROM stdin;\nline\\nbreak\n\\.\n"
+            'COPY public."a (b)" (id, "x(y)") FROM stdin;\n1\n\\.\n'
+            "COPY public.empty (id) FROM stdin;\n\\.\n")
+    counted = subprocess.run(["awk", _COUNT_ROWS], input=data, capture_output=True,
+                             text=True, check=True).stdout
+    assert parse_counts(counted) == {"public.snippets": 2, 'public."a (b)"': 1,
+                                     "public.empty": 0}
+    cut = subprocess.run(["awk", _COUNT_ROWS], input=data + RESTORE_FAILED + "\n",
+                         capture_output=True, text=True, check=True).stdout
+    from vedfin_ops.errors import CheckFailed
+
+    with pytest.raises(CheckFailed, match="could not read the dump"):
+        parse_counts(cut)

@@ -1,0 +1,264 @@
+"""db.restore: a backup back into the env's database, never half way.
+
+The dump's sha256 is checked against its record first (a corrupted dump is refused before
+anything changes). It is restored into a new database, in one transaction, and the new
+database's tables and row counts are compared with the dump's own (its data, counted row by
+row). Only then the two databases swap names, in one transaction, after the env's database
+stopped taking connections: the old one stays as `<db>_before_<UTC>` until the next good
+backup of the database. A restore that fails before the swap drops the new database and
+leaves the original serving, untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.quoting import sql_ident, sql_literal
+from vedfin_ops.steps.backup import (
+    Backup,
+    folder,
+    kept_prefix,
+    list_backups,
+    postgres,
+    take_backup,
+)
+from vedfin_ops.steps.operation import Operation, describe
+
+# Every ordinary table of the database (no catalog, no extension's own), with its rows, as
+# `<rows> <schema>.<table>` quoted the way pg_dump names them.
+ROW_COUNTS_SQL = """
+SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %I.%I',
+        n.nspname, c.relname), false, true, '')))[1]::text
+       || ' ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1;
+SELECT 'EXTCONFIG ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+FROM pg_extension e, unnest(e.extconfig) AS t(oid)
+JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace;
+"""
+
+
+def parse_counts(text: str) -> dict[str, int]:
+    """`<rows> <table>` lines; an extension's configuration table (`EXTCONFIG <table>`: the
+    dump holds only the rows the extension marks as the user's) is left out of the comparison
+    by the caller; `FAILED` means pg_restore could not read the dump."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.strip() == "FAILED":
+            raise CheckFailed("pg_restore could not read the dump through to its end")
+        rows, _, table = line.strip().partition(" ")
+        if rows.isdigit() and table:
+            out[table] = int(rows)
+    return out
+
+
+def extension_tables(text: str) -> set[str]:
+    return {line.split(" ", 1)[1].strip() for line in text.splitlines()
+            if line.startswith("EXTCONFIG ")}
+
+
+def compare_counts(dump: dict[str, int], restored: dict[str, int]) -> list[str]:
+    """What differs between the dump's tables and the restored database's: every table of the
+    dump with its row count, and no table with rows the dump does not have."""
+    out = []
+    for table, rows in sorted(dump.items()):
+        if table not in restored:
+            out.append(f"{table} missing")
+        elif restored[table] != rows:
+            out.append(f"{table} has {restored[table]} rows, the dump {rows}")
+    out += [f"{table} ({rows} rows) is not in the dump" for table, rows in
+            sorted(restored.items()) if table not in dump and rows]
+    return out
+
+
+def kept_name(database: str, when: datetime, word: str) -> str:
+    """`<db>_<word>_<utc>`, within PostgreSQL's 63 characters."""
+    return kept_prefix(database, word) + when.astimezone(UTC).strftime("%Y%m%dt%H%M%Sz")
+
+
+def swap_sql(database: str, restored: str, old: str, exists: bool = True) -> str:
+    """Stop new connections, end the ones there, then both renames and the old one's reopening
+    in one transaction: the env's database is the old one or the restored one, never
+    neither. When the env's database is gone (the disaster a restore is for), one rename."""
+    db, new, before = sql_ident(database), sql_ident(restored), sql_ident(old)
+    if not exists:
+        return f"ALTER DATABASE {new} RENAME TO {db};\n"
+    return (f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false;\n"
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = {sql_literal(database)} AND pid <> pg_backend_pid();\n"
+            f"BEGIN;\nALTER DATABASE {db} RENAME TO {before};\n"
+            f"ALTER DATABASE {new} RENAME TO {db};\n"
+            f"ALTER DATABASE {before} WITH ALLOW_CONNECTIONS true;\nCOMMIT;\n")
+
+
+def reopen_sql(database: str) -> str:
+    return f"ALTER DATABASE {sql_ident(database)} WITH ALLOW_CONNECTIONS true;\n"
+
+
+class RestoreRun(Operation):
+    """Under the env's lock (no deploy migrates meanwhile), audited."""
+
+    action = "db-restore"
+
+    def __init__(self, host: Remote, config: Config, env: str, backup: Backup,
+                 into: str | None = None,
+                 when: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 **kwargs: Any) -> None:
+        super().__init__(host, config, env, **kwargs)
+        self.backup, self.into, self.when = backup, into, when
+        self.database = config.environments[env].database
+        self.container = ""
+        self.created: str | None = None  # the new database, dropped if the run fails
+        self.swapping: tuple[str, str] | None = None  # (new, old name) while the swap runs
+
+    def psql(self, sql: str, what: str, database: str = "postgres") -> str:
+        return self.host.run(commands.psql(self.container, self.config.postgres.user,
+                                           database) + " -At", what=what, stdin=sql)
+
+    def body(self) -> str:
+        backup, user = self.backup, self.config.postgres.user
+        self.container = postgres(self.host, self.config) or ""
+        if not self.container:
+            raise CheckFailed("db.restore: no healthy postgres container")
+        dump = f"{folder(self.config, backup.database)}/{backup.id}.dump"
+        self.step(f"restore: checking {backup.id}'s sha256")
+        found = self.host.run(commands.file_sha256(dump), what="checksum").strip()
+        if found != backup.sha256:
+            said = f"its sha256 is {found[:12]}..." if found else "it cannot be read"
+            raise CheckFailed(f"backup {backup.id} is corrupted ({said}, its record says "
+                              f"{backup.sha256[:12]}...); {self.database} is untouched")
+        target = self.into or kept_name(self.database, self.when(), "restore")
+        if self.exists(target):
+            raise CheckFailed(f"database {target} already exists; restore into a new one")
+        self.step(f"restore: {backup.id} into a new database {target}")
+        self.created = target  # before CREATE: an interrupted CREATE is dropped too
+        self.psql(f"CREATE DATABASE {sql_ident(target)} TEMPLATE template0;\n",
+                  "create database")
+        self.host.run(self.keep_alive(commands.restore_dump(self.container, user, target,
+                                                            dump)),
+                      what="pg_restore", timeout=None)
+        self.step("restore: tables and row counts against the dump's")
+        expected = parse_counts(self.host.run(
+            self.keep_alive(commands.dump_row_counts(self.container, dump)),
+            what="count the dump", timeout=None))
+        answer = self.psql(ROW_COUNTS_SQL, "count restored", target)
+        skip = extension_tables(answer)
+        restored = {t: n for t, n in parse_counts(answer).items() if t not in skip}
+        expected = {t: n for t, n in expected.items() if t not in skip}
+        differs = compare_counts(expected, restored)
+        if differs:
+            raise CheckFailed(f"the restored database differs from the dump: "
+                              f"{'; '.join(differs[:5])}")
+        summary = f"{len(expected)} tables, {sum(expected.values())} rows as in the dump"
+        if self.into:
+            self.created = None
+            self.committed_note(f"{backup.id} restored into {target} ({summary}); "
+                                f"{self.database} untouched")
+            return target
+        old = kept_name(self.database, self.when(), "before")
+        live = self.exists(self.database)
+        self.step(f"restore: swapping {target} in as {self.database}"
+                  + (f" (the old one stays as {old})" if live else ""))
+        with self.shielded():
+            self.swapping = (target, old)
+            self.psql(swap_sql(self.database, target, old, exists=live), "swap databases")
+            self.created = self.swapping = None
+            self.committed_note(f"{backup.id} is {self.database} ({summary})"
+                                + (f"; the old database is kept as {old}" if live else ""))
+        if live:
+            self.keep_replaced(old)
+        return self.database
+
+    def exists(self, database: str) -> bool:
+        return self.host.run(commands.database_exists(self.container, self.config.postgres.user,
+                                                      database),
+                             what="database exists").strip() == "yes"
+
+    def keep_replaced(self, old: str) -> None:
+        """The replaced database dumped as a backup of the env: what was written to it since
+        the last backup is kept in a file, so the next good backup can drop the copy."""
+        try:
+            taken = take_backup(self.host, self.config, self.env,
+                                f"{old}: the database replaced by restore of "
+                                f"{self.backup.id}", wrap=self.keep_alive, source=old,
+                                protect=frozenset({self.backup.id}))
+        except Exception as exc:  # the restore stands; the copy stays until one is made
+            self.say(f"warning: the replaced database {old} could not be dumped "
+                     f"({describe(exc)}); it stays until a backup of it is made")
+            return
+        if taken is not None:
+            self.say(f"restore: the replaced database dumped as backup {taken.id}")
+
+    def committed_note(self, detail: str) -> None:
+        self.commit(detail)
+        self.say(f"restore: {detail}")
+        self.audit_ok("ok", detail=detail)
+
+    def needs_put_back(self) -> bool:
+        return self.created is not None or self.swapping is not None
+
+    def put_back(self) -> str:
+        """Found out from the server, not assumed: a swap whose COMMIT went through stands
+        (then it says so); otherwise the env's database takes connections again and the new
+        one is dropped, each tried even if the other fails."""
+        said: list[str] = []
+        if self.swapping is not None:
+            target, old = self.swapping
+            if not self.exists(target) and self.exists(old):
+                self.created = None
+                return (f"the swap had committed: {self.database} is the restored database, "
+                        f"the old one is kept as {old}")
+            try:
+                self.psql(reopen_sql(self.database), "reopen database")
+                said.append(f"{self.database} takes connections again")
+            except Exception as exc:
+                said.append(f"{self.database} may still refuse connections ({describe(exc)}): "
+                            f"ALTER DATABASE {self.database} WITH ALLOW_CONNECTIONS true")
+        if self.created is not None:
+            self.psql(f"DROP DATABASE IF EXISTS {sql_ident(self.created)} WITH (FORCE);\n",
+                      "drop restored database")
+            said.append(f"the new database {self.created} dropped; {self.database} "
+                        f"untouched")
+        return "; ".join(said)
+
+
+def find_backup(host: Remote, config: Config, env: str, backup_id: str) -> Backup:
+    """The backup the user named, among the env's; a wrong id is bad input (exit 2)."""
+    found = list_backups(host, config, env).backups
+    for backup in found:
+        if backup.id == backup_id:
+            return backup
+    known = ", ".join(b.id for b in found[-5:]) or "none"
+    raise UsageError(f"db.restore: no backup {backup_id} of {env} (latest: {known}; "
+                     f"fab db.backups --env {env})")
+
+
+def run_restore(host: Remote, config: Config, env: str, backup_id: str, *,
+                into: str | None = None, yes: bool = False,
+                say: Callable[[str], None] = print) -> str:
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.config.model import _database_name
+
+    config.require_env(env)
+    if into is not None:
+        try:
+            _database_name(into)
+        except ValueError as exc:
+            raise UsageError(f"db.restore --into: {exc}") from None
+    elif env == "production" and not yes:
+        raise UsageError("db.restore replaces production's database (the old one is kept); "
+                         "pass --yes if you mean it, or --into NEW_DB to look first")
+    host.secrets = list(secret_store.resolve(config, env).values())
+    backup = find_backup(host, config, env, backup_id)
+    result: str = RestoreRun(host, config, env, backup, into, say=say).execute()
+    return result

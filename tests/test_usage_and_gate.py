@@ -173,3 +173,25 @@ def test_gate_ignores_over_committed_limits(variant: Any) -> None:
     config = load_config(SHIPPED)
     assert capacity_report(config, "production").status == "critical"  # limits
     assert gate(config, "production", _usage(800, 0, RUNBOOK_TYPICAL)).ok  # use
+
+
+def test_the_probe_s_host_total_is_an_integer_the_shell_can_compare(tmp_path: Any) -> None:
+    """awk prints a product past 2^31 as `2.52765e+10` unless told otherwise; the shell's
+    `[ "$l" -gt "$total" ]` then fails and an unlimited container (Dokploy's Traefik, on
+    cgroup v1: 9223372036854771712) was reported with an 8.8e12 MiB limit. Found by the
+    sandbox's test against docker stats."""
+    import re
+    import subprocess
+
+    from vedfin_ops.remote.probes.usage import CGROUP_STATS
+
+    line = re.search(r"^total=\$\((awk .*) /proc/meminfo\)$", CGROUP_STATS, re.M)
+    assert line is not None
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24684532 kB\nMemFree: 1 kB\n")
+    total = subprocess.run(["sh", "-c", f"{line.group(1)} {meminfo}"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert total == str(24684532 * 1024)
+    compared = subprocess.run(["sh", "-c", f'[ 9223372036854771712 -gt "{total}" ]'],
+                              capture_output=True, text=True)
+    assert compared.returncode == 0 and not compared.stderr

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # the parsing needs no SSH: keep `inv capacity-report` light
 # `docker stats` does (usage minus inactive file cache): milliseconds, where `docker stats
 # --no-stream` takes ~2 s to sample. Any container without readable files: docker stats.
 CGROUP_STATS = r"""
-total=$(awk '/^MemTotal:/{print $2*1024}' /proc/meminfo)
+total=$(awk '/^MemTotal:/{printf "%.0f\n", $2*1024}' /proc/meminfo)
 out=$(docker ps --no-trunc --format '{{.ID}} {{.Names}}' | while read -r id name; do
   u=; i=0; l=
   for d in /sys/fs/cgroup/system.slice/docker-$id.scope /sys/fs/cgroup/docker/$id \

@@ -41,8 +41,8 @@ def sql(query: str, database: str = DB, check: bool = True) -> str:
 
 
 def _rows() -> list[str]:
-    return sql("SELECT id || '|' || name || '|' || emb::text FROM backup_items ORDER BY id;\n"
-               ).splitlines()
+    return sql("SELECT id || '|' || replace(name, E'\\n', '<nl>') || '|' || emb::text "
+               "FROM backup_items ORDER BY id;\n").splitlines()
 
 
 def _databases() -> set[str]:

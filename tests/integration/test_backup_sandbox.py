@@ -177,3 +177,20 @@ def test_a_backup_while_the_api_is_under_load_fails_no_request(
         for _ in range(3):
             _backup(sandbox_up)
     assert load.sent > 20 and not load.failed, load.failed[:5]
+
+
+def test_postgres_runs_the_configured_settings_and_db_init_says_when_not(
+        sandbox_up: dict[str, Any], live: Any) -> None:
+    from vedfin_ops.errors import CheckFailed
+    from vedfin_ops.steps.db_init import db_init
+
+    for name, value in live.postgres.settings.items():
+        assert sql(f"SHOW {name};\n").strip() == str(value), name
+    other = load_config(sandbox_up["config"])  # the module's config stays as it is
+    other.postgres.settings = {**other.postgres.settings, "work_mem": "2MB"}
+    host = sandbox_host(sandbox_up)
+    try:
+        with pytest.raises(CheckFailed, match="work_mem is 1MB, the config says 2MB"):
+            db_init(host, other)
+    finally:
+        host.close()

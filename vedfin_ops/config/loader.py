@@ -251,6 +251,7 @@ def _check(config: Config, file: str) -> None:
              "certificates (a PEM file, e.g. the edge's /data/caddy/pki/authorities/local/"
              "root.crt); without it verify could never trust the edge")
     _check_traefik(config, fail)
+    _check_pg_settings(config, fail)
     _check_verifiable(config, fail)
     if config.registry is not None:
         registry = config.registry
@@ -261,6 +262,25 @@ def _check(config: Config, file: str) -> None:
             if not app.image_repo.startswith(registry.server + "/"):
                 fail(f"applications[{i}].image", f"{show(app.image_repo)} is not in the "
                      f"registry {registry.server} (name it {registry.server}/...)")
+
+
+def _check_pg_settings(config: Config, fail: Callable[[str, str], None]) -> None:
+    """What the settings let PostgreSQL hold at once must fit the container's memory limit,
+    or the kernel kills it mid-query."""
+    from vedfin_ops.config.pg_settings import budget_mib
+
+    settings = config.postgres.settings
+    if not settings:
+        return
+    if "max_connections" in settings and not settings["max_connections"].isdigit():
+        fail("postgres.settings.max_connections", f"{show(settings['max_connections'])} is "
+             f"not a whole number")
+        return
+    need, limit = budget_mib(settings), config.postgres.resources.memory
+    if need > limit:
+        fail("postgres.settings", f"shared_buffers + maintenance_work_mem + max_connections "
+             f"x work_mem = {need:g} MiB, more than postgres.resources.memory ({limit} MiB): "
+             f"the kernel would kill PostgreSQL under load")
 
 
 def _check_traefik(config: Config, fail: Callable[[str, str], None]) -> None:

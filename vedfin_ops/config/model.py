@@ -307,6 +307,23 @@ class Postgres(Model):
     stop_grace_period: Seconds = 30.0
     volume: Annotated[PgVolume, BeforeValidator(
         lambda v: {"name": v} if isinstance(v, str) else v)] = PgVolume(name="pgdata")
+    # server options (`-c name=value`), PostgreSQL's names and units: the runbook's tuning is
+    # shared_buffers 256MB, work_mem 4MB, max_connections 20, maintenance_work_mem 64MB
+    settings: Annotated[dict[str, str], BeforeValidator(lambda v: _pg_settings(v))] = {}
+
+
+def _pg_settings(value: Any) -> Any:
+    from vedfin_ops.config.pg_settings import check_value
+
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for name, raw in value.items():
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise ValueError(f"{name}: {show(raw)} is not a value (a number with a unit, or "
+                             f"a word)")
+        out[str(name)] = check_value(str(name), str(raw))
+    return out
 
 
 class Redis(Model):

@@ -118,10 +118,15 @@ def _hash(text: str) -> str:
 
 
 def _postgres_command(config: Config) -> list[str] | None:
-    """pg_stat_statements only works when preloaded; the official image takes `postgres -c`."""
+    """pg_stat_statements only works when preloaded, and `postgres.settings` are server
+    options: the official image takes them as `postgres -c name=value`."""
+    options = []
     if "pg_stat_statements" in config.postgres.extensions:
-        return ["postgres", "-c", "shared_preload_libraries=pg_stat_statements"]
-    return None
+        options.append("shared_preload_libraries=pg_stat_statements")
+    options += [f"{name}={value}" for name, value in config.postgres.settings.items()]
+    if not options:
+        return None
+    return ["postgres", *(word for option in options for word in ("-c", option))]
 
 
 def _substitute(value: str, secrets: Mapping[str, str], missing: set[str]) -> str:

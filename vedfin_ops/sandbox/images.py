@@ -155,6 +155,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "unix_socket_directories = '/run/postgresql'" >> "$PGDATA/postgresql.conf"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
 fi
+# the official image's command is `postgres [-c name=value ...]`: the options follow
+[ "$1" = postgres ] && shift
 exec su postgres -s /bin/sh -c "exec $BIN/postgres -D '$PGDATA' $*"
 """
 

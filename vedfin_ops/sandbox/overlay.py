@@ -58,6 +58,9 @@ def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
         "extensions": ["vector"],
         "healthcheck": {"command": ["pg_isready", "-U", "postgres"], "interval": "1s",
                         "retries": 10, "startPeriod": "5s"},
+        # the runbook's settings, scaled to the sandbox's 256m (32 + 20 x 1 + 16 = 68 MiB)
+        "settings": {"shared_buffers": "32MB", "work_mem": "1MB", "max_connections": 20,
+                     "maintenance_work_mem": "16MB"},
     }
     data["redis"] = {"image": f"{server}/{REPO}/redis:7",
                      "resources": {"memory": "64m", "cpus": 0.1}}

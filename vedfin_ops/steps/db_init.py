@@ -14,9 +14,11 @@ from typing import Any
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
+from vedfin_ops.config.pg_settings import normalised
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Remote, RemoteError
+from vedfin_ops.remote.quoting import sql_literal
 from vedfin_ops.rendering.files import render
 from vedfin_ops.steps.lock import shared_lock
 from vedfin_ops.steps.operation import Operation, audit
@@ -130,7 +132,34 @@ def db_init(host: Remote, config: Config) -> DbInitResult:
             raise CheckFailed(f"db-init: vector distance in {db} is {distance}, not 1")
     if "vector" in config.postgres.extensions and len(checked.distances) != len(after):
         raise CheckFailed("db-init: the vector query did not answer in every database")
+    check_settings(host, container, config)
     return result
+
+
+def settings_sql(names: list[str]) -> str:
+    return "".join(f"SELECT {sql_literal(name)} || ' ' || current_setting({sql_literal(name)});\n"
+                   for name in names)
+
+
+def settings_differ(wanted: dict[str, str], answer: str) -> list[str]:
+    """`name value` lines (what the server runs) against the config, both as SHOW prints."""
+    running = dict(line.split(" ", 1) for line in answer.splitlines() if " " in line)
+    return [f"{name} is {running.get(name, 'not set')}, the config says {value}"
+            for name, value in wanted.items()
+            if normalised(running.get(name, "")) != normalised(value)]
+
+
+def check_settings(host: Remote, container: str, config: Config) -> None:
+    """`postgres.settings` are what the server runs (SHOW), after the restart that a change
+    of them causes (the shared stack's command changed)."""
+    wanted = config.postgres.settings
+    if not wanted:
+        return
+    answer = host.run(commands.psql(container, config.postgres.user) + " -At",
+                      what="show settings", stdin=settings_sql(list(wanted)))
+    differs = settings_differ(wanted, answer)
+    if differs:
+        raise CheckFailed(f"db-init: postgres does not run its settings: {'; '.join(differs)}")
 
 
 class DbInit(Operation):

@@ -11,6 +11,7 @@ import os
 import secrets as _random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,27 +204,29 @@ def _write_config(workdir: Path, shipped: Path, edge_port: int,
     secret_store.write_file(secrets_file, existing)
 
 
+def _write_variant(workdir: Path, shipped: Path, name: str,
+                   change: Callable[[dict[str, Any]], dict[str, Any]], port: int) -> None:
+    """`.sandbox/<name>`: the sandbox's own config with one change (its edge), checked valid."""
+    data = yaml.safe_load((workdir / "dokploy.yaml").read_text())
+    path = workdir / name
+    path.write_text(overlay.dump(change(data), str(shipped), port))
+    load_config(path)
+
+
 def _write_https_config(workdir: Path, shipped: Path, https_port: int,
                         authority: acme.Acme) -> None:
     """The same sandbox served over HTTPS, certificates from pebble over ACME."""
-    data = yaml.safe_load((workdir / "dokploy.yaml").read_text())
-    path = workdir / "dokploy-https.yaml"
-    path.write_text(overlay.dump(overlay.https_edge(
+    _write_variant(workdir, shipped, "dokploy-https.yaml", lambda data: overlay.https_edge(
         data, https_port=https_port, acme_ca=authority.directory,
-        acme_ca_root=str(authority.api_ca), ca_root=str(authority.issuing_root)),
-        str(shipped), https_port))
-    load_config(path)
+        acme_ca_root=str(authority.api_ca), ca_root=str(authority.issuing_root)), https_port)
 
 
 def _write_traefik_config(workdir: Path, shipped: Path, state: State,
                           authority: acme.Acme) -> None:
     """The same sandbox routed by the sandbox's Traefik (edge.mode: traefik)."""
-    data = yaml.safe_load((workdir / "dokploy.yaml").read_text())
-    path = workdir / "dokploy-traefik.yaml"
-    path.write_text(overlay.dump(overlay.traefik_edge(
+    _write_variant(workdir, shipped, "dokploy-traefik.yaml", lambda data: overlay.traefik_edge(
         data, http_port=state.traefik_http_port, https_port=state.traefik_https_port,
-        ca_root=str(authority.issuing_root)), str(shipped), state.traefik_https_port))
-    load_config(path)
+        ca_root=str(authority.issuing_root)), state.traefik_https_port)
 
 
 def status(workdir: Path | None = None) -> dict[str, Any]:

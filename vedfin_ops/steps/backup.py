@@ -158,6 +158,11 @@ def before_copies_sql(database: str) -> str:
     return f"SELECT datname FROM pg_database WHERE datname ~ {sql_literal(pattern)};\n"
 
 
+def database_exists(host: Remote, container: str, user: str, database: str) -> bool:
+    return host.run(commands.database_exists(container, user, database),
+                    what="database exists").strip() == "yes"
+
+
 def postgres(host: Remote, config: Config) -> str | None:
     found = host.run(commands.postgres_container(f"{shared_stack_name(config)}_postgres"),
                      what="find postgres").strip()
@@ -179,8 +184,7 @@ def take_backup(host: Remote, config: Config, env: str, reason: str,
         raise CheckFailed(f"backup: no healthy postgres container to dump {database} from")
     user = config.postgres.user
     dumped = source or database
-    if host.run(commands.database_exists(container, user, dumped),
-                what="database exists").strip() != "yes":
+    if not database_exists(host, container, user, dumped):
         return None
     listing = list_backups(host, config, env)
     backup_id = new_id(when(), {b.id for b in listing.backups})
@@ -219,9 +223,6 @@ class BackupRun(Operation):
     beside it), audited."""
 
     action = "db-backup"
-
-    def __init__(self, host: Remote, config: Config, env: str, **kwargs: Any) -> None:
-        super().__init__(host, config, env, **kwargs)
 
     def body(self) -> Backup | None:
         database = self.config.environments[self.config.require_env(self.env)].database

@@ -22,6 +22,7 @@ from vedfin_ops.remote.host import Remote
 from vedfin_ops.remote.quoting import sql_ident, sql_literal
 from vedfin_ops.steps.backup import (
     Backup,
+    database_exists,
     folder,
     kept_prefix,
     list_backups,
@@ -163,8 +164,8 @@ class RestoreRun(Operation):
         listed = self.psql(TABLES_SQL, "list restored tables", target)
         skip = extension_tables(listed)
         tables = [line[6:].strip() for line in listed.splitlines() if line.startswith("TABLE ")]
-        restored = {t: n for t, n in parse_counts(self.psql(
-            count_sql([t for t in tables if t not in skip]), "count restored", target)).items()}
+        restored = parse_counts(self.psql(count_sql([t for t in tables if t not in skip]),
+                                          "count restored", target))
         expected = {t: n for t, n in expected.items() if t not in skip}
         differs = compare_counts(expected, restored)
         if differs:
@@ -191,9 +192,7 @@ class RestoreRun(Operation):
         return self.database
 
     def exists(self, database: str) -> bool:
-        return self.host.run(commands.database_exists(self.container, self.config.postgres.user,
-                                                      database),
-                             what="database exists").strip() == "yes"
+        return database_exists(self.host, self.container, self.config.postgres.user, database)
 
     def keep_replaced(self, old: str) -> None:
         """The replaced database dumped as a backup of the env: what was written to it since

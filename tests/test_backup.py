@@ -322,3 +322,78 @@ def test_the_dump_s_rows_are_counted_per_copy_block_whatever_the_data_says() -> 
 
     with pytest.raises(CheckFailed, match="could not read the dump"):
         parse_counts(cut)
+
+
+# -- rollback --restore-db: the database back with the apps ---------------------------------
+
+def _rollback_restoring(world: World) -> str:
+    from vedfin_ops.steps.rollback import rollback
+
+    return rollback(world.host, world.config, "production", say=world.said.append,
+                    clock=world.clock.clock(), verify_fn=world.hooks().verify,
+                    restore_db=True)
+
+
+def _databases(world: World) -> set[str]:
+    from .fake.docker import database_exists
+
+    state = world.host.engine()
+    names = set(state.get("db_present", [])) | set(state.get("db_absent", []))
+    return {n for n in names | {"vedfinance_prod"} if database_exists(state, n)}
+
+
+def test_rollback_restore_db_swaps_in_the_backup_taken_before_the_deploy(world: World
+                                                                         ) -> None:
+    assert world.deploy("v2").result == "ok"
+    before_v2 = listing(world.host, world.layout).meta["backup"]  # type: ignore[arg-type]
+    assert _rollback_restoring(world)
+    assert set(world.env_images().values()) == {"vedfinance/api:v1", "vedfinance/web:v1"}
+    swaps = [sql for sql in world.host.engine()["sql"] if "RENAME TO" in sql]
+    assert len(swaps) == 1 and '"vedfinance_prod" RENAME TO "vedfinance_prod_before_' \
+        in swaps[0]
+    kept = {n for n in _databases(world) if n != "vedfinance_prod"}
+    assert len(kept) == 1 and next(iter(kept)).startswith("vedfinance_prod_before_")
+    last = world.audit()[-1]
+    assert (last["action"], last["result"]) == ("rollback", "ok")
+    assert f"database: {before_v2} is vedfinance_prod" in last["detail"]
+    found = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    assert found.backups[-1].reason.startswith(next(iter(kept)))  # the replaced one, dumped
+
+
+def test_rollback_restore_db_refuses_a_release_deployed_without_a_backup(world: World
+                                                                         ) -> None:
+    from vedfin_ops.steps.deploy import deploy
+
+    deploy(world.host, world.config, "production", "v2", no_backup=True,
+           say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
+    engine_calls = len(world.host.engine()["calls"])
+    with pytest.raises(RunFailed) as caught:
+        _rollback_restoring(world)
+    assert "no backup from before" in str(caught.value)
+    assert "its deploy took none (skipped (--no-backup))" in str(caught.value)
+    assert not [c for c in world.host.engine()["calls"][engine_calls:]
+                if c.startswith(("stack ", "service update"))]
+    assert set(world.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
+
+
+@pytest.mark.parametrize("kind", orchestration.KINDS)
+@pytest.mark.parametrize("step", ["checksum", "create database", "pg_restore",
+                                  "count restored", "swap databases", "stack deploy"])
+def test_a_fault_in_rollback_restore_db_ends_on_v2_with_its_own_database(
+        world: World, kind: str, step: str) -> None:
+    """Wherever it stops, the current release serves on the database it had: a new database
+    is dropped, a swap that went through is undone."""
+    from .fake.host import Fault
+
+    assert world.deploy("v2").result == "ok"
+    world.host.inject(Fault(step, 1, kind, after=step == "swap databases"))
+    with pytest.raises(RunFailed) as caught:
+        _rollback_restoring(world)
+    world.settle()
+    assert set(world.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
+    assert _databases(world) == {"vedfinance_prod"}, world.host.engine().get("sql")
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.meta["tag"] == "v2" and state.state(state.current) == "good"
+    assert "\n" not in str(caught.value)
+    assert world.audit()[-1]["action"] == "rollback"
+    assert not Path(world.layout.lock).exists()

@@ -1,7 +1,8 @@
 """A scripted Docker Engine for orchestration tests: the `docker` the fake host's shell finds.
 
 It answers the commands `vedfin_ops.remote.commands` builds (stack deploy, service ls/inspect/ps/
-scale, ps, run, rm, exec of psql and pg_dump) from a JSON state file ($FAKE_ENGINE), and moves
+scale, ps, run, rm, exec of psql, pg_dump and pg_restore; databases are created, renamed and
+dropped by the SQL it is sent) from a JSON state file ($FAKE_ENGINE), and moves
 one step per `service inspect`, as a real engine moves between polls. Images whose tag says
 `broken` fail their health checks, so the engine rolls them back; `badmigration` fails its
 migration. Stdlib only and run with `python3 -S`: it starts in milliseconds.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -33,6 +35,50 @@ def save(state: dict[str, Any]) -> None:
 
 def flag(args: list[str], name: str) -> str | None:
     return args[args.index(name) + 1] if name in args else None
+
+
+_NAME = r'"((?:[^"]|"")+)"|([a-z_][a-z0-9_]*)'
+
+
+def _ident(match: re.Match[str], group: int) -> str:
+    quoted = match.group(group)
+    return quoted.replace('""', '"') if quoted is not None else match.group(group + 1)
+
+
+def database_exists(state: dict[str, Any], name: str) -> bool:
+    """The env databases exist (unless `no_database`); a restore's are made by its SQL."""
+    if name in state.get("db_present", []):
+        return True
+    if name in state.get("db_absent", []) or state.get("no_database"):
+        return False
+    return "_restore_" not in name and "_before_" not in name
+
+
+def _set_database(state: dict[str, Any], name: str, present: bool) -> None:
+    add, drop = ("db_present", "db_absent") if present else ("db_absent", "db_present")
+    state[add] = sorted(set(state.get(add, [])) | {name})
+    state[drop] = sorted(set(state.get(drop, [])) - {name})
+
+
+def run_sql(state: dict[str, Any], sql: str) -> int:
+    """CREATE / RENAME / DROP DATABASE as PostgreSQL would, one statement at a time; a
+    statement in `sql_fails` (a substring) fails the rest, as ON_ERROR_STOP does."""
+    for statement in sql.split(";\n"):
+        if any(bad in statement for bad in state.get("sql_fails", [])):
+            print(f"ERROR:  injected failure at {statement.strip()[:40]}", file=sys.stderr)
+            return 3
+        created = re.match(r"\s*CREATE DATABASE (?:" + _NAME + ")", statement)
+        renamed = re.match(r"\s*ALTER DATABASE (?:" + _NAME + ") RENAME TO (?:" + _NAME + ")",
+                           statement)
+        dropped = re.match(r"\s*DROP DATABASE IF EXISTS (?:" + _NAME + ")", statement)
+        if created:
+            _set_database(state, _ident(created, 1), True)
+        elif renamed:
+            _set_database(state, _ident(renamed, 1), False)
+            _set_database(state, _ident(renamed, 3), True)
+        elif dropped:
+            _set_database(state, _ident(dropped, 1), False)
+    return 0
 
 
 def filters(args: list[str]) -> list[str]:
@@ -219,16 +265,27 @@ def main(args: list[str]) -> int:
                 return 1
             sys.stdout.write(f"PGDMP fake dump of {flag(words, '-d')}\n")
             return 0
-        if program == "psql" and "-c" in words and "pg_database" in (flag(words, "-c") or ""):
-            print("" if state.get("no_database") else "yes")
+        if program == "pg_restore":
+            sys.stdin.read()
+            if "-f" in words:  # the dump's data as SQL: the fake dump holds no table
+                return 0
+            if state.get("restore_fails"):
+                print("pg_restore: error: could not execute query", file=sys.stderr)
+                return 1
             return 0
-        if program == "psql":  # SQL on stdin: which databases a restore kept, or DROPs
+        if program == "psql" and "-c" in words and "pg_database" in (flag(words, "-c") or ""):
+            asked = re.search(r"datname = '((?:[^']|'')*)'", flag(words, "-c") or "")
+            name = asked.group(1).replace("''", "'") if asked else ""
+            print("yes" if database_exists(state, name) else "")
+            return 0
+        if program == "psql":  # SQL on stdin: kept databases, restores, swaps, DROPs
             sql = sys.stdin.read()
             state.setdefault("sql", []).append(sql)
+            code = run_sql(state, sql)
             save(state)
             if "datname ~" in sql:
                 print("\n".join(state.get("kept_databases", [])))
-            return 0
+            return code
     if args[0] == "rm":
         for name in args[2:]:
             state.get("containers", {}).pop(name, None)

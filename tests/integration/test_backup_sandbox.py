@@ -194,3 +194,43 @@ def test_postgres_runs_the_configured_settings_and_db_init_says_when_not(
             db_init(host, other)
     finally:
         host.close()
+
+
+def _current_tag(sandbox_up: dict[str, Any], config: Any) -> str | None:
+    host = sandbox_host(sandbox_up)
+    try:
+        meta = listing(host, Layout.of(config, "production")).meta
+    finally:
+        host.close()
+    tag = meta.get("tag")
+    return str(tag) if tag else None
+
+
+def test_a_migration_that_breaks_the_schema_is_undone_by_rollback_restore_db(
+        sandbox_up: dict[str, Any], live: Any) -> None:
+    """The runbook's `prisma migrate deploy` with no way back, made one: schemabreak's
+    migration drops a column for real (psql in the stand-in api); `rollback --restore-db`
+    returns the apps to the release before and the data to the backup the deploy took."""
+    from .test_deploy import _version
+
+    before_tag, before_rows = _current_tag(sandbox_up, live), _rows()
+    before_version = _version(live)
+    deployed = fab(sandbox_up, "deploy.production", "--tag", "schemabreak")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert _version(live) == "api schemabreak"
+    columns = sql("SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute "
+                  "WHERE attrelid = 'backup_items'::regclass AND attnum > 0 "
+                  "AND NOT attisdropped;\n").strip()
+    assert columns == "id,emb"  # the migration ran against the real database
+    sql("INSERT INTO backup_items (id, emb) VALUES (9999, '[9,9,9]');\n")  # written after
+
+    with Load(live.edge.http_port, rate=20, max_requests=3000) as load:
+        back = fab(sandbox_up, "rollback", "--env", "production", "--restore-db")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert _current_tag(sandbox_up, live) == before_tag and _version(live) == before_version
+    assert _rows() == before_rows  # the column and its data are back, row by row
+    assert load.sent > 20 and not load.failed, load.failed[:5]
+    kept = [d for d in _databases() if d.startswith(f"{DB}_before_")]
+    assert len(kept) == 1, kept  # what the broken release wrote is kept, and dumped
+    assert sql("SELECT count(*) FROM backup_items WHERE id = 9999;\n", kept[0]).strip() == "1"
+    assert "the replaced database dumped as backup" in back.stdout + back.stderr

@@ -186,10 +186,12 @@ def migrate(c: Context, env: str = "production", tag: str | None = None,
         stdout.print(f"migrate: no app of {env} has a migration command")
 
 
-@task(help={**HOST_HELP, "env": "environment"})
+@task(help={**HOST_HELP, "env": "environment",
+            "restore_db": "also restore the database from the backup taken before the "
+                          "current release's deploy (its migration undone)"})
 @guarded
-def rollback(c: Context, env: str = "production", accept_new_host_key: bool = False,
-             host_key_fingerprint: str | None = None,
+def rollback(c: Context, env: str = "production", restore_db: bool = False,
+             accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
              config: str | None = None) -> None:
     """Back to the previous good release: redeployed, converged, verified."""
     from vedfin_ops.cli.output import LiveLines
@@ -197,7 +199,7 @@ def rollback(c: Context, env: str = "production", accept_new_host_key: bool = Fa
     cfg = config_for(config)
     with LiveLines() as show:
         target = _rollback(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
-                           say=say, show=show)
+                           say=say, show=show, restore_db=restore_db)
     stdout.print(f"rollback: {env} runs {target}")
 
 

@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,8 +27,9 @@ REPO = "vedfin-sandbox"
 BASE = f"{REPO}/base:busybox"
 # The stand-in apps are built from sandbox/apps/Dockerfile at each of these tags (its
 # entrypoint says what each does): v1, v2 good; broken, badmigration, dbdown, notobject fail
-# in the ways the failure tests need.
-APP_TAGS = ("v1", "v2", "broken", "badmigration", "dbdown", "notobject")
+# in the ways the failure tests need; schemabreak is healthy but its migration (sandbox/apps/
+# migrate) drops a column, for rollback --restore-db.
+APP_TAGS = ("v1", "v2", "broken", "badmigration", "dbdown", "notobject", "schemabreak")
 APPS = ("api", "web")
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 HASH_LABEL = "vedfin.sandbox.hash"
@@ -122,9 +124,23 @@ SHELL = ("sh", "cat", "echo", "sleep", "wget", "test", "mkdir", "chown", "chmod"
 
 
 def base_rootfs() -> RootFs:
-    """busybox with httpd: the base the stand-in apps' Dockerfile (sandbox/apps) builds on."""
+    """busybox with httpd, and psql so a stand-in's migration can change a real schema as
+    prisma's does: the base the stand-in apps' Dockerfile (sandbox/apps) builds on."""
     fs = RootFs()
     _busybox(fs, (*SHELL, "httpd"))
+    pginstall, libs = pgserver_paths()
+    psql = pginstall / "bin" / "psql"
+    home = f"{PG_HOME}/pgserver"
+    fs.add(f"{home}/pginstall/bin/psql", psql, 0o755)
+    for found in shared_libraries(psql):  # where psql's rpath looks, relative to it
+        lib = Path(os.path.normpath(found))
+        if lib.is_relative_to(pginstall):
+            fs.add(f"{home}/pginstall/{lib.relative_to(pginstall)}", lib.resolve(), 0o755)
+        elif lib.is_relative_to(libs):
+            fs.add(f"{PG_HOME}/pgserver.libs/{lib.relative_to(libs)}", lib.resolve(), 0o755)
+        else:
+            fs.add(str(lib), lib.resolve(), 0o755)
+    fs.links["usr/local/bin/psql"] = f"{home}/pginstall/bin/psql"
     return fs
 
 

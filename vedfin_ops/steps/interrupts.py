@@ -65,6 +65,20 @@ class Guard:
             self.shield_depth -= 1
 
 
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Shielded, but a signal that arrived meanwhile is raised once the block is done:
+        for a step that must not be cut in half, in a run that must still stop after it."""
+        seen = len(self.received)
+        with self.shielded():
+            yield
+        if len(self.received) > seen and not self.tripped and not self.shield_depth:
+            self.tripped = True
+            if self.on_signal is not None:
+                self.on_signal()
+            raise Interrupted(self.received[-1])
+
+
 @contextmanager
 def signals_as_interrupts(on_signal: Callable[[], None] | None = None,
                           notice: Callable[[str], None] | None = None) -> Iterator[Guard]:

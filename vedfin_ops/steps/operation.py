@@ -191,6 +191,11 @@ class Operation:
         assert self.guard is not None
         return self.guard.shielded()
 
+    def deferred(self) -> Any:
+        """A step signals may not cut in half, after which the run still stops if asked."""
+        assert self.guard is not None
+        return self.guard.deferred()
+
     # -- failure -------------------------------------------------------------------------
     def _converge(self, exc: BaseException) -> RunFailed:
         interrupted = isinstance(exc, KeyboardInterrupt)

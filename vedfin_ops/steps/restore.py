@@ -115,33 +115,53 @@ def reopen_sql(database: str) -> str:
     return f"ALTER DATABASE {sql_ident(database)} WITH ALLOW_CONNECTIONS true;\n"
 
 
-class RestoreRun(Operation):
-    """Under the env's lock (no deploy migrates meanwhile), audited."""
+def swap_back_sql(database: str, restored: str, old: str) -> str:
+    """The swap undone (a rollback that restored the database and then failed): the kept
+    database is the env's again, in one transaction; the restored copy is renamed away."""
+    db, new, before = sql_ident(database), sql_ident(restored), sql_ident(old)
+    return (f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false;\n"
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = {sql_literal(database)} AND pid <> pg_backend_pid();\n"
+            f"BEGIN;\nALTER DATABASE {db} RENAME TO {new};\n"
+            f"ALTER DATABASE {before} RENAME TO {db};\nCOMMIT;\n"
+            f"DROP DATABASE IF EXISTS {new} WITH (FORCE);\n")
 
-    action = "db-restore"
 
-    def __init__(self, host: Remote, config: Config, env: str, backup: Backup,
-                 into: str | None = None,
-                 when: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 **kwargs: Any) -> None:
-        super().__init__(host, config, env, **kwargs)
-        self.backup, self.into, self.when = backup, into, when
-        self.database = config.environments[env].database
+class DatabaseRestore:
+    """A backup restored into a new database, verified, swapped in: the steps of db.restore,
+    run by an operation that holds the env's lock (db.restore itself, and rollback
+    --restore-db, which swaps the database before the apps go back)."""
+
+    def __init__(self, run: Operation, backup: Backup, into: str | None = None,
+                 when: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.run, self.backup, self.into, self.when = run, backup, into, when
+        self.host, self.config = run.host, run.config
+        self.database = run.config.environments[run.env].database
         self.container = ""
+        self.target = ""
+        self.summary = ""
+        self.old = ""  # the replaced database's new name, once swapped
+        self.live = False  # the env's database existed before the swap
         self.created: str | None = None  # the new database, dropped if the run fails
         self.swapping: tuple[str, str] | None = None  # (new, old name) while the swap runs
+        self.swapped = False
 
     def psql(self, sql: str, what: str, database: str = "postgres") -> str:
         return self.host.run(commands.psql(self.container, self.config.postgres.user,
                                            database) + " -At", what=what, stdin=sql)
 
-    def body(self) -> str:
-        backup, user = self.backup, self.config.postgres.user
+    def exists(self, database: str) -> bool:
+        return database_exists(self.host, self.container, self.config.postgres.user, database)
+
+    def prepare(self) -> str:
+        """Checksum, restore into a new database, compare with the dump. Nothing the env
+        uses changes here; returns the new database's name."""
+        backup, user, run = self.backup, self.config.postgres.user, self.run
         self.container = postgres(self.host, self.config) or ""
         if not self.container:
-            raise CheckFailed("db.restore: no healthy postgres container")
+            raise CheckFailed("restore: no healthy postgres container")
         dump = f"{folder(self.config, backup.database)}/{backup.id}.dump"
-        self.step(f"restore: checking {backup.id}'s sha256")
+        run.step(f"restore: checking {backup.id}'s sha256")
         found = self.host.run(commands.file_sha256(dump), what="checksum").strip()
         if found != backup.sha256:
             said = f"its sha256 is {found[:12]}..." if found else "it cannot be read"
@@ -150,16 +170,16 @@ class RestoreRun(Operation):
         target = self.into or kept_name(self.database, self.when(), "restore")
         if self.exists(target):
             raise CheckFailed(f"database {target} already exists; restore into a new one")
-        self.step(f"restore: {backup.id} into a new database {target}")
+        run.step(f"restore: {backup.id} into a new database {target}")
         self.created = target  # before CREATE: an interrupted CREATE is dropped too
         self.psql(f"CREATE DATABASE {sql_ident(target)} TEMPLATE template0;\n",
                   "create database")
-        self.host.run(self.keep_alive(commands.restore_dump(self.container, user, target,
-                                                            dump)),
+        self.host.run(run.keep_alive(commands.restore_dump(self.container, user, target,
+                                                           dump)),
                       what="pg_restore", timeout=None)
-        self.step("restore: tables and row counts against the dump's")
+        run.step("restore: tables and row counts against the dump's")
         expected = parse_counts(self.host.run(
-            self.keep_alive(commands.dump_row_counts(self.container, dump)),
+            run.keep_alive(commands.dump_row_counts(self.container, dump)),
             what="count the dump", timeout=None))
         listed = self.psql(TABLES_SQL, "list restored tables", target)
         skip = extension_tables(listed)
@@ -171,48 +191,40 @@ class RestoreRun(Operation):
         if differs:
             raise CheckFailed(f"the restored database differs from the dump: "
                               f"{'; '.join(differs[:5])}")
-        summary = f"{len(expected)} tables, {sum(expected.values())} rows as in the dump"
-        if self.into:
-            self.created = None
-            self.committed_note(f"{backup.id} restored into {target} ({summary}); "
-                                f"{self.database} untouched")
-            return target
-        old = kept_name(self.database, self.when(), "before")
-        live = self.exists(self.database)
-        self.step(f"restore: swapping {target} in as {self.database}"
-                  + (f" (the old one stays as {old})" if live else ""))
-        with self.shielded():
-            self.swapping = (target, old)
-            self.psql(swap_sql(self.database, target, old, exists=live), "swap databases")
-            self.created = self.swapping = None
-            self.committed_note(f"{backup.id} is {self.database} ({summary})"
-                                + (f"; the old database is kept as {old}" if live else ""))
-        if live:
-            self.keep_replaced(old)
-        return self.database
+        self.summary = f"{len(expected)} tables, {sum(expected.values())} rows as in the dump"
+        self.target = target
+        return target
 
-    def exists(self, database: str) -> bool:
-        return database_exists(self.host, self.container, self.config.postgres.user, database)
+    def swap(self) -> str:
+        """The restored database becomes the env's (call shielded); says what happened."""
+        self.old = kept_name(self.database, self.when(), "before")
+        self.live = self.exists(self.database)
+        self.run.step(f"restore: swapping {self.target} in as {self.database}"
+                      + (f" (the old one stays as {self.old})" if self.live else ""))
+        self.swapping = (self.target, self.old)
+        self.psql(swap_sql(self.database, self.target, self.old, exists=self.live),
+                  "swap databases")
+        self.created = self.swapping = None
+        self.swapped = True
+        return (f"{self.backup.id} is {self.database} ({self.summary})"
+                + (f"; the old database is kept as {self.old}" if self.live else ""))
 
-    def keep_replaced(self, old: str) -> None:
+    def keep_replaced(self) -> None:
         """The replaced database dumped as a backup of the env: what was written to it since
         the last backup is kept in a file, so the next good backup can drop the copy."""
+        if not (self.swapped and self.live):
+            return
         try:
-            taken = take_backup(self.host, self.config, self.env,
-                                f"{old}: the database replaced by restore of "
-                                f"{self.backup.id}", wrap=self.keep_alive, source=old,
+            taken = take_backup(self.host, self.config, self.run.env,
+                                f"{self.old}: the database replaced by restore of "
+                                f"{self.backup.id}", wrap=self.run.keep_alive, source=self.old,
                                 protect=frozenset({self.backup.id}))
         except Exception as exc:  # the restore stands; the copy stays until one is made
-            self.say(f"warning: the replaced database {old} could not be dumped "
-                     f"({describe(exc)}); it stays until a backup of it is made")
+            self.run.say(f"warning: the replaced database {self.old} could not be dumped "
+                         f"({describe(exc)}); it stays until a backup of it is made")
             return
         if taken is not None:
-            self.say(f"restore: the replaced database dumped as backup {taken.id}")
-
-    def committed_note(self, detail: str) -> None:
-        self.commit(detail)
-        self.say(f"restore: {detail}")
-        self.audit_ok("ok", detail=detail)
+            self.run.say(f"restore: the replaced database dumped as backup {taken.id}")
 
     def needs_put_back(self) -> bool:
         return self.created is not None or self.swapping is not None
@@ -225,7 +237,7 @@ class RestoreRun(Operation):
         if self.swapping is not None:
             target, old = self.swapping
             if not self.exists(target) and self.exists(old):
-                self.created = None
+                self.created, self.swapping, self.swapped = None, None, True
                 return (f"the swap had committed: {self.database} is the restored database, "
                         f"the old one is kept as {old}")
             try:
@@ -240,6 +252,59 @@ class RestoreRun(Operation):
             said.append(f"the new database {self.created} dropped; {self.database} "
                         f"untouched")
         return "; ".join(said)
+
+    def undo(self) -> str:
+        """After a swap that must not stand (rollback --restore-db failed after it): the
+        database the env had is its database again. A swap into a missing database is left
+        as it is (there was nothing to go back to)."""
+        if self.needs_put_back():
+            said = self.put_back()
+            if not self.swapped:
+                return said
+        if not self.swapped:
+            return ""
+        if not self.live:
+            return f"{self.database} stays the restored {self.backup.id} (it had none before)"
+        self.psql(swap_back_sql(self.database, self.target, self.old), "swap databases back")
+        self.swapped = False
+        return f"{self.database} is the database it was before the restore again"
+
+
+class RestoreRun(Operation):
+    """`fab db.restore`: under the env's lock (no deploy migrates meanwhile), audited."""
+
+    action = "db-restore"
+
+    def __init__(self, host: Remote, config: Config, env: str, backup: Backup,
+                 into: str | None = None,
+                 when: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 **kwargs: Any) -> None:
+        super().__init__(host, config, env, **kwargs)
+        self.restore = DatabaseRestore(self, backup, into, when)
+
+    def body(self) -> str:
+        restore = self.restore
+        target = restore.prepare()
+        if restore.into:
+            restore.created = None
+            self.committed_note(f"{restore.backup.id} restored into {target} "
+                                f"({restore.summary}); {restore.database} untouched")
+            return target
+        with self.shielded():
+            self.committed_note(restore.swap())
+        restore.keep_replaced()
+        return restore.database
+
+    def committed_note(self, detail: str) -> None:
+        self.commit(detail)
+        self.say(f"restore: {detail}")
+        self.audit_ok("ok", detail=detail)
+
+    def needs_put_back(self) -> bool:
+        return self.restore.needs_put_back()
+
+    def put_back(self) -> str:
+        return self.restore.put_back()
 
 
 def find_backup(host: Remote, config: Config, env: str, backup_id: str) -> Backup:

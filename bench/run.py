@@ -426,11 +426,95 @@ def bench_https_load(pairs: int = 2) -> None:
     print(f"https-load: {'; '.join(results)} (target: 0 failed, >= 1000 per deploy)")
 
 
+BENCH_DB_ENV = "dev"  # its database is filled by the bench: never production's
+
+
+def _bench_sql(host: Host, container: str, sql: str, database: str = "postgres") -> str:
+    from vedfin_ops.remote import commands
+
+    return host.run(commands.psql(container, "postgres", database) + " -At", stdin=sql,
+                    what="bench sql", timeout=None)
+
+
+def bench_backup(runs: int = 3, rows: int = 1_500_000) -> None:
+    """The tool's backup and restore of a database of a few hundred MB against bare `pg_dump
+    -Fc` / `createdb` + `pg_restore` of the same database over the same SSH link, alternating.
+    The tool does more: a record, sha256, retention, and on restore the sha256 check, the
+    dump's rows counted and compared, the swap left out (`--into`). Off-host copies are off
+    here and timed apart (the sandbox's S3 server is moto)."""
+    from vedfin_ops.remote import commands
+    from vedfin_ops.steps.backup import folder, postgres, take_backup
+    from vedfin_ops.steps.restore import RestoreRun
+
+    data = yaml.safe_load((SANDBOX / "dokploy.yaml").read_text())
+    data.get("backups", {}).pop("s3", None)
+    config = config_from_dict(data, str(SANDBOX / "dokploy.yaml"))
+    database = config.environments[BENCH_DB_ENV].database
+    h = host()
+    try:
+        container = postgres(h, config)
+        if container is None:
+            sys.exit("bench: no healthy postgres: deploy the sandbox first")
+        _bench_sql(h, container, f"SELECT 'CREATE DATABASE {database}' WHERE NOT EXISTS "
+                   f"(SELECT 1 FROM pg_database WHERE datname = '{database}')\\gexec\n")
+        _bench_sql(h, container, "DROP TABLE IF EXISTS bench_rows;\n"
+                   "CREATE TABLE bench_rows (id bigint PRIMARY KEY, k text, body text, "
+                   "at timestamptz);\n"
+                   f"INSERT INTO bench_rows SELECT i, md5(i::text), repeat(md5(i::text), 3) "
+                   f"|| i, now() FROM generate_series(1, {rows}) i;\n", database)
+        size = _bench_sql(h, container, f"SELECT pg_database_size('{database}');\n").strip()
+        print(f"database {database}: {int(size) / 2**20:.0f} MiB, {rows} rows")
+        where = folder(config, database)
+        dump_ratios, restore_ratios = [], []
+        for i in range(runs):
+            started = time.monotonic()
+            backup = take_backup(h, config, BENCH_DB_ENV, "bench")
+            tool_dump = time.monotonic() - started
+            assert backup is not None
+            bare_file = f"{where}/bench-bare.dump"
+            started = time.monotonic()
+            h.run(f"docker exec {container} pg_dump -U postgres -Fc -d {database} "
+                  f"> {bare_file}", what="bare pg_dump", timeout=None)
+            bare_dump = time.monotonic() - started
+
+            started = time.monotonic()
+            RestoreRun(h, config, BENCH_DB_ENV, backup, f"vedfin_bench_t{i}",
+                       say=lambda _m: None).execute()
+            tool_restore = time.monotonic() - started
+            started = time.monotonic()
+            _bench_sql(h, container, f"CREATE DATABASE vedfin_bench_b{i} TEMPLATE template0;\n")
+            h.run(commands.restore_dump(container, "postgres", f"vedfin_bench_b{i}", bare_file),
+                  what="bare pg_restore", timeout=None)
+            bare_restore = time.monotonic() - started
+            _bench_sql(h, container, f"DROP DATABASE vedfin_bench_t{i};\n"
+                       f"DROP DATABASE vedfin_bench_b{i};\n")
+            dump_ratios.append(tool_dump / bare_dump)
+            restore_ratios.append(tool_restore / bare_restore)
+            print(f"run {i + 1}: backup tool {tool_dump:.1f}s / bare {bare_dump:.1f}s = "
+                  f"{tool_dump / bare_dump:.2f}; restore tool {tool_restore:.1f}s / bare "
+                  f"{bare_restore:.1f}s = {tool_restore / bare_restore:.2f} "
+                  f"(dump {backup.size / 2**20:.0f} MiB)")
+        h.run(commands.remove_files([f"{where}/bench-bare.dump"]), what="clean")
+        sandbox = load_config(SANDBOX / "dokploy.yaml")
+        if sandbox.backups.s3 is not None:
+            from vedfin_ops.steps.offsite import offsite_copy
+
+            started = time.monotonic()
+            offsite_copy(h, sandbox, backup, lambda _m: None)
+            print(f"off-host copy of {backup.size / 2**20:.0f} MiB to the sandbox's S3: "
+                  f"{time.monotonic() - started:.1f}s")
+        _bench_sql(h, container, "DROP TABLE IF EXISTS bench_rows;\n", database)
+    finally:
+        h.close()
+    print(f"backup: {statistics.median(dump_ratios):.2f} (target <= 1.10)")
+    print(f"restore: {statistics.median(restore_ratios):.2f} (target <= 1.10)")
+
+
 BENCHES: dict[str, Callable[[], None]] = {
     "deploy-overhead": bench_deploy_overhead, "ssh-cost": bench_ssh_cost,
     "noop-redeploy": bench_noop_redeploy, "smoke": bench_smoke, "recover": bench_recover,
     "cold-start": bench_cold_start, "growth": bench_growth, "build": bench_build,
-    "https-load": bench_https_load,
+    "https-load": bench_https_load, "backup": bench_backup,
 }
 
 

@@ -57,6 +57,17 @@ class FakeHost:
         wrapper = self.bin / "docker"
         wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -S {DOCKER} \"$@\"\n")
         wrapper.chmod(0o755)
+        # the user's crontab, kept in a file of the fake host (never this machine's cron)
+        crontab = self.bin / "crontab"
+        crontab.write_text(f"""#!/bin/sh
+tab={root / 'crontab'}
+case "$1" in
+  -l) [ -f "$tab" ] || {{ echo "no crontab for $(id -un)" >&2; exit 1; }}; cat "$tab" ;;
+  -) cat > "$tab.new" && mv "$tab.new" "$tab" ;;  # read whole, then installed, as crontab(1)
+  *) echo "crontab: fake supports -l and -" >&2; exit 2 ;;
+esac
+""")
+        crontab.chmod(0o755)
         self.engine_file = root / "engine.json"
         if not self.engine_file.exists():
             self.engine_file.write_text(json.dumps({"services": {}, "clock": 0}))
@@ -140,6 +151,20 @@ class FakeHost:
         os.rename(source, target)
         if fault is not None:
             fault.raise_it()
+
+    def open_read(self, path: str) -> Any:
+        self.commands.append("read file")
+        fault = self._fault("read file")
+        if fault is not None:
+            fault.raise_it()
+        return open(path, "rb")
+
+    def open_new(self, path: str, mode: int) -> Any:
+        self.commands.append("write file")
+        fault = self._fault("write file")
+        if fault is not None:
+            fault.raise_it()
+        return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb")
 
     def close(self) -> None:
         pass

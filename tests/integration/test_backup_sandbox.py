@@ -67,6 +67,14 @@ def live(sandbox_up: dict[str, Any]) -> Iterator[Any]:
     sql("DROP TABLE IF EXISTS backup_items; DROP TABLE IF EXISTS backup_extra;\n", check=False)
 
 
+def _audit_tail(sandbox_up: dict[str, Any], lines: int) -> str:
+    host = sandbox_host(sandbox_up)
+    try:
+        return str(host.run(f"tail -n {lines} /srv/vedfin-sandbox/audit.log", what="audit"))
+    finally:
+        host.close()
+
+
 def _backup(sandbox_up: dict[str, Any]) -> dict[str, Any]:
     done = fab(sandbox_up, "db.backup", "--env", "production")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -99,11 +107,7 @@ def test_backup_change_and_drop_data_then_restore_brings_it_back_row_by_row(
     assert len(kept) == 1, kept  # the replaced database, until the next good backup
     _backup(sandbox_up)
     assert not [d for d in _databases() if d.startswith(f"{DB}_before_")]
-    audit = sandbox_host(sandbox_up)
-    try:
-        tail = audit.run("tail -n 6 /srv/vedfin-sandbox/audit.log", what="audit")
-    finally:
-        audit.close()
+    tail = _audit_tail(sandbox_up, 6)
     assert '"action": "db-restore"' in tail and '"result": "ok"' in tail
 
 
@@ -234,3 +238,184 @@ def test_a_migration_that_breaks_the_schema_is_undone_by_rollback_restore_db(
     assert len(kept) == 1, kept  # what the broken release wrote is kept, and dumped
     assert sql("SELECT count(*) FROM backup_items WHERE id = 9999;\n", kept[0]).strip() == "1"
     assert "the replaced database dumped as backup" in back.stdout + back.stderr
+
+
+# -- off-host copies: the sandbox's S3 server (moto), as R2 through the same API -------------
+
+def _bucket(live: Any) -> Any:
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.steps.offsite import bucket
+
+    if live.backups.s3 is None:
+        pytest.skip("no backups.s3 in the sandbox config: moto[server] is not installed")
+    return bucket(live, secret_store.resolve(live, "production"))
+
+
+def test_each_backup_is_copied_off_host_and_restores_from_there(
+        sandbox_up: dict[str, Any], live: Any) -> None:
+    """The host lost its backups; the copy in the bucket brings the data back, row by row."""
+    import hashlib
+
+    target = _bucket(live)
+    before = _rows()
+    backup = _backup(sandbox_up)
+    key = target.key(DB, backup["id"], "dump")
+    body = target.client.get_object(Bucket=target.settings.bucket, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == backup["sha256"]  # byte for byte
+    listed = fab(sandbox_up, "db.backups", "--env", "production", "--s3", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert backup in json.loads(listed.stdout)["backups"]
+
+    for path in FOLDER.glob(f"{backup['id']}.*"):
+        path.unlink()  # the host's copy is gone
+    sql("DELETE FROM backup_items WHERE id > 10;\n")
+    restored = fab(sandbox_up, "db.restore", "--env", "production", "--from",
+                   f"s3:{backup['id']}", "--yes")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert f"fetching {backup['id']}" in restored.stderr
+    assert _rows() == before
+    fetched = FOLDER / f"{backup['id']}.dump"
+    assert fetched.stat().st_mode & 0o777 == 0o600
+    assert hashlib.sha256(fetched.read_bytes()).hexdigest() == backup["sha256"]
+
+
+def test_a_wrong_s3_secret_fails_db_backup_in_one_line_and_a_deploy_goes_on(
+        sandbox_up: dict[str, Any], live: Any) -> None:
+    """SignatureDoesNotMatch from the server, one line, the secret in no output; the backup
+    on the host is whole; a deploy warns and records it, because the host copy is what a
+    rollback needs."""
+    _bucket(live)
+    wrong = "wrong-secret-" + "x" * 20
+    failed = fab(sandbox_up, "db.backup", "--env", "production",
+                 extra_env={"R2_SECRET_ACCESS_KEY": wrong})
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "SignatureDoesNotMatch" in errors[0], failed.stderr
+    assert "is whole on the host, but its off-host copy failed" in errors[0]
+    assert wrong not in failed.stdout + failed.stderr
+    host_copy = max(FOLDER.glob("*.json"))
+    record = json.loads(host_copy.read_text())
+    assert (FOLDER / f"{record['id']}.dump").stat().st_size == record["size"]
+
+    deployed = fab(sandbox_up, "deploy.production", "--tag", "v2",
+                   extra_env={"R2_SECRET_ACCESS_KEY": wrong})
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "off-host copy failed" in deployed.stderr and wrong not in deployed.stderr
+    tail = _audit_tail(sandbox_up, 1)
+    assert "(not copied off-host)" in tail and '"result": "ok"' in tail
+
+
+def test_a_corrupted_copy_in_the_bucket_is_refused_and_nothing_changes(
+        sandbox_up: dict[str, Any], live: Any) -> None:
+    target = _bucket(live)
+    backup = _backup(sandbox_up)
+    key = target.key(DB, backup["id"], "dump")
+    body = bytearray(target.client.get_object(Bucket=target.settings.bucket,
+                                              Key=key)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    target.client.put_object(Bucket=target.settings.bucket, Key=key, Body=bytes(body))
+    for path in FOLDER.glob(f"{backup['id']}.*"):
+        path.unlink()
+    before, databases = _rows(), _databases()
+    refused = fab(sandbox_up, "db.restore", "--env", "production", "--from",
+                  f"s3:{backup['id']}", "--yes")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert f"the copy of {backup['id']} in s3://" in refused.stderr
+    assert "is corrupted" in refused.stderr
+    assert _rows() == before and _databases() == databases
+    assert not list(FOLDER.glob(f"*{backup['id']}*"))  # the partial download is gone
+    unknown = fab(sandbox_up, "db.restore", "--env", "production", "--from",
+                  "s3:20200101T000000Z", "--yes")
+    assert unknown.returncode == 2 and "no copy 20200101T000000Z" in unknown.stderr
+
+
+def test_a_backup_that_would_not_fit_is_refused_before_pg_dump_starts(
+        sandbox_up: dict[str, Any], live: Any) -> None:
+    """Room for 1.5 times the last dump, asked before pg_dump runs: a disk filled by a backup
+    would take postgres down with it."""
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    uid = FOLDER.stat().st_uid
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=256k,mode=700,uid={uid}", "tmpfs",
+                    str(FOLDER)], check=True)
+    try:
+        old = FOLDER / "20200101T000000Z.dump"
+        old.write_bytes(b"PGDMP" + bytes(120 * 1024))
+        refused = fab(sandbox_up, "db.backup", "--env", "production")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "not enough room for a backup" in refused.stderr, refused.stderr
+        assert "1.5 times the last dump is 180 KiB" in refused.stderr
+        assert sorted(p.name for p in FOLDER.iterdir()) == [old.name]  # pg_dump never ran
+    finally:
+        subprocess.run(["umount", str(FOLDER)], check=False)
+
+
+# -- nightly backups: cron on the host ----------------------------------------------------
+
+USER = "vedfin-deployer"
+
+
+def _as_deployer(command: str) -> subprocess.CompletedProcess[str]:
+    """As cron runs a job: the deploy user, a bare environment."""
+    return subprocess.run(["su", "-s", "/bin/sh", USER, "-c",
+                           f"env -i PATH=/usr/bin:/bin HOME=/ SHELL=/bin/sh {command}"],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_the_nightly_backup_runs_as_cron_runs_it_and_status_shows_its_age(
+        sandbox_up: dict[str, Any], live: Any, tmp_path: Path) -> None:
+    _as_deployer("printf '%s\\n' '5 4 * * * /bin/true # the user s own line' | crontab -")
+    done = fab(sandbox_up, "db.schedule")
+    assert done.returncode == 0, done.stdout + done.stderr
+    crontab = _as_deployer("crontab -l").stdout
+    assert "/bin/true # the user s own line" in crontab  # other lines are kept
+    entry = next(line for line in crontab.splitlines()
+                 if line.endswith("nightly-backup-production"))
+    minute, hour, *_rest = entry.split()
+    job = entry.split(None, 5)[5]
+
+    ran = _as_deployer(job)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    log = (FOLDER.parent / "nightly.log").read_text().splitlines()[-1]
+    assert " production ok " in log, log
+    listed = json.loads(fab(sandbox_up, "db.backups", "--env", "production", "--json").stdout)
+    nightly = listed["backups"][-1]
+    assert nightly["reason"] == "nightly" and nightly["id"] in log
+    import hashlib
+
+    dump = FOLDER / f"{nightly['id']}.dump"
+    assert hashlib.sha256(dump.read_bytes()).hexdigest() == nightly["sha256"]
+    assert dump.stat().st_mode & 0o777 == 0o600
+
+    status = json.loads(fab(sandbox_up, "status", "--env", "production", "--json").stdout)
+    assert status["backups"]["last"] == nightly["id"]
+    assert status["backups"]["nightly_scheduled"] == f"{int(hour):02d}:{int(minute):02d}"
+    assert 0 <= status["backups"]["age_seconds"] < 300
+    table = fab(sandbox_up, "status", "--env", "production").stdout
+    assert f"backups: last {nightly['id']}" in table and "(cron)" in table
+
+    # a deploy or restore holding the lock: the night is skipped, said in the log
+    lock = Path(live.remote.base_dir) / "production" / ".lock"
+    lock.mkdir(parents=True)
+    try:
+        assert _as_deployer(job).returncode == 0
+    finally:
+        lock.rmdir()
+    assert "skipped: another run holds the lock" in \
+        (FOLDER.parent / "nightly.log").read_text().splitlines()[-1]
+
+    if live.backups.s3 is not None:  # cron has no S3 client: the next backup copies it
+        assert fab(sandbox_up, "db.backup", "--env", "production").returncode == 0
+        copies = json.loads(fab(sandbox_up, "db.backups", "--env", "production", "--s3",
+                                "--json").stdout)["backups"]
+        assert nightly["id"] in [c["id"] for c in copies]
+
+    off = tmp_path / "no-nightly.yaml"
+    off.write_text(Path(sandbox_up["config"]).read_text().replace(
+        "  beforeDeploy: true\n", "  beforeDeploy: true\n  nightly: null\n"))
+    removed = fab(sandbox_up, "db.schedule", extra_env={"VEDFIN_CONFIG": str(off)})
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    crontab = _as_deployer("crontab -l").stdout
+    assert "nightly-backup" not in crontab and "/bin/true # the user s own line" in crontab
+    status = json.loads(fab(sandbox_up, "status", "--env", "production", "--json").stdout)
+    assert status["backups"]["nightly_scheduled"] is None
+    _as_deployer("crontab -r")

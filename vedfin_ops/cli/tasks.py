@@ -109,7 +109,7 @@ def capacity_report(c: Context, env: str | None = None, json_: bool = False,
     cfg = config_for(config)
     if env:
         cfg.require_env(env)
-    usage = measure(remote(c)) if is_remote(c) else None
+    usage = measure(remote(c), cfg.remote.base_dir) if is_remote(c) else None
     report = _capacity_report(cfg, env, usage)
     if chart:
         err.print(f"chart: {write_chart(report, chart)}")
@@ -321,16 +321,20 @@ def db_backup(c: Context, env: str = "production", accept_new_host_key: bool = F
 
 
 @task(name="backups", help={**HOST_HELP, "env": "one env (default: every env)",
-                            "json": "JSON output"})
+                            "json": "JSON output",
+                            "s3": "the copies in the backups.s3 bucket instead"})
 @guarded
-def db_backups(c: Context, env: str | None = None, json_: bool = False,
+def db_backups(c: Context, env: str | None = None, json_: bool = False, s3: bool = False,
                accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
                config: str | None = None) -> None:
-    """The backups on the host, oldest first per database."""
+    """The backups on the host (or their copies in the bucket), oldest first per database."""
     from vedfin_ops.steps.backup import list_backups, root
     cfg = config_for(config)
     if env is not None:
         cfg.require_env(env)
+    if s3:
+        _bucket_backups(cfg, env, json_)
+        return
     listing = list_backups(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
     if json_:
         print(json.dumps({"backups": [b.to_dict() for b in listing.backups],
@@ -346,8 +350,43 @@ def db_backups(c: Context, env: str | None = None, json_: bool = False,
         warn(f"{root(cfg)}/{path} is not a backup record (edited by hand?): ignored")
 
 
+@task(name="schedule", help={**HOST_HELP})
+@guarded
+def db_schedule(c: Context, accept_new_host_key: bool = False,
+                host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """Install (or, with backups.nightly: null, remove) the nightly backups in cron."""
+    from vedfin_ops.steps import nightly
+    cfg = config_for(config)
+    installed = nightly.apply(remote(c, accept_new_host_key, host_key_fingerprint), cfg)
+    if not installed:
+        stdout.print("db.schedule: no nightly backups (backups.nightly is null); removed")
+        return
+    for env, at in installed.items():
+        stdout.print(f"db.schedule: {env} every night at {at} (host time): "
+                     f"{nightly.script_path(cfg, env)}")
+
+
+def _bucket_backups(cfg: Any, env: str | None, json_: bool) -> None:
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.errors import UsageError
+    from vedfin_ops.steps import offsite
+    target = offsite.bucket(cfg, secret_store.resolve(cfg, env))
+    if target is None:
+        raise UsageError("db.backups --s3: backups.s3 is not set in the config")
+    envs = [env] if env is not None else list(cfg.environments)
+    databases = sorted({cfg.environments[e].database for e in envs})
+    copies = [b for database in databases for b in offsite.list_copies(target, database)]
+    if json_:
+        print(json.dumps({"bucket": target.where, "backups": [b.to_dict() for b in copies]},
+                         indent=2))
+        return
+    from vedfin_ops.reports.tables import backups_table
+    stdout.print(backups_table(copies, [], target.where))
+
+
 @task(name="restore", help={**HOST_HELP, "env": "environment",
-                            "from": "the backup's id (fab db.backups)",
+                            "from": "the backup's id (fab db.backups), or s3:ID for a copy "
+                                    "in the bucket (fab db.backups --s3)",
                             "into": "restore into this new database and stop there",
                             "yes": "needed to replace production's database"})
 @guarded
@@ -468,5 +507,5 @@ ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production",
                                                                    "dev"))))
 ns.add_collection(Collection("secrets", generate))
 ns.add_collection(Collection("lock", lock_release))
-ns.add_collection(Collection("db", db_backup, db_backups, db_restore))
+ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))

@@ -107,6 +107,8 @@ def _resolve_paths(config: Config, file: str) -> None:
         config.edge.acme_ca_root = resolved(config.edge.acme_ca_root)
     if config.registry is not None and config.registry.ca_root is not None:
         config.registry.ca_root = resolved(config.registry.ca_root)
+    if config.backups.s3 is not None and config.backups.s3.ca_root is not None:
+        config.backups.s3.ca_root = resolved(config.backups.s3.ca_root)
     for app in config.applications:
         if app.build is not None:
             app.build.context = resolved(app.build.context)
@@ -253,6 +255,11 @@ def _check(config: Config, file: str) -> None:
     _check_traefik(config, fail)
     _check_pg_settings(config, fail)
     _check_verifiable(config, fail)
+    if config.backups.s3 is not None:
+        for key, name in config.backups.s3.secret_refs().items():
+            if name not in config.secrets.get("shared", {}):
+                fail(f"backups.s3.{key.split()[0]}", f"${{{name}}} is not a shared secret "
+                     f"(add {name}: manual under secrets.shared)")
     if config.registry is not None:
         registry = config.registry
         if registry.password_secret not in config.secrets.get("shared", {}):

@@ -486,6 +486,38 @@ class Verify(Model):
     allow_no_checks: bool = False
 
 
+def _endpoint(value: str) -> str:
+    """An http(s) URL; `${SECRET}` references may stand for parts (R2's account id)."""
+    if not re.fullmatch(r"https?://[A-Za-z0-9.${}_:-]+(/[A-Za-z0-9._/-]*)?", value):
+        raise ValueError(f"{show(value)} is not an http(s):// endpoint URL")
+    return value
+
+
+class BackupS3(Model):
+    """Off-host copies of every backup in an S3 bucket (Cloudflare R2 speaks the S3 API:
+    endpoint `https://${R2_ACCOUNT_ID}.r2.cloudflarestorage.com`, region `auto`). Keys are
+    always `${SECRET}` references to shared secrets."""
+
+    endpoint: Annotated[str, AfterValidator(_endpoint)]
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    region: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "auto"
+    # objects are `<prefix><database>/<id>.dump` and `.json`
+    prefix: Annotated[str, Field(pattern=r"^([A-Za-z0-9._-]+/)*$")] = ""
+    access_key_id: Annotated[str, AfterValidator(_secret_reference)]
+    secret_access_key: Annotated[str, AfterValidator(_secret_reference)]
+    ca_root: Annotated[str, AfterValidator(_ca_root)] | None = None
+    # the newest this many copies of each database are kept in the bucket
+    keep: Annotated[Count, Field(ge=1, le=10000)] = 30
+
+    def secret_refs(self) -> dict[str, str]:
+        """key -> secret name, for every reference this section makes."""
+        refs = {"accessKeyId": self.access_key_id[2:-1],
+                "secretAccessKey": self.secret_access_key[2:-1]}
+        for name in _SECRET_REF.findall(self.endpoint):
+            refs[f"endpoint ${{{name}}}"] = name
+        return refs
+
+
 class Backups(Model):
     """Database backups on the host (`<remote.baseDir>/backups/<database>/`)."""
 
@@ -493,6 +525,11 @@ class Backups(Model):
     keep: Annotated[Count, Field(ge=1, le=1000)] = 7
     # deploy backs up the env's database before anything changes (`--no-backup` skips it)
     before_deploy: bool = True
+    # every backup also uploaded here (and `db.restore --from s3:ID` restores from there)
+    s3: BackupS3 | None = None
+    # a backup of every env's database each night at this time of the host's clock (cron;
+    # envs 10 minutes apart in the order of `environments`); null: none
+    nightly: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] | None = "03:00"
 
 
 class Remote(Model):

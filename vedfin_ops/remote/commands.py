@@ -276,18 +276,29 @@ def scale_services(wanted: dict[str, int]) -> str:
 
 
 
+_NO_ROOM = ("not enough room for a backup: %s KiB free in %s, 1.5 times the last dump is %s "
+            "KiB (lower backups.keep or free the disk)\\n")
+
+
 def backup_dump(container: str, user: str, database: str, folder: str, backup_id: str,
                 record_prefix: str) -> str:
     """`pg_dump -Fc` in the postgres container, streamed to a partial file (0600) on the host;
     its sha256 and size go into `<id>.json` (the record, `record_prefix` + those two fields),
     and the dump is renamed into place only once whole. A failed dump (a full disk, the
     container gone) removes the partial file; a killed one leaves it for the next backup of
-    the database to remove. Prints `sha256 size`."""
+    the database to remove. Before it starts, the folder's filesystem must have room for
+    1.5 times the database's last dump (exit 28, ENOSPC's number, with one line saying so):
+    a disk filled by a backup takes postgres down with it. Prints `sha256 size`."""
     part, dump = f"{folder}/.partial-{backup_id}.dump", f"{folder}/{backup_id}.dump"
     record = f"{folder}/{backup_id}.json"
     return (f"umask 077 && mkdir -p -- {sh(folder)} && chmod 700 -- {sh(folder)} && "
             f"find {sh(folder)} -maxdepth 1 \\( -name '.partial-*' -o -name '*.json.tmp' \\) "
             f"-delete && "
+            f"last=$(ls -1t -- {sh(folder)}/*.dump 2>/dev/null | head -n 1) && need=0 && "
+            f"if [ -n \"$last\" ]; then need=$(( $(stat -c %s \"$last\") * 3 / 2048 )); fi && "
+            f"free=$(df -kP {sh(folder)} | awk 'NR==2{{print $4}}') && "
+            f"if [ \"${{free:-0}}\" -lt \"$need\" ]; then printf {sh(_NO_ROOM)} "
+            f"\"${{free:-0}}\" {sh(folder)} \"$need\" >&2; exit 28; fi && "
             f"if docker exec {sh(container)} pg_dump -U {sh(user)} -Fc -d {sh(database)} "
             f"> {sh(part)}; then "
             f"sum=$(sha256sum < {sh(part)} | cut -d' ' -f1) && size=$(stat -c %s {sh(part)}) && "
@@ -296,6 +307,19 @@ def backup_dump(container: str, user: str, database: str, folder: str, backup_id
             f"> {sh(record + '.tmp')} && mv -- {sh(part)} {sh(dump)} && "
             f"mv -- {sh(record + '.tmp')} {sh(record)} && printf '%s %s\\n' \"$sum\" \"$size\"; "
             f"else rc=$?; rm -f -- {sh(part)} {sh(record + '.tmp')}; exit $rc; fi")
+
+
+def private_folder(path: str) -> str:
+    """A backup folder: made if missing, 0700 either way."""
+    return f"mkdir -p -- {sh(path)} && chmod 700 -- {sh(path)}"
+
+
+def keep_fetched(partial: str, dump: str, record: str, record_json: str) -> str:
+    """A fetched dump (checked) renamed into place, then its record (0600) written beside it:
+    a backup is listed only once both are there."""
+    return (f"umask 077 && mv -- {sh(partial)} {sh(dump)} && "
+            f"printf '%s\\n' {sh(record_json)} > {sh(record + '.tmp')} && "
+            f"mv -- {sh(record + '.tmp')} {sh(record)}")
 
 
 def backup_records(root: str) -> str:

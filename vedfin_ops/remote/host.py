@@ -330,6 +330,10 @@ class Remote(Protocol):
 
     def rename(self, source: str, target: str) -> None: ...
 
+    def open_read(self, path: str) -> Any: ...
+
+    def open_new(self, path: str, mode: int) -> Any: ...
+
     def redact(self, text: str) -> str: ...
 
 
@@ -464,6 +468,16 @@ class Host:
                 raise
             except (OSError, paramiko.SSHException) as exc:
                 raise self._sftp_error("upload", path, exc) from None
+
+    def open_read(self, path: str) -> paramiko.SFTPFile:
+        """`path` opened for reading in big sequential chunks (a dump streamed off the host
+        without a copy on this machine)."""
+        try:
+            handle = self.sftp.open(path, "rb")
+        except (OSError, paramiko.SSHException) as exc:
+            raise self._sftp_error("read", path, exc) from None
+        handle.prefetch()
+        return handle
 
     def open_new(self, path: str, mode: int) -> paramiko.SFTPFile:
         """`path` opened for writing (created, or truncated), created with `mode` by the open

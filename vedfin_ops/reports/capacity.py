@@ -274,6 +274,12 @@ def capacity_report(config: Config, env: str | None = None,
                                              * 100, 1) if usage.memory_total_mb else 0.0,
                 "swap_total_mb": usage.swap_total_mb, "swap_used_mb": usage.swap_used_mb,
                 "cpu_load": usage.cpu_load, "cpus": usage.cpus}
+        if usage.disk is not None:
+            host.update({"disk_total_mb": usage.disk.total_mb,
+                         "disk_used_mb": usage.disk.used_mb,
+                         "disk_used_percent": usage.disk.used_percent,
+                         "disk_free_mb": usage.disk.free_mb,
+                         "backups_mb": usage.disk.backups_mb})
     return CapacityReport(
         scope=env or "all",
         vps_memory_mb=config.vps.memory,
@@ -304,8 +310,18 @@ def live_status(config: Config, usage: Usage) -> tuple[Status, list[str]]:
     figures = (f"RAM {usage.memory_used_mb:.0f} of {usage.memory_total_mb:.0f} MiB used "
                f"({percent:.0f}%), swap {usage.swap_used_mb:.0f} of "
                f"{usage.swap_total_mb:.0f} MiB")
+    status: Status
     if percent > config.alerts.ram.above:
-        return "critical", [f"{figures}: over {config.alerts.ram.above:g}%"]
-    if percent > config.alerts.ram_warn:
-        return "warn", [f"{figures}: over {config.alerts.ram_warn:g}%"]
-    return "ok", [figures]
+        status, reasons = "critical", [f"{figures}: over {config.alerts.ram.above:g}%"]
+    elif percent > config.alerts.ram_warn:
+        status, reasons = "warn", [f"{figures}: over {config.alerts.ram_warn:g}%"]
+    else:
+        status, reasons = "ok", [figures]
+    disk = usage.disk
+    if disk is not None and disk.used_percent > config.alerts.disk.above:
+        reasons.append(f"disk {disk.used_percent:g}% used ({disk.used_mb:.0f} of "
+                       f"{disk.total_mb:.0f} MiB, backups {disk.backups_mb:.0f} MiB of it): "
+                       f"over the {config.alerts.disk.above:g}% alert (lower backups.keep, "
+                       f"or prune images)")
+        status = "critical" if status == "critical" else "warn"
+    return status, reasons

@@ -60,6 +60,10 @@ def actual_usage(report: CapacityReport) -> Text:
                 f"{host.get('memory_total_mb', 0):.0f}m ({host.get('memory_used_percent', 0)}%)"
                 f", swap {host.get('swap_used_mb', 0):.0f}m of {host.get('swap_total_mb', 0):.0f}m"
                 f", load {host.get('cpu_load', 0)} on {host.get('cpus', 0)} CPUs")
+    if "disk_total_mb" in host:
+        text.append(f"\n  disk: {host['disk_used_mb']:.0f}m of {host['disk_total_mb']:.0f}m "
+                    f"({host['disk_used_percent']}%), backups {host['backups_mb']:.0f}m, "
+                    f"{host['disk_free_mb']:.0f}m free")
     return text
 
 
@@ -235,7 +239,40 @@ def status_tables(info: dict[str, Any]) -> Group:
                                    f"{info.get('current')} as recorded: " + "; ".join(drift)))
     for problem in info.get("problems") or []:
         notes.append(Text.assemble(("warning: ", "yellow"), problem))
+    notes += _backup_notes(info.get("backups") or {})
     return Group(_releases(info), services, *(_note(n) for n in notes))
+
+
+STALE_BACKUP = 26 * 3600  # a nightly backup missed: more than a day and its run's slack
+
+
+def _backup_notes(backups: dict[str, Any]) -> list[Text]:
+    """The last backup's age, the nightly schedule, and a warning for each gap."""
+    from vedfin_ops.steps.nightly import human_age
+
+    if not backups:
+        return []
+    if backups.get("last"):
+        line = Text(f"backups: last {backups['last']} ({human_age(backups['age_seconds'])}, "
+                    f"{backups.get('last_reason')}), {backups['count']} on the host")
+    else:
+        line = Text("backups: none on the host")
+    scheduled, wanted = backups.get("nightly_scheduled"), backups.get("nightly_configured")
+    line.append(f"; nightly at {scheduled} (cron)" if scheduled else "; no nightly backup")
+    notes = [line]
+    if wanted and not scheduled:
+        notes.append(Text.assemble(("warning: ", "yellow"), f"backups.nightly is {wanted} but "
+                                   "the host's crontab has no entry for this env (fab "
+                                   "db.schedule)"))
+    age = backups.get("age_seconds")
+    if scheduled and age is not None and age > STALE_BACKUP:
+        notes.append(Text.assemble(("warning: ", "yellow"), f"the last backup is "
+                                   f"{human_age(age)}; last nightly run: "
+                                   f"{backups.get('last_nightly_run') or 'never'}"))
+    elif backups.get("last_nightly_run", "") and " failed: " in backups["last_nightly_run"]:
+        notes.append(Text.assemble(("warning: ", "yellow"), "last nightly run: ",
+                                   backups["last_nightly_run"]))
+    return notes
 
 
 def audit_entries(text: str) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import yaml
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.config.names import shared_stack_name, stack_name
-from vedfin_ops.sandbox import acme, engine, images, overlay, sshd, traefik
+from vedfin_ops.sandbox import acme, engine, images, overlay, s3, sshd, traefik
 from vedfin_ops.sandbox import registry as registry_server
 from vedfin_ops.sandbox.local import SandboxError, run
 
@@ -36,6 +36,7 @@ ACME_PORT = 14000
 ACME_ADMIN_PORT = 15000
 TRAEFIK_HTTP_PORT = 28080
 TRAEFIK_HTTPS_PORT = 28443
+S3_PORT = 29000
 REGISTRY_USER = "vedfin"
 REGISTRY_SECRET = "REGISTRY_PASSWORD"
 
@@ -56,6 +57,7 @@ class State:
     acme_admin_port: int = 0
     traefik_http_port: int = 0
     traefik_https_port: int = 0
+    s3_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -121,8 +123,19 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     state.edge_port = state.edge_port or sshd.free_port(EDGE_PORT)
     state.https_port = state.https_port or sshd.free_port(HTTPS_PORT)
 
+    s3_endpoint, s3_keys = None, None
+    if s3.available():
+        progress("s3: moto's S3 server on 127.0.0.1, for the backups' off-host copies")
+        state.s3_port = state.s3_port or sshd.free_port(S3_PORT)
+        state.save(workdir)
+        s3_keys = s3.ensure(workdir / "s3", state.s3_port)
+        s3_endpoint = f"http://127.0.0.1:{state.s3_port}"
+    else:
+        progress("s3: moto is not installed, so backups are not copied off-host "
+                 "(pip install 'moto[server]')")
+
     progress("config: .sandbox/dokploy.yaml, dokploy-https.yaml and secrets")
-    _write_config(workdir, Path(shipped), state.edge_port, server)
+    _write_config(workdir, Path(shipped), state.edge_port, server, s3_endpoint, s3_keys)
     if authority is not None:
         _write_https_config(workdir, Path(shipped), state.https_port, authority)
     if authority is not None and images.traefik_binary() is not None:
@@ -185,18 +198,20 @@ def build_apps(config_path: Path, tags: tuple[str, ...] = images.APP_TAGS) -> No
 
 
 def _write_config(workdir: Path, shipped: Path, edge_port: int,
-                  server: registry_server.RegistryServer) -> None:
+                  server: registry_server.RegistryServer, s3_endpoint: str | None = None,
+                  s3_keys: dict[str, str] | None = None) -> None:
     data = yaml.safe_load(shipped.read_text())
     config_path = workdir / "dokploy.yaml"
     config_path.write_text(overlay.dump(
         overlay.sandbox_config(data, edge_port=edge_port, base_dir=BASE_DIR, user=USER,
                                registry={"server": server.server, "username": server.username,
                                          "password": f"${{{REGISTRY_SECRET}}}",
-                                         "caRoot": str(server.ca)}),
+                                         "caRoot": str(server.ca)},
+                               s3_endpoint=s3_endpoint),
         str(shipped), edge_port))
     config = load_config(config_path)  # the sandbox's own config must be valid
     secrets_file = workdir / "secrets.env"
-    existing = secret_store.read_file(secrets_file)
+    existing = {**secret_store.read_file(secrets_file), **(s3_keys or {})}
     for name, source in config.secret_names().items():
         if name not in existing:
             existing[name] = (_random.token_hex(32) if source == "generate"
@@ -277,11 +292,15 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
             run(["docker", "swarm", "leave", "--force"], check=False)
     progress("acme: stopping pebble")
     acme.stop(workdir / "acme")
+    progress("s3: stopping moto's server")
+    s3.stop(workdir / "s3")
     progress("registry: stopping")
     registry_server.stop(workdir / "registry")
     if state.trusted_registry:
         registry_server.untrust(state.trusted_registry)
     progress("ssh: stopping sshd, removing user")
+    if shutil.which("crontab"):  # the nightly backups deploys install for the deploy user
+        run(["crontab", "-r", "-u", USER], check=False)
     sshd.stop(workdir)
     if state.created_user:
         sshd.remove_user(USER)

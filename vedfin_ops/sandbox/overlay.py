@@ -27,7 +27,8 @@ def localhost_domain(domain: str) -> str:
 
 
 def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
-                   user: str, registry: dict[str, str]) -> dict[str, Any]:
+                   user: str, registry: dict[str, str], s3_endpoint: str | None = None
+                   ) -> dict[str, Any]:
     data = copy.deepcopy(shipped)
     server = registry["server"]
     data["registry"] = dict(registry)
@@ -70,6 +71,16 @@ def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
                       "rolloutTimeout": "180s"}
     data["vps"] = {**data["vps"], "address": "127.0.0.1"}
     data["secretsFile"] = "secrets.env"
+    # off-host backup copies go to the sandbox's own S3 server, never to the shipped R2
+    backups = dict(data.get("backups", {}))
+    if s3_endpoint is not None and "s3" in backups:
+        from vedfin_ops.sandbox.s3 import BUCKET, REGION
+
+        backups["s3"] = {**backups["s3"], "endpoint": s3_endpoint, "bucket": BUCKET,
+                         "region": REGION}
+    else:
+        backups.pop("s3", None)
+    data["backups"] = backups
     # This machine runs no ufw, Netdata or Uptime Kuma: preflight says "skipped" for them
     # rather than failing every rehearsal. Published ports are still audited for real.
     data["firewall"] = {**data.get("firewall", {}), "check": "none"}

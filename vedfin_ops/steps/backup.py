@@ -93,11 +93,11 @@ def parse_listing(text: str) -> Listing:
                 out.unreadable.append(path)
             else:
                 out.backups.append(backup)
-    out.backups.sort(key=lambda b: (b.database, _order(b.id)))
+    out.backups.sort(key=lambda b: (b.database, id_order(b.id)))
     return out
 
 
-def _order(backup_id: str) -> tuple[str, int]:
+def id_order(backup_id: str) -> tuple[str, int]:
     stamp, _, n = backup_id.partition(".")
     return stamp, int(n or 1)
 
@@ -134,7 +134,7 @@ def to_remove(backups: list[Backup], orphans: list[str], keep: int,
     for backup in backups:
         by_db.setdefault(backup.database, []).append(backup)
     for database, found in by_db.items():
-        found.sort(key=lambda b: _order(b.id))
+        found.sort(key=lambda b: id_order(b.id))
         for old in found[:-keep] if len(found) > keep else []:
             if old.id not in protect:
                 out += [f"{database}/{old.id}.dump", f"{database}/{old.id}.json"]
@@ -231,8 +231,12 @@ class BackupRun(Operation):
         if backup is None:
             self.audit_ok("skipped", detail=f"{database} does not exist yet")
             return None
+        from vedfin_ops.steps.offsite import offsite_copy
+
+        copied = offsite_copy(self.host, self.config, backup, self.say)
         self.audit_ok("ok", detail=f"{database} {backup.id} {backup.size} bytes "
-                                   f"sha256 {backup.sha256[:12]}")
+                                   f"sha256 {backup.sha256[:12]}"
+                                   + (f", copied to {copied}" if copied else ""))
         return backup
 
     def put_back(self) -> str:

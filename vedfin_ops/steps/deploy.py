@@ -109,6 +109,7 @@ class Deploy(EnvRun):
         self.skip_preflight, self.force, self.allow_shared = skip_preflight, force, allow_shared
         self.no_backup = no_backup
         self.backup = ""  # the backup taken before anything changed, or why there is none
+        self.offsite = ""  # where its off-host copy went (or that it failed)
         self.hooks = hooks or Hooks()
         self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
         self.release = release_id(now(), content_hash(files))
@@ -229,6 +230,20 @@ class Deploy(EnvRun):
         else:
             self.backup = taken.id
             self.say(f"backup: {database} {taken.id} ({taken.size} bytes)")
+            self.copy_offsite(taken)
+
+    def copy_offsite(self, taken: backup_step.Backup) -> None:
+        """The backup's off-host copy: a failed one is a warning (the copy on the host is
+        whole, and it is what a rollback restores), said again in the audit line."""
+        from vedfin_ops.steps.offsite import offsite_copy
+
+        try:
+            copied = offsite_copy(self.host, self.config, taken, self.say)
+        except CheckFailed as exc:
+            self.say(f"warning: {exc}")
+            self.offsite = "not copied off-host"
+            return
+        self.offsite = f"copied to {copied}" if copied else ""
 
     def push(self) -> None:
         stamps = {r.rpartition("-")[0] for r, _ in self.state.releases}
@@ -358,7 +373,8 @@ class Deploy(EnvRun):
             self.release_dir = None  # promoted: nothing to mark on the way out
             self.result.result, self.result.detail = "ok", f"{rid} live"
             self.commit(self.result)
-            self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}")
+            self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}"
+                          + (f" ({self.offsite})" if self.offsite else ""))
         try:
             self.host.run(commands.remove_dirs(prune), what="prune releases")
         except Exception as exc:  # the release is live; old folders can wait
@@ -368,6 +384,13 @@ class Deploy(EnvRun):
                 self.prune_images()
             except Exception as exc:
                 self.say(f"warning: old images not pruned ({describe(exc)})")
+        try:
+            from vedfin_ops.steps import nightly
+
+            nightly.apply(self.host, self.config)
+        except Exception as exc:  # the release is live; the schedule can be fixed after
+            self.say(f"warning: nightly backups not scheduled ({describe(exc)}; "
+                     f"fab db.schedule)")
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
 
     def prune_images(self) -> None:

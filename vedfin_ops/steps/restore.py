@@ -132,9 +132,10 @@ class DatabaseRestore:
     run by an operation that holds the env's lock (db.restore itself, and rollback
     --restore-db, which swaps the database before the apps go back)."""
 
-    def __init__(self, run: Operation, backup: Backup, into: str | None = None,
+    def __init__(self, run: Operation, backup: Backup | None, into: str | None = None,
                  when: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.run, self.backup, self.into, self.when = run, backup, into, when
+        self.run, self.into, self.when = run, into, when
+        self.backup: Backup = backup  # type: ignore[assignment]  # set before prepare()
         self.host, self.config = run.host, run.config
         self.database = run.config.environments[run.env].database
         self.container = ""
@@ -275,15 +276,25 @@ class RestoreRun(Operation):
 
     action = "db-restore"
 
-    def __init__(self, host: Remote, config: Config, env: str, backup: Backup,
+    def __init__(self, host: Remote, config: Config, env: str, backup: Backup | str,
                  into: str | None = None,
                  when: Callable[[], datetime] = lambda: datetime.now(UTC),
                  **kwargs: Any) -> None:
+        """`backup` is one on the host, or the id of a copy in the bucket (`s3:ID`), which
+        is fetched under the lock (no backup's retention removes it meanwhile)."""
         super().__init__(host, config, env, **kwargs)
-        self.restore = DatabaseRestore(self, backup, into, when)
+        self.fetch_id = backup if isinstance(backup, str) else None
+        self.restore = DatabaseRestore(self, backup if isinstance(backup, Backup) else
+                                       None, into, when)
 
     def body(self) -> str:
         restore = self.restore
+        if self.fetch_id is not None:
+            from vedfin_ops.config import secret_store
+            from vedfin_ops.steps.offsite import fetch
+
+            restore.backup = fetch(self.host, self.config, self.env, self.fetch_id,
+                                   secret_store.resolve(self.config, self.env), self.step)
         target = restore.prepare()
         if restore.into:
             restore.created = None
@@ -334,6 +345,11 @@ def run_restore(host: Remote, config: Config, env: str, backup_id: str, *,
         raise UsageError("db.restore replaces production's database (the old one is kept); "
                          "pass --yes if you mean it, or --into NEW_DB to look first")
     host.secrets = list(secret_store.resolve(config, env).values())
-    backup = find_backup(host, config, env, backup_id)
-    result: str = RestoreRun(host, config, env, backup, into, say=say).execute()
+    if backup_id.startswith("s3:"):
+        wanted: Backup | str = backup_id[3:]
+        if config.backups.s3 is None:
+            raise UsageError("db.restore --from s3:ID needs backups.s3 in the config")
+    else:
+        wanted = find_backup(host, config, env, backup_id)
+    result: str = RestoreRun(host, config, env, wanted, into, say=say).execute()
     return result

@@ -34,6 +34,7 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
     found = drift(state.engine, state.meta.get("images", {}), env_views,
                   configured_replicas(config, env)) if state.current else []
     return {
+        **backups_state(host, config, env),
         "env": env,
         "current": state.current,
         "releases": [{"id": r.id, "state": r.state, "current": r.id == state.current,
@@ -55,6 +56,26 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
         "releases_dir": layout.releases,
         "config": config.source,
     }
+
+
+def backups_state(host: Host, config: Config, env: str) -> dict[str, Any]:
+    """The env's last backup and its age, and whether the nightly one is scheduled."""
+    from vedfin_ops.steps import nightly
+    from vedfin_ops.steps.backup import list_backups
+
+    found = list_backups(host, config, env).backups
+    night = nightly.parse_state(host.run(nightly.state_command(config),
+                                         what="nightly backups"), env)
+    last = found[-1] if found else None
+    return {"backups": {
+        "count": len(found),
+        "last": last.id if last else None,
+        "last_reason": last.reason if last else None,
+        "age_seconds": round(nightly.age(last.id)) if last else None,
+        "nightly_configured": config.backups.nightly,
+        "nightly_scheduled": night.scheduled,
+        "last_nightly_run": night.last_run or None,
+    }}
 
 
 def release_lock(conn: Connection | Host, config: Config, env: str, *,

@@ -46,8 +46,24 @@ case "$out" in *SLOW*) docker stats --no-stream --format '{{json .}}';; *) print
 ' "$out";; esac
 """
 
-PROBE = ("cat /proc/meminfo; echo '--LOAD--'; cat /proc/loadavg; echo '--CPUS--'; nproc; "
-         "echo '--STATS--';" + CGROUP_STATS)
+def disk_command(base_dir: str) -> str:
+    """The filesystem holding `base_dir` (its nearest existing parent on a new host): total,
+    used and free KiB; then the KiB the backups take."""
+    from vedfin_ops.remote.quoting import sh
+
+    return (f"d={sh(base_dir)}; while [ ! -e \"$d\" ]; do d=$(dirname \"$d\"); done; "
+            f"df -kP \"$d\" | awk 'NR==2{{print $2, $3, $4}}'; "
+            f"du -sk {sh(base_dir.rstrip('/') + '/backups')} 2>/dev/null | cut -f1; true")
+
+
+def probe(base_dir: str | None = None) -> str:
+    """One command for everything; with `base_dir`, the disk it is on too."""
+    disk = f"echo '--DISK--'; {disk_command(base_dir)}; " if base_dir else ""
+    return ("cat /proc/meminfo; echo '--LOAD--'; cat /proc/loadavg; echo '--CPUS--'; nproc; "
+            + disk + "echo '--STATS--';" + CGROUP_STATS)
+
+
+PROBE = probe()
 
 
 def parse_size_mib(text: str) -> float | None:
@@ -92,6 +108,30 @@ def parse_stats(text: str) -> list[ContainerStat]:
     return out
 
 
+@dataclass(frozen=True)
+class Disk:
+    total_mb: float
+    used_mb: float
+    free_mb: float
+    backups_mb: float  # what `<base>/backups` holds (0 when there is none yet)
+
+    @property
+    def used_percent(self) -> float:
+        """As `df` counts it (used of what users may use: root's reserve left out)."""
+        room = self.used_mb + self.free_mb
+        return round(self.used_mb / room * 100, 1) if room else 0.0
+
+
+def parse_disk(text: str) -> Disk | None:
+    """`total used free` KiB (df), then the backups' KiB (du; absent before the first)."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if not lines or len(lines[0]) != 3 or not all(w.isdigit() for w in lines[0]):
+        return None
+    total, used, free = (int(w) / 1024 for w in lines[0])
+    backups = int(lines[1][0]) / 1024 if len(lines) > 1 and lines[1][0].isdigit() else 0.0
+    return Disk(round(total, 1), round(used, 1), round(free, 1), round(backups, 1))
+
+
 @dataclass
 class Usage:
     memory_total_mb: float
@@ -101,6 +141,7 @@ class Usage:
     cpu_load: float  # 1-minute load average
     cpus: int
     containers: list[ContainerStat] = field(default_factory=list)
+    disk: Disk | None = None
 
     def service_used(self, service: str) -> tuple[float, int] | None:
         """(MiB used by all its running containers, how many) or None if none measured."""
@@ -124,6 +165,7 @@ def parse_probe(text: str) -> Usage:
     mem_text, _, rest = text.partition("--LOAD--")
     load_text, _, rest = rest.partition("--CPUS--")
     cpus_text, _, stats_text = rest.partition("--STATS--")
+    cpus_text, _, disk_text = cpus_text.partition("--DISK--")
     mem = parse_meminfo(mem_text)
     total = mem.get("MemTotal", 0.0)
     available = mem.get("MemAvailable", mem.get("MemFree", 0.0))
@@ -136,8 +178,9 @@ def parse_probe(text: str) -> Usage:
         cpu_load=float(load_text.split()[0]) if load_text.split() else 0.0,
         cpus=int(cpus_text.strip() or 1),
         containers=parse_stats(stats_text),
+        disk=parse_disk(disk_text),
     )
 
 
-def measure(host: Host) -> Usage:
-    return parse_probe(host.run(PROBE, what="measure usage"))
+def measure(host: Host, base_dir: str | None = None) -> Usage:
+    return parse_probe(host.run(probe(base_dir), what="measure usage"))

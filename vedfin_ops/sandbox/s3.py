@@ -1,0 +1,126 @@
+"""An S3 endpoint for the sandbox's off-host backup copies: moto's server (PyPI `moto[server]`).
+
+No real S3 server is installable here (MinIO, Garage, SeaweedFS are in no registry this machine
+reaches; Debian's radosgw needs a Ceph cluster). moto is the emulator botocore's own ecosystem
+tests against: it speaks the S3 REST API with multipart uploads, and with
+INITIAL_NO_AUTH_ACTION_COUNT it checks SigV4 signatures against IAM access keys, so a wrong
+secret fails as R2 would (SignatureDoesNotMatch). The first three calls (no auth yet) make an
+IAM user, its S3 policy and its access key; the keys go into the sandbox's secrets file as
+R2_ACCESS_KEY_ID / R2_SECRET_ACCESS_KEY, the names the shipped config's `backups.s3` uses.
+
+Its state is in memory: a restarted server has an empty bucket and new keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from vedfin_ops.sandbox.local import SandboxError, alive, terminate
+
+BUCKET = "v-edfinance-backup"
+REGION = "us-east-1"  # moto makes buckets without a location constraint only here
+_SCRIPT = "from moto.server import main; main()"
+
+
+def _argv(port: int) -> list[str]:
+    return [sys.executable, "-c", _SCRIPT, "-H", "127.0.0.1", "-p", str(port)]
+
+
+def available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("moto") is not None and \
+        importlib.util.find_spec("flask") is not None
+
+
+def running(folder: Path, port: int) -> int | None:
+    """Ours if its arguments are ours, whichever name the interpreter ran under (`python`,
+    `python3.11`: inv and pytest start it differently); a reused pid is never taken."""
+    argv = _argv(port)
+    try:
+        pid = int((folder / "moto.pid").read_text())
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except (OSError, ValueError):
+        return None
+    ours = args[1:len(argv)] == argv[1:] and "python" in Path(args[0]).name
+    return pid if ours and alive(pid) else None
+
+
+def _port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def ensure(folder: Path, port: int) -> dict[str, str] | None:
+    """The server up with the bucket; returns fresh keys when it was (re)started, None when
+    the running one (and the keys already in the secrets file) still serve."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if running(folder, port) is not None and (folder / "ready").exists():
+        return None
+    stop(folder)
+    if _port_taken(port):
+        raise SandboxError(f"port {port} is taken by a process the sandbox did not start "
+                           f"(set state.json's s3_port to a free one, or stop it)")
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_ALLOW_NONEXISTENT_REGION":
+           "true"}
+    with (folder / "moto.log").open("ab") as log:
+        proc = subprocess.Popen(_argv(port), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=env)
+    (folder / "moto.pid").write_text(str(proc.pid))
+    (folder / "port").write_text(str(port))
+    import requests
+
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise SandboxError(f"moto server exited ({proc.returncode}); see "
+                               f"{folder / 'moto.log'}")
+        try:
+            requests.get(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise SandboxError(f"moto server did not answer within 30 s; see "
+                                   f"{folder / 'moto.log'}") from None
+            time.sleep(0.2)
+    keys = _bootstrap(endpoint)
+    (folder / "ready").write_text(endpoint)
+    return keys
+
+
+def _bootstrap(endpoint: str) -> dict[str, str]:
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
+                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam.create_user(UserName="vedfin-backups")
+    iam.put_user_policy(UserName="vedfin-backups", PolicyName="backups", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17",
+         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="vedfin-backups")["AccessKey"]
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
+                      aws_access_key_id=key["AccessKeyId"],
+                      aws_secret_access_key=key["SecretAccessKey"])
+    s3.create_bucket(Bucket=BUCKET)
+    return {"R2_ACCESS_KEY_ID": key["AccessKeyId"],
+            "R2_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+
+def stop(folder: Path) -> None:
+    """The server this sandbox started, known by its command line (a reused pid is never
+    signalled)."""
+    port_file = folder / "port"
+    if port_file.exists():
+        pid = running(folder, int(port_file.read_text()))
+        if pid is not None:
+            terminate(pid)
+    for name in ("moto.pid", "ready", "port"):
+        (folder / name).unlink(missing_ok=True)

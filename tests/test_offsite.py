@@ -23,8 +23,8 @@ from .test_orchestration import World, assert_back_on_v1
 v1_live, world = orchestration.v1_live, orchestration.world
 
 R2 = {"endpoint": "https://${R2_ACCOUNT_ID}.r2.cloudflarestorage.com",
-      "bucket": "v-edfinance-backup", "accessKeyId": "${R2_ACCESS_KEY_ID}",
-      "secretAccessKey": "${R2_SECRET_ACCESS_KEY}"}
+      "bucket": "v-edfinance-backup", "accessKeyId": "${BACKUP_S3_ACCESS_KEY_ID}",
+      "secretAccessKey": "${BACKUP_S3_SECRET_ACCESS_KEY}"}
 
 
 def _with_s3(data: dict[str, Any], **changes: Any) -> None:
@@ -60,8 +60,8 @@ def test_the_shipped_config_copies_to_the_runbook_s_r2_bucket() -> None:
 
     s3 = load_config(SHIPPED).backups.s3
     assert s3 is not None and s3.bucket == "v-edfinance-backup" and s3.region == "auto"
-    assert s3.secret_refs() == {"accessKeyId": "R2_ACCESS_KEY_ID",
-                                "secretAccessKey": "R2_SECRET_ACCESS_KEY",
+    assert s3.secret_refs() == {"accessKeyId": "BACKUP_S3_ACCESS_KEY_ID",
+                                "secretAccessKey": "BACKUP_S3_SECRET_ACCESS_KEY",
                                 "endpoint ${R2_ACCOUNT_ID}": "R2_ACCOUNT_ID"}
 
 
@@ -77,8 +77,8 @@ def test_a_missing_key_is_named_before_any_request(
         variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> None:
     config = variant(_with_s3)
     with pytest.raises(CheckFailed, match=r"backups.s3.secretAccessKey: "
-                                          r"\$\{R2_SECRET_ACCESS_KEY\} is not set"):
-        offsite.bucket(config, {"R2_ACCESS_KEY_ID": "id", "R2_ACCOUNT_ID": "a"})
+                                          r"\$\{BACKUP_S3_SECRET_ACCESS_KEY\} is not set"):
+        offsite.bucket(config, {"BACKUP_S3_ACCESS_KEY_ID": "id", "R2_ACCOUNT_ID": "a"})
 
 
 class _Deletes:

@@ -265,10 +265,8 @@ def main(args: list[str]) -> int:
                 return 1
             sys.stdout.write(f"PGDMP fake dump of {flag(words, '-d')}\n")
             return 0
-        if program == "pg_restore":
+        if program == "pg_restore":  # into the new database: the fake dump holds no table
             sys.stdin.read()
-            if "-f" in words:  # the dump's data as SQL: the fake dump holds no table
-                return 0
             if state.get("restore_fails"):
                 print("pg_restore: error: could not execute query", file=sys.stderr)
                 return 1
@@ -290,6 +288,12 @@ def main(args: list[str]) -> int:
         for name in args[2:]:
             state.get("containers", {}).pop(name, None)
         save(state)
+        return 0
+    if args[0] == "inspect" and "-f" in args:  # the image of a running container
+        print("sha256:" + "0" * 64)
+        return 0
+    if args[0] == "run" and flag(args, "--entrypoint") == "pg_restore":  # counting a dump
+        sys.stdin.read()
         return 0
     if args[0] == "run":
         name = flag(args, "--name") or "x"

@@ -287,7 +287,7 @@ def test_a_wrong_s3_secret_fails_db_backup_in_one_line_and_a_deploy_goes_on(
     _bucket(live)
     wrong = "wrong-secret-" + "x" * 20
     failed = fab(sandbox_up, "db.backup", "--env", "production",
-                 extra_env={"R2_SECRET_ACCESS_KEY": wrong})
+                 extra_env={"BACKUP_S3_SECRET_ACCESS_KEY": wrong})
     assert failed.returncode == 1, failed.stdout + failed.stderr
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "SignatureDoesNotMatch" in errors[0], failed.stderr
@@ -298,7 +298,7 @@ def test_a_wrong_s3_secret_fails_db_backup_in_one_line_and_a_deploy_goes_on(
     assert (FOLDER / f"{record['id']}.dump").stat().st_size == record["size"]
 
     deployed = fab(sandbox_up, "deploy.production", "--tag", "v2",
-                   extra_env={"R2_SECRET_ACCESS_KEY": wrong})
+                   extra_env={"BACKUP_S3_SECRET_ACCESS_KEY": wrong})
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert "off-host copy failed" in deployed.stderr and wrong not in deployed.stderr
     tail = _audit_tail(sandbox_up, 1)

@@ -296,7 +296,7 @@ def backup_dump(container: str, user: str, database: str, folder: str, backup_id
             f"-delete && "
             f"last=$(ls -1t -- {sh(folder)}/*.dump 2>/dev/null | head -n 1) && need=0 && "
             f"if [ -n \"$last\" ]; then need=$(( $(stat -c %s \"$last\") * 3 / 2048 )); fi && "
-            f"free=$(df -kP {sh(folder)} | awk 'NR==2{{print $4}}') && "
+            f"free=$({free_kib(folder)}) && "
             f"if [ \"${{free:-0}}\" -lt \"$need\" ]; then printf {sh(_NO_ROOM)} "
             f"\"${{free:-0}}\" {sh(folder)} \"$need\" >&2; exit 28; fi && "
             f"if docker exec {sh(container)} pg_dump -U {sh(user)} -Fc -d {sh(database)} "
@@ -312,6 +312,11 @@ def backup_dump(container: str, user: str, database: str, folder: str, backup_id
 def private_folder(path: str) -> str:
     """A backup folder: made if missing, 0700 either way."""
     return f"mkdir -p -- {sh(path)} && chmod 700 -- {sh(path)}"
+
+
+def free_kib(path: str) -> str:
+    """Prints the KiB free on `path`'s filesystem."""
+    return f"df -kP {sh(path)} | awk 'NR==2{{print $4}}'"
 
 
 def keep_fetched(partial: str, dump: str, record: str, record_json: str) -> str:
@@ -339,14 +344,19 @@ def database_exists(container: str, user: str, database: str) -> str:
             f"-c {sh(query)}")
 
 
+def labelled(label: str, command: str) -> str:
+    """`<label> <what command printed>` on one line: two questions in one round trip."""
+    return f"printf '%s %s\\n' {sh(label)} \"$({command})\""
+
+
 def file_sha256(path: str) -> str:
     """Prints the file's sha256, or nothing when it cannot be read."""
     return f"sha256sum < {sh(path)} 2>/dev/null | cut -d' ' -f1"
 
 
 def restore_dump(container: str, user: str, database: str, dump: str) -> str:
-    """`pg_restore` of a custom-format dump (streamed from the host on stdin) into a new, empty
-    database, all or nothing (one transaction, stop at the first error)."""
+    """A bare `pg_restore` of a custom-format dump into a new, empty database, all or nothing:
+    the baseline of `python bench/run.py backup`."""
     return (f"docker exec -i {sh(container)} pg_restore -U {sh(user)} -d {sh(database)} "
             f"--exit-on-error --single-transaction --no-owner < {sh(dump)}")
 
@@ -375,9 +385,25 @@ on { n++ }
 """.replace("MARK", RESTORE_FAILED)
 
 
-def dump_row_counts(container: str, dump: str) -> str:
-    """The dump's rows per table: its data as SQL (`pg_restore -f - --data-only`), each COPY
-    block counted (COPY's text format escapes line breaks, so a row is a line). Prints
-    `<rows> <table>` lines, and `FAILED` when pg_restore could not read the dump."""
-    return (f"{{ docker exec -i {sh(container)} pg_restore -f - --data-only < {sh(dump)} || "
-            f"echo {RESTORE_FAILED}; }} | awk {sh(_COUNT_ROWS)}")
+UNREADABLE = "__vedfin_dump_unreadable__"
+
+
+def restore_counted(container: str, user: str, database: str, dump: str) -> str:
+    """The dump restored into a new, empty database by `pg_restore` (one transaction, stop
+    at the first error) while, beside it, the dump's own rows are counted per table: its data
+    as SQL (`pg_restore -f - --data-only`), each COPY block counted (COPY's text format escapes
+    line breaks: a row is a line). The counting runs in a one-off container of the running
+    postgres's image, without a network, the dump mounted read-only, so neither the database
+    container's CPU limit nor dockerd's streams are shared with the restore. Prints `<rows>
+    <table>` lines once the restore is done, `FAILED` when the dump could not be read through
+    to its end; exits as the restore did."""
+    count = (f"[ -r /vedfin-dump ] || {{ echo {UNREADABLE}; exit 0; }}; "
+             f"{{ pg_restore -f - --data-only /vedfin-dump || echo {RESTORE_FAILED}; }} | "
+             f"awk {sh(_COUNT_ROWS)}")
+    counter = (f"docker run --rm --network none -v {sh(dump + ':/vedfin-dump:ro')} "
+               f"--entrypoint sh \"$(docker inspect -f '{{{{.Image}}}}' {sh(container)})\" "
+               f"-c {sh(count)}")
+    return (f"counts=$(mktemp) || exit 1; {{ {counter} > \"$counts\" 2>&1; }} & counting=$!; "
+            f"docker exec -i {sh(container)} pg_restore -U {sh(user)} -d {sh(database)} "
+            f"--exit-on-error --single-transaction --no-owner < {sh(dump)}; rc=$?; "
+            f"wait $counting; cat \"$counts\"; rm -f \"$counts\"; exit $rc")

@@ -354,6 +354,42 @@ def _telling_line(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
+class WindowedReader:
+    """A remote file read front to back, at most `window` bytes asked ahead (`readv` of 32 KiB
+    requests, many in flight). paramiko's `prefetch()` asks for the whole file at once and
+    keeps what arrives until it is read: with a consumer slower than SSH (an upload to a far
+    bucket), a whole dump would sit in this process's memory."""
+
+    CHUNK = 32768
+
+    def __init__(self, handle: paramiko.SFTPFile, size: int, window: int = 8 * 2**20) -> None:
+        self.handle, self.size, self.window = handle, size, window
+        self.asked = 0  # the next byte not yet requested
+        self.buffer = bytearray()
+
+    def read(self, n: int | None = -1) -> bytes:
+        want = self.size if n is None or n < 0 else n
+        while len(self.buffer) < want and self.asked < self.size:
+            end = min(self.size, self.asked + self.window)
+            blocks = [(at, min(self.CHUNK, end - at)) for at in range(self.asked, end,
+                                                                     self.CHUNK)]
+            for data in self.handle.readv(blocks):
+                self.buffer += data
+            self.asked = end
+        out = bytes(self.buffer[:want])
+        del self.buffer[:want]
+        return out
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> WindowedReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 class Host:
     """One SSH connection for a whole run: every step's commands and uploads go through here.
 
@@ -469,15 +505,15 @@ class Host:
             except (OSError, paramiko.SSHException) as exc:
                 raise self._sftp_error("upload", path, exc) from None
 
-    def open_read(self, path: str) -> paramiko.SFTPFile:
-        """`path` opened for reading in big sequential chunks (a dump streamed off the host
+    def open_read(self, path: str) -> WindowedReader:
+        """`path` read front to back with a bounded read-ahead (a dump streamed off the host
         without a copy on this machine)."""
         try:
             handle = self.sftp.open(path, "rb")
+            size = handle.stat().st_size or 0
         except (OSError, paramiko.SSHException) as exc:
             raise self._sftp_error("read", path, exc) from None
-        handle.prefetch()
-        return handle
+        return WindowedReader(handle, size)
 
     def open_new(self, path: str, mode: int) -> paramiko.SFTPFile:
         """`path` opened for writing (created, or truncated), created with `mode` by the open

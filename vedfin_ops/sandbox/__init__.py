@@ -299,8 +299,15 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
     if state.trusted_registry:
         registry_server.untrust(state.trusted_registry)
     progress("ssh: stopping sshd, removing user")
-    if shutil.which("crontab"):  # the nightly backups deploys install for the deploy user
-        run(["crontab", "-r", "-u", USER], check=False)
+    if shutil.which("crontab"):  # the nightly backups deploys installed, and only those
+        from vedfin_ops.steps.nightly import without_block
+
+        tab = run(["crontab", "-l", "-u", USER], check=False)
+        kept = without_block(tab.stdout) if tab.returncode == 0 else ""
+        if kept.strip():
+            run(["crontab", "-u", USER, "-"], check=False, stdin=kept.encode())
+        elif tab.returncode == 0:
+            run(["crontab", "-r", "-u", USER], check=False)
     sshd.stop(workdir)
     if state.created_user:
         sshd.remove_user(USER)

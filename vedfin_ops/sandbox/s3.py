@@ -6,7 +6,8 @@ tests against: it speaks the S3 REST API with multipart uploads, and with
 INITIAL_NO_AUTH_ACTION_COUNT it checks SigV4 signatures against IAM access keys, so a wrong
 secret fails as R2 would (SignatureDoesNotMatch). The first three calls (no auth yet) make an
 IAM user, its S3 policy and its access key; the keys go into the sandbox's secrets file as
-R2_ACCESS_KEY_ID / R2_SECRET_ACCESS_KEY, the names the shipped config's `backups.s3` uses.
+BACKUP_S3_ACCESS_KEY_ID / BACKUP_S3_SECRET_ACCESS_KEY, the names the shipped config's
+`backups.s3` uses.
 
 Its state is in memory: a restarted server has an empty bucket and new keys.
 """
@@ -58,12 +59,15 @@ def _port_taken(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def ensure(folder: Path, port: int) -> dict[str, str] | None:
-    """The server up with the bucket; returns fresh keys when it was (re)started, None when
-    the running one (and the keys already in the secrets file) still serve."""
+def ensure(folder: Path, port: int) -> dict[str, str]:
+    """The server up with the bucket; the access key it knows (made anew when the server was
+    (re)started, kept in `keys.json`, 0600, for the next up)."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if running(folder, port) is not None and (folder / "ready").exists():
-        return None
+    keys_file = folder / "keys.json"
+    if running(folder, port) is not None and (folder / "ready").exists() and \
+            keys_file.exists():
+        known: dict[str, str] = json.loads(keys_file.read_text())
+        return known
     stop(folder)
     if _port_taken(port):
         raise SandboxError(f"port {port} is taken by a process the sandbox did not start "
@@ -92,6 +96,9 @@ def ensure(folder: Path, port: int) -> dict[str, str] | None:
                                    f"{folder / 'moto.log'}") from None
             time.sleep(0.2)
     keys = _bootstrap(endpoint)
+    fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(keys, fh)
     (folder / "ready").write_text(endpoint)
     return keys
 
@@ -110,8 +117,8 @@ def _bootstrap(endpoint: str) -> dict[str, str]:
                       aws_access_key_id=key["AccessKeyId"],
                       aws_secret_access_key=key["SecretAccessKey"])
     s3.create_bucket(Bucket=BUCKET)
-    return {"R2_ACCESS_KEY_ID": key["AccessKeyId"],
-            "R2_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+    return {"BACKUP_S3_ACCESS_KEY_ID": key["AccessKeyId"],
+            "BACKUP_S3_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
 
 def stop(folder: Path) -> None:
@@ -122,5 +129,5 @@ def stop(folder: Path) -> None:
         pid = running(folder, int(port_file.read_text()))
         if pid is not None:
             terminate(pid)
-    for name in ("moto.pid", "ready", "port"):
+    for name in ("moto.pid", "ready", "port", "keys.json"):
         (folder / name).unlink(missing_ok=True)

@@ -201,11 +201,13 @@ def take_backup(host: Remote, config: Config, env: str, reason: str,
                     reason)
     # a restore kept the database it replaced until the next good backup; only a copy that
     # a backup holds (the restore dumps it after the swap) is dropped
+    prefix = kept_prefix(database, "before")
     backed = {b.reason.split(":", 1)[0] for b in listing.backups}
+    backed = {name for name in backed if name.startswith(prefix)}
     kept = [name for name in host.run(commands.psql(container, user) + " -At",
                                       what="kept databases",
                                       stdin=before_copies_sql(database)).splitlines()
-            if name in backed and name != dumped]
+            if name in backed and name != dumped] if backed else []
     if kept:
         host.run(commands.psql(container, user), what="drop kept databases",
                  stdin="".join(f"DROP DATABASE IF EXISTS {sql_ident(name)} WITH (FORCE);\n"
@@ -233,7 +235,7 @@ class BackupRun(Operation):
             return None
         from vedfin_ops.steps.offsite import offsite_copy
 
-        copied = offsite_copy(self.host, self.config, backup, self.say)
+        copied = offsite_copy(self.host, self.config, backup, self.say, beat=self.beat)
         self.audit_ok("ok", detail=f"{database} {backup.id} {backup.size} bytes "
                                    f"sha256 {backup.sha256[:12]}"
                                    + (f", copied to {copied}" if copied else ""))

@@ -237,13 +237,31 @@ class Deploy(EnvRun):
         whole, and it is what a rollback restores), said again in the audit line."""
         from vedfin_ops.steps.offsite import offsite_copy
 
-        try:
-            copied = offsite_copy(self.host, self.config, taken, self.say)
-        except CheckFailed as exc:
-            self.say(f"warning: {exc}")
+        try:  # older backups the bucket lacks are copied once the release is live
+            copied = offsite_copy(self.host, self.config, taken, self.say, beat=self.beat,
+                                  catch_up=False)
+        except Exception as exc:
+            self.say(f"warning: {describe(exc)}")
             self.offsite = "not copied off-host"
             return
         self.offsite = f"copied to {copied}" if copied else ""
+
+    def catch_up_offsite(self) -> None:
+        """After the release is live: the backups of the env's database the bucket lacks
+        (nightly ones, earlier failed uploads). Warnings only."""
+        if self.config.backups.s3 is None:
+            return
+        from vedfin_ops.config import secret_store
+        from vedfin_ops.steps.offsite import bucket, copy_missing
+
+        database = self.config.environments[self.env].database
+        try:
+            target = bucket(self.config, secret_store.resolve(self.config, self.env))
+            assert target is not None
+            copy_missing(self.host, self.config, target, self.env, database, self.say,
+                         self.beat, protect=self.backup)
+        except Exception as exc:
+            self.say(f"warning: older backups not copied off-host ({describe(exc)})")
 
     def push(self) -> None:
         stamps = {r.rpartition("-")[0] for r, _ in self.state.releases}
@@ -391,6 +409,7 @@ class Deploy(EnvRun):
         except Exception as exc:  # the release is live; the schedule can be fixed after
             self.say(f"warning: nightly backups not scheduled ({describe(exc)}; "
                      f"fab db.schedule)")
+        self.catch_up_offsite()
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
 
     def prune_images(self) -> None:

@@ -12,9 +12,10 @@ Error messages from the S3 endpoint are data: shown as one line, with secrets re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,15 @@ class Bucket:
 
     settings: BackupS3
     client: Any
+    secrets: tuple[str, ...] = ()  # redacted from whatever the endpoint says
+
+    def said(self, exc: BaseException) -> str:
+        """What the endpoint said, one line, the keys and the account id (in URLs) masked."""
+        text = said(exc)
+        for value in sorted(self.secrets, key=len, reverse=True):
+            if len(value) >= 4:
+                text = text.replace(value, "***")
+        return text
 
     def folder(self, database: str) -> str:
         return f"{self.settings.prefix}{database}/"
@@ -66,8 +76,8 @@ def bucket(config: Config, secrets: Mapping[str, str]) -> Bucket | None:
     for field, name in (("accessKeyId", settings.access_key_id[2:-1]),
                         ("secretAccessKey", settings.secret_access_key[2:-1])):
         if not secrets.get(name):
-            raise CheckFailed(f"backups.s3.{field}: ${{{name}}} is not set (fab generate, or "
-                              f"export it)")
+            raise CheckFailed(f"backups.s3.{field}: ${{{name}}} is not set (add it to the "
+                              f"secrets file, or export it)")
         keys[field] = secrets[name]
     import boto3  # only when S3 is used: botocore takes a while to import
     from botocore.config import Config as BotoConfig
@@ -82,7 +92,7 @@ def bucket(config: Config, secrets: Mapping[str, str]) -> Bucket | None:
                           # 1.36 unless asked only when required
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required"))
-    return Bucket(settings, client)
+    return Bucket(settings, client, tuple(v for v in secrets.values() if v))
 
 
 def said(exc: BaseException) -> str:
@@ -94,9 +104,27 @@ def said(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
-def upload(host: Remote, target: Bucket, config: Config, backup: Backup) -> str:
+Beat = Callable[[], None]
+
+
+def _beating(beat: Beat | None) -> Callable[[int], None] | None:
+    """boto3's progress callback (called per chunk, in this thread): the caller's lock
+    heartbeat (it beats at most every 15 s), so a long transfer never looks stale."""
+    if beat is None:
+        return None
+
+    def progress(_bytes: int) -> None:
+        beat()
+
+    return progress
+
+
+def upload(host: Remote, target: Bucket, config: Config, backup: Backup,
+           beat: Beat | None = None) -> str:
     """The backup's dump, then its record, into the bucket; the object's size is checked
-    against the record's. Returns the dump's key."""
+    against the record's. Returns the dump's key. A failed upload aborts its multipart
+    upload (boto3 does); an interrupted one may leave parts: an
+    AbortIncompleteMultipartUpload lifecycle rule on the bucket clears them."""
     from boto3.s3.transfer import TransferConfig
 
     dump = f"{folder(config, backup.database)}/{backup.id}.dump"
@@ -106,6 +134,7 @@ def upload(host: Remote, target: Bucket, config: Config, backup: Backup) -> str:
         with host.open_read(dump) as source:
             s3.upload_fileobj(source, name, key,
                               ExtraArgs={"Metadata": {"sha256": backup.sha256}},
+                              Callback=_beating(beat),
                               Config=TransferConfig(multipart_chunksize=PART,
                                                     multipart_threshold=PART,
                                                     use_threads=False))
@@ -119,16 +148,22 @@ def upload(host: Remote, target: Bucket, config: Config, backup: Backup) -> str:
     except CheckFailed:
         raise
     except Exception as exc:
-        raise CheckFailed(host.redact(f"upload to {target.where}: {said(exc)}")) from None
+        raise CheckFailed(f"upload to {target.where}: {target.said(exc)}") from None
     return key
 
 
 def copy_ids(target: Bucket, database: str) -> list[str]:
-    """Ids of the database's copies whose record is in the bucket (one LIST per 1000 keys),
-    oldest first."""
+    """Ids of the database's copies whose record is in the bucket, oldest first."""
+    return _listed(target, database)[0]
+
+
+def _listed(target: Bucket, database: str) -> tuple[list[str], list[str]]:
+    """(ids with a record, ids of dumps without one: uploads cut before their record), each
+    oldest first; one LIST per 1000 keys."""
     s3, name = target.client, target.settings.bucket
     prefix = target.folder(database)
-    ids: list[str] = []
+    records: list[str] = []
+    dumps: list[str] = []
     try:
         # asked without the trailing `/` (moto's server, the sandbox's S3, miscomputes the
         # signature of a `/` in a query: getmoto/moto#5948); other keys are filtered here
@@ -136,13 +171,15 @@ def copy_ids(target: Bucket, database: str) -> list[str]:
                                                               Prefix=prefix.rstrip("/"))
         for page in pages:
             for item in page.get("Contents", []):
-                rest = item["Key"][len(prefix):]
-                if item["Key"].startswith(prefix) and rest.endswith(".json") and \
-                        ID.fullmatch(rest[:-5]):
-                    ids.append(rest[:-5])
+                if not item["Key"].startswith(prefix):
+                    continue
+                stem, _, ext = item["Key"][len(prefix):].rpartition(".")
+                if ID.fullmatch(stem) and ext in ("json", "dump"):
+                    (records if ext == "json" else dumps).append(stem)
     except Exception as exc:
-        raise CheckFailed(f"list {target.where}{database}/: {said(exc)}") from None
-    return sorted(ids, key=id_order)
+        raise CheckFailed(f"list {target.where}{database}/: {target.said(exc)}") from None
+    orphans = [i for i in dumps if i not in set(records)]
+    return sorted(records, key=id_order), sorted(orphans, key=id_order)
 
 
 def read_copy(target: Bucket, database: str, backup_id: str) -> Backup | None:
@@ -157,7 +194,7 @@ def read_copy(target: Bucket, database: str, backup_id: str) -> Backup | None:
         if "NoSuchKey" in said(exc):
             return None
         raise CheckFailed(f"read {target.where}{database}/{backup_id}.json: "
-                          f"{said(exc)}") from None
+                          f"{target.said(exc)}") from None
     ok = backup is not None and backup.id == backup_id and backup.database == database
     return backup if ok else None
 
@@ -168,9 +205,11 @@ def list_copies(target: Bucket, database: str) -> list[Backup]:
     return [b for b in found if b is not None]
 
 
-def prune(target: Bucket, database: str, ids: list[str], protect: str) -> list[str]:
+def prune(target: Bucket, database: str, ids: list[str], protect: str,
+          orphans: Sequence[str] = ()) -> list[str]:
     """All but the newest `backups.s3.keep` copies removed (records first: a copy without its
-    record is never listed); returns the ids removed."""
+    record is never listed), and dumps whose upload was cut before their record; returns the
+    ids removed. `protect` (the copy just made, or being made) is never removed."""
     keep = target.settings.keep
     old = ids[:-keep] if len(ids) > keep else []
     old = [i for i in old if i != protect]
@@ -178,56 +217,67 @@ def prune(target: Bucket, database: str, ids: list[str], protect: str) -> list[s
     for backup_id in old:
         for ext in ("json", "dump"):
             s3.delete_object(Bucket=name, Key=target.key(database, backup_id, ext))
-    return old
+    cut = [i for i in orphans if i != protect]
+    for backup_id in cut:
+        s3.delete_object(Bucket=name, Key=target.key(database, backup_id, "dump"))
+    return old + cut
 
 
-def offsite_copy(host: Remote, config: Config, backup: Backup,
-                 say: Callable[[str], None]) -> str | None:
-    """Upload one backup and apply the bucket's retention; None when no bucket is set. A
-    failed upload raises CheckFailed saying the backup on the host is whole."""
+def offsite_copy(host: Remote, config: Config, backup: Backup, say: Callable[[str], None],
+                 beat: Beat | None = None, catch_up: bool = True) -> str | None:
+    """Upload one backup, then (with `catch_up`) every backup of its database the bucket
+    lacks (the host's nightly ones: cron has no S3 client), then the bucket's retention. None
+    when no bucket is set. A failed upload of `backup` raises CheckFailed saying the backup on
+    the host is whole; the rest is a warning."""
     if config.backups.s3 is None:
         return None
     from vedfin_ops.config import secret_store
 
     try:
-        copied = _copy(host, config, backup, secret_store.resolve(config, backup.env), say)
-    except CheckFailed as exc:
+        target = bucket(config, secret_store.resolve(config, backup.env))
+        assert target is not None
+        say(f"backup: copying {backup.id} to {target.where}")
+        key = upload(host, target, config, backup, beat)
+    except Exception as exc:
         raise CheckFailed(f"backup {backup.id} is whole on the host, but its off-host copy "
-                          f"failed: {exc}") from None
-    return copied
-
-
-def _copy(host: Remote, config: Config, backup: Backup, secrets: Mapping[str, str],
-          say: Callable[[str], None]) -> str:
-    target = bucket(config, secrets)
-    assert target is not None
-    say(f"backup: copying {backup.id} to {target.where}")
-    key = upload(host, target, config, backup)
-    try:
-        ids = copy_ids(target, backup.database)
-        # the host's nightly backups (cron has no S3 client) and any earlier failed upload
-        from vedfin_ops.steps.backup import list_backups
-
-        behind = [b for b in list_backups(host, config, backup.env).backups
-                  if b.id not in ids and b.database == backup.database]
-        for missing in behind:
-            say(f"backup: copying {missing.id} ({missing.reason}), which the bucket lacks")
-            upload(host, target, config, missing)
-        gone = prune(target, backup.database, sorted([*ids, *(b.id for b in behind)],
-                                                     key=id_order), backup.id)
-    except Exception as exc:  # this backup's copy is made; the rest waits for the next
-        say(host.redact(f"warning: older backups not copied or pruned in {target.where}: "
-                        f"{describe(exc)}"))
-        gone = []
-    if gone:
-        say(f"backup: {len(gone)} old copies removed from {target.where}")
+                          f"failed: {describe(exc)}") from None
+    if catch_up:
+        copy_missing(host, config, target, backup.env, backup.database, say, beat,
+                     protect=backup.id)
     return f"s3://{target.settings.bucket}/{key}"
 
 
+def copy_missing(host: Remote, config: Config, target: Bucket, env: str, database: str,
+                 say: Callable[[str], None], beat: Beat | None = None,
+                 protect: str = "") -> None:
+    """Every backup of the database on the host that the bucket lacks, uploaded; then the
+    bucket's retention. Failures are warnings: each backup is whole on the host."""
+    from vedfin_ops.steps.backup import list_backups
+
+    try:
+        ids, orphans = _listed(target, database)
+        behind = [b for b in list_backups(host, config, env).backups
+                  if b.id not in ids and b.database == database]
+        for missing in behind:
+            say(f"backup: copying {missing.id} ({missing.reason}), which the bucket lacks")
+            upload(host, target, config, missing, beat)
+        gone = prune(target, database, sorted([*ids, *(b.id for b in behind)], key=id_order),
+                     protect, [o for o in orphans if o not in {b.id for b in behind}])
+    except Exception as exc:  # each backup is whole on the host; the next run tries again
+        say(f"warning: older backups not copied or pruned in {target.where}: "
+            f"{describe(exc)}")
+        return
+    if gone:
+        say(f"backup: {len(gone)} old copies removed from {target.where}")
+
+
 def fetch(host: Remote, config: Config, env: str, backup_id: str,
-          secrets: Mapping[str, str], say: Callable[[str], None]) -> Backup:
+          secrets: Mapping[str, str], say: Callable[[str], None],
+          beat: Beat | None = None) -> Backup:
     """`s3:ID`: the copy streamed into the host's backup folder (partial file, sha256
-    checked, then renamed with its record), so it restores as any backup on the host."""
+    checked, then renamed with its record), so it restores as any backup on the host. A
+    backup of the same id already on the host is used when its sha256 matches and refused
+    when it does not (never overwritten); the disk must have room for the copy first."""
     target = bucket(config, secrets)
     if target is None:
         raise UsageError("db.restore --from s3:ID needs backups.s3 in the config")
@@ -243,24 +293,39 @@ def fetch(host: Remote, config: Config, env: str, backup_id: str,
     if here and here[0].sha256 == backup.sha256:
         say(f"restore: {backup.id} is on the host already (same sha256); not fetched")
         return here[0]
+    if here:
+        raise CheckFailed(f"a different backup {backup.id} is on the host (sha256 "
+                          f"{here[0].sha256[:12]}..., the bucket's {backup.sha256[:12]}...); "
+                          f"restore it by its id, or move it away first")
     where = folder(config, database)
     partial = f"{where}/.partial-s3-{backup.id}.dump"
+    free = host.run(commands.private_folder(where) + " && " + commands.free_kib(where),
+                    what="backup folder").strip()
+    if free.isdigit() and int(free) * 1024 < backup.size * 1.1:
+        raise CheckFailed(f"not enough room to fetch {backup.id}: {int(free)} KiB free in "
+                          f"{where}, the copy is {backup.size // 1024} KiB; nothing changed")
     say(f"restore: fetching {backup.id} ({backup.size} bytes) from {target.where}")
-    host.run(commands.private_folder(where), what="backup folder")
+    from boto3.s3.transfer import TransferConfig
+
     try:
         with host.open_new(partial, 0o600) as sink:
             target.client.download_fileobj(target.settings.bucket,
-                                           target.key(database, backup.id, "dump"), sink)
-    except Exception as exc:
-        host.run(commands.remove_files([partial]), what="remove partial", check=False)
-        raise CheckFailed(host.redact(f"download from {target.where}: {said(exc)}")) from None
-    sha = host.run(commands.file_sha256(partial), what="checksum").strip()
-    if sha != backup.sha256:
-        host.run(commands.remove_files([partial]), what="remove partial", check=False)
-        raise CheckFailed(f"the copy of {backup.id} in {target.where} is corrupted (its "
-                          f"sha256 is {sha[:12]}..., its record says {backup.sha256[:12]}...); "
-                          f"nothing changed")
-    host.run(commands.keep_fetched(partial, f"{where}/{backup.id}.dump",
-                                   f"{where}/{backup.id}.json", json.dumps(backup.to_dict())),
-             what="keep fetched backup")
+                                           target.key(database, backup.id, "dump"), sink,
+                                           Callback=_beating(beat),
+                                           Config=TransferConfig(use_threads=False))
+        sha = host.run(commands.file_sha256(partial), what="checksum").strip()
+        if sha != backup.sha256:
+            raise CheckFailed(f"the copy of {backup.id} in {target.where} is corrupted (its "
+                              f"sha256 is {sha[:12]}..., its record says "
+                              f"{backup.sha256[:12]}...); nothing changed")
+        host.run(commands.keep_fetched(partial, f"{where}/{backup.id}.dump",
+                                       f"{where}/{backup.id}.json",
+                                       json.dumps(backup.to_dict())),
+                 what="keep fetched backup")
+    except BaseException as exc:  # nothing half-fetched stays, whatever stopped it
+        with contextlib.suppress(Exception):
+            host.run(commands.remove_files([partial]), what="remove partial", check=False)
+        if isinstance(exc, CheckFailed) or not isinstance(exc, Exception):
+            raise
+        raise CheckFailed(f"download from {target.where}: {target.said(exc)}") from None
     return backup

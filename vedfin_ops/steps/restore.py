@@ -1,16 +1,18 @@
 """db.restore: a backup back into the env's database, never half way.
 
 The dump's sha256 is checked against its record first (a corrupted dump is refused before
-anything changes). It is restored into a new database, in one transaction, and the new
-database's tables and row counts are compared with the dump's own (its data, counted row by
-row). Only then the two databases swap names, in one transaction, after the env's database
-stopped taking connections: the old one stays as `<db>_before_<UTC>` until the next good
-backup of the database. A restore that fails before the swap drops the new database and
-leaves the original serving, untouched.
+anything changes). It is restored into a new database, in one transaction, while beside it the
+dump's own rows are counted per table (its data, row by row, outside the database container's
+CPU limit); the new database's tables and row counts are then compared with those. Only then
+the two databases swap names, in one transaction, after the env's database stopped taking
+connections: the old one stays as `<db>_before_<UTC>` until the next good backup of the
+database. A restore that fails before the swap drops the new database and leaves the original
+serving, untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +50,14 @@ JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace;
 """
 
 
+# Rows per table as the statistics count them: exact for tables a restore just loaded with
+# COPY in one committed transaction, once its session has ended.
+STATS_SQL = """
+SELECT n_live_tup || ' ' || quote_ident(schemaname) || '.' || quote_ident(relname)
+FROM pg_stat_user_tables;
+"""
+
+
 def count_sql(tables: list[str]) -> str:
     """`<rows> <table>` for each table (names as TABLES_SQL gives them, already quoted
     identifiers; each also passed as a literal for the output), `FROM ONLY`: an inheriting
@@ -59,13 +69,17 @@ def count_sql(tables: list[str]) -> str:
 
 
 def parse_counts(text: str) -> dict[str, int]:
-    """`<rows> <table>` lines; an extension's configuration table (`EXTCONFIG <table>`: the
-    dump holds only the rows the extension marks as the user's) is left out of the comparison
-    by the caller; `FAILED` means pg_restore could not read the dump."""
+    """`<rows> <table>` lines (`commands.restore_counted`, or a query); an extension's
+    configuration table (`EXTCONFIG <table>`: the dump holds only the rows the extension marks
+    as the user's) is left out of the comparison by the caller; `FAILED` means pg_restore
+    could not read the dump."""
     out: dict[str, int] = {}
     for line in text.splitlines():
         if line.strip() == "FAILED":
             raise CheckFailed("pg_restore could not read the dump through to its end")
+        if line.strip() == commands.UNREADABLE:
+            raise CheckFailed("the dump could not be read in a container of the postgres "
+                              "image (docker's userns-remap?): its rows cannot be counted")
         rows, _, table = line.strip().partition(" ")
         if rows.isdigit() and table:
             out[table] = int(rows)
@@ -117,14 +131,15 @@ def reopen_sql(database: str) -> str:
 
 def swap_back_sql(database: str, restored: str, old: str) -> str:
     """The swap undone (a rollback that restored the database and then failed): the kept
-    database is the env's again, in one transaction; the restored copy is renamed away."""
+    database is the env's again, in one transaction. The restored copy keeps what was written
+    to it meanwhile: it goes back to its own name, open, never dropped."""
     db, new, before = sql_ident(database), sql_ident(restored), sql_ident(old)
     return (f"ALTER DATABASE {db} WITH ALLOW_CONNECTIONS false;\n"
             f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             f"WHERE datname = {sql_literal(database)} AND pid <> pg_backend_pid();\n"
             f"BEGIN;\nALTER DATABASE {db} RENAME TO {new};\n"
-            f"ALTER DATABASE {before} RENAME TO {db};\nCOMMIT;\n"
-            f"DROP DATABASE IF EXISTS {new} WITH (FORCE);\n")
+            f"ALTER DATABASE {before} RENAME TO {db};\n"
+            f"ALTER DATABASE {new} WITH ALLOW_CONNECTIONS true;\nCOMMIT;\n")
 
 
 class DatabaseRestore:
@@ -163,31 +178,39 @@ class DatabaseRestore:
             raise CheckFailed("restore: no healthy postgres container")
         dump = f"{folder(self.config, backup.database)}/{backup.id}.dump"
         run.step(f"restore: checking {backup.id}'s sha256")
-        found = self.host.run(commands.file_sha256(dump), what="checksum").strip()
+        target = self.into or kept_name(self.database, self.when(), "restore")
+        answer = dict(line.partition(" ")[::2] for line in self.host.run(
+            commands.labelled("SHA", commands.file_sha256(dump)) + "; "
+            + commands.labelled("EXISTS", commands.database_exists(self.container, user,
+                                                                     target)),
+            what="checksum").splitlines())
+        found = answer.get("SHA", "").strip()
         if found != backup.sha256:
             said = f"its sha256 is {found[:12]}..." if found else "it cannot be read"
             raise CheckFailed(f"backup {backup.id} is corrupted ({said}, its record says "
                               f"{backup.sha256[:12]}...); {self.database} is untouched")
-        target = self.into or kept_name(self.database, self.when(), "restore")
-        if self.exists(target):
+        if answer.get("EXISTS", "").strip() == "yes":
             raise CheckFailed(f"database {target} already exists; restore into a new one")
         run.step(f"restore: {backup.id} into a new database {target}")
         self.created = target  # before CREATE: an interrupted CREATE is dropped too
         self.psql(f"CREATE DATABASE {sql_ident(target)} TEMPLATE template0;\n",
                   "create database")
-        self.host.run(run.keep_alive(commands.restore_dump(self.container, user, target,
-                                                           dump)),
-                      what="pg_restore", timeout=None)
-        run.step("restore: tables and row counts against the dump's")
         expected = parse_counts(self.host.run(
-            run.keep_alive(commands.dump_row_counts(self.container, dump)),
-            what="count the dump", timeout=None))
-        listed = self.psql(TABLES_SQL, "list restored tables", target)
+            run.keep_alive(commands.restore_counted(self.container, user, target, dump)),
+            what="pg_restore", timeout=None))
+        run.step("restore: tables and row counts against the dump's")
+        listed = self.psql(TABLES_SQL + STATS_SQL, "list restored tables", target)
         skip = extension_tables(listed)
-        tables = [line[6:].strip() for line in listed.splitlines() if line.startswith("TABLE ")]
-        restored = parse_counts(self.psql(count_sql([t for t in tables if t not in skip]),
-                                          "count restored", target))
+        tables = [line[6:].strip() for line in listed.splitlines()
+                  if line.startswith("TABLE ") and line[6:].strip() not in skip]
         expected = {t: n for t, n in expected.items() if t not in skip}
+        # the statistics first (no scan); exact counts for any table where they disagree
+        # (they lag a moment behind the restore's session, or track_counts is off)
+        restored = {t: n for t, n in parse_counts(listed).items() if t in tables}
+        recount = [t for t in tables if restored.get(t) != expected.get(t)]
+        if recount:
+            restored.update(parse_counts(self.psql(count_sql(recount), "count restored",
+                                                   target)))
         differs = compare_counts(expected, restored)
         if differs:
             raise CheckFailed(f"the restored database differs from the dump: "
@@ -224,8 +247,16 @@ class DatabaseRestore:
             self.run.say(f"warning: the replaced database {self.old} could not be dumped "
                          f"({describe(exc)}); it stays until a backup of it is made")
             return
-        if taken is not None:
-            self.run.say(f"restore: the replaced database dumped as backup {taken.id}")
+        if taken is None:
+            return
+        self.run.say(f"restore: the replaced database dumped as backup {taken.id}")
+        from vedfin_ops.steps.offsite import offsite_copy
+
+        try:
+            offsite_copy(self.host, self.config, taken, self.run.say, beat=self.run.beat,
+                         catch_up=False)
+        except Exception as exc:  # it is whole on the host; the next backup copies it
+            self.run.say(f"warning: {describe(exc)}")
 
     def needs_put_back(self) -> bool:
         return self.created is not None or self.swapping is not None
@@ -266,9 +297,17 @@ class DatabaseRestore:
             return ""
         if not self.live:
             return f"{self.database} stays the restored {self.backup.id} (it had none before)"
-        self.psql(swap_back_sql(self.database, self.target, self.old), "swap databases back")
+        try:
+            self.psql(swap_back_sql(self.database, self.target, self.old),
+                      "swap databases back")
+        except BaseException:
+            # the swap back is one transaction, but closing the database came before it
+            with contextlib.suppress(Exception):
+                self.psql(reopen_sql(self.database), "reopen database")
+            raise
         self.swapped = False
-        return f"{self.database} is the database it was before the restore again"
+        return (f"{self.database} is the database it was before the restore again (the "
+                f"restored copy, with anything written to it since, stays as {self.target})")
 
 
 class RestoreRun(Operation):
@@ -294,7 +333,8 @@ class RestoreRun(Operation):
             from vedfin_ops.steps.offsite import fetch
 
             restore.backup = fetch(self.host, self.config, self.env, self.fetch_id,
-                                   secret_store.resolve(self.config, self.env), self.step)
+                                   secret_store.resolve(self.config, self.env), self.step,
+                                   beat=self.beat)
         target = restore.prepare()
         if restore.into:
             restore.created = None

@@ -112,8 +112,11 @@ class Rollback(EnvRun):
             try:
                 said.append(self.restore.undo())
             except Exception as exc:
+                restore = self.restore
                 said.append(f"the database could not be put back ({describe(exc)}): "
-                            f"fab db.backups --env {self.env} lists what to restore")
+                            f"{restore.database} may still be the restored {restore.backup.id}"
+                            f", the one it replaced is {restore.old}; check with psql before "
+                            f"anything else")
         if self.engine_touched:
             said.append(super().put_back())
         return "; ".join(part for part in said if part)

@@ -282,8 +282,8 @@ def test_each_backup_is_copied_off_host_and_restores_from_there(
 def test_a_wrong_s3_secret_fails_db_backup_in_one_line_and_a_deploy_goes_on(
         sandbox_up: dict[str, Any], live: Any) -> None:
     """SignatureDoesNotMatch from the server, one line, the secret in no output; the backup
-    on the host is whole; a deploy warns and records it, because the host copy is what a
-    rollback needs."""
+    on the host is whole; a deploy (which copies once its release is live) warns and records
+    it in a `backup-copy` audit line, because the host copy is what a rollback needs."""
     _bucket(live)
     wrong = "wrong-secret-" + "x" * 20
     failed = fab(sandbox_up, "db.backup", "--env", "production",
@@ -300,9 +300,12 @@ def test_a_wrong_s3_secret_fails_db_backup_in_one_line_and_a_deploy_goes_on(
     deployed = fab(sandbox_up, "deploy.production", "--tag", "v2",
                    extra_env={"BACKUP_S3_SECRET_ACCESS_KEY": wrong})
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    assert "off-host copy failed" in deployed.stderr and wrong not in deployed.stderr
-    tail = _audit_tail(sandbox_up, 1)
-    assert "(not copied off-host)" in tail and '"result": "ok"' in tail
+    assert "backups not copied off-host" in deployed.stderr and wrong not in deployed.stderr
+    assert "SignatureDoesNotMatch" in deployed.stderr
+    deploy_line, copy_line = _audit_tail(sandbox_up, 2).splitlines()
+    assert '"action": "deploy"' in deploy_line and '"result": "ok"' in deploy_line
+    assert '"action": "backup-copy"' in copy_line and '"result": "failed"' in copy_line
+    assert wrong not in copy_line
 
 
 def test_a_corrupted_copy_in_the_bucket_is_refused_and_nothing_changes(

@@ -109,7 +109,6 @@ class Deploy(EnvRun):
         self.skip_preflight, self.force, self.allow_shared = skip_preflight, force, allow_shared
         self.no_backup = no_backup
         self.backup = ""  # the backup taken before anything changed, or why there is none
-        self.offsite = ""  # where its off-host copy went (or that it failed)
         self.hooks = hooks or Hooks()
         self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
         self.release = release_id(now(), content_hash(files))
@@ -230,25 +229,12 @@ class Deploy(EnvRun):
         else:
             self.backup = taken.id
             self.say(f"backup: {database} {taken.id} ({taken.size} bytes)")
-            self.copy_offsite(taken)
 
-    def copy_offsite(self, taken: backup_step.Backup) -> None:
-        """The backup's off-host copy: a failed one is a warning (the copy on the host is
-        whole, and it is what a rollback restores), said again in the audit line."""
-        from vedfin_ops.steps.offsite import offsite_copy
-
-        try:  # older backups the bucket lacks are copied once the release is live
-            copied = offsite_copy(self.host, self.config, taken, self.say, beat=self.beat,
-                                  catch_up=False)
-        except Exception as exc:
-            self.say(f"warning: {describe(exc)}")
-            self.offsite = "not copied off-host"
-            return
-        self.offsite = f"copied to {copied}" if copied else ""
-
-    def catch_up_offsite(self) -> None:
-        """After the release is live: the backups of the env's database the bucket lacks
-        (nightly ones, earlier failed uploads). Warnings only."""
+    def copy_offsite(self) -> None:
+        """Once the release is live, off the deploy's critical path: the backup this deploy
+        took, and any other the bucket lacks (nightly ones, earlier failures), copied
+        off-host. The host copy is what a rollback restores, so a failure is a warning; an
+        audit line (`backup-copy`) says how it went either way."""
         if self.config.backups.s3 is None:
             return
         from vedfin_ops.config import secret_store
@@ -258,10 +244,20 @@ class Deploy(EnvRun):
         try:
             target = bucket(self.config, secret_store.resolve(self.config, self.env))
             assert target is not None
-            copy_missing(self.host, self.config, target, self.env, database, self.say,
-                         self.beat, protect=self.backup)
+            copied = copy_missing(self.host, self.config, target, self.env, database,
+                                  self.say, self.beat, protect=self.backup)
+            result = "ok"
+            detail = (f"{', '.join(copied)} copied to {target.where}" if copied else
+                      f"nothing new for {target.where}")
         except Exception as exc:
-            self.say(f"warning: older backups not copied off-host ({describe(exc)})")
+            result, detail = "failed", f"not copied off-host: {describe(exc)}"
+            self.say(f"warning: backups {detail} (the next db.backup or deploy tries again)")
+        try:
+            audit(self.host, self.layout, "backup-copy", result, release=self.release,
+                  tag=self.tag, detail=detail)
+        except Exception as exc:
+            self.say(f"warning: the backup-copy audit line could not be written "
+                     f"({describe(exc)})")
 
     def push(self) -> None:
         stamps = {r.rpartition("-")[0] for r, _ in self.state.releases}
@@ -391,8 +387,7 @@ class Deploy(EnvRun):
             self.release_dir = None  # promoted: nothing to mark on the way out
             self.result.result, self.result.detail = "ok", f"{rid} live"
             self.commit(self.result)
-            self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}"
-                          + (f" ({self.offsite})" if self.offsite else ""))
+            self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}")
         try:
             self.host.run(commands.remove_dirs(prune), what="prune releases")
         except Exception as exc:  # the release is live; old folders can wait
@@ -409,7 +404,7 @@ class Deploy(EnvRun):
         except Exception as exc:  # the release is live; the schedule can be fixed after
             self.say(f"warning: nightly backups not scheduled ({describe(exc)}; "
                      f"fab db.schedule)")
-        self.catch_up_offsite()
+        self.copy_offsite()
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
 
     def prune_images(self) -> None:

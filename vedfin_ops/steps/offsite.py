@@ -87,7 +87,7 @@ def bucket(config: Config, secrets: Mapping[str, str]) -> Bucket | None:
         aws_access_key_id=keys["accessKeyId"], aws_secret_access_key=keys["secretAccessKey"],
         verify=settings.ca_root or True,
         config=BotoConfig(connect_timeout=10, read_timeout=60,
-                          retries={"max_attempts": 5, "mode": "standard"},
+                          retries={"max_attempts": 3, "mode": "standard"},
                           # R2 and older S3 servers reject the CRC32 trailers boto3 adds since
                           # 1.36 unless asked only when required
                           request_checksum_calculation="when_required",
@@ -242,33 +242,37 @@ def offsite_copy(host: Remote, config: Config, backup: Backup, say: Callable[[st
         raise CheckFailed(f"backup {backup.id} is whole on the host, but its off-host copy "
                           f"failed: {describe(exc)}") from None
     if catch_up:
-        copy_missing(host, config, target, backup.env, backup.database, say, beat,
-                     protect=backup.id)
+        try:
+            copy_missing(host, config, target, backup.env, backup.database, say, beat,
+                         protect=backup.id)
+        except Exception as exc:  # this backup's copy is made; the rest waits for the next
+            say(f"warning: older backups not copied off-host: {describe(exc)}")
     return f"s3://{target.settings.bucket}/{key}"
 
 
 def copy_missing(host: Remote, config: Config, target: Bucket, env: str, database: str,
                  say: Callable[[str], None], beat: Beat | None = None,
-                 protect: str = "") -> None:
-    """Every backup of the database on the host that the bucket lacks, uploaded; then the
-    bucket's retention. Failures are warnings: each backup is whole on the host."""
+                 protect: str = "") -> list[str]:
+    """Every backup of the database on the host that the bucket lacks, uploaded, oldest
+    first; then the bucket's retention. Returns the ids copied; raises CheckFailed (each
+    backup is whole on the host: the next run tries again)."""
     from vedfin_ops.steps.backup import list_backups
 
+    ids, orphans = _listed(target, database)
+    behind = [b for b in list_backups(host, config, env).backups
+              if b.id not in ids and b.database == database]
+    for missing in behind:
+        say(f"backup: copying {missing.id} ({missing.reason}) to {target.where}")
+        upload(host, target, config, missing, beat)
     try:
-        ids, orphans = _listed(target, database)
-        behind = [b for b in list_backups(host, config, env).backups
-                  if b.id not in ids and b.database == database]
-        for missing in behind:
-            say(f"backup: copying {missing.id} ({missing.reason}), which the bucket lacks")
-            upload(host, target, config, missing, beat)
         gone = prune(target, database, sorted([*ids, *(b.id for b in behind)], key=id_order),
                      protect, [o for o in orphans if o not in {b.id for b in behind}])
-    except Exception as exc:  # each backup is whole on the host; the next run tries again
-        say(f"warning: older backups not copied or pruned in {target.where}: "
-            f"{describe(exc)}")
-        return
+    except Exception as exc:  # the copies are made; old ones stay until the next run
+        say(f"warning: old copies in {target.where} not pruned: {target.said(exc)}")
+        gone = []
     if gone:
         say(f"backup: {len(gone)} old copies removed from {target.where}")
+    return [b.id for b in behind]
 
 
 def fetch(host: Remote, config: Config, env: str, backup_id: str,

@@ -436,7 +436,7 @@ def _bench_sql(host: Host, container: str, sql: str, database: str = "postgres")
                     what="bench sql", timeout=None)
 
 
-def bench_backup(runs: int = 3, rows: int = 1_500_000) -> None:
+def bench_backup(runs: int = 5, rows: int = 1_500_000) -> None:
     """The tool's backup and restore of a database of a few hundred MB against bare `pg_dump
     -Fc` / `createdb` + `pg_restore` of the same database over the same SSH link, alternating.
     The tool does more: a record, sha256, retention, and on restore the sha256 check, the

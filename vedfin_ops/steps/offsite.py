@@ -82,17 +82,22 @@ def bucket(config: Config, secrets: Mapping[str, str]) -> Bucket | None:
     import boto3  # only when S3 is used: botocore takes a while to import
     from botocore.config import Config as BotoConfig
 
-    client = boto3.client(
-        "s3", endpoint_url=endpoint_url(settings, secrets), region_name=settings.region,
-        aws_access_key_id=keys["accessKeyId"], aws_secret_access_key=keys["secretAccessKey"],
-        verify=settings.ca_root or True,
-        config=BotoConfig(connect_timeout=10, read_timeout=60,
-                          retries={"max_attempts": 3, "mode": "standard"},
-                          # R2 and older S3 servers reject the CRC32 trailers boto3 adds since
-                          # 1.36 unless asked only when required
-                          request_checksum_calculation="when_required",
-                          response_checksum_validation="when_required"))
-    return Bucket(settings, client, tuple(v for v in secrets.values() if v))
+    masked = Bucket(settings, None, tuple(v for v in secrets.values() if v))
+    try:
+        client = boto3.client(
+            "s3", endpoint_url=endpoint_url(settings, secrets), region_name=settings.region,
+            aws_access_key_id=keys["accessKeyId"],
+            aws_secret_access_key=keys["secretAccessKey"],
+            verify=settings.ca_root or True,
+            config=BotoConfig(connect_timeout=10, read_timeout=60,
+                              retries={"max_attempts": 3, "mode": "standard"},
+                              # R2 and older S3 servers reject the CRC32 trailers boto3 adds
+                              # since 1.36 unless asked only when required
+                              request_checksum_calculation="when_required",
+                              response_checksum_validation="when_required"))
+    except ValueError as exc:  # an endpoint a filled-in secret made invalid, say
+        raise CheckFailed(f"backups.s3.endpoint: {masked.said(exc)}") from None
+    return Bucket(settings, client, masked.secrets)
 
 
 def said(exc: BaseException) -> str:

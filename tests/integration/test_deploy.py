@@ -350,3 +350,27 @@ def test_no_secret_value_in_any_output_log_or_audit_line(config: Any, host: Host
     assert leaked == []
     env_mode = host.run(f"stat -c %a {layout.current}/env/api-production.env", what="t")
     assert env_mode.strip() == "600"
+
+
+def test_fab_logs_shows_each_task_s_lines_with_time_and_task(sandbox_up: dict[str, Any],
+                                                             config: Any) -> None:
+    """The runbook's "check logs": every replica's start line of both apps, merged in time
+    order; one app, a pattern; bad input refused before connecting."""
+    import re
+
+    _deploy(sandbox_up, config, "v1")
+    shown = _fab(sandbox_up, "logs", "--env", "production", "--since", "2h", "--lines", "50")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    tasks = {re.match(r"^\S+\s+(vedfin-production_(api|web)-production\.\d+\.\w+)@", line)
+             .group(1) for line in lines if "listening on 3000" in line}  # type: ignore[union-attr]
+    assert {t.split(".")[0] for t in tasks} == {"vedfin-production_api-production",
+                                               "vedfin-production_web-production"}
+    times = [line.split()[0] for line in lines]
+    assert times == sorted(times)
+    api = _fab(sandbox_up, "logs", "--env", "production", "--app", "api-production",
+               "--grep", "^\\S+ \\S+api-production.*listening", "--since", "2h")
+    assert api.returncode == 0 and api.stdout.strip()
+    assert all("api-production" in line for line in api.stdout.splitlines())
+    bad = _fab(sandbox_up, "logs", "--env", "production", "--app", "nope")
+    assert bad.returncode == 2 and "has no app 'nope'" in bad.stderr

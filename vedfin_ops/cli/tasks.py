@@ -218,6 +218,32 @@ def status(c: Context, env: str = "production", json_: bool = False,
     stdout.print(status_tables(info))
 
 
+@task(help={**HOST_HELP, "env": "environment", "app": "one app (default: every app of the env)",
+            "since": "a duration (10m, 2h) or a date (2026-11-29T12:00:00Z)",
+            "lines": "at most this many of each task's last lines",
+            "follow": "keep printing new lines until Ctrl-C",
+            "grep": "only lines matching this regular expression"})
+@guarded
+def logs(c: Context, env: str = "production", app: str | None = None, since: str = "10m",
+         lines: int = 200, follow: bool = False, grep: str | None = None,
+         accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
+         config: str | None = None) -> None:
+    """The env's apps' logs through the engine: time, task, line; merged in time order."""
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.steps.logs import check_grep, check_since, services, show_logs
+    cfg = config_for(config)
+    services(cfg, env, app)  # bad input: before any connection
+    check_since(since)
+    check_grep(grep)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host.secrets = list(secret_store.resolve(cfg, env).values())
+    shown = show_logs(host, cfg, env, app=app, since=since, tail=lines, follow=follow,
+                      grep=grep, out=lambda line: print(line, flush=True))  # literal
+    if not shown and not follow:
+        say(f"logs: no line from {env}{' ' + app if app else ''} since {since}"
+            + (f" matching {grep!r}" if grep else ""))
+
+
 @task(help={**HOST_HELP, "lines": "how many of the last lines",
             "json": "the raw JSON lines, as the log holds them"})
 @guarded
@@ -502,7 +528,7 @@ def sandbox_status(c: Context, json_: bool = False) -> None:
 
 
 ns = Collection(render, build, check_config, capacity_report, smoke_test, preflight, db_init,
-                migrate, rollback, status, audit, pause, resume, scale)
+                migrate, rollback, status, audit, logs, pause, resume, scale)
 ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
                                                                    "dev"))))
 ns.add_collection(Collection("secrets", generate))

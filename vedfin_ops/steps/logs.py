@@ -1,0 +1,98 @@
+"""`fab logs`: the runbook's "watch logs for errors" / "check logs", through the engine.
+
+`docker service logs --timestamps` of the env's apps (or one), each line with the task it came
+from (`<service>.<slot>.<task id>@<node>`) and its time; the services' lines merged in time
+order, or followed as they come. `--grep` is a Python regular expression applied here, never
+sent to the host. Lines are the apps' own words: printed literally, secrets masked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import stack_name
+from vedfin_ops.errors import UsageError
+from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.quoting import sh
+
+# docker's --since: a duration (10m, 1h30m, 45s) or a date/time (2026-11-29, ...T12:00:00Z)
+_SINCE = re.compile(r"^(\d+[smhd])+$|^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?Z?)?$")
+# `<time> <service>.<slot>.<task>@<node>    | <message>`, as `docker service logs
+# --timestamps` prints it
+_LINE = re.compile(r"^(?P<time>\d{4}-\d{2}-\d{2}T\S+)\s+(?P<task>\S+)\s+\|\s?(?P<text>.*)$")
+
+
+def check_since(since: str) -> str:
+    if not _SINCE.match(since):
+        raise UsageError(f"logs --since: {since!r} is neither a duration (10m, 2h, 1h30m) nor "
+                         f"a date (2026-11-29, 2026-11-29T12:00:00Z)")
+    return since
+
+
+def check_grep(pattern: str | None) -> re.Pattern[str] | None:
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise UsageError(f"logs --grep: {pattern!r} is not a regular expression ({exc})") \
+            from None
+
+
+def services(config: Config, env: str, app: str | None = None) -> list[str]:
+    """The env's app services (`<stack>_<app>`), or the one named; an unknown app is bad
+    input naming the ones there are."""
+    apps = [a.name for a in config.apps(config.require_env(env))]
+    if app is not None and app not in apps:
+        raise UsageError(f"logs --app: {env} has no app {app!r} (it has: {', '.join(apps)})")
+    return [f"{stack_name(config, env)}_{name}" for name in ([app] if app else apps)]
+
+
+def command(names: list[str], since: str, tail: int, follow: bool) -> str:
+    """One command for every service: one after the other, or all followed at once."""
+    each = [f"docker service logs --timestamps --no-trunc --since {sh(since)} --tail "
+            f"{int(tail)}{' --follow' if follow else ''} {sh(name)} 2>&1" for name in names]
+    if follow:
+        return " & ".join(each) + " & wait"
+    return "; ".join(each)
+
+
+def ordered(text: str) -> list[str]:
+    """The services' lines merged by their time (stable: a service's own order is kept);
+    a line docker printed without a task and time (an engine message) keeps its place."""
+    keyed: list[tuple[str, int, str]] = []
+    last = ""
+    for line in text.splitlines():
+        match = _LINE.match(line)
+        if match:
+            last = match.group("time")
+        keyed.append((last, len(keyed), line))
+    return [line for _, _, line in sorted(keyed)]
+
+
+def show_logs(host: Remote, config: Config, env: str, *, app: str | None = None,
+              since: str = "10m", tail: int = 200, follow: bool = False,
+              grep: str | None = None, out: Callable[[str], None] = print) -> int:
+    """Print the env's logs; returns how many lines were shown."""
+    names = services(config, env, app)
+    check_since(since)
+    pattern = check_grep(grep)
+    if tail < 0:
+        raise UsageError("logs --lines: must be 0 or more")
+    shown = 0
+
+    def emit(line: str) -> None:
+        nonlocal shown
+        if pattern is None or pattern.search(line):
+            out(host.redact(line))
+            shown += 1
+
+    run = command(names, since, tail, follow)
+    if follow:
+        host.run(run, what="follow logs", stream=emit, timeout=None)
+        return shown
+    for line in ordered(host.run(run, what="logs", timeout=120)):
+        emit(line)
+    return shown

@@ -30,7 +30,7 @@ from vedfin_ops.steps.operation import RunFailed
 from vedfin_ops.steps.releases import Layout
 from vedfin_ops.steps.rollback import rollback
 
-from .conftest import docker, fab, ssh_config_with_known_hosts
+from .conftest import ROOT, docker, fab, ssh_config_with_known_hosts
 
 pytestmark = pytest.mark.integration
 
@@ -374,3 +374,34 @@ def test_fab_logs_shows_each_task_s_lines_with_time_and_task(sandbox_up: dict[st
     assert all("api-production" in line for line in api.stdout.splitlines())
     bad = _fab(sandbox_up, "logs", "--env", "production", "--app", "nope")
     assert bad.returncode == 2 and "has no app 'nope'" in bad.stderr
+
+
+def test_fab_logs_follow_ends_on_ctrl_c_and_leaves_nothing_on_the_host(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    import os
+    import shutil
+    import signal
+
+    env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"]}
+    follow = subprocess.Popen(
+        [shutil.which("fab") or "fab", "-r", str(ROOT), "-S", str(sandbox_up["ssh_config"]),
+         "-H", "sandbox", "logs", "--env", "production", "--since", "24h", "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert follow.stdout is not None
+        first = follow.stdout.readline()  # a line arrives while it follows
+        assert "listening on 3000" in first, first
+        follow.send_signal(signal.SIGINT)
+        follow.wait(timeout=15)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    assert follow.returncode == 0, follow.stderr.read() if follow.stderr else ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = subprocess.run(["pgrep", "-f", "docker service logs"], capture_output=True,
+                              text=True).stdout.split()
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, "followers left running on the host"

@@ -51,11 +51,15 @@ def services(config: Config, env: str, app: str | None = None) -> list[str]:
 
 
 def command(names: list[str], since: str, tail: int, follow: bool) -> str:
-    """One command for every service: one after the other, or all followed at once."""
+    """One command for every service: one after the other, or all followed at once until
+    the channel's stdin closes (the user's Ctrl-C closes the channel: the followers on the
+    host are stopped then, not left waiting for a line to fail on)."""
     each = [f"docker service logs --timestamps --no-trunc --since {sh(since)} --tail "
             f"{int(tail)}{' --follow' if follow else ''} {sh(name)} 2>&1" for name in names]
     if follow:
-        return " & ".join(each) + " & wait"
+        started = " ".join(f"{one} & p{i}=$!;" for i, one in enumerate(each))
+        pids = " ".join(f"$p{i}" for i in range(len(each)))
+        return f"{started} cat >/dev/null; kill {pids} 2>/dev/null; true"
     return "; ".join(each)
 
 
@@ -91,7 +95,13 @@ def show_logs(host: Remote, config: Config, env: str, *, app: str | None = None,
 
     run = command(names, since, tail, follow)
     if follow:
-        host.run(run, what="follow logs", stream=emit, timeout=None)
+        from vedfin_ops.steps.interrupts import signals_as_interrupts
+
+        try:  # Ctrl-C is how a follow ends: the channel is closed, the host's followers stop
+            with signals_as_interrupts(on_signal=getattr(host, "cancel_running", None)):
+                host.run(run, what="follow logs", stream=emit, timeout=None)
+        except KeyboardInterrupt:
+            pass
         return shown
     for line in ordered(host.run(run, what="logs", timeout=120)):
         emit(line)

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from vedfin_ops.config.secret_store import mask_urls
+from vedfin_ops.config.secret_store import masked
 from vedfin_ops.remote.host import RemoteError, heredoc
 
 DOCKER = Path(__file__).with_name("docker.py")
@@ -81,10 +81,7 @@ esac
 
     # -- the Host interface ---------------------------------------------------------------
     def redact(self, text: str) -> str:
-        for value in sorted(self.secrets, key=len, reverse=True):
-            if len(value) >= 4:
-                text = text.replace(value, "***")
-        return mask_urls(text)
+        return masked(text, self.secrets)
 
     def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
             stream: Any = None, timeout: float | None = 600,

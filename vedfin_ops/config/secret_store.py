@@ -11,7 +11,7 @@ import secrets as _random
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,3 +178,12 @@ def mask_urls(text: str) -> str:
     The password runs to the last `@` before whitespace (a password may hold `@`, `:` or `/`
     unencoded), so when in doubt more is masked, never less. Idempotent."""
     return _URL_PASSWORD.sub(lambda match: f"{match.group('head')}***@", text)
+
+
+def masked(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value (4 characters or more; the longest first, so one that
+    holds another goes whole) and every URL password replaced by `***`."""
+    for value in sorted(secrets, key=len, reverse=True):
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return mask_urls(text)

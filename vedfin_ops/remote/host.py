@@ -34,7 +34,7 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
 
-from vedfin_ops.config.secret_store import mask_urls
+from vedfin_ops.config.secret_store import masked
 from vedfin_ops.errors import CheckFailed, UsageError
 
 HANDSHAKES = {"count": 0}
@@ -408,10 +408,7 @@ class Host:
     def redact(self, text: str) -> str:
         """Whatever the host printed, no secret value of this run leaves through us, nor the
         password of a URL (`postgresql://user:***@host`)."""
-        for value in sorted(self.secrets, key=len, reverse=True):
-            if len(value) >= 4:
-                text = text.replace(value, "***")
-        return mask_urls(text)
+        return masked(text, self.secrets)
 
     @property
     def name(self) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
@@ -240,5 +239,5 @@ def human_age(seconds: float) -> str:
     return f"{hours} h {minutes % 60} min ago" if hours < 48 else f"{hours // 24} days ago"
 
 
-__all__: list[Any] = ["Nightly", "apply", "apply_command", "cron_block", "parse_state",
+__all__ = ["Nightly", "apply", "apply_command", "cron_block", "parse_state",
                       "script", "times"]

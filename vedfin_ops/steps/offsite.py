@@ -23,7 +23,7 @@ from vedfin_ops.config.model import BackupS3, Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Remote
-from vedfin_ops.steps.backup import ID, Backup, folder, id_order
+from vedfin_ops.steps.backup import ID, Backup, folder, id_order, list_backups
 from vedfin_ops.steps.operation import describe
 
 PART = 16 * 1024 * 1024  # multipart chunks: 10,000 parts hold 156 GiB
@@ -39,11 +39,9 @@ class Bucket:
 
     def said(self, exc: BaseException) -> str:
         """What the endpoint said, one line, the keys and the account id (in URLs) masked."""
-        text = said(exc)
-        for value in sorted(self.secrets, key=len, reverse=True):
-            if len(value) >= 4:
-                text = text.replace(value, "***")
-        return text
+        from vedfin_ops.config.secret_store import masked
+
+        return masked(said(exc), self.secrets)
 
     def folder(self, database: str) -> str:
         return f"{self.settings.prefix}{database}/"
@@ -261,8 +259,6 @@ def copy_missing(host: Remote, config: Config, target: Bucket, env: str, databas
     """Every backup of the database on the host that the bucket lacks, uploaded, oldest
     first; then the bucket's retention. Returns the ids copied; raises CheckFailed (each
     backup is whole on the host: the next run tries again)."""
-    from vedfin_ops.steps.backup import list_backups
-
     ids, orphans = _listed(target, database)
     behind = [b for b in list_backups(host, config, env).backups
               if b.id not in ids and b.database == database]
@@ -296,8 +292,6 @@ def fetch(host: Remote, config: Config, env: str, backup_id: str,
         known = ", ".join(copy_ids(target, database)[-5:]) or "none"
         raise UsageError(f"db.restore: no copy {backup_id} of {database} in {target.where} "
                          f"(latest: {known})")
-    from vedfin_ops.steps.backup import list_backups
-
     here = [b for b in list_backups(host, config, env).backups if b.id == backup.id]
     if here and here[0].sha256 == backup.sha256:
         say(f"restore: {backup.id} is on the host already (same sha256); not fetched")

@@ -72,3 +72,72 @@ def test_grep_filters_here_and_secrets_are_masked(world: World) -> None:
     count = logs.show_logs(Host(), world.config, "production",  # type: ignore[arg-type]
                            grep="ERROR|FATAL", out=shown.append)
     assert count == 1 and shown == ["2026-11-29T16:43:28Z s_api.1.x@vm    | ERROR password ***"]
+
+
+def _fake_logs(world: World, lines: dict[str, list[tuple[Any, str]]]) -> None:
+    engine = world.host.engine()
+    engine["logs"] = {f"vedfin-production_{app}": said for app, said in lines.items()}
+    world.host.set_engine(**engine)
+
+
+def test_a_deploy_warns_with_the_new_tasks_error_lines_and_goes_live(world: World) -> None:
+    _fake_logs(world, {"api-production": [
+        (1, "ERROR the old release's error, not this one's"),
+        ("current", "api v2 listening on 3000"),
+        ("current", "ERROR [ExceptionsHandler] [bold]token s3cret-value-jwt_secret_prod[/bold]"),
+        ("current", "UnhandledPromiseRejection: boom")]})
+    assert world.deploy("v2").result == "ok"
+    said = "\n".join(world.said)
+    assert "warning: 2 error line(s) in the new tasks' logs (verify.logErrors):" in said
+    assert "[bold]token ***[/bold]" in said and "s3cret-value" not in said
+    assert "old release's error" not in said and "listening" not in said
+
+
+def test_error_lines_fail_the_deploy_where_the_config_says_so(world: World) -> None:
+    world.config.verify.log_errors_fail = True
+    _fake_logs(world, {"web-production": [("current", "FATAL cannot reach the api")]})
+    with pytest.raises(Exception) as raised:
+        world.deploy("v2")
+    orchestration.assert_back_on_v1(world, raised.value, "failed")
+    assert "logs: 1 error line(s) in the new tasks' logs (verify.logErrors)" in str(
+        raised.value)
+
+
+def test_logs_that_cannot_be_read_only_warn(world: World) -> None:
+    from tests.fake.host import Fault
+
+    _fake_logs(world, {"api-production": [("current", "api v2 listening on 3000")]})
+    world.host.inject(Fault("read the new tasks' logs", 1, "remote"))
+    assert world.deploy("v2").result == "ok"
+    assert any(s.startswith("warning: the new tasks' logs not read (") for s in world.said)
+
+
+def test_clean_logs_say_so(world: World) -> None:
+    world.config.verify.log_errors_fail = True
+    _fake_logs(world, {"api-production": [("current", "api v2 listening on 3000")]})
+    assert world.deploy("v2").result == "ok"
+    assert "verify: no error lines in the new tasks' logs" in world.said
+
+
+def test_an_unreadable_log_fails_the_deploy_where_error_lines_would(world: World) -> None:
+    from tests.fake.host import Fault
+
+    world.config.verify.log_errors_fail = True
+    world.host.inject(Fault("read the new tasks' logs", 1, "remote"))
+    with pytest.raises(Exception) as raised:
+        world.deploy("v2")
+    orchestration.assert_back_on_v1(world, raised.value, "failed")
+    assert "logs: not read (" in str(raised.value)
+
+
+def test_error_lines_come_only_from_running_tasks_and_match_per_line() -> None:
+    output = ("--VEDFIN-TASKS--\nt2\n--VEDFIN-LOGS--\n"
+              "2026-11-29T10:00:01Z s_api.1.t1@vm    | ERROR old task\n"
+              "2026-11-29T10:00:02Z s_api.1.t2@vm    | all fine, no ERRORS here\n"
+              "2026-11-29T10:00:03Z s_api.2.t2@vm    | Unhandled rejection\n"
+              "error from daemon: ERROR not a task line\n"
+              "--VEDFIN-TASKS--\n--VEDFIN-LOGS--\n"
+              "2026-11-29T10:00:00Z s_web.1.t9@vm    | FATAL but web has no running task\n")
+    assert logs.error_lines(output, [r"\bERROR\b", r"\bFATAL\b", "Unhandled"]) == [
+        "2026-11-29T10:00:03Z s_api.2.t2@vm    | Unhandled rejection"]
+    assert logs.task_id("vedfin-production_api-production.2.abc123def@node-1") == "abc123def"

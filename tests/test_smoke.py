@@ -26,14 +26,7 @@ Route = Callable[[http.server.BaseHTTPRequestHandler], None]
 
 
 def _json(body: dict[str, Any]) -> Route:
-    def reply(handler: http.server.BaseHTTPRequestHandler) -> None:
-        data = json.dumps(body).encode()
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-    return reply
+    return _text(json.dumps(body), "application/json")
 
 
 def _status(code: int, location: str | None = None) -> Route:
@@ -41,6 +34,30 @@ def _status(code: int, location: str | None = None) -> Route:
         handler.send_response(code)
         if location:
             handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    return reply
+
+
+def _text(body: str, kind: str = "text/plain") -> Route:
+    def reply(handler: http.server.BaseHTTPRequestHandler) -> None:
+        data = body.encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", kind)
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+    return reply
+
+
+def _preflight(allow: str | None, code: int = 204) -> Route:
+    """A CORS preflight answer: `origin` echoes the request's Origin, None allows nothing."""
+    def reply(handler: http.server.BaseHTTPRequestHandler) -> None:
+        handler.send_response(code)
+        if allow is not None:
+            origin = handler.headers.get("Origin", "")
+            handler.send_header("Access-Control-Allow-Origin",
+                                origin if allow == "origin" else allow)
         handler.send_header("Content-Length", "0")
         handler.end_headers()
     return reply
@@ -77,6 +94,10 @@ class Server:
                 host = self.headers.get("Host", "").split(":")[0]
                 route = routes.get((host, self.path)) or routes.get(("*", self.path))
                 (route or _status(404))(self)
+
+            def do_OPTIONS(self) -> None:
+                host = self.headers.get("Host", "").split(":")[0]
+                (routes.get((host, f"OPTIONS {self.path}")) or _status(501))(self)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -119,7 +140,8 @@ def _healthy_routes(server: Server) -> None:
     server.routes.update({
         (api, "/api/health"): _json(HEALTHY),
         (api, "/api/auth/health"): _status(200),
-        (api, "/api/debug/diagnostics/db-health"): _status(200),
+        (api, "/api/debug/diagnostics/db-health"): _text("Connection successful\n"),
+        (api, "OPTIONS /api/health"): _preflight(allow="origin"),
         ("smoke.localhost", "/"): _status(200),
         ("www.smoke.localhost", "/"): _status(308, f"http://smoke.localhost:{server.port}/"),
     })
@@ -139,7 +161,9 @@ def test_every_check_passes_against_a_healthy_env(server: Server) -> None:
     assert set(_by_name(report)) == {
         "api-production /api/health", "api-production /api/auth/health",
         "api-production /api/debug/diagnostics/db-health", "web-production /",
-        "www.smoke.localhost -> smoke.localhost"}
+        "www.smoke.localhost -> smoke.localhost", "api-production CORS from smoke.localhost"}
+    assert _by_name(report)["api-production CORS from smoke.localhost"].detail == (
+        f"http://smoke.localhost:{server.port} allowed (http://smoke.localhost:{server.port})")
     as_json = report.to_dict()
     assert as_json["env"] == "production" and as_json["passed"] is True
     assert all({"name", "ok", "detail", "seconds"} <= set(c) for c in as_json["checks"])
@@ -152,6 +176,48 @@ def test_health_json_saying_disconnected_fails(server: Server) -> None:
     check = _by_name(smoke_test(_config(server.port), "production", FAST))[
         "api-production /api/health"]
     assert not check.ok and check.detail == "health says database='disconnected'"
+
+
+def test_db_health_answering_200_with_an_error_fails(server: Server) -> None:
+    """The runbook expects "Connection successful"; a diagnostics page that reports the
+    failure with HTTP 200 must not pass (it did while any 200 passed)."""
+    _healthy_routes(server)
+    server.routes[("api.smoke.localhost", "/api/debug/diagnostics/db-health")] = _text(
+        "Connection failed: [red]timeout[/red]\nstack...\n")
+    check = _by_name(smoke_test(_config(server.port), "production", FAST))[
+        "api-production /api/debug/diagnostics/db-health"]
+    assert not check.ok
+    assert check.detail == ("HTTP 200 but says 'Connection failed: [red]timeout[/red]', "
+                            "expected 'Connection successful'")
+
+
+@pytest.mark.parametrize(("answer", "detail"), [
+    (_preflight(None), "no Access-Control-Allow-Origin for http://smoke.localhost:{port}: "
+                       "the browser blocks the web's calls to the api"),
+    (_preflight("https://elsewhere.example"),
+     "Access-Control-Allow-Origin is 'https://elsewhere.example', not "
+     "http://smoke.localhost:{port}"),
+    (_preflight("origin", code=404), "preflight answered HTTP 404, expected 200/204"),
+])
+def test_api_that_does_not_allow_the_webs_origin_fails_cors(server: Server, answer: Route,
+                                                            detail: str) -> None:
+    _healthy_routes(server)
+    server.routes[("api.smoke.localhost", "OPTIONS /api/health")] = answer
+    report = smoke_test(_config(server.port), "production", FAST)
+    check = _by_name(report)["api-production CORS from smoke.localhost"]
+    assert not check.ok and check.detail == detail.format(port=server.port)
+    assert not report.passed
+
+
+def test_cors_allowing_any_origin_passes_and_cors_path_null_skips_it(server: Server) -> None:
+    _healthy_routes(server)
+    server.routes[("api.smoke.localhost", "OPTIONS /api/health")] = _preflight("*")
+    assert _by_name(smoke_test(_config(server.port), "production", FAST))[
+        "api-production CORS from smoke.localhost"].ok
+    config = _config(server.port)
+    config.verify.cors_path = None
+    assert "api-production CORS from smoke.localhost" not in _by_name(
+        smoke_test(config, "production", FAST))
 
 
 def _raw(body: bytes, headers: dict[str, str]) -> Route:
@@ -267,7 +333,7 @@ def test_checks_run_in_parallel(server: Server) -> None:
         server.routes[key] = counting(route)
     report = smoke_test(_config(server.port), "production", FAST)
     assert report.passed
-    assert state["most"] == len(report.checks) == 5
+    assert state["most"] == len(report.checks) == 6
 
 
 # --- TLS, with a CA and certificates made here ---

@@ -205,6 +205,18 @@ def main(args: list[str]) -> int:
         print(json.dumps([inspect_one(n, state["services"][n]) for n in names
                           if n in state["services"]]))
         return 0
+    if args[:2] == ["service", "ps"] and "-q" in args:  # running tasks: one id per version
+        svc = state["services"].get(args[-1])
+        if svc is not None:
+            print(f"task-v{svc['version']}")
+        return 0
+    if args[:2] == ["service", "logs"]:  # state["logs"][service]: [(version, text), ...]
+        svc = state["services"].get(args[-1], {})
+        for version, text in state.get("logs", {}).get(args[-1], []):
+            current = svc.get("version") if version == "current" else version
+            print(f"2026-11-29T10:00:00.{current:09d}Z {args[-1]}.1.task-v{current}@fake"
+                  f"    | {text}")
+        return 0
     if args[:2] == ["service", "ps"]:
         print(f"{state['services'].get(args[-1], {}).get('image', 'x')} task: non-zero exit (1)"
               if "broken" in json.dumps(state["services"].get(args[-1], {})) else "")

@@ -35,6 +35,7 @@ from vedfin_ops.checks.runner import (
 from vedfin_ops.config.model import Application, Config
 
 TLS_WARN_DAYS = 14
+DB_HEALTH_SAYS = "Connection successful"
 HEALTH = {"status": "ok", "database": "connected", "redis": "connected"}
 PGVECTOR_SQL = (
     "CREATE TEMP TABLE vedfin_smoke_vectors (id serial, vec vector(3));",
@@ -83,7 +84,8 @@ class _SniAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def _get(endpoint: Endpoint, options: Options) -> requests.Response:
+def _get(endpoint: Endpoint, options: Options, *, method: str = "GET",
+         headers: dict[str, str] | None = None) -> requests.Response:
     session = requests.Session()
     url = endpoint.url
     parts = urlsplit(url)
@@ -91,8 +93,9 @@ def _get(endpoint: Endpoint, options: Options) -> requests.Response:
     if parts.scheme == "https" and parts.hostname != domain:
         session.mount(f"https://{parts.netloc}/", _SniAdapter(domain))
     try:
-        response = session.get(url, headers=endpoint.headers, timeout=options.timeout,
-                               allow_redirects=False, verify=options.ca_file or True)
+        response = session.request(method, url, headers={**endpoint.headers, **(headers or {})},
+                                   timeout=options.timeout, allow_redirects=False,
+                                   verify=options.ca_file or True)
     except requests.exceptions.SSLError as exc:
         raise CertificateNotYet(f"TLS: {short(exc)}") from None
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
@@ -113,6 +116,35 @@ def _expect_status(endpoint: Endpoint, options: Options, wanted: int = 200) -> s
     if response.status_code != wanted:
         raise Failed(f"HTTP {response.status_code}, expected {wanted}")
     return f"HTTP {response.status_code}"
+
+
+def _says(endpoint: Endpoint, options: Options, wanted: str) -> str:
+    """200 and a body that says `wanted` (the runbook's "Expected: Connection successful"):
+    a diagnostics page that answers 200 with an error message must not pass."""
+    response = _get(endpoint, options)
+    if response.status_code != 200:
+        raise Failed(f"HTTP {response.status_code}, expected 200")
+    if wanted not in response.text:
+        said = response.text.strip().splitlines()[0] if response.text.strip() else "nothing"
+        raise Failed(f"HTTP 200 but says {short(said)!r}, expected {wanted!r}")
+    return f"HTTP 200, {wanted!r}"
+
+
+def _cors(endpoint: Endpoint, origin: str, options: Options) -> str:
+    """The browser's question before the web calls the api: a CORS preflight with the web's
+    origin must be answered with that origin (or `*`) allowed. The runbook checks this in
+    DevTools' Network tab; a missing allow breaks every page that calls the api."""
+    response = _get(endpoint, options, method="OPTIONS",
+                    headers={"Origin": origin, "Access-Control-Request-Method": "GET"})
+    if response.status_code not in (200, 204):
+        raise Failed(f"preflight answered HTTP {response.status_code}, expected 200/204")
+    allowed = response.headers.get("Access-Control-Allow-Origin")
+    if allowed is None:
+        raise Failed(f"no Access-Control-Allow-Origin for {origin}: the browser blocks the "
+                     f"web's calls to the api")
+    if allowed not in (origin, "*"):
+        raise Failed(f"Access-Control-Allow-Origin is {short(allowed)!r}, not {origin}")
+    return f"{origin} allowed ({allowed})"
 
 
 def _health(endpoint: Endpoint, options: Options) -> str:
@@ -241,7 +273,14 @@ def _app_checks(config: Config, app: Application,
         out.append((f"{app.name} /api/auth/health",
                     lambda: _expect_status(at("/api/auth/health"), options)))
         out.append((f"{app.name} /api/debug/diagnostics/db-health",
-                    lambda: _expect_status(at("/api/debug/diagnostics/db-health"), options)))
+                    lambda: _says(at("/api/debug/diagnostics/db-health"), options,
+                                  DB_HEALTH_SAYS)))
+        web = next((w for w in config.apps(app.env) if w.app == "web" and w.domain), None)
+        if web is not None and web.domain and config.verify.cors_path:
+            front = base(config, web.domain)
+            origin = f"{urlsplit(front.url).scheme}://{front.host}"
+            out.append((f"{app.name} CORS from {web.domain}",
+                        partial(_cors, at(config.verify.cors_path), origin, options)))
     else:
         out.append((f"{app.name} {app.health.path}",
                     lambda: _expect_status(at(app.health.path), options)))

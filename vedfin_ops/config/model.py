@@ -479,11 +479,33 @@ class Capacity(Model):
     hard_margin_mb: Annotated[float, Field(ge=0)] = 0.0  # MiB
 
 
+def _url_path(value: str) -> str:
+    if not re.fullmatch(r"/[A-Za-z0-9._~/-]*", value):
+        raise ValueError(f"{show(value)} is not a URL path starting with /")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"{show(value)} is not a regular expression ({exc})") from None
+    return value
+
+
 class Verify(Model):
     """Verify never passes by checking nothing: an env whose apps have no domain has no smoke
     checks, and is refused unless this says so."""
 
     allow_no_checks: bool = False
+    # where the api answers the web's CORS preflight (empty: not checked); NestJS's
+    # enableCors answers it on every path
+    cors_path: Annotated[str, AfterValidator(_url_path)] | None = "/api/health"
+    # the new tasks' log lines that count as errors (Python regexes, searched per line),
+    # and whether they fail the deploy or only warn
+    log_errors: list[Annotated[str, AfterValidator(_regex)]] = [
+        r"\bERROR\b", r"\bFATAL\b", r"Unhandled"]
+    log_errors_fail: bool = False
 
 
 def _endpoint(value: str) -> str:

@@ -85,6 +85,8 @@ def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
     # rather than failing every rehearsal. Published ports are still audited for real.
     data["firewall"] = {**data.get("firewall", {}), "check": "none"}
     data["monitoring"] = {**data.get("monitoring", {}), "check": False}
+    # the stand-in api (busybox httpd) answers a CORS preflight only through CGI
+    data["verify"] = {**data.get("verify", {}), "corsPath": "/cgi-bin/cors"}
     return data
 
 

@@ -62,6 +62,7 @@ from vedfin_ops.steps.volumes import judge_adoption
 
 SHARED_OWNER = "production"  # the env whose deploys may change postgres, redis and the edge
 SHARED_LOCK_WAIT = 120.0
+LOG_LINES_SHOWN = 5
 
 
 @dataclass
@@ -358,8 +359,38 @@ class Deploy(EnvRun):
         self.step("verify: smoke checks through the edge")
         failures = self.hooks.verify(self.config, self.env,
                                      tls_wait=60.0 if self.edge_starts else 0.0)
+        failures += self.check_logs()
         if failures:
             raise CheckFailed(f"verify failed: {'; '.join(failures)}")
+
+    def check_logs(self) -> list[str]:
+        """The runbook's "no errors in logs" for the tasks this rollout started: a warning
+        with the lines, or a failure where `verify.logErrorsFail` says so."""
+        from vedfin_ops.steps.logs import log_errors
+
+        apps = {f"{self.stack}_{app.name}" for app in self.config.apps(self.env)}
+        names = [name for name in self.result.services_updated if name in apps]
+        if not names or not self.config.verify.log_errors:
+            return []
+        fail = self.config.verify.log_errors_fail
+        try:
+            found = log_errors(self.host, self.config, self.env, names)
+        except Exception as exc:
+            if fail:
+                return [f"logs: not read ({describe(exc)})"]
+            self.say(f"warning: the new tasks' logs not read ({describe(exc)})")
+            return []
+        if not found:
+            self.say("verify: no error lines in the new tasks' logs")
+            return []
+        head = f"{len(found)} error line(s) in the new tasks' logs (verify.logErrors)"
+        self.say(f"{'' if fail else 'warning: '}{head}:")
+        for line in found[:LOG_LINES_SHOWN]:
+            self.say(f"  | {line}")
+        if len(found) > LOG_LINES_SHOWN:
+            self.say(f"  | ... {len(found) - LOG_LINES_SHOWN} more (fab logs --env {self.env} "
+                     f"--grep ...)")
+        return [f"logs: {head}"] if fail else []
 
     def promote(self) -> None:
         """The records first (engine specs, shared hash, state good), then `current` moves:

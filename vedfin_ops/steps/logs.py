@@ -63,6 +63,52 @@ def command(names: list[str], since: str, tail: int, follow: bool) -> str:
     return "; ".join(each)
 
 
+_TASKS, _LOGS = "--VEDFIN-TASKS--", "--VEDFIN-LOGS--"
+ERROR_TAIL = 2000  # lines per task: a new task's start is recent, its history short
+
+
+def running_tasks_logs(names: list[str], tail: int = ERROR_TAIL) -> str:
+    """One command: per service, the ids of its running tasks, then its recent lines."""
+    return "; ".join(
+        f"echo {_TASKS}; docker service ps -q --no-trunc --filter desired-state=running "
+        f"{sh(name)}; echo {_LOGS}; docker service logs --timestamps --no-trunc --tail "
+        f"{int(tail)} {sh(name)} 2>&1" for name in names)
+
+
+def task_id(task: str) -> str:
+    """`<service>.<slot>.<task id>@<node>` -> the task id."""
+    return task.split("@", 1)[0].rsplit(".", 1)[-1]
+
+
+def error_lines(output: str, patterns: list[str]) -> list[str]:
+    """The lines of running tasks that match an error pattern. Old tasks' lines are left
+    out: a deploy that fixed an error must not be blamed for the release it replaced."""
+    compiled = [re.compile(p) for p in patterns]
+    found: list[str] = []
+    for section in output.split(_TASKS)[1:]:
+        ids_part, _, logs_part = section.partition(_LOGS)
+        running = set(ids_part.split())
+        for line in logs_part.splitlines():
+            match = _LINE.match(line)
+            if match and task_id(match.group("task")) in running and any(
+                    c.search(match.group("text")) for c in compiled):
+                found.append(line)
+    return ordered("\n".join(found))
+
+
+def log_errors(host: Remote, config: Config, env: str, names: list[str] | None = None
+               ) -> list[str]:
+    """The runbook's "no errors in logs": what the running tasks of the env's apps (or the
+    services named) logged that matches `verify.logErrors`, secrets masked."""
+    patterns = config.verify.log_errors
+    names = services(config, env) if names is None else names
+    if not patterns or not names:
+        return []
+    output = host.run(running_tasks_logs(names), what="read the new tasks' logs",
+                      timeout=120)
+    return [host.redact(line) for line in error_lines(output, patterns)]
+
+
 def ordered(text: str) -> list[str]:
     """The services' lines merged by their time (stable: a service's own order is kept);
     a line docker printed without a task and time (an engine message) keeps its place."""

@@ -351,8 +351,7 @@ def preflight(host: Host | None, config: Config, env: str, *,
     checks: list[tuple[str, Callable[[], str]]] = [
         ("secrets", secrets), ("dns", lambda: dns_check(config, env, resolve)), ("tls", tls)]
     if probe is None and host is not None:
-        probe = host.run(probe_command([config.monitoring.netdata_port,
-                                        config.monitoring.uptime_kuma_port]),
+        probe = host.run(probe_command(monitored_ports(config)),
                          what="preflight probe")
     answer = sections(probe or "")
     allowed = {config.edge.http_port} | ({config.edge.https_port} if config.edge.tls != "off"
@@ -388,14 +387,20 @@ def preflight(host: Host | None, config: Config, env: str, *,
     return report
 
 
+def monitored_ports(config: Config) -> list[int]:
+    return [p for p in (config.monitoring.netdata_port, config.monitoring.uptime_kuma_port)
+            if p is not None]
+
+
 def _monitoring(config: Config, answers: str) -> str:
-    names = {config.monitoring.netdata_port: "Netdata",
-             config.monitoring.uptime_kuma_port: "Uptime Kuma"}
+    names = {config.monitoring.netdata_port: "Netdata"}
+    if config.monitoring.uptime_kuma_port is not None:
+        names[config.monitoring.uptime_kuma_port] = "Uptime Kuma"
     states = dict(line.split() for line in answers.strip().splitlines() if len(line.split()) == 2)
     down = [f"{names[p]} ({p})" for p in names if states.get(str(p)) != "open"]
     if down:
         raise Failed(f"not answering on the host: {', '.join(down)}")
-    return "Netdata and Uptime Kuma answer"
+    return " and ".join(names.values()) + (" answers" if len(names) == 1 else " answer")
 
 
 def _capacity(config: Config, env: str, usage_text: str, force: bool) -> str:

@@ -392,6 +392,46 @@ def db_schedule(c: Context, accept_new_host_key: bool = False,
                      f"{nightly.script_path(cfg, env)}")
 
 
+@task(name="apply", help={**HOST_HELP, "json": "JSON output"})
+@guarded
+def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool = False,
+                     host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """Install the runbook's Netdata alarms on the host, reload, and prove Netdata has them."""
+    from vedfin_ops.rendering.files import netdata_health
+    from vedfin_ops.steps import monitoring
+    cfg = config_for(config)
+    changed, now = monitoring.apply(remote(c, accept_new_host_key, host_key_fingerprint), cfg,
+                                    netdata_health(cfg))
+    _show_alarms(now, json_, "installed and reloaded" if changed else "unchanged")
+
+
+@task(name="status", help={**HOST_HELP, "json": "JSON output"})
+@guarded
+def monitoring_status(c: Context, json_: bool = False, accept_new_host_key: bool = False,
+                      host_key_fingerprint: str | None = None, config: str | None = None
+                      ) -> None:
+    """The vedfin alarms as Netdata has them (exit 1 when one is missing or differs)."""
+    from vedfin_ops.steps import monitoring
+    now = monitoring.loaded(remote(c, accept_new_host_key, host_key_fingerprint),
+                            config_for(config))
+    _show_alarms(now, json_, "")
+    if not now.ok:
+        raise SystemExit(1)
+
+
+def _show_alarms(now: Any, json_: bool, head: str) -> None:
+    if json_:
+        print(json.dumps({"changed": head == "installed and reloaded", **now.to_dict()},
+                         indent=2))
+        return
+    if head:
+        stdout.print(f"monitoring: alarms {head}", markup=False)
+    for name, ok, detail in now.items:
+        stdout.print(f"  {'ok' if ok else 'FAILED'}  {name}: {detail}", markup=False)
+    for line in now.raised:
+        stdout.print(f"  raised: {line}", markup=False)
+
+
 def _bucket_backups(cfg: Any, env: str | None, json_: bool) -> None:
     from vedfin_ops.config import secret_store
     from vedfin_ops.errors import UsageError
@@ -534,4 +574,5 @@ ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production",
 ns.add_collection(Collection("secrets", generate))
 ns.add_collection(Collection("lock", lock_release))
 ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))
+ns.add_collection(Collection("monitoring", monitoring_apply, monitoring_status))
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))

@@ -468,8 +468,16 @@ class Firewall(Model):
 
 class Monitoring(Model):
     netdata_port: Annotated[Count, Field(ge=1, le=65535)] = 19999
-    uptime_kuma_port: Annotated[Count, Field(ge=1, le=65535)] = 3002
+    # null where no Uptime Kuma runs (preflight then asks only for Netdata)
+    uptime_kuma_port: Annotated[Count, Field(ge=1, le=65535)] | None = 3002
     check: bool = True  # false where nothing monitors the host (the sandbox)
+    # Netdata's config folder on the host (its health.d gets the tool's alarms; the deploy
+    # user must be able to write there) and how often the alarms are evaluated
+    netdata_config: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$")] = "/etc/netdata"
+    alarm_every: Annotated[Seconds, Field(ge=1)] = 60.0
+    # false: deploys leave Netdata's health configuration alone (`fab monitoring.apply` still
+    # installs it)
+    apply: bool = True
 
 
 class Capacity(Model):

@@ -26,6 +26,7 @@ from vedfin_ops.config.tags import check_tag
 from vedfin_ops.config.units import format_cpus, format_mib, format_seconds
 from vedfin_ops.errors import ConfigError
 from vedfin_ops.remote.quoting import sh, yaml_str
+from vedfin_ops.rendering.alarms import alarms
 from vedfin_ops.rendering.traefik import labels as traefik_labels
 
 # inside the package, so an installed wheel renders too; the checkout's top-level
@@ -102,6 +103,15 @@ def _jinja(root: str) -> jinja2.Environment:
     return env
 
 
+def netdata_health(config: Config, header: str | None = None) -> str:
+    """The alarms file `monitoring.apply` installs (the same bytes `render` writes)."""
+    if header is None:
+        header = HEADER.format(source=" ".join(Path(config.source).name.split()))
+    return _template("netdata-health.conf.j2").render(
+        header=header, alarms=alarms(config),
+        every=f"{max(1, round(config.monitoring.alarm_every))}s")
+
+
 def _template(name: str) -> jinja2.Template:
     return _jinja(str(TEMPLATES)).get_template(name)
 
@@ -161,8 +171,7 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
         files["edge/Caddyfile"] = _caddyfile(config, header)
     if caddy and config.edge.acme_ca_root:
         files["edge/acme-ca-root.pem"] = _read_pem(config, config.edge.acme_ca_root)
-    files["monitoring/netdata-health.conf"] = _template("netdata-health.conf.j2").render(
-        header=header, alerts=config.alerts)
+    files["monitoring/netdata-health.conf"] = netdata_health(config, header)
     files["monitoring/health_alarm_notify.conf"] = _template("netdata-notify.conf.j2").render(
         header=header, alerts=config.alerts)
     files["stacks/shared.yml"] = _template("stack-shared.yml.j2").render(

@@ -21,7 +21,7 @@ import yaml
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.config.names import shared_stack_name, stack_name
-from vedfin_ops.sandbox import acme, engine, images, overlay, s3, sshd, traefik
+from vedfin_ops.sandbox import acme, engine, images, netdata, overlay, s3, sshd, traefik
 from vedfin_ops.sandbox import registry as registry_server
 from vedfin_ops.sandbox.local import SandboxError, run
 
@@ -37,6 +37,7 @@ ACME_ADMIN_PORT = 15000
 TRAEFIK_HTTP_PORT = 28080
 TRAEFIK_HTTPS_PORT = 28443
 S3_PORT = 29000
+NETDATA_PORT = 29999
 REGISTRY_USER = "vedfin"
 REGISTRY_SECRET = "REGISTRY_PASSWORD"
 
@@ -58,6 +59,7 @@ class State:
     traefik_http_port: int = 0
     traefik_https_port: int = 0
     s3_port: int = 0
+    netdata_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -134,8 +136,19 @@ def up(use_existing: bool = False, workdir: Path | None = None,
         progress("s3: moto is not installed, so backups are not copied off-host "
                  "(pip install 'moto[server]')")
 
+    netdata_at = None
+    if netdata.available():
+        progress("netdata: Debian's Netdata as the deploy user, for the alarms")
+        state.netdata_port = state.netdata_port or sshd.free_port(NETDATA_PORT)
+        state.save(workdir)
+        netdata_at = (state.netdata_port,
+                      netdata.ensure(workdir / "netdata", state.netdata_port, USER))
+    else:
+        progress("netdata: not installed, so alarms are not applied (apt-get install netdata)")
+
     progress("config: .sandbox/dokploy.yaml, dokploy-https.yaml and secrets")
-    _write_config(workdir, Path(shipped), state.edge_port, server, s3_endpoint, s3_keys)
+    _write_config(workdir, Path(shipped), state.edge_port, server, s3_endpoint, s3_keys,
+                  netdata_at)
     if authority is not None:
         _write_https_config(workdir, Path(shipped), state.https_port, authority)
     if authority is not None and images.traefik_binary() is not None:
@@ -199,7 +212,8 @@ def build_apps(config_path: Path, tags: tuple[str, ...] = images.APP_TAGS) -> No
 
 def _write_config(workdir: Path, shipped: Path, edge_port: int,
                   server: registry_server.RegistryServer, s3_endpoint: str | None = None,
-                  s3_keys: dict[str, str] | None = None) -> None:
+                  s3_keys: dict[str, str] | None = None,
+                  netdata_at: tuple[int, str] | None = None) -> None:
     data = yaml.safe_load(shipped.read_text())
     config_path = workdir / "dokploy.yaml"
     config_path.write_text(overlay.dump(
@@ -207,7 +221,7 @@ def _write_config(workdir: Path, shipped: Path, edge_port: int,
                                registry={"server": server.server, "username": server.username,
                                          "password": f"${{{REGISTRY_SECRET}}}",
                                          "caRoot": str(server.ca)},
-                               s3_endpoint=s3_endpoint),
+                               s3_endpoint=s3_endpoint, netdata=netdata_at),
         str(shipped), edge_port))
     config = load_config(config_path)  # the sandbox's own config must be valid
     secrets_file = workdir / "secrets.env"
@@ -294,6 +308,8 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
     acme.stop(workdir / "acme")
     progress("s3: stopping moto's server")
     s3.stop(workdir / "s3")
+    progress("netdata: stopping the sandbox's Netdata")
+    netdata.stop(workdir / "netdata")
     progress("registry: stopping")
     registry_server.stop(workdir / "registry")
     if state.trusted_registry:

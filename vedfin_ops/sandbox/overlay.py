@@ -27,8 +27,8 @@ def localhost_domain(domain: str) -> str:
 
 
 def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
-                   user: str, registry: dict[str, str], s3_endpoint: str | None = None
-                   ) -> dict[str, Any]:
+                   user: str, registry: dict[str, str], s3_endpoint: str | None = None,
+                   netdata: tuple[int, str] | None = None) -> dict[str, Any]:
     data = copy.deepcopy(shipped)
     server = registry["server"]
     data["registry"] = dict(registry)
@@ -81,10 +81,17 @@ def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
     else:
         backups.pop("s3", None)
     data["backups"] = backups
-    # This machine runs no ufw, Netdata or Uptime Kuma: preflight says "skipped" for them
-    # rather than failing every rehearsal. Published ports are still audited for real.
+    # This machine runs no ufw and no Uptime Kuma: preflight says "skipped" rather than
+    # failing every rehearsal. Published ports are still audited for real. Netdata is the
+    # sandbox's own (sandbox/netdata.py): alarms evaluated every 5 s, so tests see them raised.
     data["firewall"] = {**data.get("firewall", {}), "check": "none"}
-    data["monitoring"] = {**data.get("monitoring", {}), "check": False}
+    if netdata is not None:
+        port, config_dir = netdata
+        data["monitoring"] = {**data.get("monitoring", {}), "check": True, "apply": True,
+                              "netdataPort": port, "netdataConfig": config_dir,
+                              "alarmEvery": "5s", "uptimeKumaPort": None}
+    else:
+        data["monitoring"] = {**data.get("monitoring", {}), "check": False, "apply": False}
     # the stand-in api (busybox httpd) answers a CORS preflight only through CGI
     data["verify"] = {**data.get("verify", {}), "corsPath": "/cgi-bin/cors"}
     return data

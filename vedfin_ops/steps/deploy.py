@@ -435,8 +435,26 @@ class Deploy(EnvRun):
         except Exception as exc:  # the release is live; the schedule can be fixed after
             self.say(f"warning: nightly backups not scheduled ({describe(exc)}; "
                      f"fab db.schedule)")
+        self.apply_monitoring()
         self.copy_offsite()
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
+
+    def apply_monitoring(self) -> None:
+        """Step 7's alarms, after the release is live: a Netdata that is missing or refuses
+        its reload is a warning (the deploy stands), never a half-applied file."""
+        if not self.config.monitoring.apply:
+            return
+        from vedfin_ops.rendering.files import netdata_health
+        from vedfin_ops.steps import monitoring
+
+        try:
+            changed, now = monitoring.apply(self.host, self.config, netdata_health(self.config),
+                                            clock=self.clock)
+        except Exception as exc:
+            self.say(f"warning: monitoring not applied ({describe(exc)}; fab monitoring.apply)")
+            return
+        self.say(f"monitoring: {len(now.items)} Netdata alarms "
+                 f"{'installed and loaded' if changed else 'loaded'}")
 
     def prune_images(self) -> None:
         """App images no kept release of any env names by digest (the runbook alerts on

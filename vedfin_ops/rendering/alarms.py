@@ -1,0 +1,52 @@
+"""The runbook's Netdata alarms as data: the health file is rendered from it and `monitoring.
+check` compares what Netdata loaded against it, so the two can never disagree.
+
+CPU > 85% for 5 min and RAM > 90% for 5 min are critical (Alerts Setup), RAM > 85% a warning
+(mitigation 3: "alert at 85%"), disk > 85% critical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vedfin_ops.config.model import Config
+
+HEALTH_FILE = "vedfin.conf"  # in <netdataConfig>/health.d
+
+
+@dataclass(frozen=True)
+class Alarm:
+    kind: str  # alarm (one chart) | template (every chart of a context)
+    name: str
+    on: str
+    value: str  # the lookup or calc line, after its keyword
+    keyword: str  # lookup | calc
+    info: str
+    warn: str | None = None
+    crit: str | None = None
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _window(seconds: float) -> str:
+    return f"{max(1, round(seconds / 60))}m"
+
+
+def alarms(config: Config) -> list[Alarm]:
+    a = config.alerts
+    cpu, ram = _window(a.cpu.for_), _window(a.ram.for_)
+    return [
+        Alarm("alarm", "vedfin_cpu_usage", "system.cpu",
+              f"average -{cpu} unaligned of user,system,softirq,irq,guest", "lookup",
+              f"CPU above {_num(a.cpu.above)}% for {cpu}",
+              crit=f"$this > {_num(a.cpu.above)}"),
+        Alarm("alarm", "vedfin_ram_usage", "system.ram",
+              f"average -{ram} unaligned percentage of used", "lookup",
+              f"RAM above {_num(a.ram_warn)}% (warning) / {_num(a.ram.above)}% for {ram}",
+              warn=f"$this > {_num(a.ram_warn)}", crit=f"$this > {_num(a.ram.above)}"),
+        Alarm("template", "vedfin_disk_usage", "disk.space", "$used * 100 / ($avail + $used)",
+              "calc", f"disk above {_num(a.disk.above)}%",
+              crit=f"$this > {_num(a.disk.above)}"),
+    ]

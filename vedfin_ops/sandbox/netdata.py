@@ -1,0 +1,115 @@
+"""A real Netdata for the sandbox (Debian's `netdata`, 1.37): the one the runbook's Step 7
+installs on the VPS, run here as the deploy user with its own folders and port, so the tool's
+`monitoring.apply` writes its alarms and reloads them exactly as on a host where the deploy user
+may edit Netdata's health configuration. The machine's own Netdata (if any) is never touched.
+
+Only the collectors the alarms read run (proc for CPU and RAM, diskspace); the database is in
+memory; health runs every 5 s so a lowered threshold raises its alarm within seconds.
+"""
+
+from __future__ import annotations
+
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from vedfin_ops.sandbox.local import SandboxError, started_process, terminate
+
+BINARY = "netdata"
+_CONF = """\
+# Written by `inv sandbox.up`: the sandbox's own Netdata, run as {user}.
+[global]
+    run as user = {user}
+    hostname = vedfin-sandbox
+[directories]
+    config = {root}/etc
+    stock config = /usr/lib/netdata/conf.d
+    log = {root}/log
+    cache = {root}/cache
+    lib = {root}/lib
+    health config = {root}/etc/health.d
+    stock health config = {root}/stock-health.d
+[web]
+    bind to = 127.0.0.1:{port}
+[db]
+    mode = ram
+[ml]
+    enabled = no
+[plugins]
+    apps = no
+    python.d = no
+    charts.d = no
+    go.d = no
+    ebpf = no
+    cups = no
+    perf = no
+    slabinfo = no
+    nfacct = no
+    fping = no
+    ioping = no
+    freeipmi = no
+    statsd = no
+    tc = no
+    idlejitter = no
+    timex = no
+    cgroups = no
+    proc = yes
+    diskspace = yes
+[health]
+    enabled = yes
+    run at least every seconds = 5
+"""
+
+
+def available() -> bool:
+    return shutil.which(BINARY) is not None and shutil.which("netdatacli") is not None
+
+
+def _argv(root: Path) -> list[str]:
+    return [shutil.which(BINARY) or BINARY, "-c", str(root / "etc" / "netdata.conf"), "-D"]
+
+
+def running(root: Path) -> int | None:
+    return started_process(root / "netdata.pid", _argv(root))
+
+
+def ensure(root: Path, port: int, user: str) -> str:
+    """Netdata up on 127.0.0.1:`port`; returns its config folder (what `monitoring.
+    netdataConfig` names). The stock alarms are left out: only the tool's are checked."""
+    if running(root) is not None:
+        return str(root / "etc")
+    stop(root)
+    for sub in ("etc/health.d", "log", "cache", "lib", "stock-health.d"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "netdata.conf").write_text(_CONF.format(user=user, root=root, port=port))
+    account = pwd.getpwnam(user)
+    for path in [root, *root.rglob("*")]:
+        if path.name != "netdata.conf":
+            shutil.chown(path, account.pw_uid, account.pw_gid)
+    with (root / "out.log").open("ab") as log:
+        proc = subprocess.Popen(_argv(root), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    (root / "netdata.pid").write_text(str(proc.pid))
+    import requests
+
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise SandboxError(f"netdata exited ({proc.returncode}); see {root / 'out.log'}")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/api/v1/info", timeout=1).ok:
+                return str(root / "etc")
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise SandboxError(f"netdata did not answer within 30 s; see {root / 'out.log'}")
+        time.sleep(0.3)
+
+
+def stop(root: Path) -> None:
+    pid = running(root)
+    if pid is not None:
+        terminate(pid, wait=10.0)
+    (root / "netdata.pid").unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,18 @@ from vedfin_ops.config.model import Config
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "dokploy.yaml"
 RUNBOOK_SNIPPET = ROOT / "tests" / "data" / "runbook-snippet.yaml"
+NO_NETDATA = "/nonexistent/vedfin-tests/netdata"
+
+
+@pytest.fixture(autouse=True)
+def scripted_hosts_stay_scripted() -> Iterator[None]:
+    """A scripted host's command that would have reached this machine's own Netdata fails the
+    test (the host refuses to run it; the tool would only have warned)."""
+    from tests.fake.host import TOUCHED_MACHINE
+
+    TOUCHED_MACHINE.clear()
+    yield
+    assert TOUCHED_MACHINE == [], f"reached this machine's /etc/netdata: {TOUCHED_MACHINE}"
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +36,8 @@ def shipped_data() -> dict[str, Any]:
     reach Cloudflare (tests/test_offsite.py sets a local endpoint where it wants one)."""
     data: dict[str, Any] = yaml.safe_load(SHIPPED.read_text())
     data.get("backups", {}).pop("s3", None)
+    # never this machine's Netdata (tests/test_monitoring.py gives a folder where it wants one)
+    data["monitoring"] = {**data.get("monitoring", {}), "netdataConfig": NO_NETDATA}
     return data
 
 

@@ -98,7 +98,7 @@ def _set(path: str, value: Any) -> Any:
         *parents, last = path.split(".")
         node: Any = data
         for part in parents:
-            node = node[int(part)] if part.isdigit() else node[part]
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
         node[int(last) if last.isdigit() else last] = value
     return change
 
@@ -138,6 +138,13 @@ def test_bad_memory_size_names_file_key_and_value(variant: Any) -> None:
     ("applications", "api", "applications"),
     ("overhead.monitoring.cpus", 9, "overhead.monitoring.cpus: 9 exceeds"),
     ("alerts.ram.above", 120, "alerts.ram.above"),
+    ("alerts.ramWarn", 95, "alerts: ramWarn (95) must be below ram.above (90)"),
+    ("verify.logErrors", [".*"], 'verify.logErrors[0]: ".*" matches an empty line'),
+    ("verify.logErrors", ["(x"], 'verify.logErrors[0]: "(x" is not a regular expression'),
+    ("verify.corsPath", "api", 'verify.corsPath: "api" is not a URL path starting with /'),
+    ("monitoring.netdataConfig", "etc; rm -rf /", "monitoring.netdataConfig"),
+    ("monitoring.alarmEvery", "0s", "monitoring.alarmEvery"),
+    ("applications.0.migrateStatus", 5, "applications[0].migrateStatus"),
     ("tag", "bad tag!", "tag"),
 ])
 def test_wrong_types_and_values_are_refused(variant: Any, path: str, value: Any,

@@ -4,6 +4,7 @@ quoted. The engine's real logs are read in tests/integration/test_checks_on_sand
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -130,14 +131,45 @@ def test_an_unreadable_log_fails_the_deploy_where_error_lines_would(world: World
     assert "logs: not read (" in str(raised.value)
 
 
-def test_error_lines_come_only_from_running_tasks_and_match_per_line() -> None:
-    output = ("--VEDFIN-TASKS--\nt2\n--VEDFIN-LOGS--\n"
+def test_error_lines_come_only_from_the_current_images_tasks_and_match_per_line() -> None:
+    output = ("--VEDFIN-TASKS--\nt2\nt3\n--VEDFIN-LOGS--\n"
               "2026-11-29T10:00:01Z s_api.1.t1@vm    | ERROR old task\n"
               "2026-11-29T10:00:02Z s_api.1.t2@vm    | all fine, no ERRORS here\n"
               "2026-11-29T10:00:03Z s_api.2.t2@vm    | Unhandled rejection\n"
-              "error from daemon: ERROR not a task line\n"
-              "--VEDFIN-TASKS--\n--VEDFIN-LOGS--\n"
-              "2026-11-29T10:00:00Z s_web.1.t9@vm    | FATAL but web has no running task\n")
+              "2026-11-29T10:00:04Z s_api.2.t3@vm    | FATAL crashed, replaced by t2\n"
+              "--VEDFIN-END 0--\n")
     assert logs.error_lines(output, [r"\bERROR\b", r"\bFATAL\b", "Unhandled"]) == [
-        "2026-11-29T10:00:03Z s_api.2.t2@vm    | Unhandled rejection"]
+        "2026-11-29T10:00:03Z s_api.2.t2@vm    | Unhandled rejection",
+        "2026-11-29T10:00:04Z s_api.2.t3@vm    | FATAL crashed, replaced by t2"]
     assert logs.task_id("vedfin-production_api-production.2.abc123def@node-1") == "abc123def"
+
+
+@pytest.mark.parametrize(("output", "why"), [
+    ("--VEDFIN-TASKS--\n--VEDFIN-LOGS--\n--VEDFIN-END 0--\n",
+     "no task of the service's current image was listed"),
+    ("--VEDFIN-TASKS--\nt1\n--VEDFIN-LOGS--\nError: No such service: s_api\n"
+     "--VEDFIN-END 1--\n", "docker service logs failed: Error: No such service: s_api"),
+    ("--VEDFIN-TASKS--\nt1\n--VEDFIN-LOGS--\n"
+     "error from daemon in stream: Error grabbing logs: invalid character\n"
+     "--VEDFIN-END 0--\n", "docker said: error from daemon in stream: Error grabbing logs"),
+])
+def test_logs_that_were_not_read_whole_are_never_clean(output: str, why: str) -> None:
+    with pytest.raises(logs.LogsNotRead, match=re.escape(why)):
+        logs.error_lines(output, ["ERROR"])
+
+
+def test_a_new_task_that_crashed_and_was_replaced_is_still_read(world: World) -> None:
+    engine = world.host.engine()
+    engine["crashed"] = {"vedfin-production_api-production": ["crashed1"]}
+    world.host.set_engine(**engine)
+    _fake_logs(world, {"api-production": [("crashed1", "FATAL cannot start: [red]no db[/red]"),
+                                          ("current", "api v2 listening on 3000")]})
+    assert world.deploy("v2").result == "ok"
+    assert any("| FATAL cannot start: [red]no db[/red]" in s for s in world.said), world.said
+
+
+def test_an_engine_message_in_the_logs_is_a_log_not_read(world: World) -> None:
+    _fake_logs(world, {"web-production": [("docker", "error from daemon in stream: boom")]})
+    assert world.deploy("v2").result == "ok"
+    assert any(s.startswith("warning: the new tasks' logs not read (") and "boom" in s
+               for s in world.said), world.said

@@ -85,7 +85,7 @@ def test_what_netdata_loaded_is_compared_alarm_by_alarm(tmp_path: Path) -> None:
 @pytest.fixture
 def netdata_host(tmp_path: Path) -> FakeHost:
     """A scripted host with Netdata's folder, a `netdatacli` that reloads (or fails when
-    told) and a `curl` answering what `alarms.json` holds."""
+    told: real Netdata's never does) and a `curl` answering what `alarms.json` holds."""
     host = FakeHost(tmp_path / "host")
     (tmp_path / "netdata" / "health.d").mkdir(parents=True)
     for name, script in {
@@ -125,14 +125,49 @@ def test_a_failed_reload_puts_the_previous_alarms_back(tmp_path: Path,
     with pytest.raises(CheckFailed) as raised:
         monitoring.apply(netdata_host, _config(tmp_path, cpu={"above": 70}),
                          netdata_health(config))
-    assert "netdatacli reload-health failed: health reload [bold]failed (the previous alarms " \
-           "are back)" in str(raised.value) and "\n" not in str(raised.value)
+    said = str(raised.value)
+    assert "(exit 4): health reload [bold]failed" in said and "\n" not in said
+    assert said.endswith("netdatacli reload-health failed (the previous alarms file is back, "
+                         "but Netdata did not reload it)")
     assert installed.read_text() == "# the alarms before\n"
     assert sorted(os.listdir(installed.parent)) == ["vedfin.conf"]
     installed.unlink()  # a first install whose reload fails leaves no file
     with pytest.raises(CheckFailed):
         monitoring.apply(netdata_host, config, netdata_health(config))
     assert os.listdir(installed.parent) == []
+
+
+def test_a_file_netdata_reloads_but_does_not_load_is_replaced_by_the_previous_one(
+        tmp_path: Path, netdata_host: FakeHost) -> None:
+    """netdatacli says OK to any reload: only Netdata's API tells whether the alarms loaded,
+    and when they did not, the file before this apply goes back."""
+    config = _config(tmp_path, cpu={"above": 70})
+    installed = tmp_path / "netdata" / "health.d" / "vedfin.conf"
+    installed.write_text("# the alarms before\n")
+    (tmp_path / "alarms.json").write_text(netdata_answer(_config(tmp_path)))  # still 85
+    clock = orchestration.FakeClock()
+    with pytest.raises(CheckFailed) as raised:
+        monitoring.apply(netdata_host, config, netdata_health(config), clock=clock.clock())
+    assert str(raised.value).startswith(
+        "monitoring: Netdata does not have the alarms as configured: vedfin_cpu_usage: loaded "
+        "with warn 'None', crit '$this > 85'; the config says None, '$this > 70'")
+    assert str(raised.value).endswith("(the previous alarms are back)")
+    assert installed.read_text() == "# the alarms before\n"
+    assert sorted(os.listdir(installed.parent)) == ["vedfin.conf"]
+    assert (tmp_path / "reloads").read_text().count("reload-health") == 2  # new, then old
+
+
+def test_the_same_file_is_reloaded_when_netdata_does_not_have_it(tmp_path: Path,
+                                                                  netdata_host: FakeHost
+                                                                  ) -> None:
+    config = _config(tmp_path)
+    (tmp_path / "netdata" / "health.d" / "vedfin.conf").write_text(netdata_health(config))
+    (tmp_path / "alarms.json").write_text(json.dumps({"alarms": {}}))
+    clock = orchestration.FakeClock()
+    with pytest.raises(CheckFailed, match=r"vedfin_cpu_usage: not loaded.*\(the file was "
+                                          r"already there\)$"):
+        monitoring.apply(netdata_host, config, netdata_health(config), clock=clock.clock())
+    assert (tmp_path / "reloads").read_text() == "reload-health\n"  # reloaded once, kept
 
 
 def test_no_netdata_or_alarms_it_does_not_load_are_one_line_errors(tmp_path: Path,

@@ -198,6 +198,13 @@ def main(args: list[str]) -> int:
             if not wanted or svc["stack"] in wanted:
                 print(name)
         return 0
+    if args[:2] == ["service", "inspect"] and "--format" in args:  # the spec's image
+        svc = state["services"].get(args[-1])
+        if svc is None:
+            print(f"Error: no such service: {args[-1]}", file=sys.stderr)
+            return 1
+        print(svc["image"])
+        return 0
     if args[:2] == ["service", "inspect"]:
         tick(state)
         save(state)
@@ -205,16 +212,25 @@ def main(args: list[str]) -> int:
         print(json.dumps([inspect_one(n, state["services"][n]) for n in names
                           if n in state["services"]]))
         return 0
-    if args[:2] == ["service", "ps"] and "-q" in args:  # running tasks: one id per version
+    if args[:2] == ["service", "ps"] and "--format" in args:  # `<task id> <image>` per task
         svc = state["services"].get(args[-1])
-        if svc is not None:
-            print(f"task-v{svc['version']}")
+        if svc is not None:  # one task per version: the current one, and older ones
+            print(f"task-v{svc['version']} {svc['image']}")
+            for version in range(1, svc["version"]):
+                print(f"task-v{version} an-older-image:{version}")
+            for crashed in state.get("crashed", {}).get(args[-1], []):
+                print(f"task-{crashed} {svc['image']}")
         return 0
     if args[:2] == ["service", "logs"]:  # state["logs"][service]: [(version, text), ...]
         svc = state["services"].get(args[-1], {})
         for version, text in state.get("logs", {}).get(args[-1], []):
+            if version == "docker":  # the engine's own words, not a task's line
+                print(text)
+                continue
             current = svc.get("version") if version == "current" else version
-            print(f"2026-11-29T10:00:00.{current:09d}Z {args[-1]}.1.task-v{current}@fake"
+            task = f"task-{version}" if isinstance(version, str) and version != "current" \
+                else f"task-v{current}"
+            print(f"2026-11-29T10:00:00.{sum(map(ord, task)):09d}Z {args[-1]}.1.{task}@fake"
                   f"    | {text}")
         return 0
     if args[:2] == ["service", "ps"]:
@@ -290,6 +306,12 @@ def main(args: list[str]) -> int:
             return 0
         if program == "psql":  # SQL on stdin: kept databases, restores, swaps, DROPs
             sql = sys.stdin.read()
+            if "SELECT 'DB '" in sql:  # the inventory: each database with vector, a distance
+                for db in re.findall(r"\\connect (\S+)", sql):
+                    print(f"DB {db} vector,pg_stat_statements")
+                    if "VEC " in sql and not state.get("no_vector"):
+                        print(f"VEC {db} 1")
+                return 0
             state.setdefault("sql", []).append(sql)
             code = run_sql(state, sql)
             save(state)
@@ -313,6 +335,14 @@ def main(args: list[str]) -> int:
         image = args[args.index("-c") - 1]
         state.setdefault("containers", {})[name] = dict([label.split("=", 1)])
         save(state)
+        if "migrate status" in args[-1]:  # Prisma's status: state["pending"] makes it exit 1
+            state["containers"].pop(name)
+            save(state)
+            if state.get("pending"):
+                print("Following migration have not yet been applied: 002_vectors")
+                return 1
+            print("Database schema is up to date!")
+            return 0
         print("Applying migration [/app/prisma/migrations/001_init]")
         if "badmigration" in image:
             print("Error: P3009 migrate found failed migrations", file=sys.stderr)

@@ -47,6 +47,9 @@ class Fault:
         os.kill(os.getpid(), sig)  # the handler runs (and raises) before the next line
 
 
+TOUCHED_MACHINE: list[str] = []  # commands that would have reached this machine's own files
+
+
 class FakeHost:
     """Host's interface (run, put_tree, rename, redact, commands, secrets) over `sh`."""
 
@@ -68,6 +71,12 @@ case "$1" in
 esac
 """)
         crontab.chmod(0o755)
+        # never this machine's Netdata or sudo: a reload is recorded in the fake host's folder
+        for name, script in {"netdatacli": f'echo "$@" >> {root / "netdata-reloads"}\n',
+                             "sudo": 'echo "sudo: a password is required" >&2; exit 1\n'
+                             }.items():
+            (self.bin / name).write_text("#!/bin/sh\n" + script)
+            (self.bin / name).chmod(0o755)
         self.engine_file = root / "engine.json"
         if not self.engine_file.exists():
             self.engine_file.write_text(json.dumps({"services": {}, "clock": 0}))
@@ -89,6 +98,9 @@ esac
         """As `Host.run`: `stdin` a here-document on the command line, `secret_stdin` the
         process's stdin; `command_lines` keeps each command line as `ps` would show it."""
         self.commands.append(what)
+        if "/etc/netdata" in command:  # a test config that forgot tests/conftest.NO_NETDATA
+            TOUCHED_MACHINE.append(what)  # tests/conftest.py fails the test
+            command = "echo 'refused: the machine's /etc/netdata' >&2; exit 97"
         if stdin is not None:
             command = heredoc(command, stdin)
         self.command_lines.append(command)

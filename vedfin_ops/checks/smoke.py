@@ -142,7 +142,10 @@ def _cors(endpoint: Endpoint, origin: str, options: Options) -> str:
     if allowed is None:
         raise Failed(f"no Access-Control-Allow-Origin for {origin}: the browser blocks the "
                      f"web's calls to the api")
-    if allowed not in (origin, "*"):
+    if allowed == "*":
+        return ("warning: any origin allowed (*): browsers refuse `*` for calls that send "
+                "cookies or credentials")
+    if allowed != origin:
         raise Failed(f"Access-Control-Allow-Origin is {short(allowed)!r}, not {origin}")
     return f"{origin} allowed ({allowed})"
 

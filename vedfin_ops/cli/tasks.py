@@ -392,6 +392,25 @@ def db_schedule(c: Context, accept_new_host_key: bool = False,
                      f"{nightly.script_path(cfg, env)}")
 
 
+@task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
+@guarded
+def verify(c: Context, env: str = "production", json_: bool = False,
+           accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
+           config: str | None = None) -> None:
+    """The runbook's Post-Deployment Verification, each box from real data (exit 1 if one
+    fails)."""
+    from vedfin_ops.steps.checklist import checklist
+    report = checklist(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config),
+                       env)
+    if json_:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        from vedfin_ops.reports.tables import smoke_table
+        stdout.print(smoke_table(report, "verify (post-deployment checklist)"))
+    if not report.passed:
+        raise SystemExit(1)
+
+
 @task(name="apply", help={**HOST_HELP, "json": "JSON output"})
 @guarded
 def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool = False,
@@ -568,7 +587,7 @@ def sandbox_status(c: Context, json_: bool = False) -> None:
 
 
 ns = Collection(render, build, check_config, capacity_report, smoke_test, preflight, db_init,
-                migrate, rollback, status, audit, logs, pause, resume, scale)
+                migrate, rollback, status, audit, logs, pause, resume, scale, verify)
 ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
                                                                    "dev"))))
 ns.add_collection(Collection("secrets", generate))

@@ -130,6 +130,7 @@ _SECRET_REF = re.compile(r"\$\{([^}]*)\}")
 _PATH = r"^/[^\s]*$"
 
 DEFAULT_MIGRATE = "npx prisma migrate deploy --schema=/app/apps/api/prisma/schema.prisma"
+DEFAULT_MIGRATE_STATUS = "npx prisma migrate status --schema=/app/apps/api/prisma/schema.prisma"
 
 
 class Model(BaseModel):
@@ -195,6 +196,9 @@ class Application(Model):
     port: Annotated[Count, Field(ge=1, le=65535)] = 3000
     healthcheck: Healthcheck | None = None
     migrate: str | None = None
+    # verify's "migrations applied": run in a one-off container of the live image, exit 0
+    # when nothing is pending ("" turns it off)
+    migrate_status: str | None = None
     build: Build | None = None
 
     _app: str = PrivateAttr(default="")
@@ -229,6 +233,13 @@ class Application(Model):
         if self.migrate is not None:
             return self.migrate or None
         return DEFAULT_MIGRATE if self._app == "api" else None
+
+    @property
+    def migrate_status_command(self) -> str | None:
+        """Prisma's `migrate status` where Prisma migrates (exit 1 while one is pending)."""
+        if self.migrate_status is not None:
+            return self.migrate_status or None
+        return DEFAULT_MIGRATE_STATUS if self.migrate is None and self._app == "api" else None
 
     @property
     def total_memory_mb(self) -> int:
@@ -459,6 +470,13 @@ class Alerts(Model):
     ram_warn: Annotated[float, Field(gt=0, le=100)] = 85
     email: str | None = None
 
+    @model_validator(mode="after")
+    def _warn_below_critical(self) -> Alerts:
+        if self.ram_warn >= self.ram.above:
+            raise ValueError(f"ramWarn ({self.ram_warn:g}) must be below ram.above "
+                             f"({self.ram.above:g}): the warning comes before the alert")
+        return self
+
 
 class Firewall(Model):
     allow: list[Annotated[Count, Field(ge=1, le=65535)]] = [22, 80, 443]
@@ -495,9 +513,12 @@ def _url_path(value: str) -> str:
 
 def _regex(value: str) -> str:
     try:
-        re.compile(value)
+        compiled = re.compile(value)
     except re.error as exc:
         raise ValueError(f"{show(value)} is not a regular expression ({exc})") from None
+    if compiled.search(""):
+        raise ValueError(f"{show(value)} matches an empty line, so every log line would count "
+                         f"as an error")
     return value
 
 
@@ -506,7 +527,7 @@ class Verify(Model):
     checks, and is refused unless this says so."""
 
     allow_no_checks: bool = False
-    # where the api answers the web's CORS preflight (empty: not checked); NestJS's
+    # where the api answers the web's CORS preflight (null: not checked); NestJS's
     # enableCors answers it on every path
     cors_path: Annotated[str, AfterValidator(_url_path)] | None = "/api/health"
     # the new tasks' log lines that count as errors (Python regexes, searched per line),

@@ -103,12 +103,12 @@ def _jinja(root: str) -> jinja2.Environment:
     return env
 
 
-def netdata_health(config: Config, header: str | None = None) -> str:
-    """The alarms file `monitoring.apply` installs (the same bytes `render` writes)."""
-    if header is None:
-        header = HEADER.format(source=" ".join(Path(config.source).name.split()))
+def netdata_health(config: Config) -> str:
+    """The alarms file `monitoring.apply` installs (the same bytes `render` writes). Its
+    header names no config file: two checkouts of one config must write the same bytes (an
+    identical file is not reloaded)."""
     return _template("netdata-health.conf.j2").render(
-        header=header, alarms=alarms(config),
+        header="Rendered by vedfin-ops; edit the config, not this file.", alarms=alarms(config),
         every=f"{max(1, round(config.monitoring.alarm_every))}s")
 
 
@@ -171,7 +171,7 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
         files["edge/Caddyfile"] = _caddyfile(config, header)
     if caddy and config.edge.acme_ca_root:
         files["edge/acme-ca-root.pem"] = _read_pem(config, config.edge.acme_ca_root)
-    files["monitoring/netdata-health.conf"] = netdata_health(config, header)
+    files["monitoring/netdata-health.conf"] = netdata_health(config)
     files["monitoring/health_alarm_notify.conf"] = _template("netdata-notify.conf.j2").render(
         header=header, alerts=config.alerts)
     files["stacks/shared.yml"] = _template("stack-shared.yml.j2").render(

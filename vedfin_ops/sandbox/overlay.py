@@ -50,6 +50,7 @@ def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
                               "startPeriod": "2s"}
         if kind == "api":
             app["migrate"] = "/bin/migrate"
+            app["migrateStatus"] = "/bin/migrate status"
     data["tag"] = SANDBOX_TAG
     data["postgres"] = {
         **data.get("postgres", {}),

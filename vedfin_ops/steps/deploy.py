@@ -29,6 +29,7 @@ from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import HANDSHAKES, Host, Remote
 from vedfin_ops.rendering.files import Rendered, render
 from vedfin_ops.steps import backup as backup_step
+from vedfin_ops.steps.checklist import MIGRATE_RECORD
 from vedfin_ops.steps.db_init import db_init as real_db_init
 from vedfin_ops.steps.env_run import (
     EnvRun,
@@ -43,7 +44,7 @@ from vedfin_ops.steps.env_run import (
     verify,
 )
 from vedfin_ops.steps.images import prunable_images, resolve_pins
-from vedfin_ops.steps.lock import Lock, shared_lock, who
+from vedfin_ops.steps.lock import Lock, now_iso, shared_lock, who
 from vedfin_ops.steps.migrate import migrate as real_migrate
 from vedfin_ops.steps.migrate import stop_migrations
 from vedfin_ops.steps.operation import Say, Show, audit, bare, describe
@@ -63,6 +64,8 @@ from vedfin_ops.steps.volumes import judge_adoption
 SHARED_OWNER = "production"  # the env whose deploys may change postgres, redis and the edge
 SHARED_LOCK_WAIT = 120.0
 LOG_LINES_SHOWN = 5
+
+MIGRATE_LINES = 5
 
 
 @dataclass
@@ -119,6 +122,7 @@ class Deploy(EnvRun):
                                        action=f"deploy {env} (shared stack, db-init)", tag=tag,
                                        clock=self.clock)
         self.migrating = False
+        self.migration: dict[str, Any] = {}
         self.promoting = False
         self.shared_touched = False
         self.previous_shared = False  # a copy of the shared file before this run's change
@@ -335,10 +339,19 @@ class Deploy(EnvRun):
         self.step(f"migrate: {self.tag}")
         self.migrating = True
         self.registry_login()  # the migration container pulls the new image
-        if not self.hooks.migrate(self.host, self.config, self.env, self.tag, self.release_dir,
-                                  show=self.say, keep_alive=self.keep_alive,
-                                  pins=self.pins):
+        said: list[str] = []
+
+        def show(line: str) -> None:
+            said.append(line)
+            self.say(line)
+
+        ran = self.hooks.migrate(self.host, self.config, self.env, self.tag, self.release_dir,
+                                 show=show, keep_alive=self.keep_alive, pins=self.pins)
+        if not ran:
             self.say("migrate: nothing to migrate")
+        # what verify's "migrations applied" reads from the live release
+        self.migration = {"ran": bool(ran), "tag": self.tag, "time": now_iso(),
+                          "last_lines": [self.host.redact(line) for line in said[-MIGRATE_LINES:]]}
         self.migrating = False
 
     def rollout(self) -> None:
@@ -402,6 +415,9 @@ class Deploy(EnvRun):
         prune = [self.layout.release(r) for r in after.to_prune(self.config.remote.keep_releases)]
         records = [commands.write_text(f"{self.release_dir}/engine.json",
                                        json.dumps(engine_record(self.views)))]
+        if self.migration:
+            records.append(commands.write_text(f"{self.release_dir}/{MIGRATE_RECORD}",
+                                               json.dumps(self.migration)))
         if self.shared_touched:  # still under the shared lock: the shared files went live
             records += [commands.install_file(f"{self.release_dir}/stacks/shared.yml",
                                               self.layout.shared_file),
@@ -437,12 +453,34 @@ class Deploy(EnvRun):
                      f"fab db.schedule)")
         self.apply_monitoring()
         self.copy_offsite()
+        self.post_deployment_checklist()
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
+
+    def post_deployment_checklist(self) -> None:
+        """The runbook's Post-Deployment Verification on the live release (what the deploy
+        has not proven already): a failed box is a warning, the release is live and good."""
+        from vedfin_ops.steps.checklist import checklist
+
+        try:
+            report = checklist(self.host, self.config, self.env, after_deploy=True)
+        except Exception as exc:
+            self.say(f"warning: post-deployment checklist not run ({describe(exc)}; "
+                     f"fab verify --env {self.env})")
+            return
+        failed = report.failed()
+        if failed:
+            self.say(f"warning: post-deployment checklist: {'; '.join(failed)} "
+                     f"(fab verify --env {self.env})")
+        else:
+            self.say(f"verify: post-deployment checklist ok ({len(report.items)} items; "
+                     f"fab verify --env {self.env} for all of them)")
 
     def apply_monitoring(self) -> None:
         """Step 7's alarms, after the release is live: a Netdata that is missing or refuses
-        its reload is a warning (the deploy stands), never a half-applied file."""
-        if not self.config.monitoring.apply:
+        its reload is a warning (the deploy stands), never a half-applied file. The alarms are
+        the host's, not an env's: only production's deploys (the shared stack's owner) apply
+        them, so a dev deploy from another checkout never changes production's thresholds."""
+        if not self.config.monitoring.apply or self.env != SHARED_OWNER:
             return
         from vedfin_ops.rendering.files import netdata_health
         from vedfin_ops.steps import monitoring

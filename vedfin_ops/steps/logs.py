@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import stack_name
-from vedfin_ops.errors import UsageError
+from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote.host import Remote
 from vedfin_ops.remote.quoting import sh
 
@@ -63,16 +63,22 @@ def command(names: list[str], since: str, tail: int, follow: bool) -> str:
     return "; ".join(each)
 
 
-_TASKS, _LOGS = "--VEDFIN-TASKS--", "--VEDFIN-LOGS--"
+_TASKS, _LOGS, _END = "--VEDFIN-TASKS--", "--VEDFIN-LOGS--", "--VEDFIN-END"
 ERROR_TAIL = 2000  # lines per task: a new task's start is recent, its history short
+_SPEC_IMAGE = "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
+_TASK_IMAGE = "{{.ID}} {{.Image}}"
 
 
-def running_tasks_logs(names: list[str], tail: int = ERROR_TAIL) -> str:
-    """One command: per service, the ids of its running tasks, then its recent lines."""
+def release_tasks_logs(names: list[str], tail: int = ERROR_TAIL) -> str:
+    """One command: per service, the ids of every task of its current image (running, or
+    crashed and replaced: a new release's FATAL is in the task that died), then its recent
+    lines, then the logs command's exit status."""
     return "; ".join(
-        f"echo {_TASKS}; docker service ps -q --no-trunc --filter desired-state=running "
-        f"{sh(name)}; echo {_LOGS}; docker service logs --timestamps --no-trunc --tail "
-        f"{int(tail)} {sh(name)} 2>&1" for name in names)
+        f"echo {_TASKS}; img=$(docker service inspect --format {sh(_SPEC_IMAGE)} {sh(name)}) "
+        f"&& docker service ps --no-trunc --format {sh(_TASK_IMAGE)} {sh(name)} | "
+        f"awk -v i=\"$img\" '$2 == i {{print $1}}'; echo {_LOGS}; "
+        f"docker service logs --timestamps --no-trunc --tail {int(tail)} {sh(name)} 2>&1; "
+        f"echo \"{_END} $?--\"" for name in names)
 
 
 def task_id(task: str) -> str:
@@ -80,33 +86,57 @@ def task_id(task: str) -> str:
     return task.split("@", 1)[0].rsplit(".", 1)[-1]
 
 
+class LogsNotRead(Exception):
+    """What makes "no error lines" unprovable: a service whose tasks or logs were not read."""
+
+
 def error_lines(output: str, patterns: list[str]) -> list[str]:
-    """The lines of running tasks that match an error pattern. Old tasks' lines are left
-    out: a deploy that fixed an error must not be blamed for the release it replaced."""
+    """The lines of the current image's tasks that match an error pattern. Old tasks' lines
+    are left out: a deploy that fixed an error must not be blamed for the release it replaced.
+    Raises LogsNotRead when a service's answer is incomplete."""
     compiled = [re.compile(p) for p in patterns]
     found: list[str] = []
     for section in output.split(_TASKS)[1:]:
-        ids_part, _, logs_part = section.partition(_LOGS)
-        running = set(ids_part.split())
+        ids_part, _, rest = section.partition(_LOGS)
+        logs_part, _, status = rest.partition(_END)
+        tasks = set(ids_part.split())
+        if not tasks:
+            raise LogsNotRead("no task of the service's current image was listed")
+        if status.strip().removesuffix("--").strip() != "0":
+            raise LogsNotRead(f"docker service logs failed: {_first(logs_part)}")
         for line in logs_part.splitlines():
             match = _LINE.match(line)
-            if match and task_id(match.group("task")) in running and any(
+            if match is None:
+                if line.strip():  # docker's own words: an unreadable log, a gone service
+                    raise LogsNotRead(f"docker said: {line.strip()[:160]}")
+                continue
+            if task_id(match.group("task")) in tasks and any(
                     c.search(match.group("text")) for c in compiled):
                 found.append(line)
     return ordered("\n".join(found))
 
 
+def _first(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:160] if lines else "no output"
+
+
 def log_errors(host: Remote, config: Config, env: str, names: list[str] | None = None
                ) -> list[str]:
-    """The runbook's "no errors in logs": what the running tasks of the env's apps (or the
-    services named) logged that matches `verify.logErrors`, secrets masked."""
+    """The runbook's "no errors in logs": what the tasks of the current release of the env's
+    apps (or the services named) logged that matches `verify.logErrors`, secrets masked.
+    Raises CheckFailed when the logs could not be read."""
     patterns = config.verify.log_errors
     names = services(config, env) if names is None else names
     if not patterns or not names:
         return []
-    output = host.run(running_tasks_logs(names), what="read the new tasks' logs",
+    output = host.run(release_tasks_logs(names), what="read the new tasks' logs",
                       timeout=120)
-    return [host.redact(line) for line in error_lines(output, patterns)]
+    try:
+        lines = error_lines(output, patterns)
+    except LogsNotRead as exc:
+        raise CheckFailed(f"logs not read: {host.redact(str(exc))}") from None
+    return [host.redact(line) for line in lines]
 
 
 def ordered(text: str) -> list[str]:

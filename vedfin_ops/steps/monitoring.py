@@ -7,6 +7,7 @@ half-applied.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 from dataclasses import dataclass, field
@@ -21,31 +22,56 @@ from vedfin_ops.steps.operation import bare
 from vedfin_ops.steps.polling import REAL, Clock
 
 UNCHANGED = "VEDFIN-UNCHANGED"
+SWAPPED = "VEDFIN-SWAPPED"  # the new file is live: from here a failure puts the old one back
 RAISED = ("WARNING", "CRITICAL")
 
 
-def apply_command(config: Config) -> str:
-    """One command, the alarms on stdin: written beside the live file, swapped in, reloaded;
-    a failed reload restores the previous file (and reloads that). An identical file is left
-    alone (no reload)."""
+def _prelude(config: Config) -> str:
+    """Where the file goes, and how to write there: as the deploy user when it may, else
+    through passwordless sudo (Debian's health.d is root's); netdatacli is in /usr/sbin, off a
+    deploy user's PATH, and bounded by a timeout (a hung Netdata must not hang a deploy)."""
     folder = f"{config.monitoring.netdata_config}/health.d"
-    return (  # netdatacli is in /usr/sbin, off a deploy user's PATH on Debian
+    return (
         f"PATH=\"$PATH:/usr/sbin:/sbin\"; d={sh(folder)}; f={sh(folder + '/' + HEALTH_FILE)}; "
         '[ -d "$d" ] || { echo "no folder $d (is Netdata installed? monitoring.netdataConfig)"'
         ' >&2; exit 3; }; '
         'command -v netdatacli >/dev/null || { echo "netdatacli not found (is Netdata '
         'installed?)" >&2; exit 3; }; '
-        'tmp=$(mktemp "$d/.vedfin.XXXXXX") || exit 3; '
-        'if ! { cat > "$tmp" && chmod 644 "$tmp"; }; then rm -f "$tmp"; exit 3; fi; '
-        f'if cmp -s "$tmp" "$f"; then rm -f "$tmp"; echo {UNCHANGED}; exit 0; fi; '
-        'rm -f "$f.prev"; '
-        'if [ -e "$f" ] && ! cp -p "$f" "$f.prev"; then rm -f "$tmp"; exit 3; fi; '
-        'mv -f "$tmp" "$f" || { rm -f "$tmp"; exit 3; }; '
-        'if ! out=$(netdatacli reload-health 2>&1); then '
-        'if [ -e "$f.prev" ]; then mv -f "$f.prev" "$f"; else rm -f "$f"; fi; '
-        'netdatacli reload-health >/dev/null 2>&1; '
-        'echo "netdatacli reload-health failed: $out (the previous alarms are back)" >&2; '
-        'exit 4; fi; rm -f "$f.prev"')
+        "S=; if [ ! -w \"$d\" ]; then if sudo -n true 2>/dev/null; then S='sudo -n'; else "
+        'echo "cannot write $d as $(id -un) and no passwordless sudo (let the deploy user write '
+        'there, or monitoring.apply: false)" >&2; exit 3; fi; fi; '
+        f'reload() {{ $S timeout {RELOAD_TIMEOUT} netdatacli reload-health; }}; ')
+
+
+RELOAD_TIMEOUT = 20
+PREV = ".prev"  # the file before this apply, kept until Netdata is seen to load the new one
+
+
+def apply_command(config: Config) -> str:
+    """The alarms on stdin: written beside the live file, swapped in (the previous one kept
+    as `vedfin.conf.prev`), reloaded. An identical file is not swapped: it is reloaded only
+    when asked (`reload_same`, when Netdata does not have it loaded)."""
+    return _prelude(config) + (
+        'tmp=$($S mktemp "$d/.vedfin.XXXXXX") || exit 3; '
+        'if ! { $S tee "$tmp" >/dev/null && $S chmod 644 "$tmp"; }; then $S rm -f "$tmp"; '
+        'exit 3; fi; '
+        f'if cmp -s "$tmp" "$f"; then $S rm -f "$tmp"; echo {UNCHANGED}; '
+        f'[ "${{VEDFIN_RELOAD_SAME:-}}" = 1 ] && {{ reload || exit 4; }}; exit 0; fi; '
+        f'$S rm -f "$f{PREV}"; '
+        f'if [ -e "$f" ] && ! $S cp -p "$f" "$f{PREV}"; then $S rm -f "$tmp"; exit 3; fi; '
+        '$S mv -f "$tmp" "$f" || { $S rm -f "$tmp"; exit 3; }; '
+        f'echo {SWAPPED}; reload || {{ echo "netdatacli reload-health failed" >&2; exit 4; }}')
+
+
+def restore_command(config: Config) -> str:
+    """Back to the file before this apply (none: no file), reloaded; says whether it is."""
+    return _prelude(config) + (
+        f'if [ -e "$f{PREV}" ]; then $S mv -f "$f{PREV}" "$f" || exit 5; '
+        'else $S rm -f "$f" || exit 5; fi; reload >/dev/null 2>&1 || echo not-reloaded')
+
+
+def settle_command(config: Config) -> str:
+    return _prelude(config) + f'$S rm -f "$f{PREV}"'
 
 
 def alarms_url(config: Config) -> str:
@@ -55,9 +81,9 @@ def alarms_url(config: Config) -> str:
 def read_command(config: Config) -> str:
     """Netdata's API from the host itself (its port is not public): curl, else wget."""
     url = sh(alarms_url(config))
-    return (f"curl -fsS --max-time 10 {url} 2>&1 || wget -qO- -T 10 {url} 2>&1 || "
-            f"{{ echo 'Netdata did not answer on {config.monitoring.netdata_port}' >&2; "
-            f"exit 7; }}")
+    return (f"if command -v curl >/dev/null; then curl -fsS --max-time 10 {url}; "
+            f"else wget -qO- -T 10 {url}; fi || {{ echo 'Netdata did not answer on "
+            f"{config.monitoring.netdata_port}' >&2; exit 7; }}")
 
 
 @dataclass
@@ -127,23 +153,55 @@ def loaded(host: Remote, config: Config) -> Loaded:
 def apply(host: Remote, config: Config, health_file: str, *, wait: float = 30.0,
           clock: Clock = REAL) -> tuple[bool, Loaded]:
     """Install and reload; then Netdata's API until it has every alarm as configured (its
-    reload is asynchronous). Returns (changed, what is loaded); raises CheckFailed."""
+    reload is asynchronous, and `netdatacli reload-health` says OK even when a file does not
+    load). Not loaded within `wait`: the previous file is put back and reloaded. Returns
+    (changed, what is loaded); raises CheckFailed."""
+    changed = _install(host, config, health_file, reload_same=False)
+    now = _until_loaded(host, config, wait, clock)
+    if not changed and not now.ok:  # the same file, but not what Netdata has: reload it
+        _install(host, config, health_file, reload_same=True)
+        now = _until_loaded(host, config, wait, clock)
+    if not now.ok:
+        said = "; ".join(now.problems())
+        back = _put_back(host, config) if changed else "the file was already there"
+        raise CheckFailed(f"monitoring: Netdata does not have the alarms as configured: "
+                          f"{said} ({back})")
+    if changed:  # a stale .prev is replaced by the next apply; Netdata ignores it
+        with contextlib.suppress(RemoteError):
+            host.run(settle_command(config), what="netdata alarms settle")
+    return changed, now
+
+
+def _install(host: Remote, config: Config, health_file: str, *, reload_same: bool) -> bool:
+    command = apply_command(config)
+    if reload_same:
+        command = "VEDFIN_RELOAD_SAME=1; " + command
     try:
-        out = host.run(apply_command(config), what="netdata alarms install",
-                       stdin=health_file)
+        out = host.run(command, what="netdata alarms install", stdin=health_file)
     except RemoteError as exc:
-        raise CheckFailed(f"monitoring: {bare(str(exc))}") from None
-    changed = UNCHANGED not in out
-    deadline = clock.now() + (wait if changed else 0.0)
+        back = (f" ({_put_back(host, config)})" if SWAPPED in exc.output and not reload_same
+                else "")
+        raise CheckFailed(f"monitoring: {bare(str(exc))}{back}") from None
+    return UNCHANGED not in out
+
+
+def _until_loaded(host: Remote, config: Config, wait: float, clock: Clock) -> Loaded:
+    deadline = clock.now() + wait
     while True:
         try:
             now = loaded(host, config)
         except RemoteError as exc:  # no answer: waiting would not bring one
             raise CheckFailed(f"monitoring: {bare(str(exc))}") from None
         if now.ok or clock.now() >= deadline:
-            break
+            return now
         clock.sleep(1.0)
-    if not now.ok:
-        raise CheckFailed("monitoring: Netdata does not have the alarms as configured: "
-                          + "; ".join(now.problems()))
-    return changed, now
+
+
+def _put_back(host: Remote, config: Config) -> str:
+    try:
+        out = host.run(restore_command(config), what="netdata alarms restore")
+    except RemoteError as exc:
+        return f"the previous alarms could NOT be put back: {bare(str(exc))}"
+    if "not-reloaded" in out:
+        return "the previous alarms file is back, but Netdata did not reload it"
+    return "the previous alarms are back"

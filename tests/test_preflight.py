@@ -399,6 +399,21 @@ def test_capacity_past_the_alert_is_a_warning_and_past_ram_plus_swap_fails(confi
     assert item.ok and item.warning and "past the 90% alert" in item.detail
 
 
+def test_a_host_without_the_planned_swap_is_a_warning_naming_the_fix(config: Any) -> None:
+    """The runbook's plan is 4 GB RAM + 2 GB swap; a VPS without the swap file warns (the
+    live gate measures what is there, so it is not a failure)."""
+    none = PROBE + "--USAGE--\n" + _meminfo(4096, 3000, 0, 0)
+    item = _by_name(preflight(None, config, "production", resolve=_resolver(GOOD_DNS),
+                              probe=none))["swap"]
+    assert item.ok and item.warning
+    assert item.detail.startswith("warning: the host has 0 MiB of swap, vps.swap plans 2048 "
+                                  "MiB (add a swap file: fallocate -l 2G /swapfile")
+    planned = PROBE + "--USAGE--\n" + _meminfo(4096, 3000, 2048, 2048)
+    item = _by_name(preflight(None, config, "production", resolve=_resolver(GOOD_DNS),
+                              probe=planned))["swap"]
+    assert item.ok and not item.warning and item.detail == "2048 MiB (vps.swap plans 2048 MiB)"
+
+
 def test_a_check_that_crashes_is_a_failed_item_not_a_crashed_checklist(config: Any) -> None:
     """One runner for smoke and preflight: a bug in one item must not hide the others."""
 

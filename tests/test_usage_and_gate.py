@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,50 @@ def test_the_probe_s_host_total_is_an_integer_the_shell_can_compare(tmp_path: An
     compared = subprocess.run(["sh", "-c", f'[ 9223372036854771712 -gt "{total}" ]'],
                               capture_output=True, text=True)
     assert compared.returncode == 0 and not compared.stderr
+
+
+CPU_SAMPLE_TEXT = """1795977775000000000
+cpu  1000 0 500 8000 100 0 0 0 0 0
+C vedfin-shared_postgres.1.pjscb0igqhqnmhyt2dmt6p0is 23000000
+C vedfin-production_api-production.1.qgr03f8salhkhhmdwgwe9khsn 200000
+C gone-by-the-second-snapshot 5
+--AGAIN--
+1795977776000000000
+cpu  1100 0 550 8040 110 0 0 0 0 0
+C vedfin-shared_postgres.1.pjscb0igqhqnmhyt2dmt6p0is 23250000
+C vedfin-production_api-production.1.qgr03f8salhkhhmdwgwe9khsn 1400000
+"""
+
+
+def test_cpu_is_sampled_over_a_second_for_the_host_and_each_container() -> None:
+    """The host's share of all CPUs from /proc/stat's deltas (idle and iowait idle); each
+    container's CPU time over the elapsed time as docker stats scales it (100% = one CPU)."""
+    from vedfin_ops.remote.probes.usage import parse_cpu
+
+    host, containers = parse_cpu(CPU_SAMPLE_TEXT)
+    assert host == 75.0  # 150 busy of 200 jiffies
+    assert containers == {"vedfin-shared_postgres.1.pjscb0igqhqnmhyt2dmt6p0is": 25.0,
+                          "vedfin-production_api-production.1.qgr03f8salhkhhmdwgwe9khsn": 120.0}
+    assert parse_cpu("") == (None, {})
+    assert parse_cpu(CPU_SAMPLE_TEXT.split("--AGAIN--")[0]) == (None, {})  # cut short
+
+
+def test_the_live_report_carries_cpu_per_service_and_for_the_host(shipped_data: Any) -> None:
+    from vedfin_ops.config.loader import config_from_dict
+    from vedfin_ops.remote.probes.usage import CPU_MARK, parse_probe
+    from vedfin_ops.reports.capacity import capacity_report
+
+    config = config_from_dict(shipped_data, "dokploy.yaml")
+    stats = "\n".join(
+        json.dumps({"Name": name, "MemUsage": "100MiB / 512MiB", "CPUPerc": "--"}) for name in
+        ("vedfin-shared_postgres.1.pjscb0igqhqnmhyt2dmt6p0is",
+         "vedfin-production_api-production.1.qgr03f8salhkhhmdwgwe9khsn"))
+    text = ("MemTotal: 4194304 kB\nMemAvailable: 2097152 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
+            f"--LOAD--\n0.5 0.4 0.3 1/100 9\n--CPUS--\n2\n{CPU_MARK}\n{CPU_SAMPLE_TEXT}"
+            f"--STATS--\n{stats}\n")
+    report = capacity_report(config, "production", parse_probe(text)).to_dict()
+    assert report["host"]["cpu_percent"] == 75.0
+    by_name = {s["name"]: s for s in report["services"]}
+    assert by_name["api-production"]["used_cpu_percent"] == 120.0
+    assert by_name["postgres"]["used_cpu_percent"] == 25.0
+    assert by_name["web-production"]["used_cpu_percent"] is None

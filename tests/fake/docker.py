@@ -237,6 +237,21 @@ def main(args: list[str]) -> int:
         print(f"{state['services'].get(args[-1], {}).get('image', 'x')} task: non-zero exit (1)"
               if "broken" in json.dumps(state["services"].get(args[-1], {})) else "")
         return 0
+    if args[:2] == ["service", "update"] and "--force" in args:  # a rolling restart
+        for name in [a for a in args[2:] if not a.startswith("-")]:
+            svc = state["services"][name]
+            state["clock"] += 1
+            started = f"t{state['clock']}"
+            svc["template"] = hashlib.sha256((svc["template"] + started).encode()).hexdigest()[:12]
+            svc["version"] += 1
+            image, replicas = svc["image"], svc["replicas"]
+            mixed = tasks(svc, image, True, replicas) + tasks(svc, image, False, 1)
+            svc["script"] = [{"update": {"State": "completed", "StartedAt": started},
+                              "tasks": tasks(svc, image, True, replicas)}]
+            svc["update"], svc["tasks"] = {"State": "updating", "StartedAt": started}, mixed
+        state.setdefault("restarts", []).extend(a for a in args[2:] if not a.startswith("-"))
+        save(state)
+        return 0
     if args[:2] == ["service", "update"]:
         label = flag(args, "--label-add") or ""
         state["services"][args[-1]]["label"] = label.split("=", 1)[1]

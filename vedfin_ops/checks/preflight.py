@@ -382,6 +382,8 @@ def preflight(host: Host | None, config: Config, env: str, *,
     else:
         checks.append(("monitoring", lambda: "skipped: monitoring.check is false"))
     usage_text = usage_part(probe or "")
+    if usage_text.strip():
+        checks.append(("swap", lambda: swap_check(config, parse_probe(usage_text).swap_total_mb)))
     checks.append(("capacity", lambda: _capacity(config, env, usage_text, force)))
     report.checks = [run_check(name, fn) for name, fn in checks]
     return report
@@ -401,6 +403,18 @@ def _monitoring(config: Config, answers: str) -> str:
     if down:
         raise Failed(f"not answering on the host: {', '.join(down)}")
     return " and ".join(names.values()) + (" answers" if len(names) == 1 else " answer")
+
+
+def swap_check(config: Config, host_swap_mb: float) -> str:
+    """The runbook's plan relies on `vps.swap` (2 GB) beside the 4 GB of RAM: a host with less
+    makes the offline capacity report count memory that is not there (the live gate measures
+    the real swap, so this warns rather than fails)."""
+    planned = config.vps.swap
+    if host_swap_mb + 1 >= planned:
+        return f"{host_swap_mb:.0f} MiB (vps.swap plans {planned} MiB)"
+    return (f"warning: the host has {host_swap_mb:.0f} MiB of swap, vps.swap plans {planned} "
+            f"MiB (add a swap file: fallocate -l {max(1, round(planned / 1024))}G /swapfile, "
+            f"chmod 600, mkswap, swapon, /etc/fstab; or set vps.swap to what the host has)")
 
 
 def _capacity(config: Config, env: str, usage_text: str, force: bool) -> str:

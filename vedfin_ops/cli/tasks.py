@@ -109,7 +109,7 @@ def capacity_report(c: Context, env: str | None = None, json_: bool = False,
     cfg = config_for(config)
     if env:
         cfg.require_env(env)
-    usage = measure(remote(c), cfg.remote.base_dir) if is_remote(c) else None
+    usage = measure(remote(c), cfg.remote.base_dir, cpu=True) if is_remote(c) else None
     report = _capacity_report(cfg, env, usage)
     if chart:
         err.print(f"chart: {write_chart(report, chart)}")
@@ -392,6 +392,20 @@ def db_schedule(c: Context, accept_new_host_key: bool = False,
                      f"{nightly.script_path(cfg, env)}")
 
 
+@task(help={**HOST_HELP, "env": "environment",
+            "app": "the app to restart (default: every app of the env)"})
+@guarded
+def restart(c: Context, env: str = "production", app: str | None = None,
+            accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
+            config: str | None = None) -> None:
+    """Rolling restart of an app (new tasks, start-first, verified): no failed request."""
+    from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.steps.scale import restart as _restart
+    with LiveLines() as show:
+        _restart(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
+                 app, say=say, show=show)
+
+
 @task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
 @guarded
 def verify(c: Context, env: str = "production", json_: bool = False,
@@ -587,7 +601,7 @@ def sandbox_status(c: Context, json_: bool = False) -> None:
 
 
 ns = Collection(render, build, check_config, capacity_report, smoke_test, preflight, db_init,
-                migrate, rollback, status, audit, logs, pause, resume, scale, verify)
+                migrate, rollback, status, audit, logs, pause, resume, scale, verify, restart)
 ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
                                                                    "dev"))))
 ns.add_collection(Collection("secrets", generate))

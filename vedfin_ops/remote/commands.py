@@ -269,6 +269,13 @@ def migrate(image: str, network: str, env_file: str, command: str, name: str,
             f"{sh(image)} -c {sh(command)}")
 
 
+def restart_services(names: list[str]) -> str:
+    """A rolling restart: the same spec, new tasks, by the service's own update_config
+    (start-first: each new task healthy before an old one stops)."""
+    return " && ".join(f"docker service update --force --detach --quiet {sh(name)} >/dev/null"
+                       for name in names)
+
+
 def scale_services(wanted: dict[str, int]) -> str:
     """One command for every service: `docker service scale --detach a=1 b=1`."""
     return "docker service scale --detach " + " ".join(

@@ -34,6 +34,7 @@ class Line:
     service: str = ""  # the swarm service that runs it ("" for overhead)
     used_mb: float | None = None  # measured, all replicas together
     running: int = 0  # containers measured
+    used_cpu_percent: float | None = None  # measured, % of one CPU, all replicas together
 
     @property
     def used_percent(self) -> float | None:
@@ -63,6 +64,7 @@ class Line:
         if self.kind != "overhead":
             out["used_memory_mb"] = None if self.used_mb is None else round(self.used_mb, 1)
             out["used_percent"] = self.used_percent
+            out["used_cpu_percent"] = self.used_cpu_percent
         return out
 
 
@@ -273,7 +275,8 @@ def capacity_report(config: Config, env: str | None = None,
                 "memory_used_percent": round(usage.memory_used_mb / usage.memory_total_mb
                                              * 100, 1) if usage.memory_total_mb else 0.0,
                 "swap_total_mb": usage.swap_total_mb, "swap_used_mb": usage.swap_used_mb,
-                "cpu_load": usage.cpu_load, "cpus": usage.cpus}
+                "cpu_load": usage.cpu_load, "cpus": usage.cpus,
+                "cpu_percent": usage.cpu_percent}
         if usage.disk is not None:
             host.update({"disk_total_mb": usage.disk.total_mb,
                          "disk_used_mb": usage.disk.used_mb,
@@ -295,7 +298,10 @@ def capacity_report(config: Config, env: str | None = None,
 
 
 def _measured(line: Line, usage: Usage) -> Line:
-    found = usage.service_used(line.service) if line.service else None
+    if not line.service:
+        return line
+    found = usage.service_used(line.service)
+    line = replace(line, used_cpu_percent=usage.service_cpu(line.service))
     if found is None:
         return line
     return replace(line, used_mb=found[0], running=found[1])

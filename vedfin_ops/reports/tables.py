@@ -27,12 +27,14 @@ def capacity_table(report: CapacityReport) -> Table:
     live = report.host is not None
     table = Table(title=f"Resource comparison ({report.scope})", title_justify="left")
     columns = ["Service", "Environment", "Memory", "CPU", "Replicas", "Total RAM"]
-    for column in [*columns, *(["Used now"] if live else [])]:
+    for column in [*columns, *(["Used now", "CPU now"] if live else [])]:
         table.add_column(column, justify="right" if column not in ("Service", "Environment")
                          else "left")
     for line in report.lines:
         used = ([f"{line.used_mb:.0f}m ({line.used_percent:.0f}%)" if line.used_mb is not None
-                 and line.used_percent is not None else "-"] if live else [])
+                 and line.used_percent is not None else "-",
+                 f"{line.used_cpu_percent:g}%" if line.used_cpu_percent is not None else "-"]
+                if live else [])
         table.add_row(_service_label(line.name, line.env), line.env.title(),
                       f"{line.memory_mb}m", f"{line.cpus:g}", str(line.replicas),
                       f"{line.total_memory_mb}m", *used)
@@ -59,7 +61,9 @@ def actual_usage(report: CapacityReport) -> Text:
     text.append(f"  host RAM: {host.get('memory_used_mb', 0):.0f}m of "
                 f"{host.get('memory_total_mb', 0):.0f}m ({host.get('memory_used_percent', 0)}%)"
                 f", swap {host.get('swap_used_mb', 0):.0f}m of {host.get('swap_total_mb', 0):.0f}m"
-                f", load {host.get('cpu_load', 0)} on {host.get('cpus', 0)} CPUs")
+                f", load {host.get('cpu_load', 0)} on {host.get('cpus', 0)} CPUs"
+                + (f", CPU {host['cpu_percent']:g}% (over 1 s)" if host.get("cpu_percent")
+                   is not None else ""))
     if "disk_total_mb" in host:
         text.append(f"\n  disk: {host['disk_used_mb']:.0f}m of {host['disk_total_mb']:.0f}m "
                     f"({host['disk_used_percent']}%), backups {host['backups_mb']:.0f}m, "

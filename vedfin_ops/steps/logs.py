@@ -41,12 +41,13 @@ def check_grep(pattern: str | None) -> re.Pattern[str] | None:
             from None
 
 
-def services(config: Config, env: str, app: str | None = None) -> list[str]:
+def services(config: Config, env: str, app: str | None = None, option: str = "logs --app"
+             ) -> list[str]:
     """The env's app services (`<stack>_<app>`), or the one named; an unknown app is bad
     input naming the ones there are."""
     apps = [a.name for a in config.apps(config.require_env(env))]
     if app is not None and app not in apps:
-        raise UsageError(f"logs --app: {env} has no app {app!r} (it has: {', '.join(apps)})")
+        raise UsageError(f"{option}: {env} has no app {app!r} (it has: {', '.join(apps)})")
     return [f"{stack_name(config, env)}_{name}" for name in ([app] if app else apps)]
 
 

@@ -1,4 +1,5 @@
-"""The runbook's mitigations as tasks: pause / resume an env, scale it (off-hours replicas).
+"""The runbook's mitigations as tasks: pause / resume an env, scale it (off-hours replicas),
+restart an app ("restart the high-memory container").
 
 Each is converged and verified like a deploy and recorded in the audit log; a failure puts
 every service back on the replica counts it had. The next deploy of the env sets the
@@ -94,4 +95,64 @@ def scale(conn: Connection | Host, config: Config, env: str, replicas: int | Non
     run.wanted = {f"{run.stack}_{a.name}": (a.replicas if replicas is None else replicas)
                   for a in config.apps(env)}
     result: dict[str, int] = run.execute()
+    return result
+
+
+class Restart(EnvRun):
+    """New tasks for the same spec, one at a time, start-first: the runbook's "restart the
+    high-memory container" without a failed request. The engine rolls back a restart whose
+    new task fails; the tool watches it like a deploy and verifies through the edge."""
+
+    action = "restart"
+
+    def __init__(self, host: Remote, config: Config, env: str, names: list[str], *,
+                 verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(host, config, env, tag="", **kwargs)
+        self.names = names
+        self.verify_fn = verify_fn or verify
+
+    def body(self) -> list[str]:
+        views = self.poll()
+        missing = [name for name in self.names if name not in views]
+        if missing:
+            raise CheckFailed(f"restart: {self.env} is not deployed ({', '.join(missing)} "
+                              f"not found)")
+        expected = {name: views[name].image for name in self.names}
+        self.beat(force=True)
+        self.engine_touched = True
+        self.host.run(commands.restart_services(self.names), what=f"restart {self.env}")
+
+        def show(lines: list[str]) -> None:
+            self.show(lines)
+            self.beat()
+
+        watch(self.poll, before_of(views), expected, set(expected),
+              self.config.remote.rollout_timeout, show, clock=self.clock)
+        failures = self.verify_fn(self.config, self.env)
+        if failures:
+            raise CheckFailed(f"restart: verify failed: {'; '.join(failures)}")
+        apps = [name.split("_", 1)[1] for name in self.names]
+        with self.shielded():
+            self.commit(apps)
+            self.audit_ok("ok", detail=", ".join(apps))
+        self.say(f"restart: {self.env}: {', '.join(apps)} on new tasks")
+        return apps
+
+    def put_back(self) -> str:
+        """Nothing to undo: the spec is unchanged, and a failed restart is rolled back by the
+        engine (its update_config) before the watch reports it."""
+        return ""
+
+
+def restart(conn: Connection | Host, config: Config, env: str, app: str | None = None, *,
+            say: Say = print, show: Show | None = None, clock: Clock = REAL,
+            verify_fn: Callable[..., list[str]] | None = None) -> list[str]:
+    """Restart one app of `env` (or every app), rolling, verified; audited as `restart`."""
+    from vedfin_ops.steps.logs import services
+
+    names = services(config, config.require_env(env), app, option="restart --app")
+    host = as_host(conn)
+    host.secrets = list(secret_store.resolve(config, env).values())
+    result: list[str] = Restart(host, config, env, names, say=say, show=show, clock=clock,
+                                verify_fn=verify_fn).execute()
     return result

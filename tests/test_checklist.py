@@ -48,7 +48,7 @@ def test_a_clean_deploy_ticks_every_box(world: World) -> None:
     assert [i.name for i in report.items] == ITEMS
     assert report.passed, report.failed()
     assert _item(report, "migrations applied").detail == (
-        "applied by the deploy of v2 (| Applying migration [/app/prisma/migrations/001_init]);"
+        "applied by the deploy of v2 (Applying migration [/app/prisma/migrations/001_init]);"
         " status: Database schema is up to date!")
     assert _item(report, "replicas of api and web").detail == "api-production 2, web-production 2"
     assert _item(report, "pgvector works").detail == (

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import fab
+from .conftest import docker, fab
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +94,68 @@ def test_netdata_raises_an_alarm_whose_threshold_is_lowered(sandbox_up: dict[str
         back = fab(sandbox_up, "monitoring.apply")
     assert back.returncode == 0, _out(back)
     assert _status(sandbox_up)["ok"] is True
+
+
+def _on_v1(sandbox_up: dict[str, Any]) -> Any:
+    from vedfin_ops import load_config
+
+    done = fab(sandbox_up, "deploy.production", "--tag", "v1")
+    assert done.returncode == 0, _out(done)
+    return load_config(sandbox_up["config"])
+
+
+def test_verify_ticks_every_box_of_the_runbooks_checklist(sandbox_up: dict[str, Any]) -> None:
+    _on_v1(sandbox_up)
+    done = fab(sandbox_up, "verify", "--env", "production", "--json")
+    report = json.loads(done.stdout)
+    items = {i["name"]: i for i in report["items"]}
+    assert done.returncode == 0 and report["passed"], [i for i in report["items"]
+                                                       if not i["ok"]]
+    assert "status: Database schema is up to date!" in items["migrations applied"]["detail"]
+    assert items["pgvector works"]["detail"].startswith("vedfinance_prod: vector distance")
+    assert items["monitoring configured"]["detail"].startswith("3 Netdata alarms loaded")
+    assert items["replicas of api and web"]["detail"] == "api-production 2, web-production 2"
+    assert items["zero-downtime deploy"]["ok"]
+    assert any(n.startswith("smoke: api-production CORS from") for n in items)
+
+
+def test_restart_replaces_the_api_under_load_without_a_failed_request(
+        sandbox_up: dict[str, Any]) -> None:
+    from .test_deploy import Load
+
+    config = _on_v1(sandbox_up)
+    before = {line.split()[0] for line in docker(
+        "service", "ps", "-q", "--filter", "desired-state=running",
+        "vedfin-production_api-production").stdout.split("\n") if line.strip()}
+    with Load(config.edge.http_port, rate=20, max_requests=3000) as load:
+        done = fab(sandbox_up, "restart", "--env", "production", "--app", "api-production")
+    assert done.returncode == 0, _out(done)
+    assert load.sent > 50 and load.failed == [], load.failed[:5]
+    after = {line.split()[0] for line in docker(
+        "service", "ps", "-q", "--filter", "desired-state=running",
+        "vedfin-production_api-production").stdout.split("\n") if line.strip()}
+    assert len(after) == 2 and not after & before  # every task is new
+    audit = fab(sandbox_up, "audit", "--json").stdout.strip().splitlines()[-1]
+    assert json.loads(audit)["action"] == "restart" and json.loads(audit)["result"] == "ok"
+
+
+def test_the_html_report_of_the_live_env_in_a_real_browser(sandbox_up: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    from tests.browser import dom, screenshot
+
+    _on_v1(sandbox_up)
+    target = tmp_path / "report.html"
+    done = fab(sandbox_up, "report", "--env", "production", "--html", str(target))
+    assert done.returncode == 0, _out(done)
+    shown = dom(target)
+    screenshot(target, "report-sandbox")
+    assert '<b id="verdict" class="ok">passed</b>' in shown
+    for text in ("vedfin_cpu_usage", "vedfin_ram_usage", "vedfin_disk_usage",
+                 "vedfin-production_api-production", "<svg", "migrations applied"):
+        assert text in shown, text
+    assert "not read" not in shown
+    live = json.loads(fab(sandbox_up, "capacity-report", "--env", "production",
+                          "--json").stdout)
+    assert live["host"]["cpu_percent"] is not None
+    api = next(s for s in live["services"] if s["name"] == "api-production")
+    assert api["used_cpu_percent"] is not None and api["used_cpu_percent"] >= 0

@@ -425,6 +425,26 @@ def verify(c: Context, env: str = "production", json_: bool = False,
         raise SystemExit(1)
 
 
+@task(help={**HOST_HELP, "env": "environment", "html": "the page to write (.html)"})
+@guarded
+def report(c: Context, env: str = "production", html: str | None = None,
+           accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
+           config: str | None = None) -> None:
+    """One HTML page: verification, releases, services, capacity chart, alarms, audit."""
+    from vedfin_ops.errors import UsageError
+    from vedfin_ops.reports.html import gather, page, write_page
+    if not html:
+        raise UsageError("report: --html FILE is required (the page to write)")
+    cfg = config_for(config)
+    cfg.require_env(env)
+    data = gather(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
+    target = write_page(html, page(data))
+    for name, why in data["errors"].items():
+        warn(f"report: {name}: {why}")
+    stdout.print(f"report: {target} (verification "
+                 f"{'passed' if data['verification_passed'] else 'FAILED'})", markup=False)
+
+
 @task(name="apply", help={**HOST_HELP, "json": "JSON output"})
 @guarded
 def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool = False,
@@ -601,7 +621,8 @@ def sandbox_status(c: Context, json_: bool = False) -> None:
 
 
 ns = Collection(render, build, check_config, capacity_report, smoke_test, preflight, db_init,
-                migrate, rollback, status, audit, logs, pause, resume, scale, verify, restart)
+                migrate, rollback, status, audit, logs, pause, resume, scale, verify, restart,
+                report)
 ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
                                                                    "dev"))))
 ns.add_collection(Collection("secrets", generate))

@@ -109,7 +109,7 @@ class CapacityReport:
     status: Status
     reasons: list[str]
     recommendations: list[Recommendation]
-    host: dict[str, float] | None = None  # measured on the host, when live
+    host: dict[str, float | None] | None = None  # measured on the host, when live
 
     @property
     def committed_memory_mb(self) -> int:

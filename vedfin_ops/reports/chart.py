@@ -42,10 +42,10 @@ def write_chart(report: CapacityReport, path: str | Path) -> Path:
         if suffix == ".png":
             _png(report, target)
         else:
-            svg = _svg(report)
-            text = svg if suffix == ".svg" else (
+            drawn = svg(report)
+            text = drawn if suffix == ".svg" else (
                 "<!doctype html><meta charset='utf-8'><title>vedfin-ops capacity</title>"
-                f"<body style='font-family:sans-serif'>{svg}</body>\n")
+                f"<body style='font-family:sans-serif'>{drawn}</body>\n")
             target.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"--chart {target}: cannot write it: {exc.strerror or exc}") from None
@@ -96,7 +96,7 @@ def _png(report: CapacityReport, target: Path) -> None:
         plt.close(fig)
 
 
-def _svg(report: CapacityReport) -> str:
+def svg(report: CapacityReport) -> str:
     names, limits, committed, used = _series(report)
     ram = float(report.vps_memory_mb)
     top = max([*committed, ram + report.vps_swap_mb, 1.0]) * 1.1

@@ -81,15 +81,10 @@ def gather(host: Remote, config: Config, env: str) -> Facts:
         except ValueError:
             migration = {"unreadable": raw[:80]}
     views = poller(host, [stack_name(config, env)])()
+    from vedfin_ops.reports.tables import audit_entries
+
     tail = host.run(commands.tail(layout.audit, AUDIT_LINES), what="read audit")
-    audit = []
-    for line in tail.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("env") == env:
-            audit.append(entry)
+    audit = [e for e in audit_entries(tail) if e.get("env") == env]
     return Facts(listing.current, (listing.state(listing.current) or "") if listing.current else "",
                  migration, views, audit)
 

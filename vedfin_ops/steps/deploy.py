@@ -342,7 +342,7 @@ class Deploy(EnvRun):
         said: list[str] = []
 
         def show(line: str) -> None:
-            said.append(line)
+            said.append(line.strip().removeprefix("| "))
             self.say(line)
 
         ran = self.hooks.migrate(self.host, self.config, self.env, self.tag, self.release_dir,
@@ -387,7 +387,9 @@ class Deploy(EnvRun):
             return []
         fail = self.config.verify.log_errors_fail
         try:
-            found = log_errors(self.host, self.config, self.env, names)
+            found = log_errors(self.host, self.config, self.env, names,
+                               since={n: self.views[n].update_started for n in names
+                                      if n in self.views and self.views[n].update_started})
         except Exception as exc:
             if fail:
                 return [f"logs: not read ({describe(exc)})"]

@@ -70,16 +70,23 @@ _SPEC_IMAGE = "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
 _TASK_IMAGE = "{{.ID}} {{.Image}}"
 
 
-def release_tasks_logs(names: list[str], tail: int = ERROR_TAIL) -> str:
+def release_tasks_logs(names: list[str], tail: int = ERROR_TAIL,
+                       since: dict[str, str] | None = None) -> str:
     """One command: per service, the ids of every task of its current image (running, or
-    crashed and replaced: a new release's FATAL is in the task that died), then its recent
-    lines, then the logs command's exit status."""
+    crashed and replaced: a new release's FATAL is in the task that died), then its lines
+    (since its update started, when known: an earlier release of the same image must not
+    count), then the logs command's exit status."""
+    since = since or {}
+
+    def after(name: str) -> str:
+        return f"--since {sh(since[name])} " if since.get(name) else ""
+
     return "; ".join(
         f"echo {_TASKS}; img=$(docker service inspect --format {sh(_SPEC_IMAGE)} {sh(name)}) "
         f"&& docker service ps --no-trunc --format {sh(_TASK_IMAGE)} {sh(name)} | "
         f"awk -v i=\"$img\" '$2 == i {{print $1}}'; echo {_LOGS}; "
-        f"docker service logs --timestamps --no-trunc --tail {int(tail)} {sh(name)} 2>&1; "
-        f"echo \"{_END} $?--\"" for name in names)
+        f"docker service logs --timestamps --no-trunc {after(name)}--tail {int(tail)} "
+        f"{sh(name)} 2>&1; echo \"{_END} $?--\"" for name in names)
 
 
 def task_id(task: str) -> str:
@@ -122,8 +129,8 @@ def _first(text: str) -> str:
     return lines[-1][:160] if lines else "no output"
 
 
-def log_errors(host: Remote, config: Config, env: str, names: list[str] | None = None
-               ) -> list[str]:
+def log_errors(host: Remote, config: Config, env: str, names: list[str] | None = None,
+               since: dict[str, str] | None = None) -> list[str]:
     """The runbook's "no errors in logs": what the tasks of the current release of the env's
     apps (or the services named) logged that matches `verify.logErrors`, secrets masked.
     Raises CheckFailed when the logs could not be read."""
@@ -131,7 +138,7 @@ def log_errors(host: Remote, config: Config, env: str, names: list[str] | None =
     names = services(config, env) if names is None else names
     if not patterns or not names:
         return []
-    output = host.run(release_tasks_logs(names), what="read the new tasks' logs",
+    output = host.run(release_tasks_logs(names, since=since), what="read the new tasks' logs",
                       timeout=120)
     try:
         lines = error_lines(output, patterns)

@@ -144,6 +144,14 @@ def test_error_lines_come_only_from_the_current_images_tasks_and_match_per_line(
     assert logs.task_id("vedfin-production_api-production.2.abc123def@node-1") == "abc123def"
 
 
+def test_a_carriage_return_inside_an_app_line_stays_in_that_line() -> None:
+    output = ("--VEDFIN-TASKS--\nt2\n--VEDFIN-LOGS--\n"
+              "2026-11-29T10:00:02Z s_api.1.t2@vm    | progress 10%\rprogress 100%\x0cdone\r\n"
+              "2026-11-29T10:00:03Z s_api.1.t2@vm    | FATAL x\u2028y\n--VEDFIN-END 0--\n")
+    assert logs.error_lines(output, ["FATAL"]) == [
+        "2026-11-29T10:00:03Z s_api.1.t2@vm    | FATAL x\u2028y"]
+
+
 @pytest.mark.parametrize(("output", "why"), [
     ("--VEDFIN-TASKS--\n--VEDFIN-LOGS--\n--VEDFIN-END 0--\n",
      "no task of the service's current image was listed"),

@@ -44,6 +44,7 @@ def netdata_answer(config: Any, *, raised: str | None = None, **override: Any) -
         charts = ["disk_space._", "disk_space._var"] if alarm.kind == "template" else [alarm.on]
         for chart in charts:
             item = {"name": alarm.name, "chart": chart, "status": "CLEAR", "value": 12.5,
+                    "info": html.escape(alarm.info),
                     "warn": html.escape(alarm.warn) if alarm.warn else None,
                     "crit": html.escape(alarm.crit) if alarm.crit else None}
             if raised == alarm.name:
@@ -70,13 +71,19 @@ def test_what_netdata_loaded_is_compared_alarm_by_alarm(tmp_path: Path) -> None:
     assert good.items[2][2] == "loaded on 2 chart(s), crit $this > 85, CLEAR"
     assert good.raised == ["system.ram.vedfin_ram_usage CRITICAL (12.5)"]
     stale = monitoring.compare(_config(tmp_path, ram={"above": 95}), netdata_answer(config))
-    assert not stale.ok and stale.problems() == [
+    assert not stale.ok and stale.problems()[1] == (
         "vedfin_ram_usage: loaded with warn '$this > 85', crit '$this > 90'; the config says "
-        "'$this > 85', '$this > 95'"]
+        "'$this > 85', '$this > 95'")
+    assert "another version" in stale.problems()[0]  # the digest of all of them changed
     missing = json.loads(netdata_answer(config))
     missing["alarms"] = {k: v for k, v in missing["alarms"].items() if "cpu" not in k}
     assert monitoring.compare(config, json.dumps(missing)).problems() == [
         "vedfin_cpu_usage: not loaded"]
+    # same thresholds, another file (only `every` changed): not what the config says yet
+    config.monitoring.alarm_every = 10
+    stale = monitoring.compare(config, netdata_answer(_config(tmp_path)))
+    assert not stale.ok and stale.problems()[0].startswith(
+        "vedfin_cpu_usage: Netdata runs another version of it (info ends ")
     with pytest.raises(CheckFailed, match=r"^Netdata's alarms API answered something else: "
                                           r"'<html>\[bold\]'$"):
         monitoring.compare(config, "<html>[bold]\n</html>")
@@ -151,10 +158,27 @@ def test_a_file_netdata_reloads_but_does_not_load_is_replaced_by_the_previous_on
     assert str(raised.value).startswith(
         "monitoring: Netdata does not have the alarms as configured: vedfin_cpu_usage: loaded "
         "with warn 'None', crit '$this > 85'; the config says None, '$this > 70'")
+    assert "vedfin_ram_usage: Netdata runs another version of it" in str(raised.value)
     assert str(raised.value).endswith("(the previous alarms are back)")
     assert installed.read_text() == "# the alarms before\n"
     assert sorted(os.listdir(installed.parent)) == ["vedfin.conf"]
     assert (tmp_path / "reloads").read_text().count("reload-health") == 2  # new, then old
+
+
+def test_an_apply_that_never_settled_keeps_the_last_good_file(tmp_path: Path,
+                                                              netdata_host: FakeHost) -> None:
+    """A Ctrl-C during the wait left an unverified file live beside `.prev`: the next apply
+    that fails puts back `.prev` (known good), not the unverified one."""
+    config = _config(tmp_path, cpu={"above": 70})
+    folder = tmp_path / "netdata" / "health.d"
+    (folder / "vedfin.conf").write_text("# unverified\n")
+    (folder / "vedfin.conf.prev").write_text("# the last good alarms\n")
+    (tmp_path / "alarms.json").write_text(json.dumps({"alarms": {}}))
+    with pytest.raises(CheckFailed, match=r"\(the previous alarms are back\)$"):
+        monitoring.apply(netdata_host, config, netdata_health(config),
+                         clock=orchestration.FakeClock().clock())
+    assert (folder / "vedfin.conf").read_text() == "# the last good alarms\n"
+    assert sorted(os.listdir(folder)) == ["vedfin.conf"]
 
 
 def test_the_same_file_is_reloaded_when_netdata_does_not_have_it(tmp_path: Path,
@@ -184,7 +208,7 @@ def test_no_netdata_or_alarms_it_does_not_load_are_one_line_errors(tmp_path: Pat
     (tmp_path / "netdata" / "health.d" / "vedfin.conf").unlink()  # a change: reloaded
     clock = orchestration.FakeClock()
     with pytest.raises(CheckFailed, match=r"^monitoring: Netdata does not have the alarms as "
-                                          r"configured: vedfin_disk_usage: loaded with"):
+                                          r"configured: .*vedfin_disk_usage: loaded with"):
         monitoring.apply(netdata_host, config, netdata_health(config), clock=clock.clock())
     assert clock.t >= 30  # a reload is asynchronous: asked again for 30 s first
 

@@ -156,10 +156,11 @@ def _s3_world(world: World, endpoint: str) -> World:
 
     from vedfin_ops.config.loader import config_from_dict
 
-    from .conftest import SHIPPED
+    from .conftest import NO_NETDATA, SHIPPED
 
     data = yaml.safe_load(SHIPPED.read_text())
     data.setdefault("remote", {})["baseDir"] = world.config.remote.base_dir
+    data["monitoring"] = {**data.get("monitoring", {}), "netdataConfig": NO_NETDATA}
     import uuid
 
     # a folder of the bucket per test: copies made by another test's world are not this one's

@@ -413,9 +413,12 @@ def verify(c: Context, env: str = "production", json_: bool = False,
            config: str | None = None) -> None:
     """The runbook's Post-Deployment Verification, each box from real data (exit 1 if one
     fails)."""
+    from vedfin_ops.config import secret_store
     from vedfin_ops.steps.checklist import checklist
-    report = checklist(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config),
-                       env)
+    cfg = config_for(config)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host.secrets = list(secret_store.resolve(cfg, cfg.require_env(env)).values())
+    report = checklist(host, cfg, env)
     if json_:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -435,14 +438,18 @@ def report(c: Context, env: str = "production", html: str | None = None,
     from vedfin_ops.reports.html import gather, page, write_page
     if not html:
         raise UsageError("report: --html FILE is required (the page to write)")
+    from vedfin_ops.config import secret_store
     cfg = config_for(config)
-    cfg.require_env(env)
-    data = gather(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host.secrets = list(secret_store.resolve(cfg, cfg.require_env(env)).values())
+    data = gather(host, cfg, env)
     target = write_page(html, page(data))
     for name, why in data["errors"].items():
         warn(f"report: {name}: {why}")
     stdout.print(f"report: {target} (verification "
                  f"{'passed' if data['verification_passed'] else 'FAILED'})", markup=False)
+    if not data["verification_passed"]:
+        raise SystemExit(1)
 
 
 @task(name="apply", help={**HOST_HELP, "json": "JSON output"})

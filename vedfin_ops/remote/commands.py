@@ -261,10 +261,11 @@ def db_inventory(container: str, user: str) -> str:
 
 
 def migrate(image: str, network: str, env_file: str, command: str, name: str,
-            env: str) -> str:
+            env: str, label: str = MIGRATE_LABEL) -> str:
     """A one-off container of the NEW image on the env's network, removed when done; labelled
-    with the env so an interrupted run can stop it and the next deploy can see it."""
-    return (f"docker run --rm --name {sh(name)} --label {sh(MIGRATE_LABEL + '=' + env)} "
+    with the env so an interrupted run can stop it and the next deploy can see it (verify's
+    read-only status command has a label of its own: it must not hold a deploy back)."""
+    return (f"docker run --rm --name {sh(name)} --label {sh(label + '=' + env)} "
             f"--network {sh(network)} --env-file {sh(env_file)} --entrypoint /bin/sh "
             f"{sh(image)} -c {sh(command)}")
 

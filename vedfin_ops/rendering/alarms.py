@@ -7,7 +7,9 @@ CPU > 85% for 5 min and RAM > 90% for 5 min are critical (Alerts Setup), RAM > 8
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import dataclass, replace
 
 from vedfin_ops.config.model import Config
 
@@ -35,6 +37,16 @@ def _window(seconds: float) -> str:
 
 
 def alarms(config: Config) -> list[Alarm]:
+    """The alarms, each `info` ending in a digest of all of them and their evaluation period:
+    Netdata's API shows the info it loaded, so a reload that has not happened yet (or failed)
+    is told from one that did, even when only `every` or an info changed."""
+    plain = _alarms(config)
+    digest = hashlib.sha256(json.dumps([[*vars(a).values()] for a in plain] +
+                                       [config.monitoring.alarm_every]).encode()).hexdigest()
+    return [replace(a, info=f"{a.info} [vedfin {digest[:10]}]") for a in plain]
+
+
+def _alarms(config: Config) -> list[Alarm]:
     a = config.alerts
     cpu, ram = _window(a.cpu.for_), _window(a.ram.for_)
     return [

@@ -69,8 +69,10 @@ def gather(host: Host, config: Config, env: str, *,
     def section(name: str, read: Callable[[], None]) -> None:
         try:
             read()
-        except (CheckFailed, OSError, ValueError) as exc:
-            data["errors"][name] = host.redact(bare(str(exc)))
+        except Exception as exc:  # one section's trouble must not cost the page
+            why = bare(str(exc)) if isinstance(exc, CheckFailed) else \
+                f"{type(exc).__name__}: {exc}"
+            data["errors"][name] = host.redact(why)
 
     def read_status() -> None:
         info = status(host, config, env)
@@ -119,9 +121,10 @@ def write_page(path: str | Path, html: str) -> Path:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:  # 0600, as mkstemp made it
             fh.write(html)
-        os.chmod(tmp, 0o644)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError as exc:
         raise UsageError(f"report --html: {target}: {exc.strerror or exc}") from None

@@ -10,6 +10,7 @@ logs; the last deploy audited ok and live, made by a start-first rolling update.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Callable
@@ -26,13 +27,15 @@ from vedfin_ops.config.names import stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, Remote, RemoteError
+from vedfin_ops.remote.quoting import sh
 from vedfin_ops.steps.db_init import find_postgres, inventory_sql, parse_inventory
 from vedfin_ops.steps.env_run import as_host, configured_replicas, poller
 from vedfin_ops.steps.operation import bare
 from vedfin_ops.steps.releases import Layout, parse_listing
 
 MIGRATE_RECORD = "migrate.json"
-AUDIT_LINES = 200
+STATUS_LABEL = "vedfin.migrate-status"
+AUDIT_LINES = 2000  # every env writes there: production's last deploy must stay in view
 
 
 @dataclass
@@ -154,19 +157,24 @@ def _migrations(host: Remote, config: Config, env: str, facts: Facts,
         raise Failed(f"{said}; {app.name} is not running, so its status command cannot run")
     layout = Layout.of(config, env)
     command = app.migrate_status_command or ""
+    name = f"{app.name}-migrate-status-{secrets.token_hex(3)}"
     try:
         out = host.run(commands.migrate(view.image, config.remote.network,
                                         f"{layout.release(facts.current)}/env/{app.name}.env",
-                                        command,
-                                        f"{app.name}-migrate-status-{secrets.token_hex(3)}",
-                                        env),
+                                        command, name, env, label=STATUS_LABEL),
                        what="migrate status", timeout=300)
-    except RemoteError as exc:  # Prisma says what is pending on stdout
+    except BaseException as exc:  # Ctrl-C, a timeout, a dropped link: never left running
+        with contextlib.suppress(Exception):
+            host.run(f"docker rm -f {sh(name)} >/dev/null 2>&1 || true",
+                     what="stop migrate status", check=False)
+        if not isinstance(exc, RemoteError):
+            raise
+        # Prisma says what is pending on stdout
         told = [line.strip() for line in exc.output.splitlines() if line.strip()]
         why = host.redact(told[-1]) if told else bare(str(exc))
         raise Failed(f"{said}; `{command}` says: {why}") from None
     lines = [line.strip() for line in out.splitlines() if line.strip()]
-    return f"{said}; status: {lines[-1] if lines else 'exit 0'}"
+    return f"{said}; status: {host.redact(lines[-1]) if lines else 'exit 0'}"
 
 
 def _pgvector(host: Remote, config: Config, env: str) -> str:
@@ -213,9 +221,11 @@ def _logs(host: Remote, config: Config, env: str) -> str:
 def _zero_downtime(config: Config, env: str, facts: Facts) -> str:
     """The last deploy of the env: audited ok, the release it made is the live one, and its
     services replace tasks start-first (the new one healthy before an old one stops)."""
-    deploys = [e for e in facts.audit if e.get("action") == "deploy"]
+    # a no-op deploy changed nothing: the one before it made the live release
+    deploys = [e for e in facts.audit if e.get("action") == "deploy" and
+               e.get("result") != "noop"]
     if not deploys:
-        raise Failed("no deploy of this env in the audit log")
+        raise Failed("no deploy of this env in the audit log's last lines")
     last = deploys[-1]
     if last.get("result") != "ok":
         raise Failed(f"the last deploy ({last.get('tag')}, {last.get('time')}) ended "

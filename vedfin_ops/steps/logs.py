@@ -112,7 +112,8 @@ def error_lines(output: str, patterns: list[str]) -> list[str]:
             raise LogsNotRead("no task of the service's current image was listed")
         if status.strip().removesuffix("--").strip() != "0":
             raise LogsNotRead(f"docker service logs failed: {_first(logs_part)}")
-        for line in logs_part.splitlines():
+        for line in (raw.rstrip("\r") for raw in logs_part.split("\n")):
+            # an app's carriage return or form feed stays inside its line (not splitlines)
             match = _LINE.match(line)
             if match is None:
                 if line.strip():  # docker's own words: an unreadable log, a gone service
@@ -152,7 +153,8 @@ def ordered(text: str) -> list[str]:
     a line docker printed without a task and time (an engine message) keeps its place."""
     keyed: list[tuple[str, int, str]] = []
     last = ""
-    for line in text.splitlines():
+    lines = text.split("\n")  # not splitlines: an app's \r or \x0c stays in its line
+    for line in lines[:-1] if lines and lines[-1] == "" else lines:
         match = _LINE.match(line)
         if match:
             last = match.group("time")

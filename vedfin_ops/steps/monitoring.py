@@ -57,8 +57,9 @@ def apply_command(config: Config) -> str:
         'exit 3; fi; '
         f'if cmp -s "$tmp" "$f"; then $S rm -f "$tmp"; echo {UNCHANGED}; '
         f'[ "${{VEDFIN_RELOAD_SAME:-}}" = 1 ] && {{ reload || exit 4; }}; exit 0; fi; '
-        f'$S rm -f "$f{PREV}"; '
-        f'if [ -e "$f" ] && ! $S cp -p "$f" "$f{PREV}"; then $S rm -f "$tmp"; exit 3; fi; '
+        # a .prev left by an apply that never settled is the last file known good: kept
+        f'if [ -e "$f" ] && [ ! -e "$f{PREV}" ] && ! $S cp -p "$f" "$f{PREV}"; then '
+        '$S rm -f "$tmp"; exit 3; fi; '
         '$S mv -f "$tmp" "$f" || { $S rm -f "$tmp"; exit 3; }; '
         f'echo {SWAPPED}; reload || {{ echo "netdatacli reload-health failed" >&2; exit 4; }}')
 
@@ -140,6 +141,10 @@ def _judge(alarm: Alarm, mine: list[dict[str, Any]]) -> tuple[bool, str]:
         return False, (f"loaded with warn {html.unescape(str(said.get('warn')))!r}, crit "
                        f"{html.unescape(str(said.get('crit')))!r}; the config says "
                        f"{alarm.warn!r}, {alarm.crit!r}")
+    stale = [i for i in mine if html.unescape(str(i.get("info", ""))) != alarm.info]
+    if stale:  # thresholds may agree while the file Netdata runs is another one
+        info = html.unescape(str(stale[0].get("info", "")))
+        return False, f"Netdata runs another version of it (info ends {info[-18:]!r})"
     statuses = sorted({str(i.get("status")) for i in mine})
     limits = ", ".join(x for x in (f"warn {alarm.warn}" if alarm.warn else "",
                                    f"crit {alarm.crit}" if alarm.crit else "") if x)

@@ -140,8 +140,9 @@ class Restart(EnvRun):
 
     def put_back(self) -> str:
         """Nothing to undo: the spec is unchanged, and a failed restart is rolled back by the
-        engine (its update_config) before the watch reports it."""
-        return ""
+        engine (its update_config) before the watch reports it. A restart stopped mid-watch
+        goes on in the engine: the user is told where to look."""
+        return "the engine goes on replacing the tasks it started on (fab status)"
 
 
 def restart(conn: Connection | Host, config: Config, env: str, app: str | None = None, *,

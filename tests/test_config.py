@@ -145,6 +145,10 @@ def test_bad_memory_size_names_file_key_and_value(variant: Any) -> None:
     ("monitoring.netdataConfig", "etc; rm -rf /", "monitoring.netdataConfig"),
     ("monitoring.alarmEvery", "0s", "monitoring.alarmEvery"),
     ("applications.0.migrateStatus", 5, "applications[0].migrateStatus"),
+    ("offHours.envs", ["prod"], 'offHours.envs[0]: "prod" is not an environment'),
+    ("offHours.start", "6am", "offHours.start"),
+    ("offHours.end", "00:00", "offHours: start and end are both 00:00: no window"),
+    ("offHours.replicas", 0, "offHours.replicas"),
     ("tag", "bad tag!", "tag"),
 ])
 def test_wrong_types_and_values_are_refused(variant: Any, path: str, value: Any,

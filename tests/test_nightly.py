@@ -17,7 +17,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.remote.probes.usage import parse_disk, parse_probe
 from vedfin_ops.reports.capacity import live_status
 from vedfin_ops.reports.tables import _backup_notes
-from vedfin_ops.steps import nightly
+from vedfin_ops.steps import nightly, offhours
 from vedfin_ops.steps.backup import list_backups
 
 from . import test_orchestration as orchestration
@@ -73,9 +73,12 @@ def test_a_deploy_schedules_the_nightly_backups_and_keeps_the_user_s_cron_lines(
                                         "production": "03:20"}
     assert world.deploy("v1").result == "ok"  # again: replaced, not appended
     assert _crontab(world).count(nightly.BEGIN) == 1
-    installed = nightly.apply(world.host, _at(world.config, None))  # type: ignore[arg-type]
+    assert "offhours-production down" in _crontab(world)  # the shipped off-hours, same block
+    nothing = _at(world.config, None).model_copy(update={"off_hours": None})
+    installed = nightly.apply(world.host, nothing)  # type: ignore[arg-type]
     assert installed == {} and _crontab(world) == "5 4 * * * /usr/bin/certbot renew\n"
     assert not Path(nightly.script_path(world.config, "production")).exists()
+    assert not Path(offhours.script_path(world.config, "production")).exists()
 
 
 def _run_nightly(world: World) -> str:
@@ -126,7 +129,7 @@ def test_a_crontab_that_refuses_is_a_warning_and_the_deploy_still_stands(world: 
         "#!/bin/sh\n[ \"$1\" = - ] && { echo 'crontab: not allowed' >&2; exit 1; }\nexit 1\n")
     result = world.deploy("v2")
     assert result.result == "ok"
-    warned = [m for m in world.said if "nightly backups not scheduled" in m]
+    warned = [m for m in world.said if "nightly backups and off-hours not scheduled" in m]
     assert warned and "fab db.schedule" in warned[0], world.said
     assert world.audit()[-1]["result"] == "ok"
 

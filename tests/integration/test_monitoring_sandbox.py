@@ -159,3 +159,62 @@ def test_the_html_report_of_the_live_env_in_a_real_browser(sandbox_up: dict[str,
     assert live["host"]["cpu_percent"] is not None
     api = next(s for s in live["services"] if s["name"] == "api-production")
     assert api["used_cpu_percent"] is not None and api["used_cpu_percent"] >= 0
+
+
+def test_the_off_hours_timer_scales_production_as_cron_runs_it(sandbox_up: dict[str, Any],
+                                                                on_v1_after: None,
+                                                                tmp_path: Path) -> None:
+    """The crontab line's command, run as cron runs it (the deploy user, a bare env): one
+    replica per app and back, with no failed request, audited."""
+    import subprocess
+
+    from vedfin_ops import load_config
+    from vedfin_ops.sandbox import USER
+    from vedfin_ops.steps import offhours
+
+    from .test_deploy import Load
+
+    config = _on_v1(sandbox_up)
+    # the sandbox's own config has no window (a night-time test run would get 1 replica)
+    data = yaml.safe_load(Path(sandbox_up["config"]).read_text())
+    data["offHours"] = {"start": "00:00", "end": "06:00", "replicas": 1,
+                        "envs": ["production"]}
+    data["secretsFile"] = str(Path(sandbox_up["config"]).parent / data["secretsFile"])
+    timed = tmp_path / "offhours.yaml"
+    timed.write_text(yaml.safe_dump(data))
+    done = fab(sandbox_up, "db.schedule", extra_env={"VEDFIN_CONFIG": str(timed)})
+    assert done.returncode == 0, _out(done)
+    job = offhours.script_path(load_config(timed), "production")
+    tab = subprocess.run(["crontab", "-l", "-u", USER], capture_output=True, text=True,
+                         check=False).stdout
+    assert f"0 0 * * * {job} down" in tab and f"0 6 * * * {job} up" in tab
+
+    def as_cron(mode: str) -> None:
+        done = subprocess.run(["su", "-s", "/bin/sh", USER, "-c",
+                               f"env -i PATH=/usr/bin:/bin HOME=/ SHELL=/bin/sh {job} {mode}"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def replicas() -> set[str]:
+        return {line.split()[1] for line in docker(
+            "service", "ls", "--format", "{{.Name}} {{.Replicas}}", "--filter",
+            "name=vedfin-production_").stdout.splitlines()}
+
+    def settled(wanted: str) -> set[str]:
+        for _ in range(60):  # bounded: the engine converges in seconds
+            if replicas() == {wanted}:
+                break
+            time.sleep(1)
+        return replicas()
+
+    with Load(config.edge.http_port, rate=20, max_requests=2000) as load:
+        as_cron("down")
+        assert settled("1/1") == {"1/1"}
+        as_cron("up")
+        assert settled("2/2") == {"2/2"}
+    assert load.failed == [], load.failed[:5]
+    lines = fab(sandbox_up, "audit", "--json").stdout.strip().splitlines()[-2:]
+    assert [json.loads(line)["action"] for line in lines] == ["offhours-down", "offhours-up"]
+    assert fab(sandbox_up, "db.schedule").returncode == 0  # the sandbox's block again
+    assert "offhours-" not in subprocess.run(["crontab", "-l", "-u", USER],
+                                             capture_output=True, text=True).stdout

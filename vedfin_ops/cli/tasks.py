@@ -538,11 +538,13 @@ def _deploy_task(env: str) -> Any:
                           "allow_shared": "let a non-production deploy change the shared "
                                           "stack (postgres, redis, edge)",
                           "no_backup": "no database backup before the deploy (recorded in "
-                                       "the audit log)"})
+                                       "the audit log)",
+                          "full_replicas": "inside the off-hours window, keep the configured "
+                                           "replicas"})
     @guarded
     def deploy_env(c: Context, tag: str | None = None, skip_preflight: bool = False,
                    force: bool = False, allow_shared: bool = False, no_backup: bool = False,
-                   accept_new_host_key: bool = False,
+                   full_replicas: bool = False, accept_new_host_key: bool = False,
                    host_key_fingerprint: str | None = None, config: str | None = None) -> None:
         from vedfin_ops.cli.output import LiveLines
         from vedfin_ops.steps.deploy import deploy as _deploy
@@ -550,8 +552,8 @@ def _deploy_task(env: str) -> Any:
         with LiveLines() as show:
             result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
                              tag, skip_preflight=skip_preflight, force=force,
-                             allow_shared=allow_shared, no_backup=no_backup, say=say,
-                             show=show)
+                             allow_shared=allow_shared, no_backup=no_backup,
+                             full_replicas=full_replicas, say=say, show=show)
         stdout.print(f"deploy.{env}: {result.result}: {result.detail}")
 
     deploy_env.__doc__ = (f"The whole pipeline for {env}: push, db-init, migrate, rollout, "

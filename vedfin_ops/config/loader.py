@@ -255,6 +255,10 @@ def _check(config: Config, file: str) -> None:
     _check_traefik(config, fail)
     _check_pg_settings(config, fail)
     _check_verifiable(config, fail)
+    for i, env in enumerate(config.off_hours.envs if config.off_hours else []):
+        if env not in config.environments:
+            fail(f"offHours.envs[{i}]", f"{show(env)} is not an environment "
+                 f"({', '.join(config.environments)})")
     if config.backups.s3 is not None:
         for key, name in config.backups.s3.secret_refs().items():
             if name not in config.secrets.get("shared", {}):

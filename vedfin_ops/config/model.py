@@ -583,6 +583,25 @@ class Backups(Model):
     nightly: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] | None = "03:00"
 
 
+_HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class OffHours(Model):
+    """The runbook's mitigation 2: `replicas` of each app of `envs` from `start` to `end`
+    (the host's clock), scaled by the host's cron; a deploy inside the window keeps them."""
+
+    start: Annotated[str, Field(pattern=_HHMM)] = "00:00"
+    end: Annotated[str, Field(pattern=_HHMM)] = "06:00"
+    replicas: Annotated[Count, Field(ge=1)] = 1
+    envs: list[str] = ["production"]
+
+    @model_validator(mode="after")
+    def _a_window(self) -> OffHours:
+        if self.start == self.end:
+            raise ValueError(f"start and end are both {self.start}: no window")
+        return self
+
+
 class Remote(Model):
     base_dir: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$")] = "/opt/vedfin"
     keep_releases: Annotated[Count, Field(ge=1)] = 5
@@ -637,6 +656,7 @@ class Config(Model):
     tag: Annotated[str, AfterValidator(_image_tag)] = "latest"
     edge: Edge = Edge()
     backups: Backups = Backups()
+    off_hours: OffHours | None = None
     alerts: Alerts = Alerts()
     firewall: Firewall = Firewall()
     monitoring: Monitoring = Monitoring()

@@ -106,12 +106,14 @@ class Deploy(EnvRun):
 
     def __init__(self, host: Remote, config: Config, env: str, tag: str, files: Rendered, *,
                  skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
-                 no_backup: bool = False, hooks: Hooks | None = None,
+                 no_backup: bool = False, full_replicas: bool = False,
+                 hooks: Hooks | None = None,
                  pins: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)
         self.files = files
         self.skip_preflight, self.force, self.allow_shared = skip_preflight, force, allow_shared
         self.no_backup = no_backup
+        self.full_replicas = full_replicas  # inside the off-hours window: keep them anyway
         self.backup = ""  # the backup taken before anything changed, or why there is none
         self.hooks = hooks or Hooks()
         self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
@@ -451,8 +453,9 @@ class Deploy(EnvRun):
 
             nightly.apply(self.host, self.config)
         except Exception as exc:  # the release is live; the schedule can be fixed after
-            self.say(f"warning: nightly backups not scheduled ({describe(exc)}; "
+            self.say(f"warning: nightly backups and off-hours not scheduled ({describe(exc)}; "
                      f"fab db.schedule)")
+        self.keep_off_hours()
         self.apply_monitoring()
         self.copy_offsite()
         self.post_deployment_checklist()
@@ -476,6 +479,29 @@ class Deploy(EnvRun):
         else:
             self.say(f"verify: post-deployment checklist ok ({len(report.items)} items; "
                      f"fab verify --env {self.env} for all of them)")
+
+    def keep_off_hours(self) -> None:
+        """Inside the env's off-hours window (the host's clock) the rollout ran at the
+        configured replicas; the env goes back to the off-hours count the timer set, until
+        the window's end (`--full-replicas` keeps the configured count)."""
+        from vedfin_ops.steps import offhours
+
+        if self.full_replicas or self.env not in offhours.envs(self.config):
+            return
+        try:
+            now = self.host.run("date +%H:%M", what="host time").strip()
+            if not offhours.inside(self.config, now):
+                return
+            wanted = offhours.counts(self.config, self.env, "down")
+            self.host.run(commands.scale_services(wanted), what="off-hours scale")
+        except Exception as exc:
+            self.say(f"warning: inside the off-hours window, but not scaled down "
+                     f"({describe(exc)}; fab scale --env {self.env} --replicas N)")
+            return
+        assert self.config.off_hours is not None
+        self.say(f"off-hours: {self.env} back to {self.config.off_hours.replicas} replica(s) "
+                 f"per app until {self.config.off_hours.end} (host time {now}; "
+                 f"--full-replicas keeps the configured count)")
 
     def apply_monitoring(self) -> None:
         """Step 7's alarms, after the release is live: a Netdata that is missing or refuses
@@ -570,8 +596,9 @@ class Deploy(EnvRun):
 
 def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None, *,
            skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
-           no_backup: bool = False, say: Say = print, show: Show | None = None,
-           hooks: Hooks | None = None, clock: Clock = REAL) -> DeployResult:
+           no_backup: bool = False, full_replicas: bool = False, say: Say = print,
+           show: Show | None = None, hooks: Hooks | None = None, clock: Clock = REAL
+           ) -> DeployResult:
     """The whole pipeline; raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2)."""
     config.require_env(env)
     tag = check_tag(tag or config.tag)
@@ -586,8 +613,9 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     host = as_host(conn)
     host.secrets = list(secrets.values())
     run = Deploy(host, config, env, tag, files, skip_preflight=skip_preflight, force=force,
-                 allow_shared=allow_shared, no_backup=no_backup, hooks=hooks, say=say,
-                 show=show, clock=clock, pins=pins)
+                 allow_shared=allow_shared, no_backup=no_backup,
+                 full_replicas=full_replicas, hooks=hooks, say=say, show=show, clock=clock,
+                 pins=pins)
     result: DeployResult = run.execute()
     result.commands = list(host.commands)
     result.handshakes = HANDSHAKES["count"] - handshakes_before

@@ -59,6 +59,8 @@ def timed_deploy(config: Any, tag: str, steps: dict[str, float] | None = None,
     marks: list[tuple[float, str]] = []
 
     def say(message: str) -> None:
+        if message.lstrip().startswith("|"):  # a line of the app's output, not a step
+            return
         marks.append((time.monotonic(), message.split(":")[0]))
 
     h = host()

@@ -229,14 +229,13 @@ def logs(c: Context, env: str = "production", app: str | None = None, since: str
          accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
          config: str | None = None) -> None:
     """The env's apps' logs through the engine: time, task, line; merged in time order."""
-    from vedfin_ops.config import secret_store
+    from vedfin_ops.steps.env_run import as_env_host
     from vedfin_ops.steps.logs import check_grep, check_since, services, show_logs
     cfg = config_for(config)
     services(cfg, env, app)  # bad input: before any connection
     check_since(since)
     check_grep(grep)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
-    host.secrets = list(secret_store.resolve(cfg, env).values())
+    host = as_env_host(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
     shown = show_logs(host, cfg, env, app=app, since=since, tail=lines, follow=follow,
                       grep=grep, out=lambda line: print(line, flush=True))  # literal
     if not shown and not follow:
@@ -413,12 +412,9 @@ def verify(c: Context, env: str = "production", json_: bool = False,
            config: str | None = None) -> None:
     """The runbook's Post-Deployment Verification, each box from real data (exit 1 if one
     fails)."""
-    from vedfin_ops.config import secret_store
     from vedfin_ops.steps.checklist import checklist
-    cfg = config_for(config)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
-    host.secrets = list(secret_store.resolve(cfg, cfg.require_env(env)).values())
-    report = checklist(host, cfg, env)
+    report = checklist(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config),
+                       env)
     if json_:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -438,11 +434,8 @@ def report(c: Context, env: str = "production", html: str | None = None,
     from vedfin_ops.reports.html import gather, page, write_page
     if not html:
         raise UsageError("report: --html FILE is required (the page to write)")
-    from vedfin_ops.config import secret_store
     cfg = config_for(config)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
-    host.secrets = list(secret_store.resolve(cfg, cfg.require_env(env)).values())
-    data = gather(host, cfg, env)
+    data = gather(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
     target = write_page(html, page(data))
     for name, why in data["errors"].items():
         warn(f"report: {name}: {why}")
@@ -462,7 +455,7 @@ def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool 
     cfg = config_for(config)
     changed, now = monitoring.apply(remote(c, accept_new_host_key, host_key_fingerprint), cfg,
                                     netdata_health(cfg))
-    _show_alarms(now, json_, "installed and reloaded" if changed else "unchanged")
+    _show_alarms(now, json_, changed)
 
 
 @task(name="status", help={**HOST_HELP, "json": "JSON output"})
@@ -474,18 +467,19 @@ def monitoring_status(c: Context, json_: bool = False, accept_new_host_key: bool
     from vedfin_ops.steps import monitoring
     now = monitoring.loaded(remote(c, accept_new_host_key, host_key_fingerprint),
                             config_for(config))
-    _show_alarms(now, json_, "")
+    _show_alarms(now, json_, None)
     if not now.ok:
         raise SystemExit(1)
 
 
-def _show_alarms(now: Any, json_: bool, head: str) -> None:
+def _show_alarms(now: Any, json_: bool, changed: bool | None) -> None:
+    """`changed`: what apply did (None: only read)."""
     if json_:
-        print(json.dumps({"changed": head == "installed and reloaded", **now.to_dict()},
-                         indent=2))
+        print(json.dumps({"changed": bool(changed), **now.to_dict()}, indent=2))
         return
-    if head:
-        stdout.print(f"monitoring: alarms {head}", markup=False)
+    if changed is not None:
+        stdout.print(f"monitoring: alarms {'installed and reloaded' if changed else 'unchanged'}",
+                     markup=False)
     for name, ok, detail in now.items:
         stdout.print(f"  {'ok' if ok else 'FAILED'}  {name}: {detail}", markup=False)
     for line in now.raised:

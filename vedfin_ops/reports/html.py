@@ -24,6 +24,7 @@ from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
 from vedfin_ops.rendering.files import TEMPLATES
+from vedfin_ops.steps.env_run import as_env_host
 from vedfin_ops.steps.operation import bare
 from vedfin_ops.steps.releases import Layout
 
@@ -55,10 +56,10 @@ def gather(host: Host, config: Config, env: str, *,
     from vedfin_ops.reports.chart import svg
     from vedfin_ops.reports.tables import audit_entries
     from vedfin_ops.steps import monitoring
-    from vedfin_ops.steps.checklist import checklist
+    from vedfin_ops.steps.checklist import checklist, healthy
     from vedfin_ops.steps.status import status
 
-    config.require_env(env)
+    host = as_env_host(host, config, config.require_env(env))
     data: dict[str, Any] = {
         "env": env, "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "host": getattr(host, "name", "host"), "config": Path(config.source).name,
@@ -78,8 +79,8 @@ def gather(host: Host, config: Config, env: str, *,
         info = status(host, config, env)
         data["current"] = info["current"]
         data["releases"] = info["releases"]
-        data["services"] = [{**s, "healthy": s["running"] >= s["replicas"] and
-                             s["update_state"] in ("-", "completed", "")}
+        data["services"] = [{**s, "healthy": healthy(s["running"], s["replicas"],
+                                                     s["update_state"])}
                             for s in info["services"]]
 
     def read_capacity() -> None:

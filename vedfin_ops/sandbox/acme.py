@@ -15,11 +15,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import SandboxError, run, started_process, terminate
+from vedfin_ops.sandbox.local import SandboxError, run, started_process, terminate, wait_ready
 from vedfin_ops.sandbox.registry import cert_files, make_ca_and_cert, still_valid
 
 BINARY = "pebble"
@@ -81,21 +80,18 @@ def _start(folder: Path, host: str, port: int, management_port: int,
     (folder / "pebble.pid").write_text(str(proc.pid))
     import requests
 
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SandboxError(f"{BINARY} exited ({proc.returncode}); see "
-                               f"{folder / 'pebble.log'}")
+    def answers() -> bool:  # with its root certificate, which the sandbox keeps
         try:
             root = requests.get(f"https://127.0.0.1:{management_port}/roots/0",
                                 verify=str(paths[0]), timeout=1)
-            if root.ok and "BEGIN CERTIFICATE" in root.text:
-                (folder / "root.pem").write_text(root.text)
-                return
         except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SandboxError(f"{BINARY} did not answer within 20 s; see {folder / 'pebble.log'}")
+            return False
+        if root.ok and "BEGIN CERTIFICATE" in root.text:
+            (folder / "root.pem").write_text(root.text)
+            return True
+        return False
+
+    wait_ready(proc, answers, name=BINARY, log=folder / "pebble.log", seconds=20)
 
 
 def stop(folder: Path) -> None:

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vedfin_ops.errors import VedfinError
@@ -55,6 +55,21 @@ def terminate(pid: int, wait: float = 5.0) -> None:
     deadline = time.monotonic() + wait
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], ready: Callable[[], bool], *, name: str,
+               log: Path, seconds: float) -> None:
+    """Until `ready()` says yes: a daemon the sandbox started that exits first, or does not
+    answer within `seconds`, is one line naming its log."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            raise SandboxError(f"{name} exited ({proc.returncode}); see {log}")
+        if ready():
+            return
+        if time.monotonic() > deadline:
+            raise SandboxError(f"{name} did not answer within {seconds:g} s; see {log}")
+        time.sleep(0.2)
 
 
 def started_process(pid_file: Path, argv: list[str]) -> int | None:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import pwd
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import SandboxError, started_process, terminate
+from vedfin_ops.sandbox.local import started_process, terminate, wait_ready
 
 BINARY = "netdata"
 _CONF = """\
@@ -94,18 +93,14 @@ def ensure(root: Path, port: int, user: str) -> str:
     (root / "netdata.pid").write_text(str(proc.pid))
     import requests
 
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise SandboxError(f"netdata exited ({proc.returncode}); see {root / 'out.log'}")
+    def answers() -> bool:
         try:
-            if requests.get(f"http://127.0.0.1:{port}/api/v1/info", timeout=1).ok:
-                return str(root / "etc")
+            return requests.get(f"http://127.0.0.1:{port}/api/v1/info", timeout=1).ok
         except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise SandboxError(f"netdata did not answer within 30 s; see {root / 'out.log'}")
-        time.sleep(0.3)
+            return False
+
+    wait_ready(proc, answers, name="netdata", log=root / "out.log", seconds=30)
+    return str(root / "etc")
 
 
 def stop(root: Path) -> None:

@@ -18,10 +18,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import SandboxError, alive, terminate
+from vedfin_ops.sandbox.local import SandboxError, alive, terminate, wait_ready
 
 BUCKET = "v-edfinance-backup"
 REGION = "us-east-1"  # moto makes buckets without a location constraint only here
@@ -82,19 +81,15 @@ def ensure(folder: Path, port: int) -> dict[str, str]:
     import requests
 
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise SandboxError(f"moto server exited ({proc.returncode}); see "
-                               f"{folder / 'moto.log'}")
+
+    def answers() -> bool:
         try:
             requests.get(f"{endpoint}/moto-api/", timeout=1)
-            break
         except requests.RequestException:
-            if time.monotonic() > deadline:
-                raise SandboxError(f"moto server did not answer within 30 s; see "
-                                   f"{folder / 'moto.log'}") from None
-            time.sleep(0.2)
+            return False
+        return True
+
+    wait_ready(proc, answers, name="moto server", log=folder / "moto.log", seconds=30)
     keys = _bootstrap(endpoint)
     fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

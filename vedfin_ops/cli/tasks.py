@@ -449,13 +449,19 @@ def report(c: Context, env: str = "production", html: str | None = None,
 @guarded
 def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool = False,
                      host_key_fingerprint: str | None = None, config: str | None = None) -> None:
-    """Install the runbook's Netdata alarms on the host, reload, and prove Netdata has them."""
-    from vedfin_ops.rendering.files import netdata_health
+    """Install the runbook's Netdata alarms, the restarts plugin and the notification settings
+    on the host, reload, and prove Netdata has them (exit 1 when an alarm is not loaded)."""
+    from vedfin_ops.config import secret_store
     from vedfin_ops.steps import monitoring
     cfg = config_for(config)
-    changed, now = monitoring.apply(remote(c, accept_new_host_key, host_key_fingerprint), cfg,
-                                    netdata_health(cfg))
+    values = secret_store.resolve(cfg)
+    wanted = monitoring.files(cfg, values)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host.secrets = list(values.values())
+    changed, now = monitoring.apply(host, cfg, wanted[0].text, extra=wanted[1:])
     _show_alarms(now, json_, changed)
+    if not now.ok:
+        raise SystemExit(1)
 
 
 @task(name="status", help={**HOST_HELP, "json": "JSON output"})

@@ -259,11 +259,25 @@ def _check(config: Config, file: str) -> None:
         if env not in config.environments:
             fail(f"offHours.envs[{i}]", f"{show(env)} is not an environment "
                  f"({', '.join(config.environments)})")
+    refs = [(f"alerts.{key}", name) for key, name in config.alerts.secret_refs().items()]
     if config.backups.s3 is not None:
-        for key, name in config.backups.s3.secret_refs().items():
-            if name not in config.secrets.get("shared", {}):
-                fail(f"backups.s3.{key.split()[0]}", f"${{{name}}} is not a shared secret "
-                     f"(add {name}: manual under secrets.shared)")
+        refs += [(f"backups.s3.{key.split()[0]}", name)
+                 for key, name in config.backups.s3.secret_refs().items()]
+    kuma = config.monitoring.uptime_kuma
+    if kuma is not None:
+        refs += [(f"monitoring.uptimeKuma.{key}", name)
+                 for key, name in kuma.secret_refs().items()]
+        if config.monitoring.uptime_kuma_port is None:
+            fail("monitoring.uptimeKuma", "set monitoring.uptimeKumaPort (where Uptime Kuma "
+                 "listens on the host) or remove uptimeKuma")
+        for i, env in enumerate(kuma.envs):
+            if env not in config.environments:
+                fail(f"monitoring.uptimeKuma.envs[{i}]", f"{show(env)} is not an environment "
+                     f"({', '.join(config.environments)})")
+    for at, name in refs:
+        if name not in config.secrets.get("shared", {}):
+            fail(at, f"${{{name}}} is not a shared secret (add {name}: manual under "
+                 f"secrets.shared)")
     if config.registry is not None:
         registry = config.registry
         if registry.password_secret not in config.secrets.get("shared", {}):

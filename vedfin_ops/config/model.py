@@ -461,14 +461,31 @@ class Alert(Model):
     for_: Annotated[Seconds, Field(alias="for")] = 0.0
 
 
+class RestartAlert(Model):
+    """Task containers that died without being told to (a crash, the OOM killer) within the
+    last `within`: more than `above` is critical. A rolling update's stops are not counted."""
+
+    above: Annotated[Count, Field(ge=0)] = 0
+    within: Annotated[Seconds, Field(ge=60, le=3600)] = 600.0
+
+
 class Alerts(Model):
-    """The runbook's Netdata alerts: CPU > 85% / 5 min, RAM > 90% / 5 min, disk > 85%."""
+    """The runbook's Netdata alerts: CPU > 85% / 5 min, RAM > 90% / 5 min, disk > 85%,
+    container restarts; sent by email and, when `slack` names a secret, to Slack (Uptime
+    Kuma's down alerts use the same webhook; `pagerDuty` its integration key)."""
 
     cpu: Alert = Alert.model_validate({"above": 85, "for": "5m"})
     ram: Alert = Alert.model_validate({"above": 90, "for": "5m"})
     disk: Alert = Alert.model_validate({"above": 85})
     ram_warn: Annotated[float, Field(gt=0, le=100)] = 85
-    email: str | None = None
+    restarts: RestartAlert = RestartAlert()
+    email: Annotated[str, AfterValidator(_email)] | None = None
+    slack: Annotated[str, AfterValidator(_secret_reference)] | None = None
+    pager_duty: Annotated[str, AfterValidator(_secret_reference)] | None = None
+
+    def secret_refs(self) -> dict[str, str]:
+        return {key: value[2:-1] for key, value in (("slack", self.slack),
+                                                    ("pagerDuty", self.pager_duty)) if value}
 
     @model_validator(mode="after")
     def _warn_below_critical(self) -> Alerts:
@@ -484,6 +501,24 @@ class Firewall(Model):
     check: Literal["ufw", "none"] = "ufw"  # "none" where the host has no ufw (the sandbox)
 
 
+class UptimeKuma(Model):
+    """Uptime Kuma's monitors for each env's public health URLs (the runbook's Step 7),
+    applied through its API over an SSH tunnel to `monitoring.uptimeKumaPort` on the host (the
+    port is never public). Down for longer than `downAfter` notifies Slack (`alerts.slack`);
+    `pagerDutyAfter` failed checks in a row notify PagerDuty (`alerts.pagerDuty`, when set)."""
+
+    username: Annotated[str, AfterValidator(_secret_reference)]
+    password: Annotated[str, AfterValidator(_secret_reference)]
+    envs: list[str] = ["production"]
+    every: Annotated[Seconds, Field(ge=20, le=86400)] = 60.0
+    down_after: Annotated[Seconds, Field(ge=20, le=86400)] = 30.0
+    pager_duty_after: Annotated[Count, Field(ge=1, le=20)] = 3
+    timeout: Annotated[Seconds, Field(ge=1, le=300)] = 20.0
+
+    def secret_refs(self) -> dict[str, str]:
+        return {"username": self.username[2:-1], "password": self.password[2:-1]}
+
+
 class Monitoring(Model):
     netdata_port: Annotated[Count, Field(ge=1, le=65535)] = 19999
     # null where no Uptime Kuma runs (preflight then asks only for Netdata)
@@ -496,6 +531,7 @@ class Monitoring(Model):
     # false: deploys leave Netdata's health configuration alone (`fab monitoring.apply` still
     # installs it)
     apply: bool = True
+    uptime_kuma: UptimeKuma | None = None
 
 
 class Capacity(Model):

@@ -2,7 +2,9 @@
 check` compares what Netdata loaded against it, so the two can never disagree.
 
 CPU > 85% for 5 min and RAM > 90% for 5 min are critical (Alerts Setup), RAM > 85% a warning
-(mitigation 3: "alert at 85%"), disk > 85% critical.
+(mitigation 3: "alert at 85%"), disk > 85% critical, a container restart critical. Netdata
+has no chart of container restarts (Debian's 1.37 has no docker collector), so the tool installs
+a small external plugin of its own (`vedfin-restarts.plugin`) that charts them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, replace
 from vedfin_ops.config.model import Config
 
 HEALTH_FILE = "vedfin.conf"  # in <netdataConfig>/health.d
+PLUGIN_FILE = "vedfin-restarts.plugin"  # in <netdataConfig>/custom-plugins.d
+RESTARTS_CHART = "vedfin.container_restarts"
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Alarm:
     info: str
     warn: str | None = None
     crit: str | None = None
+    units: str = "%"
 
 
 def _num(value: float) -> str:
@@ -61,4 +66,8 @@ def _alarms(config: Config) -> list[Alarm]:
         Alarm("template", "vedfin_disk_usage", "disk.space", "$used * 100 / ($avail + $used)",
               "calc", f"disk above {_num(a.disk.above)}%",
               crit=f"$this > {_num(a.disk.above)}"),
+        Alarm("alarm", "vedfin_container_restarts", RESTARTS_CHART, "$restarts", "calc",
+              f"task containers that died unasked in the last {_window(a.restarts.within)}: "
+              f"more than {a.restarts.above}", crit=f"$this > {a.restarts.above}",
+              units="containers"),
     ]

@@ -26,7 +26,7 @@ from vedfin_ops.config.tags import check_tag
 from vedfin_ops.config.units import format_cpus, format_mib, format_seconds
 from vedfin_ops.errors import ConfigError
 from vedfin_ops.remote.quoting import sh, yaml_str
-from vedfin_ops.rendering.alarms import alarms
+from vedfin_ops.rendering.alarms import PLUGIN_FILE, RESTARTS_CHART, alarms
 from vedfin_ops.rendering.traefik import labels as traefik_labels
 
 # inside the package, so an installed wheel renders too; the checkout's top-level
@@ -48,7 +48,7 @@ class Rendered(dict[str, str]):
     @staticmethod
     def is_secret(path: str) -> bool:
         """Files that may hold secret values: written 0600, never printed."""
-        return path.startswith("env/")
+        return path.startswith("env/") or path == "monitoring/health_alarm_notify.conf"
 
 
 def dollars(value: Any) -> Any:
@@ -108,8 +108,31 @@ def netdata_health(config: Config) -> str:
     header names no config file: two checkouts of one config must write the same bytes (an
     identical file is not reloaded)."""
     return _template("netdata-health.conf.j2").render(
-        header="Rendered by vedfin-ops; edit the config, not this file.", alarms=alarms(config),
+        header=NETDATA_HEADER, alarms=alarms(config),
         every=f"{max(1, round(config.monitoring.alarm_every))}s")
+
+
+NETDATA_HEADER = "Rendered by vedfin-ops; edit the config, not this file."
+
+
+def netdata_plugin(config: Config) -> str:
+    """The restarts chart's plugin (`monitoring.apply` installs it beside the alarms)."""
+    every = max(5, round(config.monitoring.alarm_every))
+    return _template("netdata-restarts.plugin.j2").render(
+        header=NETDATA_HEADER, plugin_file=PLUGIN_FILE, chart=RESTARTS_CHART, every=every,
+        seconds=round(config.alerts.restarts.within),
+        window=f"{max(1, round(config.alerts.restarts.within / 60))}m")
+
+
+def netdata_notify(config: Config, secrets: Mapping[str, str],
+                   missing: set[str] | None = None) -> str:
+    """Netdata's notification settings; the Slack webhook is a secret (a placeholder when
+    its value is missing, and the name goes into `missing`)."""
+    slack = config.alerts.slack
+    if slack is not None:
+        slack = _substitute(slack, secrets, set() if missing is None else missing)
+    return _template("netdata-notify.conf.j2").render(header=NETDATA_HEADER,
+                                                      alerts=config.alerts, slack=slack)
 
 
 def _template(name: str) -> jinja2.Template:
@@ -172,8 +195,8 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
     if caddy and config.edge.acme_ca_root:
         files["edge/acme-ca-root.pem"] = _read_pem(config, config.edge.acme_ca_root)
     files["monitoring/netdata-health.conf"] = netdata_health(config)
-    files["monitoring/health_alarm_notify.conf"] = _template("netdata-notify.conf.j2").render(
-        header=header, alerts=config.alerts)
+    files["monitoring/health_alarm_notify.conf"] = netdata_notify(config, secrets, missing)
+    files[f"monitoring/{PLUGIN_FILE}"] = netdata_plugin(config)
     files["stacks/shared.yml"] = _template("stack-shared.yml.j2").render(
         header=header,
         stack=shared_stack_name(config),

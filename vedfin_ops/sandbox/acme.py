@@ -32,12 +32,19 @@ class Acme:
 
 
 def gateway() -> str:
-    """Where a swarm container reaches this machine: the gateway of docker_gwbridge."""
-    found = run(["docker", "network", "inspect", "docker_gwbridge", "--format",
-                 "{{(index .IPAM.Config 0).Gateway}}"], check=False).stdout.strip()
-    if not found:
-        raise SandboxError("docker_gwbridge has no gateway: is this engine a swarm?")
-    return found
+    """Where a swarm container reaches this machine: the gateway of docker_gwbridge. A swarm
+    just made creates that bridge a moment later (seen on a fresh machine): asked for 15 s."""
+    import time
+
+    deadline = time.monotonic() + 15
+    while True:
+        found = run(["docker", "network", "inspect", "docker_gwbridge", "--format",
+                     "{{(index .IPAM.Config 0).Gateway}}"], check=False).stdout.strip()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise SandboxError("docker_gwbridge has no gateway: is this engine a swarm?")
+        time.sleep(0.5)
 
 
 def running(folder: Path) -> int | None:

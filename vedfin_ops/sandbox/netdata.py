@@ -3,8 +3,9 @@ installs on the VPS, run here as the deploy user with its own folders and port, 
 `monitoring.apply` writes its alarms and reloads them exactly as on a host where the deploy user
 may edit Netdata's health configuration. The machine's own Netdata (if any) is never touched.
 
-Only the collectors the alarms read run (proc for CPU and RAM, diskspace); the database is in
-memory; health runs every 5 s so a lowered threshold raises its alarm within seconds.
+Only the collectors the alarms read run (proc for CPU and RAM, diskspace, and the tool's own
+restarts plugin, found within 5 s of its install); the database is in memory; health runs every
+5 s so a lowered threshold raises its alarm within seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _CONF = """\
     lib = {root}/lib
     health config = {root}/etc/health.d
     stock health config = {root}/stock-health.d
+    # the custom plugins folder is the built-in config folder's unless named here
+    plugins = "/usr/lib/netdata/plugins.d" "{root}/etc/custom-plugins.d"
 [web]
     bind to = 127.0.0.1:{port}
 [db]
@@ -37,6 +40,7 @@ _CONF = """\
 [ml]
     enabled = no
 [plugins]
+    check for new plugins every = 5
     apps = no
     python.d = no
     charts.d = no

@@ -515,12 +515,15 @@ class Deploy(EnvRun):
 
         try:
             changed, now = monitoring.apply(self.host, self.config, netdata_health(self.config),
+                                            extra=monitoring.from_release(self.files),
                                             clock=self.clock)
         except Exception as exc:
             self.say(f"warning: monitoring not applied ({describe(exc)}; fab monitoring.apply)")
             return
         self.say(f"monitoring: {len(now.items)} Netdata alarms "
                  f"{'installed and loaded' if changed else 'loaded'}")
+        for problem in now.problems():
+            self.say(f"warning: monitoring: {problem}")
 
     def prune_images(self) -> None:
         """App images no kept release of any env names by digest (the runbook alerts on

@@ -10,14 +10,15 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from vedfin_ops.config.model import Config
-from vedfin_ops.errors import CheckFailed
+from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote.host import Remote, RemoteError
 from vedfin_ops.remote.quoting import sh
-from vedfin_ops.rendering.alarms import HEALTH_FILE, Alarm, alarms
+from vedfin_ops.rendering.alarms import HEALTH_FILE, PLUGIN_FILE, RESTARTS_CHART, Alarm, alarms
 from vedfin_ops.steps.operation import bare
 from vedfin_ops.steps.polling import REAL, Clock
 
@@ -26,20 +27,71 @@ SWAPPED = "VEDFIN-SWAPPED"  # the new file is live: from here a failure puts the
 RAISED = ("WARNING", "CRITICAL")
 
 
-def _prelude(config: Config) -> str:
+@dataclass(frozen=True)
+class NetdataFile:
+    """One file of the tool's in Netdata's config folder. `owned`: a file there that the tool
+    did not write is refused, never replaced (health_alarm_notify.conf is a name users write
+    too); `reload`: Netdata's health must be reloaded to read it (plugins are found by
+    Netdata's own scan, notification settings are read at each notification)."""
+
+    rel: str  # under monitoring.netdataConfig
+    text: str
+    mode: str = "644"
+    reload: bool = False
+    owned: bool = False
+
+
+def health(text: str) -> NetdataFile:
+    return NetdataFile(f"health.d/{HEALTH_FILE}", text, reload=True)
+
+
+def files(config: Config, secrets: Mapping[str, str]) -> list[NetdataFile]:
+    """Everything `apply` installs: the alarms, the restarts plugin and, when alerts name a
+    recipient, the notification settings (0640: the Slack webhook is a secret). A secret the
+    notifications need and the run lacks is bad input, before anything is written."""
+    from vedfin_ops.rendering.files import netdata_health, netdata_notify, netdata_plugin
+
+    out = [health(netdata_health(config)),
+           NetdataFile(f"custom-plugins.d/{PLUGIN_FILE}", netdata_plugin(config), mode="755")]
+    missing: set[str] = set()
+    notify = netdata_notify(config, secrets, missing)
+    if missing:
+        raise UsageError(f"{config.source}: alerts.slack: secret {sorted(missing)[0]} has no "
+                         f"value (set it in the environment or the secrets file)")
+    out.append(NetdataFile(NOTIFY_FILE, notify, mode="640", owned=True))
+    return out
+
+
+def from_release(files: Mapping[str, str]) -> list[NetdataFile]:
+    """The same files out of a release's render (its secrets already filled in)."""
+    return [NetdataFile(f"custom-plugins.d/{PLUGIN_FILE}", files[f"monitoring/{PLUGIN_FILE}"],
+                        mode="755"),
+            NetdataFile(NOTIFY_FILE, files[f"monitoring/{NOTIFY_FILE}"], mode="640",
+                        owned=True)]
+
+
+NOTIFY_FILE = "health_alarm_notify.conf"
+MARK = "Rendered by vedfin-ops"
+
+
+def _prelude(config: Config, file: NetdataFile) -> str:
     """Where the file goes, and how to write there: as the deploy user when it may, else
     through passwordless sudo (Debian's health.d is root's); netdatacli is in /usr/sbin, off a
     deploy user's PATH, and bounded by a timeout (a hung Netdata must not hang a deploy)."""
-    folder = f"{config.monitoring.netdata_config}/health.d"
+    root = config.monitoring.netdata_config
+    path = f"{root}/{file.rel}"
+    folder = path.rsplit("/", 1)[0]
     return (
-        f"PATH=\"$PATH:/usr/sbin:/sbin\"; d={sh(folder)}; f={sh(folder + '/' + HEALTH_FILE)}; "
-        '[ -d "$d" ] || { echo "no folder $d (is Netdata installed? monitoring.netdataConfig)"'
-        ' >&2; exit 3; }; '
+        f"PATH=\"$PATH:/usr/sbin:/sbin\"; r={sh(root)}; d={sh(folder)}; f={sh(path)}; "
+        '[ -d "$r/health.d" ] || { echo "no folder $r/health.d (is Netdata installed? '
+        'monitoring.netdataConfig)" >&2; exit 3; }; '
         'command -v netdatacli >/dev/null || { echo "netdatacli not found (is Netdata '
         'installed?)" >&2; exit 3; }; '
-        "S=; if [ ! -w \"$d\" ]; then if sudo -n true 2>/dev/null; then S='sudo -n'; else "
-        'echo "cannot write $d as $(id -un) and no passwordless sudo (let the deploy user write '
+        'w="$d"; [ -d "$d" ] || w="$r"; '
+        "S=; if [ ! -w \"$w\" ]; then if sudo -n true 2>/dev/null; then S='sudo -n'; else "
+        'echo "cannot write $w as $(id -un) and no passwordless sudo (let the deploy user write '
         'there, or monitoring.apply: false)" >&2; exit 3; fi; fi; '
+        '[ -d "$d" ] || $S mkdir -p "$d" || exit 3; '
         f'reload() {{ $S timeout {RELOAD_TIMEOUT} netdatacli reload-health; }}; ')
 
 
@@ -47,32 +99,44 @@ RELOAD_TIMEOUT = 20
 PREV = ".prev"  # the file before this apply, kept until Netdata is seen to load the new one
 
 
-def apply_command(config: Config) -> str:
-    """The alarms on stdin: written beside the live file, swapped in (the previous one kept
-    as `vedfin.conf.prev`), reloaded. An identical file is not swapped: it is reloaded only
-    when asked (`reload_same`, when Netdata does not have it loaded)."""
-    return _prelude(config) + (
-        'tmp=$($S mktemp "$d/.vedfin.XXXXXX") || exit 3; '
-        'if ! { $S tee "$tmp" >/dev/null && $S chmod 644 "$tmp"; }; then $S rm -f "$tmp"; '
-        'exit 3; fi; '
+def apply_command(config: Config, file: NetdataFile | None = None) -> str:
+    """The file on stdin: written beside the live one, swapped in (the previous one kept
+    as `<name>.prev`), reloaded when Netdata's health reads it. An identical file is not
+    swapped: it is reloaded only when asked (`VEDFIN_RELOAD_SAME`, when Netdata does not have
+    it loaded). A file the tool owns only by name must carry its mark to be replaced."""
+    file = file or health("")
+    reload = 'reload || { echo "netdatacli reload-health failed" >&2; exit 4; }'
+    foreign = (f'if [ -e "$f" ] && ! grep -q {sh(MARK)} "$f"; then echo "$f was not written '
+               'by vedfin-ops: move it aside (its settings into the config) and apply again"'
+               ' >&2; exit 3; fi; ' if file.owned else "")
+    # the file's group is the one Netdata runs as, so a 0640 file stays readable to it
+    group = ('g=$(ps -o group= -C netdata 2>/dev/null | head -n 1 | tr -d " "); '
+             '[ -n "$g" ] && $S chgrp "$g" "$tmp" 2>/dev/null; ' if file.mode == "640" else "")
+    return _prelude(config, file) + foreign + (
+        'base=$(basename "$f"); tmp=$($S mktemp "$d/.$base.XXXXXX") || exit 3; '
+        f'if ! {{ $S tee "$tmp" >/dev/null && $S chmod {file.mode} "$tmp"; }}; then '
+        '$S rm -f "$tmp"; exit 3; fi; ' + group +
         f'if cmp -s "$tmp" "$f"; then $S rm -f "$tmp"; echo {UNCHANGED}; '
-        f'[ "${{VEDFIN_RELOAD_SAME:-}}" = 1 ] && {{ reload || exit 4; }}; exit 0; fi; '
+        + (f'[ "${{VEDFIN_RELOAD_SAME:-}}" = 1 ] && {{ {reload}; }}; ' if file.reload else "")
+        + 'exit 0; fi; '
         # a .prev left by an apply that never settled is the last file known good: kept
         f'if [ -e "$f" ] && [ ! -e "$f{PREV}" ] && ! $S cp -p "$f" "$f{PREV}"; then '
         '$S rm -f "$tmp"; exit 3; fi; '
         '$S mv -f "$tmp" "$f" || { $S rm -f "$tmp"; exit 3; }; '
-        f'echo {SWAPPED}; reload || {{ echo "netdatacli reload-health failed" >&2; exit 4; }}')
+        f'echo {SWAPPED}; ' + (reload if file.reload else "true"))
 
 
-def restore_command(config: Config) -> str:
+def restore_command(config: Config, file: NetdataFile | None = None) -> str:
     """Back to the file before this apply (none: no file), reloaded; says whether it is."""
-    return _prelude(config) + (
+    file = file or health("")
+    return _prelude(config, file) + (
         f'if [ -e "$f{PREV}" ]; then $S mv -f "$f{PREV}" "$f" || exit 5; '
-        'else $S rm -f "$f" || exit 5; fi; reload >/dev/null 2>&1 || echo not-reloaded')
+        'else $S rm -f "$f" || exit 5; fi; ' +
+        ("reload >/dev/null 2>&1 || echo not-reloaded" if file.reload else "true"))
 
 
-def settle_command(config: Config) -> str:
-    return _prelude(config) + f'$S rm -f "$f{PREV}"'
+def settle_command(config: Config, file: NetdataFile | None = None) -> str:
+    return _prelude(config, file or health("")) + f'$S rm -f "$f{PREV}"'
 
 
 def alarms_url(config: Config) -> str:
@@ -131,7 +195,14 @@ def compare(config: Config, answer: str) -> Loaded:
     return loaded
 
 
+NO_CHART = "no chart"
+
+
 def _judge(alarm: Alarm, mine: list[dict[str, Any]]) -> tuple[bool, str]:
+    if not mine and alarm.on == RESTARTS_CHART:
+        return False, (f"{NO_CHART} {RESTARTS_CHART} yet: Netdata starts "
+                       f"custom-plugins.d/{PLUGIN_FILE} within a minute of its install, and "
+                       f"the plugin needs the docker socket (netdata in the docker group)")
     if not mine:
         return False, "not loaded"
     wrong = [i for i in mine if not (_same(i.get("warn"), alarm.warn) and
@@ -155,58 +226,95 @@ def loaded(host: Remote, config: Config) -> Loaded:
     return compare(config, host.run(read_command(config), what="netdata alarms"))
 
 
-def apply(host: Remote, config: Config, health_file: str, *, wait: float = 30.0,
-          clock: Clock = REAL) -> tuple[bool, Loaded]:
-    """Install and reload; then Netdata's API until it has every alarm as configured (its
-    reload is asynchronous, and `netdatacli reload-health` says OK even when a file does not
-    load). Not loaded within `wait`: the previous file is put back and reloaded. Returns
-    (changed, what is loaded); raises CheckFailed."""
-    changed = _install(host, config, health_file, reload_same=False)
-    now = _until_loaded(host, config, wait, clock)
-    if not changed and not now.ok:  # the same file, but not what Netdata has: reload it
-        _install(host, config, health_file, reload_same=True)
-        now = _until_loaded(host, config, wait, clock)
-    if not now.ok:
+PLUGIN_WAIT = 75.0  # Netdata looks for new plugins every 60 s
+
+
+def apply(host: Remote, config: Config, health_file: str, *, extra: Sequence[NetdataFile] = (),
+          wait: float = 30.0, clock: Clock = REAL) -> tuple[bool, Loaded]:
+    """Install (the alarms, then `extra`: the plugin, the notification settings) and reload;
+    then Netdata's API until it has every alarm as configured (its reload is asynchronous,
+    and `netdatacli reload-health` says OK even when a file does not load). Not loaded within
+    `wait`: every file this apply changed is put back. The restarts alarm waits for its chart,
+    which only the plugin makes: a chart that does not come is a failed item (the plugin
+    needs the docker socket), not a reason to take the other alarms away. Returns (changed,
+    what is loaded); raises CheckFailed."""
+    wanted = [health(health_file), *extra]
+    changed: list[NetdataFile] = []
+    for file in wanted:
+        if _install(host, config, file, reload_same=False, changed=changed):
+            changed.append(file)
+    # a new plugin is waited for (Netdata finds it within a minute); an old one that made
+    # no chart will not make one now
+    plugin_new = any(f.rel.endswith(PLUGIN_FILE) for f in changed)
+    enough = (lambda n: n.ok) if plugin_new else _health_ok
+    now = _until_loaded(host, config, max(wait, PLUGIN_WAIT) if plugin_new else wait, clock,
+                        changed, enough)
+    if not any(f.reload for f in changed) and not _health_ok(now):
+        # the same alarms file, but not what Netdata has: reload it
+        _install(host, config, wanted[0], reload_same=True, changed=changed)
+        now = _until_loaded(host, config, wait, clock, changed, enough)
+    if not _health_ok(now):
         said = "; ".join(now.problems())
-        back = _put_back(host, config) if changed else "the file was already there"
+        back = _put_back(host, config, changed) if changed else "the files were already there"
         raise CheckFailed(f"monitoring: Netdata does not have the alarms as configured: "
                           f"{said} ({back})")
-    if changed:  # a stale .prev is replaced by the next apply; Netdata ignores it
+    for file in changed:  # a stale .prev is replaced by the next apply; Netdata ignores it
         with contextlib.suppress(RemoteError):
-            host.run(settle_command(config), what="netdata alarms settle")
-    return changed, now
+            host.run(settle_command(config, file), what="netdata alarms settle")
+    return bool(changed), now
 
 
-def _install(host: Remote, config: Config, health_file: str, *, reload_same: bool) -> bool:
-    command = apply_command(config)
+def _health_ok(now: Loaded) -> bool:
+    """Every alarm of the file loaded as configured, leaving aside one whose chart only the
+    plugin makes and that has not appeared."""
+    return bool(now.items) and all(ok or detail.startswith(NO_CHART)
+                                   for _, ok, detail in now.items)
+
+
+def _install(host: Remote, config: Config, file: NetdataFile, *, reload_same: bool,
+             changed: list[NetdataFile]) -> bool:
+    command = apply_command(config, file)
     if reload_same:
         command = "VEDFIN_RELOAD_SAME=1; " + command
     try:
-        out = host.run(command, what="netdata alarms install", stdin=health_file)
+        out = host.run(command, what=f"netdata {file.rel.rsplit('/', 1)[-1]} install",
+                       stdin=file.text)
     except RemoteError as exc:
-        back = (f" ({_put_back(host, config)})" if SWAPPED in exc.output and not reload_same
-                else "")
+        undo = [*changed, file] if SWAPPED in exc.output and not reload_same else changed
+        back = f" ({_put_back(host, config, undo)})" if undo else ""
         raise CheckFailed(f"monitoring: {bare(str(exc))}{back}") from None
     return UNCHANGED not in out
 
 
-def _until_loaded(host: Remote, config: Config, wait: float, clock: Clock) -> Loaded:
+def _until_loaded(host: Remote, config: Config, wait: float, clock: Clock,
+                  changed: Sequence[NetdataFile] = (),
+                  enough: Callable[[Loaded], bool] = lambda n: n.ok) -> Loaded:
     deadline = clock.now() + wait
     while True:
         try:
             now = loaded(host, config)
-        except RemoteError as exc:  # no answer: waiting would not bring one
-            raise CheckFailed(f"monitoring: {bare(str(exc))}") from None
-        if now.ok or clock.now() >= deadline:
+        except (RemoteError, CheckFailed) as exc:  # no answer: waiting would not bring one
+            back = f" ({_put_back(host, config, changed)})" if changed else ""
+            raise CheckFailed(f"monitoring: {bare(str(exc))}{back}") from None
+        if enough(now) or clock.now() >= deadline:
             return now
         clock.sleep(1.0)
 
 
-def _put_back(host: Remote, config: Config) -> str:
-    try:
-        out = host.run(restore_command(config), what="netdata alarms restore")
-    except RemoteError as exc:
-        return f"the previous alarms could NOT be put back: {bare(str(exc))}"
-    if "not-reloaded" in out:
+def _put_back(host: Remote, config: Config, changed: Sequence[NetdataFile] | None = None
+              ) -> str:
+    """Every changed file back to what it was, the alarms last (their reload then reads the
+    rest as it was too)."""
+    failed, unreloaded = [], False
+    for file in sorted(changed or [health("")], key=lambda f: f.reload):
+        try:
+            out = host.run(restore_command(config, file), what="netdata alarms restore")
+        except RemoteError as exc:
+            failed.append(f"{file.rel}: {bare(str(exc))}")
+            continue
+        unreloaded |= "not-reloaded" in out
+    if failed:
+        return f"the previous files could NOT be put back: {'; '.join(failed)}"
+    if unreloaded:
         return "the previous alarms file is back, but Netdata did not reload it"
     return "the previous alarms are back"

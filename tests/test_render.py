@@ -32,7 +32,8 @@ def test_render_for_one_env_writes_its_stack_and_the_shared_files(prod: Any) -> 
     assert sorted(prod) == [
         "db/init-db.sql", "edge/Caddyfile", "env/api-production.env", "env/postgres.env",
         "env/web-production.env", "monitoring/health_alarm_notify.conf",
-        "monitoring/netdata-health.conf", "stacks/production.yml", "stacks/shared.yml"]
+        "monitoring/netdata-health.conf", "monitoring/vedfin-restarts.plugin",
+        "stacks/production.yml", "stacks/shared.yml"]
 
 
 def test_render_without_env_covers_every_env() -> None:

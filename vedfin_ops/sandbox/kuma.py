@@ -1,5 +1,5 @@
 """A real Uptime Kuma for the sandbox: npm's `uptime-kuma` (2.0.0-dev.0, the only version npm
-has; Docker Hub's image is out of reach here), installed by scripts/setup.sh, so the tool's
+has; its container image is out of reach here), installed by scripts/setup.sh, so the tool's
 monitors are added to the server the runbook's Step 7 runs, through the same Socket.IO API.
 
 It runs as the current user with its own SQLite data folder under the sandbox. Its update check

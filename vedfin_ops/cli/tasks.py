@@ -459,9 +459,18 @@ def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool 
     host = remote(c, accept_new_host_key, host_key_fingerprint)
     host.secrets = list(values.values())
     changed, now = monitoring.apply(host, cfg, wanted[0].text, extra=wanted[1:])
-    _show_alarms(now, json_, changed)
-    if not now.ok:
+    kuma = _uptime(host, cfg, values, apply=True)
+    _show_alarms(now, json_, changed, kuma)
+    if not now.ok or (kuma is not None and not kuma.ok):
         raise SystemExit(1)
+
+
+def _uptime(host: Any, cfg: Any, values: Any, *, apply: bool) -> Any:
+    """Uptime Kuma's side of `monitoring.*` (None when the config has none)."""
+    from vedfin_ops.steps import uptime
+    if cfg.monitoring.uptime_kuma is None or cfg.monitoring.uptime_kuma_port is None:
+        return None
+    return (uptime.apply(host, cfg, values) if apply else uptime.status(host, cfg, values))
 
 
 @task(name="status", help={**HOST_HELP, "json": "JSON output"})
@@ -469,19 +478,27 @@ def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool 
 def monitoring_status(c: Context, json_: bool = False, accept_new_host_key: bool = False,
                       host_key_fingerprint: str | None = None, config: str | None = None
                       ) -> None:
-    """The vedfin alarms as Netdata has them (exit 1 when one is missing or differs)."""
+    """The vedfin alarms as Netdata has them and Uptime Kuma's monitors with their last check
+    (exit 1 when an alarm is missing or differs, or a monitor is missing or not UP)."""
+    from vedfin_ops.config import secret_store
     from vedfin_ops.steps import monitoring
-    now = monitoring.loaded(remote(c, accept_new_host_key, host_key_fingerprint),
-                            config_for(config))
-    _show_alarms(now, json_, None)
-    if not now.ok:
+    cfg = config_for(config)
+    values = secret_store.resolve(cfg)
+    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host.secrets = list(values.values())
+    now = monitoring.loaded(host, cfg)
+    kuma = _uptime(host, cfg, values, apply=False)
+    _show_alarms(now, json_, None, kuma)
+    if not now.ok or (kuma is not None and not kuma.ok):
         raise SystemExit(1)
 
 
-def _show_alarms(now: Any, json_: bool, changed: bool | None) -> None:
+def _show_alarms(now: Any, json_: bool, changed: bool | None, kuma: Any = None) -> None:
     """`changed`: what apply did (None: only read)."""
     if json_:
-        print(json.dumps({"changed": bool(changed), **now.to_dict()}, indent=2))
+        print(json.dumps({"changed": bool(changed), **now.to_dict(),
+                          "uptimeKuma": kuma.to_dict() if kuma is not None else None},
+                         indent=2))
         return
     if changed is not None:
         stdout.print(f"monitoring: alarms {'installed and reloaded' if changed else 'unchanged'}",
@@ -490,6 +507,13 @@ def _show_alarms(now: Any, json_: bool, changed: bool | None) -> None:
         stdout.print(f"  {'ok' if ok else 'FAILED'}  {name}: {detail}", markup=False)
     for line in now.raised:
         stdout.print(f"  raised: {line}", markup=False)
+    if kuma is None:
+        return
+    for change in kuma.changes:
+        stdout.print(f"uptime kuma: {change}", markup=False)
+    for name, state, message in kuma.status:
+        stdout.print(f"  {'ok' if state == 'UP' else 'FAILED'}  {name}: {state} {message}"
+                     .rstrip(), markup=False)
 
 
 def _bucket_backups(cfg: Any, env: str | None, json_: bool) -> None:

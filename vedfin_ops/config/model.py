@@ -461,6 +461,13 @@ class Alert(Model):
     for_: Annotated[Seconds, Field(alias="for")] = 0.0
 
 
+def _endpoint(value: str) -> str:
+    """An http(s) URL; `${SECRET}` references may stand for parts (R2's account id)."""
+    if not re.fullmatch(r"https?://[A-Za-z0-9.${}_:-]+(/[A-Za-z0-9._/-]*)?", value):
+        raise ValueError(f"{show(value)} is not an http(s):// endpoint URL")
+    return value
+
+
 class RestartAlert(Model):
     """Task containers that died without being told to (a crash, the OOM killer) within the
     last `within`: more than `above` is critical. A rolling update's stops are not counted."""
@@ -482,6 +489,9 @@ class Alerts(Model):
     email: Annotated[str, AfterValidator(_email)] | None = None
     slack: Annotated[str, AfterValidator(_secret_reference)] | None = None
     pager_duty: Annotated[str, AfterValidator(_secret_reference)] | None = None
+    # PagerDuty's Events API v2 (its EU accounts: https://events.eu.pagerduty.com/v2/enqueue)
+    pager_duty_url: Annotated[str, AfterValidator(_endpoint)] = \
+        "https://events.pagerduty.com/v2/enqueue"
 
     def secret_refs(self) -> dict[str, str]:
         return {key: value[2:-1] for key, value in (("slack", self.slack),
@@ -571,13 +581,6 @@ class Verify(Model):
     log_errors: list[Annotated[str, AfterValidator(_regex)]] = [
         r"\bERROR\b", r"\bFATAL\b", r"Unhandled"]
     log_errors_fail: bool = False
-
-
-def _endpoint(value: str) -> str:
-    """An http(s) URL; `${SECRET}` references may stand for parts (R2's account id)."""
-    if not re.fullmatch(r"https?://[A-Za-z0-9.${}_:-]+(/[A-Za-z0-9._/-]*)?", value):
-        raise ValueError(f"{show(value)} is not an http(s):// endpoint URL")
-    return value
 
 
 class BackupS3(Model):

@@ -586,6 +586,30 @@ class Host:
 
         self.conn.create_session = tracked
 
+    @contextlib.contextmanager
+    def forward(self, remote_port: int) -> Any:
+        """127.0.0.1:`remote_port` on the host, reachable on a local port for the duration:
+        a service the host keeps off its public address (Uptime Kuma's API) is spoken to
+        through the run's own checked SSH link, never over the open internet."""
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            local = probe.getsockname()[1]
+        try:
+            forwarding = self.conn.forward_local(local, remote_port=remote_port,
+                                                 remote_host="127.0.0.1",
+                                                 local_host="127.0.0.1")
+            forwarding.__enter__()
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise RemoteError(f"tunnel to port {remote_port} on {self.name} failed: "
+                              f"{_telling_line(str(exc)) or type(exc).__name__}") from None
+        try:
+            yield local
+        finally:
+            with contextlib.suppress(Exception):
+                forwarding.__exit__(None, None, None)
+
     def close(self) -> None:
         if self._sftp is not None:
             self._sftp.close()

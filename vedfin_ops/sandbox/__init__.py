@@ -21,7 +21,7 @@ import yaml
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.config.names import shared_stack_name, stack_name
-from vedfin_ops.sandbox import acme, engine, images, netdata, overlay, s3, sshd, traefik
+from vedfin_ops.sandbox import acme, engine, images, kuma, netdata, overlay, s3, sink, sshd, traefik
 from vedfin_ops.sandbox import registry as registry_server
 from vedfin_ops.sandbox.local import SandboxError, run
 
@@ -38,6 +38,8 @@ TRAEFIK_HTTP_PORT = 28080
 TRAEFIK_HTTPS_PORT = 28443
 S3_PORT = 29000
 NETDATA_PORT = 29999
+KUMA_PORT = 29302
+SINK_PORT = 29303
 REGISTRY_USER = "vedfin"
 REGISTRY_SECRET = "REGISTRY_PASSWORD"
 
@@ -60,6 +62,8 @@ class State:
     traefik_https_port: int = 0
     s3_port: int = 0
     netdata_port: int = 0
+    kuma_port: int = 0
+    sink_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -146,9 +150,25 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     else:
         progress("netdata: not installed, so alarms are not applied (apt-get install netdata)")
 
+    progress("alerts: a webhook sink on 127.0.0.1 stands in for Slack and PagerDuty")
+    state.sink_port = state.sink_port or sshd.free_port(SINK_PORT)
+    state.save(workdir)
+    sink_url = sink.ensure(workdir / "sink", state.sink_port)
+    presets = {**(s3_keys or {}), "SLACK_WEBHOOK_URL": f"{sink_url}/slack"}
+    if kuma.available():
+        state.kuma_port = state.kuma_port or sshd.free_port(KUMA_PORT)
+        state.save(workdir)
+    else:
+        state.kuma_port = 0
+        progress("uptime kuma: not installed, so no monitors (scripts/setup.sh installs it)")
     progress("config: .sandbox/dokploy.yaml, dokploy-https.yaml and secrets")
-    _write_config(workdir, Path(shipped), state.edge_port, server, s3_endpoint, s3_keys,
-                  netdata_at)
+    _write_config(workdir, Path(shipped), state.edge_port, server, s3_endpoint, presets,
+                  netdata_at, state.kuma_port or None, sink_url)
+    if state.kuma_port:
+        progress("uptime kuma: npm's uptime-kuma on 127.0.0.1, for the monitors")
+        values = secret_store.read_file(workdir / "secrets.env")
+        kuma.ensure(workdir / "kuma", state.kuma_port, values["UPTIME_KUMA_USERNAME"],
+                    values["UPTIME_KUMA_PASSWORD"])
     if authority is not None:
         _write_https_config(workdir, Path(shipped), state.https_port, authority)
     if authority is not None and images.traefik_binary() is not None:
@@ -213,7 +233,8 @@ def build_apps(config_path: Path, tags: tuple[str, ...] = images.APP_TAGS) -> No
 def _write_config(workdir: Path, shipped: Path, edge_port: int,
                   server: registry_server.RegistryServer, s3_endpoint: str | None = None,
                   s3_keys: dict[str, str] | None = None,
-                  netdata_at: tuple[int, str] | None = None) -> None:
+                  netdata_at: tuple[int, str] | None = None, kuma_port: int | None = None,
+                  sink_url: str | None = None) -> None:
     data = yaml.safe_load(shipped.read_text())
     config_path = workdir / "dokploy.yaml"
     config_path.write_text(overlay.dump(
@@ -221,7 +242,8 @@ def _write_config(workdir: Path, shipped: Path, edge_port: int,
                                registry={"server": server.server, "username": server.username,
                                          "password": f"${{{REGISTRY_SECRET}}}",
                                          "caRoot": str(server.ca)},
-                               s3_endpoint=s3_endpoint, netdata=netdata_at),
+                               s3_endpoint=s3_endpoint, netdata=netdata_at,
+                               kuma_port=kuma_port, sink=sink_url),
         str(shipped), edge_port))
     config = load_config(config_path)  # the sandbox's own config must be valid
     secrets_file = workdir / "secrets.env"
@@ -310,6 +332,9 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
     s3.stop(workdir / "s3")
     progress("netdata: stopping the sandbox's Netdata")
     netdata.stop(workdir / "netdata")
+    progress("uptime kuma, webhook sink: stopping")
+    kuma.stop(workdir / "kuma")
+    sink.stop(workdir / "sink")
     progress("registry: stopping")
     registry_server.stop(workdir / "registry")
     if state.trusted_registry:

@@ -89,7 +89,7 @@ def _start(root: Path, port: int) -> None:
 def _account(url: str, username: str, password: str) -> bool:
     """The admin account made (a new database) or logged into; False if the database has
     another admin (left from another secrets file)."""
-    from uptime_kuma_api import (  # type: ignore[import-untyped]
+    from uptime_kuma_api import (
         Timeout,
         UptimeKumaApi,
         UptimeKumaException,

@@ -524,6 +524,28 @@ class Deploy(EnvRun):
                  f"{'installed and loaded' if changed else 'loaded'}")
         for problem in now.problems():
             self.say(f"warning: monitoring: {problem}")
+        self.apply_uptime()
+
+    def apply_uptime(self) -> None:
+        """Uptime Kuma's monitors for the health URLs, after Netdata's alarms and on the same
+        terms: a warning when they cannot be applied or a first check is not UP."""
+        if self.config.monitoring.uptime_kuma is None or \
+                self.config.monitoring.uptime_kuma_port is None:
+            return
+        from vedfin_ops.config import secret_store
+        from vedfin_ops.steps import uptime
+
+        try:
+            done = uptime.apply(self.host, self.config, secret_store.resolve(self.config))
+        except Exception as exc:
+            self.say(f"warning: uptime kuma not applied ({describe(exc)}; "
+                     f"fab monitoring.apply)")
+            return
+        self.say(f"uptime kuma: {len(done.status)} monitors"
+                 f"{' (' + str(len(done.changes)) + ' changes)' if done.changes else ''}")
+        for name, state, message in done.status:
+            if state != "UP":
+                self.say(f"warning: uptime kuma: {name}: {state} {message}".rstrip())
 
     def prune_images(self) -> None:
         """App images no kept release of any env names by digest (the runbook alerts on

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,8 @@ def _fake_docker(folder: Path, events: str, *, engine: bool = True) -> dict[str,
     folder.mkdir(parents=True, exist_ok=True)
     docker = folder / "docker"
     docker.write_text("#!/bin/sh\n" + (
-        'case "$1" in version) exit 0 ;; events) printf %s "$EVENTS"; exit 0 ;; esac\nexit 1\n'
+        'case "$1" in version) exit 0 ;; events) printf %s "$EVENTS"; exec sleep 30 ;; esac\n'
+        'exit 1\n'
         if engine else "exit 1\n"))
     docker.chmod(0o755)
     return {"PATH": f"{folder}:/usr/bin:/bin", "EVENTS": events}
@@ -241,14 +243,20 @@ def _fake_docker(folder: Path, events: str, *, engine: bool = True) -> dict[str,
 
 def test_the_restarts_plugin_counts_deaths_nobody_asked_for(tmp_path: Path) -> None:
     """The rendered plugin run by a real shell, speaking Netdata's plugin protocol: a
-    container the engine killed (a rollout) is not a restart; one that died on its own is."""
+    container the engine killed (a rollout) is not a restart, nor a job that finished (exit 0);
+    one that died on its own is."""
     import subprocess
 
     from vedfin_ops.rendering.files import netdata_plugin
     plugin = tmp_path / "vedfin-restarts.plugin"
     plugin.write_text(netdata_plugin(_config(tmp_path)))
     plugin.chmod(0o755)
-    env = _fake_docker(tmp_path / "bin", "kill aaa\ndie aaa\ndie bbb\ndie ccc\ndie ccc\n")
+    now = int(time.time())
+    events = [(now - 30, "kill aaa "), (now - 29, "die aaa 143"), (now - 20, "die bbb 137"),
+              (now - 9, "die ccc 1"), (now - 8, "die ccc 1"), (now - 5, "die job 0"),
+              (now - 900, "die old 1"),  # before the window
+              (now - 640, "kill ddd "), (now - 590, "die ddd 137")]  # its stop grace ran out
+    env = _fake_docker(tmp_path / "bin", "".join(f"{t} {e}\n" for t, e in events))
     run = subprocess.Popen([str(plugin), "1"], env=env, stdout=subprocess.PIPE, text=True)
     assert run.stdout is not None
     lines = [run.stdout.readline() for _ in range(5)]
@@ -257,9 +265,8 @@ def test_the_restarts_plugin_counts_deaths_nobody_asked_for(tmp_path: Path) -> N
     assert lines[0].rstrip().endswith(" 60 '' vedfin-restarts")  # never faster than alarms
     assert lines[1:] == ["DIMENSION restarts '' absolute 1 1\n",
                          "BEGIN vedfin.container_restarts\n", "SET restarts = 2\n", "END\n"]
-    plugin.write_text(plugin.read_text() + "# a new version\n")  # it exits for Netdata
-    run.kill()
-    run.wait()
+    run.terminate()  # Netdata stopping: the event stream goes with it
+    assert run.wait(timeout=10) == 0
     out = subprocess.run([str(plugin), "1"], env=_fake_docker(tmp_path / "bin", "",
                                                               engine=False),
                          capture_output=True, text=True, timeout=10)

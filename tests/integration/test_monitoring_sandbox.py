@@ -1,8 +1,10 @@
 """Step 7 and Step 6's gaps on the sandbox: a deploy installs the alarms into a real Netdata
 (Debian's, run by the sandbox as the deploy user) which loads them, a lowered threshold is raised
-by Netdata itself, a release whose db-health says the connection failed and whose api allows no
-CORS origin is refused, and a release that logs an error line (each of its 4 tasks) is live
-with a warning."""
+by Netdata itself, a task that dies unasked raises the restart alarm and Netdata tells Slack;
+Uptime Kuma (npm's, run by the sandbox) gets its monitors and tells Slack, then PagerDuty, when
+the api goes down (both are the sandbox's webhook sink); a release whose db-health says the
+connection failed and whose api allows no CORS origin is refused, and a release that logs an
+error line (each of its 4 tasks) is live with a warning."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def _out(done: Any) -> str:
 def _status(sandbox_up: dict[str, Any], config: str | None = None) -> dict[str, Any]:
     done = fab(sandbox_up, "monitoring.status", "--json",
                extra_env={"VEDFIN_CONFIG": config} if config else None)
-    assert done.returncode in (0, 1), _out(done)
+    assert done.returncode in (0, 1) and done.stdout.startswith("{"), _out(done)
     status: dict[str, Any] = json.loads(done.stdout)
     return status
 
@@ -45,11 +47,16 @@ def test_a_deploy_installs_the_alarms_and_warns_of_its_error_lines(
     out = _out(done)
     assert "warning: 4 error line(s) in the new tasks' logs (verify.logErrors):" in out
     assert "| ERROR [ExceptionsHandler] connect ECONNREFUSED 10.0.0.9:6379" in out
-    assert "monitoring: 3 Netdata alarms" in out, out
+    assert "monitoring: 4 Netdata alarms" in out, out
+    assert "uptime kuma: 4 monitors" in out, out
     status = _status(sandbox_up)
     assert status["ok"] is True, status
     assert [a["name"] for a in status["alarms"]] == [
-        "vedfin_cpu_usage", "vedfin_ram_usage", "vedfin_disk_usage"]
+        "vedfin_cpu_usage", "vedfin_ram_usage", "vedfin_disk_usage", "vedfin_container_restarts"]
+    kuma = status["uptimeKuma"]
+    assert kuma["ok"] is True and [m["status"] for m in kuma["monitors"]] == ["UP"] * 4, kuma
+    assert kuma["monitors"][0]["name"].startswith(
+        "vedfin: api-production api.v-edfinance.localhost:"), kuma
     ram = status["alarms"][1]["detail"]
     assert "warn $this > 85, crit $this > 90" in ram, ram
 
@@ -218,3 +225,82 @@ def test_the_off_hours_timer_scales_production_as_cron_runs_it(sandbox_up: dict[
     assert fab(sandbox_up, "db.schedule").returncode == 0  # the sandbox's block again
     assert "offhours-" not in subprocess.run(["crontab", "-l", "-u", USER],
                                              capture_output=True, text=True).stdout
+
+
+def _sink_after(sandbox_up: dict[str, Any], count: int, wanted: Any, seconds: float
+                ) -> list[dict[str, Any]]:
+    """What the webhook sink got after its first `count` messages, once `wanted` holds."""
+    from vedfin_ops.sandbox import sink
+
+    folder = Path(sandbox_up["config"]).parent / "sink"
+    new: list[dict[str, Any]] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        new = sink.received(folder)[count:]
+        if wanted(new):
+            break
+        time.sleep(2)
+    return new
+
+
+def _sink_count(sandbox_up: dict[str, Any]) -> int:
+    from vedfin_ops.sandbox import sink
+
+    return len(sink.received(Path(sandbox_up["config"]).parent / "sink"))
+
+
+def test_a_task_that_dies_unasked_raises_the_restart_alarm_and_slack_hears(
+        sandbox_up: dict[str, Any]) -> None:
+    """A container killed from outside the engine (as the OOM killer would): no `kill` event,
+    so the plugin counts it; Netdata raises the alarm and its alarm-notify.sh posts to the
+    Slack webhook of the installed notification settings."""
+    import os
+    import signal
+
+    _on_v1(sandbox_up)
+    heard = _sink_count(sandbox_up)
+    task = docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name="
+                  "vedfin-production_api-production").stdout.split()[0]
+    os.kill(int(docker("inspect", "-f", "{{.State.Pid}}", task).stdout), signal.SIGKILL)
+    raised: list[str] = []
+    for _ in range(30):  # plugin and health every 5 s
+        raised = _status(sandbox_up)["raised"]
+        if any("vedfin_container_restarts CRITICAL" in r for r in raised):
+            break
+        time.sleep(2)
+    assert any("vedfin_container_restarts CRITICAL" in r for r in raised), raised
+    got = _sink_after(sandbox_up, heard, lambda new: any(
+        m["path"] == "/slack" and "vedfin.container_restarts" in json.dumps(m["body"])
+        for m in new), 60)
+    assert any(m["path"] == "/slack" and "vedfin.container_restarts" in json.dumps(m["body"])
+               for m in got), got
+
+
+def test_uptime_kuma_tells_slack_then_pagerduty_when_the_api_is_down(
+        sandbox_up: dict[str, Any]) -> None:
+    """The api scaled to nothing behind the tool's back: Uptime Kuma's own checks (every 20 s
+    in the sandbox) fail, Slack hears after downAfter, PagerDuty after pagerDutyAfter checks;
+    `monitoring.status` says DOWN. Scaled back, the monitors are UP again."""
+    _on_v1(sandbox_up)
+    again = fab(sandbox_up, "monitoring.apply")  # applied by the deploy: nothing to change
+    assert again.returncode == 0 and "uptime kuma:" not in again.stdout, _out(again)
+    heard = _sink_count(sandbox_up)
+    service = "vedfin-production_api-production"
+    docker("service", "scale", "--detach", f"{service}=0")
+    try:
+        def both(new: list[dict[str, Any]]) -> bool:
+            return {m["path"] for m in new} >= {"/slack", "/pagerduty"}
+
+        got = _sink_after(sandbox_up, heard, both, 150)
+        assert both(got), got
+        slack = next(m for m in got if m["path"] == "/slack")
+        assert "api-production" in json.dumps(slack["body"]), slack
+        pager = next(m for m in got if m["path"] == "/pagerduty")
+        assert pager["body"]["event_action"] == "trigger", pager
+        assert pager["body"]["routing_key"] != "", pager
+        status = fab(sandbox_up, "monitoring.status")
+        assert status.returncode == 1 and "FAILED  vedfin: api-production" in status.stdout, \
+            _out(status)
+    finally:
+        docker("service", "scale", "--detach", f"{service}=2")
+    _on_v1(sandbox_up)

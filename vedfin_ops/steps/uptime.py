@@ -267,11 +267,10 @@ def _first_checks(client: Client, wanted: list[Monitor], wait: float
     while True:
         by_name = {m["name"]: int(m["id"]) for m in client.get_monitors()
                    if m.get("name") in names}
-        beats = client.get_heartbeats()
         out = []
         for monitor in wanted:
             found = by_name.get(monitor.name)
-            last = (beats.get(found) or [None])[-1] if found is not None else None
+            last = _last_beat(client, found) if found is not None else None
             if last is None:
                 out.append((monitor.name, "NO CHECK YET", ""))
             else:
@@ -281,6 +280,13 @@ def _first_checks(client: Client, wanted: list[Monitor], wait: float
                 time.monotonic() >= deadline:
             return out
         time.sleep(1.0)
+
+
+def _last_beat(client: Client, monitor_id: int) -> dict[str, Any] | None:
+    """Asked of the server each time: the client's own heartbeat cache mixes event payloads
+    (a list where a beat should be) when a check lands while it is read."""
+    beats = [b for b in client.get_monitor_beats(monitor_id, 1) if isinstance(b, dict)]
+    return max(beats, key=lambda b: str(b.get("time", ""))) if beats else None
 
 
 def status(host: Remote, config: Config, secrets: Mapping[str, str], *,

@@ -309,7 +309,7 @@ def test_check_config_fits_80_columns_and_cuts_nothing() -> None:
         assert any(f" {app.name} " in line for line in lines), app.name
         for domain in app.domains:
             assert any(f" {domain} " in line for line in lines), domain
-    assert "secrets set: dev 1/7, staging 1/8, production 1/10" in text
+    assert "secrets set: dev 1/10, staging 1/11, production 1/13" in text
 
 
 AUDIT_LINES = "\n".join([

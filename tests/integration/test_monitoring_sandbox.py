@@ -304,3 +304,10 @@ def test_uptime_kuma_tells_slack_then_pagerduty_when_the_api_is_down(
     finally:
         docker("service", "scale", "--detach", f"{service}=2")
     _on_v1(sandbox_up)
+    states: list[str] = []
+    for _ in range(45):  # the next check of each monitor (every 20 s): UP again
+        states = [m["status"] for m in _status(sandbox_up)["uptimeKuma"]["monitors"]]
+        if states == ["UP"] * 4:
+            break
+        time.sleep(2)
+    assert states == ["UP"] * 4, states

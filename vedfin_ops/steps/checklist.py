@@ -201,7 +201,23 @@ def _monitoring(host: Remote, config: Config) -> str:
     if not loaded.ok:
         raise Failed("Netdata's alarms: " + "; ".join(loaded.problems()))
     raised = f"; raised: {', '.join(loaded.raised)}" if loaded.raised else ""
-    return f"{len(loaded.items)} Netdata alarms loaded as configured{raised}"
+    return f"{len(loaded.items)} Netdata alarms loaded as configured{raised}" + \
+        _uptime(host, config)
+
+
+def _uptime(host: Remote, config: Config) -> str:
+    """Uptime Kuma's monitors, when the config has them: each there and UP."""
+    if config.monitoring.uptime_kuma is None or config.monitoring.uptime_kuma_port is None:
+        return ""
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.steps import uptime
+
+    now = uptime.status(host, config, secret_store.resolve(config))
+    bad = [f"{name}: {state} {message}".rstrip() for name, state, message in now.status
+           if state != "UP"]
+    if bad:
+        raise Failed("Uptime Kuma: " + "; ".join(bad))
+    return f"; {len(now.status)} Uptime Kuma monitors UP"
 
 
 def _logs(host: Remote, config: Config, env: str) -> str:

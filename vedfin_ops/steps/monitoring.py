@@ -202,7 +202,8 @@ def _judge(alarm: Alarm, mine: list[dict[str, Any]]) -> tuple[bool, str]:
     if not mine and alarm.on == RESTARTS_CHART:
         return False, (f"{NO_CHART} {RESTARTS_CHART} yet: Netdata starts "
                        f"custom-plugins.d/{PLUGIN_FILE} within a minute of its install, and "
-                       f"the plugin needs the docker socket (netdata in the docker group)")
+                       f"the plugin needs the docker socket (netdata in the docker group, "
+                       f"then restart Netdata)")
     if not mine:
         return False, "not loaded"
     wrong = [i for i in mine if not (_same(i.get("warn"), alarm.warn) and

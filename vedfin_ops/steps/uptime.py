@@ -150,8 +150,9 @@ def session(host: Remote, config: Config, secrets: Mapping[str, str],
         try:
             client = connect(f"http://127.0.0.1:{local}", kuma.timeout)
         except Exception as exc:
-            raise CheckFailed(f"uptime kuma on port {port}: "
-                              f"{masked(_line(exc), hide)}") from None
+            raise CheckFailed(f"uptime kuma on port {port}: {masked(_line(exc), hide)} "
+                              f"(reached through an SSH tunnel: is it listening on the host's "
+                              f"127.0.0.1:{port}, and does sshd allow TCP forwarding?)") from None
         try:
             try:
                 client.login(user, password)

@@ -1,0 +1,288 @@
+"""Uptime Kuma's monitors: what the config asks for (pure), and how an apply ends when the
+server or the link fails half-way. The real server gets the monitors, and tells Slack and
+PagerDuty of a real outage, in tests/integration/test_monitoring_sandbox.py; here a scripted
+client injects the faults."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from vedfin_ops.config.loader import config_from_dict
+from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.steps import uptime
+
+HOOK = "https://hooks.slack.example/services/T0/B0/s3cr3t"
+SECRETS = {"SLACK_WEBHOOK_URL": HOOK, "PD_KEY": "pd-routing-key-9f8e",
+           "KUMA_USER": "admin", "KUMA_PASSWORD": "kuma-pass-1234"}
+
+
+def _config(*, pager: bool = True, **kuma: Any) -> Any:
+    alerts: dict[str, Any] = {"slack": "${SLACK_WEBHOOK_URL}"}
+    if pager:
+        alerts["pagerDuty"] = "${PD_KEY}"
+    return config_from_dict({
+        "applications": [
+            {"name": "api-production", "domain": "api.example.com",
+             "healthcheck": {"path": "/api/health"},
+             "resources": {"memory": "64m", "cpus": 0.1}},
+            {"name": "web-production", "domain": "example.com",
+             "healthcheck": {"command": ["true"]}, "resources": {"memory": "64m", "cpus": 0.1}},
+            {"name": "api-staging", "domain": "api.staging.example.com",
+             "resources": {"memory": "64m", "cpus": 0.1}}],
+        "vps": {"memory": "2g", "cpus": 2}, "alerts": alerts,
+        "monitoring": {"uptimeKumaPort": 3002, "uptimeKuma": {
+            "username": "${KUMA_USER}", "password": "${KUMA_PASSWORD}", **kuma}},
+        "secrets": {"shared": {n: "manual" for n in SECRETS}},
+        "verify": {"allowNoChecks": True},
+    }, "k.yaml")
+
+
+def test_the_runbooks_monitors_every_60s_slack_after_30s_pagerduty_after_3() -> None:
+    got = uptime.monitors(_config())
+    assert [(m.name, m.url) for m in got] == [
+        ("vedfin: api-production api.example.com/api/health",
+         "https://api.example.com/api/health"),
+        ("vedfin: api-production api.example.com/api/health [PagerDuty]",
+         "https://api.example.com/api/health"),
+        ("vedfin: web-production example.com/", "https://example.com/"),
+        ("vedfin: web-production example.com/ [PagerDuty]", "https://example.com/")]
+    slack, pager = got[0], got[1]
+    # one failed check, one retry 30 s later: down for 30 s before Slack hears
+    assert (slack.interval, slack.retry_interval, slack.maxretries) == (60, 30, 1)
+    assert slack.notification == uptime.SLACK and slack.headers is None
+    # the third failed check in a row: PagerDuty
+    assert (pager.interval, pager.retry_interval, pager.maxretries) == (60, 60, 2)
+    assert pager.notification == uptime.PAGERDUTY
+    # no PagerDuty configured: one monitor per URL; staging on request
+    assert len(uptime.monitors(_config(pager=False))) == 2
+    assert "vedfin: api-staging api.staging.example.com/api/health" in [
+        m.name for m in uptime.monitors(_config(pager=False,
+                                                envs=["production", "staging"]))]
+    # a longer downAfter: more retries of at most one interval each
+    longer = uptime.monitors(_config(downAfter="150s"))[0]
+    assert (longer.retry_interval, longer.maxretries) == (60, 3)
+
+
+def test_notifications_need_their_secrets() -> None:
+    notes = uptime.notifications(_config(), SECRETS)
+    assert notes[uptime.SLACK] == {"type": "slack", "slackwebhookURL": HOOK}
+    assert notes[uptime.PAGERDUTY]["pagerdutyIntegrationKey"] == "pd-routing-key-9f8e"
+    assert notes[uptime.PAGERDUTY]["pagerdutyIntegrationUrl"] == \
+        "https://events.pagerduty.com/v2/enqueue"
+    with pytest.raises(UsageError, match=r"^k.yaml: alerts.pagerDuty: secret PD_KEY has no "):
+        uptime.notifications(_config(), {**SECRETS, "PD_KEY": ""})
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    ({"alerts": {"slack": HOOK}}, "alerts.slack"),  # a literal webhook in the file
+    ({"alerts": {"slack": "${NOT_DECLARED}"}}, "alerts.slack"),
+    ({"monitoring": {"uptimeKumaPort": None, "uptimeKuma": {
+        "username": "${KUMA_USER}", "password": "${KUMA_PASSWORD}"}}}, "monitoring.uptimeKuma"),
+    ({"monitoring": {"uptimeKuma": {"username": "${KUMA_USER}", "password": "${KUMA_PASSWORD}",
+                                    "envs": ["prod"]}}}, "monitoring.uptimeKuma.envs[0]"),
+    ({"monitoring": {"uptimeKuma": {"username": "${KUMA_USER}", "password": "${KUMA_PASSWORD}",
+                                    "every": "10s"}}}, "monitoring.uptimeKuma.every"),
+    ({"alerts": {"restarts": {"within": "10s"}}}, "alerts.restarts.within"),
+    ({"alerts": {"email": "ops at example"}}, "alerts.email"),
+])
+def test_bad_alerting_config_is_one_line_naming_the_key(change: dict[str, Any],
+                                                        key: str) -> None:
+    from vedfin_ops.errors import ConfigError
+    data: dict[str, Any] = {
+        "applications": [{"name": "api-production", "resources": {"memory": "64m",
+                                                                    "cpus": 0.1}}],
+        "vps": {"memory": "2g", "cpus": 2}, "verify": {"allowNoChecks": True},
+        "secrets": {"shared": {n: "manual" for n in SECRETS}}, **change}
+    with pytest.raises(ConfigError) as caught:
+        config_from_dict(data, "k.yaml")
+    text = str(caught.value)
+    assert key in text and "\n" not in text.strip() and HOOK not in text, text
+
+
+class ScriptedKuma:
+    """Uptime Kuma's API as the client speaks it, with a fault at a chosen call."""
+
+    def __init__(self, fail_at: str | None = None, fault: BaseException | None = None) -> None:
+        self.notes: dict[int, dict[str, Any]] = {}
+        self.mons: dict[int, dict[str, Any]] = {}
+        self.calls: list[str] = []
+        self.fail_at, self.fault = fail_at, fault
+        self.next = 1
+
+    def _call(self, name: str) -> None:
+        self.calls.append(name)
+        if name == self.fail_at and self.fault is not None:
+            raise self.fault
+
+    def login(self, user: str, password: str) -> None:
+        self._call("login")
+
+    def disconnect(self) -> None:
+        self.calls.append("disconnect")
+
+    def get_notifications(self) -> list[dict[str, Any]]:
+        self._call("get_notifications")
+        return [{"id": i, **n} for i, n in self.notes.items()]
+
+    def add_notification(self, **spec: Any) -> dict[str, Any]:
+        self._call("add_notification")
+        self.notes[self.next] = spec
+        self.next += 1
+        return {"id": self.next - 1}
+
+    def edit_notification(self, id_: int, **spec: Any) -> None:
+        self._call("edit_notification")
+        self.notes[id_].update(spec)
+
+    def delete_notification(self, id_: int) -> None:
+        self._call("delete_notification")
+        del self.notes[id_]
+
+    def get_monitors(self) -> list[dict[str, Any]]:
+        self._call("get_monitors")
+        return [{"id": i, **m} for i, m in self.mons.items()]
+
+    def add_monitor(self, **spec: Any) -> None:
+        self._call("add_monitor")
+        self.mons[self.next] = {"active": True, **spec, "type": spec["type"].value}
+        self.next += 1
+
+    def edit_monitor(self, id_: int, **spec: Any) -> None:
+        self._call("edit_monitor")
+        self.mons[id_].update({**spec, "type": spec["type"].value})
+
+    def resume_monitor(self, id_: int) -> None:
+        self.mons[id_]["active"] = True
+
+    def delete_monitor(self, id_: int) -> None:
+        self._call("delete_monitor")
+        del self.mons[id_]
+
+    def get_monitor_beats(self, id_: int, hours: int) -> list[dict[str, Any]]:
+        self._call("get_monitor_beats")
+        return [{"status": "UP", "msg": "200 - OK", "time": "2026-11-29 01:00:00"}]
+
+
+class Tunnel:
+    """A host whose `forward` yields a port; the link may drop when the tunnel opens."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse, self.opened = refuse, 0
+        self.secrets: list[str] = []
+
+    @contextlib.contextmanager
+    def forward(self, port: int) -> Iterator[int]:
+        from vedfin_ops.remote.host import RemoteError
+        if self.refuse:
+            raise RemoteError(f"tunnel to port {port} on vps failed: Connection reset")
+        self.opened += 1
+        yield 40000
+
+
+def _apply(client: ScriptedKuma, config: Any = None, host: Any = None) -> uptime.Applied:
+    return uptime.apply(host or Tunnel(), config or _config(), SECRETS,
+                        connect=lambda url, timeout: client, wait=0)
+
+
+def test_apply_converges_and_a_second_apply_changes_nothing() -> None:
+    client = ScriptedKuma()
+    client.mons[90] = {"name": "someone else's monitor", "url": "https://x", "active": True}
+    client.mons[91] = {"name": "vedfin: api-production old.example.com/", "url": "https://o",
+                       "active": True}
+    first = _apply(client)
+    assert first.ok and len(first.status) == 4
+    assert first.changes == ["notification vedfin: Slack added",
+                             "notification vedfin: PagerDuty added",
+                             *[f"monitor {m.name} added" for m in uptime.monitors(_config())],
+                             "monitor vedfin: api-production old.example.com/ removed"]
+    assert 90 in client.mons  # not ours: left alone
+    assert _apply(client).changes == []
+    # a threshold changed in the config: that monitor is edited, nothing else
+    again = _apply(client, _config(downAfter="150s"))
+    assert [c for c in again.changes if "updated" in c] == [
+        "monitor vedfin: api-production api.example.com/api/health updated",
+        "monitor vedfin: web-production example.com/ updated"]
+    # PagerDuty dropped from the config: its monitors and notification go
+    gone = _apply(client, _config(pager=False, downAfter="150s"))
+    assert sorted(c.split(" ", 1)[0] for c in gone.changes) == ["monitor", "monitor",
+                                                                "notification"]
+
+
+@pytest.mark.parametrize("fail_at", ["login", "get_notifications", "add_notification",
+                                     "add_monitor", "get_monitor_beats"])
+@pytest.mark.parametrize("kind", ["exception", "ctrl-c"])
+def test_a_fault_mid_apply_is_one_line_saying_what_was_done(fail_at: str, kind: str) -> None:
+    fault: BaseException = (KeyboardInterrupt() if kind == "ctrl-c"
+                            else RuntimeError(f"server said no ({HOOK})\nsecond line"))
+    client = ScriptedKuma(fail_at, fault)
+    if kind == "ctrl-c":
+        with pytest.raises(KeyboardInterrupt):
+            _apply(client)
+        assert client.calls[-1] == "disconnect"  # the session is closed on the way out
+        return
+    with pytest.raises(CheckFailed) as caught:
+        _apply(client)
+    text = str(caught.value)
+    assert "\n" not in text and HOOK not in text and "server said no" in text, text
+    if fail_at == "login":
+        assert text.startswith("uptime kuma: login as admin refused")
+    elif fail_at == "add_monitor":
+        assert text.endswith("(already done: notification vedfin: Slack added, notification "
+                             "vedfin: PagerDuty added; apply again)"), text
+    assert client.calls[-1] == "disconnect"
+    # the next apply converges from wherever this one stopped
+    client.fail_at = None
+    assert _apply(client).ok and _apply(client).changes == []
+
+
+def test_a_dropped_link_or_a_server_that_is_not_there_is_one_line() -> None:
+    with pytest.raises(CheckFailed, match=r"^tunnel to port 3002 on vps failed: Connection "
+                                          r"reset$"):
+        _apply(ScriptedKuma(), host=Tunnel(refuse=True))
+
+    def nothing_there(url: str, timeout: float) -> Any:
+        raise ConnectionRefusedError(f"cannot connect to {url}")
+
+    with pytest.raises(CheckFailed, match=r"^uptime kuma on port 3002: cannot connect to "
+                                          r"http://127.0.0.1:40000 \(reached through an SSH "
+                                          r"tunnel: .*TCP forwarding\?\)$"):
+        uptime.apply(Tunnel(), _config(), SECRETS, connect=nothing_there, wait=0)
+
+
+def test_a_monitor_that_is_not_up_is_reported_with_kumas_reason() -> None:
+    client = ScriptedKuma()
+    client.get_monitor_beats = lambda id_, hours: [  # type: ignore[method-assign]
+        {"status": "PENDING", "msg": "getaddrinfo ENOTFOUND", "time": "2026-11-29 01:00:00"},
+        {"status": "DOWN", "msg": "getaddrinfo ENOTFOUND api.example.com",
+         "time": "2026-11-29 01:00:30"}]
+    done = _apply(client)
+    assert not done.ok and done.status[0] == (
+        "vedfin: api-production api.example.com/api/health", "DOWN",
+        "getaddrinfo ENOTFOUND api.example.com")
+    assert json.loads(json.dumps(done.to_dict()))["ok"] is False
+
+
+def test_the_sandbox_never_alerts_the_real_slack_or_pagerduty(shipped_data: dict[str, Any]
+                                                              ) -> None:
+    """The sandbox config sends every alert to its local webhook sink, and has no Slack,
+    PagerDuty or Uptime Kuma at all where the sink or the server is missing."""
+    import copy
+
+    from vedfin_ops.sandbox.overlay import sandbox_config
+    registry = {"server": "127.0.0.1:15443", "username": "u", "password": "${REGISTRY_PASSWORD}"}
+    data = copy.deepcopy(shipped_data)
+    data["alerts"]["pagerDuty"] = "${PAGERDUTY_INTEGRATION_KEY}"
+    local = sandbox_config(data, edge_port=18080, base_dir="/srv/x", user="u",
+                           registry=registry, kuma_port=29302, sink="http://127.0.0.1:29303")
+    assert local["alerts"]["pagerDutyUrl"] == "http://127.0.0.1:29303/pagerduty"
+    assert local["alerts"]["email"] is None and local["alerts"]["slack"] == "${SLACK_WEBHOOK_URL}"
+    assert local["monitoring"]["uptimeKumaPort"] == 29302
+    bare = sandbox_config(copy.deepcopy(data), edge_port=18080, base_dir="/srv/x", user="u",
+                          registry=registry)
+    assert "slack" not in bare["alerts"] and "pagerDuty" not in bare["alerts"]
+    assert bare["monitoring"]["uptimeKumaPort"] is None and "uptimeKuma" not in bare["monitoring"]

@@ -10,12 +10,22 @@ restarts plugin, found within 5 s of its install); the database is in memory; he
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pwd
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import started_process, terminate, wait_ready
+from vedfin_ops.sandbox.local import (
+    SandboxError,
+    alive,
+    started_process,
+    terminate,
+    wait_ready,
+)
 
 BINARY = "netdata"
 _CONF = """\
@@ -84,6 +94,12 @@ def ensure(root: Path, port: int, user: str) -> str:
     if running(root) is not None:
         return str(root / "etc")
     stop(root)
+    import socket
+
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:  # two Netdatas would share it
+            raise SandboxError(f"netdata: 127.0.0.1:{port} is already taken by another "
+                               f"process (a Netdata left running? stop it first)")
     for sub in ("etc/health.d", "log", "cache", "lib", "stock-health.d"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "etc" / "netdata.conf").write_text(_CONF.format(user=user, root=root, port=port))
@@ -108,7 +124,15 @@ def ensure(root: Path, port: int, user: str) -> str:
 
 
 def stop(root: Path) -> None:
+    """SIGTERM, then the whole process group killed: Netdata 1.37 can sit in its graceful
+    shutdown for good (seen here: an instance that outlived its SIGTERM by 40 minutes kept
+    answering on the same port, SO_REUSEPORT, beside its successor, with the old alarms)."""
     pid = running(root)
     if pid is not None:
         terminate(pid, wait=10.0)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # its own session (start_new_session): plugins too
+        deadline = time.monotonic() + 5
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
     (root / "netdata.pid").unlink(missing_ok=True)

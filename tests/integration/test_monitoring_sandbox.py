@@ -120,7 +120,9 @@ def test_verify_ticks_every_box_of_the_runbooks_checklist(sandbox_up: dict[str, 
                                                        if not i["ok"]]
     assert "status: Database schema is up to date!" in items["migrations applied"]["detail"]
     assert items["pgvector works"]["detail"].startswith("vedfinance_prod: vector distance")
-    assert items["monitoring configured"]["detail"].startswith("3 Netdata alarms loaded")
+    box = items["monitoring configured"]["detail"]
+    assert box.startswith("4 Netdata alarms loaded as configured") and \
+        box.endswith("; 4 Uptime Kuma monitors UP"), box
     assert items["replicas of api and web"]["detail"] == "api-production 2, web-production 2"
     assert items["zero-downtime deploy"]["ok"]
     assert any(n.startswith("smoke: api-production CORS from") for n in items)

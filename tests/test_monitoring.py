@@ -16,7 +16,7 @@ import pytest
 
 from tests.fake.host import FakeHost
 from vedfin_ops.config.loader import config_from_dict
-from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.errors import CheckFailed
 from vedfin_ops.rendering.alarms import alarms
 from vedfin_ops.rendering.files import netdata_health
 from vedfin_ops.steps import monitoring
@@ -294,9 +294,27 @@ def test_notifications_carry_the_webhook_only_in_a_private_file(tmp_path: Path) 
     assert "SLACK_WEBHOOK_URL='https://hooks.example/services/T0/B0/x'\"'\"'y'\n" in notify.text
     assert "DEFAULT_RECIPIENT_EMAIL=ops@example.com\n" in notify.text
     assert wanted["custom-plugins.d/vedfin-restarts.plugin"].mode == "755"
-    with pytest.raises(UsageError, match=r"^m.yaml: alerts.slack: secret SLACK_WEBHOOK_URL has "
-                                         r"no value"):
-        monitoring.files(config, {})
+    said: list[str] = []  # an optional secret unset: Slack off, said, nothing refused
+    quiet = {f.rel: f for f in monitoring.files(config, {}, say=said.append)}
+    assert 'SEND_SLACK="NO"' in quiet["health_alarm_notify.conf"].text
+    assert said == ["warning: alerts.slack: secret SLACK_WEBHOOK_URL has no value: Netdata's "
+                    "Slack notifications are off"]
+
+
+def test_the_secret_file_goes_over_stdin_never_on_the_command_line(tmp_path: Path,
+                                                                   netdata_host: FakeHost
+                                                                   ) -> None:
+    """`ps` on the host shows a command line: the webhook must not be in one. And a file
+    of root's (0640) is read through sudo, as it was written."""
+    config = _slack_config(tmp_path)
+    hook = "https://hooks.example/services/T0/B0/only-on-stdin"
+    wanted = monitoring.files(config, {"SLACK_WEBHOOK_URL": hook})
+    (tmp_path / "alarms.json").write_text(netdata_answer(config))
+    monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    assert all(hook not in c for c in netdata_host.command_lines), "webhook on a command line"
+    assert hook in (tmp_path / "netdata" / "health_alarm_notify.conf").read_text()
+    notify = monitoring.apply_command(config, wanted[2])
+    assert '$S grep -q' in notify and '$S cmp -s' in notify
 
 
 def test_apply_installs_every_file_and_refuses_a_notify_file_it_did_not_write(
@@ -306,13 +324,13 @@ def test_apply_installs_every_file_and_refuses_a_notify_file_it_did_not_write(
     wanted = monitoring.files(config, {"SLACK_WEBHOOK_URL": "https://hooks.example/x"})
     (root / "health_alarm_notify.conf").write_text("SEND_EMAIL=YES  # the admin's own\n")
     (tmp_path / "alarms.json").write_text(netdata_answer(config))
-    with pytest.raises(CheckFailed, match=r"health_alarm_notify.conf was not written by "
-                                          r"vedfin-ops: move it aside .*\(the previous alarms "
-                                          r"are back\)$"):
-        monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    # the admin's own file is refused, not replaced; the alarms stand, the failure is an item
+    changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    assert changed and not now.ok and len(now.errors) == 1, now
+    assert now.errors[0].startswith("health_alarm_notify.conf: ") and \
+        "was not written by vedfin-ops: move it aside" in now.errors[0], now.errors
     assert (root / "health_alarm_notify.conf").read_text() == "SEND_EMAIL=YES  # the admin's own\n"
-    assert not (root / "health.d" / "vedfin.conf").exists()
-    assert not (root / "custom-plugins.d" / "vedfin-restarts.plugin").exists()
+    assert (root / "health.d" / "vedfin.conf").exists()
     (root / "health_alarm_notify.conf").unlink()
     changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
     assert changed and now.ok
@@ -345,13 +363,41 @@ def test_a_plugin_that_makes_no_chart_fails_its_alarm_not_the_others(
     assert not changed and not now.ok and clock.t == 0
 
 
-def test_a_failed_plugin_install_puts_the_new_alarms_back(tmp_path: Path,
-                                                         netdata_host: FakeHost) -> None:
+def test_a_failed_plugin_install_leaves_the_alarms_and_fails_its_item(
+        tmp_path: Path, netdata_host: FakeHost) -> None:
+    """A host prepared for the alarms alone (the deploy user may write health.d, not
+    custom-plugins.d): the alarms are installed, the plugin is the one failed item."""
     config = _config(tmp_path)
     wanted = monitoring.files(config, {})
     (tmp_path / "netdata" / "custom-plugins.d").write_text("a file where a folder goes\n")
     (tmp_path / "alarms.json").write_text(netdata_answer(config))
-    with pytest.raises(CheckFailed, match=r"netdata vedfin-restarts.plugin install failed.*"
-                                          r"\(the previous alarms are back\)$"):
+    changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    assert changed and not now.ok
+    assert [e.split(":", 1)[0] for e in now.errors] == [
+        "custom-plugins.d/vedfin-restarts.plugin"], now.errors
+    assert (tmp_path / "netdata" / "health.d" / "vedfin.conf").exists()
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, RuntimeError])
+def test_an_apply_stopped_while_waiting_puts_every_changed_file_back(
+        tmp_path: Path, netdata_host: FakeHost, fault: type[BaseException]) -> None:
+    """Ctrl-C (or anything unexpected) while Netdata is asked whether it loaded the new
+    files: the previous ones are back, no .prev and no temp file is left, the interrupt goes
+    on."""
+    config = _config(tmp_path)
+    root = tmp_path / "netdata"
+    (root / "health.d" / "vedfin.conf").write_text("# the alarms before\n")
+    wanted = monitoring.files(config, {})
+    run = netdata_host.run
+
+    def stopped(command: str, **kwargs: Any) -> str:
+        if kwargs.get("what") == "netdata alarms":
+            raise fault()
+        return run(command, **kwargs)
+
+    netdata_host.run = stopped  # type: ignore[method-assign]
+    with pytest.raises(fault):
         monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
-    assert not (tmp_path / "netdata" / "health.d" / "vedfin.conf").exists()
+    assert (root / "health.d" / "vedfin.conf").read_text() == "# the alarms before\n"
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "health.d/vedfin.conf"]

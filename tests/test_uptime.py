@@ -74,8 +74,15 @@ def test_notifications_need_their_secrets() -> None:
     assert notes[uptime.PAGERDUTY]["pagerdutyIntegrationKey"] == "pd-routing-key-9f8e"
     assert notes[uptime.PAGERDUTY]["pagerdutyIntegrationUrl"] == \
         "https://events.pagerduty.com/v2/enqueue"
-    with pytest.raises(UsageError, match=r"^k.yaml: alerts.pagerDuty: secret PD_KEY has no "):
-        uptime.notifications(_config(), {**SECRETS, "PD_KEY": ""})
+    said: list[str] = []  # an optional secret unset: that notification is left out, said
+    assert list(uptime.notifications(_config(), {**SECRETS, "PD_KEY": ""}, said.append)) == [
+        uptime.SLACK]
+    assert said == ["warning: alerts.pagerDuty: secret PD_KEY has no value: Uptime Kuma's "
+                    "pagerDuty notifications are off"]
+    # Uptime Kuma's own login is needed, though: one line naming the secrets
+    with pytest.raises(UsageError, match=r"^k.yaml: monitoring.uptimeKuma: the username and "
+                                         r"password secrets \(\$\{KUMA_USER\}"):
+        _apply(ScriptedKuma(), secrets={**SECRETS, "KUMA_PASSWORD": ""})
 
 
 @pytest.mark.parametrize(("change", "key"), [
@@ -184,8 +191,9 @@ class Tunnel:
         yield 40000
 
 
-def _apply(client: ScriptedKuma, config: Any = None, host: Any = None) -> uptime.Applied:
-    return uptime.apply(host or Tunnel(), config or _config(), SECRETS,
+def _apply(client: ScriptedKuma, config: Any = None, host: Any = None,
+           secrets: dict[str, str] | None = None) -> uptime.Applied:
+    return uptime.apply(host or Tunnel(), config or _config(), secrets or SECRETS,
                         connect=lambda url, timeout: client, wait=0)
 
 
@@ -230,7 +238,7 @@ def test_a_fault_mid_apply_is_one_line_saying_what_was_done(fail_at: str, kind: 
     text = str(caught.value)
     assert "\n" not in text and HOOK not in text and "server said no" in text, text
     if fail_at == "login":
-        assert text.startswith("uptime kuma: login as admin refused")
+        assert text.startswith("uptime kuma: login refused (KUMA_USER/KUMA_PASSWORD): ")
     elif fail_at == "add_monitor":
         assert text.endswith("(already done: notification vedfin: Slack added, notification "
                              "vedfin: PagerDuty added; apply again)"), text

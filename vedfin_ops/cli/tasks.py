@@ -455,7 +455,7 @@ def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool 
     from vedfin_ops.steps import monitoring
     cfg = config_for(config)
     values = secret_store.resolve(cfg)
-    wanted = monitoring.files(cfg, values)
+    wanted = monitoring.files(cfg, values, say=lambda m: warn(m.removeprefix("warning: ")))
     host = remote(c, accept_new_host_key, host_key_fingerprint)
     host.secrets = list(values.values())
     changed, now = monitoring.apply(host, cfg, wanted[0].text, extra=wanted[1:])

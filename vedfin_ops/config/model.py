@@ -468,6 +468,12 @@ def _endpoint(value: str) -> str:
     return value
 
 
+def _emails(value: str) -> str:
+    for one in value.split() or [value]:
+        _email(one)
+    return " ".join(value.split())
+
+
 class RestartAlert(Model):
     """Task containers that died without being told to (a crash, the OOM killer) within the
     last `within`: more than `above` is critical. A rolling update's stops are not counted."""
@@ -486,7 +492,8 @@ class Alerts(Model):
     disk: Alert = Alert.model_validate({"above": 85})
     ram_warn: Annotated[float, Field(gt=0, le=100)] = 85
     restarts: RestartAlert = RestartAlert()
-    email: Annotated[str, AfterValidator(_email)] | None = None
+    # one address, or several separated by spaces (Netdata's recipient list)
+    email: Annotated[str, AfterValidator(_emails)] | None = None
     slack: Annotated[str, AfterValidator(_secret_reference)] | None = None
     pager_duty: Annotated[str, AfterValidator(_secret_reference)] | None = None
     # PagerDuty's Events API v2 (its EU accounts: https://events.eu.pagerduty.com/v2/enqueue)
@@ -650,7 +657,9 @@ class Remote(Model):
     rollout_timeout: Seconds = 600.0
 
 
-SecretSource = Literal["generate", "manual"]
+# optional: set by hand where it is used (the alerts' webhook, Uptime Kuma's admin); a deploy
+# never waits for it, the step that needs it warns and stands down
+SecretSource = Literal["generate", "manual", "optional"]
 
 _TASK_24_SECRETS: dict[str, SecretSource] = {
     "JWT_SECRET_{S}": "generate",

@@ -80,7 +80,9 @@ def resolve(config: Config, env: str | None = None,
 
 
 def missing(config: Config, env: str | None, found: Mapping[str, str]) -> list[str]:
-    return [name for name in config.secret_names(env) if name not in found]
+    """Required secrets without a value (`optional` ones are the using step's business)."""
+    return [name for name, source in config.secret_names(env).items()
+            if name not in found and source != "optional"]
 
 
 @dataclass(frozen=True)

@@ -126,11 +126,15 @@ def netdata_plugin(config: Config) -> str:
 
 def netdata_notify(config: Config, secrets: Mapping[str, str],
                    missing: set[str] | None = None) -> str:
-    """Netdata's notification settings; the Slack webhook is a secret (a placeholder when
-    its value is missing, and the name goes into `missing`)."""
+    """Netdata's notification settings; the Slack webhook is a secret (an optional one:
+    without a value Slack is off, and its name goes into `missing`)."""
     slack = config.alerts.slack
-    if slack is not None:
-        slack = _substitute(slack, secrets, set() if missing is None else missing)
+    if slack is not None and not secrets.get(slack[2:-1]):
+        if missing is not None:
+            missing.add(slack[2:-1])
+        slack = None
+    elif slack is not None:
+        slack = secrets[slack[2:-1]]
     return _template("netdata-notify.conf.j2").render(header=NETDATA_HEADER,
                                                       alerts=config.alerts, slack=slack)
 

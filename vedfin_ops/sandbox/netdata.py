@@ -131,7 +131,8 @@ def stop(root: Path) -> None:
     if pid is not None:
         terminate(pid, wait=10.0)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)  # its own session (start_new_session): plugins too
+            if alive(pid) and os.getpgid(pid) == pid:  # still Netdata's group, not a reuse
+                os.killpg(pid, signal.SIGKILL)  # its own session: its plugins go too
         deadline = time.monotonic() + 5
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)

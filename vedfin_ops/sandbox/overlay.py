@@ -144,7 +144,7 @@ def _alerting(data: dict[str, Any], kuma_port: int | None, sink: str | None) -> 
         alerts.update({"slack": "${SLACK_WEBHOOK_URL}",
                        "pagerDuty": "${PAGERDUTY_INTEGRATION_KEY}",
                        "pagerDutyUrl": f"{sink}/pagerduty"})
-        shared.update({"SLACK_WEBHOOK_URL": "manual", "PAGERDUTY_INTEGRATION_KEY": "manual"})
+        shared.update({"SLACK_WEBHOOK_URL": "optional", "PAGERDUTY_INTEGRATION_KEY": "optional"})
     else:
         alerts.pop("slack", None)
         alerts.pop("pagerDuty", None)
@@ -156,7 +156,7 @@ def _alerting(data: dict[str, Any], kuma_port: int | None, sink: str | None) -> 
             **monitoring.get("uptimeKuma", {"username": "${UPTIME_KUMA_USERNAME}",
                                             "password": "${UPTIME_KUMA_PASSWORD}"}),
             "every": "20s", "downAfter": "20s", "pagerDutyAfter": 2}
-        shared.update({"UPTIME_KUMA_USERNAME": "manual", "UPTIME_KUMA_PASSWORD": "manual"})
+        shared.update({"UPTIME_KUMA_USERNAME": "optional", "UPTIME_KUMA_PASSWORD": "optional"})
     else:
         monitoring["uptimeKumaPort"] = None
         monitoring.pop("uptimeKuma", None)

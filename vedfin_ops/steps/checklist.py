@@ -198,11 +198,16 @@ def _monitoring(host: Remote, config: Config) -> str:
     from vedfin_ops.steps import monitoring
 
     loaded = monitoring.loaded(host, config)
-    if not loaded.ok:
-        raise Failed("Netdata's alarms: " + "; ".join(loaded.problems()))
+    try:  # both halves are asked: a Netdata problem must not hide an Uptime Kuma one
+        kuma, kuma_failed = _uptime(host, config), ""
+    except (Failed, CheckFailed) as exc:
+        kuma, kuma_failed = "", str(exc)
+    if not loaded.ok or kuma_failed:
+        said = ([f"Netdata's alarms: {'; '.join(loaded.problems())}"] if not loaded.ok
+                else []) + ([kuma_failed] if kuma_failed else [])
+        raise Failed("; ".join(said))
     raised = f"; raised: {', '.join(loaded.raised)}" if loaded.raised else ""
-    return f"{len(loaded.items)} Netdata alarms loaded as configured{raised}" + \
-        _uptime(host, config)
+    return f"{len(loaded.items)} Netdata alarms loaded as configured{raised}{kuma}"
 
 
 def _uptime(host: Remote, config: Config) -> str:

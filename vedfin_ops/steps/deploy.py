@@ -510,20 +510,21 @@ class Deploy(EnvRun):
         them, so a dev deploy from another checkout never changes production's thresholds."""
         if not self.config.monitoring.apply or self.env != SHARED_OWNER:
             return
-        from vedfin_ops.rendering.files import netdata_health
+        from vedfin_ops.config import secret_store
         from vedfin_ops.steps import monitoring
 
         try:
-            changed, now = monitoring.apply(self.host, self.config, netdata_health(self.config),
-                                            extra=monitoring.from_release(self.files),
-                                            clock=self.clock)
+            wanted = monitoring.files(self.config, secret_store.resolve(self.config, self.env),
+                                      say=self.say)
+            changed, now = monitoring.apply(self.host, self.config, wanted[0].text,
+                                            extra=wanted[1:], clock=self.clock)
         except Exception as exc:
             self.say(f"warning: monitoring not applied ({describe(exc)}; fab monitoring.apply)")
-            return
-        self.say(f"monitoring: {len(now.items)} Netdata alarms "
-                 f"{'installed and loaded' if changed else 'loaded'}")
-        for problem in now.problems():
-            self.say(f"warning: monitoring: {problem}")
+        else:
+            self.say(f"monitoring: {len(now.items)} Netdata alarms "
+                     f"{'installed and loaded' if changed else 'loaded'}")
+            for problem in now.problems():
+                self.say(f"warning: monitoring: {problem}")
         self.apply_uptime()
 
     def apply_uptime(self) -> None:
@@ -536,7 +537,8 @@ class Deploy(EnvRun):
         from vedfin_ops.steps import uptime
 
         try:
-            done = uptime.apply(self.host, self.config, secret_store.resolve(self.config))
+            done = uptime.apply(self.host, self.config, secret_store.resolve(self.config),
+                                wait=10.0, say=self.say)
         except Exception as exc:
             self.say(f"warning: uptime kuma not applied ({describe(exc)}; "
                      f"fab monitoring.apply)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vedfin_ops.config.model import Config
-from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Remote, RemoteError
 from vedfin_ops.remote.quoting import sh
 from vedfin_ops.rendering.alarms import HEALTH_FILE, PLUGIN_FILE, RESTARTS_CHART, Alarm, alarms
@@ -45,29 +45,22 @@ def health(text: str) -> NetdataFile:
     return NetdataFile(f"health.d/{HEALTH_FILE}", text, reload=True)
 
 
-def files(config: Config, secrets: Mapping[str, str]) -> list[NetdataFile]:
-    """Everything `apply` installs: the alarms, the restarts plugin and, when alerts name a
-    recipient, the notification settings (0640: the Slack webhook is a secret). A secret the
-    notifications need and the run lacks is bad input, before anything is written."""
+def files(config: Config, secrets: Mapping[str, str],
+          say: Callable[[str], None] = lambda _m: None) -> list[NetdataFile]:
+    """Everything `apply` installs: the alarms, the restarts plugin and the notification
+    settings (0640: the Slack webhook is a secret). A webhook secret without a value turns
+    Slack off, with a warning: an optional secret never stops a deploy."""
     from vedfin_ops.rendering.files import netdata_health, netdata_notify, netdata_plugin
 
     out = [health(netdata_health(config)),
            NetdataFile(f"custom-plugins.d/{PLUGIN_FILE}", netdata_plugin(config), mode="755")]
     missing: set[str] = set()
     notify = netdata_notify(config, secrets, missing)
-    if missing:
-        raise UsageError(f"{config.source}: alerts.slack: secret {sorted(missing)[0]} has no "
-                         f"value (set it in the environment or the secrets file)")
+    for name in sorted(missing):
+        say(f"warning: alerts.slack: secret {name} has no value: Netdata's Slack "
+            f"notifications are off")
     out.append(NetdataFile(NOTIFY_FILE, notify, mode="640", owned=True))
     return out
-
-
-def from_release(files: Mapping[str, str]) -> list[NetdataFile]:
-    """The same files out of a release's render (its secrets already filled in)."""
-    return [NetdataFile(f"custom-plugins.d/{PLUGIN_FILE}", files[f"monitoring/{PLUGIN_FILE}"],
-                        mode="755"),
-            NetdataFile(NOTIFY_FILE, files[f"monitoring/{NOTIFY_FILE}"], mode="640",
-                        owned=True)]
 
 
 NOTIFY_FILE = "health_alarm_notify.conf"
@@ -106,17 +99,24 @@ def apply_command(config: Config, file: NetdataFile | None = None) -> str:
     it loaded). A file the tool owns only by name must carry its mark to be replaced."""
     file = file or health("")
     reload = 'reload || { echo "netdatacli reload-health failed" >&2; exit 4; }'
-    foreign = (f'if [ -e "$f" ] && ! grep -q {sh(MARK)} "$f"; then echo "$f was not written '
-               'by vedfin-ops: move it aside (its settings into the config) and apply again"'
-               ' >&2; exit 3; fi; ' if file.owned else "")
-    # the file's group is the one Netdata runs as, so a 0640 file stays readable to it
+    # read as the writer reads: a 0640 file of root's is unreadable to the deploy user
+    foreign = (f'if [ -e "$f" ] && ! $S grep -q {sh(MARK)} "$f"; then echo "$f was not '
+               'written by vedfin-ops: move it aside (its settings into the config) and apply '
+               'again" >&2; exit 3; fi; ' if file.owned else "")
+    # the file's group is the one Netdata runs as (else its own group), so a 0640 file stays
+    # readable to Netdata; a group that cannot be set is a failure, not a silent mute
     group = ('g=$(ps -o group= -C netdata 2>/dev/null | head -n 1 | tr -d " "); '
-             '[ -n "$g" ] && $S chgrp "$g" "$tmp" 2>/dev/null; ' if file.mode == "640" else "")
+             '[ -n "$g" ] || { getent group netdata >/dev/null && g=netdata; }; '
+             'if [ -n "$g" ] && ! $S chgrp "$g" "$tmp"; then $S rm -f "$tmp"; '
+             'echo "cannot give $f to group $g (Netdata could not read it)" >&2; exit 3; fi; '
+             if file.mode == "640" else "")
     return _prelude(config, file) + foreign + (
         'base=$(basename "$f"); tmp=$($S mktemp "$d/.$base.XXXXXX") || exit 3; '
+        # whatever stops this command, its temp file (perhaps a secret) goes with it
+        """trap '$S rm -f "$tmp" 2>/dev/null' EXIT; trap 'exit 1' HUP INT TERM PIPE; """
         f'if ! {{ $S tee "$tmp" >/dev/null && $S chmod {file.mode} "$tmp"; }}; then '
         '$S rm -f "$tmp"; exit 3; fi; ' + group +
-        f'if cmp -s "$tmp" "$f"; then $S rm -f "$tmp"; echo {UNCHANGED}; '
+        f'if $S cmp -s "$tmp" "$f"; then $S rm -f "$tmp"; echo {UNCHANGED}; '
         + (f'[ "${{VEDFIN_RELOAD_SAME:-}}" = 1 ] && {{ {reload}; }}; ' if file.reload else "")
         + 'exit 0; fi; '
         # a .prev left by an apply that never settled is the last file known good: kept
@@ -135,8 +135,12 @@ def restore_command(config: Config, file: NetdataFile | None = None) -> str:
         ("reload >/dev/null 2>&1 || echo not-reloaded" if file.reload else "true"))
 
 
-def settle_command(config: Config, file: NetdataFile | None = None) -> str:
-    return _prelude(config, file or health("")) + f'$S rm -f "$f{PREV}"'
+def settle_command(config: Config, wanted: Sequence[NetdataFile] = ()) -> str:
+    """Every wanted file's `.prev` removed: a stale one (an apply stopped before it settled)
+    must never become a later rollback's target once the live file is proven."""
+    root = config.monitoring.netdata_config
+    paths = " ".join(sh(f"{root}/{f.rel}{PREV}") for f in wanted or [health("")])
+    return _prelude(config, health("")) + f"$S rm -f {paths}"
 
 
 def alarms_url(config: Config) -> str:
@@ -158,16 +162,18 @@ class Loaded:
 
     items: list[tuple[str, bool, str]] = field(default_factory=list)
     raised: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # files apply could not install
 
     @property
     def ok(self) -> bool:
-        return bool(self.items) and all(ok for _, ok, _ in self.items)
+        return bool(self.items) and all(ok for _, ok, _ in self.items) and not self.errors
 
     def problems(self) -> list[str]:
-        return [f"{name}: {detail}" for name, ok, detail in self.items if not ok]
+        return [f"{name}: {detail}" for name, ok, detail in self.items if not ok] + \
+            self.errors
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "raised": self.raised,
+        return {"ok": self.ok, "raised": self.raised, "errors": self.errors,
                 "alarms": [{"name": n, "ok": ok, "detail": d} for n, ok, d in self.items]}
 
 
@@ -241,9 +247,31 @@ def apply(host: Remote, config: Config, health_file: str, *, extra: Sequence[Net
     what is loaded); raises CheckFailed."""
     wanted = [health(health_file), *extra]
     changed: list[NetdataFile] = []
-    for file in wanted:
-        if _install(host, config, file, reload_same=False, changed=changed):
-            changed.append(file)
+    try:
+        now = _apply(host, config, wanted, changed, wait, clock)
+    except BaseException as exc:
+        if isinstance(exc, CheckFailed) or not changed:
+            raise
+        # Ctrl-C, SIGTERM, an unexpected error: nothing stays half-applied
+        with contextlib.suppress(BaseException):
+            _put_back(host, config, changed)
+        raise
+    with contextlib.suppress(RemoteError):  # Netdata ignores a .prev; the next apply replaces it
+        host.run(settle_command(config, wanted), what="netdata alarms settle")
+    return bool(changed), now
+
+
+def _apply(host: Remote, config: Config, wanted: list[NetdataFile],
+           changed: list[NetdataFile], wait: float, clock: Clock) -> Loaded:
+    if _install(host, config, wanted[0], reload_same=False, changed=changed):
+        changed.append(wanted[0])
+    errors = []
+    for file in wanted[1:]:  # the plugin and notifications: a failure is theirs alone
+        try:
+            if _install(host, config, file, reload_same=False, changed=[]):
+                changed.append(file)
+        except CheckFailed as exc:
+            errors.append(f"{file.rel}: {bare(str(exc)).removeprefix('monitoring: ')}")
     # a new plugin is waited for (Netdata finds it within a minute); an old one that made
     # no chart will not make one now
     plugin_new = any(f.rel.endswith(PLUGIN_FILE) for f in changed)
@@ -259,10 +287,8 @@ def apply(host: Remote, config: Config, health_file: str, *, extra: Sequence[Net
         back = _put_back(host, config, changed) if changed else "the files were already there"
         raise CheckFailed(f"monitoring: Netdata does not have the alarms as configured: "
                           f"{said} ({back})")
-    for file in changed:  # a stale .prev is replaced by the next apply; Netdata ignores it
-        with contextlib.suppress(RemoteError):
-            host.run(settle_command(config, file), what="netdata alarms settle")
-    return bool(changed), now
+    now.errors = errors
+    return now
 
 
 def _health_ok(now: Loaded) -> bool:
@@ -277,9 +303,10 @@ def _install(host: Remote, config: Config, file: NetdataFile, *, reload_same: bo
     command = apply_command(config, file)
     if reload_same:
         command = "VEDFIN_RELOAD_SAME=1; " + command
+    what = f"netdata {file.rel.rsplit('/', 1)[-1]} install"
     try:
-        out = host.run(command, what=f"netdata {file.rel.rsplit('/', 1)[-1]} install",
-                       stdin=file.text)
+        out = (host.run(command, what=what, secret_stdin=file.text) if file.mode == "640"
+               else host.run(command, what=what, stdin=file.text))  # a secret: never in `ps`
     except RemoteError as exc:
         undo = [*changed, file] if SWAPPED in exc.output and not reload_same else changed
         back = f" ({_put_back(host, config, undo)})" if undo else ""

@@ -49,10 +49,11 @@ class Monitor:
     notification: str | None  # the notification's name
 
     def fields(self, ids: Mapping[str, int]) -> dict[str, Any]:
+        note = ids.get(self.notification) if self.notification else None
         return {"url": self.url, "interval": self.interval,
                 "retryInterval": self.retry_interval, "maxretries": self.maxretries,
                 "headers": self.headers, "accepted_statuscodes": ["200-299"],
-                "notificationIDList": [ids[self.notification]] if self.notification else []}
+                "notificationIDList": [note] if note is not None else []}
 
 
 def monitors(config: Config) -> list[Monitor]:
@@ -82,23 +83,28 @@ def monitors(config: Config) -> list[Monitor]:
     return out
 
 
-def notifications(config: Config, secrets: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """The notifications the monitors use, with their secret values (pure)."""
-    def value(ref: str, key: str) -> str:
+def notifications(config: Config, secrets: Mapping[str, str],
+                  say: Callable[[str], None] = lambda _m: None) -> dict[str, dict[str, Any]]:
+    """The notifications the monitors use, with their secret values (pure). A secret without
+    a value leaves its notification out, with a warning (they are optional secrets: the
+    monitors are still worth having)."""
+    def value(ref: str, key: str) -> str | None:
         name = ref[2:-1]
         if not secrets.get(name):
-            raise UsageError(f"{config.source}: alerts.{key}: secret {name} has no value (set "
-                             f"it in the environment or the secrets file)")
+            say(f"warning: alerts.{key}: secret {name} has no value: Uptime Kuma's "
+                f"{key} notifications are off")
+            return None
         return secrets[name]
 
     out: dict[str, dict[str, Any]] = {}
-    if config.alerts.slack:
-        out[SLACK] = {"type": "slack", "slackwebhookURL": value(config.alerts.slack, "slack")}
-    if config.alerts.pager_duty:
+    slack = value(config.alerts.slack, "slack") if config.alerts.slack else None
+    if slack:
+        out[SLACK] = {"type": "slack", "slackwebhookURL": slack}
+    pager = value(config.alerts.pager_duty, "pagerDuty") if config.alerts.pager_duty else None
+    if pager:
         out[PAGERDUTY] = {"type": "PagerDuty",
                           "pagerdutyIntegrationUrl": config.alerts.pager_duty_url,
-                          "pagerdutyIntegrationKey": value(config.alerts.pager_duty,
-                                                           "pagerDuty"),
+                          "pagerdutyIntegrationKey": pager,
                           "pagerdutyPriority": "critical", "pagerdutyAutoResolve": "resolve"}
     return out
 
@@ -157,7 +163,8 @@ def session(host: Remote, config: Config, secrets: Mapping[str, str],
             try:
                 client.login(user, password)
             except Exception as exc:
-                raise CheckFailed(f"uptime kuma: login as {user} refused: "
+                raise CheckFailed(f"uptime kuma: login refused "
+                                  f"({kuma.username[2:-1]}/{kuma.password[2:-1]}): "
                                   f"{masked(_line(exc), hide)}") from None
             yield client
         finally:
@@ -176,7 +183,7 @@ def apply(host: Remote, config: Config, secrets: Mapping[str, str], *,
     """Notifications, then monitors, each compared before it is written; then Uptime Kuma's
     own first check of every monitor (UP, or the reason it is not). Raises CheckFailed naming
     what was already changed."""
-    wanted_notes = notifications(config, secrets)
+    wanted_notes = notifications(config, secrets, say)
     wanted = monitors(config)
     applied = Applied()
     hide = [v for v in secrets.values() if v]
@@ -191,8 +198,6 @@ def apply(host: Remote, config: Config, secrets: Mapping[str, str], *,
             done = f" (already done: {', '.join(applied.changes)}; apply again)" \
                 if applied.changes else ""
             raise CheckFailed(f"uptime kuma: {masked(_line(exc), hide)}{done}") from None
-    for change in applied.changes:
-        say(f"uptime kuma: {change}")
     return applied
 
 
@@ -231,8 +236,9 @@ def _same(now: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
             return sorted(int(v) for v in (value or []))
         return value
 
+    # a monitor paused by hand (maintenance) stays paused: `active` is the user's
     return all(norm(k, now.get(k)) == norm(k, v) for k, v in spec.items()) and \
-        _plain(now.get("type")) == "http" and bool(now.get("active", True))
+        _plain(now.get("type")) == "http"
 
 
 def _monitors(client: Client, wanted: list[Monitor], ids: Mapping[str, int],
@@ -249,8 +255,6 @@ def _monitors(client: Client, wanted: list[Monitor], ids: Mapping[str, int],
             applied.changes.append(f"monitor {monitor.name} added")
         elif not _same(now, spec):
             client.edit_monitor(int(now["id"]), type=MonitorType.HTTP, **spec)
-            if not bool(now.get("active", True)):
-                client.resume_monitor(int(now["id"]))
             applied.changes.append(f"monitor {monitor.name} updated")
     names = {m.name for m in wanted}
     for name, now in have.items():
@@ -271,22 +275,22 @@ def _first_checks(client: Client, wanted: list[Monitor], wait: float
         out = []
         for monitor in wanted:
             found = by_name.get(monitor.name)
-            last = _last_beat(client, found) if found is not None else None
+            last = _last_beat(client, found, monitor.interval) if found is not None else None
             if last is None:
                 out.append((monitor.name, "NO CHECK YET", ""))
             else:
                 status = getattr(last.get("status"), "name", str(last.get("status")))
                 out.append((monitor.name, status, str(last.get("msg") or "")))
-        if all(s not in ("NO CHECK YET", "PENDING") for _, s, _ in out) or \
-                time.monotonic() >= deadline:
+        if all(s != "NO CHECK YET" for _, s, _ in out) or time.monotonic() >= deadline:
             return out
         time.sleep(1.0)
 
 
-def _last_beat(client: Client, monitor_id: int) -> dict[str, Any] | None:
+def _last_beat(client: Client, monitor_id: int, interval: int) -> dict[str, Any] | None:
     """Asked of the server each time: the client's own heartbeat cache mixes event payloads
     (a list where a beat should be) when a check lands while it is read."""
-    beats = [b for b in client.get_monitor_beats(monitor_id, 1) if isinstance(b, dict)]
+    hours = max(1, math.ceil(3 * interval / 3600))
+    beats = [b for b in client.get_monitor_beats(monitor_id, hours) if isinstance(b, dict)]
     return max(beats, key=lambda b: str(b.get("time", ""))) if beats else None
 
 
@@ -299,6 +303,7 @@ def status(host: Remote, config: Config, secrets: Mapping[str, str], *,
             have = {m["name"] for m in client.get_monitors()}
             out = Applied(status=_first_checks(client, wanted, 0.0))
         except Exception as exc:
-            raise CheckFailed(f"uptime kuma: {_line(exc)}") from None
+            hide = [v for v in secrets.values() if v]
+            raise CheckFailed(f"uptime kuma: {masked(_line(exc), hide)}") from None
     out.status = [(n, s if n in have else "MISSING", m) for n, s, m in out.status]
     return out

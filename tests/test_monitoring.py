@@ -244,7 +244,7 @@ def _fake_docker(folder: Path, events: str, *, engine: bool = True) -> dict[str,
 def test_the_restarts_plugin_counts_deaths_nobody_asked_for(tmp_path: Path) -> None:
     """The rendered plugin run by a real shell, speaking Netdata's plugin protocol: a
     container the engine killed (a rollout) is not a restart, nor a job that finished (exit 0);
-    one that died on its own is."""
+    one that died on its own is, and one the swarm stopped because it turned unhealthy."""
     import subprocess
 
     from vedfin_ops.rendering.files import netdata_plugin
@@ -255,7 +255,10 @@ def test_the_restarts_plugin_counts_deaths_nobody_asked_for(tmp_path: Path) -> N
     events = [(now - 30, "kill aaa "), (now - 29, "die aaa 143"), (now - 20, "die bbb 137"),
               (now - 9, "die ccc 1"), (now - 8, "die ccc 1"), (now - 5, "die job 0"),
               (now - 900, "die old 1"),  # before the window
-              (now - 640, "kill ddd "), (now - 590, "die ddd 137")]  # its stop grace ran out
+              (now - 640, "kill ddd "), (now - 590, "die ddd 137"),  # its stop grace ran out
+              # hung: unhealthy, so the swarm stopped it (a kill) and replaces it: a restart
+              (now - 60, "health_status: unhealthy eee "), (now - 50, "kill eee "),
+              (now - 40, "die eee 137"), (now - 30, "health_status: healthy fff ")]
     env = _fake_docker(tmp_path / "bin", "".join(f"{t} {e}\n" for t, e in events))
     run = subprocess.Popen([str(plugin), "1"], env=env, stdout=subprocess.PIPE, text=True)
     assert run.stdout is not None
@@ -264,7 +267,7 @@ def test_the_restarts_plugin_counts_deaths_nobody_asked_for(tmp_path: Path) -> N
                                "died unasked in the last 10m' containers vedfin")
     assert lines[0].rstrip().endswith(" 60 '' vedfin-restarts")  # never faster than alarms
     assert lines[1:] == ["DIMENSION restarts '' absolute 1 1\n",
-                         "BEGIN vedfin.container_restarts\n", "SET restarts = 2\n", "END\n"]
+                         "BEGIN vedfin.container_restarts\n", "SET restarts = 3\n", "END\n"]
     run.terminate()  # Netdata stopping: the event stream goes with it
     assert run.wait(timeout=10) == 0
     out = subprocess.run([str(plugin), "1"], env=_fake_docker(tmp_path / "bin", "",

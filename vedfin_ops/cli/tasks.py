@@ -598,8 +598,9 @@ def generate(c: Context, env: str = "production", config: str | None = None) -> 
         stdout.print(f"generated  {name}")
     for name in result.kept:
         stdout.print(f"kept       {name}")
+    optional = {n for n, source in cfg.secret_names(env).items() if source == "optional"}
     for name in result.to_fill_by_hand:
-        stdout.print(f"fill by hand  {name}")
+        stdout.print(f"fill by hand  {name}{'  (optional)' if name in optional else ''}")
 
 
 @task(name="release", help={**HOST_HELP, "env": "environment",

@@ -294,3 +294,39 @@ def test_the_sandbox_never_alerts_the_real_slack_or_pagerduty(shipped_data: dict
                           registry=registry)
     assert "slack" not in bare["alerts"] and "pagerDuty" not in bare["alerts"]
     assert bare["monitoring"]["uptimeKumaPort"] is None and "uptimeKuma" not in bare["monitoring"]
+
+
+def test_connecting_keeps_this_processs_ctrl_c_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-socketio puts its own SIGINT handler in place at a first client, wrapping the one
+    it found (a deploy's guard): every later Ctrl-C would run that stale guard. The real
+    library, asked for a client against nothing, does just that; connect() puts ours back."""
+    import signal
+
+    import uptime_kuma_api
+
+    def ours(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGINT, ours)
+    try:
+        import engineio.base_client as eio
+        import socketio
+        import socketio.base_client as sio
+
+        def fresh() -> None:  # as in a process that has made no client yet
+            monkeypatch.setattr(sio, "original_signal_handler", None)
+            monkeypatch.setattr(eio, "original_signal_handler", None)
+
+        class Library(uptime_kuma_api.UptimeKumaApi):  # type: ignore[misc]
+            def __init__(self, url: str, timeout: float) -> None:
+                socketio.Client(handle_sigint=True)  # the real first-client install
+
+        monkeypatch.setattr(uptime_kuma_api, "UptimeKumaApi", Library)
+        fresh()
+        uptime.connect("http://127.0.0.1:9", 1)
+        assert signal.getsignal(signal.SIGINT) is ours
+        fresh()
+        socketio.Client(handle_sigint=True)  # without connect()'s care
+        assert signal.getsignal(signal.SIGINT) is not ours
+    finally:
+        signal.signal(signal.SIGINT, before)

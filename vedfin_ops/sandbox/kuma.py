@@ -91,12 +91,13 @@ def _account(url: str, username: str, password: str) -> bool:
     another admin (left from another secrets file)."""
     from uptime_kuma_api import (
         Timeout,
-        UptimeKumaApi,
         UptimeKumaException,
     )
 
+    from vedfin_ops.steps.uptime import connect
+
     try:
-        api = UptimeKumaApi(url, timeout=30)
+        api = connect(url, 30)  # keeps this process's Ctrl-C handler
     except UptimeKumaException as exc:
         raise SandboxError(f"uptime kuma at {url}: {exc}") from None
     try:

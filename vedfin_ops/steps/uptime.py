@@ -129,15 +129,26 @@ Client = Any  # uptime_kuma_api.UptimeKumaApi (untyped)
 Connect = Callable[[str, float], Client]
 
 
-def _connect(url: str, timeout: float) -> Client:
+def connect(url: str, timeout: float) -> Client:
+    """The client, with this process's SIGINT handler kept: python-socketio and engineio
+    put their own in place at a first client (wrapping whatever was there, such as a
+    deploy's guard, and calling that stale one on every later Ctrl-C)."""
+    import signal
+    import threading
+
     from uptime_kuma_api import UptimeKumaApi
 
-    return UptimeKumaApi(url, timeout=timeout)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        return UptimeKumaApi(url, timeout=timeout)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, before)
 
 
 @contextmanager
 def session(host: Remote, config: Config, secrets: Mapping[str, str],
-            connect: Connect = _connect) -> Iterator[Client]:
+            connect: Connect = connect) -> Iterator[Client]:
     """Logged in to the host's Uptime Kuma through the SSH tunnel; every error one line with
     the run's secrets masked."""
     kuma = config.monitoring.uptime_kuma
@@ -178,7 +189,7 @@ def _line(exc: BaseException) -> str:
 
 
 def apply(host: Remote, config: Config, secrets: Mapping[str, str], *,
-          connect: Connect = _connect, wait: float = 30.0,
+          connect: Connect = connect, wait: float = 30.0,
           say: Callable[[str], None] = lambda _m: None) -> Applied:
     """Notifications, then monitors, each compared before it is written; then Uptime Kuma's
     own first check of every monitor (UP, or the reason it is not). Raises CheckFailed naming
@@ -295,7 +306,7 @@ def _last_beat(client: Client, monitor_id: int, interval: int) -> dict[str, Any]
 
 
 def status(host: Remote, config: Config, secrets: Mapping[str, str], *,
-           connect: Connect = _connect) -> Applied:
+           connect: Connect = connect) -> Applied:
     """What Uptime Kuma has of the tool's monitors now (no change)."""
     wanted = monitors(config)
     with session(host, config, secrets, connect) as client:

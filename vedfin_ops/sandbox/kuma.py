@@ -12,11 +12,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import SandboxError, started_process, terminate, wait_ready
+from vedfin_ops.sandbox.local import (
+    SandboxError,
+    port_answers,
+    started_process,
+    terminate,
+    wait_ready,
+)
 
 INSTALL = Path(os.environ.get("VEDFIN_UPTIME_KUMA_DIR",
                               "/opt/vedfin-ops/uptime-kuma/node_modules/uptime-kuma"))
@@ -50,13 +55,8 @@ def running(root: Path) -> int | None:
     return started_process(root / "kuma.pid", _argv(root))
 
 
-def _port_taken(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def _start(root: Path, port: int) -> None:
-    if _port_taken(port):
+    if port_answers(port):
         raise SandboxError(f"port {port} is taken by a process the sandbox did not start "
                            f"(Uptime Kuma needs it free)")
     data = root / "data"

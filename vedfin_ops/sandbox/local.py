@@ -91,3 +91,25 @@ def ok(args: Sequence[str], timeout: float = 30) -> bool:
         return run(args, check=False, timeout=timeout).returncode == 0
     except SandboxError:
         return False
+
+
+def port_answers(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:`port` (a daemon's own, or one the sandbox
+    did not start and must not share the port with)."""
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def python_process(pid_file: Path, args: list[str]) -> int | None:
+    """The pid in `pid_file` if it is a Python running `args` (after the interpreter),
+    whichever name the interpreter ran under (`python`, `python3.11`: inv and pytest start it
+    differently); a reused pid is never taken."""
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except (OSError, ValueError):
+        return None
+    ours = "python" in Path(cmdline[0]).name and cmdline[1:1 + len(args)] == args
+    return pid if ours and alive(pid) else None

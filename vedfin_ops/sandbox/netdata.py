@@ -22,6 +22,7 @@ from pathlib import Path
 from vedfin_ops.sandbox.local import (
     SandboxError,
     alive,
+    port_answers,
     started_process,
     terminate,
     wait_ready,
@@ -94,12 +95,9 @@ def ensure(root: Path, port: int, user: str) -> str:
     if running(root) is not None:
         return str(root / "etc")
     stop(root)
-    import socket
-
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:  # two Netdatas would share it
-            raise SandboxError(f"netdata: 127.0.0.1:{port} is already taken by another "
-                               f"process (a Netdata left running? stop it first)")
+    if port_answers(port):  # two Netdatas would share it (SO_REUSEPORT)
+        raise SandboxError(f"netdata: 127.0.0.1:{port} is already taken by another "
+                           f"process (a Netdata left running? stop it first)")
     for sub in ("etc/health.d", "log", "cache", "lib", "stock-health.d"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "etc" / "netdata.conf").write_text(_CONF.format(user=user, root=root, port=port))

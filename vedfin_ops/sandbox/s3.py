@@ -20,7 +20,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import SandboxError, alive, terminate, wait_ready
+from vedfin_ops.sandbox.local import (
+    SandboxError,
+    port_answers,
+    python_process,
+    terminate,
+    wait_ready,
+)
 
 BUCKET = "v-edfinance-backup"
 REGION = "us-east-1"  # moto makes buckets without a location constraint only here
@@ -39,23 +45,7 @@ def available() -> bool:
 
 
 def running(folder: Path, port: int) -> int | None:
-    """Ours if its arguments are ours, whichever name the interpreter ran under (`python`,
-    `python3.11`: inv and pytest start it differently); a reused pid is never taken."""
-    argv = _argv(port)
-    try:
-        pid = int((folder / "moto.pid").read_text())
-        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except (OSError, ValueError):
-        return None
-    ours = args[1:len(argv)] == argv[1:] and "python" in Path(args[0]).name
-    return pid if ours and alive(pid) else None
-
-
-def _port_taken(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    return python_process(folder / "moto.pid", _argv(port)[1:])
 
 
 def ensure(folder: Path, port: int) -> dict[str, str]:
@@ -68,7 +58,7 @@ def ensure(folder: Path, port: int) -> dict[str, str]:
         known: dict[str, str] = json.loads(keys_file.read_text())
         return known
     stop(folder)
-    if _port_taken(port):
+    if port_answers(port):
         raise SandboxError(f"port {port} is taken by a process the sandbox did not start "
                            f"(set state.json's s3_port to a free one, or stop it)")
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_ALLOW_NONEXISTENT_REGION":

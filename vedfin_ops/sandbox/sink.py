@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from vedfin_ops.sandbox.local import SandboxError, alive, terminate, wait_ready
+from vedfin_ops.sandbox.local import (
+    SandboxError,
+    port_answers,
+    python_process,
+    terminate,
+    wait_ready,
+)
 
 MODULE = "vedfin_ops.sandbox.sink"
 _LOCK = threading.Lock()
@@ -76,20 +81,8 @@ def _args(root: Path, port: int | None = None) -> list[str]:
     return args if port is None else [*args, "--port", str(port)]
 
 
-def _started(root: Path, args: list[str]) -> int | None:
-    """Ours if its arguments are ours, whichever name the interpreter ran under (`python`,
-    `python3.11`: inv and pytest start it differently); a reused pid is never taken."""
-    try:
-        pid = int((root / "sink.pid").read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
-    except (OSError, ValueError):
-        return None
-    ours = "python" in Path(cmdline[0]).name and cmdline[1:1 + len(args)] == args
-    return pid if ours and alive(pid) else None
-
-
 def running(root: Path) -> int | None:
-    return _started(root, _args(root))
+    return python_process(root / "sink.pid", _args(root))
 
 
 def ensure(root: Path, port: int) -> str:
@@ -97,13 +90,12 @@ def ensure(root: Path, port: int) -> str:
     What it received before a restart stays in the lines file."""
     url = f"http://127.0.0.1:{port}"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if _started(root, _args(root, port)) is not None:
+    if python_process(root / "sink.pid", _args(root, port)) is not None:
         return url
     stop(root)
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", port)) == 0:
-            raise SandboxError(f"port {port} is taken by a process the sandbox did not start "
-                               f"(the webhook sink needs it free)")
+    if port_answers(port):
+        raise SandboxError(f"port {port} is taken by a process the sandbox did not start "
+                           f"(the webhook sink needs it free)")
     with (root / "sink.log").open("ab") as log:
         proc = subprocess.Popen([sys.executable, *_args(root, port)], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from vedfin_ops.sandbox.engine import apt_install
-from vedfin_ops.sandbox.local import SandboxError, alive, run, terminate
+from vedfin_ops.sandbox.local import SandboxError, alive, port_answers, run, terminate
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -151,9 +151,8 @@ def start(workdir: Path, user: str, preferred_port: int = 2222) -> int:
 def _wait_listening(port: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if port_answers(port):
+            return
         time.sleep(0.1)
     raise SandboxError(f"sandbox sshd is not listening on 127.0.0.1:{port}")
 

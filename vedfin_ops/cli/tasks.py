@@ -468,7 +468,7 @@ def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool 
 def _uptime(host: Any, cfg: Any, values: Any, *, apply: bool) -> Any:
     """Uptime Kuma's side of `monitoring.*` (None when the config has none)."""
     from vedfin_ops.steps import uptime
-    if cfg.monitoring.uptime_kuma is None or cfg.monitoring.uptime_kuma_port is None:
+    if cfg.monitoring.uptime_kuma is None:  # the loader wants a port with it
         return None
     return (uptime.apply(host, cfg, values) if apply else uptime.status(host, cfg, values))
 

@@ -212,7 +212,7 @@ def _monitoring(host: Remote, config: Config) -> str:
 
 def _uptime(host: Remote, config: Config) -> str:
     """Uptime Kuma's monitors, when the config has them: each there and UP."""
-    if config.monitoring.uptime_kuma is None or config.monitoring.uptime_kuma_port is None:
+    if config.monitoring.uptime_kuma is None:  # the loader wants a port with it
         return ""
     from vedfin_ops.config import secret_store
     from vedfin_ops.steps import uptime

@@ -12,7 +12,7 @@ every service back on the live release (see `operation.Operation`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -513,9 +513,9 @@ class Deploy(EnvRun):
         from vedfin_ops.config import secret_store
         from vedfin_ops.steps import monitoring
 
+        values = secret_store.resolve(self.config, self.env)  # the shared ones included
         try:
-            wanted = monitoring.files(self.config, secret_store.resolve(self.config, self.env),
-                                      say=self.say)
+            wanted = monitoring.files(self.config, values, say=self.say)
             changed, now = monitoring.apply(self.host, self.config, wanted[0].text,
                                             extra=wanted[1:], clock=self.clock)
         except Exception as exc:
@@ -525,20 +525,17 @@ class Deploy(EnvRun):
                      f"{'installed and loaded' if changed else 'loaded'}")
             for problem in now.problems():
                 self.say(f"warning: monitoring: {problem}")
-        self.apply_uptime()
+        self.apply_uptime(values)
 
-    def apply_uptime(self) -> None:
+    def apply_uptime(self, values: Mapping[str, str]) -> None:
         """Uptime Kuma's monitors for the health URLs, after Netdata's alarms and on the same
         terms: a warning when they cannot be applied or a first check is not UP."""
-        if self.config.monitoring.uptime_kuma is None or \
-                self.config.monitoring.uptime_kuma_port is None:
+        if self.config.monitoring.uptime_kuma is None:  # the loader wants a port with it
             return
-        from vedfin_ops.config import secret_store
         from vedfin_ops.steps import uptime
 
         try:
-            done = uptime.apply(self.host, self.config, secret_store.resolve(self.config),
-                                wait=10.0, say=self.say)
+            done = uptime.apply(self.host, self.config, values, wait=10.0, say=self.say)
         except Exception as exc:
             self.say(f"warning: uptime kuma not applied ({describe(exc)}; "
                      f"fab monitoring.apply)")

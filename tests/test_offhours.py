@@ -6,7 +6,7 @@ window goes back to the off-hours count unless --full-replicas."""
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from vedfin_ops.steps import nightly, offhours
@@ -65,12 +65,10 @@ def test_the_timer_scales_down_and_back_audited_and_skips_a_held_lock(world: Wor
 
 
 def _window_now(world: World, inside: bool) -> None:
+    """The host's clock inside the shipped window (00:00-06:00) or outside it."""
     assert world.config.off_hours is not None
-    now = datetime.now()
-    start = now - timedelta(minutes=30) if inside else now + timedelta(minutes=30)
-    end = start + timedelta(hours=1)
-    world.config.off_hours.start, world.config.off_hours.end = (
-        start.strftime("%H:%M"), end.strftime("%H:%M"))
+    assert (world.config.off_hours.start, world.config.off_hours.end) == ("00:00", "06:00")
+    world.host.set_time("00:30" if inside else "12:00")
 
 
 def test_a_deploy_inside_the_window_keeps_the_off_hours_count(world: World) -> None:

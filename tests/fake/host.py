@@ -71,6 +71,13 @@ case "$1" in
 esac
 """)
         crontab.chmod(0o755)
+        # the host's wall clock for the off-hours window: a set time (`host-time`), else
+        # midday, outside every shipped window, so no test depends on when the suite runs
+        (self.bin / "date").write_text(f"""#!/bin/sh
+if [ "$*" = "+%H:%M" ]; then cat {root / 'host-time'} 2>/dev/null || echo 12:00; exit 0; fi
+exec /bin/date "$@"
+""")
+        (self.bin / "date").chmod(0o755)
         # never this machine's Netdata or sudo: a reload is recorded in the fake host's folder
         for name, script in {"netdatacli": f'echo "$@" >> {root / "netdata-reloads"}\n',
                              "sudo": 'echo "sudo: a password is required" >&2; exit 1\n'
@@ -179,6 +186,10 @@ esac
         pass
 
     # -- for the tests ----------------------------------------------------------------------
+    def set_time(self, hhmm: str) -> None:
+        """The host's `date +%H:%M` from now on."""
+        (self.root / "host-time").write_text(hhmm + "\n")
+
     def inject(self, *faults: Fault) -> None:
         """Faults count commands from now on."""
         self.faults, self.counts = list(faults), {}

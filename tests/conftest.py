@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,40 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "dokploy.yaml"
 RUNBOOK_SNIPPET = ROOT / "tests" / "data" / "runbook-snippet.yaml"
 NO_NETDATA = "/nonexistent/vedfin-tests/netdata"
+
+
+SWITCHING_MODULES = ("test_https.py", "test_traefik.py")  # see tests/integration/conftest.py
+LAST_MODULE = "test_zz_sandbox_down.py"
+
+
+def _integration(item: pytest.Item) -> bool:
+    return item.path.parent.name == "integration"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Integration tests first, those that switch the sandbox's config last among them, one
+    module after the other (production goes from one config to the next without a deploy
+    back to the default in between), then `sandbox.down`'s. Under xdist (the default
+    `-n 2 --dist loadgroup`) the integration tests are one group, on one worker, in this
+    order (one sandbox, one driver), and the unit tests the other group, on the other."""
+    def rank(item: pytest.Item) -> int:
+        if not _integration(item):
+            return 3
+        name = item.path.name
+        return 2 if name == LAST_MODULE else 1 if name in SWITCHING_MODULES else 0
+
+    items.sort(key=rank)  # stable: the collection's order inside each rank
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("sandbox" if _integration(item) else "unit"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Beside the sandbox's worker, the unit tests' worker runs at the lowest CPU priority:
+    it takes only what the sandbox's tests leave (they mostly wait on the engine), so it
+    never slows a rollout under load or a health check's timing."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.geteuid() == 0:
+        os.setpriority(os.PRIO_PROCESS, 0, 0 if _integration(item) else 19)
 
 
 @pytest.fixture(autouse=True)

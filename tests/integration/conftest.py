@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import LAST_MODULE, SWITCHING_MODULES
+
 STUB_IMAGE = "vedfin-test/stub:1"
 ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_DIR = ROOT / ".sandbox"
@@ -167,12 +169,36 @@ def sandbox_host(sandbox_up: dict[str, Any]) -> Any:
     return Host(connect("sandbox", str(sandbox_up["ssh_config"])))
 
 
-@contextlib.contextmanager
-def switched_to(sandbox_up: dict[str, Any], config_file: str) -> Iterator[Any]:
-    """The sandbox on another of its configs (`.sandbox/<config_file>`) for a module, and
-    production back on the default config afterwards, whatever the tests left."""
+# Names the config production was last deployed with when it is not the default one: written
+# when a module that switches configs ends, removed by the next test that needs the default
+# (a file, so a later pytest run on the same sandbox knows too; sandbox.down removes it).
+SWITCHED = SANDBOX_DIR / "tests-switched-config"
+
+
+@pytest.fixture(autouse=True)
+def default_config_is_live(request: pytest.FixtureRequest) -> None:
+    """Production back on the default config before a test that expects it, when a module
+    that switched configs ran before (its own teardown leaves the switch in place)."""
+    if not SWITCHED.exists() or request.node.path.name in (*SWITCHING_MODULES, LAST_MODULE):
+        return
     from vedfin_ops import load_config
     from vedfin_ops.steps.deploy import deploy
+
+    sandbox_up = request.getfixturevalue("sandbox_up")
+    host = sandbox_host(sandbox_up)
+    try:
+        deploy(host, load_config(str(sandbox_up["config"])), "production", "v1",
+               say=lambda _m: None)
+    finally:
+        host.close()
+    SWITCHED.unlink()
+
+
+@contextlib.contextmanager
+def switched_to(sandbox_up: dict[str, Any], config_file: str) -> Iterator[Any]:
+    """The sandbox on another of its configs (`.sandbox/<config_file>`) for a module. The
+    next test that needs the default config deploys it again (`default_config_is_live`)."""
+    from vedfin_ops import load_config
 
     path = SANDBOX_DIR / config_file
     if not path.exists():
@@ -180,12 +206,7 @@ def switched_to(sandbox_up: dict[str, Any], config_file: str) -> Iterator[Any]:
     try:
         yield load_config(path)
     finally:
-        host = sandbox_host(sandbox_up)
-        try:
-            deploy(host, load_config(str(sandbox_up["config"])), "production", "v1",
-                   say=lambda _m: None)
-        finally:
-            host.close()
+        SWITCHED.write_text(config_file + "\n")
 
 
 def ssh_config_with_known_hosts(sandbox_up: dict[str, Any], folder: Path, known: str) -> Path:

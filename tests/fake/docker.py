@@ -191,6 +191,24 @@ def main(args: list[str]) -> int:
                                                "stdin": "--password-stdin" in args})
         save(state)
         return 0
+    if args[:2] == ["node", "ls"]:  # state["nodes"]: the engine's node objects
+        nodes = state.get("nodes")
+        if nodes is None:
+            print("Error response from daemon: This node is not a swarm manager.",
+                  file=sys.stderr)
+            return 1
+        for node in nodes:
+            print(node["ID"])
+        return 0
+    if args[:2] == ["node", "inspect"]:
+        by_id = {n["ID"]: n for n in state.get("nodes") or []}
+        ids = [a for a in args[2:] if not a.startswith("-") and a != "{{json .}}"]
+        if not ids:
+            print('"docker node inspect" requires at least 1 argument.', file=sys.stderr)
+            return 1
+        for node_id in ids:
+            print(json.dumps(by_id[node_id]))
+        return 0
     if args[:2] == ["service", "ls"]:
         wanted = [f.split("=", 2)[2] for f in filters(args) if f.startswith("label=" +
                                                                           STACK_LABEL)]

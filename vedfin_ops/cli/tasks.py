@@ -218,6 +218,26 @@ def status(c: Context, env: str = "production", json_: bool = False,
     stdout.print(status_tables(info))
 
 
+@task(name="status", help={**HOST_HELP, "json": "JSON output"})
+@guarded
+def cluster_status(c: Context, json_: bool = False, accept_new_host_key: bool = False,
+                   host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """The swarm's nodes (state, availability, labels, tasks) beside the config's; exit 1
+    when a node is missing, down or unlabelled."""
+    from vedfin_ops.errors import CheckFailed
+    from vedfin_ops.reports.tables import cluster_table
+    from vedfin_ops.steps.cluster import cluster_status as _cluster_status
+
+    info = _cluster_status(remote(c, accept_new_host_key, host_key_fingerprint),
+                           config_for(config))
+    if json_:
+        print(json.dumps(info, indent=2))
+    else:
+        stdout.print(cluster_table(info))
+    if info["problems"]:
+        raise CheckFailed(f"cluster: {'; '.join(info['problems'])}")
+
+
 @task(help={**HOST_HELP, "env": "environment", "app": "one app (default: every app of the env)",
             "since": "a duration (10m, 2h) or a date (2026-11-29T12:00:00Z)",
             "lines": "at most this many of each task's last lines",
@@ -664,3 +684,4 @@ ns.add_collection(Collection("lock", lock_release))
 ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))
 ns.add_collection(Collection("monitoring", monitoring_apply, monitoring_status))
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))
+ns.add_collection(Collection("cluster", cluster_status))

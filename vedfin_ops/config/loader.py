@@ -83,12 +83,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any], file: str = DEFAULT_CONFIG) -> Config:
+    _check_raw_nodes(data, file)
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc, file) from None
     config._source = file
     _assign_envs(config, file)
+    _check_nodes(config, file)
     _check(config, file)
     _resolve_paths(config, file)
     return config
@@ -210,6 +212,54 @@ def _assign_envs(config: Config, file: str) -> None:
         app._app = app.name.removesuffix(f"-{env}")
 
 
+def _check_raw_nodes(data: Any, file: str) -> None:
+    """Before the model: `vps` is derived from the nodes' manager, so a cluster without one
+    must be named as such, not as a missing `vps`."""
+    if not isinstance(data, dict) or "nodes" not in data:
+        return
+    nodes = data["nodes"]
+    if "vps" in data:
+        raise ConfigError(file, "nodes", "give vps (one machine) or nodes (the swarm's "
+                          "machines), not both")
+    if isinstance(nodes, list) and not nodes:
+        raise ConfigError(file, "nodes", "empty: list the swarm's machines, or use vps for "
+                          "one machine")
+    if isinstance(nodes, list) and not any(isinstance(n, dict) and n.get("role") == "manager"
+                                           for n in nodes):
+        raise ConfigError(file, "nodes", "no manager: the tool talks to the engine through "
+                          "a node with role: manager")
+
+
+def _check_nodes(config: Config, file: str) -> None:
+    """A swarm the tool can place on: one manager to talk to, one node for postgres's
+    volume, one public node for the edge, each node named once."""
+    from vedfin_ops.config.model import RESERVED_LABEL_PREFIX
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(file, key, message)
+
+    seen: dict[str, str] = {}
+    for i, node in enumerate(config.nodes):
+        for key, value in (("name", node.name), ("host", node.host)):
+            if f"{key}:{value}" in seen:
+                fail(f"nodes[{i}].{key}", f"{show(value)} is already the {key} of "
+                     f"{seen[f'{key}:{value}']}")
+            seen[f"{key}:{value}"] = f"nodes[{i}]"
+        for label in node.labels:
+            if label.startswith(RESERVED_LABEL_PREFIX):
+                fail(f"nodes[{i}].labels", f"{show(label)}: {RESERVED_LABEL_PREFIX}* labels "
+                     f"are the tool's own (postgres: true, public: true set them)")
+    if not config.nodes:
+        return
+    holders = [n.name for n in config.nodes if n.postgres]
+    if len(holders) != 1:
+        fail("nodes", f"{len(holders)} nodes hold postgres's volume "
+             f"({', '.join(holders) or 'none'}): mark exactly one with postgres: true")
+    if not any(n.public for n in config.nodes):
+        fail("nodes", "no public node: mark the node(s) with the public address "
+             "public: true (the edge runs there)")
+
+
 def _check(config: Config, file: str) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(file, key, message)
@@ -234,9 +284,11 @@ def _check(config: Config, file: str) -> None:
             domains[domain] = app.name
         if app.additional_domains and not app.domain:
             fail(f"{at}.additionalDomains", "needs a domain to redirect to")
-        if app.resources.cpus > config.vps.cpus:
-            fail(f"{at}.resources.cpus", f"{app.resources.cpus:g} exceeds the VPS's "
-                 f"{config.vps.cpus:g} CPUs; Docker refuses such a limit")
+        largest = max(node.cpus for node in config.cluster())
+        if app.resources.cpus > largest:
+            where = "the largest node's" if config.multi_node else "the VPS's"
+            fail(f"{at}.resources.cpus", f"{app.resources.cpus:g} exceeds {where} "
+                 f"{largest:g} CPUs; Docker refuses such a limit")
         _check_secret_refs(config, app, at, fail)
     _check_strategy(config, fail)
     for name, res in [("postgres", config.postgres.resources), ("redis", config.redis.resources),

@@ -350,6 +350,46 @@ class Vps(Model):
     plan: str = "CPX21"
 
 
+NodeRole = Literal["manager", "worker"]
+# labels the tool sets itself (placement): a config never names them
+RESERVED_LABEL_PREFIX = "vedfin."
+
+
+class Node(Model):
+    """One machine of the swarm. `name` is the engine's node name (its hostname, as `docker
+    node ls` shows it); `host` is how SSH reaches it (an alias of ~/.ssh/config, or
+    user@address). `postgres` marks the one node that holds postgres's volume (postgres is
+    pinned there, never moved by the engine); `public` the nodes with the public address
+    (the edge runs there)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+                               max_length=63)]
+    host: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@:\[\]-]+$", max_length=255)]
+    role: NodeRole = "worker"
+    memory: LimitMib
+    cpus: Cpus
+    swap: Mib = "0m"  # type: ignore[assignment]
+    address: str | None = None
+    public: bool = False
+    postgres: bool = False
+    labels: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                      max_length=100)],
+                 Annotated[str, Field(pattern=r"^[A-Za-z0-9._:/-]*$", max_length=100)]] = {}
+
+
+def _vps_from_nodes(data: Any) -> Any:
+    """`nodes:` without `vps:`: the single-host figures the rest of the tool reads (the
+    plan, preflight's swap) come from the manager the tool talks to (the first one)."""
+    if not isinstance(data, dict) or "vps" in data or not isinstance(data.get("nodes"), list):
+        return data
+    managers = [n for n in data["nodes"] if isinstance(n, dict) and n.get("role") == "manager"]
+    if not managers:
+        return data  # the loader names the missing manager
+    first = managers[0]
+    vps = {k: first[k] for k in ("memory", "cpus", "swap", "address") if k in first}
+    return {**data, "vps": vps}
+
+
 class NextPlan(Model):
     """The upgrade the runbook names (Option 3); capacity's recommendation quotes it."""
 
@@ -694,6 +734,8 @@ class Config(Model):
     postgres: Postgres = Postgres()
     redis: Redis = Redis()
     vps: Vps
+    # the swarm's machines; empty: `vps` is the one node (manager, public, postgres's)
+    nodes: list[Node] = []
     overhead: dict[Annotated[str, Field(pattern=_NAME)], Resources] = {}
     environments: dict[Annotated[str, Field(pattern=_NAME)], Environment] = Field(
         default_factory=_default_environments
@@ -716,6 +758,25 @@ class Config(Model):
     secrets_file: str = ".vedfin/secrets.env"
 
     _source: str = PrivateAttr(default="dokploy.yaml")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_node_or_nodes(cls, data: Any) -> Any:
+        return _vps_from_nodes(data)
+
+    def cluster(self) -> list[Node]:
+        """The swarm's nodes: `nodes`, or `vps` as a one-node cluster."""
+        if self.nodes:
+            return list(self.nodes)
+        vps = self.vps
+        return [Node.model_validate({"name": "vps", "host": "vps", "role": "manager",
+                                     "memory": f"{vps.memory}m", "cpus": vps.cpus,
+                                     "swap": f"{vps.swap}m", "address": vps.address,
+                                     "public": True, "postgres": True})]
+
+    @property
+    def multi_node(self) -> bool:
+        return len(self.nodes) > 1
 
     @property
     def source(self) -> str:

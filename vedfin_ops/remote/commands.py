@@ -415,3 +415,15 @@ def restore_counted(container: str, user: str, database: str, dump: str) -> str:
             f"docker exec -i {sh(container)} pg_restore -U {sh(user)} -d {sh(database)} "
             f"--exit-on-error --single-transaction --no-owner < {sh(dump)}; rc=$?; "
             f"wait $counting; cat \"$counts\"; rm -f \"$counts\"; exit $rc")
+
+
+def node_inventory() -> str:
+    """Every node of the swarm, one JSON line each (a manager answers; a worker cannot)."""
+    return ("ids=$(docker node ls -q) && docker node inspect --format "
+            "'{{json .}}' $ids")
+
+
+def node_tasks() -> str:
+    """`<node id> <task name>` for every task meant to run, node by node."""
+    return ("for id in $(docker node ls -q); do docker node ps --filter desired-state=running "
+            "--format \"$id {{.Name}}\" \"$id\" || exit $?; done")

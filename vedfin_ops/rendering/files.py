@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from vedfin_ops.cluster import placement
 from vedfin_ops.config.model import Application, Config, monitor_seconds, secret_refs
 from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.config.tags import check_tag
@@ -221,6 +222,8 @@ def render(config: Config, env: str | None = None, tag: str | None = None,
                         f"{_hash(files['edge/acme-ca-root.pem'])}"
                         if "edge/acme-ca-root.pem" in files else None),
         acme_root_target=ACME_ROOT_IN_EDGE,
+        postgres_constraints=placement.constraints(config, "postgres"),
+        edge_constraints=placement.constraints(config, "edge"),
     )
     files["env/postgres.env"] = _env_file(header, "postgres", {
         "POSTGRES_USER": config.postgres.user,
@@ -252,6 +255,9 @@ def _app_view(config: Config, app: Application, tag: str,
         "name": app.name, "app": app.app, "image": image(app, tag, pins), "port": app.port,
         "replicas": app.replicas, "resources": app.resources, "health": app.health,
         "health_test": health_test(app), "monitor": monitor_seconds(app.health),
+        # a cluster spreads each app over its nodes; one node renders no placement at all
+        "spread": config.multi_node,
+        "max_per_node": placement.max_replicas_per_node(app.replicas, len(config.nodes)),
     }
 
 

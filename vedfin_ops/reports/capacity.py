@@ -99,6 +99,71 @@ class Surge:
 
 
 @dataclass(frozen=True)
+class NodeCapacity:
+    """One node of the cluster: what lands on it (`cluster.placement.place`), at rest and at
+    a rollout's peak, judged against its own RAM + swap."""
+
+    name: str
+    role: str
+    memory_mb: int
+    cpus: float
+    swap_mb: int
+    committed_memory_mb: int
+    committed_cpus: float
+    surge_memory_mb: int
+    surging: list[str]
+    tasks: dict[str, int]
+    status: Status
+    reasons: list[str]
+
+    @property
+    def peak_memory_mb(self) -> int:
+        return self.committed_memory_mb + self.surge_memory_mb
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "memory_mb": self.memory_mb,
+                "cpus": self.cpus, "swap_mb": self.swap_mb,
+                "committed": {"memory_mb": self.committed_memory_mb,
+                              "cpus": self.committed_cpus},
+                "surge_peak": {"memory_mb": self.peak_memory_mb,
+                               "added_memory_mb": self.surge_memory_mb,
+                               "surging_services": self.surging},
+                "tasks": self.tasks, "status": self.status, "reasons": self.reasons}
+
+
+def node_capacity(config: Config, env: str | None = None) -> list[NodeCapacity]:
+    """Per node, by the same measure as the whole VPS: limits past RAM + swap (at rest or at
+    a rollout's peak) critical, past the RAM warning or the node's CPUs a warning."""
+    from vedfin_ops.cluster.placement import place
+
+    out = []
+    for plan in place(config, env):
+        node = plan.node
+        virtual = node.memory + node.swap
+        reasons: list[str] = []
+        if plan.memory_mb > virtual:
+            reasons.append(f"{node.name}: limits commit {plan.memory_mb} MiB, more than RAM "
+                           f"+ swap ({node.memory} + {node.swap} MiB)")
+        if plan.peak_mb > virtual:
+            reasons.append(f"{node.name}: a rolling deploy peaks at {plan.peak_mb} MiB of "
+                           f"limits ({', '.join(plan.surging)} start beside the old), more "
+                           f"than RAM + swap ({virtual} MiB)")
+        status: Status = "critical" if reasons else "ok"
+        if not reasons:
+            if plan.memory_mb > node.memory * config.alerts.ram_warn / 100:
+                reasons.append(f"{node.name}: limits commit {plan.memory_mb} MiB, over "
+                               f"{config.alerts.ram_warn:g}% of {node.memory} MiB RAM")
+            if plan.cpus > node.cpus:
+                reasons.append(f"{node.name}: limits commit {plan.cpus:g} CPU on "
+                               f"{node.cpus:g}")
+            status = "warn" if reasons else "ok"
+        out.append(NodeCapacity(node.name, node.role, node.memory, node.cpus, node.swap,
+                                plan.memory_mb, _r(plan.cpus), plan.surge_mb, plan.surging,
+                                dict(plan.tasks), status, reasons))
+    return out
+
+
+@dataclass(frozen=True)
 class CapacityReport:
     scope: str
     vps_memory_mb: int
@@ -110,6 +175,7 @@ class CapacityReport:
     reasons: list[str]
     recommendations: list[Recommendation]
     host: dict[str, float | None] | None = None  # measured on the host, when live
+    nodes: list[NodeCapacity] = field(default_factory=list)
 
     @property
     def committed_memory_mb(self) -> int:
@@ -152,6 +218,7 @@ class CapacityReport:
             "reasons": self.reasons,
             "recommendations": [r.to_dict() for r in self.recommendations],
             **({"host": self.host} if self.host is not None else {}),
+            "nodes": [node.to_dict() for node in self.nodes],
         }
 
 
@@ -261,7 +328,15 @@ def capacity_report(config: Config, env: str | None = None,
     peak = surge(config, env)
     committed_mb = sum(line.total_memory_mb for line in scope_lines)
     committed_cpus = _r(sum(line.total_cpus for line in scope_lines))
-    if usage is None:
+    nodes = node_capacity(config, env)
+    if usage is None and config.multi_node:
+        # a cluster is judged node by node: the worst node is the cluster's status
+        worst = max(nodes, key=lambda n: ("ok", "warn", "critical").index(n.status))
+        status = worst.status
+        reasons = [r for n in nodes for r in n.reasons if n.status == status]
+        recs = recommendations(config) if status != "ok" else []
+        host = None
+    elif usage is None:
         status, reasons = _status(config, committed_mb, committed_cpus,
                                   committed_mb + peak.memory_mb)
         recs = recommendations(config) if status != "ok" else []
@@ -283,17 +358,20 @@ def capacity_report(config: Config, env: str | None = None,
                          "disk_used_percent": usage.disk.used_percent,
                          "disk_free_mb": usage.disk.free_mb,
                          "backups_mb": usage.disk.backups_mb})
+    cluster = config.cluster()
     return CapacityReport(
         scope=env or "all",
-        vps_memory_mb=config.vps.memory,
-        vps_cpus=config.vps.cpus,
-        vps_swap_mb=config.vps.swap,
+        # a cluster's "vps" is all its machines together (each node's own figures: nodes)
+        vps_memory_mb=sum(n.memory for n in cluster),
+        vps_cpus=_r(sum(n.cpus for n in cluster)),
+        vps_swap_mb=sum(n.swap for n in cluster),
         lines=scope_lines,
         surge=peak,
         status=status,
         reasons=reasons,
         recommendations=recs,
         host=host,
+        nodes=nodes,
     )
 
 

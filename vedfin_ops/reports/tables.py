@@ -362,3 +362,20 @@ def _size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size = size / 1024  # type: ignore[assignment]
     return f"{size} B"
+
+
+def cluster_table(info: dict[str, Any]) -> Group:
+    """`fab cluster.status`: a node per row; what the engine says is shown as text, never
+    as markup (a hostname or label is data)."""
+    table = Table(title="nodes", title_justify="left")
+    for column in ("Node", "Role", "State", "Availability", "Tasks", "Labels"):
+        table.add_column(column, overflow="fold",
+                         justify="right" if column == "Tasks" else "left")
+    for node in info["nodes"]:
+        role = node["role"] + (" (leader)" if node.get("leader") else "")
+        name = node["name"] + ("" if node.get("configured", True) else " (not in the config)")
+        labels = ", ".join(f"{k}={v}" for k, v in sorted(node["labels"].items()))
+        table.add_row(Text(name), Text(role), Text(node["state"]), Text(node["availability"]),
+                      str(node["tasks"]), Text(labels))
+    notes = [Text.assemble(("problem: ", "bold red"), p) for p in info.get("problems") or []]
+    return Group(table, *notes)

@@ -1,0 +1,299 @@
+"""Outgrowing one VPS: the config's `nodes`, the placement rules rendered into the stacks, and
+capacity judged node by node. Pure: the engine's own scheduling of these files on a real
+multi-node swarm is the sandbox's part."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vedfin_ops.cluster.placement import max_replicas_per_node, node_labels, place
+from vedfin_ops.config.loader import ConfigError
+from vedfin_ops.rendering.files import render
+from vedfin_ops.reports.capacity import capacity_report
+
+
+def _nodes(count: int, memory: str = "4g", first: dict[str, Any] | None = None) -> Any:
+    """A change: `vps` replaced by `count` nodes, the first the manager, public, postgres's
+    (with `first`'s keys changed)."""
+    def change(data: dict[str, Any]) -> None:
+        data.pop("vps")
+        data["nodes"] = [{"name": f"node{i}", "host": f"deployer@10.0.0.{i + 1}",
+                          "role": "manager" if i == 0 else "worker", "memory": memory,
+                          "cpus": 2, "swap": "2g", "public": i == 0, "postgres": i == 0}
+                         for i in range(count)]
+        data["nodes"][0].update(first or {})
+    return change
+
+
+def _stacks(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    files = render(config, "production")
+    return (yaml.safe_load(files["stacks/shared.yml"]),
+            yaml.safe_load(files["stacks/production.yml"]))
+
+
+def test_one_vps_is_a_one_node_cluster_and_its_stacks_carry_no_placement(variant: Any) -> None:
+    config = variant(lambda d: None)
+    [node] = config.cluster()
+    assert (node.role, node.public, node.postgres, node.memory) == ("manager", True, True, 4096)
+    assert not config.multi_node
+    for text in render(config, "production").values():
+        assert "placement" not in text
+
+
+def test_three_nodes_pin_postgres_and_the_edge_and_spread_the_apps(variant: Any) -> None:
+    config = variant(_nodes(3))
+    shared, apps = _stacks(config)
+    assert shared["services"]["postgres"]["deploy"]["placement"] == {
+        "constraints": ["node.labels.vedfin.postgres == true"]}
+    if "edge" in shared["services"]:
+        assert shared["services"]["edge"]["deploy"]["placement"] == {
+            "constraints": ["node.labels.vedfin.edge == true"]}
+    assert "placement" not in shared["services"]["redis"]["deploy"]
+    for name in ("api-production", "web-production"):
+        assert apps["services"][name]["deploy"]["placement"] == {
+            "preferences": [{"spread": "node.id"}], "max_replicas_per_node": 1}
+    assert node_labels(config.nodes[0]) == {"vedfin.postgres": "true", "vedfin.edge": "true"}
+    assert node_labels(config.nodes[1]) == {}
+
+
+def test_without_vps_the_first_manager_gives_the_single_host_figures(variant: Any) -> None:
+    config = variant(_nodes(2, memory="8g"))
+    assert (config.vps.memory, config.vps.cpus, config.vps.swap) == (8192, 2.0, 2048)
+
+
+@pytest.mark.parametrize(("replicas", "nodes", "cap"), [
+    (2, 1, None),  # one node: nothing to spread over
+    (1, 3, None),  # one replica: nothing to spread
+    (2, 2, None),  # a cap of 1 would leave the start-first surge nowhere to go
+    (2, 3, 1),
+    (3, 2, 2),
+    (4, 3, 2),
+    (6, 3, 3),
+])
+def test_the_cap_per_node_leaves_room_for_the_start_first_surge(replicas: int, nodes: int,
+                                                               cap: int | None) -> None:
+    assert max_replicas_per_node(replicas, nodes) == cap
+
+
+@given(st.integers(1, 12), st.integers(1, 8))
+def test_a_cap_always_spreads_and_never_stalls_an_update(replicas: int, nodes: int) -> None:
+    cap = max_replicas_per_node(replicas, nodes)
+    if cap is not None:
+        assert cap < replicas, "a cap that lets every replica on one node protects nothing"
+        assert cap * nodes >= replicas + 1, "the surge task must fit somewhere"
+
+
+@pytest.mark.parametrize("count", [2, 3, 4])
+def test_losing_any_one_node_keeps_every_app_serving(variant: Any, count: int) -> None:
+    config = variant(_nodes(count))
+    plans = place(config, "production")
+    for app in config.apps("production"):
+        for lost in plans:
+            left = sum(p.tasks.get(app.name, 0) for p in plans if p is not lost)
+            assert left >= 1, f"{app.name} has no replica left without {lost.node.name}"
+    assert [p.node.name for p in plans if "postgres" in p.tasks] == ["node0"]
+
+
+def test_capacity_is_judged_per_node_and_names_the_node_that_does_not_fit(
+        variant: Any) -> None:
+    """Three 4 GB nodes hold the production plan's 7000 MiB of limits between them, but
+    the node that holds postgres (1024 MiB) cannot also take a surging api task when it is
+    a 2 GB machine: the cluster fits, that node does not."""
+    roomy = capacity_report(variant(_nodes(3)), "production")
+    assert roomy.vps_memory_mb == 3 * 4096
+    assert {n.name: n.peak_memory_mb for n in roomy.nodes} == {
+        "node0": 3160 + 1024, "node1": 1880 + 1536, "node2": 3160}
+    small_first = _nodes(3, memory="8g", first={"memory": "2g", "swap": "0m"})
+    tight = capacity_report(variant(small_first), "production")
+    assert tight.committed_memory_mb <= tight.vps_memory_mb  # the cluster as a whole fits
+    assert tight.status == "critical"
+    assert tight.reasons == ["node0: limits commit 3160 MiB, more than RAM + swap (2048 + 0 "
+                             "MiB)", "node0: a rolling deploy peaks at 4184 MiB of limits "
+                             "(web-production start beside the old), more than RAM + swap "
+                             "(2048 MiB)"]
+    data = tight.to_dict()["nodes"][0]
+    assert data["name"] == "node0" and data["status"] == "critical"
+    assert data["tasks"]["postgres"] == 1
+
+
+def test_one_node_capacity_is_the_whole_vps_as_before(variant: Any) -> None:
+    report = capacity_report(variant(lambda d: None), "production")
+    [node] = report.nodes
+    assert node.committed_memory_mb == report.committed_memory_mb
+    assert node.peak_memory_mb == report.surge_peak_memory_mb
+    assert report.status == "critical" and node.status == "critical"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda d: (d.pop("vps"), d.update(nodes=[])), "nodes: empty"),
+    (lambda d: d.update(nodes=[{"name": "a", "host": "a", "memory": "4g", "cpus": 2,
+                                "public": True, "postgres": True}]),
+     "nodes: give vps (one machine) or nodes"),
+    (lambda d: (_nodes(2)(d), d["nodes"][0].update(role="worker")), "nodes: no manager"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(postgres=True)),
+     "nodes: 2 nodes hold postgres's volume (node0, node1)"),
+    (lambda d: (_nodes(2)(d), d["nodes"][0].update(postgres=False)),
+     "nodes: 0 nodes hold postgres's volume (none)"),
+    (lambda d: (_nodes(2)(d), d["nodes"][0].update(public=False)), "nodes: no public node"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(name="node0")),
+     'nodes[1].name: "node0" is already the name of nodes[0]'),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(host="deployer@10.0.0.1")),
+     'nodes[1].host: "deployer@10.0.0.1" is already the host of nodes[0]'),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(labels={"vedfin.postgres": "true"})),
+     'nodes[1].labels: "vedfin.postgres": vedfin.* labels are the tool\'s own'),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(host="x; rm -rf /")), "nodes[1].host"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(name="-bad")), "nodes[1].name"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(labels={"zone": "a b"})),
+     "nodes[1].labels.zone"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(role="boss")), "nodes[1].role"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(memory="lots")), "nodes[1].memory"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(cpu=2)),
+     'nodes[1].cpu: unknown key "cpu" (did you mean "cpus"?)'),
+])
+def test_a_cluster_the_tool_cannot_place_on_is_one_line_naming_the_key(
+        variant: Any, change: Any, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        variant(change)
+    line = info.value.line()
+    assert line.startswith("error: dokploy.yaml: ") and "\n" not in line
+    assert expected in line, line
+    assert info.value.exit_code == 2
+
+
+# The shape `docker node inspect --format '{{json .}}'` prints (Docker 20.10, the sandbox's
+# engine), trimmed of what the tool does not read.
+def _engine_node(node_id: str, hostname: str, labels: dict[str, str], *, state: str = "ready",
+                 availability: str = "active", role: str = "worker") -> dict[str, Any]:
+    return {"ID": node_id, "Version": {"Index": 1644},
+            "Spec": {"Labels": labels, "Role": role, "Availability": availability},
+            "Description": {"Hostname": hostname,
+                            "Resources": {"NanoCPUs": 2000000000, "MemoryBytes": 4294967296},
+                            "Engine": {"EngineVersion": "20.10.24+dfsg1"}},
+            "Status": {"State": state, "Addr": "10.0.0.1"},
+            **({"ManagerStatus": {"Leader": True, "Reachability": "reachable",
+                                  "Addr": "10.0.0.1:2377"}} if role == "manager" else {})}
+
+
+def _inventory(*nodes: dict[str, Any]) -> str:
+    import json
+
+    return "".join(json.dumps(n) + "\n" for n in nodes)
+
+
+def test_the_engine_s_node_inventory_reads_as_nodes() -> None:
+    from vedfin_ops.cluster.nodes import parse_nodes
+
+    [manager, worker] = parse_nodes(_inventory(
+        _engine_node("sja9", "node0", {"vedfin.postgres": "true"}, role="manager"),
+        _engine_node("k2x1", "node1", {}, state="down", availability="drain")))
+    assert (manager.hostname, manager.role, manager.leader, manager.labels) == (
+        "node0", "manager", True, {"vedfin.postgres": "true"})
+    assert (worker.state, worker.availability, worker.leader) == ("down", "drain", False)
+
+
+@pytest.mark.parametrize("line", ["not json", '{"ID": "x"}', "[1, 2]", '{"ID": "x", '
+                                  '"Description": null}'])
+def test_an_unreadable_node_inventory_is_an_error_not_an_empty_cluster(line: str) -> None:
+    from vedfin_ops.cluster.nodes import parse_nodes
+
+    with pytest.raises(ValueError, match="unreadable node inventory line"):
+        parse_nodes(line + "\n")
+
+
+def test_each_missing_node_label_or_state_is_one_finding_with_its_fix(variant: Any) -> None:
+    from vedfin_ops.cluster.nodes import parse_nodes, placement_problems
+
+    config = variant(_nodes(3))
+    engine = parse_nodes(_inventory(
+        _engine_node("a", "node0", {"vedfin.edge": "true"}, role="manager",
+                     availability="drain"),
+        _engine_node("b", "node1", {}, state="down")))
+    assert placement_problems(config, engine) == [
+        "node0: labels vedfin.postgres missing (docker node update --label-add "
+        "vedfin.postgres=true node0)",
+        "node0: holds postgres's volume but is drain (docker node update --availability "
+        "active node0)",
+        "node1: down, not ready",
+        "node2: not in the swarm (join it: docker swarm join on deployer@10.0.0.3 with a "
+        "manager's join-token; or set its name to the engine's hostname)"]
+    assert placement_problems(variant(lambda d: None), []) == []  # one node: no labels
+
+
+def test_a_deploy_to_a_cluster_without_its_labels_stops_before_any_change(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Postgres updates stop-first: pinned to a label no node carries, it would be stopped
+    and never start again. The deploy refuses before the first change; labelled, it goes
+    through and the engine holds the placement."""
+    import copy
+
+    from vedfin_ops.config.loader import config_from_dict
+    from vedfin_ops.steps.operation import RunFailed
+
+    from .fake.host import FakeHost
+    from .test_orchestration import FakeClock, World, _secrets
+
+    data = copy.deepcopy(shipped_data)
+    data.setdefault("remote", {})["baseDir"] = str(tmp_path / "srv")
+    _nodes(3)(data)
+    config = config_from_dict(data, "dokploy.yaml")
+    _secrets(monkeypatch, config)
+    world = World(tmp_path, config, FakeHost(tmp_path), FakeClock())
+    unlabelled = [_engine_node(f"id{i}", f"node{i}", {}, role="manager" if i == 0 else "worker")
+                  for i in range(3)]
+    world.host.set_engine(nodes=unlabelled)
+    with pytest.raises(RunFailed) as info:
+        world.deploy("v1")
+    message = str(info.value)
+    assert "the swarm cannot place this config" in message
+    assert "node0: labels vedfin.edge, vedfin.postgres missing" in message
+    assert world.host.engine()["services"] == {}, "nothing may reach the engine"
+    assert "upload" not in world.host.commands
+    labelled = [dict(n, Spec={**n["Spec"], "Labels": node_labels(config.nodes[i])})
+                for i, n in enumerate(unlabelled)]
+    world.host.set_engine(nodes=labelled)
+    assert world.deploy("v1").result == "ok"
+    assert world.audit()[-1]["result"] == "ok"
+
+
+def test_cluster_status_shows_each_node_its_tasks_and_what_would_stop_a_deploy(
+        tmp_path: Any, variant: Any) -> None:
+    """Through the manager: the engine's nodes (one unknown to the config), a configured
+    node the swarm lacks, tasks per node; names from the engine printed as text."""
+    from rich.console import Console
+
+    from vedfin_ops.reports.tables import cluster_table
+    from vedfin_ops.steps.cluster import cluster_status
+
+    from .fake.host import FakeHost
+
+    config = variant(_nodes(3))
+    host = FakeHost(tmp_path)
+    host.set_engine(nodes=[
+        _engine_node("id0", "node0", node_labels(config.nodes[0]), role="manager"),
+        _engine_node("id1", "node1", {}, state="down"),
+        _engine_node("idx", "[bold]stray[/bold]", {"zone": "b"})])
+    # the scripted engine has no `docker node ps`: the tasks come from a script of our own
+    (host.bin / "docker-real").write_text((host.bin / "docker").read_text())
+    (host.bin / "docker-real").chmod(0o755)
+    (host.bin / "docker").write_text(
+        '#!/bin/sh\nif [ "$1 $2" = "node ps" ]; then eval "last=\\${$#}"; '
+        'case "$last" in id0) echo "id0 a.1"; echo "id0 b.1";; idx) echo "idx c.1";; esac; '
+        f'exit 0; fi\nexec {host.bin / "docker-real"} "$@"\n')
+    info = cluster_status(host, config)
+    by_name = {n["name"]: n for n in info["nodes"]}
+    assert by_name["node0"]["tasks"] == 2 and by_name["node0"]["leader"]
+    assert by_name["node1"]["state"] == "down" and by_name["node1"]["tasks"] == 0
+    assert by_name["[bold]stray[/bold]"]["configured"] is False
+    assert by_name["node2"]["state"] == "missing"
+    assert info["problems"][0] == "node1: down, not ready"
+    console = Console(width=220, record=True, color_system=None)
+    console.print(cluster_table(info))
+    text = console.export_text()
+    assert "[bold]stray[/bold] (not in the config)" in text
+    assert "vedfin.edge=true, vedfin.postgres=true" in text
+    assert "problem: node2: not in the swarm" in text

@@ -4,6 +4,7 @@ multi-node swarm is the sandbox's part."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -224,28 +225,43 @@ def test_each_missing_node_label_or_state_is_one_finding_with_its_fix(variant: A
     assert placement_problems(variant(lambda d: None), []) == []  # one node: no labels
 
 
-def test_a_deploy_to_a_cluster_without_its_labels_stops_before_any_change(
-        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Postgres updates stop-first: pinned to a label no node carries, it would be stopped
-    and never start again. The deploy refuses before the first change; labelled, it goes
-    through and the engine holds the placement."""
+def _cluster_world(tmp_path: Any, shipped_data: dict[str, Any], mp: pytest.MonkeyPatch,
+                   change: Any = None) -> Any:
+    """A scripted manager of a 3-node swarm (no node labelled yet), nothing deployed."""
     import copy
 
     from vedfin_ops.config.loader import config_from_dict
-    from vedfin_ops.steps.operation import RunFailed
 
     from .fake.host import FakeHost
     from .test_orchestration import FakeClock, World, _secrets
 
     data = copy.deepcopy(shipped_data)
     data.setdefault("remote", {})["baseDir"] = str(tmp_path / "srv")
-    _nodes(3)(data)
+    (change or _nodes(3))(data)
     config = config_from_dict(data, "dokploy.yaml")
-    _secrets(monkeypatch, config)
+    _secrets(mp, config)
     world = World(tmp_path, config, FakeHost(tmp_path), FakeClock())
-    unlabelled = [_engine_node(f"id{i}", f"node{i}", {}, role="manager" if i == 0 else "worker")
-                  for i in range(3)]
-    world.host.set_engine(nodes=unlabelled)
+    world.host.set_engine(nodes=[
+        _engine_node(f"id{i}", f"node{i}", {}, role="manager" if i == 0 else "worker")
+        for i in range(3)])
+    return world
+
+
+def _label(world: Any) -> None:
+    nodes = world.host.engine()["nodes"]
+    for i, node in enumerate(nodes):
+        node["Spec"]["Labels"] = node_labels(world.config.nodes[i])
+    world.host.set_engine(nodes=nodes)
+
+
+def test_a_deploy_to_a_cluster_without_its_labels_stops_before_any_change(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Postgres updates stop-first: pinned to a label no node carries, it would be stopped
+    and never start again. The deploy refuses before the first change; labelled, it goes
+    through."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _cluster_world(tmp_path, shipped_data, monkeypatch)
     with pytest.raises(RunFailed) as info:
         world.deploy("v1")
     message = str(info.value)
@@ -253,11 +269,98 @@ def test_a_deploy_to_a_cluster_without_its_labels_stops_before_any_change(
     assert "node0: labels vedfin.edge, vedfin.postgres missing" in message
     assert world.host.engine()["services"] == {}, "nothing may reach the engine"
     assert "upload" not in world.host.commands
-    labelled = [dict(n, Spec={**n["Spec"], "Labels": node_labels(config.nodes[i])})
-                for i, n in enumerate(unlabelled)]
-    world.host.set_engine(nodes=labelled)
+    _label(world)
     assert world.deploy("v1").result == "ok"
     assert world.audit()[-1]["result"] == "ok"
+
+
+def _drain(world: Any, node: str, **kwargs: Any) -> Any:
+    from vedfin_ops.steps.cluster import drain
+
+    return drain(world.host, world.config, node, say=world.said.append,
+                 clock=world.clock.clock(), **kwargs)
+
+
+def _availability(world: Any, node: str) -> str:
+    found = [n for n in world.host.engine()["nodes"]
+             if n["Description"]["Hostname"] == node]
+    return str(found[0]["Spec"]["Availability"])
+
+
+def _deployed_cluster(tmp_path: Any, shipped_data: dict[str, Any],
+                      mp: pytest.MonkeyPatch) -> Any:
+    world = _cluster_world(tmp_path, shipped_data, mp)
+    _label(world)
+    assert world.deploy("v1").result == "ok"
+    world.host.set_engine(node_tasks={"node2": ["api.2", "web.2"]})
+    return world
+
+
+def test_a_drain_moves_the_node_s_tasks_and_is_audited(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch)
+    assert _drain(world, "node2") == {"node": "node2", "moved": 2}
+    assert _availability(world, "node2") == "drain"
+    last = world.audit()[-1]
+    assert (last["action"], last["result"], last["env"]) == ("cluster-drain", "ok", "dev")
+    assert last["detail"] == "node2: 2 task(s) moved"
+    assert _drain(world, "node2") == {"node": "node2", "moved": 0}  # converged: a noop
+    assert world.audit()[-1]["result"] == "noop"
+
+
+@pytest.mark.parametrize(("node", "expected"), [
+    ("node0", "node0 holds postgres's volume: draining it stops the database"),
+    ("ghost", "no node 'ghost' in the swarm (known: node0, node1, node2)"),
+])
+def test_a_drain_that_would_leave_something_nowhere_is_refused_before_any_change(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        node: str, expected: str) -> None:
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch)
+    with pytest.raises(RunFailed) as info:
+        _drain(world, node)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert info.value.exit_code == (2 if node == "ghost" else 1)
+    assert {_availability(world, f"node{i}") for i in range(3)} == {"active"}
+    assert "drain node0" not in world.host.commands
+
+
+def test_a_drain_past_the_other_nodes_limits_is_said_not_refused(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Limits are caps, not use (the deploy's gate judges them so too): the shipped plan
+    commits more than two 4 GB nodes hold, and runs."""
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch)
+    assert _drain(world, "node2")["moved"] == 2
+    assert any(s.startswith("warning: without node2 the limits commit more than the other "
+                            "nodes hold: node0: ") for s in world.said)
+
+
+@pytest.mark.parametrize("kind", ["stuck", "remote", "ctrl-c", "sigterm"])
+def test_a_drain_that_does_not_converge_or_is_stopped_makes_the_node_active_again(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        kind: str) -> None:
+    from vedfin_ops.steps.operation import RunFailed
+
+    from .fake.host import Fault
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch)
+    if kind == "stuck":
+        world.host.set_engine(stuck=True)
+        world.config.remote.rollout_timeout = 20.0
+    else:
+        world.host.inject(Fault("drain state", 2, kind))  # the first look after the drain
+    with pytest.raises(RunFailed) as info:
+        _drain(world, "node2")
+    message = str(info.value)
+    assert message.endswith("node2 is active again"), message
+    assert ("not converged after 20 s (vedfin-" in message) if kind == "stuck" else True
+    assert _availability(world, "node2") == "active"
+    last = world.audit()[-1]
+    assert last["action"] == "cluster-drain"
+    assert last["result"] == ("interrupted" if kind in ("ctrl-c", "sigterm") else "failed")
+    assert not any(Path(world.config.remote.base_dir, env, ".lock").exists()
+                   for env in world.config.environments), "every lock released"
 
 
 def test_cluster_status_shows_each_node_its_tasks_and_what_would_stop_a_deploy(

@@ -209,6 +209,23 @@ def main(args: list[str]) -> int:
         for node_id in ids:
             print(json.dumps(by_id[node_id]))
         return 0
+    if args[:2] == ["node", "update"] and "--availability" in args:
+        for node in state.get("nodes") or []:
+            if args[-1] in (node["ID"], node["Description"]["Hostname"]):
+                node["Spec"]["Availability"] = flag(args, "--availability")
+                if node["Spec"]["Availability"] == "drain" and not state.get("stuck"):
+                    state.setdefault("node_tasks", {})[args[-1]] = []  # moved elsewhere
+        save(state)
+        return 0
+    if args[:2] == ["node", "ps"]:  # state["node_tasks"]: node name -> its task names
+        for name in state.get("node_tasks", {}).get(args[-1], []):
+            print(name)
+        return 0
+    if args[:2] == ["service", "ls"] and "{{.Name}} {{.Replicas}}" in args:
+        for name, svc in sorted(state["services"].items()):
+            running = svc["replicas"] - (1 if state.get("stuck") else 0)
+            print(f"{name} {running}/{svc['replicas']}")
+        return 0
     if args[:2] == ["service", "ls"]:
         wanted = [f.split("=", 2)[2] for f in filters(args) if f.startswith("label=" +
                                                                           STACK_LABEL)]

@@ -238,6 +238,24 @@ def cluster_status(c: Context, json_: bool = False, accept_new_host_key: bool = 
         raise CheckFailed(f"cluster: {'; '.join(info['problems'])}")
 
 
+@task(name="drain", help={**HOST_HELP, "node": "the node: its name (nodes[].name, as "
+                                                "docker node ls shows it) or its host"})
+@guarded
+def cluster_drain(c: Context, node: str, accept_new_host_key: bool = False,
+                  host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """Move a node's tasks to the others (availability drain), converged; put back on any
+    failure; audited as cluster-drain."""
+    from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.steps.cluster import drain
+
+    cfg = config_for(config)
+    name = next((n.name for n in cfg.nodes if node in (n.name, n.host)), node)
+    with LiveLines() as show:
+        result = drain(remote(c, accept_new_host_key, host_key_fingerprint), cfg, name,
+                       say=say, show=show)
+    stdout.print(f"cluster.drain: {result['node']} drained ({result['moved']} task(s) moved)")
+
+
 @task(help={**HOST_HELP, "env": "environment", "app": "one app (default: every app of the env)",
             "since": "a duration (10m, 2h) or a date (2026-11-29T12:00:00Z)",
             "lines": "at most this many of each task's last lines",
@@ -684,4 +702,4 @@ ns.add_collection(Collection("lock", lock_release))
 ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))
 ns.add_collection(Collection("monitoring", monitoring_apply, monitoring_status))
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))
-ns.add_collection(Collection("cluster", cluster_status))
+ns.add_collection(Collection("cluster", cluster_status, cluster_drain))

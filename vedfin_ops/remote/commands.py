@@ -427,3 +427,15 @@ def node_tasks() -> str:
     """`<node id> <task name>` for every task meant to run, node by node."""
     return ("for id in $(docker node ls -q); do docker node ps --filter desired-state=running "
             "--format \"$id {{.Name}}\" \"$id\" || exit $?; done")
+
+
+def node_availability(node: str, availability: str) -> str:
+    return f"docker node update --availability {sh(availability)} -- {sh(node)}"
+
+
+def drain_state(node: str) -> str:
+    """The node's tasks still meant to run there, then every service's replicas: a drain is
+    done when the first part is empty and each service runs what it wants."""
+    return (f"docker node ps --filter desired-state=running --format '{{{{.Name}}}}' "
+            f"-- {sh(node)} && echo --SERVICES-- && "
+            f"docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}'")

@@ -4,11 +4,18 @@ the tasks on each: what a user reads before and after a node is added, drained o
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-from vedfin_ops.cluster.nodes import placement_problems, read_nodes
+from vedfin_ops.cluster.nodes import EngineNode, placement_problems, read_nodes
 from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Remote
+from vedfin_ops.steps.lock import Lock
+from vedfin_ops.steps.operation import Operation, Say, Show
+from vedfin_ops.steps.polling import REAL, Clock
+from vedfin_ops.steps.releases import Layout
 
 
 def parse_node_tasks(text: str) -> Counter[str]:
@@ -34,3 +41,138 @@ def cluster_status(host: Any, config: Config) -> dict[str, Any]:
                       "state": "missing", "availability": "", "labels": {}, "tasks": 0,
                       "configured": True})
     return {"nodes": nodes, "problems": placement_problems(config, engine)}
+
+
+def parse_drain_state(text: str) -> tuple[list[str], list[str]]:
+    """(tasks still on the node, services short of their replicas as `name n/m`)."""
+    tasks_part, _, services_part = text.partition("--SERVICES--")
+    tasks = [line.strip() for line in tasks_part.splitlines() if line.strip()]
+    short = []
+    for line in services_part.splitlines():
+        parts = line.split()
+        if len(parts) < 2 or "/" not in parts[1]:
+            continue
+        running, _, wanted = parts[1].partition("/")
+        if running != wanted:
+            short.append(f"{parts[0]} {parts[1]}")
+    return tasks, short
+
+
+class Drain(Operation):
+    """`fab cluster.drain NODE`: its tasks move to the other nodes, converged and verified;
+    any failure (or Ctrl-C) makes the node active again. Every env's lock is held: a drain
+    moves every env's tasks, and no deploy may start meanwhile."""
+
+    action = "cluster-drain"
+
+    def __init__(self, host: Remote, config: Config, node: str, *,
+                 verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
+        envs = sorted(config.environments)
+        super().__init__(host, config, envs[0], **kwargs)
+        self.node = node
+        self.verify_fn = verify_fn
+        self.others = [Lock(host, Layout.of(config, env).lock, env, action=f"drain {node}",
+                            clock=self.clock) for env in envs[1:]]
+        self.previous = ""
+
+    def held_locks(self) -> list[Lock]:
+        return [self.lock, *(lock for lock in self.others if lock.taken)]
+
+    def lock_prefix(self) -> str:
+        return commands.mkdir_p(*(Layout.of(self.config, e).env_dir
+                                  for e in self.config.environments)) + " && "
+
+    def body(self) -> dict[str, Any]:
+        for lock in self.others:
+            lock.acquire()
+        engine = read_nodes(self.host)
+        target = next((n for n in engine if n.hostname == self.node), None)
+        if target is None:
+            raise UsageError(f"cluster.drain: no node {self.node!r} in the swarm (known: "
+                             f"{', '.join(n.hostname for n in engine)})")
+        self.refuse_unsafe(engine, target)
+        if target.availability == "drain":
+            self.say(f"cluster.drain: {self.node} is drained already")
+            with self.shielded():
+                self.commit({"node": self.node, "moved": 0})
+                self.audit_ok("noop", detail=f"{self.node} drained already")
+            return {"node": self.node, "moved": 0}
+        before = len(parse_drain_state(self.host.run(commands.drain_state(self.node),
+                                                     what="drain state"))[0])
+        self.previous = target.availability
+        self.beat(force=True)
+        self.engine_touched = True
+        self.host.run(commands.node_availability(self.node, "drain"),
+                      what=f"drain {self.node}")
+        self.wait_drained()
+        failures = self.verify_fn(self.config) if self.verify_fn else []
+        if failures:
+            raise CheckFailed(f"cluster.drain: verify failed: {'; '.join(failures)}")
+        result = {"node": self.node, "moved": before}
+        with self.shielded():
+            self.commit(result)
+            self.audit_ok("ok", detail=f"{self.node}: {before} task(s) moved")
+        self.say(f"cluster.drain: {self.node} drained, {before} task(s) moved")
+        return result
+
+    def refuse_unsafe(self, engine: list[EngineNode], target: EngineNode) -> None:
+        """Nothing may lose its only place: postgres's node, the last public node, the last
+        node that runs anything."""
+        from vedfin_ops.cluster.placement import EDGE_LABEL, POSTGRES_LABEL
+
+        active = [n for n in engine if n.availability == "active" and n.state == "ready"]
+        if target.labels.get(POSTGRES_LABEL) == "true":
+            raise CheckFailed(f"cluster.drain: {self.node} holds postgres's volume: draining "
+                              f"it stops the database (move the volume first)")
+        if target.labels.get(EDGE_LABEL) == "true" and not any(
+                n is not target and n.labels.get(EDGE_LABEL) == "true" for n in active):
+            raise CheckFailed(f"cluster.drain: {self.node} is the only public node: the edge "
+                              f"would have nowhere to run")
+        if not [n for n in active if n is not target]:
+            raise CheckFailed(f"cluster.drain: {self.node} is the only active node")
+        left = [n for n in self.config.nodes if n.name != self.node]
+        if self.config.multi_node and len(left) < len(self.config.nodes):
+            from vedfin_ops.reports.capacity import node_capacity
+
+            smaller = self.config.model_copy(update={"nodes": left})
+            over = [r for n in node_capacity(smaller) if n.status == "critical"
+                    for r in n.reasons]
+            if over:  # limits are caps, not use (as the deploy's gate): said, not refused
+                self.say(f"warning: without {self.node} the limits commit more than the "
+                         f"other nodes hold: {'; '.join(over)}")
+
+    def wait_drained(self) -> None:
+        """Until the node runs nothing and every service runs its replicas elsewhere."""
+        deadline = self.clock.now() + self.config.remote.rollout_timeout
+        while True:
+            tasks, short = parse_drain_state(self.host.run(commands.drain_state(self.node),
+                                                           what="drain state"))
+            self.show([f"{self.node}: {len(tasks)} task(s) left",
+                       *(f"  {s}" for s in short)])
+            self.beat()
+            if not tasks and not short:
+                return
+            if self.clock.now() > deadline:
+                waiting = ", ".join(short) or f"{len(tasks)} task(s) still on {self.node}"
+                raise CheckFailed(f"cluster.drain: not converged after "
+                                  f"{self.config.remote.rollout_timeout:g} s ({waiting})")
+            self.clock.sleep(1.0)
+
+    def put_back(self) -> str:
+        if not self.previous:
+            return ""
+        self.host.run(commands.node_availability(self.node, self.previous),
+                      what=f"undrain {self.node}")
+        return f"{self.node} is {self.previous} again"
+
+
+def drain(conn: Any, config: Config, node: str, *, say: Say = print,
+          show: Show | None = None, clock: Clock = REAL,
+          verify_fn: Callable[..., list[str]] | None = None) -> dict[str, Any]:
+    """Drain `node` (the engine's node name) through the manager `conn`; audited."""
+    from vedfin_ops.steps.env_run import as_env_host
+
+    host = as_env_host(conn, config, sorted(config.environments)[0])
+    result: dict[str, Any] = Drain(host, config, node, say=say, show=show,
+                                   clock=clock, verify_fn=verify_fn).execute()
+    return result

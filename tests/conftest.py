@@ -94,3 +94,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from .package import install
 
     return install(tmp_path_factory.mktemp("installed"))
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Distribution registry on a free port holding api and web v1 and v2 (per module)."""
+    from vedfin_ops.sandbox.registry import start
+
+    from .registry_push import push
+
+    server = start(tmp_path_factory.mktemp("registry"))
+    try:
+        for app in ("api", "web"):
+            for tag in ("v1", "v2"):
+                push(server.server, (server.username, server.password), str(server.ca),
+                     f"vedfin/{app}", tag, f"{app} {tag}")
+        yield server
+    finally:
+        server.stop()

@@ -4,6 +4,7 @@ site-packages, so no network), and run from a folder that holds no checkout."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -38,9 +39,14 @@ class Installed:
 
 def install(folder: Path) -> Installed:
     wheels = folder / "wheels"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                            "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
-                           capture_output=True, text=True, timeout=300, check=False)
+    # pip builds in the checkout (build/, *.egg-info): the unit and the sandbox worker of
+    # one run (pytest-xdist) each build once, one at a time
+    (ROOT / "build").mkdir(exist_ok=True)
+    with open(ROOT / "build" / ".wheel-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                                "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+                               capture_output=True, text=True, timeout=300, check=False)
     if build.returncode != 0:
         raise AssertionError(f"pip wheel failed: {build.stderr[-2000:]}")
     wheel = next(wheels.glob("vedfin_ops-*.whl"))

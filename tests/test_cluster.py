@@ -14,13 +14,17 @@ from hypothesis import strategies as st
 
 from vedfin_ops.cluster.placement import max_replicas_per_node, node_labels, place
 from vedfin_ops.config.loader import ConfigError
+from vedfin_ops.errors import CheckFailed
 from vedfin_ops.rendering.files import render
 from vedfin_ops.reports.capacity import capacity_report
 
+REGISTRY = "127.0.0.1:15443"  # a cluster pulls from a registry (never reached by pure tests)
 
-def _nodes(count: int, memory: str = "4g", first: dict[str, Any] | None = None) -> Any:
+
+def _nodes(count: int, memory: str = "4g", first: dict[str, Any] | None = None,
+           registry: dict[str, Any] | None = None) -> Any:
     """A change: `vps` replaced by `count` nodes, the first the manager, public, postgres's
-    (with `first`'s keys changed)."""
+    (with `first`'s keys changed), the images in a registry."""
     def change(data: dict[str, Any]) -> None:
         data.pop("vps")
         data["nodes"] = [{"name": f"node{i}", "host": f"deployer@10.0.0.{i + 1}",
@@ -28,6 +32,12 @@ def _nodes(count: int, memory: str = "4g", first: dict[str, Any] | None = None) 
                           "cpus": 2, "swap": "2g", "public": i == 0, "postgres": i == 0}
                          for i in range(count)]
         data["nodes"][0].update(first or {})
+        server = (registry or {}).get("server", REGISTRY)
+        for app in data["applications"]:
+            app["image"] = f"{server}/vedfin/{app['name'].split('-')[0]}"
+        data["registry"] = {"server": server, "username": "deployer",
+                            "password": "${REGISTRY_PASSWORD}", **(registry or {})}
+        data["secrets"]["shared"]["REGISTRY_PASSWORD"] = "manual"
     return change
 
 
@@ -140,7 +150,19 @@ def test_one_node_capacity_is_the_whole_vps_as_before(variant: Any) -> None:
      "nodes: 2 nodes hold postgres's volume (node0, node1)"),
     (lambda d: (_nodes(2)(d), d["nodes"][0].update(postgres=False)),
      "nodes: 0 nodes hold postgres's volume (none)"),
-    (lambda d: (_nodes(2)(d), d["nodes"][0].update(public=False)), "nodes: no public node"),
+    (lambda d: (_nodes(2)(d), d["nodes"][0].update(public=False)),
+     "nodes: 0 public nodes (none): mark exactly one"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(public=True)),
+     "nodes: 2 public nodes (node0, node1)"),
+    (lambda d: (_nodes(2)(d), d["nodes"][0].update(postgres=False),
+                d["nodes"][1].update(postgres=True)),
+     "nodes: postgres's node (node1) must be the first manager listed (now node0)"),
+    (lambda d: (_nodes(2)(d), d.pop("registry")), "nodes: a cluster needs registry"),
+    (lambda d: (_nodes(2)(d), d["nodes"][0].update(memory="4x")),
+     'nodes[0].memory: "4x" is not a size'),
+    (lambda d: (d.pop("vps"), d.update(nodes={"a": 1})), "nodes: {"),
+    (lambda d: (_nodes(2)(d), d["nodes"][1].update(host="-oProxyCommand=x")),
+     "nodes[1].host"),
     (lambda d: (_nodes(2)(d), d["nodes"][1].update(name="node0")),
      'nodes[1].name: "node0" is already the name of nodes[0]'),
     (lambda d: (_nodes(2)(d), d["nodes"][1].update(host="deployer@10.0.0.1")),
@@ -202,7 +224,7 @@ def test_the_engine_s_node_inventory_reads_as_nodes() -> None:
 def test_an_unreadable_node_inventory_is_an_error_not_an_empty_cluster(line: str) -> None:
     from vedfin_ops.cluster.nodes import parse_nodes
 
-    with pytest.raises(ValueError, match="unreadable node inventory line"):
+    with pytest.raises(CheckFailed, match="unreadable node inventory line"):
         parse_nodes(line + "\n")
 
 
@@ -221,13 +243,39 @@ def test_each_missing_node_label_or_state_is_one_finding_with_its_fix(variant: A
         "active node0)",
         "node1: down, not ready",
         "node2: not in the swarm (join it: docker swarm join on deployer@10.0.0.3 with a "
-        "manager's join-token; or set its name to the engine's hostname)"]
+        "manager's join-token; or set its name to the engine's hostname)",
+        *(f"{app}: 0 active node(s) hold at most 0 of its tasks (1 per node), one short of a "
+          f"start-first update of 2 replicas (bring a node back: docker node update "
+          f"--availability active NODE)" for app in ("api-production", "web-production"))]
     assert placement_problems(variant(lambda d: None), []) == []  # one node: no labels
 
 
+def test_a_placement_label_where_the_config_does_not_put_it_is_a_finding(variant: Any
+                                                                          ) -> None:
+    """The holder changed, or a node outside the config kept its label: postgres pinned by
+    it could start there, on an empty volume."""
+    from vedfin_ops.cluster.nodes import parse_nodes, placement_problems
+
+    config = variant(_nodes(3))
+    right = {i: node_labels(config.nodes[i]) for i in range(3)}
+    engine = parse_nodes(_inventory(
+        _engine_node("a", "node0", right[0], role="manager"),
+        _engine_node("b", "node1", {"vedfin.postgres": "true", "zone": "b"}),
+        _engine_node("old", "node2", {}, state="down"),  # left and joined again
+        _engine_node("c", "node2", right[2]),
+        _engine_node("d", "spare", {"vedfin.edge": "true"})))
+    assert placement_problems(config, engine) == [
+        "node1: carries vedfin.postgres but the config does not place that there (docker "
+        "node update --label-rm vedfin.postgres node1)",
+        "spare: carries vedfin.edge but the config does not place that there (docker node "
+        "update --label-rm vedfin.edge spare)"]
+
+
 def _cluster_world(tmp_path: Any, shipped_data: dict[str, Any], mp: pytest.MonkeyPatch,
-                   change: Any = None) -> Any:
-    """A scripted manager of a 3-node swarm (no node labelled yet), nothing deployed."""
+                   registry: Any, memory: str = "4g", first: dict[str, Any] | None = None
+                   ) -> Any:
+    """A scripted manager of a 3-node swarm (no node labelled yet), nothing deployed, the
+    images in a real registry."""
     import copy
 
     from vedfin_ops.config.loader import config_from_dict
@@ -237,9 +285,11 @@ def _cluster_world(tmp_path: Any, shipped_data: dict[str, Any], mp: pytest.Monke
 
     data = copy.deepcopy(shipped_data)
     data.setdefault("remote", {})["baseDir"] = str(tmp_path / "srv")
-    (change or _nodes(3))(data)
+    _nodes(3, memory, first, {"server": registry.server, "username": registry.username,
+                              "caRoot": str(registry.ca)})(data)
     config = config_from_dict(data, "dokploy.yaml")
     _secrets(mp, config)
+    mp.setenv("REGISTRY_PASSWORD", registry.password)
     world = World(tmp_path, config, FakeHost(tmp_path), FakeClock())
     world.host.set_engine(nodes=[
         _engine_node(f"id{i}", f"node{i}", {}, role="manager" if i == 0 else "worker")
@@ -255,13 +305,14 @@ def _label(world: Any) -> None:
 
 
 def test_a_deploy_to_a_cluster_without_its_labels_stops_before_any_change(
-        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
     """Postgres updates stop-first: pinned to a label no node carries, it would be stopped
     and never start again. The deploy refuses before the first change; labelled, it goes
     through."""
     from vedfin_ops.steps.operation import RunFailed
 
-    world = _cluster_world(tmp_path, shipped_data, monkeypatch)
+    world = _cluster_world(tmp_path, shipped_data, monkeypatch, registry)
     with pytest.raises(RunFailed) as info:
         world.deploy("v1")
     message = str(info.value)
@@ -288,8 +339,8 @@ def _availability(world: Any, node: str) -> str:
 
 
 def _deployed_cluster(tmp_path: Any, shipped_data: dict[str, Any],
-                      mp: pytest.MonkeyPatch) -> Any:
-    world = _cluster_world(tmp_path, shipped_data, mp)
+                      mp: pytest.MonkeyPatch, registry: Any) -> Any:
+    world = _cluster_world(tmp_path, shipped_data, mp, registry)
     _label(world)
     assert world.deploy("v1").result == "ok"
     world.host.set_engine(node_tasks={"node2": ["api.2", "web.2"]})
@@ -297,8 +348,9 @@ def _deployed_cluster(tmp_path: Any, shipped_data: dict[str, Any],
 
 
 def test_a_drain_moves_the_node_s_tasks_and_is_audited(
-        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch)
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     assert _drain(world, "node2") == {"node": "node2", "moved": 2}
     assert _availability(world, "node2") == "drain"
     last = world.audit()[-1]
@@ -314,10 +366,10 @@ def test_a_drain_moves_the_node_s_tasks_and_is_audited(
 ])
 def test_a_drain_that_would_leave_something_nowhere_is_refused_before_any_change(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-        node: str, expected: str) -> None:
+        registry: Any, node: str, expected: str) -> None:
     from vedfin_ops.steps.operation import RunFailed
 
-    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch)
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     with pytest.raises(RunFailed) as info:
         _drain(world, node)
     assert expected in str(info.value) and "\n" not in str(info.value)
@@ -327,10 +379,11 @@ def test_a_drain_that_would_leave_something_nowhere_is_refused_before_any_change
 
 
 def test_a_drain_past_the_other_nodes_limits_is_said_not_refused(
-        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
     """Limits are caps, not use (the deploy's gate judges them so too): the shipped plan
     commits more than two 4 GB nodes hold, and runs."""
-    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch)
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     assert _drain(world, "node2")["moved"] == 2
     assert any(s.startswith("warning: without node2 the limits commit more than the other "
                             "nodes hold: node0: ") for s in world.said)
@@ -339,12 +392,12 @@ def test_a_drain_past_the_other_nodes_limits_is_said_not_refused(
 @pytest.mark.parametrize("kind", ["stuck", "remote", "ctrl-c", "sigterm"])
 def test_a_drain_that_does_not_converge_or_is_stopped_makes_the_node_active_again(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-        kind: str) -> None:
+        registry: Any, kind: str) -> None:
     from vedfin_ops.steps.operation import RunFailed
 
     from .fake.host import Fault
 
-    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch)
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     if kind == "stuck":
         world.host.set_engine(stuck=True)
         world.config.remote.rollout_timeout = 20.0

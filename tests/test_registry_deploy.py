@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +13,12 @@ import pytest
 
 from vedfin_ops.config.loader import config_from_dict
 from vedfin_ops.remote.registry import RegistryError
-from vedfin_ops.sandbox.registry import RegistryServer, start
+from vedfin_ops.sandbox.registry import RegistryServer
 from vedfin_ops.steps.env_run import listing
 
 from .fake.host import FakeHost
 from .registry_push import push
 from .test_orchestration import FakeClock, World, _secrets
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    server = start(tmp_path_factory.mktemp("registry"))
-    try:
-        for app in ("api", "web"):
-            for tag in ("v1", "v2"):
-                push(server.server, (server.username, server.password), str(server.ca),
-                     f"vedfin/{app}", tag, f"{app} {tag}")
-        yield server
-    finally:
-        server.stop()
 
 
 def _world(tmp_path: Path, shipped_data: dict[str, Any], registry: RegistryServer,

@@ -175,7 +175,7 @@ def sandbox_host(sandbox_up: dict[str, Any]) -> Any:
 SWITCHED = SANDBOX_DIR / "tests-switched-config"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def default_config_is_live(request: pytest.FixtureRequest) -> None:
     """Production back on the default config before a test that expects it, when a module
     that switched configs ran before (its own teardown leaves the switch in place)."""

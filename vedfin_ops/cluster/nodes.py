@@ -14,6 +14,7 @@ from typing import Any
 
 from vedfin_ops.cluster.placement import node_labels
 from vedfin_ops.config.model import Config
+from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 
 
@@ -49,18 +50,38 @@ def parse_nodes(text: str) -> list[EngineNode]:
                 leader=bool((data.get("ManagerStatus") or {}).get("Leader", False)),
                 address=str(status.get("Addr", ""))))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"unreadable node inventory line ({exc.__class__.__name__}): "
-                             f"{line[:120]!r}") from None
+            raise CheckFailed(f"unreadable node inventory line ({exc.__class__.__name__}): "
+                              f"{line[:120]!r}") from None
+    return out
+
+
+def _by_hostname(engine: list[EngineNode]) -> dict[str, EngineNode]:
+    """A node that left and joined again keeps a `down` entry under the same hostname: the
+    ready one is the node."""
+    out: dict[str, EngineNode] = {}
+    for node in engine:
+        seen = out.get(node.hostname)
+        if seen is None or (seen.state != "ready" and node.state == "ready"):
+            out[node.hostname] = node
     return out
 
 
 def placement_problems(config: Config, engine: list[EngineNode]) -> list[str]:
     """What keeps the rendered placement from holding on this swarm, one finding each (with
     the command that fixes it); empty when every configured node is there, ready and
-    labelled."""
-    by_name = {node.hostname: node for node in engine}
+    labelled, no other node carries a placement label, and the active nodes leave each
+    capped app room for its start-first surge."""
+    from vedfin_ops.cluster.placement import max_replicas_per_node
+    from vedfin_ops.config.model import RESERVED_LABEL_PREFIX
+
+    if not config.multi_node:
+        return []
+    by_name = _by_hostname(engine)
     problems = []
-    for node in config.cluster() if config.multi_node else []:
+    wanted: dict[str, dict[str, str]] = {}
+    for node in config.cluster():
+        wanted[node.name] = {k: v for k, v in node_labels(node).items()
+                             if k.startswith(RESERVED_LABEL_PREFIX)}
         found = by_name.get(node.name)
         if found is None:
             problems.append(f"{node.name}: not in the swarm (join it: docker swarm join "
@@ -74,9 +95,28 @@ def placement_problems(config: Config, engine: list[EngineNode]) -> list[str]:
             adds = " ".join(f"--label-add {k}={v}" for k, v in sorted(missing.items()))
             problems.append(f"{node.name}: labels {', '.join(sorted(missing))} missing "
                             f"(docker node update {adds} {node.name})")
-        if node.postgres and found.availability != "active":
-            problems.append(f"{node.name}: holds postgres's volume but is {found.availability}"
-                            f" (docker node update --availability active {node.name})")
+        if (node.postgres or node.public) and found.availability != "active":
+            what = "holds postgres's volume" if node.postgres else "is the public node"
+            problems.append(f"{node.name}: {what} but is {found.availability} (docker node "
+                            f"update --availability active {node.name})")
+    for name, seen in sorted(by_name.items()):
+        # a placement label where it does not belong pins postgres (or the edge) to a node
+        # without its volume (or without the address DNS names)
+        stray = sorted(k for k in seen.labels if k.startswith(RESERVED_LABEL_PREFIX)
+                       and k not in wanted.get(name, {}))
+        if stray:
+            removes = " ".join(f"--label-rm {k}" for k in stray)
+            problems.append(f"{name}: carries {', '.join(stray)} but the config does not "
+                            f"place that there (docker node update {removes} {name})")
+    active = sum(1 for n in by_name.values() if n.state == "ready" and
+                 n.availability == "active")
+    for app in config.applications:
+        cap = max_replicas_per_node(app.replicas, len(config.nodes))
+        if cap is not None and active * cap < app.replicas + 1:
+            problems.append(f"{app.name}: {active} active node(s) hold at most {active * cap} "
+                            f"of its tasks ({cap} per node), one short of a start-first "
+                            f"update of {app.replicas} replicas (bring a node back: docker "
+                            f"node update --availability active NODE)")
     return problems
 
 

@@ -127,9 +127,11 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _first_error(exc: ValidationError, file: str) -> ConfigError:
+def _first_error(exc: ValidationError, file: str,
+                 prefix: tuple[int | str, ...] = ()) -> ConfigError:
+    """`prefix`: where in the file the validated part sits (a node checked on its own)."""
     err = exc.errors(include_url=False)[0]
-    raw = err["loc"]
+    raw = (*prefix, *err["loc"])
     # A key of a user's mapping (an env variable called `str`) is never a validator's tag.
     loc = tuple(p for i, p in enumerate(raw)
                 if not _is_validator_tag(p) or (i and raw[i - 1] in _USER_KEYED)
@@ -217,15 +219,23 @@ def _check_raw_nodes(data: Any, file: str) -> None:
     must be named as such, not as a missing `vps`."""
     if not isinstance(data, dict) or "nodes" not in data:
         return
+    from vedfin_ops.config.model import Node
+
     nodes = data["nodes"]
     if "vps" in data:
         raise ConfigError(file, "nodes", "give vps (one machine) or nodes (the swarm's "
                           "machines), not both")
-    if isinstance(nodes, list) and not nodes:
+    if not isinstance(nodes, list):
+        raise ConfigError(file, "nodes", f"{show(nodes)}: a list of the swarm's machines")
+    if not nodes:
         raise ConfigError(file, "nodes", "empty: list the swarm's machines, or use vps for "
                           "one machine")
-    if isinstance(nodes, list) and not any(isinstance(n, dict) and n.get("role") == "manager"
-                                           for n in nodes):
+    for i, node in enumerate(nodes):  # each node's own errors under its own key
+        try:
+            Node.model_validate(node)
+        except ValidationError as exc:
+            raise _first_error(exc, file, ("nodes", i)) from None
+    if not any(n.get("role") == "manager" for n in nodes):
         raise ConfigError(file, "nodes", "no manager: the tool talks to the engine through "
                           "a node with role: manager")
 
@@ -255,9 +265,21 @@ def _check_nodes(config: Config, file: str) -> None:
     if len(holders) != 1:
         fail("nodes", f"{len(holders)} nodes hold postgres's volume "
              f"({', '.join(holders) or 'none'}): mark exactly one with postgres: true")
-    if not any(n.public for n in config.nodes):
-        fail("nodes", "no public node: mark the node(s) with the public address "
-             "public: true (the edge runs there)")
+    first_manager = next(n for n in config.nodes if n.role == "manager")
+    if not first_manager.postgres:
+        # db-init, migrations and backups `docker exec` into postgres on the host -H names
+        fail("nodes", f"postgres's node ({holders[0]}) must be the first manager listed "
+             f"(now {first_manager.name}): the tool runs db-init, migrations and backups "
+             f"beside postgres on the host it talks to")
+    public = [n.name for n in config.nodes if n.public]
+    if len(public) != 1:
+        # one edge, its ports on the host's own interface and its certificates in a volume
+        # of that node: a second public node would answer nothing
+        fail("nodes", f"{len(public)} public nodes ({', '.join(public) or 'none'}): mark "
+             f"exactly one public: true (the edge runs there, where DNS points)")
+    if config.multi_node and config.registry is None:
+        fail("nodes", "a cluster needs registry: the other nodes pull the images from it "
+             "(images built or pulled on one node are not on the others)")
 
 
 def _check(config: Config, file: str) -> None:
@@ -294,7 +316,7 @@ def _check(config: Config, file: str) -> None:
     for name, res in [("postgres", config.postgres.resources), ("redis", config.redis.resources),
                       *config.overhead.items()]:
         key = f"overhead.{name}" if name in config.overhead else name
-        if res.cpus > config.vps.cpus:
+        if res.cpus > config.vps.cpus:  # the single host; on a cluster, postgres's node
             fail(f"{key}.resources.cpus" if key in ("postgres", "redis") else f"{key}.cpus",
                  f"{res.cpus:g} exceeds the VPS's {config.vps.cpus:g} CPUs")
     if config.edge.counted_in not in config.overhead and config.overhead:

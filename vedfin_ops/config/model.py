@@ -364,7 +364,9 @@ class Node(Model):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
                                max_length=63)]
-    host: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@:\[\]-]+$", max_length=255)]
+    # never a leading "-": it reaches ssh's command line
+    host: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@\[][A-Za-z0-9_.@:\[\]-]*$",
+                               max_length=255)]
     role: NodeRole = "worker"
     memory: LimitMib
     cpus: Cpus
@@ -385,8 +387,12 @@ def _vps_from_nodes(data: Any) -> Any:
     managers = [n for n in data["nodes"] if isinstance(n, dict) and n.get("role") == "manager"]
     if not managers:
         return data  # the loader names the missing manager
-    first = managers[0]
-    vps = {k: first[k] for k in ("memory", "cpus", "swap", "address") if k in first}
+    first = managers[0]  # postgres's node (the loader insists)
+    vps = {k: first[k] for k in ("memory", "cpus", "swap") if k in first}
+    public = [n for n in data["nodes"] if isinstance(n, dict) and n.get("public")]
+    address = (public[0] if public else first).get("address")
+    if address is not None:
+        vps["address"] = address  # what DNS must name: the public node's
     return {**data, "vps": vps}
 
 

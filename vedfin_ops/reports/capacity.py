@@ -159,7 +159,8 @@ def node_capacity(config: Config, env: str | None = None) -> list[NodeCapacity]:
             status = "warn" if reasons else "ok"
         out.append(NodeCapacity(node.name, node.role, node.memory, node.cpus, node.swap,
                                 plan.memory_mb, _r(plan.cpus), plan.surge_mb, plan.surging,
-                                dict(plan.tasks), status, reasons))
+                                {k: v for k, v in plan.tasks.items()
+                                 if not k.startswith("overhead:")}, status, reasons))
     return out
 
 

@@ -47,9 +47,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Beside the sandbox's worker, the unit tests' worker runs at the lowest CPU priority:
-    it takes only what the sandbox's tests leave (they mostly wait on the engine), so it
-    never slows a rollout under load or a health check's timing."""
+    """Beside the sandbox's worker, the unit tests' worker runs at the lowest CPU priority
+    (root only; CPU, not I/O): it mostly takes what the sandbox's tests leave (they mostly
+    wait on the engine), so it barely slows a rollout under load or a health check."""
     if os.environ.get("PYTEST_XDIST_WORKER") and os.geteuid() == 0:
         os.setpriority(os.PRIO_PROCESS, 0, 0 if _integration(item) else 19)
 

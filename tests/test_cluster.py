@@ -453,3 +453,22 @@ def test_cluster_status_shows_each_node_its_tasks_and_what_would_stop_a_deploy(
     assert "[bold]stray[/bold] (not in the config)" in text
     assert "vedfin.edge=true, vedfin.postgres=true" in text
     assert "problem: node2: not in the swarm" in text
+
+
+def test_a_rollback_on_a_cluster_that_lost_a_label_stops_before_any_change(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.steps.rollback import rollback
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    assert world.deploy("v2").result == "ok"
+    before = world.env_images()
+    nodes = world.host.engine()["nodes"]
+    nodes[0]["Spec"]["Labels"] = {}  # someone cleaned the labels up by hand
+    world.host.set_engine(nodes=nodes)
+    with pytest.raises(RunFailed, match=r"the swarm cannot place this config .*node0: labels "
+                                        r"vedfin\.edge, vedfin\.postgres missing"):
+        rollback(world.host, world.config, "production", say=world.said.append,
+                 clock=world.clock.clock(), verify_fn=lambda *a, **k: [])
+    assert world.env_images() == before

@@ -167,13 +167,7 @@ class Deploy(EnvRun):
         return True
 
     def refuse_unsafe_start(self) -> None:
-        if self.config.multi_node:
-            from vedfin_ops.cluster.nodes import placement_problems, read_nodes
-
-            problems = placement_problems(self.config, read_nodes(self.host))
-            if problems:
-                raise CheckFailed(f"the swarm cannot place this config (postgres and the "
-                                  f"edge are pinned by node labels): {'; '.join(problems)}")
+        self.refuse_unplaceable()
         if self.state.migrating:
             raise CheckFailed(f"a migration of {self.env} is still running "
                               f"({', '.join(self.state.migrating)}); wait for it, or stop it: "

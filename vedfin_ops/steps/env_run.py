@@ -172,6 +172,18 @@ class EnvRun(Operation):
             self.say("warning: " + "; ".join(self.state.problems))
         self.views = self.poll()
 
+    def refuse_unplaceable(self) -> None:
+        """On a cluster, before any change: the swarm must hold the placement (postgres and
+        the edge are pinned by node labels, and postgres updates stop-first)."""
+        if not self.config.multi_node:
+            return
+        from vedfin_ops.cluster.nodes import placement_problems, read_nodes
+
+        problems = placement_problems(self.config, read_nodes(self.host))
+        if problems:
+            raise CheckFailed(f"the swarm cannot place this config (postgres and the edge "
+                              f"are pinned by node labels): {'; '.join(problems)}")
+
     def converge(self, poll: Callable[[], dict[str, ServiceView]], before: dict[str, Before],
                  expected: dict[str, str]) -> Verdict:
         """Watch the engine converge on `expected` (service -> image): each view drawn for

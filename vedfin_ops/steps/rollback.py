@@ -42,6 +42,7 @@ class Rollback(EnvRun):
 
     def body(self) -> str:
         self.inspect()
+        self.refuse_unplaceable()
         target = self.state.previous_good()
         if target is None:
             raise CheckFailed(f"rollback: {self.env} has no good release before "

@@ -174,6 +174,8 @@ def test_one_node_capacity_is_the_whole_vps_as_before(variant: Any) -> None:
     (lambda d: (_nodes(2)(d), d["nodes"][1].update(labels={"zone": "a b"})),
      "nodes[1].labels.zone"),
     (lambda d: (_nodes(2)(d), d["nodes"][1].update(role="boss")), "nodes[1].role"),
+    (lambda d: d["environments"].update(cluster={"database": "vedfinance_cluster"}),
+     "environments.cluster: a reserved name"),
     (lambda d: (_nodes(2)(d), d["nodes"][1].update(memory="lots")), "nodes[1].memory"),
     (lambda d: (_nodes(2)(d), d["nodes"][1].update(cpu=2)),
      'nodes[1].cpu: unknown key "cpu" (did you mean "cpus"?)'),
@@ -354,7 +356,7 @@ def test_a_drain_moves_the_node_s_tasks_and_is_audited(
     assert _drain(world, "node2") == {"node": "node2", "moved": 2}
     assert _availability(world, "node2") == "drain"
     last = world.audit()[-1]
-    assert (last["action"], last["result"], last["env"]) == ("cluster-drain", "ok", "dev")
+    assert (last["action"], last["result"], last["env"]) == ("cluster-drain", "ok", "cluster")
     assert last["detail"] == "node2: 2 task(s) moved"
     assert _drain(world, "node2") == {"node": "node2", "moved": 0}  # converged: a noop
     assert world.audit()[-1]["result"] == "noop"
@@ -413,7 +415,7 @@ def test_a_drain_that_does_not_converge_or_is_stopped_makes_the_node_active_agai
     assert last["action"] == "cluster-drain"
     assert last["result"] == ("interrupted" if kind in ("ctrl-c", "sigterm") else "failed")
     assert not any(Path(world.config.remote.base_dir, env, ".lock").exists()
-                   for env in world.config.environments), "every lock released"
+                   for env in ["cluster", *world.config.environments]), "every lock released"
 
 
 def test_cluster_status_shows_each_node_its_tasks_and_what_would_stop_a_deploy(

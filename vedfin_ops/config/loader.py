@@ -288,6 +288,8 @@ def _check(config: Config, file: str) -> None:
 
     if not config.applications:
         fail("applications", "no applications: nothing to deploy")
+    if "cluster" in config.environments:  # steps/cluster.CLUSTER: its lock and audit scope
+        fail("environments.cluster", "a reserved name (cluster runs lock and audit under it)")
     for scope in config.secrets:
         if scope != "shared" and scope not in config.environments:
             fail(f"secrets.{scope}", f"unknown scope (use shared or one of "

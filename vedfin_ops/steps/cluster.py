@@ -58,6 +58,9 @@ def parse_drain_state(text: str) -> tuple[list[str], list[str]]:
     return tasks, short
 
 
+CLUSTER = "cluster"  # the scope of cluster runs in locks and the audit log (not an env)
+
+
 class Drain(Operation):
     """`fab cluster.drain NODE`: its tasks move to the other nodes, converged and verified;
     any failure (or Ctrl-C) makes the node active again. Every env's lock is held: a drain
@@ -67,12 +70,12 @@ class Drain(Operation):
 
     def __init__(self, host: Remote, config: Config, node: str, *,
                  verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
-        envs = sorted(config.environments)
-        super().__init__(host, config, envs[0], **kwargs)
+        # the cluster's own lock and audit scope ("env": "cluster"), then every env's lock
+        super().__init__(host, config, CLUSTER, **kwargs)
         self.node = node
         self.verify_fn = verify_fn
         self.others = [Lock(host, Layout.of(config, env).lock, env, action=f"drain {node}",
-                            clock=self.clock) for env in envs[1:]]
+                            clock=self.clock) for env in sorted(config.environments)]
         self.previous = ""
 
     def held_locks(self) -> list[Lock]:
@@ -80,7 +83,7 @@ class Drain(Operation):
 
     def lock_prefix(self) -> str:
         return commands.mkdir_p(*(Layout.of(self.config, e).env_dir
-                                  for e in self.config.environments)) + " && "
+                                  for e in [CLUSTER, *self.config.environments])) + " && "
 
     def body(self) -> dict[str, Any]:
         for lock in self.others:

@@ -29,7 +29,6 @@ class EngineNode:
     availability: str  # active | pause | drain
     labels: dict[str, str] = field(default_factory=dict)
     leader: bool = False
-    address: str = ""
 
 
 def parse_nodes(text: str) -> list[EngineNode]:
@@ -47,8 +46,7 @@ def parse_nodes(text: str) -> list[EngineNode]:
                 role=str(spec.get("Role", "")), state=str(status.get("State", "")),
                 availability=str(spec.get("Availability", "")),
                 labels={str(k): str(v) for k, v in (spec.get("Labels") or {}).items()},
-                leader=bool((data.get("ManagerStatus") or {}).get("Leader", False)),
-                address=str(status.get("Addr", ""))))
+                leader=bool((data.get("ManagerStatus") or {}).get("Leader", False))))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CheckFailed(f"unreadable node inventory line ({exc.__class__.__name__}): "
                               f"{line[:120]!r}") from None
@@ -80,7 +78,8 @@ def placement_problems(config: Config, engine: list[EngineNode]) -> list[str]:
     problems = []
     wanted: dict[str, dict[str, str]] = {}
     for node in config.cluster():
-        wanted[node.name] = {k: v for k, v in node_labels(node).items()
+        labels = node_labels(node)
+        wanted[node.name] = {k: v for k, v in labels.items()
                              if k.startswith(RESERVED_LABEL_PREFIX)}
         found = by_name.get(node.name)
         if found is None:
@@ -90,7 +89,7 @@ def placement_problems(config: Config, engine: list[EngineNode]) -> list[str]:
             continue
         if found.state != "ready":
             problems.append(f"{node.name}: {found.state}, not ready")
-        missing = {k: v for k, v in node_labels(node).items() if found.labels.get(k) != v}
+        missing = {k: v for k, v in labels.items() if found.labels.get(k) != v}
         if missing:
             adds = " ".join(f"--label-add {k}={v}" for k, v in sorted(missing.items()))
             problems.append(f"{node.name}: labels {', '.join(sorted(missing))} missing "

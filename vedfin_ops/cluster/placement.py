@@ -114,9 +114,8 @@ def place(config: Config, env: str | None = None) -> list[NodePlan]:
                 spot_plan = _pick(plans, app.name, cap) or _pick(plans, app.name, None)
                 assert spot_plan is not None
                 spot_plan.add(app.name, app.resources.memory, app.resources.cpus)
-    strategy = config.deployment_strategy
-    if strategy.order == "start-first":
-        for scope in [env] if env is not None else list(config.environments):
+    if config.deployment_strategy.order == "start-first":
+        for scope in envs:
             _surge(config, scope, plans)
     return plans
 

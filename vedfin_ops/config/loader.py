@@ -296,6 +296,7 @@ def _check(config: Config, file: str) -> None:
                  f"{', '.join(config.environments)})")
     names: dict[str, int] = {}
     domains: dict[str, str] = {}
+    largest = max(node.cpus for node in config.cluster())
     for index, app in enumerate(config.applications):
         at = f"applications[{index}]"
         if app.name in names:
@@ -308,7 +309,6 @@ def _check(config: Config, file: str) -> None:
             domains[domain] = app.name
         if app.additional_domains and not app.domain:
             fail(f"{at}.additionalDomains", "needs a domain to redirect to")
-        largest = max(node.cpus for node in config.cluster())
         if app.resources.cpus > largest:
             where = "the largest node's" if config.multi_node else "the VPS's"
             fail(f"{at}.resources.cpus", f"{app.resources.cpus:g} exceeds {where} "

@@ -14,7 +14,7 @@ from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Remote
 from vedfin_ops.steps.lock import Lock
 from vedfin_ops.steps.operation import Operation, Say, Show
-from vedfin_ops.steps.polling import REAL, Clock
+from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until
 from vedfin_ops.steps.releases import Layout
 
 
@@ -146,20 +146,23 @@ class Drain(Operation):
 
     def wait_drained(self) -> None:
         """Until the node runs nothing and every service runs its replicas elsewhere."""
-        deadline = self.clock.now() + self.config.remote.rollout_timeout
-        while True:
+        left: list[str] = []
+
+        def drained() -> bool | None:
             tasks, short = parse_drain_state(self.host.run(commands.drain_state(self.node),
                                                            what="drain state"))
-            self.show([f"{self.node}: {len(tasks)} task(s) left",
-                       *(f"  {s}" for s in short)])
+            self.show([f"{self.node}: {len(tasks)} task(s) left", *(f"  {s}" for s in short)])
             self.beat()
-            if not tasks and not short:
-                return
-            if self.clock.now() > deadline:
-                waiting = ", ".join(short) or f"{len(tasks)} task(s) still on {self.node}"
-                raise CheckFailed(f"cluster.drain: not converged after "
-                                  f"{self.config.remote.rollout_timeout:g} s ({waiting})")
-            self.clock.sleep(1.0)
+            left[:] = short or ([f"{len(tasks)} task(s) still on {self.node}"] if tasks
+                                else [])
+            return None if left else True
+
+        timeout = self.config.remote.rollout_timeout
+        try:
+            until(drained, timeout=timeout, interval=1.0, clock=self.clock)
+        except TimedOut:
+            raise CheckFailed(f"cluster.drain: not converged after {timeout:g} s "
+                              f"({', '.join(left)})") from None
 
     def put_back(self) -> str:
         if not self.previous:

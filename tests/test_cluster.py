@@ -391,7 +391,7 @@ def test_a_drain_past_the_other_nodes_limits_is_said_not_refused(
                             "nodes hold: node0: ") for s in world.said)
 
 
-@pytest.mark.parametrize("kind", ["stuck", "remote", "ctrl-c", "sigterm"])
+@pytest.mark.parametrize("kind", ["stuck", "remote", "exception", "ctrl-c", "sigterm"])
 def test_a_drain_that_does_not_converge_or_is_stopped_makes_the_node_active_again(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         registry: Any, kind: str) -> None:
@@ -474,3 +474,25 @@ def test_a_rollback_on_a_cluster_that_lost_a_label_stops_before_any_change(
         rollback(world.host, world.config, "production", say=world.said.append,
                  clock=world.clock.clock(), verify_fn=lambda *a, **k: [])
     assert world.env_images() == before
+
+
+@pytest.mark.parametrize("kind", ["remote", "exception", "ctrl-c", "sigterm"])
+def test_a_fault_while_reading_the_nodes_ends_a_cluster_deploy_before_any_change(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any, kind: str) -> None:
+    """The node inventory is the first thing a deploy to a cluster asks: a dropped link, a
+    bug, Ctrl-C or SIGTERM there leave v1 live and untouched, one line, an audit line."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    from .fake.host import Fault
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    before = world.env_images()
+    world.host.inject(Fault("swarm nodes", 1, kind))
+    with pytest.raises(RunFailed) as info:
+        world.deploy("v2")
+    assert "\n" not in str(info.value)
+    assert world.env_images() == before
+    last = world.audit()[-1]
+    assert (last["action"], last["result"]) == (
+        "deploy", "interrupted" if kind in ("ctrl-c", "sigterm") else "failed")

@@ -655,15 +655,24 @@ def lock_release(c: Context, env: str = "production", shared: bool = False,
     stdout.print(f"lock.release: {which} released (was: {holder or 'not held'})")
 
 
-@task(name="up", help={"use_existing": "use a Docker Engine / swarm the sandbox did not start"})
+@task(name="up", help={"use_existing": "use a Docker Engine / swarm the sandbox did not start",
+                       "nodes": "also a swarm of N nodes, each in its own network namespace "
+                                "(config .sandbox/dokploy-cluster.yaml)"})
 @guarded
-def sandbox_up(c: Context, use_existing: bool = False) -> None:
+def sandbox_up(c: Context, use_existing: bool = False, nodes: int = 1) -> None:
     """Turn this machine into a local VPS: engine + swarm, images, sshd, sandbox config."""
     from vedfin_ops import sandbox
-    state = sandbox.up(use_existing=use_existing, progress=lambda m: err.print(f"sandbox: {m}"))
+    from vedfin_ops.errors import UsageError
+    if nodes < 1:
+        raise UsageError(f"--nodes {nodes}: want 1 or more")
+    state = sandbox.up(use_existing=use_existing, progress=lambda m: err.print(f"sandbox: {m}"),
+                       nodes=nodes)
     info = sandbox.status()
     stdout.print(f"sandbox up in {state.up_seconds:g}s; edge {info['edge_url']}")
     stdout.print(f"  VEDFIN_CONFIG={info['config']} {info['ssh']}")
+    if nodes > 1:
+        stdout.print(f"  {nodes} nodes: VEDFIN_CONFIG={info['cluster_config']} "
+                     f"{info['cluster_ssh']}")
 
 
 @task(name="down")

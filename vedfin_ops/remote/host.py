@@ -162,6 +162,14 @@ def known_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
+def filed_under(conn: Connection) -> str:
+    """The name `conn`'s host key is looked up and pinned under: its ssh_config's
+    HostKeyAlias, as OpenSSH does (several hosts behind one address and port each keep a key
+    of their own), else `known_name`."""
+    alias = conn.ssh_config.get("hostkeyalias")
+    return str(alias) if alias else known_name(conn.host, conn.port)
+
+
 def append_known_host(path: Path, name: str, key: paramiko.PKey, hashed: bool = False) -> str:
     """Pin `key` for `name` by appending one line (the file is never rewritten); returns it."""
     blob = key.asbytes()
@@ -196,6 +204,7 @@ class _HostKeyCheck:
     def missing_host_key(self, client: Any, hostname: str, key: paramiko.PKey) -> None:
         blob, presented = key.asbytes(), fingerprint(key)
         where, path = _where(self.conn), self.known.path
+        hostname = filed_under(self.conn)
         what = f"{key.get_name()} {presented}"
         if blob in self.known.revoked:
             raise HostError(f"{where}: the host key {what} is REVOKED (an @revoked line of "
@@ -261,7 +270,7 @@ def secure(conn: Connection, accept_new_host_key: bool = False,
 
     def transport_factory(sock: Any, **kwargs: Any) -> paramiko.Transport:
         transport = paramiko.Transport(sock, **kwargs)
-        kinds = [kind for kind, _ in known.keys_for(known_name(conn.host, conn.port))]
+        kinds = [kind for kind, _ in known.keys_for(filed_under(conn))]
         _prefer_known_key_types(transport, kinds)
         return transport
 

@@ -22,6 +22,7 @@ from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.sandbox import acme, engine, images, kuma, netdata, overlay, s3, sink, sshd, traefik
+from vedfin_ops.sandbox import nodes as nodes_mod
 from vedfin_ops.sandbox import registry as registry_server
 from vedfin_ops.sandbox.local import SandboxError, run
 
@@ -84,7 +85,7 @@ def workdir_for(path: str | Path | None = None) -> Path:
 
 
 def up(use_existing: bool = False, workdir: Path | None = None,
-       shipped: str | Path = "dokploy.yaml", progress: Any = print) -> State:
+       shipped: str | Path = "dokploy.yaml", progress: Any = print, nodes: int = 1) -> State:
     started = time.monotonic()
     workdir = workdir or workdir_for()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -186,9 +187,43 @@ def up(use_existing: bool = False, workdir: Path | None = None,
 
     progress(f"apps: build and push {len(images.APP_TAGS)} tags of the stand-ins")
     build_apps(workdir / "dokploy.yaml")
+    if nodes > 1:
+        up_nodes(workdir, nodes, shipped, progress)
     state.up_seconds = round(time.monotonic() - started, 2)
     state.save(workdir)
     return state
+
+
+CLUSTER_CONFIG = "dokploy-cluster.yaml"
+CLUSTER_BASE_DIR = "/srv/vedfin-sandbox-nodes"
+
+
+def up_nodes(workdir: Path, count: int, shipped: str | Path = "dokploy.yaml",
+             progress: Any = print) -> nodes_mod.NodesState:
+    """The sandbox's swarm of `count` nodes (sandbox/nodes.py) beside the single-VPS one, and
+    its config `.sandbox/dokploy-cluster.yaml`; needs the sandbox up (its registry, images,
+    deploy user and client key)."""
+    state = State.load(workdir)
+    if not (workdir / "dokploy.yaml").exists() or not state.registry_port:
+        raise SandboxError("the sandbox is not up (inv sandbox.up)")
+    got = nodes_mod.up(workdir, count, state.registry_port, USER, progress=progress)
+    base = Path(CLUSTER_BASE_DIR)
+    base.mkdir(mode=0o750, parents=True, exist_ok=True)
+    shutil.chown(base, USER, USER)
+    data = yaml.safe_load((workdir / "dokploy.yaml").read_text())
+    path = workdir / CLUSTER_CONFIG
+    path.write_text(overlay.dump(overlay.cluster_nodes(data, count=count,
+                                                       edge_port=got.edge_port,
+                                                       base_dir=CLUSTER_BASE_DIR),
+                                 str(shipped), got.edge_port))
+    load_config(path)
+    return got
+
+
+def down_nodes(workdir: Path, progress: Any = print) -> None:
+    nodes_mod.down(workdir, progress=progress)
+    (workdir / CLUSTER_CONFIG).unlink(missing_ok=True)
+    shutil.rmtree(CLUSTER_BASE_DIR, ignore_errors=True)
 
 
 def _ensure_registry(workdir: Path, state: State) -> registry_server.RegistryServer:
@@ -311,12 +346,16 @@ def status(workdir: Path | None = None) -> dict[str, Any]:
         "sshd_running": sshd.running(workdir / "sshd.pid") is not None,
         "services": services,
         "up_seconds": state.up_seconds,
+        **({"cluster_config": str(workdir / CLUSTER_CONFIG),
+            "cluster_ssh": f"fab -S {workdir / 'cluster' / 'ssh_config'} -H node0 TASK"}
+           if (workdir / CLUSTER_CONFIG).exists() else {}),
     }
 
 
 def down(workdir: Path | None = None, progress: Any = print) -> None:
     workdir = workdir or workdir_for()
     state = State.load(workdir)
+    down_nodes(workdir, progress)
     if engine.engine_answers():
         progress("stacks: removing")
         remove_stacks()

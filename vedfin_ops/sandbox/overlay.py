@@ -160,3 +160,27 @@ def _alerting(data: dict[str, Any], kuma_port: int | None, sink: str | None) -> 
     else:
         monitoring["uptimeKumaPort"] = None
         monitoring.pop("uptimeKuma", None)
+
+
+def cluster_nodes(sandbox: dict[str, Any], *, count: int, edge_port: int,
+                  base_dir: str) -> dict[str, Any]:
+    """The sandbox config for the sandbox's N-node swarm (sandbox/nodes.py): `nodes:` instead
+    of `vps:` (node0 the manager with postgres and the public edge, the rest workers, each a
+    Host of the nodes' ssh_config), a remote folder of its own, and none of this machine's
+    shared daemons (Netdata's health folder, Uptime Kuma, the off-host copies), which the
+    single-VPS sandbox's deploys write to at the same time."""
+    data = copy.deepcopy(sandbox)
+    vps = data.pop("vps")
+    data["nodes"] = [
+        {"name": f"node{i}", "host": f"node{i}", "role": "manager" if i == 0 else "worker",
+         "memory": vps["memory"], "cpus": vps["cpus"], "swap": vps.get("swap", "0m"),
+         **({"address": "127.0.0.1", "public": True, "postgres": True} if i == 0 else {})}
+        for i in range(count)]
+    data["edge"] = {**data["edge"], "httpPort": edge_port}
+    data["remote"] = {**data["remote"], "baseDir": base_dir}
+    data["monitoring"] = {**data.get("monitoring", {}), "apply": False, "check": False,
+                          "uptimeKumaPort": None,
+                          "netdataConfig": "/nonexistent/vedfin-sandbox-nodes/netdata"}
+    data["monitoring"].pop("uptimeKuma", None)
+    data.get("backups", {}).pop("s3", None)
+    return data

@@ -78,7 +78,7 @@ def gather(host: Remote, config: Config, env: str) -> Facts:
             migration = json.loads(raw) if raw else None
         except ValueError:
             migration = {"unreadable": raw[:80]}
-    views = poller(host, [stack_name(config, env)])()
+    views = poller(host, [stack_name(config, env)], config)()
     from vedfin_ops.reports.tables import audit_entries
 
     tail = host.run(commands.tail(layout.audit, AUDIT_LINES), what="read audit")

@@ -47,8 +47,11 @@ def listing(host: Remote, layout: Layout) -> Listing:
         what="list releases"))
 
 
-def poller(host: Remote, stacks: list[str]) -> Callable[[], dict[str, ServiceView]]:
-    return lambda: parse_snapshot(host.run(snapshot(stacks), what="watch rollout"))
+def poller(host: Remote, stacks: list[str], config: Config
+           ) -> Callable[[], dict[str, ServiceView]]:
+    """Reads the stacks' services and tasks; on a cluster, the swarm's tasks on every node."""
+    command = snapshot(stacks, cluster=config.multi_node)
+    return lambda: parse_snapshot(host.run(command, what="watch rollout"))
 
 
 def expected_images(config: Config, env: str, tag: str,
@@ -163,7 +166,7 @@ class EnvRun(Operation):
         self.stack = stack_name(config, env)
         self.state = Listing([], None)
         self.views: dict[str, ServiceView] = {}
-        self.poll = poller(host, [self.stack])
+        self.poll = poller(host, [self.stack], config)
         self.logged_in = False
 
     def inspect(self) -> None:
@@ -199,7 +202,7 @@ class EnvRun(Operation):
              views: dict[str, ServiceView] | None = None
              ) -> tuple[list[str], dict[str, ServiceView]]:
         """`docker stack deploy`, then watch the engine converge."""
-        poll = self.poll if stack == self.stack else poller(self.host, [stack])
+        poll = self.poll if stack == self.stack else poller(self.host, [stack], self.config)
         if views is None:
             views = poll()
         before = before_of(views)

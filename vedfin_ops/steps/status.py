@@ -24,7 +24,7 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
     text = host.run(commands.status_state(layout.releases, layout.current, layout.shared_hash,
                                           env, layout.base), what="list releases")
     state, records = parse_listing(text), parse_records(text)
-    views = poller(host, [shared_stack_name(config), stack_name(config, env)])()
+    views = poller(host, [shared_stack_name(config), stack_name(config, env)], config)()
     env_views = {n: v for n, v in views.items() if n.startswith(stack_name(config, env) + "_")}
     lock = host.run(commands.read_file(f"{layout.lock}/holder"), what="read lock").strip()
     try:

@@ -32,28 +32,61 @@ class ServiceView:
 TASKS_MARK = "--TASKS--"  # parse_snapshot splits the service specs from the task lines here
 
 
-def snapshot(stacks: list[str]) -> str:
+SWARM_TASKS_MARK = "--SWARM-TASKS--"  # on a cluster: the swarm's tasks, on every node
+ACTIVE_TASK_STATES = {"New", "Pending", "Assigned", "Accepted", "Preparing", "Ready",
+                      "Starting", "Running"}
+
+
+def snapshot(stacks: list[str], cluster: bool = False) -> str:
     """Every service of the stacks as one JSON array, plus the running tasks of each.
 
     One command per poll: the spec (with UpdateStatus and Version) from `service inspect`,
-    then a line per task that should run: `TASK <service> <image> <state>`.
+    then a line per task that should run. On one VPS the manager's own containers are all the
+    tasks (`docker ps`, with their health); on a cluster most tasks run on other nodes, so the
+    swarm's task list is read (`service ps`: a task with a health check is `Running` only
+    once healthy, `Starting` before).
     """
+    ids = (f"ids=$(for f in {' '.join(sh(s) for s in stacks)}; do docker service ls -q "
+           f"--filter label={STACK_LABEL}=\"$f\"; done); ")
+    specs = "if [ -n \"$ids\" ]; then docker service inspect $ids; else echo '[]'; fi; "
+    if cluster:
+        return (ids + specs + f"echo {sh(SWARM_TASKS_MARK)}; "
+                "if [ -n \"$ids\" ]; then docker service ps $ids --no-trunc --format "
+                "'{{.Name}} {{.Image}} {{.DesiredState}} {{.CurrentState}}'; fi")
     return (
-        f"ids=$(for f in {' '.join(sh(s) for s in stacks)}; do docker service ls -q "
-        f"--filter label={STACK_LABEL}=\"$f\"; done); "
-        f"if [ -n \"$ids\" ]; then docker service inspect $ids; else echo '[]'; fi; "
-        f"echo {sh(TASKS_MARK)}; "
+        ids + specs + f"echo {sh(TASKS_MARK)}; "
         f"docker ps --no-trunc --filter label={STACK_LABEL} --format "
         f"'{{{{.Label \"{SERVICE_LABEL}\"}}}} {{{{.Image}}}} {{{{.State}}}} {{{{.Status}}}}'"
     )
 
 
+def _swarm_tasks(text: str) -> list[tuple[str, str, str]]:
+    """`service ps` lines -> (service, image, ready|starting) for tasks that run or will; a
+    task being shut down that still runs counts (as not ready): it still serves."""
+    out = []
+    for line in text.strip().splitlines():
+        parts = line.strip().removeprefix("\\_ ").split()
+        if len(parts) < 4 or parts[3] not in ACTIVE_TASK_STATES:
+            continue
+        if parts[2] != "Running" and parts[3] != "Running":
+            continue
+        service = parts[0].rsplit(".", 1)[0]
+        ready = parts[2] == "Running" and parts[3] == "Running"
+        out.append((service, parts[1], "ready" if ready else "starting"))
+    return out
+
+
 def parse_snapshot(text: str) -> dict[str, ServiceView]:
     """The output of `snapshot` -> a view per service."""
-    inspect_text, _, tasks_text = text.partition(TASKS_MARK)
+    if SWARM_TASKS_MARK in text:
+        inspect_text, _, tasks_text = text.partition(SWARM_TASKS_MARK)
+        swarm = True
+    else:
+        inspect_text, _, tasks_text = text.partition(TASKS_MARK)
+        swarm = False
     services: list[dict[str, Any]] = json.loads(inspect_text.strip() or "[]")
-    tasks: list[tuple[str, str, str]] = []
-    for line in tasks_text.strip().splitlines():
+    tasks: list[tuple[str, str, str]] = _swarm_tasks(tasks_text) if swarm else []
+    for line in ([] if swarm else tasks_text.strip().splitlines()):
         parts = line.split(" ", 3)
         if len(parts) >= 3:
             status = parts[3] if len(parts) > 3 else ""

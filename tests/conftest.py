@@ -28,14 +28,28 @@ def _integration(item: pytest.Item) -> bool:
     return item.path.parent.name == "integration"
 
 
+def _nodes(item: pytest.Item) -> bool:
+    """tests/nodes: the sandbox's N-node swarm, engines of its own (see its module)."""
+    return item.path.parent.name == "nodes"
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Integration tests first, those that switch the sandbox's config last among them, one
     module after the other (production goes from one config to the next without a deploy
     back to the default in between), then `sandbox.down`'s. Under xdist (the default
     `-n 2 --dist loadgroup`) the integration tests are one group, on one worker, in this
-    order (one sandbox, one driver), and the unit tests the other group, on the other."""
-    def rank(item: pytest.Item) -> int:
+    order (one sandbox, one driver), and the unit tests the other group, on the other.
+
+    The nodes' tests (a swarm of engines of their own) come last under xdist, so the unit
+    tests' worker takes them after the unit tests, beside the sandbox's tests (the group
+    after `unit` goes to the first worker that runs short); in one process they run before
+    the config switches and sandbox.down."""
+    under_xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+
+    def rank(item: pytest.Item) -> float:
+        if _nodes(item):
+            return 4 if under_xdist else 0.5
         if not _integration(item):
             return 3
         name = item.path.name
@@ -43,7 +57,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     items.sort(key=rank)  # stable: the collection's order inside each rank
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("sandbox" if _integration(item) else "unit"))
+        group = "sandbox" if _integration(item) else "nodes" if _nodes(item) else "unit"
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -51,7 +66,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     (root only; CPU, not I/O): it mostly takes what the sandbox's tests leave (they mostly
     wait on the engine), so it barely slows a rollout under load or a health check."""
     if os.environ.get("PYTEST_XDIST_WORKER") and os.geteuid() == 0:
-        os.setpriority(os.PRIO_PROCESS, 0, 0 if _integration(item) else 19)
+        # the nodes' engines inherit it: below the sandbox's tests, above the unit tests
+        os.setpriority(os.PRIO_PROCESS, 0, 0 if _integration(item) else 10 if _nodes(item)
+                       else 19)
 
 
 @pytest.fixture(autouse=True)

@@ -117,19 +117,20 @@ def test_capacity_is_judged_per_node_and_names_the_node_that_does_not_fit(
     a 2 GB machine: the cluster fits, that node does not."""
     roomy = capacity_report(variant(_nodes(3)), "production")
     assert roomy.vps_memory_mb == 3 * 4096
+    edge = 64  # the edge's limit, on the public node only
     assert {n.name: n.peak_memory_mb for n in roomy.nodes} == {
-        "node0": 3160 + 1024, "node1": 1880 + 1536, "node2": 3160}
+        "node0": 3160 + edge + 1024, "node1": 1880 + 1536, "node2": 3160}
     small_first = _nodes(3, memory="8g", first={"memory": "2g", "swap": "0m"})
     tight = capacity_report(variant(small_first), "production")
     assert tight.committed_memory_mb <= tight.vps_memory_mb  # the cluster as a whole fits
     assert tight.status == "critical"
-    assert tight.reasons == ["node0: limits commit 3160 MiB, more than RAM + swap (2048 + 0 "
-                             "MiB)", "node0: a rolling deploy peaks at 4184 MiB of limits "
-                             "(web-production start beside the old), more than RAM + swap "
+    assert tight.reasons == ["node0: limits commit 2712 MiB, more than RAM + swap (2048 + 0 "
+                             "MiB)", "node0: a rolling deploy peaks at 4248 MiB of limits "
+                             "(api-production start beside the old), more than RAM + swap "
                              "(2048 MiB)"]
     data = tight.to_dict()["nodes"][0]
     assert data["name"] == "node0" and data["status"] == "critical"
-    assert data["tasks"]["postgres"] == 1
+    assert data["tasks"]["postgres"] == 1 and data["tasks"]["edge"] == 1
 
 
 def test_one_node_capacity_is_the_whole_vps_as_before(variant: Any) -> None:

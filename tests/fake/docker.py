@@ -247,6 +247,16 @@ def main(args: list[str]) -> int:
         print(json.dumps([inspect_one(n, state["services"][n]) for n in names
                           if n in state["services"]]))
         return 0
+    if args[:2] == ["service", "ps"] and ".DesiredState" in (flag(args, "--format") or ""):
+        # a cluster's rollout: the swarm's tasks of every service, on whichever node
+        names = [a for a in args[2:] if not a.startswith("-") and "{{" not in a]
+        for name in names:
+            for slot, task in enumerate(state["services"].get(name, {}).get("tasks", []), 1):
+                # a drain scripted stuck: one task of each service never comes up elsewhere
+                up = task["ready"] and not (state.get("stuck") and slot == 1)
+                current = "Running 3 seconds ago" if up else "Starting 1 second ago"
+                print(f"{name}.{slot} {task['image']} Running {current}")
+        return 0
     if args[:2] == ["service", "ps"] and "--format" in args:  # `<task id> <image>` per task
         svc = state["services"].get(args[-1])
         if svc is not None:  # one task per version: the current one, and older ones

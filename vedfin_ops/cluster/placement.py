@@ -97,6 +97,12 @@ def place(config: Config, env: str | None = None) -> list[NodePlan]:
     holder = next(p for p in plans if p.node.postgres)
     res = config.postgres.resources
     holder.add("postgres", res.memory, res.cpus)
+    if config.multi_node and config.edge.mode == "caddy":
+        # ours, pinned to the public node (Traefik is Dokploy's). On one VPS the runbook's
+        # figures count it in the overhead; on a cluster it is on one node only, and the
+        # engines' own task lists show it there (tests/nodes)
+        public = next(p for p in plans if p.node.public)
+        public.add("edge", config.edge.resources.memory, config.edge.resources.cpus)
     redis = config.redis.resources
     # redis keeps nothing on disk (the runbook's `--save ""`): it goes where swarm likes
     target = _pick(plans, "redis", None)

@@ -434,8 +434,13 @@ def node_availability(node: str, availability: str) -> str:
 
 
 def drain_state(node: str) -> str:
-    """The node's tasks still meant to run there, then every service's replicas: a drain is
-    done when the first part is empty and each service runs what it wants."""
+    """The node's tasks still meant to run there, every service's replicas, then the swarm's
+    tasks: a drain is done when the first part is empty and each service runs what it wants
+    (counted from the tasks, Running and meant to run: `service ls` still counts a task
+    that is being shut down on the drained node)."""
     return (f"docker node ps --filter desired-state=running --format '{{{{.Name}}}}' "
             f"-- {sh(node)} && echo --SERVICES-- && "
-            f"docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}'")
+            f"docker service ls --format '{{{{.Name}}}} {{{{.Replicas}}}}' && "
+            f"echo --SWARM-TASKS-- && ids=$(docker service ls -q) && "
+            f"if [ -n \"$ids\" ]; then docker service ps $ids --no-trunc --format "
+            f"'{{{{.Name}}}} {{{{.Image}}}} {{{{.DesiredState}}}} {{{{.CurrentState}}}}'; fi")

@@ -44,17 +44,23 @@ def cluster_status(host: Any, config: Config) -> dict[str, Any]:
 
 
 def parse_drain_state(text: str) -> tuple[list[str], list[str]]:
-    """(tasks still on the node, services short of their replicas as `name n/m`)."""
-    tasks_part, _, services_part = text.partition("--SERVICES--")
+    """(tasks still on the node, services short of their replicas as `name n/m`, n the
+    tasks that run and are meant to)."""
+    from vedfin_ops.remote.probes.engine import SWARM_TASKS_MARK, swarm_tasks
+
+    tasks_part, _, rest = text.partition("--SERVICES--")
+    services_part, _, swarm_part = rest.partition(SWARM_TASKS_MARK)
+    ready = Counter(service for service, _image, state in swarm_tasks(swarm_part)
+                    if state == "ready")
     tasks = [line.strip() for line in tasks_part.splitlines() if line.strip()]
     short = []
     for line in services_part.splitlines():
         parts = line.split()
         if len(parts) < 2 or "/" not in parts[1]:
             continue
-        running, _, wanted = parts[1].partition("/")
-        if running != wanted:
-            short.append(f"{parts[0]} {parts[1]}")
+        wanted = parts[1].partition("/")[2]
+        if str(ready[parts[0]]) != wanted:
+            short.append(f"{parts[0]} {ready[parts[0]]}/{wanted}")
     return tasks, short
 
 

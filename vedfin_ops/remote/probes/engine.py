@@ -60,7 +60,7 @@ def snapshot(stacks: list[str], cluster: bool = False) -> str:
     )
 
 
-def _swarm_tasks(text: str) -> list[tuple[str, str, str]]:
+def swarm_tasks(text: str) -> list[tuple[str, str, str]]:
     """`service ps` lines -> (service, image, ready|starting) for tasks that run or will; a
     task being shut down that still runs counts (as not ready): it still serves."""
     out = []
@@ -85,7 +85,7 @@ def parse_snapshot(text: str) -> dict[str, ServiceView]:
         inspect_text, _, tasks_text = text.partition(TASKS_MARK)
         swarm = False
     services: list[dict[str, Any]] = json.loads(inspect_text.strip() or "[]")
-    tasks: list[tuple[str, str, str]] = _swarm_tasks(tasks_text) if swarm else []
+    tasks: list[tuple[str, str, str]] = swarm_tasks(tasks_text) if swarm else []
     for line in ([] if swarm else tasks_text.strip().splitlines()):
         parts = line.split(" ", 3)
         if len(parts) >= 3:

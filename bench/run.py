@@ -349,6 +349,38 @@ def bench_growth(sizes: tuple[int, ...] = (2, 4, 8)) -> None:
           + " of the 2-service deploy (target: sublinear)")
 
 
+def bench_growth_nodes(sizes: tuple[int, ...] = (1, 2, 3)) -> None:
+    """Deploy time and remote commands on a swarm of 1, 2, 3 sandbox nodes (the same netns
+    engines each time; 1 is a one-node `nodes:` config): v1 first, then v2 and back to v1
+    timed. The tool talks to the manager only, so the target is flat."""
+    from vedfin_ops import sandbox
+    from vedfin_ops.remote.host import connect as ssh
+
+    times: dict[int, float] = {}
+    for size in sizes:
+        sandbox.down_nodes(SANDBOX, progress=lambda _m: None)
+        state = sandbox.up_nodes(SANDBOX, size, progress=lambda _m: None)
+        config = load_config(SANDBOX / sandbox.CLUSTER_CONFIG)
+        runs = []
+        for tag in ("v1", "v2", "v1"):
+            h = Host(ssh("node0", SANDBOX / "cluster" / "ssh_config"))
+            started = time.monotonic()
+            try:
+                result = deploy(h, config, ENV, tag, say=lambda _m: None)
+            finally:
+                h.close()
+            runs.append((time.monotonic() - started, len(result.commands)))
+        timed = runs[1:]
+        times[size] = statistics.mean(t for t, _ in timed)
+        print(f"{size} node(s) (up in {state.up_seconds:.1f}s): first deploy "
+              f"{runs[0][0]:.1f}s; v2 and back {', '.join(f'{t:.1f}s' for t, _ in timed)}, "
+              f"{timed[0][1]} remote commands")
+    sandbox.down_nodes(SANDBOX, progress=lambda _m: None)
+    first = times[sizes[0]]
+    print("growth over nodes: " + ", ".join(f"{n}: {t / first:.2f}x" for n, t in times.items())
+          + f" of the {sizes[0]}-node deploy (target: flat)")
+
+
 def bench_build(runs: int = 5) -> None:
     """The tool's `build --push` of the two stand-in apps against bare `docker build` +
     `docker push` of the same Dockerfiles with the same args, alternating, each at a new tag
@@ -521,6 +553,11 @@ BENCHES: dict[str, Callable[[], None]] = {
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:2] == ["growth"] and "--nodes" in argv:
+        sizes = tuple(int(n) for n in argv[argv.index("--nodes") + 1].split(","))
+        print("== growth --nodes")
+        bench_growth_nodes(sizes)
+        return 0
     names = list(BENCHES) if argv[1:] == ["all"] else argv[1:]
     unknown = [n for n in names if n not in BENCHES]
     if not names or unknown:

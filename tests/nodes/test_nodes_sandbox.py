@@ -153,6 +153,55 @@ def test_three_engines_form_one_swarm_each_with_its_own_address_and_host_key(
         assert address == nodes.address(index)
 
 
+def _audit(action: str) -> list[dict[str, Any]]:
+    path = Path(nodes_config_base(), "audit.log")
+    return [json.loads(line) for line in path.read_text().splitlines()
+            if json.loads(line).get("action") == action]
+
+
+def nodes_config_base() -> str:
+    from vedfin_ops import sandbox
+
+    return sandbox.CLUSTER_BASE_DIR
+
+
+def test_cluster_join_brings_a_node_back_over_its_own_ssh_link(
+        cluster: dict[str, Any]) -> None:
+    """node2 leaves the swarm; `fab cluster.join node2` joins it again through the manager's
+    token (never shown) and node2's own sshd, and a second run changes nothing."""
+    nodes.docker(2, "swarm", "leave", "--force")
+    nodes.docker(0, "node", "rm", "--force", "node2")
+    token = nodes.docker(0, "swarm", "join-token", "-q", "worker").stdout.strip()
+    joined = _fab(cluster, "cluster.join", "node2")
+    assert joined.returncode == 0, joined.stderr
+    assert "node2 joined" in joined.stdout
+    assert token not in joined.stdout + joined.stderr
+    listed = nodes.docker(0, "node", "ls", "--format", "{{.Hostname}} {{.Status}}").stdout
+    assert "node2 Ready" in listed
+    again = _fab(cluster, "cluster.join", "node2")
+    assert again.returncode == 0 and "already in the swarm" in again.stdout, again.stderr
+    results = [line["result"] for line in _audit("cluster-join")]
+    assert results[-2:] == ["ok", "noop"]
+    assert token not in Path(nodes_config_base(), "audit.log").read_text()
+
+
+def test_cluster_join_refuses_a_node_in_another_swarm_and_changes_nothing(
+        cluster: dict[str, Any]) -> None:
+    nodes.docker(2, "swarm", "leave", "--force")
+    nodes.docker(0, "node", "rm", "--force", "node2")
+    nodes.docker(2, "swarm", "init", "--advertise-addr", nodes.address(2))
+    try:
+        refused = _fab(cluster, "cluster.join", "node2")
+        assert refused.returncode == 1
+        assert "node2's engine is 'active' in a swarm" in refused.stderr, refused.stderr
+        assert "node2" not in nodes.docker(0, "node", "ls", "--format",
+                                           "{{.Hostname}}").stdout.split()
+        assert _audit("cluster-join")[-1]["result"] == "failed"
+    finally:
+        nodes.docker(2, "swarm", "leave", "--force")
+        assert _fab(cluster, "cluster.join", "node2").returncode == 0
+
+
 def test_deploy_spreads_each_app_over_the_nodes_and_pins_postgres_and_the_edge(
         cluster: dict[str, Any]) -> None:
     result = _deploy(cluster, "v1")

@@ -256,6 +256,32 @@ def cluster_drain(c: Context, node: str, accept_new_host_key: bool = False,
     stdout.print(f"cluster.drain: {result['node']} drained ({result['moved']} task(s) moved)")
 
 
+@task(name="join", help={**HOST_HELP, "node": "the configured node: its name or host (SSH "
+                                               "reaches it as nodes[].host says)"})
+@guarded
+def cluster_join(c: Context, node: str, accept_new_host_key: bool = False,
+                 host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+    """Join a configured node to the swarm (over its own SSH link, host key checked), with
+    its role and labels; converged (a member gets only missing labels); audited."""
+    from fabric import Connection
+
+    from vedfin_ops.remote.host import Host
+    from vedfin_ops.steps.cluster import join
+
+    cfg = config_for(config)
+    manager = remote(c, accept_new_host_key, host_key_fingerprint)
+    target = next((n.host for n in cfg.nodes if node in (n.name, n.host)), node)
+    # the node's host key: its own known_hosts line (--host-key-fingerprint is the manager's)
+    node_host = Host(Connection(target, config=c.config), accept_new_host_key, None)
+    try:
+        result = join(manager, node_host, cfg, node, say=say)
+    finally:
+        node_host.close()
+    stdout.print(f"cluster.join: {result['node']} "
+                 + ("joined" if result["joined"] else "already in the swarm")
+                 + (f"; labels {', '.join(result['labels'])}" if result["labels"] else ""))
+
+
 @task(help={**HOST_HELP, "env": "environment", "app": "one app (default: every app of the env)",
             "since": "a duration (10m, 2h) or a date (2026-11-29T12:00:00Z)",
             "lines": "at most this many of each task's last lines",
@@ -711,4 +737,4 @@ ns.add_collection(Collection("lock", lock_release))
 ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))
 ns.add_collection(Collection("monitoring", monitoring_apply, monitoring_status))
 ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))
-ns.add_collection(Collection("cluster", cluster_status, cluster_drain))
+ns.add_collection(Collection("cluster", cluster_status, cluster_drain, cluster_join))

@@ -444,3 +444,36 @@ def drain_state(node: str) -> str:
             f"echo --SWARM-TASKS-- && ids=$(docker service ls -q) && "
             f"if [ -n \"$ids\" ]; then docker service ps $ids --no-trunc --format "
             f"'{{{{.Name}}}} {{{{.Image}}}} {{{{.DesiredState}}}} {{{{.CurrentState}}}}'; fi")
+
+
+def join_info(role: str) -> str:
+    """On the manager: the join token for `role` (a secret: the caller masks it), then the
+    manager's swarm address."""
+    return (f"docker swarm join-token -q {sh(role)} && "
+            "docker info --format '{{.Swarm.NodeAddr}}'")
+
+
+def swarm_local_state() -> str:
+    return "docker info --format '{{.Swarm.LocalNodeState}}'"
+
+
+def swarm_join(manager_address: str) -> str:
+    """On the joining node: the token comes on the channel's stdin (never in this command
+    line); it is in `docker swarm join`'s argv on that node while the join runs, as the CLI
+    takes it no other way."""
+    return (f"IFS= read -r t && exec docker swarm join --token \"$t\" "
+            f"{sh(manager_address + ':2377')}")
+
+
+def swarm_leave() -> str:
+    return "docker swarm leave --force"
+
+
+def node_remove(node: str) -> str:
+    return f"docker node rm --force -- {sh(node)}"
+
+
+def node_labels_update(node: str, add: dict[str, str], remove: list[str]) -> str:
+    flags = [*(f"--label-add {sh(f'{k}={v}')}" for k, v in sorted(add.items())),
+             *(f"--label-rm {sh(k)}" for k in sorted(remove))]
+    return f"docker node update {' '.join(flags)} -- {sh(node)}"

@@ -325,8 +325,8 @@ def up(workdir: Path, count: int, registry_port: int, user: str,
        progress: object = print) -> NodesState:
     """The N nodes, their swarm, their sshd and forwarder; idempotent."""
     say = progress if callable(progress) else print
-    if count < 2:
-        raise SandboxError("--nodes wants 2 or more (1 is the sandbox itself)")
+    if count < 1:
+        raise SandboxError("the nodes: want 1 or more")
     for tool in ("ip", "iptables", "dockerd"):
         if shutil.which(tool) is None:
             raise SandboxError(f"{tool}: not installed (scripts/setup.sh installs it)")

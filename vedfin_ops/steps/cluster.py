@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vedfin_ops.cluster.nodes import EngineNode, placement_problems, read_nodes
-from vedfin_ops.config.model import Config
+from vedfin_ops.config.model import RESERVED_LABEL_PREFIX, Config, Node
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Remote
@@ -187,4 +187,107 @@ def drain(conn: Any, config: Config, node: str, *, say: Say = print,
     host = as_env_host(conn, config, sorted(config.environments)[0])
     result: dict[str, Any] = Drain(host, config, node, say=say, show=show,
                                    clock=clock, verify_fn=verify_fn).execute()
+    return result
+
+
+class Join(Operation):
+    """`fab -H MANAGER cluster.join NODE`: a configured node joins the swarm over its own SSH
+    link (its host key checked like the manager's), with its role, then gets its labels and
+    must be ready. Converged: a node already in the swarm only gets labels it lacks (noop when
+    none); a join that fails after the node joined takes it out again (leave on the node,
+    `node rm` on the manager), so the swarm is as before."""
+
+    action = "cluster-join"
+
+    def __init__(self, host: Remote, config: Config, node: Node, node_host: Remote,
+                 **kwargs: Any) -> None:
+        super().__init__(host, config, CLUSTER, **kwargs)
+        self.node, self.node_host = node, node_host
+        self.joined = False
+
+    def body(self) -> dict[str, Any]:
+        from vedfin_ops.cluster.placement import node_labels
+
+        name = self.node.name
+        member = next((n for n in read_nodes(self.host) if n.hostname == name), None)
+        if member is None or member.state != "ready":
+            member = self.join()
+        wanted = node_labels(self.node)
+        add = {k: v for k, v in wanted.items() if member.labels.get(k) != v}
+        stray = [k for k in member.labels
+                 if k.startswith(RESERVED_LABEL_PREFIX) and k not in wanted]
+        if add or stray:
+            self.engine_touched = True
+            self.host.run(commands.node_labels_update(name, add, stray),
+                          what=f"label {name}")
+        changed = self.joined or bool(add or stray)
+        result = {"node": name, "joined": self.joined, "labels": sorted(add),
+                  "removed": sorted(stray)}
+        with self.shielded():
+            self.commit(result)
+            self.audit_ok("ok" if changed else "noop",
+                          detail=f"{name}: " + ("joined" if self.joined else "a member")
+                          + (f", labels {', '.join(sorted(add))}" if add else ""))
+        self.say(f"cluster.join: {name} " + ("joined the swarm" if self.joined else
+                                              "is in the swarm already")
+                 + (f"; labels set: {', '.join(sorted(add))}" if add else ""))
+        return result
+
+    def join(self) -> EngineNode:
+        name = self.node.name
+        state = self.node_host.run(commands.swarm_local_state(),
+                                   what=f"swarm state on {name}").strip()
+        if state not in ("inactive", ""):
+            raise CheckFailed(f"cluster.join: {name}'s engine is {state!r} in a swarm this "
+                              f"manager does not list as a ready node (on {name}: docker "
+                              f"swarm leave, then join again)")
+        token, _, address = self.host.run(commands.join_info(self.node.role),
+                                          what="join token").strip().partition("\n")
+        for host in (self.host, self.node_host):  # never shown, whatever prints it back
+            host.secrets.append(token)
+        self.engine_touched = True
+        self.joined = True
+        self.node_host.run(commands.swarm_join(address.strip()), what=f"join {name}",
+                           secret_stdin=token + "\n")
+        found: list[EngineNode] = []
+
+        def ready() -> bool | None:
+            self.beat()
+            found[:] = [n for n in read_nodes(self.host) if n.hostname == name
+                        and n.state == "ready"]
+            return True if found else None
+
+        timeout = self.config.remote.rollout_timeout
+        try:
+            until(ready, timeout=timeout, interval=1.0, clock=self.clock)
+        except TimedOut:
+            raise CheckFailed(f"cluster.join: {name} joined but is not ready after "
+                              f"{timeout:g} s") from None
+        return found[0]
+
+    def put_back(self) -> str:
+        if not self.joined:
+            return ""
+        self.node_host.run(commands.swarm_leave(), what=f"leave {self.node.name}",
+                           check=False)
+        self.host.run(commands.node_remove(self.node.name), what=f"remove {self.node.name}",
+                      check=False)
+        return f"{self.node.name} left the swarm again"
+
+
+def join(conn: Any, node_conn: Any, config: Config, node: str, *, say: Say = print,
+         clock: Clock = REAL) -> dict[str, Any]:
+    """Join the configured node `node` (its name or host) through the manager `conn`;
+    `node_conn` reaches the node itself; audited."""
+    from vedfin_ops.steps.env_run import as_env_host
+
+    found = next((n for n in config.nodes if node in (n.name, n.host)), None)
+    if found is None:
+        raise UsageError(f"cluster.join: {node!r} is not in the config's nodes (known: "
+                         f"{', '.join(n.name for n in config.nodes) or 'none'})")
+    first = sorted(config.environments)[0]
+    host = as_env_host(conn, config, first)
+    node_host = as_env_host(node_conn, config, first)
+    result: dict[str, Any] = Join(host, config, found, node_host, say=say,
+                                  clock=clock).execute()
     return result

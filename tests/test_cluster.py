@@ -497,3 +497,63 @@ def test_a_fault_while_reading_the_nodes_ends_a_cluster_deploy_before_any_change
     last = world.audit()[-1]
     assert (last["action"], last["result"]) == (
         "deploy", "interrupted" if kind in ("ctrl-c", "sigterm") else "failed")
+
+
+def test_preflight_reads_every_node_over_its_own_ssh_link(tmp_path: Path,
+                                                          variant: Any) -> None:
+    """An item per node: the manager's usage from the tool's own link, each other node's
+    over a link of its own (the scripted host stands for each; its /proc is this machine's)."""
+    from vedfin_ops.checks.preflight import node_checks
+    from vedfin_ops.checks.runner import run_check
+
+    from .fake.host import FakeHost
+
+    config = variant(_nodes(3))
+    host = FakeHost(tmp_path)
+    checks = [run_check(name, fn) for name, fn in
+              node_checks(host, config, "production", "", force=False)]
+    assert [c.name for c in checks] == ["node node0", "node node1", "node node2"]
+    assert all(c.ok for c in checks), checks
+    assert host.siblings == ["deployer@10.0.0.2", "deployer@10.0.0.3"]
+    assert all("surge" in c.detail and "fits" in c.detail for c in checks)
+
+
+def test_preflight_fails_on_a_node_it_cannot_reach(tmp_path: Path, variant: Any) -> None:
+    from vedfin_ops.checks.preflight import node_checks
+    from vedfin_ops.checks.runner import run_check
+
+    from .fake.host import FakeHost
+
+    host = FakeHost(tmp_path)
+    host.unreachable = {"deployer@10.0.0.3"}
+    checks = {name: run_check(name, fn) for name, fn in
+              node_checks(host, variant(_nodes(3)), "production", "", force=False)}
+    assert checks["node node1"].ok
+    failed = checks["node node2"]
+    assert not failed.ok
+    assert failed.detail == "node2 (deployer@10.0.0.3): cannot reach deployer@10.0.0.3: " \
+                            "timed out"
+
+
+def test_the_gate_refuses_a_node_the_surge_does_not_fit_though_the_cluster_has_room(
+        variant: Any) -> None:
+    """Three 4 GB nodes: 12 GB between them, 3.5 GB used on the one where the surging api
+    task lands. The cluster has 8.5 GB free; that node has 0.5 GB, less than the task."""
+    from vedfin_ops.checks.gate import node_gate
+    from vedfin_ops.cluster.placement import place
+    from vedfin_ops.remote.probes.usage import Usage
+
+    config = variant(_nodes(3, first={"swap": "0m"}))
+    plans = place(config, "production")
+    busy = next(p for p in plans if p.surge_mb)
+    tight = Usage(4096, 3584, 0, 0, 0.5, 2)
+    roomy = Usage(4096, 512, 0, 0, 0.5, 2)
+    results = {p.node.name: node_gate(p.node.name, tight if p is busy else roomy,
+                                      p.surge_mb, p.surging) for p in plans}
+    assert not results[busy.node.name].ok
+    assert results[busy.node.name].reason.startswith(f"{busy.node.name}: used 3584 MiB RAM")
+    assert "exceeds its RAM + swap (4096 MiB)" in results[busy.node.name].reason
+    assert all(r.ok for n, r in results.items() if n != busy.node.name)
+    free = sum(u.memory_total_mb - u.memory_used_mb
+               for u in [tight if p is busy else roomy for p in plans])
+    assert free > sum(p.surge_mb for p in plans), "the cluster as a whole has the room"

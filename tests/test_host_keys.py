@@ -191,6 +191,30 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint(sshd: Callable[...,
         opened(server.ssh_config(known))
 
 
+@needs_sshd
+def test_a_cluster_node_reached_beside_a_checked_host_is_checked_too(
+        sshd: Callable[..., Server], tmp_path: Path) -> None:
+    """A node's link (Host.sibling) shares the first link's Fabric config: its host key is
+    checked all the same (a mark kept in that config once made every later link look
+    checked), and filed under the ssh_config's HostKeyAlias when there is one."""
+    first, node = sshd(), sshd()
+    known = tmp_path / "known_hosts"
+    kind, blob = first.host_line()
+    known.write_text(f"[127.0.0.1]:{first.port} {kind} {blob}\n")
+    config = first.ssh_config(known, extra=(
+        f"Host node1\n  HostName 127.0.0.1\n  Port {node.port}\n  User root\n"
+        f"  IdentityFile {node.folder}/client_key\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {known}\n  HostKeyAlias node1\n"))
+    host = opened(config)
+    with pytest.raises(HostError, match="unknown host key"):
+        host.sibling("node1").run("true", what="node1")
+    node_kind, node_blob = node.host_line()
+    with known.open("a") as fh:  # pinned under its alias, not its address and port
+        fh.write(f"node1 {node_kind} {node_blob}\n")
+    assert host.sibling("node1").run("echo ok", what="node1").strip() == "ok"
+    host.close()
+
+
 # --- known_hosts: read without choking, pinned by appending one line -----------------------
 
 def messy_known_hosts(other: tuple[str, str, Path]) -> bytes:

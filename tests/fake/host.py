@@ -94,6 +94,8 @@ exec /bin/date "$@"
         self.counts: dict[str, int] = {}
         self.name = "fake@host"
         self.outputs: list[str] = []
+        self.siblings: list[str] = []  # the other nodes a run reached
+        self.unreachable: set[str] = set()  # nodes whose SSH link a test cuts
 
     # -- the Host interface ---------------------------------------------------------------
     def redact(self, text: str) -> str:
@@ -184,6 +186,16 @@ exec /bin/date "$@"
 
     def close(self) -> None:
         pass
+
+    def sibling(self, host: str) -> FakeHost:
+        """A cluster's other node: this same scripted machine (its usage is this machine's
+        /proc), or a link that fails when a test says so."""
+        from vedfin_ops.remote.host import HostError
+
+        self.siblings.append(host)
+        if host in self.unreachable:
+            raise HostError(f"cannot reach {host}: timed out")
+        return self
 
     # -- for the tests ----------------------------------------------------------------------
     def set_time(self, hhmm: str) -> None:

@@ -262,6 +262,28 @@ def test_capacity_per_node_is_what_the_engines_run(cluster: dict[str, Any]) -> N
     assert round(committed) == round(sum(limits[s] * n for s, n in running_total.items()))
 
 
+def test_preflight_reaches_every_node_and_a_node_it_cannot_reach_stops_the_deploy(
+        cluster: dict[str, Any]) -> None:
+    from vedfin_ops import sandbox
+    from vedfin_ops.sandbox.local import terminate
+
+    _deploy(cluster, "v1")
+    checked = _fab(cluster, "preflight", "--env", "production")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for index in range(COUNT):
+        assert f"node {nodes.name(index)}" in checked.stdout, checked.stdout
+    folder = SANDBOX_DIR / "cluster"
+    terminate(int((folder / "node1" / "sshd.pid").read_text()))
+    try:
+        refused = _fab(cluster, "deploy.production", "--tag", "v2")
+        assert refused.returncode == 1
+        assert "node node1: node1 (node1)" in refused.stderr, refused.stderr
+        assert _version(cluster) == "api v1", "nothing may change"
+    finally:
+        nodes.start_sshd(folder, 1, sandbox.USER)
+    assert _fab(cluster, "preflight", "--env", "production").returncode == 0
+
+
 def test_draining_a_worker_under_load_fails_no_request(cluster: dict[str, Any]) -> None:
     from vedfin_ops.steps.cluster import drain
 

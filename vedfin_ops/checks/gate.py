@@ -74,3 +74,21 @@ def gate(config: Config, env: str, usage: Usage, *, hard_margin_mb: float = 0.0)
                                 f"alert{lasting}", surge_mb, projected_ram, warning=True)
     return GateResult(True, f"{figures}: fits ({projected_ram:.0f} of "
                             f"{usage.memory_total_mb:.0f} MiB RAM)", surge_mb, projected_ram)
+
+
+def node_gate(name: str, usage: Usage, surge_mb: float, surging: list[str], *,
+              hard_margin_mb: float = 0.0) -> GateResult:
+    """One node of a cluster: what it uses now plus the new tasks a deploy starts there (by
+    their limits: the manager's stats do not see other nodes' tasks) must fit in its own RAM
+    + swap. The cluster's total fitting says nothing about the node a task lands on."""
+    used = usage.memory_used_mb + usage.swap_used_mb
+    total = usage.memory_total_mb + usage.swap_total_mb
+    room = total - hard_margin_mb
+    figures = (f"{name}: used {usage.memory_used_mb:.0f} MiB RAM + {usage.swap_used_mb:.0f} "
+               f"MiB swap, surge {surge_mb:.0f} MiB ({', '.join(surging) or 'none'})")
+    if used + surge_mb > room:
+        margin = f" minus the {hard_margin_mb:.0f} MiB hard margin" if hard_margin_mb else ""
+        return GateResult(False, f"{figures}: {used + surge_mb:.0f} MiB exceeds its RAM + swap "
+                                 f"({total:.0f} MiB){margin}", surge_mb, used + surge_mb)
+    return GateResult(True, f"{figures}: fits ({used + surge_mb:.0f} of {room:.0f} MiB)",
+                      surge_mb, usage.memory_used_mb + surge_mb)

@@ -18,13 +18,14 @@ from vedfin_ops.checks.cloudflare import (
     system_resolver,
 )
 from vedfin_ops.checks.endpoints import tls_address
-from vedfin_ops.checks.gate import gate
+from vedfin_ops.checks.gate import GateResult, gate
 from vedfin_ops.checks.runner import CertificateNotYet, Check, Failed, Transient, run_check
 from vedfin_ops.checks.smoke import Options, tls_check, trusting
 from vedfin_ops.checks.smoke import SmokeReport as _Report
 from vedfin_ops.config import secret_store
-from vedfin_ops.config.model import Config, Traefik
+from vedfin_ops.config.model import Config, Node, Traefik
 from vedfin_ops.config.names import shared_stack_name
+from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Host
 from vedfin_ops.remote.probes.preflight import (
     UfwRule,
@@ -385,8 +386,45 @@ def preflight(host: Host | None, config: Config, env: str, *,
     if usage_text.strip():
         checks.append(("swap", lambda: swap_check(config, parse_probe(usage_text).swap_total_mb)))
     checks.append(("capacity", lambda: _capacity(config, env, usage_text, force)))
+    if config.multi_node and host is not None:
+        checks.extend(node_checks(host, config, env, usage_text, force))
     report.checks = [run_check(name, fn) for name, fn in checks]
     return report
+
+
+def node_checks(host: Host, config: Config, env: str, usage_text: str,
+                force: bool) -> list[tuple[str, Callable[[], str]]]:
+    """On a cluster, an item per node: each reached over its own SSH link (its host key
+    checked), its memory now plus the tasks this deploy starts there (where placement puts
+    the surge) against its own RAM + swap. The manager's answers are the probe's."""
+    from vedfin_ops.checks.gate import node_gate
+    from vedfin_ops.cluster.placement import place
+    from vedfin_ops.remote.probes.usage import PROBE
+
+    plans = {p.node.name: p for p in place(config, env)}
+    manager = next(n for n in config.nodes if n.role == "manager")
+
+    def check(node: Node) -> str:
+        if node.name == manager.name and usage_text.strip():
+            text = usage_text
+        else:
+            other = host
+            try:
+                if node.name != manager.name:
+                    other = host.sibling(node.host)
+                text = other.run(PROBE, what=f"probe {node.name}")
+            except CheckFailed as exc:  # unreachable, or its host key unknown or changed
+                raise Failed(f"{node.name} ({node.host}): {exc}") from None
+            finally:
+                if other is not host:
+                    other.close()
+        plan = plans[node.name]
+        result = node_gate(node.name, parse_probe(text), plan.surge_mb, plan.surging,
+                           hard_margin_mb=config.capacity.hard_margin_mb)
+        return _passed(result, force)
+
+    return [(f"node {node.name}", lambda node=node: check(node))  # type: ignore[misc]
+            for node in config.nodes]
 
 
 def monitored_ports(config: Config) -> list[int]:
@@ -417,6 +455,15 @@ def swap_check(config: Config, host_swap_mb: float) -> str:
             f"chmod 600, mkswap, swapon, /etc/fstab; or set vps.swap to what the host has)")
 
 
+def _passed(result: GateResult, force: bool) -> str:
+    """A gate's verdict as a checklist item: a refusal fails it, unless --force."""
+    if result.ok:
+        return result.reason
+    if force:
+        return f"warning: forced past the capacity gate: {result.reason}"
+    raise Failed(f"{result.reason} (--force to deploy anyway)")
+
+
 def _capacity(config: Config, env: str, usage_text: str, force: bool) -> str:
     """Over-committed limits are the runbook's design: a warning. The gate refuses only when
     what the host uses now plus this deploy's surge does not fit in RAM + swap (checks/gate.py);
@@ -424,11 +471,7 @@ def _capacity(config: Config, env: str, usage_text: str, force: bool) -> str:
     if usage_text.strip():
         result = gate(config, env, parse_probe(usage_text),
                       hard_margin_mb=config.capacity.hard_margin_mb)
-        if result.ok:
-            return result.reason
-        if force:
-            return f"warning: forced past the capacity gate: {result.reason}"
-        raise Failed(f"{result.reason} (--force to deploy anyway)")
+        return _passed(result, force)
     report = capacity_report(config, env)
     if report.status == "ok":
         return f"limits {report.committed_memory_mb} MiB of {report.vps_memory_mb} MiB"

@@ -21,6 +21,7 @@ import contextlib
 import errno
 import hashlib
 import io
+import logging
 import os
 import re
 import stat
@@ -38,6 +39,9 @@ from vedfin_ops.config.secret_store import masked
 from vedfin_ops.errors import CheckFailed, UsageError
 
 HANDSHAKES = {"count": 0}
+# paramiko's transport thread logs a failed handshake with its traceback; with no handler
+# Python prints that on stderr, beside the one-line error the tool gives for it
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 FINGERPRINT_ENV = "VEDFIN_HOST_KEY_FINGERPRINT"
 
 
@@ -254,7 +258,10 @@ def secure(conn: Connection, accept_new_host_key: bool = False,
     `host_key_fingerprint` (`SHA256:...`): the presented key must be this one; a key not yet in
     known_hosts is then pinned as with `accept_new_host_key`. A key that differs from the one
     known_hosts holds is refused whatever the flags."""
-    if getattr(conn, "_vedfin_secured", False):
+    # On the instance itself: a Connection's unknown attributes are written into its Config,
+    # which other Connections share (a cluster's nodes: Host.sibling), so a mark set the
+    # usual way would make every later Connection look checked while none of its keys is.
+    if vars(conn).get("_vedfin_secured", False):
         return conn
     expected = normalize_fingerprint(host_key_fingerprint) if host_key_fingerprint else None
     if isinstance(conn.gateway, Connection):  # ProxyJump: the jump host is checked too
@@ -293,7 +300,7 @@ def secure(conn: Connection, accept_new_host_key: bool = False,
         return result
 
     conn.open = checked_open
-    conn._vedfin_secured = True
+    vars(conn)["_vedfin_secured"] = True
     return conn
 
 
@@ -409,6 +416,7 @@ class Host:
     def __init__(self, conn: Connection, accept_new_host_key: bool = False,
                  host_key_fingerprint: str | None = None) -> None:
         self.conn = secure(conn, accept_new_host_key, host_key_fingerprint)
+        self.accept_new_host_key = accept_new_host_key
         self.commands: list[str] = []
         self.secrets: list[str] = []
         self._sftp: paramiko.SFTPClient | None = None
@@ -422,6 +430,16 @@ class Host:
     @property
     def name(self) -> str:
         return _where(self.conn)
+
+    def sibling(self, host: str) -> Host:
+        """Another machine reached the way this one is (the same ssh_config, -S file and
+        user defaults, the same policy for a new host key; a fingerprint given for this host
+        is not that one's): a cluster's other nodes. The caller closes it."""
+        from fabric import Connection
+
+        other = Host(Connection(host, config=self.conn.config), self.accept_new_host_key)
+        other.secrets = list(self.secrets)
+        return other
 
     def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
             stream: Any = None, timeout: float | None = 600,

@@ -557,3 +557,96 @@ def test_the_gate_refuses_a_node_the_surge_does_not_fit_though_the_cluster_has_r
     free = sum(u.memory_total_mb - u.memory_used_mb
                for u in [tight if p is busy else roomy for p in plans])
     assert free > sum(p.surge_mb for p in plans), "the cluster as a whole has the room"
+
+
+def _join_world(tmp_path: Any, shipped_data: dict[str, Any], mp: pytest.MonkeyPatch,
+                registry: Any) -> Any:
+    """A labelled two-node swarm; node2 (configured, a worker) waits to join."""
+    world = _cluster_world(tmp_path, shipped_data, mp, registry)
+    _label(world)
+    engine = world.host.engine()
+    joinable = engine["nodes"].pop()
+    world.host.set_engine(nodes=engine["nodes"], joinable=joinable)
+    return world
+
+
+def _join(world: Any, node: str) -> Any:
+    from vedfin_ops.steps.cluster import join
+
+    return join(world.host, world.host, world.config, node, say=world.said.append,
+                clock=world.clock.clock())
+
+
+def test_cluster_join_adds_the_node_with_its_labels_and_never_shows_the_token(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    world = _join_world(tmp_path, shipped_data, monkeypatch, registry)
+    result = _join(world, "deployer@10.0.0.3")  # by host, as the user may name it
+    assert result == {"node": "node2", "joined": True, "labels": [], "removed": []}
+    engine = world.host.engine()
+    token = engine["joined_token"]
+    assert [n["Status"]["State"] for n in engine["nodes"]] == ["ready"] * 3
+    everything = "\n".join([*world.said, Path(world.layout.audit).read_text()])
+    assert token not in everything and token not in "\n".join(world.host.command_lines)
+    assert world.audit()[-1]["result"] == "ok"
+    again = _join(world, "node2")
+    assert again["joined"] is False and world.audit()[-1]["result"] == "noop"
+
+
+def test_cluster_join_sets_missing_labels_and_removes_stray_ones(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    world = _cluster_world(tmp_path, shipped_data, monkeypatch, registry)
+    nodes = world.host.engine()["nodes"]
+    nodes[1]["Spec"]["Labels"] = {"vedfin.postgres": "true"}  # stray: not node1's
+    world.host.set_engine(nodes=nodes)
+    result = _join(world, "node0")
+    assert result["joined"] is False
+    assert result["labels"] == ["vedfin.edge", "vedfin.postgres"]
+    assert _join(world, "node1")["removed"] == ["vedfin.postgres"]
+    labels = {n["Description"]["Hostname"]: n["Spec"]["Labels"]
+              for n in world.host.engine()["nodes"]}
+    assert labels["node0"] == node_labels(world.config.nodes[0]) and labels["node1"] == {}
+
+
+def test_cluster_join_refuses_an_unconfigured_node_and_one_in_another_swarm(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    from vedfin_ops.errors import UsageError
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _join_world(tmp_path, shipped_data, monkeypatch, registry)
+    with pytest.raises(UsageError, match="'node9' is not in the config's nodes"):
+        _join(world, "node9")
+    world.host.set_engine(local_swarm="active")
+    with pytest.raises(RunFailed, match="node2's engine is 'active' in a swarm"):
+        _join(world, "node2")
+    assert len(world.host.engine()["nodes"]) == 2 and "joined_token" not in world.host.engine()
+
+
+@pytest.mark.parametrize("kind", ["not-ready", "remote", "exception", "ctrl-c", "sigterm"])
+def test_a_join_that_fails_after_the_node_joined_takes_it_out_again(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any, kind: str) -> None:
+    from vedfin_ops.steps.operation import RunFailed
+
+    from .fake.host import Fault
+
+    world = _join_world(tmp_path, shipped_data, monkeypatch, registry)
+    if kind == "not-ready":
+        world.host.set_engine(joined_state="down")
+        world.config.remote.rollout_timeout = 10.0
+    else:
+        world.host.inject(Fault("swarm nodes", 2, kind))  # the first look after the join
+    with pytest.raises(RunFailed) as info:
+        _join(world, "node2")
+    message = str(info.value)
+    assert message.endswith("node2 left the swarm again"), message
+    assert "\n" not in message
+    engine = world.host.engine()
+    assert [n["Description"]["Hostname"] for n in engine["nodes"]] == ["node0", "node1"]
+    assert engine["left"] == 1
+    last = world.audit()[-1]
+    assert last["action"] == "cluster-join"
+    assert last["result"] == ("interrupted" if kind in ("ctrl-c", "sigterm") else "failed")
+    assert not Path(world.config.remote.base_dir, "cluster", ".lock").exists()

@@ -209,6 +209,47 @@ def main(args: list[str]) -> int:
         for node_id in ids:
             print(json.dumps(by_id[node_id]))
         return 0
+    # joining a node (`cluster.join`): state["joinable"] is the node that `swarm join` adds
+    if args[:3] == ["swarm", "join-token", "-q"]:
+        print("SWMTKN-1-fake-join-token-" + args[3])
+        return 0
+    if args[:2] == ["info", "--format"] and "NodeAddr" in args[2]:
+        print("10.0.0.1")
+        return 0
+    if args[:2] == ["info", "--format"] and "LocalNodeState" in args[2]:
+        print(state.get("local_swarm", "inactive"))
+        return 0
+    if args[:2] == ["swarm", "join"]:
+        joining = state.pop("joinable", None)
+        if not (flag(args, "--token") or "").startswith("SWMTKN-1-") or joining is None:
+            print("Error response from daemon: invalid join token", file=sys.stderr)
+            return 1
+        joining["Status"]["State"] = state.get("joined_state", "ready")
+        state.setdefault("nodes", []).append(joining)
+        state["joined_token"] = flag(args, "--token")
+        save(state)
+        return 0
+    if args[:2] == ["swarm", "leave"]:
+        state["left"] = state.get("left", 0) + 1
+        save(state)
+        return 0
+    if args[:2] == ["node", "rm"]:
+        state["nodes"] = [n for n in state.get("nodes", [])
+                          if args[-1] not in (n["ID"], n["Description"]["Hostname"])]
+        save(state)
+        return 0
+    if args[:2] == ["node", "update"] and ("--label-add" in args or "--label-rm" in args):
+        for node in state.get("nodes") or []:
+            if args[-1] in (node["ID"], node["Description"]["Hostname"]):
+                labels = node["Spec"].setdefault("Labels", {})
+                for i, word in enumerate(args):
+                    if word == "--label-add":
+                        key, _, value = args[i + 1].partition("=")
+                        labels[key] = value
+                    elif word == "--label-rm":
+                        labels.pop(args[i + 1], None)
+        save(state)
+        return 0
     if args[:2] == ["node", "update"] and "--availability" in args:
         for node in state.get("nodes") or []:
             if args[-1] in (node["ID"], node["Description"]["Hostname"]):

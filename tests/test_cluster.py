@@ -582,7 +582,7 @@ def test_cluster_join_adds_the_node_with_its_labels_and_never_shows_the_token(
         registry: Any) -> None:
     world = _join_world(tmp_path, shipped_data, monkeypatch, registry)
     result = _join(world, "deployer@10.0.0.3")  # by host, as the user may name it
-    assert result == {"node": "node2", "joined": True, "labels": [], "removed": []}
+    assert result == {"node": "node2", "joined": True, "labels": [], "stray": []}
     engine = world.host.engine()
     token = engine["joined_token"]
     assert [n["Status"]["State"] for n in engine["nodes"]] == ["ready"] * 3
@@ -593,9 +593,11 @@ def test_cluster_join_adds_the_node_with_its_labels_and_never_shows_the_token(
     assert again["joined"] is False and world.audit()[-1]["result"] == "noop"
 
 
-def test_cluster_join_sets_missing_labels_and_removes_stray_ones(
+def test_cluster_join_sets_missing_labels_and_never_removes_one(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         registry: Any) -> None:
+    """A label removed from a node makes swarm stop what it pins there (postgres, off its
+    volume): a stray one is named with its command, never removed by the tool."""
     world = _cluster_world(tmp_path, shipped_data, monkeypatch, registry)
     nodes = world.host.engine()["nodes"]
     nodes[1]["Spec"]["Labels"] = {"vedfin.postgres": "true"}  # stray: not node1's
@@ -603,25 +605,49 @@ def test_cluster_join_sets_missing_labels_and_removes_stray_ones(
     result = _join(world, "node0")
     assert result["joined"] is False
     assert result["labels"] == ["vedfin.edge", "vedfin.postgres"]
-    assert _join(world, "node1")["removed"] == ["vedfin.postgres"]
+    assert _join(world, "node1")["stray"] == ["vedfin.postgres"]
+    assert world.said[-2] == ("warning: node1 carries vedfin.postgres, which the config does "
+                              "not give it; once nothing pinned by it runs there: docker node "
+                              "update --label-rm vedfin.postgres node1")
     labels = {n["Description"]["Hostname"]: n["Spec"]["Labels"]
               for n in world.host.engine()["nodes"]}
-    assert labels["node0"] == node_labels(world.config.nodes[0]) and labels["node1"] == {}
+    assert labels["node0"] == node_labels(world.config.nodes[0])
+    assert labels["node1"] == {"vedfin.postgres": "true"}
+    assert world.audit()[-1]["result"] == "noop"
 
 
-def test_cluster_join_refuses_an_unconfigured_node_and_one_in_another_swarm(
+def test_cluster_join_refuses_before_any_change(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         registry: Any) -> None:
+    """An unconfigured node, a manager (joined by hand: undoing half a manager join costs the
+    quorum), an engine named otherwise than the config says, one in another swarm, and a
+    former member's `down` entry: each refused with nothing joined."""
     from vedfin_ops.errors import UsageError
     from vedfin_ops.steps.operation import RunFailed
 
     world = _join_world(tmp_path, shipped_data, monkeypatch, registry)
     with pytest.raises(UsageError, match="'node9' is not in the config's nodes"):
         _join(world, "node9")
-    world.host.set_engine(local_swarm="active")
+    member_nodes = world.host.engine()["nodes"]
+    world.host.set_engine(nodes=member_nodes[1:])  # node0, a manager, not in the swarm
+    with pytest.raises(RunFailed, match="node0 is a manager in the config; join managers by "
+                                        "hand") as info:
+        _join(world, "node0")
+    assert info.value.exit_code == 2
+    world.host.set_engine(nodes=member_nodes, local_name="vps7")
+    with pytest.raises(RunFailed, match=r"the engine at deployer@10\.0\.0\.3 is named 'vps7', "
+                                        r"the config says 'node2'"):
+        _join(world, "node2")
+    world.host.set_engine(local_name="", local_swarm="active")
     with pytest.raises(RunFailed, match="node2's engine is 'active' in a swarm"):
         _join(world, "node2")
-    assert len(world.host.engine()["nodes"]) == 2 and "joined_token" not in world.host.engine()
+    gone = _engine_node("id9", "node2", {}, state="down")
+    world.host.set_engine(nodes=[*member_nodes, gone], local_swarm="inactive")
+    with pytest.raises(RunFailed, match=r"the swarm lists node2 as down .* docker node rm id9"):
+        _join(world, "node2")
+    engine = world.host.engine()
+    assert "joined_token" not in engine and "left" not in engine
+    assert [r["result"] for r in world.audit()] == ["failed"] * 4
 
 
 @pytest.mark.parametrize("kind", ["not-ready", "remote", "exception", "ctrl-c", "sigterm"])

@@ -526,3 +526,14 @@ def test_a_failed_command_error_has_no_prefix(sshd: Callable[..., Server],
     finally:
         host.close()
 
+
+
+@pytest.mark.parametrize("alias", ["*", "node1,evil", "a b", "node?"])
+def test_a_host_key_alias_with_a_wildcard_is_bad_input(tmp_path: Path, alias: str) -> None:
+    """Pinned verbatim, such an alias would be a known_hosts line for other hosts too."""
+    from vedfin_ops.remote.host import filed_under
+
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host target\n  HostName 127.0.0.1\n  HostKeyAlias {alias}\n")
+    with pytest.raises(UsageError, match="HostKeyAlias"):
+        filed_under(connect("target", config))

@@ -217,7 +217,13 @@ def main(args: list[str]) -> int:
         print("10.0.0.1")
         return 0
     if args[:2] == ["info", "--format"] and "LocalNodeState" in args[2]:
-        print(state.get("local_swarm", "inactive"))
+        # the joining node's engine: its swarm state and name
+        name = state.get("local_name") or (state.get("joinable") or {}).get(
+            "Description", {}).get("Hostname", "node2")
+        print(f"{state.get('local_swarm', 'inactive')} {name}")
+        return 0
+    if args[:2] == ["info", "--format"] and "NodeID" in args[2]:
+        print(state.get("joined_id", ""))
         return 0
     if args[:2] == ["swarm", "join"]:
         joining = state.pop("joinable", None)
@@ -226,6 +232,7 @@ def main(args: list[str]) -> int:
             return 1
         joining["Status"]["State"] = state.get("joined_state", "ready")
         state.setdefault("nodes", []).append(joining)
+        state["joined_id"] = joining["ID"]
         state["joined_token"] = flag(args, "--token")
         save(state)
         return 0

@@ -176,9 +176,17 @@ def test_the_registry_stopped_mid_deploy_ends_on_the_release_before(
     """The images of v5 are only in the registry; it stops as the rollout starts (after the
     migration pulled the api image, before the web image is pulled): the engine cannot start
     the new web tasks, and the deploy ends failed on the release that ran before."""
-    from vedfin_ops import sandbox
+
+    from tests.sandbox_sync import registry_lock
 
     _forget_locally(_inv_build(sandbox_up, "v5"))
+    with registry_lock(exclusive=True):  # never while the nodes' tests pull from it
+        _stop_the_registry_mid_deploy(sandbox_up, config)
+
+
+def _stop_the_registry_mid_deploy(sandbox_up: dict[str, Any], config: Any) -> None:
+    from vedfin_ops import sandbox
+
     before = (_current(config), _service_images(), _version(config))
     env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200"}
     proc = subprocess.Popen(["fab", "-r", str(ROOT), "-S", sandbox_up["ssh_config"], "-H",

@@ -16,23 +16,18 @@ from .conftest import SANDBOX_DIR, docker
 pytestmark = pytest.mark.integration
 
 
-def _wait_for_the_nodes_tests(request: pytest.FixtureRequest) -> None:
-    """Under xdist tests/nodes runs on the other worker and needs this sandbox's registry:
-    down waits (bounded) until that module has ended, if this session runs it."""
-    import time
+@pytest.mark.timeout(25 * 60)  # it may wait for the nodes' tests (tests/sandbox_sync.py)
+def test_sandbox_down_leaves_no_stack_container_sshd_or_user(sandbox_up: dict[str, Any]) -> None:
+    from tests.sandbox_sync import mark, registry_lock
 
-    if not any(item.path.parent.name == "nodes" for item in request.session.items):
-        return
-    done = SANDBOX_DIR / "nodes-tests.done"
-    deadline = time.monotonic() + 20 * 60
-    while not done.exists() and time.monotonic() < deadline:
-        time.sleep(5)
+    # Under xdist the nodes' tests may be using the registry on the other worker: wait for
+    # them; if they have not started, they will find this mark and bring a sandbox up
+    with registry_lock(exclusive=True):
+        mark("sandbox-down")
+        _down_leaves_nothing()
 
 
-def test_sandbox_down_leaves_no_stack_container_sshd_or_user(sandbox_up: dict[str, Any],
-                                                             request: pytest.FixtureRequest
-                                                             ) -> None:
-    _wait_for_the_nodes_tests(request)
+def _down_leaves_nothing() -> None:
     state = sandbox.State.load(SANDBOX_DIR)
     pid_file = SANDBOX_DIR / "sshd.pid"
     assert sshd.running(pid_file) is not None

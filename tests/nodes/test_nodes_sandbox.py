@@ -9,6 +9,7 @@ that sandbox's registry and images, and `test_zz_sandbox_down` waits for this mo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,14 +28,15 @@ from vedfin_ops import load_config
 from vedfin_ops.remote.host import Host, connect
 from vedfin_ops.sandbox import nodes
 
-pytestmark = pytest.mark.integration
+# the first test's setup may wait for the other worker's sandbox.up
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(40 * 60)]
 
 COUNT = 3
-DONE = SANDBOX_DIR / "nodes-tests.done"  # test_zz_sandbox_down waits for it
 SANDBOX_WAIT_S = 30 * 60
 
 
 def _sandbox_ready() -> bool:
+    """The other worker's `sandbox.up` has ended (it writes up_seconds last)."""
     state = SANDBOX_DIR / "state.json"
     try:
         return json.loads(state.read_text()).get("up_seconds", 0) > 0 and \
@@ -44,16 +46,12 @@ def _sandbox_ready() -> bool:
 
 
 def _wait_for_the_sandbox() -> None:
-    """Under xdist the other worker brings the sandbox up (one driver per engine); alone,
-    this module brings it up itself."""
-    from vedfin_ops import sandbox
+    """Under xdist the other worker brings the sandbox up (one driver per engine): wait for
+    it, or for its sandbox.down's mark (tests/sandbox_sync.py)."""
+    from tests.sandbox_sync import marked
 
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        sandbox.up(use_existing=True, workdir=SANDBOX_DIR, shipped=ROOT / "dokploy.yaml",
-                   progress=lambda _m: None)
-        return
     deadline = time.monotonic() + SANDBOX_WAIT_S
-    while not _sandbox_ready():
+    while not (_sandbox_ready() or marked("sandbox-down")):
         if time.monotonic() > deadline:
             pytest.fail(f"the sandbox was not up within {SANDBOX_WAIT_S} s")
         time.sleep(5)
@@ -61,30 +59,45 @@ def _wait_for_the_sandbox() -> None:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
+    """The nodes, up for this module. Alone (`-n0`) this module brings the sandbox up
+    itself (idempotent) and leaves it up. Under xdist it holds the registry lock (shared)
+    while it runs, so the other worker's sandbox.down waits for it; when that down came
+    first (its mark), the sandbox's driver is done and this module brings one up and takes
+    it down again."""
+    from tests.sandbox_sync import marked, registry_lock
     from vedfin_ops import sandbox
     from vedfin_ops.sandbox.local import SandboxError
 
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         unavailable("the nodes need root and dockerd")
-    DONE.unlink(missing_ok=True)
-    try:
+    under_xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
+    if under_xdist:
         _wait_for_the_sandbox()
+    with contextlib.ExitStack() as stack:
+        own_sandbox = False
+        if under_xdist:
+            stack.enter_context(registry_lock(exclusive=False))
+            own_sandbox = marked("sandbox-down")
+        if own_sandbox or not under_xdist:
+            sandbox.up(use_existing=True, workdir=SANDBOX_DIR, shipped=ROOT / "dokploy.yaml",
+                       progress=lambda _m: None)
         try:
-            got = sandbox.up_nodes(SANDBOX_DIR, COUNT, ROOT / "dokploy.yaml",
-                                   progress=lambda _m: None)
-        except SandboxError as exc:
-            pytest.fail(f"inv sandbox.up --nodes {COUNT} failed: {exc}")
-        print(f"{COUNT} nodes up in {got.up_seconds} s")
-        info = sandbox.status(SANDBOX_DIR)
-        yield {"config_path": info["cluster_config"],
-               "config": load_config(info["cluster_config"]),
-               "ssh_config": str(SANDBOX_DIR / "cluster" / "ssh_config"),
-               "edge_port": got.edge_port}
-    finally:
-        with_sandbox = SANDBOX_DIR.exists()
-        if with_sandbox:
-            sandbox.down_nodes(SANDBOX_DIR, progress=lambda _m: None)
-            DONE.write_text("done\n")
+            try:
+                got = sandbox.up_nodes(SANDBOX_DIR, COUNT, ROOT / "dokploy.yaml",
+                                       progress=lambda _m: None)
+            except SandboxError as exc:
+                pytest.fail(f"inv sandbox.up --nodes {COUNT} failed: {exc}")
+            print(f"{COUNT} nodes up in {got.up_seconds} s")
+            info = sandbox.status(SANDBOX_DIR)
+            yield {"config_path": info["cluster_config"],
+                   "config": load_config(info["cluster_config"]),
+                   "ssh_config": str(SANDBOX_DIR / "cluster" / "ssh_config"),
+                   "edge_port": got.edge_port}
+        finally:
+            if own_sandbox:
+                sandbox.down(SANDBOX_DIR, progress=lambda _m: None)
+            elif SANDBOX_DIR.exists():
+                sandbox.down_nodes(SANDBOX_DIR, progress=lambda _m: None)
 
 
 def _host(cluster: dict[str, Any]) -> Host:
@@ -347,16 +360,21 @@ def test_a_stopped_worker_engine_is_shown_down_and_its_tasks_move_elsewhere(
 
 
 def test_nodes_go_away_with_the_sandbox_nodes_down(cluster: dict[str, Any]) -> None:
-    """Last of the module: what `down_nodes` leaves (the fixture's teardown does it again,
-    harmlessly)."""
+    """Last of the module: `down_nodes` leaves no engine, sshd, forwarder, namespace, bridge
+    or iptables rule (the fixture's teardown does it again, harmlessly)."""
     from vedfin_ops import sandbox
 
-    pids = [nodes.engine_pid(SANDBOX_DIR / "cluster", i) for i in range(COUNT)]
-    assert all(pids)
+    folder = SANDBOX_DIR / "cluster"
+    pids = [nodes.engine_pid(folder, i) for i in range(COUNT)]
+    pids += [int((folder / nodes.name(i) / "sshd.pid").read_text()) for i in range(COUNT)]
+    pids.append(int((folder / "forward.pid").read_text()))
+    assert all(pids) and all(nodes.alive(p) for p in pids if p)
     sandbox.down_nodes(SANDBOX_DIR, progress=lambda _m: None)
-    assert not any(nodes.engine_pid(SANDBOX_DIR / "cluster", i) for i in range(COUNT))
-    assert not any(nodes.alive(p) for p in pids if p)
+    assert not [p for p in pids if p and nodes.alive(p)], "a process of the nodes still runs"
     assert not Path(f"/run/netns/{nodes.netns(0)}").exists()
     assert subprocess.run(["ip", "link", "show", nodes.BRIDGE], capture_output=True,
                           check=False).returncode != 0
+    assert subprocess.run(["iptables", "-C", *nodes.FORWARD_RULE], capture_output=True,
+                          check=False).returncode != 0
     assert not (SANDBOX_DIR / "dokploy-cluster.yaml").exists()
+    assert not folder.exists()

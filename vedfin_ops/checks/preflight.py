@@ -412,7 +412,7 @@ def node_checks(host: Host, config: Config, env: str, usage_text: str,
             try:
                 if node.name != manager.name:
                     other = host.sibling(node.host)
-                text = other.run(PROBE, what=f"probe {node.name}")
+                text = other.run(PROBE, what=f"probe {node.name}", timeout=60)
             except CheckFailed as exc:  # unreachable, or its host key unknown or changed
                 raise Failed(f"{node.name} ({node.host}): {exc}") from None
             finally:

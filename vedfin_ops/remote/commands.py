@@ -446,15 +446,23 @@ def drain_state(node: str) -> str:
             f"'{{{{.Name}}}} {{{{.Image}}}} {{{{.DesiredState}}}} {{{{.CurrentState}}}}'; fi")
 
 
-def join_info(role: str) -> str:
-    """On the manager: the join token for `role` (a secret: the caller masks it), then the
-    manager's swarm address."""
-    return (f"docker swarm join-token -q {sh(role)} && "
-            "docker info --format '{{.Swarm.NodeAddr}}'")
+def manager_address() -> str:
+    return "docker info --format '{{.Swarm.NodeAddr}}'"
+
+
+def join_token(role: str) -> str:
+    """On the manager: the join token for `role`, alone in its output (a secret: the caller
+    masks it before anything else can print it back)."""
+    return f"docker swarm join-token -q {sh(role)}"
 
 
 def swarm_local_state() -> str:
-    return "docker info --format '{{.Swarm.LocalNodeState}}'"
+    """On a node: its swarm state and the engine's name (`inactive node2`)."""
+    return "docker info --format '{{.Swarm.LocalNodeState}} {{.Name}}'"
+
+
+def swarm_node_id() -> str:
+    return "docker info --format '{{.Swarm.NodeID}}'"
 
 
 def swarm_join(manager_address: str) -> str:
@@ -474,6 +482,7 @@ def node_remove(node: str) -> str:
 
 
 def node_labels_update(node: str, add: dict[str, str], remove: list[str]) -> str:
+    """By node ID where the caller has it: a name can match a stale entry too."""
     flags = [*(f"--label-add {sh(f'{k}={v}')}" for k, v in sorted(add.items())),
              *(f"--label-rm {sh(k)}" for k in sorted(remove))]
     return f"docker node update {' '.join(flags)} -- {sh(node)}"

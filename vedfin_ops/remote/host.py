@@ -171,7 +171,13 @@ def filed_under(conn: Connection) -> str:
     HostKeyAlias, as OpenSSH does (several hosts behind one address and port each keep a key
     of their own), else `known_name`."""
     alias = conn.ssh_config.get("hostkeyalias")
-    return str(alias) if alias else known_name(conn.host, conn.port)
+    if not alias:
+        return known_name(conn.host, conn.port)
+    if not re.fullmatch(r"[A-Za-z0-9._:\[\]-]+", str(alias)):
+        # pinned verbatim, `*` or `,` would make one known_hosts line match other hosts
+        raise UsageError(f"ssh_config HostKeyAlias {str(alias)!r} of {conn.host}: a host "
+                         f"name, without wildcards, commas or spaces")
+    return str(alias)
 
 
 def append_known_host(path: Path, name: str, key: paramiko.PKey, hashed: bool = False) -> str:
@@ -431,13 +437,16 @@ class Host:
     def name(self) -> str:
         return _where(self.conn)
 
-    def sibling(self, host: str) -> Host:
+    def sibling(self, host: str, accept_new_host_key: bool = False) -> Host:
         """Another machine reached the way this one is (the same ssh_config, -S file and
-        user defaults, the same policy for a new host key; a fingerprint given for this host
-        is not that one's): a cluster's other nodes. The caller closes it."""
+        user defaults): a cluster's other nodes. Its key must be pinned already: neither
+        --accept-new-host-key nor a fingerprint given for this host is about that one
+        (`cluster.join` passes its own). The caller closes it."""
         from fabric import Connection
 
-        other = Host(Connection(host, config=self.conn.config), self.accept_new_host_key)
+        other = Host(Connection(host, config=self.conn.config,
+                                connect_timeout=self.conn.connect_timeout or 15),
+                     accept_new_host_key)
         other.secrets = list(self.secrets)
         return other
 

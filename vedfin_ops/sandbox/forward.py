@@ -71,17 +71,19 @@ def inside(ns: str) -> Iterator[None]:
     if ns == HOST:
         yield
         return
-    home = os.open("/proc/self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
     try:
-        _setns(target)
+        home = os.open("/proc/self/ns/net", os.O_RDONLY)
         try:
-            yield
+            _setns(target)
+            try:
+                yield
+            finally:
+                _setns(home)
         finally:
-            _setns(home)
+            os.close(home)
     finally:
         os.close(target)
-        os.close(home)
 
 
 def _listener(route: Route) -> socket.socket:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -157,7 +159,10 @@ def start_engine(folder: Path, index: int) -> int:
             'hostname "$0" && exec "$@"', name(index), "dockerd",
             "--config-file", str(config), "--data-root", str(node_dir / "data"),
             "--exec-root", f"/run/vedfin-node{index}", "--pidfile", str(pid_file),
-            "-H", docker_host(index), "--group", "docker"]
+            "-H", docker_host(index), "--group", "docker",
+            # its own containerd namespaces, in case dockerd finds a system containerd
+            "--containerd-namespace", netns(index),
+            "--containerd-plugins-namespace", f"{netns(index)}-plugins"]
     with log.open("ab") as handle:
         proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
@@ -180,10 +185,15 @@ def engine_pid(folder: Path, index: int) -> int | None:
 
 
 def stop_engine(folder: Path, index: int, wait: float = 40) -> None:
-    """SIGTERM to the node's dockerd, as `systemctl stop docker` would: its containers stop."""
+    """SIGTERM to the node's dockerd, as `systemctl stop docker` would: its containers stop;
+    SIGKILL if it is still there after `wait` (its data-root is removed next)."""
     pid = engine_pid(folder, index)
     if pid is not None:
         terminate(pid, wait=wait)
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(1)
 
 
 # --- ssh into a node ------------------------------------------------------------------------

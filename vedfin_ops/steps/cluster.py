@@ -11,9 +11,9 @@ from vedfin_ops.cluster.nodes import EngineNode, placement_problems, read_nodes
 from vedfin_ops.config.model import RESERVED_LABEL_PREFIX, Config, Node
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import Remote, RemoteError
 from vedfin_ops.steps.lock import Lock
-from vedfin_ops.steps.operation import Operation, Say, Show
+from vedfin_ops.steps.operation import Operation, Say, Show, describe
 from vedfin_ops.steps.polling import REAL, Clock, TimedOut, until
 from vedfin_ops.steps.releases import Layout
 
@@ -67,22 +67,15 @@ def parse_drain_state(text: str) -> tuple[list[str], list[str]]:
 CLUSTER = "cluster"  # the scope of cluster runs in locks and the audit log (not an env)
 
 
-class Drain(Operation):
-    """`fab cluster.drain NODE`: its tasks move to the other nodes, converged and verified;
-    any failure (or Ctrl-C) makes the node active again. Every env's lock is held: a drain
-    moves every env's tasks, and no deploy may start meanwhile."""
+class ClusterRun(Operation):
+    """A run on the swarm itself: the cluster's own lock and audit scope ("env": "cluster"),
+    then every env's lock, taken first thing in the body (it moves every env's tasks, and no
+    deploy may start meanwhile)."""
 
-    action = "cluster-drain"
-
-    def __init__(self, host: Remote, config: Config, node: str, *,
-                 verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
-        # the cluster's own lock and audit scope ("env": "cluster"), then every env's lock
+    def __init__(self, host: Remote, config: Config, doing: str, **kwargs: Any) -> None:
         super().__init__(host, config, CLUSTER, **kwargs)
-        self.node = node
-        self.verify_fn = verify_fn
-        self.others = [Lock(host, Layout.of(config, env).lock, env, action=f"drain {node}",
+        self.others = [Lock(host, Layout.of(config, env).lock, env, action=doing,
                             clock=self.clock) for env in sorted(config.environments)]
-        self.previous = ""
 
     def held_locks(self) -> list[Lock]:
         return [self.lock, *(lock for lock in self.others if lock.taken)]
@@ -91,9 +84,26 @@ class Drain(Operation):
         return commands.mkdir_p(*(Layout.of(self.config, e).env_dir
                                   for e in [CLUSTER, *self.config.environments])) + " && "
 
-    def body(self) -> dict[str, Any]:
+    def lock_every_env(self) -> None:
         for lock in self.others:
             lock.acquire()
+
+
+class Drain(ClusterRun):
+    """`fab cluster.drain NODE`: its tasks move to the other nodes, converged and verified;
+    any failure (or Ctrl-C) makes the node active again."""
+
+    action = "cluster-drain"
+
+    def __init__(self, host: Remote, config: Config, node: str, *,
+                 verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(host, config, f"drain {node}", **kwargs)
+        self.node = node
+        self.verify_fn = verify_fn
+        self.previous = ""
+
+    def body(self) -> dict[str, Any]:
+        self.lock_every_env()
         engine = read_nodes(self.host)
         target = next((n for n in engine if n.hostname == self.node), None)
         if target is None:
@@ -190,39 +200,62 @@ def drain(conn: Any, config: Config, node: str, *, say: Say = print,
     return result
 
 
-class Join(Operation):
-    """`fab -H MANAGER cluster.join NODE`: a configured node joins the swarm over its own SSH
-    link (its host key checked like the manager's), with its role, then gets its labels and
-    must be ready. Converged: a node already in the swarm only gets labels it lacks (noop when
-    none); a join that fails after the node joined takes it out again (leave on the node,
-    `node rm` on the manager), so the swarm is as before."""
+class Join(ClusterRun):
+    """`fab -H MANAGER cluster.join NODE`: a configured worker joins the swarm over its own SSH
+    link (its host key checked like the manager's), then gets the labels it lacks and must be
+    ready. Converged: a node already in the swarm only gets labels it lacks (noop when none).
+    Every env's lock is held (a node's labels move pinned tasks). A join that fails after
+    the node joined takes it out again (leave on the node, `node rm` of its own ID on the
+    manager), so the swarm is as before.
+
+    Labels are only ever added here: removing one could move postgres off its volume (a
+    stray `vedfin.*` label is reported, with the command that removes it). Managers are
+    joined by hand: a half-done manager join undone with `swarm leave --force` would cost the
+    swarm its quorum."""
 
     action = "cluster-join"
 
     def __init__(self, host: Remote, config: Config, node: Node, node_host: Remote,
                  **kwargs: Any) -> None:
-        super().__init__(host, config, CLUSTER, **kwargs)
+        super().__init__(host, config, f"join {node.name}", **kwargs)
         self.node, self.node_host = node, node_host
         self.joined = False
+        self.node_id = ""  # the joined node's own ID, read from its engine
+
+    def _cancel_running(self) -> None:
+        """Ctrl-C also cuts a command hanging on the node's own link."""
+        super()._cancel_running()
+        cancel = getattr(self.node_host, "cancel_running", None)
+        if cancel is not None and self.node_host is not self.host:
+            cancel()
 
     def body(self) -> dict[str, Any]:
         from vedfin_ops.cluster.placement import node_labels
 
+        self.lock_every_env()
         name = self.node.name
-        member = next((n for n in read_nodes(self.host) if n.hostname == name), None)
-        if member is None or member.state != "ready":
+        entries = [n for n in read_nodes(self.host) if n.hostname == name]
+        member = next((n for n in entries if n.state == "ready"), None)
+        if member is None:
+            if entries:
+                raise CheckFailed(
+                    f"cluster.join: the swarm lists {name} as {entries[0].state} (a former "
+                    f"member): on the manager, docker node rm {entries[0].id}, then join again")
             member = self.join()
         wanted = node_labels(self.node)
         add = {k: v for k, v in wanted.items() if member.labels.get(k) != v}
-        stray = [k for k in member.labels
-                 if k.startswith(RESERVED_LABEL_PREFIX) and k not in wanted]
-        if add or stray:
+        stray = sorted(k for k in member.labels
+                       if k.startswith(RESERVED_LABEL_PREFIX) and k not in wanted)
+        if add:
             self.engine_touched = True
-            self.host.run(commands.node_labels_update(name, add, stray),
+            self.host.run(commands.node_labels_update(member.id, add, []),
                           what=f"label {name}")
-        changed = self.joined or bool(add or stray)
-        result = {"node": name, "joined": self.joined, "labels": sorted(add),
-                  "removed": sorted(stray)}
+        if stray:
+            self.say(f"warning: {name} carries {', '.join(stray)}, which the config does not "
+                     f"give it; once nothing pinned by it runs there: docker node update "
+                     + " ".join(f"--label-rm {k}" for k in stray) + f" {name}")
+        changed = self.joined or bool(add)
+        result = {"node": name, "joined": self.joined, "labels": sorted(add), "stray": stray}
         with self.shielded():
             self.commit(result)
             self.audit_ok("ok" if changed else "noop",
@@ -235,25 +268,39 @@ class Join(Operation):
 
     def join(self) -> EngineNode:
         name = self.node.name
-        state = self.node_host.run(commands.swarm_local_state(),
-                                   what=f"swarm state on {name}").strip()
+        if self.node.role != "worker":
+            raise UsageError(f"cluster.join: {name} is a manager in the config; join managers "
+                             f"by hand (docker swarm join-token manager), one at a time, to an "
+                             f"odd count: undoing a half-done manager join costs the quorum")
+        state, _, engine_name = self.node_host.run(
+            commands.swarm_local_state(), what=f"swarm state on {name}").strip().partition(" ")
+        if engine_name.strip() != name:
+            raise CheckFailed(f"cluster.join: the engine at {self.node.host} is named "
+                              f"{engine_name.strip()!r}, the config says {name!r} (nodes[].name "
+                              f"is the engine's hostname)")
         if state not in ("inactive", ""):
             raise CheckFailed(f"cluster.join: {name}'s engine is {state!r} in a swarm this "
                               f"manager does not list as a ready node (on {name}: docker "
                               f"swarm leave, then join again)")
-        token, _, address = self.host.run(commands.join_info(self.node.role),
-                                          what="join token").strip().partition("\n")
+        address = self.host.run(commands.manager_address(), what="manager address").strip()
+        try:
+            token = self.host.run(commands.join_token("worker"), what="join token").strip()
+        except RemoteError:  # its output, if any, is the token: never in a message
+            raise CheckFailed("cluster.join: the manager gave no join token (docker swarm "
+                              "join-token worker failed)") from None
         for host in (self.host, self.node_host):  # never shown, whatever prints it back
             host.secrets.append(token)
         self.engine_touched = True
         self.joined = True
-        self.node_host.run(commands.swarm_join(address.strip()), what=f"join {name}",
+        self.node_host.run(commands.swarm_join(address), what=f"join {name}",
                            secret_stdin=token + "\n")
+        self.node_id = self.node_host.run(commands.swarm_node_id(),
+                                          what=f"node id of {name}").strip()
         found: list[EngineNode] = []
 
         def ready() -> bool | None:
             self.beat()
-            found[:] = [n for n in read_nodes(self.host) if n.hostname == name
+            found[:] = [n for n in read_nodes(self.host) if n.id == self.node_id
                         and n.state == "ready"]
             return True if found else None
 
@@ -266,13 +313,27 @@ class Join(Operation):
         return found[0]
 
     def put_back(self) -> str:
+        """Each undo step on its own: a node that cannot be reached is still removed from
+        the manager's list; what could not be done is named, with its command."""
         if not self.joined:
             return ""
-        self.node_host.run(commands.swarm_leave(), what=f"leave {self.node.name}",
-                           check=False)
-        self.host.run(commands.node_remove(self.node.name), what=f"remove {self.node.name}",
-                      check=False)
-        return f"{self.node.name} left the swarm again"
+        name, left = self.node.name, []
+        try:
+            self.node_host.run(commands.swarm_leave(), what=f"leave {name}", check=False)
+        except Exception as exc:
+            left.append(f"on {name}: docker swarm leave --force ({describe(exc)})")
+        if self.node_id:
+            try:
+                self.host.run(commands.node_remove(self.node_id), what=f"remove {name}")
+            except Exception as exc:
+                left.append(f"on the manager: docker node rm --force {self.node_id} "
+                            f"({describe(exc)})")
+        elif not left:
+            left.append(f"on the manager, if docker node ls lists {name}: docker node rm "
+                        f"--force with its ID")
+        if left:
+            return f"{name} may still be in the swarm; " + "; ".join(left)
+        return f"{name} left the swarm again"
 
 
 def join(conn: Any, node_conn: Any, config: Config, node: str, *, say: Say = print,

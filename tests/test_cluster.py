@@ -676,3 +676,21 @@ def test_a_join_that_fails_after_the_node_joined_takes_it_out_again(
     assert last["action"] == "cluster-join"
     assert last["result"] == ("interrupted" if kind in ("ctrl-c", "sigterm") else "failed")
     assert not Path(world.config.remote.base_dir, "cluster", ".lock").exists()
+
+
+def test_recommendations_say_which_node_to_add(variant: Any) -> None:
+    """A cluster past its limits is told which machine to add: a worker the size of its
+    largest node (and what that leaves on the worst node), or, when the worst node is
+    postgres's, a bigger one of those: workers only take apps away from it."""
+    tight = capacity_report(variant(_nodes(3, memory="8g", first={"memory": "2g",
+                                                                   "swap": "0m"})),
+                            "production")
+    add, bigger = tight.recommendations
+    assert add.action == "add a worker node (8 GB, 2 CPU)"
+    assert add.frees_memory_mb == 1024  # the surging api task lands on the new worker
+    assert add.detail == ("node0 then peaks at 3224 MiB of 2048 MiB RAM + swap (critical; "
+                          "now 4248 MiB, critical)")
+    assert add.command.endswith("fab -H MANAGER cluster.join node3")
+    assert bigger.action == "a bigger node0 (postgres's node)"
+    roomy = capacity_report(variant(_nodes(3)), "production")
+    assert [r.action for r in roomy.recommendations][:1] == ["add a worker node (4 GB, 2 CPU)"]

@@ -320,6 +320,44 @@ def recommendations(config: Config, measured: dict[str, Line] | None = None,
     return out
 
 
+def cluster_recommendations(config: Config, env: str | None,
+                            nodes: list[NodeCapacity]) -> list[Recommendation]:
+    """Which machine to add: one more worker the size of the largest node, placed as swarm
+    would place the tasks again, and what that leaves on the worst node; when the worst node
+    is postgres's (pinned there), a bigger postgres node instead, as a worker takes only
+    apps away from it."""
+    from vedfin_ops.config.model import Node
+
+    order = ("ok", "warn", "critical")
+    worst = max(nodes, key=lambda n: (order.index(n.status), n.peak_memory_mb))
+    cluster = config.cluster()
+    largest = max(cluster, key=lambda n: (n.memory, n.cpus))
+    name = next(f"node{i}" for i in range(len(cluster), len(cluster) + 100)
+                if f"node{i}" not in {n.name for n in cluster})
+    extra = Node.model_validate({"name": name, "host": name, "role": "worker",
+                                 "memory": f"{largest.memory}m", "cpus": largest.cpus,
+                                 "swap": f"{largest.swap}m"})
+    grown = config.model_copy(update={"nodes": [*cluster, extra]})
+    after = {n.name: n for n in node_capacity(grown, env)}[worst.name]
+    out = [Recommendation(
+        action=f"add a worker node ({largest.memory // 1024} GB, {largest.cpus:g} CPU)",
+        frees_memory_mb=max(0, worst.peak_memory_mb - after.peak_memory_mb),
+        frees_cpus=max(0.0, worst.committed_cpus - after.committed_cpus),
+        detail=f"{worst.name} then peaks at {after.peak_memory_mb} MiB of "
+               f"{worst.memory_mb + worst.swap_mb} MiB RAM + swap ({after.status}; now "
+               f"{worst.peak_memory_mb} MiB, {worst.status})",
+        command=f"add {{name: {name}, host: ..., memory: {largest.memory // 1024}g}} to "
+                f"nodes:, then fab -H MANAGER cluster.join {name}")]
+    if "postgres" in worst.tasks and after.status == worst.status:
+        out.append(Recommendation(
+            action=f"a bigger {worst.name} (postgres's node)",
+            frees_memory_mb=0, frees_cpus=0.0,
+            detail=f"postgres is pinned to {worst.name} with its volume: more workers take "
+                   f"only apps away from it",
+            command=""))
+    return out
+
+
 def capacity_report(config: Config, env: str | None = None,
                     usage: Usage | None = None) -> CapacityReport:
     """The runbook's Task 2.3 as numbers; with `usage` (measured), its ACTUAL USAGE too."""
@@ -335,7 +373,7 @@ def capacity_report(config: Config, env: str | None = None,
         worst = max(nodes, key=lambda n: ("ok", "warn", "critical").index(n.status))
         status = worst.status
         reasons = [r for n in nodes for r in n.reasons if n.status == status]
-        recs = recommendations(config) if status != "ok" else []
+        recs = cluster_recommendations(config, env, nodes) if status != "ok" else []
         host = None
     elif usage is None:
         status, reasons = _status(config, committed_mb, committed_cpus,

@@ -694,3 +694,31 @@ def test_recommendations_say_which_node_to_add(variant: Any) -> None:
     assert bigger.action == "a bigger node0 (postgres's node)"
     roomy = capacity_report(variant(_nodes(3)), "production")
     assert [r.action for r in roomy.recommendations][:1] == ["add a worker node (4 GB, 2 CPU)"]
+
+
+def test_the_live_report_on_a_cluster_judges_each_node_by_what_it_uses(
+        tmp_path: Path, variant: Any) -> None:
+    """Each node measured over its own link: one at 95% of its RAM makes the cluster
+    critical, named; the JSON carries each node's figures."""
+    from vedfin_ops.cluster.nodes import measure_nodes
+    from vedfin_ops.remote.probes.usage import Usage
+
+    from .fake.host import FakeHost
+
+    config = variant(_nodes(3))
+    host = FakeHost(tmp_path)
+    calm = Usage(4096, 1024, 2048, 0, 0.3, 2)
+    measured = measure_nodes(host, config, calm)
+    assert sorted(measured) == ["node0", "node1", "node2"]
+    assert host.siblings == ["deployer@10.0.0.2", "deployer@10.0.0.3"]
+    assert measured["node1"].memory_total_mb > 0  # this machine's /proc, read as node1's
+    busy = {"node0": calm, "node1": calm, "node2": Usage(4096, 3900, 2048, 100, 1.0, 2)}
+    report = capacity_report(config, "production", calm, busy)
+    assert report.status == "critical"
+    assert report.reasons[0].startswith("node2: RAM 3900 of 4096 MiB used (95%)")
+    data = report.to_dict()["nodes"]
+    assert data[2]["live"] == {"memory_total_mb": 4096, "memory_used_mb": 3900,
+                               "swap_total_mb": 2048, "swap_used_mb": 100}
+    host.unreachable = {"deployer@10.0.0.2"}
+    with pytest.raises(CheckFailed, match=r"^node1 \(deployer@10\.0\.0\.2\): cannot reach"):
+        measure_nodes(host, config, calm)

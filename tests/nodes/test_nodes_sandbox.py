@@ -273,6 +273,16 @@ def test_capacity_per_node_is_what_the_engines_run(cluster: dict[str, Any]) -> N
     assert planned_total == running_total
     committed = sum(p.committed_memory_mb for p in report.values()) - COUNT * overhead
     assert round(committed) == round(sum(limits[s] * n for s, n in running_total.items()))
+    # live: each node measured over its own link, against the memory its engine reports
+    live = _fab(cluster, "capacity-report", "--env", "production", "--json")
+    assert live.returncode == 0, live.stderr
+    for node in json.loads(live.stdout)["nodes"]:
+        engine_mb = json.loads(nodes.docker(0, "node", "inspect", node["name"]).stdout)[0][
+            "Description"]["Resources"]["MemoryBytes"] / 2**20
+        assert abs(node["live"]["memory_total_mb"] - engine_mb) <= 0.01 * engine_mb, node
+        assert 0 < node["live"]["memory_used_mb"] < node["live"]["memory_total_mb"]
+    table = _fab(cluster, "capacity-report", "--env", "production")
+    assert "Per node" in table.stdout and "node2" in table.stdout, table.stdout
 
 
 def test_preflight_reaches_every_node_and_a_node_it_cannot_reach_stops_the_deploy(

@@ -103,20 +103,29 @@ def capacity_report(c: Context, env: str | None = None, json_: bool = False,
     from vedfin_ops.reports.tables import (
         actual_usage,
         capacity_table,
+        nodes_table,
         recommendations_table,
         status_line,
     )
     cfg = config_for(config)
     if env:
         cfg.require_env(env)
-    usage = measure(remote(c), cfg.remote.base_dir, cpu=True) if is_remote(c) else None
-    report = _capacity_report(cfg, env, usage)
+    host = remote(c) if is_remote(c) else None
+    usage = measure(host, cfg.remote.base_dir, cpu=True) if host is not None else None
+    node_usage = None
+    if host is not None and usage is not None and cfg.multi_node:
+        from vedfin_ops.cluster.nodes import measure_nodes
+
+        node_usage = measure_nodes(host, cfg, usage)
+    report = _capacity_report(cfg, env, usage, node_usage)
     if chart:
         err.print(f"chart: {write_chart(report, chart)}")
     if json_:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
         return
     stdout.print(capacity_table(report))
+    if cfg.multi_node:
+        stdout.print(nodes_table(report))
     if usage is not None:
         stdout.print(actual_usage(report))
     stdout.print(status_line(report))

@@ -16,6 +16,7 @@ from vedfin_ops.cluster.placement import node_labels
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
+from vedfin_ops.remote.probes.usage import Usage
 
 
 @dataclass(frozen=True)
@@ -121,3 +122,25 @@ def placement_problems(config: Config, engine: list[EngineNode]) -> list[str]:
 
 def read_nodes(host: Any) -> list[EngineNode]:
     return parse_nodes(host.run(commands.node_inventory(), what="swarm nodes"))
+
+
+def measure_nodes(host: Any, config: Config, manager_usage: Usage) -> dict[str, Usage]:
+    """Each node's usage now, over its own SSH link (host key checked; the first manager is
+    the host the tool talks to). An unreachable node is one line naming it."""
+    from vedfin_ops.remote.probes.usage import measure
+
+    manager = next(n for n in config.nodes if n.role == "manager")
+    out = {manager.name: manager_usage}
+    for node in config.nodes:
+        if node.name == manager.name:
+            continue
+        other = None
+        try:
+            other = host.sibling(node.host)
+            out[node.name] = measure(other)
+        except CheckFailed as exc:  # unreachable, or its host key unknown or changed
+            raise CheckFailed(f"{node.name} ({node.host}): {exc}") from None
+        finally:
+            if other is not None:
+                other.close()
+    return out

@@ -115,6 +115,8 @@ class NodeCapacity:
     tasks: dict[str, int]
     status: Status
     reasons: list[str]
+    # measured on the node itself (`fab -H MANAGER capacity-report` on a cluster)
+    live: dict[str, float] | None = None
 
     @property
     def peak_memory_mb(self) -> int:
@@ -128,7 +130,29 @@ class NodeCapacity:
                 "surge_peak": {"memory_mb": self.peak_memory_mb,
                                "added_memory_mb": self.surge_memory_mb,
                                "surging_services": self.surging},
-                "tasks": self.tasks, "status": self.status, "reasons": self.reasons}
+                "tasks": self.tasks, "status": self.status, "reasons": self.reasons,
+                **({"live": self.live} if self.live is not None else {})}
+
+
+def with_live_use(nodes: list[NodeCapacity], config: Config,
+                  node_usage: dict[str, Usage]) -> list[NodeCapacity]:
+    """Each node with what it uses now, judged by the alert thresholds as one VPS is
+    (`live_status`): the plan's verdict gives way to the measured one."""
+    from dataclasses import replace
+
+    out = []
+    for node in nodes:
+        usage = node_usage.get(node.name)
+        if usage is None:
+            out.append(node)
+            continue
+        status, reasons = live_status(config, usage)
+        out.append(replace(node, status=status, reasons=[f"{node.name}: {r}" for r in reasons],
+                           live={"memory_total_mb": usage.memory_total_mb,
+                                 "memory_used_mb": usage.memory_used_mb,
+                                 "swap_total_mb": usage.swap_total_mb,
+                                 "swap_used_mb": usage.swap_used_mb}))
+    return out
 
 
 def node_capacity(config: Config, env: str | None = None) -> list[NodeCapacity]:
@@ -359,8 +383,10 @@ def cluster_recommendations(config: Config, env: str | None,
 
 
 def capacity_report(config: Config, env: str | None = None,
-                    usage: Usage | None = None) -> CapacityReport:
-    """The runbook's Task 2.3 as numbers; with `usage` (measured), its ACTUAL USAGE too."""
+                    usage: Usage | None = None,
+                    node_usage: dict[str, Usage] | None = None) -> CapacityReport:
+    """The runbook's Task 2.3 as numbers; with `usage` (measured), its ACTUAL USAGE too; on
+    a cluster, with `node_usage` (each node measured over its own link), each node's."""
     if env is not None:
         config.require_env(env)
     scope_lines = lines(config, env)
@@ -383,6 +409,11 @@ def capacity_report(config: Config, env: str | None = None,
     else:
         scope_lines = [_measured(line, usage) for line in scope_lines]
         status, reasons = live_status(config, usage)
+        if node_usage:
+            nodes = with_live_use(nodes, config, node_usage)
+            order = ("ok", "warn", "critical")
+            status = max((n.status for n in nodes), key=order.index)
+            reasons = [r for n in nodes for r in n.reasons if n.status == status]
         recs = recommendations(config, {ln.name: ln for ln in lines(config)}, usage)
         host = {"memory_total_mb": usage.memory_total_mb,
                 "memory_used_mb": usage.memory_used_mb,

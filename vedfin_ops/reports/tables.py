@@ -79,6 +79,24 @@ def status_line(report: CapacityReport) -> Text:
     return text
 
 
+def nodes_table(report: CapacityReport) -> Table:
+    """A cluster's capacity node by node: the plan (limits, and the peak of a rolling
+    deploy) against each node's RAM + swap, and what it uses now when measured."""
+    table = Table(title="Per node", title_justify="left")
+    for column in ("Node", "Role", "RAM + swap", "Committed", "Surge peak", "Used now",
+                   "Status"):
+        table.add_column(column, justify="left" if column in ("Node", "Role", "Status")
+                         else "right")
+    for node in report.nodes:
+        live = node.live
+        used = (f"{live['memory_used_mb']:.0f} of {live['memory_total_mb']:.0f} MiB"
+                if live else "-")
+        table.add_row(Text(node.name), node.role, f"{node.memory_mb} + {node.swap_mb} MiB",
+                      f"{node.committed_memory_mb} MiB", f"{node.peak_memory_mb} MiB", used,
+                      Text(node.status, style=_STATUS_STYLE[node.status]))
+    return table
+
+
 def recommendations_table(report: CapacityReport) -> Table:
     table = Table(title="Mitigations (runbook options)", title_justify="left")
     for column in ("Option", "Frees RAM", "Frees CPU", "Detail"):

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from tests.http_load import Load
 from vedfin_ops import load_config
 from vedfin_ops.steps.deploy import deploy
 from vedfin_ops.steps.env_run import listing
 from vedfin_ops.steps.releases import Layout
 
 from .conftest import docker, fab, sandbox_host
-from .test_deploy import Load
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.http_load import Load
 from vedfin_ops import load_config
 from vedfin_ops.remote.host import Host, connect
 from vedfin_ops.steps.deploy import deploy
@@ -24,7 +25,7 @@ from vedfin_ops.steps.releases import Layout
 from vedfin_ops.steps.status import status
 
 from .conftest import ROOT, docker, docker_logged_in, fab, sandbox_image, short
-from .test_deploy import Load, _version
+from .test_deploy import _version
 
 pytestmark = pytest.mark.integration
 

@@ -130,7 +130,7 @@ def test_verify_ticks_every_box_of_the_runbooks_checklist(sandbox_up: dict[str, 
 
 def test_restart_replaces_the_api_under_load_without_a_failed_request(
         sandbox_up: dict[str, Any]) -> None:
-    from .test_deploy import Load
+    from tests.http_load import Load
 
     config = _on_v1(sandbox_up)
     before = {line.split()[0] for line in docker(
@@ -177,11 +177,10 @@ def test_the_off_hours_timer_scales_production_as_cron_runs_it(sandbox_up: dict[
     replica per app and back, with no failed request, audited."""
     import subprocess
 
+    from tests.http_load import Load
     from vedfin_ops import load_config
     from vedfin_ops.sandbox import USER
     from vedfin_ops.steps import offhours
-
-    from .test_deploy import Load
 
     config = _on_v1(sandbox_up)
     # the sandbox's own config has no window (a night-time test run would get 1 replica)

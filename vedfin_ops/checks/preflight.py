@@ -398,28 +398,21 @@ def node_checks(host: Host, config: Config, env: str, usage_text: str,
     checked), its memory now plus the tasks this deploy starts there (where placement puts
     the surge) against its own RAM + swap. The manager's answers are the probe's."""
     from vedfin_ops.checks.gate import node_gate
+    from vedfin_ops.cluster.nodes import first_manager, measure_node
     from vedfin_ops.cluster.placement import place
-    from vedfin_ops.remote.probes.usage import PROBE
 
     plans = {p.node.name: p for p in place(config, env)}
-    manager = next(n for n in config.nodes if n.role == "manager")
+    manager = first_manager(config)
 
     def check(node: Node) -> str:
-        if node.name == manager.name and usage_text.strip():
-            text = usage_text
-        else:
-            other = host
-            try:
-                if node.name != manager.name:
-                    other = host.sibling(node.host)
-                text = other.run(PROBE, what=f"probe {node.name}", timeout=60)
-            except CheckFailed as exc:  # unreachable, or its host key unknown or changed
-                raise Failed(f"{node.name} ({node.host}): {exc}") from None
-            finally:
-                if other is not host:
-                    other.close()
+        own_link = node.name == manager.name
+        try:
+            usage = parse_probe(usage_text) if own_link and usage_text.strip() else \
+                measure_node(host, node, own_link=own_link)
+        except CheckFailed as exc:  # its message names the node
+            raise Failed(str(exc)) from None
         plan = plans[node.name]
-        result = node_gate(node.name, parse_probe(text), plan.surge_mb, plan.surging,
+        result = node_gate(node.name, usage, plan.surge_mb, plan.surging,
                            hard_margin_mb=config.capacity.hard_margin_mb)
         return _passed(result, force)
 

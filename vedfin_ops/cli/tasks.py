@@ -255,10 +255,12 @@ def cluster_drain(c: Context, node: str, accept_new_host_key: bool = False,
     """Move a node's tasks to the others (availability drain), converged; put back on any
     failure; audited as cluster-drain."""
     from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.cluster.nodes import configured_node
     from vedfin_ops.steps.cluster import drain
 
     cfg = config_for(config)
-    name = next((n.name for n in cfg.nodes if node in (n.name, n.host)), node)
+    found = configured_node(cfg, node)
+    name = found.name if found else node
     with LiveLines() as show:
         result = drain(remote(c, accept_new_host_key, host_key_fingerprint), cfg, name,
                        say=say, show=show)
@@ -274,12 +276,14 @@ def cluster_join(c: Context, node: str, accept_new_host_key: bool = False,
     its role and labels; converged (a member gets only missing labels); audited."""
     from fabric import Connection
 
+    from vedfin_ops.cluster.nodes import configured_node
     from vedfin_ops.remote.host import Host
     from vedfin_ops.steps.cluster import join
 
     cfg = config_for(config)
     manager = remote(c, accept_new_host_key, host_key_fingerprint)
-    target = next((n.host for n in cfg.nodes if node in (n.name, n.host)), node)
+    found = configured_node(cfg, node)
+    target = found.host if found else node
     # the node's host key: its own known_hosts line (--host-key-fingerprint is the manager's)
     node_host = Host(Connection(target, config=c.config), accept_new_host_key, None)
     try:

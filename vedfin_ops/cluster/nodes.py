@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vedfin_ops.cluster.placement import node_labels
-from vedfin_ops.config.model import Config
+from vedfin_ops.config.model import Config, Node
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.probes.usage import Usage
@@ -124,23 +124,40 @@ def read_nodes(host: Any) -> list[EngineNode]:
     return parse_nodes(host.run(commands.node_inventory(), what="swarm nodes"))
 
 
-def measure_nodes(host: Any, config: Config, manager_usage: Usage) -> dict[str, Usage]:
-    """Each node's usage now, over its own SSH link (host key checked; the first manager is
-    the host the tool talks to). An unreachable node is one line naming it."""
-    from vedfin_ops.remote.probes.usage import measure
+NODE_PROBE_TIMEOUT_S = 60
 
-    manager = next(n for n in config.nodes if n.role == "manager")
-    out = {manager.name: manager_usage}
-    for node in config.nodes:
-        if node.name == manager.name:
-            continue
-        other = None
-        try:
-            other = host.sibling(node.host)
-            out[node.name] = measure(other)
-        except CheckFailed as exc:  # unreachable, or its host key unknown or changed
-            raise CheckFailed(f"{node.name} ({node.host}): {exc}") from None
-        finally:
-            if other is not None:
-                other.close()
-    return out
+
+def configured_node(config: Config, name_or_host: str) -> Node | None:
+    """The configured node a user named: by its name (the engine's) or its SSH host."""
+    return next((n for n in config.nodes if name_or_host in (n.name, n.host)), None)
+
+
+def first_manager(config: Config) -> Node:
+    """The manager the tool talks to (postgres's node: the loader insists)."""
+    return next(n for n in config.nodes if n.role == "manager")
+
+
+def measure_node(host: Any, node: Node, *, own_link: bool = False) -> Usage:
+    """A node's usage now, over its own SSH link (`Host.sibling`: its host key checked), or
+    over `host` itself for the node the tool talks to (`own_link`); unreachable, or its key
+    unknown or changed, is one line naming it."""
+    from vedfin_ops.remote.probes.usage import PROBE, parse_probe
+
+    other = None
+    try:
+        other = host if own_link else host.sibling(node.host)
+        return parse_probe(other.run(PROBE, what=f"probe {node.name}",
+                                     timeout=NODE_PROBE_TIMEOUT_S))
+    except CheckFailed as exc:
+        raise CheckFailed(f"{node.name} ({node.host}): {exc}") from None
+    finally:
+        if other is not None and other is not host:
+            other.close()
+
+
+def measure_nodes(host: Any, config: Config, manager_usage: Usage) -> dict[str, Usage]:
+    """Each node's usage now, the manager's given (the tool's own link), the others each
+    over its own SSH link."""
+    manager = first_manager(config)
+    return {node.name: manager_usage if node.name == manager.name
+            else measure_node(host, node) for node in config.nodes}

@@ -12,7 +12,7 @@ import secrets as _random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.sandbox import acme, engine, images, kuma, netdata, overlay, s3, sink, sshd, traefik
 from vedfin_ops.sandbox import nodes as nodes_mod
 from vedfin_ops.sandbox import registry as registry_server
-from vedfin_ops.sandbox.local import SandboxError, run
+from vedfin_ops.sandbox.local import JsonState, SandboxError, run
 
 DEFAULT_DIR = Path(".sandbox")
 USER = "vedfin-deployer"
@@ -48,7 +48,7 @@ __all__ = ["SandboxError", "State", "down", "status", "up"]
 
 
 @dataclass
-class State:
+class State(JsonState):
     started_dockerd: bool = False
     created_swarm: bool = False
     created_user: bool = False
@@ -67,17 +67,6 @@ class State:
     sink_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
-
-    @classmethod
-    def load(cls, workdir: Path) -> State:
-        path = workdir / "state.json"
-        if not path.exists():
-            return cls()
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
-
-    def save(self, workdir: Path) -> None:
-        (workdir / "state.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
 def workdir_for(path: str | Path | None = None) -> Path:

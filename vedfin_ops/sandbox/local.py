@@ -2,18 +2,42 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 from vedfin_ops.errors import VedfinError
 
 
 class SandboxError(VedfinError):
     exit_code = 1
+
+
+class JsonState:
+    """A dataclass kept as `state.json` in a folder: what an `up` made, for its `down`. Keys
+    a newer or older version wrote and this one does not know are ignored."""
+
+    @classmethod
+    def load(cls: type[_S], folder: Path) -> _S:
+        path = folder / "state.json"
+        if not path.exists():
+            return cls()
+        known = set(cls.__dataclass_fields__)  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        data = asdict(self)  # type: ignore[call-overload]
+        (folder / "state.json").write_text(json.dumps(data, indent=2) + "\n")
+
+
+_S = TypeVar("_S", bound=JsonState)
 
 
 def run(args: Sequence[str], *, check: bool = True, timeout: float = 300,

@@ -17,18 +17,17 @@ on this machine's 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from vedfin_ops.sandbox.local import SandboxError, alive, ok, run, terminate
-from vedfin_ops.sandbox.sshd import SSHD, free_port, keygen
+from vedfin_ops.sandbox.local import JsonState, SandboxError, alive, ok, run, terminate
+from vedfin_ops.sandbox.sshd import SSHD, SSHD_CONFIG, free_port, keygen
 
 BRIDGE = "vedfin-br0"
 SUBNET = "10.231.7"
@@ -61,24 +60,12 @@ def docker_host(index: int) -> str:
 
 
 @dataclass
-class NodesState:
+class NodesState(JsonState):
     count: int = 0
     registry_port: int = 0
     edge_port: int = 0
     ssh_ports: list[int] = field(default_factory=list)
     up_seconds: float = 0.0
-
-    @classmethod
-    def load(cls, folder: Path) -> NodesState:
-        path = folder / "state.json"
-        if not path.exists():
-            return cls()
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
-
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "state.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
 
 
 def docker(index: int, *args: str, check: bool = True,
@@ -198,24 +185,6 @@ def stop_engine(folder: Path, index: int, wait: float = 40) -> None:
 
 # --- ssh into a node ------------------------------------------------------------------------
 
-NODE_SSHD_CONFIG = """# vedfin-ops sandbox node {name}: its own netns, keys only, one user.
-Port 22
-ListenAddress 127.0.0.1
-HostKey {host_key}
-PidFile {pid_file}
-AllowUsers {user}
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PubkeyAuthentication yes
-PermitRootLogin no
-UsePAM no
-StrictModes yes
-AuthorizedKeysFile .ssh/authorized_keys
-MaxStartups 50:30:100
-Subsystem sftp internal-sftp
-SetEnv DOCKER_HOST={docker_host}
-"""
-
 NODE_SSH_CONFIG = """Host {name}
   HostName 127.0.0.1
   Port {port}
@@ -238,9 +207,11 @@ def start_sshd(folder: Path, index: int, user: str) -> None:
         if alive(int(pid_file.read_text())):
             return
     config = node_dir / "sshd_config"
-    config.write_text(NODE_SSHD_CONFIG.format(name=name(index), host_key=host_key,
-                                              pid_file=pid_file, user=user,
-                                              docker_host=docker_host(index)))
+    # the sandbox's own sshd config, on port 22 of the node's loopback, with the node's
+    # engine as every session's DOCKER_HOST
+    config.write_text(SSHD_CONFIG.format(port=22, host_key=host_key, pid_file=pid_file,
+                                         user=user)
+                      + f"SetEnv DOCKER_HOST={docker_host(index)}\n")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     run([str(SSHD), "-t", "-f", str(config)])
     run(["ip", "netns", "exec", netns(index), str(SSHD), "-f", str(config)])

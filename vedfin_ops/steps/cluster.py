@@ -7,7 +7,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from vedfin_ops.cluster.nodes import EngineNode, placement_problems, read_nodes
+from vedfin_ops.cluster.nodes import (
+    EngineNode,
+    configured_node,
+    placement_problems,
+    read_nodes,
+)
 from vedfin_ops.config.model import RESERVED_LABEL_PREFIX, Config, Node
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
@@ -87,6 +92,19 @@ class ClusterRun(Operation):
     def lock_every_env(self) -> None:
         for lock in self.others:
             lock.acquire()
+
+    def wait(self, done: Callable[[], bool | None], failure: Callable[[float], str]) -> None:
+        """Poll `done` every second (a heartbeat for the locks each time) up to
+        `remote.rollout_timeout`; CheckFailed with `failure(timeout)` past it."""
+        def look() -> bool | None:
+            self.beat()
+            return done()
+
+        timeout = self.config.remote.rollout_timeout
+        try:
+            until(look, timeout=timeout, interval=1.0, clock=self.clock)
+        except TimedOut:
+            raise CheckFailed(failure(timeout)) from None
 
 
 class Drain(ClusterRun):
@@ -168,17 +186,12 @@ class Drain(ClusterRun):
             tasks, short = parse_drain_state(self.host.run(commands.drain_state(self.node),
                                                            what="drain state"))
             self.show([f"{self.node}: {len(tasks)} task(s) left", *(f"  {s}" for s in short)])
-            self.beat()
             left[:] = short or ([f"{len(tasks)} task(s) still on {self.node}"] if tasks
                                 else [])
             return None if left else True
 
-        timeout = self.config.remote.rollout_timeout
-        try:
-            until(drained, timeout=timeout, interval=1.0, clock=self.clock)
-        except TimedOut:
-            raise CheckFailed(f"cluster.drain: not converged after {timeout:g} s "
-                              f"({', '.join(left)})") from None
+        self.wait(drained, lambda timeout: f"cluster.drain: not converged after {timeout:g} s "
+                                           f"({', '.join(left)})")
 
     def put_back(self) -> str:
         if not self.previous:
@@ -299,17 +312,12 @@ class Join(ClusterRun):
         found: list[EngineNode] = []
 
         def ready() -> bool | None:
-            self.beat()
             found[:] = [n for n in read_nodes(self.host) if n.id == self.node_id
                         and n.state == "ready"]
             return True if found else None
 
-        timeout = self.config.remote.rollout_timeout
-        try:
-            until(ready, timeout=timeout, interval=1.0, clock=self.clock)
-        except TimedOut:
-            raise CheckFailed(f"cluster.join: {name} joined but is not ready after "
-                              f"{timeout:g} s") from None
+        self.wait(ready, lambda timeout: f"cluster.join: {name} joined but is not ready "
+                                         f"after {timeout:g} s")
         return found[0]
 
     def put_back(self) -> str:
@@ -342,7 +350,7 @@ def join(conn: Any, node_conn: Any, config: Config, node: str, *, say: Say = pri
     `node_conn` reaches the node itself; audited."""
     from vedfin_ops.steps.env_run import as_env_host
 
-    found = next((n for n in config.nodes if node in (n.name, n.host)), None)
+    found = configured_node(config, node)
     if found is None:
         raise UsageError(f"cluster.join: {node!r} is not in the config's nodes (known: "
                          f"{', '.join(n.name for n in config.nodes) or 'none'})")

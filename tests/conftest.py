@@ -61,6 +61,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+def _ancestors() -> dict[Path, int]:
+    """The folders above the checkout, the interpreter and the temp folders, with their
+    modes: no test or sandbox step may widen one (a 0700 /root opened to every user, as
+    pgserver's own start-up does as root)."""
+    import sys
+    import tempfile
+
+    places = [ROOT, Path(sys.executable).resolve(), Path(tempfile.gettempdir()),
+              Path.home()]
+    folders = {parent for place in places for parent in [place, *place.parents]
+               if parent.is_dir()}
+    return {folder: folder.stat().st_mode & 0o7777 for folder in sorted(folders)}
+
+
+MODES_BEFORE = _ancestors()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run when a folder outside the tests' own temp and sandbox folders was
+    widened (checked once, by the process that started the run)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    widened = [f"{folder} {before:o} -> {now:o}" for folder, now in _ancestors().items()
+               if (before := MODES_BEFORE.get(folder)) is not None and now & ~before]
+    if widened:
+        writer = session.config.get_terminal_writer()
+        writer.line()
+        writer.line(
+            f"error: the tests widened folders of this machine: {'; '.join(widened)}", red=True)
+        session.exitstatus = 1
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Beside the sandbox's worker, the unit tests' worker runs at the lowest CPU priority
     (root only; CPU, not I/O): it mostly takes what the sandbox's tests leave (they mostly

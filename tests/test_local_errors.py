@@ -65,23 +65,33 @@ def test_a_chart_suffix_message_has_no_prefix(report: CapacityReport) -> None:
     assert str(info.value) == "--chart: chart.gif: use a .png, .svg or .html file"
 
 
-# --- permission denied, for real: the writer runs as `nobody` in a folder of root's ---------
+# --- permission denied, for real: the writer may not override file permissions -----------
+# It runs as root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH (setpriv drops them from the
+# bounding set) in a folder that belongs to `nobody`: the kernel refuses the write as it would
+# for any user, while the interpreter stays reachable wherever it is installed (a pyenv under a
+# 0700 /root included), so nothing outside the test's own folder is opened up for it.
 
 @pytest.fixture
-def roots_folder() -> Iterator[Path]:
-    folder = Path(tempfile.mkdtemp(prefix="vedfin-test-root-only-", dir="/tmp"))
-    folder.chmod(0o755)  # nobody may look in, not write
+def someone_elses_folder() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="vedfin-test-not-ours-", dir="/tmp"))
+    if os.geteuid() == 0:
+        os.chown(folder, 65534, 65534)
+    folder.chmod(0o755)  # others may look in, not write
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def as_nobody(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+def as_unprivileged(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     if os.geteuid() != 0:
-        pytest.skip("needs root to run a writer as nobody")
-    return subprocess.run([sys.executable, "-c", code, *args], user=65534, group=65534,
-                          extra_groups=[], cwd="/tmp", capture_output=True, text=True,
-                          check=False, env={"PYTHONPATH": str(ROOT), "HOME": "/tmp",
-                                            "PATH": os.environ.get("PATH", "")})
+        pytest.skip("needs root to give a folder to nobody and drop the override capabilities")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("needs util-linux's setpriv to drop the override capabilities")
+    return subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", "--",
+                           sys.executable, "-c", code, *args], cwd="/tmp",
+                          capture_output=True, text=True, check=False,
+                          env={"PYTHONPATH": str(ROOT), "HOME": "/tmp",
+                               "PATH": os.environ.get("PATH", "")})
 
 
 WRITE = """
@@ -104,17 +114,17 @@ except UsageError as exc:
 """
 
 
-def test_out_where_the_user_may_not_write(roots_folder: Path) -> None:
-    out = roots_folder / "build"
-    result = as_nobody(WRITE, "tree", str(out))
+def test_out_where_the_user_may_not_write(someone_elses_folder: Path) -> None:
+    out = someone_elses_folder / "build"
+    result = as_unprivileged(WRITE, "tree", str(out))
     assert result.returncode == 2, result.stderr
     assert result.stdout.strip().startswith(f"--out {out}: cannot write {out}")
     assert result.stdout.strip().endswith(": Permission denied")
 
 
 @pytest.mark.parametrize("name", ["chart.png", "chart.html"])
-def test_chart_where_the_user_may_not_write(roots_folder: Path, name: str) -> None:
-    target = roots_folder / name
-    result = as_nobody(WRITE, "chart", str(target), str(SHIPPED))
+def test_chart_where_the_user_may_not_write(someone_elses_folder: Path, name: str) -> None:
+    target = someone_elses_folder / name
+    result = as_unprivileged(WRITE, "chart", str(target), str(SHIPPED))
     assert result.returncode == 2, result.stderr
     assert result.stdout.strip() == f"--chart {target}: cannot write it: Permission denied"

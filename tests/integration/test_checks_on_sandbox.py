@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from vedfin_ops.remote.host import Host, connect
 from vedfin_ops.steps.deploy import deploy
 
 from .conftest import docker, docker_logged_in, sandbox_image, unavailable
+from .pgvector import pgvector_server
 
 pytestmark = pytest.mark.integration
 
@@ -70,23 +72,19 @@ def test_preflight_flags_a_container_publishing_port_3000(live: tuple[Any, Host]
 
 def test_smoke_pgvector_check_through_psycopg(shared_tmp: Path, live: tuple[Any, Host]) -> None:
     config, _ = live
-    try:
-        import pgserver
-    except ImportError:
-        unavailable("pgserver is not installed")
-    server = pgserver.get_server(shared_tmp / "pg", cleanup_mode="stop")
-    try:
-        server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
-        report = smoke_test(config, "production", Options(database_url=server.get_uri()))
+    with pgvector_server(shared_tmp) as (psql, uri):
+        def sql(statement: str) -> None:
+            subprocess.run([str(psql), "-X", "-v", "ON_ERROR_STOP=1", uri, "-c", statement],
+                           check=True, capture_output=True, timeout=60)
+
+        sql("CREATE EXTENSION IF NOT EXISTS vector;")
+        report = smoke_test(config, "production", Options(database_url=uri))
         check = {c.name: c for c in report.checks}["pgvector"]
         assert check.ok, check.detail
-        server.psql("DROP EXTENSION vector;")
-        no_vector = smoke_test(config, "production", Options(database_url=server.get_uri(),
-                                                             attempts=1))
+        sql("DROP EXTENSION vector;")
+        no_vector = smoke_test(config, "production", Options(database_url=uri, attempts=1))
         failed = {c.name: c for c in no_vector.checks}["pgvector"]
         assert not failed.ok and 'type "vector" does not exist' in failed.detail
-    finally:
-        server.cleanup()
 
 
 def test_monitoring_check_probes_real_ports_on_the_host(live: tuple[Any, Host]) -> None:

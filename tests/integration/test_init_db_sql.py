@@ -1,7 +1,8 @@
 """init-db.sql runs twice without error on real PostgreSQL servers and leaves what it promises.
 
 No one package here has both extensions, so the file rendered for `vector` alone runs on the
-PostgreSQL + pgvector build that the PyPI package pgserver ships, and the file rendered for
+PostgreSQL + pgvector build that the PyPI package pgserver ships (its binaries copied,
+never pgserver's own start-up, which widens the machine's folders), and the file rendered for
 `pg_stat_statements` alone on Debian's PostgreSQL 15. The shipped file asks for both.
 """
 
@@ -19,6 +20,7 @@ import pytest
 from vedfin_ops import render
 
 from .conftest import unavailable
+from .pgvector import pgvector_server as pgvector_copy
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +43,8 @@ def _psql(psql: Path, target: list[str], sql: str, *extra: str) -> str:
 
 @pytest.fixture
 def pgvector_server(shared_tmp: Path) -> Iterator[tuple[Path, str]]:
-    try:
-        import pgserver
-        from pgserver._commands import POSTGRES_BIN_PATH
-    except ImportError:
-        unavailable("the PyPI package pgserver is not installed")
-    server = pgserver.get_server(shared_tmp / "pgdata", cleanup_mode="stop")
-    try:
-        yield Path(POSTGRES_BIN_PATH) / "psql", server.get_uri()
-    finally:
-        server.cleanup()
+    with pgvector_copy(shared_tmp) as server:
+        yield server
 
 
 @pytest.fixture

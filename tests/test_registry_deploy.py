@@ -188,3 +188,25 @@ def test_a_fault_while_pruning_images_leaves_the_new_release_live(
     assert state.current == result.release and state.state(result.release) == "good"
     assert set(state.meta["images"].values()) == set(world.env_images().values())
     assert any(line.startswith("warning:") for line in world.said), world.said
+
+
+def test_a_digest_set_by_hand_under_the_same_tag_is_replaced_by_a_redeploy(
+        tmp_path: Path, shipped_data: dict[str, Any], registry: RegistryServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`docker service update --image repo:v1@<v2's digest>`: the tag is the release's, the
+    image is not. The redeploy must see it and put the pinned digest back, not record it."""
+    world = _world(tmp_path, shipped_data, registry, monkeypatch)
+    assert world.deploy("v2").result == "ok"
+    v2 = world.env_images()
+    assert world.deploy("v1").result == "ok"
+    v1 = world.env_images()
+    api = next(name for name in v1 if "api" in name)
+    by_hand = v1[api].split("@")[0] + "@" + v2[api].split("@")[1]  # api:v1@<v2's digest>
+    engine = world.host.engine()
+    changed = engine["services"][api]  # the stack label keeps the pinned v1
+    changed["image"], changed["template"] = by_hand, "by-hand"
+    changed["tasks"] = [{**task, "image": by_hand} for task in changed["tasks"]]
+    world.host.set_engine(services=engine["services"])
+    assert world.deploy("v1").result == "ok"
+    assert world.env_images() == v1
+    assert world.deploy("v1").result == "noop"

@@ -126,3 +126,17 @@ def test_unhealthy_tasks_do_not_count() -> None:
     view = parse_snapshot(_snap(_svc("api:v2"), "api:v2 running Up (unhealthy)",
                                 "api:v2 running Up (health: starting)", "api:v2 running Up"))
     assert view[API].running == 1
+
+
+@pytest.mark.parametrize(("running", "spec", "same"), [
+    ("api:v1@sha256:aa", "api:v1@sha256:aa", True),
+    ("api:v1@sha256:bb", "api:v1@sha256:aa", False),  # another image under the same tag
+    ("api:v1", "api:v1@sha256:aa", True),  # a listing that shows no digest
+    ("api:v1@sha256:aa", "api:v1", True),  # an unpinned spec the CLI resolved
+    ("api:v2@sha256:aa", "api:v1", False),
+])
+def test_a_pinned_digest_decides_whether_two_images_are_the_same(running: str, spec: str,
+                                                                  same: bool) -> None:
+    from vedfin_ops.remote.probes.engine import same_image
+
+    assert same_image(running, spec) is same

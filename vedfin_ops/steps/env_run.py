@@ -16,7 +16,12 @@ from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, Remote
-from vedfin_ops.remote.probes.engine import ServiceView, parse_snapshot, snapshot
+from vedfin_ops.remote.probes.engine import (
+    ServiceView,
+    parse_snapshot,
+    same_image,
+    snapshot,
+)
 from vedfin_ops.steps.operation import Operation
 from vedfin_ops.steps.releases import (
     Layout,
@@ -99,7 +104,7 @@ def drift(recorded: dict[str, dict[str, str]], images: dict[str, str],
             elif view.template != want.get("template"):
                 found.append(f"{name}: its spec was changed outside the tool")
         elif name in images:
-            if view.image.split("@", 1)[0] != images[name].split("@", 1)[0]:
+            if not same_image(view.image, images[name]):
                 found.append(f"{name}: runs {view.image}, the release has {images[name]}")
         else:
             found.append(f"{name}: not part of the release")

@@ -118,5 +118,15 @@ def parse_snapshot(text: str) -> dict[str, ServiceView]:
 
 
 def same_image(running: str, spec: str) -> bool:
-    """A pinned spec (`repo:tag@sha256:...`) runs as `repo:tag@sha256:...` or `repo:tag`."""
-    return running == spec or spec.split("@", 1)[0] == running.split("@", 1)[0]
+    """Whether a task or service running `running` runs the image `spec` names.
+
+    When both pin a digest, the digests decide: `repo:v1@<other digest>` set by hand is
+    another image under the same tag, never the release's. A reference without a digest
+    (`repo:tag`, as an unpinned spec or a task listing may show it) matches by name only."""
+    if running == spec:
+        return True
+    running_ref, _, running_digest = running.partition("@")
+    spec_ref, _, spec_digest = spec.partition("@")
+    if running_digest and spec_digest:
+        return running_digest == spec_digest
+    return running_ref == spec_ref

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from vedfin_ops.remote.probes.engine import parse_snapshot
 from vedfin_ops.steps.rollout import Before, evaluate
 

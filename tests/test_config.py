@@ -9,6 +9,7 @@ import pytest
 
 from vedfin_ops import load_config
 from vedfin_ops.config.loader import key_path
+from vedfin_ops.config.units import show
 from vedfin_ops.errors import ConfigError, UsageError
 
 from .conftest import RUNBOOK_SNIPPET, SHIPPED
@@ -412,3 +413,49 @@ def test_user_keys_named_like_pydantic_types_keep_their_key_path(variant: Any) -
     assert line.startswith("error: dokploy.yaml: secrets.shared.str: ")
     line = _error(variant, lambda d: d["overhead"].update({"int": {"memory": "1m", "cpus": 1}}))
     assert line.startswith("error: dokploy.yaml: overhead.int.memory: ")
+
+
+def test_two_envs_naming_one_database_are_refused(variant: Any) -> None:
+    """One database for two envs: their locks would not serialize its backups, and a restore
+    of the lesser env would replace the other's data without `--yes`."""
+    line = _error(variant, _set("environments.staging.database", "vedfinance_prod"))
+    assert line == ('error: dokploy.yaml: environments.production.database: '
+                    '"vedfinance_prod" is already the database of staging: each env needs '
+                    'its own (locks, backups and restores are per env)')
+
+
+@pytest.mark.parametrize("name", ["../etc", "prod;x", "Prod Env", "prod-", "-prod", "prod--x",
+                                  "1prod", "prod_x", "prod\n", "", "pröd", "a/b"])
+def test_an_env_name_that_is_not_a_plain_name_is_refused_saying_why(variant: Any,
+                                                                    name: str) -> None:
+    """An env name becomes a stack name, a folder and a cron script's name on the host: even
+    an env with no apps (its name is then in no app's name) must follow the rule."""
+    line = _error(variant, lambda d: d["environments"].update({name: {"database": "qa_db"}}))
+    assert line == ConfigError("dokploy.yaml", f"environments.{name}", (
+        f"{show(name)} is not an environment name: lower-case letters and digits, words "
+        f"joined by single hyphens, starting with a letter (it names stacks, folders and "
+        f"cron scripts on the host)")).line()
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("cluster", "cluster runs lock and audit under it"),
+    ("shared", "secrets.shared is every env's scope"),
+    ("backups", "<remote.baseDir>/backups holds the backups"),
+    ("bin", "<remote.baseDir>/bin holds the cron scripts"),
+])
+def test_an_env_named_like_the_tools_own_folders_is_refused(variant: Any, name: str,
+                                                            why: str) -> None:
+    line = _error(variant, lambda d: d["environments"].update({name: {"database": "qa_db"}}))
+    assert line == f"error: dokploy.yaml: environments.{name}: a reserved name ({why})"
+
+
+def test_an_env_without_apps_and_with_a_plain_name_loads(variant: Any) -> None:
+    config = variant(lambda d: d["environments"].update({"qa-2": {"database": "qa_db"}}))
+    assert config.apps("qa-2") == [] and config.environments["qa-2"].database == "qa_db"
+
+
+def test_a_bad_key_of_a_users_mapping_names_the_rule_not_itself(variant: Any) -> None:
+    line = _error(variant, lambda d: d["overhead"].update({"Big X": {"memory": "8m",
+                                                                     "cpus": 0.1}}))
+    assert line == ('error: dokploy.yaml: overhead.Big X: "Big X" is not a valid key of '
+                    'overhead (^[a-z][a-z0-9]*(-[a-z0-9]+)*$)')

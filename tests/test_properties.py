@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -268,3 +269,47 @@ def test_one_size_grammar_reads_the_config_binary_and_dockers_output_decimal(
         size_mib(f"{number}{letter}b", decimal=False) == number * 1024 ** power / 1048576
     assert size_mib(f"{number}{letter.upper()}B", decimal=True) == pytest.approx(
         number * 1000 ** power / 1048576)
+
+
+ENV_NAME = r"[a-z][a-z0-9]*(-[a-z0-9]+)*"  # the rule as the README states it
+RESERVED_ENVS = {"cluster", "shared", "backups", "bin"}
+
+
+def _with_env(shipped_data: dict[str, Any], name: str) -> dict[str, Any]:
+    doc = copy.deepcopy(shipped_data)
+    doc["environments"][name] = {"database": "qa_db"}
+    return doc
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          deadline=None)
+@given(st.text(max_size=16) | st.from_regex(ENV_NAME, fullmatch=True))
+def test_an_env_name_loads_only_when_it_is_a_plain_lower_case_name(
+        shipped_data: dict[str, Any], name: str) -> None:
+    """Whatever the name, either it loads and is safe as a folder, stack and script name, or
+    it is one error line naming it; an env need not have apps to be checked."""
+    if name in ("dev", "staging", "production"):
+        return
+    try:
+        config = config_from_dict(_with_env(shipped_data, name))
+    except ConfigError as exc:
+        line = exc.line()
+        assert line.startswith(f"error: dokploy.yaml: environments.{name}: ")
+        assert "\n" not in line.removeprefix(f"error: dokploy.yaml: environments.{name}: ")
+        assert re.fullmatch(ENV_NAME, name) is None or name in RESERVED_ENVS
+        return
+    assert re.fullmatch(ENV_NAME, name) and name not in RESERVED_ENVS
+    assert set(name) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
+    assert config.apps(name) == []
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture],
+          deadline=None)
+@given(good=st.from_regex(ENV_NAME, fullmatch=True), at=st.integers(0, 20),
+       bad=st.sampled_from([*"/.;$`'\" \n\t\\&|<>*?~:_A", "..", "\x00", "é"]))
+def test_an_env_name_with_any_path_or_shell_character_is_refused(
+        shipped_data: dict[str, Any], good: str, at: int, bad: str) -> None:
+    name = good[:at] + bad + good[at:]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(_with_env(shipped_data, name))
+    assert "is not an environment name" in info.value.line()

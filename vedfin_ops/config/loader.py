@@ -143,6 +143,9 @@ def _first_error(exc: ValidationError, file: str,
         return ConfigError(file, key_path(loc), "required key is missing")
     if kind == "value_error":
         return ConfigError(file, key_path(loc), msg.removeprefix("Value error, "))
+    if kind == "string_pattern_mismatch" and raw[-1] == "[key]":  # a key of a user's mapping
+        return ConfigError(file, key_path(loc), f"{show(given)} is not a valid key of "
+                           f"{key_path(loc[:-1])} ({err.get('ctx', {}).get('pattern', '')})")
     if kind == "string_pattern_mismatch":
         return ConfigError(file, key_path(loc), f"{show(given)} is not a valid {loc[-1]}")
     text = re.sub(r"a valid dictionary or instance of \w+", "a mapping", msg)
@@ -288,8 +291,13 @@ def _check(config: Config, file: str) -> None:
 
     if not config.applications:
         fail("applications", "no applications: nothing to deploy")
-    if "cluster" in config.environments:  # steps/cluster.CLUSTER: its lock and audit scope
-        fail("environments.cluster", "a reserved name (cluster runs lock and audit under it)")
+    databases: dict[str, str] = {}
+    for env, spec in config.environments.items():  # env names: config.names.env_name
+        if spec.database in databases:
+            fail(f"environments.{env}.database", f"{show(spec.database)} is already the "
+                 f"database of {databases[spec.database]}: each env needs its own (locks, "
+                 f"backups and restores are per env)")
+        databases[spec.database] = env
     for scope in config.secrets:
         if scope != "shared" and scope not in config.environments:
             fail(f"secrets.{scope}", f"unknown scope (use shared or one of "

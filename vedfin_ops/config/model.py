@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from vedfin_ops.config.names import env_name
 from vedfin_ops.config.tags import TAG_PATTERN, TAG_RE
 from vedfin_ops.config.units import parse_mib, parse_seconds, show
 
@@ -743,7 +744,7 @@ class Config(Model):
     # the swarm's machines; empty: `vps` is the one node (manager, public, postgres's)
     nodes: list[Node] = []
     overhead: dict[Annotated[str, Field(pattern=_NAME)], Resources] = {}
-    environments: dict[Annotated[str, Field(pattern=_NAME)], Environment] = Field(
+    environments: dict[Annotated[str, AfterValidator(env_name)], Environment] = Field(
         default_factory=_default_environments
     )
     secrets: dict[str, dict[Annotated[str, Field(pattern=_IDENT)], SecretSource]] = Field(

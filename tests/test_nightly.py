@@ -50,12 +50,25 @@ def test_bad_nightly_times_name_the_key(variant: Any) -> None:
             variant(lambda d, bad=bad: d.setdefault("backups", {}).update(nightly=bad))
 
 
-def test_the_generated_script_is_valid_shell_for_every_env(world: World) -> None:
+def test_cron_runs_every_env_s_nightly_line_on_the_host(world: World) -> None:
+    """Each nightly line of the installed crontab, its command run by `sh` on the scripted
+    host against the scripted engine as cron runs it: one backup of each env's database."""
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    lines = [line.split() for line in (world.root / "crontab").read_text().splitlines()
+             if "nightly-backup-" in line]
+    assert [(f[1], f[0], f[5]) for f in lines] == [
+        ("3", "0", nightly.script_path(world.config, "dev")),
+        ("3", "10", nightly.script_path(world.config, "staging")),
+        ("3", "20", nightly.script_path(world.config, "production"))]
+    for fields in lines:
+        world.host.run(" ".join(fields[5:]), what="cron")
     for env in world.config.environments:
-        text = nightly.script(world.config, env)
-        checked = subprocess.run(["sh", "-n"], input=text, capture_output=True, text=True,
-                                 check=False)
-        assert checked.returncode == 0, checked.stderr
+        made = list_backups(world.host, world.config, env).backups  # type: ignore[arg-type]
+        assert [b.reason for b in made].count("nightly") == 1, env
+        assert made[-1].database == world.config.environments[env].database
+    log = Path(nightly.log_path(world.config)).read_text().splitlines()
+    assert [line.split()[1:3] for line in log] == [["dev", "ok"], ["staging", "ok"],
+                                                   ["production", "ok"]]
 
 
 def _crontab(world: World) -> str:

@@ -5,7 +5,6 @@ window goes back to the off-hours count unless --full-replicas."""
 
 from __future__ import annotations
 
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -33,18 +32,46 @@ def test_the_window_wraps_midnight(world: World) -> None:
                                                                False]
 
 
-def test_the_script_is_valid_shell_and_cron_runs_it_at_both_ends(world: World) -> None:
-    text = offhours.script(world.config, "production")
-    assert subprocess.run(["sh", "-n"], input=text, text=True, check=False).returncode == 0
+def _cron_lines(world: World) -> list[tuple[str, str]]:
+    """(schedule, command) of each off-hours line in the fake host's installed crontab."""
+    tab = (world.root / "crontab").read_text()
+    return [(" ".join(line.split()[:5]), " ".join(line.split()[5:]))
+            for line in tab.splitlines() if "offhours-" in line]
+
+
+def _log(world: World) -> list[str]:
+    return Path(offhours.log_path(world.config)).read_text().splitlines()
+
+
+def test_cron_runs_each_installed_line_on_the_host_down_then_up_then_retries(world: World
+                                                                             ) -> None:
+    """The crontab as installed, each line's command run by `sh` on the scripted host at its
+    time against the scripted engine (what cron does), not a syntax check."""
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
     path = offhours.script_path(world.config, "production")
-    assert offhours.cron_lines(world.config) == [f"0 0 * * * {path} down",
-                                                  f"0 6 * * * {path} up"]
+    lines = _cron_lines(world)
+    assert lines == [("0 0 * * *", f"{path} down"), ("0 6 * * *", f"{path} up"),
+                     ("*/5 * * * *", f"{path} retry")]
+    for (when, command), (hhmm, replicas) in zip(lines, (("00:00", 1), ("06:00", 2)),
+                                                 strict=False):
+        world.host.set_time(hhmm)
+        world.host.run(command, what="cron")
+        assert _replicas(world) == dict.fromkeys(APPS, replicas), when
+    audited = len(world.audit())
+    world.host.set_time("06:05")
+    world.host.run(lines[2][1], what="cron")  # nothing pending: no lock taken, nothing done
+    assert len(world.audit()) == audited and _replicas(world) == dict.fromkeys(APPS, 2)
+    assert not Path(world.layout.lock).exists()
 
 
-def test_the_timer_scales_down_and_back_audited_and_skips_a_held_lock(world: World) -> None:
+def test_the_timer_scales_down_and_back_audited_and_retries_after_a_held_lock(world: World
+                                                                               ) -> None:
+    from vedfin_ops.steps.status import status
+
     nightly.apply(world.host, world.config)  # type: ignore[arg-type]
     job = offhours.script_path(world.config, "production")
     assert _replicas(world) == dict.fromkeys(APPS, 2)
+    world.host.set_time("00:00")
     world.host.run(f"{job} down", what="cron")
     assert _replicas(world) == dict.fromkeys(APPS, 1)
     last = world.audit()[-1]
@@ -52,16 +79,79 @@ def test_the_timer_scales_down_and_back_audited_and_skips_a_held_lock(world: Wor
         "offhours-down", "ok", "api-production=1, web-production=1",
         f"{world.config.remote.user} (cron)")
     assert last["time"][:4] == str(datetime.now().year)
-    Path(world.layout.lock).mkdir()  # a deploy holds the env
+    Path(world.layout.lock).mkdir()  # a deploy holds the env at 06:00
+    world.host.set_time("06:00")
     world.host.run(f"{job} up", what="cron")
     assert _replicas(world) == dict.fromkeys(APPS, 1)
-    assert Path(offhours.log_path(world.config)).read_text().splitlines()[-1].endswith(
-        "skipped: another run holds the lock")
+    assert _log(world)[-1].endswith("skipped: another run holds the lock; up is retried "
+                                    "every 5 min until 00:00")
+    info = status(world.host, world.config, "production")
+    said = info["offhours"]
+    assert said["pending"] == "up" and said["scheduled"] == {"down": "00:00", "up": "06:00"}
+    assert said["last_run"].endswith("up is retried every 5 min until 00:00")
+    shown = _render(info)
+    assert "off-hours: 1 replica(s) per app from 00:00 to 06:00 (cron)" in shown
+    assert "warning: off-hours up due since " in shown and "has not run (retried by cron " \
+        "until its window closes)" in shown
+    world.host.set_time("06:05")
+    world.host.run(f"{job} retry", what="cron")  # still held: still pending
+    assert _replicas(world) == dict.fromkeys(APPS, 1)
+    assert status(world.host, world.config, "production")["offhours"]["pending"] == "up"
     Path(world.layout.lock).rmdir()
-    world.host.run(f"{job} up", what="cron")
+    world.host.set_time("06:10")
+    world.host.run(f"{job} retry", what="cron")
     assert _replicas(world) == dict.fromkeys(APPS, 2)
     assert world.audit()[-1]["action"] == "offhours-up"
     assert not Path(world.layout.lock).exists()
+    assert status(world.host, world.config, "production")["offhours"]["pending"] is None
+
+
+def _render(info: dict[str, object]) -> str:
+    from rich.console import Console
+
+    from vedfin_ops.reports.tables import status_tables
+
+    console = Console(width=400, record=True)
+    console.print(status_tables(info))
+    return " ".join(console.export_text().split())
+
+
+def test_a_skipped_run_gives_up_when_its_window_closes(world: World) -> None:
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    job = offhours.script_path(world.config, "production")
+    Path(world.layout.lock).mkdir()
+    world.host.set_time("00:00")
+    world.host.run(f"{job} down", what="cron")
+    Path(world.layout.lock).rmdir()
+    world.host.set_time("06:00")  # the window closed before the lock was free
+    audited = len(world.audit())
+    world.host.run(f"{job} retry", what="cron")
+    assert _replicas(world) == dict.fromkeys(APPS, 2) and len(world.audit()) == audited
+    assert _log(world)[-1].endswith("gave up: down was not run before the window closed at "
+                                    "06:00")
+    assert status_of(world)["pending"] is None
+
+
+def status_of(world: World) -> dict[str, object]:
+    from vedfin_ops.steps.status import status
+
+    said: dict[str, object] = status(world.host, world.config, "production")["offhours"]
+    return said
+
+
+def test_a_paused_env_stays_paused_at_both_ends_of_the_window(world: World) -> None:
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    job = offhours.script_path(world.config, "production")
+    world.host.run("docker service scale --detach " +
+                   " ".join(f"{name}=0" for name in APPS), what="pause")
+    audited = len(world.audit())
+    for mode, hhmm in (("down", "00:00"), ("up", "06:00")):
+        world.host.set_time(hhmm)
+        world.host.run(f"{job} {mode}", what="cron")
+        assert _replicas(world) == dict.fromkeys(APPS, 0), mode
+        assert "skipped: production is paused (api-production=0, web-production=0)" in \
+            _log(world)[-1]
+    assert len(world.audit()) == audited and status_of(world)["pending"] is None
 
 
 def _window_now(world: World, inside: bool) -> None:

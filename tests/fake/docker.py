@@ -281,6 +281,13 @@ def main(args: list[str]) -> int:
             if not wanted or svc["stack"] in wanted:
                 print(name)
         return 0
+    if args[:2] == ["service", "inspect"] and "Replicas" in (flag(args, "--format") or ""):
+        svc = state["services"].get(args[-1])  # the spec's replica count (off-hours' cron)
+        if svc is None:
+            print(f"Error: no such service: {args[-1]}", file=sys.stderr)
+            return 1
+        print(svc["replicas"])
+        return 0
     if args[:2] == ["service", "inspect"] and "--format" in args:  # the spec's image
         svc = state["services"].get(args[-1])
         if svc is None:

@@ -277,6 +277,11 @@ def restart_services(names: list[str]) -> str:
                        for name in names)
 
 
+def service_replicas(name: str) -> str:
+    """The replica count the service's spec asks for (`0` for a paused env)."""
+    return ("docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' " + sh(name))
+
+
 def scale_services(wanted: dict[str, int]) -> str:
     """One command for every service: `docker service scale --detach a=1 b=1`."""
     return "docker service scale --detach " + " ".join(

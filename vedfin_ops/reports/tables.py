@@ -262,6 +262,7 @@ def status_tables(info: dict[str, Any]) -> Group:
     for problem in info.get("problems") or []:
         notes.append(Text.assemble(("warning: ", "yellow"), problem))
     notes += _backup_notes(info.get("backups") or {})
+    notes += _offhours_notes(info.get("offhours") or {})
     return Group(_releases(info), services, *(_note(n) for n in notes))
 
 
@@ -294,6 +295,30 @@ def _backup_notes(backups: dict[str, Any]) -> list[Text]:
     elif backups.get("last_nightly_run", "") and " failed: " in backups["last_nightly_run"]:
         notes.append(Text.assemble(("warning: ", "yellow"), "last nightly run: ",
                                    backups["last_nightly_run"]))
+    return notes
+
+
+def _offhours_notes(offhours: dict[str, Any]) -> list[Text]:
+    """The off-hours schedule, and a warning for a run that is pending (skipped or failed:
+    cron retries it until its window closes) or missing from the crontab."""
+    if not offhours:
+        return []
+    wanted, scheduled = offhours.get("configured") or {}, offhours.get("scheduled")
+    line = Text(f"off-hours: {wanted.get('replicas')} replica(s) per app from "
+                f"{scheduled['down']} to {scheduled['up']} (cron)" if scheduled and
+                "down" in scheduled and "up" in scheduled else "off-hours: not scheduled")
+    notes = [line]
+    if not scheduled:
+        notes.append(Text.assemble(("warning: ", "yellow"), "offHours lists this env but the "
+                                   "host's crontab has no line for it (fab db.schedule)"))
+    if offhours.get("pending"):
+        notes.append(Text.assemble(("warning: ", "yellow"), f"off-hours {offhours['pending']} "
+                                   f"due since {offhours.get('pending_since')} has not run "
+                                   "(retried by cron until its window closes); last run: ",
+                                   offhours.get("last_run") or "never"))
+    elif offhours.get("last_run") and " failed: " in offhours["last_run"]:
+        notes.append(Text.assemble(("warning: ", "yellow"), "last off-hours run: ",
+                                   offhours["last_run"]))
     return notes
 
 

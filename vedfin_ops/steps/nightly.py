@@ -62,11 +62,14 @@ def _filled(name: str, command: str) -> str:
 
 
 def locked_script(config: Config, env: str, *, title: str, log: str, action: str,
-                  body: str) -> str:
+                  body: str, before: str = "",
+                  held: str = "skipped: another run holds the lock") -> str:
     """A cron script that runs `body` holding the env's lock as the tool takes it (the same
     `mkdir`, holder, token; released on exit), so no deploy, restore or backup runs beside
-    it; a held lock skips this run. `say` writes one line to `log`; `$id`, `$created`,
-    `$token` and `$container` are set for `_filled` commands."""
+    it; a held lock skips this run (`held` is its log line). `before` runs first, without the
+    lock (a run with nothing to do must not take it: a deploy would be refused). `say`
+    writes one line to `log`; `$id`, `$created`, `$token` and `$container` are set for
+    `_filled` commands."""
     layout = Layout.of(config, env)
     holder = json.dumps({"who": f"{config.remote.user} (cron)", "host": "the host itself",
                          "pid": 0, "since": _CREATED, "action": action, "tag": ""})
@@ -84,10 +87,10 @@ created=$(date -u +%Y-%m-%dT%H:%M:%S+00:00)
 token=$(date +%s)$$
 container=
 mkdir -p -m 750 -- {sh(layout.env_dir)}
-{_filled("take", take)}
+{before}{_filled("take", take)}
 case "$(eval "$take" 2>&1)" in
   acquired*) ;;
-  *) say "skipped: another run holds the lock"; exit 0 ;;
+  *) say "{held}"; exit 0 ;;
 esac
 {_filled("release", release)}
 trap 'eval "$release"' EXIT

@@ -35,6 +35,7 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
                   configured_replicas(config, env)) if state.current else []
     return {
         **backups_state(host, config, env),
+        **offhours_state(host, config, env),
         "env": env,
         "current": state.current,
         "releases": [{"id": r.id, "state": r.state, "current": r.id == state.current,
@@ -75,6 +76,26 @@ def backups_state(host: Host, config: Config, env: str) -> dict[str, Any]:
         "nightly_configured": config.backups.nightly,
         "nightly_scheduled": night.scheduled,
         "last_nightly_run": night.last_run or None,
+    }}
+
+
+def offhours_state(host: Host, config: Config, env: str) -> dict[str, Any]:
+    """The env's off-hours lines in the crontab, a run that is pending (skipped or failed,
+    retried by cron until its window closes) and the last line of its log; None when the
+    config scales no env off-hours."""
+    from vedfin_ops.steps import offhours
+
+    if env not in offhours.envs(config):
+        return {"offhours": None}
+    now = offhours.parse_state(host.run(offhours.state_command(config, env),
+                                        what="off-hours state"), env)
+    return {"offhours": {
+        "configured": {"down": config.off_hours.start, "up": config.off_hours.end,
+                       "replicas": config.off_hours.replicas} if config.off_hours else None,
+        "scheduled": now.scheduled,
+        "pending": now.pending,
+        "pending_since": now.pending_since,
+        "last_run": now.last_run or None,
     }}
 
 

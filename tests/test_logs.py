@@ -61,18 +61,38 @@ def test_lines_are_merged_by_time_and_an_engine_message_keeps_its_place() -> Non
 
 
 def test_grep_filters_here_and_secrets_are_masked(world: World) -> None:
-    class Host:
-        def run(self, command: str, **_kwargs: Any) -> str:
-            return ("2026-11-29T16:43:28Z s_api.1.x@vm    | ERROR password hunter2-secret\n"
-                    "2026-11-29T16:43:29Z s_api.1.x@vm    | fine\n")
+    """Through the masking every step uses (`as_env_host`: the env's secret values and any
+    URL's password), on the scripted engine's log lines."""
+    from vedfin_ops.steps.env_run import as_env_host
 
-        def redact(self, text: str) -> str:
-            return text.replace("hunter2-secret", "***")
-
+    _fake_logs(world, {"api-production": [
+        ("current", "ERROR login with s3cret-value-jwt_secret_prod to "
+                    "postgresql://app:pw-in-a-url@db/x"),
+        ("current", "fine")]})
+    host = as_env_host(world.host, world.config, "production")
     shown: list[str] = []
-    count = logs.show_logs(Host(), world.config, "production",  # type: ignore[arg-type]
+    count = logs.show_logs(host, world.config, "production", app="api-production",
                            grep="ERROR|FATAL", out=shown.append)
-    assert count == 1 and shown == ["2026-11-29T16:43:28Z s_api.1.x@vm    | ERROR password ***"]
+    assert count == 1 and len(shown) == 1
+    assert shown[0].endswith("| ERROR login with *** to postgresql://app:***@db/x"), shown
+
+
+@pytest.mark.parametrize("grep", ["s3cret-value", "jwt_secret_prod", "pw-in-a-url",
+                                  r"value-\w+ to"])
+def test_grep_never_tells_which_lines_hold_a_secret(world: World, grep: str) -> None:
+    """The pattern is matched against what would be shown (masked), as in follow mode: a
+    search for a secret's value finds nothing rather than confirming it."""
+    from vedfin_ops.steps.env_run import as_env_host
+
+    _fake_logs(world, {"api-production": [
+        ("current", "login with s3cret-value-jwt_secret_prod to "
+                    "postgresql://app:pw-in-a-url@db/x")]})
+    shown: list[str] = []
+    host = as_env_host(world.host, world.config, "production")
+    assert logs.show_logs(host, world.config, "production", grep=grep, out=shown.append) == 0
+    assert shown == []
+    assert logs.show_logs(host, world.config, "production", grep=r"\*\*\*",
+                          out=shown.append) == 1
 
 
 def _fake_logs(world: World, lines: dict[str, list[tuple[Any, str]]]) -> None:

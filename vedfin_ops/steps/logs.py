@@ -174,9 +174,13 @@ def show_logs(host: Remote, config: Config, env: str, *, app: str | None = None,
     shown = 0
 
     def emit(line: str) -> None:
+        """Masked first, then matched: `--grep` sees only what would be shown, so a search
+        for a secret's value can never tell which lines hold it (follow mode's lines come
+        masked from the host already; masking is idempotent)."""
         nonlocal shown
+        line = host.redact(line)
         if pattern is None or pattern.search(line):
-            out(host.redact(line))
+            out(line)
             shown += 1
 
     run = command(names, since, tail, follow)

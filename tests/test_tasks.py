@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, SHIPPED
+from vedfin_ops.steps.lock import Lock
 
+from . import test_orchestration as orchestration
+from .conftest import ROOT, SHIPPED
+from .test_orchestration import World
+
+v1_live, world = orchestration.v1_live, orchestration.world  # the scripted host
 INV = [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
 
 
@@ -193,3 +198,50 @@ def test_build_needs_a_tag_and_shows_its_help(project: Path) -> None:
     none = run("build", "--tag", "v1", cwd=project)  # the shipped file has no build sections
     assert none.returncode == 2
     assert none.stderr.strip().endswith("applications: no application has a `build:` section")
+
+
+def _lock_of(world: World, kind: str) -> Lock:
+    """A fresh lock object of `kind` as the tool's runs make it (with the hint they print)."""
+    from vedfin_ops.steps.cluster import Drain
+    from vedfin_ops.steps.lock import shared_lock
+    from vedfin_ops.steps.operation import Operation
+
+    if kind == "cluster":
+        return Drain(world.host, world.config, "node1").lock
+    if kind == "shared":
+        return shared_lock(world.host, world.layout.shared_lock, action="deploy production")
+    return Operation(world.host, world.config, kind).lock
+
+
+@pytest.mark.parametrize("kind", ["production", "shared", "cluster"])
+def test_a_stale_lock_goes_with_the_command_its_refusal_prints(world: World, kind: str
+                                                                ) -> None:
+    """The way out a refused run names must work: `lock.release` with the printed flags
+    removes that lock (and only it), audited."""
+    import inspect
+    import re
+    import shlex
+
+    from vedfin_ops.cli.tasks import lock_release as task
+    from vedfin_ops.remote import commands
+    from vedfin_ops.steps.lock import LockHeld
+    from vedfin_ops.steps.status import release_lock
+
+    stale = _lock_of(world, kind)
+    folder = stale.path.rsplit("/", 1)[0]
+    stale.acquire(prefix=commands.mkdir_p(folder) + " && ")  # its run was killed: never freed
+    refused = _lock_of(world, kind).try_acquire()
+    assert isinstance(refused, LockHeld)
+    printed = re.search(r"fab -H HOST lock\.release([^)]*)\)", str(refused))
+    assert printed, str(refused)
+    words = shlex.split(printed.group(1))
+    flags = {"env": "production", "shared": False}
+    while words:
+        flag = words.pop(0).removeprefix("--")
+        assert flag in inspect.signature(task.body).parameters, flag
+        flags[flag] = True if flag == "shared" else words.pop(0)
+    release_lock(world.host, world.config, **flags)
+    assert not Path(stale.path).exists()
+    assert "lock.release" in json.dumps(world.audit()[-1])
+    assert _lock_of(world, kind).try_acquire() is None  # the next run takes it
+

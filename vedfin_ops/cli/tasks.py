@@ -680,7 +680,8 @@ def generate(c: Context, env: str = "production", config: str | None = None) -> 
         stdout.print(f"fill by hand  {name}{'  (optional)' if name in optional else ''}")
 
 
-@task(name="release", help={**HOST_HELP, "env": "environment",
+@task(name="release", help={**HOST_HELP, "env": "environment, or cluster (the lock of "
+                                                  "cluster.drain and cluster.join)",
                                "shared": "the shared stack's lock (postgres, redis, edge) instead"})
 @guarded
 def lock_release(c: Context, env: str = "production", shared: bool = False,

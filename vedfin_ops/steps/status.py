@@ -12,7 +12,13 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
-from vedfin_ops.steps.env_run import as_host, configured_replicas, drift, poller
+from vedfin_ops.steps.env_run import (
+    as_host,
+    configured_replicas,
+    drift,
+    poller,
+    shared_drift,
+)
 from vedfin_ops.steps.operation import audit
 from vedfin_ops.steps.releases import Layout, parse_listing, parse_records
 
@@ -33,6 +39,8 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
         holder = {"who": f"unreadable holder file ({lock[:40]!r})", "since": "?", "action": "?"}
     found = drift(state.engine, state.meta.get("images", {}), env_views,
                   configured_replicas(config, env)) if state.current else []
+    found += shared_drift(host.run(commands.read_file(layout.shared_engine),
+                                   what="read shared record"), views, shared_stack_name(config))
     return {
         **backups_state(host, config, env),
         **offhours_state(host, config, env),
@@ -66,7 +74,7 @@ def backups_state(host: Host, config: Config, env: str) -> dict[str, Any]:
 
     found = list_backups(host, config, env).backups
     night = nightly.parse_state(host.run(nightly.state_command(config),
-                                         what="nightly backups"), env)
+                                         what="nightly backups"), env, config)
     last = found[-1] if found else None
     return {"backups": {
         "count": len(found),
@@ -88,7 +96,7 @@ def offhours_state(host: Host, config: Config, env: str) -> dict[str, Any]:
     if env not in offhours.envs(config):
         return {"offhours": None}
     now = offhours.parse_state(host.run(offhours.state_command(config, env),
-                                        what="off-hours state"), env)
+                                        what="off-hours state"), env, config)
     return {"offhours": {
         "configured": {"down": config.off_hours.start, "up": config.off_hours.end,
                        "replicas": config.off_hours.replicas} if config.off_hours else None,
@@ -102,8 +110,13 @@ def offhours_state(host: Host, config: Config, env: str) -> dict[str, Any]:
 def release_lock(conn: Connection | Host, config: Config, env: str, *,
                  shared: bool = False) -> str:
     """Remove a lock whatever holds it (the user checked it is stale): the env's deploy lock,
-    or with `shared` the shared stack's. Audited with who held it."""
-    config.require_env(env)
+    or with `shared` the shared stack's; env `cluster` is the lock of cluster.drain and
+    cluster.join (a reserved name, never an env's), as their refusal prints. Audited with who
+    held it."""
+    from vedfin_ops.steps.cluster import CLUSTER
+
+    if env != CLUSTER:
+        config.require_env(env)
     host = as_host(conn)
     layout = Layout.of(config, env)
     path = layout.shared_lock if shared else layout.lock

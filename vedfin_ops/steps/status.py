@@ -12,13 +12,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
-from vedfin_ops.steps.env_run import (
-    as_host,
-    configured_replicas,
-    drift,
-    poller,
-    shared_drift,
-)
+from vedfin_ops.steps.env_run import as_host, configured_replicas, drift, poller
 from vedfin_ops.steps.operation import audit
 from vedfin_ops.steps.releases import Layout, parse_listing, parse_records
 
@@ -39,8 +33,6 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
         holder = {"who": f"unreadable holder file ({lock[:40]!r})", "since": "?", "action": "?"}
     found = drift(state.engine, state.meta.get("images", {}), env_views,
                   configured_replicas(config, env)) if state.current else []
-    found += shared_drift(host.run(commands.read_file(layout.shared_engine),
-                                   what="read shared record"), views, shared_stack_name(config))
     return {
         **backups_state(host, config, env),
         **offhours_state(host, config, env),
@@ -74,7 +66,7 @@ def backups_state(host: Host, config: Config, env: str) -> dict[str, Any]:
 
     found = list_backups(host, config, env).backups
     night = nightly.parse_state(host.run(nightly.state_command(config),
-                                         what="nightly backups"), env, config)
+                                         what="nightly backups"), env)
     last = found[-1] if found else None
     return {"backups": {
         "count": len(found),
@@ -96,7 +88,7 @@ def offhours_state(host: Host, config: Config, env: str) -> dict[str, Any]:
     if env not in offhours.envs(config):
         return {"offhours": None}
     now = offhours.parse_state(host.run(offhours.state_command(config, env),
-                                        what="off-hours state"), env, config)
+                                        what="off-hours state"), env)
     return {"offhours": {
         "configured": {"down": config.off_hours.start, "up": config.off_hours.end,
                        "replicas": config.off_hours.replicas} if config.off_hours else None,

@@ -37,9 +37,9 @@ def test_envs_run_ten_minutes_apart_and_wrap_past_midnight(world: World) -> None
     assert nightly.times(_at(world.config, "23:55")) == {
         "dev": (23, 55), "staging": (0, 5), "production": (0, 15)}
     assert nightly.times(_at(world.config, None)) == {}
-    block = nightly.cron_block(_at(world.config, "23:55"))
-    assert nightly.parse_block(block) == {"dev": "23:55", "staging": "00:05",
-                                          "production": "00:15"}
+    late = _at(world.config, "23:55")
+    assert nightly.parse_block(nightly.cron_block(late), late) == {
+        "dev": "23:55", "staging": "00:05", "production": "00:15"}
 
 
 def test_bad_nightly_times_name_the_key(variant: Any) -> None:
@@ -82,16 +82,74 @@ def test_a_deploy_schedules_the_nightly_backups_and_keeps_the_user_s_cron_lines(
     assert world.deploy("v2").result == "ok"
     tab = _crontab(world)
     assert tab.startswith("5 4 * * * /usr/bin/certbot renew\n")
-    assert nightly.parse_block(tab) == {"dev": "03:00", "staging": "03:10",
+    assert nightly.parse_block(tab, world.config) == {"dev": "03:00", "staging": "03:10",
                                         "production": "03:20"}
     assert world.deploy("v1").result == "ok"  # again: replaced, not appended
-    assert _crontab(world).count(nightly.BEGIN) == 1
+    assert _crontab(world).count(nightly.begin(world.config)) == 1
     assert "offhours-production down" in _crontab(world)  # the shipped off-hours, same block
     nothing = _at(world.config, None).model_copy(update={"off_hours": None})
     installed = nightly.apply(world.host, nothing)  # type: ignore[arg-type]
     assert installed == {} and _crontab(world) == "5 4 * * * /usr/bin/certbot renew\n"
     assert not Path(nightly.script_path(world.config, "production")).exists()
     assert not Path(offhours.script_path(world.config, "production")).exists()
+
+
+def _other(world: World, prefix: str = "shop") -> Config:
+    """A second config on the same host: its own stack prefix and base folder."""
+    remote = world.config.remote.model_copy(update={
+        "stack_prefix": prefix, "base_dir": f"{world.root}/srv-{prefix}"})
+    return world.config.model_copy(update={"remote": remote})
+
+
+def test_two_configs_on_one_host_keep_each_other_s_cron_lines(world: World) -> None:
+    from vedfin_ops.steps.status import backups_state
+
+    (world.root / "crontab").write_text("5 4 * * * /usr/bin/certbot renew\n")
+    shop = _other(world)
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    nightly.apply(world.host, _at(shop, "02:00"))  # type: ignore[arg-type]
+    tab = _crontab(world)
+    assert nightly.parse_block(tab, world.config) == {"dev": "03:00", "staging": "03:10",
+                                                      "production": "03:20"}
+    assert nightly.parse_block(tab, shop) == {"dev": "02:00", "staging": "02:10",
+                                              "production": "02:20"}
+    assert offhours.parse_lines(nightly._block_of(tab, world.config))["production"][
+        "down"] == "00:00"
+    assert offhours.script_path(world.config, "production") in tab
+    assert offhours.script_path(shop, "production") in tab
+    nightly.apply(world.host, world.config)  # A again: B's block stays as it is
+    assert _crontab(world).count(nightly.begin(shop)) == 1
+    assert nightly.parse_block(_crontab(world), shop)["production"] == "02:20"
+    said = backups_state(world.host, world.config, "production")  # type: ignore[arg-type]
+    assert said["backups"]["nightly_scheduled"] == "03:20"
+    nightly.apply(world.host, _at(shop, None).model_copy(update={"off_hours": None}))  # type: ignore[arg-type]
+    assert nightly.parse_block(_crontab(world), shop) == {}
+    assert nightly.parse_block(_crontab(world), world.config)["production"] == "03:20"
+    assert _crontab(world).startswith("5 4 * * * /usr/bin/certbot renew\n")
+    assert nightly.without_block(_crontab(world)) == "5 4 * * * /usr/bin/certbot renew\n"
+
+
+def _legacy(config: Config) -> str:
+    """The block as the tool wrote it before blocks were named per config."""
+    path = nightly.script_path(config, "production")
+    return (f"{nightly.LEGACY_BEGIN}\n20 3 * * * {path}\n0 0 * * * "
+            f"{offhours.script_path(config, 'production')} down\n{nightly.LEGACY_END}\n")
+
+
+def test_the_old_unnamed_block_is_taken_over_by_the_config_whose_scripts_it_runs(
+        world: World) -> None:
+    shop = _other(world)
+    (world.root / "crontab").write_text("5 4 * * * /usr/bin/certbot renew\n" +
+                                        _legacy(world.config) + "7 7 * * * /bin/true\n")
+    nightly.apply(world.host, shop)  # type: ignore[arg-type]
+    assert _legacy(world.config) in _crontab(world)  # not shop's: left to its owner
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    tab = _crontab(world)
+    assert nightly.LEGACY_BEGIN not in tab and nightly.LEGACY_END not in tab
+    assert tab.count(f"{nightly.script_path(world.config, 'production')}\n") == 1
+    assert tab.startswith("5 4 * * * /usr/bin/certbot renew\n7 7 * * * /bin/true\n")
+    assert nightly.parse_block(tab, shop)["production"] == "03:20"
+    assert nightly.parse_block(tab, world.config)["production"] == "03:20"
 
 
 def _run_nightly(world: World) -> str:

@@ -27,9 +27,10 @@ from vedfin_ops.remote.quoting import sh
 from vedfin_ops.steps.backup import folder, root
 from vedfin_ops.steps.releases import Layout
 
-BEGIN = "# BEGIN vedfin-ops nightly backups (fab db.schedule; edits here are replaced)"
-END = "# END vedfin-ops nightly backups"
-MARK = "# BEGIN vedfin-ops nightly backups"
+# the block before blocks were named per config: taken over by the config whose scripts it runs
+LEGACY_BEGIN = "# BEGIN vedfin-ops nightly backups (fab db.schedule; edits here are replaced)"
+LEGACY_END = "# END vedfin-ops nightly backups"
+ANY_BEGIN, ANY_END = "# BEGIN vedfin-ops ", "# END vedfin-ops "  # any config's block
 NO_CRONTAB = "__vedfin_no_crontab__"
 TORN = "__vedfin_torn_block__"
 # placeholders filled in by the script at run time: `@` is in no path, database or env name
@@ -38,6 +39,22 @@ _ID, _CREATED, _CONTAINER, _TOKEN = "@ID@", "@CREATED@", "@CONTAINER@", "@TOKEN@
 
 def script_path(config: Config, env: str) -> str:
     return f"{config.remote.base_dir.rstrip('/')}/bin/nightly-backup-{env}"
+
+
+def mark(config: Config) -> str:
+    """How this config's block begins: named by its stack prefix, so two configs on one host
+    (one deploy user) each replace only their own block (`:` ends the prefix: `shop` is not
+    `shop-2`)."""
+    return f"# BEGIN vedfin-ops {config.remote.stack_prefix}: "
+
+
+def begin(config: Config) -> str:
+    return (f"{mark(config)}nightly backups and off-hours (fab db.schedule; edits here are "
+            f"replaced)")
+
+
+def end(config: Config) -> str:
+    return f"# END vedfin-ops {config.remote.stack_prefix}"
 
 
 def log_path(config: Config) -> str:
@@ -141,11 +158,11 @@ def cron_block(config: Config) -> str:
     """Our block: the nightly backups, then the off-hours scaling (steps/offhours.py)."""
     from vedfin_ops.steps import offhours
 
-    lines = [BEGIN]
+    lines = [begin(config)]
     for env, (hour, minute) in times(config).items():
         lines.append(f"{minute} {hour} * * * {sh(script_path(config, env))}")
     lines += offhours.cron_lines(config)
-    return "\n".join([*lines, END]) + "\n"
+    return "\n".join([*lines, end(config)]) + "\n"
 
 
 def apply_command(config: Config) -> str:
@@ -153,10 +170,13 @@ def apply_command(config: Config) -> str:
     `nightly` is null), the user's other cron lines kept. Prints NO_CRONTAB when the host has
     no cron."""
     bin_dir = f"{config.remote.base_dir.rstrip('/')}/bin"
-    keep_others = f"crontab -l 2>/dev/null | sed {sh('/^' + MARK + '/,/^' + END + '$/d')}"
-    # a BEGIN without its END (a hand edit) would make the sed range eat the user's lines
-    torn = (f"tab=$(crontab -l 2>/dev/null); if printf '%s\\n' \"$tab\" | grep -q {sh('^' + MARK)}"
-            f" && ! printf '%s\\n' \"$tab\" | grep -qx {sh(END)}; then echo {TORN}; exit 4; fi")
+    keep_others = (f"crontab -l 2>/dev/null | M={sh(mark(config))} E={sh(end(config))} "
+                   f"OB={sh(LEGACY_BEGIN)} OE={sh(LEGACY_END)} "
+                   f"B={sh(config.remote.base_dir.rstrip('/') + '/bin/')} awk {sh(_KEEP_OTHERS)}")
+    # a BEGIN without its END (a hand edit) would make the range eat the user's lines
+    torn = (f"tab=$(crontab -l 2>/dev/null); if printf '%s\\n' \"$tab\" | grep -qF -- "
+            f"{sh(mark(config))} && ! printf '%s\\n' \"$tab\" | grep -qxF -- {sh(end(config))}; "
+            f"then echo {TORN}; exit 4; fi")
     parts = [f"command -v crontab >/dev/null || {{ echo {NO_CRONTAB}; exit 3; }}", torn,
              f"mkdir -p -m 750 -- {sh(bin_dir)}"]
     from vedfin_ops.steps import offhours
@@ -187,13 +207,14 @@ def apply(host: Remote, config: Config) -> dict[str, str]:
         raise CheckFailed("backups.nightly: the host has no cron (apt-get install cron), or "
                           "set backups.nightly: null")
     if TORN in out:
-        raise CheckFailed(f"the deploy user's crontab has '{BEGIN}' without '{END}' (edited "
+        raise CheckFailed(f"the deploy user's crontab has '{begin(config)}' without "
+                          f"'{end(config)}' (edited "
                           f"by hand?): fix it with crontab -e; nothing was changed")
-    installed = parse_block(out)
+    installed = parse_block(out, config)
     wanted = {env: f"{h:02d}:{m:02d}" for env, (h, m) in times(config).items()}
     from vedfin_ops.steps import offhours
 
-    scaled = offhours.parse_lines(_block_of(out))
+    scaled = offhours.parse_lines(_block_of(out, config))
     if scaled != offhours.wanted(config):
         raise CheckFailed(f"off-hours replicas: the crontab holds {scaled or 'none'}, not "
                           f"{offhours.wanted(config) or 'none'}")
@@ -204,36 +225,55 @@ def apply(host: Remote, config: Config) -> dict[str, str]:
     return installed
 
 
+# The crontab less this config's block, and less the legacy (unnamed) block when it runs this
+# config's scripts (a field 6 under its bin folder): the upgrade takes over its own old block
+# and leaves another config's to that config. A legacy block without its END is kept whole.
+_KEEP_OTHERS = r"""
+index($0, ENVIRON["M"]) == 1 { skip = 1; next }
+skip { if ($0 == ENVIRON["E"]) skip = 0; next }
+$0 == ENVIRON["OB"] { old = 1; mine = 0; held = $0 "\n"; next }
+old {
+  held = held $0 "\n"; f = $6; gsub("\047", "", f)
+  if (index(f, ENVIRON["B"]) == 1) mine = 1
+  if ($0 == ENVIRON["OE"]) { if (!mine) printf "%s", held; old = 0; held = "" }
+  next
+}
+{ print }
+END { if (old) printf "%s", held }
+"""
+
+
 def without_block(crontab: str) -> str:
-    """The crontab less our block (the user's own lines, as they were)."""
+    """The crontab less every block of the tool's (any config's, the legacy one too): the
+    user's own lines, as they were (the sandbox's teardown)."""
     out, inside = [], False
     for line in crontab.splitlines(keepends=True):
-        if line.startswith(MARK):
+        if line.startswith(ANY_BEGIN):
             inside = True
-        elif inside and line.rstrip("\n") == END:
+        elif inside and line.startswith(ANY_END):
             inside = False
         elif not inside:
             out.append(line)
     return "".join(out)
 
 
-def _block_of(crontab: str) -> str:
-    """The lines between our markers."""
+def _block_of(crontab: str, config: Config) -> str:
+    """The lines between this config's markers."""
     out, inside = [], False
     for line in crontab.splitlines():
-        if line == BEGIN:
+        if line.startswith(mark(config)):
             inside = True
-        elif line == END:
+        elif line == end(config):
             inside = False
         elif inside:
             out.append(line)
     return "\n".join(out)
 
 
-def parse_block(crontab: str) -> dict[str, str]:
-    """env -> "HH:MM" of the nightly backups between our markers."""
+def parse_block(crontab: str, config: Config) -> dict[str, str]:
+    """env -> "HH:MM" of the nightly backups between this config's markers."""
     out: dict[str, str] = {}
-    for line in _block_of(crontab).splitlines():
+    for line in _block_of(crontab, config).splitlines():
         fields = line.split()
         if len(fields) >= 6 and fields[0].isdigit() and fields[1].isdigit() and \
                 "nightly-backup-" in fields[5]:
@@ -253,9 +293,9 @@ def state_command(config: Config) -> str:
             f"tail -n 200 {sh(log_path(config))} 2>/dev/null; true")
 
 
-def parse_state(text: str, env: str) -> Nightly:
+def parse_state(text: str, env: str, config: Config) -> Nightly:
     cron, _, log = text.partition("\nLOG\n")
-    scheduled = parse_block(cron.removeprefix("CRON\n")).get(env)
+    scheduled = parse_block(cron.removeprefix("CRON\n"), config).get(env)
     runs = [line for line in log.splitlines() if line.split(" ")[1:2] == [env]]
     return Nightly(scheduled, runs[-1] if runs else "")
 

@@ -200,12 +200,12 @@ def state_command(config: Config, env: str) -> str:
                      f"2>/dev/null;" for mode in MODES) + " true")
 
 
-def parse_state(text: str, env: str) -> OffHours:
+def parse_state(text: str, env: str, config: Config) -> OffHours:
     cron, _, rest = text.partition("\nLOG\n")
     log, _, pending_text = rest.partition("PENDING ")
     from vedfin_ops.steps.nightly import _block_of
 
-    lines = parse_lines(_block_of(cron.removeprefix("CRON\n"))).get(env)
+    lines = parse_lines(_block_of(cron.removeprefix("CRON\n"), config)).get(env)
     scheduled = {m: lines[m] for m in MODES if m in lines} if lines else None
     pending = since = None
     for part in ("PENDING " + pending_text).split("PENDING ")[1:]:

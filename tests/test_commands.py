@@ -47,6 +47,58 @@ def test_a_lock_is_released_only_by_the_run_that_took_it(tmp_path: Path) -> None
     assert not Path(lock).exists()
 
 
+# what taking a lock may run: each is a point where a dropped link can end the take
+_TAKE_STEPS = ("mkdir", "mktemp", "printf", "touch", "chmod", "mv")
+
+
+def _killed_at(step: int, counter: Path) -> str:
+    """Shell functions that count the take's commands and kill the shell (as a dropped SSH
+    link does) instead of running the `step`-th; a subshell's `$$` is the shell's too."""
+    return "".join(f'{name}() {{ n=$(( $(cat {counter}) + 1 )); echo "$n" > {counter}; '
+                   f'[ "$n" -lt {step} ] || kill -9 $$; command {name} "$@"; }}; '
+                   for name in _TAKE_STEPS)
+
+
+def test_a_lock_is_never_half_taken_wherever_the_take_is_cut(tmp_path: Path) -> None:
+    """Killed at any step, a take leaves no lock or a whole one (holder, token, heartbeat):
+    never a lock without its holder that no later run can name or release by token."""
+    cuts = 0
+    for step in range(1, 20):
+        folder = tmp_path / f"cut-{step}"
+        folder.mkdir()
+        lock, counter = folder / "prod lock", folder / "count"
+        counter.write_text("0\n")
+        took = subprocess.run(["sh", "-c", _killed_at(step, counter) + commands.lock_acquire(
+            str(lock), '{"who": "a"}', "tok-a")], capture_output=True, text=True, check=False)
+        if lock.exists():
+            assert (lock / "holder").read_text() == '{"who": "a"}\n', step
+            assert (lock / "token").read_text() == "tok-a\n", step
+            assert (lock / "heartbeat").is_file(), step
+            held = _sh(commands.lock_acquire(str(lock), '{"who": "b"}', "tok-b")).splitlines()
+            assert held[0] == "held" and held[2] == '{"who": "a"}', (step, held)
+            _sh(commands.lock_release(str(lock), "tok-a"))
+            assert not lock.exists(), step
+        if took.returncode == 0:
+            assert took.stdout.startswith("acquired"), step
+            break
+        cuts += 1
+        assert _sh(commands.lock_acquire(str(lock), '{"who": "b"}', "tok-b")).startswith(
+            "acquired"), step
+    assert cuts >= 4, cuts  # the take was cut at each of its steps before it completed
+
+
+def test_a_take_whose_write_fails_leaves_no_lock_and_fails(tmp_path: Path) -> None:
+    """A full disk while writing the holder: an error (the run stops), not `held`, and no
+    lock left behind for every later run to be refused by."""
+    lock = tmp_path / "lock"
+    took = subprocess.run(["sh", "-c", "printf() { return 1; }; " + commands.lock_acquire(
+        str(lock), '{"who": "a"}', "tok-a")], capture_output=True, text=True, check=False)
+    assert took.returncode != 0 and "acquired" not in took.stdout
+    assert "held" not in took.stdout
+    assert not lock.exists() and list(tmp_path.iterdir()) == []
+    assert _sh(commands.lock_acquire(str(lock), '{"who": "b"}', "tok-b")).startswith("acquired")
+
+
 def test_env_state_reads_corrupt_records_as_problems_not_tracebacks(tmp_path: Path) -> None:
     rel = tmp_path / "releases" / "20261128T080000Z-abc"
     rel.mkdir(parents=True)

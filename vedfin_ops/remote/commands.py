@@ -17,14 +17,24 @@ def mkdir_p(*paths: str, mode: str = "750") -> str:
 
 
 def lock_acquire(lock_dir: str, holder_json: str, token: str) -> str:
-    """`mkdir` is atomic: of two deploys exactly one creates the directory. The loser prints
-    the holder and how many seconds ago it last beat, so it can tell a stale lock."""
+    """The lock is made whole in a temporary folder beside it (holder, token, heartbeat),
+    then renamed into place: rename(2) is atomic and refuses a folder that holds files, so
+    of two runs exactly one takes it, and a take cut at any step leaves no lock or a whole
+    one (never one without its holder, which no later run could name). Whatever is at the
+    lock's path already holds it, even an empty folder (an older version's take). A write
+    that fails (a full disk) exits non-zero, leaving nothing. The loser prints `held`, how
+    many seconds ago the holder last beat, and the holder, so it can tell a stale lock."""
     d = sh(lock_dir)
-    return (f"if mkdir -- {d} 2>/dev/null; then printf '%s\\n' {sh(holder_json)} > {d}/holder"
-            f" && printf '%s\\n' {sh(token)} > {d}/token && touch -- {d}/heartbeat"
-            f" && echo acquired; else echo held; "
+    return (f"{{ n=$(mktemp -d -- {sh(lock_dir + '.new.XXXXXX')}) || exit 1; "
+            f"if ! {{ printf '%s\\n' {sh(holder_json)} > \"$n/holder\" && "
+            f"printf '%s\\n' {sh(token)} > \"$n/token\" && touch -- \"$n/heartbeat\" && "
+            f"chmod 750 -- \"$n\"; }}; then rm -rf -- \"$n\"; exit 1; fi; "
+            f"if [ ! -e {d} ] && [ ! -L {d} ] && mv -T -- \"$n\" {d} 2>/dev/null; then "
+            f"echo acquired; "
+            f"else rm -rf -- \"$n\"; echo held; "
             f"t=$(stat -c %Y -- {d}/heartbeat {d} 2>/dev/null | head -n 1); "
-            f"echo $(( $(date +%s) - ${{t:-$(date +%s)}} )); cat -- {d}/holder 2>/dev/null; fi")
+            f"echo $(( $(date +%s) - ${{t:-$(date +%s)}} )); cat -- {d}/holder 2>/dev/null; "
+            f"fi; }}")
 
 
 def lock_beat(lock_dir: str, token: str) -> str:

@@ -1,9 +1,10 @@
 """Locks on the host: one deploy per env, and one writer of the shared stack at a time.
 
-A lock is a directory (mkdir is atomic) holding who took it (host, pid, since, action), a
-random token and a heartbeat file. The token means a run only ever removes the lock it took;
-the heartbeat and the pid let the next run tell a live holder from one that was killed with
-`kill -9` (the only exit that skips the release).
+A lock is a directory holding who took it (host, pid, since, action), a random token and a
+heartbeat file, made whole beside its place and renamed there (`commands.lock_acquire`: a
+take cut at any step leaves no lock or a whole one). The token means a run only ever removes
+the lock it took; the heartbeat and the pid let the next run tell a live holder from one that
+was killed with `kill -9` (the only exit that skips the release).
 """
 
 from __future__ import annotations

@@ -329,8 +329,15 @@ def test_a_deploy_to_a_cluster_without_its_labels_stops_before_any_change(
 
 
 def _drain(world: Any, node: str, **kwargs: Any) -> Any:
+    """A drain verified by the world's smoke stand-in (`world.verify_failures`), each env it
+    verifies recorded in `world.verified`."""
     from vedfin_ops.steps.cluster import drain
 
+    def check(config: Any, env: str, **_: Any) -> list[str]:
+        world.verified = [*getattr(world, "verified", []), env]
+        return list(world.verify_failures)
+
+    kwargs.setdefault("verify_fn", check)
     return drain(world.host, world.config, node, say=world.said.append,
                  clock=world.clock.clock(), **kwargs)
 
@@ -354,17 +361,19 @@ def test_a_drain_moves_the_node_s_tasks_and_is_audited(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         registry: Any) -> None:
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
-    assert _drain(world, "node2") == {"node": "node2", "moved": 2}
+    assert _drain(world, "node2") == {"node": "node2", "moved": 2, "verified": ["production"]}
     assert _availability(world, "node2") == "drain"
     last = world.audit()[-1]
     assert (last["action"], last["result"], last["env"]) == ("cluster-drain", "ok", "cluster")
-    assert last["detail"] == "node2: 2 task(s) moved"
-    assert _drain(world, "node2") == {"node": "node2", "moved": 0}  # converged: a noop
+    assert last["detail"] == "node2: 2 task(s) moved, verified: production"
+    assert _drain(world, "node2") == {"node": "node2", "moved": 0,  # converged: a noop
+                                      "verified": []}
     assert world.audit()[-1]["result"] == "noop"
 
 
 @pytest.mark.parametrize(("node", "expected"), [
-    ("node0", "node0 holds postgres's volume: draining it stops the database"),
+    ("node0", "node0 runs postgres (vedfin-shared_postgres), on its volume"),
+    ("node1", "node1 holds postgres's volume: draining it stops the database"),  # by label
     ("ghost", "no node 'ghost' in the swarm (known: node0, node1, node2)"),
 ])
 def test_a_drain_that_would_leave_something_nowhere_is_refused_before_any_change(
@@ -373,12 +382,15 @@ def test_a_drain_that_would_leave_something_nowhere_is_refused_before_any_change
     from vedfin_ops.steps.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    nodes = world.host.engine()["nodes"]
+    nodes[1]["Spec"]["Labels"]["vedfin.postgres"] = "true"  # a second holder, by hand
+    world.host.set_engine(nodes=nodes)
     with pytest.raises(RunFailed) as info:
         _drain(world, node)
     assert expected in str(info.value) and "\n" not in str(info.value)
     assert info.value.exit_code == (2 if node == "ghost" else 1)
     assert {_availability(world, f"node{i}") for i in range(3)} == {"active"}
-    assert "drain node0" not in world.host.commands
+    assert f"drain {node}" not in world.host.commands
 
 
 def test_a_drain_past_the_other_nodes_limits_is_said_not_refused(
@@ -600,11 +612,12 @@ def test_cluster_join_sets_missing_labels_and_never_removes_one(
     volume): a stray one is named with its command, never removed by the tool."""
     world = _cluster_world(tmp_path, shipped_data, monkeypatch, registry)
     nodes = world.host.engine()["nodes"]
+    nodes[0]["Spec"]["Labels"] = {"vedfin.postgres": "true"}
     nodes[1]["Spec"]["Labels"] = {"vedfin.postgres": "true"}  # stray: not node1's
     world.host.set_engine(nodes=nodes)
     result = _join(world, "node0")
     assert result["joined"] is False
-    assert result["labels"] == ["vedfin.edge", "vedfin.postgres"]
+    assert result["labels"] == ["vedfin.edge"]
     assert _join(world, "node1")["stray"] == ["vedfin.postgres"]
     assert world.said[-2] == ("warning: node1 carries vedfin.postgres, which the config does "
                               "not give it; once nothing pinned by it runs there: docker node "
@@ -722,3 +735,204 @@ def test_the_live_report_on_a_cluster_judges_each_node_by_what_it_uses(
     host.unreachable = {"deployer@10.0.0.2"}
     with pytest.raises(CheckFailed, match=r"^node1 \(deployer@10\.0\.0\.2\): cannot reach"):
         measure_nodes(host, config, calm)
+
+
+def _shared(world: Any, service: str) -> str:
+    from vedfin_ops.config.names import shared_stack_name
+
+    return f"{shared_stack_name(world.config)}_{service}"
+
+
+def _vps_world(tmp_path: Any, shipped_data: dict[str, Any], mp: pytest.MonkeyPatch) -> Any:
+    """One VPS (`vps:`: no placement rendered), v1 live; then a worker joined by hand."""
+    import copy
+
+    from vedfin_ops.config.loader import config_from_dict
+
+    from .fake.host import FakeHost
+    from .test_orchestration import FakeClock, World, _secrets
+
+    data = copy.deepcopy(shipped_data)
+    data.setdefault("remote", {})["baseDir"] = str(tmp_path / "srv")
+    config = config_from_dict(data, "dokploy.yaml")
+    _secrets(mp, config)
+    world = World(tmp_path, config, FakeHost(tmp_path), FakeClock())
+    assert world.deploy("v1").result == "ok"
+    world.host.set_engine(nodes=[_engine_node("id0", "vm", {}, role="manager"),
+                                 _engine_node("id1", "w1", {})])
+    return world
+
+
+def test_a_drain_of_the_node_postgres_runs_on_is_refused_whatever_its_labels(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vps:` renders no placement, so nothing labels the manager: postgres runs there,
+    unpinned, on its volume. Drained, it would start on the worker, on an empty volume."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _vps_world(tmp_path, shipped_data, monkeypatch)
+    with pytest.raises(RunFailed) as info:
+        _drain(world, "vm")
+    message = str(info.value)
+    postgres = _shared(world, "postgres")
+    assert message.endswith(f"failed: cluster.drain: vm runs postgres ({postgres}), on its "
+                            f"volume: drained, postgres would start on another node, on an "
+                            f"empty volume (move the volume first)"), message
+    assert info.value.exit_code == 1
+    assert _availability(world, "vm") == "active"
+    assert "drain vm" not in world.host.commands
+    world.host.set_engine(node_tasks={"w1": ["api.2"]})
+    assert _drain(world, "w1")["moved"] == 1  # a node postgres does not run on drains
+
+
+@pytest.mark.parametrize(("node", "expected"), [
+    ("node0", "node0 holds postgres's volume: draining it stops the database"),
+    ("node1", "node1 is the only public node: the edge would have nowhere to run"),
+])
+def test_a_drain_of_the_config_s_postgres_or_public_node_is_refused_without_its_labels(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any, node: str, expected: str) -> None:
+    """Labels cleaned up by hand: the config still says where postgres's volume and the
+    public address are. Refused in one line naming them (it was "unexpected
+    StopIteration"), before any change."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    world.config.nodes[0].public, world.config.nodes[1].public = False, True
+    engine = world.host.engine()
+    for each in engine["nodes"]:
+        each["Spec"]["Labels"] = {}
+    engine["services"][_shared(world, "postgres")]["node"] = "node2"  # not the drained one
+    world.host.set_engine(nodes=engine["nodes"], services=engine["services"])
+    with pytest.raises(RunFailed) as info:
+        _drain(world, node)
+    message = str(info.value)
+    assert f"failed: cluster.drain: {expected}" in message, message
+    assert info.value.exit_code == 1
+    assert {_availability(world, f"node{i}") for i in range(3)} == {"active"}
+
+
+def test_a_drain_is_verified_by_each_running_env_s_smoke_checks(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    """The tasks moved: every env that runs is smoke-checked after (staging, never deployed
+    here, is not); a failed check makes the node active again."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    world.verify_failures = ["api-production: 502 through the edge"]
+    with pytest.raises(RunFailed) as info:
+        _drain(world, "node2")
+    assert "failed: cluster.drain: verify failed: production: api-production: 502 through " \
+           "the edge;" in str(info.value)
+    assert str(info.value).endswith("node2 is active again")
+    assert _availability(world, "node2") == "active"
+    world.verify_failures = []
+    world.verified = []
+    world.host.set_engine(node_tasks={"node2": ["api.2", "web.2"]})
+    assert _drain(world, "node2") == {"node": "node2", "moved": 2, "verified": ["production"]}
+    assert world.verified == ["production"]
+
+
+def test_the_cli_s_drain_runs_the_smoke_suite(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    """`fab cluster.drain` gives no verify of its own: the drain's default is the smoke suite
+    a deploy's verify runs (here answering as an edge that lost the api would)."""
+    from vedfin_ops.checks.runner import Check
+    from vedfin_ops.checks.smoke import SmokeReport
+    from vedfin_ops.steps import env_run
+    from vedfin_ops.steps.cluster import drain
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    asked: list[str] = []
+
+    def smoke(config: Any, env: str, options: Any = None) -> SmokeReport:
+        asked.append(env)
+        report = SmokeReport(env)
+        report.checks = [Check("api", False, "502 Bad Gateway", 0.1)]
+        return report
+
+    monkeypatch.setattr(env_run, "smoke_test", smoke)
+    with pytest.raises(RunFailed, match=r"verify failed: production: api: 502 Bad Gateway"):
+        drain(world.host, world.config, "node2", say=world.said.append,
+              clock=world.clock.clock())
+    assert asked == ["production"]
+    assert _availability(world, "node2") == "active"
+
+
+@pytest.mark.parametrize(("label", "service"), [("vedfin.postgres", "postgres"),
+                                                ("vedfin.edge", "edge")])
+def test_a_join_never_gives_a_second_node_a_placement_label(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any, label: str, service: str) -> None:
+    """node1 carries the label and runs the service (its volume is there); the config says
+    node0. Labelled too, node0 would let swarm start it on either, on an empty volume:
+    refused, naming both nodes, nothing changed."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    engine = world.host.engine()
+    del engine["nodes"][0]["Spec"]["Labels"][label]
+    engine["nodes"][1]["Spec"]["Labels"][label] = "true"
+    engine["services"][_shared(world, service)]["node"] = "node1"
+    world.host.set_engine(nodes=engine["nodes"], services=engine["services"])
+    with pytest.raises(RunFailed) as info:
+        _join(world, "node0")
+    message = str(info.value)
+    the = "the edge" if service == "edge" else service
+    assert f"failed: cluster.join: node1 carries {label} already and {the} runs on node1 " \
+           f"(its volume is there): labelled too, node0 would let swarm start {the} on " \
+           f"either" in message, message
+    assert "\n" not in message and info.value.exit_code == 1
+    labels = {n["Description"]["Hostname"]: n["Spec"]["Labels"]
+              for n in world.host.engine()["nodes"]}
+    assert label not in labels["node0"] and labels["node1"][label] == "true"
+    assert world.audit()[-1]["result"] == "failed"
+
+
+def test_a_new_node_is_not_joined_beside_another_node_s_placement_label(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    """The config moved the public address to node2; node0 still carries vedfin.edge: the
+    join stops before node2 is in the swarm."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _join_world(tmp_path, shipped_data, monkeypatch, registry)
+    world.config.nodes[0].public, world.config.nodes[2].public = False, True
+    with pytest.raises(RunFailed, match=r"failed: cluster\.join: node0 carries vedfin\.edge "
+                                        r"already and the edge is not deployed"):
+        _join(world, "node2")
+    engine = world.host.engine()
+    assert "joined_token" not in engine
+    assert [n["Description"]["Hostname"] for n in engine["nodes"]] == ["node0", "node1"]
+
+
+def test_a_node_joins_only_beside_a_postgres_pinned_to_its_node(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    """A postgres deployed from `vps:` has no constraint: with a second node any restart may
+    start it there, on an empty volume. The join is refused with the command that pins it;
+    once run, the node joins."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    engine = world.host.engine()
+    joinable = engine["nodes"].pop()
+    postgres = _shared(world, "postgres")
+    engine["services"][postgres]["constraints"] = []
+    world.host.set_engine(nodes=engine["nodes"], joinable=joinable,
+                          services=engine["services"])
+    with pytest.raises(RunFailed) as info:
+        _join(world, "node2")
+    message = str(info.value)
+    assert message.startswith(f"cluster-join cluster failed: cluster.join: postgres "
+                              f"({postgres}) runs on node0 unpinned: with node2 in the swarm a "
+                              f"restart may start it there, on an empty volume; pin it "
+                              f"first: "), message
+    assert "joined_token" not in world.host.engine()
+    fix = message.rpartition("pin it first: ")[2].split(" (")[0]
+    world.host.run(fix, what="the printed fix")
+    assert world.host.engine()["services"][postgres]["constraints"] == [
+        "node.labels.vedfin.postgres == true"]
+    assert _join(world, "node2")["joined"] is True

@@ -252,8 +252,9 @@ def cluster_status(c: Context, json_: bool = False, accept_new_host_key: bool = 
 @guarded
 def cluster_drain(c: Context, node: str, accept_new_host_key: bool = False,
                   host_key_fingerprint: str | None = None, config: str | None = None) -> None:
-    """Move a node's tasks to the others (availability drain), converged; put back on any
-    failure; audited as cluster-drain."""
+    """Move a node's tasks to the others (availability drain), converged, then each running
+    env's smoke checks (as a deploy's verify); put back on any failure; audited as
+    cluster-drain."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.cluster.nodes import configured_node
     from vedfin_ops.steps.cluster import drain
@@ -264,7 +265,9 @@ def cluster_drain(c: Context, node: str, accept_new_host_key: bool = False,
     with LiveLines() as show:
         result = drain(remote(c, accept_new_host_key, host_key_fingerprint), cfg, name,
                        say=say, show=show)
-    stdout.print(f"cluster.drain: {result['node']} drained ({result['moved']} task(s) moved)")
+    verified = ", ".join(result["verified"]) or "none"
+    stdout.print(f"cluster.drain: {result['node']} drained ({result['moved']} task(s) moved; "
+                 f"verified: {verified})")
 
 
 @task(name="join", help={**HOST_HELP, "node": "the configured node: its name or host (SSH "

@@ -124,6 +124,56 @@ def read_nodes(host: Any) -> list[EngineNode]:
     return parse_nodes(host.run(commands.node_inventory(), what="swarm nodes"))
 
 
+@dataclass(frozen=True)
+class ServicePlace:
+    """Where a shared service runs and what pins it there, as the engine says (not the
+    labels: a label says where it may start, the task where it did, and its volume with it)."""
+
+    deployed: bool
+    constraints: list[str] = field(default_factory=list)
+    running_on: str = ""  # the node of the task meant to run; "" when none is placed
+    nodes: list[str] = field(default_factory=list)  # nodes of its tasks, newest first
+
+    @property
+    def volume_node(self) -> str:
+        """Where its volume is: the node it runs on, else the last one it ran on."""
+        return self.running_on or (self.nodes[0] if self.nodes else "")
+
+    def pinned_by(self, label: str) -> bool:
+        return any(c.replace(" ", "") == f"node.labels.{label}==true"
+                   for c in self.constraints)
+
+
+def parse_service_place(text: str) -> ServicePlace:
+    """`commands.service_placement()`'s output; an unreadable placement is refused loudly
+    (a changed format must not read as "not pinned" nor as "runs nowhere")."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if lines[:1] == ["absent"]:
+        return ServicePlace(deployed=False)
+    if not lines or not lines[0].startswith("placement "):
+        raise CheckFailed(f"unreadable service placement: {text[:120]!r}")
+    try:
+        data = json.loads(lines[0].removeprefix("placement ")) or {}
+        constraints = [str(c) for c in (data.get("Constraints") or [])]
+    except (ValueError, AttributeError, TypeError):
+        raise CheckFailed(f"unreadable service placement: {lines[0][:120]!r}") from None
+    running, nodes = "", []
+    for line in lines[1:]:
+        desired, _, rest = line.partition("|")
+        node = rest.partition("|")[0].strip()
+        if not node:
+            continue
+        if node not in nodes:
+            nodes.append(node)
+        if desired.strip().lower() == "running" and not running:
+            running = node
+    return ServicePlace(True, constraints, running, nodes)
+
+
+def read_service_place(host: Any, service: str, what: str) -> ServicePlace:
+    return parse_service_place(host.run(commands.service_placement(service), what=what))
+
+
 NODE_PROBE_TIMEOUT_S = 60
 
 

@@ -501,3 +501,24 @@ def node_labels_update(node: str, add: dict[str, str], remove: list[str]) -> str
     flags = [*(f"--label-add {sh(f'{k}={v}')}" for k, v in sorted(add.items())),
              *(f"--label-rm {sh(k)}" for k in sorted(remove))]
     return f"docker node update {' '.join(flags)} -- {sh(node)}"
+
+
+def service_placement(service: str) -> str:
+    """`placement <json>` (the service's placement: its constraints), then one line per task,
+    `<desired state>|<node>|<current state>`, newest first in each slot; or `absent` when
+    there is no such service. Any other failure fails the command: a postgres that could not
+    be read must not read as "not deployed"."""
+    name = sh(service)
+    return (f"p=$(docker service inspect --format '{{{{json .Spec.TaskTemplate.Placement}}}}' "
+            f"-- {name} 2>&1) || case \"$p\" in *[Nn]'o such service'*) echo absent; exit 0;; "
+            f"*) printf '%s\\n' \"$p\" >&2; exit 1;; esac; printf 'placement %s\\n' \"$p\" && "
+            f"docker service ps --format "
+            f"'{{{{.DesiredState}}}}|{{{{.Node}}}}|{{{{.CurrentState}}}}' -- {name}")
+
+
+def pin_to_label(service: str, node: str, label: str) -> str:
+    """What pins a running service to its node by label (printed for the user to run: it
+    restarts the service, which only a deploy may do)."""
+    return (f"docker node update --label-add {sh(label + '=true')} {sh(node)} && "
+            f"docker service update --constraint-add {sh(f'node.labels.{label} == true')} "
+            f"{sh(service)}")

@@ -9,11 +9,15 @@ from typing import Any
 
 from vedfin_ops.cluster.nodes import (
     EngineNode,
+    ServicePlace,
     configured_node,
     placement_problems,
     read_nodes,
+    read_service_place,
 )
+from vedfin_ops.cluster.placement import EDGE_LABEL, POSTGRES_LABEL
 from vedfin_ops.config.model import RESERVED_LABEL_PREFIX, Config, Node
+from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Remote, RemoteError
@@ -69,6 +73,44 @@ def parse_drain_state(text: str) -> tuple[list[str], list[str]]:
     return tasks, short
 
 
+def wanted_replicas(text: str) -> dict[str, int]:
+    """The replicas each service is meant to run (`commands.drain_state()`'s services)."""
+    services_part = text.partition("--SERVICES--")[2].partition("--SWARM-TASKS--")[0]
+    out = {}
+    for line in services_part.splitlines():
+        parts = line.split()
+        wanted = parts[1].partition("/")[2] if len(parts) >= 2 else ""
+        if wanted.isdigit():
+            out[parts[0]] = int(wanted)
+    return out
+
+
+def running_envs(config: Config, replicas: dict[str, int]) -> list[str]:
+    """The envs with an app meant to run (a paused or never deployed env has no check that
+    could pass)."""
+    return [env for env in sorted(config.environments)
+            if any(replicas.get(f"{stack_name(config, env)}_{app.name}", 0) > 0
+                   for app in config.apps(env))]
+
+
+SHARED_LABELS = {POSTGRES_LABEL: "postgres", EDGE_LABEL: "edge"}  # label -> what it pins
+
+
+def read_shared_place(host: Any, config: Config, service: str) -> ServicePlace:
+    return read_service_place(host, f"{shared_stack_name(config)}_{service}",
+                              what=f"{service}'s placement")
+
+
+def where_it_runs(service: str, place: ServicePlace) -> str:
+    """`postgres runs on node1 (its volume is there)`, or why it runs nowhere."""
+    the = "the edge" if service == "edge" else service
+    if not place.deployed:
+        return f"{the} is not deployed"
+    if not place.volume_node:
+        return f"{the} runs on no node"
+    return f"{the} runs on {place.volume_node} (its volume is there)"
+
+
 CLUSTER = "cluster"  # the scope of cluster runs in locks and the audit log (not an env)
 
 
@@ -108,17 +150,22 @@ class ClusterRun(Operation):
 
 
 class Drain(ClusterRun):
-    """`fab cluster.drain NODE`: its tasks move to the other nodes, converged and verified;
-    any failure (or Ctrl-C) makes the node active again."""
+    """`fab cluster.drain NODE`: its tasks move to the other nodes, converged, then verified
+    by the smoke suite of every env that runs (as a deploy verifies its env: the tasks that
+    moved serve through the edge again); any failure (or Ctrl-C) makes the node active
+    again."""
 
     action = "cluster-drain"
 
     def __init__(self, host: Remote, config: Config, node: str, *,
                  verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
+        from vedfin_ops.steps.env_run import verify
+
         super().__init__(host, config, f"drain {node}", **kwargs)
         self.node = node
-        self.verify_fn = verify_fn
+        self.verify_fn = verify_fn or verify
         self.previous = ""
+        self.replicas: dict[str, int] = {}  # per service, from the last drain state read
 
     def body(self) -> dict[str, Any]:
         self.lock_every_env()
@@ -133,7 +180,7 @@ class Drain(ClusterRun):
             with self.shielded():
                 self.commit({"node": self.node, "moved": 0})
                 self.audit_ok("noop", detail=f"{self.node} drained already")
-            return {"node": self.node, "moved": 0}
+            return {"node": self.node, "moved": 0, "verified": []}
         before = len(parse_drain_state(self.host.run(commands.drain_state(self.node),
                                                      what="drain state"))[0])
         self.previous = target.availability
@@ -142,31 +189,42 @@ class Drain(ClusterRun):
         self.host.run(commands.node_availability(self.node, "drain"),
                       what=f"drain {self.node}")
         self.wait_drained()
-        failures = self.verify_fn(self.config) if self.verify_fn else []
+        envs = running_envs(self.config, self.replicas)
+        failures = [f"{env}: {failure}" for env in envs
+                    for failure in self.verify_fn(self.config, env)]
         if failures:
             raise CheckFailed(f"cluster.drain: verify failed: {'; '.join(failures)}")
-        result = {"node": self.node, "moved": before}
+        result = {"node": self.node, "moved": before, "verified": envs}
+        checked = f", verified: {', '.join(envs)}" if envs else ", no env runs to verify"
         with self.shielded():
             self.commit(result)
-            self.audit_ok("ok", detail=f"{self.node}: {before} task(s) moved")
-        self.say(f"cluster.drain: {self.node} drained, {before} task(s) moved")
+            self.audit_ok("ok", detail=f"{self.node}: {before} task(s) moved{checked}")
+        self.say(f"cluster.drain: {self.node} drained, {before} task(s) moved{checked}")
         return result
 
     def refuse_unsafe(self, engine: list[EngineNode], target: EngineNode) -> None:
-        """Nothing may lose its only place: postgres's node, the last public node, the last
-        node that runs anything."""
-        from vedfin_ops.cluster.placement import EDGE_LABEL, POSTGRES_LABEL
-
+        """Nothing may lose its only place: the node postgres runs on (its volume is there,
+        whatever the labels say: `vps:` renders none), postgres's node by label or config,
+        the last public node, the last node that runs anything."""
         active = [n for n in engine if n.availability == "active" and n.state == "ready"]
-        if target.labels.get(POSTGRES_LABEL) == "true":
-            raise CheckFailed(f"cluster.drain: {self.node} holds postgres's volume: draining "
-                              f"it stops the database (move the volume first)")
-        if target.labels.get(EDGE_LABEL) == "true" and not any(
-                n is not target and n.labels.get(EDGE_LABEL) == "true" for n in active):
-            raise CheckFailed(f"cluster.drain: {self.node} is the only public node: the edge "
-                              f"would have nowhere to run")
         if not [n for n in active if n is not target]:
             raise CheckFailed(f"cluster.drain: {self.node} is the only active node")
+        postgres = read_shared_place(self.host, self.config, "postgres")
+        if postgres.running_on == self.node:
+            raise CheckFailed(f"cluster.drain: {self.node} runs postgres "
+                              f"({shared_stack_name(self.config)}_postgres), on its volume: "
+                              f"drained, postgres would start on another node, on an empty "
+                              f"volume (move the volume first)")
+        configured = configured_node(self.config, self.node) if self.config.multi_node \
+            else None
+        if target.labels.get(POSTGRES_LABEL) == "true" or (configured and configured.postgres):
+            raise CheckFailed(f"cluster.drain: {self.node} holds postgres's volume: draining "
+                              f"it stops the database (move the volume first)")
+        if (target.labels.get(EDGE_LABEL) == "true" and not any(
+                n is not target and n.labels.get(EDGE_LABEL) == "true" for n in active)) or (
+                configured and configured.public and self.config.edge.mode == "caddy"):
+            raise CheckFailed(f"cluster.drain: {self.node} is the only public node: the edge "
+                              f"would have nowhere to run")
         left = [n for n in self.config.nodes if n.name != self.node]
         if self.config.multi_node and len(left) < len(self.config.nodes):
             from vedfin_ops.reports.capacity import node_capacity
@@ -183,8 +241,9 @@ class Drain(ClusterRun):
         left: list[str] = []
 
         def drained() -> bool | None:
-            tasks, short = parse_drain_state(self.host.run(commands.drain_state(self.node),
-                                                           what="drain state"))
+            text = self.host.run(commands.drain_state(self.node), what="drain state")
+            tasks, short = parse_drain_state(text)
+            self.replicas = wanted_replicas(text)
             self.show([f"{self.node}: {len(tasks)} task(s) left", *(f"  {s}" for s in short)])
             left[:] = short or ([f"{len(tasks)} task(s) still on {self.node}"] if tasks
                                 else [])
@@ -247,15 +306,18 @@ class Join(ClusterRun):
 
         self.lock_every_env()
         name = self.node.name
-        entries = [n for n in read_nodes(self.host) if n.hostname == name]
+        engine = read_nodes(self.host)
+        entries = [n for n in engine if n.hostname == name]
         member = next((n for n in entries if n.state == "ready"), None)
+        wanted = node_labels(self.node)
+        self.refuse_second_holder(engine, member, wanted)
         if member is None:
             if entries:
                 raise CheckFailed(
                     f"cluster.join: the swarm lists {name} as {entries[0].state} (a former "
                     f"member): on the manager, docker node rm {entries[0].id}, then join again")
+            self.refuse_unpinned_postgres()
             member = self.join()
-        wanted = node_labels(self.node)
         add = {k: v for k, v in wanted.items() if member.labels.get(k) != v}
         stray = sorted(k for k in member.labels
                        if k.startswith(RESERVED_LABEL_PREFIX) and k not in wanted)
@@ -278,6 +340,45 @@ class Join(ClusterRun):
                                               "is in the swarm already")
                  + (f"; labels set: {', '.join(sorted(add))}" if add else ""))
         return result
+
+    def refuse_second_holder(self, engine: list[EngineNode], member: EngineNode | None,
+                             wanted: dict[str, str]) -> None:
+        """A placement label this join would set while another node carries it: postgres's
+        (or the edge's) constraint would then match two nodes, and any reschedule may start
+        it on the one without its volume. Which node keeps the label is the user's call
+        (where the volume is, against what the config says): named, never guessed."""
+        name = self.node.name
+        for label, service in SHARED_LABELS.items():
+            if wanted.get(label) != "true" or (member and member.labels.get(label) == "true"):
+                continue
+            holders = sorted({n.hostname for n in engine
+                              if n.hostname != name and n.labels.get(label) == "true"})
+            if not holders:
+                continue
+            runs = where_it_runs(service, read_shared_place(self.host, self.config, service))
+            raise CheckFailed(
+                f"cluster.join: {', '.join(holders)} carries {label} already and {runs}: "
+                f"labelled too, {name} would let swarm start "
+                f"{'the edge' if service == 'edge' else service} on either, on an empty "
+                f"volume; make the config and the swarm agree first (the label stays on the "
+                f"volume's node: set {'postgres' if service == 'postgres' else 'public'}: "
+                f"true there in the config, or move the volume to {name}, then docker node "
+                f"update --label-rm {label} {holders[0]})")
+
+    def refuse_unpinned_postgres(self) -> None:
+        """A postgres deployed from `vps:` (or by hand) carries no constraint: with one more
+        node in the swarm, any restart may start it there, on an empty volume. Pinning it
+        restarts postgres, which is not a join's to do: the command is named."""
+        postgres = read_shared_place(self.host, self.config, "postgres")
+        if not postgres.deployed or postgres.pinned_by(POSTGRES_LABEL):
+            return
+        service = f"{shared_stack_name(self.config)}_postgres"
+        holder = postgres.volume_node or next(n.name for n in self.config.nodes if n.postgres)
+        pin = commands.pin_to_label(service, holder, POSTGRES_LABEL)
+        raise CheckFailed(f"cluster.join: postgres ({service}) runs on {holder} unpinned: "
+                          f"with {self.node.name} in the swarm a restart may start it there, "
+                          f"on an empty volume; pin it first: {pin} (postgres restarts once, "
+                          f"on {holder})")
 
     def join(self) -> EngineNode:
         name = self.node.name

@@ -113,8 +113,10 @@ def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
             template = hashlib.sha256(json.dumps({k: v for k, v in body.items()
                                                   if k != "deploy"}, sort_keys=True)
                                       .encode()).hexdigest()[:12]
+        constraints = body.get("deploy", {}).get("placement", {}).get("constraints", [])
         if svc is not None:
             svc["label"] = spec["services"][short]["image"]
+            svc["constraints"] = constraints
         if svc is None:
             state["services"][name] = {"stack": stack, "image": image, "label": image,
                                        "replicas": replicas, "constraints": constraints,
@@ -142,10 +144,8 @@ def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
                  "tasks": tasks(svc, image, True, replicas)}]
         else:
             message = "update rolled back due to failure or early termination of task x"
-        constraints = body.get("deploy", {}).get("placement", {}).get("constraints", [])
             svc["script"] = [
                 {"update": {"State": "updating", "StartedAt": started}, "tasks": mixed},
-            svc["constraints"] = constraints
                 {"update": {"State": "rollback_started", "StartedAt": started,
                             "Message": message}, "image": old_image,
                  "template": old_template, "tasks": mixed},
@@ -156,6 +156,23 @@ def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
         svc["tasks"] = mixed
     save(state)
     return 0
+
+
+def task_node(state: dict[str, Any], svc: dict[str, Any]) -> str:
+    """The node a service's tasks run on: `svc["node"]` where a test put it, else the first
+    node its `node.labels.K == V` constraints allow, else the first manager (where a task
+    started before its labels changed stays)."""
+    if svc.get("node"):
+        return str(svc["node"])
+    nodes = state.get("nodes") or []
+    wanted = [c.replace(" ", "").removeprefix("node.labels.").split("==", 1)
+              for c in svc.get("constraints", [])]
+    for node in nodes:
+        labels = node["Spec"].get("Labels") or {}
+        if wanted and all(labels.get(k) == v for k, v in wanted):
+            return str(node["Description"]["Hostname"])
+    managers = [n for n in nodes if n["Spec"].get("Role") == "manager"]
+    return str(managers[0]["Description"]["Hostname"]) if managers else ""
 
 
 def tick(state: dict[str, Any]) -> None:
@@ -187,23 +204,6 @@ def main(args: list[str]) -> int:
             state["registry_auth"] = True
         return stack_deploy(state, args)
     if args[0] == "login":
-def task_node(state: dict[str, Any], svc: dict[str, Any]) -> str:
-    """The node a service's tasks run on: `svc["node"]` where a test put it, else the first
-    node its `node.labels.K == V` constraints allow, else the first manager (where a task
-    started before its labels changed stays)."""
-    if svc.get("node"):
-        return str(svc["node"])
-    nodes = state.get("nodes") or []
-    wanted = [c.replace(" ", "").removeprefix("node.labels.").split("==", 1)
-              for c in svc.get("constraints", [])]
-    for node in nodes:
-        labels = node["Spec"].get("Labels") or {}
-        if wanted and all(labels.get(k) == v for k, v in wanted):
-            return str(node["Description"]["Hostname"])
-    managers = [n for n in nodes if n["Spec"].get("Role") == "manager"]
-    return str(managers[0]["Description"]["Hostname"]) if managers else ""
-
-
         password = sys.stdin.read().rstrip("\n")
         state.setdefault("logins", []).append({"server": args[-1], "user": flag(args, "--username"),
                                                "password": password,
@@ -307,6 +307,22 @@ def task_node(state: dict[str, Any], svc: dict[str, Any]) -> str:
             return 1
         print(svc["replicas"])
         return 0
+    if args[:2] == ["service", "inspect"] and "Placement" in (flag(args, "--format") or ""):
+        svc = state["services"].get(args[-1])
+        if svc is None:
+            print(f"Error: no such service: {args[-1]}", file=sys.stderr)
+            return 1
+        print(json.dumps({"Constraints": svc["constraints"]} if svc.get("constraints")
+                         else {}))
+        return 0
+    if args[:2] == ["service", "ps"] and ".Node" in (flag(args, "--format") or ""):
+        svc = state["services"].get(args[-1])
+        if svc is None:
+            print(f"no such service: {args[-1]}", file=sys.stderr)
+            return 1
+        for _task in svc["tasks"][:svc["replicas"]]:
+            print(f"Running|{task_node(state, svc)}|Running 3 seconds ago")
+        return 0
     if args[:2] == ["service", "inspect"] and "--format" in args:  # the spec's image
         svc = state["services"].get(args[-1])
         if svc is None:
@@ -329,22 +345,6 @@ def task_node(state: dict[str, Any], svc: dict[str, Any]) -> str:
                 # a drain scripted stuck: one task of each service never comes up elsewhere
                 up = task["ready"] and not (state.get("stuck") and slot == 1)
                 current = "Running 3 seconds ago" if up else "Starting 1 second ago"
-    if args[:2] == ["service", "inspect"] and "Placement" in (flag(args, "--format") or ""):
-        svc = state["services"].get(args[-1])
-        if svc is None:
-            print(f"Error: no such service: {args[-1]}", file=sys.stderr)
-            return 1
-        print(json.dumps({"Constraints": svc["constraints"]} if svc.get("constraints")
-                         else {}))
-        return 0
-    if args[:2] == ["service", "ps"] and ".Node" in (flag(args, "--format") or ""):
-        svc = state["services"].get(args[-1])
-        if svc is None:
-            print(f"no such service: {args[-1]}", file=sys.stderr)
-            return 1
-        for _task in svc["tasks"][:svc["replicas"]]:
-            print(f"Running|{task_node(state, svc)}|Running 3 seconds ago")
-        return 0
                 print(f"{name}.{slot} {task['image']} Running {current}")
         return 0
     if args[:2] == ["service", "ps"] and "--format" in args:  # `<task id> <image>` per task
@@ -387,6 +387,12 @@ def task_node(state: dict[str, Any], svc: dict[str, Any]) -> str:
         state.setdefault("restarts", []).extend(a for a in args[2:] if not a.startswith("-"))
         save(state)
         return 0
+    if args[:2] == ["service", "update"] and "--constraint-add" in args:
+        svc = state["services"][args[-1]]
+        svc["constraints"] = [*svc.get("constraints", []), flag(args, "--constraint-add")]
+        svc["version"] += 1
+        save(state)
+        return 0
     if args[:2] == ["service", "update"]:
         label = flag(args, "--label-add") or ""
         state["services"][args[-1]]["label"] = label.split("=", 1)[1]
@@ -416,12 +422,6 @@ def task_node(state: dict[str, Any], svc: dict[str, Any]) -> str:
                     print(f"Error: image {wanted} is in use", file=sys.stderr)
                     return 1
                 del state["images"][digest]
-    if args[:2] == ["service", "update"] and "--constraint-add" in args:
-        svc = state["services"][args[-1]]
-        svc["constraints"] = [*svc.get("constraints", []), flag(args, "--constraint-add")]
-        svc["version"] += 1
-        save(state)
-        return 0
         save(state)
         return 0
     if args[0] == "ps" and "--format" in args and not filters(args):  # containers by id

@@ -245,3 +245,45 @@ def test_a_stale_lock_goes_with_the_command_its_refusal_prints(world: World, kin
     assert "lock.release" in json.dumps(world.audit()[-1])
     assert _lock_of(world, kind).try_acquire() is None  # the next run takes it
 
+
+
+def _git(folder: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(folder), *args], check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"})
+
+
+def test_render_refuses_to_write_env_files_git_would_commit(project: Path) -> None:
+    """`inv render --out DIR` writes env files that hold the secrets: inside a git work tree
+    they must be git-ignored (and untracked), as secrets.generate insists for its file;
+    refused before anything is written, bad input (exit 2), one line saying what to do."""
+    _git(project, "init", "-q")
+    env = {"POSTGRES_PASSWORD": "from-the-environment-93"}
+    refused = run("render", "--env", "production", "--out", "build", cwd=project, env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"error: --out build: build/env/api-production.env would hold secrets in the git work "
+        f"tree {project.resolve()} but is not git-ignored: add /build/ to "
+        f"{project.resolve()}/.gitignore (or render outside the repository)"]
+    assert not (project / "build").exists()
+
+    (project / ".gitignore").write_text("/build/\n")
+    written = run("render", "--env", "production", "--out", "build", cwd=project, env=env)
+    assert written.returncode == 0, written.stderr
+    assert "POSTGRES_PASSWORD=from-the-environment-93" in (
+        project / "build/env/postgres.env").read_text()
+
+    _git(project, "add", "-f", "build/env/postgres.env")  # tracked: ignoring it is not enough
+    tracked = run("render", "--env", "production", "--out", "build", cwd=project, env=env)
+    assert tracked.returncode == 2
+    assert tracked.stderr.startswith("error: --out build: build/env/postgres.env is tracked "
+                                     "by git in ")
+    assert "from-the-environment-93" not in tracked.stdout + tracked.stderr
+
+
+def test_render_outside_any_work_tree_writes_as_before(project: Path, tmp_path: Path) -> None:
+    _git(project, "init", "-q")
+    out = tmp_path.parent / f"{tmp_path.name}-out"  # beside the repository, not in it
+    result = run("render", "--env", "production", "--out", str(out), cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert (out / "env/api-production.env").is_file()

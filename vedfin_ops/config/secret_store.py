@@ -147,28 +147,41 @@ def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
         return None
 
 
-def refuse_unless_git_ignored(path: Path) -> None:
-    """Refuse a secrets file inside a git work tree that git does not ignore (or tracks)."""
+def git_exposure(path: Path) -> tuple[str, Path, str] | None:
+    """Whether git could commit a file at `path`: `("tracked" | "not ignored", work tree,
+    path in it)`, or None (ignored, or in no work tree)."""
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     top = _git(folder, "rev-parse", "--show-toplevel")
     if top is None or top.returncode != 0 or not top.stdout.strip():
-        return  # not in a work tree
+        return None  # not in a work tree
     root = Path(top.stdout.strip())
     rel = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
     if rel.startswith(".."):
-        return
+        return None
     tracked = _git(root, "ls-files", "--error-unmatch", "--", rel)
     if tracked is not None and tracked.returncode == 0:
+        return "tracked", root, rel
+    ignored = _git(root, "check-ignore", "-q", "--", rel)
+    if ignored is not None and ignored.returncode == 1:
+        return "not ignored", root, rel
+    return None
+
+
+def refuse_unless_git_ignored(path: Path) -> None:
+    """Refuse a secrets file inside a git work tree that git does not ignore (or tracks)."""
+    exposed = git_exposure(path)
+    if exposed is None:
+        return
+    how, root, rel = exposed
+    if how == "tracked":
         raise UsageError(f"{path}: the secrets file is tracked by git in {root}: "
                          f"`git rm --cached {rel}`, add /{rel} to {root}/.gitignore, and "
                          f"change every secret it held")
-    ignored = _git(root, "check-ignore", "-q", "--", rel)
-    if ignored is not None and ignored.returncode == 1:
-        raise UsageError(f"{path}: the secrets file would be in the git work tree {root} but is "
-                         f"not git-ignored: add /{rel} to {root}/.gitignore (or point "
-                         f"secretsFile outside the repository), then run again")
+    raise UsageError(f"{path}: the secrets file would be in the git work tree {root} but is "
+                     f"not git-ignored: add /{rel} to {root}/.gitignore (or point "
+                     f"secretsFile outside the repository), then run again")
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@]*:)(?P<password>\S*)@")

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from vedfin_ops.config.secret_store import write_private
+from vedfin_ops.config.secret_store import git_exposure, write_private
 from vedfin_ops.errors import UsageError
 from vedfin_ops.rendering.files import Rendered
 
@@ -13,7 +14,9 @@ def write_tree(rendered: Rendered, out: Path) -> list[Path]:
     """Write every file; env files (which may hold secrets) as 0600 from their first byte.
 
     A folder that cannot be written is bad input (exit 2): one line naming the path and the
-    system's reason."""
+    system's reason. So is a folder where git could commit an env file (`refuse_committable`),
+    before anything is written."""
+    refuse_committable(rendered, out)
     written = []
     for rel, text in sorted(rendered.items()):
         path = out / rel
@@ -29,3 +32,21 @@ def write_tree(rendered: Rendered, out: Path) -> list[Path]:
                              f"{exc.strerror or exc}") from None
         written.append(path)
     return written
+
+
+def refuse_committable(rendered: Rendered, out: Path) -> None:
+    """The env files hold the secrets: inside a git work tree they must be git-ignored and
+    untracked, or `git add .` commits them (the check `secrets.generate` makes for its file)."""
+    for rel in sorted(r for r in rendered if rendered.is_secret(r)):
+        exposed = git_exposure(out / rel)
+        if exposed is None:
+            continue
+        how, root, in_root = exposed
+        folder = os.path.relpath(os.path.realpath(out), os.path.realpath(root))
+        ignore = f"add /{folder + '/' if folder != '.' else in_root} to {root}/.gitignore"
+        if how == "tracked":
+            raise UsageError(f"--out {out}: {out / rel} is tracked by git in {root}: `git rm "
+                             f"--cached {in_root}`, {ignore}, and change every secret it held")
+        raise UsageError(f"--out {out}: {out / rel} would hold secrets in the git work tree "
+                         f"{root} but is not git-ignored: {ignore} (or render outside the "
+                         f"repository)")

@@ -147,13 +147,106 @@ def test_a_backup_drops_only_the_kept_copies_a_backup_holds(world: World) -> Non
     assert drops == [f'DROP DATABASE IF EXISTS "{held}" WITH (FORCE);\n'], drops
 
 
+@pytest.mark.parametrize("dump", ["freed by hand", "cut"])
+def test_a_kept_database_stays_when_the_backup_holding_it_lost_its_dump(
+        world: World, dump: str) -> None:
+    """The backup a restore made of the replaced database is the only other copy of it: when
+    its dump is gone (or not the size its record says), the record is no backup, and the
+    next backup leaves `<db>_before_<utc>` alone."""
+    held = "vedfinance_prod_before_20261129t120000z"
+    folder = _backups_dir(world)
+    record = {"id": "20261129T120001Z", "database": "vedfinance_prod", "env": "production",
+              "size": 100, "sha256": SHA, "created": "t", "by": "me",
+              "reason": f"{held}: the database replaced by restore of 20261128T000000Z"}
+    (folder / "20261129T120001Z.json").write_text(json.dumps(record))
+    if dump == "cut":
+        (folder / "20261129T120001Z.dump").write_text("x" * 50)
+    world.host.set_engine(kept_databases=[held])
+    assert world.deploy("v2").result == "ok"
+    assert not [q for q in world.host.engine().get("sql", []) if q.startswith("DROP DATABASE")]
+    found = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    assert "20261129T120001Z" not in {b.id for b in found.backups}
+    assert [b.split()[0] for b in found.broken] == ["vedfinance_prod/20261129T120001Z.json"]
+    assert (folder / "20261129T120001Z.json").exists()  # left for the operator to judge
+
+
+def test_records_without_their_dumps_do_not_count_toward_keep(world: World) -> None:
+    world.config.backups.keep = 2
+    folder = _backups_dir(world)
+    whole = list_backups(world.host, world.config, "production").backups  # type: ignore
+    for i in (1, 2):  # newer than any backup, dumps deleted by hand
+        record = whole[-1].to_dict() | {"id": f"2099010{i}T000000Z"}
+        (folder / f"2099010{i}T000000Z.json").write_text(json.dumps(record))
+    assert world.deploy("v2").result == "ok"
+    found = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    assert len(found.backups) == 2 and found.backups[0] == whole[-1], found
+    assert len(found.broken) == 2
+
+
+def test_retention_keeps_the_backup_rollback_restore_db_needs(world: World) -> None:
+    """keep: 1, and a manual backup after a deploy: the live release's pre-deploy backup
+    stays (it is what `rollback --restore-db` restores), and the rollback restores it."""
+    from vedfin_ops.steps.backup import run_backup
+
+    world.config.backups.keep = 1
+    assert world.deploy("v2").result == "ok"
+    before_v2 = listing(world.host, world.layout).meta["backup"]  # type: ignore[arg-type]
+    world.clock.sleep(1)
+    import time
+
+    time.sleep(1)  # ids are the host's seconds
+    manual = run_backup(world.host, world.config, "production",  # type: ignore[arg-type]
+                        say=world.said.append)
+    assert manual is not None and manual.id != before_v2
+    ids = [b.id for b in list_backups(world.host, world.config,  # type: ignore[arg-type]
+                                      "production").backups]
+    assert ids == [before_v2, manual.id]
+    assert _rollback_restoring(world)
+    assert f"database: {before_v2} is vedfinance_prod" in world.audit()[-1]["detail"]
+
+
+def test_the_nightly_retention_keeps_the_live_backup_and_counts_only_whole_ones(
+        world: World) -> None:
+    from vedfin_ops.steps import nightly
+
+    world.config.backups.keep = 1
+    assert world.deploy("v2").result == "ok"
+    before_v2 = listing(world.host, world.layout).meta["backup"]  # type: ignore[arg-type]
+    folder = _backups_dir(world)
+    whole = list_backups(world.host, world.config, "production").backups  # type: ignore
+    record = whole[-1].to_dict() | {"id": "20990101T000000Z"}  # its dump freed by hand
+    (folder / "20990101T000000Z.json").write_text(json.dumps(record))
+    import time
+
+    time.sleep(1)  # ids are the host's seconds
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    world.host.run(nightly.script_path(world.config, "production"), what="nightly")
+    found = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
+    assert [b.reason for b in found.backups] == ["before deploy of v2", "nightly"], found
+    assert found.backups[0].id == before_v2
+    assert (folder / "20990101T000000Z.json").exists()
+
+
+def test_a_backup_s_id_is_the_host_s_time_not_this_machine_s(world: World) -> None:
+    """The nightly script names backups by the host's clock: so does every other backup,
+    so their ids sort by one clock."""
+    date = world.host.bin / "date"
+    date.write_text('#!/bin/sh\n[ "$*" = "-u +%Y%m%dT%H%M%SZ" ] && '
+                    '{ echo 20300101T000000Z; exit 0; }\nexec /bin/date "$@"\n')
+    assert world.deploy("v2").result == "ok"
+    latest = list_backups(world.host, world.config,  # type: ignore[arg-type]
+                          "production").backups[-1]
+    assert (latest.id, latest.created) == ("20300101T000000Z", "2030-01-01T00:00:00+00:00")
+
+
 # --- pure parts ---
 
-def _record(backup_id: str, database: str = "vedfinance_prod", **changes: Any) -> str:
+def _record(backup_id: str, database: str = "vedfinance_prod", dump_size: str = "10",
+            **changes: Any) -> str:
     data = {"id": backup_id, "database": database, "env": "production", "size": 10,
             "sha256": SHA, "created": "2026-11-29T12:00:00+00:00", "by": "ops@laptop",
             "reason": "manual", **changes}
-    return f"RECORD {database}/{backup_id}.json {json.dumps(data)}"
+    return f"RECORD {database}/{backup_id}.json {dump_size} {json.dumps(data)}"
 
 
 def test_the_listing_keeps_only_records_that_are_backups() -> None:
@@ -162,9 +255,10 @@ def test_the_listing_keeps_only_records_that_are_backups() -> None:
         _record("20261129T110000Z", database="vedfinance_dev"),
         _record("20261129T130000Z", sha256="not-a-sum"),
         _record("20261129T140000Z", size="10"),
-        "RECORD vedfinance_prod/x.json {not json",
+        "RECORD vedfinance_prod/x.json 10 {not json",
         _record("20261129T150000Z").replace("vedfinance_prod/2026", "elsewhere/2026"),
         "ORPHAN vedfinance_prod/20261129T160000Z.dump",
+        _record("20261129T170000Z", dump_size="-"), _record("20261129T180000Z", dump_size="9"),
     ])
     found = parse_listing(text)
     assert [(b.database, b.id) for b in found.backups] == [
@@ -172,6 +266,9 @@ def test_the_listing_keeps_only_records_that_are_backups() -> None:
         ("vedfinance_prod", "20261129T120000Z.2")]
     assert len(found.unreadable) == 4
     assert found.orphans == ["vedfinance_prod/20261129T160000Z.dump"]
+    assert found.broken == [
+        "vedfinance_prod/20261129T170000Z.json (its dump is missing)",
+        "vedfinance_prod/20261129T180000Z.json (its dump is 9 bytes, the record says 10)"]
 
 
 def test_ids_sort_by_time_within_one_second() -> None:
@@ -216,7 +313,7 @@ def test_the_dump_command_quotes_every_value_and_never_lists_a_partial_file(
     assert done.stdout.split() == [record["sha256"], str(record["size"])]
     listed = subprocess.run(["sh", "-c", commands.backup_records(str(tmp_path / "backups"))],
                             capture_output=True, text=True)
-    assert listed.stdout.startswith("RECORD d b$(x)/20261129T120000Z.json {")
+    assert listed.stdout.startswith(f"RECORD d b$(x)/20261129T120000Z.json {record['size']} {{")
 
 
 def test_sql_quoting_doubles_quotes_and_refuses_nul() -> None:

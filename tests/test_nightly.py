@@ -170,7 +170,7 @@ def test_the_nightly_script_makes_a_backup_like_any_other_and_keeps_keep(world: 
 
     folder = Path(world.config.remote.base_dir) / "backups" / "vedfinance_prod"
     for i in range(10):  # older backups than keep allows: the nightly run removes them
-        record = after[-1].to_dict() | {"id": f"2020010{i}T000000Z"}
+        record = after[-1].to_dict() | {"id": f"2020010{i}T000000Z", "size": 1}
         import json
 
         (folder / f"2020010{i}T000000Z.json").write_text(json.dumps(record))

@@ -443,16 +443,19 @@ def db_backups(c: Context, env: str | None = None, json_: bool = False, s3: bool
     listing = list_backups(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
     if json_:
         print(json.dumps({"backups": [b.to_dict() for b in listing.backups],
-                          "incomplete": listing.orphans, "unreadable": listing.unreadable},
+                          "incomplete": listing.orphans, "unreadable": listing.unreadable,
+                          "broken": listing.broken},
                          indent=2))
         return
-    if not listing.backups and not listing.orphans:
+    if not listing.backups and not listing.orphans and not listing.broken:
         stdout.print(f"db.backups: none in {root(cfg)}")
         return
     from vedfin_ops.reports.tables import backups_table
     stdout.print(backups_table(listing.backups, listing.orphans, root(cfg)))
     for path in listing.unreadable:
         warn(f"{root(cfg)}/{path} is not a backup record (edited by hand?): ignored")
+    for what in listing.broken:  # `<path> (why)`: not restorable, not counted by retention
+        warn(f"{root(cfg)}/{what}: not a backup; retention leaves it for you to remove")
 
 
 @task(name="schedule", help={**HOST_HELP})

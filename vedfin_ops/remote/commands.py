@@ -352,12 +352,42 @@ def keep_fetched(partial: str, dump: str, record: str, record_json: str) -> str:
 
 def backup_records(root: str) -> str:
     """Every backup record under `<base>/backups` (`<database>/<id>.json`), one per line as
-    `RECORD <path> <json>`, and each dump without a record as `ORPHAN <path>`."""
+    `RECORD <path> <size of its dump, or -> <json>` (a record counts as a backup only with
+    its whole dump beside it: a dump deleted by hand leaves its record), and each dump
+    without a record as `ORPHAN <path>`."""
     return (f"[ -d {sh(root)} ] || exit 0; cd -- {sh(root)} && "
-            f"for f in */*.json; do [ -f \"$f\" ] && printf 'RECORD %s %s\\n' \"$f\" "
+            f"for f in */*.json; do [ -f \"$f\" ] && printf 'RECORD %s %s %s\\n' \"$f\" "
+            f"\"$(stat -c %s -- \"${{f%.json}}.dump\" 2>/dev/null || echo -)\" "
             f"\"$(tr -d '\\n' < \"$f\")\"; done; "
             f"for f in */*.dump; do [ -f \"$f\" ] && [ ! -f \"${{f%.dump}}.json\" ] && "
             f"printf 'ORPHAN %s\\n' \"$f\"; done; true")
+
+
+def backup_state(root: str, release_json: str) -> str:
+    """`backup_records`, then the host's UTC time (`NOW 20261129T123500Z`: a backup's id is
+    the host's time, as the nightly script's is, so ids from both sort by one clock) and
+    the live release's record on one line (`LIVE <json>`: its pre-deploy backup is what
+    `rollback --restore-db` restores, so retention keeps it)."""
+    return (f"( {backup_records(root)} ); printf 'NOW %s\\n' \"$(date -u +%Y%m%dT%H%M%SZ)\"; "
+            f"printf 'LIVE %s\\n' \"$(tr -d '\\n' 2>/dev/null < {sh(release_json)})\"")
+
+
+def backup_retention(folder: str, keep: int, release_json: str) -> str:
+    """The nightly script's retention, as `backup.to_remove` judges: of the records whose
+    dump is there at the size they say, all but the newest `keep` go (dump and record),
+    except the live release's pre-deploy backup (`backup` in its record: what
+    `rollback --restore-db` restores). A record without its whole dump is left alone."""
+    f = sh(folder)
+    return (f"live=$(tr -d '\\n' 2>/dev/null < {sh(release_json)} | "
+            f"sed -n 's/.*\"backup\": *\"\\([0-9TZ.]*\\)\".*/\\1/p'); "
+            f"ls -1 -- {f} | grep -E '^[0-9]{{8}}T[0-9]{{6}}Z([.][0-9]+)?[.]json$' "
+            f"| sort -t. -k1,1 -k2,2n | while read -r f; do "
+            f"size=$(sed -n 's/.*\"size\": *\\([0-9][0-9]*\\).*/\\1/p' {f}/\"$f\"); "
+            f"[ -n \"$size\" ] && [ \"$(stat -c %s -- {f}/\"${{f%.json}}.dump\" 2>/dev/null)\" "
+            f"= \"$size\" ] && printf '%s\\n' \"$f\"; done "
+            f"| head -n -{int(keep)} | while read -r f; do "
+            f"[ \"${{f%.json}}\" = \"$live\" ] || rm -f -- {f}/\"$f\" {f}/\"${{f%.json}}.dump\"; "
+            f"done")
 
 
 def database_exists(container: str, user: str, database: str) -> str:

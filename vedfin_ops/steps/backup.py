@@ -6,6 +6,10 @@ changes, because redeploying an old image does not undo a migration.
 A dump becomes a backup only once whole: it is written to a partial file and renamed after
 its checksum is recorded, so a failed or interrupted backup never lists as one. Retention
 (`backups.keep`) removes the oldest complete backups of a database after a new one is made.
+A record counts as a backup only with its dump beside it at the size it records (a dump
+freed or cut by hand leaves a record that is no backup: neither restored, nor counted, nor
+trusted to hold a kept database), and the live release's pre-deploy backup is never removed
+(`rollback --restore-db` restores it). Ids are the host's UTC time, as the nightly script's.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +29,7 @@ from vedfin_ops.remote.host import Remote
 from vedfin_ops.remote.quoting import sql_ident, sql_literal
 from vedfin_ops.steps.lock import who
 from vedfin_ops.steps.operation import Operation
+from vedfin_ops.steps.releases import Layout
 
 ID = re.compile(r"^\d{8}T\d{6}Z(\.\d+)?$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -74,27 +79,54 @@ class Listing:
     backups: list[Backup]
     orphans: list[str]  # dumps without a record (relative to the backups root)
     unreadable: list[str]  # records that are not a backup's
+    # records whose dump is gone or not the size they say (freed or cut by hand): not
+    # backups, so neither restored nor counted by retention, and left for the operator
+    broken: list[str] = field(default_factory=list)
+    now: datetime | None = None  # the host's clock (`backup_state`)
+    live: str = ""  # the live release's pre-deploy backup (`backup_state`)
 
 
 def parse_listing(text: str) -> Listing:
-    """`backup_records` output -> backups (by database, oldest first), orphans, bad records."""
+    """`backup_records` (or `backup_state`) output -> backups (by database, oldest first),
+    orphans, bad records, broken ones; with `backup_state`, the host's time and the live
+    release's backup."""
     out = Listing([], [], [])
     for line in text.splitlines():
         kind, _, rest = line.partition(" ")
         if kind == "ORPHAN" and rest:
             out.orphans.append(rest)
         elif kind == "RECORD":
-            path, _, body = rest.partition(" ")
+            path, _, rest = rest.partition(" ")
+            size, _, body = rest.partition(" ")
             try:
                 backup = Backup.from_record(json.loads(body))
             except ValueError:
                 backup = None
             if backup is None or path != f"{backup.database}/{backup.id}.json":
                 out.unreadable.append(path)
+            elif not size.isdigit():
+                out.broken.append(f"{path} (its dump is missing)")
+            elif int(size) != backup.size:
+                out.broken.append(f"{path} (its dump is {size} bytes, the record says "
+                                  f"{backup.size})")
             else:
                 out.backups.append(backup)
+        elif kind == "NOW" and rest.strip():
+            out.now = datetime.strptime(rest.strip(), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+        elif kind == "LIVE":
+            out.live = _live_backup(rest)
     out.backups.sort(key=lambda b: (b.database, id_order(b.id)))
     return out
+
+
+def _live_backup(release_json: str) -> str:
+    """The backup id a release record names (`backup`), or "" (none, skipped, unreadable)."""
+    try:
+        meta = json.loads(release_json) if release_json.strip() else {}
+    except ValueError:
+        return ""
+    taken = meta.get("backup") if isinstance(meta, dict) else None
+    return taken if isinstance(taken, str) and ID.fullmatch(taken) else ""
 
 
 def id_order(backup_id: str) -> tuple[str, int]:
@@ -103,12 +135,16 @@ def id_order(backup_id: str) -> tuple[str, int]:
 
 
 def list_backups(host: Remote, config: Config, env: str | None = None) -> Listing:
-    listing = parse_listing(host.run(commands.backup_records(root(config)),
-                                     what="list backups"))
+    """The backups on the host; for one env, also the host's time and its live release's
+    pre-deploy backup (one round trip)."""
+    command = commands.backup_records(root(config)) if env is None else \
+        commands.backup_state(root(config), f"{Layout.of(config, env).current}/release.json")
+    listing = parse_listing(host.run(command, what="list backups"))
     if env is not None:
         database = config.environments[config.require_env(env)].database
         listing.backups = [b for b in listing.backups if b.database == database]
         listing.orphans = [o for o in listing.orphans if o.startswith(f"{database}/")]
+        listing.broken = [o for o in listing.broken if o.startswith(f"{database}/")]
     return listing
 
 
@@ -170,14 +206,15 @@ def postgres(host: Remote, config: Config) -> str | None:
 
 
 def take_backup(host: Remote, config: Config, env: str, reason: str,
-                when: Callable[[], datetime] = lambda: datetime.now(UTC),
                 wrap: Callable[[str], str] = lambda command: command,
                 protect: frozenset[str] = frozenset(),
                 source: str | None = None) -> Backup | None:
     """One backup of the env's database, retention after it; None when the database does not
     exist (yet). `wrap` keeps the caller's lock alive around the dump, which may take longer
     than a lock's staleness (no time limit: a big database takes what it takes). `source`
-    dumps another database as a backup of the env's (the one a restore replaced)."""
+    dumps another database as a backup of the env's (the one a restore replaced). Its id and
+    time are the host's clock, as the nightly script's are; retention never removes the live
+    release's pre-deploy backup (what `rollback --restore-db` restores)."""
     database = config.environments[config.require_env(env)].database
     container = postgres(host, config)
     if container is None:
@@ -187,8 +224,12 @@ def take_backup(host: Remote, config: Config, env: str, reason: str,
     if not database_exists(host, container, user, dumped):
         return None
     listing = list_backups(host, config, env)
-    backup_id = new_id(when(), {b.id for b in listing.backups})
-    created = when().astimezone(UTC).isoformat(timespec="seconds")
+    if listing.now is None:
+        raise CheckFailed("backup: the host did not say its time (date -u)")
+    taken = {b.id for b in listing.backups} | {p.split("/", 1)[-1].split(".json")[0]
+                                               for p in listing.broken}
+    backup_id = new_id(listing.now, taken)
+    created = listing.now.isoformat(timespec="seconds")
     record = {"id": backup_id, "database": database, "env": env, "created": created,
               "by": who(), "reason": reason}
     prefix = json.dumps(record)[:-1] + ", "
@@ -213,7 +254,7 @@ def take_backup(host: Remote, config: Config, env: str, reason: str,
                  stdin="".join(f"DROP DATABASE IF EXISTS {sql_ident(name)} WITH (FORCE);\n"
                                for name in kept))
     old = to_remove([*listing.backups, backup], listing.orphans, config.backups.keep,
-                    protect | {backup.id})
+                    protect | {backup.id} | ({listing.live} if listing.live else set()))
     if old:
         host.run(commands.remove_files([f"{root(config)}/{p}" for p in old]),
                  what="remove old backups")

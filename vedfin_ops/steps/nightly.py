@@ -145,10 +145,7 @@ if out=$(eval "$dump" 2>&1); then
 else
   say "failed: $(printf '%s' "$out" | tail -n 1)"; exit 1
 fi
-ls -1 {sh(where)} | grep -E '^[0-9]{{8}}T[0-9]{{6}}Z([.][0-9]+)?[.]json$' \\
-  | sort -t. -k1,1 -k2,2n | head -n -{keep} | while read -r f; do
-  rm -f -- {sh(where)}/"$f" {sh(where)}/"${{f%.json}}.dump"
-done
+{commands.backup_retention(where, keep, f"{layout.current}/release.json")}
 """
     return locked_script(config, env, title=f"the nightly backup of {env} ({database})",
                          log=log_path(config), action=f"nightly backup {env}", body=body)

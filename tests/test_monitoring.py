@@ -122,19 +122,19 @@ def test_apply_installs_reloads_and_leaves_an_identical_file_alone(tmp_path: Pat
     config = _config(tmp_path)
     (tmp_path / "alarms.json").write_text(netdata_answer(config))
     changed, now = monitoring.apply(netdata_host, config, netdata_health(config))
-    installed = tmp_path / "netdata" / "health.d" / "vedfin.conf"
+    installed = tmp_path / "netdata" / "health.d" / "vedfin-vedfin.conf"
     assert changed and now.ok and installed.read_text() == netdata_health(config)
     assert oct(installed.stat().st_mode & 0o777) == "0o644"
     assert (tmp_path / "reloads").read_text() == "reload-health\n"
     changed, now = monitoring.apply(netdata_host, config, netdata_health(config))
     assert not changed and now.ok and (tmp_path / "reloads").read_text() == "reload-health\n"
-    assert sorted(os.listdir(installed.parent)) == ["vedfin.conf"]
+    assert sorted(os.listdir(installed.parent)) == ["vedfin-vedfin.conf"]
 
 
 def test_a_failed_reload_puts_the_previous_alarms_back(tmp_path: Path,
                                                        netdata_host: FakeHost) -> None:
     config = _config(tmp_path)
-    installed = tmp_path / "netdata" / "health.d" / "vedfin.conf"
+    installed = tmp_path / "netdata" / "health.d" / "vedfin-vedfin.conf"
     installed.write_text("# the alarms before\n")
     (tmp_path / "reload-fails").touch()
     with pytest.raises(CheckFailed) as raised:
@@ -145,7 +145,7 @@ def test_a_failed_reload_puts_the_previous_alarms_back(tmp_path: Path,
     assert said.endswith("netdatacli reload-health failed (the previous alarms file is back, "
                          "but Netdata did not reload it)")
     assert installed.read_text() == "# the alarms before\n"
-    assert sorted(os.listdir(installed.parent)) == ["vedfin.conf"]
+    assert sorted(os.listdir(installed.parent)) == ["vedfin-vedfin.conf"]
     installed.unlink()  # a first install whose reload fails leaves no file
     with pytest.raises(CheckFailed):
         monitoring.apply(netdata_host, config, netdata_health(config))
@@ -157,7 +157,7 @@ def test_a_file_netdata_reloads_but_does_not_load_is_replaced_by_the_previous_on
     """netdatacli says OK to any reload: only Netdata's API tells whether the alarms loaded,
     and when they did not, the file before this apply goes back."""
     config = _config(tmp_path, cpu={"above": 70})
-    installed = tmp_path / "netdata" / "health.d" / "vedfin.conf"
+    installed = tmp_path / "netdata" / "health.d" / "vedfin-vedfin.conf"
     installed.write_text("# the alarms before\n")
     (tmp_path / "alarms.json").write_text(netdata_answer(_config(tmp_path)))  # still 85
     clock = orchestration.FakeClock()
@@ -169,7 +169,7 @@ def test_a_file_netdata_reloads_but_does_not_load_is_replaced_by_the_previous_on
     assert "vedfin_ram_usage: Netdata runs another version of it" in str(raised.value)
     assert str(raised.value).endswith("(the previous alarms are back)")
     assert installed.read_text() == "# the alarms before\n"
-    assert sorted(os.listdir(installed.parent)) == ["vedfin.conf"]
+    assert sorted(os.listdir(installed.parent)) == ["vedfin-vedfin.conf"]
     assert (tmp_path / "reloads").read_text().count("reload-health") == 2  # new, then old
 
 
@@ -179,21 +179,21 @@ def test_an_apply_that_never_settled_keeps_the_last_good_file(tmp_path: Path,
     that fails puts back `.prev` (known good), not the unverified one."""
     config = _config(tmp_path, cpu={"above": 70})
     folder = tmp_path / "netdata" / "health.d"
-    (folder / "vedfin.conf").write_text("# unverified\n")
-    (folder / "vedfin.conf.prev").write_text("# the last good alarms\n")
+    (folder / "vedfin-vedfin.conf").write_text("# unverified\n")
+    (folder / "vedfin-vedfin.conf.prev").write_text("# the last good alarms\n")
     (tmp_path / "alarms.json").write_text(json.dumps({"alarms": {}}))
     with pytest.raises(CheckFailed, match=r"\(the previous alarms are back\)$"):
         monitoring.apply(netdata_host, config, netdata_health(config),
                          clock=orchestration.FakeClock().clock())
-    assert (folder / "vedfin.conf").read_text() == "# the last good alarms\n"
-    assert sorted(os.listdir(folder)) == ["vedfin.conf"]
+    assert (folder / "vedfin-vedfin.conf").read_text() == "# the last good alarms\n"
+    assert sorted(os.listdir(folder)) == ["vedfin-vedfin.conf"]
 
 
 def test_the_same_file_is_reloaded_when_netdata_does_not_have_it(tmp_path: Path,
                                                                   netdata_host: FakeHost
                                                                   ) -> None:
     config = _config(tmp_path)
-    (tmp_path / "netdata" / "health.d" / "vedfin.conf").write_text(netdata_health(config))
+    (tmp_path / "netdata" / "health.d" / "vedfin-vedfin.conf").write_text(netdata_health(config))
     (tmp_path / "alarms.json").write_text(json.dumps({"alarms": {}}))
     clock = orchestration.FakeClock()
     with pytest.raises(CheckFailed, match=r"vedfin_cpu_usage: not loaded.*\(the files were "
@@ -214,7 +214,7 @@ def test_no_netdata_or_alarms_it_does_not_load_are_one_line_errors(tmp_path: Pat
     with pytest.raises(CheckFailed, match=r"netdata alarms failed .*exit 7.*\(the previous "
                                           r"alarms are back\)$"):
         monitoring.apply(netdata_host, config, netdata_health(config))
-    assert not (tmp_path / "netdata" / "health.d" / "vedfin.conf").exists()
+    assert not (tmp_path / "netdata" / "health.d" / "vedfin-vedfin.conf").exists()
     (tmp_path / "alarms.json").write_text(netdata_answer(_config(tmp_path, disk={"above": 50})))
     clock = orchestration.FakeClock()
     with pytest.raises(CheckFailed, match=r"^monitoring: Netdata does not have the alarms as "
@@ -291,15 +291,17 @@ def test_notifications_carry_the_webhook_only_in_a_private_file(tmp_path: Path) 
     hook = "https://hooks.example/services/T0/B0/x'y"
     wanted = {f.rel: f for f in monitoring.files(config, {"SLACK_WEBHOOK_URL": hook})}
     assert sorted(wanted) == ["custom-plugins.d/vedfin-restarts.plugin",
-                              "health.d/vedfin.conf", "health_alarm_notify.conf"]
-    notify = wanted["health_alarm_notify.conf"]
+                              "health.d/vedfin-vedfin.conf", "health_alarm_notify.conf",
+                              "vedfin-notify-vedfin.conf"]
+    assert hook not in wanted["health_alarm_notify.conf"].text  # the dispatcher: no secret
+    notify = wanted["vedfin-notify-vedfin.conf"]
     assert notify.mode == "640" and notify.owned and not notify.reload
     assert "SLACK_WEBHOOK_URL='https://hooks.example/services/T0/B0/x'\"'\"'y'\n" in notify.text
     assert "DEFAULT_RECIPIENT_EMAIL=ops@example.com\n" in notify.text
     assert wanted["custom-plugins.d/vedfin-restarts.plugin"].mode == "755"
     said: list[str] = []  # an optional secret unset: Slack off, said, nothing refused
     quiet = {f.rel: f for f in monitoring.files(config, {}, say=said.append)}
-    assert 'SEND_SLACK="NO"' in quiet["health_alarm_notify.conf"].text
+    assert 'SEND_SLACK="NO"' in quiet["vedfin-notify-vedfin.conf"].text
     assert said == ["warning: alerts.slack: secret SLACK_WEBHOOK_URL has no value: Netdata's "
                     "Slack notifications are off"]
 
@@ -315,7 +317,7 @@ def test_the_secret_file_goes_over_stdin_never_on_the_command_line(tmp_path: Pat
     (tmp_path / "alarms.json").write_text(netdata_answer(config))
     monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
     assert all(hook not in c for c in netdata_host.command_lines), "webhook on a command line"
-    assert hook in (tmp_path / "netdata" / "health_alarm_notify.conf").read_text()
+    assert hook in (tmp_path / "netdata" / "vedfin-notify-vedfin.conf").read_text()
     notify = monitoring.apply_command(config, wanted[2])
     assert '$S grep -q' in notify and '$S cmp -s' in notify
 
@@ -333,7 +335,7 @@ def test_apply_installs_every_file_and_refuses_a_notify_file_it_did_not_write(
     assert now.errors[0].startswith("health_alarm_notify.conf: ") and \
         "was not written by vedfin-ops: move it aside" in now.errors[0], now.errors
     assert (root / "health_alarm_notify.conf").read_text() == "SEND_EMAIL=YES  # the admin's own\n"
-    assert (root / "health.d" / "vedfin.conf").exists()
+    assert (root / "health.d" / "vedfin-vedfin.conf").exists()
     (root / "health_alarm_notify.conf").unlink()
     changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
     assert changed and now.ok
@@ -341,7 +343,8 @@ def test_apply_installs_every_file_and_refuses_a_notify_file_it_did_not_write(
         assert (root / file.rel).read_text() == file.text
         assert oct((root / file.rel).stat().st_mode & 0o777) == f"0o{file.mode}"
     assert sorted(p.name for p in root.rglob("*") if p.is_file()) == [
-        "health_alarm_notify.conf", "vedfin-restarts.plugin", "vedfin.conf"]
+        "health_alarm_notify.conf", "vedfin-notify-vedfin.conf", "vedfin-restarts.plugin",
+        "vedfin-vedfin.conf"]
 
 
 def test_a_plugin_that_makes_no_chart_fails_its_alarm_not_the_others(
@@ -359,7 +362,7 @@ def test_a_plugin_that_makes_no_chart_fails_its_alarm_not_the_others(
                                     clock=clock.clock())
     assert changed and not now.ok and clock.t >= monitoring.PLUGIN_WAIT
     assert [n for n, ok, _ in now.items if not ok] == ["vedfin_container_restarts"]
-    assert (tmp_path / "netdata" / "health.d" / "vedfin.conf").exists()
+    assert (tmp_path / "netdata" / "health.d" / "vedfin-vedfin.conf").exists()
     clock = orchestration.FakeClock()  # the same files again: no minute-long wait
     changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:],
                                     clock=clock.clock())
@@ -378,7 +381,7 @@ def test_a_failed_plugin_install_leaves_the_alarms_and_fails_its_item(
     assert changed and not now.ok
     assert [e.split(":", 1)[0] for e in now.errors] == [
         "custom-plugins.d/vedfin-restarts.plugin"], now.errors
-    assert (tmp_path / "netdata" / "health.d" / "vedfin.conf").exists()
+    assert (tmp_path / "netdata" / "health.d" / "vedfin-vedfin.conf").exists()
 
 
 @pytest.mark.parametrize("fault", [KeyboardInterrupt, RuntimeError])
@@ -389,7 +392,7 @@ def test_an_apply_stopped_while_waiting_puts_every_changed_file_back(
     on."""
     config = _config(tmp_path)
     root = tmp_path / "netdata"
-    (root / "health.d" / "vedfin.conf").write_text("# the alarms before\n")
+    (root / "health.d" / "vedfin-vedfin.conf").write_text("# the alarms before\n")
     wanted = monitoring.files(config, {})
     run = netdata_host.run
 
@@ -401,6 +404,86 @@ def test_an_apply_stopped_while_waiting_puts_every_changed_file_back(
     netdata_host.run = stopped  # type: ignore[method-assign]
     with pytest.raises(fault):
         monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
-    assert (root / "health.d" / "vedfin.conf").read_text() == "# the alarms before\n"
+    assert (root / "health.d" / "vedfin-vedfin.conf").read_text() == "# the alarms before\n"
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
-        "health.d/vedfin.conf"]
+        "health.d/vedfin-vedfin.conf"]
+
+
+def _prefixed(config: Any, prefix: str) -> Any:
+    """The same config under another stack prefix: a second config on the same host."""
+    remote = config.remote.model_copy(update={"stack_prefix": prefix})
+    return config.model_copy(update={"remote": remote})
+
+
+def _both(*configs: Any) -> str:
+    """Netdata's answer when it has loaded every one of these configs' alarms."""
+    merged: dict[str, Any] = {}
+    for config in configs:
+        merged |= json.loads(netdata_answer(config))["alarms"]
+    return json.dumps({"hostname": "vps", "status": True, "alarms": merged})
+
+
+def _notified(root: Path, roles: str) -> dict[str, str]:
+    """What Netdata's alarm-notify.sh (bash) has after it sources health_alarm_notify.conf
+    for an alarm sent to `roles`, as it does with `roles` and `name` already set."""
+    import subprocess
+
+    script = (f'roles={roles!r}; source {root}/health_alarm_notify.conf; '
+              'printf "%s\\n" "${SLACK_WEBHOOK_URL:-}" "${DEFAULT_RECIPIENT_EMAIL:-}"')
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    hook, email = out.stdout.splitlines()
+    return {"slack": hook, "email": email}
+
+
+def test_two_configs_on_one_host_keep_their_own_alarms_and_notifications(
+        tmp_path: Path, netdata_host: FakeHost) -> None:
+    """Config B's apply keeps A's alarms file and A's Slack: each config's alarms go to
+    its own role, whose settings file the one health_alarm_notify.conf sources."""
+    shop = _prefixed(_slack_config(tmp_path, email="shop@example.com"), "shop")
+    mine = _slack_config(tmp_path)
+    root = tmp_path / "netdata"
+    (tmp_path / "alarms.json").write_text(_both(mine, shop))
+    for config, hook in ((mine, "https://hooks.example/mine"),
+                         (shop, "https://hooks.example/shop")):
+        wanted = monitoring.files(config, {"SLACK_WEBHOOK_URL": hook})
+        changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+        assert changed and now.ok, now.problems()
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "custom-plugins.d/vedfin-restarts.plugin", "health.d/vedfin-shop.conf",
+        "health.d/vedfin-vedfin.conf", "health_alarm_notify.conf", "vedfin-notify-shop.conf",
+        "vedfin-notify-vedfin.conf"]
+    assert (root / "health.d" / "vedfin-vedfin.conf").read_text() == netdata_health(mine)
+    assert "alarm: shop_cpu_usage\n" in (root / "health.d" / "vedfin-shop.conf").read_text()
+    assert "      to: vedfin-shop\n" in (root / "health.d" / "vedfin-shop.conf").read_text()
+    assert _notified(root, "vedfin-vedfin") == {"slack": "https://hooks.example/mine",
+                                                "email": "ops@example.com"}
+    assert _notified(root, "vedfin-shop") == {"slack": "https://hooks.example/shop",
+                                              "email": "shop@example.com"}
+    assert _notified(root, "sysadmin") == {"slack": "", "email": ""}  # Netdata's own alarms
+    assert monitoring.compare(shop, _both(mine, shop)).ok  # each judges its own alarms
+    assert [n for n, _, _ in monitoring.compare(shop, _both(mine, shop)).items] == [
+        "shop_cpu_usage", "shop_ram_usage", "shop_disk_usage", "shop_container_restarts"]
+
+
+def test_the_old_unnamed_alarms_file_is_taken_over_not_left_beside_the_new_one(
+        tmp_path: Path, netdata_host: FakeHost) -> None:
+    """A host set up before files were named per config has health.d/vedfin.conf: the first
+    apply moves it to its own name (kept as the file to put back), so Netdata never loads
+    the same alarms twice; a vedfin.conf the tool did not write is left alone."""
+    config = _config(tmp_path)
+    folder = tmp_path / "netdata" / "health.d"
+    old = "# Rendered by vedfin-ops; edit the config, not this file.\n# the alarms before\n"
+    (folder / "vedfin.conf").write_text(old)
+    (tmp_path / "reload-fails").touch()  # first: an apply that fails puts the old one back
+    with pytest.raises(CheckFailed):
+        monitoring.apply(netdata_host, config, netdata_health(config))
+    assert sorted(os.listdir(folder)) == ["vedfin-vedfin.conf"]
+    assert (folder / "vedfin-vedfin.conf").read_text() == old
+    (tmp_path / "reload-fails").unlink()
+    (folder / "vedfin-vedfin.conf").rename(folder / "vedfin.conf")
+    (tmp_path / "alarms.json").write_text(netdata_answer(config))
+    changed, now = monitoring.apply(netdata_host, config, netdata_health(config))
+    assert changed and now.ok and sorted(os.listdir(folder)) == ["vedfin-vedfin.conf"]
+    (folder / "vedfin.conf").write_text("# the admin's own alarms\n")
+    monitoring.apply(netdata_host, config, netdata_health(config))
+    assert (folder / "vedfin.conf").read_text() == "# the admin's own alarms\n"

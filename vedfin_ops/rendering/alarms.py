@@ -15,9 +15,28 @@ from dataclasses import dataclass, replace
 
 from vedfin_ops.config.model import Config
 
-HEALTH_FILE = "vedfin.conf"  # in <netdataConfig>/health.d
-PLUGIN_FILE = "vedfin-restarts.plugin"  # in <netdataConfig>/custom-plugins.d
+LEGACY_HEALTH_FILE = "vedfin.conf"  # before files were named per config: taken over
+PLUGIN_FILE = "vedfin-restarts.plugin"  # in <netdataConfig>/custom-plugins.d (one per host)
 RESTARTS_CHART = "vedfin.container_restarts"
+
+
+def health_file(config: Config) -> str:
+    """The config's alarms in <netdataConfig>/health.d, named by its stack prefix: two
+    configs on one host each keep their own (`vedfin-`: a user file named like one of
+    Netdata's stock files, `redis.conf`, would replace the stock one)."""
+    return f"vedfin-{config.remote.stack_prefix}.conf"
+
+
+def role(config: Config) -> str:
+    """The Netdata role the config's alarms are sent to (their `to:` line): the one
+    health_alarm_notify.conf sources the config's own notification settings for it."""
+    return f"vedfin-{config.remote.stack_prefix}"
+
+
+def alarm_prefix(config: Config) -> str:
+    """The config's alarm names begin with its stack prefix (`-` as `_`, which Netdata keeps
+    in a name; a prefix has no `_`, so two prefixes never give one name)."""
+    return config.remote.stack_prefix.replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -31,6 +50,7 @@ class Alarm:
     warn: str | None = None
     crit: str | None = None
     units: str = "%"
+    to: str = "sysadmin"  # the role Netdata notifies: the config's own (see `role`)
 
 
 def _num(value: float) -> str:
@@ -54,20 +74,21 @@ def alarms(config: Config) -> list[Alarm]:
 def _alarms(config: Config) -> list[Alarm]:
     a = config.alerts
     cpu, ram = _window(a.cpu.for_), _window(a.ram.for_)
-    return [
-        Alarm("alarm", "vedfin_cpu_usage", "system.cpu",
+    name = alarm_prefix(config)
+    return [replace(alarm, to=role(config)) for alarm in [
+        Alarm("alarm", f"{name}_cpu_usage", "system.cpu",
               f"average -{cpu} unaligned of user,system,softirq,irq,guest", "lookup",
               f"CPU above {_num(a.cpu.above)}% for {cpu}",
               crit=f"$this > {_num(a.cpu.above)}"),
-        Alarm("alarm", "vedfin_ram_usage", "system.ram",
+        Alarm("alarm", f"{name}_ram_usage", "system.ram",
               f"average -{ram} unaligned percentage of used", "lookup",
               f"RAM above {_num(a.ram_warn)}% (warning) / {_num(a.ram.above)}% for {ram}",
               warn=f"$this > {_num(a.ram_warn)}", crit=f"$this > {_num(a.ram.above)}"),
-        Alarm("template", "vedfin_disk_usage", "disk.space", "$used * 100 / ($avail + $used)",
+        Alarm("template", f"{name}_disk_usage", "disk.space", "$used * 100 / ($avail + $used)",
               "calc", f"disk above {_num(a.disk.above)}%",
               crit=f"$this > {_num(a.disk.above)}"),
-        Alarm("alarm", "vedfin_container_restarts", RESTARTS_CHART, "$restarts", "calc",
+        Alarm("alarm", f"{name}_container_restarts", RESTARTS_CHART, "$restarts", "calc",
               f"task containers that died unasked in the last {_window(a.restarts.within)}: "
               f"more than {a.restarts.above}", crit=f"$this > {a.restarts.above}",
               units="containers"),
-    ]
+    ]]

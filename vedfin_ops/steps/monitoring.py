@@ -3,6 +3,12 @@ puts the rendered alarms into Netdata's health configuration and reloads it; wha
 loaded is then read back through its own API (`/api/v1/alarms?all`) and compared with the
 config, alarm by alarm. A reload that fails puts the previous alarms back: nothing is left
 half-applied.
+
+Several configs may share one host's Netdata: each has its own alarms file (`health.d/vedfin-
+<stackPrefix>.conf`, alarms named `<stackPrefix>_...`), its own notification settings
+(`vedfin-notify-<stackPrefix>.conf`) and its own role; health_alarm_notify.conf, the same for
+all, sends each config's alarms with that config's settings. The unnamed file of earlier
+versions (`health.d/vedfin.conf`) is taken over by the first config that applies.
 """
 
 from __future__ import annotations
@@ -18,7 +24,14 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Remote, RemoteError
 from vedfin_ops.remote.quoting import sh
-from vedfin_ops.rendering.alarms import HEALTH_FILE, PLUGIN_FILE, RESTARTS_CHART, Alarm, alarms
+from vedfin_ops.rendering.alarms import (
+    LEGACY_HEALTH_FILE,
+    PLUGIN_FILE,
+    RESTARTS_CHART,
+    Alarm,
+    alarms,
+    health_file,
+)
 from vedfin_ops.steps.operation import bare
 from vedfin_ops.steps.polling import REAL, Clock
 
@@ -39,10 +52,40 @@ class NetdataFile:
     mode: str = "644"
     reload: bool = False
     owned: bool = False
+    # the file's name before files were named per config: when this one does not exist yet,
+    # the old one (the tool's: it carries the mark) is moved here first and replaced as usual
+    legacy: str | None = None
 
 
-def health(text: str) -> NetdataFile:
-    return NetdataFile(f"health.d/{HEALTH_FILE}", text, reload=True)
+def health(config: Config, text: str) -> NetdataFile:
+    return NetdataFile(f"health.d/{health_file(config)}", text, reload=True,
+                       legacy=f"health.d/{LEGACY_HEALTH_FILE}")
+
+
+def notify_file(config: Config) -> str:
+    """The config's notification settings (the Slack webhook): one file per config."""
+    return f"vedfin-notify-{config.remote.stack_prefix}.conf"
+
+
+def dispatcher(config: Config) -> str:
+    """health_alarm_notify.conf, the one file Netdata's alarm-notify.sh reads (bash, with
+    `$roles` set): it reads the settings of the config whose role an alarm goes to, so each
+    config's alarms reach its own Slack and email. The same bytes from every config; it
+    holds no secret. Netdata's own alarms (role sysadmin) keep Netdata's stock settings."""
+    root = config.monitoring.netdata_config.rstrip("/")
+    return f"""# {MARK}; edit the configs, not this file.
+# Netdata's notifications for every vedfin-ops config on this host: an alarm whose role
+# (its `to:` line) is vedfin-<stackPrefix> is sent with that config's settings,
+# {root}/vedfin-notify-<stackPrefix>.conf.
+for vedfin_role in ${{roles//,/ }}; do
+  case "$vedfin_role" in
+    vedfin-*/*) ;;
+    vedfin-?*)
+      vedfin_settings={sh(root)}/"vedfin-notify-${{vedfin_role#vedfin-}}.conf"
+      if [ -f "$vedfin_settings" ]; then source "$vedfin_settings"; fi ;;
+  esac
+done
+"""
 
 
 def files(config: Config, secrets: Mapping[str, str],
@@ -52,14 +95,15 @@ def files(config: Config, secrets: Mapping[str, str],
     Slack off, with a warning: an optional secret never stops a deploy."""
     from vedfin_ops.rendering.files import netdata_health, netdata_notify, netdata_plugin
 
-    out = [health(netdata_health(config)),
+    out = [health(config, netdata_health(config)),
            NetdataFile(f"custom-plugins.d/{PLUGIN_FILE}", netdata_plugin(config), mode="755")]
     missing: set[str] = set()
     notify = netdata_notify(config, secrets, missing)
     for name in sorted(missing):
         say(f"warning: alerts.slack: secret {name} has no value: Netdata's Slack "
             f"notifications are off")
-    out.append(NetdataFile(NOTIFY_FILE, notify, mode="640", owned=True))
+    out.append(NetdataFile(notify_file(config), notify, mode="640", owned=True))
+    out.append(NetdataFile(NOTIFY_FILE, dispatcher(config), owned=True))
     return out
 
 
@@ -97,7 +141,7 @@ def apply_command(config: Config, file: NetdataFile | None = None) -> str:
     as `<name>.prev`), reloaded when Netdata's health reads it. An identical file is not
     swapped: it is reloaded only when asked (`VEDFIN_RELOAD_SAME`, when Netdata does not have
     it loaded). A file the tool owns only by name must carry its mark to be replaced."""
-    file = file or health("")
+    file = file or health(config, "")
     reload = 'reload || { echo "netdatacli reload-health failed" >&2; exit 4; }'
     # read as the writer reads: a 0640 file of root's is unreadable to the deploy user
     foreign = (f'if [ -e "$f" ] && ! $S grep -q {sh(MARK)} "$f"; then echo "$f was not '
@@ -110,7 +154,12 @@ def apply_command(config: Config, file: NetdataFile | None = None) -> str:
              'if [ -n "$g" ] && ! $S chgrp "$g" "$tmp"; then $S rm -f "$tmp"; '
              'echo "cannot give $f to group $g (Netdata could not read it)" >&2; exit 3; fi; '
              if file.mode == "640" else "")
-    return _prelude(config, file) + foreign + (
+    # the old name's file becomes this one's, so it is what a failure puts back and it is
+    # never loaded beside the new one (the same alarms twice)
+    takeover = (f'o={sh(config.monitoring.netdata_config + "/" + file.legacy)}; '
+                'if [ ! -e "$f" ] && [ -e "$o" ] && $S grep -q ' + sh(MARK) +
+                ' "$o"; then $S mv -f "$o" "$f" || exit 3; fi; ' if file.legacy else "")
+    return _prelude(config, file) + takeover + foreign + (
         'base=$(basename "$f"); tmp=$($S mktemp "$d/.$base.XXXXXX") || exit 3; '
         # whatever stops this command, its temp file (perhaps a secret) goes with it
         """trap '$S rm -f "$tmp" 2>/dev/null' EXIT; trap 'exit 1' HUP INT TERM PIPE; """
@@ -128,7 +177,7 @@ def apply_command(config: Config, file: NetdataFile | None = None) -> str:
 
 def restore_command(config: Config, file: NetdataFile | None = None) -> str:
     """Back to the file before this apply (none: no file), reloaded; says whether it is."""
-    file = file or health("")
+    file = file or health(config, "")
     return _prelude(config, file) + (
         f'if [ -e "$f{PREV}" ]; then $S mv -f "$f{PREV}" "$f" || exit 5; '
         'else $S rm -f "$f" || exit 5; fi; ' +
@@ -139,8 +188,8 @@ def settle_command(config: Config, wanted: Sequence[NetdataFile] = ()) -> str:
     """Every wanted file's `.prev` removed: a stale one (an apply stopped before it settled)
     must never become a later rollback's target once the live file is proven."""
     root = config.monitoring.netdata_config
-    paths = " ".join(sh(f"{root}/{f.rel}{PREV}") for f in wanted or [health("")])
-    return _prelude(config, health("")) + f"$S rm -f {paths}"
+    paths = " ".join(sh(f"{root}/{f.rel}{PREV}") for f in wanted or [health(config, "")])
+    return _prelude(config, health(config, "")) + f"$S rm -f {paths}"
 
 
 def alarms_url(config: Config) -> str:
@@ -236,7 +285,8 @@ def loaded(host: Remote, config: Config) -> Loaded:
 PLUGIN_WAIT = 75.0  # Netdata looks for new plugins every 60 s
 
 
-def apply(host: Remote, config: Config, health_file: str, *, extra: Sequence[NetdataFile] = (),
+def apply(host: Remote, config: Config, health_text: str, *,
+          extra: Sequence[NetdataFile] = (),
           wait: float = 30.0, clock: Clock = REAL) -> tuple[bool, Loaded]:
     """Install (the alarms, then `extra`: the plugin, the notification settings) and reload;
     then Netdata's API until it has every alarm as configured (its reload is asynchronous,
@@ -245,7 +295,7 @@ def apply(host: Remote, config: Config, health_file: str, *, extra: Sequence[Net
     which only the plugin makes: a chart that does not come is a failed item (the plugin
     needs the docker socket), not a reason to take the other alarms away. Returns (changed,
     what is loaded); raises CheckFailed."""
-    wanted = [health(health_file), *extra]
+    wanted = [health(config, health_text), *extra]
     changed: list[NetdataFile] = []
     try:
         now = _apply(host, config, wanted, changed, wait, clock)
@@ -334,7 +384,7 @@ def _put_back(host: Remote, config: Config, changed: Sequence[NetdataFile] | Non
     """Every changed file back to what it was, the alarms last (their reload then reads the
     rest as it was too)."""
     failed, unreloaded = [], False
-    for file in sorted(changed or [health("")], key=lambda f: f.reload):
+    for file in sorted(changed or [health(config, "")], key=lambda f: f.reload):
         try:
             out = host.run(restore_command(config, file), what="netdata alarms restore")
         except RemoteError as exc:

@@ -5,10 +5,13 @@ under load: tests/integration/test_monitoring_sandbox.py."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.fake import docker as fake_docker
 from tests.fake.host import Fault
 from vedfin_ops.errors import UsageError
 from vedfin_ops.steps.operation import RunFailed
@@ -26,17 +29,31 @@ def _restart(world: World, app: str | None = "api-production") -> list[str]:
                    clock=world.clock.clock(), verify_fn=world.hooks().verify)
 
 
-def _specs(world: World) -> dict[str, tuple[str, int]]:
-    return {n: (s["image"], s["replicas"]) for n, s in world.host.engine()["services"].items()}
+def _specs(world: World) -> dict[str, dict[str, Any]]:
+    """Every service's spec as the engine reports it (`docker service inspect`'s Spec)."""
+    return {name: fake_docker.inspect_one(name, svc)["Spec"]
+            for name, svc in world.host.engine()["services"].items()}
+
+
+def _kept(specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What a restart must keep: the whole spec but the counter that forces new tasks."""
+    out = copy.deepcopy(specs)
+    for spec in out.values():
+        spec["TaskTemplate"].pop("ForceUpdate", None)
+    return out
+
+
+def _forced(specs: dict[str, dict[str, Any]]) -> dict[str, int]:
+    return {name: spec["TaskTemplate"].get("ForceUpdate", 0) for name, spec in specs.items()}
 
 
 def test_restart_replaces_the_apps_tasks_and_audits_it(world: World) -> None:
     before = _specs(world)
-    template = world.host.engine()["services"][API]["template"]
     assert _restart(world) == ["api-production"]
-    engine = world.host.engine()
-    assert engine["restarts"] == [API] and engine["services"][API]["template"] != template
-    assert _specs(world) == before
+    assert world.host.engine()["restarts"] == [API]
+    after = _specs(world)
+    assert _kept(after) == _kept(before)  # image, resources, env, labels, replicas: all kept
+    assert _forced(after) == {**_forced(before), API: _forced(before)[API] + 1}
     last = world.audit()[-1]
     assert (last["action"], last["result"], last["detail"]) == ("restart", "ok",
                                                                  "api-production")
@@ -69,7 +86,7 @@ def test_a_fault_during_restart_leaves_the_spec_and_releases_the_lock(world: Wor
     with pytest.raises(RunFailed):
         _restart(world)
     world.settle()
-    assert _specs(world) == before
+    assert _kept(_specs(world)) == _kept(before)
     assert world.audit()[-1]["action"] == "restart"
     assert world.audit()[-1]["result"] in ("failed", "interrupted")
     assert not Path(world.layout.lock).exists()

@@ -191,6 +191,10 @@ def inspect_one(name: str, svc: dict[str, Any]) -> dict[str, Any]:
                     "Labels": {"com.docker.stack.image": svc.get("label", "")},
                     "Mode": {"Replicated": {"Replicas": svc["replicas"]}}},
            "Version": {"Index": svc["version"]}}
+    if svc.get("force"):  # `service update --force`s so far (a stack deploy keeps it)
+        out["Spec"]["TaskTemplate"]["ForceUpdate"] = svc["force"]
+    if svc.get("edits"):
+        out["Spec"]["TaskTemplate"]["Edits"] = svc["edits"]
     if svc["update"]:
         out["UpdateStatus"] = svc["update"]
     return out
@@ -373,11 +377,19 @@ def main(args: list[str]) -> int:
               if "broken" in json.dumps(state["services"].get(args[-1], {})) else "")
         return 0
     if args[:2] == ["service", "update"] and "--force" in args:  # a rolling restart
-        for name in [a for a in args[2:] if not a.startswith("-")]:
+        # as the engine: TaskTemplate.ForceUpdate goes up by one, and any other flag changes
+        # the spec too (kept as `edits`, in the spec inspect reports)
+        words, edits = args[2:-1], []
+        while words:
+            word = words.pop(0)
+            if word not in ("--force", "--detach", "-d", "--quiet", "-q"):
+                edits.append(word if "=" in word or not words else f"{word}={words.pop(0)}")
+        for name in args[-1:]:
             svc = state["services"][name]
             state["clock"] += 1
             started = f"t{state['clock']}"
-            svc["template"] = hashlib.sha256((svc["template"] + started).encode()).hexdigest()[:12]
+            svc["force"] = svc.get("force", 0) + 1
+            svc["edits"] = svc.get("edits", []) + edits
             svc["version"] += 1
             image, replicas = svc["image"], svc["replicas"]
             mixed = tasks(svc, image, True, replicas) + tasks(svc, image, False, 1)

@@ -330,3 +330,56 @@ def test_connecting_keeps_this_processs_ctrl_c_handler(monkeypatch: pytest.Monke
         assert signal.getsignal(signal.SIGINT) is not ours
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def _prefixed(config: Any, prefix: str, *, elsewhere: bool = False) -> Any:
+    """The config under another stack prefix; `elsewhere`: its apps at other domains (a
+    second config on the same host)."""
+    remote = config.remote.model_copy(update={"stack_prefix": prefix})
+    apps = [a.model_copy(update={"domain": f"{prefix}.{a.domain}"}) if elsewhere else a
+            for a in config.applications]
+    return config.model_copy(update={"remote": remote, "applications": apps})
+
+
+def test_two_configs_on_one_kuma_each_apply_only_their_own_monitors() -> None:
+    """Config B's apply leaves A's monitors and notifications alone, and A's next apply
+    changes nothing of B's: each owns what is named by its stack prefix."""
+    client = ScriptedKuma()
+    mine, shop = _config(), _prefixed(_config(), "shop", elsewhere=True)
+    _apply(client, mine)
+    theirs = _apply(client, shop)
+    assert theirs.changes == ["notification shop: Slack added",
+                              "notification shop: PagerDuty added",
+                              *[f"monitor {m.name} added" for m in uptime.monitors(shop)]]
+    assert "shop: api-production shop.api.example.com/api/health" in [
+        m.name for m in uptime.monitors(shop)]
+    assert _apply(client, mine).changes == [] and _apply(client, shop).changes == []
+    names = sorted(m["name"] for m in client.mons.values())
+    assert len(names) == 8 and sum(n.startswith("vedfin: ") for n in names) == 4
+    shop_slack = next(i for i, n in client.notes.items() if n["name"] == "shop: Slack")
+    assert all(m["notificationIDList"] in ([shop_slack], [shop_slack + 1])
+               for m in client.mons.values() if m["name"].startswith("shop: "))
+    assert _apply(client, _prefixed(_config(pager=False), "shop-2", elsewhere=True)
+                  ).changes[0] == \
+        "notification shop-2: Slack added"  # shop-2 is not shop: nothing of shop's removed
+    assert len(client.mons) == 10
+
+
+def test_a_config_under_its_own_prefix_takes_over_its_old_monitors_by_name() -> None:
+    """Monitors an earlier version named `vedfin: ...` for a config whose stack prefix is
+    another: renamed (same id, its history kept), not added beside; the old notifications
+    no monitor uses any more are removed."""
+    client = ScriptedKuma()
+    client.mons[90] = {"name": "someone else's monitor", "url": "https://x", "active": True}
+    _apply(client)  # as the earlier version named them
+    before = {i: m["name"] for i, m in client.mons.items()}
+    shop = _prefixed(_config(), "shop")
+    took = _apply(client, shop)
+    assert {i: m["name"] for i, m in client.mons.items()} == {
+        i: n.replace("vedfin: ", "shop: ", 1) for i, n in before.items()}
+    assert [c for c in took.changes if c.startswith("monitor")] == [
+        f"monitor {n} renamed from {n.replace('shop: ', 'vedfin: ', 1)}"
+        for n in (m.name for m in uptime.monitors(shop))]
+    assert sorted(n["name"] for n in client.notes.values()) == ["shop: PagerDuty",
+                                                                 "shop: Slack"]
+    assert _apply(client, shop).changes == []

@@ -7,10 +7,13 @@ monitors of the same URL: `<url>` (retried after `downAfter`, Slack) and `<url> 
 (retried every check until the `pagerDutyAfter`-th failure, PagerDuty).
 
 Applied through Uptime Kuma's own API (socket.io, `uptime-kuma-api-ng`) over an SSH tunnel to
-its port on the host. The tool owns what is named `vedfin: ...`: those are added, edited to
-match and deleted when the config no longer has them; anything else on the server is left
-alone. Uptime Kuma has no transaction: a run that stops half-way says what it changed, and the
-next apply converges (every step compares before it writes).
+its port on the host. A config owns what is named `<stackPrefix>: ...` (`vedfin: ...` for the
+default prefix): those are added, edited to match and deleted when the config no longer has
+them; anything else on the server (another config's, the user's own) is left alone. A config
+with another prefix takes over the `vedfin: ...` monitors an earlier version made for it (the
+same app, host and path): renamed, their history kept. Uptime Kuma has no transaction: a run
+that stops half-way says what it changed, and the next apply converges (every step compares
+before it writes).
 """
 
 from __future__ import annotations
@@ -30,9 +33,23 @@ from vedfin_ops.config.secret_store import masked
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote.host import Remote
 
-PREFIX = "vedfin: "
+PREFIX = "vedfin: "  # the default prefix's, and every config's before names were per config
 SLACK = "vedfin: Slack"
 PAGERDUTY = "vedfin: PagerDuty"
+
+
+def prefix(config: Config) -> str:
+    """What the config's monitors and notifications are named with (`: ` ends the stack
+    prefix: `shop` does not own `shop-2: ...`)."""
+    return f"{config.remote.stack_prefix}: "
+
+
+def slack(config: Config) -> str:
+    return f"{prefix(config)}Slack"
+
+
+def pagerduty(config: Config) -> str:
+    return f"{prefix(config)}PagerDuty"
 # what the tool sets on a monitor and compares on the next apply
 FIELDS = ("url", "interval", "retryInterval", "maxretries", "headers", "notificationIDList",
           "accepted_statuscodes")
@@ -74,12 +91,12 @@ def monitors(config: Config) -> list[Monitor]:
                 continue
             host = endpoint.url.split("://", 1)[1].split("/", 1)[0]
             headers = None if host == endpoint.host else json.dumps({"Host": endpoint.host})
-            name = f"{PREFIX}{app.name} {endpoint.host}{path}"
+            name = f"{prefix(config)}{app.name} {endpoint.host}{path}"
             out.append(Monitor(name, endpoint.url, headers, every, retry, slack_retries,
-                               SLACK if config.alerts.slack else None))
+                               slack(config) if config.alerts.slack else None))
             if config.alerts.pager_duty:
                 out.append(Monitor(f"{name} [PagerDuty]", endpoint.url, headers, every, every,
-                                   kuma.pager_duty_after - 1, PAGERDUTY))
+                                   kuma.pager_duty_after - 1, pagerduty(config)))
     return out
 
 
@@ -97,12 +114,12 @@ def notifications(config: Config, secrets: Mapping[str, str],
         return secrets[name]
 
     out: dict[str, dict[str, Any]] = {}
-    slack = value(config.alerts.slack, "slack") if config.alerts.slack else None
-    if slack:
-        out[SLACK] = {"type": "slack", "slackwebhookURL": slack}
+    hook = value(config.alerts.slack, "slack") if config.alerts.slack else None
+    if hook:
+        out[slack(config)] = {"type": "slack", "slackwebhookURL": hook}
     pager = value(config.alerts.pager_duty, "pagerDuty") if config.alerts.pager_duty else None
     if pager:
-        out[PAGERDUTY] = {"type": "PagerDuty",
+        out[pagerduty(config)] = {"type": "PagerDuty",
                           "pagerdutyIntegrationUrl": config.alerts.pager_duty_url,
                           "pagerdutyIntegrationKey": pager,
                           "pagerdutyPriority": "critical", "pagerdutyAutoResolve": "resolve"}
@@ -200,8 +217,11 @@ def apply(host: Remote, config: Config, secrets: Mapping[str, str], *,
     hide = [v for v in secrets.values() if v]
     with session(host, config, secrets, connect) as client:
         try:
-            ids = _notifications(client, wanted_notes, applied)
-            _monitors(client, wanted, ids, applied)
+            mine = prefix(config)
+            ids = _notifications(client, wanted_notes, applied, mine)
+            _monitors(client, wanted, ids, applied, mine)
+            if mine != PREFIX:
+                _drop_unused_legacy(client, applied)
             applied.status = _first_checks(client, wanted, wait)
         except CheckFailed:
             raise
@@ -213,9 +233,9 @@ def apply(host: Remote, config: Config, secrets: Mapping[str, str], *,
 
 
 def _notifications(client: Client, wanted: Mapping[str, dict[str, Any]],
-                   applied: Applied) -> dict[str, int]:
+                   applied: Applied, mine: str) -> dict[str, int]:
     have = {n["name"]: n for n in client.get_notifications()
-            if str(n.get("name", "")).startswith(PREFIX)}
+            if str(n.get("name", "")).startswith(mine)}
     ids: dict[str, int] = {}
     for name, spec in wanted.items():
         now = have.get(name)
@@ -253,15 +273,23 @@ def _same(now: Mapping[str, Any], spec: Mapping[str, Any]) -> bool:
 
 
 def _monitors(client: Client, wanted: list[Monitor], ids: Mapping[str, int],
-              applied: Applied) -> None:
+              applied: Applied, mine: str) -> None:
     from uptime_kuma_api import MonitorType
 
-    have = {m["name"]: m for m in client.get_monitors()
-            if str(m.get("name", "")).startswith(PREFIX)}
+    every = client.get_monitors()
+    have = {m["name"]: m for m in every if str(m.get("name", "")).startswith(mine)}
+    # an earlier version's name for one of ours (another prefix than the default's only)
+    legacy = {m["name"]: m for m in every if mine != PREFIX and
+              str(m.get("name", "")).startswith(PREFIX)}
     for monitor in wanted:
         spec = monitor.fields(ids)
         now = have.get(monitor.name)
-        if now is None:
+        old = PREFIX + monitor.name.removeprefix(mine)
+        if now is None and old in legacy:
+            client.edit_monitor(int(legacy[old]["id"]), type=MonitorType.HTTP,
+                                name=monitor.name, **spec)
+            applied.changes.append(f"monitor {monitor.name} renamed from {old}")
+        elif now is None:
             client.add_monitor(type=MonitorType.HTTP, name=monitor.name, **spec)
             applied.changes.append(f"monitor {monitor.name} added")
         elif not _same(now, spec):
@@ -272,6 +300,16 @@ def _monitors(client: Client, wanted: list[Monitor], ids: Mapping[str, int],
         if name not in names:
             client.delete_monitor(int(now["id"]))
             applied.changes.append(f"monitor {name} removed")
+
+
+def _drop_unused_legacy(client: Client, applied: Applied) -> None:
+    """The earlier version's notifications (`vedfin: Slack`, `vedfin: PagerDuty`) once no
+    monitor uses them: the monitors taken over now use this config's own."""
+    used = {int(i) for m in client.get_monitors() for i in m.get("notificationIDList") or []}
+    for note in client.get_notifications():
+        if note.get("name") in (SLACK, PAGERDUTY) and int(note["id"]) not in used:
+            client.delete_notification(int(note["id"]))
+            applied.changes.append(f"notification {note['name']} removed (no monitor uses it)")
 
 
 def _first_checks(client: Client, wanted: list[Monitor], wait: float

@@ -9,7 +9,8 @@ copies are made by the tool (boto3 runs here, not on the host): the next `db.bac
 deploy copies every backup the bucket lacks.
 
 `fab db.schedule` and every good deploy install the block (replaced whole, between its
-markers; the user's other cron lines are kept); `backups.nightly: null` removes it.
+markers; the user's other cron lines are kept); `backups.nightly: null` removes it. The block
+is named by the config's stack prefix: another config on the same deploy user keeps its own.
 """
 
 from __future__ import annotations

@@ -2,11 +2,14 @@
 
 `offHours: {start, end, replicas, envs}`: at `start` each app of the env goes to `replicas`,
 at `end` back to its configured count, by a generated script per env (`<base>/bin/offhours-
-<env> down|up`) that takes the env's lock as the tool does (a deploy, restore or backup in
-progress skips that run), scales the services that exist, writes an audit line and a line of
-`<base>/offhours.log`. The lines live in the deploy user's crontab block with the nightly
-backups (`fab db.schedule`, every good deploy). A deploy inside the window keeps the off-hours
-count: it rolls out at the configured one, then scales down again.
+<env> down|up`) that takes the env's lock as the tool does, scales the services that exist,
+writes an audit line and a line of `<base>/offhours.log`. A paused env (an app at 0 replicas)
+is left as it is at both ends. A run that could not scale (a deploy, restore or backup held
+the lock; the engine failed) stays pending (`<base>/<env>/offhours-<mode>.pending`): a retry
+line every 5 minutes runs it until it is done or its window closes (then gives up, in the
+log); `status` shows a pending run. The lines live in the config's crontab block with the
+nightly backups (`fab db.schedule`, every good deploy). A deploy inside the window keeps the
+off-hours count: it rolls out at the configured one, then scales down again.
 """
 
 from __future__ import annotations

@@ -332,6 +332,39 @@ def test_draining_a_worker_under_load_fails_no_request(cluster: dict[str, Any]) 
         nodes.docker(0, "node", "update", "--availability", "active", "node2")
 
 
+def test_placement_is_judged_by_where_postgres_and_the_edge_run(
+        cluster: dict[str, Any]) -> None:
+    """The engines' own `service ps` places postgres and the edge on node0. A config that
+    moved the public address to node2 (node0 still labelled) cannot give node2 the edge's
+    label too, and node0 cannot be drained: postgres runs there. Nothing moves."""
+    from vedfin_ops.steps.cluster import drain, join
+    from vedfin_ops.steps.operation import RunFailed
+
+    _deploy(cluster, "v1")
+    config = cluster["config"]
+    moved = config.model_copy(update={"nodes": [
+        n.model_copy(update={"public": n.name == "node2"}) for n in config.nodes]})
+    before = sorted(t["id"] for t in _tasks())
+    host = _host(cluster)
+    try:
+        with pytest.raises(RunFailed) as joined:
+            join(host, host, moved, "node2", say=print)
+        with pytest.raises(RunFailed) as drained:
+            drain(host, config, "node0", say=print, show=lambda _lines: None)
+    finally:
+        host.close()
+    assert "cluster.join: node0 carries vedfin.edge already and the edge runs on node0 " \
+           "(its volume is there)" in str(joined.value), joined.value
+    assert "cluster.drain: node0 runs postgres" in str(drained.value), drained.value
+    labels = nodes.docker(0, "node", "inspect", "--format", "{{json .Spec.Labels}}",
+                          "node2").stdout
+    assert "vedfin.edge" not in labels, labels
+    availability = nodes.docker(0, "node", "inspect", "--format", "{{.Spec.Availability}}",
+                                "node0").stdout.strip()
+    assert availability == "active"
+    assert sorted(t["id"] for t in _tasks()) == before, "no task may move or restart"
+
+
 def test_a_stopped_worker_engine_is_shown_down_and_its_tasks_move_elsewhere(
         cluster: dict[str, Any]) -> None:
     _deploy(cluster, "v1")

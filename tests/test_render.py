@@ -292,3 +292,21 @@ def test_an_acme_ca_is_an_explicit_issuer_per_site_with_its_root_shipped(
     data["edge"]["acmeCA"] = "http://plain.example/dir"
     with pytest.raises(ConfigError, match=r"edge\.acmeCA"):
         config_from_dict(data, str(tmp_path / "dokploy.yaml"))
+
+
+def test_images_the_registry_pinned_are_deployed_by_digest_never_by_tag() -> None:
+    """With a registry, deploy resolves each image to its digest first (steps/images): the
+    stack file must name that digest, or the engine would run whatever the tag names when it
+    pulls (a tag moved meanwhile, a digest set by hand) and call it this release."""
+    config = load_config(SHIPPED)
+    digest = {"api-production": "sha256:" + "a" * 64, "web-production": "sha256:" + "b" * 64}
+    pins = {f"{app.image_repo}:v7": f"{app.image_repo}:v7@{digest[app.name]}"
+            for app in config.apps("production")}  # as resolve_pins keys them
+    stack = _stack(render(config, "production", tag="v7", secrets=SECRETS, pins=pins),
+                   "production")
+    assert {name: svc["image"] for name, svc in stack["services"].items()} == {
+        "api-production": f"vedfinance/api:v7@{digest['api-production']}",
+        "web-production": f"vedfinance/web:v7@{digest['web-production']}"}
+    other = _stack(render(config, "production", tag="v8", secrets=SECRETS, pins=pins),
+                   "production")  # pins of another tag: never a digest that was not asked for
+    assert other["services"]["api-production"]["image"] == "vedfinance/api:v8"

@@ -268,7 +268,10 @@ def test_a_placement_label_where_the_config_does_not_put_it_is_a_finding(variant
         _engine_node("c", "node2", right[2]),
         _engine_node("d", "spare", {"vedfin.edge": "true"})))
     assert placement_problems(config, engine) == [
-        "node1: carries vedfin.postgres but the config does not place that there (docker "
+        # removed, the label stops a postgres that runs there: swarm starts it on node0,
+        # on an empty volume, unless its data went there first
+        "node1: carries vedfin.postgres but the config does not place that there (if "
+        "postgres runs on node1, its data is there: move it to node0 first; then docker "
         "node update --label-rm vedfin.postgres node1)",
         "spare: carries vedfin.edge but the config does not place that there (docker node "
         "update --label-rm vedfin.edge spare)"]

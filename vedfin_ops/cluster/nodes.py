@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from vedfin_ops.cluster.placement import node_labels
+from vedfin_ops.cluster.placement import POSTGRES_LABEL, node_labels
 from vedfin_ops.config.model import Config, Node
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
@@ -76,6 +76,7 @@ def placement_problems(config: Config, engine: list[EngineNode]) -> list[str]:
     if not config.multi_node:
         return []
     by_name = _by_hostname(engine)
+    holder = next((n for n in config.cluster() if n.postgres), None)
     problems = []
     wanted: dict[str, dict[str, str]] = {}
     for node in config.cluster():
@@ -106,8 +107,13 @@ def placement_problems(config: Config, engine: list[EngineNode]) -> list[str]:
                        and k not in wanted.get(name, {}))
         if stray:
             removes = " ".join(f"--label-rm {k}" for k in stray)
+            # removed, the label stops a postgres that runs there: swarm would start it on
+            # the config's node, on an empty volume, unless its data went there first
+            first = (f"if postgres runs on {name}, its data is there: move it to "
+                     f"{holder.name} first; then "
+                     if POSTGRES_LABEL in stray and holder is not None else "")
             problems.append(f"{name}: carries {', '.join(stray)} but the config does not "
-                            f"place that there (docker node update {removes} {name})")
+                            f"place that there ({first}docker node update {removes} {name})")
     active = sum(1 for n in by_name.values() if n.state == "ready" and
                  n.availability == "active")
     for app in config.applications:

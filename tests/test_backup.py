@@ -500,3 +500,125 @@ def test_a_fault_in_rollback_restore_db_ends_on_v2_with_its_own_database(
     assert "\n" not in str(caught.value)
     assert world.audit()[-1]["action"] == "rollback"
     assert not Path(world.layout.lock).exists()
+
+
+# -- db.restore on the scripted host: the real checksum, the shared lock, a restarted postgres --
+
+def _restore(world: World, backup_id: str) -> str:
+    from vedfin_ops.steps.restore import RestoreRun, find_backup
+
+    backup = find_backup(world.host, world.config, "production", backup_id)  # type: ignore
+    result: str = RestoreRun(world.host, world.config, "production", backup,  # type: ignore
+                             say=world.said.append, clock=world.clock.clock()).execute()
+    return result
+
+
+def _deployed_backup(world: World) -> str:
+    assert world.deploy("v2").result == "ok"
+    taken: str = listing(world.host, world.layout).meta["backup"]  # type: ignore[arg-type]
+    return taken
+
+
+def test_a_restore_swaps_in_the_backup_and_keeps_the_old_database(world: World) -> None:
+    taken = _deployed_backup(world)
+    assert _restore(world, taken) == "vedfinance_prod"
+    kept = {n for n in _databases(world) if n != "vedfinance_prod"}
+    assert len(kept) == 1 and next(iter(kept)).startswith("vedfinance_prod_before_")
+    assert world.host.engine().get("closed", []) == []
+    assert not Path(world.layout.lock).exists()
+    assert not Path(world.layout.base, ".shared.lock").exists()
+
+
+def test_a_dump_corrupted_on_the_host_s_disk_is_refused_before_anything_changes(
+        world: World) -> None:
+    """The checksum runs on the host (sha256sum, for real): one byte changed, the size the
+    same, and the restore stops before it creates anything."""
+    taken = _deployed_backup(world)
+    dump = _backups_dir(world) / f"{taken}.dump"
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    dump.write_bytes(bytes(data))
+    sql_before = list(world.host.engine().get("sql", []))
+    with pytest.raises(RunFailed) as caught:
+        _restore(world, taken)
+    assert f"backup {taken} is corrupted" in str(caught.value)
+    assert "vedfinance_prod is untouched" in str(caught.value)
+    assert world.host.engine().get("sql", []) == sql_before  # nothing created, nothing closed
+    assert _databases(world) == {"vedfinance_prod"}
+    assert world.audit()[-1]["result"] == "failed"
+
+
+def test_a_restore_waits_for_the_shared_lock_and_changes_nothing_if_it_stays_held(
+        world: World) -> None:
+    """Another env's deploy holds the shared stack (postgres may restart under it): the
+    restore waits for it, then stops before it touches a database."""
+    from vedfin_ops.steps.lock import shared_lock
+
+    taken = _deployed_backup(world)
+    other = shared_lock(world.host, world.layout.shared_lock, action="deploy staging")
+    other.acquire()
+    sql_before = list(world.host.engine().get("sql", []))
+    with pytest.raises(RunFailed) as caught:
+        _restore(world, taken)
+    assert "the shared stack is locked by another run" in str(caught.value)
+    assert "deploy staging" in str(caught.value)
+    assert world.host.engine().get("sql", []) == sql_before
+    assert world.clock.t >= 120  # it waited
+    assert not Path(world.layout.lock).exists()
+    assert Path(world.layout.shared_lock).exists()  # still the other run's
+    other.release()
+    assert _restore(world, taken) == "vedfinance_prod"  # once it is free
+
+
+def test_a_restore_holds_the_shared_lock_while_it_changes_databases(world: World) -> None:
+    taken = _deployed_backup(world)
+    from .fake.host import Fault
+
+    seen: list[bool] = []
+    world.host.inject(Fault("swap databases", 1, "remote", after=True))
+    original = world.host._fault
+
+    def spy(what: str) -> Any:
+        if what in ("create database", "swap databases"):
+            seen.append(Path(world.layout.shared_lock).is_dir())
+        return original(what)
+
+    world.host._fault = spy  # type: ignore[method-assign]
+    with pytest.raises(RunFailed):
+        _restore(world, taken)
+    assert seen == [True, True]
+    assert not Path(world.layout.shared_lock).exists()  # released on the way out
+
+
+def test_a_restore_cut_by_a_postgres_restart_reopens_the_database_on_the_new_container(
+        world: World) -> None:
+    """postgres restarts in the middle of the swap, after the env's database stopped taking
+    connections: the put-back finds the new container (waiting until it is healthy) and
+    opens the database again, the new one dropped."""
+    taken = _deployed_backup(world)
+    world.host.set_engine(postgres_restarts_at="RENAME TO")
+    with pytest.raises(RunFailed) as caught:
+        _restore(world, taken)
+    state = world.host.engine()
+    assert state["postgres_container"] == "pg1"
+    assert state.get("closed", []) == [], state.get("closed")
+    assert _databases(world) == {"vedfinance_prod"}
+    message = str(caught.value)
+    assert "vedfinance_prod takes connections again" in message, message
+    assert "dropped" in message and "could not put" not in message
+
+
+def test_rollback_restore_db_takes_the_shared_lock_too(world: World) -> None:
+    from vedfin_ops.steps.lock import shared_lock
+
+    assert world.deploy("v2").result == "ok"
+    other = shared_lock(world.host, world.layout.shared_lock, action="deploy staging")
+    other.acquire()
+    with pytest.raises(RunFailed) as caught:
+        _rollback_restoring(world)
+    assert "the shared stack is locked by another run" in str(caught.value)
+    assert set(world.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
+    assert _databases(world) == {"vedfinance_prod"}
+    other.release()
+    assert _rollback_restoring(world)
+    assert not Path(world.layout.shared_lock).exists()

@@ -67,6 +67,19 @@ def run_sql(state: dict[str, Any], sql: str) -> int:
         if any(bad in statement for bad in state.get("sql_fails", [])):
             print(f"ERROR:  injected failure at {statement.strip()[:40]}", file=sys.stderr)
             return 3
+        restart = state.get("postgres_restarts_at")  # postgres restarts under this statement
+        if restart and restart in statement:
+            state.pop("postgres_restarts_at")
+            state["postgres_container"] = f"pg{int(state.get('postgres_container', 'pg0')[2:]) + 1}"
+            state["postgres_down"] = 2  # `docker ps` finds no healthy one twice, then the new
+            print("server closed the connection unexpectedly", file=sys.stderr)
+            return 2
+        allow = re.match(r"\s*ALTER DATABASE (?:" + _NAME + ") WITH ALLOW_CONNECTIONS (true|false)",
+                         statement)
+        if allow:  # committed at once: it outlives a failed transaction after it
+            closed = set(state.get("closed", [])) - {_ident(allow, 1)}
+            state["closed"] = sorted(closed | ({_ident(allow, 1)} if allow.group(3) == "false"
+                                               else set()))
         created = re.match(r"\s*CREATE DATABASE (?:" + _NAME + ")", statement)
         renamed = re.match(r"\s*ALTER DATABASE (?:" + _NAME + ") RENAME TO (?:" + _NAME + ")",
                            statement)
@@ -76,6 +89,9 @@ def run_sql(state: dict[str, Any], sql: str) -> int:
         elif renamed:
             _set_database(state, _ident(renamed, 1), False)
             _set_database(state, _ident(renamed, 3), True)
+            if _ident(renamed, 1) in state.get("closed", []):  # a database keeps its settings
+                state["closed"] = sorted(set(state["closed"]) - {_ident(renamed, 1)}
+                                         | {_ident(renamed, 3)})
         elif dropped:
             _set_database(state, _ident(dropped, 1), False)
     return 0
@@ -455,8 +471,12 @@ def main(args: list[str]) -> int:
                 if labels_of.get("vedfin.migrate") == env:
                     print(name)
             return 0
-        if any(".service.name=" in f for f in labels):
-            print("pg0")
+        if any(".service.name=" in f for f in labels):  # postgres: a restart changes its id
+            if state.get("postgres_down"):
+                state["postgres_down"] -= 1
+                save(state)
+                return 0
+            print(state.get("postgres_container", "pg0"))
             return 0
         for name, svc in sorted(state["services"].items()):
             for task in svc["tasks"]:
@@ -465,6 +485,9 @@ def main(args: list[str]) -> int:
         return 0
     if args[0] == "exec":  # the postgres container: a database check and pg_dump
         words = [a for a in args[1:] if a != "-i"]
+        if words[0] != state.get("postgres_container", words[0]):  # one that restarted
+            print(f"Error response from daemon: No such container: {words[0]}", file=sys.stderr)
+            return 1
         program = words[1]
         if program == "pg_dump":
             if state.get("dump_fails"):

@@ -31,7 +31,14 @@ from vedfin_ops.steps.backup import (
     postgres,
     take_backup,
 )
+from vedfin_ops.steps.lock import Lock, shared_lock
 from vedfin_ops.steps.operation import Operation, describe
+from vedfin_ops.steps.polling import until
+
+# how long a restore waits for the shared lock (another env's deploy or db-init), and for a
+# healthy postgres when it puts a database back (postgres restarted under it)
+SHARED_WAIT = 120.0
+POSTGRES_WAIT = 120.0
 
 # Every ordinary table of the database (no catalog, no extension's own), quoted the way
 # pg_dump names them; and each extension's configuration tables. (Counting in the same query
@@ -145,7 +152,9 @@ def swap_back_sql(database: str, restored: str, old: str) -> str:
 class DatabaseRestore:
     """A backup restored into a new database, verified, swapped in: the steps of db.restore,
     run by an operation that holds the env's lock (db.restore itself, and rollback
-    --restore-db, which swaps the database before the apps go back)."""
+    --restore-db, which swaps the database before the apps go back). It also takes the shared
+    lock before it changes a database (`shared`, which the operation lists among its held
+    locks): no deploy restarts postgres, and no other env's db-init runs, beside it."""
 
     def __init__(self, run: Operation, backup: Backup | None, into: str | None = None,
                  when: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -161,6 +170,23 @@ class DatabaseRestore:
         self.created: str | None = None  # the new database, dropped if the run fails
         self.swapping: tuple[str, str] | None = None  # (new, old name) while the swap runs
         self.swapped = False
+        self.shared: Lock = shared_lock(run.host, run.layout.shared_lock,
+                                        action=f"{run.action} {run.env} (restore)",
+                                        clock=run.clock)
+
+    def locks(self) -> list[Lock]:
+        """The locks this restore holds besides the operation's own (for its held_locks)."""
+        return [self.shared] if self.shared.taken else []
+
+    def find_postgres(self) -> None:
+        """postgres's container, found again: its id changes when it restarts, so a put-back
+        never trusts the one it started with (waits for a healthy one)."""
+        def healthy() -> str | None:
+            return postgres(self.host, self.config)
+
+        self.container = until(healthy, timeout=POSTGRES_WAIT, interval=2.0,
+                               clock=self.run.clock,
+                               describe=lambda: "no healthy postgres container")
 
     def psql(self, sql: str, what: str, database: str = "postgres") -> str:
         return self.host.run(commands.psql(self.container, self.config.postgres.user,
@@ -173,6 +199,8 @@ class DatabaseRestore:
         """Checksum, restore into a new database, compare with the dump. Nothing the env
         uses changes here; returns the new database's name."""
         backup, user, run = self.backup, self.config.postgres.user, self.run
+        run.step("restore: taking the shared stack's lock (postgres serves every env)")
+        self.shared.acquire(wait=SHARED_WAIT)
         self.container = postgres(self.host, self.config) or ""
         if not self.container:
             raise CheckFailed("restore: no healthy postgres container")
@@ -266,6 +294,7 @@ class DatabaseRestore:
         (then it says so); otherwise the env's database takes connections again and the new
         one is dropped, each tried even if the other fails."""
         said: list[str] = []
+        self.find_postgres()
         if self.swapping is not None:
             target, old = self.swapping
             if not self.exists(target) and self.exists(old):
@@ -297,6 +326,7 @@ class DatabaseRestore:
             return ""
         if not self.live:
             return f"{self.database} stays the restored {self.backup.id} (it had none before)"
+        self.find_postgres()
         try:
             self.psql(swap_back_sql(self.database, self.target, self.old),
                       "swap databases back")
@@ -311,7 +341,8 @@ class DatabaseRestore:
 
 
 class RestoreRun(Operation):
-    """`fab db.restore`: under the env's lock (no deploy migrates meanwhile), audited."""
+    """`fab db.restore`: under the env's lock (no deploy migrates meanwhile) and the shared
+    lock (no deploy restarts postgres meanwhile), audited."""
 
     action = "db-restore"
 
@@ -353,6 +384,9 @@ class RestoreRun(Operation):
 
     def needs_put_back(self) -> bool:
         return self.restore.needs_put_back()
+
+    def held_locks(self) -> list[Lock]:
+        return [self.lock, *self.restore.locks()]
 
     def put_back(self) -> str:
         return self.restore.put_back()

@@ -22,6 +22,7 @@ from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
 from vedfin_ops.steps.backup import Backup, list_backups
 from vedfin_ops.steps.env_run import EnvRun, as_env_host, engine_record, verify
+from vedfin_ops.steps.lock import Lock
 from vedfin_ops.steps.operation import Say, Show, describe
 from vedfin_ops.steps.polling import REAL, Clock
 from vedfin_ops.steps.restore import DatabaseRestore
@@ -97,6 +98,10 @@ class Rollback(EnvRun):
     def needs_put_back(self) -> bool:
         return self.restore is not None and (self.restore.needs_put_back()
                                              or self.restore.swapped)
+
+    def held_locks(self) -> list[Lock]:
+        """The env's lock, and the shared lock once `--restore-db` took it."""
+        return [*super().held_locks(), *(self.restore.locks() if self.restore else [])]
 
     def put_back(self) -> str:
         """Before redeploying the release that was live: if the make-current command may have

@@ -293,9 +293,8 @@ def test_an_env_name_loads_only_when_it_is_a_plain_lower_case_name(
     try:
         config = config_from_dict(_with_env(shipped_data, name))
     except ConfigError as exc:
-        line = exc.line()
-        assert line.startswith(f"error: dokploy.yaml: environments.{name}: ")
-        assert "\n" not in line.removeprefix(f"error: dokploy.yaml: environments.{name}: ")
+        assert (exc.file, exc.key) == ("dokploy.yaml", f"environments.{name}")
+        assert "\n" not in exc.line() and "\r" not in exc.line()
         assert re.fullmatch(ENV_NAME, name) is None or name in RESERVED_ENVS
         return
     assert re.fullmatch(ENV_NAME, name) and name not in RESERVED_ENVS

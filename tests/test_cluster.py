@@ -939,3 +939,77 @@ def test_a_node_joins_only_beside_a_postgres_pinned_to_its_node(
     assert world.host.engine()["services"][postgres]["constraints"] == [
         "node.labels.vedfin.postgres == true"]
     assert _join(world, "node2")["joined"] is True
+
+
+@pytest.mark.parametrize(("text", "deployed", "running", "volume", "pinned"), [
+    ("absent\n", False, "", "", False),
+    ('placement {"Constraints":["node.labels.vedfin.postgres == true"],"Platforms":[]}\n'
+     "Running|node0|Running 2 hours ago\nShutdown|node1|Shutdown 3 hours ago\n",
+     True, "node0", "node0", True),
+    # pending (no node takes it): its volume is where it last ran
+    ('placement {"Constraints":["node.labels.vedfin.postgres==true"]}\n'
+     "Running||Pending 5 seconds ago\nShutdown|node1|Failed 9 seconds ago\n",
+     True, "", "node1", True),
+    # pinned to managers, not to its volume's node
+    ('placement {"Constraints":["node.role == manager"]}\nRunning|node0|Running 1 hour ago\n',
+     True, "node0", "node0", False),
+    ("placement {}\nRunning|vm|Running 1 hour ago\n", True, "vm", "vm", False),
+    ("placement null\n", True, "", "", False),
+])
+def test_a_service_s_placement_reads_as_where_it_runs_and_what_pins_it(
+        text: str, deployed: bool, running: str, volume: str, pinned: bool) -> None:
+    from vedfin_ops.cluster.nodes import parse_service_place
+
+    place = parse_service_place(text)
+    assert (place.deployed, place.running_on, place.volume_node) == (deployed, running, volume)
+    assert place.pinned_by("vedfin.postgres") is pinned
+
+
+@pytest.mark.parametrize("text", ["", "Running|node0|Running\n", "placement {not json\n",
+                                  'placement ["a"]\n'])
+def test_an_unreadable_placement_is_an_error_not_an_unpinned_service(text: str) -> None:
+    from vedfin_ops.cluster.nodes import parse_service_place
+
+    with pytest.raises(CheckFailed, match="unreadable service placement"):
+        parse_service_place(text)
+
+
+@pytest.mark.parametrize(("engine_says", "expected"), [
+    ("Error: no such service: vedfin-shared_postgres", "absent"),
+    ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", "error"),
+])
+def test_only_a_missing_service_reads_as_not_deployed(tmp_path: Path, engine_says: str,
+                                                      expected: str) -> None:
+    """An engine that cannot answer must not make postgres look undeployed (a join would
+    then skip the check that it is pinned)."""
+    from vedfin_ops.cluster.nodes import read_service_place
+    from vedfin_ops.remote.host import RemoteError
+
+    from .fake.host import FakeHost
+
+    host = FakeHost(tmp_path)
+    (host.bin / "docker").write_text(f"#!/bin/sh\necho '{engine_says}' >&2\nexit 1\n")
+    if expected == "absent":
+        assert read_service_place(host, "vedfin-shared_postgres", "p").deployed is False
+    else:
+        with pytest.raises(RemoteError, match="Cannot connect to the Docker daemon"):
+            read_service_place(host, "vedfin-shared_postgres", "p")
+
+
+def test_a_drain_of_the_node_a_pending_postgres_last_ran_on_is_refused(
+        tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+        registry: Any) -> None:
+    """Postgres's task waits for a node (pending) and its labels are gone: its volume is
+    still on node1, where it last ran, and draining node1 would start it elsewhere."""
+    from vedfin_ops.steps.operation import RunFailed
+
+    world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
+    engine = world.host.engine()
+    engine["services"][_shared(world, "postgres")]["ps"] = [
+        "Running||Pending 5 seconds ago", "Shutdown|node1|Failed 9 seconds ago"]
+    world.host.set_engine(services=engine["services"])
+    with pytest.raises(RunFailed) as info:
+        _drain(world, "node1")
+    assert "cluster.drain: node1 holds postgres's volume (its last task ran there)" in \
+        str(info.value), info.value
+    assert _availability(world, "node1") == "active"

@@ -210,11 +210,13 @@ class Drain(ClusterRun):
         if not [n for n in active if n is not target]:
             raise CheckFailed(f"cluster.drain: {self.node} is the only active node")
         postgres = read_shared_place(self.host, self.config, "postgres")
-        if postgres.running_on == self.node:
-            raise CheckFailed(f"cluster.drain: {self.node} runs postgres "
-                              f"({shared_stack_name(self.config)}_postgres), on its volume: "
-                              f"drained, postgres would start on another node, on an empty "
-                              f"volume (move the volume first)")
+        if postgres.volume_node == self.node:
+            how = (f"runs postgres ({shared_stack_name(self.config)}_postgres), on its volume"
+                   if postgres.running_on == self.node
+                   else "holds postgres's volume (its last task ran there)")
+            raise CheckFailed(f"cluster.drain: {self.node} {how}: drained, postgres would "
+                              f"start on another node, on an empty volume (move the volume "
+                              f"first)")
         configured = configured_node(self.config, self.node) if self.config.multi_node \
             else None
         if target.labels.get(POSTGRES_LABEL) == "true" or (configured and configured.postgres):

@@ -40,6 +40,21 @@ def test_out_under_a_file_names_the_path_and_the_reason(tmp_path: Path) -> None:
     assert "Not a directory" in message or "File exists" in message
 
 
+def test_env_files_git_could_commit_are_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    """Every writer of a render (the task, the benchmarks, the sandbox's tests) goes through
+    write_tree: inside a git work tree its env files must be git-ignored."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(UsageError) as info:
+        write_tree(Rendered(FILES, []), tmp_path / "out")
+    assert str(info.value).startswith(f"--out {tmp_path / 'out'}: {tmp_path}/out/env/api-"
+                                      f"production.env would hold secrets in the git work tree")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / ".gitignore").write_text("*.env\n")  # ignored by any rule will do
+    write_tree(Rendered(FILES, []), tmp_path / "out")
+    assert (tmp_path / "out/env/api-production.env").read_text() == "A=1\n"
+
+
 @pytest.mark.parametrize("name", ["chart.png", "chart.svg", "chart.html"])
 def test_chart_in_a_missing_folder_names_the_path(tmp_path: Path, report: CapacityReport,
                                                   name: str) -> None:

@@ -43,6 +43,7 @@ def _with_s3(data: dict[str, Any], **changes: Any) -> None:
     ({"prefix": "no-slash"}, "backups.s3.prefix"),
     ({"keep": 0}, "backups.s3.keep"),
     ({"bucket": None}, "backups.s3.bucket"),
+    ({"endpoint": "http://minio.internal:9000"}, "backups.s3.endpoint"),
 ])
 def test_bad_s3_settings_name_the_key_and_never_echo_a_key(
         variant: Callable[[Callable[[dict[str, Any]], Any]], Config], changes: dict[str, Any],
@@ -64,6 +65,23 @@ def test_the_shipped_config_copies_to_the_runbook_s_r2_bucket() -> None:
     assert s3.secret_refs() == {"accessKeyId": "BACKUP_S3_ACCESS_KEY_ID",
                                 "secretAccessKey": "BACKUP_S3_SECRET_ACCESS_KEY",
                                 "endpoint ${R2_ACCOUNT_ID}": "R2_ACCOUNT_ID"}
+
+
+def test_a_plain_http_endpoint_needs_allow_http(
+        variant: Callable[[Callable[[dict[str, Any]], Any]], Config]) -> None:
+    with pytest.raises(ConfigError, match=r"backups.s3.endpoint: .*allowHttp: true"):
+        variant(lambda d: _with_s3(d, endpoint="http://minio.internal:9000"))
+    config = variant(lambda d: _with_s3(d, endpoint="http://127.0.0.1:9000", allowHttp=True))
+    assert config.backups.s3 is not None and config.backups.s3.allow_http
+
+
+def test_server_side_encryption_is_asked_for_except_where_every_object_is_encrypted() -> None:
+    """R2 encrypts every object at rest and implements no SSE header; any other endpoint is
+    asked for AES256 on each object."""
+    r2 = BackupS3.model_validate(R2)
+    other = BackupS3.model_validate({**R2, "endpoint": "https://s3.eu-west-1.amazonaws.com"})
+    assert offsite.encryption(r2) == {}
+    assert offsite.encryption(other) == {"ServerSideEncryption": "AES256"}
 
 
 def test_the_endpoint_s_secret_parts_are_filled_in_or_named_when_missing() -> None:
@@ -93,13 +111,13 @@ class _Deletes:
 def test_the_bucket_keeps_the_newest_copies_and_never_the_one_just_made() -> None:
     settings = BackupS3.model_validate({**R2, "keep": 2, "prefix": "vedfin/"})
     client = _Deletes()
-    target = Bucket(settings, client)
+    target = Bucket(settings, client, owner="vedfin")
     ids = ["20261101T000000Z", "20261102T000000Z", "20261103T000000Z", "20261104T000000Z"]
     assert prune(target, "db", ids, protect="20261104T000000Z") == ids[:2]
-    assert client.deleted == ["vedfin/db/20261101T000000Z.json",
-                              "vedfin/db/20261101T000000Z.dump",
-                              "vedfin/db/20261102T000000Z.json",
-                              "vedfin/db/20261102T000000Z.dump"]  # records first
+    assert client.deleted == ["vedfin/vedfin/db/20261101T000000Z.json",
+                              "vedfin/vedfin/db/20261101T000000Z.dump",
+                              "vedfin/vedfin/db/20261102T000000Z.json",
+                              "vedfin/vedfin/db/20261102T000000Z.dump"]  # records first
     # a copy made by a clock running behind is still kept
     assert prune(target, "db", ids, protect="20261101T000000Z") == ids[1:2]
     assert prune(target, "db", ids[:2], protect="x") == []
@@ -164,7 +182,8 @@ def _s3_world(world: World, endpoint: str) -> World:
     import uuid
 
     # a folder of the bucket per test: copies made by another test's world are not this one's
-    _with_s3(data, endpoint=endpoint, region="us-east-1", prefix=f"t{uuid.uuid4().hex}/")
+    _with_s3(data, endpoint=endpoint, region="us-east-1", prefix=f"t{uuid.uuid4().hex}/",
+             allowHttp=True)
     world.config = config_from_dict(data, "dokploy.yaml")
     return world
 
@@ -254,3 +273,77 @@ def test_the_host_file_is_read_front_to_back_never_more_than_a_window_ahead() ->
         assert len(reader.buffer) <= 100_000
     assert out == data and max(asked) <= 100_000 and sum(asked) == len(data)
     assert WindowedReader(Handle(), 0).read() == b""  # type: ignore[arg-type]
+
+
+def test_each_copy_is_encrypted_at_rest_and_its_sha256_kept_on_the_host(
+        world: World, s3_endpoint: str) -> None:
+    _s3_world(world, s3_endpoint)
+    assert world.deploy("v2").result == "ok"
+    taken = listing_meta(world)["backup"]
+    target = _bucket_of(world)
+    head = target.client.head_object(Bucket=target.settings.bucket,
+                                     Key=target.key("vedfinance_prod", taken, "dump"))
+    assert head.get("ServerSideEncryption") == "AES256"
+    ledger = Path(world.config.remote.base_dir) / "backups" / "offsite.sha256"
+    host_record = Path(world.config.remote.base_dir) / "backups" / "vedfinance_prod" / \
+        f"{taken}.json"
+    import json
+
+    sha = json.loads(host_record.read_text())["sha256"]
+    assert f"{sha}  vedfinance_prod/{taken}.dump" in ledger.read_text().splitlines()
+
+
+def test_a_copy_whose_record_and_dump_were_both_replaced_is_refused(
+        world: World, s3_endpoint: str) -> None:
+    """Whoever can write to the bucket can replace a dump and its record together; the
+    host's own record of what it copied says which sha256 the copy must have."""
+    import hashlib
+    import json
+
+    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.steps.restore import RestoreRun
+
+    _s3_world(world, s3_endpoint)
+    assert world.deploy("v2").result == "ok"
+    taken = listing_meta(world)["backup"]
+    target = _bucket_of(world)
+    s3, name = target.client, target.settings.bucket
+    forged = b"PGDMP another database altogether\n"
+    record = json.loads(s3.get_object(Bucket=name, Key=target.key(
+        "vedfinance_prod", taken, "json"))["Body"].read())
+    record |= {"sha256": hashlib.sha256(forged).hexdigest(), "size": len(forged)}
+    s3.put_object(Bucket=name, Key=target.key("vedfinance_prod", taken, "dump"), Body=forged)
+    s3.put_object(Bucket=name, Key=target.key("vedfinance_prod", taken, "json"),
+                  Body=json.dumps(record).encode())
+    folder = Path(world.config.remote.base_dir) / "backups" / "vedfinance_prod"
+    for path in folder.glob(f"{taken}.*"):
+        path.unlink()  # the host copy rotated out: the bucket's is the one to restore
+    sql_before = list(world.host.engine().get("sql", []))
+    with pytest.raises(RunFailed) as caught:
+        RestoreRun(world.host, world.config, "production", taken,  # type: ignore[arg-type]
+                   say=world.said.append, clock=world.clock.clock()).execute()
+    message = str(caught.value)
+    assert f"the copy of {taken} in s3://" in message and "this host copied" in message
+    assert world.host.engine().get("sql", []) == sql_before
+    assert not list(folder.glob(f"*{taken}*"))
+
+
+def test_two_configs_on_one_bucket_prune_only_their_own_copies(
+        world: World, s3_endpoint: str) -> None:
+    """Two configs (stackPrefix vedfin and other) whose databases share a name, one bucket,
+    one prefix: each one's retention counts and deletes only its own copies."""
+    _s3_world(world, s3_endpoint)
+    ours = _bucket_of(world)
+    theirs = Bucket(ours.settings.model_copy(update={"keep": 1}), ours.client, owner="other")
+    s3, name = ours.client, ours.settings.bucket
+    ids = ["20261101T000000Z", "20261102T000000Z", "20261103T000000Z"]
+    for target in (ours, theirs):
+        for backup_id in ids:
+            for ext in ("dump", "json"):
+                s3.put_object(Bucket=name, Key=target.key("vedfinance_prod", backup_id, ext),
+                              Body=b"{}")
+    assert offsite.copy_ids(theirs, "vedfinance_prod") == ids
+    assert prune(theirs, "vedfinance_prod", offsite.copy_ids(theirs, "vedfinance_prod"),
+                 protect=ids[-1]) == ids[:2]
+    assert offsite.copy_ids(ours, "vedfinance_prod") == ids  # untouched
+    assert offsite.copy_ids(theirs, "vedfinance_prod") == ids[-1:]

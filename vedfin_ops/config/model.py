@@ -17,6 +17,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -642,6 +644,9 @@ class BackupS3(Model):
     endpoint `https://${R2_ACCOUNT_ID}.r2.cloudflarestorage.com`, region `auto`). Keys are
     always `${SECRET}` references to shared secrets."""
 
+    # plain http:// carries the dumps and the signed requests in clear: refused unless this
+    # says so (a test server on this machine); before `endpoint`, which is checked against it
+    allow_http: bool = False
     endpoint: Annotated[str, AfterValidator(_endpoint)]
     bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
     region: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "auto"
@@ -652,6 +657,15 @@ class BackupS3(Model):
     ca_root: Annotated[str, AfterValidator(_ca_root)] | None = None
     # the newest this many copies of each database are kept in the bucket
     keep: Annotated[Count, Field(ge=1, le=10000)] = 30
+
+    @field_validator("endpoint")
+    @classmethod
+    def _https_unless_allowed(cls, value: str, info: ValidationInfo) -> str:
+        if value.startswith("http://") and not info.data.get("allow_http"):
+            raise ValueError(f"{show(value)} is plain http: the dumps would cross the network "
+                             f"unencrypted; use https://, or set backups.s3.allowHttp: true "
+                             f"(a test server on this machine)")
+        return value
 
     def secret_refs(self) -> dict[str, str]:
         """key -> secret name, for every reference this section makes."""

@@ -363,6 +363,12 @@ def backup_records(root: str) -> str:
             f"printf 'ORPHAN %s\\n' \"$f\"; done; true")
 
 
+def append_once(path: str, line: str) -> str:
+    """`line` appended to `path` unless it is there already (a retried upload)."""
+    return (f"grep -qxF -- {sh(line)} {sh(path)} 2>/dev/null || "
+            f"printf '%s\\n' {sh(line)} >> {sh(path)}")
+
+
 def backup_state(root: str, release_json: str) -> str:
     """`backup_records`, then the host's UTC time (`NOW 20261129T123500Z`: a backup's id is
     the host's time, as the nightly script's is, so ids from both sort by one clock) and

@@ -79,7 +79,7 @@ def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
         from vedfin_ops.sandbox.s3 import BUCKET, REGION
 
         backups["s3"] = {**backups["s3"], "endpoint": s3_endpoint, "bucket": BUCKET,
-                         "region": REGION}
+                         "region": REGION, "allowHttp": s3_endpoint.startswith("http://")}
     else:
         backups.pop("s3", None)
     data["backups"] = backups

@@ -2,10 +2,17 @@
 
 A backup on the host dies with the host. Each backup is streamed from the host over the SSH
 link's SFTP channel straight into the bucket (boto3's multipart upload; no copy on this
-machine), as `<prefix><database>/<id>.dump` with its record beside it as `<id>.json`. The record
-goes last: a copy whose record is missing was cut, and is neither listed nor restored.
-`db.restore --from s3:ID` streams the dump back into the host's backup folder, checks its
-sha256 against the record, and restores it as any backup on the host.
+machine), as `<prefix><stackPrefix>/<database>/<id>.dump` with its record beside it as
+`<id>.json`: named by the config's stackPrefix, so two configs writing to one bucket each
+count and prune only their own copies. The record goes last: a copy whose record is missing
+was cut, and is neither listed nor restored. Each object is stored with server-side
+encryption (AES256) where the endpoint implements it (R2 encrypts every object at rest and
+implements no SSE header). Before a dump is uploaded its sha256 is appended to the host's own
+list (`<base>/backups/offsite.sha256`, sha256sum's format): the record in the bucket sits
+beside the dump, and whoever can replace one can replace both.
+`db.restore --from s3:ID` refuses a copy whose record's sha256 is not the one this host
+copied, streams the dump back into the host's backup folder, checks its sha256 against the
+record, and restores it as any backup on the host.
 
 Error messages from the S3 endpoint are data: shown as one line, with secrets redacted.
 """
@@ -23,7 +30,7 @@ from vedfin_ops.config.model import BackupS3, Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Remote
-from vedfin_ops.steps.backup import ID, Backup, folder, id_order, list_backups
+from vedfin_ops.steps.backup import ID, Backup, folder, id_order, list_backups, root
 from vedfin_ops.steps.operation import describe
 
 PART = 16 * 1024 * 1024  # multipart chunks: 10,000 parts hold 156 GiB
@@ -35,6 +42,7 @@ class Bucket:
 
     settings: BackupS3
     client: Any
+    owner: str  # the config's stackPrefix: its copies are its own folder of the bucket
     secrets: tuple[str, ...] = ()  # redacted from whatever the endpoint says
 
     def said(self, exc: BaseException) -> str:
@@ -44,14 +52,34 @@ class Bucket:
         return masked(said(exc), self.secrets)
 
     def folder(self, database: str) -> str:
-        return f"{self.settings.prefix}{database}/"
+        return f"{self.settings.prefix}{self.owner}/{database}/"
 
     def key(self, database: str, backup_id: str, ext: str) -> str:
         return f"{self.folder(database)}{backup_id}.{ext}"
 
     @property
     def where(self) -> str:
-        return f"s3://{self.settings.bucket}/{self.settings.prefix}"
+        return f"s3://{self.settings.bucket}/{self.settings.prefix}{self.owner}/"
+
+
+def encryption(settings: BackupS3) -> dict[str, str]:
+    """What each upload asks for: server-side encryption (SSE-S3, AES256), except on R2,
+    which encrypts every object at rest and implements none of the SSE headers."""
+    if re.search(r"\.r2\.cloudflarestorage\.com(:[0-9]+)?(/|$)", settings.endpoint):
+        return {}
+    return {"ServerSideEncryption": "AES256"}
+
+
+def ledger(config: Config) -> str:
+    """The host's list of what it copied off-host: `<sha256>  <database>/<id>.dump` lines."""
+    return f"{root(config)}/offsite.sha256"
+
+
+def copied_sha256(text: str, database: str, backup_id: str) -> set[str]:
+    """The sha256s the ledger gives for a copy (one, unless the list was edited by hand)."""
+    name = f"{database}/{backup_id}.dump"
+    return {line.split()[0] for line in text.splitlines()
+            if len(line.split()) == 2 and line.split()[1] == name}
 
 
 def endpoint_url(settings: BackupS3, secrets: Mapping[str, str]) -> str:
@@ -80,7 +108,8 @@ def bucket(config: Config, secrets: Mapping[str, str]) -> Bucket | None:
     import boto3  # only when S3 is used: botocore takes a while to import
     from botocore.config import Config as BotoConfig
 
-    masked = Bucket(settings, None, tuple(v for v in secrets.values() if v))
+    owner = config.remote.stack_prefix
+    masked = Bucket(settings, None, owner, tuple(v for v in secrets.values() if v))
     try:
         client = boto3.client(
             "s3", endpoint_url=endpoint_url(settings, secrets), region_name=settings.region,
@@ -95,7 +124,7 @@ def bucket(config: Config, secrets: Mapping[str, str]) -> Bucket | None:
                               response_checksum_validation="when_required"))
     except ValueError as exc:  # an endpoint a filled-in secret made invalid, say
         raise CheckFailed(f"backups.s3.endpoint: {masked.said(exc)}") from None
-    return Bucket(settings, client, masked.secrets)
+    return Bucket(settings, client, owner, masked.secrets)
 
 
 def said(exc: BaseException) -> str:
@@ -133,10 +162,14 @@ def upload(host: Remote, target: Bucket, config: Config, backup: Backup,
     dump = f"{folder(config, backup.database)}/{backup.id}.dump"
     key = target.key(backup.database, backup.id, "dump")
     s3, name = target.client, target.settings.bucket
+    sse = encryption(target.settings)
+    host.run(commands.append_once(ledger(config),
+                                  f"{backup.sha256}  {backup.database}/{backup.id}.dump"),
+             what="record off-host copy")
     try:
         with host.open_read(dump) as source:
             s3.upload_fileobj(source, name, key,
-                              ExtraArgs={"Metadata": {"sha256": backup.sha256}},
+                              ExtraArgs={"Metadata": {"sha256": backup.sha256}, **sse},
                               Callback=_beating(beat),
                               Config=TransferConfig(multipart_chunksize=PART,
                                                     multipart_threshold=PART,
@@ -147,7 +180,7 @@ def upload(host: Remote, target: Bucket, config: Config, backup: Backup,
                               f"{backup.size}")
         s3.put_object(Bucket=name, Key=target.key(backup.database, backup.id, "json"),
                       Body=json.dumps(backup.to_dict()).encode(),
-                      ContentType="application/json")
+                      ContentType="application/json", **sse)
     except CheckFailed:
         raise
     except Exception as exc:
@@ -292,6 +325,15 @@ def fetch(host: Remote, config: Config, env: str, backup_id: str,
         known = ", ".join(copy_ids(target, database)[-5:]) or "none"
         raise UsageError(f"db.restore: no copy {backup_id} of {database} in {target.where} "
                          f"(latest: {known})")
+    recorded = copied_sha256(host.run(commands.read_file(ledger(config)),
+                                      what="off-host copies"), database, backup.id)
+    if recorded and backup.sha256 not in recorded:
+        raise CheckFailed(f"the copy of {backup.id} in {target.where} is not the one this host "
+                          f"copied (its record says sha256 {backup.sha256[:12]}..., this host "
+                          f"copied {sorted(recorded)[0][:12]}...); nothing changed")
+    if not recorded:
+        say(f"restore: this host has no record of copying {backup.id} (a new host?): the "
+            f"bucket's record is trusted")
     here = [b for b in list_backups(host, config, env).backups if b.id == backup.id]
     if here and here[0].sha256 == backup.sha256:
         say(f"restore: {backup.id} is on the host already (same sha256); not fetched")

@@ -45,6 +45,21 @@ def test_a_lock_is_released_only_by_the_run_that_took_it(tmp_path: Path) -> None
     _sh(commands.lock_beat(lock, "tok-a") + " || true")
     _sh(commands.lock_release(lock, "tok-a"))
     assert not Path(lock).exists()
+    assert list(tmp_path.iterdir()) == []  # the loser's makings went with it
+
+
+def test_whatever_is_at_the_locks_path_holds_it(tmp_path: Path) -> None:
+    """An empty folder (an older version's take, cut after its mkdir) or a file: held, never
+    replaced, so the holder it may be is not run beside; `lock.release` removes it."""
+    for kind in ("folder", "file"):
+        lock = tmp_path / f"{kind} lock"
+        lock.mkdir() if kind == "folder" else lock.write_text("")
+        held = _sh(commands.lock_acquire(str(lock), '{"who": "b"}', "tok-b")).splitlines()
+        assert held[0] == "held", kind
+        assert lock.is_dir() == (kind == "folder") and not (tmp_path / "holder").exists()
+        _sh(commands.lock_release(str(lock)))
+        assert _sh(commands.lock_acquire(str(lock), '{"who": "b"}', "tok-b")).startswith(
+            "acquired"), kind
 
 
 # what taking a lock may run: each is a point where a dropped link can end the take

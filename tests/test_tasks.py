@@ -213,11 +213,13 @@ def _lock_of(world: World, kind: str) -> Lock:
     return Operation(world.host, world.config, kind).lock
 
 
+@pytest.mark.parametrize("half", [False, True], ids=["whole", "half-taken"])
 @pytest.mark.parametrize("kind", ["production", "shared", "cluster"])
-def test_a_stale_lock_goes_with_the_command_its_refusal_prints(world: World, kind: str
-                                                                ) -> None:
+def test_a_stale_lock_goes_with_the_command_its_refusal_prints(world: World, kind: str,
+                                                                half: bool) -> None:
     """The way out a refused run names must work: `lock.release` with the printed flags
-    removes that lock (and only it), audited."""
+    removes that lock (and only it), audited. Half-taken: an empty folder, as an older
+    version's take cut after its mkdir left it (refused as held, not a remote error)."""
     import inspect
     import re
     import shlex
@@ -229,7 +231,10 @@ def test_a_stale_lock_goes_with_the_command_its_refusal_prints(world: World, kin
 
     stale = _lock_of(world, kind)
     folder = stale.path.rsplit("/", 1)[0]
-    stale.acquire(prefix=commands.mkdir_p(folder) + " && ")  # its run was killed: never freed
+    if half:
+        Path(stale.path).mkdir(parents=True)
+    else:
+        stale.acquire(prefix=commands.mkdir_p(folder) + " && ")  # its run was killed
     refused = _lock_of(world, kind).try_acquire()
     assert isinstance(refused, LockHeld)
     printed = re.search(r"fab -H HOST lock\.release([^)]*)\)", str(refused))

@@ -33,8 +33,8 @@ def lock_acquire(lock_dir: str, holder_json: str, token: str) -> str:
             f"echo acquired; "
             f"else rm -rf -- \"$n\"; echo held; "
             f"t=$(stat -c %Y -- {d}/heartbeat {d} 2>/dev/null | head -n 1); "
-            f"echo $(( $(date +%s) - ${{t:-$(date +%s)}} )); cat -- {d}/holder 2>/dev/null; "
-            f"fi; }}")
+            f"echo $(( $(date +%s) - ${{t:-$(date +%s)}} )); "
+            f"cat -- {d}/holder 2>/dev/null || true; fi; }}")
 
 
 def lock_beat(lock_dir: str, token: str) -> str:

@@ -224,15 +224,16 @@ def apply(host: Remote, config: Config) -> dict[str, str]:
 
 
 # The crontab less this config's block, and less the legacy (unnamed) block when it runs this
-# config's scripts (a field 6 under its bin folder): the upgrade takes over its own old block
-# and leaves another config's to that config. A legacy block without its END is kept whole.
+# config's scripts (a command under its bin folder, quotes aside): the upgrade takes over its
+# own old block and leaves another config's to that config. A legacy block without its END is
+# kept whole.
 _KEEP_OTHERS = r"""
 index($0, ENVIRON["M"]) == 1 { skip = 1; next }
 skip { if ($0 == ENVIRON["E"]) skip = 0; next }
 $0 == ENVIRON["OB"] { old = 1; mine = 0; held = $0 "\n"; next }
 old {
-  held = held $0 "\n"; f = $6; gsub("\047", "", f)
-  if (index(f, ENVIRON["B"]) == 1) mine = 1
+  held = held $0 "\n"; line = $0; gsub("\047", "", line)
+  if (index(line, " " ENVIRON["B"]) > 0) mine = 1
   if ($0 == ENVIRON["OE"]) { if (!mine) printf "%s", held; old = 0; held = "" }
   next
 }

@@ -850,3 +850,64 @@ def test_a_lock_removed_by_hand_and_left_free_is_taken_again_to_put_the_env_back
     assert "released by someone else" in str(info.value)
     assert "production back on" in str(info.value)
     assert_back_on_v1(world, info.value, "failed")
+
+
+def _edge_and_redis_change(world: World, shipped_data: dict[str, Any]) -> World:
+    """A production deploy whose config also changes the Caddyfile (a new domain) and
+    redis: the shared stack moves, its edge onto a new swarm config."""
+    import copy
+
+    from vedfin_ops.config.loader import config_from_dict
+
+    data = copy.deepcopy(shipped_data)
+    data["remote"] = {**data.get("remote", {}), "baseDir": world.config.remote.base_dir}
+    data["redis"]["image"] = "redis:7.4-alpine"
+    web = next(a for a in data["applications"] if a["name"] == "web-production")
+    web["domain"] = "app.v-edfinance.com"
+    return World(world.root, config_from_dict(data, "dokploy.yaml"), world.host, world.clock)
+
+
+def test_a_failed_deploy_puts_the_edge_and_redis_back_on_their_own_files(
+        world: World, shipped_data: dict[str, Any]) -> None:
+    before = {n: (s["image"], s["template"]) for n, s in world.host.engine()["services"].items()
+              if n.startswith("vedfin-shared_")}
+    shared = Path(world.layout.shared_hash).read_text()
+    changed = _edge_and_redis_change(world, shipped_data)
+    changed.verify_failures = ["web health: 502"]
+    with pytest.raises(RunFailed) as info:
+        changed.deploy("v2")
+    assert "shared stack back on its earlier files" in str(info.value), str(info.value)
+    assert_back_on_v1(changed, info.value, "failed")
+    changed.settle()
+    after = {n: (s["image"], s["template"]) for n, s in world.host.engine()["services"].items()
+             if n.startswith("vedfin-shared_")}
+    assert after == before  # redis's image and the edge's config both the earlier ones
+    assert Path(world.layout.shared_hash).read_text() == shared
+    assert world.deploy("v1").result == "noop"  # the engine runs the record again
+    changed.verify_failures = []
+    assert changed.deploy("v2").result == "ok"  # and the change goes in the next time
+    assert world.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7.4-alpine"
+    kept = Path(world.layout.shared_dir).readlink()
+    assert kept.name == Path(world.layout.shared_hash).read_text().strip()
+    assert kept.stat().st_mode & 0o777 == 0o700  # it holds postgres's password
+    assert (kept / "env" / "postgres.env").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in kept.parent.iterdir()) == [kept.name]  # older ones pruned
+
+
+def test_a_shared_service_the_engine_runs_otherwise_is_no_noop_and_shows_in_status(
+        world: World) -> None:
+    """A put-back that could not finish (or a `docker service update` by hand) leaves redis on
+    another spec under the same recorded files: the deploy of the same release is no no-op,
+    and status names it."""
+    from vedfin_ops.steps.status import status
+
+    assert world.deploy("v1").result == "noop"
+    state = world.host.engine()
+    redis = state["services"]["vedfin-shared_redis"]
+    redis["image"], redis["template"] = "redis:7.4-alpine", "by-hand"
+    world.host.set_engine(**state)
+    drift = status(world.host, world.config, "production")["drift"]  # type: ignore[arg-type]
+    assert any(line.startswith("shared stack: vedfin-shared_redis") for line in drift), drift
+    assert world.deploy("v1").result == "ok"
+    assert world.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7-alpine"
+    assert status(world.host, world.config, "production")["drift"] == []  # type: ignore[arg-type]

@@ -105,13 +105,42 @@ def tasks(svc: dict[str, Any], image: str, ready: bool, count: int) -> list[dict
     return [{"image": image, "ready": ready} for _ in range(count)]
 
 
+def stack_configs(state: dict[str, Any], spec: dict[str, Any], stack_file: str
+                  ) -> dict[str, str] | None:
+    """Swarm configs as the engine keeps them: immutable, so a file whose data changed under
+    a name the engine already holds is refused before anything moves (None, with the
+    engine's message); else each key's name (a service's spec names it)."""
+    names: dict[str, str] = {}
+    held = state.setdefault("configs", {})
+    for key, body in (spec.get("configs") or {}).items():
+        name = body.get("name") or key
+        with open(os.path.join(os.path.dirname(stack_file), body["file"]), "rb") as fh:
+            data = hashlib.sha256(fh.read()).hexdigest()
+        if held.get(name, data) != data:
+            print(f"failed to update config {name}: Error response from daemon: rpc error: "
+                  f"code = InvalidArgument desc = only updates to Labels are allowed",
+                  file=sys.stderr)
+            return None
+        names[key] = name
+    for key, name in names.items():
+        held[name] = hashlib.sha256(open(os.path.join(
+            os.path.dirname(stack_file), spec["configs"][key]["file"]), "rb").read()).hexdigest()
+    return names
+
+
 def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
     stack_file, stack = flag(args, "-c"), args[-1]
     assert stack_file is not None
     with open(stack_file + ".json") as fh:  # the fake host writes the YAML's JSON beside it
         spec = json.load(fh)
+    configs = stack_configs(state, spec, stack_file)
+    if configs is None:
+        return 1
     for short, body in spec.get("services", {}).items():
         name = f"{stack}_{short}"
+        if body.get("configs"):  # the spec names each config, not the file's key
+            body = {**body, "configs": [{**c, "source": configs.get(c.get("source"), c.get("source"))}
+                                        for c in body["configs"]]}
         image = body["image"]
         if "@" in image:  # pulled by digest: the engine now holds it
             ref, digest = image.split("@", 1)

@@ -143,10 +143,32 @@ def stop_migrations(env: str) -> str:
             f"[ -z \"$ids\" ] || docker rm -f $ids >/dev/null")
 
 
-def save_copy(source: str, target: str) -> str:
-    """Copy `source` to `target` if it exists; prints `saved` or `none`."""
-    return (f"if [ -f {sh(source)} ]; then cp -- {sh(source)} {sh(target)} && echo saved; "
-            f"else echo none; fi")
+def keep_files(source_dir: str, paths: list[str], target: str) -> str:
+    """`paths` (relative to `source_dir`) copied, modes kept, into a new folder `target`
+    (0700: an env file holds secrets), through a temp folder renamed into place; a folder
+    already there holds the same files (its name is their hash) and is kept as it is."""
+    tmp = sh(target + ".tmp")
+    files = " ".join(sh(path) for path in sorted(paths))
+    return (f"if [ ! -d {sh(target)} ]; then rm -rf -- {tmp} && mkdir -p -m 700 -- {tmp} && "
+            f"(cd -- {sh(source_dir)} && cp -a --parents -- {files} {tmp}) && "
+            f"mv -T -- {tmp} {sh(target)}; fi")
+
+
+def remove_siblings(folder: str, keep: str) -> str:
+    """Every entry of `folder` but `keep` removed (the shared files no link names)."""
+    return (f"find {sh(folder)} -mindepth 1 -maxdepth 1 ! -name {sh(keep)} "
+            f"-exec rm -rf -- {{}} + 2>/dev/null || true")
+
+
+def read_link(path: str) -> str:
+    return f"readlink -- {sh(path)} 2>/dev/null || true"
+
+
+def relink_or_remove(target: str, link: str) -> str:
+    """`link` back on `target` when that folder is there, else no link at all (a host whose
+    earlier shared files were never kept: the put-back then uses the live release's)."""
+    return (f"if [ -d {sh(target)} ]; then {swap_symlink(target, link)}; "
+            f"else rm -f -- {sh(link)}; fi")
 
 
 def install_file(source: str, target: str) -> str:

@@ -27,6 +27,7 @@ from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import HANDSHAKES, Host, Remote
+from vedfin_ops.remote.probes.engine import ServiceView
 from vedfin_ops.rendering.files import Rendered, render
 from vedfin_ops.steps import backup as backup_step
 from vedfin_ops.steps.checklist import MIGRATE_RECORD
@@ -39,6 +40,8 @@ from vedfin_ops.steps.env_run import (
     engine_reasons,
     engine_record,
     expected_images,
+    poller,
+    shared_drift,
     shared_images,
     stack_file_images,
     verify,
@@ -51,6 +54,7 @@ from vedfin_ops.steps.operation import Say, Show, audit, bare, describe
 from vedfin_ops.steps.polling import REAL, Clock
 from vedfin_ops.steps.releases import (
     GOOD,
+    SHARED_PREFIXES,
     Listing,
     content_hash,
     release_id,
@@ -127,7 +131,7 @@ class Deploy(EnvRun):
         self.migration: dict[str, Any] = {}
         self.promoting = False
         self.shared_touched = False
-        self.previous_shared = False  # a copy of the shared file before this run's change
+        self.shared_views: dict[str, ServiceView] = {}  # postgres, redis, edge once rolled
 
     def body(self) -> DeployResult:
         self.inspect()
@@ -156,6 +160,8 @@ class Deploy(EnvRun):
         if self.state.shared != shared_hash(self.files):
             differs.append("the shared stack (postgres, redis, edge) was last deployed from "
                            "other files")
+        else:
+            differs += self.shared_engine_drift()
         if differs:
             self.say(f"the engine does not run {current} as recorded ({'; '.join(differs)}); "
                      f"deploying it again")
@@ -165,6 +171,28 @@ class Deploy(EnvRun):
         self.say(self.result.detail)
         audit(self.host, self.layout, "deploy", "noop", release=current, tag=self.tag)
         return True
+
+    def shared_engine_drift(self) -> list[str]:
+        stack = shared_stack_name(self.config)
+        record = self.host.run(commands.read_file(self.layout.shared_engine),
+                               what="read shared record")
+        if not record.strip():
+            return []
+        return shared_drift(record, poller(self.host, [stack], self.config)(), stack)
+
+    def shared_runs_otherwise(self) -> bool:
+        """The same shared files, but the engine runs postgres, redis or the edge on another
+        spec than recorded (a put-back cut short, a change by hand): deployed again by the
+        env that owns them (or --allow-shared); any other env only says so."""
+        differs = self.shared_engine_drift()
+        if not differs:
+            return False
+        if self.env == SHARED_OWNER or self.allow_shared:
+            self.say(f"the shared stack does not run its recorded files "
+                     f"({'; '.join(differs)}); deploying them again")
+            return True
+        self.say(f"warning: {'; '.join(differs)} (a deploy of {SHARED_OWNER} puts it back)")
+        return False
 
     def refuse_unsafe_start(self) -> None:
         self.refuse_unplaceable()
@@ -305,17 +333,14 @@ class Deploy(EnvRun):
         deployed = self.host.run(commands.read_file(self.layout.shared_hash),
                                  what="read shared hash").strip() or None
         self.state = replace(self.state, shared=deployed)
-        if self.state.shared != self.meta["shared_hash"]:
+        if self.state.shared != self.meta["shared_hash"] or self.shared_runs_otherwise():
             edge = ", edge" if self.config.edge.mode == "caddy" else ""
             self.step(f"shared stack: postgres, redis{edge} (changed)")
             self.check_adopted_volume()
-            self.previous_shared = self.host.run(
-                commands.save_copy(self.layout.shared_file, self.saved_shared),
-                what="save shared stack").strip() == "saved"
             self.shared_touched = True
-            updated, _ = self.roll(shared_stack_name(self.config),
-                                   f"{self.release_dir}/stacks/shared.yml",
-                                   shared_images(self.config))
+            updated, self.shared_views = self.roll(shared_stack_name(self.config),
+                                                   f"{self.release_dir}/stacks/shared.yml",
+                                                   shared_images(self.config))
             self.result.services_updated += updated
         self.step("db-init: databases and extensions")
         db = self.hooks.db_init(self.host, self.config)
@@ -424,10 +449,7 @@ class Deploy(EnvRun):
             records.append(commands.write_text(f"{self.release_dir}/{MIGRATE_RECORD}",
                                                json.dumps(self.migration)))
         if self.shared_touched:  # still under the shared lock: the shared files went live
-            records += [commands.install_file(f"{self.release_dir}/stacks/shared.yml",
-                                              self.layout.shared_file),
-                        commands.write_text(self.layout.shared_hash,
-                                            str(self.meta["shared_hash"]))]
+            records += self.keep_shared_records()
         self.beat(force=True)  # the locks are still ours right before the release goes live
         with self.shielded():
             self.promoting = True
@@ -440,6 +462,8 @@ class Deploy(EnvRun):
             self.result.result, self.result.detail = "ok", f"{rid} live"
             self.commit(self.result)
             self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}")
+        if self.shared_touched:
+            self.prune_shared_files()
         try:
             self.host.run(commands.remove_dirs(prune), what="prune releases")
         except Exception as exc:  # the release is live; old folders can wait
@@ -583,29 +607,64 @@ class Deploy(EnvRun):
             if self.shared_touched:
                 restore.append(commands.write_text(self.layout.shared_hash,
                                                    self.state.shared or ""))
-                if self.previous_shared:
-                    restore.append(commands.install_file(self.saved_shared,
-                                                         self.layout.shared_file))
+                restore.append(commands.relink_or_remove(
+                    self.layout.shared_files(self.state.shared or "none"),
+                    self.layout.shared_dir))
             if restore:
                 self.host.run(" && ".join(restore), what="restore current")
-        if self.engine_touched:
-            said.append(super().put_back())
+        failed: list[str] = []
+        if self.engine_touched:  # each part on its own: one that fails never skips the other
+            try:
+                said.append(super().put_back())
+            except Exception as exc:
+                failed.append(describe(exc))
         if self.shared_touched:
-            said.append(self.put_back_shared())
+            try:
+                said.append(self.put_back_shared())
+            except Exception as exc:
+                failed.append(f"the shared stack stays on the new files ({describe(exc)}; "
+                              f"a deploy of {SHARED_OWNER} puts it back)")
+        if failed:
+            raise CheckFailed("; ".join([*said, *failed]))
         return "; ".join(said)
 
-    @property
-    def saved_shared(self) -> str:
-        return f"{self.layout.release(self.release)}/stacks/shared.previous.yml"
+    def keep_shared_records(self) -> list[str]:
+        """The shared files of this release kept whole in a folder named by their hash, the
+        engine's specs of postgres, redis and the edge beside them, the `shared` link and
+        hash moved to them: part of the one promote command."""
+        assert self.release_dir is not None
+        digest = str(self.meta["shared_hash"])
+        kept = self.layout.shared_files(digest)
+        paths = [path for path in self.files if path.startswith(SHARED_PREFIXES)]
+        return [commands.keep_files(self.release_dir, paths, kept),
+                commands.write_text(f"{kept}/engine.json",
+                                    json.dumps(engine_record(self.shared_views))),
+                commands.swap_symlink(kept, self.layout.shared_dir),
+                commands.write_text(self.layout.shared_hash, digest),
+                commands.remove_files([self.layout.legacy_shared_file])]
+
+    def prune_shared_files(self) -> None:
+        """Shared files no link names any more; best effort, the release is live."""
+        digest = str(self.meta["shared_hash"])
+        try:
+            self.host.run(commands.remove_siblings(self.layout.shared_files(digest)
+                                                   .rsplit("/", 1)[0], digest),
+                          what="prune shared files")
+        except Exception as exc:
+            self.say(f"warning: old shared files not pruned ({describe(exc)})")
 
     def put_back_shared(self) -> str:
-        """The shared stack back on the file it ran before this run: the copy saved before
-        the change (whichever env deployed it last), else this env's live release's file when
-        its recorded hash says it is the one deployed."""
-        live = self.state.current
-        if self.previous_shared:
-            path = self.saved_shared
-        elif live and self.state.meta.get("shared_hash") == self.state.shared:
+        """The shared stack back on the files it ran before this run, each under its own
+        name: the folder the `shared` link names (whichever env promoted it), else this env's
+        live release's files when its recorded hash says they are the ones deployed. Never
+        the new release's files under the old configs' names: swarm refuses a config whose
+        data changed under the same name."""
+        live, deployed = self.state.current, self.state.shared
+        kept = self.host.run(commands.read_link(self.layout.shared_dir),
+                             what="read shared link").strip()
+        if deployed and kept.rstrip("/").rsplit("/", 1)[-1] == deployed:
+            path = f"{kept}/stacks/shared.yml"
+        elif live and deployed and self.state.meta.get("shared_hash") == deployed:
             path = f"{self.layout.release(live)}/stacks/shared.yml"
         else:
             return ("the shared stack stays on the new files (no earlier files of it are "

@@ -114,6 +114,23 @@ def drift(recorded: dict[str, dict[str, str]], images: dict[str, str],
     return found
 
 
+def shared_drift(record_text: str, views: dict[str, ServiceView], stack: str) -> list[str]:
+    """How the engine's postgres, redis and edge (`views` of the shared `stack`) differ from
+    their specs recorded when the shared files last went live: a failed put-back, or
+    `docker service update` by hand, shows here even though the files' hash is unchanged.
+    A host promoted before that record existed has none: nothing to compare."""
+    if not record_text.strip():
+        return []
+    try:
+        recorded = json.loads(record_text)
+    except ValueError:
+        return ["the shared stack's engine record is not readable JSON"]
+    if not isinstance(recorded, dict) or not recorded:
+        return []
+    mine = {n: v for n, v in views.items() if n.startswith(stack + "_")}
+    return [f"shared stack: {problem}" for problem in drift(recorded, {}, mine)]
+
+
 def configured_replicas(config: Config, env: str) -> dict[str, int]:
     stack = stack_name(config, env)
     return {f"{stack}_{app.name}": app.replicas for app in config.apps(env)}

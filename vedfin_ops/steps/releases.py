@@ -59,8 +59,26 @@ class Layout:
         return f"{self.base}/shared.hash"
 
     @property
-    def shared_file(self) -> str:
-        """The shared stack file last promoted (by whichever env): what a put-back redeploys."""
+    def shared_dir(self) -> str:
+        """A link to the shared stack's files last promoted (by whichever env), kept whole in
+        a folder of their own so that its stack file's `../edge/Caddyfile` and `../db/...`
+        name those files, not a later release's: what a put-back redeploys."""
+        return f"{self.base}/shared"
+
+    def shared_files(self, digest: str) -> str:
+        """The folder of the shared files whose hash is `digest` (the link's target)."""
+        return f"{self.base}/shared.d/{digest}"
+
+    @property
+    def shared_engine(self) -> str:
+        """The engine's specs of postgres, redis and the edge when those files went live:
+        the no-op check and `status` compare the engine with it."""
+        return f"{self.shared_dir}/engine.json"
+
+    @property
+    def legacy_shared_file(self) -> str:
+        """Where earlier versions kept a bare copy of the shared stack file (its relative
+        paths named no files of its own); removed at the next promote of the shared stack."""
         return f"{self.base}/shared.yml"
 
     @property

@@ -12,7 +12,13 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
-from vedfin_ops.steps.env_run import as_host, configured_replicas, drift, poller
+from vedfin_ops.steps.env_run import (
+    as_host,
+    configured_replicas,
+    drift,
+    poller,
+    shared_drift,
+)
 from vedfin_ops.steps.operation import audit
 from vedfin_ops.steps.releases import Layout, parse_listing, parse_records
 
@@ -33,6 +39,8 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
         holder = {"who": f"unreadable holder file ({lock[:40]!r})", "since": "?", "action": "?"}
     found = drift(state.engine, state.meta.get("images", {}), env_views,
                   configured_replicas(config, env)) if state.current else []
+    found += shared_drift(host.run(commands.read_file(layout.shared_engine),
+                                   what="read shared record"), views, shared_stack_name(config))
     return {
         **backups_state(host, config, env),
         **offhours_state(host, config, env),

@@ -259,6 +259,18 @@ def main(args: list[str]) -> int:
                                                "stdin": "--password-stdin" in args})
         save(state)
         return 0
+    # adopting a data volume (`commands.volume_probe`): state["volumes"] maps each volume to
+    # the PG_VERSION its data directory holds ("" when empty); no other container uses one,
+    # and the postgres image says PostgreSQL 17
+    if args[:2] == ["volume", "inspect"]:
+        return 0 if args[-1] in state.get("volumes", {}) else 1
+    if args[0] == "ps" and any(f.startswith("volume=") for f in filters(args)):
+        return 0
+    if args[0] == "run" and flag(args, "--entrypoint") == "sh" and ":/adopt:ro" in " ".join(args):
+        held = state.get("volumes", {}).get((flag(args, "-v") or "").split(":", 1)[0], "")
+        print(f"data {held}\nentries {'PG_VERSION base' if held else ''}\n"
+              f"image postgres (PostgreSQL) 17.2")
+        return 0
     if args[:2] == ["node", "ls"]:  # state["nodes"]: the engine's node objects
         nodes = state.get("nodes")
         if nodes is None:

@@ -74,7 +74,7 @@ def backups_state(host: Host, config: Config, env: str) -> dict[str, Any]:
 
     found = list_backups(host, config, env).backups
     night = nightly.parse_state(host.run(nightly.state_command(config),
-                                         what="nightly backups"), env)
+                                         what="nightly backups"), env, config)
     last = found[-1] if found else None
     return {"backups": {
         "count": len(found),
@@ -96,7 +96,7 @@ def offhours_state(host: Host, config: Config, env: str) -> dict[str, Any]:
     if env not in offhours.envs(config):
         return {"offhours": None}
     now = offhours.parse_state(host.run(offhours.state_command(config, env),
-                                        what="off-hours state"), env)
+                                        what="off-hours state"), env, config)
     return {"offhours": {
         "configured": {"down": config.off_hours.start, "up": config.off_hours.end,
                        "replicas": config.off_hours.replicas} if config.off_hours else None,

@@ -184,3 +184,48 @@ def test_standalone_migrate_and_db_init_take_the_locks_and_write_audit_lines(
     finally:
         host.run(f"rm -rf {lock}", what="t")
         host.close()
+
+
+def _shared_spec() -> dict[str, Any]:
+    """What the engine runs for postgres, redis and the edge: image, limits and the swarm
+    configs each service reads (by name)."""
+    ids = docker("service", "ls", "-q", "--filter",
+                 "label=com.docker.stack.namespace=vedfin-shared").stdout.split()
+    specs = json.loads(docker("service", "inspect", *ids).stdout)
+    return {s["Spec"]["Name"]: {
+        "image": s["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"],
+        "resources": s["Spec"]["TaskTemplate"].get("Resources"),
+        "configs": sorted(c["ConfigName"] for c in
+                          s["Spec"]["TaskTemplate"]["ContainerSpec"].get("Configs") or [])}
+        for s in specs}
+
+
+def test_a_failed_deploy_that_changed_the_caddyfile_and_redis_puts_both_back(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    """A production deploy of a broken release whose config also adds a domain (a new
+    Caddyfile, so a new swarm config for the edge) and changes redis's memory: the engine
+    refuses the broken image, and the shared stack goes back to its earlier spec and configs
+    (swarm never takes changed data under an old config's name), recorded and live alike.
+    The recorded release deploys as a no-op afterwards, and status shows no drift."""
+    import yaml
+
+    from vedfin_ops.config.loader import config_from_dict
+
+    _deploy(sandbox_up, config, "v2")
+    before = _shared_spec()
+    with open(sandbox_up["config"]) as fh:
+        data = yaml.safe_load(fh)
+    data["redis"]["resources"]["memory"] = "96m"
+    web = next(a for a in data["applications"] if a["name"] == "web-production")
+    web["additionalDomains"] = [*web.get("additionalDomains", []), "app.v-edfinance.localhost"]
+    changed = config_from_dict(data, sandbox_up["config"])
+    with pytest.raises(RunFailed) as info:
+        _deploy(sandbox_up, changed, "broken")
+    assert "shared stack back on its earlier files" in str(info.value), str(info.value)
+    assert _shared_spec() == before
+    assert _deploy(sandbox_up, config, "v2").result == "noop"
+    host = _host(sandbox_up)
+    try:
+        assert status(host, config, "production")["drift"] == []
+    finally:
+        host.close()

@@ -484,6 +484,20 @@ def test_the_old_unnamed_alarms_file_is_taken_over_not_left_beside_the_new_one(
     (tmp_path / "alarms.json").write_text(netdata_answer(config))
     changed, now = monitoring.apply(netdata_host, config, netdata_health(config))
     assert changed and now.ok and sorted(os.listdir(folder)) == ["vedfin-vedfin.conf"]
+    # an old version's run after the takeover wrote it again: the new file's previous
+    # content is what a failure puts back, and a good apply leaves no second copy
+    (folder / "vedfin.conf").write_text(old)
+    (tmp_path / "reload-fails").touch()
+    with pytest.raises(CheckFailed):
+        monitoring.apply(netdata_host, _config(tmp_path, cpu={"above": 70}),
+                         netdata_health(_config(tmp_path, cpu={"above": 70})))
+    assert (folder / "vedfin-vedfin.conf").read_text() == netdata_health(config)
+    (tmp_path / "reload-fails").unlink()
+    assert (folder / "vedfin.conf").exists()
+    monitoring.apply(netdata_host, config, netdata_health(config))
+    assert sorted(os.listdir(folder)) == ["vedfin-vedfin.conf"]
+    (folder / "vedfin-vedfin.conf").unlink()  # a file of the same name that is not the tool's
     (folder / "vedfin.conf").write_text("# the admin's own alarms\n")
     monitoring.apply(netdata_host, config, netdata_health(config))
     assert (folder / "vedfin.conf").read_text() == "# the admin's own alarms\n"
+    assert (folder / "vedfin-vedfin.conf").read_text() == netdata_health(config)

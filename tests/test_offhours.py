@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from vedfin_ops.steps import nightly, offhours
 
 from . import test_orchestration as orchestration
@@ -116,11 +118,14 @@ def _render(info: dict[str, object]) -> str:
     return " ".join(console.export_text().split())
 
 
-def test_a_skipped_run_gives_up_when_its_window_closes(world: World) -> None:
+@pytest.mark.parametrize("start", ["00:00", "22:00"])  # the shipped window, one over midnight
+def test_a_skipped_run_gives_up_when_its_window_closes(world: World, start: str) -> None:
+    assert world.config.off_hours is not None
+    world.config.off_hours.start = start
     nightly.apply(world.host, world.config)  # type: ignore[arg-type]
     job = offhours.script_path(world.config, "production")
     Path(world.layout.lock).mkdir()
-    world.host.set_time("00:00")
+    world.host.set_time(start)
     world.host.run(f"{job} down", what="cron")
     Path(world.layout.lock).rmdir()
     world.host.set_time("06:00")  # the window closed before the lock was free
@@ -129,6 +134,17 @@ def test_a_skipped_run_gives_up_when_its_window_closes(world: World) -> None:
     assert _replicas(world) == dict.fromkeys(APPS, 2) and len(world.audit()) == audited
     assert _log(world)[-1].endswith("gave up: down was not run before the window closed at "
                                     "06:00")
+    assert status_of(world)["pending"] is None
+    # the other end: up skipped at 06:00, the lock free only once the window is open again
+    world.host.run(f"{job} down", what="cron")  # (run by hand: the env on 1 replica)
+    Path(world.layout.lock).mkdir()
+    world.host.run(f"{job} up", what="cron")
+    Path(world.layout.lock).rmdir()
+    world.host.set_time(start)
+    world.host.run(f"{job} retry", what="cron")
+    assert _replicas(world) == dict.fromkeys(APPS, 1)  # not up inside the window
+    assert _log(world)[-1].endswith(f"gave up: up was not run before the window opened "
+                                    f"again at {start}")
     assert status_of(world)["pending"] is None
 
 

@@ -186,10 +186,15 @@ def restore_command(config: Config, file: NetdataFile | None = None) -> str:
 
 def settle_command(config: Config, wanted: Sequence[NetdataFile] = ()) -> str:
     """Every wanted file's `.prev` removed: a stale one (an apply stopped before it settled)
-    must never become a later rollback's target once the live file is proven."""
+    must never become a later rollback's target once the live file is proven. A file of the
+    old name that is the tool's (an earlier version wrote it after the takeover) goes too:
+    Netdata must not load the same alarms twice."""
     root = config.monitoring.netdata_config
-    paths = " ".join(sh(f"{root}/{f.rel}{PREV}") for f in wanted or [health(config, "")])
-    return _prelude(config, health(config, "")) + f"$S rm -f {paths}"
+    files = wanted or [health(config, "")]
+    paths = " ".join(sh(f"{root}/{f.rel}{PREV}") for f in files)
+    old = "".join(f"o={sh(f'{root}/{f.legacy}')}; if [ -e \"$o\" ] && $S grep -q {sh(MARK)} "
+                  f'"$o"; then $S rm -f "$o"; fi; ' for f in files if f.legacy)
+    return _prelude(config, health(config, "")) + old + f"$S rm -f {paths}"
 
 
 def alarms_url(config: Config) -> str:

@@ -199,3 +199,23 @@ def test_full_replicas_or_outside_the_window_keeps_the_configured_count(world: W
     world.settle()
     assert _replicas(world) == dict.fromkeys(APPS, 2)
     assert not any(s.startswith("off-hours:") for s in world.said)
+
+
+def test_a_scale_the_engine_refuses_is_retried_not_forgotten(world: World) -> None:
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    job = offhours.script_path(world.config, "production")
+    docker = world.host.bin / "docker"
+    engine = docker.read_text()
+    docker.write_text('#!/bin/sh\n[ "$1 $2" = "service scale" ] && { echo "Error response '
+                      'from daemon: rpc error: code = Unavailable" >&2; exit 1; }\n' +
+                      engine.split("\n", 1)[1])
+    world.host.set_time("00:00")
+    done = world.host.run(f"{job} down", what="cron", check=False)
+    assert _replicas(world) == dict.fromkeys(APPS, 2) and done == ""
+    assert _log(world)[-1].endswith("failed: Error response from daemon: rpc error: code = "
+                                    "Unavailable; down is retried every 5 min until 06:00")
+    assert status_of(world)["pending"] == "down"
+    docker.write_text(engine)
+    world.host.set_time("00:05")
+    world.host.run(f"{job} retry", what="cron")
+    assert _replicas(world) == dict.fromkeys(APPS, 1) and status_of(world)["pending"] is None

@@ -247,3 +247,22 @@ def test_prune_keeps_every_image_a_kept_release_names_and_removes_the_rest(
     assert left and all(d in named or i in in_use for d, i in left), (left, named, in_use)
     for ref in unnamed:  # built and pushed, but no release ever ran it: pruned
         assert not _engine_has(ref), f"{ref} is still on the engine"
+
+
+def test_a_digest_set_by_hand_under_the_release_tag_is_put_back_by_a_redeploy(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    """`docker service update --image api:v1@<v2's digest>` keeps the tag and changes the
+    image: the redeploy of v1 must see it and run v1's digest again, not say ok over it."""
+    assert fab(sandbox_up, "deploy.production", "--tag", "v2").returncode == 0
+    v2 = _service_images()[API]
+    assert fab(sandbox_up, "deploy.production", "--tag", "v1").returncode == 0
+    v1 = _service_images()[API]
+    assert _version(config) == "api v1"
+    by_hand = f"{v1.split('@')[0]}@{v2.split('@')[1]}"
+    docker_logged_in("service", "update", "--quiet", "--with-registry-auth", "--image", by_hand,
+                     API, timeout=300)
+    assert _version(config) == "api v2"  # v2's bits under the v1 tag
+    again = fab(sandbox_up, "deploy.production", "--tag", "v1")
+    assert again.returncode == 0 and "deploy.production: ok:" in again.stdout, again.stderr
+    assert _service_images()[API] == v1
+    assert _version(config) == "api v1"

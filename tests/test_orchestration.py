@@ -911,3 +911,38 @@ def test_a_shared_service_the_engine_runs_otherwise_is_no_noop_and_shows_in_stat
     assert world.deploy("v1").result == "ok"
     assert world.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7-alpine"
     assert status(world.host, world.config, "production")["drift"] == []  # type: ignore[arg-type]
+
+
+def test_a_promote_cut_after_it_ran_leaves_the_shared_link_on_the_earlier_files(
+        world: World, shipped_data: dict[str, Any]) -> None:
+    """The promote command ran on the host, then the link went: `current`, `shared.hash`
+    and the `shared` link all name the earlier release and files again."""
+    shared = Path(world.layout.shared_hash).read_text().strip()
+    changed = _edge_and_redis_change(world, shipped_data)
+    changed.host.inject(Fault("promote release", 1, "remote", after=True))
+    with pytest.raises(RunFailed) as info:
+        changed.deploy("v2")
+    assert_back_on_v1(changed, info.value, "failed")
+    assert Path(world.layout.shared_hash).read_text().strip() == shared
+    assert Path(world.layout.shared_dir).readlink().name == shared
+    assert world.deploy("v1").result == "noop"
+
+
+def test_a_failed_put_back_of_the_env_still_puts_the_shared_stack_back(
+        world: World, shipped_data: dict[str, Any]) -> None:
+    """Each part of the way back on its own: the env's redeploy fails (the link drops), the
+    shared stack is put back all the same, and the line says what stayed and what puts it
+    back."""
+    before = world.host.images("vedfin-shared")
+    changed = _edge_and_redis_change(world, shipped_data)
+    changed.verify_failures = ["web health: 502"]
+    changed.host.inject(Fault("stack deploy vedfin-production", 2, "remote"))
+    with pytest.raises(RunFailed) as info:
+        changed.deploy("v2")
+    message = str(info.value)
+    assert "could not put production back" in message and "\n" not in message, message
+    assert "shared stack back on its earlier files" in message, message
+    changed.settle()
+    assert world.host.images("vedfin-shared") == before
+    assert not Path(world.layout.lock).exists()
+    assert not Path(world.layout.shared_lock).exists()

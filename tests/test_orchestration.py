@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -35,6 +35,8 @@ from vedfin_ops.steps.scale import scale
 from .fake.host import FakeHost, Fault
 
 KINDS = ("remote", "exception", "ctrl-c", "sigterm", "sighup")
+INTERRUPTS = ("ctrl-c", "sigterm", "sighup")
+T = TypeVar("T")
 HANDLERS = {sig: signal.getsignal(sig) for sig in HANDLED}  # what a run must put back
 
 
@@ -158,6 +160,40 @@ def assert_back_on_v1(world: World, error: BaseException, outcome: str) -> None:
     assert not Path(world.layout.lock).exists()
     assert not Path(world.layout.base, ".shared.lock").exists()
     assert world.host.engine().get("containers", {}) == {}
+    assert {sig: signal.getsignal(sig) for sig in HANDLED} == HANDLERS
+
+
+def ends_failed(run: Callable[[], Any]) -> RunFailed:
+    """The RunFailed a faulted run ends in. A Ctrl-C or signal that escapes `Operation.execute`
+    unconverged fails this test, by name; under `pytest.raises(RunFailed)` it would abort the
+    whole session instead (pytest stops on a KeyboardInterrupt), and no test would say so."""
+    try:
+        run()
+    except RunFailed as failed:
+        return failed
+    except BaseException as escaped:  # what escapes is what this reports
+        pytest.fail(f"the run did not converge: {escaped!r} escaped it")
+    pytest.fail("the run ended without RunFailed")
+
+
+def ends_ok(run: Callable[[], T]) -> T:
+    """What a run returns whose fault came after it recorded its new state (it stands); a
+    signal escaping it fails this test rather than the session (see `ends_failed`)."""
+    try:
+        return run()
+    except BaseException as escaped:  # a signal after the commit must not escape either
+        pytest.fail(f"the run did not end on its recorded state: {escaped!r} escaped it")
+
+
+def assert_serving(world: World, action: str, outcome: str, tag: str) -> None:
+    """The put-back of a failed rollback or scale: `tag` live and serving, the lock
+    released, and the run's audit line."""
+    world.settle()
+    state = listing(world.host, world.layout)  # type: ignore[arg-type]
+    assert state.meta["tag"] == tag and state.state(state.current or "") == "good"
+    assert set(world.env_images().values()) == {f"vedfinance/{a}:{tag}" for a in ("api", "web")}
+    assert not Path(world.layout.lock).exists()
+    assert (world.audit()[-1]["action"], world.audit()[-1]["result"]) == (action, outcome)
     assert {sig: signal.getsignal(sig) for sig in HANDLED} == HANDLERS
 
 
@@ -305,11 +341,9 @@ def test_an_interrupted_migration_is_stopped_and_blocks_no_later_deploy(world: W
                                                                         kind: str) -> None:
     world.host.set_engine(hang_migrations=True)
     world.host.inject(Fault("migrate", 1, kind, after=True))
-    with pytest.raises(RunFailed) as info:
-        world.deploy("v2")
-    assert info.value.interrupted
-    assert world.host.engine().get("containers") == {}
-    assert world.audit()[-1]["result"] == "interrupted"
+    failed = ends_failed(lambda: world.deploy("v2"))
+    assert failed.interrupted
+    assert_back_on_v1(world, failed, "interrupted")  # the migration container stopped too
     world.host.set_engine(hang_migrations=False)
     assert world.deploy("v2").result == "ok"
 
@@ -394,6 +428,59 @@ def test_unlock_removes_only_the_lock_this_run_took(world: World) -> None:
     assert listing(world.host, world.layout).meta["tag"] == "v1"  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("beat_first", [True, False], ids=["beat", "way-out"])
+def test_a_lock_released_by_hand_and_taken_by_another_run_stays_theirs(tmp_path: Path,
+                                                                       beat_first: bool
+                                                                       ) -> None:
+    """`lock.release` on a run thought stale, then another run takes the lock: the first run
+    stops at its next heartbeat (LockLost) and its way out never removes the other's lock.
+    The lock's token checks, straight on the scripted host's shell (seconds, not a deploy)."""
+    from vedfin_ops.remote import commands
+    from vedfin_ops.steps.lock import Lock, LockLost
+
+    host, clock = FakeHost(tmp_path), FakeClock()
+    path = str(tmp_path / "production" / ".lock")
+    Path(path).parent.mkdir()
+
+    def run_lock() -> Lock:
+        return Lock(host, path, "production", action="deploy production", clock=clock.clock())
+
+    ours, theirs = run_lock(), run_lock()
+    ours.acquire()
+    host.run(commands.lock_release(path), what="lock.release")  # what `lock.release` runs
+    theirs.acquire()
+    if beat_first:
+        with pytest.raises(LockLost, match="was released by someone else"):
+            ours.beat(force=True)
+    assert ours.release() == ""  # the way out of a run: its own lock only
+    assert Path(path).is_dir()
+    theirs.beat(force=True)  # still theirs: their heartbeat finds their token
+    assert theirs.release() == "" and not Path(path).exists()
+
+
+def test_a_lock_taken_over_after_the_last_heartbeat_is_left_to_its_new_holder(
+        world: World) -> None:
+    """A run that ends (ok) after its lock was released by hand and taken by another run:
+    its unlock leaves the other run's lock in place."""
+    from vedfin_ops.remote import commands
+    from vedfin_ops.steps.lock import Lock
+
+    other = Lock(world.host, world.layout.lock, "production", action="deploy production",
+                 clock=world.clock.clock())
+
+    def say(message: str) -> None:
+        world.said.append(message)
+        if message.startswith("done:"):  # after the last heartbeat, before the unlock
+            world.host.run(commands.lock_release(world.layout.lock), what="lock.release")
+            other.acquire()
+
+    result = deploy(world.host, world.config, "production", "v2", say=say, hooks=world.hooks(),
+                    clock=world.clock.clock())
+    assert result.result == "ok" and other.taken
+    assert Path(world.layout.lock).is_dir()
+    other.beat(force=True)  # theirs still: raises LockLost if the token changed
+
+
 def test_a_non_production_deploy_may_not_change_the_shared_stack(world: World,
                                                                  monkeypatch: pytest.MonkeyPatch
                                                                  ) -> None:
@@ -403,6 +490,10 @@ def test_a_non_production_deploy_may_not_change_the_shared_stack(world: World,
     with pytest.raises(RunFailed, match="would change the shared stack"):
         deploy(world.host, world.config, "staging", "v2", hooks=world.hooks(),
                say=world.said.append, clock=world.clock.clock())
+
+
+def _outcome(kind: str) -> str:
+    return "interrupted" if kind in INTERRUPTS else "failed"
 
 
 def _rollback(world: World) -> str:
@@ -415,13 +506,9 @@ def test_a_fault_during_rollback_leaves_the_current_release_serving(world: World
                                                                     kind: str) -> None:
     assert world.deploy("v2").result == "ok"
     world.host.inject(Fault("stack deploy", 1, kind, after=True))
-    with pytest.raises(RunFailed) as info:
-        _rollback(world)
-    world.settle()
-    assert set(world.env_images().values()) == {"vedfinance/api:v2", "vedfinance/web:v2"}
-    assert world.audit()[-1]["action"] == "rollback"
-    assert "\n" not in str(info.value)
-    assert not Path(world.layout.lock).exists()
+    failed = ends_failed(lambda: _rollback(world))
+    assert_serving(world, "rollback", _outcome(kind), "v2")
+    assert "\n" not in str(failed)
     assert _rollback(world)  # and the next one works
     assert set(world.env_images().values()) == {"vedfinance/api:v1", "vedfinance/web:v1"}
 
@@ -434,12 +521,11 @@ def test_a_fault_during_scale_restores_the_replica_counts(world: World, kind: st
 
     before = replicas()
     world.host.inject(Fault("watch rollout", 2, kind))
-    with pytest.raises(RunFailed):
-        scale(world.host, world.config, "production", 1, action="scale",
-              say=world.said.append, clock=world.clock.clock(), verify_fn=world.hooks().verify)
+    ends_failed(lambda: scale(world.host, world.config, "production", 1, action="scale",
+                              say=world.said.append, clock=world.clock.clock(),
+                              verify_fn=world.hooks().verify))
     assert replicas() == before
-    assert world.audit()[-1]["action"] == "scale"
-    assert world.audit()[-1]["result"] in ("failed", "interrupted")
+    assert_serving(world, "scale", _outcome(kind), "v1")
 
 
 def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> None:
@@ -599,11 +685,10 @@ def test_a_terminal_gone_after_sighup_still_ends_on_the_live_release(world: Worl
             gone.append(True)
 
     world.host.inject(Fault("watch rollout", 2, "sighup"))
-    with pytest.raises(RunFailed) as info:
-        deploy(world.host, world.config, "production", "v2", say=say,
-               show=lambda lines: say(" ".join(lines)), hooks=world.hooks(),
-               clock=world.clock.clock())
-    assert_back_on_v1(world, info.value, "interrupted")
+    failed = ends_failed(lambda: deploy(world.host, world.config, "production", "v2", say=say,
+                                        show=lambda lines: say(" ".join(lines)),
+                                        hooks=world.hooks(), clock=world.clock.clock()))
+    assert_back_on_v1(world, failed, "interrupted")
 
 
 @pytest.mark.parametrize("what", ["prune releases", "unlock"])
@@ -613,7 +698,7 @@ def test_a_fault_after_the_release_went_live_leaves_it_live(
     # the env lock's unlock is the run's last command (after every unlock in the steps)
     last = 1 + sum(1 for name, _ in v2_steps if name == what) if what == "unlock" else 1
     world.host.inject(Fault(what, last, kind))
-    result = world.deploy("v2")
+    result = ends_ok(lambda: world.deploy("v2"))
     assert result.result == "ok"
     state = listing(world.host, world.layout)  # type: ignore[arg-type]
     assert state.current == result.release and state.state(result.release) == "good"
@@ -738,28 +823,23 @@ def test_a_fault_as_rollback_records_its_result_ends_on_one_release(world: World
     commit (and v1 stands). Either way `current` names what the engine runs."""
     assert world.deploy("v2").result == "ok"
     world.host.inject(Fault("make current", 1, kind))
-    try:
-        _rollback(world)
-        expected = "v1"
-    except RunFailed:
-        expected = "v2"
-    assert expected == ("v1" if kind in ("sigterm", "sighup") else "v2")
-    world.settle()
-    state = listing(world.host, world.layout)  # type: ignore[arg-type]
-    assert state.meta["tag"] == expected
-    assert set(world.env_images().values()) == {f"vedfinance/api:{expected}",
-                                                f"vedfinance/web:{expected}"}
-    assert not Path(world.layout.lock).exists()
+    if kind in ("sigterm", "sighup"):  # the signal waits for the shielded commit
+        ends_ok(lambda: _rollback(world))
+        assert_serving(world, "rollback", "ok", "v1")
+    else:
+        ends_failed(lambda: _rollback(world))
+        assert_serving(world, "rollback", _outcome(kind), "v2")
 
 
 @pytest.mark.parametrize("kind", ["remote", "sigterm"])
 def test_a_rollback_whose_audit_line_is_lost_still_stands(world: World, kind: str) -> None:
     assert world.deploy("v2").result == "ok"
     world.host.inject(Fault("audit", 1, kind))
-    target = _rollback(world)
+    target = ends_ok(lambda: _rollback(world))
     state = listing(world.host, world.layout)  # type: ignore[arg-type]
     assert state.current == target and state.meta["tag"] == "v1"
     assert set(world.env_images().values()) == {"vedfinance/api:v1", "vedfinance/web:v1"}
+    assert not Path(world.layout.lock).exists()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -767,12 +847,12 @@ def test_a_fault_right_after_the_scale_command_restores_the_counts(world: World,
                                                                    kind: str) -> None:
     before = {n: s["replicas"] for n, s in world.host.engine()["services"].items()}
     world.host.inject(Fault("scale production", 1, kind, after=True))
-    with pytest.raises(RunFailed):
-        scale(world.host, world.config, "production", 1, action="scale",
-              say=world.said.append, clock=world.clock.clock(), verify_fn=world.hooks().verify)
+    ends_failed(lambda: scale(world.host, world.config, "production", 1, action="scale",
+                              say=world.said.append, clock=world.clock.clock(),
+                              verify_fn=world.hooks().verify))
     world.settle()
     assert {n: s["replicas"] for n, s in world.host.engine()["services"].items()} == before
-    assert not Path(world.layout.lock).exists()
+    assert_serving(world, "scale", _outcome(kind), "v1")
 
 
 # -- half-done commits and the shared stack (found by review) ---------------------------------
@@ -784,10 +864,9 @@ def test_a_shared_change_is_put_back_when_the_run_fails_before_the_env_moves(
     shared = Path(world.layout.shared_hash).read_text()
     changed = _shared_change(world, shipped_data)
     changed.host.inject(Fault(what, 1, "sigterm", after=after))
-    with pytest.raises(RunFailed) as info:
-        changed.deploy("v2")
-    assert "shared stack back on its earlier files" in str(info.value)
-    changed.settle()
+    failed = ends_failed(lambda: changed.deploy("v2"))
+    assert "shared stack back on its earlier files" in str(failed)
+    assert_back_on_v1(changed, failed, "interrupted")
     assert changed.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7-alpine"
     assert Path(world.layout.shared_hash).read_text() == shared
     assert not Path(world.layout.shared_lock).exists()

@@ -189,6 +189,10 @@ def test_any_fault_at_a_step_the_registry_adds_ends_on_one_known_release(
                 assert_back_on_v1(world, exc, outcome, before)
             else:
                 assert_v2_live_with_a_warning(world, result, before)
+                # an error there is a warning, and the steps after it still run; a signal
+                # stops them (the release stands)
+                assert any(line.startswith("done:") for line in world.said) == (
+                    outcome == "failed"), world.said
             assert world.host.faults[0].fired
             said = "\n".join(world.said) + Path(world.layout.audit).read_text()
             assert PASSWORD not in said

@@ -201,10 +201,11 @@ def _listed(target: Bucket, database: str) -> tuple[list[str], list[str]]:
     records: list[str] = []
     dumps: list[str] = []
     try:
-        # asked without the trailing `/` (moto's server, the sandbox's S3, miscomputes the
-        # signature of a `/` in a query: getmoto/moto#5948); other keys are filtered here
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=name,
-                                                              Prefix=prefix.rstrip("/"))
+        # asked for the config's own keys without any `/` of ours (moto's server, the
+        # sandbox's S3, miscomputes the signature of a `/` in a query: getmoto/moto#5948);
+        # the other databases' keys are filtered here
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=name, Prefix=f"{target.settings.prefix}{target.owner}")
         for page in pages:
             for item in page.get("Contents", []):
                 if not item["Key"].startswith(prefix):

@@ -123,8 +123,9 @@ def stack_configs(state: dict[str, Any], spec: dict[str, Any], stack_file: str
             return None
         names[key] = name
     for key, name in names.items():
-        held[name] = hashlib.sha256(open(os.path.join(
-            os.path.dirname(stack_file), spec["configs"][key]["file"]), "rb").read()).hexdigest()
+        path = os.path.join(os.path.dirname(stack_file), spec["configs"][key]["file"])
+        with open(path, "rb") as fh:
+            held[name] = hashlib.sha256(fh.read()).hexdigest()
     return names
 
 
@@ -139,7 +140,8 @@ def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
     for short, body in spec.get("services", {}).items():
         name = f"{stack}_{short}"
         if body.get("configs"):  # the spec names each config, not the file's key
-            body = {**body, "configs": [{**c, "source": configs.get(c.get("source"), c.get("source"))}
+            body = {**body, "configs": [{**c, "source": configs.get(c.get("source"),
+                                                                  c.get("source"))}
                                         for c in body["configs"]]}
         image = body["image"]
         if "@" in image:  # pulled by digest: the engine now holds it

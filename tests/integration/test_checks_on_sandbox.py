@@ -15,7 +15,7 @@ from vedfin_ops.checks.smoke import Options, smoke_test
 from vedfin_ops.remote.host import Host, connect
 from vedfin_ops.steps.deploy import deploy
 
-from .conftest import docker, docker_logged_in, sandbox_image, unavailable
+from .conftest import docker, docker_logged_in, sandbox_image
 from .pgvector import pgvector_server
 
 pytestmark = pytest.mark.integration

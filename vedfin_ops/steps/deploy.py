@@ -27,7 +27,7 @@ from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import HANDSHAKES, Host, Remote
-from vedfin_ops.remote.probes.engine import ServiceView
+from vedfin_ops.remote.probes.engine import ServiceView, parse_snapshot, snapshot
 from vedfin_ops.rendering.files import Rendered, render
 from vedfin_ops.steps import backup as backup_step
 from vedfin_ops.steps.checklist import MIGRATE_RECORD
@@ -40,7 +40,6 @@ from vedfin_ops.steps.env_run import (
     engine_reasons,
     engine_record,
     expected_images,
-    poller,
     shared_drift,
     shared_images,
     stack_file_images,
@@ -178,7 +177,9 @@ class Deploy(EnvRun):
                                what="read shared record")
         if not record.strip():
             return []
-        return shared_drift(record, poller(self.host, [stack], self.config)(), stack)
+        views = parse_snapshot(self.host.run(snapshot([stack], cluster=self.config.multi_node),
+                                             what="read shared services"))
+        return shared_drift(record, views, stack)
 
     def shared_runs_otherwise(self) -> bool:
         """The same shared files, but the engine runs postgres, redis or the edge on another

@@ -347,3 +347,29 @@ def test_two_configs_on_one_bucket_prune_only_their_own_copies(
                  protect=ids[-1]) == ids[:2]
     assert offsite.copy_ids(ours, "vedfinance_prod") == ids  # untouched
     assert offsite.copy_ids(theirs, "vedfinance_prod") == ids[-1:]
+
+
+def test_a_copy_made_before_copies_were_named_by_stack_prefix_is_still_restored(
+        world: World, s3_endpoint: str) -> None:
+    """An upgrade must not strand the bucket's older copies: `<prefix><database>/<id>` (the
+    layout before per-config folders) is looked for when the config's own folder lacks it."""
+    from vedfin_ops.steps.restore import RestoreRun
+
+    _s3_world(world, s3_endpoint)
+    assert world.deploy("v2").result == "ok"
+    taken = listing_meta(world)["backup"]
+    target = _bucket_of(world)
+    s3, name = target.client, target.settings.bucket
+    for ext in ("dump", "json"):
+        key = target.key("vedfinance_prod", taken, ext)
+        old = f"{target.settings.prefix}vedfinance_prod/{taken}.{ext}"
+        s3.copy_object(Bucket=name, Key=old, CopySource={"Bucket": name, "Key": key})
+        s3.delete_object(Bucket=name, Key=key)
+    folder = Path(world.config.remote.base_dir) / "backups" / "vedfinance_prod"
+    for path in folder.glob(f"{taken}.*"):
+        path.unlink()  # only the bucket's older copy is left
+    RestoreRun(world.host, world.config, "production", taken,  # type: ignore[arg-type]
+               say=world.said.append, clock=world.clock.clock()).execute()
+    assert any("the layout before copies were named by stackPrefix" in line
+               for line in world.said)
+    assert (folder / f"{taken}.dump").exists()

@@ -23,7 +23,7 @@ import contextlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vedfin_ops.config.model import BackupS3, Config
@@ -44,6 +44,7 @@ class Bucket:
     client: Any
     owner: str  # the config's stackPrefix: its copies are its own folder of the bucket
     secrets: tuple[str, ...] = ()  # redacted from whatever the endpoint says
+    legacy: bool = False  # the layout before copies were named by stackPrefix (reads only)
 
     def said(self, exc: BaseException) -> str:
         """What the endpoint said, one line, the keys and the account id (in URLs) masked."""
@@ -52,6 +53,8 @@ class Bucket:
         return masked(said(exc), self.secrets)
 
     def folder(self, database: str) -> str:
+        if self.legacy:
+            return f"{self.settings.prefix}{database}/"
         return f"{self.settings.prefix}{self.owner}/{database}/"
 
     def key(self, database: str, backup_id: str, ext: str) -> str:
@@ -59,6 +62,8 @@ class Bucket:
 
     @property
     def where(self) -> str:
+        if self.legacy:
+            return f"s3://{self.settings.bucket}/{self.settings.prefix}"
         return f"s3://{self.settings.bucket}/{self.settings.prefix}{self.owner}/"
 
 
@@ -322,6 +327,14 @@ def fetch(host: Remote, config: Config, env: str, backup_id: str,
         raise UsageError("db.restore --from s3:ID needs backups.s3 in the config")
     database = config.environments[config.require_env(env)].database
     backup = read_copy(target, database, backup_id) if ID.fullmatch(backup_id) else None
+    if backup is None and ID.fullmatch(backup_id):
+        # a copy made before copies were named by stackPrefix: still restorable
+        earlier = replace(target, legacy=True)
+        backup = read_copy(earlier, database, backup_id)
+        if backup is not None:
+            target = earlier
+            say(f"restore: {backup_id} found in {earlier.where}{database}/ (the layout "
+                f"before copies were named by stackPrefix)")
     if backup is None:
         known = ", ".join(copy_ids(target, database)[-5:]) or "none"
         raise UsageError(f"db.restore: no copy {backup_id} of {database} in {target.where} "

@@ -219,3 +219,27 @@ def test_a_scale_the_engine_refuses_is_retried_not_forgotten(world: World) -> No
     world.host.set_time("00:05")
     world.host.run(f"{job} retry", what="cron")
     assert _replicas(world) == dict.fromkeys(APPS, 1) and status_of(world)["pending"] is None
+
+
+def test_an_engine_that_cannot_answer_keeps_the_run_pending(world: World) -> None:
+    """dockerd restarting at 06:00 (an upgrade) is no "not deployed": the up run stays
+    pending and the retry scales production back once the engine answers."""
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    job = offhours.script_path(world.config, "production")
+    world.host.set_time("00:00")
+    world.host.run(f"{job} down", what="cron")
+    assert _replicas(world) == dict.fromkeys(APPS, 1)
+    docker = world.host.bin / "docker"
+    engine = docker.read_text()
+    docker.write_text('#!/bin/sh\necho "Cannot connect to the Docker daemon at '
+                      'unix:///var/run/docker.sock. Is the docker daemon running?" >&2\n'
+                      'exit 1\n')
+    world.host.set_time("06:00")
+    world.host.run(f"{job} up", what="cron", check=False)
+    assert _log(world)[-1].endswith("Is the docker daemon running?; up is retried every 5 min "
+                                    "until 00:00"), _log(world)[-1]
+    docker.write_text(engine)
+    assert status_of(world)["pending"] == "up"
+    world.host.set_time("06:05")
+    world.host.run(f"{job} retry", what="cron")
+    assert _replicas(world) == dict.fromkeys(APPS, 2) and status_of(world)["pending"] is None

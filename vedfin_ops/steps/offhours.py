@@ -137,12 +137,20 @@ esac
 
 
 def _probe(name: str) -> str:
-    """The service's replica count into `$n`; a service at 0 goes into `$paused`; one that
-    is not deployed ends the run (nothing to scale: not retried)."""
+    """The service's replica count into `$n`; a service at 0 goes into `$paused`. Only the
+    engine's own "no such service" ends the run as not deployed (nothing to scale: not
+    retried); any other failure (dockerd restarting at 06:00 for an upgrade) keeps the run
+    pending, retried until its window closes."""
     short = name.split("_", 1)[1]
-    return (f"    n=$({commands.service_replicas(name)} 2>/dev/null) ||\n"
-            f'      {{ rm -f -- "$pending"; say {sh(f"skipped: {name} is not deployed")}; '
-            f"exit 0; }}\n"
+    return (f"    if ! n=$({commands.service_replicas(name)} 2>&1); then\n"
+            f'      case "$n" in\n'
+            f'        *"o such service"*) rm -f -- "$pending"; '
+            f'say {sh(f"skipped: {name} is not deployed")}; exit 0 ;;\n'
+            f"      esac\n"
+            f'      say "failed: $(printf \'%s\' "$n" | tail -n 1); $mode is retried every '
+            f'{RETRY_EVERY} min until $until"\n'
+            f"      exit 1\n"
+            f"    fi\n"
             f'    [ "$n" = 0 ] && paused="$paused, {short}=0"')
 
 

@@ -1025,3 +1025,23 @@ def test_a_failed_put_back_of_the_env_still_puts_the_shared_stack_back(
     assert world.host.images("vedfin-shared") == before
     assert not Path(world.layout.lock).exists()
     assert not Path(world.layout.shared_lock).exists()
+
+
+def test_a_shared_stack_that_cannot_be_put_back_is_deployed_again_by_production(
+        world: World, shipped_data: dict[str, Any]) -> None:
+    """A host from before the shared files were kept (no `shared` link), whose live release
+    did not deploy the shared stack: nothing to put it back on. The record must then stop
+    naming the earlier files, so the next production deploy of them is no no-op."""
+    shutil.rmtree(Path(world.layout.shared_dir).readlink().parent)
+    Path(world.layout.shared_dir).unlink()
+    current = Path(world.layout.current).resolve() / "release.json"
+    meta = json.loads(current.read_text())
+    current.write_text(json.dumps({**meta, "shared_hash": "another0hash"}))
+    changed = _edge_and_redis_change(world, shipped_data)
+    changed.verify_failures = ["web health: 502"]
+    with pytest.raises(RunFailed) as info:
+        changed.deploy("v2")
+    assert "stays on the new files" in str(info.value), str(info.value)
+    assert world.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7.4-alpine"
+    assert world.deploy("v1").result == "ok"  # not a no-op: the shared files go in again
+    assert world.host.images("vedfin-shared")["vedfin-shared_redis"] == "redis:7-alpine"

@@ -66,6 +66,7 @@ from vedfin_ops.steps.volumes import judge_adoption
 
 SHARED_OWNER = "production"  # the env whose deploys may change postgres, redis and the edge
 SHARED_LOCK_WAIT = 120.0
+UNKNOWN_SHARED = "unknown"  # shared.hash when the shared stack runs files nobody recorded
 LOG_LINES_SHOWN = 5
 
 MIGRATE_LINES = 5
@@ -625,9 +626,21 @@ class Deploy(EnvRun):
             except Exception as exc:
                 failed.append(f"the shared stack stays on the new files ({describe(exc)}; "
                               f"a deploy of {SHARED_OWNER} puts it back)")
+                self.forget_shared_hash()
         if failed:
             raise CheckFailed("; ".join([*said, *failed]))
         return "; ".join(said)
+
+    def forget_shared_hash(self) -> None:
+        """The shared stack could not be put back: its recorded hash must not say the old
+        files run, or the next deploy of them would be a no-op over the new ones (a host whose
+        earlier files were never kept has no engine record to show it). Best effort: the link
+        that failed the put-back may fail this too."""
+        try:
+            self.host.run(commands.write_text(self.layout.shared_hash, UNKNOWN_SHARED),
+                          what="forget shared hash")
+        except Exception as exc:
+            self.say(f"warning: shared.hash still names the earlier files ({describe(exc)})")
 
     def keep_shared_records(self) -> list[str]:
         """The shared files of this release kept whole in a folder named by their hash, the
@@ -668,8 +681,9 @@ class Deploy(EnvRun):
         elif live and deployed and self.state.meta.get("shared_hash") == deployed:
             path = f"{self.layout.release(live)}/stacks/shared.yml"
         else:
-            return ("the shared stack stays on the new files (no earlier files of it are "
-                    "known)")
+            self.forget_shared_hash()
+            return (f"the shared stack stays on the new files (no earlier files of it are "
+                    f"known; a deploy of {SHARED_OWNER} deploys its own again)")
         stack = shared_stack_name(self.config)
         expected = stack_file_images(self.host.run(commands.read_file(path),
                                                     what="read shared stack"), stack)

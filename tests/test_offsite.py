@@ -82,6 +82,9 @@ def test_server_side_encryption_is_asked_for_except_where_every_object_is_encryp
     other = BackupS3.model_validate({**R2, "endpoint": "https://s3.eu-west-1.amazonaws.com"})
     assert offsite.encryption(r2) == {}
     assert offsite.encryption(other) == {"ServerSideEncryption": "AES256"}
+    refusing = BackupS3.model_validate({**R2, "endpoint": "https://minio.example:9000",
+                                        "serverSideEncryption": "none"})
+    assert offsite.encryption(refusing) == {}  # a store without a KMS refuses the header
 
 
 def test_the_endpoint_s_secret_parts_are_filled_in_or_named_when_missing() -> None:

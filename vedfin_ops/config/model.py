@@ -650,8 +650,11 @@ class BackupS3(Model):
     endpoint: Annotated[str, AfterValidator(_endpoint)]
     bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
     region: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = "auto"
-    # objects are `<prefix><database>/<id>.dump` and `.json`
+    # objects are `<prefix><stackPrefix>/<database>/<id>.dump` and `.json`
     prefix: Annotated[str, Field(pattern=r"^([A-Za-z0-9._-]+/)*$")] = ""
+    # server-side encryption asked of each object: AES256 (SSE-S3), or none for a store that
+    # refuses the header (a MinIO without a KMS); R2 encrypts everything and is never asked
+    server_side_encryption: Literal["AES256", "none"] = "AES256"
     access_key_id: Annotated[str, AfterValidator(_secret_reference)]
     secret_access_key: Annotated[str, AfterValidator(_secret_reference)]
     ca_root: Annotated[str, AfterValidator(_ca_root)] | None = None

@@ -69,8 +69,10 @@ class Bucket:
 
 def encryption(settings: BackupS3) -> dict[str, str]:
     """What each upload asks for: server-side encryption (SSE-S3, AES256), except on R2,
-    which encrypts every object at rest and implements none of the SSE headers."""
-    if re.search(r"\.r2\.cloudflarestorage\.com(:[0-9]+)?(/|$)", settings.endpoint):
+    which encrypts every object at rest and implements none of the SSE headers, and where
+    the config says `serverSideEncryption: none` (a store that refuses the header)."""
+    if settings.server_side_encryption == "none" or \
+            re.search(r"\.r2\.cloudflarestorage\.com(:[0-9]+)?(/|$)", settings.endpoint):
         return {}
     return {"ServerSideEncryption": "AES256"}
 

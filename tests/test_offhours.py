@@ -243,3 +243,22 @@ def test_an_engine_that_cannot_answer_keeps_the_run_pending(world: World) -> Non
     world.host.set_time("06:05")
     world.host.run(f"{job} retry", what="cron")
     assert _replicas(world) == dict.fromkeys(APPS, 2) and status_of(world)["pending"] is None
+
+
+def test_a_full_replicas_deploy_is_not_undone_by_the_run_it_made_wait(world: World) -> None:
+    """The 00:00 run found the deploy's lock and stayed pending; the deploy, with
+    --full-replicas, set the count the operator asked for: the retry at 00:05 keeps it."""
+    from vedfin_ops.steps.deploy import deploy
+
+    nightly.apply(world.host, world.config)  # type: ignore[arg-type]
+    job = offhours.script_path(world.config, "production")
+    _window_now(world, inside=True)
+    pending = Path(offhours.pending_path(world.config, "production", "down"))
+    pending.write_text("2026-12-06T00:00:00Z\n")  # what the skipped run left
+    deploy(world.host, world.config, "production", "v2", say=world.said.append,
+           hooks=world.hooks(), clock=world.clock.clock(), full_replicas=True)
+    world.settle()
+    assert not pending.exists()
+    world.host.run(f"{job} retry", what="cron")
+    world.settle()
+    assert _replicas(world) == dict.fromkeys(APPS, 2)

@@ -513,11 +513,15 @@ class Deploy(EnvRun):
         the window's end (`--full-replicas` keeps the configured count)."""
         from vedfin_ops.steps import offhours
 
-        if self.full_replicas or self.env not in offhours.envs(self.config):
+        if self.env not in offhours.envs(self.config):
+            return
+        if self.full_replicas:  # the operator's count stands until the window's end
+            self.settle_off_hours(offhours)
             return
         try:
             now = self.host.run("date +%H:%M", what="host time").strip()
             if not offhours.inside(self.config, now):
+                self.settle_off_hours(offhours)
                 return
             wanted = offhours.counts(self.config, self.env, "down")
             self.host.run(commands.scale_services(wanted), what="off-hours scale")
@@ -525,10 +529,21 @@ class Deploy(EnvRun):
             self.say(f"warning: inside the off-hours window, but not scaled down "
                      f"({describe(exc)}; fab scale --env {self.env} --replicas N)")
             return
+        self.settle_off_hours(offhours)
         assert self.config.off_hours is not None
         self.say(f"off-hours: {self.env} back to {self.config.off_hours.replicas} replica(s) "
                  f"per app until {self.config.off_hours.end} (host time {now}; "
                  f"--full-replicas keeps the configured count)")
+
+    def settle_off_hours(self, offhours: Any) -> None:
+        """A good deploy set the env's count itself (the off-hours one inside the window,
+        the configured one outside it or with --full-replicas): an off-hours run the cron
+        left pending (its lock was this deploy's) must not undo it minutes later."""
+        pending = [offhours.pending_path(self.config, self.env, mode) for mode in ("down", "up")]
+        try:
+            self.host.run(commands.remove_files(pending), what="off-hours pending")
+        except Exception as exc:
+            self.say(f"warning: a pending off-hours run was not cleared ({describe(exc)})")
 
     def apply_monitoring(self) -> None:
         """Step 7's alarms, after the release is live: a Netdata that is missing or refuses

@@ -375,7 +375,8 @@ class Join(ClusterRun):
         if not postgres.deployed or postgres.pinned_by(POSTGRES_LABEL):
             return
         service = f"{shared_stack_name(self.config)}_postgres"
-        holder = postgres.volume_node or next(n.name for n in self.config.nodes if n.postgres)
+        holder = postgres.volume_node or next(
+            (n.name for n in self.config.nodes if n.postgres), "its node (pending: no task runs)")
         pin = commands.pin_to_label(service, holder, POSTGRES_LABEL)
         raise CheckFailed(f"cluster.join: postgres ({service}) runs on {holder} unpinned: "
                           f"with {self.node.name} in the swarm a restart may start it there, "

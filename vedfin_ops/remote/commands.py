@@ -171,12 +171,6 @@ def relink_or_remove(target: str, link: str) -> str:
             f"else rm -f -- {sh(link)}; fi")
 
 
-def install_file(source: str, target: str) -> str:
-    """`target` replaced by a copy of `source` atomically (a copy, then rename(2))."""
-    new = sh(target + ".new")
-    return f"cp -- {sh(source)} {new} && mv -f -- {new} {sh(target)}"
-
-
 def write_text(path: str, text: str) -> str:
     return f"printf '%s\\n' {sh(text)} > {sh(path)}"
 
@@ -309,9 +303,17 @@ def restart_services(names: list[str]) -> str:
                        for name in names)
 
 
+# the engine's own words for a service that does not exist (`Error: no such service: x`)
+_NO_SUCH_SERVICE = "*[Nn]'o such service'*"
+
+
 def service_replicas(name: str) -> str:
-    """The replica count the service's spec asks for (`0` for a paused env)."""
-    return ("docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' " + sh(name))
+    """The replica count the service's spec asks for (`0` for a paused env), or `absent`
+    when there is no such service. Any other failure fails the command, the engine's words
+    on stderr: an engine that does not answer must not read as "not deployed"."""
+    return (f"( r=$(docker service inspect --format '{{{{.Spec.Mode.Replicated.Replicas}}}}' "
+            f"-- {sh(name)} 2>&1) || case \"$r\" in {_NO_SUCH_SERVICE}) echo absent; exit 0;; "
+            f"*) printf '%s\\n' \"$r\" >&2; exit 1;; esac; printf '%s\\n' \"$r\" )")
 
 
 def scale_services(wanted: dict[str, int]) -> str:
@@ -568,7 +570,7 @@ def service_placement(service: str) -> str:
     be read must not read as "not deployed"."""
     name = sh(service)
     return (f"p=$(docker service inspect --format '{{{{json .Spec.TaskTemplate.Placement}}}}' "
-            f"-- {name} 2>&1) || case \"$p\" in *[Nn]'o such service'*) echo absent; exit 0;; "
+            f"-- {name} 2>&1) || case \"$p\" in {_NO_SUCH_SERVICE}) echo absent; exit 0;; "
             f"*) printf '%s\\n' \"$p\" >&2; exit 1;; esac; printf 'placement %s\\n' \"$p\" && "
             f"docker service ps --format "
             f"'{{{{.DesiredState}}}}|{{{{.Node}}}}|{{{{.CurrentState}}}}' -- {name}")

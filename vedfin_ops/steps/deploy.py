@@ -510,36 +510,37 @@ class Deploy(EnvRun):
     def keep_off_hours(self) -> None:
         """Inside the env's off-hours window (the host's clock) the rollout ran at the
         configured replicas; the env goes back to the off-hours count the timer set, until
-        the window's end (`--full-replicas` keeps the configured count)."""
+        the window's end (`--full-replicas` keeps the configured count). Either way the count
+        this deploy set stands: the off-hours runs its lock made wait are cleared."""
         from vedfin_ops.steps import offhours
 
         if self.env not in offhours.envs(self.config):
             return
-        if self.full_replicas:  # the operator's count stands until the window's end
-            self.settle_off_hours(offhours)
-            return
-        try:
-            now = self.host.run("date +%H:%M", what="host time").strip()
-            if not offhours.inside(self.config, now):
-                self.settle_off_hours(offhours)
+        if not self.full_replicas:
+            try:
+                now = self.host.run("date +%H:%M", what="host time").strip()
+                inside = offhours.inside(self.config, now)
+                if inside:
+                    wanted = offhours.counts(self.config, self.env, "down")
+                    self.host.run(commands.scale_services(wanted), what="off-hours scale")
+            except Exception as exc:  # a pending down run stays: cron's retry scales
+                self.say(f"warning: inside the off-hours window, but not scaled down "
+                         f"({describe(exc)}; fab scale --env {self.env} --replicas N)")
                 return
-            wanted = offhours.counts(self.config, self.env, "down")
-            self.host.run(commands.scale_services(wanted), what="off-hours scale")
-        except Exception as exc:
-            self.say(f"warning: inside the off-hours window, but not scaled down "
-                     f"({describe(exc)}; fab scale --env {self.env} --replicas N)")
-            return
-        self.settle_off_hours(offhours)
-        assert self.config.off_hours is not None
-        self.say(f"off-hours: {self.env} back to {self.config.off_hours.replicas} replica(s) "
-                 f"per app until {self.config.off_hours.end} (host time {now}; "
-                 f"--full-replicas keeps the configured count)")
+            if inside:
+                assert self.config.off_hours is not None
+                self.say(f"off-hours: {self.env} back to {self.config.off_hours.replicas} "
+                         f"replica(s) per app until {self.config.off_hours.end} (host time "
+                         f"{now}; --full-replicas keeps the configured count)")
+        self.settle_off_hours()
 
-    def settle_off_hours(self, offhours: Any) -> None:
+    def settle_off_hours(self) -> None:
         """A good deploy set the env's count itself (the off-hours one inside the window,
         the configured one outside it or with --full-replicas): an off-hours run the cron
         left pending (its lock was this deploy's) must not undo it minutes later."""
-        pending = [offhours.pending_path(self.config, self.env, mode) for mode in ("down", "up")]
+        from vedfin_ops.steps.offhours import pending_path
+
+        pending = [pending_path(self.config, self.env, mode) for mode in ("down", "up")]
         try:
             self.host.run(commands.remove_files(pending), what="off-hours pending")
         except Exception as exc:
@@ -676,8 +677,7 @@ class Deploy(EnvRun):
         """Shared files no link names any more; best effort, the release is live."""
         digest = str(self.meta["shared_hash"])
         try:
-            self.host.run(commands.remove_siblings(self.layout.shared_files(digest)
-                                                   .rsplit("/", 1)[0], digest),
+            self.host.run(commands.remove_siblings(self.layout.shared_store, digest),
                           what="prune shared files")
         except Exception as exc:
             self.say(f"warning: old shared files not pruned ({describe(exc)})")

@@ -142,14 +142,14 @@ def _probe(name: str) -> str:
     retried); any other failure (dockerd restarting at 06:00 for an upgrade) keeps the run
     pending, retried until its window closes."""
     short = name.split("_", 1)[1]
-    return (f"    if ! n=$({commands.service_replicas(name)} 2>&1); then\n"
-            f'      case "$n" in\n'
-            f'        *"o such service"*) rm -f -- "$pending"; '
-            f'say {sh(f"skipped: {name} is not deployed")}; exit 0 ;;\n'
-            f"      esac\n"
+    # `$( (` with its space: the builder is a subshell, and `$((` would be arithmetic
+    return (f"    if ! n=$( {commands.service_replicas(name)} 2>&1); then\n"
             f'      say "failed: $(printf \'%s\' "$n" | tail -n 1); $mode is retried every '
             f'{RETRY_EVERY} min until $until"\n'
             f"      exit 1\n"
+            f"    fi\n"
+            f'    if [ "$n" = absent ]; then\n'
+            f'      rm -f -- "$pending"; say {sh(f"skipped: {name} is not deployed")}; exit 0\n'
             f"    fi\n"
             f'    [ "$n" = 0 ] && paused="$paused, {short}=0"')
 

@@ -65,9 +65,14 @@ class Layout:
         name those files, not a later release's: what a put-back redeploys."""
         return f"{self.base}/shared"
 
+    @property
+    def shared_store(self) -> str:
+        """Every kept set of shared files, a folder each (pruned to the linked one)."""
+        return f"{self.base}/shared.d"
+
     def shared_files(self, digest: str) -> str:
         """The folder of the shared files whose hash is `digest` (the link's target)."""
-        return f"{self.base}/shared.d/{digest}"
+        return f"{self.shared_store}/{digest}"
 
     @property
     def shared_engine(self) -> str:

@@ -748,19 +748,9 @@ def _shared(world: Any, service: str) -> str:
 
 def _vps_world(tmp_path: Any, shipped_data: dict[str, Any], mp: pytest.MonkeyPatch) -> Any:
     """One VPS (`vps:`: no placement rendered), v1 live; then a worker joined by hand."""
-    import copy
+    from .test_orchestration import v1_on_a_new_host
 
-    from vedfin_ops.config.loader import config_from_dict
-
-    from .fake.host import FakeHost
-    from .test_orchestration import FakeClock, World, _secrets
-
-    data = copy.deepcopy(shipped_data)
-    data.setdefault("remote", {})["baseDir"] = str(tmp_path / "srv")
-    config = config_from_dict(data, "dokploy.yaml")
-    _secrets(mp, config)
-    world = World(tmp_path, config, FakeHost(tmp_path), FakeClock())
-    assert world.deploy("v1").result == "ok"
+    world = v1_on_a_new_host(tmp_path, shipped_data, mp)
     world.host.set_engine(nodes=[_engine_node("id0", "vm", {}, role="manager"),
                                  _engine_node("id1", "w1", {})])
     return world

@@ -110,20 +110,33 @@ def v1_live(tmp_path_factory: pytest.TempPathFactory, shipped_data: dict[str, An
     """A host where v1 went live through the real pipeline; each test gets a copy of it."""
     import copy
 
-    from vedfin_ops.config.loader import config_from_dict
 
     root = tmp_path_factory.mktemp("fakehost")
-    data = copy.deepcopy(shipped_data)
-    data.setdefault("remote", {})["baseDir"] = str(root / "srv")
-    config = config_from_dict(data, "dokploy.yaml")
     with pytest.MonkeyPatch.context() as mp:
-        _secrets(mp, config)
-        world = World(root, config, FakeHost(root), FakeClock())
-        assert world.deploy("v1").result == "ok"
+        world = v1_on_a_new_host(root, shipped_data, mp)
+    data = copy.deepcopy(shipped_data)
+    data.setdefault("remote", {})["baseDir"] = world.config.remote.base_dir
     saved = root.parent / f"{root.name}-saved"
     shutil.copytree(root, saved, symlinks=True)
     yield saved, data
     shutil.rmtree(saved, ignore_errors=True)
+
+
+def v1_on_a_new_host(root: Path, shipped_data: dict[str, Any], mp: pytest.MonkeyPatch
+                     ) -> World:
+    """The shipped config on a new scripted host under `root`, its secrets set, v1 deployed
+    through the real pipeline."""
+    import copy
+
+    from vedfin_ops.config.loader import config_from_dict
+
+    data = copy.deepcopy(shipped_data)
+    data.setdefault("remote", {})["baseDir"] = str(root / "srv")
+    config = config_from_dict(data, "dokploy.yaml")
+    _secrets(mp, config)
+    world = World(root, config, FakeHost(root), FakeClock())
+    assert world.deploy("v1").result == "ok"
+    return world
 
 
 def _secrets(mp: pytest.MonkeyPatch, config: Config) -> None:
@@ -227,16 +240,8 @@ def test_a_first_deploy_on_a_new_host_makes_its_folders(tmp_path: Path,
                                                         shipped_data: dict[str, Any],
                                                         monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    import copy
-
-    from vedfin_ops.config.loader import config_from_dict
-
-    data = copy.deepcopy(shipped_data)
-    data.setdefault("remote", {})["baseDir"] = str(tmp_path / "srv")
-    config = config_from_dict(data, "dokploy.yaml")
-    _secrets(monkeypatch, config)
-    world = World(tmp_path, config, FakeHost(tmp_path), FakeClock())
-    assert world.deploy("v1").result == "ok"
+    world = v1_on_a_new_host(tmp_path, shipped_data, monkeypatch)
+    assert Path(world.layout.current).is_symlink()
 
 
 def test_a_clean_deploy_sends_the_steps_in_the_runbooks_order(v2_steps: list[tuple[str, int]]

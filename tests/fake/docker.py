@@ -105,6 +105,17 @@ def tasks(svc: dict[str, Any], image: str, ready: bool, count: int) -> list[dict
     return [{"image": image, "ready": ready} for _ in range(count)]
 
 
+def named_service(state: dict[str, Any], args: list[str], command: str = "service inspect"
+                  ) -> dict[str, Any] | None:
+    """The service `docker service inspect|ps ... NAME` names, or None after the engine's
+    own words (`service ps` says them without `Error: `)."""
+    svc: dict[str, Any] | None = state["services"].get(args[-1])
+    if svc is None:
+        prefix = "" if command == "service ps" else "Error: "
+        print(f"{prefix}no such service: {args[-1]}", file=sys.stderr)
+    return svc
+
+
 def stack_configs(state: dict[str, Any], spec: dict[str, Any], stack_file: str
                   ) -> dict[str, str] | None:
     """Swarm configs as the engine keeps them: immutable, so a file whose data changed under
@@ -364,33 +375,29 @@ def main(args: list[str]) -> int:
                 print(name)
         return 0
     if args[:2] == ["service", "inspect"] and "Replicas" in (flag(args, "--format") or ""):
-        svc = state["services"].get(args[-1])  # the spec's replica count (off-hours' cron)
+        svc = named_service(state, args)  # the spec's replica count (off-hours' cron)
         if svc is None:
-            print(f"Error: no such service: {args[-1]}", file=sys.stderr)
             return 1
         print(svc["replicas"])
         return 0
     if args[:2] == ["service", "inspect"] and "Placement" in (flag(args, "--format") or ""):
-        svc = state["services"].get(args[-1])
+        svc = named_service(state, args)
         if svc is None:
-            print(f"Error: no such service: {args[-1]}", file=sys.stderr)
             return 1
         print(json.dumps({"Constraints": svc["constraints"]} if svc.get("constraints")
                          else {}))
         return 0
     if args[:2] == ["service", "ps"] and ".Node" in (flag(args, "--format") or ""):
-        svc = state["services"].get(args[-1])
+        svc = named_service(state, args, "service ps")
         if svc is None:
-            print(f"no such service: {args[-1]}", file=sys.stderr)
             return 1
         for line in svc.get("ps") or [f"Running|{task_node(state, svc)}|Running 3 seconds ago"
                                       for _task in svc["tasks"][:svc["replicas"]]]:
             print(line)  # svc["ps"]: a task history a test wrote (pending, failed, moved)
         return 0
     if args[:2] == ["service", "inspect"] and "--format" in args:  # the spec's image
-        svc = state["services"].get(args[-1])
+        svc = named_service(state, args)
         if svc is None:
-            print(f"Error: no such service: {args[-1]}", file=sys.stderr)
             return 1
         print(svc["image"])
         return 0

@@ -54,6 +54,6 @@ elif ! kuma_fixed; then
   cp "$kuma_pkg"/db/patch-*.sql "$kuma_pkg/db/old_migrations/"
   kuma_fixed
 fi
-echo "setup: pip install -e .[test,sandbox]"
-python3 -m pip install -q --disable-pip-version-check -e '.[test,sandbox]' 2>&1 | grep -v -e WARNING -e "^$" || true
+echo "setup: pip install -e .[all,test,sandbox]"
+python3 -m pip install -q --disable-pip-version-check -e '.[all,test,sandbox]' 2>&1 | grep -v -e WARNING -e "^$" || true
 python3 -c "import vedfin_ops" && echo "setup: ok"

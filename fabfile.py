@@ -1,3 +1,3 @@
-"""`fab` in a checkout reads this file: the same task tree as `inv` and `vedfin`."""
+"""`fab` in a checkout reads this file: the same task tree as `inv` (tasks.py)."""
 
-from vedfin_ops.cli.tasks import ns  # noqa: F401
+from tasks import ns  # noqa: F401

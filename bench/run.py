@@ -31,12 +31,12 @@ from vedfin_ops.checks.smoke import smoke_test  # noqa: E402
 from vedfin_ops.config.loader import config_from_dict  # noqa: E402
 from vedfin_ops.config.names import stack_name  # noqa: E402
 from vedfin_ops.config.secret_store import resolve  # noqa: E402
+from vedfin_ops.deploy.build import build_command, build_images, registry_session  # noqa: E402
+from vedfin_ops.deploy.pipeline import DeployResult, deploy  # noqa: E402
 from vedfin_ops.remote.host import Host, connect  # noqa: E402
 from vedfin_ops.rendering.local_files import write_tree  # noqa: E402
-from vedfin_ops.steps.build import build_command, build_images, registry_session  # noqa: E402
-from vedfin_ops.steps.deploy import DeployResult, deploy  # noqa: E402
-from vedfin_ops.steps.env_run import listing  # noqa: E402
-from vedfin_ops.steps.releases import Layout  # noqa: E402
+from vedfin_ops.run.env_run import listing  # noqa: E402
+from vedfin_ops.run.layout import Layout  # noqa: E402
 
 SANDBOX = ROOT / ".sandbox"
 ENV = "production"
@@ -353,7 +353,7 @@ def bench_growth_nodes(sizes: tuple[int, ...] = (1, 2, 3)) -> None:
     """Deploy time and remote commands on a swarm of 1, 2, 3 sandbox nodes (the same netns
     engines each time; 1 is a one-node `nodes:` config): v1 first, then v2 and back to v1
     timed. The tool talks to the manager only, so the target is flat."""
-    from vedfin_ops import sandbox
+    import sandbox
     from vedfin_ops.remote.host import connect as ssh
 
     times: dict[int, float] = {}
@@ -476,9 +476,9 @@ def bench_backup(runs: int = 5, rows: int = 1_500_000) -> None:
     The tool does more: a record, sha256, retention, and on restore the sha256 check, the
     dump's rows counted and compared, the swap left out (`--into`). Off-host copies are off
     here and timed apart (the sandbox's S3 server is moto)."""
+    from vedfin_ops.backups.backup import folder, postgres, take_backup
+    from vedfin_ops.backups.restore import RestoreRun
     from vedfin_ops.remote import commands
-    from vedfin_ops.steps.backup import folder, postgres, take_backup
-    from vedfin_ops.steps.restore import RestoreRun
 
     data = yaml.safe_load((SANDBOX / "dokploy.yaml").read_text())
     data.get("backups", {}).pop("s3", None)
@@ -531,7 +531,7 @@ def bench_backup(runs: int = 5, rows: int = 1_500_000) -> None:
         h.run(commands.remove_files([f"{where}/bench-bare.dump"]), what="clean")
         sandbox = load_config(SANDBOX / "dokploy.yaml")
         if sandbox.backups.s3 is not None:
-            from vedfin_ops.steps.offsite import offsite_copy
+            from vedfin_ops.backups.offsite import offsite_copy
 
             started = time.monotonic()
             offsite_copy(h, sandbox, backup, lambda _m: None)

@@ -19,7 +19,9 @@ SHELL_HOMES = ("remote",)
 _WORDS = r"(docker|sudo|psql|pg_dump|pg_restore|crontab|systemctl|tail|printf|mkdir|chmod|rm|test)"
 #: A command: a literal that starts with a command word, or puts one after a shell operator.
 #: A hint inside a message ("... (docker node ls)") is prose for the user and does not count.
-_SHELL = re.compile(rf"^\s*{_WORDS}\s|(;|&&|\|\||\||\$\(|`)\s*{_WORDS}\s|^\s*(&&|\|\|)\s*$|^\s+-At\b")
+_SHELL = re.compile(
+    rf"^\s*{_WORDS}\s|(;|&&|\|\||\||\$\(|`)\s*{_WORDS}\s|^\s*(&&|\|\|)\s*$|^\s+-At\b"
+)
 
 
 def modules(root: Path = PACKAGE) -> list[Path]:
@@ -44,7 +46,8 @@ def imports(path: Path, root: Path = PACKAGE) -> set[str]:
             found.update(a.name for a in node.names if a.name.startswith(root.name))
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                mod = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                kept = base[: len(base) - node.level + 1]
+                mod = ".".join(kept + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
             if mod.startswith(root.name):
@@ -116,10 +119,14 @@ def shell_literals(root: Path = PACKAGE) -> list[str]:
             id(n.body[0].value)
             for n in ast.walk(tree)
             if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
+            and n.body
+            and isinstance(n.body[0], ast.Expr)
+            and isinstance(n.body[0].value, ast.Constant)
         }
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            if id(node) not in docstrings:
                 text = node.value
                 if _SHELL.search(text):
                     found.append(f"{rel}:{node.lineno}: {text.strip()[:70]!r}")
@@ -152,7 +159,8 @@ def main() -> None:
     print(f"modules: {len(paths)}, lines: {sum(lines.values())}")
     print("modules per folder:")
     for folder, n in sorted(per_folder.items()):
-        share = sum(v for p, v in lines.items() if str(p.parent.relative_to(PACKAGE.parent)) == folder)
+        rel = PACKAGE.parent
+        share = sum(v for p, v in lines.items() if str(p.parent.relative_to(rel)) == folder)
         print(f"  {folder:34} {n:3}  {share:6} lines")
     big = max(lines, key=lines.__getitem__)
     print(f"largest module: {big.relative_to(PACKAGE)} ({lines[big]} lines)")

@@ -148,7 +148,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real Distribution registry on a free port holding api and web v1 and v2 (per module)."""
-    from vedfin_ops.sandbox.registry import start
+    from sandbox.registry import start
 
     from .registry_push import push
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class Installed:
     venv: Path
     workdir: Path  # a folder outside the repository to run in
+    wheel: Path
 
     @property
     def vedfin(self) -> Path:
@@ -44,6 +46,9 @@ def install(folder: Path) -> Installed:
     (ROOT / "build").mkdir(exist_ok=True)
     with open(ROOT / "build" / ".wheel-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # setuptools copies into build/lib and never removes what a move left there: a module
+        # that moved would ship twice
+        shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)
         build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                                 "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
                                capture_output=True, text=True, timeout=300, check=False)
@@ -60,4 +65,4 @@ def install(folder: Path) -> Installed:
         raise AssertionError(f"installing the wheel failed: {pip.stderr[-2000:]}")
     workdir = folder / "work"
     workdir.mkdir()
-    return Installed(venv, workdir)
+    return Installed(venv, workdir, wheel)

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from vedfin_ops.backups import backup as backups
+from vedfin_ops.backups.backup import Backup, list_backups, new_id, parse_listing, to_remove
 from vedfin_ops.remote.quoting import sql_ident, sql_literal
-from vedfin_ops.steps import backup as backups
-from vedfin_ops.steps.backup import Backup, list_backups, new_id, parse_listing, to_remove
-from vedfin_ops.steps.env_run import listing
-from vedfin_ops.steps.operation import RunFailed
+from vedfin_ops.run.env_run import listing
+from vedfin_ops.run.operation import RunFailed
 
 from . import test_orchestration as orchestration
 from .test_orchestration import World, assert_back_on_v1
@@ -74,7 +74,7 @@ def test_a_failed_backup_stops_the_deploy_before_anything_changes(world: World) 
 
 
 def test_no_backup_skips_it_and_the_audit_log_says_so(world: World) -> None:
-    from vedfin_ops.steps.deploy import deploy
+    from vedfin_ops.deploy.pipeline import deploy
 
     result = deploy(world.host, world.config, "production", "v2", no_backup=True,
                     say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
@@ -186,7 +186,7 @@ def test_records_without_their_dumps_do_not_count_toward_keep(world: World) -> N
 def test_retention_keeps_the_backup_rollback_restore_db_needs(world: World) -> None:
     """keep: 1, and a manual backup after a deploy: the live release's pre-deploy backup
     stays (it is what `rollback --restore-db` restores), and the rollback restores it."""
-    from vedfin_ops.steps.backup import run_backup
+    from vedfin_ops.backups.backup import run_backup
 
     world.config.backups.keep = 1
     assert world.deploy("v2").result == "ok"
@@ -207,7 +207,7 @@ def test_retention_keeps_the_backup_rollback_restore_db_needs(world: World) -> N
 
 def test_the_nightly_retention_keeps_the_live_backup_and_counts_only_whole_ones(
         world: World) -> None:
-    from vedfin_ops.steps import nightly
+    from vedfin_ops.schedule import nightly
 
     world.config.backups.keep = 1
     assert world.deploy("v2").result == "ok"
@@ -342,7 +342,7 @@ def _config() -> Any:
 # --- restore: the pure parts (the sandbox restores for real) ---
 
 def test_restore_compares_every_table_and_row_count_with_the_dump() -> None:
-    from vedfin_ops.steps.restore import compare_counts, parse_counts
+    from vedfin_ops.backups.restore import compare_counts, parse_counts
 
     dump = parse_counts('2 public.items\n0 public."My T"\n5 public.users\n')
     assert dump == {"public.items": 2, 'public."My T"': 0, "public.users": 5}
@@ -354,7 +354,7 @@ def test_restore_compares_every_table_and_row_count_with_the_dump() -> None:
 
 
 def test_the_swap_renames_both_in_one_transaction_after_closing_the_database() -> None:
-    from vedfin_ops.steps.restore import swap_sql
+    from vedfin_ops.backups.restore import swap_sql
 
     sql = swap_sql("vedfinance_prod", "vedfinance_prod_restore_x", 'odd"name')
     lines = sql.splitlines()
@@ -372,8 +372,8 @@ def test_the_swap_renames_both_in_one_transaction_after_closing_the_database() -
 def test_kept_database_names_fit_postgres_and_are_found_again() -> None:
     import re
 
-    from vedfin_ops.steps.backup import before_copies_sql
-    from vedfin_ops.steps.restore import kept_name
+    from vedfin_ops.backups.backup import before_copies_sql
+    from vedfin_ops.backups.restore import kept_name
 
     when = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
     for database in ("vedfinance_prod", "d" * 63):
@@ -389,8 +389,8 @@ def test_kept_database_names_fit_postgres_and_are_found_again() -> None:
 
 
 def test_restoring_production_needs_yes_and_a_valid_target_name() -> None:
+    from vedfin_ops.backups.restore import run_restore
     from vedfin_ops.errors import UsageError
-    from vedfin_ops.steps.restore import run_restore
 
     config = _config()
     with pytest.raises(UsageError, match="pass --yes"):
@@ -402,8 +402,8 @@ def test_restoring_production_needs_yes_and_a_valid_target_name() -> None:
 def test_the_dump_s_rows_are_counted_per_copy_block_whatever_the_data_says() -> None:
     import subprocess
 
+    from vedfin_ops.backups.restore import parse_counts
     from vedfin_ops.remote.commands import _COUNT_ROWS, RESTORE_FAILED
-    from vedfin_ops.steps.restore import parse_counts
 
     data = ("SET x;\nCOPY public.snippets (body) FROM stdin;\n"
             "COPY public.accounts (id) FROM stdin;\nline\\nbreak\n\\.\n"
@@ -424,7 +424,7 @@ def test_the_dump_s_rows_are_counted_per_copy_block_whatever_the_data_says() -> 
 # -- rollback --restore-db: the database back with the apps ---------------------------------
 
 def _rollback_restoring(world: World) -> str:
-    from vedfin_ops.steps.rollback import rollback
+    from vedfin_ops.deploy.rollback import rollback
 
     return rollback(world.host, world.config, "production", say=world.said.append,
                     clock=world.clock.clock(), verify_fn=world.hooks().verify,
@@ -459,7 +459,7 @@ def test_rollback_restore_db_swaps_in_the_backup_taken_before_the_deploy(world: 
 
 def test_rollback_restore_db_refuses_a_release_deployed_without_a_backup(world: World
                                                                          ) -> None:
-    from vedfin_ops.steps.deploy import deploy
+    from vedfin_ops.deploy.pipeline import deploy
 
     deploy(world.host, world.config, "production", "v2", no_backup=True,
            say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
@@ -505,7 +505,7 @@ def test_a_fault_in_rollback_restore_db_ends_on_v2_with_its_own_database(
 # -- db.restore on the scripted host: the real checksum, the shared lock, a restarted postgres --
 
 def _restore(world: World, backup_id: str) -> str:
-    from vedfin_ops.steps.restore import RestoreRun, find_backup
+    from vedfin_ops.backups.restore import RestoreRun, find_backup
 
     backup = find_backup(world.host, world.config, "production", backup_id)  # type: ignore
     result: str = RestoreRun(world.host, world.config, "production", backup,  # type: ignore
@@ -552,7 +552,7 @@ def test_a_restore_waits_for_the_shared_lock_and_changes_nothing_if_it_stays_hel
         world: World) -> None:
     """Another env's deploy holds the shared stack (postgres may restart under it): the
     restore waits for it, then stops before it touches a database."""
-    from vedfin_ops.steps.lock import shared_lock
+    from vedfin_ops.run.lock import shared_lock
 
     taken = _deployed_backup(world)
     other = shared_lock(world.host, world.layout.shared_lock, action="deploy staging")
@@ -609,7 +609,7 @@ def test_a_restore_cut_by_a_postgres_restart_reopens_the_database_on_the_new_con
 
 
 def test_rollback_restore_db_takes_the_shared_lock_too(world: World) -> None:
-    from vedfin_ops.steps.lock import shared_lock
+    from vedfin_ops.run.lock import shared_lock
 
     assert world.deploy("v2").result == "ok"
     other = shared_lock(world.host, world.layout.shared_lock, action="deploy staging")

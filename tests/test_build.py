@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from vedfin_ops.config.loader import config_from_dict
+from vedfin_ops.deploy.build import build_command, build_images, targets
 from vedfin_ops.errors import ConfigError
-from vedfin_ops.steps.build import build_command, build_images, targets
 
 
 def _with_build(shipped_data: dict[str, Any], **build: Any) -> dict[str, Any]:

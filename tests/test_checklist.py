@@ -11,8 +11,8 @@ import pytest
 
 from tests.fake.host import Fault
 from vedfin_ops.checks.runner import Check
-from vedfin_ops.steps.checklist import checklist
-from vedfin_ops.steps.operation import RunFailed
+from vedfin_ops.monitoring.checklist import checklist
+from vedfin_ops.run.operation import RunFailed
 
 from . import test_orchestration as orchestration
 from .test_orchestration import World

@@ -183,11 +183,11 @@ def test_a_rollout_view_on_a_terminal_shows_engine_words_literally(
     assert screen(buffer.getvalue()) == [f"  {MARKUP}"]
 
 
-ROLLOUT_TASKS = {"deploy.production": ("vedfin_ops.steps.deploy", "deploy"),
-                 "rollback": ("vedfin_ops.steps.rollback", "rollback"),
-                 "pause": ("vedfin_ops.steps.scale", "scale"),
-                 "resume": ("vedfin_ops.steps.scale", "scale"),
-                 "scale": ("vedfin_ops.steps.scale", "scale")}
+ROLLOUT_TASKS = {"deploy.production": ("vedfin_ops.deploy.pipeline", "deploy"),
+                 "rollback": ("vedfin_ops.deploy.rollback", "rollback"),
+                 "pause": ("vedfin_ops.deploy.scale", "scale"),
+                 "resume": ("vedfin_ops.deploy.scale", "scale"),
+                 "scale": ("vedfin_ops.deploy.scale", "scale")}
 
 
 @pytest.mark.parametrize("name", sorted(ROLLOUT_TASKS))

@@ -316,7 +316,7 @@ def test_a_deploy_to_a_cluster_without_its_labels_stops_before_any_change(
     """Postgres updates stop-first: pinned to a label no node carries, it would be stopped
     and never start again. The deploy refuses before the first change; labelled, it goes
     through."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _cluster_world(tmp_path, shipped_data, monkeypatch, registry)
     with pytest.raises(RunFailed) as info:
@@ -334,7 +334,7 @@ def test_a_deploy_to_a_cluster_without_its_labels_stops_before_any_change(
 def _drain(world: Any, node: str, **kwargs: Any) -> Any:
     """A drain verified by the world's smoke stand-in (`world.verify_failures`), each env it
     verifies recorded in `world.verified`."""
-    from vedfin_ops.steps.cluster import drain
+    from vedfin_ops.cluster.membership import drain
 
     def check(config: Any, env: str, **_: Any) -> list[str]:
         world.verified = [*getattr(world, "verified", []), env]
@@ -382,7 +382,7 @@ def test_a_drain_moves_the_node_s_tasks_and_is_audited(
 def test_a_drain_that_would_leave_something_nowhere_is_refused_before_any_change(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         registry: Any, node: str, expected: str) -> None:
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     nodes = world.host.engine()["nodes"]
@@ -411,7 +411,7 @@ def test_a_drain_past_the_other_nodes_limits_is_said_not_refused(
 def test_a_drain_that_does_not_converge_or_is_stopped_makes_the_node_active_again(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         registry: Any, kind: str) -> None:
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     from .fake.host import Fault
 
@@ -440,8 +440,8 @@ def test_cluster_status_shows_each_node_its_tasks_and_what_would_stop_a_deploy(
     node the swarm lacks, tasks per node; names from the engine printed as text."""
     from rich.console import Console
 
+    from vedfin_ops.cluster.membership import cluster_status
     from vedfin_ops.reports.tables import cluster_table
-    from vedfin_ops.steps.cluster import cluster_status
 
     from .fake.host import FakeHost
 
@@ -476,8 +476,8 @@ def test_cluster_status_shows_each_node_its_tasks_and_what_would_stop_a_deploy(
 def test_a_rollback_on_a_cluster_that_lost_a_label_stops_before_any_change(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         registry: Any) -> None:
-    from vedfin_ops.steps.operation import RunFailed
-    from vedfin_ops.steps.rollback import rollback
+    from vedfin_ops.deploy.rollback import rollback
+    from vedfin_ops.run.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     assert world.deploy("v2").result == "ok"
@@ -498,7 +498,7 @@ def test_a_fault_while_reading_the_nodes_ends_a_cluster_deploy_before_any_change
         registry: Any, kind: str) -> None:
     """The node inventory is the first thing a deploy to a cluster asks: a dropped link, a
     bug, Ctrl-C or SIGTERM there leave v1 live and untouched, one line, an audit line."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     from .fake.host import Fault
 
@@ -586,7 +586,7 @@ def _join_world(tmp_path: Any, shipped_data: dict[str, Any], mp: pytest.MonkeyPa
 
 
 def _join(world: Any, node: str) -> Any:
-    from vedfin_ops.steps.cluster import join
+    from vedfin_ops.cluster.membership import join
 
     return join(world.host, world.host, world.config, node, say=world.said.append,
                 clock=world.clock.clock())
@@ -639,7 +639,7 @@ def test_cluster_join_refuses_before_any_change(
     quorum), an engine named otherwise than the config says, one in another swarm, and a
     former member's `down` entry: each refused with nothing joined."""
     from vedfin_ops.errors import UsageError
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _join_world(tmp_path, shipped_data, monkeypatch, registry)
     with pytest.raises(UsageError, match="'node9' is not in the config's nodes"):
@@ -670,7 +670,7 @@ def test_cluster_join_refuses_before_any_change(
 def test_a_join_that_fails_after_the_node_joined_takes_it_out_again(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         registry: Any, kind: str) -> None:
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     from .fake.host import Fault
 
@@ -760,7 +760,7 @@ def test_a_drain_of_the_node_postgres_runs_on_is_refused_whatever_its_labels(
         tmp_path: Any, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """`vps:` renders no placement, so nothing labels the manager: postgres runs there,
     unpinned, on its volume. Drained, it would start on the worker, on an empty volume."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _vps_world(tmp_path, shipped_data, monkeypatch)
     with pytest.raises(RunFailed) as info:
@@ -787,7 +787,7 @@ def test_a_drain_of_the_config_s_postgres_or_public_node_is_refused_without_its_
     """Labels cleaned up by hand: the config still says where postgres's volume and the
     public address are. Refused in one line naming them (it was "unexpected
     StopIteration"), before any change."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     world.config.nodes[0].public, world.config.nodes[1].public = False, True
@@ -809,7 +809,7 @@ def test_a_drain_is_verified_by_each_running_env_s_smoke_checks(
         registry: Any) -> None:
     """The tasks moved: every env that runs is smoke-checked after (staging, never deployed
     here, is not); a failed check makes the node active again."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     world.verify_failures = ["api-production: 502 through the edge"]
@@ -833,9 +833,9 @@ def test_the_cli_s_drain_runs_the_smoke_suite(
     a deploy's verify runs (here answering as an edge that lost the api would)."""
     from vedfin_ops.checks.runner import Check
     from vedfin_ops.checks.smoke import SmokeReport
-    from vedfin_ops.steps import env_run
-    from vedfin_ops.steps.cluster import drain
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.cluster.membership import drain
+    from vedfin_ops.run import env_run
+    from vedfin_ops.run.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     asked: list[str] = []
@@ -862,7 +862,7 @@ def test_a_join_never_gives_a_second_node_a_placement_label(
     """node1 carries the label and runs the service (its volume is there); the config says
     node0. Labelled too, node0 would let swarm start it on either, on an empty volume:
     refused, naming both nodes, nothing changed."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     engine = world.host.engine()
@@ -889,7 +889,7 @@ def test_a_new_node_is_not_joined_beside_another_node_s_placement_label(
         registry: Any) -> None:
     """The config moved the public address to node2; node0 still carries vedfin.edge: the
     join stops before node2 is in the swarm."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _join_world(tmp_path, shipped_data, monkeypatch, registry)
     world.config.nodes[0].public, world.config.nodes[2].public = False, True
@@ -907,7 +907,7 @@ def test_a_node_joins_only_beside_a_postgres_pinned_to_its_node(
     """A postgres deployed from `vps:` has no constraint: with a second node any restart may
     start it there, on an empty volume. The join is refused with the command that pins it;
     once run, the node joins."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     engine = world.host.engine()
@@ -991,7 +991,7 @@ def test_a_drain_of_the_node_a_pending_postgres_last_ran_on_is_refused(
         registry: Any) -> None:
     """Postgres's task waits for a node (pending) and its labels are gone: its volume is
     still on node1, where it last ran, and draining node1 would start it elsewhere."""
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.run.operation import RunFailed
 
     world = _deployed_cluster(tmp_path, shipped_data, monkeypatch, registry)
     engine = world.host.engine()

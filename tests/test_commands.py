@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import heredoc
-from vedfin_ops.steps.releases import Listing, parse_listing, parse_records
+from vedfin_ops.run.layout import Listing, parse_listing, parse_records
 
 
 def test_stack_deploy_never_resolves_images_at_a_registry() -> None:
@@ -210,7 +210,7 @@ def test_prune_keeps_current_and_the_good_one_before_it() -> None:
 
 
 def test_db_inventory_is_one_psql_session_over_every_database() -> None:
-    from vedfin_ops.steps.db_init import inventory_sql, parse_inventory
+    from vedfin_ops.deploy.db_init import inventory_sql, parse_inventory
     assert commands.db_inventory("pg1", "postgres") == (
         "docker exec -i pg1 psql -X -At -v ON_ERROR_STOP=0 -U postgres -d postgres 2>&1")
     sql = inventory_sql(["vedfinance_dev", "vedfinance_prod"], vector=True)

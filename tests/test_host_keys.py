@@ -95,7 +95,7 @@ def _start(folder: Path, subsystem: str | None, more_keys: tuple[str, ...] = ())
                       + "".join(f"HostKey {folder}/host_key_{kind}\n" for kind in more_keys)
                       + (f"Subsystem sftp {subsystem}\n" if subsystem else ""))
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-    from vedfin_ops.sandbox.sshd import free_port
+    from sandbox.sshd import free_port
 
     for _ in range(20):  # another test run may take the port between our probe and sshd's bind
         port = free_port(22100)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from vedfin_ops.errors import UsageError
-from vedfin_ops.steps import logs
+from vedfin_ops.monitoring import logs
 
 from . import test_orchestration as orchestration
 from .test_orchestration import World
@@ -63,7 +63,7 @@ def test_lines_are_merged_by_time_and_an_engine_message_keeps_its_place() -> Non
 def test_grep_filters_here_and_secrets_are_masked(world: World) -> None:
     """Through the masking every step uses (`as_env_host`: the env's secret values and any
     URL's password), on the scripted engine's log lines."""
-    from vedfin_ops.steps.env_run import as_env_host
+    from vedfin_ops.run.env_run import as_env_host
 
     _fake_logs(world, {"api-production": [
         ("current", "ERROR login with s3cret-value-jwt_secret_prod to "
@@ -82,7 +82,7 @@ def test_grep_filters_here_and_secrets_are_masked(world: World) -> None:
 def test_grep_never_tells_which_lines_hold_a_secret(world: World, grep: str) -> None:
     """The pattern is matched against what would be shown (masked), as in follow mode: a
     search for a secret's value finds nothing rather than confirming it."""
-    from vedfin_ops.steps.env_run import as_env_host
+    from vedfin_ops.run.env_run import as_env_host
 
     _fake_logs(world, {"api-production": [
         ("current", "login with s3cret-value-jwt_secret_prod to "

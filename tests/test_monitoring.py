@@ -17,9 +17,9 @@ import pytest
 from tests.fake.host import FakeHost
 from vedfin_ops.config.loader import config_from_dict
 from vedfin_ops.errors import CheckFailed
+from vedfin_ops.monitoring import netdata as monitoring
 from vedfin_ops.rendering.alarms import alarms
 from vedfin_ops.rendering.files import netdata_health
-from vedfin_ops.steps import monitoring
 
 from . import test_orchestration as orchestration
 from .test_orchestration import World

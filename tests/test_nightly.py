@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from vedfin_ops.backups.backup import list_backups
 from vedfin_ops.config.model import Config
 from vedfin_ops.remote.probes.usage import parse_disk, parse_probe
 from vedfin_ops.reports.capacity import live_status
 from vedfin_ops.reports.tables import _backup_notes
-from vedfin_ops.steps import nightly, offhours
-from vedfin_ops.steps.backup import list_backups
+from vedfin_ops.schedule import nightly, offhours
 
 from . import test_orchestration as orchestration
 from .test_orchestration import World
@@ -102,7 +102,7 @@ def _other(world: World, prefix: str = "shop") -> Config:
 
 
 def test_two_configs_on_one_host_keep_each_other_s_cron_lines(world: World) -> None:
-    from vedfin_ops.steps.status import backups_state
+    from vedfin_ops.reports.status import backups_state
 
     (world.root / "crontab").write_text("5 4 * * * /usr/bin/certbot renew\n")
     shop = _other(world)

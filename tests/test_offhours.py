@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vedfin_ops.steps import nightly, offhours
+from vedfin_ops.schedule import nightly, offhours
 
 from . import test_orchestration as orchestration
 from .test_orchestration import World
@@ -68,7 +68,7 @@ def test_cron_runs_each_installed_line_on_the_host_down_then_up_then_retries(wor
 
 def test_the_timer_scales_down_and_back_audited_and_retries_after_a_held_lock(world: World
                                                                                ) -> None:
-    from vedfin_ops.steps.status import status
+    from vedfin_ops.reports.status import status
 
     nightly.apply(world.host, world.config)  # type: ignore[arg-type]
     job = offhours.script_path(world.config, "production")
@@ -149,7 +149,7 @@ def test_a_skipped_run_gives_up_when_its_window_closes(world: World, start: str)
 
 
 def status_of(world: World) -> dict[str, object]:
-    from vedfin_ops.steps.status import status
+    from vedfin_ops.reports.status import status
 
     said: dict[str, object] = status(world.host, world.config, "production")["offhours"]
     return said
@@ -187,7 +187,7 @@ def test_a_deploy_inside_the_window_keeps_the_off_hours_count(world: World) -> N
 
 
 def test_full_replicas_or_outside_the_window_keeps_the_configured_count(world: World) -> None:
-    from vedfin_ops.steps.deploy import deploy
+    from vedfin_ops.deploy.pipeline import deploy
 
     _window_now(world, inside=True)
     deploy(world.host, world.config, "production", "v2", say=world.said.append,
@@ -248,7 +248,7 @@ def test_an_engine_that_cannot_answer_keeps_the_run_pending(world: World) -> Non
 def test_a_full_replicas_deploy_is_not_undone_by_the_run_it_made_wait(world: World) -> None:
     """The 00:00 run found the deploy's lock and stayed pending; the deploy, with
     --full-replicas, set the count the operator asked for: the retry at 00:05 keeps it."""
-    from vedfin_ops.steps.deploy import deploy
+    from vedfin_ops.deploy.pipeline import deploy
 
     nightly.apply(world.host, world.config)  # type: ignore[arg-type]
     job = offhours.script_path(world.config, "production")

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from vedfin_ops.backups import offsite
+from vedfin_ops.backups.offsite import Bucket, endpoint_url, prune
 from vedfin_ops.config.model import BackupS3, Config
 from vedfin_ops.errors import CheckFailed, ConfigError
-from vedfin_ops.steps import offsite
-from vedfin_ops.steps.offsite import Bucket, endpoint_url, prune
 
 from . import test_orchestration as orchestration
 from .test_orchestration import World
@@ -136,7 +136,7 @@ def test_what_the_endpoint_said_is_one_line() -> None:
 
 
 def test_the_sandbox_never_points_at_the_shipped_r2(shipped_data: dict[str, Any]) -> None:
-    from vedfin_ops.sandbox.overlay import sandbox_config
+    from sandbox.overlay import sandbox_config
 
     data = copy.deepcopy(shipped_data)
     _with_s3(data)
@@ -220,7 +220,7 @@ def test_a_deploy_copies_its_backup_off_host_once_the_release_is_live(
 
 
 def listing_meta(world: World) -> dict[str, Any]:
-    from vedfin_ops.steps.env_run import listing
+    from vedfin_ops.run.env_run import listing
 
     return listing(world.host, world.layout).meta  # type: ignore[arg-type]
 
@@ -303,8 +303,8 @@ def test_a_copy_whose_record_and_dump_were_both_replaced_is_refused(
     import hashlib
     import json
 
-    from vedfin_ops.steps.operation import RunFailed
-    from vedfin_ops.steps.restore import RestoreRun
+    from vedfin_ops.backups.restore import RestoreRun
+    from vedfin_ops.run.operation import RunFailed
 
     _s3_world(world, s3_endpoint)
     assert world.deploy("v2").result == "ok"
@@ -356,7 +356,7 @@ def test_a_copy_made_before_copies_were_named_by_stack_prefix_is_still_restored(
         world: World, s3_endpoint: str) -> None:
     """An upgrade must not strand the bucket's older copies: `<prefix><database>/<id>` (the
     layout before per-config folders) is looked for when the config's own folder lacks it."""
-    from vedfin_ops.steps.restore import RestoreRun
+    from vedfin_ops.backups.restore import RestoreRun
 
     _s3_world(world, s3_endpoint)
     assert world.deploy("v2").result == "ok"

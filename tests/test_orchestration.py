@@ -21,16 +21,16 @@ import pytest
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import stack_name
-from vedfin_ops.steps.db_init import DbInitResult
-from vedfin_ops.steps.deploy import Hooks, deploy
-from vedfin_ops.steps.env_run import listing
-from vedfin_ops.steps.interrupts import HANDLED
-from vedfin_ops.steps.lock import LockHeld
-from vedfin_ops.steps.operation import RunFailed
-from vedfin_ops.steps.polling import Clock
-from vedfin_ops.steps.releases import Layout
-from vedfin_ops.steps.rollback import rollback
-from vedfin_ops.steps.scale import scale
+from vedfin_ops.deploy.db_init import DbInitResult
+from vedfin_ops.deploy.pipeline import Hooks, deploy
+from vedfin_ops.deploy.rollback import rollback
+from vedfin_ops.deploy.scale import scale
+from vedfin_ops.run.env_run import listing
+from vedfin_ops.run.interrupts import HANDLED
+from vedfin_ops.run.layout import Layout
+from vedfin_ops.run.lock import LockHeld
+from vedfin_ops.run.operation import RunFailed
+from vedfin_ops.run.polling import Clock
 
 from .fake.host import FakeHost, Fault
 
@@ -441,7 +441,7 @@ def test_a_lock_released_by_hand_and_taken_by_another_run_stays_theirs(tmp_path:
     stops at its next heartbeat (LockLost) and its way out never removes the other's lock.
     The lock's token checks, straight on the scripted host's shell (seconds, not a deploy)."""
     from vedfin_ops.remote import commands
-    from vedfin_ops.steps.lock import Lock, LockLost
+    from vedfin_ops.run.lock import Lock, LockLost
 
     host, clock = FakeHost(tmp_path), FakeClock()
     path = str(tmp_path / "production" / ".lock")
@@ -468,7 +468,7 @@ def test_a_lock_taken_over_after_the_last_heartbeat_is_left_to_its_new_holder(
     """A run that ends (ok) after its lock was released by hand and taken by another run:
     its unlock leaves the other run's lock in place."""
     from vedfin_ops.remote import commands
-    from vedfin_ops.steps.lock import Lock
+    from vedfin_ops.run.lock import Lock
 
     other = Lock(world.host, world.layout.lock, "production", action="deploy production",
                  clock=world.clock.clock())
@@ -534,7 +534,7 @@ def test_a_fault_during_scale_restores_the_replica_counts(world: World, kind: st
 
 
 def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> None:
-    from vedfin_ops.steps.status import status
+    from vedfin_ops.reports.status import status
 
     assert status(world.host, world.config, "production")["drift"] == []
     state = world.host.engine()
@@ -547,8 +547,8 @@ def test_status_shows_drift_between_the_record_and_the_engine(world: World) -> N
 
 def test_status_lists_each_release_with_its_tag_time_author_and_how_it_ended(world: World
                                                                             ) -> None:
-    from vedfin_ops.steps.lock import who
-    from vedfin_ops.steps.status import status
+    from vedfin_ops.reports.status import status
+    from vedfin_ops.run.lock import who
 
     world.verify_failures = ["api /api/health: HTTP 502 [bold]x[/]"]
     with pytest.raises(RunFailed):
@@ -565,7 +565,7 @@ def test_status_lists_each_release_with_its_tag_time_author_and_how_it_ended(wor
 
 
 def test_status_json_keeps_every_key_it_had(world: World) -> None:
-    from vedfin_ops.steps.status import status
+    from vedfin_ops.reports.status import status
 
     info = json.loads(json.dumps(status(world.host, world.config, "production")))
     assert {"env", "current", "releases", "lock", "drift", "problems", "services"} <= set(info)
@@ -584,8 +584,8 @@ def test_status_names_the_base_and_config_when_no_release_exists(world: World, b
     from rich.console import Console
 
     from vedfin_ops.config.loader import config_from_dict
+    from vedfin_ops.reports.status import status
     from vedfin_ops.reports.tables import status_tables
-    from vedfin_ops.steps.status import status
 
     data = copy.deepcopy(shipped_data)
     data["remote"] = {**data.get("remote", {}), "baseDir": str(world.root / base)}
@@ -605,7 +605,7 @@ def test_status_names_the_base_and_config_when_no_release_exists(world: World, b
 
 
 def test_status_reports_an_unreadable_release_record_and_still_lists_it(world: World) -> None:
-    from vedfin_ops.steps.status import status
+    from vedfin_ops.reports.status import status
 
     old = Path(world.layout.releases) / "20200101T000000Z-000000000000"
     old.mkdir()
@@ -618,7 +618,7 @@ def test_status_reports_an_unreadable_release_record_and_still_lists_it(world: W
 
 
 def test_the_heartbeat_is_throttled_and_a_silent_holder_is_called_probably_stale() -> None:
-    from vedfin_ops.steps.lock import STALE_AFTER, Lock, parse_held
+    from vedfin_ops.run.lock import STALE_AFTER, Lock, parse_held
 
     class Recorder:
         def __init__(self) -> None:
@@ -648,7 +648,7 @@ def test_verify_never_passes_by_checking_nothing(shipped_data: dict[str, Any]) -
     import copy
 
     from vedfin_ops.config.loader import config_from_dict
-    from vedfin_ops.steps.env_run import verify
+    from vedfin_ops.run.env_run import verify
 
     data = copy.deepcopy(shipped_data)
     for app in data["applications"]:
@@ -801,7 +801,7 @@ def test_a_lock_released_by_someone_else_stops_the_run_and_moves_nothing(world: 
 
 
 def test_the_shared_lock_can_be_released_by_hand(world: World) -> None:
-    from vedfin_ops.steps.status import release_lock
+    from vedfin_ops.reports.status import release_lock
 
     Path(world.layout.shared_lock).mkdir()
     (Path(world.layout.shared_lock) / "holder").write_text('{"who": "gone@box"}\n')
@@ -983,7 +983,7 @@ def test_a_shared_service_the_engine_runs_otherwise_is_no_noop_and_shows_in_stat
     """A put-back that could not finish (or a `docker service update` by hand) leaves redis on
     another spec under the same recorded files: the deploy of the same release is no no-op,
     and status names it."""
-    from vedfin_ops.steps.status import status
+    from vedfin_ops.reports.status import status
 
     assert world.deploy("v1").result == "noop"
     state = world.host.engine()

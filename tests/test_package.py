@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,12 @@ def test_the_installed_command_lists_validates_and_renders_outside_the_checkout(
 
     listing = installed.run(installed.vedfin, "--list")
     assert listing.returncode == 0, listing.stderr
-    for name in ("deploy.production", "check-config", "render", "sandbox.up", "lock.release"):
+    for name in ("deploy.production", "check-config", "render", "lock.release"):
         assert name in listing.stdout
+    assert "sandbox." not in listing.stdout, "the sandbox's tasks belong to the checkout only"
+    shipped = zipfile.ZipFile(installed.wheel).namelist()
+    assert not [n for n in shipped if not n.startswith(("vedfin_ops/", "vedfin_ops-"))], shipped
+    assert not [n for n in shipped if "sandbox" in n], "the sandbox ships in the wheel"
     same = installed.run(installed.python, "-m", "vedfin_ops", "--list")
     assert same.stdout == listing.stdout
 

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from vedfin_ops import render
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.pg_settings import budget_mib, normalised
+from vedfin_ops.deploy.db_init import settings_differ, settings_sql
 from vedfin_ops.errors import ConfigError
-from vedfin_ops.steps.db_init import settings_differ, settings_sql
 
 RUNBOOK = {"shared_buffers": "256MB", "work_mem": "4MB", "max_connections": "20",
            "maintenance_work_mem": "64MB"}

@@ -28,7 +28,7 @@ from vedfin_ops.checks.preflight import preflight, published_ports_check, ufw_ch
 from vedfin_ops.checks.runner import Failed
 from vedfin_ops.checks.smoke import Options
 from vedfin_ops.config.loader import config_from_dict, load_config
-from vedfin_ops.remote.probes.preflight import HOST_PROBE
+from vedfin_ops.remote.probes.host_facts import HOST_PROBE
 
 from .conftest import SHIPPED
 
@@ -510,7 +510,7 @@ SS = ("LISTEN 0      4096         0.0.0.0:80        0.0.0.0:*    "
 
 
 def test_listeners_are_read_with_or_without_their_process() -> None:
-    from vedfin_ops.remote.probes.preflight import listeners
+    from vedfin_ops.remote.probes.host_facts import listeners
 
     assert listeners(SS) == {80: ["docker-proxy"], 443: [""], 5432: ["postgres"]}
     assert listeners("State Recv-Q\ngarbage\n") == {}
@@ -551,7 +551,7 @@ def test_the_probe_asks_what_listens_and_preflight_judges_it(config: Any) -> Non
     check = _by_name(preflight(None, config, "production", resolve=_resolver(GOOD_DNS),
                                probe=probe))["edge ports"]
     assert not check.ok and "swarm service dokploy-traefik" in check.detail
-    from vedfin_ops.remote.probes.preflight import command
+    from vedfin_ops.remote.probes.host_facts import command
 
     assert "ss -ltnpH" in command([19999])
 

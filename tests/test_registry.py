@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.registry import RegistryServer, start
 from vedfin_ops.remote.registry import ImageRef, Registry, RegistryError, parse_challenge, pinned
-from vedfin_ops.sandbox.registry import RegistryServer, start
 
 from .registry_push import push
 

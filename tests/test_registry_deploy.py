@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from sandbox.registry import RegistryServer
 from vedfin_ops.config.loader import config_from_dict
 from vedfin_ops.remote.registry import RegistryError
-from vedfin_ops.sandbox.registry import RegistryServer
-from vedfin_ops.steps.env_run import listing
+from vedfin_ops.run.env_run import listing
 
 from .fake.host import FakeHost
 from .registry_push import push
@@ -63,7 +63,7 @@ def test_a_deploy_pins_every_image_by_digest_and_logs_in_on_stdin(
 def test_a_re_pushed_tag_is_a_new_release_and_rollback_runs_the_old_digest(
         tmp_path: Path, shipped_data: dict[str, Any], registry: RegistryServer,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from vedfin_ops.steps.rollback import rollback
+    from vedfin_ops.deploy.rollback import rollback
 
     world = _world(tmp_path, shipped_data, registry, monkeypatch)
     assert world.deploy("v2").result == "ok"
@@ -155,7 +155,7 @@ def test_a_good_deploy_prunes_images_no_kept_release_names(
 
 
 def test_prunable_images_never_judges_an_image_without_a_digest() -> None:
-    from vedfin_ops.steps.images import prunable_images
+    from vedfin_ops.deploy.images import prunable_images
 
     keep = "sha256:" + "a" * 64
     old = "sha256:" + "b" * 64

@@ -25,9 +25,9 @@ import pytest
 
 from vedfin_ops.config.loader import config_from_dict
 from vedfin_ops.remote.registry import Registry, RegistryError
-from vedfin_ops.steps.env_run import listing
-from vedfin_ops.steps.interrupts import HANDLED
-from vedfin_ops.steps.operation import RunFailed
+from vedfin_ops.run.env_run import listing
+from vedfin_ops.run.interrupts import HANDLED
+from vedfin_ops.run.operation import RunFailed
 
 from .fake.host import FakeHost, Fault
 from .test_orchestration import HANDLERS, KINDS, FakeClock, World, _secrets
@@ -234,7 +234,7 @@ def test_a_fault_at_a_rollbacks_registry_login_leaves_the_live_release_serving(
         monkeypatch: pytest.MonkeyPatch, after: bool, kind: str) -> None:
     """A rollback pulls the previous release's pinned images: its login fails like any step
     (v1 serving, one audit line, no lock), and the next rollback logs in and runs v0's."""
-    from vedfin_ops.steps.rollback import rollback
+    from vedfin_ops.deploy.rollback import rollback
 
     world = _fresh(registry_host, monkeypatch, "apps")
     before = _before(world)

@@ -14,8 +14,8 @@ import pytest
 from tests.browser import dom, screenshot
 from tests.fake.host import Fault
 from vedfin_ops.errors import UsageError
+from vedfin_ops.monitoring.checklist import checklist
 from vedfin_ops.reports.html import gather, page, write_page
-from vedfin_ops.steps.checklist import checklist
 
 from . import test_orchestration as orchestration
 from .test_checklist import _Smoke

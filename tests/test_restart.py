@@ -13,9 +13,9 @@ import pytest
 
 from tests.fake import docker as fake_docker
 from tests.fake.host import Fault
+from vedfin_ops.deploy.scale import restart
 from vedfin_ops.errors import UsageError
-from vedfin_ops.steps.operation import RunFailed
-from vedfin_ops.steps.scale import restart
+from vedfin_ops.run.operation import RunFailed
 
 from . import test_orchestration as orchestration
 from .test_orchestration import KINDS, World

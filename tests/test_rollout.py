@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from vedfin_ops.deploy.rollout import Before, evaluate
 from vedfin_ops.remote.probes.engine import parse_snapshot
-from vedfin_ops.steps.rollout import Before, evaluate
 
 API = "vedfin-production_api-production"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from vedfin_ops.steps.lock import Lock
+from vedfin_ops.run.lock import Lock
 
 from . import test_orchestration as orchestration
 from .conftest import ROOT, SHIPPED
@@ -202,9 +202,9 @@ def test_build_needs_a_tag_and_shows_its_help(project: Path) -> None:
 
 def _lock_of(world: World, kind: str) -> Lock:
     """A fresh lock object of `kind` as the tool's runs make it (with the hint they print)."""
-    from vedfin_ops.steps.cluster import Drain
-    from vedfin_ops.steps.lock import shared_lock
-    from vedfin_ops.steps.operation import Operation
+    from vedfin_ops.cluster.membership import Drain
+    from vedfin_ops.run.lock import shared_lock
+    from vedfin_ops.run.operation import Operation
 
     if kind == "cluster":
         return Drain(world.host, world.config, "node1").lock
@@ -226,8 +226,8 @@ def test_a_stale_lock_goes_with_the_command_its_refusal_prints(world: World, kin
 
     from vedfin_ops.cli.tasks import lock_release as task
     from vedfin_ops.remote import commands
-    from vedfin_ops.steps.lock import LockHeld
-    from vedfin_ops.steps.status import release_lock
+    from vedfin_ops.reports.status import release_lock
+    from vedfin_ops.run.lock import LockHeld
 
     stale = _lock_of(world, kind)
     folder = stale.path.rsplit("/", 1)[0]

@@ -18,7 +18,7 @@ from vedfin_ops.checks.runner import CertificateNotYet, Failed
 from vedfin_ops.checks.smoke import Options, _patient
 from vedfin_ops.config.model import Config, Traefik
 from vedfin_ops.errors import ConfigError
-from vedfin_ops.steps.env_run import shared_images
+from vedfin_ops.run.env_run import shared_images
 
 from .test_preflight import _by_name, _resolver, _self_signed_server, _tls_config
 

@@ -14,7 +14,7 @@ import pytest
 
 from vedfin_ops.config.loader import config_from_dict
 from vedfin_ops.errors import CheckFailed, UsageError
-from vedfin_ops.steps import uptime
+from vedfin_ops.monitoring import uptime_kuma as uptime
 
 HOOK = "https://hooks.slack.example/services/T0/B0/s3cr3t"
 SECRETS = {"SLACK_WEBHOOK_URL": HOOK, "PD_KEY": "pd-routing-key-9f8e",
@@ -281,7 +281,7 @@ def test_the_sandbox_never_alerts_the_real_slack_or_pagerduty(shipped_data: dict
     PagerDuty or Uptime Kuma at all where the sink or the server is missing."""
     import copy
 
-    from vedfin_ops.sandbox.overlay import sandbox_config
+    from sandbox.overlay import sandbox_config
     registry = {"server": "127.0.0.1:15443", "username": "u", "password": "${REGISTRY_PASSWORD}"}
     data = copy.deepcopy(shipped_data)
     data["alerts"]["pagerDuty"] = "${PAGERDUTY_INTEGRATION_KEY}"

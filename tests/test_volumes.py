@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from vedfin_ops.config.loader import config_from_dict
+from vedfin_ops.deploy.volumes import judge_adoption, major_of
 from vedfin_ops.errors import CheckFailed, ConfigError
 from vedfin_ops.rendering.files import render
-from vedfin_ops.steps.volumes import judge_adoption, major_of
 
 IMAGE = "pgvector/pgvector:pg17"
 OURS = "vedfin-shared_postgres"

@@ -112,7 +112,7 @@ def docker_logged_in(*args: str, timeout: float = 300) -> subprocess.CompletedPr
     """`docker ARGS` with a throw-away login to the sandbox registry: the deploy tool prunes
     the engine's old app images, so a test's `docker run` may have to pull, as a user's
     would."""
-    from vedfin_ops.steps.build import registry_session
+    from vedfin_ops.deploy.build import registry_session
 
     with registry_session(registry_server(), "vedfin", registry_password()) as folder:
         return docker("--config", folder, *args, timeout=timeout)
@@ -137,8 +137,8 @@ def shared_tmp() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def sandbox_up() -> dict[str, object]:
     """`inv sandbox.up` once per test session; its status as the tests' map of the sandbox."""
-    from vedfin_ops import sandbox
-    from vedfin_ops.sandbox.local import SandboxError
+    import sandbox
+    from sandbox.local import SandboxError
 
     if os.geteuid() != 0:
         unavailable("the sandbox needs root (it adds a user and starts sshd)")
@@ -182,7 +182,7 @@ def default_config_is_live(request: pytest.FixtureRequest) -> None:
     if not SWITCHED.exists() or request.node.path.name in (*SWITCHING_MODULES, LAST_MODULE):
         return
     from vedfin_ops import load_config
-    from vedfin_ops.steps.deploy import deploy
+    from vedfin_ops.deploy.pipeline import deploy
 
     sandbox_up = request.getfixturevalue("sandbox_up")
     host = sandbox_host(sandbox_up)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from vedfin_ops.sandbox.images import pgserver_paths
+from sandbox.images import pgserver_paths
 
 from .conftest import unavailable
 

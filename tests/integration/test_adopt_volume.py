@@ -14,9 +14,9 @@ import yaml
 
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import config_from_dict
+from vedfin_ops.deploy.pipeline import deploy
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Host, connect
-from vedfin_ops.steps.deploy import deploy
 
 from .conftest import SANDBOX_DIR, docker
 

@@ -15,9 +15,9 @@ import pytest
 
 from tests.http_load import Load
 from vedfin_ops import load_config
-from vedfin_ops.steps.deploy import deploy
-from vedfin_ops.steps.env_run import listing
-from vedfin_ops.steps.releases import Layout
+from vedfin_ops.deploy.pipeline import deploy
+from vedfin_ops.run.env_run import listing
+from vedfin_ops.run.layout import Layout
 
 from .conftest import docker, fab, sandbox_host
 
@@ -185,8 +185,8 @@ def test_a_backup_while_the_api_is_under_load_fails_no_request(
 
 def test_postgres_runs_the_configured_settings_and_db_init_says_when_not(
         sandbox_up: dict[str, Any], live: Any) -> None:
+    from vedfin_ops.deploy.db_init import db_init
     from vedfin_ops.errors import CheckFailed
-    from vedfin_ops.steps.db_init import db_init
 
     for name, value in live.postgres.settings.items():
         assert sql(f"SHOW {name};\n").strip() == str(value), name
@@ -243,8 +243,8 @@ def test_a_migration_that_breaks_the_schema_is_undone_by_rollback_restore_db(
 # -- off-host copies: the sandbox's S3 server (moto), as R2 through the same API -------------
 
 def _bucket(live: Any) -> Any:
+    from vedfin_ops.backups.offsite import bucket
     from vedfin_ops.config import secret_store
-    from vedfin_ops.steps.offsite import bucket
 
     if live.backups.s3 is None:
         pytest.skip("no backups.s3 in the sandbox config: moto[server] is not installed")

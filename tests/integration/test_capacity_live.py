@@ -13,10 +13,10 @@ import yaml
 
 from vedfin_ops import load_config
 from vedfin_ops.config.loader import config_from_dict
+from vedfin_ops.deploy.pipeline import deploy
+from vedfin_ops.deploy.scale import scale
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote.host import Host, connect
-from vedfin_ops.steps.deploy import deploy
-from vedfin_ops.steps.scale import scale
 
 from .conftest import docker, fab, short
 

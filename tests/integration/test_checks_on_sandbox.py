@@ -12,8 +12,8 @@ import pytest
 from vedfin_ops import load_config
 from vedfin_ops.checks.preflight import preflight
 from vedfin_ops.checks.smoke import Options, smoke_test
+from vedfin_ops.deploy.pipeline import deploy
 from vedfin_ops.remote.host import Host, connect
-from vedfin_ops.steps.deploy import deploy
 
 from .conftest import docker, docker_logged_in, sandbox_image
 from .pgvector import pgvector_server

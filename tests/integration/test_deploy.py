@@ -20,15 +20,15 @@ import requests
 from tests.http_load import Load
 from vedfin_ops import load_config
 from vedfin_ops.config.secret_store import resolve
+from vedfin_ops.deploy.db_init import db_init
+from vedfin_ops.deploy.pipeline import deploy
+from vedfin_ops.deploy.rollback import rollback
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Host, connect
-from vedfin_ops.steps.db_init import db_init
-from vedfin_ops.steps.deploy import deploy
-from vedfin_ops.steps.env_run import listing
-from vedfin_ops.steps.lock import LockHeld
-from vedfin_ops.steps.operation import RunFailed
-from vedfin_ops.steps.releases import Layout
-from vedfin_ops.steps.rollback import rollback
+from vedfin_ops.run.env_run import listing
+from vedfin_ops.run.layout import Layout
+from vedfin_ops.run.lock import LockHeld
+from vedfin_ops.run.operation import RunFailed
 
 from .conftest import ROOT, docker, fab, ssh_config_with_known_hosts
 
@@ -215,7 +215,7 @@ def test_db_init_twice_changes_nothing_the_second_time(config: Any, host: Host) 
 @pytest.mark.usefixtures("shared_stack_live")
 def test_db_init_adds_extensions_to_a_database_made_without_them(config: Any,
                                                                  host: Host) -> None:
-    from vedfin_ops.steps.db_init import find_postgres
+    from vedfin_ops.deploy.db_init import find_postgres
     container = find_postgres(host, config)
     host.run(f"docker exec -i {container} psql -U postgres -v ON_ERROR_STOP=1",
              what="t", stdin="DROP DATABASE IF EXISTS vedfinance_staging;"

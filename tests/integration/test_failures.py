@@ -17,12 +17,12 @@ import pytest
 
 from tests.http_load import Load
 from vedfin_ops import load_config
+from vedfin_ops.deploy.pipeline import deploy
 from vedfin_ops.remote.host import Host, connect
-from vedfin_ops.steps.deploy import deploy
-from vedfin_ops.steps.env_run import listing
-from vedfin_ops.steps.operation import RunFailed
-from vedfin_ops.steps.releases import Layout
-from vedfin_ops.steps.status import status
+from vedfin_ops.reports.status import status
+from vedfin_ops.run.env_run import listing
+from vedfin_ops.run.layout import Layout
+from vedfin_ops.run.operation import RunFailed
 
 from .conftest import ROOT, docker, docker_logged_in, fab, sandbox_image, short
 from .test_deploy import _version

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from vedfin_ops.checks.smoke import Options, smoke_test
-from vedfin_ops.steps.deploy import deploy
-from vedfin_ops.steps.rollback import rollback
+from vedfin_ops.deploy.pipeline import deploy
+from vedfin_ops.deploy.rollback import rollback
 
 from .conftest import docker, sandbox_host, switched_to
 from .https_client import HttpsLoad, get, serial

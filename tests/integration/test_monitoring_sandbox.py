@@ -177,10 +177,10 @@ def test_the_off_hours_timer_scales_production_as_cron_runs_it(sandbox_up: dict[
     replica per app and back, with no failed request, audited."""
     import subprocess
 
+    from sandbox import USER
     from tests.http_load import Load
     from vedfin_ops import load_config
-    from vedfin_ops.sandbox import USER
-    from vedfin_ops.steps import offhours
+    from vedfin_ops.schedule import offhours
 
     config = _on_v1(sandbox_up)
     # the sandbox's own config has no window (a night-time test run would get 1 replica)
@@ -231,7 +231,7 @@ def test_the_off_hours_timer_scales_production_as_cron_runs_it(sandbox_up: dict[
 def _sink_after(sandbox_up: dict[str, Any], count: int, wanted: Any, seconds: float
                 ) -> list[dict[str, Any]]:
     """What the webhook sink got after its first `count` messages, once `wanted` holds."""
-    from vedfin_ops.sandbox import sink
+    from sandbox import sink
 
     folder = Path(sandbox_up["config"]).parent / "sink"
     new: list[dict[str, Any]] = []
@@ -245,7 +245,7 @@ def _sink_after(sandbox_up: dict[str, Any], count: int, wanted: Any, seconds: fl
 
 
 def _sink_count(sandbox_up: dict[str, Any]) -> int:
-    from vedfin_ops.sandbox import sink
+    from sandbox import sink
 
     return len(sink.received(Path(sandbox_up["config"]).parent / "sink"))
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from sandbox import images
 from vedfin_ops import load_config
+from vedfin_ops.deploy.pipeline import deploy
 from vedfin_ops.remote.host import Host, connect
-from vedfin_ops.sandbox import images
-from vedfin_ops.steps.deploy import deploy
 
 from .conftest import (
     ROOT,
@@ -185,7 +185,7 @@ def test_the_registry_stopped_mid_deploy_ends_on_the_release_before(
 
 
 def _stop_the_registry_mid_deploy(sandbox_up: dict[str, Any], config: Any) -> None:
-    from vedfin_ops import sandbox
+    import sandbox
 
     before = (_current(config), _service_images(), _version(config))
     env = {**os.environ, "VEDFIN_CONFIG": sandbox_up["config"], "COLUMNS": "200"}

@@ -87,7 +87,7 @@ def test_sandbox_status_names_the_ssh_line_and_urls(sandbox_up: dict[str, Any]) 
 
 
 def test_sandbox_up_twice_is_fine(sandbox_up: dict[str, Any]) -> None:
-    from vedfin_ops import sandbox
+    import sandbox
     again = sandbox.up(use_existing=True, workdir=SANDBOX_DIR, shipped=ROOT / "dokploy.yaml",
                        progress=lambda _m: None)
     assert again.ssh_port == sandbox_up["ssh_port"] and again.images_built == []

@@ -16,9 +16,9 @@ import requests
 from vedfin_ops import load_config
 from vedfin_ops.checks.preflight import preflight
 from vedfin_ops.checks.smoke import Options, smoke_test
+from vedfin_ops.deploy.pipeline import deploy
+from vedfin_ops.deploy.rollback import rollback
 from vedfin_ops.errors import CheckFailed
-from vedfin_ops.steps.deploy import deploy
-from vedfin_ops.steps.rollback import rollback
 
 from .conftest import SANDBOX_DIR, docker, sandbox_host, switched_to
 from .https_client import HttpsLoad, get, serial

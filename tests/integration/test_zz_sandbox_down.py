@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from vedfin_ops import sandbox
-from vedfin_ops.sandbox import engine, images, registry, sshd, traefik
+import sandbox
+from sandbox import engine, images, registry, sshd, traefik
 
 from .conftest import SANDBOX_DIR, docker
 

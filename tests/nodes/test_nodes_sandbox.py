@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import requests
 
+from sandbox import nodes
 from tests.http_load import Load
 from tests.integration.conftest import ROOT, SANDBOX_DIR, unavailable
 from vedfin_ops import load_config
 from vedfin_ops.remote.host import Host, connect
-from vedfin_ops.sandbox import nodes
 
 # the first test's setup may wait for the other worker's sandbox.up
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(40 * 60)]
@@ -64,9 +64,9 @@ def cluster() -> Iterator[dict[str, Any]]:
     while it runs, so the other worker's sandbox.down waits for it; when that down came
     first (its mark), the sandbox's driver is done and this module brings one up and takes
     it down again."""
+    import sandbox
+    from sandbox.local import SandboxError
     from tests.sandbox_sync import marked, registry_lock
-    from vedfin_ops import sandbox
-    from vedfin_ops.sandbox.local import SandboxError
 
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         unavailable("the nodes need root and dockerd")
@@ -105,7 +105,7 @@ def _host(cluster: dict[str, Any]) -> Host:
 
 
 def _deploy(cluster: dict[str, Any], tag: str) -> Any:
-    from vedfin_ops.steps.deploy import deploy
+    from vedfin_ops.deploy.pipeline import deploy
 
     host = _host(cluster)
     try:
@@ -173,7 +173,7 @@ def _audit(action: str) -> list[dict[str, Any]]:
 
 
 def nodes_config_base() -> str:
-    from vedfin_ops import sandbox
+    import sandbox
 
     return sandbox.CLUSTER_BASE_DIR
 
@@ -287,8 +287,8 @@ def test_capacity_per_node_is_what_the_engines_run(cluster: dict[str, Any]) -> N
 
 def test_preflight_reaches_every_node_and_a_node_it_cannot_reach_stops_the_deploy(
         cluster: dict[str, Any]) -> None:
-    from vedfin_ops import sandbox
-    from vedfin_ops.sandbox.local import terminate
+    import sandbox
+    from sandbox.local import terminate
 
     _deploy(cluster, "v1")
     checked = _fab(cluster, "preflight", "--env", "production")
@@ -308,7 +308,7 @@ def test_preflight_reaches_every_node_and_a_node_it_cannot_reach_stops_the_deplo
 
 
 def test_draining_a_worker_under_load_fails_no_request(cluster: dict[str, Any]) -> None:
-    from vedfin_ops.steps.cluster import drain
+    from vedfin_ops.cluster.membership import drain
 
     _deploy(cluster, "v1")
     host = _host(cluster)
@@ -337,8 +337,8 @@ def test_placement_is_judged_by_where_postgres_and_the_edge_run(
     """The engines' own `service ps` places postgres and the edge on node0. A config that
     moved the public address to node2 (node0 still labelled) cannot give node2 the edge's
     label too, and node0 cannot be drained: postgres runs there. Nothing moves."""
-    from vedfin_ops.steps.cluster import drain, join
-    from vedfin_ops.steps.operation import RunFailed
+    from vedfin_ops.cluster.membership import drain, join
+    from vedfin_ops.run.operation import RunFailed
 
     _deploy(cluster, "v1")
     config = cluster["config"]
@@ -405,7 +405,7 @@ def test_a_stopped_worker_engine_is_shown_down_and_its_tasks_move_elsewhere(
 def test_nodes_go_away_with_the_sandbox_nodes_down(cluster: dict[str, Any]) -> None:
     """Last of the module: `down_nodes` leaves no engine, sshd, forwarder, namespace, bridge
     or iptables rule (the fixture's teardown does it again, harmlessly)."""
-    from vedfin_ops import sandbox
+    import sandbox
 
     folder = SANDBOX_DIR / "cluster"
     pids = [nodes.engine_pid(folder, i) for i in range(COUNT)]

@@ -27,7 +27,7 @@ from vedfin_ops.config.model import Config, Node, Traefik
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Host
-from vedfin_ops.remote.probes.preflight import (
+from vedfin_ops.remote.probes.host_facts import (
     UfwRule,
     UfwStatus,
     listeners,
@@ -38,7 +38,7 @@ from vedfin_ops.remote.probes.preflight import (
     sudoers_line,
     usage_part,
 )
-from vedfin_ops.remote.probes.preflight import command as probe_command
+from vedfin_ops.remote.probes.host_facts import command as probe_command
 from vedfin_ops.remote.probes.usage import parse_probe
 from vedfin_ops.reports.capacity import capacity_report
 

@@ -226,7 +226,7 @@ def _traefik_default(address: str, port: int, domain: str, timeout: float) -> bo
 def _patient(check: Callable[[], str], seconds: float) -> str:
     """Retry a check's transient failures and untrusted certificates for `seconds` (an
     edge that just started, getting its certificates)."""
-    from vedfin_ops.steps.polling import TimedOut, until
+    from vedfin_ops.run.polling import TimedOut, until
 
     try:
         return until(check, timeout=seconds, interval=2.0, transient=(Transient, NotYet))

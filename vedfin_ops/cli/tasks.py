@@ -59,8 +59,8 @@ def build(c: Context, tag: str | None = None, push: bool = False, env: str | Non
     """Build each app's image from its `build:` section here (docker build); --push ships it."""
     from vedfin_ops.config import secret_store
     from vedfin_ops.config.tags import check_tag
+    from vedfin_ops.deploy.build import build_images
     from vedfin_ops.errors import UsageError
-    from vedfin_ops.steps.build import build_images
     if not tag:  # an option, not a positional: `build --help` must show the help
         raise UsageError("build: --tag is required (e.g. --tag $(git rev-parse "
                          "--short HEAD))")
@@ -169,7 +169,7 @@ HOST_HELP = {**CONFIG_HELP,
 def db_init(c: Context, accept_new_host_key: bool = False,
             host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Create missing databases and extensions, then verify with a vector query."""
-    from vedfin_ops.steps.db_init import run_db_init
+    from vedfin_ops.deploy.db_init import run_db_init
     cfg = config_for(config)
     host = remote(c, accept_new_host_key, host_key_fingerprint)
     result = run_db_init(host, cfg, say=say)
@@ -187,7 +187,7 @@ def migrate(c: Context, env: str = "production", tag: str | None = None,
             accept_new_host_key: bool = False,
             host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Run migrations in a one-off container of the new api image (env file of `current`)."""
-    from vedfin_ops.steps.migrate import require_tag, run_migrate
+    from vedfin_ops.deploy.migrate import require_tag, run_migrate
     cfg = config_for(config)
     cfg.require_env(env)
     host = remote(c, accept_new_host_key, host_key_fingerprint)
@@ -204,7 +204,7 @@ def rollback(c: Context, env: str = "production", restore_db: bool = False,
              config: str | None = None) -> None:
     """Back to the previous good release: redeployed, converged, verified."""
     from vedfin_ops.cli.output import LiveLines
-    from vedfin_ops.steps.rollback import rollback as _rollback
+    from vedfin_ops.deploy.rollback import rollback as _rollback
     cfg = config_for(config)
     with LiveLines() as show:
         target = _rollback(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
@@ -218,8 +218,8 @@ def status(c: Context, env: str = "production", json_: bool = False,
            accept_new_host_key: bool = False,
            host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Releases, services, replicas and update state on the host."""
+    from vedfin_ops.reports.status import status as _status
     from vedfin_ops.reports.tables import status_tables
-    from vedfin_ops.steps.status import status as _status
     info = _status(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env)
     if json_:
         print(json.dumps(info, indent=2))
@@ -233,9 +233,9 @@ def cluster_status(c: Context, json_: bool = False, accept_new_host_key: bool = 
                    host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """The swarm's nodes (state, availability, labels, tasks) beside the config's; exit 1
     when a node is missing, down or unlabelled."""
+    from vedfin_ops.cluster.membership import cluster_status as _cluster_status
     from vedfin_ops.errors import CheckFailed
     from vedfin_ops.reports.tables import cluster_table
-    from vedfin_ops.steps.cluster import cluster_status as _cluster_status
 
     info = _cluster_status(remote(c, accept_new_host_key, host_key_fingerprint),
                            config_for(config))
@@ -256,8 +256,8 @@ def cluster_drain(c: Context, node: str, accept_new_host_key: bool = False,
     env's smoke checks (as a deploy's verify); put back on any failure; audited as
     cluster-drain."""
     from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.cluster.membership import drain
     from vedfin_ops.cluster.nodes import configured_node
-    from vedfin_ops.steps.cluster import drain
 
     cfg = config_for(config)
     found = configured_node(cfg, node)
@@ -279,9 +279,9 @@ def cluster_join(c: Context, node: str, accept_new_host_key: bool = False,
     its role and labels; converged (a member gets only missing labels); audited."""
     from fabric import Connection
 
+    from vedfin_ops.cluster.membership import join
     from vedfin_ops.cluster.nodes import configured_node
     from vedfin_ops.remote.host import Host
-    from vedfin_ops.steps.cluster import join
 
     cfg = config_for(config)
     manager = remote(c, accept_new_host_key, host_key_fingerprint)
@@ -309,8 +309,8 @@ def logs(c: Context, env: str = "production", app: str | None = None, since: str
          accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
          config: str | None = None) -> None:
     """The env's apps' logs through the engine: time, task, line; merged in time order."""
-    from vedfin_ops.steps.env_run import as_env_host
-    from vedfin_ops.steps.logs import check_grep, check_since, services, show_logs
+    from vedfin_ops.monitoring.logs import check_grep, check_since, services, show_logs
+    from vedfin_ops.run.env_run import as_env_host
     cfg = config_for(config)
     services(cfg, env, app)  # bad input: before any connection
     check_since(since)
@@ -331,7 +331,7 @@ def audit(c: Context, lines: int = 30, json_: bool = False, accept_new_host_key:
           config: str | None = None) -> None:
     """The host's audit log: who deployed what, when, and how it ended."""
     from vedfin_ops.remote import commands
-    from vedfin_ops.steps.releases import Layout
+    from vedfin_ops.run.layout import Layout
     cfg = config_for(config)
     host = remote(c, accept_new_host_key, host_key_fingerprint)
     path = Layout.of(cfg, next(iter(cfg.environments))).audit
@@ -374,7 +374,7 @@ def pause(c: Context, env: str = "dev", force: bool = False, accept_new_host_key
           config: str | None = None) -> None:
     """Replicas of every app of the env to 0 (the runbook's "pause dev/staging")."""
     from vedfin_ops.cli.output import LiveLines
-    from vedfin_ops.steps.scale import scale as _scale
+    from vedfin_ops.deploy.scale import scale as _scale
     with LiveLines() as show:
         _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, 0,
                action="pause", force=force, say=say, show=show)
@@ -387,7 +387,7 @@ def resume(c: Context, env: str = "dev", accept_new_host_key: bool = False,
            config: str | None = None) -> None:
     """Every app of the env back to its configured replicas, converged and verified."""
     from vedfin_ops.cli.output import LiveLines
-    from vedfin_ops.steps.scale import scale as _scale
+    from vedfin_ops.deploy.scale import scale as _scale
     with LiveLines() as show:
         _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
                None, action="resume", say=say, show=show)
@@ -401,7 +401,7 @@ def scale(c: Context, env: str = "production", replicas: int = 1, force: bool = 
           host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Every app of the env to N replicas (the runbook's off-hours single replica)."""
     from vedfin_ops.cli.output import LiveLines
-    from vedfin_ops.steps.scale import scale as _scale
+    from vedfin_ops.deploy.scale import scale as _scale
     with LiveLines() as show:
         _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
                replicas, action="scale", force=force, say=say, show=show)
@@ -412,7 +412,7 @@ def scale(c: Context, env: str = "production", replicas: int = 1, force: bool = 
 def db_backup(c: Context, env: str = "production", accept_new_host_key: bool = False,
               host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """pg_dump -Fc of the env's database to the host, size and sha256 recorded."""
-    from vedfin_ops.steps.backup import folder, run_backup
+    from vedfin_ops.backups.backup import folder, run_backup
     cfg = config_for(config)
     cfg.require_env(env)
     host = remote(c, accept_new_host_key, host_key_fingerprint)
@@ -433,7 +433,7 @@ def db_backups(c: Context, env: str | None = None, json_: bool = False, s3: bool
                accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
                config: str | None = None) -> None:
     """The backups on the host (or their copies in the bucket), oldest first per database."""
-    from vedfin_ops.steps.backup import list_backups, root
+    from vedfin_ops.backups.backup import list_backups, root
     cfg = config_for(config)
     if env is not None:
         cfg.require_env(env)
@@ -463,7 +463,7 @@ def db_backups(c: Context, env: str | None = None, json_: bool = False, s3: bool
 def db_schedule(c: Context, accept_new_host_key: bool = False,
                 host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """Install (or, with backups.nightly: null, remove) the nightly backups in cron."""
-    from vedfin_ops.steps import nightly
+    from vedfin_ops.schedule import nightly
     cfg = config_for(config)
     installed = nightly.apply(remote(c, accept_new_host_key, host_key_fingerprint), cfg)
     if not installed:
@@ -482,7 +482,7 @@ def restart(c: Context, env: str = "production", app: str | None = None,
             config: str | None = None) -> None:
     """Rolling restart of an app (new tasks, start-first, verified): no failed request."""
     from vedfin_ops.cli.output import LiveLines
-    from vedfin_ops.steps.scale import restart as _restart
+    from vedfin_ops.deploy.scale import restart as _restart
     with LiveLines() as show:
         _restart(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
                  app, say=say, show=show)
@@ -495,7 +495,7 @@ def verify(c: Context, env: str = "production", json_: bool = False,
            config: str | None = None) -> None:
     """The runbook's Post-Deployment Verification, each box from real data (exit 1 if one
     fails)."""
-    from vedfin_ops.steps.checklist import checklist
+    from vedfin_ops.monitoring.checklist import checklist
     report = checklist(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config),
                        env)
     if json_:
@@ -535,7 +535,7 @@ def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool 
     """Install the runbook's Netdata alarms, the restarts plugin and the notification settings
     on the host, reload, and prove Netdata has them (exit 1 when an alarm is not loaded)."""
     from vedfin_ops.config import secret_store
-    from vedfin_ops.steps import monitoring
+    from vedfin_ops.monitoring import netdata as monitoring
     cfg = config_for(config)
     values = secret_store.resolve(cfg)
     wanted = monitoring.files(cfg, values, say=lambda m: warn(m.removeprefix("warning: ")))
@@ -550,7 +550,7 @@ def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool 
 
 def _uptime(host: Any, cfg: Any, values: Any, *, apply: bool) -> Any:
     """Uptime Kuma's side of `monitoring.*` (None when the config has none)."""
-    from vedfin_ops.steps import uptime
+    from vedfin_ops.monitoring import uptime_kuma as uptime
     if cfg.monitoring.uptime_kuma is None:  # the loader wants a port with it
         return None
     return (uptime.apply(host, cfg, values) if apply else uptime.status(host, cfg, values))
@@ -564,7 +564,7 @@ def monitoring_status(c: Context, json_: bool = False, accept_new_host_key: bool
     """The vedfin alarms as Netdata has them and Uptime Kuma's monitors with their last check
     (exit 1 when an alarm is missing or differs, or a monitor is missing or not UP)."""
     from vedfin_ops.config import secret_store
-    from vedfin_ops.steps import monitoring
+    from vedfin_ops.monitoring import netdata as monitoring
     cfg = config_for(config)
     values = secret_store.resolve(cfg)
     host = remote(c, accept_new_host_key, host_key_fingerprint)
@@ -600,9 +600,9 @@ def _show_alarms(now: Any, json_: bool, changed: bool | None, kuma: Any = None) 
 
 
 def _bucket_backups(cfg: Any, env: str | None, json_: bool) -> None:
+    from vedfin_ops.backups import offsite
     from vedfin_ops.config import secret_store
     from vedfin_ops.errors import UsageError
-    from vedfin_ops.steps import offsite
     target = offsite.bucket(cfg, secret_store.resolve(cfg, env))
     if target is None:
         raise UsageError("db.backups --s3: backups.s3 is not set in the config")
@@ -627,8 +627,8 @@ def db_restore(c: Context, env: str = "production", from_: str | None = None,
                into: str | None = None, yes: bool = False, accept_new_host_key: bool = False,
                host_key_fingerprint: str | None = None, config: str | None = None) -> None:
     """A backup back: checksum, restore into a new database, verify, swap in by rename."""
+    from vedfin_ops.backups.restore import run_restore
     from vedfin_ops.errors import UsageError
-    from vedfin_ops.steps.restore import run_restore
     if not from_:
         raise UsageError("db.restore needs --from ID (fab db.backups lists them)")
     cfg = config_for(config)
@@ -654,7 +654,7 @@ def _deploy_task(env: str) -> Any:
                    full_replicas: bool = False, accept_new_host_key: bool = False,
                    host_key_fingerprint: str | None = None, config: str | None = None) -> None:
         from vedfin_ops.cli.output import LiveLines
-        from vedfin_ops.steps.deploy import deploy as _deploy
+        from vedfin_ops.deploy.pipeline import deploy as _deploy
         cfg = config_for(config)
         with LiveLines() as show:
             result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
@@ -694,57 +694,11 @@ def lock_release(c: Context, env: str = "production", shared: bool = False,
                  accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
                  config: str | None = None) -> None:
     """Release a stale deploy lock on the host (recorded in the audit log)."""
-    from vedfin_ops.steps.status import release_lock as _release_lock
+    from vedfin_ops.reports.status import release_lock as _release_lock
     holder = _release_lock(remote(c, accept_new_host_key, host_key_fingerprint),
                            config_for(config), env, shared=shared)
     which = "the shared stack lock" if shared else env
     stdout.print(f"lock.release: {which} released (was: {holder or 'not held'})")
-
-
-@task(name="up", help={"use_existing": "use a Docker Engine / swarm the sandbox did not start",
-                       "nodes": "also a swarm of N nodes, each in its own network namespace "
-                                "(config .sandbox/dokploy-cluster.yaml)"})
-@guarded
-def sandbox_up(c: Context, use_existing: bool = False, nodes: int = 1) -> None:
-    """Turn this machine into a local VPS: engine + swarm, images, sshd, sandbox config."""
-    from vedfin_ops import sandbox
-    from vedfin_ops.errors import UsageError
-    if nodes < 1:
-        raise UsageError(f"--nodes {nodes}: want 1 or more")
-    state = sandbox.up(use_existing=use_existing, progress=lambda m: err.print(f"sandbox: {m}"),
-                       nodes=nodes)
-    info = sandbox.status()
-    stdout.print(f"sandbox up in {state.up_seconds:g}s; edge {info['edge_url']}")
-    stdout.print(f"  VEDFIN_CONFIG={info['config']} {info['ssh']}")
-    if nodes > 1:
-        stdout.print(f"  {nodes} nodes: VEDFIN_CONFIG={info['cluster_config']} "
-                     f"{info['cluster_ssh']}")
-
-
-@task(name="down")
-@guarded
-def sandbox_down(c: Context) -> None:
-    """Remove the local VPS: stacks, images, sshd, deploy user, .sandbox/."""
-    from vedfin_ops import sandbox
-    sandbox.down(progress=lambda m: err.print(f"sandbox: {m}"))
-    stdout.print("sandbox removed")
-
-
-@task(name="status", help={"json": "JSON output"})
-@guarded
-def sandbox_status(c: Context, json_: bool = False) -> None:
-    """What the local VPS runs, its SSH line and the edge's URLs."""
-    from vedfin_ops import sandbox
-    info = sandbox.status()
-    if json_:
-        print(json.dumps(info, indent=2))
-        return
-    for key in ("ssh", "config", "edge_url"):
-        stdout.print(f"{key}: {info[key]}")
-    for name, url in info["urls"].items():
-        stdout.print(f"  {name}: {url}")
-    for svc in info["services"]:
-        stdout.print(f"  {svc['name']}: {svc['replicas']} {svc['image']}")
 
 
 ns = Collection(render, build, check_config, capacity_report, smoke_test, preflight, db_init,
@@ -756,5 +710,4 @@ ns.add_collection(Collection("secrets", generate))
 ns.add_collection(Collection("lock", lock_release))
 ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))
 ns.add_collection(Collection("monitoring", monitoring_apply, monitoring_status))
-ns.add_collection(Collection("sandbox", sandbox_up, sandbox_down, sandbox_status))
 ns.add_collection(Collection("cluster", cluster_status, cluster_drain, cluster_join))

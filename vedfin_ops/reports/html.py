@@ -24,9 +24,9 @@ from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host
 from vedfin_ops.rendering.files import TEMPLATES
-from vedfin_ops.steps.env_run import as_env_host
-from vedfin_ops.steps.operation import bare
-from vedfin_ops.steps.releases import Layout
+from vedfin_ops.run.env_run import as_env_host
+from vedfin_ops.run.layout import Layout
+from vedfin_ops.run.operation import bare
 
 AUDIT_SHOWN = 20
 
@@ -51,13 +51,13 @@ def _mark(item: Any) -> str:
 def gather(host: Host, config: Config, env: str, *,
            run_checklist: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Everything the page shows, each section read on its own."""
+    from vedfin_ops.monitoring import netdata as monitoring
+    from vedfin_ops.monitoring.checklist import checklist, healthy
     from vedfin_ops.remote.probes.usage import measure
     from vedfin_ops.reports.capacity import capacity_report
     from vedfin_ops.reports.chart import svg
+    from vedfin_ops.reports.status import status
     from vedfin_ops.reports.tables import audit_entries
-    from vedfin_ops.steps import monitoring
-    from vedfin_ops.steps.checklist import checklist, healthy
-    from vedfin_ops.steps.status import status
 
     host = as_env_host(host, config, config.require_env(env))
     data: dict[str, Any] = {

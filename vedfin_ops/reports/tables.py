@@ -271,7 +271,7 @@ STALE_BACKUP = 26 * 3600  # a nightly backup missed: more than a day and its run
 
 def _backup_notes(backups: dict[str, Any]) -> list[Text]:
     """The last backup's age, the nightly schedule, and a warning for each gap."""
-    from vedfin_ops.steps.nightly import human_age
+    from vedfin_ops.schedule.nightly import human_age
 
     if not backups:
         return []

@@ -1,0 +1,102 @@
+"""migrate: the app's migration command, once, in a one-off container of the NEW api image.
+
+It runs before any replica changes, on the env's network with the env's env file, so a failed
+migration stops the deploy while the old version still serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from vedfin_ops.config.model import Application, Config
+from vedfin_ops.config.names import image
+from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import Remote, RemoteError
+from vedfin_ops.run.operation import Operation, bare
+
+
+def stop_migrations(host: Remote, env: str) -> str:
+    """Stop the env's migration containers and say whether they are gone (checked, not
+    assumed: the way back must not claim what it did not do)."""
+    host.run(commands.stop_migrations(env), what="stop migration", check=False)
+    left = host.run(commands.migrations_running(env), what="migrations running",
+                    check=False).split()
+    if left:
+        return (f"migration container still running: {', '.join(left)} (docker rm -f "
+                f"{' '.join(left)})")
+    return "migration container stopped"
+
+
+def migrating_app(config: Config, env: str) -> Application | None:
+    """The env's app that migrates, if any (the first with a migration command)."""
+    return next((app for app in config.apps(env) if app.migrate_command), None)
+
+
+def migrate(host: Remote, config: Config, env: str, tag: str, release_dir: str,
+            show: Callable[[str], None] = print,
+            keep_alive: Callable[[str], str] = lambda command: command,
+            pins: Mapping[str, str] | None = None) -> bool:
+    """Run the migration; False when the env has nothing to migrate; raises on failure.
+
+    `keep_alive` wraps the command so the lock's heartbeat goes on while it runs: a migration
+    may print nothing for minutes, and a silent holder looks stale to the next run."""
+    app = migrating_app(config, env)
+    if app is None or not app.migrate_command:
+        return False
+    name, command = app.name, app.migrate_command
+    target = image(app, tag, pins)
+    env_file = f"{release_dir}/env/{name}.env"
+    try:
+        host.run(keep_alive(commands.migrate(target, config.remote.network, env_file, command,
+                                             f"{name}-migrate-{tag}", env)),
+                 what=f"migrate ({target})", stream=lambda line: show(f"  | {line}"),
+                 timeout=config.remote.rollout_timeout)
+    except RemoteError as exc:
+        raise CheckFailed(f"{bare(str(exc))}; no replica was changed") from None
+    return True
+
+
+class Migrate(Operation):
+    """`fab migrate` on its own: under the env's lock, audited, stopped cleanly on Ctrl-C."""
+
+    action = "migrate"
+
+    def __init__(self, host: Any, config: Config, env: str, tag: str, **kwargs: Any) -> None:
+        super().__init__(host, config, env, tag=tag, **kwargs)
+
+    def body(self) -> bool:
+        running = self.host.run(commands.migrations_running(self.env), what="migrations running",
+                                check=False).split()
+        if running:
+            raise CheckFailed(f"a migration of {self.env} is still running "
+                              f"({', '.join(running)})")
+        self.engine_touched = True  # a container of the env runs from here on
+        done = migrate(self.host, self.config, self.env, self.tag, self.layout.current,
+                       show=self.say, keep_alive=self.lock.keep_alive)
+        with self.shielded():
+            self.commit(done)
+            self.audit_ok("ok" if done else "noop", tag=self.tag)
+        return done
+
+    def put_back(self) -> str:
+        return stop_migrations(self.host, self.env)
+
+
+def run_migrate(host: Remote, config: Config, env: str, tag: str, *,
+                say: Callable[[str], None] = print) -> bool:
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.config.tags import check_tag
+
+    config.require_env(env)
+    check_tag(tag)
+    host.secrets = list(secret_store.resolve(config, env).values())
+    done: bool = Migrate(host, config, env, tag, say=say).execute()
+    return done
+
+
+def require_tag(tag: str | None) -> str:
+    if not tag:
+        raise UsageError("--tag is required (the image tag to migrate with)")
+    return tag

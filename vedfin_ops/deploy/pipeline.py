@@ -1,0 +1,736 @@
+"""The pipeline of `fab -H HOST deploy.<env>`: Task 2.4 of the runbook, end to end.
+
+inspect (records and engine) -> preflight -> push (new release dir, atomically) -> shared
+stack if it changed and db-init (under the shared lock) -> migrate (one-off container of the
+new image) -> env stack rollout, watched until the engine converges -> verify through the edge
+-> promote (`current` moves, the engine's specs recorded) -> audit.
+
+Nothing moves `current` but a verified release; any failure after the engine was touched puts
+every service back on the live release (see `operation.Operation`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from fabric import Connection
+
+from vedfin_ops.backups import backup as backup_step
+from vedfin_ops.checks.endpoints import routes
+from vedfin_ops.checks.preflight import preflight as real_preflight
+from vedfin_ops.config import secret_store
+from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import shared_stack_name
+from vedfin_ops.deploy.db_init import db_init as real_db_init
+from vedfin_ops.deploy.images import prunable_images, resolve_pins
+from vedfin_ops.deploy.migrate import migrate as real_migrate
+from vedfin_ops.deploy.migrate import stop_migrations
+from vedfin_ops.deploy.rollout import (
+    RolloutFailed,
+)
+from vedfin_ops.deploy.volumes import judge_adoption
+from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.monitoring.checklist import MIGRATE_RECORD
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import HANDSHAKES, Host, Remote
+from vedfin_ops.remote.probes.engine import ServiceView, parse_snapshot, snapshot
+from vedfin_ops.rendering.files import Rendered, render
+from vedfin_ops.run.env_run import (
+    EnvRun,
+    as_host,
+    configured_replicas,
+    drift,
+    engine_reasons,
+    engine_record,
+    expected_images,
+    shared_drift,
+    shared_images,
+    stack_file_images,
+    verify,
+)
+from vedfin_ops.run.layout import (
+    GOOD,
+    SHARED_PREFIXES,
+    Listing,
+    content_hash,
+    release_id,
+    shared_hash,
+)
+from vedfin_ops.run.lock import Lock, now_iso, shared_lock, who
+from vedfin_ops.run.operation import Say, Show, audit, bare, describe
+from vedfin_ops.run.polling import REAL, Clock
+
+SHARED_OWNER = "production"  # the env whose deploys may change postgres, redis and the edge
+SHARED_LOCK_WAIT = 120.0
+UNKNOWN_SHARED = "unknown"  # shared.hash when the shared stack runs files nobody recorded
+LOG_LINES_SHOWN = 5
+
+MIGRATE_LINES = 5
+
+
+@dataclass
+class DeployResult:
+    env: str
+    tag: str
+    release: str
+    result: str  # ok | noop | failed
+    detail: str = ""
+    services_updated: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    handshakes: int = 0
+
+
+@dataclass
+class Hooks:
+    """The steps that talk to more than the host: swapped for fakes in orchestration tests."""
+
+    preflight: Callable[..., Any] = real_preflight
+    db_init: Callable[..., Any] = real_db_init
+    migrate: Callable[..., bool] = real_migrate
+    verify: Callable[..., list[str]] = field(default=lambda config, env, **kw:
+                                             verify(config, env, **kw))
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_tag(tag: str) -> str:
+    from vedfin_ops.config.tags import check_tag as check
+
+    return check(tag)
+
+
+class Deploy(EnvRun):
+    action = "deploy"
+
+    def __init__(self, host: Remote, config: Config, env: str, tag: str, files: Rendered, *,
+                 skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
+                 no_backup: bool = False, full_replicas: bool = False,
+                 hooks: Hooks | None = None,
+                 pins: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(host, config, env, tag=tag, **kwargs)
+        self.files = files
+        self.skip_preflight, self.force, self.allow_shared = skip_preflight, force, allow_shared
+        self.no_backup = no_backup
+        self.full_replicas = full_replicas  # inside the off-hours window: keep them anyway
+        self.backup = ""  # the backup taken before anything changed, or why there is none
+        self.hooks = hooks or Hooks()
+        self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
+        self.release = release_id(now(), content_hash(files))
+        self.result = DeployResult(env, tag, self.release, "failed")
+        self.meta: dict[str, Any] = {}
+        self.shared_lock = shared_lock(host, self.layout.shared_lock,
+                                       action=f"deploy {env} (shared stack, db-init)", tag=tag,
+                                       clock=self.clock)
+        self.migrating = False
+        self.migration: dict[str, Any] = {}
+        self.promoting = False
+        self.shared_touched = False
+        self.shared_views: dict[str, ServiceView] = {}  # postgres, redis, edge once rolled
+
+    def body(self) -> DeployResult:
+        self.inspect()
+        if self.is_noop():
+            return self.result
+        self.refuse_unsafe_start()
+        self.run_preflight()
+        self.backup_database()
+        self.push()
+        self.shared_and_db_init()
+        self.migrate()
+        self.rollout()
+        self.verify()
+        self.promote()
+        return self.result
+
+    # -- the steps ------------------------------------------------------------------------
+    def is_noop(self) -> bool:
+        """Nothing to do only when the same files are live, good, AND the engine runs them."""
+        current = self.state.current
+        if not current or current.rsplit("-", 1)[-1] != self.release.rsplit("-", 1)[-1] or \
+                self.state.state(current) != GOOD:
+            return False
+        differs = drift(self.state.engine, self.state.meta.get("images", {}), self.views,
+                        configured_replicas(self.config, self.env))
+        if self.state.shared != shared_hash(self.files):
+            differs.append("the shared stack (postgres, redis, edge) was last deployed from "
+                           "other files")
+        else:
+            differs += self.shared_engine_drift()
+        if differs:
+            self.say(f"the engine does not run {current} as recorded ({'; '.join(differs)}); "
+                     f"deploying it again")
+            return False
+        self.result.release, self.result.result = current, "noop"
+        self.result.detail = f"nothing changed: {current} is live"
+        self.say(self.result.detail)
+        audit(self.host, self.layout, "deploy", "noop", release=current, tag=self.tag)
+        return True
+
+    def shared_engine_drift(self) -> list[str]:
+        stack = shared_stack_name(self.config)
+        record = self.host.run(commands.read_file(self.layout.shared_engine),
+                               what="read shared record")
+        if not record.strip():
+            return []
+        views = parse_snapshot(self.host.run(snapshot([stack], cluster=self.config.multi_node),
+                                             what="read shared services"))
+        return shared_drift(record, views, stack)
+
+    def shared_runs_otherwise(self) -> bool:
+        """The same shared files, but the engine runs postgres, redis or the edge on another
+        spec than recorded (a put-back cut short, a change by hand): deployed again by the
+        env that owns them (or --allow-shared); any other env only says so."""
+        differs = self.shared_engine_drift()
+        if not differs:
+            return False
+        if self.env == SHARED_OWNER or self.allow_shared:
+            self.say(f"the shared stack does not run its recorded files "
+                     f"({'; '.join(differs)}); deploying them again")
+            return True
+        self.say(f"warning: {'; '.join(differs)} (a deploy of {SHARED_OWNER} puts it back)")
+        return False
+
+    def refuse_unsafe_start(self) -> None:
+        self.refuse_unplaceable()
+        if self.state.migrating:
+            raise CheckFailed(f"a migration of {self.env} is still running "
+                              f"({', '.join(self.state.migrating)}); wait for it, or stop it: "
+                              f"docker rm -f {' '.join(self.state.migrating)}")
+        changes_shared = self.state.shared != shared_hash(self.files)
+        if changes_shared and self.env != SHARED_OWNER and not self.allow_shared:
+            raise CheckFailed(f"this deploy of {self.env} would change the shared stack "
+                              f"(postgres, redis, edge) that {SHARED_OWNER} also runs; deploy "
+                              f"{SHARED_OWNER} first, or pass --allow-shared if you mean it")
+
+    @property
+    def edge_starts(self) -> bool:
+        """No edge serves this config's TLS before this run: a first deploy, or the shared
+        stack (the edge's files among them) changes, e.g. an env moving to HTTPS; in Traefik
+        mode, whose routes are the env's own labels, also a change of the env's routes (a
+        new domain). Its certificates are then pending at preflight and waited for at
+        verify."""
+        if self.state.current is None or self.state.shared != shared_hash(self.files):
+            return True
+        return (self.config.edge.mode == "traefik"
+                and self.state.meta.get("routes") != routes(self.config, self.env))
+
+    def run_preflight(self) -> None:
+        if self.skip_preflight:
+            self.step("preflight: skipped (--skip-preflight; recorded in the audit log)")
+            audit(self.host, self.layout, "preflight", "skipped", release=self.release,
+                  tag=self.tag)
+            return
+        self.step("preflight: the pre-deployment checklist")
+        checklist = self.hooks.preflight(self.host, self.config, self.env, force=self.force,
+                                         first_deploy=self.edge_starts)
+        for check in checklist.checks:
+            if check.warning:
+                self.say(f"preflight: {check.name}: {check.detail}")
+            if check.detail.startswith("warning: forced"):
+                audit(self.host, self.layout, "capacity-gate", "forced", release=self.release,
+                      tag=self.tag, detail=check.detail)
+        if not checklist.passed:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in checklist.checks if not c.ok)
+            raise CheckFailed(f"preflight failed: {failed} (--skip-preflight to deploy anyway)")
+
+    def backup_database(self) -> None:
+        """The env's database dumped before anything changes: an old image redeployed does
+        not undo a migration. A failed backup stops the deploy here, nothing changed."""
+        database = self.config.environments[self.env].database
+        if self.no_backup or not self.config.backups.before_deploy:
+            why = "--no-backup" if self.no_backup else "backups.beforeDeploy is false"
+            self.backup = f"skipped ({why})"
+            self.step(f"backup: skipped ({why}; recorded in the audit log)")
+            audit(self.host, self.layout, "backup", "skipped", release=self.release,
+                  tag=self.tag, detail=why)
+            return
+        if self.state.current is None and backup_step.postgres(self.host, self.config) is None:
+            self.backup = "none (first deploy: no database yet)"
+            self.step(f"backup: {self.backup}")
+            return
+        self.step(f"backup: {database}, before anything changes")
+        try:
+            taken = backup_step.take_backup(self.host, self.config, self.env,
+                                            f"before deploy of {self.tag}",
+                                            wrap=self.keep_alive)
+        except CheckFailed as exc:
+            raise CheckFailed(f"backup of {database} failed, nothing changed: {exc} "
+                              f"(--no-backup to deploy without one)") from None
+        if taken is None:
+            self.backup = f"none ({database} does not exist yet)"
+        else:
+            self.backup = taken.id
+            self.say(f"backup: {database} {taken.id} ({taken.size} bytes)")
+
+    def copy_offsite(self) -> None:
+        """Once the release is live, off the deploy's critical path: the backup this deploy
+        took, and any other the bucket lacks (nightly ones, earlier failures), copied
+        off-host. The host copy is what a rollback restores, so a failure is a warning; an
+        audit line (`backup-copy`) says how it went either way."""
+        if self.config.backups.s3 is None:
+            return
+        from vedfin_ops.backups.offsite import bucket, copy_missing
+        from vedfin_ops.config import secret_store
+
+        database = self.config.environments[self.env].database
+        try:
+            target = bucket(self.config, secret_store.resolve(self.config, self.env))
+            assert target is not None
+            copied = copy_missing(self.host, self.config, target, self.env, database,
+                                  self.say, self.beat, protect=self.backup)
+            result = "ok"
+            detail = (f"{', '.join(copied)} copied to {target.where}" if copied else
+                      f"nothing new for {target.where}")
+        except Exception as exc:
+            result, detail = "failed", f"not copied off-host: {describe(exc)}"
+            self.say(f"warning: backups {detail} (the next db.backup or deploy tries again)")
+        try:
+            audit(self.host, self.layout, "backup-copy", result, release=self.release,
+                  tag=self.tag, detail=detail)
+        except Exception as exc:
+            self.say(f"warning: the backup-copy audit line could not be written "
+                     f"({describe(exc)})")
+
+    def push(self) -> None:
+        stamps = {r.rpartition("-")[0] for r, _ in self.state.releases}
+        stamp, _, digest = self.release.rpartition("-")
+        n, first = 1, stamp
+        while stamp in stamps:  # another release in the same second: ids must sort by time,
+            n += 1              # never by their content hash
+            stamp = f"{first}.{n}"
+        self.release = f"{stamp}-{digest}"
+        rid = self.result.release = self.release
+        release_dir = self.layout.release(rid)
+        self.step(f"push: {release_dir}")
+        tmp = f"{self.layout.releases}/.tmp-{rid}"
+        self.meta = {"id": rid, "env": self.env, "tag": self.tag,
+                     "created": now().isoformat(timespec="seconds"), "by": who(),
+                     "images": expected_images(self.config, self.env, self.tag, self.pins),
+                     "shared_hash": shared_hash(self.files),
+                     "routes": routes(self.config, self.env),
+                     "backup": self.backup,
+                     "skip_preflight": self.skip_preflight, "force": self.force}
+        self.host.run(commands.clean_partial_uploads(self.layout.releases),
+                      what="clean partial uploads")
+        self.host.put_tree(tmp, {**self.files,
+                                 "release.json": json.dumps(self.meta, indent=2) + "\n",
+                                 "state": "pushed\n"}, Rendered.is_secret)
+        self.release_dir = release_dir  # before the rename: it may happen and the link drop
+        self.host.rename(tmp, release_dir)
+
+    def shared_and_db_init(self) -> None:
+        """postgres, redis and the edge serve every env: one writer at a time. When this run
+        changes them, the shared lock stays held to the end, so a failure can put them back
+        before anyone else deploys; its hash is recorded only when the release goes live."""
+        assert self.release_dir is not None
+        self.shared_lock.acquire(wait=SHARED_LOCK_WAIT)
+        # what is deployed now, read under the lock (another env may have changed it since
+        # inspect), and a copy of its file for the way back
+        deployed = self.host.run(commands.read_file(self.layout.shared_hash),
+                                 what="read shared hash").strip() or None
+        self.state = replace(self.state, shared=deployed)
+        if self.state.shared != self.meta["shared_hash"] or self.shared_runs_otherwise():
+            edge = ", edge" if self.config.edge.mode == "caddy" else ""
+            self.step(f"shared stack: postgres, redis{edge} (changed)")
+            self.check_adopted_volume()
+            self.shared_touched = True
+            updated, self.shared_views = self.roll(shared_stack_name(self.config),
+                                                   f"{self.release_dir}/stacks/shared.yml",
+                                                   shared_images(self.config))
+            self.result.services_updated += updated
+        self.step("db-init: databases and extensions")
+        db = self.hooks.db_init(self.host, self.config)
+        made = db.created_databases + db.created_extensions
+        self.say("db-init: " + (f"created {', '.join(made)}" if made else "nothing to do"))
+        if not self.shared_touched:
+            problem = self.shared_lock.release()
+            if problem:
+                self.say(f"warning: {problem}")
+
+    def check_adopted_volume(self) -> None:
+        """An external data volume is judged before the shared stack moves onto it."""
+        volume, postgres = self.config.postgres.volume, self.config.postgres
+        if not volume.external:
+            return
+        self.registry_login()  # the probe runs the postgres image
+        answer = self.host.run(commands.volume_probe(volume.name, postgres.image),
+                               what="check postgres.volume", timeout=300)
+        self.say("postgres.volume: " + judge_adoption(
+            answer, volume.name, postgres.image, f"{shared_stack_name(self.config)}_postgres"))
+
+    def migrate(self) -> None:
+        assert self.release_dir is not None
+        self.step(f"migrate: {self.tag}")
+        self.migrating = True
+        self.registry_login()  # the migration container pulls the new image
+        said: list[str] = []
+
+        def show(line: str) -> None:
+            said.append(line.strip().removeprefix("| "))
+            self.say(line)
+
+        ran = self.hooks.migrate(self.host, self.config, self.env, self.tag, self.release_dir,
+                                 show=show, keep_alive=self.keep_alive, pins=self.pins)
+        if not ran:
+            self.say("migrate: nothing to migrate")
+        # what verify's "migrations applied" reads from the live release
+        self.migration = {"ran": bool(ran), "tag": self.tag, "time": now_iso(),
+                          "last_lines": [self.host.redact(line) for line in said[-MIGRATE_LINES:]]}
+        self.migrating = False
+
+    def rollout(self) -> None:
+        assert self.release_dir is not None
+        self.step(f"rollout: {self.stack} -> {self.tag}")
+        try:
+            updated, after = self.roll(self.stack, f"{self.release_dir}/stacks/{self.env}.yml",
+                                       expected_images(self.config, self.env, self.tag, self.pins),
+                                       self.views)
+        except RolloutFailed as exc:
+            why = engine_reasons(self.host, exc.services)
+            raise RolloutFailed(f"{bare(str(exc))}{'; tasks: ' + why if why else ''}",
+                                exc.services) from None
+        self.result.services_updated += updated
+        self.views = after
+
+    def verify(self) -> None:
+        self.step("verify: smoke checks through the edge")
+        failures = self.hooks.verify(self.config, self.env,
+                                     tls_wait=60.0 if self.edge_starts else 0.0)
+        failures += self.check_logs()
+        if failures:
+            raise CheckFailed(f"verify failed: {'; '.join(failures)}")
+
+    def check_logs(self) -> list[str]:
+        """The runbook's "no errors in logs" for the tasks this rollout started: a warning
+        with the lines, or a failure where `verify.logErrorsFail` says so."""
+        from vedfin_ops.monitoring.logs import log_errors, services
+
+        apps = set(services(self.config, self.env))
+        names = [name for name in self.result.services_updated if name in apps]
+        if not names or not self.config.verify.log_errors:
+            return []
+        fail = self.config.verify.log_errors_fail
+        try:
+            found = log_errors(self.host, self.config, self.env, names,
+                               since={n: self.views[n].update_started for n in names
+                                      if n in self.views and self.views[n].update_started})
+        except Exception as exc:
+            if fail:
+                return [f"logs: not read ({describe(exc)})"]
+            self.say(f"warning: the new tasks' logs not read ({describe(exc)})")
+            return []
+        if not found:
+            self.say("verify: no error lines in the new tasks' logs")
+            return []
+        head = f"{len(found)} error line(s) in the new tasks' logs (verify.logErrors)"
+        self.say(f"{'' if fail else 'warning: '}{head}:")
+        for line in found[:LOG_LINES_SHOWN]:
+            self.say(f"  | {line}")
+        if len(found) > LOG_LINES_SHOWN:
+            self.say(f"  | ... {len(found) - LOG_LINES_SHOWN} more (fab logs --env {self.env} "
+                     f"--grep ...)")
+        return [f"logs: {head}"] if fail else []
+
+    def promote(self) -> None:
+        """The records first (engine specs, shared hash, state good), then `current` moves:
+        the one command that makes the release live. With its audit line, all or nothing
+        against signals; pruning old releases after it is best effort."""
+        assert self.release_dir is not None
+        rid = self.release
+        after = Listing([*self.state.releases, (rid, GOOD)], rid)
+        prune = [self.layout.release(r) for r in after.to_prune(self.config.remote.keep_releases)]
+        records = [commands.write_text(f"{self.release_dir}/engine.json",
+                                       json.dumps(engine_record(self.views)))]
+        if self.migration:
+            records.append(commands.write_text(f"{self.release_dir}/{MIGRATE_RECORD}",
+                                               json.dumps(self.migration)))
+        if self.shared_touched:  # still under the shared lock: the shared files went live
+            records += self.keep_shared_records()
+        self.beat(force=True)  # the locks are still ours right before the release goes live
+        with self.shielded():
+            self.promoting = True
+            self.host.run(" && ".join([
+                *records,
+                commands.write_state(self.release_dir, GOOD),
+                commands.swap_symlink(self.release_dir, self.layout.current)]),
+                what="promote release")
+            self.release_dir = None  # promoted: nothing to mark on the way out
+            self.result.result, self.result.detail = "ok", f"{rid} live"
+            self.commit(self.result)
+            self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}")
+        if self.shared_touched:
+            self.prune_shared_files()
+        try:
+            self.host.run(commands.remove_dirs(prune), what="prune releases")
+        except Exception as exc:  # the release is live; old folders can wait
+            self.say(f"warning: old releases not pruned ({describe(exc)})")
+        else:  # images only once the releases naming them are gone
+            try:
+                self.prune_images()
+            except Exception as exc:
+                self.say(f"warning: old images not pruned ({describe(exc)})")
+        try:
+            from vedfin_ops.schedule import nightly
+
+            nightly.apply(self.host, self.config)
+        except Exception as exc:  # the release is live; the schedule can be fixed after
+            self.say(f"warning: nightly backups and off-hours not scheduled ({describe(exc)}; "
+                     f"fab db.schedule)")
+        self.keep_off_hours()
+        self.apply_monitoring()
+        self.copy_offsite()
+        self.post_deployment_checklist()
+        self.say(f"done: {self.env} runs {self.tag} ({rid})")
+
+    def post_deployment_checklist(self) -> None:
+        """The runbook's Post-Deployment Verification on the live release (what the deploy
+        has not proven already): a failed box is a warning, the release is live and good."""
+        from vedfin_ops.monitoring.checklist import checklist
+
+        try:
+            report = checklist(self.host, self.config, self.env, after_deploy=True)
+        except Exception as exc:
+            self.say(f"warning: post-deployment checklist not run ({describe(exc)}; "
+                     f"fab verify --env {self.env})")
+            return
+        failed = report.failed()
+        if failed:
+            self.say(f"warning: post-deployment checklist: {'; '.join(failed)} "
+                     f"(fab verify --env {self.env})")
+        else:
+            self.say(f"verify: post-deployment checklist ok ({len(report.items)} items; "
+                     f"fab verify --env {self.env} for all of them)")
+
+    def keep_off_hours(self) -> None:
+        """Inside the env's off-hours window (the host's clock) the rollout ran at the
+        configured replicas; the env goes back to the off-hours count the timer set, until
+        the window's end (`--full-replicas` keeps the configured count). Either way the count
+        this deploy set stands: the off-hours runs its lock made wait are cleared."""
+        from vedfin_ops.schedule import offhours
+
+        if self.env not in offhours.envs(self.config):
+            return
+        if not self.full_replicas:
+            try:
+                now = self.host.run("date +%H:%M", what="host time").strip()
+                inside = offhours.inside(self.config, now)
+                if inside:
+                    wanted = offhours.counts(self.config, self.env, "down")
+                    self.host.run(commands.scale_services(wanted), what="off-hours scale")
+            except Exception as exc:  # a pending down run stays: cron's retry scales
+                self.say(f"warning: inside the off-hours window, but not scaled down "
+                         f"({describe(exc)}; fab scale --env {self.env} --replicas N)")
+                return
+            if inside:
+                assert self.config.off_hours is not None
+                self.say(f"off-hours: {self.env} back to {self.config.off_hours.replicas} "
+                         f"replica(s) per app until {self.config.off_hours.end} (host time "
+                         f"{now}; --full-replicas keeps the configured count)")
+        self.settle_off_hours()
+
+    def settle_off_hours(self) -> None:
+        """A good deploy set the env's count itself (the off-hours one inside the window,
+        the configured one outside it or with --full-replicas): an off-hours run the cron
+        left pending (its lock was this deploy's) must not undo it minutes later."""
+        from vedfin_ops.schedule.offhours import pending_path
+
+        pending = [pending_path(self.config, self.env, mode) for mode in ("down", "up")]
+        try:
+            self.host.run(commands.remove_files(pending), what="off-hours pending")
+        except Exception as exc:
+            self.say(f"warning: a pending off-hours run was not cleared ({describe(exc)})")
+
+    def apply_monitoring(self) -> None:
+        """Step 7's alarms, after the release is live: a Netdata that is missing or refuses
+        its reload is a warning (the deploy stands), never a half-applied file. The alarms are
+        the host's, not an env's: only production's deploys (the shared stack's owner) apply
+        them, so a dev deploy from another checkout never changes production's thresholds."""
+        if not self.config.monitoring.apply or self.env != SHARED_OWNER:
+            return
+        from vedfin_ops.config import secret_store
+        from vedfin_ops.monitoring import netdata as monitoring
+
+        values = secret_store.resolve(self.config, self.env)  # the shared ones included
+        try:
+            wanted = monitoring.files(self.config, values, say=self.say)
+            changed, now = monitoring.apply(self.host, self.config, wanted[0].text,
+                                            extra=wanted[1:], clock=self.clock)
+        except Exception as exc:
+            self.say(f"warning: monitoring not applied ({describe(exc)}; fab monitoring.apply)")
+        else:
+            self.say(f"monitoring: {len(now.items)} Netdata alarms "
+                     f"{'installed and loaded' if changed else 'loaded'}")
+            for problem in now.problems():
+                self.say(f"warning: monitoring: {problem}")
+        self.apply_uptime(values)
+
+    def apply_uptime(self, values: Mapping[str, str]) -> None:
+        """Uptime Kuma's monitors for the health URLs, after Netdata's alarms and on the same
+        terms: a warning when they cannot be applied or a first check is not UP."""
+        if self.config.monitoring.uptime_kuma is None:  # the loader wants a port with it
+            return
+        from vedfin_ops.monitoring import uptime_kuma as uptime
+
+        try:
+            done = uptime.apply(self.host, self.config, values, wait=10.0, say=self.say)
+        except Exception as exc:
+            self.say(f"warning: uptime kuma not applied ({describe(exc)}; "
+                     f"fab monitoring.apply)")
+            return
+        self.say(f"uptime kuma: {len(done.status)} monitors"
+                 f"{' (' + str(len(done.changes)) + ' changes)' if done.changes else ''}")
+        for name, state, message in done.status:
+            if state != "UP":
+                self.say(f"warning: uptime kuma: {name}: {state} {message}".rstrip())
+
+    def prune_images(self) -> None:
+        """App images no kept release of any env names by digest (the runbook alerts on
+        disk above 85%). Only with a registry: an image pulled by digest can be pulled
+        again; a local one without a digest is never removed."""
+        if self.config.registry is None:
+            return
+        repos = sorted({a.image_repo for a in self.config.applications})
+        inventory = self.host.run(commands.image_inventory(self.layout.base, repos),
+                                  what="image inventory")
+        ids = prunable_images(inventory)
+        if ids:
+            removed = self.host.run(commands.remove_images(ids), what="prune images")
+            self.say(f"pruned {removed.split().count('removed')} of {len(ids)} old images")
+
+    # -- the way back ---------------------------------------------------------------------
+    def needs_put_back(self) -> bool:
+        return self.migrating or self.shared_touched
+
+    def held_locks(self) -> list[Lock]:
+        return [self.lock, *([self.shared_lock] if self.shared_lock.taken else [])]
+
+    def put_back(self) -> str:
+        said: list[str] = []
+        if self.migrating:
+            said.append(stop_migrations(self.host, self.env))
+        if self.promoting:
+            # the promote may have run before the link went: `current` names the live one
+            # again before anything else, so a put-back cut short still points at it; and
+            # the shared stack's record says what runs, or the change would never ship
+            restore = []
+            if self.state.current:
+                restore.append(commands.swap_symlink(self.layout.release(self.state.current),
+                                                     self.layout.current))
+            if self.shared_touched:
+                restore.append(commands.write_text(self.layout.shared_hash,
+                                                   self.state.shared or ""))
+                restore.append(commands.relink_or_remove(
+                    self.layout.shared_files(self.state.shared or "none"),
+                    self.layout.shared_dir))
+            if restore:
+                self.host.run(" && ".join(restore), what="restore current")
+        failed: list[str] = []
+        if self.engine_touched:  # each part on its own: one that fails never skips the other
+            try:
+                said.append(super().put_back())
+            except Exception as exc:
+                failed.append(describe(exc))
+        if self.shared_touched:
+            try:
+                said.append(self.put_back_shared())
+            except Exception as exc:
+                failed.append(f"the shared stack stays on the new files ({describe(exc)}; "
+                              f"a deploy of {SHARED_OWNER} puts it back)")
+                self.forget_shared_hash()
+        if failed:
+            raise CheckFailed("; ".join([*said, *failed]))
+        return "; ".join(said)
+
+    def forget_shared_hash(self) -> None:
+        """The shared stack could not be put back: its recorded hash must not say the old
+        files run, or the next deploy of them would be a no-op over the new ones (a host whose
+        earlier files were never kept has no engine record to show it). Best effort: the link
+        that failed the put-back may fail this too."""
+        try:
+            self.host.run(commands.write_text(self.layout.shared_hash, UNKNOWN_SHARED),
+                          what="forget shared hash")
+        except Exception as exc:
+            self.say(f"warning: shared.hash still names the earlier files ({describe(exc)})")
+
+    def keep_shared_records(self) -> list[str]:
+        """The shared files of this release kept whole in a folder named by their hash, the
+        engine's specs of postgres, redis and the edge beside them, the `shared` link and
+        hash moved to them: part of the one promote command."""
+        assert self.release_dir is not None
+        digest = str(self.meta["shared_hash"])
+        kept = self.layout.shared_files(digest)
+        paths = [path for path in self.files if path.startswith(SHARED_PREFIXES)]
+        return [commands.keep_files(self.release_dir, paths, kept),
+                commands.write_text(f"{kept}/engine.json",
+                                    json.dumps(engine_record(self.shared_views))),
+                commands.swap_symlink(kept, self.layout.shared_dir),
+                commands.write_text(self.layout.shared_hash, digest),
+                commands.remove_files([self.layout.legacy_shared_file])]
+
+    def prune_shared_files(self) -> None:
+        """Shared files no link names any more; best effort, the release is live."""
+        digest = str(self.meta["shared_hash"])
+        try:
+            self.host.run(commands.remove_siblings(self.layout.shared_store, digest),
+                          what="prune shared files")
+        except Exception as exc:
+            self.say(f"warning: old shared files not pruned ({describe(exc)})")
+
+    def put_back_shared(self) -> str:
+        """The shared stack back on the files it ran before this run, each under its own
+        name: the folder the `shared` link names (whichever env promoted it), else this env's
+        live release's files when its recorded hash says they are the ones deployed. Never
+        the new release's files under the old configs' names: swarm refuses a config whose
+        data changed under the same name."""
+        live, deployed = self.state.current, self.state.shared
+        kept = self.host.run(commands.read_link(self.layout.shared_dir),
+                             what="read shared link").strip()
+        if deployed and kept.rstrip("/").rsplit("/", 1)[-1] == deployed:
+            path = f"{kept}/stacks/shared.yml"
+        elif live and deployed and self.state.meta.get("shared_hash") == deployed:
+            path = f"{self.layout.release(live)}/stacks/shared.yml"
+        else:
+            self.forget_shared_hash()
+            return (f"the shared stack stays on the new files (no earlier files of it are "
+                    f"known; a deploy of {SHARED_OWNER} deploys its own again)")
+        stack = shared_stack_name(self.config)
+        expected = stack_file_images(self.host.run(commands.read_file(path),
+                                                    what="read shared stack"), stack)
+        self.say("putting the shared stack back on its earlier files")
+        self.roll(stack, path, expected)
+        self.shared_touched = False
+        return "shared stack back on its earlier files"
+
+
+def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None, *,
+           skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
+           no_backup: bool = False, full_replicas: bool = False, say: Say = print,
+           show: Show | None = None, hooks: Hooks | None = None, clock: Clock = REAL
+           ) -> DeployResult:
+    """The whole pipeline; raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2)."""
+    config.require_env(env)
+    tag = check_tag(tag or config.tag)
+    secrets = secret_store.resolve(config, env)
+    missing = secret_store.missing(config, env, secrets)
+    if missing:
+        raise UsageError(f"{config.source}: secrets.{env}: not set: {', '.join(missing)}"
+                         f" (inv secrets.generate --env {env}, or export them)")
+    pins = resolve_pins(config, env, tag, secrets, say=say)  # nothing changed if this fails
+    files = render(config, env, tag=tag, secrets=secrets, pins=pins)
+    handshakes_before = HANDSHAKES["count"]
+    host = as_host(conn)
+    host.secrets = list(secrets.values())
+    run = Deploy(host, config, env, tag, files, skip_preflight=skip_preflight, force=force,
+                 allow_shared=allow_shared, no_backup=no_backup,
+                 full_replicas=full_replicas, hooks=hooks, say=say, show=show, clock=clock,
+                 pins=pins)
+    result: DeployResult = run.execute()
+    result.commands = list(host.commands)
+    result.handshakes = HANDSHAKES["count"] - handshakes_before
+    return result

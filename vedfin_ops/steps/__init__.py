@@ -1,1 +1,0 @@
-"""The pipeline's steps: operations, locks, releases, rollout, deploy and the rest."""

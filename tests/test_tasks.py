@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,19 +173,168 @@ def test_deploy_with_a_missing_secret_exits_2_before_touching_the_host(project: 
     assert result.stderr.startswith("error: dokploy.yaml: secrets.production: not set: ")
 
 
-def test_every_host_task_takes_both_host_key_flags() -> None:
-    """A host-key flag missing on one task would leave its user only the environment variable."""
-    import inspect
+# Every task's flags as `inv --help TASK` lists them (`=`: takes a value). Users and their
+# scripts type these: a change here is a change of the interface. Invoke gives out the short
+# flags in the order of a task's signature, so the shared options (cli/options.py) close it.
+FLAGS = {
+    "audit": ("-l --lines=  -j --json  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+              "-c --config="),
+    "build": "-t --tag=  -p --push  -e --env=  -c --config=",
+    "capacity-report": "-e --env=  -j --json  -c --chart=  -o --config=",
+    "check-config": "-c --config=",
+    "cluster.drain": ("-n --node=  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+                      "-c --config="),
+    "cluster.join": ("-n --node=  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+                     "-c --config="),
+    "cluster.status": ("-j --json  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+                       "-c --config="),
+    "db-init": "-a --accept-new-host-key  -h --host-key-fingerprint=  -c --config=",
+    "db.backup": "-e --env=  -a --accept-new-host-key  -h --host-key-fingerprint=  -c --config=",
+    "db.backups": ("-e --env=  -j --json  -s --s3  -a --accept-new-host-key  "
+                   "-h --host-key-fingerprint=  -c --config="),
+    "db.restore": ("-e --env=  -f --from=  -i --into=  -y --yes  -a --accept-new-host-key  "
+                   "-h --host-key-fingerprint=  -c --config="),
+    "db.schedule": "-a --accept-new-host-key  -h --host-key-fingerprint=  -c --config=",
+    "deploy.dev": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
+                   "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
+                   "-h --host-key-fingerprint=  -o --config="),
+    "deploy.env": ("-e --env=  -t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
+                   "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
+                   "-h --host-key-fingerprint=  -o --config="),
+    "deploy.production": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
+                          "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
+                          "-h --host-key-fingerprint=  -o --config="),
+    "deploy.staging": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
+                       "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
+                       "-h --host-key-fingerprint=  -o --config="),
+    "lock.release": ("-e --env=  -s --shared  -a --accept-new-host-key  "
+                     "-h --host-key-fingerprint=  -c --config="),
+    "logs": ("-e --env=  -a --app=  -s --since=  -l --lines=  -f --follow  -g --grep=  "
+             "-c --accept-new-host-key  -h --host-key-fingerprint=  -o --config="),
+    "migrate": ("-e --env=  -t --tag=  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+                "-c --config="),
+    "monitoring.apply": ("-j --json  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+                         "-c --config="),
+    "monitoring.status": ("-j --json  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+                          "-c --config="),
+    "pause": ("-e --env=  -f --force  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+              "-c --config="),
+    "preflight": ("-e --env=  -j --json  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+                  "-c --config="),
+    "render": "-e --env=  -o --out=  -t --tag=  -c --config=",
+    "report": ("-e --env=  -h --html=  -a --accept-new-host-key  -o --host-key-fingerprint=  "
+               "-c --config="),
+    "restart": ("-e --env=  -a --app=  -c --accept-new-host-key  -h --host-key-fingerprint=  "
+                "-o --config="),
+    "resume": "-e --env=  -a --accept-new-host-key  -h --host-key-fingerprint=  -c --config=",
+    "rollback": ("-e --env=  -r --restore-db  -a --accept-new-host-key  "
+                 "-h --host-key-fingerprint=  -c --config="),
+    "scale": ("-e --env=  -r --replicas=  -f --force  -a --accept-new-host-key  "
+              "-h --host-key-fingerprint=  -c --config="),
+    "secrets.generate": "-e --env=  -c --config=",
+    "smoke-test": "-e --env=  -j --json  -d --database-url=  -c --config=",
+    "status": ("-e --env=  -j --json  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+               "-c --config="),
+    "verify": ("-e --env=  -j --json  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+               "-c --config="),
+}
 
-    from vedfin_ops.cli import tasks as tree
 
-    host_tasks = [t for t in vars(tree).values()
-                  if hasattr(t, "body") and "accept_new_host_key" in
-                  inspect.signature(t.body).parameters]
-    deploys = [tree.ns.collections["deploy"].tasks[name] for name in ("production", "dev")]
-    assert len(host_tasks) >= 10
-    for t in [*host_tasks, *deploys]:
-        assert "host_key_fingerprint" in inspect.signature(t.body).parameters, t.name
+def _flags(found: Any) -> str:
+    def flag(arg: Any) -> str:
+        short = [n for n in arg.names if len(n) == 1]
+        long = next(n for n in arg.names if len(n) > 1)
+        return (f"-{short[0]} " if short else "") + f"--{long}" + ("" if arg.kind is bool
+                                                                   else "=")
+
+    return "  ".join(flag(a) for a in found.get_arguments())
+
+
+def test_every_task_keeps_its_flags() -> None:
+    from vedfin_ops.cli.tasks import ns
+
+    assert {name: _flags(ns[name]) for name in ns.task_names} == FLAGS
+
+
+def test_every_host_task_takes_both_host_key_flags_with_their_help() -> None:
+    """A host-key flag missing on one task would leave its user only the environment
+    variable; the shared options come from one place, help included."""
+    from vedfin_ops.cli.options import HOST_HELP
+    from vedfin_ops.cli.tasks import ns
+
+    on_a_host = 0
+    for name in ns.task_names:
+        args = {a.attr_name or a.name: a for a in ns[name].get_arguments()}
+        assert args["config"].help == HOST_HELP["config"], name
+        shared = {"accept_new_host_key", "host_key_fingerprint"} & set(args)
+        if shared:
+            on_a_host += 1
+            assert len(shared) == 2, name
+            for option in shared:
+                assert args[option].help == HOST_HELP[option], (name, option)
+    assert on_a_host == 27  # 23 tasks, deploy.production, .staging, .dev and deploy --env
+
+
+def test_help_lists_each_flag_with_its_help(project: Path) -> None:
+    """`vedfin --help TASK` (Fabric's program) and `inv --help TASK` read the signature the
+    shared options' decorator gives each task."""
+    vedfin = [sys.executable, "-m", "vedfin_ops"]
+    for tool, task in ((vedfin, "deploy.production"), (vedfin, "deploy"), (INV, "status")):
+        shown = run("--help", task, cwd=project, tool=tool)
+        assert shown.returncode == 0, shown.stderr
+        text = " ".join(shown.stdout.split())
+        for words in ("-c, --accept-new-host-key pin the host key of a host never seen before",
+                      "--host-key-fingerprint=STRING require this host key",
+                      "--config=STRING config file (default: $VEDFIN_CONFIG, else "
+                      "dokploy.yaml)"):
+            assert words.removeprefix("-c, ") in text, (task, words)
+    deploy_help = " ".join(run("--help", "deploy", cwd=project, tool=vedfin).stdout.split())
+    assert "-e STRING, --env=STRING an env the config names under environments:" in deploy_help
+    assert "-u, --full-replicas inside the off-hours window" in deploy_help
+
+
+def test_deploy_env_is_listed_as_the_deploy_collections_default() -> None:
+    listing = run("--list").stdout
+    assert "deploy.env (deploy)" in listing
+    for name in ("deploy.production", "deploy.staging", "deploy.dev"):
+        assert name in listing
+
+
+def test_deploy_of_an_env_the_config_does_not_name_exits_2_before_any_host(
+        project: Path) -> None:
+    fab = shutil.which("fab") or "fab"
+    # a host that does not exist: the env check must fail first, without connecting
+    for extra in (["--env", "qa"], ["--env", "qa", "--tag", "v2", "--force"]):
+        result = run("-r", str(ROOT), "-H", "nobody@127.0.0.1:1", "deploy", *extra,
+                     cwd=project, tool=[fab])
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            'error: dokploy.yaml: environments: unknown env "qa" (known: dev, staging, '
+            'production)']
+    missing = run("-r", str(ROOT), "-H", "nobody@127.0.0.1:1", "deploy", cwd=project,
+                  tool=[fab])
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == ("error: deploy: --env is required: one of dev, staging, "
+                                      "production (dokploy.yaml: environments)")
+
+
+def test_deploy_env_runs_the_pipeline_of_an_env_beyond_the_seeds_three(project: Path) -> None:
+    """A fourth env under `environments:` is deployable as `deploy --env qa`: the pipeline's
+    first check (its secrets) answers for qa, before any connection."""
+    import yaml
+
+    data = yaml.safe_load((project / "dokploy.yaml").read_text())
+    data["environments"]["qa"] = {"database": "vedfinance_qa"}
+    data["secrets"]["qa"] = data["secrets"]["dev"]
+    for app in [a for a in data["applications"] if a["name"].endswith("-dev")]:
+        data["applications"].append({**app, "name": app["name"].replace("-dev", "-qa"),
+                                     "domain": app["domain"].replace("dev.", "qa.")})
+    (project / "dokploy.yaml").write_text(yaml.safe_dump(data))
+    fab = shutil.which("fab") or "fab"
+    result = run("-r", str(ROOT), "-H", "nobody@127.0.0.1:1", "deploy", "--env", "qa",
+                 cwd=project, tool=[fab])
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: dokploy.yaml: secrets.qa: not set: ")
 
 
 def test_build_needs_a_tag_and_shows_its_help(project: Path) -> None:

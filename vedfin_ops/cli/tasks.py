@@ -1,7 +1,10 @@
 """The task tree (`vedfin --list`, `inv --list`, `fab --list`): thin wrappers over functions.
 
-Every task takes `--config F` (else $VEDFIN_CONFIG, else dokploy.yaml). Exit codes: 0 ok,
-1 a check or deploy failed, 2 bad input. Remote tasks run under `-H HOST`.
+Every task takes `--config F` (else $VEDFIN_CONFIG, else dokploy.yaml); a task on a host
+(`@on_host`, under `-H HOST`) also `--accept-new-host-key` and `--host-key-fingerprint`. Those
+shared options come from cli/options.py: a body states only its own and gets a `Target` (the
+config and the host, each made on first use). Exit codes: 0 ok, 1 a check or deploy failed,
+2 bad input.
 
 Each task imports what it uses inside its body: listing the tasks, or running one, must not pay
 for fabric, paramiko, pydantic, rich and requests when it does not use them (cold start).
@@ -9,32 +12,29 @@ for fabric, paramiko, pydantic, rich and requests when it does not use them (col
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from typing import Any
 
 from invoke.collection import Collection
-from invoke.context import Context
-from invoke.tasks import task
+from invoke.tasks import Task
 
-from vedfin_ops.cli.output import config_for, err, guarded, is_remote, remote, say, warn
+from vedfin_ops.cli.options import Target, local, on_host
+from vedfin_ops.cli.output import err, say, warn
 from vedfin_ops.cli.output import out as stdout
 
-CONFIG_HELP = {"config": "config file (default: $VEDFIN_CONFIG, else dokploy.yaml)"}
 
-
-@task(help={**CONFIG_HELP, "env": "one env (default: all)", "out": "output folder",
-            "tag": "image tag (default: the config's tag)"})
-@guarded
-def render(c: Context, env: str | None = None, out: str = "build", tag: str | None = None,
-           config: str | None = None) -> None:
+@local(help={"env": "one env (default: all)", "out": "output folder",
+             "tag": "image tag (default: the config's tag)"})
+def render(on: Target, env: str | None = None, out: str = "build", tag: str | None = None) -> None:
     """Render stack files, env files, init-db.sql, edge and alert config into a folder."""
     from pathlib import Path
 
     from vedfin_ops.config import secret_store
     from vedfin_ops.rendering.files import render as _render
     from vedfin_ops.rendering.local_files import write_tree
-    cfg = config_for(config)
+    cfg = on.config
     if env:
         cfg.require_env(env)
     values = secret_store.resolve(cfg, env)
@@ -50,12 +50,10 @@ def render(c: Context, env: str | None = None, out: str = "build", tag: str | No
 
 
 
-@task(help={**CONFIG_HELP, "tag": "the tag to build, e.g. $(git rev-parse --short HEAD)",
-            "push": "push to the config's registry (once all built) and print the digests",
-            "env": "only this env's apps (default: every app with a build section)"})
-@guarded
-def build(c: Context, tag: str | None = None, push: bool = False, env: str | None = None,
-          config: str | None = None) -> None:
+@local(help={"tag": "the tag to build, e.g. $(git rev-parse --short HEAD)",
+             "push": "push to the config's registry (once all built) and print the digests",
+             "env": "only this env's apps (default: every app with a build section)"})
+def build(on: Target, tag: str | None = None, push: bool = False, env: str | None = None) -> None:
     """Build each app's image from its `build:` section here (docker build); --push ships it."""
     from vedfin_ops.config import secret_store
     from vedfin_ops.config.tags import check_tag
@@ -64,7 +62,7 @@ def build(c: Context, tag: str | None = None, push: bool = False, env: str | Non
     if not tag:  # an option, not a positional: `build --help` must show the help
         raise UsageError("build: --tag is required (e.g. --tag $(git rev-parse "
                          "--short HEAD))")
-    cfg = config_for(config)
+    cfg = on.config
     if env:
         cfg.require_env(env)
     check_tag(tag)
@@ -75,14 +73,13 @@ def build(c: Context, tag: str | None = None, push: bool = False, env: str | Non
                      f"({item.seconds:g}s)")
 
 
-@task(help=CONFIG_HELP)
-@guarded
-def check_config(c: Context, config: str | None = None) -> None:
+@local()
+def check_config(on: Target) -> None:
     """Validate the config and print a summary of what it deploys."""
     from vedfin_ops.config import secret_store
     from vedfin_ops.reports.capacity import capacity_report as _capacity_report
     from vedfin_ops.reports.tables import config_table
-    cfg = config_for(config)
+    cfg = on.config
     present = set(secret_store.resolve(cfg))
     stdout.print(config_table(cfg, present))
     report = _capacity_report(cfg)
@@ -90,12 +87,11 @@ def check_config(c: Context, config: str | None = None) -> None:
               f"{len(cfg.environments)} envs; capacity {report.status}")
 
 
-@task(help={**CONFIG_HELP, "env": "one env plus shared services (default: every env)",
-            "json": "print the contract's JSON object",
-            "chart": "also write a chart: .png (matplotlib), .svg or .html"})
-@guarded
-def capacity_report(c: Context, env: str | None = None, json_: bool = False,
-                    chart: str | None = None, config: str | None = None) -> None:
+@local(help={"env": "one env plus shared services (default: every env)",
+             "json": "print the contract's JSON object",
+             "chart": "also write a chart: .png (matplotlib), .svg or .html"})
+def capacity_report(on: Target, env: str | None = None, json_: bool = False,
+                    chart: str | None = None) -> None:
     """Committed resources vs the VPS (Task 2.3); under `fab -H HOST`, measured usage too."""
     from vedfin_ops.remote.probes.usage import measure
     from vedfin_ops.reports.capacity import capacity_report as _capacity_report
@@ -107,10 +103,10 @@ def capacity_report(c: Context, env: str | None = None, json_: bool = False,
         recommendations_table,
         status_line,
     )
-    cfg = config_for(config)
+    cfg = on.config
     if env:
         cfg.require_env(env)
-    host = remote(c) if is_remote(c) else None
+    host = on.host if on.is_remote else None
     usage = measure(host, cfg.remote.base_dir, cpu=True) if host is not None else None
     node_usage = None
     if host is not None and usage is not None and cfg.multi_node:
@@ -133,18 +129,17 @@ def capacity_report(c: Context, env: str | None = None, json_: bool = False,
         stdout.print(recommendations_table(report))
 
 
-@task(help={**CONFIG_HELP, "env": "environment", "json": "JSON output",
-            "database_url": "also run the pgvector check through this URL "
-                            "(default: $VEDFIN_SMOKE_DATABASE_URL)"})
-@guarded
-def smoke_test(c: Context, env: str = "production", json_: bool = False,
-               database_url: str | None = None, config: str | None = None) -> None:
+@local(help={"env": "environment", "json": "JSON output",
+             "database_url": "also run the pgvector check through this URL "
+                             "(default: $VEDFIN_SMOKE_DATABASE_URL)"})
+def smoke_test(on: Target, env: str = "production", json_: bool = False,
+               database_url: str | None = None) -> None:
     """HTTP, TLS and pgvector checks against the live env (the runbook's Step 6)."""
     from vedfin_ops.checks.smoke import Options as SmokeOptions
     from vedfin_ops.checks.smoke import smoke_test as _smoke_test
     from vedfin_ops.errors import CheckFailed
     from vedfin_ops.reports.tables import smoke_table
-    cfg = config_for(config)
+    cfg = on.config
     url = database_url or os.environ.get("VEDFIN_SMOKE_DATABASE_URL")
     report = _smoke_test(cfg, env, SmokeOptions(database_url=url))
     if json_:
@@ -157,21 +152,12 @@ def smoke_test(c: Context, env: str = "production", json_: bool = False,
                           f"checks failed: {', '.join(failed)}")
 
 
-HOST_HELP = {**CONFIG_HELP,
-             "accept_new_host_key": "pin the host key of a host never seen before",
-             "host_key_fingerprint": "require this host key (SHA256:... as ssh-keygen -l "
-                                     "prints it), pinned if new (default: "
-                                     "$VEDFIN_HOST_KEY_FINGERPRINT)"}
-
-
-@task(help=HOST_HELP)
-@guarded
-def db_init(c: Context, accept_new_host_key: bool = False,
-            host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host()
+def db_init(on: Target) -> None:
     """Create missing databases and extensions, then verify with a vector query."""
     from vedfin_ops.deploy.db_init import run_db_init
-    cfg = config_for(config)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    cfg = on.config
+    host = on.host
     result = run_db_init(host, cfg, say=say)
     if result.changed:
         created = result.created_databases + result.created_extensions
@@ -181,64 +167,51 @@ def db_init(c: Context, accept_new_host_key: bool = False,
     stdout.print(f"db-init: vector distance check = {result.vector_distance}")
 
 
-@task(help={**HOST_HELP, "env": "environment", "tag": "the NEW api image tag"})
-@guarded
-def migrate(c: Context, env: str = "production", tag: str | None = None,
-            accept_new_host_key: bool = False,
-            host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(help={"env": "environment", "tag": "the NEW api image tag"})
+def migrate(on: Target, env: str = "production", tag: str | None = None) -> None:
     """Run migrations in a one-off container of the new api image (env file of `current`)."""
     from vedfin_ops.deploy.migrate import require_tag, run_migrate
-    cfg = config_for(config)
+    cfg = on.config
     cfg.require_env(env)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host = on.host
     if not run_migrate(host, cfg, env, require_tag(tag), say=say):
         stdout.print(f"migrate: no app of {env} has a migration command")
 
 
-@task(help={**HOST_HELP, "env": "environment",
-            "restore_db": "also restore the database from the backup taken before the "
-                          "current release's deploy (its migration undone)"})
-@guarded
-def rollback(c: Context, env: str = "production", restore_db: bool = False,
-             accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
-             config: str | None = None) -> None:
+@on_host(help={"env": "environment",
+               "restore_db": "also restore the database from the backup taken before the "
+                             "current release's deploy (its migration undone)"})
+def rollback(on: Target, env: str = "production", restore_db: bool = False) -> None:
     """Back to the previous good release: redeployed, converged, verified."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.deploy.rollback import rollback as _rollback
-    cfg = config_for(config)
+    cfg = on.config
     with LiveLines() as show:
-        target = _rollback(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
-                           say=say, show=show, restore_db=restore_db)
+        target = _rollback(on.host, cfg, env, say=say, show=show, restore_db=restore_db)
     stdout.print(f"rollback: {env} runs {target}")
 
 
-@task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
-@guarded
-def status(c: Context, env: str = "production", json_: bool = False,
-           accept_new_host_key: bool = False,
-           host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(help={"env": "environment", "json": "JSON output"})
+def status(on: Target, env: str = "production", json_: bool = False) -> None:
     """Releases, services, replicas and update state on the host."""
     from vedfin_ops.reports.status import status as _status
     from vedfin_ops.reports.tables import status_tables
-    info = _status(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env)
+    info = _status(on.host, on.config, env)
     if json_:
         print(json.dumps(info, indent=2))
         return
     stdout.print(status_tables(info))
 
 
-@task(name="status", help={**HOST_HELP, "json": "JSON output"})
-@guarded
-def cluster_status(c: Context, json_: bool = False, accept_new_host_key: bool = False,
-                   host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(name="status", help={"json": "JSON output"})
+def cluster_status(on: Target, json_: bool = False) -> None:
     """The swarm's nodes (state, availability, labels, tasks) beside the config's; exit 1
     when a node is missing, down or unlabelled."""
     from vedfin_ops.cluster.membership import cluster_status as _cluster_status
     from vedfin_ops.errors import CheckFailed
     from vedfin_ops.reports.tables import cluster_table
 
-    info = _cluster_status(remote(c, accept_new_host_key, host_key_fingerprint),
-                           config_for(config))
+    info = _cluster_status(on.host, on.config)
     if json_:
         print(json.dumps(info, indent=2))
     else:
@@ -247,11 +220,9 @@ def cluster_status(c: Context, json_: bool = False, accept_new_host_key: bool = 
         raise CheckFailed(f"cluster: {'; '.join(info['problems'])}")
 
 
-@task(name="drain", help={**HOST_HELP, "node": "the node: its name (nodes[].name, as "
-                                                "docker node ls shows it) or its host"})
-@guarded
-def cluster_drain(c: Context, node: str, accept_new_host_key: bool = False,
-                  host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(name="drain", help={"node": "the node: its name (nodes[].name, as docker node ls "
+                                      "shows it) or its host"})
+def cluster_drain(on: Target, node: str) -> None:
     """Move a node's tasks to the others (availability drain), converged, then each running
     env's smoke checks (as a deploy's verify); put back on any failure; audited as
     cluster-drain."""
@@ -259,22 +230,19 @@ def cluster_drain(c: Context, node: str, accept_new_host_key: bool = False,
     from vedfin_ops.cluster.membership import drain
     from vedfin_ops.cluster.nodes import configured_node
 
-    cfg = config_for(config)
+    cfg = on.config
     found = configured_node(cfg, node)
     name = found.name if found else node
     with LiveLines() as show:
-        result = drain(remote(c, accept_new_host_key, host_key_fingerprint), cfg, name,
-                       say=say, show=show)
+        result = drain(on.host, cfg, name, say=say, show=show)
     verified = ", ".join(result["verified"]) or "none"
     stdout.print(f"cluster.drain: {result['node']} drained ({result['moved']} task(s) moved; "
                  f"verified: {verified})")
 
 
-@task(name="join", help={**HOST_HELP, "node": "the configured node: its name or host (SSH "
-                                               "reaches it as nodes[].host says)"})
-@guarded
-def cluster_join(c: Context, node: str, accept_new_host_key: bool = False,
-                 host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(name="join", help={"node": "the configured node: its name or host (SSH reaches "
+                                     "it as nodes[].host says)"})
+def cluster_join(on: Target, node: str) -> None:
     """Join a configured node to the swarm (over its own SSH link, host key checked), with
     its role and labels; converged (a member gets only missing labels); audited."""
     from fabric import Connection
@@ -283,12 +251,12 @@ def cluster_join(c: Context, node: str, accept_new_host_key: bool = False,
     from vedfin_ops.cluster.nodes import configured_node
     from vedfin_ops.remote.host import Host
 
-    cfg = config_for(config)
-    manager = remote(c, accept_new_host_key, host_key_fingerprint)
+    cfg = on.config
+    manager = on.host
     found = configured_node(cfg, node)
     target = found.host if found else node
     # the node's host key: its own known_hosts line (--host-key-fingerprint is the manager's)
-    node_host = Host(Connection(target, config=c.config), accept_new_host_key, None)
+    node_host = Host(Connection(target, config=on.c.config), on.accept_new_host_key, None)
     try:
         result = join(manager, node_host, cfg, node, say=say)
     finally:
@@ -298,24 +266,21 @@ def cluster_join(c: Context, node: str, accept_new_host_key: bool = False,
                  + (f"; labels {', '.join(result['labels'])}" if result["labels"] else ""))
 
 
-@task(help={**HOST_HELP, "env": "environment", "app": "one app (default: every app of the env)",
-            "since": "a duration (10m, 2h) or a date (2026-11-29T12:00:00Z)",
-            "lines": "at most this many of each task's last lines",
-            "follow": "keep printing new lines until Ctrl-C",
-            "grep": "only lines matching this regular expression"})
-@guarded
-def logs(c: Context, env: str = "production", app: str | None = None, since: str = "10m",
-         lines: int = 200, follow: bool = False, grep: str | None = None,
-         accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
-         config: str | None = None) -> None:
+@on_host(help={"env": "environment", "app": "one app (default: every app of the env)",
+               "since": "a duration (10m, 2h) or a date (2026-11-29T12:00:00Z)",
+               "lines": "at most this many of each task's last lines",
+               "follow": "keep printing new lines until Ctrl-C",
+               "grep": "only lines matching this regular expression"})
+def logs(on: Target, env: str = "production", app: str | None = None, since: str = "10m",
+         lines: int = 200, follow: bool = False, grep: str | None = None) -> None:
     """The env's apps' logs through the engine: time, task, line; merged in time order."""
     from vedfin_ops.monitoring.logs import check_grep, check_since, services, show_logs
     from vedfin_ops.run.env_run import as_env_host
-    cfg = config_for(config)
+    cfg = on.config
     services(cfg, env, app)  # bad input: before any connection
     check_since(since)
     check_grep(grep)
-    host = as_env_host(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
+    host = as_env_host(on.host, cfg, env)
     shown = show_logs(host, cfg, env, app=app, since=since, tail=lines, follow=follow,
                       grep=grep, out=lambda line: print(line, flush=True))  # literal
     if not shown and not follow:
@@ -323,17 +288,14 @@ def logs(c: Context, env: str = "production", app: str | None = None, since: str
             + (f" matching {grep!r}" if grep else ""))
 
 
-@task(help={**HOST_HELP, "lines": "how many of the last lines",
-            "json": "the raw JSON lines, as the log holds them"})
-@guarded
-def audit(c: Context, lines: int = 30, json_: bool = False, accept_new_host_key: bool = False,
-          host_key_fingerprint: str | None = None,
-          config: str | None = None) -> None:
+@on_host(help={"lines": "how many of the last lines",
+               "json": "the raw JSON lines, as the log holds them"})
+def audit(on: Target, lines: int = 30, json_: bool = False) -> None:
     """The host's audit log: who deployed what, when, and how it ended."""
     from vedfin_ops.remote import commands
     from vedfin_ops.run.layout import Layout
-    cfg = config_for(config)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    cfg = on.config
+    host = on.host
     path = Layout.of(cfg, next(iter(cfg.environments))).audit
     text = host.run(commands.tail(path, lines), what="audit")
     if json_:
@@ -347,17 +309,14 @@ def audit(c: Context, lines: int = 30, json_: bool = False, accept_new_host_key:
         stdout.print(f"audit: no line in {path} (remote.baseDir, from {cfg.source})")
 
 
-@task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
-@guarded
-def preflight(c: Context, env: str = "production", json_: bool = False,
-              accept_new_host_key: bool = False,
-              host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(help={"env": "environment", "json": "JSON output"})
+def preflight(on: Target, env: str = "production", json_: bool = False) -> None:
     """The pre-deployment checklist: secrets, DNS, TLS, firewall, monitoring, capacity."""
     from vedfin_ops.checks.preflight import preflight as _preflight
     from vedfin_ops.errors import CheckFailed
     from vedfin_ops.reports.tables import smoke_table
-    cfg = config_for(config)
-    report = _preflight(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
+    cfg = on.config
+    report = _preflight(on.host, cfg, env)
     if json_:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -367,55 +326,42 @@ def preflight(c: Context, env: str = "production", json_: bool = False,
         raise CheckFailed(f"preflight {env}: failed: {', '.join(failed)}")
 
 
-@task(help={**HOST_HELP, "env": "environment", "force": "allow production below 1 replica"})
-@guarded
-def pause(c: Context, env: str = "dev", force: bool = False, accept_new_host_key: bool = False,
-          host_key_fingerprint: str | None = None,
-          config: str | None = None) -> None:
+@on_host(help={"env": "environment", "force": "allow production below 1 replica"})
+def pause(on: Target, env: str = "dev", force: bool = False) -> None:
     """Replicas of every app of the env to 0 (the runbook's "pause dev/staging")."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.deploy.scale import scale as _scale
     with LiveLines() as show:
-        _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env, 0,
-               action="pause", force=force, say=say, show=show)
+        _scale(on.host, on.config, env, 0, action="pause", force=force, say=say, show=show)
 
 
-@task(help={**HOST_HELP, "env": "environment"})
-@guarded
-def resume(c: Context, env: str = "dev", accept_new_host_key: bool = False,
-           host_key_fingerprint: str | None = None,
-           config: str | None = None) -> None:
+@on_host(help={"env": "environment"})
+def resume(on: Target, env: str = "dev") -> None:
     """Every app of the env back to its configured replicas, converged and verified."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.deploy.scale import scale as _scale
     with LiveLines() as show:
-        _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
-               None, action="resume", say=say, show=show)
+        _scale(on.host, on.config, env, None, action="resume", say=say, show=show)
 
 
-@task(help={**HOST_HELP, "env": "environment", "replicas": "replicas for every app",
-            "force": "allow production below 1 replica"})
-@guarded
-def scale(c: Context, env: str = "production", replicas: int = 1, force: bool = False,
-          accept_new_host_key: bool = False,
-          host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(help={"env": "environment", "replicas": "replicas for every app",
+               "force": "allow production below 1 replica"})
+def scale(on: Target, env: str = "production", replicas: int = 1, force: bool = False) -> None:
     """Every app of the env to N replicas (the runbook's off-hours single replica)."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.deploy.scale import scale as _scale
     with LiveLines() as show:
-        _scale(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
-               replicas, action="scale", force=force, say=say, show=show)
+        _scale(on.host, on.config, env, replicas, action="scale", force=force, say=say,
+               show=show)
 
 
-@task(name="backup", help={**HOST_HELP, "env": "environment"})
-@guarded
-def db_backup(c: Context, env: str = "production", accept_new_host_key: bool = False,
-              host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(name="backup", help={"env": "environment"})
+def db_backup(on: Target, env: str = "production") -> None:
     """pg_dump -Fc of the env's database to the host, size and sha256 recorded."""
     from vedfin_ops.backups.backup import folder, run_backup
-    cfg = config_for(config)
+    cfg = on.config
     cfg.require_env(env)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host = on.host
     backup = run_backup(host, cfg, env, say=say)
     database = cfg.environments[env].database
     if backup is None:
@@ -425,22 +371,19 @@ def db_backup(c: Context, env: str = "production", accept_new_host_key: bool = F
                  f"sha256 {backup.sha256}")
 
 
-@task(name="backups", help={**HOST_HELP, "env": "one env (default: every env)",
-                            "json": "JSON output",
-                            "s3": "the copies in the backups.s3 bucket instead"})
-@guarded
-def db_backups(c: Context, env: str | None = None, json_: bool = False, s3: bool = False,
-               accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
-               config: str | None = None) -> None:
+@on_host(name="backups", help={"env": "one env (default: every env)",
+                               "json": "JSON output",
+                               "s3": "the copies in the backups.s3 bucket instead"})
+def db_backups(on: Target, env: str | None = None, json_: bool = False, s3: bool = False) -> None:
     """The backups on the host (or their copies in the bucket), oldest first per database."""
     from vedfin_ops.backups.backup import list_backups, root
-    cfg = config_for(config)
+    cfg = on.config
     if env is not None:
         cfg.require_env(env)
     if s3:
         _bucket_backups(cfg, env, json_)
         return
-    listing = list_backups(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
+    listing = list_backups(on.host, cfg, env)
     if json_:
         print(json.dumps({"backups": [b.to_dict() for b in listing.backups],
                           "incomplete": listing.orphans, "unreadable": listing.unreadable,
@@ -458,14 +401,12 @@ def db_backups(c: Context, env: str | None = None, json_: bool = False, s3: bool
         warn(f"{root(cfg)}/{what}: not a backup; retention leaves it for you to remove")
 
 
-@task(name="schedule", help={**HOST_HELP})
-@guarded
-def db_schedule(c: Context, accept_new_host_key: bool = False,
-                host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(name="schedule")
+def db_schedule(on: Target) -> None:
     """Install (or, with backups.nightly: null, remove) the nightly backups in cron."""
     from vedfin_ops.schedule import nightly
-    cfg = config_for(config)
-    installed = nightly.apply(remote(c, accept_new_host_key, host_key_fingerprint), cfg)
+    cfg = on.config
+    installed = nightly.apply(on.host, cfg)
     if not installed:
         stdout.print("db.schedule: no nightly backups (backups.nightly is null); removed")
         return
@@ -474,30 +415,22 @@ def db_schedule(c: Context, accept_new_host_key: bool = False,
                      f"{nightly.script_path(cfg, env)}")
 
 
-@task(help={**HOST_HELP, "env": "environment",
-            "app": "the app to restart (default: every app of the env)"})
-@guarded
-def restart(c: Context, env: str = "production", app: str | None = None,
-            accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
-            config: str | None = None) -> None:
+@on_host(help={"env": "environment",
+               "app": "the app to restart (default: every app of the env)"})
+def restart(on: Target, env: str = "production", app: str | None = None) -> None:
     """Rolling restart of an app (new tasks, start-first, verified): no failed request."""
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.deploy.scale import restart as _restart
     with LiveLines() as show:
-        _restart(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config), env,
-                 app, say=say, show=show)
+        _restart(on.host, on.config, env, app, say=say, show=show)
 
 
-@task(help={**HOST_HELP, "env": "environment", "json": "JSON output"})
-@guarded
-def verify(c: Context, env: str = "production", json_: bool = False,
-           accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
-           config: str | None = None) -> None:
+@on_host(help={"env": "environment", "json": "JSON output"})
+def verify(on: Target, env: str = "production", json_: bool = False) -> None:
     """The runbook's Post-Deployment Verification, each box from real data (exit 1 if one
     fails)."""
     from vedfin_ops.monitoring.checklist import checklist
-    report = checklist(remote(c, accept_new_host_key, host_key_fingerprint), config_for(config),
-                       env)
+    report = checklist(on.host, on.config, env)
     if json_:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -507,18 +440,15 @@ def verify(c: Context, env: str = "production", json_: bool = False,
         raise SystemExit(1)
 
 
-@task(help={**HOST_HELP, "env": "environment", "html": "the page to write (.html)"})
-@guarded
-def report(c: Context, env: str = "production", html: str | None = None,
-           accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
-           config: str | None = None) -> None:
+@on_host(help={"env": "environment", "html": "the page to write (.html)"})
+def report(on: Target, env: str = "production", html: str | None = None) -> None:
     """One HTML page: verification, releases, services, capacity chart, alarms, audit."""
     from vedfin_ops.errors import UsageError
     from vedfin_ops.reports.html import gather, page, write_page
     if not html:
         raise UsageError("report: --html FILE is required (the page to write)")
-    cfg = config_for(config)
-    data = gather(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env)
+    cfg = on.config
+    data = gather(on.host, cfg, env)
     target = write_page(html, page(data))
     for name, why in data["errors"].items():
         warn(f"report: {name}: {why}")
@@ -528,18 +458,16 @@ def report(c: Context, env: str = "production", html: str | None = None,
         raise SystemExit(1)
 
 
-@task(name="apply", help={**HOST_HELP, "json": "JSON output"})
-@guarded
-def monitoring_apply(c: Context, json_: bool = False, accept_new_host_key: bool = False,
-                     host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(name="apply", help={"json": "JSON output"})
+def monitoring_apply(on: Target, json_: bool = False) -> None:
     """Install the runbook's Netdata alarms, the restarts plugin and the notification settings
     on the host, reload, and prove Netdata has them (exit 1 when an alarm is not loaded)."""
     from vedfin_ops.config import secret_store
     from vedfin_ops.monitoring import netdata as monitoring
-    cfg = config_for(config)
+    cfg = on.config
     values = secret_store.resolve(cfg)
     wanted = monitoring.files(cfg, values, say=lambda m: warn(m.removeprefix("warning: ")))
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host = on.host
     host.secrets = list(values.values())
     changed, now = monitoring.apply(host, cfg, wanted[0].text, extra=wanted[1:])
     kuma = _uptime(host, cfg, values, apply=True)
@@ -556,18 +484,15 @@ def _uptime(host: Any, cfg: Any, values: Any, *, apply: bool) -> Any:
     return (uptime.apply(host, cfg, values) if apply else uptime.status(host, cfg, values))
 
 
-@task(name="status", help={**HOST_HELP, "json": "JSON output"})
-@guarded
-def monitoring_status(c: Context, json_: bool = False, accept_new_host_key: bool = False,
-                      host_key_fingerprint: str | None = None, config: str | None = None
-                      ) -> None:
+@on_host(name="status", help={"json": "JSON output"})
+def monitoring_status(on: Target, json_: bool = False) -> None:
     """The vedfin alarms as Netdata has them and Uptime Kuma's monitors with their last check
     (exit 1 when an alarm is missing or differs, or a monitor is missing or not UP)."""
     from vedfin_ops.config import secret_store
     from vedfin_ops.monitoring import netdata as monitoring
-    cfg = config_for(config)
+    cfg = on.config
     values = secret_store.resolve(cfg)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host = on.host
     host.secrets = list(values.values())
     now = monitoring.loaded(host, cfg)
     kuma = _uptime(host, cfg, values, apply=False)
@@ -617,64 +542,79 @@ def _bucket_backups(cfg: Any, env: str | None, json_: bool) -> None:
     stdout.print(backups_table(copies, [], target.where))
 
 
-@task(name="restore", help={**HOST_HELP, "env": "environment",
-                            "from": "the backup's id (fab db.backups), or s3:ID for a copy "
-                                    "in the bucket (fab db.backups --s3)",
-                            "into": "restore into this new database and stop there",
-                            "yes": "needed to replace production's database"})
-@guarded
-def db_restore(c: Context, env: str = "production", from_: str | None = None,
-               into: str | None = None, yes: bool = False, accept_new_host_key: bool = False,
-               host_key_fingerprint: str | None = None, config: str | None = None) -> None:
+@on_host(name="restore", help={"env": "environment",
+                               "from": "the backup's id (fab db.backups), or s3:ID for a copy "
+                                       "in the bucket (fab db.backups --s3)",
+                               "into": "restore into this new database and stop there",
+                               "yes": "needed to replace production's database"})
+def db_restore(on: Target, env: str = "production", from_: str | None = None,
+               into: str | None = None, yes: bool = False) -> None:
     """A backup back: checksum, restore into a new database, verify, swap in by rename."""
     from vedfin_ops.backups.restore import run_restore
     from vedfin_ops.errors import UsageError
     if not from_:
         raise UsageError("db.restore needs --from ID (fab db.backups lists them)")
-    cfg = config_for(config)
+    cfg = on.config
     cfg.require_env(env)
-    host = remote(c, accept_new_host_key, host_key_fingerprint)
+    host = on.host
     database = run_restore(host, cfg, env, from_, into=into, yes=yes, say=say)
     stdout.print(f"db.restore: {from_} is now {database}")
 
 
-def _deploy_task(env: str) -> Any:
-    @task(name=env, help={**HOST_HELP, "tag": "image tag to deploy (default: the config's)",
-                          "skip_preflight": "skip the checklist (recorded in the audit log)",
-                          "force": "deploy past the capacity gate (recorded)",
-                          "allow_shared": "let a non-production deploy change the shared "
-                                          "stack (postgres, redis, edge)",
-                          "no_backup": "no database backup before the deploy (recorded in "
-                                       "the audit log)",
-                          "full_replicas": "inside the off-hours window, keep the configured "
-                                           "replicas"})
-    @guarded
-    def deploy_env(c: Context, tag: str | None = None, skip_preflight: bool = False,
-                   force: bool = False, allow_shared: bool = False, no_backup: bool = False,
-                   full_replicas: bool = False, accept_new_host_key: bool = False,
-                   host_key_fingerprint: str | None = None, config: str | None = None) -> None:
-        from vedfin_ops.cli.output import LiveLines
-        from vedfin_ops.deploy.pipeline import deploy as _deploy
-        cfg = config_for(config)
-        with LiveLines() as show:
-            result = _deploy(remote(c, accept_new_host_key, host_key_fingerprint), cfg, env,
-                             tag, skip_preflight=skip_preflight, force=force,
-                             allow_shared=allow_shared, no_backup=no_backup,
-                             full_replicas=full_replicas, say=say, show=show)
-        stdout.print(f"deploy.{env}: {result.result}: {result.detail}")
-
-    deploy_env.__doc__ = (f"The whole pipeline for {env}: push, db-init, migrate, rollout, "
-                          f"verify, record.")
-    deploy_env.body.__doc__ = deploy_env.__doc__
-    return deploy_env
+DEPLOY_HELP = {"tag": "image tag to deploy (default: the config's)",
+               "skip_preflight": "skip the checklist (recorded in the audit log)",
+               "force": "deploy past the capacity gate (recorded)",
+               "allow_shared": "let a non-production deploy change the shared stack "
+                               "(postgres, redis, edge)",
+               "no_backup": "no database backup before the deploy (recorded in the audit log)",
+               "full_replicas": "inside the off-hours window, keep the configured replicas"}
+SEED_ENVS = ("production", "staging", "dev")  # deploy.<env>: the seed's names, kept
 
 
-@task(help={**CONFIG_HELP, "env": "environment"})
-@guarded
-def generate(c: Context, env: str = "production", config: str | None = None) -> None:
+def _deploy(on: Target, env: str, called: str, tag: str | None, flags: dict[str, Any]
+            ) -> None:
+    from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.deploy.pipeline import deploy
+    cfg = on.config
+    cfg.require_env(env)  # an env the config does not name: bad input, before any host
+    with LiveLines() as show:
+        result = deploy(on.host, cfg, env, tag, **flags, say=say, show=show)
+    stdout.print(f"{called}: {result.result}: {result.detail}")
+
+
+def deploy_env(on: Target, env: str | None = None, tag: str | None = None,
+               skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
+               no_backup: bool = False, full_replicas: bool = False) -> None:
+    """The whole pipeline for any env the config names: `deploy --env E`."""
+    from vedfin_ops.errors import UsageError
+    if not env:
+        cfg = on.config
+        raise UsageError(f"deploy: --env is required: one of {', '.join(cfg.environments)} "
+                         f"({cfg.source}: environments)")
+    _deploy(on, env, f"deploy --env {env}", tag,
+            {"skip_preflight": skip_preflight, "force": force, "allow_shared": allow_shared,
+             "no_backup": no_backup, "full_replicas": full_replicas})
+
+
+def _seed_deploy(env: str) -> Task[Any]:
+    """`deploy.<env>`: `deploy --env <env>` under the seed's name, the same flags but --env."""
+    def deploy_seed(on: Target, tag: str | None = None, **flags: Any) -> None:
+        _deploy(on, env, f"deploy.{env}", tag, flags)
+
+    params = inspect.signature(deploy_env).parameters
+    deploy_seed.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p for name, p in params.items() if name != "env"])
+    deploy_seed.__doc__ = (f"The whole pipeline for {env}: preflight, backup, push, db-init, "
+                           f"migrate, rollout, verify, promote.")
+    made: Task[Any] = on_host(name=env, help=DEPLOY_HELP)(deploy_seed)
+    return made
+
+
+@local(help={"env": "environment"})
+def generate(on: Target, env: str = "production") -> None:
     """Fill missing generatable secrets into the git-ignored 0600 secrets file; names only."""
     from vedfin_ops.config import secret_store
-    cfg = config_for(config)
+    cfg = on.config
     result = secret_store.generate(cfg, env)
     err.print(f"secrets file: {result.path} (mode 0600)")
     for name in result.generated:
@@ -686,17 +626,14 @@ def generate(c: Context, env: str = "production", config: str | None = None) -> 
         stdout.print(f"fill by hand  {name}{'  (optional)' if name in optional else ''}")
 
 
-@task(name="release", help={**HOST_HELP, "env": "environment, or cluster (the lock of "
-                                                  "cluster.drain and cluster.join)",
-                               "shared": "the shared stack's lock (postgres, redis, edge) instead"})
-@guarded
-def lock_release(c: Context, env: str = "production", shared: bool = False,
-                 accept_new_host_key: bool = False, host_key_fingerprint: str | None = None,
-                 config: str | None = None) -> None:
+@on_host(name="release", help={"env": "environment, or cluster (the lock of cluster.drain "
+                                       "and cluster.join)",
+                               "shared": "the shared stack's lock (postgres, redis, edge) "
+                                         "instead"})
+def lock_release(on: Target, env: str = "production", shared: bool = False) -> None:
     """Release a stale deploy lock on the host (recorded in the audit log)."""
     from vedfin_ops.reports.status import release_lock as _release_lock
-    holder = _release_lock(remote(c, accept_new_host_key, host_key_fingerprint),
-                           config_for(config), env, shared=shared)
+    holder = _release_lock(on.host, on.config, env, shared=shared)
     which = "the shared stack lock" if shared else env
     stdout.print(f"lock.release: {which} released (was: {holder or 'not held'})")
 
@@ -704,8 +641,13 @@ def lock_release(c: Context, env: str = "production", shared: bool = False,
 ns = Collection(render, build, check_config, capacity_report, smoke_test, preflight, db_init,
                 migrate, rollback, status, audit, logs, pause, resume, scale, verify, restart,
                 report)
-ns.add_collection(Collection("deploy", *(_deploy_task(e) for e in ("production", "staging",
-                                                                   "dev"))))
+# `deploy --env E`: Invoke cannot hold a task and a collection both named `deploy`, so the
+# any-env task is the collection's default (`deploy.env`, called as `deploy`)
+_deploys = Collection("deploy", *(_seed_deploy(e) for e in SEED_ENVS))
+_deploys.add_task(on_host(name="env", help={"env": "an env the config names under "
+                                                   "environments:", **DEPLOY_HELP})(deploy_env),
+                  default=True)
+ns.add_collection(_deploys)
 ns.add_collection(Collection("secrets", generate))
 ns.add_collection(Collection("lock", lock_release))
 ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))

@@ -12,7 +12,7 @@ every service back on the live release (see `operation.Operation`).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from vedfin_ops.checks.preflight import preflight as real_preflight
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
+from vedfin_ops.deploy.after_live import Step, run_steps
 from vedfin_ops.deploy.db_init import db_init as real_db_init
 from vedfin_ops.deploy.images import prunable_images, resolve_pins
 from vedfin_ops.deploy.migrate import migrate as real_migrate
@@ -466,39 +467,44 @@ class Deploy(EnvRun):
             self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}")
         if self.shared_touched:
             self.prune_shared_files()
-        try:
-            self.host.run(commands.remove_dirs(prune), what="prune releases")
-        except Exception as exc:  # the release is live; old folders can wait
-            self.say(f"warning: old releases not pruned ({describe(exc)})")
-        else:  # images only once the releases naming them are gone
-            try:
-                self.prune_images()
-            except Exception as exc:
-                self.say(f"warning: old images not pruned ({describe(exc)})")
-        try:
-            from vedfin_ops.schedule import nightly
-
-            nightly.apply(self.host, self.config)
-        except Exception as exc:  # the release is live; the schedule can be fixed after
-            self.say(f"warning: nightly backups and off-hours not scheduled ({describe(exc)}; "
-                     f"fab db.schedule)")
-        self.keep_off_hours()
-        self.apply_monitoring()
-        self.copy_offsite()
-        self.post_deployment_checklist()
+        run_steps(self.after_live(prune), self.say)
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
+
+    # -- after the release is live: best effort, each a warning when it fails -------------
+    def after_live(self, prune: list[str]) -> list[Step]:
+        env = self.env
+        return [
+            Step("prune releases", lambda: self.host.run(commands.remove_dirs(prune),
+                                                         what="prune releases"),
+                 failed="old releases not pruned"),
+            Step("prune images", self.prune_images, failed="old images not pruned",
+                 needs="prune releases"),  # only once the releases naming them are gone
+            Step("schedule", self.schedule, hint="fab db.schedule",
+                 failed="nightly backups and off-hours not scheduled"),
+            Step("off-hours", self.keep_off_hours, hint=f"fab scale --env {env} --replicas N",
+                 failed="inside the off-hours window, but not scaled down"),
+            Step("off-hours settle", self.settle_off_hours, needs="off-hours",
+                 failed="a pending off-hours run was not cleared"),
+            Step("netdata", self.apply_monitoring, failed="monitoring not applied",
+                 hint="fab monitoring.apply"),
+            Step("uptime kuma", self.apply_uptime, failed="uptime kuma not applied",
+                 hint="fab monitoring.apply"),
+            Step("off-site copy", self.copy_offsite),
+            Step("checklist", self.post_deployment_checklist, hint=f"fab verify --env {env}",
+                 failed="post-deployment checklist not run"),
+        ]
+
+    def schedule(self) -> None:
+        from vedfin_ops.schedule import nightly
+
+        nightly.apply(self.host, self.config)
 
     def post_deployment_checklist(self) -> None:
         """The runbook's Post-Deployment Verification on the live release (what the deploy
         has not proven already): a failed box is a warning, the release is live and good."""
         from vedfin_ops.monitoring.checklist import checklist
 
-        try:
-            report = checklist(self.host, self.config, self.env, after_deploy=True)
-        except Exception as exc:
-            self.say(f"warning: post-deployment checklist not run ({describe(exc)}; "
-                     f"fab verify --env {self.env})")
-            return
+        report = checklist(self.host, self.config, self.env, after_deploy=True)
         failed = report.failed()
         if failed:
             self.say(f"warning: post-deployment checklist: {'; '.join(failed)} "
@@ -510,79 +516,63 @@ class Deploy(EnvRun):
     def keep_off_hours(self) -> None:
         """Inside the env's off-hours window (the host's clock) the rollout ran at the
         configured replicas; the env goes back to the off-hours count the timer set, until
-        the window's end (`--full-replicas` keeps the configured count). Either way the count
-        this deploy set stands: the off-hours runs its lock made wait are cleared."""
+        the window's end (`--full-replicas` keeps the configured count). When this fails, a
+        pending down run stays for cron's retry (the settle step is skipped)."""
         from vedfin_ops.schedule import offhours
 
-        if self.env not in offhours.envs(self.config):
+        if self.env not in offhours.envs(self.config) or self.full_replicas:
             return
-        if not self.full_replicas:
-            try:
-                now = self.host.run("date +%H:%M", what="host time").strip()
-                inside = offhours.inside(self.config, now)
-                if inside:
-                    wanted = offhours.counts(self.config, self.env, "down")
-                    self.host.run(commands.scale_services(wanted), what="off-hours scale")
-            except Exception as exc:  # a pending down run stays: cron's retry scales
-                self.say(f"warning: inside the off-hours window, but not scaled down "
-                         f"({describe(exc)}; fab scale --env {self.env} --replicas N)")
-                return
-            if inside:
-                assert self.config.off_hours is not None
-                self.say(f"off-hours: {self.env} back to {self.config.off_hours.replicas} "
-                         f"replica(s) per app until {self.config.off_hours.end} (host time "
-                         f"{now}; --full-replicas keeps the configured count)")
-        self.settle_off_hours()
+        now = self.host.run("date +%H:%M", what="host time").strip()
+        if not offhours.inside(self.config, now):
+            return
+        wanted = offhours.counts(self.config, self.env, "down")
+        self.host.run(commands.scale_services(wanted), what="off-hours scale")
+        assert self.config.off_hours is not None
+        self.say(f"off-hours: {self.env} back to {self.config.off_hours.replicas} "
+                 f"replica(s) per app until {self.config.off_hours.end} (host time "
+                 f"{now}; --full-replicas keeps the configured count)")
 
     def settle_off_hours(self) -> None:
         """A good deploy set the env's count itself (the off-hours one inside the window,
         the configured one outside it or with --full-replicas): an off-hours run the cron
         left pending (its lock was this deploy's) must not undo it minutes later."""
-        from vedfin_ops.schedule.offhours import pending_path
+        from vedfin_ops.schedule import offhours
 
-        pending = [pending_path(self.config, self.env, mode) for mode in ("down", "up")]
-        try:
-            self.host.run(commands.remove_files(pending), what="off-hours pending")
-        except Exception as exc:
-            self.say(f"warning: a pending off-hours run was not cleared ({describe(exc)})")
+        if self.env not in offhours.envs(self.config):
+            return
+        pending = [offhours.pending_path(self.config, self.env, mode) for mode in ("down", "up")]
+        self.host.run(commands.remove_files(pending), what="off-hours pending")
 
     def apply_monitoring(self) -> None:
-        """Step 7's alarms, after the release is live: a Netdata that is missing or refuses
-        its reload is a warning (the deploy stands), never a half-applied file. The alarms are
-        the host's, not an env's: only production's deploys (the shared stack's owner) apply
-        them, so a dev deploy from another checkout never changes production's thresholds."""
+        """Step 7's alarms: a Netdata that is missing or refuses its reload leaves the file as
+        it was (never half-applied). The alarms are the host's, not an env's: only the shared
+        stack's owner's deploys apply them, so a dev deploy from another checkout never
+        changes production's thresholds."""
         if not self.config.monitoring.apply or self.env != SHARED_OWNER:
             return
         from vedfin_ops.config import secret_store
-        from vedfin_ops.monitoring import netdata as monitoring
+        from vedfin_ops.monitoring import netdata
 
         values = secret_store.resolve(self.config, self.env)  # the shared ones included
-        try:
-            wanted = monitoring.files(self.config, values, say=self.say)
-            changed, now = monitoring.apply(self.host, self.config, wanted[0].text,
-                                            extra=wanted[1:], clock=self.clock)
-        except Exception as exc:
-            self.say(f"warning: monitoring not applied ({describe(exc)}; fab monitoring.apply)")
-        else:
-            self.say(f"monitoring: {len(now.items)} Netdata alarms "
-                     f"{'installed and loaded' if changed else 'loaded'}")
-            for problem in now.problems():
-                self.say(f"warning: monitoring: {problem}")
-        self.apply_uptime(values)
+        wanted = netdata.files(self.config, values, say=self.say)
+        changed, now = netdata.apply(self.host, self.config, wanted[0].text,
+                                     extra=wanted[1:], clock=self.clock)
+        self.say(f"monitoring: {len(now.items)} Netdata alarms "
+                 f"{'installed and loaded' if changed else 'loaded'}")
+        for problem in now.problems():
+            self.say(f"warning: monitoring: {problem}")
 
-    def apply_uptime(self, values: Mapping[str, str]) -> None:
-        """Uptime Kuma's monitors for the health URLs, after Netdata's alarms and on the same
-        terms: a warning when they cannot be applied or a first check is not UP."""
-        if self.config.monitoring.uptime_kuma is None:  # the loader wants a port with it
+    def apply_uptime(self) -> None:
+        """Uptime Kuma's monitors for the health URLs, on the same terms as Netdata's alarms
+        (the shared stack's owner applies them): a warning when a first check is not UP."""
+        if (self.config.monitoring.uptime_kuma is None or not self.config.monitoring.apply
+                or self.env != SHARED_OWNER):
             return
-        from vedfin_ops.monitoring import uptime_kuma as uptime
+        from vedfin_ops.config import secret_store
+        from vedfin_ops.monitoring import uptime_kuma
 
-        try:
-            done = uptime.apply(self.host, self.config, values, wait=10.0, say=self.say)
-        except Exception as exc:
-            self.say(f"warning: uptime kuma not applied ({describe(exc)}; "
-                     f"fab monitoring.apply)")
-            return
+        values = secret_store.resolve(self.config, self.env)
+        done = uptime_kuma.apply(self.host, self.config, values, wait=10.0, say=self.say)
         self.say(f"uptime kuma: {len(done.status)} monitors"
                  f"{' (' + str(len(done.changes)) + ' changes)' if done.changes else ''}")
         for name, state, message in done.status:

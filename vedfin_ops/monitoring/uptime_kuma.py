@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.secret_store import masked
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote.host import Remote
+from vedfin_ops.run.polling import REAL, Clock, TimedOut, until
 
 PREFIX = "vedfin: "  # the default prefix's, and every config's before names were per config
 SLACK = "vedfin: Slack"
@@ -312,27 +312,32 @@ def _drop_unused_legacy(client: Client, applied: Applied) -> None:
             applied.changes.append(f"notification {note['name']} removed (no monitor uses it)")
 
 
-def _first_checks(client: Client, wanted: list[Monitor], wait: float
+def _first_checks(client: Client, wanted: list[Monitor], wait: float, clock: Clock = REAL
                   ) -> list[tuple[str, str, str]]:
     """Each monitor's latest heartbeat, waiting up to `wait` for a first one: a monitor that
     cannot reach its URL from the host says so now, not at 3 AM."""
     names = {m.name for m in wanted}
-    deadline = time.monotonic() + wait
-    while True:
+    last: list[list[tuple[str, str, str]]] = []
+
+    def probe() -> list[tuple[str, str, str]] | None:
         by_name = {m["name"]: int(m["id"]) for m in client.get_monitors()
                    if m.get("name") in names}
         out = []
         for monitor in wanted:
             found = by_name.get(monitor.name)
-            last = _last_beat(client, found, monitor.interval) if found is not None else None
-            if last is None:
+            beat = _last_beat(client, found, monitor.interval) if found is not None else None
+            if beat is None:
                 out.append((monitor.name, "NO CHECK YET", ""))
             else:
-                status = getattr(last.get("status"), "name", str(last.get("status")))
-                out.append((monitor.name, status, str(last.get("msg") or "")))
-        if all(s != "NO CHECK YET" for _, s, _ in out) or time.monotonic() >= deadline:
-            return out
-        time.sleep(1.0)
+                status = getattr(beat.get("status"), "name", str(beat.get("status")))
+                out.append((monitor.name, status, str(beat.get("msg") or "")))
+        last[:] = [out]
+        return out if all(s != "NO CHECK YET" for _, s, _ in out) else None
+
+    try:
+        return until(probe, timeout=wait, interval=1.0, clock=clock)
+    except TimedOut:
+        return last[0]
 
 
 def _last_beat(client: Client, monitor_id: int, interval: int) -> dict[str, Any] | None:

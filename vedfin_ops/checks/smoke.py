@@ -255,6 +255,9 @@ def checks(config: Config, env: str, options: Options) -> list[tuple[str, Callab
     for app in config.apps(env):
         out += _app_checks(config, app, options)
     if options.database_url:
+        from vedfin_ops import extras
+
+        extras.require("psycopg", "smoke's --database-url (the pgvector check)")
         url = options.database_url
         out.append(("pgvector", lambda: _pgvector(url, options)))
     return out

@@ -1,0 +1,50 @@
+"""The optional dependencies: each serves one feature, so a config that does not use the
+feature never installs or imports it (boto3 alone takes longer to import than the CLI's
+whole cold start).
+
+A config that names a feature whose extra is missing is bad input: the loader refuses it
+with one line naming the file, the key and the extra, before anything reaches a host.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from typing import TYPE_CHECKING
+
+from vedfin_ops.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from vedfin_ops.config.model import Config
+
+#: import name -> the extra that installs it (setup.cfg's extras_require)
+EXTRAS = {"boto3": "s3", "psycopg": "postgres", "uptime_kuma_api": "uptime-kuma",
+          "matplotlib": "chart"}
+
+
+def installed(module: str) -> bool:
+    """Without importing it: a module set to None in sys.modules counts as missing, as
+    `import` itself would."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def hint(module: str) -> str:
+    return f"the {EXTRAS[module]!r} extra: pip install 'vedfin-ops[{EXTRAS[module]}]'"
+
+
+def require(module: str, what: str) -> None:
+    """For a feature asked for on the command line (not in the config)."""
+    if not installed(module):
+        raise UsageError(f"{what} needs {hint(module)}")
+
+
+def check(config: Config, file: str) -> None:
+    """The config's features against what is installed."""
+    wanted = [("backups.s3", config.backups.s3 is not None, "boto3"),
+              ("monitoring.uptimeKuma", config.monitoring.uptime_kuma is not None,
+               "uptime_kuma_api")]
+    for key, used, module in wanted:
+        if used and not installed(module):
+            raise ConfigError(file, key, f"needs {hint(module)}")

@@ -1,9 +1,10 @@
 """One way to wait: poll a probe until it answers, retrying transient errors, within a deadline.
 
-Every wait of the tool (the rollout watch, postgres becoming healthy, the shared lock) goes
-through `until`, so each takes an injectable clock: unit tests drive hours of engine time in
-microseconds, and a transient SSH error is retried in one place instead of ending a loop that
-someone wrote by hand.
+Every poll of the tool (the rollout watch, postgres becoming healthy, the shared lock,
+Netdata's reload, Uptime Kuma's first checks, smoke's patience) goes through `until`, and
+every other wait (the check runner's retry backoff) sleeps on the same injectable `Clock`:
+unit tests drive hours of engine time in microseconds, and a transient SSH error is retried in
+one place instead of ending a loop that someone wrote by hand.
 """
 
 from __future__ import annotations

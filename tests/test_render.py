@@ -295,7 +295,7 @@ def test_an_acme_ca_is_an_explicit_issuer_per_site_with_its_root_shipped(
 
 
 def test_images_the_registry_pinned_are_deployed_by_digest_never_by_tag() -> None:
-    """With a registry, deploy resolves each image to its digest first (steps/images): the
+    """With a registry, deploy resolves each image to its digest first (deploy/images): the
     stack file must name that digest, or the engine would run whatever the tag names when it
     pulls (a tag moved meanwhile, a digest set by hand) and call it this release."""
     config = load_config(SHIPPED)

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 ENV_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
-# names an env cannot have: the host already uses them (steps/cluster.CLUSTER, the secrets'
+# names an env cannot have: the host already uses them (cluster/membership.CLUSTER, the secrets'
 # shared scope, `<remote.baseDir>/backups` and `<remote.baseDir>/bin`)
 RESERVED_ENVS = {
     "cluster": "cluster runs lock and audit under it",
@@ -38,7 +38,7 @@ def env_name(name: str) -> str:
 
 
 def image(app: Application, tag: str, pins: Mapping[str, str] | None = None) -> str:
-    """`repo:tag`, or `repo:tag@sha256:...` when the registry pinned it (see steps/images)."""
+    """`repo:tag`, or `repo:tag@sha256:...` when the registry pinned it (see deploy/images)."""
     ref = f"{app.image_repo}:{tag}"
     return (pins or {}).get(ref, ref)
 

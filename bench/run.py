@@ -32,6 +32,7 @@ from vedfin_ops.config.loader import config_from_dict  # noqa: E402
 from vedfin_ops.config.names import stack_name  # noqa: E402
 from vedfin_ops.config.secret_store import resolve  # noqa: E402
 from vedfin_ops.deploy.build import build_command, build_images, registry_session  # noqa: E402
+from vedfin_ops.deploy.options import SAFE, DeployOptions  # noqa: E402
 from vedfin_ops.deploy.pipeline import DeployResult, deploy  # noqa: E402
 from vedfin_ops.remote.host import Host, connect  # noqa: E402
 from vedfin_ops.rendering.local_files import write_tree  # noqa: E402
@@ -40,6 +41,7 @@ from vedfin_ops.run.layout import Layout  # noqa: E402
 
 SANDBOX = ROOT / ".sandbox"
 ENV = "production"
+NO_PREFLIGHT = DeployOptions(skip_preflight=True)
 
 
 def sandbox_config() -> Any:
@@ -54,7 +56,7 @@ def host() -> Host:
 
 
 def timed_deploy(config: Any, tag: str, steps: dict[str, float] | None = None,
-                 **kwargs: Any) -> tuple[float, DeployResult]:
+                 options: DeployOptions = SAFE) -> tuple[float, DeployResult]:
     """A deploy over a fresh connection; `steps` gets seconds per step (from its messages)."""
     marks: list[tuple[float, str]] = []
 
@@ -66,7 +68,7 @@ def timed_deploy(config: Any, tag: str, steps: dict[str, float] | None = None,
     h = host()
     started = time.monotonic()
     try:
-        result = deploy(h, config, ENV, tag, say=say, **kwargs)
+        result = deploy(h, config, ENV, tag, options, say=say)
     finally:
         h.close()
     elapsed = time.monotonic() - started
@@ -150,7 +152,7 @@ def bench_deploy_overhead(pairs: int = 5) -> None:
         tag = other(tag)
         bare = bare_deploy(config, tag)
         # the bare run moved the engine, not the tool's record: put the record back in step
-        timed_deploy(config, tag, skip_preflight=True)
+        timed_deploy(config, tag, options=NO_PREFLIGHT)
         ratios.append(tool / bare)
         tool_times.append(tool)
         bare_times.append(bare)
@@ -338,8 +340,8 @@ def bench_growth(sizes: tuple[int, ...] = (2, 4, 8)) -> None:
                 app["replicas"] = 1
         config = config_from_dict(data, str(SANDBOX / "dokploy.yaml"))
         tag = other(current_tag(config) or "v2")
-        timed_deploy(config, other(tag), skip_preflight=True)  # services exist, old tag
-        elapsed, result = timed_deploy(config, tag, skip_preflight=True)
+        timed_deploy(config, other(tag), options=NO_PREFLIGHT)  # services exist, old tag
+        elapsed, result = timed_deploy(config, tag, options=NO_PREFLIGHT)
         times[size] = elapsed
         print(f"{size} services: {elapsed:.1f}s, {len(result.commands)} remote commands")
     config = sandbox_config()

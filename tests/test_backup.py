@@ -74,10 +74,12 @@ def test_a_failed_backup_stops_the_deploy_before_anything_changes(world: World) 
 
 
 def test_no_backup_skips_it_and_the_audit_log_says_so(world: World) -> None:
+    from vedfin_ops.deploy.options import DeployOptions
     from vedfin_ops.deploy.pipeline import deploy
 
-    result = deploy(world.host, world.config, "production", "v2", no_backup=True,
-                    say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
+    result = deploy(world.host, world.config, "production", "v2",
+                    DeployOptions(no_backup=True), say=world.said.append, hooks=world.hooks(),
+                    clock=world.clock.clock())
     assert result.result == "ok"
     assert "backup vedfinance_prod" not in world.host.commands
     lines = world.audit()
@@ -459,9 +461,10 @@ def test_rollback_restore_db_swaps_in_the_backup_taken_before_the_deploy(world: 
 
 def test_rollback_restore_db_refuses_a_release_deployed_without_a_backup(world: World
                                                                          ) -> None:
+    from vedfin_ops.deploy.options import DeployOptions
     from vedfin_ops.deploy.pipeline import deploy
 
-    deploy(world.host, world.config, "production", "v2", no_backup=True,
+    deploy(world.host, world.config, "production", "v2", DeployOptions(no_backup=True),
            say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
     engine_calls = len(world.host.engine()["calls"])
     with pytest.raises(RunFailed) as caught:

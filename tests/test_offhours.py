@@ -187,11 +187,12 @@ def test_a_deploy_inside_the_window_keeps_the_off_hours_count(world: World) -> N
 
 
 def test_full_replicas_or_outside_the_window_keeps_the_configured_count(world: World) -> None:
+    from vedfin_ops.deploy.options import DeployOptions
     from vedfin_ops.deploy.pipeline import deploy
 
     _window_now(world, inside=True)
-    deploy(world.host, world.config, "production", "v2", say=world.said.append,
-           hooks=world.hooks(), clock=world.clock.clock(), full_replicas=True)
+    deploy(world.host, world.config, "production", "v2", DeployOptions(full_replicas=True),
+           say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
     world.settle()
     assert _replicas(world) == dict.fromkeys(APPS, 2)
     _window_now(world, inside=False)
@@ -248,6 +249,7 @@ def test_an_engine_that_cannot_answer_keeps_the_run_pending(world: World) -> Non
 def test_a_full_replicas_deploy_is_not_undone_by_the_run_it_made_wait(world: World) -> None:
     """The 00:00 run found the deploy's lock and stayed pending; the deploy, with
     --full-replicas, set the count the operator asked for: the retry at 00:05 keeps it."""
+    from vedfin_ops.deploy.options import DeployOptions
     from vedfin_ops.deploy.pipeline import deploy
 
     nightly.apply(world.host, world.config)  # type: ignore[arg-type]
@@ -255,8 +257,8 @@ def test_a_full_replicas_deploy_is_not_undone_by_the_run_it_made_wait(world: Wor
     _window_now(world, inside=True)
     pending = Path(offhours.pending_path(world.config, "production", "down"))
     pending.write_text("2026-12-06T00:00:00Z\n")  # what the skipped run left
-    deploy(world.host, world.config, "production", "v2", say=world.said.append,
-           hooks=world.hooks(), clock=world.clock.clock(), full_replicas=True)
+    deploy(world.host, world.config, "production", "v2", DeployOptions(full_replicas=True),
+           say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
     world.settle()
     assert not pending.exists()
     world.host.run(f"{job} retry", what="cron")

@@ -13,6 +13,7 @@ import yaml
 
 from vedfin_ops import load_config
 from vedfin_ops.config.loader import config_from_dict
+from vedfin_ops.deploy.options import DeployOptions
 from vedfin_ops.deploy.pipeline import deploy
 from vedfin_ops.deploy.scale import scale
 from vedfin_ops.errors import CheckFailed, UsageError
@@ -69,7 +70,8 @@ def test_gate_refuses_a_deploy_with_no_room_left_and_force_is_recorded(
     assert short(docker("service", "inspect", "--format",
                   "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
                   "vedfin-production_api-production").stdout.strip()) == "vedfin-sandbox/api:v2"
-    result = deploy(host, strict, "production", "v1", force=True, say=lambda _m: None)
+    result = deploy(host, strict, "production", "v1", DeployOptions(force=True),
+                    say=lambda _m: None)
     assert result.result == "ok"
     audit = host.run(f"tail -n 5 {strict.remote.base_dir}/audit.log", what="t")
     assert '"action": "capacity-gate", "release": ' in audit and '"result": "forced"' in audit

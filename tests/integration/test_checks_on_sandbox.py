@@ -12,6 +12,7 @@ import pytest
 from vedfin_ops import load_config
 from vedfin_ops.checks.preflight import preflight
 from vedfin_ops.checks.smoke import Options, smoke_test
+from vedfin_ops.deploy.options import DeployOptions
 from vedfin_ops.deploy.pipeline import deploy
 from vedfin_ops.remote.host import Host, connect
 
@@ -113,7 +114,8 @@ def test_monitoring_check_probes_real_ports_on_the_host(live: tuple[Any, Host]) 
 
 def test_skipped_preflight_is_recorded_in_the_audit_log(live: tuple[Any, Host]) -> None:
     config, host = live
-    deploy(host, config, "production", "v1", skip_preflight=True, say=lambda _m: None)
+    deploy(host, config, "production", "v1", DeployOptions(skip_preflight=True),
+           say=lambda _m: None)
     audit = host.run(f"tail -n 3 {config.remote.base_dir}/audit.log", what="t")
     assert '"action": "preflight"' in audit and '"result": "skipped"' in audit
     deploy(host, config, "production", "v2", say=lambda _m: None)

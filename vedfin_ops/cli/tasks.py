@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.collection import Collection
 from invoke.tasks import Task
@@ -23,6 +23,9 @@ from invoke.tasks import Task
 from vedfin_ops.cli.options import Target, local, on_host
 from vedfin_ops.cli.output import err, say, warn
 from vedfin_ops.cli.output import out as stdout
+
+if TYPE_CHECKING:
+    from vedfin_ops.deploy.options import DeployOptions
 
 
 @local(help={"env": "one env (default: all)", "out": "output folder",
@@ -77,9 +80,11 @@ def build(on: Target, tag: str | None = None, push: bool = False, env: str | Non
 def check_config(on: Target) -> None:
     """Validate the config and print a summary of what it deploys."""
     from vedfin_ops.config import secret_store
+    from vedfin_ops.config.roles import shared_owner
     from vedfin_ops.reports.capacity import capacity_report as _capacity_report
     from vedfin_ops.reports.tables import config_table
     cfg = on.config
+    shared_owner(cfg)  # two envs that own the shared stack: bad input, as a deploy says
     present = set(secret_store.resolve(cfg))
     stdout.print(config_table(cfg, present))
     report = _capacity_report(cfg)
@@ -326,7 +331,8 @@ def preflight(on: Target, env: str = "production", json_: bool = False) -> None:
         raise CheckFailed(f"preflight {env}: failed: {', '.join(failed)}")
 
 
-@on_host(help={"env": "environment", "force": "allow production below 1 replica"})
+@on_host(help={"env": "environment",
+               "force": "allow a protected env (production) below 1 replica"})
 def pause(on: Target, env: str = "dev", force: bool = False) -> None:
     """Replicas of every app of the env to 0 (the runbook's "pause dev/staging")."""
     from vedfin_ops.cli.output import LiveLines
@@ -345,7 +351,7 @@ def resume(on: Target, env: str = "dev") -> None:
 
 
 @on_host(help={"env": "environment", "replicas": "replicas for every app",
-               "force": "allow production below 1 replica"})
+               "force": "allow a protected env (production) below 1 replica"})
 def scale(on: Target, env: str = "production", replicas: int = 1, force: bool = False) -> None:
     """Every app of the env to N replicas (the runbook's off-hours single replica)."""
     from vedfin_ops.cli.output import LiveLines
@@ -546,7 +552,8 @@ def _bucket_backups(cfg: Any, env: str | None, json_: bool) -> None:
                                "from": "the backup's id (fab db.backups), or s3:ID for a copy "
                                        "in the bucket (fab db.backups --s3)",
                                "into": "restore into this new database and stop there",
-                               "yes": "needed to replace production's database"})
+                               "yes": "needed to replace a protected env's database "
+                                      "(production's)"})
 def db_restore(on: Target, env: str = "production", from_: str | None = None,
                into: str | None = None, yes: bool = False) -> None:
     """A backup back: checksum, restore into a new database, verify, swap in by rename."""
@@ -564,21 +571,21 @@ def db_restore(on: Target, env: str = "production", from_: str | None = None,
 DEPLOY_HELP = {"tag": "image tag to deploy (default: the config's)",
                "skip_preflight": "skip the checklist (recorded in the audit log)",
                "force": "deploy past the capacity gate (recorded)",
-               "allow_shared": "let a non-production deploy change the shared stack "
-                               "(postgres, redis, edge)",
+               "allow_shared": "let a deploy of an env that does not own the shared stack "
+                               "(postgres, redis, edge) change it",
                "no_backup": "no database backup before the deploy (recorded in the audit log)",
                "full_replicas": "inside the off-hours window, keep the configured replicas"}
 SEED_ENVS = ("production", "staging", "dev")  # deploy.<env>: the seed's names, kept
 
 
-def _deploy(on: Target, env: str, called: str, tag: str | None, flags: dict[str, Any]
+def _deploy(on: Target, env: str, called: str, tag: str | None, options: DeployOptions
             ) -> None:
     from vedfin_ops.cli.output import LiveLines
     from vedfin_ops.deploy.pipeline import deploy
     cfg = on.config
     cfg.require_env(env)  # an env the config does not name: bad input, before any host
     with LiveLines() as show:
-        result = deploy(on.host, cfg, env, tag, **flags, say=say, show=show)
+        result = deploy(on.host, cfg, env, tag, options, say=say, show=show)
     stdout.print(f"{called}: {result.result}: {result.detail}")
 
 
@@ -586,20 +593,22 @@ def deploy_env(on: Target, env: str | None = None, tag: str | None = None,
                skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
                no_backup: bool = False, full_replicas: bool = False) -> None:
     """The whole pipeline for any env the config names: `deploy --env E`."""
+    from vedfin_ops.deploy.options import DeployOptions
     from vedfin_ops.errors import UsageError
     if not env:
         cfg = on.config
         raise UsageError(f"deploy: --env is required: one of {', '.join(cfg.environments)} "
                          f"({cfg.source}: environments)")
     _deploy(on, env, f"deploy --env {env}", tag,
-            {"skip_preflight": skip_preflight, "force": force, "allow_shared": allow_shared,
-             "no_backup": no_backup, "full_replicas": full_replicas})
+            DeployOptions(skip_preflight=skip_preflight, force=force, allow_shared=allow_shared,
+                          no_backup=no_backup, full_replicas=full_replicas))
 
 
 def _seed_deploy(env: str) -> Task[Any]:
     """`deploy.<env>`: `deploy --env <env>` under the seed's name, the same flags but --env."""
-    def deploy_seed(on: Target, tag: str | None = None, **flags: Any) -> None:
-        _deploy(on, env, f"deploy.{env}", tag, flags)
+    def deploy_seed(on: Target, tag: str | None = None, **flags: bool) -> None:
+        from vedfin_ops.deploy.options import DeployOptions
+        _deploy(on, env, f"deploy.{env}", tag, DeployOptions(**flags))
 
     params = inspect.signature(deploy_env).parameters
     deploy_seed.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

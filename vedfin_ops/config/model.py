@@ -410,6 +410,14 @@ class NextPlan(Model):
 
 class Environment(Model):
     database: Annotated[str, AfterValidator(_database_name)]
+    # the env whose deploys own the shared stack (postgres, redis, the edge) and the host's
+    # alarms; a deploy of another env changes it only with --allow-shared (one owner at
+    # most). Unset: true for the env named production (config.roles)
+    owns_shared: bool | None = None
+    # production's guards: db.restore over its database needs --yes, pause or scale below
+    # one replica needs --force, capacity-report never offers to pause it. Unset: true for
+    # the env named production (config.roles)
+    protected: bool | None = None
 
 
 _SERVER = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$"

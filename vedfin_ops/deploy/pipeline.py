@@ -1,4 +1,5 @@
-"""The pipeline of `fab -H HOST deploy.<env>`: Task 2.4 of the runbook, end to end.
+"""The pipeline of `fab -H HOST deploy --env E` (`deploy.<env>`): Task 2.4 of the runbook, end
+to end.
 
 inspect (records and engine) -> preflight -> push (new release dir, atomically) -> shared
 stack if it changed and db-init (under the shared lock) -> migrate (one-off container of the
@@ -25,11 +26,13 @@ from vedfin_ops.checks.preflight import preflight as real_preflight
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
+from vedfin_ops.config.roles import shared_owner
 from vedfin_ops.deploy.after_live import Step, run_steps
 from vedfin_ops.deploy.db_init import db_init as real_db_init
 from vedfin_ops.deploy.images import prunable_images, resolve_pins
 from vedfin_ops.deploy.migrate import migrate as real_migrate
 from vedfin_ops.deploy.migrate import stop_migrations
+from vedfin_ops.deploy.options import SAFE, DeployOptions
 from vedfin_ops.deploy.rollout import (
     RolloutFailed,
 )
@@ -65,7 +68,6 @@ from vedfin_ops.run.lock import Lock, now_iso, shared_lock, who
 from vedfin_ops.run.operation import Say, Show, audit, bare, describe
 from vedfin_ops.run.polling import REAL, Clock
 
-SHARED_OWNER = "production"  # the env whose deploys may change postgres, redis and the edge
 SHARED_LOCK_WAIT = 120.0
 UNKNOWN_SHARED = "unknown"  # shared.hash when the shared stack runs files nobody recorded
 LOG_LINES_SHOWN = 5
@@ -110,15 +112,13 @@ class Deploy(EnvRun):
     action = "deploy"
 
     def __init__(self, host: Remote, config: Config, env: str, tag: str, files: Rendered, *,
-                 skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
-                 no_backup: bool = False, full_replicas: bool = False,
-                 hooks: Hooks | None = None,
+                 options: DeployOptions = SAFE, hooks: Hooks | None = None,
                  pins: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)
         self.files = files
-        self.skip_preflight, self.force, self.allow_shared = skip_preflight, force, allow_shared
-        self.no_backup = no_backup
-        self.full_replicas = full_replicas  # inside the off-hours window: keep them anyway
+        self.options = options
+        # the env whose deploys change the shared stack without --allow-shared (None: none)
+        self.shared_owner = shared_owner(config)
         self.backup = ""  # the backup taken before anything changed, or why there is none
         self.hooks = hooks or Hooks()
         self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
@@ -190,11 +190,11 @@ class Deploy(EnvRun):
         differs = self.shared_engine_drift()
         if not differs:
             return False
-        if self.env == SHARED_OWNER or self.allow_shared:
+        if self.owns_shared or self.options.allow_shared:
             self.say(f"the shared stack does not run its recorded files "
                      f"({'; '.join(differs)}); deploying them again")
             return True
-        self.say(f"warning: {'; '.join(differs)} (a deploy of {SHARED_OWNER} puts it back)")
+        self.say(f"warning: {'; '.join(differs)} ({self.owners_deploy} puts it back)")
         return False
 
     def refuse_unsafe_start(self) -> None:
@@ -204,10 +204,24 @@ class Deploy(EnvRun):
                               f"({', '.join(self.state.migrating)}); wait for it, or stop it: "
                               f"docker rm -f {' '.join(self.state.migrating)}")
         changes_shared = self.state.shared != shared_hash(self.files)
-        if changes_shared and self.env != SHARED_OWNER and not self.allow_shared:
+        if changes_shared and not self.owns_shared and not self.options.allow_shared:
+            owner = self.shared_owner
+            whose = (f"that {owner} also runs; deploy {owner} first," if owner else
+                     "that no env owns (environments.<env>.ownsShared);")
             raise CheckFailed(f"this deploy of {self.env} would change the shared stack "
-                              f"(postgres, redis, edge) that {SHARED_OWNER} also runs; deploy "
-                              f"{SHARED_OWNER} first, or pass --allow-shared if you mean it")
+                              f"(postgres, redis, edge) {whose} or pass --allow-shared if you "
+                              f"mean it")
+
+    @property
+    def owns_shared(self) -> bool:
+        """This env's deploys change the shared stack (and the host's alarms) by right."""
+        return self.env == self.shared_owner
+
+    @property
+    def owners_deploy(self) -> str:
+        """Who puts the shared stack back on its own files, in a message's words."""
+        return (f"a deploy of {self.shared_owner}" if self.shared_owner else
+                "a deploy with --allow-shared")
 
     @property
     def edge_starts(self) -> bool:
@@ -222,13 +236,14 @@ class Deploy(EnvRun):
                 and self.state.meta.get("routes") != routes(self.config, self.env))
 
     def run_preflight(self) -> None:
-        if self.skip_preflight:
+        if self.options.skip_preflight:
             self.step("preflight: skipped (--skip-preflight; recorded in the audit log)")
             audit(self.host, self.layout, "preflight", "skipped", release=self.release,
                   tag=self.tag)
             return
         self.step("preflight: the pre-deployment checklist")
-        checklist = self.hooks.preflight(self.host, self.config, self.env, force=self.force,
+        checklist = self.hooks.preflight(self.host, self.config, self.env,
+                                         force=self.options.force,
                                          first_deploy=self.edge_starts)
         for check in checklist.checks:
             if check.warning:
@@ -244,8 +259,8 @@ class Deploy(EnvRun):
         """The env's database dumped before anything changes: an old image redeployed does
         not undo a migration. A failed backup stops the deploy here, nothing changed."""
         database = self.config.environments[self.env].database
-        if self.no_backup or not self.config.backups.before_deploy:
-            why = "--no-backup" if self.no_backup else "backups.beforeDeploy is false"
+        if self.options.no_backup or not self.config.backups.before_deploy:
+            why = "--no-backup" if self.options.no_backup else "backups.beforeDeploy is false"
             self.backup = f"skipped ({why})"
             self.step(f"backup: skipped ({why}; recorded in the audit log)")
             audit(self.host, self.layout, "backup", "skipped", release=self.release,
@@ -316,7 +331,8 @@ class Deploy(EnvRun):
                      "shared_hash": shared_hash(self.files),
                      "routes": routes(self.config, self.env),
                      "backup": self.backup,
-                     "skip_preflight": self.skip_preflight, "force": self.force}
+                     "skip_preflight": self.options.skip_preflight,
+                     "force": self.options.force}
         self.host.run(commands.clean_partial_uploads(self.layout.releases),
                       what="clean partial uploads")
         self.host.put_tree(tmp, {**self.files,
@@ -520,7 +536,7 @@ class Deploy(EnvRun):
         pending down run stays for cron's retry (the settle step is skipped)."""
         from vedfin_ops.schedule import offhours
 
-        if self.env not in offhours.envs(self.config) or self.full_replicas:
+        if self.env not in offhours.envs(self.config) or self.options.full_replicas:
             return
         now = self.host.run("date +%H:%M", what="host time").strip()
         if not offhours.inside(self.config, now):
@@ -548,7 +564,7 @@ class Deploy(EnvRun):
         it was (never half-applied). The alarms are the host's, not an env's: only the shared
         stack's owner's deploys apply them, so a dev deploy from another checkout never
         changes production's thresholds."""
-        if not self.config.monitoring.apply or self.env != SHARED_OWNER:
+        if not self.config.monitoring.apply or not self.owns_shared:
             return
         from vedfin_ops.config import secret_store
         from vedfin_ops.monitoring import netdata
@@ -566,7 +582,7 @@ class Deploy(EnvRun):
         """Uptime Kuma's monitors for the health URLs, on the same terms as Netdata's alarms
         (the shared stack's owner applies them): a warning when a first check is not UP."""
         if (self.config.monitoring.uptime_kuma is None or not self.config.monitoring.apply
-                or self.env != SHARED_OWNER):
+                or not self.owns_shared):
             return
         from vedfin_ops.config import secret_store
         from vedfin_ops.monitoring import uptime_kuma
@@ -631,7 +647,7 @@ class Deploy(EnvRun):
                 said.append(self.put_back_shared())
             except Exception as exc:
                 failed.append(f"the shared stack stays on the new files ({describe(exc)}; "
-                              f"a deploy of {SHARED_OWNER} puts it back)")
+                              f"{self.owners_deploy} puts it back)")
                 self.forget_shared_hash()
         if failed:
             raise CheckFailed("; ".join([*said, *failed]))
@@ -688,7 +704,7 @@ class Deploy(EnvRun):
         else:
             self.forget_shared_hash()
             return (f"the shared stack stays on the new files (no earlier files of it are "
-                    f"known; a deploy of {SHARED_OWNER} deploys its own again)")
+                    f"known; {self.owners_deploy} deploys its own again)")
         stack = shared_stack_name(self.config)
         expected = stack_file_images(self.host.run(commands.read_file(path),
                                                     what="read shared stack"), stack)
@@ -698,13 +714,17 @@ class Deploy(EnvRun):
         return "shared stack back on its earlier files"
 
 
-def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None, *,
-           skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
-           no_backup: bool = False, full_replicas: bool = False, say: Say = print,
+def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None,
+           options: DeployOptions = SAFE, *, say: Say = print,
            show: Show | None = None, hooks: Hooks | None = None, clock: Clock = REAL
            ) -> DeployResult:
-    """The whole pipeline; raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2)."""
+    """The whole pipeline for any env of the config, `tag` (default: the config's) with
+    `options`; `say`/`show` print progress, `hooks` and `clock` are the tests' fakes.
+    Raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2: an env the config does not
+    name, missing secrets, two owners of the shared stack), the last before the host is
+    touched."""
     config.require_env(env)
+    shared_owner(config)
     tag = check_tag(tag or config.tag)
     secrets = secret_store.resolve(config, env)
     missing = secret_store.missing(config, env, secrets)
@@ -716,10 +736,8 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     handshakes_before = HANDSHAKES["count"]
     host = as_host(conn)
     host.secrets = list(secrets.values())
-    run = Deploy(host, config, env, tag, files, skip_preflight=skip_preflight, force=force,
-                 allow_shared=allow_shared, no_backup=no_backup,
-                 full_replicas=full_replicas, hooks=hooks, say=say, show=show, clock=clock,
-                 pins=pins)
+    run = Deploy(host, config, env, tag, files, options=options, hooks=hooks, say=say, show=show,
+                 clock=clock, pins=pins)
     result: DeployResult = run.execute()
     result.commands = list(host.commands)
     result.handshakes = HANDSHAKES["count"] - handshakes_before

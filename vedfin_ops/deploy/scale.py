@@ -14,6 +14,7 @@ from typing import Any
 from fabric import Connection
 
 from vedfin_ops.config.model import Config
+from vedfin_ops.config.roles import protected
 from vedfin_ops.deploy.rollout import before_of
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
@@ -78,9 +79,9 @@ def scale(conn: Connection | Host, config: Config, env: str, replicas: int | Non
     config.require_env(env)
     if replicas is not None and replicas < 0:
         raise UsageError(f"--replicas: {replicas} is negative")
-    if env == "production" and replicas is not None and replicas < 1 and not force:
-        raise UsageError("refusing to take production below 1 replica "
-                         "(--force if you mean it; the runbook never does)")
+    if protected(config, env) and replicas is not None and replicas < 1 and not force:
+        raise UsageError(f"refusing to take {env} below 1 replica "
+                         f"(--force if you mean it; the runbook never does)")
     host = as_env_host(conn, config, env)
     run = Scale(host, config, env, {}, action=action, force=force, say=say, show=show,
                 clock=clock, verify_fn=verify_fn)

@@ -12,10 +12,10 @@ from typing import Any, Literal
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name, stack_name
+from vedfin_ops.config.roles import protected, protected_envs
 from vedfin_ops.remote.probes.usage import Usage
 
 Status = Literal["ok", "warn", "critical"]
-PRODUCTION = "production"
 
 
 def _r(value: float) -> float:
@@ -311,7 +311,7 @@ def recommendations(config: Config, measured: dict[str, Line] | None = None,
         per = line.per_replica_used_mb if line else None
         return round((per if per is not None else app.resources.memory) * replicas)
 
-    others = [a for a in config.applications if a.env != PRODUCTION]
+    others = [a for a in config.applications if not protected(config, a.env)]
     if others:
         envs = sorted({a.env for a in others})
         out.append(Recommendation(
@@ -321,7 +321,8 @@ def recommendations(config: Config, measured: dict[str, Line] | None = None,
             detail=f"replicas to 0 for {', '.join(a.name for a in others)} during peak hours",
             command=" && ".join(f"fab -H vps pause --env {e}" for e in envs),
         ))
-    multi = [a for a in config.apps(PRODUCTION) if a.replicas > 1]
+    kept = protected_envs(config)  # never paused: one replica off-hours instead
+    multi = [a for a in config.applications if a.env in kept and a.replicas > 1]
     if multi:
         out.append(Recommendation(
             action="one replica off-hours",
@@ -329,7 +330,8 @@ def recommendations(config: Config, measured: dict[str, Line] | None = None,
             frees_cpus=sum(a.resources.cpus * (a.replicas - 1) for a in multi),
             detail=f"scale {', '.join(a.name for a in multi)} to 1 replica at night "
                    f"(12AM-6AM); no high availability meanwhile",
-            command="fab -H vps scale --env production --replicas 1",
+            command=" && ".join(f"fab -H vps scale --env {e} --replicas 1" for e in kept
+                                if any(a.env == e for a in multi)),
         ))
     plan, vps = config.next_plan, config.vps
     if plan.memory > vps.memory:

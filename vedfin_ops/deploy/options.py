@@ -1,0 +1,24 @@
+"""How one deploy may depart from the safe way, as `deploy()` and `Deploy` take it.
+
+Each option the CLI offers as a flag of `deploy --env E` / `deploy.<env>` (`--skip-preflight`,
+`--force`, ...). Every departure a deploy takes is said on the terminal and recorded in the
+audit log or the release's record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    skip_preflight: bool = False  # no pre-deployment checklist (audit: preflight skipped)
+    force: bool = False  # past the capacity gate (audit: capacity-gate forced)
+    # change the shared stack (postgres, redis, edge) from an env that does not own it
+    # (environments.<env>.ownsShared)
+    allow_shared: bool = False
+    no_backup: bool = False  # no database backup first (audit: backup skipped)
+    full_replicas: bool = False  # inside the off-hours window, keep the configured replicas
+
+
+SAFE = DeployOptions()  # no departure: every check, a backup first, the shared stack's rules

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from vedfin_ops.config.secret_store import masked
-from vedfin_ops.remote.host import RemoteError, heredoc
+from vedfin_ops.remote.command import Command
+from vedfin_ops.remote.host import RemoteError, heredoc, prepare
 
 DOCKER = Path(__file__).with_name("docker.py")
 
@@ -101,12 +102,14 @@ exec /bin/date "$@"
     def redact(self, text: str) -> str:
         return masked(text, self.secrets)
 
-    def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
-            stream: Any = None, timeout: float | None = 600,
+    def run(self, command: str | Command, *, what: str, stdin: str | None = None,
+            check: bool = True, stream: Any = None, timeout: float | None = 600,
             secret_stdin: str | None = None) -> str:
-        """As `Host.run`: `stdin` a here-document on the command line, `secret_stdin` the
-        process's stdin; `command_lines` keeps each command line as `ps` would show it."""
+        """As `Host.run`: `stdin` a here-document on the command line, `secret_stdin` (or a
+        `Command`'s own) the process's stdin, a `Command`'s secrets masked in what comes back;
+        `command_lines` keeps each command line as `ps` would show it."""
         self.commands.append(what)
+        command, secret_stdin, redact = prepare(command, secret_stdin, self.redact)
         if "/etc/netdata" in command:  # a test config that forgot tests/conftest.NO_NETDATA
             TOUCHED_MACHINE.append(what)  # tests/conftest.py fails the test
             command = "echo 'refused: the machine's /etc/netdata' >&2; exit 97"
@@ -123,13 +126,13 @@ exec /bin/date "$@"
                               text=True, env=env, check=False, timeout=60)
         if stream is not None:
             for line in (done.stdout + done.stderr).splitlines():
-                stream(self.redact(line))
+                stream(redact(line))
         self.outputs.append(done.stdout + done.stderr)
         if fault is not None:
             fault.raise_it()
         if check and done.returncode != 0:
-            raise RemoteError(self.redact(f"{what} failed on {self.name} (exit "
-                                          f"{done.returncode}): {done.stderr.strip()[-200:]}"),
+            raise RemoteError(redact(f"{what} failed on {self.name} (exit "
+                                     f"{done.returncode}): {done.stderr.strip()[-200:]}"),
                               done.stdout + done.stderr)
         return done.stdout
 

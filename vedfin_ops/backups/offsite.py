@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vedfin_ops.backups.backup import ID, Backup, folder, id_order, list_backups, root
+from vedfin_ops.backups.records import ID, Backup, folder, id_order, list_backups, root
 from vedfin_ops.config.model import BackupS3, Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
@@ -360,7 +360,7 @@ def fetch(host: Remote, config: Config, env: str, backup_id: str,
                           f"restore it by its id, or move it away first")
     where = folder(config, database)
     partial = f"{where}/.partial-s3-{backup.id}.dump"
-    free = host.run(commands.private_folder(where) + " && " + commands.free_kib(where),
+    free = host.run(commands.all_of(commands.private_folder(where), commands.free_kib(where)),
                     what="backup folder").strip()
     if free.isdigit() and int(free) * 1024 < backup.size * 1.1:
         raise CheckFailed(f"not enough room to fetch {backup.id}: {int(free)} KiB free in "

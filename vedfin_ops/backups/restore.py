@@ -189,8 +189,8 @@ class DatabaseRestore:
                                describe=lambda: "no healthy postgres container")
 
     def psql(self, sql: str, what: str, database: str = "postgres") -> str:
-        return self.host.run(commands.psql(self.container, self.config.postgres.user,
-                                           database) + " -At", what=what, stdin=sql)
+        return self.host.run(commands.psql_rows(self.container, self.config.postgres.user,
+                                                database), what=what, stdin=sql)
 
     def exists(self, database: str) -> bool:
         return database_exists(self.host, self.container, self.config.postgres.user, database)

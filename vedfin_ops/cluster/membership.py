@@ -128,8 +128,8 @@ class ClusterRun(Operation):
         return [self.lock, *(lock for lock in self.others if lock.taken)]
 
     def lock_prefix(self) -> str:
-        return commands.mkdir_p(*(Layout.of(self.config, e).env_dir
-                                  for e in [CLUSTER, *self.config.environments])) + " && "
+        return commands.before(commands.mkdir_p(*(Layout.of(self.config, e).env_dir
+                                                  for e in [CLUSTER, *self.config.environments])))
 
     def lock_every_env(self) -> None:
         for lock in self.others:
@@ -409,8 +409,7 @@ class Join(ClusterRun):
             host.secrets.append(token)
         self.engine_touched = True
         self.joined = True
-        self.node_host.run(commands.swarm_join(address), what=f"join {name}",
-                           secret_stdin=token + "\n")
+        self.node_host.run(commands.swarm_join(address, token), what=f"join {name}")
         self.node_id = self.node_host.run(commands.swarm_node_id(),
                                           what=f"node id of {name}").strip()
         found: list[EngineNode] = []

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,8 @@ from pathlib import Path
 from vedfin_ops.config.model import Application, Build, Config
 from vedfin_ops.config.names import image
 from vedfin_ops.errors import CheckFailed, ConfigError
+from vedfin_ops.remote.command import Command, hide
+from vedfin_ops.remote.commands import build as docker
 
 
 class BuildError(CheckFailed):
@@ -59,11 +61,9 @@ def _key(config: Config, app: Application) -> str:
 
 
 def build_command(ref: str, spec: Build, tag: str) -> list[str]:
-    """`docker build` as an argument list (no shell: nothing to quote)."""
-    args = ["build", "--tag", ref, "--file", str(Path(spec.context) / spec.dockerfile)]
-    for key, value in spec.args_for(tag).items():
-        args += ["--build-arg", f"{key}={value}"]
-    return [*args, spec.context]
+    """`docker build`'s arguments (no shell: nothing to quote)."""
+    return docker.build_args(ref, str(Path(spec.context) / spec.dockerfile),
+                             spec.args_for(tag), spec.context)
 
 
 _PUSHED = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -78,30 +78,32 @@ def _telling(text: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _docker(args: Sequence[str], what: str, *, docker_config: str | None = None,
-            stdin: str | None = None, timeout: float = 1800) -> str:
-    base = ["docker", *(["--config", docker_config] if docker_config else [])]
+def _docker(command: Command, what: str, *, docker_config: str | None = None,
+            timeout: float = 1800) -> str:
+    """`command` run here; `what` names it in an error, `docker_config` is the Docker config
+    folder the command names (`--config`), if any."""
+    stdin = command.secret_stdin.value if command.secret_stdin is not None else None
     env = None
     if docker_config:  # a throw-away config has no contexts: keep talking to the same engine
         env = {**os.environ, **({} if os.environ.get("DOCKER_HOST") else _engine_host())}
     try:
-        result = subprocess.run([*base, *args], input=stdin, capture_output=True, text=True,
+        result = subprocess.run(command.argv(), input=stdin, capture_output=True, text=True,
                                 timeout=timeout, check=False, env=env)
     except FileNotFoundError:
         raise BuildError(f"{what}: the docker client is not installed here") from None
     except subprocess.TimeoutExpired:
         raise BuildError(f"{what}: no end in {timeout:g}s") from None
     if result.returncode != 0:
-        raise BuildError(f"{what} failed: {_telling(result.stderr or result.stdout)}")
+        said = hide(_telling(result.stderr or result.stdout), command.secrets)
+        raise BuildError(f"{what} failed: {said}")
     return result.stdout
 
 
 def _engine_host() -> dict[str, str]:
     """DOCKER_HOST of the user's current docker context (none for the default one)."""
     try:
-        found = subprocess.run(["docker", "context", "inspect", "--format",
-                                "{{.Endpoints.docker.Host}}"], capture_output=True, text=True,
-                               timeout=30, check=False).stdout.strip()
+        found = subprocess.run(docker.docker_context_host().argv(), capture_output=True,
+                               text=True, timeout=30, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return {}
     return {"DOCKER_HOST": found} if found else {}
@@ -112,9 +114,8 @@ def registry_session(server: str, username: str, password: str) -> Iterator[str]
     """A Docker config folder logged into `server`, removed on the way out."""
     folder = tempfile.mkdtemp(prefix="vedfin-docker-")
     try:
-        _docker(["login", "--username", username, "--password-stdin", server],
-                f"docker login {server}", docker_config=folder, stdin=password + "\n",
-                timeout=60)
+        _docker(docker.docker_login(server, username, password, folder),
+                what=f"docker login {server}", docker_config=folder, timeout=60)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -146,8 +147,8 @@ def build_images(config: Config, tag: str, secrets: Mapping[str, str], *, push: 
     with registry_session(registry.server, registry.username, password) as folder:
         out = []
         for item in built:
-            said = _docker(["push", item.image], f"docker push {item.image}",
-                           docker_config=folder)
+            said = _docker(docker.docker_push(item.image, folder),
+                           what=f"docker push {item.image}", docker_config=folder)
             # the digest docker pushed (a parallel push of the same tag cannot swap it);
             # the registry is asked only if the client did not say
             match = _PUSHED.search(said)
@@ -159,7 +160,9 @@ def build_images(config: Config, tag: str, secrets: Mapping[str, str], *, push: 
 
 def _build_one(app: Application, spec: Build, tag: str, say: Callable[[str], None]) -> Built:
     ref = image(app, tag)
-    say(f"build {ref} from {Path(spec.context) / spec.dockerfile}")
+    dockerfile = str(Path(spec.context) / spec.dockerfile)
+    say(f"build {ref} from {dockerfile}")
     started = time.monotonic()
-    _docker(build_command(ref, spec, tag), f"docker build {ref}")
+    _docker(docker.docker_build(ref, dockerfile, spec.args_for(tag), spec.context),
+            what=f"docker build {ref}")
     return Built(ref, None, round(time.monotonic() - started, 2))

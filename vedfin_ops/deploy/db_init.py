@@ -155,7 +155,7 @@ def check_settings(host: Remote, container: str, config: Config) -> None:
     wanted = config.postgres.settings
     if not wanted:
         return
-    answer = host.run(commands.psql(container, config.postgres.user) + " -At",
+    answer = host.run(commands.psql_rows(container, config.postgres.user),
                       what="show settings", stdin=settings_sql(list(wanted)))
     differs = settings_differ(wanted, answer)
     if differs:
@@ -173,7 +173,7 @@ class DbInit(Operation):
                                 clock=self.clock)
 
     def lock_prefix(self) -> str:
-        return commands.mkdir_p(self.layout.base) + " && "
+        return commands.before(commands.mkdir_p(self.layout.base))
 
     def body(self) -> DbInitResult:
         result = db_init(self.host, self.config)

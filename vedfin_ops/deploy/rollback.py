@@ -70,7 +70,7 @@ class Rollback(EnvRun):
         self.beat(force=True)  # the lock is still ours right before the records change
         with self.shielded():
             self.committing = True
-            self.host.run(" && ".join(steps), what="make current")
+            self.host.run(commands.all_of(*steps), what="make current")
             self.commit(target)
             detail = f"from {self.state.current}"
             self.audit_ok("ok", release=target,
@@ -108,9 +108,9 @@ class Rollback(EnvRun):
         run, `current` and its state say so again first (records and engine agree)."""
         live = self.state.current
         if self.committing and live:
-            self.host.run(" && ".join([
+            self.host.run(commands.all_of(
                 commands.write_state(self.layout.release(live), "good"),
-                commands.swap_symlink(self.layout.release(live), self.layout.current)]),
+                commands.swap_symlink(self.layout.release(live), self.layout.current)),
                 what="restore current")
         said = []
         if self.restore is not None:

@@ -28,7 +28,6 @@ from vedfin_ops.deploy.db_init import find_postgres, inventory_sql, parse_invent
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, Remote, RemoteError
-from vedfin_ops.remote.quoting import sh
 from vedfin_ops.run.env_run import as_env_host, configured_replicas, poller
 from vedfin_ops.run.layout import Layout, parse_listing
 from vedfin_ops.run.operation import bare
@@ -165,8 +164,7 @@ def _migrations(host: Remote, config: Config, env: str, facts: Facts,
                        what="migrate status", timeout=300)
     except BaseException as exc:  # Ctrl-C, a timeout, a dropped link: never left running
         with contextlib.suppress(Exception):
-            host.run(f"docker rm -f {sh(name)} >/dev/null 2>&1 || true",
-                     what="stop migrate status", check=False)
+            host.run(commands.remove_container(name), what="stop migrate status", check=False)
         if not isinstance(exc, RemoteError):
             raise
         # Prisma says what is pending on stdout

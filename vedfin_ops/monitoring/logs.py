@@ -14,8 +14,9 @@ from collections.abc import Callable
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import stack_name
 from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.commands.logs import END, LOGS, TASKS
 from vedfin_ops.remote.host import Remote
-from vedfin_ops.remote.quoting import sh
 
 # docker's --since: a duration (10m, 1h30m, 45s) or a date/time (2026-11-29, ...T12:00:00Z)
 _SINCE = re.compile(r"^(\d+[smhd])+$|^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?Z?)?$")
@@ -52,41 +53,17 @@ def services(config: Config, env: str, app: str | None = None, option: str = "lo
 
 
 def command(names: list[str], since: str, tail: int, follow: bool) -> str:
-    """One command for every service: one after the other, or all followed at once until
-    the channel's stdin closes (the user's Ctrl-C closes the channel: the followers on the
-    host are stopped then, not left waiting for a line to fail on)."""
-    each = [f"docker service logs --timestamps --no-trunc --since {sh(since)} --tail "
-            f"{int(tail)}{' --follow' if follow else ''} {sh(name)} 2>&1" for name in names]
-    if follow:
-        started = " ".join(f"{one} & p{i}=$!;" for i, one in enumerate(each))
-        pids = " ".join(f"$p{i}" for i in range(len(each)))
-        return f"{started} cat >/dev/null; kill {pids} 2>/dev/null; true"
-    return "; ".join(each)
+    """`fab logs`' command (`commands.service_logs`)."""
+    return commands.service_logs(names, since, tail, follow)
 
 
-_TASKS, _LOGS, _END = "--VEDFIN-TASKS--", "--VEDFIN-LOGS--", "--VEDFIN-END"
 ERROR_TAIL = 2000  # lines per task: a new task's start is recent, its history short
-_SPEC_IMAGE = "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
-_TASK_IMAGE = "{{.ID}} {{.Image}}"
 
 
 def release_tasks_logs(names: list[str], tail: int = ERROR_TAIL,
                        since: dict[str, str] | None = None) -> str:
-    """One command: per service, the ids of every task of its current image (running, or
-    crashed and replaced: a new release's FATAL is in the task that died), then its lines
-    (since its update started, when known: an earlier release of the same image must not
-    count), then the logs command's exit status."""
-    since = since or {}
-
-    def after(name: str) -> str:
-        return f"--since {sh(since[name])} " if since.get(name) else ""
-
-    return "; ".join(
-        f"echo {_TASKS}; img=$(docker service inspect --format {sh(_SPEC_IMAGE)} {sh(name)}) "
-        f"&& docker service ps --no-trunc --format {sh(_TASK_IMAGE)} {sh(name)} | "
-        f"awk -v i=\"$img\" '$2 == i {{print $1}}'; echo {_LOGS}; "
-        f"docker service logs --timestamps --no-trunc {after(name)}--tail {int(tail)} "
-        f"{sh(name)} 2>&1; echo \"{_END} $?--\"" for name in names)
+    """The new tasks' ids and lines, per service (`commands.release_tasks_logs`)."""
+    return commands.release_tasks_logs(names, tail, since)
 
 
 def task_id(task: str) -> str:
@@ -104,9 +81,9 @@ def error_lines(output: str, patterns: list[str]) -> list[str]:
     Raises LogsNotRead when a service's answer is incomplete."""
     compiled = [re.compile(p) for p in patterns]
     found: list[str] = []
-    for section in output.split(_TASKS)[1:]:
-        ids_part, _, rest = section.partition(_LOGS)
-        logs_part, _, status = rest.partition(_END)
+    for section in output.split(TASKS)[1:]:
+        ids_part, _, rest = section.partition(LOGS)
+        logs_part, _, status = rest.partition(END)
         tasks = set(ids_part.split())
         if not tasks:
             raise LogsNotRead("no task of the service's current image was listed")

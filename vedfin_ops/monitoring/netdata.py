@@ -22,8 +22,10 @@ from typing import Any
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.command import Command, Raw, Secret
+from vedfin_ops.remote.commands.netdata import MARK, SWAPPED, UNCHANGED
 from vedfin_ops.remote.host import Remote, RemoteError
-from vedfin_ops.remote.quoting import sh
 from vedfin_ops.rendering.alarms import (
     LEGACY_HEALTH_FILE,
     PLUGIN_FILE,
@@ -35,8 +37,6 @@ from vedfin_ops.rendering.alarms import (
 from vedfin_ops.run.operation import bare
 from vedfin_ops.run.polling import REAL, Clock
 
-UNCHANGED = "VEDFIN-UNCHANGED"
-SWAPPED = "VEDFIN-SWAPPED"  # the new file is live: from here a failure puts the old one back
 RAISED = ("WARNING", "CRITICAL")
 
 
@@ -72,20 +72,10 @@ def dispatcher(config: Config) -> str:
     `$roles` set): it reads the settings of the config whose role an alarm goes to, so each
     config's alarms reach its own Slack and email. The same bytes from every config; it
     holds no secret. Netdata's own alarms (role sysadmin) keep Netdata's stock settings."""
-    root = config.monitoring.netdata_config.rstrip("/")
-    return f"""# {MARK}; edit the configs, not this file.
-# Netdata's notifications for every vedfin-ops config on this host: an alarm whose role
-# (its `to:` line) is vedfin-<stackPrefix> is sent with that config's settings,
-# {root}/vedfin-notify-<stackPrefix>.conf.
-for vedfin_role in ${{roles//,/ }}; do
-  case "$vedfin_role" in
-    vedfin-*/*) ;;
-    vedfin-?*)
-      vedfin_settings={sh(root)}/"vedfin-notify-${{vedfin_role#vedfin-}}.conf"
-      if [ -f "$vedfin_settings" ]; then source "$vedfin_settings"; fi ;;
-  esac
-done
-"""
+    from vedfin_ops.rendering.files import host_script
+
+    return host_script("netdata-dispatch.conf.j2", mark=MARK,
+                       root=config.monitoring.netdata_config.rstrip("/"))
 
 
 def files(config: Config, secrets: Mapping[str, str],
@@ -108,93 +98,29 @@ def files(config: Config, secrets: Mapping[str, str],
 
 
 NOTIFY_FILE = "health_alarm_notify.conf"
-MARK = "Rendered by vedfin-ops"
 
 
-def _prelude(config: Config, file: NetdataFile) -> str:
-    """Where the file goes, and how to write there: as the deploy user when it may, else
-    through passwordless sudo (Debian's health.d is root's); netdatacli is in /usr/sbin, off a
-    deploy user's PATH, and bounded by a timeout (a hung Netdata must not hang a deploy)."""
-    root = config.monitoring.netdata_config
-    path = f"{root}/{file.rel}"
-    folder = path.rsplit("/", 1)[0]
-    return (
-        f"PATH=\"$PATH:/usr/sbin:/sbin\"; r={sh(root)}; d={sh(folder)}; f={sh(path)}; "
-        '[ -d "$r/health.d" ] || { echo "no folder $r/health.d (is Netdata installed? '
-        'monitoring.netdataConfig)" >&2; exit 3; }; '
-        'command -v netdatacli >/dev/null || { echo "netdatacli not found (is Netdata '
-        'installed?)" >&2; exit 3; }; '
-        'w="$d"; [ -d "$d" ] || w="$r"; '
-        "S=; if [ ! -w \"$w\" ]; then if sudo -n true 2>/dev/null; then S='sudo -n'; else "
-        'echo "cannot write $w as $(id -un) and no passwordless sudo (let the deploy user write '
-        'there, or monitoring.apply: false)" >&2; exit 3; fi; fi; '
-        '[ -d "$d" ] || $S mkdir -p "$d" || exit 3; '
-        f'reload() {{ $S timeout {RELOAD_TIMEOUT} netdatacli reload-health; }}; ')
-
-
-RELOAD_TIMEOUT = 20
-PREV = ".prev"  # the file before this apply, kept until Netdata is seen to load the new one
-
-
-def apply_command(config: Config, file: NetdataFile | None = None) -> str:
-    """The file on stdin: written beside the live one, swapped in (the previous one kept
-    as `<name>.prev`), reloaded when Netdata's health reads it. An identical file is not
-    swapped: it is reloaded only when asked (`VEDFIN_RELOAD_SAME`, when Netdata does not have
-    it loaded). A file the tool owns only by name must carry its mark to be replaced."""
+def apply_command(config: Config, file: NetdataFile | None = None,
+                  reload_same: bool = False) -> str:
+    """`file` (the alarms by default) installed from stdin (`commands.netdata_install`)."""
     file = file or health(config, "")
-    reload = 'reload || { echo "netdatacli reload-health failed" >&2; exit 4; }'
-    # read as the writer reads: a 0640 file of root's is unreadable to the deploy user
-    foreign = (f'if [ -e "$f" ] && ! $S grep -q {sh(MARK)} "$f"; then echo "$f was not '
-               'written by vedfin-ops: move it aside (its settings into the config) and apply '
-               'again" >&2; exit 3; fi; ' if file.owned else "")
-    # the file's group is the one Netdata runs as (else its own group), so a 0640 file stays
-    # readable to Netdata; a group that cannot be set is a failure, not a silent mute
-    group = ('g=$(ps -o group= -C netdata 2>/dev/null | head -n 1 | tr -d " "); '
-             '[ -n "$g" ] || { getent group netdata >/dev/null && g=netdata; }; '
-             'if [ -n "$g" ] && ! $S chgrp "$g" "$tmp"; then $S rm -f "$tmp"; '
-             'echo "cannot give $f to group $g (Netdata could not read it)" >&2; exit 3; fi; '
-             if file.mode == "640" else "")
-    # the old name's file becomes this one's, so it is what a failure puts back and it is
-    # never loaded beside the new one (the same alarms twice)
-    takeover = (f'o={sh(config.monitoring.netdata_config + "/" + file.legacy)}; '
-                'if [ ! -e "$f" ] && [ -e "$o" ] && $S grep -q ' + sh(MARK) +
-                ' "$o"; then $S mv -f "$o" "$f" || exit 3; fi; ' if file.legacy else "")
-    return _prelude(config, file) + takeover + foreign + (
-        'base=$(basename "$f"); tmp=$($S mktemp "$d/.$base.XXXXXX") || exit 3; '
-        # whatever stops this command, its temp file (perhaps a secret) goes with it
-        """trap '$S rm -f "$tmp" 2>/dev/null' EXIT; trap 'exit 1' HUP INT TERM PIPE; """
-        f'if ! {{ $S tee "$tmp" >/dev/null && $S chmod {file.mode} "$tmp"; }}; then '
-        '$S rm -f "$tmp"; exit 3; fi; ' + group +
-        f'if $S cmp -s "$tmp" "$f"; then $S rm -f "$tmp"; echo {UNCHANGED}; '
-        + (f'[ "${{VEDFIN_RELOAD_SAME:-}}" = 1 ] && {{ {reload}; }}; ' if file.reload else "")
-        + 'exit 0; fi; '
-        # a .prev left by an apply that never settled is the last file known good: kept
-        f'if [ -e "$f" ] && [ ! -e "$f{PREV}" ] && ! $S cp -p "$f" "$f{PREV}"; then '
-        '$S rm -f "$tmp"; exit 3; fi; '
-        '$S mv -f "$tmp" "$f" || { $S rm -f "$tmp"; exit 3; }; '
-        f'echo {SWAPPED}; ' + (reload if file.reload else "true"))
+    return commands.netdata_install(config.monitoring.netdata_config, file.rel, mode=file.mode,
+                                    owned=file.owned, reload=file.reload, legacy=file.legacy,
+                                    reload_same=reload_same)
 
 
 def restore_command(config: Config, file: NetdataFile | None = None) -> str:
-    """Back to the file before this apply (none: no file), reloaded; says whether it is."""
+    """Back to the file before this apply (`commands.netdata_restore`)."""
     file = file or health(config, "")
-    return _prelude(config, file) + (
-        f'if [ -e "$f{PREV}" ]; then $S mv -f "$f{PREV}" "$f" || exit 5; '
-        'else $S rm -f "$f" || exit 5; fi; ' +
-        ("reload >/dev/null 2>&1 || echo not-reloaded" if file.reload else "true"))
+    return commands.netdata_restore(config.monitoring.netdata_config, file.rel,
+                                    reload=file.reload)
 
 
 def settle_command(config: Config, wanted: Sequence[NetdataFile] = ()) -> str:
-    """Every wanted file's `.prev` removed: a stale one (an apply stopped before it settled)
-    must never become a later rollback's target once the live file is proven. A file of the
-    old name that is the tool's (an earlier version wrote it after the takeover) goes too:
-    Netdata must not load the same alarms twice."""
-    root = config.monitoring.netdata_config
+    """Every wanted file's `.prev` removed (`commands.netdata_settle`)."""
     files = wanted or [health(config, "")]
-    paths = " ".join(sh(f"{root}/{f.rel}{PREV}") for f in files)
-    old = "".join(f"o={sh(f'{root}/{f.legacy}')}; if [ -e \"$o\" ] && $S grep -q {sh(MARK)} "
-                  f'"$o"; then $S rm -f "$o"; fi; ' for f in files if f.legacy)
-    return _prelude(config, health(config, "")) + old + f"$S rm -f {paths}"
+    return commands.netdata_settle(config.monitoring.netdata_config, health(config, "").rel,
+                                   [(f.rel, f.legacy) for f in files])
 
 
 def alarms_url(config: Config) -> str:
@@ -202,11 +128,7 @@ def alarms_url(config: Config) -> str:
 
 
 def read_command(config: Config) -> str:
-    """Netdata's API from the host itself (its port is not public): curl, else wget."""
-    url = sh(alarms_url(config))
-    return (f"if command -v curl >/dev/null; then curl -fsS --max-time 10 {url}; "
-            f"else wget -qO- -T 10 {url}; fi || {{ echo 'Netdata did not answer on "
-            f"{config.monitoring.netdata_port}' >&2; exit 7; }}")
+    return commands.netdata_alarms(alarms_url(config), config.monitoring.netdata_port)
 
 
 @dataclass
@@ -355,13 +277,13 @@ def _health_ok(now: Loaded) -> bool:
 
 def _install(host: Remote, config: Config, file: NetdataFile, *, reload_same: bool,
              changed: list[NetdataFile]) -> bool:
-    command = apply_command(config, file)
-    if reload_same:
-        command = "VEDFIN_RELOAD_SAME=1; " + command
+    command = apply_command(config, file, reload_same)
     what = f"netdata {file.rel.rsplit('/', 1)[-1]} install"
     try:
-        out = (host.run(command, what=what, secret_stdin=file.text) if file.mode == "640"
-               else host.run(command, what=what, stdin=file.text))  # a secret: never in `ps`
+        if file.mode == "640":  # it holds a secret (the Slack webhook): never in `ps`
+            out = host.run(Command(Raw(command), secret_stdin=Secret(file.text)), what=what)
+        else:
+            out = host.run(command, what=what, stdin=file.text)
     except RemoteError as exc:
         undo = [*changed, file] if SWAPPED in exc.output and not reload_same else changed
         back = f" ({_put_back(host, config, undo)})" if undo else ""

@@ -26,6 +26,7 @@ import os
 import re
 import stat
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUN
 
 from vedfin_ops.config.secret_store import masked
 from vedfin_ops.errors import CheckFailed, UsageError
+from vedfin_ops.remote.command import Command, hide
 
 HANDSHAKES = {"count": 0}
 # paramiko's transport thread logs a failed handshake with its traceback; with no handler
@@ -344,8 +346,8 @@ class Remote(Protocol):
     secrets: list[str]
     commands: list[str]
 
-    def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
-            stream: Any = None, timeout: float | None = 600,
+    def run(self, command: str | Command, *, what: str, stdin: str | None = None,
+            check: bool = True, stream: Any = None, timeout: float | None = 600,
             secret_stdin: str | None = None) -> str: ...
 
     def put_tree(self, remote_dir: str, files: dict[str, str], private: Any) -> None: ...
@@ -450,18 +452,20 @@ class Host:
         other.secrets = list(self.secrets)
         return other
 
-    def run(self, command: str, *, what: str, stdin: str | None = None, check: bool = True,
-            stream: Any = None, timeout: float | None = 600,
+    def run(self, command: str | Command, *, what: str, stdin: str | None = None,
+            check: bool = True, stream: Any = None, timeout: float | None = 600,
             secret_stdin: str | None = None) -> str:
         """Run one command; `what` names the step in an error. Output is returned, not shown,
         unless `stream` (a callable taking each line) is given.
 
         `stdin` becomes a here-document, part of the command line every user of the host can
-        read in `ps`; a secret goes as `secret_stdin` instead, over the channel's own stdin
-        (closed at its end), for a command that reads it whole (`docker login
-        --password-stdin`)."""
+        read in `ps`; a secret goes as `secret_stdin` instead (or as a `Command`'s own),
+        over the channel's own stdin (closed at its end), for a command that reads it whole
+        (`docker login --password-stdin`). A `Command`'s secrets are masked in whatever
+        this returns to a stream or raises, besides the host's own (`redact`)."""
         self.commands.append(what)
         self.conn.open()
+        line, secret_stdin, redact = prepare(command, secret_stdin, self.redact)
         kwargs: dict[str, Any] = {"hide": True, "warn": True, "timeout": timeout,
                                   "in_stream": False}
         if secret_stdin is not None and stdin is not None:
@@ -471,22 +475,22 @@ class Host:
         elif stdin is not None:
             # A here-document, not a stdin stream: a command that exits early (psql on the
             # first error) must not race a writer thread into "Socket is closed".
-            command = heredoc(command, stdin)
+            line = heredoc(line, stdin)
         if stream is not None:
-            kwargs["out_stream"] = _LineWriter(lambda line: stream(self.redact(line)))
-            kwargs["err_stream"] = _LineWriter(lambda line: stream(self.redact(line)))
+            kwargs["out_stream"] = _LineWriter(lambda text: stream(redact(text)))
+            kwargs["err_stream"] = _LineWriter(lambda text: stream(redact(text)))
         try:
-            result = self.conn.run(command, **kwargs)
+            result = self.conn.run(line, **kwargs)
         except Exception as exc:  # invoke's CommandTimedOut and transport errors
             text = str(exc).strip().splitlines()
-            raise RemoteError(self.redact(f"{what}: {type(exc).__name__}: "
-                                          f"{text[-1] if text else ''}")) from None
+            raise RemoteError(redact(f"{what}: {type(exc).__name__}: "
+                                     f"{text[-1] if text else ''}")) from None
         if check and not result.ok:
-            output = self.redact(f"{result.stdout}\n{result.stderr}")
+            output = redact(f"{result.stdout}\n{result.stderr}")
             if "docker.sock" in output and "permission denied" in output.lower():
                 raise RemoteError(f"{what}: user {self.conn.user} on {self.conn.host} "
                                   f"may not use Docker (add it to the docker group)", output)
-            raise RemoteError(self.redact(
+            raise RemoteError(redact(
                 f"{what} failed on {self.name} (exit {result.exited}): "
                 f"{_telling_line(result.stderr or result.stdout)}"), output)
         return str(result.stdout)
@@ -651,6 +655,27 @@ class Host:
             self._sftp.close()
             self._sftp = None
         self.conn.close()
+
+
+def prepare(command: str | Command, secret_stdin: str | None,
+            redact: Callable[[str], str]) -> tuple[str, str | None, Callable[[str], str]]:
+    """What a host runs for `command` (its line, its secret stdin) and how whatever comes back
+    is masked: a `Command`'s line shown masked wherever it is printed back (a timeout's
+    message), its secrets hidden, then `redact` (the host's secrets, URL passwords)."""
+    if not isinstance(command, Command):
+        return command, secret_stdin, redact
+    if command.secret_stdin is not None:
+        if secret_stdin is not None:
+            raise ValueError("the command carries its secret stdin: give no other")
+        secret_stdin = command.secret_stdin.value
+    line, shown, hidden = command.render(), command.masked(), command.secrets
+
+    def masked(text: str) -> str:
+        if line != shown:
+            text = text.replace(line, shown)
+        return redact(hide(text, hidden))
+
+    return line, secret_stdin, masked
 
 
 def heredoc(command: str, text: str) -> str:

@@ -5,7 +5,8 @@ print, diff and keep. `docker stack deploy` substitutes `$VAR` in stack files (n
 files it reads through env_file), so every string in a stack file goes through the `dollars`
 filter: a `$` from the config reaches the container as written. Without a value for a secret,
 a placeholder goes in and the name is listed in `missing_secrets`, so `inv render` works on a
-laptop that holds no secrets.
+laptop that holds no secrets. `host_script` renders the tool's own scripts and files on the host
+(the cron scripts, Netdata's dispatcher) from the package's templates.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.config.tags import check_tag
 from vedfin_ops.config.units import format_cpus, format_mib, format_seconds
 from vedfin_ops.errors import ConfigError
+from vedfin_ops.remote import commands
 from vedfin_ops.remote.quoting import sh, yaml_str
 from vedfin_ops.rendering.alarms import PLUGIN_FILE, RESTARTS_CHART, alarms
 from vedfin_ops.rendering.traefik import labels as traefik_labels
 
 # inside the package, so an installed wheel renders too; the checkout's top-level
 # `templates` is a link to this folder
-TEMPLATES = Path(os.environ.get("VEDFIN_TEMPLATES", Path(__file__).resolve().parent /
-                                "templates"))
+OWN_TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES = Path(os.environ.get("VEDFIN_TEMPLATES", OWN_TEMPLATES))
 HEADER = "Rendered by vedfin-ops from {source}; edit the config, not this file."
 
 
@@ -144,11 +146,18 @@ def _template(name: str) -> jinja2.Template:
     return _jinja(str(TEMPLATES)).get_template(name)
 
 
+def host_script(name: str, **values: Any) -> str:
+    """A script or file of the tool's own on the host (the cron scripts, Netdata's
+    dispatcher), from the package's templates whatever `VEDFIN_TEMPLATES` names: those are
+    the rendered files' templates."""
+    return _jinja(str(OWN_TEMPLATES)).get_template(name).render(**values)
+
+
 def health_test(app: Application) -> list[str]:
     if app.health.command:
         return ["CMD", *app.health.command]
     url = f"http://127.0.0.1:{app.port}{app.health.path}"
-    return ["CMD-SHELL", f"wget -q -O /dev/null {sh(url)} || exit 1"]
+    return ["CMD-SHELL", commands.health_probe(url)]
 
 
 def _hash(text: str) -> str:

@@ -169,7 +169,7 @@ def engine_reasons(host: Remote, services: list[str]) -> str:
     """The engine's errors for the failed tasks: `unhealthy container`, `non-zero exit`..."""
     if not services:
         return ""
-    out = host.run(" ; ".join(commands.task_errors(s) for s in services), what="task errors",
+    out = host.run(commands.task_errors(*services), what="task errors",
                    check=False)
     seen: list[str] = []
     for line in out.splitlines():
@@ -237,8 +237,8 @@ class EnvRun(Operation):
                                         registry_auth=self.config.registry is not None)
         if hidden:
             self.say(f"changed outside the tool, deployed again: {', '.join(hidden)}")
-            command = (commands.reset_stack_image_labels({n: views[n].image for n in hidden})
-                       + " && " + command)
+            command = commands.all_of(
+                commands.reset_stack_image_labels({n: views[n].image for n in hidden}), command)
         self.host.run(command, what=f"stack deploy {stack}")
         after = self.converge(poll, before, expected).views
         updated = sorted(n for n in expected if n not in before or
@@ -255,8 +255,8 @@ class EnvRun(Operation):
         password = secret_store.resolve(self.config, self.env).get(registry.password_secret)
         if not password:
             raise CheckFailed(f"registry.password: {registry.password} is not set")
-        self.host.run(commands.registry_login(registry.server, registry.username),
-                      secret_stdin=password + "\n", what="registry login")
+        self.host.run(commands.registry_login(registry.server, registry.username, password),
+                      what="registry login")
         self.logged_in = True
 
     def release_images(self, release: str) -> dict[str, str]:

@@ -6,8 +6,11 @@
 <base>/<env>/releases/<UTC>-<hash>/    a rendered release (+ `state`, `reason`, `release.json`,
                                        and `engine.json`: the engine's specs once it was live)
 <base>/<env>/current -> releases/...   the live, verified release
-<base>/<env>/.lock/holder              present while a deploy of <env> runs
+<base>/<env>/.lock/holder              present while a run holds <env> (`holder_line`)
 ```
+
+Records the host keeps in a format of the tool's have one writer each here (`audit_line`,
+`holder_line`), whether a run writes them or a cron script.
 """
 
 from __future__ import annotations
@@ -92,6 +95,23 @@ class Layout:
 
     def release(self, release_id: str) -> str:
         return f"{self.releases}/{release_id}"
+
+
+def audit_line(time: str, who: str, env: str, action: str, result: str, *, release: str = "",
+               tag: str = "", detail: str = "") -> str:
+    """One line of `<base>/audit.log`, the only writer of its format: every run's
+    (`operation.audit`) and the off-hours cron script's (its time a placeholder the script
+    fills in)."""
+    return json.dumps({"time": time, "who": who, "env": env, "action": action,
+                       "release": release, "tag": tag, "result": result, "detail": detail},
+                      ensure_ascii=False)
+
+
+def holder_line(who: str, host: str, pid: int, since: str, action: str, tag: str = "") -> str:
+    """What a lock says about its holder (`lock.Holder` reads it back), the only writer of
+    its format: the tool's runs (`lock.Lock`) and the cron scripts (`schedule/crontab.py`)."""
+    return json.dumps({"who": who, "host": host, "pid": pid, "since": since, "action": action,
+                       "tag": tag})
 
 
 def content_hash(files: Mapping[str, str], only: tuple[str, ...] | None = None) -> str:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from vedfin_ops.errors import CheckFailed, VedfinError
 from vedfin_ops.remote import commands
+from vedfin_ops.run.layout import holder_line
 from vedfin_ops.run.polling import REAL, Clock, TimedOut, until
 
 BEAT_EVERY = 15.0  # seconds between heartbeats; a holder silent for STALE_AFTER is suspect
@@ -129,8 +130,8 @@ class Lock:
         self._last_beat = 0.0
 
     def holder_json(self) -> str:
-        return json.dumps({"who": who(), "host": socket.gethostname(), "pid": os.getpid(),
-                           "since": now_iso(), "action": self.action, "tag": self.tag})
+        return holder_line(who(), socket.gethostname(), os.getpid(), now_iso(), self.action,
+                           self.tag)
 
     def try_acquire(self, prefix: str = "") -> LockHeld | None:
         try:

@@ -15,7 +15,6 @@ Kamal's `cli/app/boot.rb` has the same shape: the steps in order, the way back i
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from vedfin_ops.errors import CheckFailed, VedfinError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Remote
 from vedfin_ops.run.interrupts import Guard, Interrupted, signals_as_interrupts
-from vedfin_ops.run.layout import Layout
+from vedfin_ops.run.layout import Layout, audit_line
 from vedfin_ops.run.lock import Lock, LockLost, now_iso, who
 from vedfin_ops.run.polling import REAL, Clock
 
@@ -72,10 +71,8 @@ def safe(sink: Callable[[Any], None]) -> Callable[[Any], None]:
 
 def audit(host: Remote, layout: Layout, action: str, result: str, *, release: str = "",
           tag: str = "", detail: str = "") -> None:
-    line = json.dumps({"time": now_iso(), "who": who(), "env": layout.env, "action": action,
-                       "release": release, "tag": tag, "result": result,
-                       "detail": host.redact(bare(detail)) if detail else ""},
-                      ensure_ascii=False)
+    line = audit_line(now_iso(), who(), layout.env, action, result, release=release, tag=tag,
+                      detail=host.redact(bare(detail)) if detail else "")
     host.run(commands.audit_append(layout.audit, line), what="audit")
 
 
@@ -157,7 +154,7 @@ class Operation:
 
     def lock_prefix(self) -> str:
         """A first run on a new host makes the folders it will write into."""
-        return commands.mkdir_p(self.layout.releases) + " && "
+        return commands.before(commands.mkdir_p(self.layout.releases))
 
     def body(self) -> Any:
         raise NotImplementedError

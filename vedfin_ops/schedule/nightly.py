@@ -1,7 +1,8 @@
 """Nightly backups on the host: a script per env and a block in the deploy user's crontab.
 
 The host runs them without this tool (the operator's machine may be off at 03:00), so each
-script is generated here, with every value quoted, and runs the very `pg_dump` command that
+script is rendered here (`rendering/templates/nightly-backup.sh.j2`), every value quoted, and
+runs the very `pg_dump` command that
 `db.backup` sends (`commands.backup_dump`, its id, time and container filled in at run time),
 then the same retention (`backups.keep`). It skips a night when a deploy, restore or backup
 holds the env's lock, and writes one line per run to `<base>/backups/nightly.log`. Off-host
@@ -9,8 +10,9 @@ copies are made by the tool (boto3 runs here, not on the host): the next `db.bac
 deploy copies every backup the bucket lacks.
 
 `fab db.schedule` and every good deploy install the block (replaced whole, between its
-markers; the user's other cron lines are kept); `backups.nightly: null` removes it. The block
-is named by the config's stack prefix: another config on the same deploy user keeps its own.
+markers; the user's other cron lines are kept; `commands.install_block`), with the off-hours
+lines (`offhours.py`); `backups.nightly: null` removes it. The block is named by the config's
+stack prefix: another config on the same deploy user keeps its own (`crontab.py`).
 """
 
 from __future__ import annotations
@@ -19,43 +21,42 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from vedfin_ops.backups.backup import folder, root
+from vedfin_ops.backups.records import folder, root
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
+from vedfin_ops.remote.commands import NO_CRONTAB, TORN
 from vedfin_ops.remote.host import Remote
 from vedfin_ops.remote.quoting import sh
 from vedfin_ops.run.layout import Layout
+from vedfin_ops.schedule import offhours
+from vedfin_ops.schedule.crontab import (
+    CONTAINER,
+    CREATED,
+    ID,
+    LEGACY_BEGIN,
+    LEGACY_END,
+    TOKEN,
+    begin,
+    bin_dir,
+    block_of,
+    cron_user,
+    end,
+    locked_script,
+    mark,
+    without_block,
+)
 
-# the block before blocks were named per config: taken over by the config whose scripts it runs
-LEGACY_BEGIN = "# BEGIN vedfin-ops nightly backups (fab db.schedule; edits here are replaced)"
-LEGACY_END = "# END vedfin-ops nightly backups"
-ANY_BEGIN, ANY_END = "# BEGIN vedfin-ops ", "# END vedfin-ops "  # any config's block
-NO_CRONTAB = "__vedfin_no_crontab__"
-TORN = "__vedfin_torn_block__"
-# placeholders filled in by the script at run time: `@` is in no path, database or env name
-_ID, _CREATED, _CONTAINER, _TOKEN = "@ID@", "@CREATED@", "@CONTAINER@", "@TOKEN@"
+# what callers and the tests name through this module
+_block_of = block_of
+__all__ = ["LEGACY_BEGIN", "LEGACY_END", "NO_CRONTAB", "TORN", "Nightly", "apply",
+           "apply_command", "begin", "cron_block", "end", "mark", "parse_state", "script",
+           "times", "without_block"]
 
 
 def script_path(config: Config, env: str) -> str:
-    return f"{config.remote.base_dir.rstrip('/')}/bin/nightly-backup-{env}"
-
-
-def mark(config: Config) -> str:
-    """How this config's block begins: named by its stack prefix, so two configs on one host
-    (one deploy user) each replace only their own block (`:` ends the prefix: `shop` is not
-    `shop-2`)."""
-    return f"# BEGIN vedfin-ops {config.remote.stack_prefix}: "
-
-
-def begin(config: Config) -> str:
-    return (f"{mark(config)}nightly backups and off-hours (fab db.schedule; edits here are "
-            f"replaced)")
-
-
-def end(config: Config) -> str:
-    return f"# END vedfin-ops {config.remote.stack_prefix}"
+    return f"{bin_dir(config)}/nightly-backup-{env}"
 
 
 def log_path(config: Config) -> str:
@@ -72,90 +73,31 @@ def times(config: Config) -> dict[str, tuple[int, int]]:
             for i, env in enumerate(config.environments)}
 
 
-def _filled(name: str, command: str) -> str:
-    """`name=<command>` with the run-time placeholders replaced by the script's values."""
-    return (f"{name}=$(printf '%s\\n' {sh(command)} | sed -e \"s/{_ID}/$id/g\" "
-            f"-e \"s/{_CREATED}/$created/g\" -e \"s/{_CONTAINER}/$container/g\" "
-            f"-e \"s/{_TOKEN}/$token/g\")")
-
-
-def locked_script(config: Config, env: str, *, title: str, log: str, action: str,
-                  body: str, before: str = "",
-                  held: str = "skipped: another run holds the lock") -> str:
-    """A cron script that runs `body` holding the env's lock as the tool takes it (the same
-    `mkdir`, holder, token; released on exit), so no deploy, restore or backup runs beside
-    it; a held lock skips this run (`held` is its log line). `before` runs first, without the
-    lock (a run with nothing to do must not take it: a deploy would be refused). `say`
-    writes one line to `log`; `$id`, `$created`, `$token` and `$container` are set for
-    `_filled` commands."""
-    layout = Layout.of(config, env)
-    holder = json.dumps({"who": f"{config.remote.user} (cron)", "host": "the host itself",
-                         "pid": 0, "since": _CREATED, "action": action, "tag": ""})
-    take = commands.lock_acquire(layout.lock, holder, _TOKEN)
-    release = commands.lock_release(layout.lock, _TOKEN)
-    return f"""#!/bin/sh
-# vedfin-ops: {title}.
-# Generated by `fab db.schedule` and each deploy from the config, and replaced by them:
-# change the config, not this file.
-umask 077
-log={sh(log)}
-say() {{ printf '%s %s %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" {sh(env)} "$*" >> "$log"; }}
-id=$(date -u +%Y%m%dT%H%M%SZ)
-created=$(date -u +%Y-%m-%dT%H:%M:%S+00:00)
-token=$(date +%s)$$
-container=
-mkdir -p -m 750 -- {sh(layout.env_dir)}
-{before}{_filled("take", take)}
-case "$(eval "$take" 2>&1)" in
-  acquired*) ;;
-  *) say "{held}"; exit 0 ;;
-esac
-{_filled("release", release)}
-trap 'eval "$release"' EXIT
-trap 'exit 1' INT TERM HUP
-{body}"""
-
-
 def script(config: Config, env: str) -> str:
-    """The env's nightly backup as a POSIX shell script (pure: tested without a host): the
-    `pg_dump` of `db.backup`, under the env's lock, then retention."""
+    """The env's nightly backup as a POSIX shell script (`nightly-backup.sh.j2`; pure: tested
+    without a host): the `pg_dump` of `db.backup`, under the env's lock, then retention."""
     from vedfin_ops.run.lock import BEAT_EVERY
 
     database = config.environments[env].database
     user, where = config.postgres.user, folder(config, database)
-    record = {"id": _ID, "database": database, "env": env, "created": _CREATED,
-              "by": f"{config.remote.user} (cron)", "reason": "nightly"}
+    record = {"id": ID, "database": database, "env": env, "created": CREATED,
+              "by": cron_user(config), "reason": "nightly"}
     layout = Layout.of(config, env)
     dump = commands.with_heartbeat(
-        commands.backup_dump(_CONTAINER, user, database, where, _ID,
+        commands.backup_dump(CONTAINER, user, database, where, ID,
                              json.dumps(record)[:-1] + ", "),
-        layout.lock, _TOKEN, int(BEAT_EVERY))
-    exists = commands.database_exists(_CONTAINER, user, database)
-    find = commands.postgres_container(f"{shared_stack_name(config)}_postgres")
-    keep = config.backups.keep
-    body = f"""container=$({find})
-if [ -z "$container" ]; then say "failed: no healthy postgres container"; exit 1; fi
-{_filled("exists", exists)}
-if ! found=$(eval "$exists" 2>&1); then
-  say "failed: postgres did not answer: $(printf '%s' "$found" | tail -n 1)"; exit 1
-fi
-if [ "$found" != yes ]; then say "skipped: {database} does not exist"; exit 0; fi
-{_filled("dump", dump)}
-if out=$(eval "$dump" 2>&1); then
-  say "ok $id $(printf '%s' "$out" | cut -d' ' -f2) bytes"
-else
-  say "failed: $(printf '%s' "$out" | tail -n 1)"; exit 1
-fi
-{commands.backup_retention(where, keep, f"{layout.current}/release.json")}
-"""
-    return locked_script(config, env, title=f"the nightly backup of {env} ({database})",
-                         log=log_path(config), action=f"nightly backup {env}", body=body)
+        layout.lock, TOKEN, int(BEAT_EVERY))
+    return locked_script(
+        "nightly-backup.sh.j2", config, env, title=f"the nightly backup of {env} ({database})",
+        log=log_path(config), action=f"nightly backup {env}", database=database,
+        find=commands.postgres_container(f"{shared_stack_name(config)}_postgres"),
+        exists=commands.database_exists(CONTAINER, user, database), dump=dump,
+        retention=commands.backup_retention(where, config.backups.keep,
+                                            f"{layout.current}/release.json"))
 
 
 def cron_block(config: Config) -> str:
-    """Our block: the nightly backups, then the off-hours scaling (steps/offhours.py)."""
-    from vedfin_ops.schedule import offhours
-
+    """Our block: the nightly backups, then the off-hours scaling (schedule/offhours.py)."""
     lines = [begin(config)]
     for env, (hour, minute) in times(config).items():
         lines.append(f"{minute} {hour} * * * {sh(script_path(config, env))}")
@@ -164,37 +106,20 @@ def cron_block(config: Config) -> str:
 
 
 def apply_command(config: Config) -> str:
-    """One command: the scripts written (0700), the crontab block replaced (or removed when
-    `nightly` is null), the user's other cron lines kept. Prints NO_CRONTAB when the host has
-    no cron."""
-    bin_dir = f"{config.remote.base_dir.rstrip('/')}/bin"
-    keep_others = (f"crontab -l 2>/dev/null | M={sh(mark(config))} E={sh(end(config))} "
-                   f"OB={sh(LEGACY_BEGIN)} OE={sh(LEGACY_END)} "
-                   f"B={sh(config.remote.base_dir.rstrip('/') + '/bin/')} awk {sh(_KEEP_OTHERS)}")
-    # a BEGIN without its END (a hand edit) would make the range eat the user's lines
-    torn = (f"tab=$(crontab -l 2>/dev/null); if printf '%s\\n' \"$tab\" | grep -qF -- "
-            f"{sh(mark(config))} && ! printf '%s\\n' \"$tab\" | grep -qxF -- {sh(end(config))}; "
-            f"then echo {TORN}; exit 4; fi")
-    parts = [f"command -v crontab >/dev/null || {{ echo {NO_CRONTAB}; exit 3; }}", torn,
-             f"mkdir -p -m 750 -- {sh(bin_dir)}"]
-    from vedfin_ops.schedule import offhours
-
+    """One command (`commands.install_block`): the scripts written (0700), the crontab block
+    replaced (or removed when neither backups nor off-hours are scheduled), the user's other
+    cron lines kept. Prints NO_CRONTAB when the host has no cron."""
     wanted, scaled = times(config), offhours.envs(config)
+    scripts: list[tuple[str, str | None]] = []
     for env in config.environments:
-        for path, text in ((script_path(config, env), script(config, env) if env in wanted
-                            else None),
-                           (offhours.script_path(config, env),
-                            offhours.script(config, env) if env in scaled else None)):
-            if text is not None:
-                parts.append(f"printf '%s' {sh(text)} > {sh(path + '.tmp')} && "
-                             f"chmod 700 -- {sh(path + '.tmp')} && mv -f -- "
-                             f"{sh(path + '.tmp')} {sh(path)}")
-            else:
-                parts.append(f"rm -f -- {sh(path)}")
+        scripts.append((script_path(config, env), script(config, env) if env in wanted
+                        else None))
+        scripts.append((offhours.script_path(config, env),
+                        offhours.script(config, env) if env in scaled else None))
     block = cron_block(config) if wanted or scaled else ""
-    parts.append(f"{{ {keep_others}; printf '%s' {sh(block)}; }} | crontab -")
-    parts.append("{ crontab -l 2>/dev/null || true; }")  # what is installed now
-    return " && ".join(parts)
+    return commands.install_block(block, mark=mark(config), end=end(config),
+                                  legacy=(LEGACY_BEGIN, LEGACY_END), bin_dir=bin_dir(config),
+                                  scripts=scripts)
 
 
 def apply(host: Remote, config: Config) -> dict[str, str]:
@@ -210,9 +135,7 @@ def apply(host: Remote, config: Config) -> dict[str, str]:
                           f"by hand?): fix it with crontab -e; nothing was changed")
     installed = parse_block(out, config)
     wanted = {env: f"{h:02d}:{m:02d}" for env, (h, m) in times(config).items()}
-    from vedfin_ops.schedule import offhours
-
-    scaled = offhours.parse_lines(_block_of(out, config))
+    scaled = offhours.parse_lines(block_of(out, config))
     if scaled != offhours.wanted(config):
         raise CheckFailed(f"off-hours replicas: the crontab holds {scaled or 'none'}, not "
                           f"{offhours.wanted(config) or 'none'}")
@@ -223,56 +146,10 @@ def apply(host: Remote, config: Config) -> dict[str, str]:
     return installed
 
 
-# The crontab less this config's block, and less the legacy (unnamed) block when it runs this
-# config's scripts (a command under its bin folder, quotes aside): the upgrade takes over its
-# own old block and leaves another config's to that config. A legacy block without its END is
-# kept whole.
-_KEEP_OTHERS = r"""
-index($0, ENVIRON["M"]) == 1 { skip = 1; next }
-skip { if ($0 == ENVIRON["E"]) skip = 0; next }
-$0 == ENVIRON["OB"] { old = 1; mine = 0; held = $0 "\n"; next }
-old {
-  held = held $0 "\n"; line = $0; gsub("\047", "", line)
-  if (index(line, " " ENVIRON["B"]) > 0) mine = 1
-  if ($0 == ENVIRON["OE"]) { if (!mine) printf "%s", held; old = 0; held = "" }
-  next
-}
-{ print }
-END { if (old) printf "%s", held }
-"""
-
-
-def without_block(crontab: str) -> str:
-    """The crontab less every block of the tool's (any config's, the legacy one too): the
-    user's own lines, as they were (the sandbox's teardown)."""
-    out, inside = [], False
-    for line in crontab.splitlines(keepends=True):
-        if line.startswith(ANY_BEGIN):
-            inside = True
-        elif inside and line.startswith(ANY_END):
-            inside = False
-        elif not inside:
-            out.append(line)
-    return "".join(out)
-
-
-def _block_of(crontab: str, config: Config) -> str:
-    """The lines between this config's markers."""
-    out, inside = [], False
-    for line in crontab.splitlines():
-        if line.startswith(mark(config)):
-            inside = True
-        elif line == end(config):
-            inside = False
-        elif inside:
-            out.append(line)
-    return "\n".join(out)
-
-
 def parse_block(crontab: str, config: Config) -> dict[str, str]:
     """env -> "HH:MM" of the nightly backups between this config's markers."""
     out: dict[str, str] = {}
-    for line in _block_of(crontab, config).splitlines():
+    for line in block_of(crontab, config).splitlines():
         fields = line.split()
         if len(fields) >= 6 and fields[0].isdigit() and fields[1].isdigit() and \
                 "nightly-backup-" in fields[5]:
@@ -288,8 +165,7 @@ class Nightly:
 
 
 def state_command(config: Config) -> str:
-    return (f"echo CRON; crontab -l 2>/dev/null; echo LOG; "
-            f"tail -n 200 {sh(log_path(config))} 2>/dev/null; true")
+    return commands.cron_state(log_path(config))
 
 
 def parse_state(text: str, env: str, config: Config) -> Nightly:
@@ -314,6 +190,3 @@ def human_age(seconds: float) -> str:
     hours = minutes // 60
     return f"{hours} h {minutes % 60} min ago" if hours < 48 else f"{hours // 24} days ago"
 
-
-__all__ = ["Nightly", "apply", "apply_command", "cron_block", "parse_state",
-                      "script", "times"]

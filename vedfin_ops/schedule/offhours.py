@@ -1,9 +1,10 @@
 """The runbook's off-hours single replica (mitigation 2), run by the host's cron.
 
 `offHours: {start, end, replicas, envs}`: at `start` each app of the env goes to `replicas`,
-at `end` back to its configured count, by a generated script per env (`<base>/bin/offhours-
-<env> down|up`) that takes the env's lock as the tool does, scales the services that exist,
-writes an audit line and a line of `<base>/offhours.log`. A paused env (an app at 0 replicas)
+at `end` back to its configured count, by a script per env (`<base>/bin/offhours-<env>
+down|up`, rendered from `rendering/templates/offhours.sh.j2`) that takes the env's lock as the
+tool does, scales the services that exist, writes an audit line (`layout.audit_line`, as
+every run's) and a line of `<base>/offhours.log`. A paused env (an app at 0 replicas)
 is left as it is at both ends. A run that could not scale (a deploy, restore or backup held
 the lock; the engine failed) stays pending (`<base>/<env>/offhours-<mode>.pending`): a retry
 line every 5 minutes runs it until it is done or its window closes (then gives up, in the
@@ -14,20 +15,20 @@ off-hours count: it rolls out at the configured one, then scales down again.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import stack_name
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.quoting import sh
-from vedfin_ops.run.layout import Layout
+from vedfin_ops.run.layout import Layout, audit_line
+from vedfin_ops.schedule.crontab import CREATED, bin_dir, block_of, cron_user, locked_script
 
 MODES = ("down", "up")
 
 
 def script_path(config: Config, env: str) -> str:
-    return f"{config.remote.base_dir.rstrip('/')}/bin/offhours-{env}"
+    return f"{bin_dir(config)}/offhours-{env}"
 
 
 def log_path(config: Config) -> str:
@@ -95,105 +96,32 @@ def _minutes(hhmm: str) -> int:
     return hour * 60 + minute
 
 
-def _inside_sh(config: Config) -> str:
-    """`inside`: is the host's clock in the window now (the test `inside()` makes)."""
-    assert config.off_hours is not None
-    start, end = _minutes(config.off_hours.start), _minutes(config.off_hours.end)
-    test = (f'[ "$now" -ge {start} ] && [ "$now" -lt {end} ]' if start < end
-            else f'[ "$now" -ge {start} ] || [ "$now" -lt {end} ]')
-    # `date +%H:%M` as cron reads the clock (local time); `${h#0}`: 08 is not octal
-    return ('inside() { now=$(date +%H:%M); h=${now%%:*}; m=${now#*:}; '
-            f'now=$(( ${{h#0}} * 60 + ${{m#0}} )); {test}; }}\n')
-
-
-def _before(config: Config, env: str) -> str:
-    """Before the lock: which run this is. `down`/`up` (cron at the window's ends) mark
-    themselves pending; `retry` (every few minutes) runs a pending one whose window is still
-    open, drops one whose window closed (said in the log), and otherwise does nothing."""
-    assert config.off_hours is not None
-    start, end = config.off_hours.start, config.off_hours.end
-    down, up = sh(pending_path(config, env, "down")), sh(pending_path(config, env, "up"))
-    return _inside_sh(config) + f"""give_up() {{
-  if [ -f {down} ] && ! inside; then
-    rm -f -- {down}; say "gave up: down was not run before the window closed at {end}"
-  fi
-  if [ -f {up} ] && inside; then
-    rm -f -- {up}; say "gave up: up was not run before the window opened again at {start}"
-  fi
-}}
-mode=${{1:-}}
-case "$mode" in
-  down|up) give_up ;;
-  retry) give_up
-    if [ -f {down} ]; then mode=down; elif [ -f {up} ]; then mode=up; else exit 0; fi ;;
-  *) echo "usage: $0 down|up|retry" >&2; exit 2 ;;
-esac
-case "$mode" in
-  down) pending={down}; until={sh(end)} ;;
-  *) pending={up}; until={sh(start)} ;;
-esac
-[ -f "$pending" ] || date -u +%Y-%m-%dT%H:%M:%SZ > "$pending"
-"""
-
-
-def _probe(name: str) -> str:
-    """The service's replica count into `$n`; a service at 0 goes into `$paused`. Only the
-    engine's own "no such service" ends the run as not deployed (nothing to scale: not
-    retried); any other failure (dockerd restarting at 06:00 for an upgrade) keeps the run
-    pending, retried until its window closes."""
-    short = name.split("_", 1)[1]
-    # `$( (` with its space: the builder is a subshell, and `$((` would be arithmetic
-    return (f"    if ! n=$( {commands.service_replicas(name)} 2>&1); then\n"
-            f'      say "failed: $(printf \'%s\' "$n" | tail -n 1); $mode is retried every '
-            f'{RETRY_EVERY} min until $until"\n'
-            f"      exit 1\n"
-            f"    fi\n"
-            f'    if [ "$n" = absent ]; then\n'
-            f'      rm -f -- "$pending"; say {sh(f"skipped: {name} is not deployed")}; exit 0\n'
-            f"    fi\n"
-            f'    [ "$n" = 0 ] && paused="$paused, {short}=0"')
-
-
 def script(config: Config, env: str) -> str:
-    """The env's off-hours scaler as a POSIX shell script (pure: run on the scripted host by
-    the tests): a paused env (an app at 0 replicas) is left paused; a run that could not
-    scale (lock held, engine error) stays pending and the retry line tries it again until
-    its window closes."""
-    from vedfin_ops.schedule import nightly
-
+    """The env's off-hours scaler as a POSIX shell script (`offhours.sh.j2`; pure: run on the
+    scripted host by the tests): a paused env (an app at 0 replicas) is left paused; a run
+    that could not scale (lock held, engine error) stays pending and the retry line tries it
+    again until its window closes. Its audit line is `layout.audit_line`'s, as every run's."""
+    assert config.off_hours is not None
     layout = Layout.of(config, env)
-    cases = []
+    runs = []
     for mode in MODES:
         wanted_counts = counts(config, env, mode)
         detail = ", ".join(f"{n.split('_', 1)[1]}={c}" for n, c in sorted(wanted_counts.items()))
-        line = json.dumps({"time": nightly._CREATED, "who": f"{config.remote.user} (cron)",
-                           "env": env, "action": f"offhours-{mode}", "release": "", "tag": "",
-                           "result": "ok", "detail": detail})
-        scale = " ".join(f"{sh(name)}={count}" for name, count in sorted(wanted_counts.items()))
-        probes = "\n".join(_probe(name) for name in sorted(wanted_counts))
-        cases.append(f"""  {mode})
-    paused=
-{probes}
-    if [ -n "$paused" ]; then
-      rm -f -- "$pending"
-      say "skipped: {env} is paused (${{paused#, }}): left as it is (fab resume --env {env})"
-      exit 0
-    fi
-    if out=$(docker service scale --detach {scale} 2>&1); then
-      printf '%s\\n' {sh(line)} | sed "s/{nightly._CREATED}/$created/g" >> {sh(layout.audit)}
-      rm -f -- "$pending"
-      say "{mode}: {detail}"
-    else
-      say "failed: $(printf '%s' "$out" | tail -n 1); $mode is retried every {RETRY_EVERY} min \
-until $until"
-      exit 1
-    fi ;;""")
-    body = 'case "$mode" in\n' + "\n".join(cases) + "\nesac\n"
-    return nightly.locked_script(
-        config, env, title=f"the off-hours replicas of {env}", log=log_path(config),
-        action=f"off-hours scale {env}", body=body, before=_before(config, env),
-        held=f"skipped: another run holds the lock; $mode is retried every {RETRY_EVERY} min "
-             f"until $until")
+        runs.append({
+            "mode": mode, "detail": detail,
+            "audit": audit_line(CREATED, cron_user(config), env, f"offhours-{mode}", "ok",
+                                detail=detail),
+            "scale": commands.scale_services(wanted_counts),
+            "probes": [{"service": name, "app": name.split("_", 1)[1],
+                        "replicas": commands.service_replicas(name)}
+                       for name in sorted(wanted_counts)]})
+    start, end = config.off_hours.start, config.off_hours.end
+    return locked_script(
+        "offhours.sh.j2", config, env, title=f"the off-hours replicas of {env}",
+        log=log_path(config), action=f"off-hours scale {env}", runs=runs,
+        start=_minutes(start), end=_minutes(end), retry_every=RETRY_EVERY,
+        until={"down": end, "up": start}, audit_log=layout.audit,
+        pending={mode: pending_path(config, env, mode) for mode in MODES})
 
 
 @dataclass
@@ -205,18 +133,14 @@ class OffHours:
 
 
 def state_command(config: Config, env: str) -> str:
-    return (f"echo CRON; crontab -l 2>/dev/null; echo LOG; "
-            f"tail -n 200 {sh(log_path(config))} 2>/dev/null; " +
-            " ".join(f"echo PENDING {mode}; cat {sh(pending_path(config, env, mode))} "
-                     f"2>/dev/null;" for mode in MODES) + " true")
+    return commands.cron_state(log_path(config),
+                               [(mode, pending_path(config, env, mode)) for mode in MODES])
 
 
 def parse_state(text: str, env: str, config: Config) -> OffHours:
     cron, _, rest = text.partition("\nLOG\n")
     log, _, pending_text = rest.partition("PENDING ")
-    from vedfin_ops.schedule.nightly import _block_of
-
-    lines = parse_lines(_block_of(cron.removeprefix("CRON\n"), config)).get(env)
+    lines = parse_lines(block_of(cron.removeprefix("CRON\n"), config)).get(env)
     scheduled = {m: lines[m] for m in MODES if m in lines} if lines else None
     pending = since = None
     for part in ("PENDING " + pending_text).split("PENDING ")[1:]:

@@ -408,6 +408,7 @@ def run_restore(host: Remote, config: Config, env: str, backup_id: str, *,
                 say: Callable[[str], None] = print) -> str:
     from vedfin_ops.config import secret_store
     from vedfin_ops.config.model import _database_name
+    from vedfin_ops.config.roles import protected
 
     config.require_env(env)
     if into is not None:
@@ -415,9 +416,9 @@ def run_restore(host: Remote, config: Config, env: str, backup_id: str, *,
             _database_name(into)
         except ValueError as exc:
             raise UsageError(f"db.restore --into: {exc}") from None
-    elif env == "production" and not yes:
-        raise UsageError("db.restore replaces production's database (the old one is kept); "
-                         "pass --yes if you mean it, or --into NEW_DB to look first")
+    elif protected(config, env) and not yes:
+        raise UsageError(f"db.restore replaces {env}'s database (the old one is kept); "
+                         f"pass --yes if you mean it, or --into NEW_DB to look first")
     host.secrets = list(secret_store.resolve(config, env).values())
     if backup_id.startswith("s3:"):
         wanted: Backup | str = backup_id[3:]

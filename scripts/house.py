@@ -1,8 +1,8 @@
 """Figures of the package's shape, so a restructuring can show before and after.
 
 Run from a checkout: `python scripts/house.py`. It reads the code as text (ast), runs none of it.
-The same checks back `tests/test_house.py`, so a shell literal outside `remote/` or an import
-circle fails the fast lane.
+The same checks back `tests/test_house.py`, so a shell literal outside `remote/` (and the
+templates, which are not Python) or an import circle fails the fast lane.
 """
 
 from __future__ import annotations
@@ -14,14 +14,28 @@ from collections import Counter
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "vedfin_ops"
-#: Where remote commands may be spelled out: the command builders and the templates.
+#: Where remote commands may be spelled out: the command builders and the templates (which
+#: are not Python: `rendering/templates/*.j2`).
 SHELL_HOMES = ("remote",)
-_WORDS = r"(docker|sudo|psql|pg_dump|pg_restore|crontab|systemctl|tail|printf|mkdir|chmod|rm|test)"
-#: A command: a literal that starts with a command word, or puts one after a shell operator.
-#: A hint inside a message ("... (docker node ls)") is prose for the user and does not count.
-_SHELL = re.compile(
-    rf"^\s*{_WORDS}\s|(;|&&|\|\||\||\$\(|`)\s*{_WORDS}\s|^\s*(&&|\|\|)\s*$|^\s+-At\b"
-)
+#: The programs the tool runs on a host (or on this machine: `docker build`).
+_WORDS = ("docker|sudo|psql|pg_dump|pg_restore|crontab|systemctl|netdatacli|ufw|tail|head|"
+          "printf|echo|cat|tee|mkdir|chmod|chgrp|rm|mv|cp|ln|touch|test|grep|sed|awk|find|stat|"
+          "readlink|mktemp|basename|sha256sum|df|ls|ps|tr|cut|date|curl|wget|kill|sleep|"
+          "timeout|umask|trap|exec|command")
+#: Where a shell expects a command: the start, after an operator, an opening `$(`, `{ ` or
+#: `( `, a line break; then any of `if`, `then`, `else`, `do`, `!`, `$S`. (Not after a
+#: backquote: that is how a message quotes a command, "`ufw status verbose` needs root".)
+_AT = r"(?:^|;|&&|\|\||\||\$\(|\n|[{(]\s)\s*(?:(?:if|then|else|elif|do|!|\$S)\s+)*"
+#: A command: a command word there, followed by its arguments.
+_SHELL = re.compile(rf"{_AT}(?:{_WORDS})\s+\S")
+#: A literal that is only `&&` or `||` joins commands (`" && ".join(...)`), as does the
+#: argument `-At` added to a psql command. A bare `;` or `|` joins prose as often ("; " between
+#: a message's parts): it counts only where what it joins are commands (see `_messages`).
+_JOIN = re.compile(r"^\s*(&&|\|\|)\s*$|^\s+-At\b")
+_SEPARATOR = re.compile(r"^\s*(;|\|)\s*$")
+#: A formatted value of an f-string: the text around it is read as it stands (a value put
+#: right before a word makes no command of it: "(…docker node update …)" is a hint).
+_VALUE = "\x00"
 
 
 def modules(root: Path = PACKAGE) -> list[Path]:
@@ -77,22 +91,23 @@ def import_graph(root: Path = PACKAGE) -> dict[str, set[str]]:
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected groups of more than one module (Tarjan), packages' __init__ left out:
-    a package importing its own children is how a package is made, not a circle."""
+    """Strongly connected groups of more than one module (Tarjan). A module's import of a
+    package it is in is left out (Python ran that `__init__` before the module: no circle).
+    A package's `__init__` is a module like any other: one that re-exports its children
+    (`remote.commands`) is in a circle when a module one of them imports imports it back."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
     on: set[str] = set()
     out: list[list[str]] = []
     counter = [0]
-    packages = {n for n in graph if any(o.startswith(n + ".") for o in graph)}
 
     def visit(v: str) -> None:
         index[v] = low[v] = counter[0]
         counter[0] += 1
         stack.append(v)
         on.add(v)
-        for w in graph[v] - packages:
+        for w in sorted(w for w in graph[v] if not v.startswith(w + ".")):
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -111,35 +126,93 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
     sys.setrecursionlimit(10000)
     for v in sorted(graph):
-        if v not in index and v not in packages:
+        if v not in index:
             visit(v)
     return out
 
 
+def _text(node: ast.AST) -> str | None:
+    """A string literal's text, an f-string's with `_VALUE` for each formatted value."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(str(v.value) if isinstance(v, ast.Constant) else _VALUE
+                       for v in node.values)
+    return None
+
+
+def is_command(text: str) -> bool:
+    """Does this text spell a shell command (or join commands)? A formatted value alone
+    between operators (`f"{a} && {b}"`) joins commands too."""
+    return bool(_SHELL.search(text) or _JOIN.search(text.replace(_VALUE, "")))
+
+
+def _builds_commands(piece: ast.AST) -> bool:
+    """A piece of a join that is a command: a literal that spells one, or a builder's call
+    (`commands.x(...)`)."""
+    text = _text(piece)
+    if text is not None:
+        return is_command(text)
+    return isinstance(piece, ast.Call) and isinstance(piece.func, ast.Attribute) and \
+        isinstance(piece.func.value, ast.Name) and piece.func.value.id == "commands"
+
+
+def _messages(tree: ast.AST) -> set[int]:
+    """The ids of every string node that is prose for a person, not a command: docstrings,
+    what a `raise` says, a step's name (`what=`), a joining literal whose pieces are no
+    commands (`" || ".join(f"Host(`{d}`)" ...)`, a Traefik rule), and a bare `;` or `|`
+    unless it joins commands."""
+    prose: set[int] = set()
+    joining: set[int] = set()  # `;`/`|` separators seen joining commands
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) \
+                and node.body and isinstance(node.body[0], ast.Expr) \
+                and isinstance(node.body[0].value, ast.Constant):
+            prose.add(id(node.body[0].value))
+        elif isinstance(node, ast.Raise) and node.exc is not None:
+            prose.update(id(n) for n in ast.walk(node.exc))
+        elif isinstance(node, ast.keyword) and node.arg == "what":
+            prose.update(id(n) for n in ast.walk(node.value))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr == "join" and node.args:
+            joined = node.args[0]
+            pieces = [joined.elt] if isinstance(joined, ast.GeneratorExp | ast.ListComp) \
+                else list(joined.elts) if isinstance(joined, ast.List | ast.Tuple) else []
+            texts = [_text(piece) for piece in pieces]
+            if texts and all(text is not None and not is_command(text) for text in texts):
+                prose.add(id(node.func.value))
+            elif pieces and any(_builds_commands(piece) for piece in pieces):
+                joining.add(id(node.func.value))
+    for node in ast.walk(tree):
+        text = _text(node)
+        if text is not None and _SEPARATOR.search(text.replace(_VALUE, "")) \
+                and id(node) not in joining:
+            prose.add(id(node))
+    return prose
+
+
 def shell_literals(root: Path = PACKAGE) -> list[str]:
     """`file:line: text` for every string literal outside the shell's homes that spells a
-    remote command (docker, sudo, psql, ...). Docstrings are prose and do not count."""
+    remote command (docker, sudo, psql, ...) or joins commands (`" && "`). An f-string is
+    read whole. Prose does not count (see `_messages`): a hint in a message ("... (docker
+    node ls)") is for the user, not for a shell."""
     found = []
     for path in modules(root):
         rel = path.relative_to(root)
         if rel.parts[0] in SHELL_HOMES:
             continue
         tree = ast.parse(path.read_text(), str(path))
-        docstrings = {
-            id(n.body[0].value)
-            for n in ast.walk(tree)
-            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            and n.body
-            and isinstance(n.body[0], ast.Expr)
-            and isinstance(n.body[0].value, ast.Constant)
-        }
+        prose = _messages(tree)
+        parts = {id(v) for n in ast.walk(tree) if isinstance(n, ast.JoinedStr)
+                 for v in n.values}  # read with their f-string
         for node in ast.walk(tree):
-            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+            text = _text(node)
+            if text is None or id(node) in prose or id(node) in parts:
                 continue
-            if id(node) not in docstrings:
-                text = node.value
-                if _SHELL.search(text):
-                    found.append(f"{rel}:{node.lineno}: {text.strip()[:70]!r}")
+            # a bare `;` or `|` left here joins commands (`_messages` took the others)
+            if is_command(text) or _SEPARATOR.search(text.replace(_VALUE, "")):
+                shown = text.strip().replace(_VALUE, "{}")
+                found.append(f"{rel}:{getattr(node, 'lineno', 0)}: {shown[:70]!r}")
     return found
 
 

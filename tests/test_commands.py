@@ -252,3 +252,15 @@ def test_a_heartbeat_on_a_lost_lock_says_lost(tmp_path: Path) -> None:
     out = subprocess.run(["sh", "-c", commands.lock_beat(str(tmp_path), "mine")],
                          capture_output=True, text=True, check=False).stdout
     assert out.strip() == "lost"
+
+
+def test_commands_join_and_prefix_as_the_callers_wrote_them() -> None:
+    assert commands.all_of("a", "b c") == "a && b c"
+    assert commands.before(commands.mkdir_p("/x y")) == "mkdir -p -m 750 -- '/x y' && "
+    assert commands.psql_rows("c1", "postgres") == commands.psql("c1", "postgres") + " -At"
+    one = commands.task_errors("a")
+    assert commands.task_errors("a", "b") == f"{one} ; {one.replace(' a |', ' b |')}"
+    assert commands.remove_container("m 1") == "docker rm -f 'm 1' >/dev/null 2>&1 || true"
+    assert commands.health_probe("http://127.0.0.1:3000/health") == (
+        "wget -q -O /dev/null http://127.0.0.1:3000/health || exit 1")
+    assert commands.host_clock() == "date +%H:%M"

@@ -472,10 +472,10 @@ class Deploy(EnvRun):
         self.beat(force=True)  # the locks are still ours right before the release goes live
         with self.shielded():
             self.promoting = True
-            self.host.run(" && ".join([
+            self.host.run(commands.all_of(
                 *records,
                 commands.write_state(self.release_dir, GOOD),
-                commands.swap_symlink(self.release_dir, self.layout.current)]),
+                commands.swap_symlink(self.release_dir, self.layout.current)),
                 what="promote release")
             self.release_dir = None  # promoted: nothing to mark on the way out
             self.result.result, self.result.detail = "ok", f"{rid} live"
@@ -538,7 +538,7 @@ class Deploy(EnvRun):
 
         if self.env not in offhours.envs(self.config) or self.options.full_replicas:
             return
-        now = self.host.run("date +%H:%M", what="host time").strip()
+        now = self.host.run(commands.host_clock(), what="host time").strip()
         if not offhours.inside(self.config, now):
             return
         wanted = offhours.counts(self.config, self.env, "down")
@@ -635,7 +635,7 @@ class Deploy(EnvRun):
                     self.layout.shared_files(self.state.shared or "none"),
                     self.layout.shared_dir))
             if restore:
-                self.host.run(" && ".join(restore), what="restore current")
+                self.host.run(commands.all_of(*restore), what="restore current")
         failed: list[str] = []
         if self.engine_touched:  # each part on its own: one that fails never skips the other
             try:

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from vedfin_ops.checks.runner import Check
 from vedfin_ops.checks.smoke import SmokeReport
-from vedfin_ops.cli import options
 from vedfin_ops.cli import output as cli
+from vedfin_ops.cli import target
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.reports.tables import smoke_table, status_tables
 
@@ -209,7 +209,7 @@ def test_every_rollout_task_leaves_the_terminal_sane_on_ctrl_c(
 
     module, function = ROLLOUT_TASKS[name]
     monkeypatch.setattr(importlib.import_module(module), function, interrupted)
-    monkeypatch.setattr(options, "remote", lambda *args, **kwargs: object())
+    monkeypatch.setattr(target, "remote", lambda *args, **kwargs: object())
     found = tree.ns.task_with_config(name)[0]
     with pytest.raises(Exit, match="error: interrupted"):
         found.body(None, config=str(SHIPPED))
@@ -365,7 +365,7 @@ def test_audit_prints_a_table_and_with_json_the_raw_lines(
     from .conftest import SHIPPED
 
     buffer = io.StringIO()
-    monkeypatch.setattr(options, "remote", lambda *args, **kwargs: _AuditHost())
+    monkeypatch.setattr(target, "remote", lambda *args, **kwargs: _AuditHost())
     monkeypatch.setattr(tree, "stdout", Console(file=buffer, width=220, markup=False))
     tree.audit.body(None, lines=5, config=str(SHIPPED))
     assert "audit log" in buffer.getvalue() and "[not json] at all" in buffer.getvalue()

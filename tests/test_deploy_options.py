@@ -114,7 +114,7 @@ def _cli_config(tmp_path: Path, data: dict[str, Any]) -> str:
 def test_deploy_env_hands_the_pipeline_the_env_the_tag_and_the_options(
         tmp_path: Path, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from vedfin_ops.cli import options as cli_options
+    from vedfin_ops.cli import target as cli_options
     from vedfin_ops.cli import tasks as tree
     from vedfin_ops.deploy import pipeline
 
@@ -140,7 +140,7 @@ def test_deploy_env_hands_the_pipeline_the_env_the_tag_and_the_options(
 
 def test_deploy_env_of_an_env_the_config_does_not_name_reaches_no_host(
         tmp_path: Path, shipped_data: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from vedfin_ops.cli import options as cli_options
+    from vedfin_ops.cli import target as cli_options
     from vedfin_ops.cli import tasks as tree
 
     def no_host(*args: Any, **kwargs: Any) -> Any:

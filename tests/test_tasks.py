@@ -269,7 +269,7 @@ def test_every_task_keeps_its_flags() -> None:
 def test_every_host_task_takes_both_host_key_flags_with_their_help() -> None:
     """A host-key flag missing on one task would leave its user only the environment
     variable; the shared options come from one place, help included."""
-    from vedfin_ops.cli.options import HOST_HELP
+    from vedfin_ops.cli.target import HOST_HELP
     from vedfin_ops.cli.tasks import ns
 
     on_a_host = 0

@@ -2,7 +2,7 @@
 
 Every task takes `--config F` (else $VEDFIN_CONFIG, else dokploy.yaml); a task on a host
 (`@on_host`, under `-H HOST`) also `--accept-new-host-key` and `--host-key-fingerprint`. Those
-shared options come from cli/options.py: a body states only its own and gets a `Target` (the
+shared options come from cli/target.py: a body states only its own and gets a `Target` (the
 config and the host, each made on first use). Exit codes: 0 ok, 1 a check or deploy failed,
 2 bad input.
 
@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from invoke.collection import Collection
 from invoke.tasks import Task
 
-from vedfin_ops.cli.options import Target, local, on_host
 from vedfin_ops.cli.output import err, say, warn
 from vedfin_ops.cli.output import out as stdout
+from vedfin_ops.cli.target import Target, local, on_host
 
 if TYPE_CHECKING:
     from vedfin_ops.deploy.options import DeployOptions

@@ -1,13 +1,19 @@
-"""The pipeline of `fab -H HOST deploy --env E` (`deploy.<env>`): Task 2.4 of the runbook, end
-to end.
+"""The pipeline of `fab -H HOST deploy --env E` (`deploy.<env>`): Task 2.4 of the runbook.
 
-inspect (records and engine) -> preflight -> push (new release dir, atomically) -> shared
-stack if it changed and db-init (under the shared lock) -> migrate (one-off container of the
-new image) -> env stack rollout, watched until the engine converges -> verify through the edge
--> promote (`current` moves, the engine's specs recorded) -> audit.
+In order (`deploy()` then `Deploy.body()`, then `Deploy.after_live()`):
 
-Nothing moves `current` but a verified release; any failure after the engine was touched puts
-every service back on the live release (see `operation.Operation`).
+ here, before the host:  check the env and its secrets -> resolve image digests (registry)
+                         -> render every file
+ on the host, locked:    inspect (records, engine; a no-op when nothing changed)
+                         -> refuse an unsafe start -> preflight -> backup -> push the release
+                         -> shared stack and db-init (under the shared lock) -> migrate
+                         -> rollout (watched until the engine converges) -> verify (smoke
+                         and logs through the edge) -> promote (`current` moves; audit line)
+ after live, best effort: prune releases, prune images, schedule, off-hours, Netdata,
+                         Uptime Kuma, off-site copy, checklist (each a warning if it fails)
+
+Nothing moves `current` but a verified release; any failure before it puts every service
+back on the live release (`Deploy.put_back`, run by `operation.Operation`).
 """
 
 from __future__ import annotations
@@ -73,6 +79,36 @@ UNKNOWN_SHARED = "unknown"  # shared.hash when the shared stack runs files nobod
 LOG_LINES_SHOWN = 5
 
 MIGRATE_LINES = 5
+
+
+def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None,
+           options: DeployOptions = SAFE, *, say: Say = print,
+           show: Show | None = None, hooks: Hooks | None = None, clock: Clock = REAL
+           ) -> DeployResult:
+    """The whole pipeline for any env of the config, `tag` (default: the config's) with
+    `options`; `say`/`show` print progress, `hooks` and `clock` are the tests' fakes.
+    Raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2: an env the config does not
+    name, missing secrets, two owners of the shared stack), the last before the host is
+    touched."""
+    config.require_env(env)
+    shared_owner(config)
+    tag = check_tag(tag or config.tag)
+    secrets = secret_store.resolve(config, env)
+    missing = secret_store.missing(config, env, secrets)
+    if missing:
+        raise UsageError(f"{config.source}: secrets.{env}: not set: {', '.join(missing)}"
+                         f" (inv secrets.generate --env {env}, or export them)")
+    pins = resolve_pins(config, env, tag, secrets, say=say)  # nothing changed if this fails
+    files = render(config, env, tag=tag, secrets=secrets, pins=pins)
+    handshakes_before = HANDSHAKES["count"]
+    host = as_host(conn)
+    host.secrets = list(secrets.values())
+    run = Deploy(host, config, env, tag, files, options=options, hooks=hooks, say=say, show=show,
+                 clock=clock, pins=pins)
+    result: DeployResult = run.execute()
+    result.commands = list(host.commands)
+    result.handshakes = HANDSHAKES["count"] - handshakes_before
+    return result
 
 
 @dataclass
@@ -712,33 +748,3 @@ class Deploy(EnvRun):
         self.roll(stack, path, expected)
         self.shared_touched = False
         return "shared stack back on its earlier files"
-
-
-def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None,
-           options: DeployOptions = SAFE, *, say: Say = print,
-           show: Show | None = None, hooks: Hooks | None = None, clock: Clock = REAL
-           ) -> DeployResult:
-    """The whole pipeline for any env of the config, `tag` (default: the config's) with
-    `options`; `say`/`show` print progress, `hooks` and `clock` are the tests' fakes.
-    Raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2: an env the config does not
-    name, missing secrets, two owners of the shared stack), the last before the host is
-    touched."""
-    config.require_env(env)
-    shared_owner(config)
-    tag = check_tag(tag or config.tag)
-    secrets = secret_store.resolve(config, env)
-    missing = secret_store.missing(config, env, secrets)
-    if missing:
-        raise UsageError(f"{config.source}: secrets.{env}: not set: {', '.join(missing)}"
-                         f" (inv secrets.generate --env {env}, or export them)")
-    pins = resolve_pins(config, env, tag, secrets, say=say)  # nothing changed if this fails
-    files = render(config, env, tag=tag, secrets=secrets, pins=pins)
-    handshakes_before = HANDSHAKES["count"]
-    host = as_host(conn)
-    host.secrets = list(secrets.values())
-    run = Deploy(host, config, env, tag, files, options=options, hooks=hooks, say=say, show=show,
-                 clock=clock, pins=pins)
-    result: DeployResult = run.execute()
-    result.commands = list(host.commands)
-    result.handshakes = HANDSHAKES["count"] - handshakes_before
-    return result

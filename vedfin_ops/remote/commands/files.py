@@ -1,5 +1,5 @@
-"""Files and folders on the host: made, written, read, linked, removed; and the two ways of
-putting commands together (`all_of`, `labelled`)."""
+"""Files and folders on the host: made, written, read, linked, removed; and the ways of
+putting commands together (`all_of`, `before`, `labelled`)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from vedfin_ops.rendering.alarms import (
     health_file,
 )
 from vedfin_ops.run.operation import bare
-from vedfin_ops.run.polling import REAL, Clock
+from vedfin_ops.run.polling import REAL, Clock, TimedOut, until
 
 RAISED = ("WARNING", "CRITICAL")
 
@@ -294,16 +294,23 @@ def _install(host: Remote, config: Config, file: NetdataFile, *, reload_same: bo
 def _until_loaded(host: Remote, config: Config, wait: float, clock: Clock,
                   changed: Sequence[NetdataFile] = (),
                   enough: Callable[[Loaded], bool] = lambda n: n.ok) -> Loaded:
-    deadline = clock.now() + wait
-    while True:
+    """Netdata's view once it is `enough`, or its last view when `wait` runs out (the caller
+    reports what is missing); no answer at all puts the changed files back at once."""
+    last: list[Loaded] = []
+
+    def probe() -> Loaded | None:
         try:
             now = loaded(host, config)
         except (RemoteError, CheckFailed) as exc:  # no answer: waiting would not bring one
             back = f" ({_put_back(host, config, changed)})" if changed else ""
             raise CheckFailed(f"monitoring: {bare(str(exc))}{back}") from None
-        if enough(now) or clock.now() >= deadline:
-            return now
-        clock.sleep(1.0)
+        last[:] = [now]
+        return now if enough(now) else None
+
+    try:
+        return until(probe, timeout=wait, interval=1.0, clock=clock)
+    except TimedOut:
+        return last[0]
 
 
 def _put_back(host: Remote, config: Config, changed: Sequence[NetdataFile] | None = None

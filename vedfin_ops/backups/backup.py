@@ -35,7 +35,7 @@ from vedfin_ops.config.model import MAX_IDENTIFIER, Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import RemoteHost
 from vedfin_ops.remote.quoting import sql_ident, sql_literal
 from vedfin_ops.run.lock import who
 from vedfin_ops.run.operation import Operation
@@ -87,18 +87,18 @@ def before_copies_sql(database: str) -> str:
     return f"SELECT datname FROM pg_database WHERE datname ~ {sql_literal(pattern)};\n"
 
 
-def database_exists(host: Remote, container: str, user: str, database: str) -> bool:
+def database_exists(host: RemoteHost, container: str, user: str, database: str) -> bool:
     return host.run(commands.database_exists(container, user, database),
                     what="database exists").strip() == "yes"
 
 
-def postgres(host: Remote, config: Config) -> str | None:
+def postgres(host: RemoteHost, config: Config) -> str | None:
     found = host.run(commands.postgres_container(f"{shared_stack_name(config)}_postgres"),
                      what="find postgres").strip()
     return found or None
 
 
-def take_backup(host: Remote, config: Config, env: str, reason: str,
+def take_backup(host: RemoteHost, config: Config, env: str, reason: str,
                 wrap: Callable[[str], str] = lambda command: command,
                 protect: frozenset[str] = frozenset(),
                 source: str | None = None) -> Backup | None:
@@ -179,7 +179,7 @@ class BackupRun(Operation):
         return ""  # a failed dump removes its partial file; nothing else changed
 
 
-def run_backup(host: Remote, config: Config, env: str, *, say: Callable[[str], None] = print
+def run_backup(host: RemoteHost, config: Config, env: str, *, say: Callable[[str], None] = print
                ) -> Backup | None:
     from vedfin_ops.config import secret_store
 

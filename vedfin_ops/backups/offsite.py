@@ -30,7 +30,7 @@ from vedfin_ops.backups.records import ID, Backup, folder, id_order, list_backup
 from vedfin_ops.config.model import BackupS3, Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import RemoteHost
 from vedfin_ops.run.operation import describe
 
 PART = 16 * 1024 * 1024  # multipart chunks: 10,000 parts hold 156 GiB
@@ -158,7 +158,7 @@ def _beating(beat: Beat | None) -> Callable[[int], None] | None:
     return progress
 
 
-def upload(host: Remote, target: Bucket, config: Config, backup: Backup,
+def upload(host: RemoteHost, target: Bucket, config: Config, backup: Backup,
            beat: Beat | None = None) -> str:
     """The backup's dump, then its record, into the bucket; the object's size is checked
     against the record's. Returns the dump's key. A failed upload aborts its multipart
@@ -267,7 +267,7 @@ def prune(target: Bucket, database: str, ids: list[str], protect: str,
     return old + cut
 
 
-def offsite_copy(host: Remote, config: Config, backup: Backup, say: Callable[[str], None],
+def offsite_copy(host: RemoteHost, config: Config, backup: Backup, say: Callable[[str], None],
                  beat: Beat | None = None, catch_up: bool = True) -> str | None:
     """Upload one backup, then (with `catch_up`) every backup of its database the bucket
     lacks (the host's nightly ones: cron has no S3 client), then the bucket's retention. None
@@ -294,7 +294,7 @@ def offsite_copy(host: Remote, config: Config, backup: Backup, say: Callable[[st
     return f"s3://{target.settings.bucket}/{key}"
 
 
-def copy_missing(host: Remote, config: Config, target: Bucket, env: str, database: str,
+def copy_missing(host: RemoteHost, config: Config, target: Bucket, env: str, database: str,
                  say: Callable[[str], None], beat: Beat | None = None,
                  protect: str = "") -> list[str]:
     """Every backup of the database on the host that the bucket lacks, uploaded, oldest
@@ -317,7 +317,7 @@ def copy_missing(host: Remote, config: Config, target: Bucket, env: str, databas
     return [b.id for b in behind]
 
 
-def fetch(host: Remote, config: Config, env: str, backup_id: str,
+def fetch(host: RemoteHost, config: Config, env: str, backup_id: str,
           secrets: Mapping[str, str], say: Callable[[str], None],
           beat: Beat | None = None) -> Backup:
     """`s3:ID`: the copy streamed into the host's backup folder (partial file, sha256

@@ -12,7 +12,7 @@ from typing import Any
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import RemoteHost
 from vedfin_ops.run.layout import Layout
 
 ID = re.compile(r"^\d{8}T\d{6}Z(\.\d+)?$")
@@ -51,7 +51,7 @@ class Backup:
 
 
 def root(config: Config) -> str:
-    return f"{config.remote.base_dir.rstrip('/')}/backups"
+    return Layout.of_host(config).backups
 
 
 def folder(config: Config, database: str) -> str:
@@ -118,7 +118,7 @@ def id_order(backup_id: str) -> tuple[str, int]:
     return stamp, int(n or 1)
 
 
-def list_backups(host: Remote, config: Config, env: str | None = None) -> Listing:
+def list_backups(host: RemoteHost, config: Config, env: str | None = None) -> Listing:
     """The backups on the host; for one env, also the host's time and its live release's
     pre-deploy backup (one round trip)."""
     command = commands.backup_records(root(config)) if env is None else \

@@ -29,7 +29,7 @@ from vedfin_ops.backups.backup import (
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import RemoteHost
 from vedfin_ops.remote.quoting import sql_ident, sql_literal
 from vedfin_ops.run.lock import Lock, shared_lock
 from vedfin_ops.run.operation import Operation, describe
@@ -346,7 +346,7 @@ class RestoreRun(Operation):
 
     action = "db-restore"
 
-    def __init__(self, host: Remote, config: Config, env: str, backup: Backup | str,
+    def __init__(self, host: RemoteHost, config: Config, env: str, backup: Backup | str,
                  into: str | None = None,
                  when: Callable[[], datetime] = lambda: datetime.now(UTC),
                  **kwargs: Any) -> None:
@@ -392,7 +392,7 @@ class RestoreRun(Operation):
         return self.restore.put_back()
 
 
-def find_backup(host: Remote, config: Config, env: str, backup_id: str) -> Backup:
+def find_backup(host: RemoteHost, config: Config, env: str, backup_id: str) -> Backup:
     """The backup the user named, among the env's; a wrong id is bad input (exit 2)."""
     found = list_backups(host, config, env).backups
     for backup in found:
@@ -403,7 +403,7 @@ def find_backup(host: Remote, config: Config, env: str, backup_id: str) -> Backu
                      f"fab db.backups --env {env})")
 
 
-def run_restore(host: Remote, config: Config, env: str, backup_id: str, *,
+def run_restore(host: RemoteHost, config: Config, env: str, backup_id: str, *,
                 into: str | None = None, yes: bool = False,
                 say: Callable[[str], None] = print) -> str:
     from vedfin_ops.config import secret_store

@@ -20,7 +20,7 @@ from vedfin_ops.config.model import RESERVED_LABEL_PREFIX, Config, Node
 from vedfin_ops.config.names import shared_stack_name, stack_name
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote, RemoteError
+from vedfin_ops.remote.host import RemoteError, RemoteHost
 from vedfin_ops.run.layout import Layout
 from vedfin_ops.run.lock import Lock
 from vedfin_ops.run.operation import Operation, Say, Show, describe
@@ -119,7 +119,7 @@ class ClusterRun(Operation):
     then every env's lock, taken first thing in the body (it moves every env's tasks, and no
     deploy may start meanwhile)."""
 
-    def __init__(self, host: Remote, config: Config, doing: str, **kwargs: Any) -> None:
+    def __init__(self, host: RemoteHost, config: Config, doing: str, **kwargs: Any) -> None:
         super().__init__(host, config, CLUSTER, **kwargs)
         self.others = [Lock(host, Layout.of(config, env).lock, env, action=doing,
                             clock=self.clock) for env in sorted(config.environments)]
@@ -157,7 +157,7 @@ class Drain(ClusterRun):
 
     action = "cluster-drain"
 
-    def __init__(self, host: Remote, config: Config, node: str, *,
+    def __init__(self, host: RemoteHost, config: Config, node: str, *,
                  verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
         from vedfin_ops.run.env_run import verify
 
@@ -289,7 +289,7 @@ class Join(ClusterRun):
 
     action = "cluster-join"
 
-    def __init__(self, host: Remote, config: Config, node: Node, node_host: Remote,
+    def __init__(self, host: RemoteHost, config: Config, node: Node, node_host: RemoteHost,
                  **kwargs: Any) -> None:
         super().__init__(host, config, f"join {node.name}", **kwargs)
         self.node, self.node_host = node, node_host

@@ -17,7 +17,7 @@ from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.config.pg_settings import normalised
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote, RemoteError
+from vedfin_ops.remote.host import RemoteError, RemoteHost
 from vedfin_ops.remote.quoting import sql_literal
 from vedfin_ops.rendering.files import render
 from vedfin_ops.run.lock import shared_lock
@@ -40,7 +40,7 @@ class DbInitResult:
         return bool(self.created_databases or self.created_extensions)
 
 
-def find_postgres(host: Remote, config: Config, timeout: float = 120,
+def find_postgres(host: RemoteHost, config: Config, timeout: float = 120,
                   clock: Clock = REAL) -> str:
     service = f"{shared_stack_name(config)}_postgres"
 
@@ -88,7 +88,7 @@ def inventory_sql(databases: list[str], vector: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _inventory(host: Remote, container: str, config: Config, vector: bool = False) -> Inventory:
+def _inventory(host: RemoteHost, container: str, config: Config, vector: bool = False) -> Inventory:
     """Every database the config names, its extensions (and a vector query): one session."""
     dbs = [e.database for e in config.environments.values()]
     return parse_inventory(host.run(commands.db_inventory(container, config.postgres.user),
@@ -96,7 +96,7 @@ def _inventory(host: Remote, container: str, config: Config, vector: bool = Fals
                                     check=False))
 
 
-def db_init(host: Remote, config: Config) -> DbInitResult:
+def db_init(host: RemoteHost, config: Config) -> DbInitResult:
     """Idempotent: a second run changes nothing and says so."""
     container = find_postgres(host, config)
     before = _inventory(host, container, config).extensions
@@ -149,7 +149,7 @@ def settings_differ(wanted: dict[str, str], answer: str) -> list[str]:
             if normalised(running.get(name, "")) != normalised(value)]
 
 
-def check_settings(host: Remote, container: str, config: Config) -> None:
+def check_settings(host: RemoteHost, container: str, config: Config) -> None:
     """`postgres.settings` are what the server runs (SHOW), after the restart that a change
     of them causes (the shared stack's command changed)."""
     wanted = config.postgres.settings
@@ -167,7 +167,7 @@ class DbInit(Operation):
 
     action = "db-init"
 
-    def __init__(self, host: Remote, config: Config, **kwargs: Any) -> None:
+    def __init__(self, host: RemoteHost, config: Config, **kwargs: Any) -> None:
         super().__init__(host, config, next(iter(config.environments)), **kwargs)
         self.lock = shared_lock(host, self.layout.shared_lock, action="db-init",
                                 clock=self.clock)
@@ -186,7 +186,7 @@ class DbInit(Operation):
         return ""
 
 
-def run_db_init(host: Remote, config: Config, *, say: Callable[[str], None] = print
+def run_db_init(host: RemoteHost, config: Config, *, say: Callable[[str], None] = print
                 ) -> DbInitResult:
     from vedfin_ops.config import secret_store
 

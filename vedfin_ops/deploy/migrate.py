@@ -13,11 +13,11 @@ from vedfin_ops.config.model import Application, Config
 from vedfin_ops.config.names import image
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote, RemoteError
+from vedfin_ops.remote.host import RemoteError, RemoteHost
 from vedfin_ops.run.operation import Operation, bare
 
 
-def stop_migrations(host: Remote, env: str) -> str:
+def stop_migrations(host: RemoteHost, env: str) -> str:
     """Stop the env's migration containers and say whether they are gone (checked, not
     assumed: the way back must not claim what it did not do)."""
     host.run(commands.stop_migrations(env), what="stop migration", check=False)
@@ -34,7 +34,7 @@ def migrating_app(config: Config, env: str) -> Application | None:
     return next((app for app in config.apps(env) if app.migrate_command), None)
 
 
-def migrate(host: Remote, config: Config, env: str, tag: str, release_dir: str,
+def migrate(host: RemoteHost, config: Config, env: str, tag: str, release_dir: str,
             show: Callable[[str], None] = print,
             keep_alive: Callable[[str], str] = lambda command: command,
             pins: Mapping[str, str] | None = None) -> bool:
@@ -84,7 +84,7 @@ class Migrate(Operation):
         return stop_migrations(self.host, self.env)
 
 
-def run_migrate(host: Remote, config: Config, env: str, tag: str, *,
+def run_migrate(host: RemoteHost, config: Config, env: str, tag: str, *,
                 say: Callable[[str], None] = print) -> bool:
     from vedfin_ops.config import secret_store
     from vedfin_ops.config.tags import check_tag

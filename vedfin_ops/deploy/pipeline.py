@@ -46,7 +46,7 @@ from vedfin_ops.deploy.volumes import judge_adoption
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.monitoring.checklist import MIGRATE_RECORD
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import HANDSHAKES, Host, Remote
+from vedfin_ops.remote.host import HANDSHAKES, Host, RemoteHost
 from vedfin_ops.remote.probes.engine import ServiceView, parse_snapshot, snapshot
 from vedfin_ops.rendering.files import Rendered, render
 from vedfin_ops.run.env_run import (
@@ -147,7 +147,7 @@ def check_tag(tag: str) -> str:
 class Deploy(EnvRun):
     action = "deploy"
 
-    def __init__(self, host: Remote, config: Config, env: str, tag: str, files: Rendered, *,
+    def __init__(self, host: RemoteHost, config: Config, env: str, tag: str, files: Rendered, *,
                  options: DeployOptions = SAFE, hooks: Hooks | None = None,
                  pins: dict[str, str] | None = None, **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)

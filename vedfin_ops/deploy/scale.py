@@ -18,14 +18,14 @@ from vedfin_ops.config.roles import protected
 from vedfin_ops.deploy.rollout import before_of
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Host, Remote
+from vedfin_ops.remote.host import Host, RemoteHost
 from vedfin_ops.run.env_run import EnvRun, as_env_host, verify
 from vedfin_ops.run.operation import Say, Show
 from vedfin_ops.run.polling import REAL, Clock
 
 
 class Scale(EnvRun):
-    def __init__(self, host: Remote, config: Config, env: str, wanted: dict[str, int], *,
+    def __init__(self, host: RemoteHost, config: Config, env: str, wanted: dict[str, int], *,
                  action: str, force: bool = False,
                  verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
         self.action = action
@@ -98,7 +98,7 @@ class Restart(EnvRun):
 
     action = "restart"
 
-    def __init__(self, host: Remote, config: Config, env: str, names: list[str], *,
+    def __init__(self, host: RemoteHost, config: Config, env: str, names: list[str], *,
                  verify_fn: Callable[..., list[str]] | None = None, **kwargs: Any) -> None:
         super().__init__(host, config, env, tag="", **kwargs)
         self.names = names

@@ -27,7 +27,7 @@ from vedfin_ops.config.names import stack_name
 from vedfin_ops.deploy.db_init import find_postgres, inventory_sql, parse_inventory
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Host, Remote, RemoteError
+from vedfin_ops.remote.host import Host, RemoteError, RemoteHost
 from vedfin_ops.run.env_run import as_env_host, configured_replicas, poller
 from vedfin_ops.run.layout import Layout, parse_listing
 from vedfin_ops.run.operation import bare
@@ -64,7 +64,7 @@ class Facts:
     audit: list[dict[str, Any]]
 
 
-def gather(host: Remote, config: Config, env: str) -> Facts:
+def gather(host: RemoteHost, config: Config, env: str) -> Facts:
     layout = Layout.of(config, env)
     text = host.run(commands.status_state(layout.releases, layout.current, layout.shared_hash,
                                           env, layout.base), what="verify: list releases")
@@ -136,7 +136,7 @@ def _replicas(config: Config, env: str, facts: Facts) -> str:
     return f"warning: {detail} (the runbook runs 2 of each: {', '.join(low)})" if low else detail
 
 
-def _migrations(host: Remote, config: Config, env: str, facts: Facts,
+def _migrations(host: RemoteHost, config: Config, env: str, facts: Facts,
                 status: bool = True) -> str:
     record = facts.migration
     if record is None:
@@ -175,7 +175,7 @@ def _migrations(host: Remote, config: Config, env: str, facts: Facts,
     return f"{said}; status: {host.redact(lines[-1]) if lines else 'exit 0'}"
 
 
-def _pgvector(host: Remote, config: Config, env: str) -> str:
+def _pgvector(host: RemoteHost, config: Config, env: str) -> str:
     if "vector" not in config.postgres.extensions:
         return "skipped: vector is not in postgres.extensions"
     database = config.environments[env].database
@@ -190,7 +190,7 @@ def _pgvector(host: Remote, config: Config, env: str) -> str:
     return f"{database}: vector distance query ok ({answer.distances[database]:g})"
 
 
-def _monitoring(host: Remote, config: Config) -> str:
+def _monitoring(host: RemoteHost, config: Config) -> str:
     if not config.monitoring.check:
         return "skipped: monitoring.check is false"
     from vedfin_ops.monitoring import netdata as monitoring
@@ -208,7 +208,7 @@ def _monitoring(host: Remote, config: Config) -> str:
     return f"{len(loaded.items)} Netdata alarms loaded as configured{raised}{kuma}"
 
 
-def _uptime(host: Remote, config: Config) -> str:
+def _uptime(host: RemoteHost, config: Config) -> str:
     """Uptime Kuma's monitors, when the config has them: each there and UP."""
     if config.monitoring.uptime_kuma is None:  # the loader wants a port with it
         return ""
@@ -223,7 +223,7 @@ def _uptime(host: Remote, config: Config) -> str:
     return f"; {len(now.status)} Uptime Kuma monitors UP"
 
 
-def _logs(host: Remote, config: Config, env: str) -> str:
+def _logs(host: RemoteHost, config: Config, env: str) -> str:
     from vedfin_ops.monitoring.logs import log_errors
 
     if not config.verify.log_errors:

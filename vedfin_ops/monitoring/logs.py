@@ -16,7 +16,7 @@ from vedfin_ops.config.names import stack_name
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.commands.logs import END, LOGS, TASKS
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import RemoteHost
 
 # docker's --since: a duration (10m, 1h30m, 45s) or a date/time (2026-11-29, ...T12:00:00Z)
 _SINCE = re.compile(r"^(\d+[smhd])+$|^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?Z?)?$")
@@ -107,7 +107,7 @@ def _first(text: str) -> str:
     return lines[-1][:160] if lines else "no output"
 
 
-def log_errors(host: Remote, config: Config, env: str, names: list[str] | None = None,
+def log_errors(host: RemoteHost, config: Config, env: str, names: list[str] | None = None,
                since: dict[str, str] | None = None) -> list[str]:
     """The runbook's "no errors in logs": what the tasks of the current release of the env's
     apps (or the services named) logged that matches `verify.logErrors`, secrets masked.
@@ -139,7 +139,7 @@ def ordered(text: str) -> list[str]:
     return [line for _, _, line in sorted(keyed)]
 
 
-def show_logs(host: Remote, config: Config, env: str, *, app: str | None = None,
+def show_logs(host: RemoteHost, config: Config, env: str, *, app: str | None = None,
               since: str = "10m", tail: int = 200, follow: bool = False,
               grep: str | None = None, out: Callable[[str], None] = print) -> int:
     """Print the env's logs; returns how many lines were shown."""

@@ -25,7 +25,7 @@ from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.command import Command, Raw, Secret
 from vedfin_ops.remote.commands.netdata import MARK, SWAPPED, UNCHANGED
-from vedfin_ops.remote.host import Remote, RemoteError
+from vedfin_ops.remote.host import RemoteError, RemoteHost
 from vedfin_ops.rendering.alarms import (
     LEGACY_HEALTH_FILE,
     PLUGIN_FILE,
@@ -205,14 +205,14 @@ def _judge(alarm: Alarm, mine: list[dict[str, Any]]) -> tuple[bool, str]:
     return True, f"loaded on {len(mine)} chart(s), {limits}, {'/'.join(statuses)}"
 
 
-def loaded(host: Remote, config: Config) -> Loaded:
+def loaded(host: RemoteHost, config: Config) -> Loaded:
     return compare(config, host.run(read_command(config), what="netdata alarms"))
 
 
 PLUGIN_WAIT = 75.0  # Netdata looks for new plugins every 60 s
 
 
-def apply(host: Remote, config: Config, health_text: str, *,
+def apply(host: RemoteHost, config: Config, health_text: str, *,
           extra: Sequence[NetdataFile] = (),
           wait: float = 30.0, clock: Clock = REAL) -> tuple[bool, Loaded]:
     """Install (the alarms, then `extra`: the plugin, the notification settings) and reload;
@@ -238,7 +238,7 @@ def apply(host: Remote, config: Config, health_text: str, *,
     return bool(changed), now
 
 
-def _apply(host: Remote, config: Config, wanted: list[NetdataFile],
+def _apply(host: RemoteHost, config: Config, wanted: list[NetdataFile],
            changed: list[NetdataFile], wait: float, clock: Clock) -> Loaded:
     if _install(host, config, wanted[0], reload_same=False, changed=changed):
         changed.append(wanted[0])
@@ -275,7 +275,7 @@ def _health_ok(now: Loaded) -> bool:
                                    for _, ok, detail in now.items)
 
 
-def _install(host: Remote, config: Config, file: NetdataFile, *, reload_same: bool,
+def _install(host: RemoteHost, config: Config, file: NetdataFile, *, reload_same: bool,
              changed: list[NetdataFile]) -> bool:
     command = apply_command(config, file, reload_same)
     what = f"netdata {file.rel.rsplit('/', 1)[-1]} install"
@@ -291,7 +291,7 @@ def _install(host: Remote, config: Config, file: NetdataFile, *, reload_same: bo
     return UNCHANGED not in out
 
 
-def _until_loaded(host: Remote, config: Config, wait: float, clock: Clock,
+def _until_loaded(host: RemoteHost, config: Config, wait: float, clock: Clock,
                   changed: Sequence[NetdataFile] = (),
                   enough: Callable[[Loaded], bool] = lambda n: n.ok) -> Loaded:
     """Netdata's view once it is `enough`, or its last view when `wait` runs out (the caller
@@ -313,7 +313,7 @@ def _until_loaded(host: Remote, config: Config, wait: float, clock: Clock,
         return last[0]
 
 
-def _put_back(host: Remote, config: Config, changed: Sequence[NetdataFile] | None = None
+def _put_back(host: RemoteHost, config: Config, changed: Sequence[NetdataFile] | None = None
               ) -> str:
     """Every changed file back to what it was, the alarms last (their reload then reads the
     rest as it was too)."""

@@ -30,7 +30,7 @@ from vedfin_ops.checks.endpoints import app_endpoint
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.secret_store import masked
 from vedfin_ops.errors import CheckFailed, UsageError
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import RemoteHost
 from vedfin_ops.run.polling import REAL, Clock, TimedOut, until
 
 PREFIX = "vedfin: "  # the default prefix's, and every config's before names were per config
@@ -164,7 +164,7 @@ def connect(url: str, timeout: float) -> Client:
 
 
 @contextmanager
-def session(host: Remote, config: Config, secrets: Mapping[str, str],
+def session(host: RemoteHost, config: Config, secrets: Mapping[str, str],
             connect: Connect = connect) -> Iterator[Client]:
     """Logged in to the host's Uptime Kuma through the SSH tunnel; every error one line with
     the run's secrets masked."""
@@ -205,7 +205,7 @@ def _line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def apply(host: Remote, config: Config, secrets: Mapping[str, str], *,
+def apply(host: RemoteHost, config: Config, secrets: Mapping[str, str], *,
           connect: Connect = connect, wait: float = 30.0,
           say: Callable[[str], None] = lambda _m: None) -> Applied:
     """Notifications, then monitors, each compared before it is written; then Uptime Kuma's
@@ -348,7 +348,7 @@ def _last_beat(client: Client, monitor_id: int, interval: int) -> dict[str, Any]
     return max(beats, key=lambda b: str(b.get("time", ""))) if beats else None
 
 
-def status(host: Remote, config: Config, secrets: Mapping[str, str], *,
+def status(host: RemoteHost, config: Config, secrets: Mapping[str, str], *,
            connect: Connect = connect) -> Applied:
     """What Uptime Kuma has of the tool's monitors now (no change)."""
     wanted = monitors(config)

@@ -340,8 +340,9 @@ def connect(host: str, ssh_config: str | os.PathLike[str] | None = None,
     return secure(conn, accept_new_host_key, host_key_fingerprint)
 
 
-class Remote(Protocol):
-    """What the pipeline needs of a host: `Host` over SSH, or a test's scripted fake host."""
+class RemoteHost(Protocol):
+    """What the pipeline needs of a host: `Host` over SSH, or a test's scripted fake host.
+    (Not `config.model.Remote`, the config's section that says where the host keeps things.)"""
 
     secrets: list[str]
     commands: list[str]

@@ -16,7 +16,7 @@ from vedfin_ops.config.names import image, shared_stack_name, stack_name
 from vedfin_ops.deploy.rollout import Before, Verdict, before_of, hidden_from_stack_deploy, watch
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Host, Remote
+from vedfin_ops.remote.host import Host, RemoteHost
 from vedfin_ops.remote.probes.engine import (
     ServiceView,
     parse_snapshot,
@@ -46,13 +46,13 @@ def as_env_host(conn: Connection | Host, config: Config, env: str) -> Host:
     host.secrets = list(secret_store.resolve(config, env).values())
     return host
 
-def listing(host: Remote, layout: Layout) -> Listing:
+def listing(host: RemoteHost, layout: Layout) -> Listing:
     return parse_listing(host.run(commands.env_state(
         layout.releases, layout.current, layout.shared_hash, layout.env),
         what="list releases"))
 
 
-def poller(host: Remote, stacks: list[str], config: Config
+def poller(host: RemoteHost, stacks: list[str], config: Config
            ) -> Callable[[], dict[str, ServiceView]]:
     """Reads the stacks' services and tasks; on a cluster, the swarm's tasks on every node."""
     command = snapshot(stacks, cluster=config.multi_node)
@@ -165,7 +165,7 @@ def verify(config: Config, env: str, *, tls_wait: float = 0.0) -> list[str]:
     return [f"{c.name}: {c.detail}" for c in report.checks if not c.ok]
 
 
-def engine_reasons(host: Remote, services: list[str]) -> str:
+def engine_reasons(host: RemoteHost, services: list[str]) -> str:
     """The engine's errors for the failed tasks: `unhealthy container`, `non-zero exit`..."""
     if not services:
         return ""
@@ -183,7 +183,7 @@ def engine_reasons(host: Remote, services: list[str]) -> str:
 class EnvRun(Operation):
     """An operation on one env's stack: rolls it and can put it back on the live release."""
 
-    def __init__(self, host: Remote, config: Config, env: str, **kwargs: Any) -> None:
+    def __init__(self, host: RemoteHost, config: Config, env: str, **kwargs: Any) -> None:
         super().__init__(host, config, env, **kwargs)
         self.stack = stack_name(config, env)
         self.state = Listing([], None)

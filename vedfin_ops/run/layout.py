@@ -37,6 +37,23 @@ class Layout:
     def of(cls, config: Config, env: str) -> Layout:
         return cls(config.remote.base_dir.rstrip("/"), env)
 
+    @classmethod
+    def of_host(cls, config: Config) -> Layout:
+        """For the host-wide paths only (backups, the cron scripts, the off-hours log)."""
+        return cls(config.remote.base_dir.rstrip("/"), "")
+
+    @property
+    def backups(self) -> str:
+        return f"{self.base}/backups"
+
+    @property
+    def bin(self) -> str:
+        return f"{self.base}/bin"
+
+    @property
+    def offhours_log(self) -> str:
+        return f"{self.base}/offhours.log"
+
     @property
     def env_dir(self) -> str:
         return f"{self.base}/{self.env}"

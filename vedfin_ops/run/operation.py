@@ -21,7 +21,7 @@ from typing import Any
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed, VedfinError
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import RemoteHost
 from vedfin_ops.run.interrupts import Guard, Interrupted, signals_as_interrupts
 from vedfin_ops.run.layout import Layout, audit_line
 from vedfin_ops.run.lock import Lock, LockLost, now_iso, who
@@ -69,7 +69,7 @@ def safe(sink: Callable[[Any], None]) -> Callable[[Any], None]:
     return write
 
 
-def audit(host: Remote, layout: Layout, action: str, result: str, *, release: str = "",
+def audit(host: RemoteHost, layout: Layout, action: str, result: str, *, release: str = "",
           tag: str = "", detail: str = "") -> None:
     line = audit_line(now_iso(), who(), layout.env, action, result, release=release, tag=tag,
                       detail=host.redact(bare(detail)) if detail else "")
@@ -81,7 +81,7 @@ class Operation:
 
     action = "operation"
 
-    def __init__(self, host: Remote, config: Config, env: str, *, say: Say = print,
+    def __init__(self, host: RemoteHost, config: Config, env: str, *, say: Say = print,
                  show: Show | None = None, clock: Clock = REAL, tag: str = "") -> None:
         self.host, self.config, self.env = host, config, env
         self.say: Say = safe(say)

@@ -38,7 +38,7 @@ def end(config: Config) -> str:
 
 def bin_dir(config: Config) -> str:
     """Where the scripts the block's lines run are."""
-    return f"{config.remote.base_dir.rstrip('/')}/bin"
+    return Layout.of_host(config).bin
 
 
 def cron_user(config: Config) -> str:

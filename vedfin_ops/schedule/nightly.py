@@ -27,7 +27,7 @@ from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.commands import NO_CRONTAB, TORN
-from vedfin_ops.remote.host import Remote
+from vedfin_ops.remote.host import RemoteHost
 from vedfin_ops.remote.quoting import sh
 from vedfin_ops.run.layout import Layout
 from vedfin_ops.schedule import offhours
@@ -122,7 +122,7 @@ def apply_command(config: Config) -> str:
                                   scripts=scripts)
 
 
-def apply(host: Remote, config: Config) -> dict[str, str]:
+def apply(host: RemoteHost, config: Config) -> dict[str, str]:
     """Install (or remove) the nightly backups, checked against the crontab read back in the
     same command; env -> "HH:MM" of what is installed."""
     out = host.run(apply_command(config), what="schedule nightly backups", check=False)

@@ -32,7 +32,7 @@ def script_path(config: Config, env: str) -> str:
 
 
 def log_path(config: Config) -> str:
-    return f"{config.remote.base_dir.rstrip('/')}/offhours.log"
+    return Layout.of_host(config).offhours_log
 
 
 def envs(config: Config) -> list[str]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from vedfin_ops.config.units import size_mib
 
 if TYPE_CHECKING:  # the parsing needs no SSH: keep `inv capacity-report` light
-    from vedfin_ops.remote.host import Remote
+    from vedfin_ops.remote.host import RemoteHost
 
 
 # Container memory straight from the cgroup files (v2 systemd/cgroupfs, v1), computed as
@@ -245,5 +245,5 @@ def parse_probe(text: str) -> Usage:
     )
 
 
-def measure(host: Remote, base_dir: str | None = None, cpu: bool = False) -> Usage:
+def measure(host: RemoteHost, base_dir: str | None = None, cpu: bool = False) -> Usage:
     return parse_probe(host.run(probe(base_dir, cpu), what="measure usage"))

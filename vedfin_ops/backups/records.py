@@ -28,7 +28,7 @@ class Backup:
     sha256: str
     created: str
     by: str
-    reason: str  # "manual", "before deploy of <release>"
+    reason: str  # "manual", "nightly", "before deploy of <tag>", or a restore's replaced db
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -299,9 +299,11 @@ def preflight(host: Host | None, config: Config, env: str, *,
               probe: str | None = None, force: bool = False,
               first_deploy: bool = False) -> PreflightReport:
     """Every item of the checklist. `probe` (the host's answers) can be given, e.g. recorded
-    output of a real ufw, instead of asking `host`. `first_deploy` (the env has no release
-    yet): no edge answers TLS before this deploy starts it, so a TLS endpoint that cannot be
-    reached is pending, for verify to check after the rollout; a wrong certificate still
+    output of a real ufw, instead of asking `host`. `first_deploy`: no edge serves these
+    domains' TLS before this deploy (a deploy passes `Deploy.edge_starts`: the env's first
+    release, new shared stack files, the edge's among them, or in Traefik mode new routes),
+    so a TLS endpoint that cannot be reached, or that serves Traefik's default certificate,
+    is pending, for verify to check after the rollout; any other wrong certificate still
     fails."""
     config.require_env(env)
     options = trusting(config, options or Options())

@@ -1,8 +1,8 @@
-"""One way to run a check, for smoke, preflight and the capacity gate's item: a check is a
-function that returns its detail (`warning: ...` marks a warning) or raises `Failed` (a wrong
-answer) or `Transient` (worth another try). Anything else it raises is a failed check named
-`check crashed`, never an exception out of the suite: a crashing check must not skip what
-follows it (verify's rollback, the audit line)."""
+"""One way to run a check, for smoke, preflight (the capacity gate's item among them) and
+verify's checklist: a check is a function that returns its detail (`warning: ...` marks a
+warning) or raises `Failed` (a wrong answer) or `Transient` (worth another try). Anything else
+it raises is a failed check named `check crashed`, never an exception out of the suite: a
+crashing check must not skip what follows it (verify's rollback, the audit line)."""
 
 from __future__ import annotations
 

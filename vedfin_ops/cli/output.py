@@ -154,7 +154,8 @@ def _settle_live() -> None:
 
 
 class LiveLines:
-    """Rollout progress, the `show` of deploy, rollback and scale: one line per service.
+    """Rollout progress, the `show` of deploy, rollback, scale (pause, resume), restart and
+    cluster.drain: one line per service.
 
     Used as `with LiveLines() as show:`. On a terminal, one view redrawn in place (rich's
     Live); a `say` or `warn` in between leaves the view as it last was, and the next lines

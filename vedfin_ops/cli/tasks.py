@@ -613,8 +613,9 @@ def _seed_deploy(env: str) -> Task[Any]:
     params = inspect.signature(deploy_env).parameters
     deploy_seed.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [p for name, p in params.items() if name != "env"])
-    deploy_seed.__doc__ = (f"The whole pipeline for {env}: preflight, backup, push, db-init, "
-                           f"migrate, rollout, verify, promote.")
+    deploy_seed.__doc__ = (f"The whole pipeline for {env}, as `deploy --env {env}`: preflight, "
+                           f"backup, push, shared stack and db-init, migrate, rollout, verify, "
+                           f"promote, then the best-effort steps after live.")
     made: Task[Any] = on_host(name=env, help=DEPLOY_HELP)(deploy_seed)
     return made
 

@@ -1,5 +1,7 @@
-"""`fab cluster.status`: the swarm's nodes as the engine sees them, beside the config's, and
-the tasks on each: what a user reads before and after a node is added, drained or lost."""
+"""The swarm's members. `fab cluster.status`: the nodes as the engine sees them, beside the
+config's, and the tasks on each: what a user reads before and after a node is added, drained
+or lost. `fab cluster.drain` and `fab cluster.join` change them, each a `ClusterRun` (the
+cluster's lock and every env's), converged and put back on failure."""
 
 from __future__ import annotations
 

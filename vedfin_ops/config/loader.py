@@ -99,8 +99,9 @@ def config_from_dict(data: dict[str, Any], file: str = DEFAULT_CONFIG) -> Config
 
 
 def _resolve_paths(config: Config, file: str) -> None:
-    """`edge.caRoot`, `registry.caRoot` and each `build.context` are relative to the config
-    file's folder, so any working directory works."""
+    """`edge.caRoot`, `edge.acmeCARoot`, `registry.caRoot`, `backups.s3.caRoot` and each
+    `build.context` are relative to the config file's folder, so any working directory
+    works."""
     def resolved(value: str) -> str:
         path = Path(value).expanduser()
         return str(path if path.is_absolute() else Path(file).resolve().parent / path)

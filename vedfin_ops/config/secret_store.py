@@ -1,6 +1,9 @@
 """Secret values: from the process environment first, then the git-ignored secrets file.
 
-Only names ever leave this module in messages; values go to `render` and nowhere else.
+Only names ever leave this module in messages. Values go only to what needs them (`render`'s
+env files and Netdata's notify settings, the registry login, the off-site bucket's client,
+Uptime Kuma's login and notifications) and to the host's list of values to mask
+(`Host.secrets`), so that whatever a host or a server prints back has them hidden.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""migrate: the app's migration command, once, in a one-off container of the NEW api image.
+"""migrate: the env's migration command (the first app with one: the api's Prisma by
+default), once, in a one-off container of that app's NEW image.
 
-It runs before any replica changes, on the env's network with the env's env file, so a failed
-migration stops the deploy while the old version still serves.
+It runs before any replica of the env's apps changes, on the env's network with the env's env
+file, so a failed migration stops the deploy while the old version still serves.
 """
 
 from __future__ import annotations

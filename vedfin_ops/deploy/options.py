@@ -1,8 +1,12 @@
 """How one deploy may depart from the safe way, as `deploy()` and `Deploy` take it.
 
 Each option the CLI offers as a flag of `deploy --env E` / `deploy.<env>` (`--skip-preflight`,
-`--force`, ...). Every departure a deploy takes is said on the terminal and recorded in the
-audit log or the release's record.
+`--force`, ...). The departures that take a check or a safety net away are said on the
+terminal and recorded, so an audit shows them: a skipped preflight, a skipped backup and a
+forced capacity gate each get an audit line, and the release's record keeps
+`skip_preflight`, `force` and why it has no backup. `allow_shared` and `full_replicas` only
+widen what the deploy may do (the shared stack rolled from another env, the configured
+replicas kept off-hours) and leave no record of their own.
 """
 
 from __future__ import annotations

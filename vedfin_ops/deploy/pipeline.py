@@ -1,19 +1,23 @@
 """The pipeline of `fab -H HOST deploy --env E` (`deploy.<env>`): Task 2.4 of the runbook.
 
-In order (`deploy()` then `Deploy.body()`, then `Deploy.after_live()`):
+In order (`deploy()`, then `Deploy.body()`, whose last step `promote` runs the steps of
+`Deploy.after_live()` through `after_live.run_steps`):
 
- here, before the host:  check the env and its secrets -> resolve image digests (registry)
-                         -> render every file
+ here, before the host:  check the env, the shared stack's owner, the tag and the secrets
+                         -> resolve image digests (registry) -> render every file
  on the host, locked:    inspect (records, engine; a no-op when nothing changed)
                          -> refuse an unsafe start -> preflight -> backup -> push the release
                          -> shared stack and db-init (under the shared lock) -> migrate
                          -> rollout (watched until the engine converges) -> verify (smoke
                          and logs through the edge) -> promote (`current` moves; audit line)
- after live, best effort: prune releases, prune images, schedule, off-hours, Netdata,
-                         Uptime Kuma, off-site copy, checklist (each a warning if it fails)
+ after live, best effort: prune releases, prune images, schedule, off-hours, off-hours
+                         settle, Netdata, Uptime Kuma, off-site copy, checklist (each a
+                         warning if it fails; one that builds on a failed one is skipped)
 
-Nothing moves `current` but a verified release; any failure before it puts every service
-back on the live release (`Deploy.put_back`, run by `operation.Operation`).
+Nothing moves `current` but a verified release. A failure before the migration or the engine
+moved leaves the services as they were; after that, `Deploy.put_back` (run by
+`operation.Operation`) undoes what this run moved: a migration still running is stopped, the
+env's services go back on the live release and the shared stack on its earlier files.
 """
 
 from __future__ import annotations
@@ -125,7 +129,9 @@ class DeployResult:
 
 @dataclass
 class Hooks:
-    """The steps that talk to more than the host: swapped for fakes in orchestration tests."""
+    """The steps orchestration tests swap for fakes: each needs more than a scripted host
+    answers (DNS and TLS, a real postgres, a migration in the new image, HTTP through the
+    edge)."""
 
     preflight: Callable[..., Any] = real_preflight
     db_init: Callable[..., Any] = real_db_init

@@ -1,9 +1,12 @@
 """The runbook's mitigations as tasks: pause / resume an env, scale it (off-hours replicas),
 restart an app ("restart the high-memory container").
 
-Each is converged and verified like a deploy and recorded in the audit log; a failure puts
-every service back on the replica counts it had. The next deploy of the env sets the
-configured replicas again (a stack deploy carries them).
+Each is converged like a deploy, verified through the edge when it leaves anything running (a
+pause has nothing to verify) and recorded in the audit log. A failed pause, resume or scale
+puts every service back on the replica counts it had; a restart changes no spec, so it has
+nothing to put back: the engine rolls back a restart whose new task fails
+(`Restart.put_back`). The next deploy of the env sets the configured replicas again (a stack
+deploy carries them).
 """
 
 from __future__ import annotations

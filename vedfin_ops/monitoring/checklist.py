@@ -4,8 +4,9 @@ failed from real data, never assumed.
 API and web answer, www redirect, certificates, db-health, CORS (smoke, through the edge);
 the live release and its migration record, the migration status command in the live image;
 pgvector with a real distance query; every service healthy at its configured replicas (the
-runbook's 2 for api and web); Netdata's alarms loaded; no error lines in the running tasks'
-logs; the last deploy audited ok and live, made by a start-first rolling update.
+runbook's 2 for api and web); Netdata's alarms loaded and Uptime Kuma's monitors UP; no error
+lines in the running tasks' logs; the last deploy audited ok and live, made by a start-first
+rolling update.
 """
 
 from __future__ import annotations
@@ -264,8 +265,11 @@ def checklist(conn: Connection | Host, config: Config, env: str, *,
               run_smoke: Callable[..., Any] = smoke_test) -> Checklist:
     """Every item, in the runbook's order; an item that cannot be answered is failed.
 
-    `after_deploy`: the end of a deploy, which has just passed smoke, read its tasks' logs,
-    applied the alarms and migrated: those items are not asked again."""
+    `after_deploy`: the end of a deploy, which has just passed smoke, read its tasks' logs and
+    migrated: those items are not asked again (the migration's record still is, its status
+    command not). Nor is monitoring: the deploy of the env that owns the shared stack has
+    just applied the alarms and monitors, and another env's deploy leaves them to `fab
+    verify`."""
     host = as_env_host(conn, config, config.require_env(env))
     report = Checklist(env)
     if not after_deploy:

@@ -1,8 +1,9 @@
-"""The runbook's Step 7 alarms on the host: `fab monitoring.apply` (and every good deploy)
-puts the rendered alarms into Netdata's health configuration and reloads it; what Netdata
-loaded is then read back through its own API (`/api/v1/alarms?all`) and compared with the
-config, alarm by alarm. A reload that fails puts the previous alarms back: nothing is left
-half-applied.
+"""The runbook's Step 7 alarms on the host: `fab monitoring.apply` (and every good deploy of
+the env that owns the shared stack, `environments.<env>.ownsShared`, unless the config says
+`monitoring.apply: false`: the alarms are the host's, not an env's) puts the rendered alarms
+into Netdata's health configuration and reloads it; what Netdata loaded is then read back
+through its own API (`/api/v1/alarms?all`) and compared with the config, alarm by alarm. A
+reload that fails puts the previous alarms back: nothing is left half-applied.
 
 Several configs may share one host's Netdata: each has its own alarms file (`health.d/vedfin-
 <stackPrefix>.conf`, alarms named `<stackPrefix>_...`), its own notification settings

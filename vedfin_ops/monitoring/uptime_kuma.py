@@ -1,6 +1,7 @@
 """The runbook's Uptime Kuma monitors as code: one HTTP monitor per public health URL of the
-configured envs, checked every 60 s; down for more than 30 s notifies Slack; 3 failed checks in
-a row notify PagerDuty when it is configured.
+envs `monitoring.uptimeKuma.envs` names, checked every `every` (the runbook's 60 s); down for
+more than `downAfter` (30 s) notifies Slack, `pagerDutyAfter` (3) failed checks in a row notify
+PagerDuty, each when the config has it (`alerts.slack`, `alerts.pagerDuty`).
 
 Uptime Kuma notifies per monitor, on the check that turns it DOWN, so the two thresholds are two
 monitors of the same URL: `<url>` (retried after `downAfter`, Slack) and `<url> [PagerDuty]`

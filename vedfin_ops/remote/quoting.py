@@ -1,7 +1,14 @@
-"""The one place where values are quoted for another language (shell, YAML, env files).
+"""Values quoted for another language: a shell word, a PostgreSQL literal or identifier, a
+YAML string, and the one check an env file's value needs (it has no quoting: a line is a
+variable).
 
-Every value that reaches a remote shell or a rendered file passes through here, so a domain,
-a tag or a secret can never turn into syntax.
+Every value that reaches a remote shell passes through `sh` here, and a value put into SQL as
+a literal or a quoted name through `sql_literal`/`sql_ident`, so a domain, a tag or a secret
+can never turn into syntax. Elsewhere the guard is another one: strings in a rendered stack
+file go through `rendering/files.yaml_scalar` (YAML's own escaping, which JSON's rules here
+do not match for every character; `yaml_str` only quotes the tool's own figures, `1536M`,
+`30s`), and the database and extension names db-init writes unquoted are ones the config's
+model admits only as plain identifiers.
 """
 
 from __future__ import annotations

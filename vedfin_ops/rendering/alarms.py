@@ -1,5 +1,6 @@
-"""The runbook's Netdata alarms as data: the health file is rendered from it and `monitoring.
-check` compares what Netdata loaded against it, so the two can never disagree.
+"""The runbook's Netdata alarms as data: the health file is rendered from it, and what Netdata
+loaded is compared against it (`monitoring/netdata.compare`: by `monitoring.apply` before it
+keeps a new file, `monitoring.status` and verify's checklist), so the two can never disagree.
 
 CPU > 85% for 5 min and RAM > 90% for 5 min are critical (Alerts Setup), RAM > 85% a warning
 (mitigation 3: "alert at 85%"), disk > 85% critical, a container restart critical. Netdata

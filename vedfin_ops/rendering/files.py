@@ -1,12 +1,15 @@
-"""config -> {relative path: text}. Pure: no I/O but reading the templates.
+"""config -> {relative path: text}. Pure: no I/O but reading the templates (and the PEM file
+`edge.acmeCARoot` names, which the edge gets as it is).
 
-Secret values are substituted only into env files (`env/*.env`); every other file is safe to
-print, diff and keep. `docker stack deploy` substitutes `$VAR` in stack files (not in the env
-files it reads through env_file), so every string in a stack file goes through the `dollars`
-filter: a `$` from the config reaches the container as written. Without a value for a secret,
-a placeholder goes in and the name is listed in `missing_secrets`, so `inv render` works on a
-laptop that holds no secrets. `host_script` renders the tool's own scripts and files on the host
-(the cron scripts, Netdata's dispatcher) from the package's templates.
+Secret values are substituted only into env files (`env/*.env`) and Netdata's notification
+settings (`monitoring/health_alarm_notify.conf`: the Slack webhook), the files
+`Rendered.is_secret` names; every other file is safe to print, diff and keep. `docker stack
+deploy` substitutes `$VAR` in stack files (not in the env files it reads through env_file), so
+every string in a stack file goes through the `dollars` filter: a `$` from the config reaches
+the container as written. Without a value for a secret, a placeholder goes in and the name is
+listed in `missing_secrets`, so `inv render` works on a laptop that holds no secrets.
+`host_script` renders the tool's own scripts and files on the host (the cron scripts,
+Netdata's dispatcher) from the package's templates.
 """
 
 from __future__ import annotations
@@ -189,7 +192,8 @@ def _substitute(value: str, secrets: Mapping[str, str], missing: set[str]) -> st
 def render(config: Config, env: str | None = None, tag: str | None = None,
            secrets: Mapping[str, str] | None = None,
            pins: Mapping[str, str] | None = None) -> Rendered:
-    """Everything a release of `env` needs (every env when None): stacks, env files, SQL, edge."""
+    """Everything a release of `env` needs (every env when None): stacks, env files, SQL, edge,
+    and Netdata's alarms, plugin and notification settings."""
     envs = [config.require_env(env)] if env else list(config.environments)
     tag = config.tag if tag is None else check_tag(tag)
     secrets = secrets or {}

@@ -11,11 +11,12 @@ from vedfin_ops.rendering.files import Rendered
 
 
 def write_tree(rendered: Rendered, out: Path) -> list[Path]:
-    """Write every file; env files (which may hold secrets) as 0600 from their first byte.
+    """Write every file; those that may hold secrets (`Rendered.is_secret`: the env files,
+    Netdata's notification settings) as 0600 from their first byte.
 
     A folder that cannot be written is bad input (exit 2): one line naming the path and the
-    system's reason. So is a folder where git could commit an env file (`refuse_committable`),
-    before anything is written."""
+    system's reason. So is a folder where git could commit one of the secret files
+    (`refuse_committable`), before anything is written."""
     refuse_committable(rendered, out)
     written = []
     for rel, text in sorted(rendered.items()):
@@ -35,8 +36,9 @@ def write_tree(rendered: Rendered, out: Path) -> list[Path]:
 
 
 def refuse_committable(rendered: Rendered, out: Path) -> None:
-    """The env files hold the secrets: inside a git work tree they must be git-ignored and
-    untracked, or `git add .` commits them (the check `secrets.generate` makes for its file)."""
+    """The files that hold secrets (`Rendered.is_secret`: the env files, Netdata's
+    notification settings): inside a git work tree they must be git-ignored and untracked, or
+    `git add .` commits them (the check `secrets.generate` makes for its file)."""
     for rel in sorted(r for r in rendered if rendered.is_secret(r)):
         exposed = git_exposure(out / rel)
         if exposed is None:

@@ -1,5 +1,6 @@
-"""What deploy, rollback and scale share: one env's stack rolled, watched, compared with
-the release it should run, and put back on the live release when a run fails."""
+"""What deploy, rollback, scale (pause, resume) and restart share: one env's stack rolled,
+watched and compared with the release it should run; a failed deploy or rollback is put back
+on the live release here (scale and restart have their own way back)."""
 
 from __future__ import annotations
 

@@ -3,14 +3,20 @@
 ```
 <base>/audit.log                       one JSON line per action
 <base>/shared.hash                     hash of the shared stack last deployed
+<base>/shared -> shared.d/<hash>/      the shared stack's files last promoted (+ `engine.json`)
+<base>/.shared.lock/                   held while the shared stack changes, db-init runs or a
+                                       database is restored
+<base>/backups/<database>/<id>.dump    a backup, its record beside it (`<id>.json`)
+<base>/bin/                            the cron scripts (nightly backups, off-hours)
+<base>/offhours.log                    one line per off-hours run
 <base>/<env>/releases/<UTC>-<hash>/    a rendered release (+ `state`, `reason`, `release.json`,
                                        and `engine.json`: the engine's specs once it was live)
 <base>/<env>/current -> releases/...   the live, verified release
 <base>/<env>/.lock/holder              present while a run holds <env> (`holder_line`)
 ```
 
-Records the host keeps in a format of the tool's have one writer each here (`audit_line`,
-`holder_line`), whether a run writes them or a cron script.
+The records that both the tool's runs and the cron scripts write have one writer each here
+(`audit_line`, `holder_line`), so the two can never write them differently.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""What every run that changes the engine shares: the lock, the audit line, and converging.
+"""What every run that changes the host shares: the lock, the audit line, and converging.
 
-deploy, rollback, scale, pause and resume are each an `Operation`: state in attributes, a
-method per step, and one place (`_converge`) that decides how any failure ends. Whatever
+deploy, rollback, scale (pause, resume), restart, migrate, db-init, db.backup, db.restore,
+cluster.drain and cluster.join are each an `Operation`: state in attributes, a method per
+step, and one place (`_converge`) that decides how any failure ends. Whatever
 happens inside `body()` (a failed check, a remote error, an exception of any type, Ctrl-C,
 SIGTERM, SIGHUP, a dropped SSH link), the run ends in one of two states:
 
@@ -164,7 +165,8 @@ class Operation:
         raise NotImplementedError
 
     def held_locks(self) -> list[Lock]:
-        """Every lock this run holds now (the env's, and a deploy's shared lock)."""
+        """Every lock this run holds now: the env's, and whatever a subclass adds (the shared
+        lock of a deploy or a restore, every env's lock in a cluster run)."""
         return [self.lock]
 
     def beat(self, *, force: bool = False) -> None:

@@ -1,10 +1,14 @@
 """One way to wait: poll a probe until it answers, retrying transient errors, within a deadline.
 
-Every poll of the tool (the rollout watch, postgres becoming healthy, the shared lock,
-Netdata's reload, Uptime Kuma's first checks, smoke's patience) goes through `until`, and
-every other wait (the check runner's retry backoff) sleeps on the same injectable `Clock`:
-unit tests drive hours of engine time in microseconds, and a transient SSH error is retried in
-one place instead of ending a loop that someone wrote by hand.
+The tool's polls go through `until` (the rollout watch, postgres becoming healthy, a lock
+waited for, Netdata's reload, Uptime Kuma's first checks, smoke's patience with a starting
+edge, a cluster drain or join converging), and the check runner's retry backoff sleeps on a
+`Clock` too: a transient SSH error is retried in one place instead of ending a loop that
+someone wrote by hand. The clock is injectable where the caller passes one (an operation
+passes its own to the rollout watch, its locks, Netdata's reload, a restore's wait for
+postgres and the cluster waits), so unit tests drive hours of engine time in microseconds;
+smoke's checks, Uptime Kuma's first checks and db-init's wait for postgres take none and run
+on the real clock.
 """
 
 from __future__ import annotations

@@ -123,8 +123,9 @@ def apply_command(config: Config) -> str:
 
 
 def apply(host: RemoteHost, config: Config) -> dict[str, str]:
-    """Install (or remove) the nightly backups, checked against the crontab read back in the
-    same command; env -> "HH:MM" of what is installed."""
+    """Install (or remove) the config's crontab block, the nightly backups and the off-hours
+    lines, each checked against the crontab read back in the same command; env -> "HH:MM" of
+    the nightly backups installed."""
     out = host.run(apply_command(config), what="schedule nightly backups", check=False)
     if NO_CRONTAB in out:
         raise CheckFailed("backups.nightly: the host has no cron (apt-get install cron), or "

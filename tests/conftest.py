@@ -117,10 +117,10 @@ def scripted_hosts_stay_scripted() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def shipped_data() -> dict[str, Any]:
     """The shipped config, less its off-host backup copies: the unit tests' hosts never
-    reach Cloudflare (tests/test_offsite.py sets a local endpoint where it wants one)."""
+    reach Cloudflare (tests/backups/test_offsite.py sets a local endpoint where it wants one)."""
     data: dict[str, Any] = yaml.safe_load(SHIPPED.read_text())
     data.get("backups", {}).pop("s3", None)
-    # never this machine's Netdata (tests/test_monitoring.py gives a folder where it wants one)
+    # never this machine's Netdata (tests/monitoring/test_monitoring.py gives a folder where it wants one)
     data["monitoring"] = {**data.get("monitoring", {}), "netdataConfig": NO_NETDATA}
     return data
 
@@ -140,7 +140,7 @@ def variant(shipped_data: dict[str, Any]) -> Callable[[Callable[[dict[str, Any]]
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The wheel installed in a fresh virtualenv outside the repository (once per session)."""
-    from .package import install
+    from tests.package import install
 
     return install(tmp_path_factory.mktemp("installed"))
 
@@ -149,8 +149,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A real Distribution registry on a free port holding api and web v1 and v2 (per module)."""
     from sandbox.registry import start
-
-    from .registry_push import push
+    from tests.registry_push import push
 
     server = start(tmp_path_factory.mktemp("registry"))
     try:

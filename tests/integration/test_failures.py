@@ -1,5 +1,5 @@
 """The tool's own failure paths on the real engine, under real traffic (issue: every failure
-ends on one known release). tests/test_orchestration.py covers every step with a scripted
+ends on one known release). tests/deploy/test_orchestration.py covers every step with a scripted
 engine; these prove the same endings against the sandbox's swarm, sshd and edge.
 """
 

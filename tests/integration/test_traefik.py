@@ -132,7 +132,7 @@ def test_an_expired_or_wrong_name_certificate_on_the_edge_fails_smoke_and_prefli
     preflight both name what is wrong, as the unit tests show against a local TLS server."""
     from vedfin_ops.config.loader import config_from_dict
 
-    from ..test_smoke import _cert
+    from tests.checks.test_smoke import _cert
 
     folder = SANDBOX_DIR / "traefik" / "dynamic"
     ca_path, _, ca_cert, ca_key = _cert(tmp_path, ["vedfin edge test CA"], 365)

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 # Fabric's own core flags (fabric.main.Fab.core_args minus Invoke's, with a namespace given);
-# tests/test_package.py checks this list against the installed Fabric
+# tests/cli/test_package.py checks this list against the installed Fabric
 FABRIC_LONG = frozenset({"hosts", "ssh-config", "identity", "connect-timeout",
                          "list-agent-keys", "prompt-for-login-password",
                          "prompt-for-passphrase"})

@@ -120,7 +120,8 @@ def shipped_data() -> dict[str, Any]:
     reach Cloudflare (tests/backups/test_offsite.py sets a local endpoint where it wants one)."""
     data: dict[str, Any] = yaml.safe_load(SHIPPED.read_text())
     data.get("backups", {}).pop("s3", None)
-    # never this machine's Netdata (tests/monitoring/test_monitoring.py gives a folder where it wants one)
+    # never this machine's Netdata (tests/monitoring/test_monitoring.py gives a folder where
+    # it wants one)
     data["monitoring"] = {**data.get("monitoring", {}), "netdataConfig": NO_NETDATA}
     return data
 

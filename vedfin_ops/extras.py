@@ -2,8 +2,12 @@
 feature never installs or imports it (boto3 alone takes longer to import than the CLI's
 whole cold start).
 
-A config that names a feature whose extra is missing is bad input: the loader refuses it
-with one line naming the file, the key and the extra, before anything reaches a host.
+A config that names a feature whose extra is missing is bad input for what uses the
+feature: `deploy` (whose after-live steps copy off-site and apply Uptime Kuma) and
+`check-config` refuse it with one line naming the file, the key and the extra, before anything
+reaches a host; the tasks that only read the config (render, capacity-report, status) do not
+need the extra; a task that reaches the feature itself (`db.backups --s3`,
+`monitoring.apply`) names the extra where it would import it.
 """
 
 from __future__ import annotations
@@ -40,11 +44,11 @@ def require(module: str, what: str) -> None:
         raise UsageError(f"{what} needs {hint(module)}")
 
 
-def check(config: Config, file: str) -> None:
+def check(config: Config) -> None:
     """The config's features against what is installed."""
     wanted = [("backups.s3", config.backups.s3 is not None, "boto3"),
               ("monitoring.uptimeKuma", config.monitoring.uptime_kuma is not None,
                "uptime_kuma_api")]
     for key, used, module in wanted:
         if used and not installed(module):
-            raise ConfigError(file, key, f"needs {hint(module)}")
+            raise ConfigError(config.source, key, f"needs {hint(module)}")

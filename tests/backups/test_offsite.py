@@ -1,8 +1,8 @@
 """Off-host backup copies (`backups.s3`): the config refuses what cannot work, naming the key;
 the endpoint's secret parts are filled in and never shown; the bucket's retention; the
 sandbox never points at the shipped R2; and the deploy's upload step under every fault of
-tests/deploy/test_orchestration.py (against the scripted host; the real upload and restore run against
-the sandbox's S3 server in tests/integration/test_backup_sandbox.py)."""
+tests/deploy/test_orchestration.py (against the scripted host; the real upload and restore
+run against the sandbox's S3 server in tests/integration/test_backup_sandbox.py)."""
 
 from __future__ import annotations
 

@@ -174,7 +174,7 @@ def test_deploy_with_a_missing_secret_exits_2_before_touching_the_host(project: 
 
 # Every task's flags as `inv --help TASK` lists them (`=`: takes a value). Users and their
 # scripts type these: a change here is a change of the interface. Invoke gives out the short
-# flags in the order of a task's signature, so the shared options (cli/options.py) close it.
+# flags in the order of a task's signature, so the shared options (cli/target.py) close it.
 FLAGS = {
     "audit": ("-l --lines=  -j --json  -a --accept-new-host-key  -h --host-key-fingerprint=  "
               "-c --config="),

@@ -1,5 +1,6 @@
-"""boto3, psycopg and the Uptime Kuma client are extras: a config that needs a missing one is
-refused in one line naming the file, the key and the extra; one that does not need it loads."""
+"""boto3, psycopg and the Uptime Kuma client are extras: a deploy or check-config of a config
+that needs a missing one is refused in one line naming the file, the key and the extra, before
+any host; reading the config (render, capacity) never needs them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from tests.backups.test_offsite import _with_s3
 from vedfin_ops import extras
 from vedfin_ops.checks.smoke import Options, checks
 from vedfin_ops.config.model import Config
+from vedfin_ops.deploy.pipeline import deploy
 from vedfin_ops.errors import ConfigError, UsageError
+from vedfin_ops.rendering.files import render
 
 
 @pytest.mark.parametrize(("module", "key", "extra"), [
@@ -23,12 +26,23 @@ from vedfin_ops.errors import ConfigError, UsageError
 def test_a_config_that_needs_a_missing_extra_names_it_in_one_line(
         variant: Callable[[Callable[[dict[str, Any]], Any]], Config],
         monkeypatch: pytest.MonkeyPatch, module: str, key: str, extra: str) -> None:
+    config = variant(_with_s3)  # the shipped config has Uptime Kuma; the bucket added
     monkeypatch.setitem(sys.modules, module, None)  # as if not installed
     with pytest.raises(ConfigError) as caught:
-        variant(_with_s3)  # the shipped config has Uptime Kuma; the bucket added
+        deploy(_NoHost(), config, "production", "v2")
     line = str(caught.value)
     assert caught.value.exit_code == 2
-    assert f": {key}: " in line and f"vedfin-ops[{extra}]" in line and "\n" not in line, line
+    assert line.startswith("error: dokploy.yaml: ") and f": {key}: " in line, line
+    assert f"vedfin-ops[{extra}]" in line and "\n" not in line, line
+    with pytest.raises(ConfigError, match=key):
+        extras.check(config)  # what check-config asks
+
+
+class _NoHost:
+    """A host no refused deploy may reach."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the deploy reached the host ({name})")
 
 
 def test_a_config_without_the_feature_loads_without_its_extra(
@@ -42,6 +56,17 @@ def test_a_config_without_the_feature_loads_without_its_extra(
         data["monitoring"].pop("uptimeKuma", None)
     config = variant(without)
     assert config.backups.s3 is None and config.monitoring.uptime_kuma is None
+    extras.check(config)
+
+
+def test_reading_a_config_that_uses_the_features_needs_no_extra(
+        variant: Callable[[Callable[[dict[str, Any]], Any]], Config],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("boto3", "uptime_kuma_api", "psycopg"):
+        monkeypatch.setitem(sys.modules, module, None)
+    config = variant(_with_s3)
+    files = render(config, "production", tag="v2", secrets={})
+    assert "stacks/production.yml" in files
 
 
 def test_smoke_s_database_check_names_the_postgres_extra(

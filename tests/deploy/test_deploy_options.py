@@ -191,7 +191,8 @@ def test_two_owners_of_the_shared_stack_are_bad_input_before_any_host(
         deploy_qa(world, config)
     assert str(refused.value) == ("dokploy.yaml: environments: ownsShared is true for "
                                   "production and qa; one env at most owns the shared stack "
-                                  "(postgres, redis, edge)")
+                                  "(postgres, redis, edge); production owns it by default: "
+                                  "set environments.production.ownsShared: false")
     assert world.host.commands == []
     with pytest.raises(Exit) as checked:
         tree.ns["check-config"].body(None, config=_cli_config(tmp_path, data))

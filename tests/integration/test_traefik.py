@@ -130,9 +130,8 @@ def test_an_expired_or_wrong_name_certificate_on_the_edge_fails_smoke_and_prefli
     """Traefik serves, from its file provider (Dokploy's dynamic folder), an expired
     certificate for one domain and, as its default, one for another name: smoke and
     preflight both name what is wrong, as the unit tests show against a local TLS server."""
-    from vedfin_ops.config.loader import config_from_dict
-
     from tests.checks.test_smoke import _cert
+    from vedfin_ops.config.loader import config_from_dict
 
     folder = SANDBOX_DIR / "traefik" / "dynamic"
     ca_path, _, ca_cert, ca_key = _cert(tmp_path, ["vedfin edge test CA"], 365)

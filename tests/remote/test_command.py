@@ -38,7 +38,17 @@ def test_a_secret_is_one_quoted_word_when_run_and_stars_when_shown() -> None:
 def test_a_word_that_holds_a_secret_is_masked_too() -> None:
     command = Command("echo", "token=hunter22", Secret("hunter22"))
     assert command.render() == "echo token=hunter22 hunter22"
-    assert command.masked() == f"echo token={MASK} {MASK}"
+    assert command.masked() == f"echo 'token={MASK}' {MASK}"
+
+
+def test_a_word_that_holds_a_secret_with_a_quote_is_masked_before_it_is_quoted() -> None:
+    command = Command("echo", "x=it's-hunter22", Secret("it's-hunter22"))
+    assert command.masked() == f"echo 'x={MASK}' {MASK}"
+
+
+def test_a_nested_command_cannot_carry_the_secret_stdin_the_outer_one_would_drop() -> None:
+    with pytest.raises(ValueError, match="nested command"):
+        Command(Raw("sudo"), Command("cat", secret_stdin=Secret("hunter22")))
 
 
 def test_a_secret_for_stdin_is_in_no_command_line() -> None:
@@ -90,6 +100,8 @@ def test_any_words_and_secrets_come_back_whole_from_the_shell(parts: list[str | 
 @given(_parts)
 def test_no_secret_is_ever_shown(parts: list[str | Secret]) -> None:
     shown = Command(*parts).masked()
+    words = shlex.split(shown)  # as a shell reads it: quoting must not hide a secret's letters
     for part in parts:
         if isinstance(part, Secret) and len(part.value) >= 4:
             assert part.value not in shown
+            assert not [w for w in words if part.value in w], (shown, part.value)

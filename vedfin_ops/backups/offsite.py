@@ -112,6 +112,9 @@ def bucket(config: Config, secrets: Mapping[str, str]) -> Bucket | None:
             raise CheckFailed(f"backups.s3.{field}: ${{{name}}} is not set (add it to the "
                               f"secrets file, or export it)")
         keys[field] = secrets[name]
+    from vedfin_ops import extras
+
+    extras.require("boto3", f"{config.source}: backups.s3")
     import boto3  # only when S3 is used: botocore takes a while to import
     from botocore.config import Config as BotoConfig
 

@@ -208,9 +208,10 @@ class DatabaseRestore:
         run.step(f"restore: checking {backup.id}'s sha256")
         target = self.into or kept_name(self.database, self.when(), "restore")
         answer = dict(line.partition(" ")[::2] for line in self.host.run(
-            commands.labelled("SHA", commands.file_sha256(dump)) + "; "
-            + commands.labelled("EXISTS", commands.database_exists(self.container, user,
-                                                                     target)),
+            commands.each_of(
+                commands.labelled("SHA", commands.file_sha256(dump)),
+                commands.labelled("EXISTS", commands.database_exists(self.container, user,
+                                                                     target))),
             what="checksum").splitlines())
         found = answer.get("SHA", "").strip()
         if found != backup.sha256:

@@ -79,12 +79,14 @@ def build(on: Target, tag: str | None = None, push: bool = False, env: str | Non
 @local()
 def check_config(on: Target) -> None:
     """Validate the config and print a summary of what it deploys."""
+    from vedfin_ops import extras
     from vedfin_ops.config import secret_store
     from vedfin_ops.config.roles import shared_owner
     from vedfin_ops.reports.capacity import capacity_report as _capacity_report
     from vedfin_ops.reports.tables import config_table
     cfg = on.config
     shared_owner(cfg)  # two envs that own the shared stack: bad input, as a deploy says
+    extras.check(cfg)  # a feature whose extra is missing: bad input, as a deploy says
     present = set(secret_store.resolve(cfg))
     stdout.print(config_table(cfg, present))
     report = _capacity_report(cfg)

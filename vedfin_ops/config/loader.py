@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from vedfin_ops import extras
 from vedfin_ops.config.model import Application, Config, monitor_seconds, secret_refs
 from vedfin_ops.config.units import show
 from vedfin_ops.errors import ConfigError
@@ -94,7 +93,6 @@ def config_from_dict(data: dict[str, Any], file: str = DEFAULT_CONFIG) -> Config
     _check_nodes(config, file)
     _check(config, file)
     _resolve_paths(config, file)
-    extras.check(config, file)
     return config
 
 

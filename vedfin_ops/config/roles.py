@@ -30,7 +30,7 @@ def shared_owner(config: Config) -> str | None:
     if len(owners) > 1:
         raise UsageError(f"{config.source}: environments: ownsShared is true for "
                          f"{' and '.join(owners)}; one env at most owns the shared stack "
-                         f"(postgres, redis, edge)")
+                         f"(postgres, redis, edge){_default_note(config, owners)}")
     return owners[0] if owners else None
 
 
@@ -42,3 +42,11 @@ def protected(config: Config, env: str) -> bool:
 def protected_envs(config: Config) -> list[str]:
     """The protected envs, in the config's order."""
     return [env for env in config.environments if protected(config, env)]
+
+
+def _default_note(config: Config, owners: list[str]) -> str:
+    """The owner the user never named: production owns it by default."""
+    if PRODUCTION in owners and config.environments[PRODUCTION].owns_shared is None:
+        return (f"; {PRODUCTION} owns it by default: set environments.{PRODUCTION}."
+                f"ownsShared: false")
+    return ""

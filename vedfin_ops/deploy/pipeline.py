@@ -30,6 +30,7 @@ from typing import Any
 
 from fabric import Connection
 
+from vedfin_ops import extras
 from vedfin_ops.backups import backup as backup_step
 from vedfin_ops.checks.endpoints import routes
 from vedfin_ops.checks.preflight import preflight as real_preflight
@@ -96,6 +97,7 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     touched."""
     config.require_env(env)
     shared_owner(config)
+    extras.check(config)  # the after-live steps must not be the first to find one missing
     tag = check_tag(tag or config.tag)
     secrets = secret_store.resolve(config, env)
     missing = secret_store.missing(config, env, secrets)

@@ -154,6 +154,9 @@ def connect(url: str, timeout: float) -> Client:
     import signal
     import threading
 
+    from vedfin_ops import extras
+
+    extras.require("uptime_kuma_api", "monitoring.uptimeKuma")
     from uptime_kuma_api import UptimeKumaApi
 
     before = signal.getsignal(signal.SIGINT)

@@ -50,9 +50,15 @@ class Command:
     """Parts joined by one space; see the module docstring."""
 
     __slots__ = ("parts", "secret_stdin")
+    parts: tuple[Part, ...]
+    secret_stdin: Secret | None
 
     def __init__(self, *parts: Part, secret_stdin: Secret | None = None) -> None:
-        self.parts: tuple[Part, ...] = parts
+        if any(isinstance(p, Command) and p.secret_stdin is not None for p in parts):
+            # one channel, one stdin: the outer command's; an inner one would be dropped
+            raise ValueError("a nested command cannot carry secret stdin: give it to the "
+                             "outer command")
+        self.parts = parts
         self.secret_stdin = secret_stdin
 
     def render(self) -> str:
@@ -61,7 +67,8 @@ class Command:
 
     def masked(self) -> str:
         """The command as it may be shown: every secret `***`."""
-        return hide(" ".join(_masked(part) for part in self.parts), self.secrets)
+        secrets = self.secrets
+        return hide(" ".join(_masked(part, secrets) for part in self.parts), secrets)
 
     def __str__(self) -> str:
         return self.masked()
@@ -104,14 +111,16 @@ def _render(part: Part) -> str:
     return sh(part)
 
 
-def _masked(part: Part) -> str:
+def _masked(part: Part, secrets: tuple[str, ...]) -> str:
+    """A word is masked before it is quoted: quoting a secret that holds a quote would
+    change its letters, and the quoted word would no longer contain it."""
     if isinstance(part, Raw):
         return part.text
     if isinstance(part, Secret):
         return MASK
     if isinstance(part, Command):
-        return " ".join(_masked(p) for p in part.parts)
-    return sh(part)
+        return " ".join(_masked(p, secrets) for p in part.parts)
+    return sh(hide(str(part), secrets))
 
 
 def _secrets(command: Command) -> Iterator[str]:

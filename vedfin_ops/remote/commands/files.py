@@ -1,5 +1,5 @@
 """Files and folders on the host: made, written, read, linked, removed; and the ways of
-putting commands together (`all_of`, `before`, `labelled`)."""
+putting commands together (`all_of`, `each_of`, `before`, `labelled`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from vedfin_ops.remote.quoting import sh, sh_join
 def all_of(*commands: str) -> str:
     """Each command only once the one before it succeeded (`a && b`)."""
     return " && ".join(commands)
+
+
+def each_of(*commands: str) -> str:
+    """Every command, whatever the one before it did (`a; b`): answers read side by side."""
+    return "; ".join(commands)
 
 
 def before(command: str) -> str:

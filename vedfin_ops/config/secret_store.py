@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import ConfigError, UsageError
+from vedfin_ops.remote.command import hide
 from vedfin_ops.remote.quoting import env_line_ok
 
 
@@ -199,9 +200,7 @@ def mask_urls(text: str) -> str:
 
 
 def masked(text: str, secrets: Iterable[str]) -> str:
-    """`text` with every secret value (4 characters or more; the longest first, so one that
-    holds another goes whole) and every URL password replaced by `***`."""
-    for value in sorted(secrets, key=len, reverse=True):
-        if len(value) >= 4:
-            text = text.replace(value, "***")
-    return mask_urls(text)
+    """`text` with every secret value (4 characters or more, as it is and as the shell quotes
+    it; see `remote.command.hide`, the one masking of values) and every URL password replaced
+    by `***`."""
+    return mask_urls(hide(text, secrets))

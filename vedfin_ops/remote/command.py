@@ -146,17 +146,3 @@ def hide(text: str, secrets: Iterable[str]) -> str:
             if value in text:
                 text, changed = text.replace(value, MASK), True
     return text
-
-
-def line(command: str | Command) -> str:
-    """What the host runs, for a command given either way."""
-    return command.render() if isinstance(command, Command) else command
-
-
-def shown(command: str | Command) -> str:
-    """What may be shown of a command given either way."""
-    return command.masked() if isinstance(command, Command) else command
-
-
-def secrets_of(command: str | Command) -> tuple[str, ...]:
-    return command.secrets if isinstance(command, Command) else ()

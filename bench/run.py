@@ -478,7 +478,8 @@ def bench_backup(runs: int = 5, rows: int = 1_500_000) -> None:
     The tool does more: a record, sha256, retention, and on restore the sha256 check, the
     dump's rows counted and compared, the swap left out (`--into`). Off-host copies are off
     here and timed apart (the sandbox's S3 server is moto)."""
-    from vedfin_ops.backups.backup import folder, postgres, take_backup
+    from vedfin_ops.backups.backup import postgres, take_backup
+    from vedfin_ops.backups.records import folder
     from vedfin_ops.backups.restore import RestoreRun
     from vedfin_ops.remote import commands
 

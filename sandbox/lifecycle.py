@@ -369,7 +369,7 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
         registry_server.untrust(state.trusted_registry)
     progress("ssh: stopping sshd, removing user")
     if shutil.which("crontab"):  # the nightly backups deploys installed, and only those
-        from vedfin_ops.schedule.nightly import without_block
+        from vedfin_ops.schedule.crontab import without_block
 
         tab = run(["crontab", "-l", "-u", USER], check=False)
         kept = without_block(tab.stdout) if tab.returncode == 0 else ""

@@ -17,8 +17,9 @@ import pytest
 
 from tests.deploy import test_orchestration as orchestration
 from tests.deploy.test_orchestration import World, assert_back_on_v1
-from vedfin_ops.backups import backup as backups
-from vedfin_ops.backups.backup import Backup, list_backups, new_id, parse_listing, to_remove
+from vedfin_ops.backups import records
+from vedfin_ops.backups.backup import new_id, to_remove
+from vedfin_ops.backups.records import Backup, list_backups, parse_listing
 from vedfin_ops.remote.quoting import sql_ident, sql_literal
 from vedfin_ops.run.env_run import listing
 from vedfin_ops.run.operation import RunFailed
@@ -329,7 +330,7 @@ def test_backup_records_are_read_back_from_what_backup_writes() -> None:
     assert Backup.from_record(data) == Backup(**data)
     assert Backup.from_record({**data, "id": "../x"}) is None
     assert Backup.from_record([]) is None
-    assert backups.root(_config()) == "/opt/vedfin/backups"
+    assert records.root(_config()) == "/opt/vedfin/backups"
 
 
 def _config() -> Any:

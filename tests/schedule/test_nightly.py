@@ -15,12 +15,13 @@ from rich.console import Console
 
 from tests.deploy import test_orchestration as orchestration
 from tests.deploy.test_orchestration import World
-from vedfin_ops.backups.backup import list_backups
+from vedfin_ops.backups.records import list_backups
 from vedfin_ops.config.model import Config
+from vedfin_ops.remote import commands
 from vedfin_ops.remote.probes.usage import parse_disk, parse_probe
 from vedfin_ops.reports.capacity import live_status
 from vedfin_ops.reports.tables import _backup_notes
-from vedfin_ops.schedule import nightly, offhours
+from vedfin_ops.schedule import crontab, nightly, offhours
 
 v1_live, world = orchestration.v1_live, orchestration.world
 
@@ -84,7 +85,7 @@ def test_a_deploy_schedules_the_nightly_backups_and_keeps_the_user_s_cron_lines(
     assert nightly.parse_block(tab, world.config) == {"dev": "03:00", "staging": "03:10",
                                         "production": "03:20"}
     assert world.deploy("v1").result == "ok"  # again: replaced, not appended
-    assert _crontab(world).count(nightly.begin(world.config)) == 1
+    assert _crontab(world).count(crontab.begin(world.config)) == 1
     assert "offhours-production down" in _crontab(world)  # the shipped off-hours, same block
     nothing = _at(world.config, None).model_copy(update={"off_hours": None})
     installed = nightly.apply(world.host, nothing)  # type: ignore[arg-type]
@@ -112,12 +113,12 @@ def test_two_configs_on_one_host_keep_each_other_s_cron_lines(world: World) -> N
                                                       "production": "03:20"}
     assert nightly.parse_block(tab, shop) == {"dev": "02:00", "staging": "02:10",
                                               "production": "02:20"}
-    assert offhours.parse_lines(nightly._block_of(tab, world.config))["production"][
+    assert offhours.parse_lines(crontab.block_of(tab, world.config))["production"][
         "down"] == "00:00"
     assert offhours.script_path(world.config, "production") in tab
     assert offhours.script_path(shop, "production") in tab
     nightly.apply(world.host, world.config)  # A again: B's block stays as it is
-    assert _crontab(world).count(nightly.begin(shop)) == 1
+    assert _crontab(world).count(crontab.begin(shop)) == 1
     assert nightly.parse_block(_crontab(world), shop)["production"] == "02:20"
     said = backups_state(world.host, world.config, "production")  # type: ignore[arg-type]
     assert said["backups"]["nightly_scheduled"] == "03:20"
@@ -125,14 +126,14 @@ def test_two_configs_on_one_host_keep_each_other_s_cron_lines(world: World) -> N
     assert nightly.parse_block(_crontab(world), shop) == {}
     assert nightly.parse_block(_crontab(world), world.config)["production"] == "03:20"
     assert _crontab(world).startswith("5 4 * * * /usr/bin/certbot renew\n")
-    assert nightly.without_block(_crontab(world)) == "5 4 * * * /usr/bin/certbot renew\n"
+    assert crontab.without_block(_crontab(world)) == "5 4 * * * /usr/bin/certbot renew\n"
 
 
 def _legacy(config: Config) -> str:
     """The block as the tool wrote it before blocks were named per config."""
     path = nightly.script_path(config, "production")
-    return (f"{nightly.LEGACY_BEGIN}\n20 3 * * * {path}\n0 0 * * * "
-            f"{offhours.script_path(config, 'production')} down\n{nightly.LEGACY_END}\n")
+    return (f"{crontab.LEGACY_BEGIN}\n20 3 * * * {path}\n0 0 * * * "
+            f"{offhours.script_path(config, 'production')} down\n{crontab.LEGACY_END}\n")
 
 
 def test_the_old_unnamed_block_is_taken_over_by_the_config_whose_scripts_it_runs(
@@ -144,7 +145,7 @@ def test_the_old_unnamed_block_is_taken_over_by_the_config_whose_scripts_it_runs
     assert _legacy(world.config) in _crontab(world)  # not shop's: left to its owner
     nightly.apply(world.host, world.config)  # type: ignore[arg-type]
     tab = _crontab(world)
-    assert nightly.LEGACY_BEGIN not in tab and nightly.LEGACY_END not in tab
+    assert crontab.LEGACY_BEGIN not in tab and crontab.LEGACY_END not in tab
     assert tab.count(f"{nightly.script_path(world.config, 'production')}\n") == 1
     assert tab.startswith("5 4 * * * /usr/bin/certbot renew\n7 7 * * * /bin/true\n")
     assert nightly.parse_block(tab, shop)["production"] == "03:20"
@@ -209,7 +210,7 @@ def test_a_host_without_cron_is_named(tmp_path: Path, world: World) -> None:
     done = subprocess.run(["/bin/sh", "-c", nightly.apply_command(world.config)],
                           capture_output=True, text=True, check=False,
                           env={"PATH": str(tmp_path)})
-    assert done.returncode == 3 and done.stdout.strip() == nightly.NO_CRONTAB
+    assert done.returncode == 3 and done.stdout.strip() == commands.NO_CRONTAB
 
     class NoCron:
         def run(self, command: str, **_kwargs: Any) -> str:

@@ -22,13 +22,10 @@ from datetime import UTC, datetime
 
 from vedfin_ops.backups.records import (
     _SHA256,
-    ID,
     Backup,
-    Listing,
     folder,
     id_order,
     list_backups,
-    parse_listing,
     root,
 )
 from vedfin_ops.config.model import MAX_IDENTIFIER, Config
@@ -187,7 +184,3 @@ def run_backup(host: RemoteHost, config: Config, env: str, *, say: Callable[[str
     result: Backup | None = BackupRun(host, config, env, say=say).execute()
     return result
 
-
-# the records are `records.py`'s; named here too, where their callers have always found them
-__all__ = ["ID", "Backup", "BackupRun", "Listing", "folder", "id_order", "list_backups",
-           "parse_listing", "root", "run_backup", "take_backup"]

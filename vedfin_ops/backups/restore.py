@@ -17,15 +17,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from vedfin_ops.backups.backup import (
-    Backup,
-    database_exists,
-    folder,
-    kept_prefix,
-    list_backups,
-    postgres,
-    take_backup,
-)
+from vedfin_ops.backups.backup import database_exists, kept_prefix, postgres, take_backup
+from vedfin_ops.backups.records import Backup, folder, list_backups
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands

@@ -366,7 +366,8 @@ def scale(on: Target, env: str = "production", replicas: int = 1, force: bool = 
 @on_host(name="backup", help={"env": "environment"})
 def db_backup(on: Target, env: str = "production") -> None:
     """pg_dump -Fc of the env's database to the host, size and sha256 recorded."""
-    from vedfin_ops.backups.backup import folder, run_backup
+    from vedfin_ops.backups.backup import run_backup
+    from vedfin_ops.backups.records import folder
     cfg = on.config
     cfg.require_env(env)
     host = on.host
@@ -384,7 +385,7 @@ def db_backup(on: Target, env: str = "production") -> None:
                                "s3": "the copies in the backups.s3 bucket instead"})
 def db_backups(on: Target, env: str | None = None, json_: bool = False, s3: bool = False) -> None:
     """The backups on the host (or their copies in the bucket), oldest first per database."""
-    from vedfin_ops.backups.backup import list_backups, root
+    from vedfin_ops.backups.records import list_backups, root
     cfg = on.config
     if env is not None:
         cfg.require_env(env)

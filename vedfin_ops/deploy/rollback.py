@@ -16,7 +16,7 @@ from typing import Any
 
 from fabric import Connection
 
-from vedfin_ops.backups.backup import Backup, list_backups
+from vedfin_ops.backups.records import Backup, list_backups
 from vedfin_ops.backups.restore import DatabaseRestore
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed

@@ -69,7 +69,7 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
 
 def backups_state(host: Host, config: Config, env: str) -> dict[str, Any]:
     """The env's last backup and its age, and whether the nightly one is scheduled."""
-    from vedfin_ops.backups.backup import list_backups
+    from vedfin_ops.backups.records import list_backups
     from vedfin_ops.schedule import nightly
 
     found = list_backups(host, config, env).backups

@@ -45,14 +45,7 @@ from vedfin_ops.schedule.crontab import (
     end,
     locked_script,
     mark,
-    without_block,
 )
-
-# what callers and the tests name through this module
-_block_of = block_of
-__all__ = ["LEGACY_BEGIN", "LEGACY_END", "NO_CRONTAB", "TORN", "Nightly", "apply",
-           "apply_command", "begin", "cron_block", "end", "mark", "parse_state", "script",
-           "times", "without_block"]
 
 
 def script_path(config: Config, env: str) -> str:

@@ -23,7 +23,7 @@ env's services go back on the live release and the shared stack on its earlier f
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -109,8 +109,8 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     handshakes_before = HANDSHAKES["count"]
     host = as_host(conn)
     host.secrets = list(secrets.values())
-    run = Deploy(host, config, env, tag, files, options=options, hooks=hooks, say=say, show=show,
-                 clock=clock, pins=pins)
+    run = Deploy(host, config, env, tag, files, secrets=secrets, options=options, hooks=hooks,
+                 say=say, show=show, clock=clock, pins=pins)
     result: DeployResult = run.execute()
     result.commands = list(host.commands)
     result.handshakes = HANDSHAKES["count"] - handshakes_before
@@ -156,10 +156,12 @@ class Deploy(EnvRun):
     action = "deploy"
 
     def __init__(self, host: RemoteHost, config: Config, env: str, tag: str, files: Rendered, *,
-                 options: DeployOptions = SAFE, hooks: Hooks | None = None,
-                 pins: dict[str, str] | None = None, **kwargs: Any) -> None:
+                 secrets: Mapping[str, str], options: DeployOptions = SAFE,
+                 hooks: Hooks | None = None, pins: dict[str, str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)
         self.files = files
+        self.secrets = secrets  # the env's and the shared ones, resolved once by deploy()
         self.options = options
         # the env whose deploys change the shared stack without --allow-shared (None: none)
         self.shared_owner = shared_owner(config)
@@ -336,11 +338,10 @@ class Deploy(EnvRun):
         if self.config.backups.s3 is None:
             return
         from vedfin_ops.backups.offsite import bucket, copy_missing
-        from vedfin_ops.config import secret_store
 
         database = self.config.environments[self.env].database
         try:
-            target = bucket(self.config, secret_store.resolve(self.config, self.env))
+            target = bucket(self.config, self.secrets)
             assert target is not None
             copied = copy_missing(self.host, self.config, target, self.env, database,
                                   self.say, self.beat, protect=self.backup)
@@ -610,11 +611,9 @@ class Deploy(EnvRun):
         changes production's thresholds."""
         if not self.config.monitoring.apply or not self.owns_shared:
             return
-        from vedfin_ops.config import secret_store
         from vedfin_ops.monitoring import netdata
 
-        values = secret_store.resolve(self.config, self.env)  # the shared ones included
-        wanted = netdata.files(self.config, values, say=self.say)
+        wanted = netdata.files(self.config, self.secrets, say=self.say)
         changed, now = netdata.apply(self.host, self.config, wanted[0].text,
                                      extra=wanted[1:], clock=self.clock)
         self.say(f"monitoring: {len(now.items)} Netdata alarms "
@@ -628,11 +627,10 @@ class Deploy(EnvRun):
         if (self.config.monitoring.uptime_kuma is None or not self.config.monitoring.apply
                 or not self.owns_shared):
             return
-        from vedfin_ops.config import secret_store
         from vedfin_ops.monitoring import uptime_kuma
 
-        values = secret_store.resolve(self.config, self.env)
-        done = uptime_kuma.apply(self.host, self.config, values, wait=10.0, say=self.say)
+        done = uptime_kuma.apply(self.host, self.config, self.secrets, wait=10.0,
+                                 say=self.say)
         self.say(f"uptime kuma: {len(done.status)} monitors"
                  f"{' (' + str(len(done.changes)) + ' changes)' if done.changes else ''}")
         for name, state, message in done.status:

@@ -241,6 +241,50 @@ def traefik_rootfs(binary: Path) -> RootFs:
     return fs
 
 
+NODE = f"{REPO}/node:20"
+NODE_USER = "node"
+
+
+def node_rootfs(extra: dict[str, Path] | None = None) -> RootFs:
+    """What node:20-bookworm-slim gives an app, from this machine's own Node: node and the
+    libraries ldd names, npm and npx, the CA bundle, a `node` user (uid 1000) and a shell. No
+    wget or curl, as in the slim image, so a healthcheck must not need them. `extra` adds
+    folders (image path -> host folder), as the sandbox's Prisma schema-engine stand-in."""
+    node = shutil.which("node")
+    npm_root = Path("/usr/lib/node_modules/npm")
+    if node is None or not npm_root.is_dir():
+        raise SandboxError("node and npm: not installed (the real apps need Node 20 and npm)")
+    fs = RootFs()
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        raise SandboxError("busybox: not installed (apt-get install busybox-static)")
+    fs.add("bin/busybox", Path(busybox), 0o755)
+    fs.links.update({"bin/sh": "busybox", "usr/bin/env": "/bin/busybox"})
+    fs.add_binary(Path(node).resolve(), "usr/bin/node")
+    fs.add_tree(npm_root, "usr/lib/node_modules/npm")
+    fs.links.update({"usr/bin/npm": "../lib/node_modules/npm/bin/npm-cli.js",
+                     "usr/bin/npx": "../lib/node_modules/npm/bin/npx-cli.js"})
+    fs.add("etc/ssl/certs/ca-certificates.crt", Path("/etc/ssl/certs/ca-certificates.crt"))
+    fs.add("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"
+                         f"{NODE_USER}:x:1000:1000::/home/node:/bin/sh\n")
+    fs.add("etc/group", f"root:x:0:\n{NODE_USER}:x:1000:\n")
+    fs.add("etc/nsswitch.conf", "hosts: files dns\n")
+    fs.dirs.update({"tmp": 0o1777, "etc": 0o755, "root": 0o700, "home": 0o755,
+                    "home/node": 0o755, "app": 0o755})
+    for dest, folder in (extra or {}).items():
+        fs.add_tree(folder, dest)
+    return fs
+
+
+def node_spec(extra: dict[str, Path] | None = None,
+              env: tuple[str, ...] = ()) -> ImageSpec:
+    return ImageSpec(NODE, node_rootfs(extra), (
+        "ENV PATH=/usr/local/bin:/usr/bin:/bin",
+        # the machine's CA bundle: npm in a build stage reaches the registry through it
+        "ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt",
+        *(f"ENV {item}" for item in env), 'CMD ["node"]'))
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     name: str

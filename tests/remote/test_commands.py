@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
+import os
 import shlex
+import shutil
 import subprocess
+import tempfile
+import threading
 from pathlib import Path
 
 from hypothesis import given
@@ -261,6 +266,48 @@ def test_commands_join_and_prefix_as_the_callers_wrote_them() -> None:
     one = commands.task_errors("a")
     assert commands.task_errors("a", "b") == f"{one} ; {one.replace(' a |', ' b |')}"
     assert commands.remove_container("m 1") == "docker rm -f 'm 1' >/dev/null 2>&1 || true"
-    assert commands.health_probe("http://127.0.0.1:3000/health") == (
-        "wget -q -O /dev/null http://127.0.0.1:3000/health || exit 1")
+    probe = commands.health_probe("http://127.0.0.1:3000/health")
+    assert probe.startswith("if command -v wget >/dev/null; then wget -q -O /dev/null "
+                            "http://127.0.0.1:3000/health; elif")
+    assert probe.endswith(" http://127.0.0.1:3000/health; fi || exit 1")
     assert commands.host_clock() == "date +%H:%M"
+
+
+
+def _probe_with_only(tmp_path: Path, tools: dict[str, str], url: str) -> int:
+    """The default healthcheck run by a real sh whose PATH holds only `tools` (name -> the
+    host's program), as in an image that ships just those."""
+    bin_dir = Path(tempfile.mkdtemp(dir=tmp_path))
+    for name, program in tools.items():
+        found = shutil.which(program)
+        assert found, f"{program} is not installed here"
+        (bin_dir / name).symlink_to(found)
+    shell = shutil.which("sh")
+    assert shell
+    return subprocess.run([shell, "-c", commands.health_probe(url)], capture_output=True,
+                          env={**os.environ, "PATH": str(bin_dir)}, timeout=20).returncode
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/api/health" else 503)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_the_default_healthcheck_works_in_an_image_with_only_node(tmp_path: Path) -> None:
+    """node:20-slim has neither wget nor curl: the probe falls back to node's own fetch and
+    still tells a 200 from a 503 and from nothing listening, as busybox's wget does."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        for tools in ({"node": "node"}, {"wget": "busybox"}):
+            assert _probe_with_only(tmp_path, tools, f"{base}/api/health") == 0, tools
+            assert _probe_with_only(tmp_path, tools, f"{base}/down") == 1, tools
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _probe_with_only(tmp_path, {"node": "node"}, f"{base}/api/health") == 1

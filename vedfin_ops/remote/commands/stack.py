@@ -63,6 +63,15 @@ def scale_services(wanted: dict[str, int]) -> str:
         sh(f"{name}={count}") for name, count in sorted(wanted.items()))
 
 
+# node's own fetch, for images that have node and neither wget nor curl (node:20-slim)
+_NODE_GET = "fetch(process.argv[1]).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
+
+
 def health_probe(url: str) -> str:
-    """An app's healthcheck (`CMD-SHELL`) when its config names no command: the URL answers."""
-    return f"wget -q -O /dev/null {sh(url)} || exit 1"
+    """An app's healthcheck (`CMD-SHELL`) when its config names no command: the URL answers
+    2xx. The image decides the client: busybox and alpine images have wget, Debian's curl,
+    and the official node:*-slim images neither, only node itself."""
+    u = sh(url)
+    return (f"if command -v wget >/dev/null; then wget -q -O /dev/null {u}; "
+            f"elif command -v curl >/dev/null; then curl -fsS -o /dev/null {u}; "
+            f"else node -e {sh(_NODE_GET)} {u}; fi || exit 1")

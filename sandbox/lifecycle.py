@@ -65,6 +65,7 @@ class State(JsonState):
     netdata_port: int = 0
     kuma_port: int = 0
     sink_port: int = 0
+    real_edge_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -74,7 +75,8 @@ def workdir_for(path: str | Path | None = None) -> Path:
 
 
 def up(use_existing: bool = False, workdir: Path | None = None,
-       shipped: str | Path = "dokploy.yaml", progress: Any = print, nodes: int = 1) -> State:
+       shipped: str | Path = "dokploy.yaml", progress: Any = print, nodes: int = 1,
+       real: bool = False) -> State:
     started = time.monotonic()
     workdir = workdir or workdir_for()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -176,11 +178,22 @@ def up(use_existing: bool = False, workdir: Path | None = None,
 
     progress(f"apps: build and push {len(images.APP_TAGS)} tags of the stand-ins")
     build_apps(workdir / "dokploy.yaml")
+    if real:
+        up_real(workdir, state, progress)
     if nodes > 1:
         up_nodes(workdir, nodes, shipped, progress)
     state.up_seconds = round(time.monotonic() - started, 2)
     state.save(workdir)
     return state
+
+
+def up_real(workdir: Path, state: State, progress: Any = print) -> Path:
+    """The real apps (sandbox/real.py) beside the stand-ins: config .sandbox/dokploy-real.yaml."""
+    from sandbox import real as real_apps
+
+    state.real_edge_port = state.real_edge_port or sshd.free_port(real_apps.EDGE_PORT)
+    state.save(workdir)
+    return real_apps.up(workdir, USER, state.real_edge_port, progress)
 
 
 CLUSTER_CONFIG = "dokploy-cluster.yaml"
@@ -347,6 +360,9 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
     down_nodes(workdir, progress)
     if engine.engine_answers():
         progress("stacks: removing")
+        from sandbox import real as real_apps
+
+        real_apps.down()
         remove_stacks()
         progress("traefik: removing dokploy-traefik")
         traefik.stop(workdir / "traefik")

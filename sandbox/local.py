@@ -41,11 +41,11 @@ _S = TypeVar("_S", bound=JsonState)
 
 
 def run(args: Sequence[str], *, check: bool = True, timeout: float = 300,
-        stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        stdin: bytes | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command without a shell; on failure say which command and what it printed."""
     try:
         result = subprocess.run(list(args), input=stdin, capture_output=True, timeout=timeout,
-                                check=False)
+                                check=False, cwd=cwd)
     except FileNotFoundError:
         raise SandboxError(f"{args[0]}: not installed") from None
     except subprocess.TimeoutExpired:

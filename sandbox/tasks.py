@@ -18,16 +18,19 @@ from vedfin_ops.cli.output import out as stdout
 
 @task(name="up", help={"use_existing": "use a Docker Engine / swarm the sandbox did not start",
                        "nodes": "also a swarm of N nodes, each in its own network namespace "
-                                "(config .sandbox/dokploy-cluster.yaml)"})
+                                "(config .sandbox/dokploy-cluster.yaml)",
+                       "real": "also the real apps (examples/v-edfinance: NestJS + Prisma, "
+                               "Next.js) at the shipped sizes (config .sandbox/dokploy-real.yaml)"})
 @guarded
-def sandbox_up(c: Context, use_existing: bool = False, nodes: int = 1) -> None:
+def sandbox_up(c: Context, use_existing: bool = False, nodes: int = 1,
+               real: bool = False) -> None:
     """Turn this machine into a local VPS: engine + swarm, images, sshd, sandbox config."""
     import sandbox
     from vedfin_ops.errors import UsageError
     if nodes < 1:
         raise UsageError(f"--nodes {nodes}: want 1 or more")
     state = sandbox.up(use_existing=use_existing, progress=lambda m: err.print(f"sandbox: {m}"),
-                       nodes=nodes)
+                       nodes=nodes, real=real)
     info = sandbox.status()
     stdout.print(f"sandbox up in {state.up_seconds:g}s; edge {info['edge_url']}")
     stdout.print(f"  VEDFIN_CONFIG={info['config']} {info['ssh']}")

@@ -8,38 +8,56 @@ import time
 
 import requests
 
+TARGETS = (("api.v-edfinance.localhost", "/api/health"), ("v-edfinance.localhost", "/"))
+
 
 class Load:
-    """A bounded client: about `rate` requests/s through the edge, alternating api and web,
-    until stopped or `max_seconds` / `max_requests` is reached."""
+    """`clients` bounded clients, each about `rate` requests/s through the edge, alternating
+    api and web, until stopped or `max_seconds` / `max_requests` (all clients together) is
+    reached. `version_path` is asked of the api every 20th request of the first client."""
 
     def __init__(self, port: int, rate: float = 20, max_seconds: float = 240,
-                 max_requests: int = 5000) -> None:
+                 max_requests: int = 5000, clients: int = 1,
+                 version_path: str = "/version") -> None:
         self.port, self.rate = port, rate
         self.max_seconds, self.max_requests = max_seconds, max_requests
+        self.version_path = version_path
         self.sent = 0
         self.failed: list[str] = []
         self.versions: set[str] = set()
+        self._count = threading.Lock()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                         for i in range(clients)]
 
     def __enter__(self) -> Load:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
-        print(f"load: {self.sent} requests sent, {len(self.failed)} failed")
+        for thread in self._threads:
+            thread.join(timeout=30)
+        print(f"load: {self.sent} requests sent by {len(self._threads)} clients, "
+              f"{len(self.failed)} failed")
 
-    def _run(self) -> None:
-        session = requests.Session()
-        hosts = [("api.v-edfinance.localhost", "/api/health"), ("v-edfinance.localhost", "/")]
-        deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline and \
-                self.sent < self.max_requests:
-            name, path = hosts[self.sent % 2]
+    def _next(self) -> int | None:
+        with self._count:
+            if self.sent >= self.max_requests:
+                return None
             self.sent += 1
+            return self.sent
+
+    def _run(self, client: int) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + self.max_seconds
+        mine = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if self._next() is None:
+                return
+            name, path = TARGETS[(mine + client) % 2]
+            mine += 1
             try:
                 response = session.get(f"http://127.0.0.1:{self.port}{path}",
                                        headers={"Host": name}, timeout=10)
@@ -47,9 +65,9 @@ class Load:
                     self.failed.append(f"{name}{path}: HTTP {response.status_code}")
             except requests.RequestException as exc:
                 self.failed.append(f"{name}{path}: {type(exc).__name__}")
-            if self.sent % 20 == 0:
+            if client == 0 and mine % 20 == 0:
                 with contextlib.suppress(requests.RequestException):
                     self.versions.add(session.get(
-                        f"http://127.0.0.1:{self.port}/version",
-                        headers={"Host": "api.v-edfinance.localhost"}, timeout=10).text.strip())
+                        f"http://127.0.0.1:{self.port}{self.version_path}",
+                        headers={"Host": TARGETS[0][0]}, timeout=10).text.strip())
             time.sleep(1 / self.rate)

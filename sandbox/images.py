@@ -36,7 +36,7 @@ APPS = ("api", "web")
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 HASH_LABEL = "vedfin.sandbox.hash"
 PG_HOME = "/opt/pg"
-INFRA = ("postgres:pg16-pgvector", "redis:7", "edge:caddy")
+INFRA = ("postgres:pg17-pgvector", "redis:7", "edge:caddy")
 
 
 @dataclass
@@ -155,48 +155,6 @@ def pgserver_paths() -> tuple[Path, Path]:
     return root / "pginstall", root.parent / "pgserver.libs"
 
 
-PG_ENTRYPOINT = """#!/bin/sh
-# Like the official image: initdb with POSTGRES_PASSWORD on an empty volume, then postgres.
-set -e
-BIN={home}/pgserver/pginstall/bin
-mkdir -p "$PGDATA" /run/postgresql
-chown postgres:postgres "$PGDATA" /run/postgresql
-chmod 700 "$PGDATA"
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  umask 077
-  printf '%s\\n' "${{POSTGRES_PASSWORD:?POSTGRES_PASSWORD is not set}}" > /tmp/pwfile
-  chown postgres /tmp/pwfile
-  su postgres -s /bin/sh -c "$BIN/initdb -D '$PGDATA' -U '${{POSTGRES_USER:-postgres}}' \\
-    --pwfile=/tmp/pwfile --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --no-locale"
-  rm -f /tmp/pwfile
-  echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
-  echo "unix_socket_directories = '/run/postgresql'" >> "$PGDATA/postgresql.conf"
-  echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
-fi
-# the official image's command is `postgres [-c name=value ...]`: the options follow
-[ "$1" = postgres ] && shift
-exec su postgres -s /bin/sh -c "exec $BIN/postgres -D '$PGDATA' $*"
-"""
-
-
-def postgres_rootfs() -> RootFs:
-    """PostgreSQL 16 + pgvector as the PyPI package pgserver builds it."""
-    pginstall, libs = pgserver_paths()
-    fs = RootFs()
-    _busybox(fs, SHELL)
-    fs.add_tree(pginstall, f"{PG_HOME}/pgserver/pginstall")
-    fs.add_tree(libs, f"{PG_HOME}/pgserver.libs")
-    for name in ("postgres", "psql", "initdb", "pg_isready", "pg_dump", "pg_restore"):
-        for lib in shared_libraries(pginstall / "bin" / name):
-            if "pgserver.libs" not in str(lib):
-                fs.add(str(lib), lib.resolve(), 0o755)
-    for name in ("psql", "pg_isready", "postgres", "pg_dump", "pg_restore"):
-        fs.links[f"usr/local/bin/{name}"] = f"{PG_HOME}/pgserver/pginstall/bin/{name}"
-    fs.add("docker-entrypoint.sh", PG_ENTRYPOINT.format(home=PG_HOME), 0o755)
-    fs.dirs["var/lib/postgresql"] = 0o755
-    return fs
-
-
 def redis_rootfs() -> RootFs:
     fs = RootFs()
     _busybox(fs, SHELL)
@@ -295,9 +253,9 @@ class ImageSpec:
 def specs() -> list[ImageSpec]:
     path = "PATH=/usr/local/bin:/usr/bin:/bin"
     out = [ImageSpec(BASE, base_rootfs(), (f"ENV {path}", 'CMD ["/bin/sh"]'))]
-    out.append(ImageSpec(f"{REPO}/postgres:pg16-pgvector", postgres_rootfs(), (
-        f"ENV {path}", "ENV PGDATA=/var/lib/postgresql/data", "ENV PGHOST=/run/postgresql",
-        'ENTRYPOINT ["/docker-entrypoint.sh"]', 'CMD []')))
+    from sandbox.pg17 import pg17_spec  # it builds on this module's RootFs
+
+    out.append(pg17_spec())
     out.append(ImageSpec(f"{REPO}/redis:7", redis_rootfs(), (
         f"ENV {path}",
         'CMD ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", ""]')))

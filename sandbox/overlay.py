@@ -55,10 +55,8 @@ def sandbox_config(shipped: dict[str, Any], *, edge_port: int, base_dir: str,
     data["tag"] = SANDBOX_TAG
     data["postgres"] = {
         **data.get("postgres", {}),
-        "image": f"{server}/{REPO}/postgres:pg16-pgvector",
+        "image": f"{server}/{REPO}/postgres:pg17-pgvector",
         "resources": {"memory": "256m", "cpus": 0.5},
-        # pgserver's build has no pg_stat_statements: ask only for what it has.
-        "extensions": ["vector"],
         "healthcheck": {"command": ["pg_isready", "-U", "postgres"], "interval": "1s",
                         "retries": 10, "startPeriod": "5s"},
         # the runbook's settings, scaled to the sandbox's 256m (32 + 20 x 1 + 16 = 68 MiB)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
-import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +37,6 @@ STACK_PREFIX = "vreal"
 BASE_DIR = "/srv/vedfin-sandbox-real"
 EDGE_PORT = 18180
 ENV = "production"
-PG17 = f"{images.REPO}/postgres:pg17-pgvector"
 _SKIP = shutil.ignore_patterns("node_modules", ".next", "dist", "*.tsbuildinfo")
 
 
@@ -94,8 +91,8 @@ def base_spec() -> images.ImageSpec:
         env=(f"PRISMA_SCHEMA_ENGINE_BINARY={ENGINE_IN_IMAGE}/schema-engine",))
 
 
-def real_config(sandbox: dict[str, Any], shipped: dict[str, Any], *, edge_port: int,
-                postgres_image: str | None) -> dict[str, Any]:
+def real_config(sandbox: dict[str, Any], shipped: dict[str, Any], *,
+                edge_port: int) -> dict[str, Any]:
     """The sandbox's config with production's apps as the real ones at the shipped sizes and
     replicas, its own stacks, folder and edge port; the other envs left out (each env's web
     needs its own image: NEXT_PUBLIC_API_URL is fixed when it is built)."""
@@ -125,6 +122,9 @@ def real_config(sandbox: dict[str, Any], shipped: dict[str, Any], *, edge_port: 
         args = {"NODE_IMAGE": images.NODE, "APP_VERSION": "{tag}"}
         if kind == "web":
             args["NEXT_PUBLIC_API_URL"] = f"http://{api_domain}:{edge_port}"
+            app["environment"] = [f"NEXT_PUBLIC_API_URL={args['NEXT_PUBLIC_API_URL']}"
+                                  if str(item).startswith("NEXT_PUBLIC_API_URL=") else item
+                                  for item in app["environment"]]
         app["build"] = {"context": str(EXAMPLE / "apps" / kind), "dockerfile": "Dockerfile",
                         "args": args}
     data["applications"] = apps
@@ -133,9 +133,10 @@ def real_config(sandbox: dict[str, Any], shipped: dict[str, Any], *, edge_port: 
     data["remote"] = {**data["remote"], "stackPrefix": STACK_PREFIX, "baseDir": BASE_DIR}
     data["edge"] = {**data["edge"], "httpPort": edge_port}
     data["verify"] = {k: v for k, v in data.get("verify", {}).items() if k != "corsPath"}
-    if postgres_image is not None:  # the runbook's pg17 with the shipped size and settings
-        data["postgres"] = {**shipped["postgres"], "image": f"{server}/{postgres_image}",
-                            "healthcheck": data["postgres"]["healthcheck"]}
+    # the sandbox's PostgreSQL 17 + pgvector at the shipped size, settings and extensions
+    data["postgres"] = {**shipped["postgres"], "image": data["postgres"]["image"],
+                        "healthcheck": data["postgres"]["healthcheck"]}
+    data["redis"] = {**data["redis"], "resources": shipped["redis"]["resources"]}
     # the host's one Netdata and Uptime Kuma belong to the stand-ins' config
     data["monitoring"] = {k: v for k, v in data.get("monitoring", {}).items()
                           if k not in ("uptimeKuma",)} | {"check": False, "apply": False}
@@ -143,15 +144,13 @@ def real_config(sandbox: dict[str, Any], shipped: dict[str, Any], *, edge_port: 
     return data
 
 
-def write_config(workdir: Path, edge_port: int,
-                 postgres_image: str | None = None) -> Path:
+def write_config(workdir: Path, edge_port: int) -> Path:
     from vedfin_ops.config.loader import load_config
 
     sandbox = yaml.safe_load((workdir / "dokploy.yaml").read_text())
     shipped = yaml.safe_load((ROOT / "dokploy.yaml").read_text())
     path = workdir / CONFIG
-    path.write_text(overlay.dump(real_config(sandbox, shipped, edge_port=edge_port,
-                                             postgres_image=postgres_image),
+    path.write_text(overlay.dump(real_config(sandbox, shipped, edge_port=edge_port),
                                  str(ROOT / "dokploy.yaml"), edge_port))
     load_config(path)
     return path
@@ -189,30 +188,12 @@ def up(workdir: Path, user: str, edge_port: int, progress: Callable[[str], None]
     engine_modules(progress)
     progress("real apps: the node:20 base (with the schema-engine stand-in)")
     images.build(base_spec())
-    postgres_image = None
-    if importlib.util.find_spec("sandbox.pg17") is not None:
-        progress("real apps: PostgreSQL 17 + pgvector")
-        images.build(importlib.import_module("sandbox.pg17").pg17_spec())
-        postgres_image = PG17
-        _push(workdir, PG17)
     base = Path(BASE_DIR)
     base.mkdir(mode=0o750, parents=True, exist_ok=True)
     shutil.chown(base, user, user)
-    path = write_config(workdir, edge_port, postgres_image=postgres_image)
+    path = write_config(workdir, edge_port)
     build_tags(path, tags, progress)
     return path
-
-
-def _push(workdir: Path, name: str) -> None:
-    from vedfin_ops.config import secret_store
-    from vedfin_ops.deploy.build import registry_session
-
-    data = yaml.safe_load((workdir / "dokploy.yaml").read_text())
-    server = data["registry"]["server"]
-    password = secret_store.read_file(workdir / "secrets.env")["REGISTRY_PASSWORD"]
-    with registry_session(server, data["registry"]["username"], password) as docker_config:
-        run(["docker", "tag", name, f"{server}/{name}"])
-        run(["docker", "--config", docker_config, "push", f"{server}/{name}"], timeout=600)
 
 
 def down() -> None:

@@ -233,10 +233,10 @@ def test_db_init_names_the_image_when_an_extension_is_missing(sandbox_up: dict[s
 
     from vedfin_ops.config.loader import config_from_dict
     data = yaml.safe_load(Path(sandbox_up["config"]).read_text())
-    data["postgres"]["extensions"] = ["vector", "pg_stat_statements"]
+    data["postgres"]["extensions"] = ["vector", "postgis"]
     config = config_from_dict(data, sandbox_up["config"])
-    with pytest.raises(CheckFailed, match=r"extension pg_stat_statements is not available in "
-                                          r"127\.0\.0\.1:\d+/vedfin-sandbox/postgres:pg16-pgvector"):
+    with pytest.raises(CheckFailed, match=r"extension postgis is not available in "
+                                          r"127\.0\.0\.1:\d+/vedfin-sandbox/postgres:pg17-pgvector"):
         db_init(host, config)
 
 

@@ -4,9 +4,10 @@ import { HttpDrain } from './http-drain.js';
 import { LessonsController } from './lessons.controller.js';
 import { PrismaService } from './prisma.service.js';
 import { RedisService } from './redis.service.js';
+import { UsersController } from './users.controller.js';
 
 @Module({
-  controllers: [HealthController, LessonsController],
+  controllers: [HealthController, LessonsController, UsersController],
   providers: [PrismaService, RedisService, HttpDrain],
 })
 export class AppModule {}

@@ -34,7 +34,9 @@ def _psql(container: str, sql: str, database: str = "postgres") -> str:
 
 def _wait_ready(container: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while docker("exec", container, "pg_isready", "-U", "postgres",
+    # over TCP: the first start's init server (as the official image's) listens on the socket
+    # only, and is stopped again before the real one starts
+    while docker("exec", container, "pg_isready", "-h", "127.0.0.1", "-U", "postgres",
                  check=False).returncode != 0:
         assert time.monotonic() < deadline, f"{container} never became ready"
         time.sleep(0.5)

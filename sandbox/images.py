@@ -223,6 +223,10 @@ def node_rootfs(extra: dict[str, Path] | None = None) -> RootFs:
     fs.links.update({"usr/bin/npm": "../lib/node_modules/npm/bin/npm-cli.js",
                      "usr/bin/npx": "../lib/node_modules/npm/bin/npx-cli.js"})
     fs.add("etc/ssl/certs/ca-certificates.crt", Path("/etc/ssl/certs/ca-certificates.crt"))
+    for lib in ("libssl.so.3", "libcrypto.so.3"):  # the slim image has them; Prisma looks
+        found = Path("/usr/lib/x86_64-linux-gnu") / lib
+        if found.exists():
+            fs.add(str(found), found.resolve(), 0o644)
     fs.add("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"
                          f"{NODE_USER}:x:1000:1000::/home/node:/bin/sh\n")
     fs.add("etc/group", f"root:x:0:\n{NODE_USER}:x:1000:\n")

@@ -65,7 +65,6 @@ class State(JsonState):
     netdata_port: int = 0
     kuma_port: int = 0
     sink_port: int = 0
-    real_edge_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -179,7 +178,7 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     progress(f"apps: build and push {len(images.APP_TAGS)} tags of the stand-ins")
     build_apps(workdir / "dokploy.yaml")
     if real:
-        up_real(workdir, state, progress)
+        up_real(workdir, progress)
     if nodes > 1:
         up_nodes(workdir, nodes, shipped, progress)
     state.up_seconds = round(time.monotonic() - started, 2)
@@ -187,13 +186,11 @@ def up(use_existing: bool = False, workdir: Path | None = None,
     return state
 
 
-def up_real(workdir: Path, state: State, progress: Any = print) -> Path:
-    """The real apps (sandbox/real.py) beside the stand-ins: config .sandbox/dokploy-real.yaml."""
+def up_real(workdir: Path, progress: Any = print) -> Path:
+    """The real apps (sandbox/real.py) built and pushed, config .sandbox/dokploy-real.yaml."""
     from sandbox import real as real_apps
 
-    state.real_edge_port = state.real_edge_port or sshd.free_port(real_apps.EDGE_PORT)
-    state.save(workdir)
-    return real_apps.up(workdir, USER, state.real_edge_port, progress)
+    return real_apps.up(workdir, progress)
 
 
 CLUSTER_CONFIG = "dokploy-cluster.yaml"
@@ -360,9 +357,6 @@ def down(workdir: Path | None = None, progress: Any = print) -> None:
     down_nodes(workdir, progress)
     if engine.engine_answers():
         progress("stacks: removing")
-        from sandbox import real as real_apps
-
-        real_apps.down()
         remove_stacks()
         progress("traefik: removing dokploy-traefik")
         traefik.stop(workdir / "traefik")

@@ -1,10 +1,11 @@
 """The sandbox's real workload: examples/v-edfinance's NestJS + Prisma api and Next.js web.
 
 Built by the tool's own `build --push` from the example's Dockerfiles on a node:20 base made
-of this machine's Node (no registry of base images is reachable), and run at the shipped
-config's sizes as the stacks `vreal-*`, beside the stand-ins' `vedfin-*`: its own shared
-stack (PostgreSQL, Redis, an edge on its own port), its own folder on the host, the same
-deploy user, registry and secrets file.
+of this machine's Node (no registry of base images is reachable). Its config,
+.sandbox/dokploy-real.yaml, is the sandbox's own with production's apps as the real ones and
+PostgreSQL and Redis at the shipped sizes: deploying it switches the sandbox's production from
+the stand-ins to the real apps (as the HTTPS and Traefik configs switch its edge), on the same
+host, folder, edge and registry; deploying dokploy.yaml switches back.
 
 Each tag is a revision of the example: v1 is the example as committed, the others are v1 with
 the overlays of sandbox/real/<tag> copied over it in order (TAGS: tag -> the tag it extends),
@@ -33,9 +34,6 @@ ENGINE_DIR = Path(__file__).resolve().parent / "prisma-engine"
 ENGINE_IN_IMAGE = "/opt/prisma-engine"
 TAGS: dict[str, str | None] = {"v1": None, "v2": "v1", "badmigration": "v2", "dropcolumn": "v2"}
 CONFIG = "dokploy-real.yaml"
-STACK_PREFIX = "vreal"
-BASE_DIR = "/srv/vedfin-sandbox-real"
-EDGE_PORT = 18180
 ENV = "production"
 _SKIP = shutil.ignore_patterns("node_modules", ".next", "dist", "*.tsbuildinfo")
 
@@ -91,12 +89,12 @@ def base_spec() -> images.ImageSpec:
         env=(f"PRISMA_SCHEMA_ENGINE_BINARY={ENGINE_IN_IMAGE}/schema-engine",))
 
 
-def real_config(sandbox: dict[str, Any], shipped: dict[str, Any], *,
-                edge_port: int) -> dict[str, Any]:
+def real_config(sandbox: dict[str, Any], shipped: dict[str, Any]) -> dict[str, Any]:
     """The sandbox's config with production's apps as the real ones at the shipped sizes and
-    replicas, its own stacks, folder and edge port; the other envs left out (each env's web
-    needs its own image: NEXT_PUBLIC_API_URL is fixed when it is built)."""
+    replicas; the other envs left out (each env's web needs its own image:
+    NEXT_PUBLIC_API_URL is fixed when it is built)."""
     data = copy.deepcopy(sandbox)
+    edge_port = data["edge"]["httpPort"]
     sizes = {app["name"]: app for app in shipped["applications"]}
     server = data["registry"]["server"]
     apps = []
@@ -112,10 +110,11 @@ def real_config(sandbox: dict[str, Any], shipped: dict[str, Any], *,
         app["image"] = f"{server}/{images.REPO}/real-{kind}"
         app.pop("migrate", None)  # the defaults: the runbook's `npx prisma migrate ...`
         app.pop("migrateStatus", None)
-        # Node starts in 1-2 s; the probe is node's fetch (no wget in the image)
+        # Node starts in 1-2 s (Nest, Prisma) on an idle machine; the probe is node's own
+        # fetch (the image has no wget)
         app["healthcheck"] = {"path": "/api/health" if kind == "api" else "/",
                               "interval": "1s", "timeout": "3s", "retries": 3,
-                              "startPeriod": "20s"}
+                              "startPeriod": "10s"}
         apps.append(app)
     for app in apps:
         kind = app["name"].split("-")[0]
@@ -130,28 +129,24 @@ def real_config(sandbox: dict[str, Any], shipped: dict[str, Any], *,
     data["applications"] = apps
     data["environments"] = {ENV: data["environments"][ENV]}
     data["secrets"] = {k: v for k, v in data["secrets"].items() if k in ("shared", ENV)}
-    data["remote"] = {**data["remote"], "stackPrefix": STACK_PREFIX, "baseDir": BASE_DIR}
-    data["edge"] = {**data["edge"], "httpPort": edge_port}
     data["verify"] = {k: v for k, v in data.get("verify", {}).items() if k != "corsPath"}
     # the sandbox's PostgreSQL 17 + pgvector at the shipped size, settings and extensions
     data["postgres"] = {**shipped["postgres"], "image": data["postgres"]["image"],
                         "healthcheck": data["postgres"]["healthcheck"]}
     data["redis"] = {**data["redis"], "resources": shipped["redis"]["resources"]}
-    # the host's one Netdata and Uptime Kuma belong to the stand-ins' config
-    data["monitoring"] = {k: v for k, v in data.get("monitoring", {}).items()
-                          if k not in ("uptimeKuma",)} | {"check": False, "apply": False}
     data["tag"] = "v1"
     return data
 
 
-def write_config(workdir: Path, edge_port: int) -> Path:
+def write_config(workdir: Path) -> Path:
     from vedfin_ops.config.loader import load_config
 
     sandbox = yaml.safe_load((workdir / "dokploy.yaml").read_text())
     shipped = yaml.safe_load((ROOT / "dokploy.yaml").read_text())
     path = workdir / CONFIG
-    path.write_text(overlay.dump(real_config(sandbox, shipped, edge_port=edge_port),
-                                 str(ROOT / "dokploy.yaml"), edge_port))
+    port = sandbox["edge"]["httpPort"]
+    path.write_text(overlay.dump(real_config(sandbox, shipped), str(ROOT / "dokploy.yaml"),
+                                 port))
     load_config(path)
     return path
 
@@ -180,7 +175,7 @@ def build_tags(config_path: Path, tags: tuple[str, ...] = tuple(TAGS),
     return took
 
 
-def up(workdir: Path, user: str, edge_port: int, progress: Callable[[str], None] = print,
+def up(workdir: Path, progress: Callable[[str], None] = print,
        tags: tuple[str, ...] = tuple(TAGS)) -> Path:
     """The real apps' base image, config and tags; needs the sandbox up."""
     if not (workdir / "dokploy.yaml").exists():
@@ -188,16 +183,6 @@ def up(workdir: Path, user: str, edge_port: int, progress: Callable[[str], None]
     engine_modules(progress)
     progress("real apps: the node:20 base (with the schema-engine stand-in)")
     images.build(base_spec())
-    base = Path(BASE_DIR)
-    base.mkdir(mode=0o750, parents=True, exist_ok=True)
-    shutil.chown(base, user, user)
-    path = write_config(workdir, edge_port)
+    path = write_config(workdir)
     build_tags(path, tags, progress)
     return path
-
-
-def down() -> None:
-    from sandbox.lifecycle import remove_stacks
-
-    remove_stacks(STACK_PREFIX)
-    shutil.rmtree(BASE_DIR, ignore_errors=True)

@@ -20,7 +20,8 @@ RUNBOOK_SNIPPET = ROOT / "tests" / "data" / "runbook-snippet.yaml"
 NO_NETDATA = "/nonexistent/vedfin-tests/netdata"
 
 
-SWITCHING_MODULES = ("test_https.py", "test_traefik.py")  # see tests/integration/conftest.py
+# see tests/integration/conftest.py
+SWITCHING_MODULES = ("test_https.py", "test_real_apps.py", "test_traefik.py")
 LAST_MODULE = "test_zz_sandbox_down.py"
 
 

@@ -1,0 +1,262 @@
+"""The runbook on the real workload: examples/v-edfinance's NestJS + Prisma api and Next.js
+web at the shipped sizes (1536m/1.5 and 1024m/1.0, 2 replicas each): the sandbox's production
+switched to them (sandbox/real.py), as the HTTPS and Traefik modules switch its edge. The
+stand-in tests keep covering the failure tags; these prove what only real apps show: Node's
+start under a health check, Prisma's own migrations and errors, real memory, a Nest task
+stopping with requests in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from tests.http_load import Load
+from vedfin_ops import load_config
+from vedfin_ops.deploy.pipeline import deploy
+from vedfin_ops.deploy.rollback import rollback
+from vedfin_ops.errors import CheckFailed
+from vedfin_ops.remote.host import Host, connect
+
+from .conftest import SANDBOX_DIR, docker, fab, switched_to
+
+pytestmark = pytest.mark.integration
+
+ENV = "production"
+API = "api.v-edfinance.localhost"
+WEB = "v-edfinance.localhost"
+SAID: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def real(sandbox_up: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The real apps built and pushed (cached by their lock files), and their config; the
+    next module that needs the stand-ins deploys them back (`default_config_is_live`)."""
+    from sandbox import lifecycle
+
+    path = lifecycle.up_real(SANDBOX_DIR, progress=lambda _m: None)
+    _forget_the_apps_schema()
+    with switched_to(sandbox_up, path.name):
+        yield {**sandbox_up, "config": str(path)}
+
+
+def _forget_the_apps_schema() -> None:
+    """Production's database as before the api's first deploy (a sandbox kept from an earlier
+    run has v2's migration applied): v1's deploy must apply v1's migration, v2's v2's."""
+    found = docker("ps", "-q", "--filter",
+                   "label=com.docker.swarm.service.name=vedfin-shared_postgres").stdout.split()
+    if found:
+        docker("exec", found[0], "psql", "-U", "postgres", "-d", "vedfinance_prod", "-X", "-c",
+               "DROP TABLE IF EXISTS _prisma_migrations, users, lessons", check=False)
+
+
+@pytest.fixture(scope="module")
+def config(real: dict[str, Any]) -> Any:
+    return load_config(real["config"])
+
+
+@pytest.fixture
+def host(real: dict[str, Any]) -> Iterator[Host]:
+    h = Host(connect("sandbox", real["ssh_config"]))
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def _deploy(real: dict[str, Any], config: Any, tag: str) -> Any:
+    h = Host(connect("sandbox", real["ssh_config"]))
+    try:
+        return deploy(h, config, ENV, tag, say=SAID.append, show=SAID.extend)
+    finally:
+        h.close()
+
+
+def _get(config: Any, name: str, path: str, timeout: float = 10) -> requests.Response:
+    return requests.get(f"http://127.0.0.1:{config.edge.http_port}{path}",
+                        headers={"Host": name}, timeout=timeout)
+
+
+def _version(config: Any) -> str:
+    return str(_get(config, API, "/api/version").json()["version"])
+
+
+def _psql(sql: str) -> str:
+    """A query in production's database, in the postgres container of the real stack."""
+    container = docker("ps", "-q", "--filter",
+                       "label=com.docker.swarm.service.name=vedfin-shared_postgres"
+                       ).stdout.split()[0]
+    return docker("exec", container, "psql", "-U", "postgres", "-d", "vedfinance_prod", "-AtX",
+                  "-c", sql).stdout.strip()
+
+
+def _columns(table: str) -> set[str]:
+    return set(_psql("SELECT column_name FROM information_schema.columns "
+                     f"WHERE table_name = '{table}'").split())
+
+
+def _at(real: dict[str, Any], config: Any, tag: str) -> None:
+    """Production on `tag`, deployed unless it already is."""
+    try:
+        if _version(config) == tag:
+            return
+    except (requests.RequestException, ValueError, KeyError):
+        pass
+    _deploy(real, config, tag)
+
+
+class SlowClients:
+    """Requests that are in flight when a task stops: `clients` loops of a 1 s request
+    (`/api/debug/slow`), each a request the stopping Nest task must finish, not drop."""
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port, self.sent = port, 0
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True)
+                         for _ in range(clients)]
+
+    def __enter__(self) -> SlowClients:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + 240
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            self.sent += 1
+            try:
+                answer = session.get(f"http://127.0.0.1:{self.port}/api/debug/slow?ms=1000",
+                                     headers={"Host": API}, timeout=15)
+                if answer.status_code != 200:
+                    self.failed.append(f"HTTP {answer.status_code}")
+            except requests.RequestException as exc:
+                self.failed.append(type(exc).__name__)
+
+
+def test_v1_then_v2_rolls_out_with_no_failed_request_from_8_clients(
+        real: dict[str, Any], config: Any) -> None:
+    """A real code change and a real additive migration, under load through the edge: 8
+    clients on api and web, and 4 more whose 1 s requests are in flight when each old api
+    task gets SIGTERM (Nest's shutdown hooks finish them; the edge sends the next ones to
+    the new tasks)."""
+    first = _deploy(real, config, "v1")
+    assert first.result in ("ok", "noop")
+    assert _version(config) == "v1"
+    assert "duration_minutes" not in _columns("lessons")
+    health = _get(config, API, "/api/health").json()
+    assert health == {"status": "ok", "database": "connected", "redis": "connected"}
+    with Load(config.edge.http_port, clients=8, rate=25, max_requests=20000,
+              version_path="/api/version") as load, \
+            SlowClients(config.edge.http_port) as slow:
+        time.sleep(2)
+        started = time.monotonic()
+        result = _deploy(real, config, "v2")
+        took = time.monotonic() - started
+        time.sleep(2)
+    assert result.result == "ok", result.detail
+    assert load.sent >= 1000, load.sent
+    assert load.failed == [], f"{len(load.failed)} of {load.sent} failed: {load.failed[:5]}"
+    assert slow.sent >= 20, slow.sent
+    assert slow.failed == [], f"{len(slow.failed)} of {slow.sent} slow failed: {slow.failed}"
+    versions = {json.loads(v)["version"] for v in load.versions if v.startswith("{")}
+    assert {"v1", "v2"} <= versions, load.versions
+    assert "duration_minutes" in _columns("lessons")
+    lessons = _get(config, API, "/api/lessons")
+    assert lessons.status_code == 200, lessons.text
+    assert _get(config, WEB, "/version").text.strip() == "web v2"
+    print(f"v1 -> v2 under load in {took:.1f}s: {load.sent} requests from 8 clients and "
+          f"{slow.sent} slow ones in flight, 0 failed")
+
+
+def test_verify_checks_every_box_from_the_real_apps(real: dict[str, Any], config: Any) -> None:
+    """Right after a deploy (a rollback last fails the zero-downtime box, as it should)."""
+    _at(real, config, "v2")
+    result = fab(real, "verify", "--env", ENV, "--json",
+                 extra_env={"VEDFIN_CONFIG": real["config"]})
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert report["passed"], [i for i in report["items"] if not i["ok"]]
+    migrations = [i for i in report["items"] if "migration" in i["name"].lower()]
+    assert migrations and all(i["ok"] for i in migrations), report["items"]
+    assert "Database schema is up to date!" in migrations[0]["detail"]
+    for item in report["items"]:
+        print(f"verify: {item['name']}: {item['detail']}")
+
+
+def test_live_capacity_measures_the_real_processes(real: dict[str, Any], config: Any) -> None:
+    _at(real, config, "v2")
+    result = fab(real, "capacity-report", "--env", ENV, "--json",
+                 extra_env={"VEDFIN_CONFIG": real["config"]})
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = {s["name"]: s for s in report["services"]}
+    api, web = rows["api-production"], rows["web-production"]
+    # Node + Nest + Prisma: far above the stand-ins' few MB, far below the 1536m limit
+    assert 60 < api["used_memory_mb"] < 1536 * 2, api
+    assert 30 < web["used_memory_mb"] < 1024 * 2, web
+    assert report["status"] in ("ok", "warn", "critical")
+    table = fab(real, "capacity-report", "--env", ENV,
+                extra_env={"VEDFIN_CONFIG": real["config"]})
+    assert "ACTUAL USAGE (measured now)" in table.stdout
+    print(table.stdout)
+
+
+def test_a_real_prisma_migration_error_stops_before_any_replica_changes(
+        real: dict[str, Any], config: Any, host: Host) -> None:
+    _at(real, config, "v2")
+    service = "vedfin-production_api-production"
+    before = docker("service", "inspect", "--format", "{{.Version.Index}}", service).stdout
+    with pytest.raises(CheckFailed) as info:
+        _deploy(real, config, "badmigration")
+    said = str(info.value)
+    assert "migrate" in said and "no replica was changed" in said, said
+    assert "P3018" in said or any("P3018" in line for line in SAID), said
+    assert docker("service", "inspect", "--format", "{{.Version.Index}}",
+                  service).stdout == before
+    assert _version(config) == "v2"
+    listed = fab(real, "db.backups", "--env", ENV, "--json",
+                 extra_env={"VEDFIN_CONFIG": real["config"]})
+    assert listed.returncode == 0, listed.stderr
+    reasons = [b["reason"] for b in json.loads(listed.stdout)["backups"]]
+    assert any("badmigration" in r for r in reasons), reasons
+    # Prisma keeps a failed migration as failed: the next deploy needs it marked rolled back
+    # (P3009 otherwise), as the runbook's operator would with `prisma migrate resolve`
+    _resolve_failed(config)
+
+
+def _resolve_failed(config: Any) -> None:
+    name = _psql("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NULL "
+                 "AND rolled_back_at IS NULL")
+    if not name:
+        return
+    _psql(f"UPDATE _prisma_migrations SET rolled_back_at = now() WHERE migration_name = "
+          f"'{name}'")
+
+
+def test_rollback_restore_db_brings_back_a_dropped_column(real: dict[str, Any], config: Any,
+                                                           host: Host) -> None:
+    _at(real, config, "v2")
+    _psql("INSERT INTO users (email, name) VALUES ('keep@example.com', 'Kept Name') "
+          "ON CONFLICT DO NOTHING")
+    result = _deploy(real, config, "dropcolumn")
+    assert result.result == "ok", result.detail
+    assert "name" not in _columns("users")
+    back = rollback(host, config, ENV, say=SAID.append, show=SAID.extend, restore_db=True)
+    assert back
+    assert _version(config) == "v2"
+    assert "name" in _columns("users")
+    assert _psql("SELECT name FROM users WHERE email = 'keep@example.com'") == "Kept Name"
+    assert _get(config, API, "/api/users").status_code == 200

@@ -200,14 +200,17 @@ def traefik_rootfs(binary: Path) -> RootFs:
 
 
 NODE = f"{REPO}/node:20"
+NODE_COREUTILS = ("ls", "grep", "cat", "cp", "mv", "rm", "mkdir", "ln", "sed", "head", "tail",
+                  "tr", "wc", "uname", "id", "ps", "kill", "sleep", "test", "chmod", "touch")
 NODE_USER = "node"
 
 
 def node_rootfs(extra: dict[str, Path] | None = None) -> RootFs:
     """What node:20-bookworm-slim gives an app, from this machine's own Node: node and the
-    libraries ldd names, npm and npx, the CA bundle, a `node` user (uid 1000) and a shell. No
-    wget or curl, as in the slim image, so a healthcheck must not need them. `extra` adds
-    folders (image path -> host folder), as the sandbox's Prisma schema-engine stand-in."""
+    libraries ldd names, OpenSSL, npm and npx, the CA bundle, a `node` user (uid 1000), a shell
+    and coreutils. No wget or curl, as in the slim image, so a healthcheck must not need them.
+    `extra` adds folders (image path -> host folder), as the sandbox's Prisma schema-engine
+    stand-in."""
     node = shutil.which("node")
     npm_root = Path("/usr/lib/node_modules/npm")
     if node is None or not npm_root.is_dir():
@@ -218,6 +221,9 @@ def node_rootfs(extra: dict[str, Path] | None = None) -> RootFs:
         raise SandboxError("busybox: not installed (apt-get install busybox-static)")
     fs.add("bin/busybox", Path(busybox), 0o755)
     fs.links.update({"bin/sh": "busybox", "usr/bin/env": "/bin/busybox"})
+    # the slim image's coreutils and grep: Prisma finds the OpenSSL version with `ls | grep`
+    for applet in NODE_COREUTILS:
+        fs.links[f"bin/{applet}"] = "busybox"
     fs.add_binary(Path(node).resolve(), "usr/bin/node")
     fs.add_tree(npm_root, "usr/lib/node_modules/npm")
     fs.links.update({"usr/bin/npm": "../lib/node_modules/npm/bin/npm-cli.js",

@@ -23,6 +23,7 @@ from vedfin_ops.deploy.pipeline import deploy
 from vedfin_ops.deploy.rollback import rollback
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Host, connect
+from vedfin_ops.run.layout import Layout
 
 from .conftest import SANDBOX_DIR, docker, fab, switched_to
 
@@ -223,7 +224,9 @@ def test_a_real_prisma_migration_error_stops_before_any_replica_changes(
         _deploy(real, config, "badmigration")
     said = str(info.value)
     assert "migrate" in said and "no replica was changed" in said, said
-    assert "P3018" in said or any("P3018" in line for line in SAID), said
+    assert any("Error: P3018" in line for line in SAID)  # Prisma's own words, printed
+    assert "already exists" in said, said  # the database's, in the one-line error
+    assert "npx prisma migrate resolve --rolled-back 20261208000000_" in said, said
     assert docker("service", "inspect", "--format", "{{.Version.Index}}",
                   service).stdout == before
     assert _version(config) == "v2"
@@ -232,18 +235,17 @@ def test_a_real_prisma_migration_error_stops_before_any_replica_changes(
     assert listed.returncode == 0, listed.stderr
     reasons = [b["reason"] for b in json.loads(listed.stdout)["backups"]]
     assert any("badmigration" in r for r in reasons), reasons
-    # Prisma keeps a failed migration as failed: the next deploy needs it marked rolled back
-    # (P3009 otherwise), as the runbook's operator would with `prisma migrate resolve`
-    _resolve_failed(config)
-
-
-def _resolve_failed(config: Any) -> None:
-    name = _psql("SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NULL "
-                 "AND rolled_back_at IS NULL")
-    if not name:
-        return
-    _psql(f"UPDATE _prisma_migrations SET rolled_back_at = now() WHERE migration_name = "
-          f"'{name}'")
+    # Prisma keeps the migration as failed (the next deploy would stop with P3009): what the
+    # error says to run, run as an operator would on the host
+    name = said.split("--rolled-back ", 1)[1].split("`", 1)[0]
+    layout = Layout.of(config, ENV)
+    live_image = docker("service", "inspect", "--format",
+                        "{{.Spec.TaskTemplate.ContainerSpec.Image}}", service).stdout.strip()
+    resolved = docker("run", "--rm", "--network", config.remote.network, "--env-file",
+                      f"{layout.current}/env/api-production.env", live_image,
+                      "npx", "prisma", "migrate", "resolve", "--rolled-back", name,
+                      "--schema=/app/apps/api/prisma/schema.prisma", timeout=180)
+    assert f"Migration {name} marked as rolled back" in resolved.stdout, resolved.stdout
 
 
 def test_rollback_restore_db_brings_back_a_dropped_column(real: dict[str, Any], config: Any,

@@ -49,14 +49,41 @@ def migrate(host: RemoteHost, config: Config, env: str, tag: str, release_dir: s
     name, command = app.name, app.migrate_command
     target = image(app, tag, pins)
     env_file = f"{release_dir}/env/{name}.env"
+    said: list[str] = []
+
+    def line_of_output(line: str) -> None:
+        said.append(line)
+        show(f"  | {line}")
+
     try:
         host.run(keep_alive(commands.migrate(target, config.remote.network, env_file, command,
                                              f"{name}-migrate-{tag}", env)),
-                 what=f"migrate ({target})", stream=lambda line: show(f"  | {line}"),
+                 what=f"migrate ({target})", stream=line_of_output,
                  timeout=config.remote.rollout_timeout)
     except RemoteError as exc:
-        raise CheckFailed(f"{bare(str(exc))}; no replica was changed") from None
+        hint = prisma_hint(said)
+        raise CheckFailed(f"{bare(str(exc))}; no replica was changed"
+                          + (f"; {hint}" if hint else "")) from None
     return True
+
+
+def prisma_hint(output: list[str]) -> str | None:
+    """What to do after Prisma recorded a migration as failed (P3018) or refuses to go on
+    because one is (P3009): every later `migrate deploy` stops there until the migration is
+    marked rolled back (after fixing it) or applied (after finishing it by hand)."""
+    text = "\n".join(output)
+    if "P3018" not in text and "P3009" not in text:
+        return None
+    name = next((line.split(":", 1)[1].strip() for line in output
+                 if line.strip().startswith("Migration name:")), None)
+    if name is None:  # P3009 names it in its own sentence: "The `NAME` migration started..."
+        start = text.find("The `")
+        end = text.find("`", start + 5) if start >= 0 else -1
+        name = text[start + 5:end] if end > start >= 0 else None
+    which = name or "NAME"
+    return (f"Prisma keeps {which} as failed and the next deploy stops on it (P3009): once "
+            f"the database holds none of it, `npx prisma migrate resolve --rolled-back "
+            f"{which}` in a one-off container of the live api image (docs/real-apps.md)")
 
 
 class Migrate(Operation):

@@ -546,12 +546,116 @@ def bench_backup(runs: int = 5, rows: int = 1_500_000) -> None:
     print(f"backup: {statistics.median(dump_ratios):.2f} (target <= 1.10)")
     print(f"restore: {statistics.median(restore_ratios):.2f} (target <= 1.10)")
 
+# The runbook's expected use per replica (its "RAM Usage" under Resource Monitoring: api ~2000m
+# and web ~1400m for two replicas each, postgres ~700m, redis ~100m), in MB.
+RUNBOOK_USE_MB = {"api-production": 1000, "web-production": 700, "postgres": 700, "redis": 100}
+
+
+def _engine_health_times(since: str, until: str) -> list[float]:
+    """Seconds from each container's start to its first `healthy`, from the engine's events."""
+    out = subprocess.run(["docker", "events", "--since", since, "--until", until, "--filter",
+                          "type=container", "--format", "{{json .}}"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    started: dict[str, float] = {}
+    took: list[float] = []
+    for line in out.splitlines():
+        event = json.loads(line)
+        name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
+        if "production_" not in name:
+            continue
+        at = event["timeNano"] / 1e9
+        if event["status"] == "start":
+            started[event["id"]] = at
+        elif event["status"] == "health_status: healthy" and event["id"] in started:
+            took.append(at - started.pop(event["id"]))
+    return took
+
+
+def bench_real_apps() -> None:
+    """The real apps (inv sandbox.up --real): build (cached), image sizes, pull of a new tag,
+    a v1 -> v2 deploy under load through Caddy with its steps, start-to-healthy per replica
+    from the engine's events, memory per service against the runbook's table, and requests
+    in flight through a rollout in Traefik mode. Puts the stand-ins' config back."""
+    from sandbox import lifecycle, real
+    from tests.http_load import Load
+    from tests.integration.test_real_apps import SlowClients
+
+    started = time.monotonic()
+    lifecycle.up_real(SANDBOX, progress=lambda _m: None)
+    print(f"build (cached, 4 tags): {time.monotonic() - started:.1f}s")
+    config = load_config(SANDBOX / real.CONFIG)
+    for app in config.apps(ENV):
+        size = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}",
+                               f"{app.image_repo}:v2"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        print(f"image {app.name}: {int(size) / 1e6:.0f} MB")
+    registry = config.registry
+    assert registry is not None
+    password = resolve(config)[registry.password_secret]
+    api = next(a for a in config.apps(ENV) if a.name.startswith("api-"))
+    ref = f"{api.image_repo}:dropcolumn"
+    subprocess.run(["docker", "image", "rm", ref], capture_output=True, check=False)
+    with registry_session(registry.server, registry.username, password) as folder:
+        pulled = time.monotonic()
+        subprocess.run(["docker", "--config", folder, "pull", "-q", ref], check=True,
+                       capture_output=True, timeout=600)
+        print(f"pull {ref.split('/')[-1]} (its base layers already here, as on a host that "
+              f"runs v2): {time.monotonic() - pulled:.1f}s")
+    try:
+        first, _ = timed_deploy(config, "v1")
+        print(f"deploy v1 (switching production to the real apps): {first:.1f}s")
+        steps: dict[str, float] = {}
+        since = str(int(time.time()))
+        with Load(config.edge.http_port, clients=8, rate=25, max_requests=20000,
+                  version_path="/api/version") as load, \
+                SlowClients(config.edge.http_port) as slow:
+            time.sleep(2)
+            elapsed, result = timed_deploy(config, "v2", steps)
+            time.sleep(2)
+        healthy = _engine_health_times(since, str(int(time.time()) + 1))
+        print(f"deploy v1 -> v2 under load: {elapsed:.1f}s ({result.result}); "
+              + ", ".join(f"{k} {v:.1f}" for k, v in steps.items()))
+        print(f"  {load.sent} requests from 8 clients, {len(load.failed)} failed; "
+              f"{slow.sent} 1 s requests in flight, {len(slow.failed)} failed")
+        if healthy:
+            print(f"  start to healthy per new task: {len(healthy)} tasks, median "
+                  f"{statistics.median(healthy):.1f}s, max {max(healthy):.1f}s")
+        live = subprocess.run(
+            ["fab", "-r", str(ROOT), "-S", str(SANDBOX / "ssh_config"), "-H", "sandbox",
+             "capacity-report", "--env", ENV, "--json"], capture_output=True, text=True,
+            env={**os.environ, "VEDFIN_CONFIG": str(SANDBOX / real.CONFIG)}, timeout=120)
+        rows = {r["name"]: r for r in json.loads(live.stdout)["services"]}
+        for name, expected in RUNBOOK_USE_MB.items():
+            row = rows.get(name, {})
+            used, count = row.get("used_memory_mb"), row.get("replicas") or 1
+            if used is not None:
+                print(f"memory {name}: {used / count:.0f} MB per replica (runbook ~{expected} "
+                      f"MB: {used / count / expected:.2f} of it)")
+        traefik = SANDBOX / real.TRAEFIK_CONFIG
+        if traefik.exists():
+            from tests.integration.https_client import HttpsLoad
+
+            routed = load_config(traefik)
+            timed_deploy(routed, "v1")
+            with HttpsLoad(routed, clients=8, path="/api/debug/slow?ms=1000") as slow_tls:
+                time.sleep(2)
+                elapsed, result = timed_deploy(routed, "v2")
+                time.sleep(2)
+            print(f"traefik mode v1 -> v2: {elapsed:.1f}s ({result.result}); "
+                  f"{slow_tls.ok + slow_tls.failed} 1 s requests from 8 clients, "
+                  f"{slow_tls.failed} failed {sorted(set(slow_tls.errors))}")
+        else:
+            print("traefik mode: skipped (no .sandbox/dokploy-real-traefik.yaml)")
+    finally:
+        timed_deploy(sandbox_config(), "v1")
+    print(f"real-apps: 0 failed is the target; {len(load.failed) + len(slow.failed)} failed")
+
 
 BENCHES: dict[str, Callable[[], None]] = {
     "deploy-overhead": bench_deploy_overhead, "ssh-cost": bench_ssh_cost,
     "noop-redeploy": bench_noop_redeploy, "smoke": bench_smoke, "recover": bench_recover,
     "cold-start": bench_cold_start, "growth": bench_growth, "build": bench_build,
-    "https-load": bench_https_load, "backup": bench_backup,
+    "https-load": bench_https_load, "backup": bench_backup, "real-apps": bench_real_apps,
 }
 
 

@@ -34,6 +34,7 @@ ENGINE_DIR = Path(__file__).resolve().parent / "prisma-engine"
 ENGINE_IN_IMAGE = "/opt/prisma-engine"
 TAGS: dict[str, str | None] = {"v1": None, "v2": "v1", "badmigration": "v2", "dropcolumn": "v2"}
 CONFIG = "dokploy-real.yaml"
+TRAEFIK_CONFIG = "dokploy-real-traefik.yaml"  # the same, with edge.mode: traefik
 ENV = "production"
 _SKIP = shutil.ignore_patterns("node_modules", ".next", "dist", "*.tsbuildinfo")
 
@@ -89,10 +90,12 @@ def base_spec() -> images.ImageSpec:
         env=(f"PRISMA_SCHEMA_ENGINE_BINARY={ENGINE_IN_IMAGE}/schema-engine",))
 
 
-def real_config(sandbox: dict[str, Any], shipped: dict[str, Any]) -> dict[str, Any]:
+def real_config(sandbox: dict[str, Any], shipped: dict[str, Any],
+                api_url: str | None = None) -> dict[str, Any]:
     """The sandbox's config with production's apps as the real ones at the shipped sizes and
     replicas; the other envs left out (each env's web needs its own image:
-    NEXT_PUBLIC_API_URL is fixed when it is built)."""
+    NEXT_PUBLIC_API_URL is fixed when it is built). `api_url`: the api's URL the web is built
+    with (default: through this config's edge)."""
     data = copy.deepcopy(sandbox)
     edge_port = data["edge"]["httpPort"]
     sizes = {app["name"]: app for app in shipped["applications"]}
@@ -120,7 +123,7 @@ def real_config(sandbox: dict[str, Any], shipped: dict[str, Any]) -> dict[str, A
         kind = app["name"].split("-")[0]
         args = {"NODE_IMAGE": images.NODE, "APP_VERSION": "{tag}"}
         if kind == "web":
-            args["NEXT_PUBLIC_API_URL"] = f"http://{api_domain}:{edge_port}"
+            args["NEXT_PUBLIC_API_URL"] = api_url or f"http://{api_domain}:{edge_port}"
             app["environment"] = [f"NEXT_PUBLIC_API_URL={args['NEXT_PUBLIC_API_URL']}"
                                   if str(item).startswith("NEXT_PUBLIC_API_URL=") else item
                                   for item in app["environment"]]
@@ -145,9 +148,18 @@ def write_config(workdir: Path) -> Path:
     shipped = yaml.safe_load((ROOT / "dokploy.yaml").read_text())
     path = workdir / CONFIG
     port = sandbox["edge"]["httpPort"]
-    path.write_text(overlay.dump(real_config(sandbox, shipped), str(ROOT / "dokploy.yaml"),
-                                 port))
+    data = real_config(sandbox, shipped)
+    path.write_text(overlay.dump(data, str(ROOT / "dokploy.yaml"), port))
     load_config(path)
+    traefik = workdir / "dokploy-traefik.yaml"
+    if traefik.exists():  # the same apps (the same images) routed by Dokploy's Traefik
+        web = next(a for a in data["applications"] if a["name"].startswith("web-"))
+        routed = yaml.safe_load(traefik.read_text())
+        variant = workdir / TRAEFIK_CONFIG
+        variant.write_text(overlay.dump(
+            real_config(routed, shipped, web["build"]["args"]["NEXT_PUBLIC_API_URL"]),
+            str(ROOT / "dokploy.yaml"), routed["edge"]["httpsPort"]))
+        load_config(variant)
     return path
 
 

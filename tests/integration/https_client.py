@@ -26,12 +26,13 @@ def get(config: Any, path: str, domain: str = API) -> requests.Response:
 
 
 class HttpsLoad:
-    """`clients` threads asking /version over HTTPS (SNI, pebble's root trusted) until stopped
-    or `max_requests` in all; every answer that is not a 200 is a failure."""
+    """`clients` threads asking `path` (/version) over HTTPS (SNI, pebble's root trusted)
+    until stopped or `max_requests` in all; every answer that is not a 200 is a failure."""
 
     def __init__(self, config: Any, clients: int = 8, max_requests: int = 20000,
-                 max_seconds: float = 240) -> None:
+                 max_seconds: float = 240, path: str = "/version") -> None:
         self.config, self.max_requests, self.max_seconds = config, max_requests, max_seconds
+        self.path = path
         self.ok = self.failed = 0
         self.errors: list[str] = []
         self._lock = threading.Lock()
@@ -46,7 +47,7 @@ class HttpsLoad:
                 if self.ok + self.failed >= self.max_requests:
                     return
             try:
-                code = get(self.config, "/version").status_code
+                code = get(self.config, self.path).status_code
                 good, error = code == 200, f"HTTP {code}"
             except requests.RequestException as exc:
                 good, error = False, type(exc).__name__

@@ -177,6 +177,12 @@ def test_v1_then_v2_rolls_out_with_no_failed_request_from_8_clients(
     assert "duration_minutes" in _columns("lessons")
     lessons = _get(config, API, "/api/lessons")
     assert lessons.status_code == 200, lessons.text
+    # an embedding-sized vector (1536, the runbook's `embedding vector(1536)`) through Prisma
+    _psql("INSERT INTO lessons (title, embedding) "
+          "SELECT 'budgeting', array_fill(0.5::real, ARRAY[1536])::vector")
+    near = _get(config, API, "/api/lessons/similar?vector=0.5,0.5&limit=1")
+    assert near.status_code == 200, near.text
+    assert near.json()[0]["title"] == "budgeting", near.text
     assert _get(config, WEB, "/version").text.strip() == "web v2"
     print(f"v1 -> v2 under load in {took:.1f}s: {load.sent} requests from 8 clients and "
           f"{slow.sent} slow ones in flight, 0 failed")

@@ -129,6 +129,15 @@ def real_config(sandbox: dict[str, Any], shipped: dict[str, Any],
                                   for item in app["environment"]]
         app["build"] = {"context": str(EXAMPLE / "apps" / kind), "dockerfile": "Dockerfile",
                         "args": args}
+        # the drain tests' slow routes; the web's origin for the api's CORS (with credentials)
+        extra = ["ENABLE_TEST_ENDPOINTS=1"]
+        if kind == "api":
+            web = next(a for a in apps if a["name"].startswith("web-"))
+            edge = data["edge"]
+            origin = (f"https://{web['domain']}:{edge['httpsPort']}" if edge.get("tls") != "off"
+                      else f"http://{web['domain']}:{edge_port}")
+            extra.append(f"CORS_ORIGINS={origin}")
+        app["environment"] = [*app["environment"], *extra]
     data["applications"] = apps
     data["environments"] = {ENV: data["environments"][ENV]}
     data["secrets"] = {k: v for k, v in data["secrets"].items() if k in ("shared", ENV)}

@@ -45,3 +45,15 @@ def test_other_migration_failures_get_no_prisma_hint() -> None:
     assert prisma_hint(["migration 20251223_add_vectors failed: column already exists"]) is None
     assert prisma_hint([]) is None
     assert prisma_hint(["Error: P1001", "Can't reach database server at `postgres:5432`"]) is None
+
+
+def test_a_migration_name_from_the_app_s_output_is_used_only_when_it_is_one() -> None:
+    """The name is outside text: a line that merely starts like Prisma's, or a name with
+    spaces, quotes or escape sequences, gives the placeholder, never a command to paste."""
+    before = ["The `url` property is deprecated", "Error: P3009",
+              "The `20261208000000_ok` migration started at 2026-12-07 03:40:18.089 UTC failed"]
+    hint = prisma_hint(before)
+    assert hint is not None and "--rolled-back 20261208000000_ok`" in hint, hint
+    for hostile in ("x; rm -rf /", "a`b", "\x1b[31mred", "$(id)", ""):
+        hint = prisma_hint(["Error: P3018", f"Migration name: {hostile}"])
+        assert hint is not None and "--rolled-back NAME`" in hint, (hostile, hint)

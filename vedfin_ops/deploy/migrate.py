@@ -7,6 +7,7 @@ file, so a failed migration stops the deploy while the old version still serves.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -67,23 +68,30 @@ def migrate(host: RemoteHost, config: Config, env: str, tag: str, release_dir: s
     return True
 
 
+_MIGRATION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+_P3009_NAME = re.compile(r"^The `([^`\s]+)` migration started")
+
+
 def prisma_hint(output: list[str]) -> str | None:
     """What to do after Prisma recorded a migration as failed (P3018) or refuses to go on
     because one is (P3009): every later `migrate deploy` stops there until the migration is
-    marked rolled back (after fixing it) or applied (after finishing it by hand)."""
-    text = "\n".join(output)
-    if "P3018" not in text and "P3009" not in text:
+    marked rolled back (after fixing it) or applied (after finishing it by hand). The name
+    comes from the app's output: used only when it looks like a migration folder's name."""
+    if not any(code in line for line in output for code in ("P3018", "P3009")):
         return None
-    name = next((line.split(":", 1)[1].strip() for line in output
-                 if line.strip().startswith("Migration name:")), None)
-    if name is None:  # P3009 names it in its own sentence: "The `NAME` migration started..."
-        start = text.find("The `")
-        end = text.find("`", start + 5) if start >= 0 else -1
-        name = text[start + 5:end] if end > start >= 0 else None
-    which = name or "NAME"
-    return (f"Prisma keeps {which} as failed and the next deploy stops on it (P3009): once "
+    found: str | None = None
+    for line in output:
+        text = line.strip()
+        if text.startswith("Migration name:"):
+            found = text.split(":", 1)[1].strip()
+        elif (match := _P3009_NAME.match(text)) is not None:
+            found = match.group(1)
+        if found is not None:
+            break
+    name = found if found is not None and _MIGRATION_NAME.fullmatch(found) else "NAME"
+    return (f"Prisma keeps {name} as failed and the next deploy stops on it (P3009): once "
             f"the database holds none of it, `npx prisma migrate resolve --rolled-back "
-            f"{which}` in a one-off container of the live api image (docs/real-apps.md)")
+            f"{name}` in a one-off container of the live api image (docs/real-apps.md)")
 
 
 class Migrate(Operation):

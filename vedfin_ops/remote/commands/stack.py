@@ -73,5 +73,5 @@ def health_probe(url: str) -> str:
     and the official node:*-slim images neither, only node itself."""
     u = sh(url)
     return (f"if command -v wget >/dev/null; then wget -q -O /dev/null {u}; "
-            f"elif command -v curl >/dev/null; then curl -fsS -o /dev/null {u}; "
+            f"elif command -v curl >/dev/null; then curl -fsSL -o /dev/null {u}; "
             f"else node -e {sh(_NODE_GET)} {u}; fi || exit 1")

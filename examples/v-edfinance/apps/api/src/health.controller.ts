@@ -1,4 +1,4 @@
-import { Controller, Get, Header, Query, Res } from '@nestjs/common';
+import { Controller, Get, Header, NotFoundException, Query, Res } from '@nestjs/common';
 import type { Response } from 'express';
 import { PrismaService } from './prisma.service.js';
 import { RedisService } from './redis.service.js';
@@ -64,9 +64,11 @@ export class HealthController {
   }
 
   // For shutdown tests: a request that is still in flight when SIGTERM arrives; `db=1` holds a
-  // database connection for that long (pg_sleep) instead of a timer.
+  // database connection for that long (pg_sleep) instead of a timer. Only with
+  // ENABLE_TEST_ENDPOINTS=1 (the sandbox): in production anyone could hold the pool.
   @Get('debug/slow')
   async slow(@Query('ms') ms?: string, @Query('db') db?: string) {
+    if (process.env.ENABLE_TEST_ENDPOINTS !== '1') throw new NotFoundException();
     const wait = Math.min(Math.max(Number(ms) || 500, 0), 30_000);
     if (db === '1') await this.prisma.$queryRaw`SELECT 1 AS done FROM pg_sleep(${wait / 1000})`;
     else await new Promise((resolve) => setTimeout(resolve, wait));

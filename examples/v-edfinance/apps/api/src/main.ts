@@ -5,12 +5,11 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { Server } from 'node:http';
 import { AppModule } from './app.module.js';
 
-function corsOrigin(): boolean | string[] {
-  // CORS_ORIGINS="https://app.example.com,https://www.example.com"; unset: reflect the
-  // request's origin (any origin, with credentials allowed)
-  const list = (process.env.CORS_ORIGINS ?? '').split(',').map((o) => o.trim()).filter(Boolean);
-  return list.length > 0 ? list : true;
-}
+// CORS_ORIGINS="https://app.example.com,https://www.example.com": those origins, with
+// credentials (cookies). Unset: any origin, but never with credentials, so a foreign page can
+// read public answers only.
+const corsOrigins = (process.env.CORS_ORIGINS ?? '').split(',').map((o) => o.trim())
+  .filter(Boolean);
 
 async function bootstrap(): Promise<void> {
   const app = await NestFactory.create<NestExpressApplication>(AppModule, {
@@ -20,7 +19,8 @@ async function bootstrap(): Promise<void> {
   });
   app.disable('x-powered-by');
   app.setGlobalPrefix('api');
-  app.enableCors({ origin: corsOrigin(), credentials: true });
+  app.enableCors(corsOrigins.length > 0 ? { origin: corsOrigins, credentials: true }
+    : { origin: true, credentials: false });
   // SIGTERM/SIGINT: Nest stops accepting connections, lets in-flight requests finish
   // (server.close; Node closes idle keep-alive connections), then runs the shutdown hooks
   app.enableShutdownHooks();

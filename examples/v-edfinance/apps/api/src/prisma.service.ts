@@ -8,7 +8,9 @@ export class PrismaService extends PrismaClient implements OnApplicationShutdown
     super({
       adapter: new PrismaPg({
         connectionString: process.env.DATABASE_URL,
-        max: Number(process.env.DATABASE_POOL_SIZE ?? 10),
+        // per replica: (replicas + 1 during a rolling update) x this stays under
+        // PostgreSQL's max_connections (20 in the runbook, shared by every env)
+        max: Number(process.env.DATABASE_POOL_SIZE ?? 4),
         connectionTimeoutMillis: 5_000,
       }),
     });

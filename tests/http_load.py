@@ -24,6 +24,9 @@ class Load:
         self.version_path = version_path
         self.sent = 0
         self.failed: list[str] = []
+        # when the first request went out and the last answer came (time.monotonic): a test
+        # checks that the load spans what it measures, not only the seconds around it
+        self.first_sent = self.last_answered = 0.0
         self.versions: set[str] = set()
         self._count = threading.Lock()
         self._stop = threading.Event()
@@ -56,6 +59,8 @@ class Load:
         while not self._stop.is_set() and time.monotonic() < deadline:
             if self._next() is None:
                 return
+            if not self.first_sent:
+                self.first_sent = time.monotonic()
             name, path = TARGETS[(mine + client) % 2]
             mine += 1
             try:
@@ -65,6 +70,7 @@ class Load:
                     self.failed.append(f"{name}{path}: HTTP {response.status_code}")
             except requests.RequestException as exc:
                 self.failed.append(f"{name}{path}: {type(exc).__name__}")
+            self.last_answered = max(self.last_answered, time.monotonic())
             if client == 0 and mine % 20 == 0:
                 with contextlib.suppress(requests.RequestException):
                     self.versions.add(session.get(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,6 +120,7 @@ class SlowClients:
     def __init__(self, port: int, clients: int = 4) -> None:
         self.port, self.sent = port, 0
         self.failed: list[str] = []
+        self.spans: list[tuple[float, float]] = []  # (sent, answered) of each good request
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True)
                          for _ in range(clients)]
@@ -138,13 +140,20 @@ class SlowClients:
         deadline = time.monotonic() + 240
         while not self._stop.is_set() and time.monotonic() < deadline:
             self.sent += 1
+            sent = time.monotonic()
             try:
                 answer = session.get(f"http://127.0.0.1:{self.port}/api/debug/slow?ms=1000",
                                      headers={"Host": API}, timeout=15)
                 if answer.status_code != 200:
                     self.failed.append(f"HTTP {answer.status_code}")
+                else:
+                    self.spans.append((sent, time.monotonic()))
             except requests.RequestException as exc:
                 self.failed.append(type(exc).__name__)
+
+    def within(self, start: float, end: float) -> int:
+        """Good requests that were in flight at some moment between start and end."""
+        return sum(1 for sent, answered in self.spans if sent < end and answered > start)
 
 
 def test_v1_then_v2_rolls_out_with_no_failed_request_from_8_clients(
@@ -165,12 +174,15 @@ def test_v1_then_v2_rolls_out_with_no_failed_request_from_8_clients(
         time.sleep(2)
         started = time.monotonic()
         result = _deploy(real, config, "v2")
-        took = time.monotonic() - started
+        ended = time.monotonic()
         time.sleep(2)
     assert result.result == "ok", result.detail
+    # the load ran from before the deploy started until after it ended
+    assert load.first_sent < started and load.last_answered > ended, (load.first_sent,
+                                                                      started, ended)
     assert load.sent >= 1000, load.sent
     assert load.failed == [], f"{len(load.failed)} of {load.sent} failed: {load.failed[:5]}"
-    assert slow.sent >= 20, slow.sent
+    assert slow.within(started, ended) >= 20, (slow.sent, len(slow.spans))
     assert slow.failed == [], f"{len(slow.failed)} of {slow.sent} slow failed: {slow.failed}"
     versions = {json.loads(v)["version"] for v in load.versions if v.startswith("{")}
     assert {"v1", "v2"} <= versions, load.versions
@@ -178,13 +190,15 @@ def test_v1_then_v2_rolls_out_with_no_failed_request_from_8_clients(
     lessons = _get(config, API, "/api/lessons")
     assert lessons.status_code == 200, lessons.text
     # an embedding-sized vector (1536, the runbook's `embedding vector(1536)`) through Prisma
-    _psql("INSERT INTO lessons (title, embedding) "
-          "SELECT 'budgeting', array_fill(0.5::real, ARRAY[1536])::vector")
-    near = _get(config, API, "/api/lessons/similar?vector=0.5,0.5&limit=1")
+    _psql("INSERT INTO lessons (title, embedding) VALUES "
+          "('budgeting', array_fill(0.5::real, ARRAY[1536])::vector), "
+          "('far away', array_fill(-1::real, ARRAY[1536])::vector)")
+    near = _get(config, API, "/api/lessons/similar?vector=0.5,0.5&limit=2")
     assert near.status_code == 200, near.text
-    assert near.json()[0]["title"] == "budgeting", near.text
+    assert [row["title"] for row in near.json()] == ["budgeting", "far away"], near.text
     assert _get(config, WEB, "/version").text.strip() == "web v2"
-    print(f"v1 -> v2 under load in {took:.1f}s: {load.sent} requests from 8 clients and "
+    print(f"v1 -> v2 under load in {ended - started:.1f}s: {load.sent} requests from 8 "
+          f"clients and "
           f"{slow.sent} slow ones in flight, 0 failed")
 
 
@@ -226,6 +240,7 @@ def test_a_real_prisma_migration_error_stops_before_any_replica_changes(
     _at(real, config, "v2")
     service = "vedfin-production_api-production"
     before = docker("service", "inspect", "--format", "{{.Version.Index}}", service).stdout
+    backups_before = _backup_ids(real)
     with pytest.raises(CheckFailed) as info:
         _deploy(real, config, "badmigration")
     said = str(info.value)
@@ -236,11 +251,8 @@ def test_a_real_prisma_migration_error_stops_before_any_replica_changes(
     assert docker("service", "inspect", "--format", "{{.Version.Index}}",
                   service).stdout == before
     assert _version(config) == "v2"
-    listed = fab(real, "db.backups", "--env", ENV, "--json",
-                 extra_env={"VEDFIN_CONFIG": real["config"]})
-    assert listed.returncode == 0, listed.stderr
-    reasons = [b["reason"] for b in json.loads(listed.stdout)["backups"]]
-    assert any("badmigration" in r for r in reasons), reasons
+    new = {k: v for k, v in _backup_ids(real).items() if k not in backups_before}
+    assert list(new.values()) == ["before deploy of badmigration"], new
     # Prisma keeps the migration as failed (the next deploy would stop with P3009): what the
     # error says to run, run as an operator would on the host
     name = said.split("--rolled-back ", 1)[1].split("`", 1)[0]
@@ -254,11 +266,20 @@ def test_a_real_prisma_migration_error_stops_before_any_replica_changes(
     assert f"Migration {name} marked as rolled back" in resolved.stdout, resolved.stdout
 
 
+def _backup_ids(real: dict[str, Any]) -> dict[str, str]:
+    """The env's backups on the host (`db.backups`): id -> reason."""
+    listed = fab(real, "db.backups", "--env", ENV, "--json",
+                 extra_env={"VEDFIN_CONFIG": real["config"]})
+    assert listed.returncode == 0, listed.stderr
+    return {b["id"]: b["reason"] for b in json.loads(listed.stdout)["backups"]}
+
+
 def test_rollback_restore_db_brings_back_a_dropped_column(real: dict[str, Any], config: Any,
                                                            host: Host) -> None:
     _at(real, config, "v2")
-    _psql("INSERT INTO users (email, name) VALUES ('keep@example.com', 'Kept Name') "
-          "ON CONFLICT DO NOTHING")
+    kept = f"Kept {uuid.uuid4().hex[:8]}"  # this run's, not one an earlier run left
+    _psql(f"INSERT INTO users (email, name) VALUES ('keep@example.com', '{kept}') "
+          f"ON CONFLICT (email) DO UPDATE SET name = EXCLUDED.name")
     result = _deploy(real, config, "dropcolumn")
     assert result.result == "ok", result.detail
     assert "name" not in _columns("users")
@@ -266,5 +287,5 @@ def test_rollback_restore_db_brings_back_a_dropped_column(real: dict[str, Any], 
     assert back
     assert _version(config) == "v2"
     assert "name" in _columns("users")
-    assert _psql("SELECT name FROM users WHERE email = 'keep@example.com'") == "Kept Name"
+    assert _psql("SELECT name FROM users WHERE email = 'keep@example.com'") == kept
     assert _get(config, API, "/api/users").status_code == 200

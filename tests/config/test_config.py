@@ -124,6 +124,10 @@ def test_bad_memory_size_names_file_key_and_value(variant: Any) -> None:
     ("applications.0.resources.memory", 1536, "applications[0].resources.memory: 1536 is not "
                                               "a size"),
     ("applications.0.resources.memory", "2m", "below Docker's minimum of 6m"),
+    ("applications.0.stopGracePeriod", "0s", 'applications[0].stopGracePeriod: "0s": input '
+                                             "should be greater than or equal to 1"),
+    ("applications.0.stopGracePeriod", "1h", "applications[0].stopGracePeriod: "),
+    ("applications.0.stopGracePeriod", "soon", 'applications[0].stopGracePeriod: "soon"'),
     ("applications.0.resources.cpus", 0, "applications[0].resources.cpus: 0 must be greater"),
     ("applications.0.resources.cpus", -1, "applications[0].resources.cpus: -1"),
     ("applications.0.resources.cpus", "lots", 'applications[0].resources.cpus: "lots"'),

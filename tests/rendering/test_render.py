@@ -309,3 +309,17 @@ def test_images_the_registry_pinned_are_deployed_by_digest_never_by_tag() -> Non
     other = _stack(render(config, "production", tag="v8", secrets=SECRETS, pins=pins),
                    "production")  # pins of another tag: never a digest that was not asked for
     assert other["services"]["api-production"]["image"] == "vedfinance/api:v8"
+
+
+def test_each_app_gets_its_own_stop_grace_period_after_sigterm() -> None:
+    """An app whose requests or keep-alive outlast 10 s says so; the others keep 10 s."""
+    from vedfin_ops.config.loader import config_from_dict
+
+    data = yaml.safe_load(SHIPPED.read_text())
+    data["applications"][0]["stopGracePeriod"] = "25s"
+    files = render(config_from_dict(data, str(SHIPPED)), "production", tag="v1",
+                   secrets=SECRETS)
+    services = _stack(files, "production")["services"]
+    assert services["api-production"]["stop_grace_period"] == "25s"
+    assert services["web-production"]["stop_grace_period"] == "10s"
+    assert "stop_signal" not in services["api-production"]  # SIGTERM, the engine's default

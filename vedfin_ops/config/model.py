@@ -203,6 +203,9 @@ class Application(Model):
     # when nothing is pending ("" turns it off)
     migrate_status: str | None = None
     build: Build | None = None
+    # how long a stopping task (SIGTERM) may finish what is in flight before it is killed:
+    # the edge's lag (1 s for Caddy) + the longest request + the app's keep-alive timeout
+    stop_grace_period: Annotated[Seconds, Field(ge=1, le=600)] = 10.0
 
     _app: str = PrivateAttr(default="")
     _env: str = PrivateAttr(default="")

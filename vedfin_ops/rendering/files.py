@@ -268,6 +268,7 @@ def _app_view(config: Config, app: Application, tag: str,
         "name": app.name, "app": app.app, "image": image(app, tag, pins), "port": app.port,
         "replicas": app.replicas, "resources": app.resources, "health": app.health,
         "health_test": health_test(app), "monitor": monitor_seconds(app.health),
+        "stop_grace": app.stop_grace_period,
         # a cluster spreads each app over its nodes; one node renders no placement at all
         "spread": config.multi_node,
         "max_per_node": placement.max_replicas_per_node(app.replicas, len(config.nodes)),

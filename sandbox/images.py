@@ -216,14 +216,10 @@ def node_rootfs(extra: dict[str, Path] | None = None) -> RootFs:
     if node is None or not npm_root.is_dir():
         raise SandboxError("node and npm: not installed (the real apps need Node 20 and npm)")
     fs = RootFs()
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        raise SandboxError("busybox: not installed (apt-get install busybox-static)")
-    fs.add("bin/busybox", Path(busybox), 0o755)
-    fs.links.update({"bin/sh": "busybox", "usr/bin/env": "/bin/busybox"})
-    # the slim image's coreutils and grep: Prisma finds the OpenSSL version with `ls | grep`
-    for applet in NODE_COREUTILS:
-        fs.links[f"bin/{applet}"] = "busybox"
+    # a shell, and the slim image's coreutils and grep: Prisma finds the OpenSSL version with
+    # `ls | grep`; npm's scripts start with #!/usr/bin/env
+    _busybox(fs, ("sh", *NODE_COREUTILS))
+    fs.links["usr/bin/env"] = "/bin/busybox"
     fs.add_binary(Path(node).resolve(), "usr/bin/node")
     fs.add_tree(npm_root, "usr/lib/node_modules/npm")
     fs.links.update({"usr/bin/npm": "../lib/node_modules/npm/bin/npm-cli.js",
@@ -237,8 +233,7 @@ def node_rootfs(extra: dict[str, Path] | None = None) -> RootFs:
                          f"{NODE_USER}:x:1000:1000::/home/node:/bin/sh\n")
     fs.add("etc/group", f"root:x:0:\n{NODE_USER}:x:1000:\n")
     fs.add("etc/nsswitch.conf", "hosts: files dns\n")
-    fs.dirs.update({"tmp": 0o1777, "etc": 0o755, "root": 0o700, "home": 0o755,
-                    "home/node": 0o755, "app": 0o755})
+    fs.dirs.update({"root": 0o700, "home": 0o755, "home/node": 0o755, "app": 0o755})
     for dest, folder in (extra or {}).items():
         fs.add_tree(folder, dest)
     return fs

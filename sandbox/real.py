@@ -173,9 +173,8 @@ def write_config(workdir: Path) -> Path:
 
 
 def build_tags(config_path: Path, tags: tuple[str, ...] = tuple(TAGS),
-               progress: Callable[[str], None] = print) -> dict[str, float]:
-    """Each tag built from its staged revision and pushed with the tool's `build --push`;
-    seconds per tag."""
+               progress: Callable[[str], None] = print) -> None:
+    """Each tag built from its staged revision and pushed with the tool's `build --push`."""
     from vedfin_ops.config import secret_store
     from vedfin_ops.config.loader import load_config
     from vedfin_ops.deploy.build import build_images
@@ -183,17 +182,14 @@ def build_tags(config_path: Path, tags: tuple[str, ...] = tuple(TAGS),
     config = load_config(config_path)
     values = secret_store.resolve(config)
     staged_root = config_path.parent / "real"
-    took = {}
     for tag in tags:
         context = stage(tag, staged_root)
         apps = [app.model_copy(update={"build": app.build.model_copy(update={
             "context": str(context / "apps" / app.name.split("-")[0])})})
             if app.build is not None else app for app in config.applications]
         progress(f"real apps: build and push {tag}")
-        built = build_images(config.model_copy(update={"applications": apps}), tag, values,
-                             push=True, say=lambda _m: None)
-        took[tag] = round(sum(b.seconds for b in built), 2)
-    return took
+        build_images(config.model_copy(update={"applications": apps}), tag, values,
+                     push=True, say=lambda _m: None)
 
 
 def up(workdir: Path, progress: Callable[[str], None] = print,

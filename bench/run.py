@@ -578,7 +578,7 @@ def bench_real_apps() -> None:
     in flight through a rollout in Traefik mode. Puts the stand-ins' config back."""
     from sandbox import lifecycle, real
     from tests.http_load import Load
-    from tests.integration.test_real_apps import SlowClients
+    from tests.integration.test_real_apps import slow_clients
 
     started = time.monotonic()
     lifecycle.up_real(SANDBOX, progress=lambda _m: None)
@@ -608,7 +608,7 @@ def bench_real_apps() -> None:
         since = str(int(time.time()))
         with Load(config.edge.http_port, clients=8, rate=25, max_requests=20000,
                   version_path="/api/version") as load, \
-                SlowClients(config.edge.http_port) as slow:
+                slow_clients(config.edge.http_port) as slow:
             time.sleep(2)
             elapsed, result = timed_deploy(config, "v2", steps)
             time.sleep(2)

@@ -12,14 +12,16 @@ TARGETS = (("api.v-edfinance.localhost", "/api/health"), ("v-edfinance.localhost
 
 
 class Load:
-    """`clients` bounded clients, each about `rate` requests/s through the edge, alternating
-    api and web, until stopped or `max_seconds` / `max_requests` (all clients together) is
-    reached. `version_path` is asked of the api every 20th request of the first client."""
+    """`clients` bounded clients, each about `rate` requests/s through the edge, taking
+    `targets` (Host, path) in turn (api and web), until stopped or `max_seconds` /
+    `max_requests` (all clients together) is reached. `version_path` is asked of the api
+    every 20th request of the first client."""
 
     def __init__(self, port: int, rate: float = 20, max_seconds: float = 240,
                  max_requests: int = 5000, clients: int = 1,
-                 version_path: str = "/version") -> None:
-        self.port, self.rate = port, rate
+                 version_path: str = "/version",
+                 targets: tuple[tuple[str, str], ...] = TARGETS) -> None:
+        self.port, self.rate, self.targets = port, rate, targets
         self.max_seconds, self.max_requests = max_seconds, max_requests
         self.version_path = version_path
         self.sent = 0
@@ -27,6 +29,7 @@ class Load:
         # when the first request went out and the last answer came (time.monotonic): a test
         # checks that the load spans what it measures, not only the seconds around it
         self.first_sent = self.last_answered = 0.0
+        self.spans: list[tuple[float, float]] = []  # (sent, answered) of each good request
         self.versions: set[str] = set()
         self._count = threading.Lock()
         self._stop = threading.Event()
@@ -61,13 +64,16 @@ class Load:
                 return
             if not self.first_sent:
                 self.first_sent = time.monotonic()
-            name, path = TARGETS[(mine + client) % 2]
+            name, path = self.targets[(mine + client) % len(self.targets)]
             mine += 1
+            sent = time.monotonic()
             try:
                 response = session.get(f"http://127.0.0.1:{self.port}{path}",
                                        headers={"Host": name}, timeout=10)
                 if response.status_code != 200:
                     self.failed.append(f"{name}{path}: HTTP {response.status_code}")
+                else:
+                    self.spans.append((sent, time.monotonic()))
             except requests.RequestException as exc:
                 self.failed.append(f"{name}{path}: {type(exc).__name__}")
             self.last_answered = max(self.last_answered, time.monotonic())
@@ -77,3 +83,7 @@ class Load:
                         f"http://127.0.0.1:{self.port}{self.version_path}",
                         headers={"Host": TARGETS[0][0]}, timeout=10).text.strip())
             time.sleep(1 / self.rate)
+
+    def within(self, start: float, end: float) -> int:
+        """Good requests that were in flight at some moment between start and end."""
+        return sum(1 for sent, answered in self.spans if sent < end and answered > start)

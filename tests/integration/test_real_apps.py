@@ -9,7 +9,6 @@ stopping with requests in flight.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -116,47 +115,13 @@ def _at(real: dict[str, Any], config: Any, tag: str) -> None:
     _deploy(real, config, tag)
 
 
-class SlowClients:
-    """Requests that are in flight when a task stops: `clients` loops of a 1 s request
-    (`/api/debug/slow`), each a request the stopping Nest task must finish, not drop."""
+# 1 s requests, each one a stopping Nest task must finish, not drop
+SLOW = ((API, "/api/debug/slow?ms=1000"),)
 
-    def __init__(self, port: int, clients: int = 4) -> None:
-        self.port, self.sent = port, 0
-        self.failed: list[str] = []
-        self.spans: list[tuple[float, float]] = []  # (sent, answered) of each good request
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True)
-                         for _ in range(clients)]
 
-    def __enter__(self) -> SlowClients:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def _run(self) -> None:
-        session = requests.Session()
-        deadline = time.monotonic() + 240
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            self.sent += 1
-            sent = time.monotonic()
-            try:
-                answer = session.get(f"http://127.0.0.1:{self.port}/api/debug/slow?ms=1000",
-                                     headers={"Host": API}, timeout=15)
-                if answer.status_code != 200:
-                    self.failed.append(f"HTTP {answer.status_code}")
-                else:
-                    self.spans.append((sent, time.monotonic()))
-            except requests.RequestException as exc:
-                self.failed.append(type(exc).__name__)
-
-    def within(self, start: float, end: float) -> int:
-        """Good requests that were in flight at some moment between start and end."""
-        return sum(1 for sent, answered in self.spans if sent < end and answered > start)
+def slow_clients(port: int) -> Load:
+    """4 clients whose requests are in flight when a task stops."""
+    return Load(port, rate=1000, clients=4, version_path="/api/version", targets=SLOW)
 
 
 def test_v1_then_v2_rolls_out_with_no_failed_request_from_8_clients(
@@ -173,7 +138,7 @@ def test_v1_then_v2_rolls_out_with_no_failed_request_from_8_clients(
     assert health == {"status": "ok", "database": "connected", "redis": "connected"}
     with Load(config.edge.http_port, clients=8, rate=25, max_requests=20000,
               version_path="/api/version") as load, \
-            SlowClients(config.edge.http_port) as slow:
+            slow_clients(config.edge.http_port) as slow:
         time.sleep(2)
         started = time.monotonic()
         result = _deploy(real, config, "v2")

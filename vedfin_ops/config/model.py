@@ -609,6 +609,10 @@ class Monitoring(Model):
     # installs it)
     apply: bool = True
     uptime_kuma: UptimeKuma | None = None
+    # the image `host.prepare` runs Uptime Kuma from (as Dokploy runs it): a mirror's copy
+    # where Docker Hub is out of reach
+    uptime_kuma_image: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._/:@-]*$")] = \
+        "louislam/uptime-kuma:1"
 
 
 class Capacity(Model):

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from sandbox.local import (
     SandboxError,
@@ -139,3 +140,27 @@ def stop(root: Path) -> None:
     if pid is not None:
         terminate(pid, wait=10.0)
     (root / "kuma.pid").unlink(missing_ok=True)
+
+
+IMAGE = "uptime-kuma:2"  # under the sandbox's repository, as images.INFRA names
+
+
+def image_spec() -> Any:
+    """`vedfin-sandbox/uptime-kuma:2`: the same npm install in the node:20 base, for the bare
+    VPS, where `host.prepare` runs Uptime Kuma as Dokploy does (a container on 3001, data in a
+    volume at /app/data). Its update check goes to a dead proxy, as here; with no
+    db-config.json, the image writes SQLite's before the first start (2.0's wizard otherwise
+    waits for a browser)."""
+    from sandbox import images
+
+    spec = images.node_spec(extra={"opt/uptime-kuma": INSTALL.parents[1]},
+                            env=("DATA_DIR=/app/data/", f"http_proxy={_DEAD_PROXY}",
+                                 f"https_proxy={_DEAD_PROXY}",
+                                 "no_proxy=127.0.0.1,localhost"))
+    start = ("mkdir -p /app/data && { test -f /app/data/db-config.json || echo "
+             f"'{json.dumps(_DB_CONFIG)}' > /app/data/db-config.json; }} && "
+             "exec node server/server.js --port=3001 --host=0.0.0.0")
+    changes = tuple(c for c in spec.changes if not c.startswith("CMD"))
+    return images.ImageSpec(f"{images.REPO}/{IMAGE}", spec.rootfs, (
+        *changes, "WORKDIR /opt/uptime-kuma/node_modules/uptime-kuma",
+        f"CMD {json.dumps(['/bin/sh', '-c', start])}"))

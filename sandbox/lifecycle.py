@@ -75,7 +75,7 @@ def workdir_for(path: str | Path | None = None) -> Path:
 
 def up(use_existing: bool = False, workdir: Path | None = None,
        shipped: str | Path = "dokploy.yaml", progress: Any = print, nodes: int = 1,
-       real: bool = False) -> State:
+       real: bool = False, vps: bool = False) -> State:
     started = time.monotonic()
     workdir = workdir or workdir_for()
     workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -181,6 +181,8 @@ def up(use_existing: bool = False, workdir: Path | None = None,
         up_real(workdir, progress)
     if nodes > 1:
         up_nodes(workdir, nodes, shipped, progress)
+    if vps:
+        up_vps(workdir, progress)
     state.up_seconds = round(time.monotonic() - started, 2)
     state.save(workdir)
     return state
@@ -191,6 +193,37 @@ def up_real(workdir: Path, progress: Any = print) -> Path:
     from sandbox import real as real_apps
 
     return real_apps.up(workdir, progress)
+
+
+VPS_CONFIG = "dokploy-vps.yaml"
+
+
+def up_vps(workdir: Path, progress: Any = print) -> Path:
+    """The bare VPS (sandbox/vps.py) booted, and its config `.sandbox/dokploy-vps.yaml`: the
+    real apps' production at the shipped remote folder, user, firewall and monitoring, for
+    `host.prepare` and then the deploy. Needs the sandbox up with --real."""
+    from sandbox import vps as vps_mod
+
+    state = State.load(workdir)
+    real_config = workdir / "dokploy-real.yaml"
+    if not real_config.exists() or not state.registry_port:
+        raise SandboxError("the bare VPS deploys the real apps: inv sandbox.up --real first")
+    got = vps_mod.up(workdir, state.registry_port, workdir / "registry" / "tls" / "ca.crt",
+                     progress)
+    data = vps_mod.vps_config(yaml.safe_load(real_config.read_text()),
+                              yaml.safe_load(Path("dokploy.yaml").read_text()),
+                              edge_port=got.edge_port)
+    path = workdir / VPS_CONFIG
+    path.write_text(overlay.dump(data, "dokploy.yaml", got.edge_port))
+    load_config(path)
+    return path
+
+
+def down_vps(workdir: Path, progress: Any = print) -> None:
+    from sandbox import vps as vps_mod
+
+    vps_mod.down(workdir, progress)
+    (workdir / VPS_CONFIG).unlink(missing_ok=True)
 
 
 CLUSTER_CONFIG = "dokploy-cluster.yaml"
@@ -354,6 +387,7 @@ def status(workdir: Path | None = None) -> dict[str, Any]:
 def down(workdir: Path | None = None, progress: Any = print) -> None:
     workdir = workdir or workdir_for()
     state = State.load(workdir)
+    down_vps(workdir, progress)
     down_nodes(workdir, progress)
     if engine.engine_answers():
         progress("stacks: removing")

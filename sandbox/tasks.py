@@ -20,17 +20,19 @@ from vedfin_ops.cli.output import out as stdout
                        "nodes": "also a swarm of N nodes, each in its own network namespace "
                                 "(config .sandbox/dokploy-cluster.yaml)",
                        "real": "also the real apps (examples/v-edfinance: NestJS + Prisma, "
-                               "Next.js) at the shipped sizes (config .sandbox/dokploy-real.yaml)"})
+                               "Next.js) at the shipped sizes (config .sandbox/dokploy-real.yaml)",
+                       "vps": "also a bare Debian 12 VPS (systemd-nspawn) for host.prepare "
+                              "(config .sandbox/dokploy-vps.yaml; needs --real)"})
 @guarded
 def sandbox_up(c: Context, use_existing: bool = False, nodes: int = 1,
-               real: bool = False) -> None:
+               real: bool = False, vps: bool = False) -> None:
     """Turn this machine into a local VPS: engine + swarm, images, sshd, sandbox config."""
     import sandbox
     from vedfin_ops.errors import UsageError
     if nodes < 1:
         raise UsageError(f"--nodes {nodes}: want 1 or more")
     state = sandbox.up(use_existing=use_existing, progress=lambda m: err.print(f"sandbox: {m}"),
-                       nodes=nodes, real=real)
+                       nodes=nodes, real=real or vps, vps=vps)
     info = sandbox.status()
     stdout.print(f"sandbox up in {state.up_seconds:g}s; edge {info['edge_url']}")
     stdout.print(f"  VEDFIN_CONFIG={info['config']} {info['ssh']}")

@@ -9,7 +9,9 @@
 #           netdata (the sandbox runs its own, as the deploy user, for the alarms), chromium
 #           (headless: the HTML report is checked in a real browser), iproute2 and iptables
 #           (the sandbox's nodes: network namespaces, veth, a bridge), util-linux (nsenter,
-#           unshare: each node's engine in its namespace)
+#           unshare: each node's engine in its namespace), debootstrap, systemd-container and
+#           dpkg-dev (the bare VPS for host.prepare: a Debian 12 root filesystem booted by
+#           systemd-nspawn, its apt repository indexed by dpkg-scanpackages)
 #   npm:    uptime-kuma (2.0.0-dev.0, the only version on npm) into /opt/vedfin-ops/uptime-kuma:
 #           the sandbox's real Uptime Kuma for the monitors the tool adds (needs node and npm;
 #           without them the sandbox has none). Its sqlite3 module builds from source against
@@ -22,7 +24,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 for pkg in docker.io openssh-server busybox-static redis-server postgresql docker-registry \
-    pebble cron netdata chromium iproute2 iptables util-linux; do
+    pebble cron netdata chromium iproute2 iptables util-linux debootstrap systemd-container \
+    dpkg-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -270,13 +270,32 @@ def prune(target: Bucket, database: str, ids: list[str], protect: str,
     return old + cut
 
 
+def require_copied(config: Config, env: str | None, task: str) -> list[str]:
+    """`task` reads `env`'s copies in the bucket (None: every copied env's): refused (exit
+    2) when there are none to read: no `backups.s3`, or `env` not in `backups.s3.envs`.
+    Returns the envs whose copies it reads."""
+    s3 = config.backups.s3
+    if s3 is None:
+        raise UsageError(f"{task} needs backups.s3 in the config")
+    envs = s3.envs if env is None else [env]
+    if not envs:
+        raise UsageError(f"{config.source}: backups.s3.envs: no env's backups are copied "
+                         f"off-host (envs: [])")
+    for one in envs:
+        if one not in s3.envs:
+            raise UsageError(f"{config.source}: backups.s3.envs: {one}'s backups are not "
+                             f"copied off-host (envs: {', '.join(s3.envs) or '[]'})")
+    return list(envs)
+
+
 def offsite_copy(host: RemoteHost, config: Config, backup: Backup, say: Callable[[str], None],
                  beat: Beat | None = None, catch_up: bool = True) -> str | None:
     """Upload one backup, then (with `catch_up`) every backup of its database the bucket
     lacks (the host's nightly ones: cron has no S3 client), then the bucket's retention. None
-    when no bucket is set. A failed upload of `backup` raises CheckFailed saying the backup on
-    the host is whole; the rest is a warning."""
-    if config.backups.s3 is None:
+    when no bucket is set or the backup's env is not in `backups.s3.envs`. A failed upload of
+    `backup` raises CheckFailed saying the backup on the host is whole; the rest is a
+    warning."""
+    if not config.backups.offsite(backup.env):
         return None
     from vedfin_ops.config import secret_store
 
@@ -327,10 +346,10 @@ def fetch(host: RemoteHost, config: Config, env: str, backup_id: str,
     checked, then renamed with its record), so it restores as any backup on the host. A
     backup of the same id already on the host is used when its sha256 matches and refused
     when it does not (never overwritten); the disk must have room for the copy first."""
+    require_copied(config, config.require_env(env), "db.restore --from s3:ID")
     target = bucket(config, secrets)
-    if target is None:
-        raise UsageError("db.restore --from s3:ID needs backups.s3 in the config")
-    database = config.environments[config.require_env(env)].database
+    assert target is not None
+    database = config.environments[env].database
     backup = read_copy(target, database, backup_id) if ID.fullmatch(backup_id) else None
     if backup is None and ID.fullmatch(backup_id):
         # a copy made before copies were named by stackPrefix: still restorable

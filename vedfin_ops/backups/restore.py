@@ -415,9 +415,10 @@ def run_restore(host: RemoteHost, config: Config, env: str, backup_id: str, *,
                          f"pass --yes if you mean it, or --into NEW_DB to look first")
     host.secrets = list(secret_store.resolve(config, env).values())
     if backup_id.startswith("s3:"):
+        from vedfin_ops.backups.offsite import require_copied
+
         wanted: Backup | str = backup_id[3:]
-        if config.backups.s3 is None:
-            raise UsageError("db.restore --from s3:ID needs backups.s3 in the config")
+        require_copied(config, env, "db.restore --from s3:ID")
     else:
         wanted = find_backup(host, config, env, backup_id)
     result: str = RestoreRun(host, config, env, wanted, into, say=say).execute()

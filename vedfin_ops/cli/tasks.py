@@ -536,11 +536,9 @@ def _show_alarms(now: Any, json_: bool, changed: bool | None, kuma: Any = None) 
 def _bucket_backups(cfg: Any, env: str | None, json_: bool) -> None:
     from vedfin_ops.backups import offsite
     from vedfin_ops.config import secret_store
-    from vedfin_ops.errors import UsageError
+    envs = offsite.require_copied(cfg, env, "db.backups --s3")
     target = offsite.bucket(cfg, secret_store.resolve(cfg, env))
-    if target is None:
-        raise UsageError("db.backups --s3: backups.s3 is not set in the config")
-    envs = [env] if env is not None else list(cfg.environments)
+    assert target is not None
     databases = sorted({cfg.environments[e].database for e in envs})
     copies = [b for database in databases for b in offsite.list_copies(target, database)]
     if json_:

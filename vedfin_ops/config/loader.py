@@ -340,14 +340,13 @@ def _check(config: Config, file: str) -> None:
     _check_traefik(config, fail)
     _check_pg_settings(config, fail)
     _check_verifiable(config, fail)
-    for i, env in enumerate(config.off_hours.envs if config.off_hours else []):
-        if env not in config.environments:
-            fail(f"offHours.envs[{i}]", f"{show(env)} is not an environment "
-                 f"({', '.join(config.environments)})")
+    _check_envs(config, "offHours.envs", config.off_hours.envs if config.off_hours else [],
+                fail)
     refs = [(f"alerts.{key}", name) for key, name in config.alerts.secret_refs().items()]
     if config.backups.s3 is not None:
         refs += [(f"backups.s3.{key.split()[0]}", name)
                  for key, name in config.backups.s3.secret_refs().items()]
+        _check_envs(config, "backups.s3.envs", config.backups.s3.envs, fail)
     kuma = config.monitoring.uptime_kuma
     if kuma is not None:
         refs += [(f"monitoring.uptimeKuma.{key}", name)
@@ -355,10 +354,7 @@ def _check(config: Config, file: str) -> None:
         if config.monitoring.uptime_kuma_port is None:
             fail("monitoring.uptimeKuma", "set monitoring.uptimeKumaPort (where Uptime Kuma "
                  "listens on the host) or remove uptimeKuma")
-        for i, env in enumerate(kuma.envs):
-            if env not in config.environments:
-                fail(f"monitoring.uptimeKuma.envs[{i}]", f"{show(env)} is not an environment "
-                     f"({', '.join(config.environments)})")
+        _check_envs(config, "monitoring.uptimeKuma.envs", kuma.envs, fail)
     for at, name in refs:
         if name not in config.secrets.get("shared", {}):
             fail(at, f"${{{name}}} is not a shared secret (add {name}: manual under "
@@ -431,6 +427,15 @@ def _check_verifiable(config: Config, fail: Any) -> None:
             fail(f"environments.{env}", f"no application of {env} has a domain, so verify "
                  f"would have no smoke check to run; give one a domain or set "
                  f"verify.allowNoChecks: true to deploy {env} unverified")
+
+
+def _check_envs(config: Config, at: str, envs: list[str],
+                fail: Callable[[str, str], None]) -> None:
+    """A list of env names (`offHours.envs`, ...) names only the config's envs."""
+    for i, env in enumerate(envs):
+        if env not in config.environments:
+            fail(f"{at}[{i}]", f"{show(env)} is not an environment "
+                 f"({', '.join(config.environments)})")
 
 
 def _check_secret_refs(config: Config, app: Application, at: str, fail: Any) -> None:

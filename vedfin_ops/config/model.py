@@ -675,6 +675,10 @@ class BackupS3(Model):
     ca_root: Annotated[str, AfterValidator(_ca_root)] | None = None
     # the newest this many copies of each database are kept in the bucket
     keep: Annotated[Count, Field(ge=1, le=10000)] = 30
+    # the envs whose backups are copied here: production's by default (the runbook keeps
+    # production's backups in R2; dev's and staging's are test data), so only their deploys
+    # and backups need the bucket's token; [] copies none
+    envs: list[str] = ["production"]
 
     @field_validator("endpoint")
     @classmethod
@@ -701,11 +705,15 @@ class Backups(Model):
     keep: Annotated[Count, Field(ge=1, le=1000)] = 7
     # deploy backs up the env's database before anything changes (`--no-backup` skips it)
     before_deploy: bool = True
-    # every backup also uploaded here (and `db.restore --from s3:ID` restores from there)
+    # every backup of `s3.envs` also uploaded here (`db.restore --from s3:ID` restores it)
     s3: BackupS3 | None = None
     # a backup of every env's database each night at this time of the host's clock (cron;
     # envs 10 minutes apart in the order of `environments`); null: none
     nightly: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] | None = "03:00"
+
+    def offsite(self, env: str) -> bool:
+        """Whether `env`'s backups are copied off-host (`s3` set and `env` in `s3.envs`)."""
+        return self.s3 is not None and env in self.s3.envs
 
 
 _HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
@@ -826,12 +834,32 @@ class Config(Model):
         return [a for a in self.applications if env is None or a.env == env]
 
     def secret_names(self, env: str | None = None) -> dict[str, SecretSource]:
-        """Secrets a deploy of `env` needs: the shared ones plus the env's own."""
+        """Secrets a deploy of `env` needs: the shared ones plus the env's own, less the
+        off-host copies' token where `env`'s backups are not copied (`backups.s3.envs`): a
+        dev deploy never waits for a bucket token it does not use."""
         scopes = ["shared", *(self.environments if env is None else [env])]
         out: dict[str, SecretSource] = {}
         for scope in scopes:
             out.update(self.secrets.get(scope, {}))
+        if env is not None and not self.backups.offsite(env):
+            for name in self.offsite_only_secrets(env):
+                out.pop(name, None)
         return out
+
+    def offsite_only_secrets(self, env: str) -> set[str]:
+        """The shared secrets that only `backups.s3` refers to, from `env`'s point of view:
+        none of its apps, the alerts, Uptime Kuma or the registry use them."""
+        s3 = self.backups.s3
+        if s3 is None:
+            return set()
+        used = {ref for app in self.apps(env) for value in app.environment.values()
+                for ref in secret_refs(value)}
+        used |= set(self.alerts.secret_refs().values()) | set(self.secrets.get(env, {}))
+        if self.monitoring.uptime_kuma is not None:
+            used |= set(self.monitoring.uptime_kuma.secret_refs().values())
+        if self.registry is not None:
+            used.add(self.registry.password_secret)
+        return set(s3.secret_refs().values()) - used
 
     def require_env(self, env: str) -> str:
         from vedfin_ops.errors import UsageError

@@ -89,6 +89,19 @@ def missing(config: Config, env: str | None, found: Mapping[str, str]) -> list[s
             if name not in found and source != "optional"]
 
 
+def not_set(config: Config, env: str, names: list[str]) -> str:
+    """The message for required secrets without a value: how to fill them, and for the
+    off-host copies' token, what it is and how not to need it."""
+    text = (f"{config.source}: secrets.{env}: not set: {', '.join(names)} "
+            f"(inv secrets.generate --env {env}, or export them)")
+    token = [name for name in names if name in config.offsite_only_secrets(env)]
+    if token:
+        text += (f"; {', '.join(token)}: backups.s3's token for the off-host copies of "
+                 f"{env}'s backups (an R2 API token scoped to the backup bucket: "
+                 f"docs/backups.md), or leave {env} out of backups.s3.envs")
+    return text
+
+
 @dataclass(frozen=True)
 class Generated:
     path: Path

@@ -102,8 +102,7 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     secrets = secret_store.resolve(config, env)
     missing = secret_store.missing(config, env, secrets)
     if missing:
-        raise UsageError(f"{config.source}: secrets.{env}: not set: {', '.join(missing)}"
-                         f" (inv secrets.generate --env {env}, or export them)")
+        raise UsageError(secret_store.not_set(config, env, missing))
     pins = resolve_pins(config, env, tag, secrets, say=say)  # nothing changed if this fails
     files = render(config, env, tag=tag, secrets=secrets, pins=pins)
     handshakes_before = HANDSHAKES["count"]
@@ -334,8 +333,9 @@ class Deploy(EnvRun):
         """Once the release is live, off the deploy's critical path: the backup this deploy
         took, and any other the bucket lacks (nightly ones, earlier failures), copied
         off-host. The host copy is what a rollback restores, so a failure is a warning; an
-        audit line (`backup-copy`) says how it went either way."""
-        if self.config.backups.s3 is None:
+        audit line (`backup-copy`) says how it went either way. Only for the envs of
+        `backups.s3.envs`."""
+        if not self.config.backups.offsite(self.env):
             return
         from vedfin_ops.backups.offsite import bucket, copy_missing
 

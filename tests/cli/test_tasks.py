@@ -206,6 +206,8 @@ FLAGS = {
     "deploy.staging": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
                        "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
                        "-h --host-key-fingerprint=  -o --config="),
+    "host.prepare": ("-p --plan  -k --key=  -a --accept-new-host-key  "
+                     "-h --host-key-fingerprint=  -c --config="),
     "lock.release": ("-e --env=  -s --shared  -a --accept-new-host-key  "
                      "-h --host-key-fingerprint=  -c --config="),
     "logs": ("-e --env=  -a --app=  -s --since=  -l --lines=  -f --follow  -g --grep=  "
@@ -281,7 +283,7 @@ def test_every_host_task_takes_both_host_key_flags_with_their_help() -> None:
             assert len(shared) == 2, name
             for option in shared:
                 assert args[option].help == HOST_HELP[option], (name, option)
-    assert on_a_host == 27  # 23 tasks, deploy.production, .staging, .dev and deploy --env
+    assert on_a_host == 28  # 24 tasks, deploy.production, .staging, .dev and deploy --env
 
 
 def test_help_lists_each_flag_with_its_help(project: Path) -> None:

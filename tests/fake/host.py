@@ -85,6 +85,9 @@ exec /bin/date "$@"
                              }.items():
             (self.bin / name).write_text("#!/bin/sh\n" + script)
             (self.bin / name).chmod(0o755)
+        # what the shell finds: this host's scripted programs first (a test may narrow it to
+        # those and a folder of its own: tests/host/fake_vps.py)
+        self.path = f"{self.bin}:/usr/bin:/bin"
         self.engine_file = root / "engine.json"
         if not self.engine_file.exists():
             self.engine_file.write_text(json.dumps({"services": {}, "clock": 0}))
@@ -119,7 +122,7 @@ exec /bin/date "$@"
         fault = self._fault(what)
         if fault is not None and not fault.after:
             fault.raise_it()
-        env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_ENGINE": str(self.engine_file)}
+        env = {"PATH": self.path, "FAKE_ENGINE": str(self.engine_file)}
         if "docker stack deploy" in command:
             self._stack_json(command)
         done = subprocess.run(["sh", "-c", command], input=secret_stdin, capture_output=True,

@@ -295,6 +295,43 @@ def logs(on: Target, env: str = "production", app: str | None = None, since: str
             + (f" matching {grep!r}" if grep else ""))
 
 
+@on_host(name="prepare", help={
+    "plan": "only check: print what each step would change, and change nothing",
+    "key": "the public key to authorize for the deploy user (default: the .pub beside this "
+           "connection's identity, else ~/.ssh/id_ed25519.pub, id_ecdsa.pub, id_rsa.pub)"})
+def host_prepare(on: Target, plan: bool = False, key: str | None = None) -> None:
+    """A bare Debian 12 or Ubuntu 24.04 VPS (as root or a passwordless sudoer) to the
+    runbook's prerequisites: docker.io and a swarm, the deploy user and its key, swap, ufw,
+    Netdata and cron, the firewall check's sudoers line, Uptime Kuma; a second run changes
+    nothing."""
+    from vedfin_ops.config import secret_store
+    from vedfin_ops.host.keys import public_key
+    from vedfin_ops.host.prepare import Prepared, PrepareFailed, prepare
+    cfg = on.config
+    host = on.host
+    found = public_key(host.conn, key)  # bad input before the host is reached
+    values = secret_store.resolve(cfg) if cfg.monitoring.uptime_kuma is not None else {}
+    host.secrets = [v for v in values.values() if v]
+
+    def show(result: Prepared, lines: bool) -> None:
+        for step in result.steps if lines else []:
+            stdout.print(step.line(), markup=False)
+
+    try:
+        result = prepare(host, cfg, public_key=found, plan=plan, ssh_port=host.conn.port,
+                         secrets=values, say=say)
+    except PrepareFailed as exc:
+        show(exc.result, True)
+        raise
+    show(result, plan)
+    if plan:
+        stdout.print(f"host.prepare --plan: {len(result.changed)} step(s) would change"
+                     if result.changed else "host.prepare --plan: nothing to change")
+    else:
+        stdout.print(f"host.prepare: changed {', '.join(result.changed)}" if result.changed
+                     else "host.prepare: nothing to change")
+
+
 @on_host(help={"lines": "how many of the last lines",
                "json": "the raw JSON lines, as the log holds them"})
 def audit(on: Target, lines: int = 30, json_: bool = False) -> None:
@@ -664,3 +701,4 @@ ns.add_collection(Collection("lock", lock_release))
 ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))
 ns.add_collection(Collection("monitoring", monitoring_apply, monitoring_status))
 ns.add_collection(Collection("cluster", cluster_status, cluster_drain, cluster_join))
+ns.add_collection(Collection("host", host_prepare))

@@ -151,7 +151,7 @@ def judge_user(facts: Facts, user: str, base: str, audit: str) -> Verdict:
     return ok(f"{user}{docker}, the key authorized, owns {base}")
 
 
-def judge_swap(facts: Facts, mib: int, path: str) -> Verdict:
+def judge_swap(facts: Facts, mib: int, path: str, fstab: str = "/etc/fstab") -> Verdict:
     if mib <= 0:
         return skip("vps.swap is 0")
     active: dict[str, int] = {}
@@ -174,7 +174,7 @@ def judge_swap(facts: Facts, mib: int, path: str) -> Verdict:
         if path not in active:
             changes.append(f"swapon {path}")
         if not facts.has("fstab"):
-            changes.append(f"{path} in /etc/fstab")
+            changes.append(f"{path} in {fstab}")
     now = facts.one("swappiness")
     if now != str(SWAPPINESS) or not facts.has("sysctl"):
         changes.append(f"vm.swappiness={SWAPPINESS} (now {now or '?'}), kept in sysctl.d")
@@ -187,7 +187,8 @@ def judge_swap(facts: Facts, mib: int, path: str) -> Verdict:
 
 def judge_monitoring(facts: Facts, root: str, user: str) -> Verdict:
     states = package_states(facts)
-    packages = missing_packages(states, ("netdata", "cron"))
+    # curl: the tool reads Netdata's API from the host itself (minimal images lack it)
+    packages = missing_packages(states, ("netdata", "cron", "curl"))
     changes = package_changes(states, packages)
     for name in ("netdata", "cron"):
         changes += service_changes(facts, name)

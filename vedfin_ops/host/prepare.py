@@ -29,15 +29,16 @@ from vedfin_ops.run.operation import Say, bare, describe, safe
 from vedfin_ops.run.polling import REAL, Clock
 
 STEPS = (
-    Step("os", s.check_os, None),  # Debian 12 or Ubuntu 24.04, else the run is refused
-    Step("docker", s.check_docker, s.apply_docker),  # docker.io (no other Docker), running
-    Step("swarm", s.check_swarm, s.apply_swarm, ("docker",)),  # a manager, at vps.address
-    Step("user", s.check_user, s.apply_user, ("docker",)),  # key, docker group, baseDir
-    Step("swap", s.check_swap, s.apply_swap),  # vps.swap: /swapfile, fstab, swappiness 10
-    Step("firewall", s.check_firewall, s.apply_firewall),  # ufw, the SSH port allowed first
-    Step("monitoring", s.check_monitoring, s.apply_monitoring, ("docker", "user")),  # Netdata
-    Step("sudoers", s.check_sudoers, s.apply_sudoers, ("user",)),  # `ufw status verbose` only
-    Step("uptime-kuma", s.check_kuma, s.apply_kuma, ("docker",)),  # container + admin account
+    Step("os", "system", s.check_os, None),  # Debian 12 or Ubuntu 24.04, else refused
+    Step("docker", "Docker engine", s.check_docker, s.apply_docker),  # docker.io, running
+    Step("swarm", "swarm", s.check_swarm, s.apply_swarm, ("docker",)),  # at vps.address
+    Step("user", "deploy user", s.check_user, s.apply_user, ("docker",)),  # key, baseDir
+    Step("swap", "swap", s.check_swap, s.apply_swap),  # /swapfile, fstab, swappiness 10
+    Step("firewall", "ufw", s.check_firewall, s.apply_firewall),  # the SSH port allowed first
+    Step("monitoring", "netdata and cron", s.check_monitoring, s.apply_monitoring,
+         ("docker", "user")),  # netdata reads the engine, the deploy user writes its alarms
+    Step("sudoers", "sudoers line", s.check_sudoers, s.apply_sudoers, ("user",)),  # ufw status
+    Step("uptime-kuma", "uptime kuma", s.check_kuma, s.apply_kuma, ("docker",)),  # + admin
 )
 
 DONE = ("ok", "changed", "skipped")
@@ -49,11 +50,12 @@ STATES = {"ok": "ok", "change": "would change", "skip": "skipped", "refuse": "re
 @dataclass
 class StepResult:
     name: str
+    title: str
     status: str = "not run"  # ok, would change, changed, skipped, refused, failed, interrupted
     detail: str = ""
 
     def line(self) -> str:
-        return f"{self.name}: {self.status}" + (f": {self.detail}" if self.detail else "")
+        return f"{self.title}: {self.status}" + (f": {self.detail}" if self.detail else "")
 
 
 @dataclass
@@ -76,13 +78,15 @@ class Prepared:
 
     def summary(self) -> str:
         """`done: ...; not done: ...` (each with its state), for a one-line error."""
-        left = [f"{step.name} ({step.status})" for step in self.steps if step.status not in DONE]
-        return f"done: {', '.join(self.done) or 'nothing'}; not done: {', '.join(left)}"
+        done = [step.title for step in self.steps if step.status in DONE]
+        left = [f"{step.title} ({step.status})" for step in self.steps
+                if step.status not in DONE]
+        return f"done: {', '.join(done) or 'nothing'}; not done: {', '.join(left) or 'nothing'}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"plan": self.plan, "changed": self.changed,
-                "steps": [{"name": step.name, "status": step.status, "detail": step.detail}
-                          for step in self.steps]}
+                "steps": [{"name": step.name, "title": step.title, "status": step.status,
+                           "detail": step.detail} for step in self.steps]}
 
 
 class PrepareFailed(CheckFailed):
@@ -138,7 +142,7 @@ class _Runner:
         self.host, self.config, self.key, self.plan = host, config, key, plan
         self.ssh_port, self.secrets, self.say, self.paths = ssh_port, secrets, say, paths
         self.kuma_connect, self.clock = kuma_connect, clock
-        self.result = Prepared(plan, [StepResult(step.name) for step in STEPS])
+        self.result = Prepared(plan, [StepResult(step.name, step.title) for step in STEPS])
         self.run: Run | None = None
         self.current: str | None = None  # the step being checked or changed
         self.applying = False  # inside an apply: a stop there may leave the step half done
@@ -162,13 +166,14 @@ class _Runner:
                 fresh = False
         self.current = None
         undone = [step for step in self.result.steps if step.status not in DONE]
+        changed = [step.name for step in self.result.steps if step.status == "changed"]
         if undone:
             first = undone[0]
-            message = (f"host.prepare failed: {first.name}: {first.detail or first.status}; "
+            what = "failed" if changed else "changed nothing"
+            message = (f"host.prepare {what}: {first.title}: {first.detail or first.status}; "
                        f"{self.result.summary()}; {AGAIN} once that is fixed")
             self.audit("failed", message)
             raise PrepareFailed(self.host.redact(message), self.result)
-        changed = [step.name for step in self.result.steps if step.status == "changed"]
         self.audit("ok" if changed else "noop", f"changed: {', '.join(changed)}" if changed
                    else "nothing to change")
         return self.result
@@ -182,24 +187,25 @@ class _Runner:
             verdict = fail(f"its check failed: {bare(str(exc))}")
         self.record(step.name, STATES[verdict.state], verdict.text)
         if verdict.state == "refuse":
-            raise Refused(f"host.prepare refused: {step.name}: {verdict.text}")
+            raise Refused(f"host.prepare refused: {step.title}: {verdict.text}")
         return verdict
 
     def converge(self, step: Step, run: Run, verdict: Verdict) -> bool:
         """Change the step where its check says so, then check it again; True if it did."""
         self.current = step.name
-        blocked = [name for name in step.needs if self.result[name].status not in DONE]
+        blocked = [self.result[name].title for name in step.needs
+                   if self.result[name].status not in DONE]
         if blocked:
             self.record(step.name, "not run", f"needs {', '.join(blocked)}")
-            self.say(f"{step.name}: not run (needs {', '.join(blocked)})")
+            self.say(f"{step.title}: not run (needs {', '.join(blocked)})")
             return False
         if verdict.state != "change" or step.apply is None:
-            self.say(f"{step.name}: {verdict.line()}")
+            self.say(f"{step.title}: {verdict.line()}")
             if verdict.state == "fail":
-                self.audit("failed", f"{step.name}: {verdict.text}")
+                self.audit("failed", f"{step.title}: {verdict.text}")
             return False
-        self.say(f"{step.name}: {verdict.line(plan=False)}")
-        self.audit("started", f"{step.name}: {verdict.text}")
+        self.say(f"{step.title}: {verdict.line(plan=False)}")
+        self.audit("started", f"{step.title}: {verdict.text}")
         self.applying = True
         try:
             step.apply(run, verdict)
@@ -211,16 +217,16 @@ class _Runner:
         after = self.check(step, run)
         if after.state == "ok":
             self.record(step.name, "changed", verdict.text)
-            self.say(f"{step.name}: done")
-            self.audit("changed", f"{step.name}: {verdict.text}")
+            self.say(f"{step.title}: done")
+            self.audit("changed", f"{step.title}: {verdict.text}")
         else:
             self.failed(step, f"still to do after the change: {after.text}")
         return True
 
     def failed(self, step: Step, why: str) -> None:
         self.record(step.name, "failed", why)
-        self.say(f"{step.name}: FAILED: {why}")
-        self.audit("failed", f"{step.name}: {why}")
+        self.say(f"{step.title}: FAILED: {why}")
+        self.audit("failed", f"{step.title}: {why}")
 
     def record(self, name: str, status: str, detail: str = "") -> None:
         item = self.result[name]
@@ -258,7 +264,7 @@ class _Runner:
                 "before changing it"
             self.record(self.current, "interrupted" if interrupted else "failed",
                         f"{reason} ({half})")
-            where = f" during {self.current} ({half})"
+            where = f" during {self.result[self.current].title} ({half})"
         outcome = "interrupted" if interrupted else "failed"
         message = f"host.prepare {outcome}{where}: {reason}; {self.result.summary()}; {AGAIN}"
         self.audit(outcome, message)

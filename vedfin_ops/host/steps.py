@@ -33,7 +33,8 @@ APT_TIMEOUT = 1800  # a slow mirror and Netdata's dependencies
 
 @dataclass(frozen=True)
 class Step:
-    name: str
+    name: str  # how `needs` and the result name it
+    title: str  # how the output names it
     check: Callable[[Run], Verdict]
     apply: Callable[[Run, Verdict], None] | None
     needs: tuple[str, ...] = ()  # steps that must be done before this one can be
@@ -142,7 +143,7 @@ def check_swap(run: Run) -> Verdict:
     if run.config.vps.swap <= 0:
         return skip("vps.swap is 0")
     return judge.judge_swap(run.probe(commands.swap_probe(run.paths), "swap"),
-                            run.config.vps.swap, run.paths.swapfile)
+                            run.config.vps.swap, run.paths.swapfile, run.paths.fstab)
 
 
 def apply_swap(run: Run, verdict: Verdict) -> None:
@@ -238,6 +239,14 @@ def check_kuma(run: Run) -> Verdict:
 def apply_kuma(run: Run, verdict: Verdict) -> None:
     monitoring = run.config.monitoring
     assert monitoring.uptime_kuma_port is not None
+    registry = run.config.registry
+    image = monitoring.uptime_kuma_image
+    if not verdict.data.get("account_only") and registry is not None and \
+            image.startswith(f"{registry.server}/"):
+        run.host.run(commands.as_root(commands.registry_pull(image, registry.server,
+                                                             registry.username), run.sudo),
+                     what="uptime-kuma pull", timeout=APT_TIMEOUT,
+                     secret_stdin=run.secrets.get(registry.password_secret, "") + "\n")
     if not verdict.data.get("account_only"):
         run.root(commands.kuma_run(monitoring.uptime_kuma_image, monitoring.uptime_kuma_port,
                                    bool(verdict.data.get("recreate"))),

@@ -30,7 +30,8 @@ KUMA_INSIDE = 3001  # the port Uptime Kuma listens on in its image
 SWAPPINESS = 10
 BACKSLASH_N = "\\n"  # dpkg-query's own escape for a line break, in its format
 NETDATA_DROPIN = ("[Service]\n# netdatacli's socket (/tmp/netdata-ipc) where other users "
-                  "reach it\nPrivateTmp=false\n")
+                  "reach it\nPrivateTmp=false\n# the unit makes / read-only: /tmp too, once "
+                  "not private\nReadWritePaths=/tmp\n")
 
 
 @dataclass(frozen=True)
@@ -302,14 +303,21 @@ def _netdata_has_docker(paths: Paths) -> str:
             f"END {{exit !f}}' {sh(paths.proc)}/\"$pid\"/status 2>/dev/null")
 
 
+def _is_dropin(paths: Paths) -> str:
+    """The unit's drop-in holds exactly what host.prepare writes there."""
+    return (f"[ \"$(cat {sh(paths.netdata_dropin)} 2>/dev/null)\" = "
+            f"\"$(printf '%s' {sh(NETDATA_DROPIN)})\" ]")
+
+
 def monitoring_probe(paths: Paths, root: str, user: str) -> str:
     u = sh(user)
     dirs = " ".join(sh(d) for d in _netdata_dirs(root))
     return lines(
-        package_states(["netdata", "cron"]), service_state("netdata"), service_state("cron"),
+        package_states(["netdata", "cron", "curl"]), service_state("netdata"),
+        service_state("cron"),
         'echo "ndgroups $(id -nG netdata 2>/dev/null)"',
         f"{_netdata_has_docker(paths)} && echo 'ndrun docker'",
-        f"grep -qx PrivateTmp=false {sh(paths.netdata_dropin)} 2>/dev/null && echo 'dropin yes'",
+        f"{_is_dropin(paths)} && echo 'dropin yes'",
         f"for d in {dirs}; do if [ -d \"$d\" ]; then echo \"dir $d $(stat -c '%G %a' \"$d\")\"; "
         "else echo \"nodir $d\"; fi; done",
         f'echo "usergroups $(id -nG {u} 2>/dev/null)"',
@@ -330,7 +338,7 @@ def monitoring_apply(paths: Paths, root: str, user: str) -> str:
     drop = sh(paths.netdata_dropin)
     parts = [
         "restart=0",
-        f"if [ \"$(cat {drop} 2>/dev/null)\" != \"$(printf '%s' {sh(NETDATA_DROPIN)})\" ]; then "
+        f"if ! {_is_dropin(paths)}; then "
         f"mkdir -p {sh(paths.netdata_dropin.rsplit('/', 1)[0])} && "
         f"printf '%s' {sh(NETDATA_DROPIN)} > {drop} && systemctl daemon-reload || "
         "{ echo 'fail: cannot write the netdata unit drop-in' >&2; exit 1; }; restart=1; fi",
@@ -391,6 +399,15 @@ def kuma_probe() -> str:
             "'{{.State.Running}} {{.Config.Image}} {{range $p, $b := .HostConfig.PortBindings}}"
             "{{range $b}}{{$p}}={{.HostIp}}:{{.HostPort}} {{end}}{{end}}' "
             f"{KUMA_CONTAINER} 2>/dev/null); then echo \"kuma $k\"; else echo 'kuma none'; fi")
+
+
+def registry_pull(image: str, server: str, username: str) -> str:
+    """`image` pulled with a login to the config's registry that lives only for the pull (a
+    throw-away Docker config folder, the password on stdin): Uptime Kuma's image from the
+    team's own registry, where root has no login of its own."""
+    return (f"d=$(mktemp -d) && {{ docker --config \"$d\" login --username {sh(username)} "
+            f"--password-stdin {sh(server)} >/dev/null && docker --config \"$d\" pull --quiet "
+            f"{sh(image)} >/dev/null; }}; rc=$?; rm -rf \"$d\"; exit $rc")
 
 
 def kuma_run(image: str, port: int, recreate: bool) -> str:

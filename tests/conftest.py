@@ -117,10 +117,17 @@ def scripted_hosts_stay_scripted() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def shipped_data() -> dict[str, Any]:
-    """The shipped config, less its off-host backup copies: the unit tests' hosts never
-    reach Cloudflare (tests/backups/test_offsite.py sets a local endpoint where it wants one)."""
+    """The shipped config, less its off-host backup copies and its registry: the unit tests'
+    hosts never reach Cloudflare or ghcr.io (tests/backups/test_offsite.py sets a local
+    endpoint where it wants one, tests/deploy/test_registry_deploy.py a local registry). So
+    its apps have no `build:` sections and take the default images (`vedfinance/api`);
+    tests/deploy/test_build_first.py reads the shipped ones."""
     data: dict[str, Any] = yaml.safe_load(SHIPPED.read_text())
     data.get("backups", {}).pop("s3", None)
+    data.pop("registry", None)
+    for app in data["applications"]:
+        app.pop("image", None)
+        app.pop("build", None)
     # never this machine's Netdata (tests/monitoring/test_monitoring.py gives a folder where
     # it wants one)
     data["monitoring"] = {**data.get("monitoring", {}), "netdataConfig": NO_NETDATA}

@@ -44,11 +44,21 @@ def require(module: str, what: str) -> None:
         raise UsageError(f"{what} needs {hint(module)}")
 
 
-def check(config: Config) -> None:
-    """The config's features against what is installed."""
+def _features(config: Config) -> list[tuple[str, str]]:
+    """(key, module) of each feature the config uses that needs an extra."""
     wanted = [("backups.s3", config.backups.s3 is not None, "boto3"),
               ("monitoring.uptimeKuma", config.monitoring.uptime_kuma is not None,
                "uptime_kuma_api")]
-    for key, used, module in wanted:
-        if used and not installed(module):
+    return [(key, module) for key, used, module in wanted if used]
+
+
+def check(config: Config) -> None:
+    """The config's features against what is installed."""
+    for key, module in _features(config):
+        if not installed(module):
             raise ConfigError(config.source, key, f"needs {hint(module)}")
+
+
+def needed(config: Config) -> list[str]:
+    """The extras a deploy of this config needs (a CI job installs them)."""
+    return [EXTRAS[module] for _, module in _features(config)]

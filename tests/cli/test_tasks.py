@@ -95,7 +95,7 @@ def test_render_writes_files_and_env_files_0600_with_placeholders(project: Path)
     assert "POSTGRES_PASSWORD=from-the-environment-93" in (out / "env/postgres.env").read_text()
     assert "from-the-environment-93" not in result.stdout + result.stderr
     assert "placeholders written" in result.stderr and "JWT_SECRET_PROD" in result.stderr
-    assert "vedfinance/api:v7" in (out / "stacks/production.yml").read_text()
+    assert "ghcr.io/v-edfinance/api:v7" in (out / "stacks/production.yml").read_text()
 
 
 def test_capacity_report_json_is_the_contract_object(project: Path) -> None:
@@ -195,17 +195,22 @@ FLAGS = {
                    "-h --host-key-fingerprint=  -c --config="),
     "db.schedule": "-a --accept-new-host-key  -h --host-key-fingerprint=  -c --config=",
     "deploy.dev": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
-                   "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
+                   "-n --no-backup  -u --full-replicas  -b --build  -l --allow-dirty  "
+                   "-y --any-branch  -r --branch=  -c --accept-new-host-key  "
                    "-h --host-key-fingerprint=  -o --config="),
     "deploy.env": ("-e --env=  -t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
-                   "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
+                   "-n --no-backup  -u --full-replicas  -b --build  -l --allow-dirty  "
+                   "-y --any-branch  -r --branch=  -c --accept-new-host-key  "
                    "-h --host-key-fingerprint=  -o --config="),
     "deploy.production": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
-                          "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
+                          "-n --no-backup  -u --full-replicas  -b --build  -l --allow-dirty  "
+                          "-y --any-branch  -r --branch=  -c --accept-new-host-key  "
                           "-h --host-key-fingerprint=  -o --config="),
     "deploy.staging": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
-                       "-n --no-backup  -u --full-replicas  -c --accept-new-host-key  "
+                       "-n --no-backup  -u --full-replicas  -b --build  -l --allow-dirty  "
+                       "-y --any-branch  -r --branch=  -c --accept-new-host-key  "
                        "-h --host-key-fingerprint=  -o --config="),
+    "init": "-c --ci=  -h --host=  -f --force  -o --config=",
     "host.prepare": ("-p --plan  -k --key=  -a --accept-new-host-key  "
                      "-h --host-key-fingerprint=  -c --config="),
     "lock.release": ("-e --env=  -s --shared  -a --accept-new-host-key  "
@@ -356,9 +361,11 @@ def test_build_needs_a_tag_and_shows_its_help(project: Path) -> None:
                                       "$(git rev-parse --short HEAD))")
     bad = run("build", "--tag", "no good", cwd=project)
     assert bad.returncode == 2 and "not a valid image tag" in bad.stderr
-    none = run("build", "--tag", "v1", cwd=project)  # the shipped file has no build sections
+    # the shipped file builds V-EdFinance's apps/api and apps/web, beside the config
+    none = run("build", "--tag", "v1", cwd=project)
     assert none.returncode == 2
-    assert none.stderr.strip().endswith("applications: no application has a `build:` section")
+    assert none.stderr.strip() == (f"error: dokploy.yaml: applications[0].build.dockerfile: "
+                                   f"{project}/apps/api/Dockerfile does not exist")
 
 
 def _lock_of(world: World, kind: str) -> Lock:

@@ -57,7 +57,9 @@ def test_shipped_config_declares_task_2_4_secrets_per_env() -> None:
                          # the backups' own token (backups.s3), shared by every env
                          "BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY",
                          # alerts.slack and Uptime Kuma's admin (monitoring.uptimeKuma)
-                         "SLACK_WEBHOOK_URL", "UPTIME_KUMA_USERNAME", "UPTIME_KUMA_PASSWORD"}
+                         "SLACK_WEBHOOK_URL", "UPTIME_KUMA_USERNAME", "UPTIME_KUMA_PASSWORD",
+                         # registry.password: pushes (deploy --build) and the host's pulls
+                         "REGISTRY_PASSWORD"}
     assert prod["JWT_SECRET_PROD"] == "generate" and prod["R2_ACCOUNT_ID"] == "manual"
     assert "JWT_SECRET_STAGING" in config.secret_names("staging")
     assert "JWT_SECRET_PROD" not in config.secret_names("dev")

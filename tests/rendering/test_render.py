@@ -45,7 +45,7 @@ def test_app_services_follow_the_swarm_rules(prod: Any) -> None:
     stack = _stack(prod, "production")
     assert stack["version"] == "3.8"
     api = stack["services"]["api-production"]
-    assert api["image"] == "vedfinance/api:v1.2.3"
+    assert api["image"] == "ghcr.io/v-edfinance/api:v1.2.3"
     deploy = api["deploy"]
     assert deploy["replicas"] == 2 and deploy["endpoint_mode"] == "dnsrr"
     assert deploy["resources"]["limits"] == {"cpus": "1.5", "memory": "1536M"}
@@ -244,7 +244,7 @@ def test_render_refuses_a_tag_outside_the_one_rule(tag: str) -> None:
 @pytest.mark.parametrize("tag", ["v1", "1e3", "_", "a" * 128, "V1.2-rc_3"])
 def test_render_takes_any_tag_in_docker_grammar(tag: str) -> None:
     stack = _stack(render(load_config(SHIPPED), "production", tag=tag), "production")
-    assert stack["services"]["api-production"]["image"] == f"vedfinance/api:{tag}"
+    assert stack["services"]["api-production"]["image"] == f"ghcr.io/v-edfinance/api:{tag}"
 
 
 def test_render_without_a_tag_uses_the_configs(variant: Any) -> None:
@@ -304,11 +304,11 @@ def test_images_the_registry_pinned_are_deployed_by_digest_never_by_tag() -> Non
     stack = _stack(render(config, "production", tag="v7", secrets=SECRETS, pins=pins),
                    "production")
     assert {name: svc["image"] for name, svc in stack["services"].items()} == {
-        "api-production": f"vedfinance/api:v7@{digest['api-production']}",
-        "web-production": f"vedfinance/web:v7@{digest['web-production']}"}
+        "api-production": f"ghcr.io/v-edfinance/api:v7@{digest['api-production']}",
+        "web-production": f"ghcr.io/v-edfinance/web-production:v7@{digest['web-production']}"}
     other = _stack(render(config, "production", tag="v8", secrets=SECRETS, pins=pins),
                    "production")  # pins of another tag: never a digest that was not asked for
-    assert other["services"]["api-production"]["image"] == "vedfinance/api:v8"
+    assert other["services"]["api-production"]["image"] == "ghcr.io/v-edfinance/api:v8"
 
 
 def test_each_app_gets_its_own_stop_grace_period_after_sigterm() -> None:

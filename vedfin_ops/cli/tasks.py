@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.tasks import Task
@@ -23,9 +23,6 @@ from invoke.tasks import Task
 from vedfin_ops.cli.output import err, say, warn
 from vedfin_ops.cli.output import out as stdout
 from vedfin_ops.cli.target import Target, local, on_host
-
-if TYPE_CHECKING:
-    from vedfin_ops.deploy.options import DeployOptions
 
 
 @local(help={"env": "one env (default: all)", "out": "output folder",
@@ -74,6 +71,22 @@ def build(on: Target, tag: str | None = None, push: bool = False, env: str | Non
     for item in built:
         stdout.print(f"{item.image}{'@' + item.digest if item.digest else ''} "
                      f"({item.seconds:g}s)")
+
+
+@local(help={"ci": "the CI to write a workflow for: github (.github/workflows/deploy.yml)",
+             "host": "the host the workflow deploys to, USER@HOST[:PORT] (default: "
+                     "remote.user@vps.address)",
+             "force": "overwrite an existing workflow file"})
+def init(on: Target, ci: str | None = None, host: str | None = None,
+         force: bool = False) -> None:
+    """Write a CI workflow that, on a push to production's branch, builds, pushes and deploys
+    production with this tool (`deploy.production --build`), one deploy at a time."""
+    from vedfin_ops.rendering.ci import check_ci, workflow, write_workflow
+    check_ci(ci)  # before the config is read
+    assert ci is not None
+    made = write_workflow(workflow(on.config, ci, host=host), force=force)
+    stdout.print(f"init: {made} (its header lists the repository secrets it needs)",
+                 markup=False)
 
 
 @local()
@@ -612,41 +625,57 @@ DEPLOY_HELP = {"tag": "image tag to deploy (default: the config's)",
                "allow_shared": "let a deploy of an env that does not own the shared stack "
                                "(postgres, redis, edge) change it",
                "no_backup": "no database backup before the deploy (recorded in the audit log)",
-               "full_replicas": "inside the off-hours window, keep the configured replicas"}
+               "full_replicas": "inside the off-hours window, keep the configured replicas",
+               "build": "first build and push the env's images from the config's git work "
+                        "tree (tag: its commit, unless --tag)",
+               "allow_dirty": "with --build: build uncommitted changes too (tagged "
+                              "<commit>-dirty)",
+               "any_branch": "with --build: build whatever branch is checked out, not only "
+                             "the env's apps' `branch`",
+               "branch": "with --build: the branch a detached HEAD is on (default: "
+                         "$GITHUB_REF_NAME)"}
 SEED_ENVS = ("production", "staging", "dev")  # deploy.<env>: the seed's names, kept
 
 
-def _deploy(on: Target, env: str, called: str, tag: str | None, options: DeployOptions
-            ) -> None:
+def _deploy(on: Target, env: str, called: str, tag: str | None, build: bool = False,
+            allow_dirty: bool = False, any_branch: bool = False, branch: str | None = None,
+            **options: bool) -> None:
     from vedfin_ops.cli.output import LiveLines
+    from vedfin_ops.deploy.build import BuildFirst
+    from vedfin_ops.deploy.options import DeployOptions
     from vedfin_ops.deploy.pipeline import deploy
+    from vedfin_ops.errors import UsageError
+    if not build and (allow_dirty or any_branch or branch):
+        raise UsageError(f"{called}: --allow-dirty, --any-branch and --branch go with --build")
     cfg = on.config
     cfg.require_env(env)  # an env the config does not name: bad input, before any host
+    first = BuildFirst(allow_dirty, any_branch, branch) if build else None
     with LiveLines() as show:
-        result = deploy(on.host, cfg, env, tag, options, say=say, show=show)
+        result = deploy(on.host, cfg, env, tag, DeployOptions(**options), build=first,
+                        say=say, show=show)
     stdout.print(f"{called}: {result.result}: {result.detail}")
 
 
 def deploy_env(on: Target, env: str | None = None, tag: str | None = None,
                skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
-               no_backup: bool = False, full_replicas: bool = False) -> None:
+               no_backup: bool = False, full_replicas: bool = False, build: bool = False,
+               allow_dirty: bool = False, any_branch: bool = False,
+               branch: str | None = None) -> None:
     """The whole pipeline for any env the config names: `deploy --env E`."""
-    from vedfin_ops.deploy.options import DeployOptions
     from vedfin_ops.errors import UsageError
     if not env:
         cfg = on.config
         raise UsageError(f"deploy: --env is required: one of {', '.join(cfg.environments)} "
                          f"({cfg.source}: environments)")
-    _deploy(on, env, f"deploy --env {env}", tag,
-            DeployOptions(skip_preflight=skip_preflight, force=force, allow_shared=allow_shared,
-                          no_backup=no_backup, full_replicas=full_replicas))
+    _deploy(on, env, f"deploy --env {env}", tag, build, allow_dirty, any_branch, branch,
+            skip_preflight=skip_preflight, force=force, allow_shared=allow_shared,
+            no_backup=no_backup, full_replicas=full_replicas)
 
 
 def _seed_deploy(env: str) -> Task[Any]:
     """`deploy.<env>`: `deploy --env <env>` under the seed's name, the same flags but --env."""
-    def deploy_seed(on: Target, tag: str | None = None, **flags: bool) -> None:
-        from vedfin_ops.deploy.options import DeployOptions
-        _deploy(on, env, f"deploy.{env}", tag, DeployOptions(**flags))
+    def deploy_seed(on: Target, tag: str | None = None, **flags: Any) -> None:
+        _deploy(on, env, f"deploy.{env}", tag, **flags)
 
     params = inspect.signature(deploy_env).parameters
     deploy_seed.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -686,7 +715,7 @@ def lock_release(on: Target, env: str = "production", shared: bool = False) -> N
     stdout.print(f"lock.release: {which} released (was: {holder or 'not held'})")
 
 
-ns = Collection(render, build, check_config, capacity_report, smoke_test, preflight, db_init,
+ns = Collection(init, render, build, check_config, capacity_report, smoke_test, preflight, db_init,
                 migrate, rollback, status, audit, logs, pause, resume, scale, verify, restart,
                 report)
 # `deploy --env E`: Invoke cannot hold a task and a collection both named `deploy`, so the

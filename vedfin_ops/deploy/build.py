@@ -5,6 +5,10 @@ Each app image (one per repository, shared by the envs that run it) is built fro
 once every image built, pushed to the config's registry: the digest printed is the one the
 push sent, the one a deploy of T will pin. The registry login lives in a throw-away Docker
 config folder (password on stdin), so no credential is left behind on the build machine.
+
+`deploy --build` (`BuildFirst`) does the same for one env as the deploy's first step, at the
+commit of the work tree that holds the config (deploy/source.py), once that tree is checked:
+the env's branch, no uncommitted change.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vedfin_ops.config.model import Application, Build, Config
 from vedfin_ops.config.names import image
+from vedfin_ops.deploy import source as git_source
 from vedfin_ops.errors import CheckFailed, ConfigError
 from vedfin_ops.remote.command import Command, hide
 from vedfin_ops.remote.commands import build as docker
@@ -54,6 +60,40 @@ def targets(config: Config, env: str | None = None) -> list[tuple[Application, B
         raise ConfigError(config.source, "applications", "no application has a `build:` "
                           "section" + (f" in {env}" if env else ""))
     return list(seen.values())
+
+
+@dataclass(frozen=True)
+class BuildFirst:
+    """`deploy --build`: build and push the env's images before deploying them. The flags
+    that loosen its checks are explicit, each on its own."""
+
+    allow_dirty: bool = False  # build a tree with uncommitted changes (tagged <commit>-dirty)
+    any_branch: bool = False  # build whatever branch is checked out
+    branch: str | None = None  # a detached HEAD's branch (default: $GITHUB_REF_NAME)
+
+
+def check_build_first(config: Config, env: str, request: BuildFirst, tag: str | None,
+                      environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """`deploy --build`'s checks, before anything is built or a host reached (exit 2): a
+    registry to push to, a `build:` section on every app of `env`, and the work tree that
+    holds the config on the env's branch and clean. Returns the tag to build (`tag`, else
+    the commit) and what the release records of its source."""
+    if config.registry is None:
+        raise ConfigError(config.source, "registry", "deploy --build pushes the images it "
+                          "builds: it needs a registry section")
+    for app in config.apps(env):
+        if app.build is None:
+            raise ConfigError(config.source, _key(config, app),
+                              f"{app.name} has no build section (deploy --build builds every "
+                              f"app of {env})")
+    targets(config, env)  # two apps building one repository differently
+    source = git_source.read_source(git_source.config_folder(config))
+    branch = git_source.checked_out_branch(source, request.branch, environ)
+    if not request.any_branch:
+        git_source.check_branch(config, env, branch, source.root)
+    if not request.allow_dirty:
+        git_source.check_clean(source)
+    return tag or source.tag(), git_source.record(source, branch)
 
 
 def _key(config: Config, app: Application) -> str:

@@ -4,6 +4,7 @@ In order (`deploy()`, then `Deploy.body()`, whose last step `promote` runs the s
 `Deploy.after_live()` through `after_live.run_steps`):
 
  here, before the host:  check the env, the shared stack's owner, the tag and the secrets
+                         -> with --build: build and push the env's images (at the commit)
                          -> resolve image digests (registry) -> render every file
  on the host, locked:    inspect (records, engine; a no-op when nothing changed)
                          -> refuse an unsafe start -> preflight -> backup -> push the release
@@ -39,6 +40,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.config.roles import shared_owner
 from vedfin_ops.deploy.after_live import Step, run_steps
+from vedfin_ops.deploy.build import BuildFirst, build_images, check_build_first
 from vedfin_ops.deploy.db_init import db_init as real_db_init
 from vedfin_ops.deploy.images import prunable_images, resolve_pins
 from vedfin_ops.deploy.migrate import migrate as real_migrate
@@ -87,29 +89,36 @@ MIGRATE_LINES = 5
 
 
 def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None,
-           options: DeployOptions = SAFE, *, say: Say = print,
-           show: Show | None = None, hooks: Hooks | None = None, clock: Clock = REAL
-           ) -> DeployResult:
+           options: DeployOptions = SAFE, *, build: BuildFirst | None = None,
+           say: Say = print, show: Show | None = None, hooks: Hooks | None = None,
+           clock: Clock = REAL) -> DeployResult:
     """The whole pipeline for any env of the config, `tag` (default: the config's) with
-    `options`; `say`/`show` print progress, `hooks` and `clock` are the tests' fakes.
-    Raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2: an env the config does not
-    name, missing secrets, two owners of the shared stack), the last before the host is
-    touched."""
+    `options`; `build`: first build and push the env's images from the config's work tree
+    (`tag` default: its commit). `say`/`show` print progress, `hooks` and `clock` are the
+    tests' fakes. Raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2: an env the
+    config does not name, missing secrets, two owners of the shared stack, a work tree
+    `build` refuses), the last before anything is built or the host is touched."""
     config.require_env(env)
     shared_owner(config)
     extras.check(config)  # the after-live steps must not be the first to find one missing
+    built_from: dict[str, Any] | None = None
+    if build is not None:
+        tag, built_from = check_build_first(config, env, build, tag)
     tag = check_tag(tag or config.tag)
     secrets = secret_store.resolve(config, env)
     missing = secret_store.missing(config, env, secrets)
     if missing:
         raise UsageError(secret_store.not_set(config, env, missing))
+    if built_from is not None:
+        say(f"build: {env}'s images at {tag} (commit {built_from['commit']})")
+        build_images(config, tag, secrets, push=True, env=env, say=say)
     pins = resolve_pins(config, env, tag, secrets, say=say)  # nothing changed if this fails
     files = render(config, env, tag=tag, secrets=secrets, pins=pins)
     handshakes_before = HANDSHAKES["count"]
     host = as_host(conn)
     host.secrets = list(secrets.values())
     run = Deploy(host, config, env, tag, files, secrets=secrets, options=options, hooks=hooks,
-                 say=say, show=show, clock=clock, pins=pins)
+                 say=say, show=show, clock=clock, pins=pins, built_from=built_from)
     result: DeployResult = run.execute()
     result.commands = list(host.commands)
     result.handshakes = HANDSHAKES["count"] - handshakes_before
@@ -157,7 +166,7 @@ class Deploy(EnvRun):
     def __init__(self, host: RemoteHost, config: Config, env: str, tag: str, files: Rendered, *,
                  secrets: Mapping[str, str], options: DeployOptions = SAFE,
                  hooks: Hooks | None = None, pins: dict[str, str] | None = None,
-                 **kwargs: Any) -> None:
+                 built_from: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)
         self.files = files
         self.secrets = secrets  # the env's and the shared ones, resolved once by deploy()
@@ -167,6 +176,7 @@ class Deploy(EnvRun):
         self.backup = ""  # the backup taken before anything changed, or why there is none
         self.hooks = hooks or Hooks()
         self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
+        self.built_from = built_from  # deploy --build: {commit, branch, dirty} of the source
         self.release = release_id(now(), content_hash(files))
         self.result = DeployResult(env, tag, self.release, "failed")
         self.meta: dict[str, Any] = {}
@@ -377,7 +387,8 @@ class Deploy(EnvRun):
                      "routes": routes(self.config, self.env),
                      "backup": self.backup,
                      "skip_preflight": self.options.skip_preflight,
-                     "force": self.options.force}
+                     "force": self.options.force,
+                     **({"built_from": self.built_from} if self.built_from else {})}
         self.host.run(commands.clean_partial_uploads(self.layout.releases),
                       what="clean partial uploads")
         self.host.put_tree(tmp, {**self.files,
@@ -525,11 +536,20 @@ class Deploy(EnvRun):
             self.release_dir = None  # promoted: nothing to mark on the way out
             self.result.result, self.result.detail = "ok", f"{rid} live"
             self.commit(self.result)
-            self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}")
+            self.audit_ok("ok", release=rid, tag=self.tag, detail=f"backup {self.backup}"
+                          + self.source_note())
         if self.shared_touched:
             self.prune_shared_files()
         run_steps(self.after_live(prune), self.say)
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
+
+    def source_note(self) -> str:
+        """The audit line's word on where the images came from (deploy --build only)."""
+        made = self.built_from
+        if not made:
+            return ""
+        dirty = f", {made['dirty']} uncommitted file(s)" if made["dirty"] else ""
+        return f"; built from {made['commit']} ({made['branch'] or 'no branch'}{dirty})"
 
     # -- after the release is live: best effort, each a warning when it fails -------------
     def after_live(self, prune: list[str]) -> list[Step]:

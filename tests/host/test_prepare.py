@@ -54,8 +54,8 @@ def statuses(result: Prepared) -> dict[str, str]:
 def prepared(vps: FakeVps) -> None:
     """Every prerequisite in place on the scripted VPS."""
     state = vps.state()
-    assert {p: state["packages"][p] for p in ("docker.io", "ufw", "netdata", "cron", "sudo")} \
-        == dict.fromkeys(("docker.io", "ufw", "netdata", "cron", "sudo"), "ii ")
+    packages = ("docker.io", "ufw", "netdata", "cron", "curl", "sudo")
+    assert {p: state["packages"][p] for p in packages} == dict.fromkeys(packages, "ii ")
     assert state["swarm"] == {"state": "active", "addr": ADDRESS}
     assert set(state["users"]["deployer"]["groups"]) == {"deployer", "docker", "netdata"}
     assert state["users"]["deployer"]["shadow"] == "*"

@@ -210,9 +210,21 @@ def up_vps(workdir: Path, progress: Any = print) -> Path:
         raise SandboxError("the bare VPS deploys the real apps: inv sandbox.up --real first")
     got = vps_mod.up(workdir, state.registry_port, workdir / "registry" / "tls" / "ca.crt",
                      progress)
+    kuma_image = None
+    if kuma.available():
+        progress("vps: Uptime Kuma's image (npm's uptime-kuma in the node:20 base)")
+        spec = kuma.image_spec()
+        images.build(spec)
+        server = _ensure_registry(workdir, state)
+        kuma_image = f"{server.server}/{spec.name}"
+        from vedfin_ops.deploy.build import registry_session
+
+        with registry_session(server.server, server.username, server.password) as folder:
+            run(["docker", "tag", spec.name, kuma_image])
+            run(["docker", "--config", folder, "push", kuma_image], timeout=600)
     data = vps_mod.vps_config(yaml.safe_load(real_config.read_text()),
                               yaml.safe_load(Path("dokploy.yaml").read_text()),
-                              edge_port=got.edge_port)
+                              edge_port=got.edge_port, kuma_image=kuma_image)
     path = workdir / VPS_CONFIG
     path.write_text(overlay.dump(data, "dokploy.yaml", got.edge_port))
     load_config(path)

@@ -70,7 +70,7 @@ SUITE = "bookworm"
 BASE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "sudo", "ca-certificates",
                  "iproute2", "procps", "kmod", "iptables")
 # what host.prepare installs (vedfin_ops/host): the VPS's apt repository holds their closure
-PREPARE_PACKAGES = ("docker.io", "ufw", "netdata", "cron", "acl")
+PREPARE_PACKAGES = ("docker.io", "ufw", "netdata", "cron", "curl", "acl")
 CGROUP_UNIT = """[Unit]
 Description=vedfin-ops sandbox: cgroup controllers read-write, as a VM's kernel has them
 DefaultDependencies=no
@@ -379,19 +379,33 @@ def down(workdir: Path, progress: object = print) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def vps_config(real: dict[str, Any], shipped: dict[str, Any], *, edge_port: int) -> dict[str, Any]:
+def vps_config(real: dict[str, Any], shipped: dict[str, Any], *, edge_port: int,
+               kuma_image: str | None = None) -> dict[str, Any]:
     """The real apps' sandbox config (real.py) as a team's first config for a new VPS: the
     shipped remote folder, deploy user, swap, firewall and monitoring, the VPS's address, and
     the edge on the forwarded port. Alerts leave out the webhook and mail sinks, which sit on
-    this machine's loopback where the VPS has no route."""
+    this machine's loopback where the VPS has no route. `kuma_image`: Uptime Kuma's image in
+    the sandbox's registry (none: the VPS's config asks for no Uptime Kuma)."""
     data = copy.deepcopy(real)
     data["remote"] = {**shipped["remote"], "rolloutTimeout": data["remote"]["rolloutTimeout"]}
-    data["vps"] = {**shipped["vps"], "address": ADDRESS}
+    # the address its domains resolve to: through the forwarder, this machine's loopback (a
+    # real VPS's public address is on its interface; swarm advertises it too)
+    data["vps"] = {**shipped["vps"], "address": "127.0.0.1"}
     data["firewall"] = dict(shipped["firewall"])
     data["edge"] = {**data["edge"], "httpPort": edge_port}
+    # the api's CORS origin is the web's URL through this edge (the web's build keeps the
+    # main sandbox's API URL: no browser runs against the VPS)
+    for app in data["applications"]:
+        app["environment"] = [
+            re.sub(r":\d+$", f":{edge_port}", item) if str(item).startswith("CORS_ORIGINS=")
+            else item for item in app.get("environment", [])]
     monitoring = {key: value for key, value in shipped["monitoring"].items()
                   if key not in ("uptimeKuma", "uptimeKumaPort")}
     data["monitoring"] = {**monitoring, "uptimeKumaPort": None, "check": True, "apply": True}
+    if kuma_image:  # Uptime Kuma as Dokploy runs it, from the sandbox's registry
+        data["monitoring"].update(uptimeKumaPort=shipped["monitoring"]["uptimeKumaPort"],
+                                  uptimeKuma=shipped["monitoring"]["uptimeKuma"],
+                                  uptimeKumaImage=kuma_image)
     data["alerts"] = {key: value for key, value in data.get("alerts", {}).items()
                       if key not in ("slack", "pagerDuty", "pagerDutyUrl", "email")}
     data.pop("secretsFile", None)

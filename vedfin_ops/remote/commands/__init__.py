@@ -18,6 +18,8 @@ commands` then `commands.stack_deploy(...)`.
 - `netdata`: files in Netdata's config folder, and its alarms API
 - `logs`: `docker service logs`
 - `build`: the local `docker build`/`login`/`push` of `vedfin build` (argv, no shell)
+- `host`: host.prepare's probes and applies (used as `commands.host.x`, not re-exported: a
+  bare host's commands, run as root, are no deploy's)
 """
 
 from vedfin_ops.remote.commands.cron import (

@@ -21,7 +21,8 @@ NO_NETDATA = "/nonexistent/vedfin-tests/netdata"
 
 
 # see tests/integration/conftest.py
-SWITCHING_MODULES = ("test_https.py", "test_real_apps.py", "test_traefik.py")
+SWITCHING_MODULES = ("test_ci_recipe.py", "test_https.py", "test_real_apps.py",
+                     "test_traefik.py")
 LAST_MODULE = "test_zz_sandbox_down.py"
 
 

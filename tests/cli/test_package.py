@@ -74,6 +74,7 @@ def test_the_installed_command_lists_validates_and_renders_outside_the_checkout(
     shipped = zipfile.ZipFile(installed.wheel).namelist()
     assert not [n for n in shipped if not n.startswith(("vedfin_ops/", "vedfin_ops-"))], shipped
     assert not [n for n in shipped if "sandbox" in n], "the sandbox ships in the wheel"
+    assert "vedfin_ops/rendering/templates/github-deploy.yml.j2" in shipped  # init --ci github
     same = installed.run(installed.python, "-m", "vedfin_ops", "--list")
     assert same.stdout == listing.stdout
 

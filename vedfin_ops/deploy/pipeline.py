@@ -110,7 +110,8 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     if missing:
         raise UsageError(secret_store.not_set(config, env, missing))
     if built_from is not None:
-        say(f"build: {env}'s images at {tag} (commit {built_from['commit']})")
+        commit = built_from["commit"]
+        say(f"build: {env}'s images at {tag}" + (f" (commit {commit})" if commit != tag else ""))
         build_images(config, tag, secrets, push=True, env=env, say=say)
     pins = resolve_pins(config, env, tag, secrets, say=say)  # nothing changed if this fails
     files = render(config, env, tag=tag, secrets=secrets, pins=pins)

@@ -11,7 +11,6 @@ import pytest
 
 from tests.host.fake_vps import FakeVps, public_key
 from vedfin_ops.config.model import Config
-from vedfin_ops.errors import UsageError
 from vedfin_ops.host.prepare import Prepared, PrepareFailed, prepare
 
 Variant = Callable[[Callable[[dict[str, Any]], Any]], Config]
@@ -103,9 +102,16 @@ def test_a_kuma_with_another_admin_is_left_as_it_is(vps: FakeVps, config: Config
     assert kuma.admin == ("someone", "else") and kuma.setups == 0
 
 
-def test_the_admin_secrets_are_needed_before_the_host_is_asked(vps: FakeVps, config: Config
-                                                               ) -> None:
-    with pytest.raises(UsageError, match="the username and password secrets "
-                                         r"\(\$\{UPTIME_KUMA_USERNAME\}"):
+def test_without_the_admin_secrets_kuma_alone_is_left_undone(vps: FakeVps, config: Config
+                                                             ) -> None:
+    """They are optional secrets: the rest of the host is prepared, Uptime Kuma is not started
+    without an admin to make (it would wait for the first visitor to name one)."""
+    with pytest.raises(PrepareFailed) as caught:
         run(vps, config, Kuma(vps), secrets={})
-    assert vps.host.commands == []
+    result = caught.value.result
+    assert result["uptime-kuma"].status == "failed"
+    assert result["uptime-kuma"].detail.startswith(
+        "monitoring.uptimeKuma: the username and password secrets (${UPTIME_KUMA_USERNAME}, "
+        "${UPTIME_KUMA_PASSWORD}) need values")
+    assert [s.name for s in result.steps if s.status == "failed"] == ["uptime-kuma"]
+    assert vps.state().get("containers", {}) == {}

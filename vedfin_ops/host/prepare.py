@@ -14,7 +14,7 @@ from typing import Any
 from vedfin_ops import extras
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed
-from vedfin_ops.host import judge, kuma
+from vedfin_ops.host import judge
 from vedfin_ops.host import steps as s
 from vedfin_ops.host.facts import Facts, Verdict, fail
 from vedfin_ops.host.keys import PublicKey, parse
@@ -108,16 +108,15 @@ def prepare(host: RemoteHost, config: Config, *, public_key: PublicKey | str,
             kuma_connect: Connect | None = None, clock: Clock = REAL) -> Prepared:
     """See the module docstring. `public_key`: the operator's key line, authorized for the
     deploy user. `ssh_port`: the port ufw keeps open when the host does not say which one
-    this connection came in on. `secrets`: the config's (Uptime Kuma's admin). Returns each
+    this connection came in on. `secrets`: the config's (Uptime Kuma's admin: without them
+    that step alone is not done). Returns each
     step's state; raises PrepareFailed (exit 1) when the host was refused, a step could not be
     done, or the run was stopped (Ctrl-C, SIGTERM, SIGHUP, a lost link, a bug): its message
     and `result` say which steps are done and which are not."""
     key = public_key if isinstance(public_key, PublicKey) else parse(public_key)
     values = dict(secrets or {})
-    if config.monitoring.uptime_kuma is not None:  # bad input, before the host is asked
-        if kuma_connect is None:
-            extras.require("uptime_kuma_api", "host.prepare (monitoring.uptimeKuma)")
-        kuma.credentials(config, values)
+    if config.monitoring.uptime_kuma is not None and kuma_connect is None:
+        extras.require("uptime_kuma_api", "host.prepare (monitoring.uptimeKuma)")  # exit 2
     runner = _Runner(host, config, key, plan, ssh_port, values, safe(say),
                      paths or commands.Paths(), kuma_connect, clock)
     cancel = getattr(host, "cancel_running", None)

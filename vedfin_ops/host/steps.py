@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vedfin_ops.config.model import Config
+from vedfin_ops.errors import UsageError
 from vedfin_ops.host import judge, kuma
 from vedfin_ops.host.facts import Facts, Verdict, change, fail, ok, skip
 from vedfin_ops.host.firewall import judge_firewall
@@ -220,6 +221,10 @@ def check_kuma(run: Run) -> Verdict:
     monitoring = run.config.monitoring
     if monitoring.uptime_kuma is None or monitoring.uptime_kuma_port is None:
         return judge.kuma_skip(monitoring.uptime_kuma_port, monitoring.check)
+    try:  # optional secrets: without them Kuma is left alone (never open to the first visitor)
+        kuma.credentials(run.config, run.secrets)
+    except UsageError as exc:
+        return fail(str(exc).removeprefix(f"{run.config.source}: "))
     facts = run.probe(commands.kuma_probe(), "uptime-kuma")
     container = judge.judge_kuma_container(facts, monitoring.uptime_kuma_image,
                                            monitoring.uptime_kuma_port)

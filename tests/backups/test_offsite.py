@@ -177,6 +177,10 @@ def _s3_world(world: World, endpoint: str) -> World:
     from vedfin_ops.config.loader import config_from_dict
 
     data = yaml.safe_load(SHIPPED.read_text())
+    data.pop("registry", None)  # never ghcr.io: the default images, as tests/conftest.py's
+    for app in data["applications"]:
+        app.pop("image", None)
+        app.pop("build", None)
     data.setdefault("remote", {})["baseDir"] = world.config.remote.base_dir
     data["monitoring"] = {**data.get("monitoring", {}), "netdataConfig": NO_NETDATA}
     import uuid

@@ -50,6 +50,13 @@ def test_the_ssh_port_is_the_one_the_server_saw() -> None:
 
 # --- Docker --------------------------------------------------------------------------------
 
+def test_a_docker_io_being_unpacked_is_no_other_docker() -> None:
+    verdict = judge.judge_docker(facts("pkg docker.io iU \nbin docker /usr/bin/docker -\n"
+                                       "svc docker none none"))
+    assert verdict.state == "change"
+    assert verdict.notes[0] == "finish installing docker.io (dpkg state iU)"
+
+
 def test_docker_from_the_distribution_installed_enabled_running() -> None:
     bare = judge.judge_docker(facts("svc docker none none"))
     assert bare == Verdict("change", ("install docker.io", "enable docker", "start docker"),

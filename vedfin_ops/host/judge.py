@@ -85,7 +85,9 @@ def judge_docker(facts: Facts) -> Verdict:
                       "docker first, or prepare this host by hand")
     for value in facts.get("bin", []):
         words = value.split()
-        if len(words) == 3 and words[2] != "docker.io":
+        # a docker.io that dpkg is still unpacking owns nothing yet: not another Docker
+        if len(words) == 3 and words[2] != "docker.io" and not (
+                words[2] == "-" and present(states, "docker.io")):
             owner = "no package" if words[2] == "-" else f"package {words[2]}"
             return refuse(f"{words[1]} is from {owner}, not docker.io: another Docker is "
                           f"installed; remove it first, or prepare this host by hand")

@@ -7,9 +7,9 @@ checks before it writes. Every command runs as root; a sudoer's goes through `su
 (`as_root`), never a password prompt. The paths of the host's own files are `Paths`', so a
 test points them into a folder of its own.
 
-An apply says why it failed on stderr as `fail: <why>` lines (`host/steps.py` reads them);
-ufw is enabled (and denies incoming by default) only once the SSH port's allow rule
-is in place.
+An apply says why it failed on stderr as `fail: <why>` lines (`host/prepare.py` reads
+them); ufw is enabled (and denies incoming by default) only by a command that finds the SSH
+port's allow rule in place first.
 """
 
 from __future__ import annotations
@@ -76,9 +76,17 @@ def facts(paths: Paths) -> str:
         "| sed 's/^/os /'; true")
 
 
+APT_BUSY_WAIT = 180  # seconds a probe waits for another apt/dpkg to end
+
+
 def package_states(packages: Sequence[str]) -> str:
-    """`pkg <name> <dpkg's status abbreviation>` per package dpkg knows (`ii`: installed)."""
-    return (f"dpkg-query -W -f={sh('pkg ${Package} ${db:Status-Abbrev}' + BACKSLASH_N)} "
+    """`pkg <name> <dpkg's status abbreviation>` per package dpkg knows (`ii`: installed),
+    read once no apt or dpkg runs: an earlier run stopped by Ctrl-C or a dropped link leaves
+    its apt-get running on the host (no terminal, no hangup), and half-way through, a package
+    looks like a file of no package."""
+    return (f"i=0; while pgrep -x 'apt-get|apt|dpkg' >/dev/null 2>&1 && "
+            f"[ $i -lt {APT_BUSY_WAIT} ]; do sleep 1; i=$((i+1)); done; "
+            f"dpkg-query -W -f={sh('pkg ${Package} ${db:Status-Abbrev}' + BACKSLASH_N)} "
             f"{sh_join(packages)} 2>/dev/null; true")
 
 

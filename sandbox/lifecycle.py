@@ -189,10 +189,17 @@ def up(use_existing: bool = False, workdir: Path | None = None,
 
 
 def up_real(workdir: Path, progress: Any = print) -> Path:
-    """The real apps (sandbox/real.py) built and pushed, config .sandbox/dokploy-real.yaml."""
+    """The real apps (sandbox/real.py) built and pushed, config .sandbox/dokploy-real.yaml.
+    One caller at a time (an flock): the bare VPS's tests and the real apps' run on two
+    workers, and two builds of the same tags would race for the same names."""
+    import fcntl
+
     from sandbox import real as real_apps
 
-    return real_apps.up(workdir, progress)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "real.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return real_apps.up(workdir, progress)
 
 
 VPS_CONFIG = "dokploy-vps.yaml"

@@ -9,7 +9,6 @@ that sandbox's registry and images, and `test_zz_sandbox_down` waits for this mo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ import requests
 from sandbox import nodes
 from tests.http_load import Load
 from tests.integration.conftest import ROOT, SANDBOX_DIR, unavailable
+from tests.nodes.beside import beside_the_sandbox
 from vedfin_ops import load_config
 from vedfin_ops.remote.host import Host, connect
 
@@ -32,31 +32,6 @@ from vedfin_ops.remote.host import Host, connect
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(40 * 60)]
 
 COUNT = 3
-SANDBOX_WAIT_S = 30 * 60
-
-
-def _sandbox_ready() -> bool:
-    """The other worker's `sandbox.up` has ended (it writes up_seconds last)."""
-    state = SANDBOX_DIR / "state.json"
-    try:
-        return json.loads(state.read_text()).get("up_seconds", 0) > 0 and \
-            (SANDBOX_DIR / "dokploy.yaml").exists()
-    except (OSError, ValueError):
-        return False
-
-
-def _wait_for_the_sandbox() -> None:
-    """Under xdist the other worker brings the sandbox up (one driver per engine): wait for
-    it, or for its sandbox.down's mark (tests/sandbox_sync.py)."""
-    from tests.sandbox_sync import marked
-
-    deadline = time.monotonic() + SANDBOX_WAIT_S
-    while not (_sandbox_ready() or marked("sandbox-down")):
-        if time.monotonic() > deadline:
-            pytest.fail(f"the sandbox was not up within {SANDBOX_WAIT_S} s")
-        time.sleep(5)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[dict[str, Any]]:
     """The nodes, up for this module. Alone (`-n0`) this module brings the sandbox up
@@ -66,21 +41,10 @@ def cluster() -> Iterator[dict[str, Any]]:
     it down again."""
     import sandbox
     from sandbox.local import SandboxError
-    from tests.sandbox_sync import marked, registry_lock
 
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         unavailable("the nodes need root and dockerd")
-    under_xdist = bool(os.environ.get("PYTEST_XDIST_WORKER"))
-    if under_xdist:
-        _wait_for_the_sandbox()
-    with contextlib.ExitStack() as stack:
-        own_sandbox = False
-        if under_xdist:
-            stack.enter_context(registry_lock(exclusive=False))
-            own_sandbox = marked("sandbox-down")
-        if own_sandbox or not under_xdist:
-            sandbox.up(use_existing=True, workdir=SANDBOX_DIR, shipped=ROOT / "dokploy.yaml",
-                       progress=lambda _m: None)
+    with beside_the_sandbox() as own_sandbox:
         try:
             try:
                 got = sandbox.up_nodes(SANDBOX_DIR, COUNT, ROOT / "dokploy.yaml",
@@ -94,9 +58,7 @@ def cluster() -> Iterator[dict[str, Any]]:
                    "ssh_config": str(SANDBOX_DIR / "cluster" / "ssh_config"),
                    "edge_port": got.edge_port}
         finally:
-            if own_sandbox:
-                sandbox.down(SANDBOX_DIR, progress=lambda _m: None)
-            elif SANDBOX_DIR.exists():
+            if not own_sandbox and SANDBOX_DIR.exists():
                 sandbox.down_nodes(SANDBOX_DIR, progress=lambda _m: None)
 
 

@@ -172,15 +172,18 @@ def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
                                                   if k != "deploy"}, sort_keys=True)
                                       .encode()).hexdigest()[:12]
         constraints = body.get("deploy", {}).get("placement", {}).get("constraints", [])
+        mounts = volume_sources(spec, stack, body)
         if svc is not None:
             svc["label"] = spec["services"][short]["image"]
             svc["constraints"] = constraints
+            svc["mounts"] = mounts
         if svc is None:
             state["services"][name] = {"stack": stack, "image": image, "label": image,
                                        "replicas": replicas, "constraints": constraints,
                                        "template": template, "version": 1, "update": None,
                                        "tasks": tasks({}, image, "broken" not in image,
-                                                      replicas), "script": []}
+                                                      replicas), "script": [],
+                                       "mounts": mounts}
             continue
         if svc["template"] == template:
             if svc["replicas"] != replicas:
@@ -214,6 +217,47 @@ def stack_deploy(state: dict[str, Any], args: list[str]) -> int:
         svc["tasks"] = mixed
     save(state)
     return 0
+
+
+def volume_sources(spec: dict[str, Any], stack: str, body: dict[str, Any]) -> list[str]:
+    """The volumes a service mounts, named as the engine names them: an external one by its
+    own name, the stack's own as `<stack>_<key>`."""
+    out = []
+    for entry in body.get("volumes") or []:
+        key = entry.split(":", 1)[0] if isinstance(entry, str) else entry.get("source", "")
+        declared = (spec.get("volumes") or {}).get(key)
+        if declared is None:
+            continue  # a bind mount
+        declared = declared or {}
+        out.append(declared.get("name", key) if declared.get("external")
+                   else f"{stack}_{key}")
+    return out
+
+
+def adoption(state: dict[str, Any], args: list[str]) -> int | None:
+    """The postgres a deploy starts on an adopted volume to back it up (`adoption_server`):
+    `docker run -d` of it (state["adopt_fails"] makes it exit at once), `pg_isready`, `stop`,
+    `logs`; it is a user of the volume (`ps --filter volume=`) until it is removed. None
+    for any other command."""
+    if args[0] == "run" and "vedfin.adopt-backup" in args:
+        name, mount = flag(args, "--name") or "x", flag(args, "-v") or ":"
+        if state.get("adopt_fails"):
+            print("FATAL:  database files are incompatible with server", file=sys.stderr)
+            return 125
+        state.setdefault("containers", {})[name] = {"volume": mount.split(":", 1)[0]}
+        state.setdefault("adoption_servers", []).append(name)
+        save(state)
+        print(f"{name}-id")
+        return 0
+    running = state.get("containers", {})
+    if args[0] == "exec" and "pg_isready" in args:
+        return 0 if args[1] in running else 1
+    if args[0] == "stop":
+        return 0 if args[-1] in running else 1
+    if args[0] == "logs":
+        print(state.get("adopt_log", "LOG:  database system is shut down"))
+        return 0
+    return None
 
 
 def task_node(state: dict[str, Any], svc: dict[str, Any]) -> str:
@@ -278,7 +322,23 @@ def main(args: list[str]) -> int:
     if args[:2] == ["volume", "inspect"]:
         return 0 if args[-1] in state.get("volumes", {}) else 1
     if args[0] == "ps" and any(f.startswith("volume=") for f in filters(args)):
+        wanted = next(f for f in filters(args) if f.startswith("volume=")).split("=", 1)[1]
+        for name, container in sorted(state.get("containers", {}).items()):
+            if container.get("volume") == wanted:
+                print(name)
         return 0
+    if args[0] == "inspect" and "user " in (flag(args, "--format") or ""):
+        print(f"user /{args[-1]} ")  # a plain container: no service label
+        return 0
+    if args[:2] == ["service", "inspect"] and "Mounts" in (flag(args, "--format") or ""):
+        svc = named_service(state, args)
+        if svc is None:
+            return 1
+        print(" ".join([args[-1], *svc.get("mounts", [])]))
+        return 0
+    adopted = adoption(state, args)
+    if adopted is not None:
+        return adopted
     if args[0] == "run" and flag(args, "--entrypoint") == "sh" and ":/adopt:ro" in " ".join(args):
         held = state.get("volumes", {}).get((flag(args, "-v") or "").split(":", 1)[0], "")
         print(f"data {held}\nentries {'PG_VERSION base' if held else ''}\n"
@@ -536,7 +596,8 @@ def main(args: list[str]) -> int:
         return 0
     if args[0] == "exec":  # the postgres container: a database check and pg_dump
         words = [a for a in args[1:] if a != "-i"]
-        if words[0] != state.get("postgres_container", words[0]):  # one that restarted
+        if words[0] != state.get("postgres_container", words[0]) and \
+                words[0] not in state.get("containers", {}):  # one that restarted
             print(f"Error response from daemon: No such container: {words[0]}", file=sys.stderr)
             return 1
         program = words[1]

@@ -1,7 +1,9 @@
 """The path off Dokploy: a postgres data volume made by a plain `docker run` of the postgres
 image, holding rows, is adopted by the shared stack (`postgres.volume: {name, external:
 true}`) and the rows survive; while another container still uses it, the deploy is refused
-before anything changes (two postgres on one data directory corrupt it)."""
+before anything changes (two postgres on one data directory corrupt it). Before the shared
+stack moves onto it, the deploy backs up the databases in it (a postgres of the image on the
+volume alone, stopped and removed again), and `db.restore` restores that backup."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
+from vedfin_ops.backups.records import list_backups
+from vedfin_ops.backups.restore import run_restore
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.loader import config_from_dict
 from vedfin_ops.deploy.pipeline import deploy
@@ -25,6 +29,7 @@ pytestmark = pytest.mark.integration
 VOLUME = "dokploy-test-pgdata"
 OLD = "dokploy-test-postgres"
 POSTGRES = "vedfin-shared_postgres"
+DUMPER = "vedfin-adopt-backup"  # the postgres the deploy starts on the volume to back it up
 
 
 def _psql(container: str, sql: str, database: str = "postgres") -> str:
@@ -67,6 +72,27 @@ def _deploy(sandbox_up: dict[str, Any], data: dict[str, Any], tag: str) -> Any:
     host = Host(connect("sandbox", sandbox_up["ssh_config"]))
     try:
         return deploy(host, config, "production", tag, say=lambda _m: None)
+    finally:
+        host.close()
+
+
+def _adopted_backups(sandbox_up: dict[str, Any], data: dict[str, Any]) -> list[Any]:
+    """The backups of production's database the adoption made, on the host."""
+    config = config_from_dict(data, sandbox_up["config"])
+    host = Host(connect("sandbox", sandbox_up["ssh_config"]))
+    try:
+        found = list_backups(host, config, "production").backups
+    finally:
+        host.close()
+    return [b for b in found if b.reason == f"before adopting {VOLUME}"]
+
+
+def _restore(sandbox_up: dict[str, Any], data: dict[str, Any], backup_id: str) -> str:
+    config = config_from_dict(data, sandbox_up["config"])
+    host = Host(connect("sandbox", sandbox_up["ssh_config"]))
+    try:
+        return run_restore(host, config, "production", backup_id, yes=True,
+                           say=lambda _m: None)
     finally:
         host.close()
 
@@ -114,6 +140,7 @@ def test_a_volume_in_use_is_refused_then_adopted_with_its_rows(
     data = old_postgres
     data["postgres"]["volume"] = {"name": VOLUME, "external": True}
     before = _mounts()
+    earlier = {b.id for b in _adopted_backups(sandbox_up, data)}  # an earlier run's
     with pytest.raises(CheckFailed, match=rf"postgres.volume: {VOLUME} is in use by {OLD}: "
                                           r"remove it first"):
         _deploy(sandbox_up, data, "v2")
@@ -122,6 +149,8 @@ def test_a_volume_in_use_is_refused_then_adopted_with_its_rows(
     docker("stop", OLD)
     with pytest.raises(CheckFailed, match=rf"{VOLUME} is in use by {OLD}: remove it first"):
         _deploy(sandbox_up, data, "v2")  # stopped, it would still come back on a restart
+    # refused before any backup of it
+    assert {b.id for b in _adopted_backups(sandbox_up, data)} == earlier
     docker("rm", OLD)  # the operator removes Dokploy's postgres, as the README says
     result = _deploy(sandbox_up, data, "v2")
     assert result.result == "ok" and POSTGRES in result.services_updated
@@ -132,3 +161,14 @@ def test_a_volume_in_use_is_refused_then_adopted_with_its_rows(
     # db-init made the envs' other databases and the extensions in the adopted cluster
     names = _psql(_service_container(), "SELECT datname FROM pg_database;").split()
     assert {"vedfinance_dev", "vedfinance_staging", "vedfinance_prod"} <= set(names)
+
+    # the deploy backed the volume's database up before the move, from a postgres on the
+    # volume alone, which is gone again; the backup is the one db.restore restores
+    adopted = [b for b in _adopted_backups(sandbox_up, data) if b.id not in earlier]
+    assert len(adopted) == 1 and adopted[0].size > 0, adopted
+    assert docker("ps", "-aq", "--filter", f"name=^{DUMPER}$").stdout.strip() == ""
+    _psql(_service_container(), "INSERT INTO learners VALUES (4, 'Dung');", "vedfinance_prod")
+    assert _restore(sandbox_up, data, adopted[0].id) == "vedfinance_prod"
+    rows = _psql(_service_container(), "SELECT name FROM learners ORDER BY id;",
+                 "vedfinance_prod")
+    assert rows.split() == ["An", "Binh", "Chi"]  # Dokploy's data as it was adopted

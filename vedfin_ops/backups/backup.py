@@ -98,15 +98,17 @@ def postgres(host: RemoteHost, config: Config) -> str | None:
 def take_backup(host: RemoteHost, config: Config, env: str, reason: str,
                 wrap: Callable[[str], str] = lambda command: command,
                 protect: frozenset[str] = frozenset(),
-                source: str | None = None) -> Backup | None:
+                source: str | None = None, container: str | None = None) -> Backup | None:
     """One backup of the env's database, retention after it; None when the database does not
     exist (yet). `wrap` keeps the caller's lock alive around the dump, which may take longer
     than a lock's staleness (no time limit: a big database takes what it takes). `source`
-    dumps another database as a backup of the env's (the one a restore replaced). Its id and
-    time are the host's clock, as the nightly script's are; retention never removes the live
-    release's pre-deploy backup (what `rollback --restore-db` restores)."""
+    dumps another database as a backup of the env's (the one a restore replaced);
+    `container` dumps from another postgres than the shared one (an adopted volume's,
+    `adopted.py`). Its id and time are the host's clock, as the nightly script's are;
+    retention never removes the live release's pre-deploy backup (what `rollback
+    --restore-db` restores)."""
     database = config.environments[config.require_env(env)].database
-    container = postgres(host, config)
+    container = container or postgres(host, config)
     if container is None:
         raise CheckFailed(f"backup: no healthy postgres container to dump {database} from")
     user = config.postgres.user

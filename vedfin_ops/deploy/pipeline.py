@@ -49,7 +49,7 @@ from vedfin_ops.deploy.options import SAFE, DeployOptions
 from vedfin_ops.deploy.rollout import (
     RolloutFailed,
 )
-from vedfin_ops.deploy.volumes import judge_adoption
+from vedfin_ops.deploy.volumes import judge_adoption, moves_onto
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.monitoring.checklist import MIGRATE_RECORD
 from vedfin_ops.remote import commands
@@ -175,6 +175,7 @@ class Deploy(EnvRun):
         # the env whose deploys change the shared stack without --allow-shared (None: none)
         self.shared_owner = shared_owner(config)
         self.backup = ""  # the backup taken before anything changed, or why there is none
+        self.adopted_backup = False  # an adopted volume's databases backed up by this run
         self.hooks = hooks or Hooks()
         self.pins = pins or {}  # repo:tag -> repo:tag@sha256:... (empty without a registry)
         self.built_from = built_from  # deploy --build: {commit, branch, dirty} of the source
@@ -322,6 +323,8 @@ class Deploy(EnvRun):
             audit(self.host, self.layout, "backup", "skipped", release=self.release,
                   tag=self.tag, detail=why)
             return
+        if self.back_up_adopted_volume():
+            return
         if self.state.current is None and backup_step.postgres(self.host, self.config) is None:
             self.backup = "none (first deploy: no database yet)"
             self.step(f"backup: {self.backup}")
@@ -339,6 +342,30 @@ class Deploy(EnvRun):
         else:
             self.backup = taken.id
             self.say(f"backup: {database} {taken.id} ({taken.size} bytes)")
+
+    def back_up_adopted_volume(self) -> bool:
+        """When this deploy moves the shared stack onto an adopted volume (Dokploy's data),
+        the backup is of the databases in that volume, dumped from it before anything changes
+        (`backups/adopted.py`): the shared postgres, if any, runs on other data. The volume is
+        judged here too, so a volume that cannot be adopted stops the deploy before the
+        push. False when there is no such move (the volume already the shared postgres's, or
+        empty)."""
+        volume = self.config.postgres.volume
+        if not volume.external or self.state.shared == shared_hash(self.files) or \
+                not self.judge_volume(quiet=True):
+            return False
+        self.step(f"backup: the databases in {volume.name}, before the shared stack moves "
+                  f"onto it")
+        try:
+            taken = self.dump_adopted()
+        except CheckFailed as exc:
+            raise CheckFailed(f"backup of {volume.name} failed, nothing changed: {exc} "
+                              f"(--no-backup to deploy without one)") from None
+        mine = taken.get(self.env)
+        database = self.config.environments[self.env].database
+        self.backup = mine.id if mine is not None else f"none ({database} is not in " \
+                                                       f"{volume.name})"
+        return True
 
     def copy_offsite(self) -> None:
         """Once the release is live, off the deploy's critical path: the backup this deploy
@@ -428,15 +455,43 @@ class Deploy(EnvRun):
                 self.say(f"warning: {problem}")
 
     def check_adopted_volume(self) -> None:
-        """An external data volume is judged before the shared stack moves onto it."""
-        volume, postgres = self.config.postgres.volume, self.config.postgres
+        """An external data volume is judged before the shared stack moves onto it (again,
+        under the shared lock); a move this run's backup step did not foresee (the shared
+        stack changed since `inspect`) backs the volume's databases up here."""
+        volume = self.config.postgres.volume
         if not volume.external:
             return
+        if self.judge_volume() and not self.adopted_backup and not self.options.no_backup \
+                and self.config.backups.before_deploy:
+            self.dump_adopted()
+
+    def dump_adopted(self) -> dict[str, Any]:
+        """The adopted volume's databases, each backed up as its env's (`backups/adopted.py`)."""
+        from vedfin_ops.backups.adopted import back_up_adopted
+
+        taken = back_up_adopted(self.host, self.config,
+                                f"before adopting {self.config.postgres.volume.name}",
+                                wrap=self.keep_alive, say=self.say)
+        self.adopted_backup = True
+        return dict(taken)
+
+    def judge_volume(self, quiet: bool = False) -> bool:
+        """The external data volume probed and judged (CheckFailed when it cannot be
+        adopted), a leftover of an interrupted adoption backup stopped first; True when it
+        holds data the shared postgres does not run on yet."""
+        from vedfin_ops.backups.adopted import container_name
+
+        volume, postgres = self.config.postgres.volume, self.config.postgres
         self.registry_login()  # the probe runs the postgres image
-        answer = self.host.run(commands.volume_probe(volume.name, postgres.image),
-                               what="check postgres.volume", timeout=300)
-        self.say("postgres.volume: " + judge_adoption(
-            answer, volume.name, postgres.image, f"{shared_stack_name(self.config)}_postgres"))
+        own = f"{shared_stack_name(self.config)}_postgres"
+        answer = self.host.run(commands.each_of(
+            commands.stop_container(container_name(self.config)),
+            commands.volume_probe(volume.name, postgres.image)),
+            what="check postgres.volume", timeout=300)
+        judged = judge_adoption(answer, volume.name, postgres.image, own)
+        if not quiet:
+            self.say("postgres.volume: " + judged)
+        return moves_onto(answer, own)
 
     def migrate(self) -> None:
         assert self.release_dir is not None

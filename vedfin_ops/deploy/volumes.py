@@ -61,3 +61,12 @@ def judge_adoption(answer: str, volume: str, image: str, own_service: str) -> st
             f"PostgreSQL {data} image and restore into {runs}), or set postgres.image to a "
             f"PostgreSQL {data} image")
     return f"{volume}: PostgreSQL {data} data, adopted as it is"
+
+
+def moves_onto(answer: str, own_service: str) -> bool:
+    """The answer of `commands.volume_probe` says the volume holds data (a `PG_VERSION`) that
+    the shared postgres (`own_service`) does not run on yet: the shared stack is about to move
+    onto it, and its databases must be backed up from the volume itself first."""
+    lines = [line.strip() for line in answer.strip().splitlines()]
+    data = next((line[5:].strip() for line in lines if line.startswith("data")), "")
+    return bool(data) and f"service {own_service}" not in lines

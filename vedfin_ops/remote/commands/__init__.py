@@ -31,14 +31,18 @@ from vedfin_ops.remote.commands.cron import (
     install_script,
 )
 from vedfin_ops.remote.commands.engine import (
+    ADOPT_LABEL,
     MIGRATE_LABEL,
+    PGDATA,
     SERVICE_LABEL,
     STACK_LABEL,
+    adoption_server,
     image_inventory,
     migrate,
     migrations_running,
     remove_container,
     remove_images,
+    stop_container,
     stop_migrations,
     volume_probe,
 )
@@ -126,14 +130,17 @@ from vedfin_ops.remote.commands.swarm import (
 )
 
 __all__ = [
+    "ADOPT_LABEL",
     "MIGRATE_LABEL",
     "NO_CRONTAB",
+    "PGDATA",
     "RESTORE_FAILED",
     "SERVICE_LABEL",
     "STACK_LABEL",
     "TORN",
     "UNREADABLE",
     "_COUNT_ROWS",
+    "adoption_server",
     "all_of",
     "append_once",
     "audit_append",
@@ -204,6 +211,7 @@ __all__ = [
     "service_replicas",
     "stack_deploy",
     "status_state",
+    "stop_container",
     "stop_migrations",
     "swap_symlink",
     "swarm_join",

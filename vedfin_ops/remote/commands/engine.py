@@ -36,6 +36,31 @@ def remove_container(name: str) -> str:
     return f"docker rm -f {sh(name)} >/dev/null 2>&1 || true"
 
 
+def stop_container(name: str, grace: int = 60) -> str:
+    """A container asked to stop (its image's stop signal: a postgres shuts down cleanly),
+    killed after `grace` seconds, then removed; nothing when there is none."""
+    return (f"docker stop -t {int(grace)} {sh(name)} >/dev/null 2>&1; "
+            f"{remove_container(name)}")
+
+
+ADOPT_LABEL = "vedfin.adopt-backup"
+PGDATA = "/var/lib/postgresql/data"  # where postgres images keep their data (the shared stack's)
+
+
+def adoption_server(name: str, volume: str, image: str, user: str, wait: int = 300) -> str:
+    """A postgres of `image` on an adopted data volume, with no network, only to dump its
+    databases before the shared stack moves onto the volume; waits (up to `wait` seconds: the
+    data of a server that was killed is recovered first) until it answers on its socket, and
+    fails with the container's last log lines when it stops or never answers."""
+    n = sh(name)
+    running = f"docker inspect -f '{{{{.State.Running}}}}' {n} 2>/dev/null"
+    return (f"docker run -d --name {n} --network none --label {sh(ADOPT_LABEL)} "
+            f"-v {sh(volume + ':' + PGDATA)} {sh(image)} >/dev/null && i=0 && "
+            f"until docker exec {n} pg_isready -q -U {sh(user)} >/dev/null 2>&1; do "
+            f"i=$((i + 1)); if [ \"$i\" -ge {int(wait)} ] || [ \"$({running})\" != true ]; then "
+            f"docker logs --tail 5 {n} >&2 2>&1; exit 1; fi; sleep 1; done")
+
+
 _VOLUME_SAYS = ('echo "data $(cat /adopt/PG_VERSION 2>/dev/null)"; '
                 'echo "entries $(ls -A /adopt | head -n 5 | tr "\\n" " ")"; '
                 'echo "image $(postgres --version 2>/dev/null)"')

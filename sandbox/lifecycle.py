@@ -41,6 +41,7 @@ S3_PORT = 29000
 NETDATA_PORT = 29999
 KUMA_PORT = 29302
 SINK_PORT = 29303
+SMTP_PORT = 29325  # the mail sink (alerts.email), in the webhook sink's process
 REGISTRY_USER = "vedfin"
 REGISTRY_SECRET = "REGISTRY_PASSWORD"
 
@@ -65,6 +66,7 @@ class State(JsonState):
     netdata_port: int = 0
     kuma_port: int = 0
     sink_port: int = 0
+    smtp_port: int = 0
     images_built: list[str] = field(default_factory=list)
     up_seconds: float = 0.0
 
@@ -132,19 +134,23 @@ def up(use_existing: bool = False, workdir: Path | None = None,
                  "(pip install 'moto[server]')")
 
     netdata_at = None
+    state.smtp_port = state.smtp_port or sshd.free_port(SMTP_PORT)
     if netdata.available():
-        progress("netdata: Debian's Netdata as the deploy user, for the alarms")
+        progress("netdata: Debian's Netdata as the deploy user, for the alarms (its email to "
+                 "the mail sink)")
         state.netdata_port = state.netdata_port or sshd.free_port(NETDATA_PORT)
         state.save(workdir)
         netdata_at = (state.netdata_port,
-                      netdata.ensure(workdir / "netdata", state.netdata_port, USER))
+                      netdata.ensure(workdir / "netdata", state.netdata_port, USER,
+                                     smtp_port=state.smtp_port))
     else:
         progress("netdata: not installed, so alarms are not applied (apt-get install netdata)")
 
-    progress("alerts: a webhook sink on 127.0.0.1 stands in for Slack and PagerDuty")
+    progress("alerts: a webhook sink on 127.0.0.1 stands in for Slack and PagerDuty, a mail "
+             "sink for the alerts' email")
     state.sink_port = state.sink_port or sshd.free_port(SINK_PORT)
     state.save(workdir)
-    sink_url = sink.ensure(workdir / "sink", state.sink_port)
+    sink_url = sink.ensure(workdir / "sink", state.sink_port, state.smtp_port)
     presets = {**(s3_keys or {}), "SLACK_WEBHOOK_URL": f"{sink_url}/slack"}
     if kuma.available():
         state.kuma_port = state.kuma_port or sshd.free_port(KUMA_PORT)

@@ -5,7 +5,9 @@ may edit Netdata's health configuration. The machine's own Netdata (if any) is n
 
 Only the collectors the alarms read run (proc for CPU and RAM, diskspace, and the tool's own
 restarts plugin, found within 5 s of its install); the database is in memory; health runs every
-5 s so a lowered threshold raises its alarm within seconds.
+5 s so a lowered threshold raises its alarm within seconds. Its `sendmail` (first on the PATH
+Netdata gives alarm-notify.sh) is the sandbox's (`sink.sendmail_script`): the alerts' email goes
+to the mail sink, never out.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ _CONF = """\
 [health]
     enabled = yes
     run at least every seconds = 5
+[environment variables]
+    PATH = {root}/bin:/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin
 """
 
 
@@ -89,25 +93,42 @@ def running(root: Path) -> int | None:
     return started_process(root / "netdata.pid", _argv(root))
 
 
-def ensure(root: Path, port: int, user: str) -> str:
-    """Netdata up on 127.0.0.1:`port`; returns its config folder (what `monitoring.
-    netdataConfig` names). The stock alarms are left out: only the tool's are checked."""
-    if running(root) is not None:
+def ensure(root: Path, port: int, user: str, smtp_port: int | None = None) -> str:
+    """Netdata up on 127.0.0.1:`port`, its email through the mail sink on `smtp_port`;
+    returns its config folder (what `monitoring.netdataConfig` names). The stock alarms are
+    left out: only the tool's are checked. A Netdata started with other settings (an older
+    sandbox's) is started again."""
+    from sandbox.sink import sendmail_script
+
+    conf = _CONF.format(user=user, root=root, port=port)
+    mailer = sendmail_script(smtp_port) if smtp_port else ""
+    shim = root / "bin" / "sendmail"
+    same = (root / "etc" / "netdata.conf").is_file() and \
+        (root / "etc" / "netdata.conf").read_text() == conf and \
+        (shim.read_text() if shim.is_file() else "") == mailer
+    if running(root) is not None and same:
         return str(root / "etc")
     stop(root)
     if port_answers(port):  # two Netdatas would share it (SO_REUSEPORT)
         raise SandboxError(f"netdata: 127.0.0.1:{port} is already taken by another "
                            f"process (a Netdata left running? stop it first)")
-    for sub in ("etc/health.d", "log", "cache", "lib", "stock-health.d"):
+    for sub in ("etc/health.d", "log", "cache", "lib", "stock-health.d", "bin"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "etc" / "netdata.conf").write_text(_CONF.format(user=user, root=root, port=port))
+    (root / "etc" / "netdata.conf").write_text(conf)
+    shim.unlink(missing_ok=True)
+    if mailer:
+        shim.write_text(mailer)
+        shim.chmod(0o755)
     account = pwd.getpwnam(user)
     for path in [root, *root.rglob("*")]:
         if path.name != "netdata.conf":
             shutil.chown(path, account.pw_uid, account.pw_gid)
     with (root / "out.log").open("ab") as log:
+        # the PATH Netdata starts with is the one it gives alarm-notify.sh unless its
+        # config names one (the config above does too)
+        search = f"{root}/bin:{os.environ.get('PATH', '/usr/bin:/bin')}"
         proc = subprocess.Popen(_argv(root), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, "PATH": search})
     (root / "netdata.pid").write_text(str(proc.pid))
     import requests
 

@@ -132,10 +132,12 @@ def dump(data: dict[str, Any], source: str, edge_port: int) -> str:
 
 
 def _alerting(data: dict[str, Any], kuma_port: int | None, sink: str | None) -> None:
-    """Slack and PagerDuty are the sandbox's webhook sink (sandbox/sink.py: nothing leaves the
-    machine); Uptime Kuma is the sandbox's own, checking every 20 s (its minimum); a restart
-    alarm clears after a minute; no email (no mail server here)."""
-    alerts = {**data.get("alerts", {}), "email": None,
+    """Slack and PagerDuty are the sandbox's webhook sink, and the alerts' email its mail sink
+    (sandbox/sink.py: nothing leaves the machine; without the sink, no email); Uptime Kuma is
+    the sandbox's own, checking every 20 s (its minimum); a restart alarm clears after a
+    minute."""
+    email = data.get("alerts", {}).get("email") if sink is not None else None
+    alerts = {**data.get("alerts", {}), "email": email,
               "restarts": {**data.get("alerts", {}).get("restarts", {}), "within": "1m"}}
     shared = data.setdefault("secrets", {}).setdefault("shared", {})
     if sink is not None:

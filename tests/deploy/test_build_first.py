@@ -21,6 +21,7 @@ from tests.registry_push import push as push_image
 from vedfin_ops.config.loader import config_from_dict, load_config
 from vedfin_ops.deploy import source
 from vedfin_ops.deploy.build import BuildFirst, check_build_first, targets
+from vedfin_ops.deploy.options import DeployOptions
 from vedfin_ops.errors import ConfigError, UsageError
 from vedfin_ops.run.env_run import listing
 
@@ -269,7 +270,7 @@ def built_world(tmp_path: Path, shipped_data: dict[str, Any], registry: Registry
 def _deploy(world: World, build: BuildFirst | None) -> Any:
     from vedfin_ops.deploy.pipeline import deploy
 
-    return deploy(world.host, world.config, "production", None, build=build,
+    return deploy(world.host, world.config, "production", None, DeployOptions(build=build),
                   say=world.said.append, hooks=world.hooks(), clock=world.clock.clock())
 
 

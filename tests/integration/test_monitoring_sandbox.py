@@ -1,6 +1,7 @@
 """Step 7 and Step 6's gaps on the sandbox: a deploy installs the alarms into a real Netdata
 (Debian's, run by the sandbox as the deploy user) which loads them, a lowered threshold is raised
-by Netdata itself, a task that dies unasked raises the restart alarm and Netdata tells Slack;
+by Netdata itself, a task that dies unasked raises the restart alarm and Netdata tells Slack and
+mails `alerts.email` (the sandbox's mail sink, reached through Netdata's own sendmail -t);
 Uptime Kuma (npm's, run by the sandbox) gets its monitors and tells Slack, then PagerDuty, when
 the api goes down (both are the sandbox's webhook sink); a release whose db-health says the
 connection failed and whose api allows no CORS origin is refused, and a release that logs an
@@ -228,38 +229,44 @@ def test_the_off_hours_timer_scales_production_as_cron_runs_it(sandbox_up: dict[
                                              capture_output=True, text=True).stdout
 
 
-def _sink_after(sandbox_up: dict[str, Any], count: int, wanted: Any, seconds: float
-                ) -> list[dict[str, Any]]:
-    """What the webhook sink got after its first `count` messages, once `wanted` holds."""
+def _sink_after(sandbox_up: dict[str, Any], count: int, wanted: Any, seconds: float,
+                mail: bool = False) -> list[dict[str, Any]]:
+    """What the webhook sink (or its mail side) got after its first `count` messages, once
+    `wanted` holds."""
     from sandbox import sink
 
     folder = Path(sandbox_up["config"]).parent / "sink"
+    read = sink.mails if mail else sink.received
     new: list[dict[str, Any]] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        new = sink.received(folder)[count:]
+        new = read(folder)[count:]
         if wanted(new):
             break
         time.sleep(2)
     return new
 
 
-def _sink_count(sandbox_up: dict[str, Any]) -> int:
+def _sink_count(sandbox_up: dict[str, Any], mail: bool = False) -> int:
     from sandbox import sink
 
-    return len(sink.received(Path(sandbox_up["config"]).parent / "sink"))
+    folder = Path(sandbox_up["config"]).parent / "sink"
+    return len(sink.mails(folder) if mail else sink.received(folder))
 
 
 def test_a_task_that_dies_unasked_raises_the_restart_alarm_and_slack_hears(
         sandbox_up: dict[str, Any]) -> None:
     """A container killed from outside the engine (as the OOM killer would): no `kill` event,
     so the plugin counts it; Netdata raises the alarm and its alarm-notify.sh posts to the
-    Slack webhook of the installed notification settings."""
+    Slack webhook of the installed notification settings, and mails the alarm to the
+    config's `alerts.email` (the runbook's email alerts) with its `sendmail -t`."""
     import os
     import signal
 
     _on_v1(sandbox_up)
-    heard = _sink_count(sandbox_up)
+    address = yaml.safe_load(Path(sandbox_up["config"]).read_text())["alerts"]["email"]
+    assert address, "the sandbox config keeps the shipped alerts.email"
+    heard, mailed = _sink_count(sandbox_up), _sink_count(sandbox_up, mail=True)
     task = docker("ps", "-q", "--filter", "label=com.docker.swarm.service.name="
                   "vedfin-production_api-production").stdout.split()[0]
     os.kill(int(docker("inspect", "-f", "{{.State.Pid}}", task).stdout), signal.SIGKILL)
@@ -275,6 +282,15 @@ def test_a_task_that_dies_unasked_raises_the_restart_alarm_and_slack_hears(
         for m in new), 60)
     assert any(m["path"] == "/slack" and "vedfin.container_restarts" in json.dumps(m["body"])
                for m in got), got
+
+    def mail_for_it(new: list[dict[str, Any]]) -> bool:
+        return any(address in m["to"] and "X-Netdata-Chart: vedfin.container_restarts"
+                   in m["message"] and "X-Netdata-Severity: critical" in m["message"]
+                   for m in new)
+
+    got = _sink_after(sandbox_up, mailed, mail_for_it, 60, mail=True)
+    assert mail_for_it(got), [(m["to"], m["subject"]) for m in got] or \
+        "no mail: .sandbox/netdata/log/error.log says why alarm-notify.sh sent none"
 
 
 def test_uptime_kuma_tells_slack_then_pagerduty_when_the_api_is_down(

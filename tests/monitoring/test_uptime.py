@@ -288,11 +288,13 @@ def test_the_sandbox_never_alerts_the_real_slack_or_pagerduty(shipped_data: dict
     local = sandbox_config(data, edge_port=18080, base_dir="/srv/x", user="u",
                            registry=registry, kuma_port=29302, sink="http://127.0.0.1:29303")
     assert local["alerts"]["pagerDutyUrl"] == "http://127.0.0.1:29303/pagerduty"
-    assert local["alerts"]["email"] is None and local["alerts"]["slack"] == "${SLACK_WEBHOOK_URL}"
+    assert local["alerts"]["slack"] == "${SLACK_WEBHOOK_URL}"
+    assert local["alerts"]["email"] == data["alerts"]["email"]  # to the sink's mail side
     assert local["monitoring"]["uptimeKumaPort"] == 29302
     bare = sandbox_config(copy.deepcopy(data), edge_port=18080, base_dir="/srv/x", user="u",
                           registry=registry)
     assert "slack" not in bare["alerts"] and "pagerDuty" not in bare["alerts"]
+    assert bare["alerts"]["email"] is None
     assert bare["monitoring"]["uptimeKumaPort"] is None and "uptimeKuma" not in bare["monitoring"]
 
 

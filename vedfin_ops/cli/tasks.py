@@ -651,7 +651,7 @@ def _deploy(on: Target, env: str, called: str, tag: str | None, build: bool = Fa
     cfg.require_env(env)  # an env the config does not name: bad input, before any host
     first = BuildFirst(allow_dirty, any_branch, branch) if build else None
     with LiveLines() as show:
-        result = deploy(on.host, cfg, env, tag, DeployOptions(**options), build=first,
+        result = deploy(on.host, cfg, env, tag, DeployOptions(**options, build=first),
                         say=say, show=show)
     stdout.print(f"{called}: {result.result}: {result.detail}")
 

@@ -12,6 +12,10 @@ replicas kept off-hours) and leave no record of their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vedfin_ops.deploy.build import BuildFirst
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,9 @@ class DeployOptions:
     allow_shared: bool = False
     no_backup: bool = False  # no database backup first (audit: backup skipped)
     full_replicas: bool = False  # inside the off-hours window, keep the configured replicas
+    # build and push the env's images from the config's work tree first (`--build`); the
+    # tag defaults to its commit
+    build: BuildFirst | None = None
 
 
 SAFE = DeployOptions()  # no departure: every check, a backup first, the shared stack's rules

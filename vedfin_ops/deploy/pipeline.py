@@ -40,7 +40,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.config.roles import shared_owner
 from vedfin_ops.deploy.after_live import Step, run_steps
-from vedfin_ops.deploy.build import BuildFirst, build_images, check_build_first
+from vedfin_ops.deploy.build import build_images, check_build_first
 from vedfin_ops.deploy.db_init import db_init as real_db_init
 from vedfin_ops.deploy.images import prunable_images, resolve_pins
 from vedfin_ops.deploy.migrate import migrate as real_migrate
@@ -89,12 +89,12 @@ MIGRATE_LINES = 5
 
 
 def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = None,
-           options: DeployOptions = SAFE, *, build: BuildFirst | None = None,
+           options: DeployOptions = SAFE, *,
            say: Say = print, show: Show | None = None, hooks: Hooks | None = None,
            clock: Clock = REAL) -> DeployResult:
     """The whole pipeline for any env of the config, `tag` (default: the config's) with
-    `options`; `build`: first build and push the env's images from the config's work tree
-    (`tag` default: its commit). `say`/`show` print progress, `hooks` and `clock` are the
+    `options` (`options.build`: first build and push the env's images from the config's work tree
+    (`tag` default: its commit)). `say`/`show` print progress, `hooks` and `clock` are the
     tests' fakes. Raises RunFailed/CheckFailed (exit 1) or UsageError (exit 2: an env the
     config does not name, missing secrets, two owners of the shared stack, a work tree
     `build` refuses), the last before anything is built or the host is touched."""
@@ -102,8 +102,8 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     shared_owner(config)
     extras.check(config)  # the after-live steps must not be the first to find one missing
     built_from: dict[str, Any] | None = None
-    if build is not None:
-        tag, built_from = check_build_first(config, env, build, tag)
+    if options.build is not None:
+        tag, built_from = check_build_first(config, env, options.build, tag)
     tag = check_tag(tag or config.tag)
     secrets = secret_store.resolve(config, env)
     missing = secret_store.missing(config, env, secrets)

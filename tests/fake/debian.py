@@ -5,7 +5,12 @@ file beside this host's bin folder, so a run's second pass sees what the first o
 Files the tool writes itself (the swap file, fstab, sysctl.d, sudoers.d, the unit drop-in,
 authorized_keys, the base folder) are real files under the test's folder (`Paths.under`);
 what only root could do on a real machine (owners, users, packages, units, swap, ufw, the
-engine) is state here. Stdlib only, run with `python3 -S`.
+engine) is state here.
+
+Each program on the PATH is a few lines of `sh` that hand their arguments to one dispatcher in
+the test's own process (`Dispatcher`, a thread reading a FIFO) and print what it answers: a
+run of host.prepare calls these programs about 50 times per step, and a Python interpreter
+started for each call made the tests spend most of their time starting Python.
 
 Faults a test sets in the state: `apt_half` (packages whose install dpkg leaves unpacked and
 fails), `swapon_refused` (a container), `sysctl_refused` (a read-only /proc/sys).
@@ -13,15 +18,28 @@ fails), `swapon_refused` (a container), `sysctl_refused` (a read-only /proc/sys)
 
 from __future__ import annotations
 
+import atexit
+import errno
+import io
 import json
 import os
-import sys
+import shutil
+import tempfile
+import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
-STATE: Path  # the JSON state ($FAKE_DEBIAN); its `bin` and `fs` name the other two
+from vedfin_ops.remote.quoting import sh
+
+STATE: Path  # the JSON state; its `bin` and `fs` name the other two
 BIN: Path  # the fake host's bin folder: a program appears there with its package
 FS: Path  # the test's stand-in for the host's disk
+ENV: dict[str, str] = {}  # the calling program's FAKE_SUDO and DEBIAN_FRONTEND
+OUT = io.StringIO()  # what the program prints
+ERR = io.StringIO()
+EXEC = -1  # sudo's answer: the program runs its command itself (as root)
+LOCK = threading.RLock()  # one call at a time, and a test's own edits between them
 
 
 def load() -> dict[str, Any]:
@@ -35,8 +53,12 @@ def save(state: dict[str, Any]) -> None:
     os.replace(tmp, STATE)
 
 
+def say(text: object) -> None:
+    OUT.write(f"{text}\n")
+
+
 def err(text: str, code: int = 1) -> int:
-    print(text, file=sys.stderr)
+    ERR.write(text + "\n")
     return code
 
 
@@ -49,12 +71,129 @@ def wrapper(name: str) -> None:
     install(BIN, STATE, name)
 
 
+#: a program: its arguments to the dispatcher (NUL-separated: no argument holds a NUL), its
+#: exit status back through a FIFO of its own, then what it printed; a `sudo` allowed runs its
+#: command itself, its leading -n dropped, as root (FAKE_SUDO)
+CLIENT = """#!/bin/sh
+c={calls}/$$
+if [ -e "$c" ]; then {rm} -f "$c" "$c".*; fi
+{mkfifo} "$c" || exit 70
+exec 3<>"$c"
+printf '%s\\0' {state} {name} "${{FAKE_SUDO-}}" "${{DEBIAN_FRONTEND-}}" "$@" > "$c.in"
+printf '%s\\n' "$c" > {requests}
+read rc out errs <&3
+exec 3<&-
+if [ "$out" = 1 ]; then {cat} "$c.out"; fi
+if [ "$errs" = 1 ]; then {cat} "$c.err" >&2; fi
+if [ "$out$errs" != 00 ]; then {rm} -f "$c.out" "$c.err"; fi
+if [ "$rc" = exec ]; then
+  while [ "$1" = -n ]; do shift; done
+  FAKE_SUDO=1 exec "$@"
+fi
+exit "$rc"
+"""
+
+
 def install(folder: Path, state: Path, name: str) -> None:
     """`name` on the PATH: this module, answering as that program."""
     path = folder / name
-    path.write_text(f"#!/bin/sh\nFAKE_DEBIAN={state} exec {sys.executable} -S "
-                    f"{Path(__file__).resolve()} {name} \"$@\"\n")
+    path.write_text(dispatcher().client(state, name))
     path.chmod(0o755)
+
+
+class Dispatcher:
+    """The programs' one answerer in this process: a thread that runs each call in turn."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.folder = Path(tempfile.mkdtemp(prefix="fake-debian-"))
+        requests = self.folder / "requests"
+        os.mkfifo(requests)
+        # read and write: never an end of file between two programs' calls
+        self.requests = os.fdopen(os.open(requests, os.O_RDWR), "rb", buffering=0)
+        atexit.register(shutil.rmtree, self.folder, True)
+        self.tools = {tool: sh(shutil.which(tool) or tool) for tool in ("rm", "mkfifo", "cat")}
+        threading.Thread(target=self.serve, name="fake-debian", daemon=True).start()
+
+    def client(self, state: Path, name: str) -> str:
+        return CLIENT.format(calls=sh(str(self.folder)), state=sh(str(state)), name=sh(name),
+                             requests=sh(str(self.folder / "requests")), **self.tools)
+
+    def serve(self) -> None:
+        line = b""
+        while True:
+            chunk = self.requests.read(4096)
+            line += chunk
+            while b"\n" in line:
+                call, line = line.split(b"\n", 1)
+                try:
+                    self.answer(call.decode())
+                except Exception:  # that program waits for its test's timeout
+                    traceback.print_exc()  # the thread answers the next ones
+
+    def answer(self, call: str) -> None:
+        try:
+            words = Path(f"{call}.in").read_bytes().decode().split("\0")[:-1]
+            os.unlink(f"{call}.in")
+        except OSError:
+            return  # the program is gone
+        with LOCK:
+            code = run(words)
+            out, errs = OUT.getvalue(), ERR.getvalue()
+        for suffix, text in ((".out", out), (".err", errs)):
+            if text:
+                Path(call + suffix).write_text(text)
+        try:  # the program holds its FIFO open for reading: never blocks
+            fd = os.open(call, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # killed (a test's timeout): nobody to answer
+            if exc.errno in (errno.ENXIO, errno.ENOENT):
+                return
+            raise
+        answer = "exec" if code == EXEC else str(code)
+        os.write(fd, f"{answer} {int(bool(out))} {int(bool(errs))}\n".encode())
+        os.close(fd)
+        os.unlink(call)
+
+
+_DISPATCHER: list[Dispatcher] = []
+
+
+def dispatcher() -> Dispatcher:
+    """This process's (a forked child has none of its parent's threads: one of its own)."""
+    with LOCK:
+        if not _DISPATCHER or _DISPATCHER[0].pid != os.getpid():
+            _DISPATCHER[:] = [Dispatcher()]
+        return _DISPATCHER[0]
+
+
+def run(words: list[str]) -> int:
+    """One program's call: its state file, name, FAKE_SUDO, DEBIAN_FRONTEND, arguments."""
+    global STATE, BIN, FS, OUT, ERR
+    state_path, name, sudo, frontend, *args = words
+    OUT, ERR = io.StringIO(), io.StringIO()
+    ENV.clear()
+    ENV.update({k: v for k, v in (("FAKE_SUDO", sudo), ("DEBIAN_FRONTEND", frontend)) if v})
+    try:
+        STATE = Path(state_path)
+        state = load()
+        BIN, FS = Path(state["bin"]), Path(state["fs"])
+        code = COMMANDS[name](state, args)
+        save(state)
+    except Exception:  # a bug in this fake: the test fails on it, never hangs
+        return err(f"fake debian {name}: {traceback.format_exc()}", 70)
+    return code
+
+
+def applied(state_path: Path, packages: tuple[str, ...]) -> None:
+    """As if the distribution's packages were installed already (their units running)."""
+    global STATE, BIN, FS
+    with LOCK:
+        STATE = state_path
+        state = load()
+        BIN, FS = Path(state["bin"]), Path(state["fs"])
+        for package in packages:
+            configured(state, package)
+        save(state)
 
 
 # --- users and groups ----------------------------------------------------------------------
@@ -76,14 +215,14 @@ def groups_of(state: dict[str, Any], user: str) -> list[str]:
 
 def cmd_id(state: dict[str, Any], args: list[str]) -> int:
     if args == ["-u"]:
-        print(0 if os.environ.get("FAKE_SUDO") else state.get("uid", 0))
+        say(0 if ENV.get("FAKE_SUDO") else state.get("uid", 0))
     elif args == ["-un"]:
-        print("root" if os.environ.get("FAKE_SUDO") else state.get("user", "root"))
+        say("root" if ENV.get("FAKE_SUDO") else state.get("user", "root"))
     elif args[:1] in (["-nG"], ["-gn"]) and len(args) == 2:
         if args[1] not in state["users"]:
             return err(f"id: '{args[1]}': no such user")
         found = groups_of(state, args[1])
-        print(" ".join(found) if args[0] == "-nG" else found[0])
+        say(" ".join(found) if args[0] == "-nG" else found[0])
     else:
         return err(f"fake id: {args}", 2)
     return 0
@@ -93,11 +232,11 @@ def cmd_getent(state: dict[str, Any], args: list[str]) -> int:
     db, name = args
     if db == "passwd" and name in state["users"]:
         user = state["users"][name]
-        print(f"{name}:x:1000:1000::{user['home']}:/bin/bash")
+        say(f"{name}:x:1000:1000::{user['home']}:/bin/bash")
     elif db == "shadow" and name in state["users"]:
-        print(f"{name}:{state['users'][name]['shadow']}:19000:0:99999:7:::")
+        say(f"{name}:{state['users'][name]['shadow']}:19000:0:99999:7:::")
     elif db == "group" and name in state.get("groups", {}):
-        print(f"{name}:x:{state['groups'][name]}:")
+        say(f"{name}:x:{state['groups'][name]}:")
     else:
         return 2
     return 0
@@ -158,7 +297,7 @@ def cmd_stat(state: dict[str, Any], args: list[str]) -> int:
     except OSError:
         return err(f"stat: cannot statx '{path}': No such file or directory")
     user, _, group = state.get("owners", {}).get(path, "root:root").partition(":")
-    print(fmt.replace("%U", user).replace("%G", group).replace("%a", f"{info.st_mode & 0o7777:o}")
+    say(fmt.replace("%U", user).replace("%G", group).replace("%a", f"{info.st_mode & 0o7777:o}")
           .replace("%s", str(info.st_size)))
     return 0
 
@@ -208,7 +347,7 @@ def cmd_apt_get(state: dict[str, Any], args: list[str]) -> int:
     wanted = args[args.index("install") + 1:]
     wanted = [w for w in wanted if not w.startswith("-")]
     log(state, f"apt-get install {' '.join(wanted)} "
-               f"[{os.environ.get('DEBIAN_FRONTEND', '')}]")
+               f"[{ENV.get('DEBIAN_FRONTEND', '')}]")
     for package in wanted:
         if package not in state["repo"]:
             return err(f"E: Unable to locate package {package}", 100)
@@ -227,7 +366,7 @@ def cmd_dpkg_query(state: dict[str, Any], args: list[str]) -> int:
     missing = 0
     for name in names:
         if name in state["packages"]:
-            sys.stdout.write(fmt.replace("${Package}", name)
+            OUT.write(fmt.replace("${Package}", name)
                              .replace("${db:Status-Abbrev}", state["packages"][name])
                              .replace("\\n", "\n"))
         else:
@@ -239,8 +378,8 @@ def cmd_dpkg(state: dict[str, Any], args: list[str]) -> int:
     if args == ["-C"]:
         half = [n for n, s in state["packages"].items() if s.startswith("iU")]
         if half:
-            print("The following packages have been unpacked but not yet configured:")
-            print("\n".join(half))
+            say("The following packages have been unpacked but not yet configured:")
+            say("\n".join(half))
         return 0
     if args == ["--configure", "-a"]:
         for name, status in list(state["packages"].items()):
@@ -251,7 +390,7 @@ def cmd_dpkg(state: dict[str, Any], args: list[str]) -> int:
     if args[0] == "-S":
         name = Path(args[1]).name
         if name in ("docker", "dockerd") and state["packages"].get("docker.io") == "ii ":
-            print(f"docker.io: {args[1]}")
+            say(f"docker.io: {args[1]}")
             return 0
         return 1
     return err(f"fake dpkg: {args}", 2)
@@ -264,7 +403,7 @@ def cmd_systemctl(state: dict[str, Any], args: list[str]) -> int:
         if unit is None:
             return 1
         on = unit["enabled"] if args[0] == "is-enabled" else unit["active"]
-        print(("enabled" if on else "disabled") if args[0] == "is-enabled" else
+        say(("enabled" if on else "disabled") if args[0] == "is-enabled" else
               ("active" if on else "inactive"))
         return 0 if on else 1
     if args[:2] == ["enable", "--now"]:
@@ -287,7 +426,7 @@ def cmd_systemctl(state: dict[str, Any], args: list[str]) -> int:
         return 0
     if args[:2] == ["show", "-p"]:
         unit = services.get(args[-1])
-        print(state.get("netdata_pid", 0) if unit and unit["active"] else 0)
+        say(state.get("netdata_pid", 0) if unit and unit["active"] else 0)
         return 0
     return err(f"fake systemctl: {args}", 2)
 
@@ -298,7 +437,7 @@ def cmd_swapon(state: dict[str, Any], args: list[str]) -> int:
     active = state.setdefault("swap", {})
     if args and args[0].startswith("--show"):
         for name, size in active.items():
-            print(f"{name} {size}" if "SIZE" in args[0] else name)
+            say(f"{name} {size}" if "SIZE" in args[0] else name)
         return 0
     if state.get("swapon_refused"):
         return err(f"swapon: {args[0]}: swapon failed: Operation not permitted", 255)
@@ -328,7 +467,7 @@ def cmd_sysctl(state: dict[str, Any], args: list[str]) -> int:
 
 
 def cmd_systemd_detect_virt(state: dict[str, Any], args: list[str]) -> int:
-    print(state.get("virt", "none"))
+    say(state.get("virt", "none"))
     return 0 if state.get("virt", "none") != "none" else 1
 
 
@@ -339,17 +478,17 @@ def cmd_ufw(state: dict[str, Any], args: list[str]) -> int:
     rules: list[list[str]] = ufw["rules"]
     args = [a for a in args if a != "--force"]
     if args == ["show", "added"]:
-        print("Added user rules (see 'ufw status' for running firewall):")
-        print("\n".join("ufw " + " ".join(r) for r in rules) or "(None)")
+        say("Added user rules (see 'ufw status' for running firewall):")
+        say("\n".join("ufw " + " ".join(r) for r in rules) or "(None)")
         return 0
     if args[:1] == ["status"]:
         if not ufw["active"]:
-            print("Status: inactive")
+            say("Status: inactive")
             return 0
-        print(f"Status: active\nLogging: on (low)\nDefault: {ufw['default']} (incoming), allow "
+        say(f"Status: active\nLogging: on (low)\nDefault: {ufw['default']} (incoming), allow "
               "(outgoing), disabled (routed)\nNew profiles: skip\n\nTo Action From\n-- ------ ----")
         for action, *spec in rules:
-            print(f"{' '.join(spec)} {action.upper()} IN Anywhere")
+            say(f"{' '.join(spec)} {action.upper()} IN Anywhere")
         return 0
     if args[0] in ("allow", "deny", "limit", "reject"):
         if args not in rules:
@@ -381,7 +520,7 @@ def cmd_docker(state: dict[str, Any], args: list[str]) -> int:
     containers = state.setdefault("containers", {})
     if args[0] == "info":
         manager = "true" if swarm["state"] == "active" else "false"
-        print(f"{swarm['state']} {manager} {swarm['addr']}")
+        say(f"{swarm['state']} {manager} {swarm['addr']}")
     elif args[:2] == ["swarm", "init"]:
         swarm.update(state="active", addr=args[3] if "--advertise-addr" in args else "10.0.0.2")
         log(state, "swarm init")
@@ -390,7 +529,7 @@ def cmd_docker(state: dict[str, Any], args: list[str]) -> int:
         if found is None:
             return err(f"Error: No such container: {args[-1]}")
         if "--format" in args:
-            print(f"{'true' if found['running'] else 'false'} {found['image']} "
+            say(f"{'true' if found['running'] else 'false'} {found['image']} "
                   f"3001/tcp={found['bind'].rsplit(':', 1)[0]} ")
     elif args[:2] == ["volume", "create"]:
         pass
@@ -421,10 +560,7 @@ def cmd_sudo(state: dict[str, Any], args: list[str]) -> int:
         return 0 if sudoers_allows(user, command) else 1
     if not state.get("sudo_ok"):
         return err("sudo: a password is required")
-    rest = [a for a in args if a != "-n"]
-    os.environ["FAKE_SUDO"] = "1"
-    os.execvp(rest[0], rest)
-    return 0
+    return EXEC  # the program drops its -n and runs the rest, as root (FAKE_SUDO)
 
 
 def cmd_visudo(state: dict[str, Any], args: list[str]) -> int:
@@ -471,21 +607,3 @@ COMMANDS = {"id": cmd_id, "getent": cmd_getent, "useradd": cmd_useradd,
 BASE = ("id", "getent", "useradd", "usermod", "chown", "chgrp", "stat", "apt-get",
         "dpkg-query", "dpkg", "systemctl", "swapon", "swapoff", "mkswap", "fallocate", "sysctl",
         "systemd-detect-virt", "sudo", "visudo", "runuser", "netdatacli")
-
-
-def main() -> int:
-    global STATE, BIN, FS
-    state_path = os.environ.get("FAKE_DEBIAN")
-    if not state_path:
-        return err("fake debian: FAKE_DEBIAN is not set", 2)
-    STATE = Path(state_path)
-    state = load()
-    BIN, FS = Path(state["bin"]), Path(state["fs"])
-    name, args = sys.argv[1], sys.argv[2:]
-    code = COMMANDS[name](state, args)
-    save(state)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

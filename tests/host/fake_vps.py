@@ -99,11 +99,7 @@ class FakeVps:
 
     def installed(self, *packages: str) -> None:
         """As if the distribution's packages were installed already (their units running)."""
-        state = self.state()
-        debian.STATE, debian.BIN, debian.FS = self.state_file, self.host.bin, self.fs
-        for package in packages:
-            debian.configured(state, package)
-        self.state_file.write_text(json.dumps(state))
+        debian.applied(self.state_file, packages)
 
     def state(self) -> dict[str, Any]:
         found: dict[str, Any] = json.loads(self.state_file.read_text())

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import stat
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -646,6 +647,7 @@ class Host:
             raise RemoteError(f"tunnel to port {remote_port} on {self.name} failed: "
                               f"{_telling_line(str(exc)) or type(exc).__name__}") from None
         try:
+            _listening(local, f"tunnel to port {remote_port} on {self.name}")
             yield local
         finally:
             with contextlib.suppress(Exception):
@@ -656,6 +658,23 @@ class Host:
             self._sftp.close()
             self._sftp = None
         self.conn.close()
+
+
+def _listening(port: int, what: str, seconds: float = 10.0) -> None:
+    """Fabric's tunnel binds its local port in a thread of its own after `forward_local`
+    returns: a client that connects at once can be refused. Wait (bounded) until it accepts."""
+    import socket
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise RemoteError(f"{what}: its local end 127.0.0.1:{port} never listened "
+                                  f"({exc.strerror or type(exc).__name__})") from None
+            time.sleep(0.05)
 
 
 def prepare(command: str | Command, secret_stdin: str | None,

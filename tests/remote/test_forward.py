@@ -8,7 +8,6 @@ import threading
 import pytest
 
 
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -7,10 +7,10 @@ authorized_keys, the base folder) are real files under the test's folder (`Paths
 what only root could do on a real machine (owners, users, packages, units, swap, ufw, the
 engine) is state here.
 
-Each program on the PATH is a few lines of `sh` that hand their arguments to one dispatcher in
-the test's own process (`Dispatcher`, a thread reading a FIFO) and print what it answers: a
-run of host.prepare calls these programs about 50 times per step, and a Python interpreter
-started for each call made the tests spend most of their time starting Python.
+Each program on the PATH is a short `sh` script, of the shell's builtins alone, that hands its
+arguments to one dispatcher in the test's own process (`Dispatcher`, a thread reading a FIFO)
+and prints what it answers: tests/host call these programs about 2,800 times, and a Python
+interpreter started for each call (30-50 ms) was most of their time.
 
 Faults a test sets in the state: `apt_half` (packages whose install dpkg leaves unpacked and
 fails), `swapon_refused` (a container), `sysctl_refused` (a read-only /proc/sys).
@@ -19,7 +19,6 @@ fails), `swapon_refused` (a container), `sysctl_refused` (a read-only /proc/sys)
 from __future__ import annotations
 
 import atexit
-import errno
 import io
 import json
 import os
@@ -47,10 +46,13 @@ def load() -> dict[str, Any]:
     return data
 
 
-def save(state: dict[str, Any]) -> None:
-    tmp = STATE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
-    os.replace(tmp, STATE)
+def save(state: dict[str, Any], before: str = "") -> None:
+    """Written when it changed (`before`: the text it was read from)."""
+    text = json.dumps(state, sort_keys=True)
+    if text != before:
+        tmp = STATE.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, STATE)
 
 
 def say(text: object) -> None:
@@ -71,27 +73,43 @@ def wrapper(name: str) -> None:
     install(BIN, STATE, name)
 
 
-#: a program: its arguments to the dispatcher (NUL-separated: no argument holds a NUL), its
-#: exit status back through a FIFO of its own, then what it printed; a `sudo` allowed runs its
-#: command itself, its leading -n dropped, as root (FAKE_SUDO)
+SLOTS = 64  # programs that may wait for an answer at once (a pipeline runs a few)
+#: a program: a free slot taken (a file made only if none is there: `set -C`), its arguments
+#: to the dispatcher (NUL-separated: no argument holds a NUL), then through the slot's FIFO its
+#: exit status and what it printed (`lines`), the slot given back; the shell's builtins alone,
+#: no process but the shell itself; a `sudo` allowed runs its command itself, its leading -n
+#: dropped, as root (FAKE_SUDO)
 CLIENT = """#!/bin/sh
-c={calls}/$$
-if [ -e "$c" ]; then {rm} -f "$c" "$c".*; fi
-{mkfifo} "$c" || exit 70
+set -C
+i=0
+until echo $$ 2>/dev/null > {calls}/$i.busy; do
+  i=$((i + 1))
+  if [ $i -ge {slots} ]; then echo "fake {name}: every slot is busy" >&2; exit 70; fi
+done
+set +C
+c={calls}/$i
 exec 3<>"$c"
 printf '%s\\0' {state} {name} "${{FAKE_SUDO-}}" "${{DEBIAN_FRONTEND-}}" "$@" > "$c.in"
-printf '%s\\n' "$c" > {requests}
+echo "call $i" > {requests}
 read rc out errs <&3
+while [ "$out" -gt 1 ]; do IFS= read -r l <&3; printf '%s\\n' "$l"; out=$((out - 1)); done
+if [ "$out" = 1 ]; then IFS= read -r l <&3; printf '%s' "$l"; fi
+while [ "$errs" -gt 1 ]; do IFS= read -r l <&3; printf '%s\\n' "$l" >&2; errs=$((errs - 1)); done
+if [ "$errs" = 1 ]; then IFS= read -r l <&3; printf '%s' "$l" >&2; fi
 exec 3<&-
-if [ "$out" = 1 ]; then {cat} "$c.out"; fi
-if [ "$errs" = 1 ]; then {cat} "$c.err" >&2; fi
-if [ "$out$errs" != 00 ]; then {rm} -f "$c.out" "$c.err"; fi
+echo "done $i" > {requests}
 if [ "$rc" = exec ]; then
   while [ "$1" = -n ]; do shift; done
   FAKE_SUDO=1 exec "$@"
 fi
 exit "$rc"
 """
+
+
+def lines(text: str) -> list[str]:
+    """What the program reads back: its lines, the last one without its newline (empty when
+    the text ends with one)."""
+    return text.split("\n") if text else []
 
 
 def install(folder: Path, state: Path, name: str) -> None:
@@ -107,52 +125,48 @@ class Dispatcher:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.folder = Path(tempfile.mkdtemp(prefix="fake-debian-"))
+        for slot in range(SLOTS):
+            os.mkfifo(self.folder / str(slot))
         requests = self.folder / "requests"
         os.mkfifo(requests)
         # read and write: never an end of file between two programs' calls
         self.requests = os.fdopen(os.open(requests, os.O_RDWR), "rb", buffering=0)
         atexit.register(shutil.rmtree, self.folder, True)
-        self.tools = {tool: sh(shutil.which(tool) or tool) for tool in ("rm", "mkfifo", "cat")}
         threading.Thread(target=self.serve, name="fake-debian", daemon=True).start()
 
     def client(self, state: Path, name: str) -> str:
         return CLIENT.format(calls=sh(str(self.folder)), state=sh(str(state)), name=sh(name),
-                             requests=sh(str(self.folder / "requests")), **self.tools)
+                             requests=sh(str(self.folder / "requests")), slots=SLOTS)
 
     def serve(self) -> None:
         line = b""
         while True:
-            chunk = self.requests.read(4096)
-            line += chunk
+            line += self.requests.read(4096)
             while b"\n" in line:
-                call, line = line.split(b"\n", 1)
+                request, line = line.split(b"\n", 1)
+                what, slot = request.decode().split()
                 try:
-                    self.answer(call.decode())
+                    if what == "done":  # the program read its answer: its slot is free
+                        os.unlink(self.folder / f"{slot}.busy")
+                    else:
+                        self.answer(self.folder / slot)
                 except Exception:  # that program waits for its test's timeout
                     traceback.print_exc()  # the thread answers the next ones
 
-    def answer(self, call: str) -> None:
-        try:
-            words = Path(f"{call}.in").read_bytes().decode().split("\0")[:-1]
-            os.unlink(f"{call}.in")
-        except OSError:
-            return  # the program is gone
+    def answer(self, slot: Path) -> None:
+        words = Path(f"{slot}.in").read_bytes().decode().split("\0")[:-1]
         with LOCK:
             code = run(words)
             out, errs = OUT.getvalue(), ERR.getvalue()
-        for suffix, text in ((".out", out), (".err", errs)):
-            if text:
-                Path(call + suffix).write_text(text)
-        try:  # the program holds its FIFO open for reading: never blocks
-            fd = os.open(call, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:  # killed (a test's timeout): nobody to answer
-            if exc.errno in (errno.ENXIO, errno.ENOENT):
-                return
-            raise
         answer = "exec" if code == EXEC else str(code)
-        os.write(fd, f"{answer} {int(bool(out))} {int(bool(errs))}\n".encode())
-        os.close(fd)
-        os.unlink(call)
+        said, told = lines(out), lines(errs)
+        text = "".join(f"{line}\n" for line in [f"{answer} {len(said)} {len(told)}", *said, *told])
+        # the program holds its FIFO open for reading (never blocks); more than a pipe's buffer
+        # is written as it reads; a program gone (killed) is EPIPE, its slot never given back
+        fd = os.open(slot, os.O_WRONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode())
 
 
 _DISPATCHER: list[Dispatcher] = []
@@ -175,10 +189,11 @@ def run(words: list[str]) -> int:
     ENV.update({k: v for k, v in (("FAKE_SUDO", sudo), ("DEBIAN_FRONTEND", frontend)) if v})
     try:
         STATE = Path(state_path)
-        state = load()
+        before = STATE.read_text()
+        state = json.loads(before)
         BIN, FS = Path(state["bin"]), Path(state["fs"])
         code = COMMANDS[name](state, args)
-        save(state)
+        save(state, before)
     except Exception:  # a bug in this fake: the test fails on it, never hangs
         return err(f"fake debian {name}: {traceback.format_exc()}", 70)
     return code

@@ -79,6 +79,24 @@ def test_no_secret_value_reaches_the_workflow(monkeypatch: pytest.MonkeyPatch,
     assert not [v for v in [*values.values(), "from-the-file-5c4b3a"] if v in text]
 
 
+def test_the_job_runs_in_the_github_environment_it_deploys(tmp_path: Path) -> None:
+    """Repository secrets reach any workflow a writer pushes on any branch: the deploy's
+    secrets belong to a GitHub environment of the env's name, whose deployment branch rule
+    keeps them to the deploy branch; the header and the key step's errors say so."""
+    text = workflow(load_config(SHIPPED), "github").text
+    assert _parsed(text)["jobs"]["deploy"]["environment"] == "production"
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert "The job runs in the GitHub environment `production`, which holds" in header
+    assert "Selected branches and tags, with the rule main alone" in header
+    assert "Required reviewers            (optional)" in header
+    assert "Environment secrets           every secret below; never as repository" in header
+    assert "Repository secrets (" not in text and "set the repository secret" not in text
+    shutil.copy(SHIPPED, tmp_path / "dokploy.yaml")
+    staging = workflow(load_config(tmp_path / "dokploy.yaml"), "github", env="staging").text
+    assert _parsed(staging)["jobs"]["deploy"]["environment"] == "staging"
+    assert "with the rule staging alone" in staging
+
+
 def test_the_host_key_is_pinned_never_accepted(shipped_workflow: dict[str, Any]) -> None:
     text = yaml.safe_dump(shipped_workflow)
     assert "accept-new" not in text and "StrictHostKeyChecking" not in text
@@ -114,8 +132,8 @@ def test_the_key_step_writes_a_0600_key_and_pins_the_host_key_line(tmp_path: Pat
 
 def test_the_key_step_stops_without_a_key_or_any_host_key(tmp_path: Path) -> None:
     nothing = _key_step(tmp_path / "a")
-    assert nothing.returncode == 1 and "::error::set the repository secret VEDFIN_SSH_KEY" \
-        in nothing.stdout
+    assert nothing.returncode == 1 and "::error::set the secret VEDFIN_SSH_KEY of the GitHub " \
+        "environment production" in nothing.stdout
     no_host = _key_step(tmp_path / "b", VEDFIN_SSH_KEY="k")
     assert no_host.returncode == 1 and "VEDFIN_HOST_KEY" in no_host.stdout
     assert not (tmp_path / "b" / ".ssh" / "known_hosts").exists()
@@ -169,7 +187,8 @@ def test_init_writes_once_and_refuses_to_overwrite_unless_forced(tmp_path: Path)
     written = tmp_path / ".github" / "workflows" / "deploy.yml"
     first = run("init", "--ci", "github", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.startswith(f"init: {written} ")
+    assert first.stdout.strip() == (f"init: {written} (store the secrets its header lists as "
+                                    f"secrets of the GitHub environment production)")
     written.write_text("# edited by hand\n")
     again = run("init", "--ci", "github", cwd=tmp_path)
     assert again.returncode == 2

@@ -85,8 +85,8 @@ def init(on: Target, ci: str | None = None, host: str | None = None,
     check_ci(ci)  # before the config is read
     assert ci is not None
     made = write_workflow(workflow(on.config, ci, host=host), force=force)
-    stdout.print(f"init: {made} (its header lists the repository secrets it needs)",
-                 markup=False)
+    stdout.print(f"init: {made} (store the secrets its header lists as secrets of the GitHub "
+                 f"environment production)", markup=False)
 
 
 @local()

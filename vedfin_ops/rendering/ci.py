@@ -1,10 +1,12 @@
 """`vedfin init --ci github`: a CI workflow that builds, pushes and deploys production on a push.
 
 Rendered from the config, so the workflow names exactly the secrets a deploy of the env needs
-(the env's and the shared ones, each from the repository secret of the same name), the host
-the tool deploys to, the branch the env's apps deploy from (the push that triggers it) and the
-extras the config's features need. The workflow's steps are plain shell a test can run as the
-runner would (tests/integration/test_ci_recipe.py).
+(the env's and the shared ones, each from the secret of the same name), the host the tool
+deploys to, the branch the env's apps deploy from (the push that triggers it) and the extras
+the config's features need. The job runs in the GitHub environment of the env's name: its
+secrets are that environment's, which its deployment branch rule keeps from a workflow pushed
+on any other branch (repository secrets reach every workflow of every branch). The workflow's
+steps are plain shell a test can run as the runner would (tests/integration/test_ci_recipe.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from tests.host.fake_vps import public_key
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.host import judge, keys
 from vedfin_ops.host.facts import Facts, Verdict
-from vedfin_ops.host.firewall import judge_firewall, parse_added, wanted
+from vedfin_ops.host.firewall import Peer, judge_firewall, parse_added, wanted
 
 
 def facts(text: str) -> Facts:
@@ -202,15 +202,56 @@ def test_ufw_inactive_or_allowing_by_default_is_changed() -> None:
 def test_rules_the_config_does_not_name_go_but_never_one_for_the_ssh_port() -> None:
     rules = ("ufw allow 22/tcp\nufw allow 80/tcp\nufw allow 443/tcp\nufw deny 3000/tcp\n"
              "ufw allow 3000/tcp\nufw allow from 10.0.0.0/8 to any port 5432\n"
-             "ufw limit from 198.51.100.7 to any port 2222 proto tcp\nufw allow OpenSSH\n"
-             "ufw allow 80/udp")
+             "ufw limit from 198.51.100.7 to any port 2222 proto tcp\nufw allow Samba\n"
+             "ufw allow 80/udp\nufw allow 8000:9000/tcp")
     verdict = judge_firewall(ufw(rules), [22, 80, 443], [3000], 2222)
     assert verdict.data["allow"] == [2222]
-    assert verdict.data["delete"] == [["allow", "3000/tcp"],
-                                      ["allow", "from", "10.0.0.0/8", "to", "any", "port", "5432"],
-                                      ["allow", "OpenSSH"], ["allow", "80/udp"]]
-    on_22 = judge_firewall(ufw(rules), [22, 80, 443], [3000], 22)
+    assert verdict.data["delete"] == [["allow", "3000/tcp"], ["allow", "Samba"],
+                                      ["allow", "80/udp"], ["allow", "8000:9000/tcp"]]
+    on_22 = judge_firewall(ufw(rules + "\nufw allow OpenSSH"), [22, 80, 443], [3000], 22)
     assert ["allow", "OpenSSH"] not in on_22.data["delete"]  # OpenSSH is port 22
+
+
+WORLD = "ufw allow 22/tcp\nufw allow 80/tcp\nufw allow 443/tcp\nufw deny 3000/tcp\n"
+SWARM_BY_HAND = "ufw allow 2377/tcp\nufw allow 7946\nufw allow 4789/udp\n"
+NARROWED = ("ufw allow from 10.0.0.2\nufw allow in on eth1 to any port 5432\n"
+            "ufw allow to 10.0.0.9 port 6379 proto tcp\nufw allow out 25/tcp\n")
+WORKERS = [Peer("node1", "10.0.0.2"), Peer("node2", "10.0.0.3")]
+
+
+def test_a_rule_the_operator_narrowed_is_never_removed() -> None:
+    verdict = judge_firewall(ufw(WORLD + NARROWED + "ufw allow 8080/tcp"), [22, 80, 443],
+                             [3000], 22)
+    assert verdict.data["delete"] == [["allow", "8080/tcp"]]
+    assert verdict.notes[1:] == (
+        "kept `allow from 10.0.0.2` (from 10.0.0.2: the operator's own, never removed)",
+        "kept `allow in on eth1 to any port 5432` (on eth1: the operator's own, never removed)",
+        "kept `allow to 10.0.0.9 port 6379 proto tcp` (to 10.0.0.9: the operator's own, never "
+        "removed)",
+        "kept `allow out 25/tcp` (outgoing: the operator's own, never removed)")
+    assert judge_firewall(ufw(WORLD + NARROWED), [22, 80, 443], [3000], 22).state == "ok"
+
+
+def test_a_managers_swarm_ports_are_kept_and_allowed_from_the_other_nodes() -> None:
+    by_hand = judge_firewall(ufw(WORLD + SWARM_BY_HAND + NARROWED), [22, 80, 443], [3000], 22,
+                             WORKERS)
+    assert by_hand.state == "ok", by_hand.notes
+    assert by_hand.notes[0] == ("active; allows 22, 80, 443; denies 3000; the swarm's ports "
+                                "from 10.0.0.2, 10.0.0.3")
+    assert "kept `allow 2377/tcp` (a swarm port: `nodes` is set)" in by_hand.notes
+    assert "kept `allow 4789/udp` (a swarm port: `nodes` is set)" in by_hand.notes
+    # none there: allowed from each node's address alone (10.0.0.2's by its own rule already)
+    missing = judge_firewall(ufw(WORLD + "ufw allow from 10.0.0.2"), [22, 80, 443], [3000], 22,
+                             [*WORKERS, Peer("node3", None)])
+    assert missing.data["allow_from"] == [["10.0.0.3", 2377, "tcp"], ["10.0.0.3", 7946, "tcp"],
+                                          ["10.0.0.3", 7946, "udp"], ["10.0.0.3", 4789, "udp"]]
+    assert missing.notes[0] == ("allow the swarm's ports from the other nodes: 10.0.0.3 "
+                                "2377/tcp, 7946/tcp, 7946/udp, 4789/udp")
+    assert missing.notes[-1].startswith("node node3 has no IP address in the config")
+    # a single host: the swarm's ports are ports the config does not name
+    single = judge_firewall(ufw(WORLD + SWARM_BY_HAND + NARROWED), [22, 80, 443], [3000], 22)
+    assert single.data["delete"] == [["allow", "2377/tcp"], ["allow", "7946"],
+                                     ["allow", "4789/udp"]]
 
 
 def test_the_ssh_port_is_never_denied() -> None:

@@ -339,10 +339,54 @@ def test_rules_the_config_does_not_name_are_removed_but_never_the_ssh_port(
     planned = run(vps, config, plan=True)
     assert planned["firewall"].detail == ("remove `allow 8080` (the config does not name it); "
                                           "remove `allow 19999/tcp` (the config does not name "
-                                          "it)")
+                                          "it); kept `limit from 198.51.100.7 to any port 22` "
+                                          "(from 198.51.100.7: the operator's own, never "
+                                          "removed)")
     run(vps, config)
     assert vps.state()["ufw"]["rules"] == [
         *rules, ["limit", "from", "198.51.100.7", "to", "any", "port", "22"]]
+
+
+def test_a_cluster_managers_swarm_ports_and_narrowed_rules_survive_a_run(
+        vps: FakeVps, variant: Variant) -> None:
+    """The swarm's ports opened by hand (as the docs said before), a rule from one address
+    and one on an interface stay; the nodes' ports are allowed from their addresses."""
+    def change(data: dict[str, Any]) -> None:
+        vps.config_change(data)
+        data.pop("vps")
+        data["nodes"] = [
+            {"name": "node0", "host": f"root@{ADDRESS}", "role": "manager", "memory": "4g",
+             "cpus": 2, "swap": "64m", "public": True, "postgres": True, "address": ADDRESS},
+            {"name": "node1", "host": "deployer@10.0.0.2", "memory": "4g", "cpus": 2,
+             "address": "10.0.0.2"},
+            {"name": "node2", "host": "deployer@10.0.0.3", "memory": "4g", "cpus": 2,
+             "address": "10.0.0.3"}]
+        data["registry"] = {"server": "registry.example.com", "username": "deployer",
+                            "password": "${REGISTRY_PASSWORD}"}
+        data["secrets"]["shared"]["REGISTRY_PASSWORD"] = "manual"
+        for app in data["applications"]:
+            app["image"] = f"registry.example.com/vedfin/{app['name'].split('-')[0]}"
+
+    config = variant(change)
+    vps.installed("ufw")
+    rules = [["allow", "22/tcp"], ["allow", "80/tcp"], ["allow", "443/tcp"], ["deny", "3000/tcp"]]
+    theirs = [["allow", "2377/tcp"], ["allow", "7946"], ["allow", "from", "10.0.0.2"],
+              ["allow", "in", "on", "eth1", "to", "any", "port", "5432"]]
+    vps.set(ufw={"active": True, "default": "deny", "rules": [
+        *rules, *theirs, ["allow", "8080/tcp"]]})
+    said: list[str] = []
+    run(vps, config, said=said)
+    assert vps.state()["ufw"]["rules"] == [
+        *rules, *theirs, ["allow", "from", "10.0.0.3", "to", "any", "port", "4789", "proto",
+                          "udp"]]  # 10.0.0.2's come from its own rule, 7946 from `allow 7946`
+    line = next(line for line in said if line.startswith("ufw: changing"))
+    assert "remove `allow 8080/tcp` (the config does not name it)" in line
+    assert "kept `allow 2377/tcp` (a swarm port: `nodes` is set)" in line
+    assert "kept `allow from 10.0.0.2` (from 10.0.0.2: the operator's own, never removed)" in line
+    log = vps.log()
+    again = run(vps, config)
+    assert again["firewall"].status == "ok" and vps.log() == log
+    assert "kept `allow in on eth1 to any port 5432`" in again["firewall"].detail
 
 
 def test_the_ssh_port_this_connection_came_in_on_is_allowed_first(

@@ -19,7 +19,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.errors import UsageError
 from vedfin_ops.host import judge, kuma
 from vedfin_ops.host.facts import Facts, Verdict, change, fail, ok, skip
-from vedfin_ops.host.firewall import judge_firewall
+from vedfin_ops.host.firewall import Peer, judge_firewall
 from vedfin_ops.host.keys import PublicKey
 from vedfin_ops.monitoring.uptime_kuma import Connect
 from vedfin_ops.remote.commands import host as commands
@@ -154,12 +154,18 @@ def apply_swap(run: Run, verdict: Verdict) -> None:
 
 # --- 6. the firewall -----------------------------------------------------------------------
 
+def peers(config: Config) -> list[Peer]:
+    """The swarm's other nodes: every one of `nodes` but the first manager (this host)."""
+    managers = [n for n in config.nodes if n.role == "manager"]
+    return [Peer(n.name, n.address) for n in config.nodes if not managers or n is not managers[0]]
+
+
 def check_firewall(run: Run) -> Verdict:
     firewall = run.config.firewall
     if firewall.check == "none":
         return skip("firewall.check is none")
     text = run.root(commands.ufw_probe(), what="firewall check")
-    return judge_firewall(text, firewall.allow, firewall.deny, run.ssh_port)
+    return judge_firewall(text, firewall.allow, firewall.deny, run.ssh_port, peers(run.config))
 
 
 def apply_firewall(run: Run, verdict: Verdict) -> None:
@@ -168,6 +174,8 @@ def apply_firewall(run: Run, verdict: Verdict) -> None:
     run.install(verdict.packages)
     if data.get("allow"):
         run.root(commands.ufw_rules("allow", data["allow"]), what="ufw allow")
+    if data.get("allow_from"):
+        run.root(commands.ufw_allow_from(data["allow_from"]), what="ufw allow from")
     if data.get("deny"):
         run.root(commands.ufw_rules("deny", data["deny"]), what="ufw deny")
     for rule in data.get("delete", []):

@@ -262,6 +262,13 @@ def ufw_rules(action: str, ports: Sequence[int]) -> str:
     return all_of(*(f"ufw {sh(action)} {int(p)}/tcp >/dev/null" for p in ports))
 
 
+def ufw_allow_from(rules: Sequence[Sequence[str | int]]) -> str:
+    """`allow from ADDRESS to any port PORT proto PROTO` each ([address, port, proto]): the
+    swarm's ports, from another node only."""
+    return all_of(*(f"ufw allow from {sh(address)} to any port {int(port)} proto {sh(proto)} "
+                    ">/dev/null" for address, port, proto in rules))
+
+
 def ufw_default_deny() -> str:
     return "ufw default deny incoming >/dev/null"
 

@@ -205,11 +205,33 @@ def test_rules_the_config_does_not_name_go_but_never_one_for_the_ssh_port() -> N
              "ufw limit from 198.51.100.7 to any port 2222 proto tcp\nufw allow Samba\n"
              "ufw allow 80/udp\nufw allow 8000:9000/tcp")
     verdict = judge_firewall(ufw(rules), [22, 80, 443], [3000], 2222)
-    assert verdict.data["allow"] == [2222]
+    assert verdict.data["allow"] == []  # 2222's rule from one address counts
     assert verdict.data["delete"] == [["allow", "3000/tcp"], ["allow", "Samba"],
                                       ["allow", "80/udp"], ["allow", "8000:9000/tcp"]]
     on_22 = judge_firewall(ufw(rules + "\nufw allow OpenSSH"), [22, 80, 443], [3000], 22)
     assert ["allow", "OpenSSH"] not in on_22.data["delete"]  # OpenSSH is port 22
+
+
+def test_an_ssh_rule_the_operator_narrowed_counts_and_no_world_open_one_is_added() -> None:
+    rules = ("ufw allow from 203.0.113.7 to any port 22 proto tcp\nufw allow 80/tcp\n"
+             "ufw allow 443/tcp\nufw deny 3000/tcp")
+    verdict = judge_firewall(ufw(rules), [22, 80, 443], [3000], 22)
+    assert verdict.state == "ok" and verdict.notes[1] == (
+        "kept `allow from 203.0.113.7 to any port 22 proto tcp` (from 203.0.113.7: the "
+        "operator's own, never removed)")
+    inactive = judge_firewall(ufw(rules, "Status: inactive"), [22, 80, 443], [3000], 22,
+                              client="203.0.113.7")
+    assert inactive.state == "change" and inactive.data["allow"] == []
+    assert inactive.data["enable"]
+    # only from the operator's office while this run comes from elsewhere: never enabled
+    elsewhere = judge_firewall(ufw(rules, "Status: inactive"), [22, 80, 443], [3000], 22,
+                               client="198.51.100.4")
+    assert elsewhere.state == "fail" and "do not admit this connection's address " \
+        "198.51.100.4: enabling it would cut this link" in elsewhere.text
+    # a narrowed rule for another port, or for UDP, is no SSH rule
+    other = judge_firewall(ufw("ufw allow from 203.0.113.7 to any port 2222 proto tcp\n"
+                               "ufw allow 22/udp"), [80], [], 22)
+    assert other.data["allow"] == [22, 80]
 
 
 WORLD = "ufw allow 22/tcp\nufw allow 80/tcp\nufw allow 443/tcp\nufw deny 3000/tcp\n"

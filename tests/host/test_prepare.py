@@ -389,6 +389,20 @@ def test_a_cluster_managers_swarm_ports_and_narrowed_rules_survive_a_run(
     assert "kept `allow in on eth1 to any port 5432`" in again["firewall"].detail
 
 
+def test_an_ssh_rule_the_operator_narrowed_is_enough_to_enable_ufw(
+        vps: FakeVps, config: Config) -> None:
+    """No world-open SSH rule beside the operator's own, and the guard on the host takes it."""
+    vps.installed("ufw")
+    narrowed = ["allow", "from", "203.0.113.7", "to", "any", "port", "22", "proto", "tcp"]
+    vps.set(ufw={"active": False, "default": "allow", "rules": [narrowed]})
+    run(vps, config)
+    ufw = vps.state()["ufw"]
+    assert ufw["active"] and ufw["default"] == "deny"
+    assert ufw["rules"] == [narrowed, ["allow", "80/tcp"], ["allow", "443/tcp"],
+                            ["deny", "3000/tcp"]]
+    assert run(vps, config)["firewall"].status == "ok"
+
+
 def test_the_ssh_port_this_connection_came_in_on_is_allowed_first(
         vps: FakeVps, config: Config) -> None:
     run(vps, config, ssh_port=2222)

@@ -7,7 +7,11 @@ not) and `ufw status verbose` (active, the default policy). Only a world-open ru
 anywhere, on any interface, to any address, incoming) for a port the config does not name is
 removed. A rule the operator narrowed (`from X`, `on eth1`, `to X`, an outgoing one) is theirs
 and kept, and so is a rule that mentions the SSH port, whatever else it says: this run talks
-over it. On a cluster's manager (`nodes`), the
+over it. Any rule letting TCP in to the SSH port counts as the SSH rule, a narrowed one
+included (`commands.host.ssh_rule_pattern`, the same the enable's guard greps for): a
+world-open one is added only when none is there; an inactive ufw whose SSH rules all come
+from sources other than this connection's address is not enabled (it would cut this link).
+On a cluster's manager (`nodes`), the
 swarm's ports (2377/tcp, 7946/tcp+udp, 4789/udp) are kept where open, and allowed from each
 other node's address where missing. The apply's order never locks the operator out: the SSH
 port's allow rule first, the firewall enabled only once ufw lists that rule
@@ -23,7 +27,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from vedfin_ops.host.facts import Verdict, change, ok
+from vedfin_ops.host.facts import Verdict, change, fail, ok
+from vedfin_ops.remote.commands.host import ssh_rule_pattern
 from vedfin_ops.remote.probes.host_facts import parse_ufw, sections
 
 OPENS = ("allow", "limit")
@@ -120,18 +125,22 @@ class Rule:
         return self.fields()["direction"] == "in" and its_proto in ("any", proto) and \
             (ports is None or port in ports)
 
+    def admits(self, address: str) -> bool:
+        """Its source takes `address` in: anywhere, the address, or a network holding it."""
+        source = self.fields()["src"]
+        if source in ANYWHERE:
+            return True
+        try:
+            return ipaddress.ip_address(address) in ipaddress.ip_network(source, strict=False)
+        except ValueError:
+            return source == address
+
     def from_(self, address: str) -> bool:
         """Its source takes `address` in (anywhere, the address, or a network holding it),
         on no interface and to any address of this host."""
         f = self.fields()
-        if f["interface"] or f["dst"] not in ANYWHERE or f["sport"] or f["sapp"]:
-            return False
-        if f["src"] in ANYWHERE:
-            return True
-        try:
-            return ipaddress.ip_address(address) in ipaddress.ip_network(f["src"], strict=False)
-        except ValueError:
-            return f["src"] == address
+        return not (f["interface"] or f["dst"] not in ANYWHERE or f["sport"] or f["sapp"]) \
+            and self.admits(address)
 
     def mentions(self, port: int) -> bool:
         text = " ".join(self.spec)
@@ -188,7 +197,7 @@ def _kept(rule: Rule, named: set[int], peers: Sequence[Peer], ssh: int) -> str |
     narrowed = rule.narrowed()
     if narrowed:
         return f"{narrowed}: the operator's own, never removed"
-    if rule.mentions(ssh):
+    if rule.mentions(ssh) or _is_ssh_rule(rule, ssh):
         return ""
     ports, proto = rule.ports()
     if ports is None or not ports:
@@ -199,9 +208,15 @@ def _kept(rule: Rule, named: set[int], peers: Sequence[Peer], ssh: int) -> str |
     return None
 
 
+def _is_ssh_rule(rule: Rule, ssh: int) -> bool:
+    return bool(re.search(ssh_rule_pattern(ssh), rule.line or "ufw " + " ".join(rule.words)))
+
+
 def judge_firewall(text: str, allow: list[int], deny: list[int], ssh: int,
-                   peers: Sequence[Peer] = ()) -> Verdict:
-    """`peers`: the other nodes of the swarm this host manages (none on a single host)."""
+                   peers: Sequence[Peer] = (), client: str | None = None) -> Verdict:
+    """`peers`: the other nodes of the swarm this host manages (none on a single host);
+    `client`: the address this connection comes from, as the server sees it (None: not
+    known)."""
     opened, denied = wanted(allow, deny, ssh)
     parts = sections(text)
     if "NOUFW" in parts or "ADDED" not in parts:
@@ -216,7 +231,15 @@ def judge_firewall(text: str, allow: list[int], deny: list[int], ssh: int,
     status = parse_ufw(parts.get("STATUS", ""))
     opens = [r for r in rules if r.action in OPENS]
     world = [r for r in rules if not r.narrowed()]
-    add = [p for p in opened if not any(r.action in OPENS and r.opens(p, "tcp") for r in world)]
+    ssh_rules = [r for r in opens if _is_ssh_rule(r, ssh)]
+    if ssh_rules and not status.active and client and \
+            not any(r.admits(client) for r in ssh_rules):
+        named = ", ".join("`" + " ".join(r.words) + "`" for r in ssh_rules)
+        return fail(f"the firewall is inactive and its rules for the SSH port {ssh} ({named}) "
+                    f"do not admit this connection's address {client}: enabling it would cut "
+                    f"this link; allow {ssh}/tcp from {client}, or enable ufw by hand")
+    add = [p for p in opened if not (p == ssh and ssh_rules) and
+           not any(r.action in OPENS and r.opens(p, "tcp") for r in world)]
     block = [p for p in denied
              if not any(r.action in CLOSES and r.opens(p, "tcp") for r in world)]
     extra, kept = [], []

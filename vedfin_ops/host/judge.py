@@ -72,6 +72,13 @@ def ssh_port(facts: Facts) -> int | None:
     return int(words[3]) if len(words) == 4 and words[3].isdigit() else None
 
 
+def ssh_client(facts: Facts) -> str | None:
+    """The address this connection comes from, as the server sees it ($SSH_CONNECTION's
+    first field)."""
+    words = facts.one("ssh").split()
+    return words[0] if len(words) == 4 else None
+
+
 def judge_docker(facts: Facts) -> Verdict:
     states = package_states(facts)
     others = [p for p in OTHER_DOCKERS if present(states, p)]

@@ -165,7 +165,8 @@ def check_firewall(run: Run) -> Verdict:
     if firewall.check == "none":
         return skip("firewall.check is none")
     text = run.root(commands.ufw_probe(), what="firewall check")
-    return judge_firewall(text, firewall.allow, firewall.deny, run.ssh_port, peers(run.config))
+    return judge_firewall(text, firewall.allow, firewall.deny, run.ssh_port, peers(run.config),
+                          judge.ssh_client(run.facts))
 
 
 def apply_firewall(run: Run, verdict: Verdict) -> None:

@@ -282,12 +282,31 @@ def ufw_enable() -> str:
     return "ufw --force enable >/dev/null"
 
 
+def ssh_rule_pattern(ssh_port: int) -> str:
+    """A line of `ufw show added` that lets TCP in to the SSH port: an allow or limit rule,
+    incoming, for the port alone (`22`, `22/tcp`, in a list `22,80/tcp`) or from a source,
+    on an interface or to an address the operator narrowed it to (`allow from 203.0.113.7 to
+    any port 22 proto tcp`, `allow from 10.0.0.2`: every port from there), or OpenSSH's
+    profile (port 22). A range (`20:30/tcp`) is not read. An extended regular expression that
+    Python's `re` reads alike: host.prepare's judge (`host/firewall.py`) and the guard below
+    count the same rules."""
+    port = int(ssh_port)
+    listed = f"([0-9:]+,)*{port}(,[0-9:]+)*"
+    app = "|OpenSSH" if port == 22 else ""
+    app_to = "| app OpenSSH" if port == 22 else ""
+    head, tail = "^ufw (allow|limit)", "( comment .*)?$"
+    short = f"{head}( in)?( log(-all)?)? ({listed}(/tcp)?{app}){tail}"
+    long = (f"{head}( in on [^ ]+)?( log(-all)?)?( from [^ ]+)?"
+            f"( to [^ ]+( port {listed}{app_to})?)?( proto tcp)?{tail}")
+    return f"({short})|({long})"
+
+
 def ufw_if_ssh_allowed(ssh_port: int, command: str) -> str:
     """`command` (enable, or deny incoming by default) only when ufw lists a rule allowing
-    the SSH port: the link this run talks over must never be the first thing it drops."""
+    the SSH port (`ssh_rule_pattern`, a narrowed one included): the link this run talks over
+    must never be the first thing it drops."""
     port = int(ssh_port)
-    allowed = (f"ufw show added 2>/dev/null | grep -qE "
-               f"{sh(f'^ufw (allow|limit) (in )?{port}(/tcp)?( comment .*)?$')}")
+    allowed = f"ufw show added 2>/dev/null | grep -qE {sh(ssh_rule_pattern(port))}"
     return (f"if {allowed}; then {command}; else echo 'fail: no rule allows the SSH port "
             f"{port}: ufw left as it was' >&2; exit 3; fi")
 

@@ -6,6 +6,7 @@ deploys on the scripted host, recorded as built from the commit."""
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,9 @@ from tests.deploy.test_orchestration import FakeClock, World, _secrets
 from tests.fake.host import FakeHost
 from tests.registry_push import push as push_image
 from vedfin_ops.config.loader import config_from_dict, load_config
+from vedfin_ops.config.tags import check_tag
 from vedfin_ops.deploy import source
-from vedfin_ops.deploy.build import BuildFirst, check_build_first, targets
+from vedfin_ops.deploy.build import BuildFirst, Built, check_build_first, targets
 from vedfin_ops.deploy.options import DeployOptions
 from vedfin_ops.errors import ConfigError, UsageError
 from vedfin_ops.run.env_run import listing
@@ -66,7 +68,7 @@ def test_changes_untracked_files_and_renames_are_dirty(tmp_path: Path) -> None:
     (root / "name with space").write_text("y")
     found = source.read_source(root)
     assert sorted(found.dirty) == ["apps/api/new.ts", "dokploy.yaml", "name with space"]
-    assert found.tag() == found.commit + "-dirty"
+    assert re.fullmatch(re.escape(found.commit) + r"-dirty-[0-9a-f]{8}", found.tag())
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "second")
     git(root, "mv", "dokploy.yaml", "vedfin.yaml")
@@ -75,6 +77,40 @@ def test_changes_untracked_files_and_renames_are_dirty(tmp_path: Path) -> None:
                                          r"holds \(first: vedfin.yaml\): commit them, or "
                                          r"--allow-dirty$"):
         source.check_clean(source.read_source(root))
+
+
+def test_two_different_dirty_trees_of_one_commit_get_two_tags(tmp_path: Path) -> None:
+    """`<commit>-dirty-<8 hex>`: the hash of `git diff HEAD` (binary) and of the untracked
+    files' names and contents, so one tag never names two different builds."""
+    root = repo(tmp_path / "r")
+    commit = git(root, "rev-parse", "--short=12", "HEAD").strip()
+
+    def tag() -> str:
+        made = source.read_source(root).tag()
+        assert re.fullmatch(re.escape(commit) + r"-dirty-[0-9a-f]{8}", made), made
+        assert check_tag(made) == made and len(made) <= 128
+        return made
+
+    (root / "dokploy.yaml").write_text("# one change\n")
+    one = tag()
+    assert tag() == one  # the same tree, the same tag
+    (root / "dokploy.yaml").write_text("# another change\n")
+    another = tag()
+    assert another != one
+    git(root, "add", "dokploy.yaml")  # staged or not, the same change
+    assert tag() == another
+    (root / "logo.png").write_bytes(b"\x89PNG\x00\x01")  # an untracked file: its content
+    logo = tag()
+    assert logo != another
+    (root / "logo.png").write_bytes(b"\x89PNG\x00\x02")
+    changed = tag()
+    assert changed != logo
+    (root / "logo.png").rename(root / "icon.png")  # and its name
+    assert tag() not in (logo, changed)
+    git(root, "add", "icon.png")  # staged: in git diff HEAD, binary
+    staged = tag()
+    (root / "icon.png").write_bytes(b"\x89PNG\x00\x03")
+    assert tag() != staged
 
 
 def test_detached_head_has_no_branch(tmp_path: Path) -> None:
@@ -171,7 +207,7 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_tagged_dirty(
     with pytest.raises(UsageError, match=r"1 file\(s\) changed or untracked .*notes.txt"):
         check_build_first(config, "production", BuildFirst(), None, {})
     tag, made = check_build_first(config, "production", BuildFirst(allow_dirty=True), None, {})
-    assert tag == made["commit"] + "-dirty" and made["dirty"] == 1
+    assert re.fullmatch(made["commit"] + r"-dirty-[0-9a-f]{8}", tag) and made["dirty"] == 1
 
 
 def test_no_registry_or_an_app_without_a_build_section_is_refused(
@@ -254,14 +290,16 @@ def built_world(tmp_path: Path, shipped_data: dict[str, Any], registry: Registry
     built: list[str] = []
 
     def fake_build(config: Any, tag: str, secrets: Any, *, push: bool = False,
-                   env: str | None = None, say: Any = print) -> list[Any]:
+                   env: str | None = None, say: Any = print) -> list[Built]:
         assert push and secrets["REGISTRY_PASSWORD"] == registry.password
+        made = []
         for app, _ in targets(config, env):
             repository = app.image_repo.split("/", 1)[1]
-            push_image(registry.server, (registry.username, registry.password), str(registry.ca),
-                 repository, tag, f"{app.name} {tag}")
+            digest = push_image(registry.server, (registry.username, registry.password),
+                                str(registry.ca), repository, tag, f"{app.name} {tag}")
             built.append(f"{repository}:{tag}")
-        return []
+            made.append(Built(f"{app.image_repo}:{tag}", digest, 0.0))
+        return made
 
     monkeypatch.setattr("vedfin_ops.deploy.pipeline.build_images", fake_build)
     return World(tmp_path, config, FakeHost(tmp_path), FakeClock()), root, built
@@ -287,6 +325,39 @@ def test_deploy_build_builds_the_commit_then_deploys_it_pinned_and_records_it(
     state = listing(world.host, world.layout)  # type: ignore[arg-type]
     assert state.meta["built_from"] == {"commit": commit, "branch": "main", "dirty": 0}
     assert world.audit()[-1]["detail"].endswith(f"; built from {commit} (main)")
+
+
+def test_the_images_this_run_pushed_are_pinned_not_a_later_push_of_the_same_tag(
+        built_world: tuple[World, Path, list[str]], registry: RegistryServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two --build deploys of one commit (staging's and production's) push the api under one
+    tag, and a build is not reproducible: a deploy pins the digests its own push returned,
+    never whatever the tag names in the registry once the other run pushed over it."""
+    from vedfin_ops.deploy import pipeline
+
+    world, _, _ = built_world
+    monkeypatch.delenv("GITHUB_REF_NAME", raising=False)
+    ours = pipeline.build_images
+    pushed: list[Built] = []
+    theirs: list[str] = []
+
+    def and_another_run_pushes_the_same_tags(*args: Any, **kwargs: Any) -> list[Built]:
+        made: list[Built] = ours(*args, **kwargs)
+        pushed.extend(made)
+        for item in made:
+            ref, _, tag = item.image.rpartition(":")
+            theirs.append(push_image(registry.server, (registry.username, registry.password),
+                                     str(registry.ca), ref.split("/", 1)[1], tag,
+                                     f"another build of {item.image}"))
+        return made
+
+    monkeypatch.setattr(pipeline, "build_images", and_another_run_pushes_the_same_tags)
+    result = _deploy(world, BuildFirst())
+    assert result.result == "ok" and len(pushed) == 2
+    assert set(world.env_images().values()) == {f"{b.image}@{b.digest}" for b in pushed}
+    assert not {b.digest for b in pushed} & set(theirs)
+    assert "registry: 2 images of production pinned by digest: 2 as this run pushed them, " \
+        "0 found in" in "\n".join(world.said)
 
 
 def test_a_refused_tree_or_a_missing_secret_builds_nothing_and_touches_no_host(

@@ -629,7 +629,7 @@ DEPLOY_HELP = {"tag": "image tag to deploy (default: the config's)",
                "build": "first build and push the env's images from the config's git work "
                         "tree (tag: its commit, unless --tag)",
                "allow_dirty": "with --build: build uncommitted changes too (tagged "
-                              "<commit>-dirty)",
+                              "<commit>-dirty-<8 hex of the changes>)",
                "any_branch": "with --build: build whatever branch is checked out, not only "
                              "the env's apps' `branch`",
                "branch": "with --build: the branch a detached HEAD is on (default: "

@@ -67,7 +67,8 @@ class BuildFirst:
     """`deploy --build`: build and push the env's images before deploying them. The flags
     that loosen its checks are explicit, each on its own."""
 
-    allow_dirty: bool = False  # build a tree with uncommitted changes (tagged <commit>-dirty)
+    # build a tree with uncommitted changes (tagged <commit>-dirty-<8 hex of the changes>)
+    allow_dirty: bool = False
     any_branch: bool = False  # build whatever branch is checked out
     branch: str | None = None  # a detached HEAD's branch (default: $GITHUB_REF_NAME)
 

@@ -12,19 +12,30 @@ from vedfin_ops.remote.registry import Registry, pinned
 
 
 def resolve_pins(config: Config, env: str, tag: str, secrets: Mapping[str, str], *,
+                 pushed: Mapping[str, str] | None = None,
                  say: Callable[[str], None] = print) -> dict[str, str]:
     """`repo:tag` -> `repo:tag@sha256:...` for every app image of `env` (none without a
-    registry in the config). Raises RegistryError naming the image."""
+    registry in the config). `pushed` (`repo:tag` -> digest) are the images this run pushed
+    (deploy --build): pinned as pushed, never looked up again, since another run may have
+    pushed another build under the same tag since; the others are asked of the registry.
+    Raises RegistryError naming the image."""
     registry = config.registry
     if registry is None:
         return {}
+    pushed = pushed or {}
     client = Registry(registry.server, registry.username,
                       secrets.get(registry.password_secret, ""), ca=registry.ca_root)
     pins: dict[str, str] = {}
     for app in config.apps(env):
         ref = image(app, tag)
-        pins[ref] = pinned(ref, client.digest(ref))
-    say(f"registry: {len(pins)} images of {env} found in {registry.server}, pinned by digest")
+        pins[ref] = pinned(ref, pushed.get(ref) or client.digest(ref))
+    ours = sum(1 for ref in pins if pushed.get(ref))
+    if pushed:
+        say(f"registry: {len(pins)} images of {env} pinned by digest: {ours} as this run "
+            f"pushed them, {len(pins) - ours} found in {registry.server}")
+    else:
+        say(f"registry: {len(pins)} images of {env} found in {registry.server}, pinned by "
+            f"digest")
     return pins
 
 

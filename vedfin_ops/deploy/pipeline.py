@@ -109,11 +109,14 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     missing = secret_store.missing(config, env, secrets)
     if missing:
         raise UsageError(secret_store.not_set(config, env, missing))
+    pushed: dict[str, str] = {}  # repo:tag -> the digest this run's push sent
     if built_from is not None:
         commit = built_from["commit"]
         say(f"build: {env}'s images at {tag}" + (f" (commit {commit})" if commit != tag else ""))
-        build_images(config, tag, secrets, push=True, env=env, say=say)
-    pins = resolve_pins(config, env, tag, secrets, say=say)  # nothing changed if this fails
+        pushed = {b.image: b.digest for b in build_images(config, tag, secrets, push=True,
+                                                          env=env, say=say) if b.digest}
+    # nothing changed if this fails; what this run pushed is pinned as pushed
+    pins = resolve_pins(config, env, tag, secrets, pushed=pushed, say=say)
     files = render(config, env, tag=tag, secrets=secrets, pins=pins)
     handshakes_before = HANDSHAKES["count"]
     host = as_host(conn)

@@ -2,16 +2,18 @@
 
 The images are tagged with the tree's commit, so a tag names the source it was built from. A
 tree with changes no commit holds would make that tag a lie: it is refused (`--allow-dirty`
-builds it anyway, tagged `<commit>-dirty`). An app's `branch` is the branch its env deploys
-from: building another branch's code for it is refused (`--any-branch` lets it through). CI
-checks out a detached HEAD (a pull request, a re-run of an old commit): its branch comes from
-`--branch`, else `$GITHUB_REF_NAME`.
+builds it anyway, tagged `<commit>-dirty-<8 hex>`: a hash of the changes, so two different
+dirty trees of one commit never share a tag, and neither pushes over the other's image). An
+app's `branch` is the branch its env deploys from: building another branch's code for it is
+refused (`--any-branch` lets it through). CI checks out a detached HEAD (a pull request, a
+re-run of an old commit): its branch comes from `--branch`, else `$GITHUB_REF_NAME`.
 
 Only `git` run as a process, no shell; every failure is one line (exit 2).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from collections.abc import Mapping
@@ -25,6 +27,7 @@ from vedfin_ops.errors import ConfigError, UsageError
 BRANCH_ENV = "GITHUB_REF_NAME"  # the branch a GitHub Actions run was started for
 COMMIT_LENGTH = 12  # one length everywhere: a laptop's clone and CI's shallow one tag alike
 DIRTY_SUFFIX = "-dirty"
+DIRTY_HASH_LENGTH = 8  # hex digits of the changes' hash in a dirty tree's tag
 
 
 class SourceError(UsageError):
@@ -37,24 +40,32 @@ class Source:
     commit: str  # HEAD, abbreviated to COMMIT_LENGTH
     branch: str | None  # HEAD's branch; None on a detached HEAD
     dirty: tuple[str, ...]  # changed tracked files and untracked ones git does not ignore
+    changes: str = ""  # with `dirty`: the changes' hash (`changes_hash`)
 
     def tag(self) -> str:
-        """The image tag of a build of this tree: its commit (`-dirty` when it has changes)."""
-        return self.commit + (DIRTY_SUFFIX if self.dirty else "")
+        """The image tag of a build of this tree: its commit; with changes,
+        `<commit>-dirty-<changes>` (27 characters, a valid Docker tag)."""
+        return self.commit + (f"{DIRTY_SUFFIX}-{self.changes}" if self.dirty else "")
 
 
 def git(folder: Path, *args: str) -> str:
     """`git -C folder ARGS`'s output; a failure is one line naming the folder."""
+    return git_bytes(folder, *args).decode("utf-8", "replace")
+
+
+def git_bytes(folder: Path, *args: str) -> bytes:
+    """`git -C folder ARGS`'s output as bytes (a binary diff is no text)."""
     try:
         done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
-                              text=True, timeout=60, check=False)
+                              timeout=60, check=False)
     except FileNotFoundError:
         raise SourceError("deploy --build: git is not installed here (the images are tagged "
                           "with the commit)") from None
     except subprocess.TimeoutExpired:
         raise SourceError(f"{folder}: git {args[0]} did not answer in 60 s") from None
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        said = (done.stderr.decode("utf-8", "replace").strip().splitlines()
+                or ["no output"])[-1]
         raise SourceError(f"{folder}: git {args[0]} failed: {said}")
     return done.stdout
 
@@ -102,9 +113,45 @@ def dirty_files(root: Path) -> list[str]:
     return names
 
 
+# the diff's bytes whatever the user's git config says of colours, drivers, renames, prefixes
+DIFF_OPTIONS = ("--binary", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames",
+                "--src-prefix=a/", "--dst-prefix=b/")
+
+
+def changes_hash(root: Path) -> str:
+    """What a dirty tree holds that HEAD does not, hashed (sha256, DIRTY_HASH_LENGTH hex):
+    `git diff HEAD` with binary files whole (staged or not: the tree a build reads), then
+    each untracked file git does not ignore, its name and content (a link: its target).
+    Two different trees of one commit get two tags, one tree always the same."""
+    digest = hashlib.sha256()
+
+    def add(kind: bytes, name: bytes, content: bytes) -> None:  # lengths: no two readings
+        for part in (kind, name, str(len(content)).encode(), content):
+            digest.update(part + b"\0")
+
+    add(b"diff", b"HEAD", git_bytes(root, "-c", "core.quotePath=true", "diff", *DIFF_OPTIONS,
+                                     "HEAD", "--"))
+    untracked = git_bytes(root, "ls-files", "-z", "--others", "--exclude-standard")
+    for name in sorted(n for n in untracked.split(b"\0") if n):
+        path = root / os.fsdecode(name)
+        try:
+            if path.is_symlink():
+                add(b"link", name, os.fsencode(os.readlink(path)))
+            elif path.is_dir():  # a repository of its own inside the tree: its name only
+                add(b"folder", name, b"")
+            else:
+                add(b"file", name, path.read_bytes())
+        except OSError as exc:
+            raise SourceError(f"{path}: cannot read it to tag the dirty tree "
+                              f"({exc.strerror or exc})") from None
+    return digest.hexdigest()[:DIRTY_HASH_LENGTH]
+
+
 def read_source(folder: Path) -> Source:
     root = work_tree(folder)
-    return Source(root, short_commit(root), current_branch(root), tuple(dirty_files(root)))
+    dirty = tuple(dirty_files(root))
+    return Source(root, short_commit(root), current_branch(root), dirty,
+                  changes_hash(root) if dirty else "")
 
 
 def config_folder(config: Config) -> Path:

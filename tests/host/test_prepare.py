@@ -403,6 +403,24 @@ def test_an_ssh_rule_the_operator_narrowed_is_enough_to_enable_ufw(
     assert run(vps, config)["firewall"].status == "ok"
 
 
+def test_an_audit_log_made_after_the_user_step_is_the_deploy_users(
+        vps: FakeVps, config: Config) -> None:
+    """The user and baseDir there, no audit.log: a later step's audit line (as root) makes it
+    the deploy user's, 0644, so its next deploy appends and the next run changes nothing."""
+    run(vps, config)
+    log = vps.base / "audit.log"
+    log.unlink()
+    vps.set(owners={k: v for k, v in vps.state()["owners"].items() if k != str(log)})
+    Path(vps.paths.sysctl).unlink()  # the swap step, after the user step, has a change
+    first = run(vps, config)
+    assert statuses(first)["user"] == "ok" and statuses(first)["swap"] == "changed"
+    assert vps.state()["owners"].get(str(log), "root:root") == "deployer:deployer"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o644
+    assert [a["result"] for a in vps.audit()] == ["started", "changed", "ok"]
+    again = run(vps, config)
+    assert set(statuses(again).values()) == {"ok", "skipped"}, statuses(again)
+
+
 def test_the_ssh_port_this_connection_came_in_on_is_allowed_first(
         vps: FakeVps, config: Config) -> None:
     run(vps, config, ssh_port=2222)

@@ -23,7 +23,7 @@ from vedfin_ops.host.firewall import Peer, judge_firewall
 from vedfin_ops.host.keys import PublicKey
 from vedfin_ops.monitoring.uptime_kuma import Connect
 from vedfin_ops.remote.commands import host as commands
-from vedfin_ops.remote.commands.files import audit_append, mkdir_p
+from vedfin_ops.remote.commands.files import mkdir_p
 from vedfin_ops.remote.host import RemoteHost
 from vedfin_ops.remote.probes.host_facts import UFW_COMMAND, sudoers_line
 from vedfin_ops.run.layout import Layout
@@ -89,7 +89,7 @@ class Run:
         self.root(mkdir_p(self.base), what="base folder")
 
     def audit(self, line: str) -> None:
-        self.root(audit_append(self.audit_log, line), what="audit")
+        self.root(commands.audit_append_as(self.audit_log, line, self.user), what="audit")
 
 
 # --- 1. the system -------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from vedfin_ops.remote.commands.files import all_of
+from vedfin_ops.remote.commands.files import all_of, audit_append
 from vedfin_ops.remote.quoting import sh, sh_join
 
 #: Docker's own packages and the other engines that ship a `docker`: host.prepare installs
@@ -192,6 +192,18 @@ def user_apply(user: str, key_line: str, key_fragment: str, base: str, audit: st
         f'chown {sh(user + ":")} "$h/.ssh" {keys}',
         f"mkdir -p {sh(base)}", f"chown {sh(user + ':')} {sh(base)}", f"chmod 750 {sh(base)}",
         f"{{ [ ! -f {sh(audit)} ] || chown {sh(user + ':')} {sh(audit)}; }}")
+
+
+def audit_append_as(log: str, line: str, user: str) -> str:
+    """One audit line, appended as root; a log not there yet is made first as the deploy
+    user's (`user`, where that account exists; 0644, as its own `>>` makes it): a root-owned
+    log would refuse the next deploy's line, and the next host.prepare would give it back."""
+    append = audit_append(log, line)
+    if user == "root":
+        return append
+    f = sh(log)
+    return (f"if [ ! -e {f} ] && getent passwd {sh(user)} >/dev/null; then touch {f} && "
+            f"chown {sh(user + ':')} {f} && chmod 644 {f}; fi; {append}")
 
 
 # --- swap ----------------------------------------------------------------------------------

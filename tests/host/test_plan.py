@@ -312,6 +312,19 @@ def test_netdata_and_cron_as_the_tool_needs_them() -> None:
     assert bare.packages == ("netdata", "cron", "curl")
 
 
+def test_alerts_email_without_sendmail_is_a_warning_not_a_change() -> None:
+    email = "ops@v-edfinance.com"
+    silent = judge.judge_monitoring(facts(NETDATA_DONE), "/etc/netdata", "deployer", email)
+    assert silent.state == "ok" and silent.notes[1].startswith(
+        "warning: alerts.email is set but this host has no sendmail")
+    assert "msmtp-mta or postfix" in silent.notes[1]
+    relayed = judge.judge_monitoring(facts(NETDATA_DONE + "\nsendmail yes"), "/etc/netdata",
+                                     "deployer", email)
+    assert relayed.notes == silent.notes[:1]
+    assert judge.judge_monitoring(facts(NETDATA_DONE), "/etc/netdata", "deployer").notes == \
+        silent.notes[:1]
+
+
 def test_the_sudoers_file_is_exactly_the_line() -> None:
     line = "pkg sudo ii \nfile root 440 abc\nallowed yes"
     assert judge.judge_sudoers(facts(line), "/etc/sudoers.d/vedfin-ops", "abc").state == "ok"

@@ -421,6 +421,26 @@ def test_an_audit_log_made_after_the_user_step_is_the_deploy_users(
     assert set(statuses(again).values()) == {"ok", "skipped"}, statuses(again)
 
 
+def test_alerts_email_without_a_sendmail_on_the_host_is_a_warning(
+        vps: FakeVps, config: Config) -> None:
+    """Netdata would drop its alarm mail without a word; no MTA is installed for it."""
+    assert config.alerts.email == "ops@v-edfinance.com"
+    said: list[str] = []
+    first = run(vps, config, said=said)
+    warning = ("warning: alerts.email is set but this host has no sendmail: Netdata drops its "
+               "alarm mail to ops@v-edfinance.com; set up a mail relay (msmtp-mta or postfix")
+    assert first["monitoring"].status == "changed" and warning in first["monitoring"].detail
+    again = run(vps, config, said=(said := []))
+    assert again["monitoring"].status == "ok" and warning in again["monitoring"].detail
+    assert any(line.startswith("netdata and cron: ok (") and warning in line for line in said)
+    assert not any("postfix" in line or "msmtp" in line for line in vps.log())
+    sendmail = Path(vps.paths.sendmail)  # a relay set up: /usr/sbin/sendmail, off root's PATH
+    sendmail.parent.mkdir(parents=True)
+    sendmail.write_text("#!/bin/sh\n")
+    sendmail.chmod(0o755)
+    assert "warning" not in run(vps, config)["monitoring"].detail
+
+
 def test_the_ssh_port_this_connection_came_in_on_is_allowed_first(
         vps: FakeVps, config: Config) -> None:
     run(vps, config, ssh_port=2222)

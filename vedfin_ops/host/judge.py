@@ -194,8 +194,14 @@ def judge_swap(facts: Facts, mib: int, path: str, fstab: str = "/etc/fstab") -> 
     return ok(f"{what}, vm.swappiness={SWAPPINESS}")
 
 
-def judge_monitoring(facts: Facts, root: str, user: str) -> Verdict:
+def judge_monitoring(facts: Facts, root: str, user: str, email: str | None = None) -> Verdict:
+    """`email`: alerts.email. Without a `sendmail` on the host Netdata drops its alarm mail
+    without a word: a warning, not a change (the mail relay is the operator's to set up)."""
     states = package_states(facts)
+    warning = [] if not email or facts.has("sendmail") else [
+        f"warning: alerts.email is set but this host has no sendmail: Netdata drops its alarm "
+        f"mail to {email}; set up a mail relay (msmtp-mta or postfix, configured for your "
+        f"mail provider)"]
     # curl: the tool reads Netdata's API from the host itself (minimal images lack it)
     packages = missing_packages(states, ("netdata", "cron", "curl"))
     changes = package_changes(states, packages)
@@ -225,8 +231,8 @@ def judge_monitoring(facts: Facts, root: str, user: str) -> Verdict:
     if facts.one("cronallow") == "no":
         changes.append(f"{user} in /etc/cron.allow")
     if changes:
-        return change(changes, packages)
-    return ok(f"Netdata and cron running; {user} writes {root} and reaches netdatacli")
+        return change([*changes, *warning], packages)
+    return ok(f"Netdata and cron running; {user} writes {root} and reaches netdatacli", *warning)
 
 
 def judge_sudoers(facts: Facts, path: str, expected_sha: str) -> Verdict:

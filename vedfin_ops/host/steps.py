@@ -194,7 +194,7 @@ def apply_firewall(run: Run, verdict: Verdict) -> None:
 def check_monitoring(run: Run) -> Verdict:
     root = run.config.monitoring.netdata_config
     facts = run.probe(commands.monitoring_probe(run.paths, root, run.user), "monitoring")
-    return judge.judge_monitoring(facts, root, run.user)
+    return judge.judge_monitoring(facts, root, run.user, run.config.alerts.email)
 
 
 def apply_monitoring(run: Run, verdict: Verdict) -> None:

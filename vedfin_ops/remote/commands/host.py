@@ -45,6 +45,7 @@ class Paths:
     sudoers: str = "/etc/sudoers.d/vedfin-ops"
     netdata_dropin: str = "/etc/systemd/system/netdata.service.d/vedfin-ops.conf"
     cron_allow: str = "/etc/cron.allow"
+    sendmail: str = "/usr/sbin/sendmail"  # where Netdata's alarm-notify.sh looks besides PATH
     proc: str = "/proc"
 
     @classmethod
@@ -369,6 +370,8 @@ def monitoring_probe(paths: Paths, root: str, user: str) -> str:
         f'echo "usergroups $(id -nG {u} 2>/dev/null)"',
         f'echo "usergroup $(id -gn {u} 2>/dev/null)"',
         f"getent passwd {u} >/dev/null && {_cli_reaches(user)} && echo 'cli yes'",
+        f"{{ command -v sendmail >/dev/null 2>&1 || [ -x {sh(paths.sendmail)} ]; }} && "
+        "echo 'sendmail yes'",
         f"if [ -f {sh(paths.cron_allow)} ]; then grep -qx -- {u} {sh(paths.cron_allow)} && "
         "echo 'cronallow yes' || echo 'cronallow no'; fi; true")
 

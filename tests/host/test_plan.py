@@ -74,7 +74,14 @@ def test_docker_from_the_distribution_installed_enabled_running() -> None:
      "another Docker is installed (docker-ce, docker-ce-cli, containerd.io)"),
     ("pkg docker-ce rc \nsnap docker", "Docker is installed as a snap"),
     ("bin docker /usr/local/bin/docker -", "/usr/local/bin/docker is from no package"),
-    ("bin docker /usr/bin/docker podman-docker", "package podman-docker, not docker.io")])
+    ("bin docker /usr/bin/docker podman-docker", "package podman-docker, not docker.io"),
+    # docker.io installed (`ii`) owns its programs: a static one beside it is another Docker
+    ("pkg docker.io ii \nbin docker /usr/local/bin/docker -\nbin dockerd /usr/sbin/dockerd "
+     "docker.io", "/usr/local/bin/docker is from no package"),
+    ("pkg docker.io ii \nbin docker /usr/bin/docker -", "/usr/bin/docker is from no package"),
+    # still unpacking, yet the program is not at docker.io's own path
+    ("pkg docker.io iU \nbin dockerd /usr/local/bin/dockerd -",
+     "/usr/local/bin/dockerd is from no package")])
 def test_another_docker_is_refused_naming_it(lines: str, named: str) -> None:
     verdict = judge.judge_docker(facts(lines + "\nsvc docker none none"))
     assert verdict.state == "refuse" and named in verdict.text, verdict.text

@@ -11,6 +11,7 @@ from vedfin_ops.host.facts import (
     Verdict,
     change,
     fail,
+    installed,
     missing_packages,
     ok,
     package_changes,
@@ -79,6 +80,10 @@ def ssh_client(facts: Facts) -> str | None:
     return words[0] if len(words) == 4 else None
 
 
+#: where docker.io puts the two programs (`dpkg -L docker.io`)
+DOCKER_IO_PATHS = {"docker": "/usr/bin/docker", "dockerd": "/usr/sbin/dockerd"}
+
+
 def judge_docker(facts: Facts) -> Verdict:
     states = package_states(facts)
     others = [p for p in OTHER_DOCKERS if present(states, p)]
@@ -90,11 +95,13 @@ def judge_docker(facts: Facts) -> Verdict:
         return refuse("Docker is installed as a snap (snap list docker): host.prepare installs "
                       "the distribution's docker.io and never beside another; snap remove "
                       "docker first, or prepare this host by hand")
+    unpacking = present(states, "docker.io") and not installed(states, "docker.io")
     for value in facts.get("bin", []):
         words = value.split()
-        # a docker.io that dpkg is still unpacking owns nothing yet: not another Docker
+        # a docker.io that dpkg is still unpacking owns nothing yet: not another Docker, but
+        # only at docker.io's own paths (a static docker in /usr/local/bin is another one)
         if len(words) == 3 and words[2] != "docker.io" and not (
-                words[2] == "-" and present(states, "docker.io")):
+                words[2] == "-" and unpacking and DOCKER_IO_PATHS.get(words[0]) == words[1]):
             owner = "no package" if words[2] == "-" else f"package {words[2]}"
             return refuse(f"{words[1]} is from {owner}, not docker.io: another Docker is "
                           f"installed; remove it first, or prepare this host by hand")

@@ -325,6 +325,20 @@ def test_edge_email_that_is_not_an_address_is_refused(variant: Any, email: str) 
     assert "not an email address" in line
 
 
+@pytest.mark.parametrize("user", ["Deployer", "x;y", "it's", "1deploy", "-deploy", "", "de ploy",
+                                  "deployer\n", "a" * 33, "dépl"])
+def test_a_remote_user_that_is_not_a_posix_user_name_is_refused(variant: Any, user: str) -> None:
+    """It reaches host.prepare's shell, the sudoers line and chown."""
+    line = _error(variant, _set("remote.user", user))
+    assert line.startswith("error: dokploy.yaml: remote.user: ")
+    assert "is not a user name (^[a-z_][a-z0-9_-]{0,31}$" in line
+
+
+@pytest.mark.parametrize("user", ["deployer", "root", "_ci", "ci-deploy", "a" * 32, "u1_x-"])
+def test_posix_user_names_load_as_remote_user(variant: Any, user: str) -> None:
+    assert variant(_set("remote.user", user)).remote.user == user
+
+
 @pytest.mark.parametrize("email", ["ops@v-edfinance.com", "first.last+tag@mail.example.org",
                                    "OPS_1@Example.COM"])
 def test_edge_email_addresses_load(variant: Any, email: str) -> None:

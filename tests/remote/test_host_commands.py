@@ -78,6 +78,15 @@ def test_the_key_and_names_reach_the_shell_as_single_words() -> None:
     assert "usermod" not in root  # root keeps its groups and its password field
 
 
+def test_the_deploy_user_reaches_the_monitoring_applys_message_as_one_word() -> None:
+    """The loader takes only POSIX user names; the builder quotes it all the same."""
+    user = "x' ; touch /tmp/pwned ; echo '"
+    line = commands.monitoring_apply(commands.Paths(), "/etc/netdata", user)
+    said = line.split("if [ $i -ge 30 ]; then echo ", 1)[1].split(" >&2; exit 1", 1)[0]
+    assert shlex.split(said) == [f"fail: {user} cannot reach netdatacli (its socket "
+                                 "/tmp/netdata-ipc) 30 s after netdata started"]
+
+
 def test_the_swap_files_fstab_line_comes_only_after_swapon_worked() -> None:
     line = commands.swap_apply(commands.Paths(), 2048, make_file=True)
     assert line.index("swapon /swapfile") < line.index("/swapfile none swap sw 0 0")

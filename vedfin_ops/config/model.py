@@ -735,10 +735,22 @@ class OffHours(Model):
         return self
 
 
+_USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
+
+def _user_name(value: str) -> str:
+    """A POSIX user name (what useradd takes by default): it reaches the host's shell, its
+    sudoers line and its files' owners."""
+    if _USER_NAME.fullmatch(value) is None:
+        raise ValueError(f"{show(value)} is not a user name (^[a-z_][a-z0-9_-]{{0,31}}$: "
+                         f"lower-case letters, digits, _ and -, at most 32)")
+    return value
+
+
 class Remote(Model):
     base_dir: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$")] = "/opt/vedfin"
     keep_releases: Annotated[Count, Field(ge=1)] = 5
-    user: str = "deployer"
+    user: Annotated[str, AfterValidator(_user_name)] = "deployer"
     stack_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")] = "vedfin"
     network: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")] = "vedfin"
     rollout_timeout: Seconds = 600.0

@@ -385,6 +385,8 @@ def monitoring_apply(paths: Paths, root: str, user: str) -> str:
     socket need it, then waited for (30 s) until the deploy user reaches netdatacli."""
     u = sh(user)
     drop = sh(paths.netdata_dropin)
+    unreachable = (f"fail: {user} cannot reach netdatacli (its socket /tmp/netdata-ipc) 30 s "
+                   "after netdata started")
     parts = [
         "restart=0",
         f"if ! {_is_dropin(paths)}; then "
@@ -408,8 +410,7 @@ def monitoring_apply(paths: Paths, root: str, user: str) -> str:
         f"{_cli_reaches(user)} || restart=1",
         "if [ $restart = 1 ]; then systemctl restart netdata || exit 1; fi",
         f"i=0; until {_cli_reaches(user)}; do i=$((i + 1)); if [ $i -ge 30 ]; then "
-        f"echo 'fail: {user} cannot reach netdatacli (its socket /tmp/netdata-ipc) 30 s "
-        "after netdata started' >&2; exit 1; fi; sleep 1; done"]
+        f"echo {sh(unreachable)} >&2; exit 1; fi; sleep 1; done"]
     return "\n".join(parts)
 
 

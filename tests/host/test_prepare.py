@@ -329,6 +329,23 @@ def test_a_swarm_advertising_another_address_is_reported_and_left(
     assert vps.state()["swarm"]["addr"] == "10.9.9.9"
 
 
+def test_a_plan_with_a_step_that_cannot_be_done_exits_1_naming_it(
+        vps: FakeVps, config: Config) -> None:
+    vps.installed("docker.io")
+    vps.set(swarm={"state": "active", "addr": "10.9.9.9"})
+    failed = fails(vps, config, plan=True)
+    assert failed.exit_code == 1
+    assert str(failed) == ("host.prepare --plan: cannot be done: swarm; 5 step(s) would "
+                           "change")
+    assert failed.result["swarm"].status == "failed"
+    assert failed.result["swarm"].line().startswith("swarm: failed: the engine is in a swarm "
+                                                    "advertising 10.9.9.9, not 203.0.113.10")
+    assert vps.log() == [] and vps.audit() == []  # a plan changes and writes nothing
+    vps.set(swarm={"state": "active", "addr": ADDRESS})
+    assert run(vps, config, plan=True).plan_line() == \
+        "host.prepare --plan: 5 step(s) would change"
+
+
 def test_rules_the_config_does_not_name_are_removed_but_never_the_ssh_port(
         vps: FakeVps, config: Config) -> None:
     vps.installed("ufw")

@@ -337,9 +337,8 @@ def host_prepare(on: Target, plan: bool = False, key: str | None = None) -> None
         show(exc.result, True)
         raise
     show(result, plan)
-    if plan:
-        stdout.print(f"host.prepare --plan: {len(result.changed)} step(s) would change"
-                     if result.changed else "host.prepare --plan: nothing to change")
+    if plan:  # a plan with a step that cannot be done raised PrepareFailed (exit 1)
+        stdout.print(result.plan_line())
     else:
         stdout.print(f"host.prepare: changed {', '.join(result.changed)}" if result.changed
                      else "host.prepare: nothing to change")

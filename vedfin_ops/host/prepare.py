@@ -76,6 +76,19 @@ class Prepared:
     def done(self) -> list[str]:
         return [step.name for step in self.steps if step.status in DONE]
 
+    @property
+    def cannot(self) -> list[str]:
+        """The steps whose check says they cannot be done (a plan's `failed`)."""
+        return [step.name for step in self.steps if step.status == "failed"]
+
+    def plan_line(self) -> str:
+        """A plan's last line: what cannot be done, then how many steps would change."""
+        would = (f"{len(self.changed)} step(s) would change" if self.changed
+                 else "nothing to change")
+        cannot = [self[name].title for name in self.cannot]
+        return "host.prepare --plan: " + (f"cannot be done: {', '.join(cannot)}; "
+                                          if cannot else "") + would
+
     def summary(self) -> str:
         """`done: ...; not done: ...` (each with its state), for a one-line error."""
         done = [step.title for step in self.steps if step.status in DONE]
@@ -109,10 +122,10 @@ def prepare(host: RemoteHost, config: Config, *, public_key: PublicKey | str,
     """See the module docstring. `public_key`: the operator's key line, authorized for the
     deploy user. `ssh_port`: the port ufw keeps open when the host does not say which one
     this connection came in on. `secrets`: the config's (Uptime Kuma's admin: without them
-    that step alone is not done). Returns each
-    step's state; raises PrepareFailed (exit 1) when the host was refused, a step could not be
-    done, or the run was stopped (Ctrl-C, SIGTERM, SIGHUP, a lost link, a bug): its message
-    and `result` say which steps are done and which are not."""
+    that step alone is not done). Returns each step's state; raises PrepareFailed (exit 1)
+    when the host was refused, a step could not be done (in a plan too: a step whose check
+    says it cannot be), or the run was stopped (Ctrl-C, SIGTERM, SIGHUP, a lost link, a bug):
+    its message and `result` say which steps are done and which are not."""
     key = public_key if isinstance(public_key, PublicKey) else parse(public_key)
     values = dict(secrets or {})
     if config.monitoring.uptime_kuma is not None and kuma_connect is None:
@@ -157,6 +170,8 @@ class _Runner:
         verdicts = {step.name: self.check(step, run) for step in STEPS}  # the plan
         self.current = None
         if self.plan:
+            if self.result.cannot:  # exit 1: a run would not finish the job either
+                raise PrepareFailed(self.host.redact(self.result.plan_line()), self.result)
             return self.result
         fresh = True  # nothing applied yet: the plan's verdicts still hold
         for step in STEPS:

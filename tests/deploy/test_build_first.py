@@ -290,7 +290,8 @@ def built_world(tmp_path: Path, shipped_data: dict[str, Any], registry: Registry
     built: list[str] = []
 
     def fake_build(config: Any, tag: str, secrets: Any, *, push: bool = False,
-                   env: str | None = None, say: Any = print) -> list[Built]:
+                   env: str | None = None, say: Any = print,
+                   pushed: list[Built] | None = None) -> list[Built]:
         assert push and secrets["REGISTRY_PASSWORD"] == registry.password
         made = []
         for app, _ in targets(config, env):

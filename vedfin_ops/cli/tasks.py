@@ -66,8 +66,11 @@ def build(on: Target, tag: str | None = None, push: bool = False, env: str | Non
     if env:
         cfg.require_env(env)
     check_tag(tag)
-    built = build_images(cfg, tag, secret_store.resolve(cfg) if push else {}, push=push,
-                         env=env, say=say)
+    from vedfin_ops.run.interrupts import signals_as_interrupts
+    # SIGTERM and SIGHUP as Ctrl-C: docker stopped and the registry login removed on the way
+    with signals_as_interrupts(notice=say, busy="stopping docker"):
+        built = build_images(cfg, tag, secret_store.resolve(cfg) if push else {}, push=push,
+                             env=env, say=say)
     for item in built:
         stdout.print(f"{item.image}{'@' + item.digest if item.digest else ''} "
                      f"({item.seconds:g}s)")

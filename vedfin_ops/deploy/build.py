@@ -8,7 +8,11 @@ config folder (password on stdin), so no credential is left behind on the build 
 
 `deploy --build` (`BuildFirst`) does the same for one env as the deploy's first step, at the
 commit of the work tree that holds the config (deploy/source.py), once that tree is checked:
-the env's branch, no uncommitted change.
+the env's branch, no uncommitted change. That step runs before the deploy's `Operation`
+installs its signal handling, so it installs the same (`building`): SIGTERM (a CI runner
+cancelling the job) and SIGHUP end it as Ctrl-C does, never Python's death on the spot, which
+left the docker child pushing and the registry login on disk. Every docker child is stopped
+on the way out (`stop_child`), the login's folder removed, and one line says what was pushed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,10 @@ from vedfin_ops.deploy import source as git_source
 from vedfin_ops.errors import CheckFailed, ConfigError
 from vedfin_ops.remote.command import Command, hide
 from vedfin_ops.remote.commands import build as docker
+from vedfin_ops.run.interrupts import signals_as_interrupts
+from vedfin_ops.run.operation import RunFailed, describe
+
+STOP_WAIT = 10.0  # seconds a docker child has to end on SIGTERM before it gets SIGKILL
 
 
 class BuildError(CheckFailed):
@@ -128,8 +136,7 @@ def _docker(command: Command, what: str, *, docker_config: str | None = None,
     if docker_config:  # a throw-away config has no contexts: keep talking to the same engine
         env = {**os.environ, **({} if os.environ.get("DOCKER_HOST") else _engine_host())}
     try:
-        result = subprocess.run(command.argv(), input=stdin, capture_output=True, text=True,
-                                timeout=timeout, check=False, env=env)
+        result = _run(command.argv(), stdin, env, timeout)
     except FileNotFoundError:
         raise BuildError(f"{what}: the docker client is not installed here") from None
     except subprocess.TimeoutExpired:
@@ -138,6 +145,38 @@ def _docker(command: Command, what: str, *, docker_config: str | None = None,
         said = hide(_telling(result.stderr or result.stdout), command.secrets)
         raise BuildError(f"{what} failed: {said}")
     return result.stdout
+
+
+def _run(argv: list[str], stdin: str | None, env: dict[str, str] | None,
+         timeout: float) -> subprocess.CompletedProcess[str]:
+    """`argv` run to its end. On any way out before that (a timeout, an interrupt raised by a
+    signal) the child is stopped first (`stop_child`): subprocess.run would SIGKILL it at
+    once, leaving the engine no moment to cancel a push cleanly."""
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else
+                               subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = process.communicate(stdin, timeout=timeout)
+    except BaseException:
+        stop_child(process)
+        raise
+    return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
+def stop_child(process: subprocess.Popen[str], wait: float | None = None) -> None:
+    """SIGTERM, up to `wait` (default STOP_WAIT) seconds for it to end, then SIGKILL; reaped,
+    its pipes closed. A docker push ended so never finishes after the tool has stopped."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_WAIT if wait is None else wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for pipe in (process.stdin, process.stdout, process.stderr):
+        if pipe is not None:
+            with suppress(OSError):
+                pipe.close()
 
 
 def _engine_host() -> dict[str, str]:
@@ -162,10 +201,31 @@ def registry_session(server: str, username: str, password: str) -> Iterator[str]
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@contextmanager
+def building(env: str, pushed: list[Built], say: Callable[[str], None]) -> Iterator[None]:
+    """`deploy --build`'s phase before the host, under the signal handling of the deploy's
+    operation: Ctrl-C, SIGTERM and SIGHUP raise `Interrupted` (the docker child is stopped and
+    the login's folder removed on the way out), which ends as one RunFailed (exit 1) naming
+    the images in `pushed` (filled by `build_images` as each push ends). A second signal
+    meanwhile is noted, not raised."""
+    with signals_as_interrupts(notice=say, busy="stopping docker") as guard:
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            with guard.shielded():
+                images = ", ".join(f"{b.image}@{b.digest}" for b in pushed)
+                done = f"pushed before the stop: {images}" if pushed else "nothing was pushed"
+                raise RunFailed(f"deploy {env} interrupted: {describe(exc)} while building "
+                                f"and pushing its images; {done}; the host was not touched",
+                                interrupted=True) from None
+
+
 def build_images(config: Config, tag: str, secrets: Mapping[str, str], *, push: bool = False,
-                 env: str | None = None, say: Callable[[str], None] = print) -> list[Built]:
+                 env: str | None = None, say: Callable[[str], None] = print,
+                 pushed: list[Built] | None = None) -> list[Built]:
     """Build every app image of `env` (default: all) at `tag` with the user's own Docker
-    setup (context, builder); with `push`, only once all are built, push each."""
+    setup (context, builder); with `push`, only once all are built, push each (appended to
+    `pushed` as each push ends: what an interrupted run did push)."""
     todo = targets(config, env)
     registry = config.registry
     if push and registry is None:
@@ -196,6 +256,8 @@ def build_images(config: Config, tag: str, secrets: Mapping[str, str], *, push: 
             digest = match.group(1) if match else client.digest(item.image)
             say(f"pushed {item.image}@{digest}")
             out.append(Built(item.image, digest, item.seconds))
+            if pushed is not None:
+                pushed.append(out[-1])
         return out
 
 

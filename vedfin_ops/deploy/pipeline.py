@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +41,7 @@ from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.config.roles import shared_owner
 from vedfin_ops.deploy.after_live import Step, run_steps
-from vedfin_ops.deploy.build import build_images, check_build_first
+from vedfin_ops.deploy.build import Built, build_images, building, check_build_first
 from vedfin_ops.deploy.db_init import db_init as real_db_init
 from vedfin_ops.deploy.images import prunable_images, resolve_pins
 from vedfin_ops.deploy.migrate import migrate as real_migrate
@@ -109,15 +110,19 @@ def deploy(conn: Connection | Host, config: Config, env: str, tag: str | None = 
     missing = secret_store.missing(config, env, secrets)
     if missing:
         raise UsageError(secret_store.not_set(config, env, missing))
-    pushed: dict[str, str] = {}  # repo:tag -> the digest this run's push sent
-    if built_from is not None:
-        commit = built_from["commit"]
-        say(f"build: {env}'s images at {tag}" + (f" (commit {commit})" if commit != tag else ""))
-        pushed = {b.image: b.digest for b in build_images(config, tag, secrets, push=True,
-                                                          env=env, say=say) if b.digest}
-    # nothing changed if this fails; what this run pushed is pinned as pushed
-    pins = resolve_pins(config, env, tag, secrets, pushed=pushed, say=say)
-    files = render(config, env, tag=tag, secrets=secrets, pins=pins)
+    pushed: list[Built] = []  # this run's pushes so far, each with the digest its push sent
+    # with --build, signals end this phase as Ctrl-C does: docker stopped, one line
+    with building(env, pushed, say) if built_from is not None else nullcontext():
+        if built_from is not None:
+            commit = built_from["commit"]
+            say(f"build: {env}'s images at {tag}"
+                + (f" (commit {commit})" if commit != tag else ""))
+            pushed[:] = build_images(config, tag, secrets, push=True, env=env, say=say,
+                                     pushed=pushed)
+        # nothing changed if this fails; what this run pushed is pinned as pushed
+        pins = resolve_pins(config, env, tag, secrets, say=say,
+                            pushed={b.image: b.digest for b in pushed if b.digest})
+        files = render(config, env, tag=tag, secrets=secrets, pins=pins)
     handshakes_before = HANDSHAKES["count"]
     host = as_host(conn)
     host.secrets = list(secrets.values())

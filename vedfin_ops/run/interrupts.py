@@ -35,8 +35,10 @@ class Interrupted(KeyboardInterrupt):
 
 class Guard:
     def __init__(self, on_signal: Callable[[], None] | None,
-                 notice: Callable[[str], None] | None) -> None:
+                 notice: Callable[[str], None] | None,
+                 busy: str = "putting the host back") -> None:
         self.on_signal, self.notice = on_signal, notice
+        self.busy = busy  # what a second signal is told the run is still doing
         self.shield_depth = 0
         self.tripped = False  # one interrupt was raised: the run is converging from here on
         self.received: list[str] = []
@@ -48,7 +50,7 @@ class Guard:
             # a second Ctrl-C, even one landing before the handler got to shield itself,
             # must not cut the put-back short
             if self.notice is not None:
-                self.notice(f"{name} received: still putting the host back, one moment "
+                self.notice(f"{name} received: still {self.busy}, one moment "
                             f"(kill -9 would leave it half done)")
             return
         self.tripped = True
@@ -81,9 +83,10 @@ class Guard:
 
 @contextmanager
 def signals_as_interrupts(on_signal: Callable[[], None] | None = None,
-                          notice: Callable[[str], None] | None = None) -> Iterator[Guard]:
+                          notice: Callable[[str], None] | None = None,
+                          busy: str = "putting the host back") -> Iterator[Guard]:
     """Install the handlers for the duration (main thread only; elsewhere a no-op guard)."""
-    guard = Guard(on_signal, notice)
+    guard = Guard(on_signal, notice, busy)
     if threading.current_thread() is not threading.main_thread():
         yield guard
         return

@@ -409,3 +409,19 @@ def test_the_tools_own_consoles_print_outside_words_literally(
     stream.print("deploy.production: ok: 20261129T0412Z-1a2b live in 42 s at /srv/vedfin")
     assert buffer.getvalue() == ("deploy.production: ok: 20261129T0412Z-1a2b live in 42 s at "
                                  "/srv/vedfin\n")
+
+
+def test_monitoring_apply_says_which_file_it_could_not_install(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its exit 1 when the alarms loaded but the plugin or the notification settings did
+    not install: the reason is printed (it was not: a suite run had only the exit code)."""
+    from vedfin_ops.cli import tasks
+    from vedfin_ops.monitoring.netdata import Loaded
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(tasks, "stdout", Console(file=buffer, width=300, markup=False))
+    now = Loaded(items=[("vedfin_cpu_usage", True, "loaded")],
+                 errors=[f"health_alarm_notify.conf: {MARKUP}"])
+    tasks._show_alarms(now, False, True)
+    assert f"FAILED  health_alarm_notify.conf: {MARKUP}" in buffer.getvalue()
+    assert not now.ok

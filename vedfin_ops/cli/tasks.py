@@ -576,6 +576,8 @@ def _show_alarms(now: Any, json_: bool, changed: bool | None, kuma: Any = None) 
         stdout.print(f"  {'ok' if ok else 'FAILED'}  {name}: {detail}", markup=False)
     for line in now.raised:
         stdout.print(f"  raised: {line}", markup=False)
+    for line in now.errors:  # a file apply could not install: the exit 1's reason
+        stdout.print(f"  FAILED  {line}", markup=False)
     if kuma is None:
         return
     for change in kuma.changes:

@@ -500,3 +500,28 @@ def test_the_old_unnamed_alarms_file_is_taken_over_not_left_beside_the_new_one(
     monitoring.apply(netdata_host, config, netdata_health(config))
     assert (folder / "vedfin.conf").read_text() == "# the admin's own alarms\n"
     assert (folder / "vedfin-vedfin.conf").read_text() == netdata_health(config)
+
+
+def test_the_notify_file_goes_to_the_first_netdata_group_it_may_have(
+        tmp_path: Path, netdata_host: FakeHost) -> None:
+    """`ps` lists every Netdata on the machine, a container's or a machine's too (the bare
+    VPS's ran as a gid that is systemd-timesync here): a group the file cannot be given is
+    passed over for the next, and only none at all is a failure."""
+    import grp
+
+    config = _slack_config(tmp_path)
+    ours = grp.getgrgid(os.getgid()).gr_name
+    ps = netdata_host.bin / "ps"
+    ps.write_text(f"#!/bin/sh\nprintf ' vedfin-no-such-group\\n {ours}\\n {ours}\\n'\n")
+    ps.chmod(0o755)
+    wanted = monitoring.files(config, {"SLACK_WEBHOOK_URL": "https://hooks.example/x"})
+    (tmp_path / "alarms.json").write_text(netdata_answer(config))
+    changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    assert changed and now.ok, now.errors
+    notify = tmp_path / "netdata" / "vedfin-notify-vedfin.conf"
+    assert grp.getgrgid(notify.stat().st_gid).gr_name == ours
+    ps.write_text("#!/bin/sh\necho ' vedfin-no-such-group'\n")
+    notify.unlink()
+    changed, now = monitoring.apply(netdata_host, config, wanted[0].text, extra=wanted[1:])
+    assert len(now.errors) == 1 and "cannot give" in now.errors[0] and \
+        "(vedfin-no-such-group)" in now.errors[0], now.errors

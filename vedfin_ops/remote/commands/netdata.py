@@ -49,11 +49,15 @@ def netdata_install(root: str, rel: str, *, mode: str, owned: bool, reload: bool
                'written by vedfin-ops: move it aside (its settings into the config) and apply '
                'again" >&2; exit 3; fi; ' if owned else "")
     # the file's group is the one Netdata runs as (else its own group), so a 0640 file stays
-    # readable to Netdata; a group that cannot be set is a failure, not a silent mute
-    group = ('g=$(ps -o group= -C netdata 2>/dev/null | head -n 1 | tr -d " "); '
-             '[ -n "$g" ] || { getent group netdata >/dev/null && g=netdata; }; '
-             'if [ -n "$g" ] && ! $S chgrp "$g" "$tmp"; then $S rm -f "$tmp"; '
-             'echo "cannot give $f to group $g (Netdata could not read it)" >&2; exit 3; fi; '
+    # readable to Netdata; a group that cannot be set is a failure, not a silent mute. `ps`
+    # also lists the Netdatas of containers and machines on the host (their numeric groups
+    # are other names here): the first of their groups the writer may give the file wins
+    group = ('gs=$(ps -o group= -C netdata 2>/dev/null | tr -d " " | awk \'!seen[$0]++\'); '
+             '[ -n "$gs" ] || { getent group netdata >/dev/null && gs=netdata; }; '
+             'g=; for c in $gs; do if $S chgrp "$c" "$tmp" 2>/dev/null; then g=$c; break; fi; '
+             'done; if [ -n "$gs" ] && [ -z "$g" ]; then $S rm -f "$tmp"; '
+             'echo "cannot give $f to the group Netdata runs as ($(echo $gs)): Netdata could '
+             'not read it" >&2; exit 3; fi; '
              if mode == "640" else "")
     # the old name's file becomes this one's, so it is what a failure puts back and it is
     # never loaded beside the new one (the same alarms twice)

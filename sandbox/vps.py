@@ -216,6 +216,29 @@ def _cgroups() -> list[Path]:
     return made
 
 
+def _kill_cgroup_processes(seconds: float = 30.0) -> int:
+    """SIGKILL every process in the VPS's cgroups until none is left; returns how many were
+    killed. nspawn's own death does not end the machine: its init (PID 1 of the VPS's PID
+    namespace) is nspawn's child and lives on with dockerd, containers and Netdata."""
+    killed: set[int] = set()
+    deadline = time.monotonic() + seconds
+    while True:
+        pids = set()
+        for controller in CONTROLLERS:
+            group = Path("/sys/fs/cgroup") / controller / CGROUP
+            for procs in group.rglob("cgroup.procs") if group.is_dir() else []:
+                with contextlib.suppress(OSError, ValueError):
+                    pids |= {int(line) for line in procs.read_text().split()}
+        pids.discard(os.getpid())
+        if not pids or time.monotonic() > deadline:
+            return len(killed)
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        time.sleep(0.2)
+
+
 def _remove_cgroups() -> None:
     for controller in CONTROLLERS:
         group = Path("/sys/fs/cgroup") / controller / CGROUP
@@ -363,13 +386,14 @@ def down(workdir: Path, progress: object = print) -> None:
     state = VpsState.load(folder)
     if state.pid and alive(state.pid):
         say("vps: stopping")
-        # nothing on it is kept: its init killed, the kernel ends every process of its PID
-        # namespace (a clean poweroff waits for each container's grace period, a minute)
+        # nothing on it is kept: nspawn killed, then every process of the VPS's cgroups
+        # (a clean poweroff waits for each container's grace period, a minute)
         with contextlib.suppress(OSError):
             os.killpg(state.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while alive(state.pid) and time.monotonic() < deadline:
             time.sleep(0.2)
+    _kill_cgroup_processes()
     _stop_forwarder(folder)
     run(["ip", "netns", "del", NETNS], check=False)
     run(["ip", "link", "del", HOST_END], check=False)

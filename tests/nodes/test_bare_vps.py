@@ -68,6 +68,17 @@ def vps() -> Iterator[dict[str, Any]]:
         finally:
             lifecycle.down_vps(SANDBOX_DIR, progress=lambda _m: None)
             assert _this_machine() == before
+            # no process of the VPS outlives it (nspawn's death alone left its init, dockerd,
+            # containers and Netdata running, whose Netdata other tests' `ps` then saw)
+            assert not [p for p in Path("/proc").glob("[0-9]*/cgroup")
+                        if _in_the_vps(p)], "processes of the VPS left running"
+
+
+def _in_the_vps(cgroup: Path) -> bool:
+    try:
+        return ":/vedfin-vps" in cgroup.read_text()
+    except OSError:  # a process that ended while read
+        return False
 
 
 def vfab(vps: dict[str, Any], host: str, *args: str, timeout: float = 900

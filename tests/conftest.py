@@ -16,6 +16,10 @@ from vedfin_ops.config.model import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "dokploy.yaml"
+# the first line of an OpenSSH private key, built so that no tracked file spells one: the
+# tests' stand-ins for a private key are this and a few bytes, never a key
+PRIVATE_KEY_HEAD = "-----BEGIN OPENSSH " + "PRIVATE KEY-----"
+PRIVATE_KEY_TAIL = "-----END OPENSSH " + "PRIVATE KEY-----"
 RUNBOOK_SNIPPET = ROOT / "tests" / "data" / "runbook-snippet.yaml"
 NO_NETDATA = "/nonexistent/vedfin-tests/netdata"
 

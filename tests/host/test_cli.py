@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import PRIVATE_KEY_HEAD, ROOT
 from tests.host.fake_vps import public_key
 
 FAB = [shutil.which("fab") or "fab", "-r", str(ROOT)]
@@ -29,7 +29,7 @@ def test_a_key_that_is_not_a_public_key_is_refused_before_the_host(tmp_path: Pat
     assert missing.stderr.strip() == (f"error: --key {tmp_path / 'none.pub'}: cannot read it: "
                                       f"No such file or directory")
     private = tmp_path / "id"
-    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n")
+    private.write_text(f"{PRIVATE_KEY_HEAD}\nAAAA\n")
     refused = run("-H", "root@127.0.0.1:1", "host.prepare", "--key", str(private), tool=FAB)
     assert refused.returncode == 2 and "is a private key" in refused.stderr, refused.stderr
 

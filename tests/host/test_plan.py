@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.conftest import PRIVATE_KEY_HEAD
 from tests.host.fake_vps import public_key
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.host import judge, keys
@@ -360,7 +361,7 @@ def test_a_public_key_is_checked() -> None:
     key = keys.parse(public_key("me@laptop\x1b[31m"))
     assert key.line.endswith(" me@laptop[31m") and key.fragment.count(" ") == 1
     with pytest.raises(UsageError, match="is a private key"):
-        keys.parse("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn...\n")
+        keys.parse(f"{PRIVATE_KEY_HEAD}\nb3Blbn...\n")
     with pytest.raises(UsageError, match="not an OpenSSH public key"):
         keys.parse("ssh-dss AAAA")
     wrong = base64.b64encode(b"\x00\x00\x00\x07ssh-rsa").decode()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.cli.test_tasks import run
-from tests.conftest import SHIPPED
+from tests.conftest import PRIVATE_KEY_HEAD, PRIVATE_KEY_TAIL, SHIPPED
 from vedfin_ops import __version__
 from vedfin_ops.config.loader import load_config
 from vedfin_ops.errors import ConfigError, UsageError
@@ -116,8 +116,7 @@ def _key_step(home: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_key_step_writes_a_0600_key_and_pins_the_host_key_line(tmp_path: Path) -> None:
-    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH " \
-          "PRIVATE KEY-----"
+    key = f"{PRIVATE_KEY_HEAD}\nb3BlbnNzaC1rZXktdjE=\n{PRIVATE_KEY_TAIL}"
     line = "[203.0.113.10]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOb"
     done = _key_step(tmp_path, VEDFIN_SSH_KEY=key, VEDFIN_HOST_KEY=line)
     assert done.returncode == 0, done.stderr

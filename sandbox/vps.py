@@ -224,9 +224,8 @@ def _kill_cgroup_processes(seconds: float = 30.0) -> int:
     deadline = time.monotonic() + seconds
     while True:
         pids = set()
-        for controller in CONTROLLERS:
-            group = Path("/sys/fs/cgroup") / controller / CGROUP
-            for procs in group.rglob("cgroup.procs") if group.is_dir() else []:
+        for group in _existing_groups():
+            for procs in group.rglob("cgroup.procs"):
                 with contextlib.suppress(OSError, ValueError):
                     pids |= {int(line) for line in procs.read_text().split()}
         pids.discard(os.getpid())
@@ -239,16 +238,20 @@ def _kill_cgroup_processes(seconds: float = 30.0) -> int:
         time.sleep(0.2)
 
 
+def _existing_groups() -> list[Path]:
+    """The VPS's cgroup in each controller that has one (what `_cgroups` made)."""
+    groups = (Path("/sys/fs/cgroup") / controller / CGROUP for controller in CONTROLLERS)
+    return [group for group in groups if group.is_dir()]
+
+
 def _remove_cgroups() -> None:
-    for controller in CONTROLLERS:
-        group = Path("/sys/fs/cgroup") / controller / CGROUP
-        if group.is_dir():
-            for child in sorted(group.rglob("*"), key=lambda p: -len(p.parts)):
-                if child.is_dir():
-                    with contextlib.suppress(OSError):
-                        child.rmdir()
-            with contextlib.suppress(OSError):
-                group.rmdir()
+    for group in _existing_groups():
+        for child in sorted(group.rglob("*"), key=lambda p: -len(p.parts)):
+            if child.is_dir():
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        with contextlib.suppress(OSError):
+            group.rmdir()
 
 
 # --- boot and stop --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -76,6 +77,26 @@ def test_deploy_user_is_not_root_but_runs_docker(sandbox_conn: Any) -> None:
     assert sandbox_conn.run("id -u", hide=True).stdout.strip() != "0"
     state = sandbox_conn.run("docker info --format '{{.Swarm.LocalNodeState}}'", hide=True)
     assert state.stdout.strip() == "active"
+
+
+def test_a_secret_stdin_arrives_whole_and_a_refusal_keeps_its_reason(
+        sandbox_up: dict[str, Any]) -> None:
+    """Over the real sshd: 64 KiB on the channel's stdin reach the command byte for byte,
+    and a command that refuses before reading its stdin fails with its own words, not a
+    closed socket (Invoke, fed in one write, is done before the command exits)."""
+    from tests.integration.conftest import sandbox_host
+    from vedfin_ops.remote.host import RemoteError
+
+    host = sandbox_host(sandbox_up)
+    try:
+        secret = "".join(f"{i:07d}\n" for i in range(8192))
+        assert host.run("sha256sum", what="digest", secret_stdin=secret).split()[0] == \
+            hashlib.sha256(secret.encode()).hexdigest()
+        for _ in range(20):  # it was a race: 2 to 7 of 30 lost their reason
+            with pytest.raises(RemoteError, match=r"exit 3\): not ours"):
+                host.run("echo 'not ours' >&2; exit 3", what="refusal", secret_stdin=secret)
+    finally:
+        host.close()
 
 
 def test_sandbox_status_names_the_ssh_line_and_urls(sandbox_up: dict[str, Any]) -> None:

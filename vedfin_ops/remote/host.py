@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import paramiko
 from fabric import Config as FabricConfig
 from fabric import Connection
+from fabric.runners import Remote as FabricRemote
 from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_TRUNC, SFTP_FLAG_WRITE
 
 from vedfin_ops.config.secret_store import masked
@@ -281,6 +282,7 @@ def secure(conn: Connection, accept_new_host_key: bool = False,
     client = conn.client
     # Remote commands never read the user's terminal: stdin is given explicitly or not at all.
     conn.config.run.in_stream = False
+    conn.config.runners.remote = _Remote
     client.set_missing_host_key_policy(
         _HostKeyCheck(conn, known, accept_new_host_key, expected))
 
@@ -473,7 +475,7 @@ class Host:
         if secret_stdin is not None and stdin is not None:
             raise ValueError("stdin and secret_stdin are one input: give one")
         if secret_stdin is not None:
-            kwargs.update(in_stream=io.StringIO(secret_stdin), echo_stdin=False)
+            kwargs.update(in_stream=_WholeStdin(secret_stdin), echo_stdin=False)
         elif stdin is not None:
             # A here-document, not a stdin stream: a command that exits early (psql on the
             # first error) must not race a writer thread into "Socket is closed".
@@ -705,6 +707,37 @@ def heredoc(command: str, text: str) -> str:
         delimiter += "_"
     body = text if text.endswith("\n") else text + "\n"
     return f"{{ {command}; }} <<'{delimiter}'\n{body}{delimiter}"
+
+
+class _Remote(FabricRemote):  # type: ignore[misc]  # fabric ships no types
+    """Fabric's runner, but a command that ends before reading its stdin (a refusal: a file
+    not ours, a lock taken) closes the channel under the write: the bytes it never read are
+    not the error. Its exit code and stderr say what happened, where Invoke would raise
+    "Socket is closed" from its stdin thread and lose both."""
+
+    def _write_proc_stdin(self, data: bytes) -> None:
+        try:
+            self.channel.sendall(data)
+        except OSError:
+            if not self.channel.closed:
+                raise
+
+    def close_proc_stdin(self) -> None:
+        try:
+            self.channel.shutdown_write()
+        except OSError:
+            if not self.channel.closed:
+                raise
+
+
+class _WholeStdin(io.StringIO):
+    """A secret stdin handed over in one write. Invoke reads a stream that is not a terminal
+    one byte per loop and naps 10 ms between bytes: a 661-byte Netdata file took 7 s, a
+    registry password half a second. One write also lands before a command that exits
+    without reading (a refusal) closes the channel."""
+
+    def read(self, size: int | None = -1) -> str:
+        return super().read()
 
 
 class _LineWriter:

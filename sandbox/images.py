@@ -29,9 +29,10 @@ BASE = f"{REPO}/base:busybox"
 # entrypoint says what each does): v1, v2 good; broken, badmigration, dbdown, notobject fail
 # in the ways the failure tests need; schemabreak is healthy but its migration (sandbox/apps/
 # migrate) drops a column, for rollback --restore-db; smokegaps and errorlog are healthy but
-# fail smoke's db-health/CORS items and verify's log check.
+# fail smoke's db-health/CORS items and verify's log check; sickly stops answering its health
+# check seconds after it passed (the engine's monitor window).
 APP_TAGS = ("v1", "v2", "broken", "badmigration", "dbdown", "notobject", "schemabreak",
-            "smokegaps", "errorlog")
+            "smokegaps", "errorlog", "sickly")
 APPS = ("api", "web")
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 HASH_LABEL = "vedfin.sandbox.hash"

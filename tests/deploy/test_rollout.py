@@ -57,6 +57,34 @@ def test_completed_with_every_replica_new_and_healthy_is_done() -> None:
     assert evaluate(_before(OLD), now, EXPECT, {API}).state == "done"
 
 
+def test_every_new_task_healthy_in_the_monitor_window_serves_but_is_not_done() -> None:
+    """What a deploy verifies on: the new tasks alone serve; the engine may still roll back."""
+    now = parse_snapshot(_snap(_svc("api:v2", version=11, state="updating", started="t1"),
+                               "api:v2 running Up (healthy)", "api:v2 running Up (healthy)"))
+    verdict = evaluate(_before(OLD), now, EXPECT, {API})
+    assert (verdict.state, verdict.serving) == ("converging", True)
+    assert "monitor window" in verdict.lines[0]
+
+
+@pytest.mark.parametrize("tasks", [
+    ("api:v2 running Up (healthy)", "api:v2 running Up (healthy)", "api:v1 running Up (healthy)"),
+    ("api:v2 running Up (healthy)", "api:v2 running Up 1 second (health: starting)"),
+    ("api:v2 running Up (healthy)",),
+])
+def test_an_old_task_left_or_a_new_one_not_healthy_does_not_serve(tasks: tuple[str, ...]
+                                                                   ) -> None:
+    now = parse_snapshot(_snap(_svc("api:v2", version=11, state="updating", started="t1"),
+                               *tasks))
+    assert evaluate(_before(OLD), now, EXPECT, {API}).serving is False
+
+
+def test_a_rollback_never_serves() -> None:
+    now = parse_snapshot(_snap(_svc("api:v2", version=11, state="rollback_started",
+                                    started="t1"),
+                               "api:v2 running Up (healthy)", "api:v2 running Up (healthy)"))
+    assert evaluate(_before(OLD), now, EXPECT, {API}).serving is False
+
+
 def test_completed_but_an_old_task_still_running_is_not_done() -> None:
     now = parse_snapshot(_snap(_svc("api:v2", version=11, state="completed", started="t1"),
                                "api:v2 running Up (healthy)", "api:v2 running Up (healthy)",

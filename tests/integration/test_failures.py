@@ -87,6 +87,23 @@ def test_a_release_whose_health_says_database_disconnected_is_rolled_back_after_
     assert (audit["action"], audit["result"], audit["tag"]) == ("deploy", "failed", "dbdown")
 
 
+def test_a_release_that_turns_unhealthy_inside_the_monitor_window_never_goes_live(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    """The tool stops watching once only the new tasks serve and verifies while the engine's
+    monitor window (retries x (interval + timeout) + 2 s) runs out; a task whose health
+    check fails half a second after it passed is still inside that window: the engine rolls
+    it back (or the verify sees it first), the deploy fails and v2 stays `current`."""
+    _deploy(sandbox_up, config, "v2")
+    with pytest.raises(RunFailed, match="production back on") as info:
+        _deploy(sandbox_up, config, "sickly")  # it serves 404s until found: no load here
+    print(info.value)
+    assert "rolled back" in str(info.value) or "verify failed" in str(info.value), info.value
+    assert _version(config) == "api v2"
+    assert set(_images().values()) == {"vedfin-sandbox/api:v2", "vedfin-sandbox/web:v2"}
+    audit = _audit_last(sandbox_up, config)
+    assert (audit["action"], audit["result"], audit["tag"]) == ("deploy", "failed", "sickly")
+
+
 def test_a_health_endpoint_answering_a_non_object_fails_verify_not_the_tool(
         sandbox_up: dict[str, Any], config: Any) -> None:
     _deploy(sandbox_up, config, "v2")

@@ -51,13 +51,13 @@ def test_app_services_follow_the_swarm_rules(prod: Any) -> None:
     assert deploy["resources"]["limits"] == {"cpus": "1.5", "memory": "1536M"}
     update = deploy["update_config"]
     assert update == {"parallelism": 1, "order": "start-first", "failure_action": "rollback",
-                      "monitor": "35s", "delay": "0s"}
+                      "monitor": "26s", "delay": "0s"}
     assert deploy["rollback_config"]["order"] == "start-first"
     assert deploy["rollback_config"]["monitor"] == update["monitor"]
     health = api["healthcheck"]
     assert "/api/health" in " ".join(health["test"])
-    # monitor must outlast start_period + interval x retries
-    assert float(update["monitor"][:-1]) > 10 + 5 * 3
+    # monitor must let the checks fail a task that was healthy once: retries x (5 s + 3 s)
+    assert float(update["monitor"][:-1]) > 3 * (5 + 3)
     web = stack["services"]["web-production"]
     assert web["deploy"]["resources"]["limits"] == {"cpus": "1", "memory": "1024M"}
     assert web["healthcheck"]["test"][0] == "CMD-SHELL"
@@ -182,10 +182,14 @@ def test_templates_refuse_undefined_variables() -> None:
         _template("app.env.j2").render(header="h")
 
 
-def test_monitor_outlasts_the_health_check() -> None:
+def test_monitor_outlasts_the_checks_that_fail_a_task_healthy_once() -> None:
+    """A task runs only once healthy: the window must let its checks fail it from there
+    (retries, each a timeout and an interval apart), its start period already behind it."""
     config = load_config(SHIPPED)
     health = config.applications[0].health
-    assert monitor_seconds(health) > health.start_period + health.interval * health.retries
+    assert monitor_seconds(health) > health.retries * (health.interval + health.timeout)
+    assert monitor_seconds(health.model_copy(update={"start_period": 300.0})) == \
+        monitor_seconds(health)
 
 
 # --- strings the stack loader would substitute, tags that would change a file ---

@@ -164,12 +164,17 @@ class Healthcheck(Model):
     start_period: Seconds = 10.0
 
 
-MONITOR_MARGIN_S = 10.0
+MONITOR_MARGIN_S = 2.0
 
 
 def monitor_seconds(health: Healthcheck) -> float:
-    """Swarm must watch a new task longer than its health check can take to fail it."""
-    return health.start_period + health.interval * health.retries + MONITOR_MARGIN_S
+    """How long Swarm watches a new task after it counts as running: long enough for the
+    task's own checks to fail it (`retries` failures in a row, each up to `timeout` and
+    `interval` apart), plus 2 s for the task's end to reach the updater. A task with a
+    health check counts as running only once healthy, so its start period is behind it;
+    one that never gets there is rolled back whatever this window (docs/deploying.md says
+    what the engine's automatic rollback covers and what the tool's verify does)."""
+    return health.retries * (health.interval + health.timeout) + MONITOR_MARGIN_S
 
 
 class Build(Model):

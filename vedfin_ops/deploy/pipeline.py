@@ -9,8 +9,10 @@ In order (`deploy()`, then `Deploy.body()`, whose last step `promote` runs the s
  on the host, locked:    inspect (records, engine; a no-op when nothing changed)
                          -> refuse an unsafe start -> preflight -> backup -> push the release
                          -> shared stack and db-init (under the shared lock) -> migrate
-                         -> rollout (watched until the engine converges) -> verify (smoke
-                         and logs through the edge) -> promote (`current` moves; audit line)
+                         -> rollout (watched until only the new tasks serve) -> verify
+                         (smoke and logs through the edge, while the engine's monitor window
+                         runs out) -> the engine's `completed` -> promote (`current` moves;
+                         audit line)
  after live, best effort: prune releases, prune images, schedule, off-hours, off-hours
                          settle, Netdata, Uptime Kuma, off-site copy, checklist (each a
                          warning if it fails; one that builds on a failed one is skipped)
@@ -24,8 +26,8 @@ env's services go back on the live release and the shared stack on its earlier f
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +42,7 @@ from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.config.roles import shared_owner
-from vedfin_ops.deploy.after_live import Step, run_steps
+from vedfin_ops.deploy.after_live import Step, one_at_a_time, run_steps
 from vedfin_ops.deploy.build import Built, build_images, building, check_build_first
 from vedfin_ops.deploy.db_init import db_init as real_db_init
 from vedfin_ops.deploy.images import prunable_images, resolve_pins
@@ -211,6 +213,7 @@ class Deploy(EnvRun):
         self.migrate()
         self.rollout()
         self.verify()
+        self.settle_rollout()
         self.promote()
         return self.result
 
@@ -522,18 +525,33 @@ class Deploy(EnvRun):
         self.migrating = False
 
     def rollout(self) -> None:
+        """Until only the new tasks serve, healthy: verify then runs while the engine's
+        monitor window runs out (`settle_rollout` waits for the rest of it)."""
         assert self.release_dir is not None
         self.step(f"rollout: {self.stack} -> {self.tag}")
-        try:
+        with self.engine_said():
             updated, after = self.roll(self.stack, f"{self.release_dir}/stacks/{self.env}.yml",
                                        expected_images(self.config, self.env, self.tag, self.pins),
-                                       self.views)
+                                       self.views, serving=True)
+        self.result.services_updated += updated
+        self.views = after
+
+    def settle_rollout(self) -> None:
+        """The engine's `completed`, after the verify that overlapped its monitor window: a
+        new task that fails inside the window is still rolled back by the engine, and this
+        deploy fails with it; the release goes live only once the engine will not move."""
+        with self.engine_said():
+            self.views = self.settle()
+
+    @contextmanager
+    def engine_said(self) -> Iterator[None]:
+        """A failed rollout's message with what the engine said about its tasks."""
+        try:
+            yield
         except RolloutFailed as exc:
             why = engine_reasons(self.host, exc.services)
             raise RolloutFailed(f"{bare(str(exc))}{'; tasks: ' + why if why else ''}",
                                 exc.services) from None
-        self.result.services_updated += updated
-        self.views = after
 
     def verify(self) -> None:
         self.step("verify: smoke checks through the edge")
@@ -604,7 +622,8 @@ class Deploy(EnvRun):
                           + self.source_note())
         if self.shared_touched:
             self.prune_shared_files()
-        run_steps(self.after_live(prune), self.say)
+        self.say = one_at_a_time(self.say)  # the steps below run at once
+        run_steps(self.after_live(prune), self.say, hold=self.deferred)
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
 
     def source_note(self) -> str:

@@ -2,7 +2,10 @@
 
 `docker stack deploy` returns at once. Before it, each service's `Version.Index` and
 `UpdateStatus.StartedAt` are recorded; after it, the engine is polled until every changed
-service reports `completed` and runs its desired replicas of the NEW image, healthy. A rollback
+service reports `completed` and runs its desired replicas of the NEW image, healthy. A deploy
+may stop watching earlier, once every service *serves* the new image (all replicas healthy,
+no old task, the engine still in its monitor window), to verify through the edge while the
+engine's window runs out, and then watch again until `completed`. A rollback
 or a pause by the engine is a failure, and so is a spec that after a rollback is the old one
 again. `evaluate` is pure (snapshot in, verdict out) so each case is unit-tested.
 """
@@ -17,6 +20,7 @@ from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.probes.engine import ServiceView, same_image
 from vedfin_ops.run.polling import REAL, Clock, TimedOut, until
 
+POLL_INTERVAL = 0.5  # one `docker service inspect` + `docker ps` over the open link: cheap
 FAILED_STATES = {"rollback_started", "rollback_completed", "paused", "rollback_paused"}
 
 
@@ -44,6 +48,7 @@ class Verdict:
     lines: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     views: dict[str, ServiceView] = field(default_factory=dict)  # the snapshot it judged
+    serving: bool = False  # every service runs only the new image, healthy (maybe not done)
 
 
 def hidden_from_stack_deploy(views: dict[str, ServiceView], expected: dict[str, str]
@@ -69,11 +74,11 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
     version serves throughout); it is done when every service is done.
     """
     moving = False
-    verdict = Verdict("done")
+    verdict = Verdict("done", serving=True)
     for name in sorted(deployed):
         view = now.get(name)
         if view is None:
-            moving = True
+            moving, verdict.serving = True, False
             verdict.lines.append(f"{name}: not created yet")
             continue
         prior = before.get(name)
@@ -104,9 +109,15 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
         elif view.running == view.replicas and view.others == 0 and (
                 state == "completed" if rolling else state in ("", "completed")):
             verdict.lines.append(f"{name}: {progress} done")
+            continue
+        elif view.running == view.replicas and view.others == 0 and state == "updating":
+            moving = True  # the engine's monitor window: it may still roll back
+            verdict.lines.append(f"{name}: {progress} (updating: the engine's monitor window)")
+            continue
         else:
             moving = True
             verdict.lines.append(f"{name}: {progress} ({state or 'starting'})")
+        verdict.serving = False
     if moving:
         verdict.state = "converging"
     elif verdict.failures:
@@ -116,9 +127,11 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
 
 def watch(poll: Callable[[], dict[str, ServiceView]], before: dict[str, Before],
           expected: dict[str, str], deployed: set[str], timeout: float,
-          show: Callable[[list[str]], None], interval: float = 1.0,
-          clock: Clock = REAL) -> Verdict:
-    """Poll until done, failed or out of time; raise RolloutFailed unless done.
+          show: Callable[[list[str]], None], interval: float = POLL_INTERVAL,
+          clock: Clock = REAL, serving: bool = False) -> Verdict:
+    """Poll until done, failed or out of time; raise RolloutFailed unless done. With
+    `serving`, a verdict that is still converging but serving ends the watch too (the
+    caller watches again for `done`).
 
     A poll that fails (an SSH hiccup, the engine busy, output cut short) is retried until the
     deadline: one lost answer must not end the watch while the engine is mid-update.
@@ -135,7 +148,9 @@ def watch(poll: Callable[[], dict[str, ServiceView]], before: dict[str, Before],
         verdict.views = views
         state["verdict"] = verdict
         show(verdict.lines)
-        return None if verdict.state == "converging" else verdict
+        if verdict.state == "converging" and not (serving and verdict.serving):
+            return None
+        return verdict
 
     def poll_failed(exc: Exception) -> None:
         show([*state["verdict"].lines, f"poll failed, retrying: {exc}"])

@@ -69,6 +69,8 @@ class Registry:
         self.verify: str | bool = ca or True
         self.timeout = timeout
         self._token: dict[str, str] = {}  # scope -> bearer token
+        self._basic = False  # the server asked for basic auth: sent at once from then on
+        self._session: Any = None  # one connection kept alive: one TLS handshake per run
 
     def _url(self, path: str) -> str:
         return f"https://{self.server}{path}"
@@ -77,22 +79,25 @@ class Registry:
         import requests
 
         headers = {"Accept": MANIFEST_TYPES}
-        auth: Any = None
+        auth: Any = (self.username, self._password) if self._basic else None
         if scope in self._token:
             headers["Authorization"] = f"Bearer {self._token[scope]}"
+        if self._session is None:
+            self._session = requests.Session()
         try:
-            response = requests.request(method, self._url(path), headers=headers,
-                                        timeout=self.timeout, verify=self.verify)
-            if response.status_code == 401:
+            response = self._session.request(method, self._url(path), headers=headers,
+                                              auth=auth, timeout=self.timeout,
+                                              verify=self.verify)
+            if response.status_code == 401 and auth is None:
                 scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
                 if scheme == "bearer":
                     self._token[scope] = self._bearer(params, scope)
                     headers["Authorization"] = f"Bearer {self._token[scope]}"
                 else:
-                    auth = (self.username, self._password)
-                response = requests.request(method, self._url(path), headers=headers,
-                                            auth=auth, timeout=self.timeout,
-                                            verify=self.verify)
+                    auth, self._basic = (self.username, self._password), True
+                response = self._session.request(method, self._url(path), headers=headers,
+                                                  auth=auth, timeout=self.timeout,
+                                                  verify=self.verify)
         except requests.exceptions.SSLError as exc:
             raise RegistryError(f"registry {self.server}: TLS certificate not trusted "
                                 f"({type(exc).__name__}); set registry.caRoot") from None

@@ -191,6 +191,9 @@ class EnvRun(Operation):
         self.views: dict[str, ServiceView] = {}
         self.poll = poller(host, [self.stack], config)
         self.logged_in = False
+        # the last roll's poll, before and expected images: what `settle` watches on
+        self.rolled: tuple[Callable[[], dict[str, ServiceView]], dict[str, Before],
+                           dict[str, str]] | None = None
 
     def inspect(self) -> None:
         self.state = listing(self.host, self.layout)
@@ -211,20 +214,22 @@ class EnvRun(Operation):
                               f"are pinned by node labels): {'; '.join(problems)}")
 
     def converge(self, poll: Callable[[], dict[str, ServiceView]], before: dict[str, Before],
-                 expected: dict[str, str]) -> Verdict:
+                 expected: dict[str, str], serving: bool = False) -> Verdict:
         """Watch the engine converge on `expected` (service -> image): each view drawn for
-        the user and a heartbeat for the lock; raises RolloutFailed."""
+        the user and a heartbeat for the lock; raises RolloutFailed. `serving`: return as
+        soon as only the new tasks serve, healthy (the engine's monitor window may run on)."""
         def show(lines: list[str]) -> None:
             self.show(lines)
             self.beat()
 
         return watch(poll, before, expected, set(expected), self.config.remote.rollout_timeout,
-                     show, clock=self.clock)
+                     show, clock=self.clock, serving=serving)
 
     def roll(self, stack: str, stack_file: str, expected: dict[str, str],
-             views: dict[str, ServiceView] | None = None
+             views: dict[str, ServiceView] | None = None, serving: bool = False
              ) -> tuple[list[str], dict[str, ServiceView]]:
-        """`docker stack deploy`, then watch the engine converge."""
+        """`docker stack deploy`, then watch the engine converge (`serving`: only until the
+        new tasks serve; `self.rolled` keeps what `settle` needs to watch on to `completed`)."""
         poll = self.poll if stack == self.stack else poller(self.host, [stack], self.config)
         if views is None:
             views = poll()
@@ -241,10 +246,17 @@ class EnvRun(Operation):
             command = commands.all_of(
                 commands.reset_stack_image_labels({n: views[n].image for n in hidden}), command)
         self.host.run(command, what=f"stack deploy {stack}")
-        after = self.converge(poll, before, expected).views
+        self.rolled = (poll, before, expected)
+        after = self.converge(poll, before, expected, serving=serving).views
         updated = sorted(n for n in expected if n not in before or
                          before[n].template != after[n].template)
         return updated, after
+
+    def settle(self) -> dict[str, ServiceView]:
+        """After a `roll(serving=True)`: watch on until the engine says `completed` (its
+        monitor window over: from then on it no longer rolls back by itself)."""
+        assert self.rolled is not None
+        return self.converge(*self.rolled).views
 
     def registry_login(self) -> None:
         """Log the host into the registry once per run, before the first pull."""

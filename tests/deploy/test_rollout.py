@@ -78,6 +78,17 @@ def test_an_old_task_left_or_a_new_one_not_healthy_does_not_serve(tasks: tuple[s
     assert evaluate(_before(OLD), now, EXPECT, {API}).serving is False
 
 
+def test_a_change_that_keeps_the_image_never_serves_early() -> None:
+    """New env values, same image: the old tasks look like new ones until `completed`."""
+    old = _snap(_svc("api:v2", state="completed", started="t0"),
+                "api:v2 running Up (healthy)", "api:v2 running Up (healthy)")
+    now = parse_snapshot(_snap(_svc("api:v2", version=11, state="updating", started="t1",
+                                    env="B"),
+                               "api:v2 running Up (healthy)", "api:v2 running Up (healthy)"))
+    verdict = evaluate(_before(old), now, {API: "api:v2"}, {API})
+    assert (verdict.state, verdict.serving) == ("converging", False)
+
+
 def test_a_rollback_never_serves() -> None:
     now = parse_snapshot(_snap(_svc("api:v2", version=11, state="rollback_started",
                                     started="t1"),

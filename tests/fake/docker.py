@@ -672,4 +672,10 @@ def main(args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    import fcntl
+
+    # one call at a time: a deploy's steps after live run in threads, and two saves at once
+    # would write the one state file over each other
+    with open(os.environ["FAKE_ENGINE"] + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sys.exit(main(sys.argv[1:]))

@@ -92,7 +92,7 @@ def test_engine_holds_the_rolling_update_spec_we_rendered(deployed: Path) -> Non
     update = api["UpdateConfig"]
     assert (update["Parallelism"], update["Order"], update["FailureAction"]) == (
         1, "start-first", "rollback")
-    assert update["Monitor"] == 35 * SECOND
+    assert update["Monitor"] == 26 * SECOND  # 3 x (5 s + 3 s) + 2 s
     assert api["RollbackConfig"]["Order"] == "start-first"
     limits = api["TaskTemplate"]["Resources"]["Limits"]
     assert (limits["NanoCPUs"], limits["MemoryBytes"]) == (1.5 * SECOND, 1536 * GIB // 1024)

@@ -10,8 +10,8 @@ end the run, which the operation's own handling reports.
 Steps that do not build on each other run at once, each chain (a step and those that need it)
 in its own thread over the run's one SSH connection (a channel each: the handshake stays
 one): they were 3.6 s one after another on the sandbox, mostly waiting on round trips. A
-signal or Ctrl-C starts no further step; the ones under way finish first (each is bounded by
-its commands' timeouts), then it ends the run as before.
+signal or Ctrl-C starts no further step; the run's handler cuts the commands of those under
+way (each becomes its warning) and they end before the run does.
 """
 
 from __future__ import annotations
@@ -116,8 +116,8 @@ def run_steps(steps: Sequence[Step], say: Say,
     try:
         with hold():
             for thread, end in zip(threads, finished, strict=True):
+                thread.start()  # signals are deferred here: nothing between the two lines
                 started.append(end)
-                thread.start()
         for end in started:
             while not end.wait(WAKE):  # short waits: a signal the kernel handed to another
                 pass                   # thread is raised here only when this one runs

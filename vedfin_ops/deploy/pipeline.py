@@ -529,10 +529,13 @@ class Deploy(EnvRun):
         monitor window runs out (`settle_rollout` waits for the rest of it)."""
         assert self.release_dir is not None
         self.step(f"rollout: {self.stack} -> {self.tag}")
+        # Traefik learns of the new tasks at its next look at the engine: through it, the
+        # new tasks serve only later (verify then waits for the engine's `completed`)
+        early = self.config.edge.mode != "traefik"
         with self.engine_said():
             updated, after = self.roll(self.stack, f"{self.release_dir}/stacks/{self.env}.yml",
                                        expected_images(self.config, self.env, self.tag, self.pins),
-                                       self.views, serving=True)
+                                       self.views, serving=early)
         self.result.services_updated += updated
         self.views = after
 
@@ -623,7 +626,9 @@ class Deploy(EnvRun):
         if self.shared_touched:
             self.prune_shared_files()
         self.say = one_at_a_time(self.say)  # the steps below run at once
-        run_steps(self.after_live(prune), self.say, hold=self.deferred)
+        steps = self.after_live(prune)
+        run_steps(steps[:-1], self.say, hold=self.deferred)
+        run_steps(steps[-1:], self.say)  # the checklist reads what the others left
         self.say(f"done: {self.env} runs {self.tag} ({rid})")
 
     def source_note(self) -> str:
@@ -654,6 +659,7 @@ class Deploy(EnvRun):
             Step("uptime kuma", self.apply_uptime, failed="uptime kuma not applied",
                  hint="fab monitoring.apply"),
             Step("off-site copy", self.copy_offsite),
+            # last, alone: it reads the replicas the off-hours step may have set
             Step("checklist", self.post_deployment_checklist, hint=f"fab verify --env {env}",
                  failed="post-deployment checklist not run"),
         ]

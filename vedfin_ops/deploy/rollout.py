@@ -110,8 +110,12 @@ def evaluate(before: dict[str, Before], now: dict[str, ServiceView],
                 state == "completed" if rolling else state in ("", "completed")):
             verdict.lines.append(f"{name}: {progress} done")
             continue
-        elif view.running == view.replicas and view.others == 0 and state == "updating":
-            moving = True  # the engine's monitor window: it may still roll back
+        elif view.running == view.replicas and view.others == 0 and state == "updating" \
+                and (prior is None or not same_image(prior.image, want)):
+            # the engine's monitor window: it may still roll back. Only where the new tasks
+            # differ from the old by image: a change of env, configs or resources keeps the
+            # image, and the old tasks would count as the new ones (wait for `completed`)
+            moving = True
             verdict.lines.append(f"{name}: {progress} (updating: the engine's monitor window)")
             continue
         else:

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import stat
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -294,21 +295,23 @@ def secure(conn: Connection, accept_new_host_key: bool = False,
 
     conn.connect_kwargs = {**conn.connect_kwargs, "transport_factory": transport_factory}
     original_open = conn.open
+    opening = threading.Lock()  # the steps after live run in threads: one reconnects
 
     def checked_open() -> Any:
-        if conn.is_connected:
-            return None
-        try:
-            result = original_open()
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                client.close()
-            _raise_open_error(conn, exc)
-            raise
-        HANDSHAKES["count"] += 1
-        if conn.transport is not None:
-            conn.transport.set_keepalive(keepalive)
-        return result
+        with opening:
+            if conn.is_connected:
+                return None
+            try:
+                result = original_open()
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    client.close()
+                _raise_open_error(conn, exc)
+                raise
+            HANDSHAKES["count"] += 1
+            if conn.transport is not None:
+                conn.transport.set_keepalive(keepalive)
+            return result
 
     conn.open = checked_open
     vars(conn)["_vedfin_secured"] = True
@@ -490,6 +493,9 @@ class Host:
             raise RemoteError(redact(f"{what}: {type(exc).__name__}: "
                                      f"{text[-1] if text else ''}")) from None
         if check and not result.ok:
+            transport = self.conn.transport
+            if result.exited == -1 and (transport is None or not transport.is_active()):
+                raise RemoteError(f"{what}: the SSH connection to {self.name} was lost")
             output = redact(f"{result.stdout}\n{result.stderr}")
             if "docker.sock" in output and "permission denied" in output.lower():
                 raise RemoteError(f"{what}: user {self.conn.user} on {self.conn.host} "
@@ -614,7 +620,14 @@ class Host:
         """Close the channels of commands still running (called from a signal handler), so
         the wait for them ends now: Fabric otherwise waits for the remote command to end.
         The transport stays up, so the way back runs over the same connection."""
-        for channel in list(getattr(self, "_channels", ())):
+        channels: list[Any] = []
+        for _ in range(10):  # a step's thread may open one meanwhile: read the set again
+            try:
+                channels = list(getattr(self, "_channels", ()))
+                break
+            except RuntimeError:
+                continue
+        for channel in channels:
             with contextlib.suppress(Exception):
                 if not channel.closed:
                     channel.close()

@@ -88,9 +88,11 @@ class Registry:
             response = self._session.request(method, self._url(path), headers=headers,
                                               auth=auth, timeout=self.timeout,
                                               verify=self.verify)
-            if response.status_code == 401 and auth is None:
-                scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-                if scheme == "bearer":
+            scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", "")) \
+                if response.status_code == 401 else ("", {})
+            if scheme == "bearer" or (response.status_code == 401 and auth is None):
+                if scheme == "bearer":  # also after basic auth: a token for this scope
+                    auth = None
                     self._token[scope] = self._bearer(params, scope)
                     headers["Authorization"] = f"Bearer {self._token[scope]}"
                 else:

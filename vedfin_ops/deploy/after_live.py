@@ -77,7 +77,7 @@ def run_steps(steps: Sequence[Step], say: Say,
     done: set[str] = set()
     errors: list[BaseException] = []  # a step's own KeyboardInterrupt, for this thread
     stop = threading.Event()
-    queue = list(chains(steps))
+    queue = chains(steps)
     taking = threading.Lock()
 
     def run_chains(finished: threading.Event) -> None:
@@ -114,21 +114,18 @@ def run_steps(steps: Sequence[Step], say: Say,
     started: list[threading.Event] = []
     caught: BaseException | None = None
     try:
-        with hold():
+        with hold():  # a signal that came meanwhile raises at its end
             for thread, end in zip(threads, finished, strict=True):
                 thread.start()  # signals are deferred here: nothing between the two lines
                 started.append(end)
-        for end in started:
-            while not end.wait(WAKE):  # short waits: a signal the kernel handed to another
-                pass                   # thread is raised here only when this one runs
     except BaseException as exc:  # a signal: no new step from here
         stop.set()
         caught = exc
-    while True:  # the steps under way run to their end
+    while True:  # the steps under way run to their end; a signal meanwhile stops new ones
         try:
             for end in started:
-                while not end.wait(WAKE):
-                    pass
+                while not end.wait(WAKE):  # short waits: a signal the kernel handed to
+                    pass                   # another thread is raised only when this one runs
             break
         except BaseException as exc:
             stop.set()

@@ -62,7 +62,7 @@ def test_the_first_deploy_backs_up_the_adopted_databases_before_anything_moves(
     sent = world.host.commands
     order = ["check postgres.volume", "start postgres on adopted volume",
              "backup vedfinance_staging", "backup vedfinance_prod",
-             "stop postgres on adopted volume", "upload", "stack deploy vedfin-shared"]
+             "stop postgres on adopted volume", "rename", "stack deploy vedfin-shared"]
     assert [sent.index(what) for what in order] == sorted(sent.index(what) for what in order)
     # the dumps ran in the postgres on the volume, by db.backup's own command
     lines = world.host.command_lines

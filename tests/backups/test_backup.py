@@ -36,7 +36,8 @@ def _backups_dir(world: World) -> Path:
 def test_deploy_backs_up_the_database_first_and_records_it(world: World) -> None:
     assert world.deploy("v2").result == "ok"
     commands = world.host.commands
-    assert commands.index("backup vedfinance_prod") < commands.index("clean partial uploads")
+    # beside the upload; the release gets its name (and release.json the backup's) after it
+    assert commands.index("backup vedfinance_prod") < commands.index("rename")
     found = list_backups(world.host, world.config, "production")  # type: ignore[arg-type]
     assert len(found.backups) == 2, found  # v1's deploy took one too (postgres answered)
     latest = found.backups[-1]
@@ -63,7 +64,9 @@ def test_a_failed_backup_stops_the_deploy_before_anything_changes(world: World) 
     message = str(caught.value)
     assert "backup of vedfinance_prod failed, nothing changed" in message
     assert "--no-backup to deploy without one" in message and "\n" not in message
-    assert "clean partial uploads" not in world.host.commands  # nothing was even uploaded
+    assert "rename" not in world.host.commands  # no release: its upload beside is removed
+    releases = Path(world.layout.releases)
+    assert not [p for p in releases.iterdir() if p.name.startswith(".tmp-")]
     new_calls = world.host.engine()["calls"][len(calls):]
     assert [c for c in new_calls if not c.startswith(("ps ", "exec ", "service inspect"))] \
         == [], new_calls  # looked, changed nothing

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from vedfin_ops.deploy.after_live import Step, chains, one_at_a_time, run_steps
+from vedfin_ops.deploy.after_live import Step, chains, run_steps
+from vedfin_ops.run.together import one_at_a_time
 
 
 def test_a_step_joins_the_chain_of_the_step_it_needs() -> None:

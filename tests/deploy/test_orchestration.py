@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,9 +247,11 @@ def test_a_first_deploy_on_a_new_host_makes_its_folders(tmp_path: Path,
 def test_a_clean_deploy_sends_the_steps_in_the_runbooks_order(v2_steps: list[tuple[str, int]]
                                                               ) -> None:
     names = [w for w, _ in v2_steps]
-    order = ["list releases", "clean partial uploads", "upload", "rename", "db-init",
+    order = ["list releases", "clean partial uploads", "upload", "db-init", "upload", "rename",
              "migrate (vedfinance/api:v2)", "stack deploy vedfin-production", "promote release"]
     assert [n for n in names if n in order] == order
+    # the backup runs beside the upload and db-init; the release is placed only after it
+    assert names.index("backup vedfinance_prod") < names.index("rename")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -261,15 +264,22 @@ def test_any_fault_at_any_step_of_a_deploy_ends_on_the_live_release(
             continue
         local = _fresh(world)
         local.host.inject(Fault(what, nth, kind, after=after))
+        threads = set(threading.enumerate())
         try:
             result = local.deploy("v2")
         except BaseException as exc:  # the invariant is what we check
+            local.host.inject()  # a fault the run never reached must not fire in the checks
+            if _outlived(threads):
+                failures.append(f"{what}#{nth}: a thread of the run outlived it")
             outcome = "interrupted" if kind in ("ctrl-c", "sigterm", "sighup") else "failed"
             try:
                 assert_back_on_v1(local, exc, outcome)
             except AssertionError as broken:
                 failures.append(f"{what}#{nth}: {broken}")
         else:
+            local.host.inject()
+            if _outlived(threads):
+                failures.append(f"{what}#{nth}: a thread of the run outlived it")
             # A fault after the last step that matters (the audit of a promoted release)
             # may end in success: then v2 must be fully live, good and audited ok.
             state = listing(local.host, local.layout)  # type: ignore[arg-type]
@@ -278,6 +288,13 @@ def test_any_fault_at_any_step_of_a_deploy_ends_on_the_live_release(
             if not ok:
                 failures.append(f"{what}#{nth}: returned {result.result} but not live")
     assert failures == []
+
+
+def _outlived(before: set[threading.Thread]) -> bool:
+    """A thread the run started still runs (its end was signalled: a moment to return)."""
+    for thread in set(threading.enumerate()) - before:
+        thread.join(timeout=2)
+    return any(t.is_alive() for t in set(threading.enumerate()) - before)
 
 
 _SAVED: dict[str, Path] = {}

@@ -35,11 +35,12 @@ SERVER = "127.0.0.1:5000"  # never contacted: see `_digest`
 VOLUME = "dokploy-postgres-data"
 PASSWORD = "registry-pass-8d1f0c"
 # the commands a registry (and an adopted volume) add to a v1 -> v2 deploy: with the apps
-# alone changed, the login before the migration and the image prune after promote; with the
+# alone changed, the login and the images' pull beside the backup, and the image prune after
+# promote; with the
 # shared stack changed too, the login before the volume probe, and the probe (its prune after
 # promote is the same as the apps' one)
-REGISTRY_STEPS = {"apps": {"registry login", "image inventory", "prune images"},
-                  "shared": {"registry login", "check postgres.volume"}}
+REGISTRY_STEPS = {"apps": {"registry login", "pull images", "image inventory", "prune images"},
+                  "shared": {"registry login", "pull images", "check postgres.volume"}}
 
 
 def _digest(self: Registry, image: str) -> str:

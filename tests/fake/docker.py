@@ -309,6 +309,16 @@ def main(args: list[str]) -> int:
         if "--with-registry-auth" in args:
             state["registry_auth"] = True
         return stack_deploy(state, args)
+    if args[0] == "pull":  # by digest, as the deploy pulls beside its backup
+        image = args[-1]
+        ref, _, digest = image.partition("@")
+        if not digest:
+            print(f"fake docker: pull {image}: a tag is not pulled here", file=sys.stderr)
+            return 1
+        state.setdefault("images", {})[digest] = ref.rsplit(":", 1)[0]
+        state.setdefault("pulls", []).append(image)
+        save(state)
+        return 0
     if args[0] == "login":
         password = sys.stdin.read().rstrip("\n")
         state.setdefault("logins", []).append({"server": args[-1], "user": flag(args, "--username"),

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,10 @@ class Fault:
             raise KeyboardInterrupt
         sig = {"sigterm": signal.SIGTERM, "sighup": signal.SIGHUP}[self.kind]
         os.kill(os.getpid(), sig)  # the handler runs (and raises) before the next line
+        if threading.current_thread() is not threading.main_thread():
+            # in a step's thread, the handler ran in the main one: there it closed this
+            # command's channel (`Host.cancel_running`), which this command now sees
+            raise RemoteError(f"{self.what}: Socket is closed (cut by {self.kind})")
 
 
 TOUCHED_MACHINE: list[str] = []  # commands that would have reached this machine's own files

@@ -108,3 +108,26 @@ def test_shipped_init_db_asks_for_both_extensions(variant: Any) -> None:
     assert "CREATE EXTENSION IF NOT EXISTS vector;" in sql
     assert "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;" in sql
     assert os.linesep in sql
+
+
+def test_db_init_in_one_session_says_what_it_created_then_nothing(
+        variant: Any, pgvector_server: tuple[Path, str]) -> None:
+    """The deploy's db-init session (before, init-db.sql, after, settings) on a real server:
+    a database that does not exist yet is skipped before (a failed connect would end the
+    script), then found after with its extension and a real vector distance."""
+    from vedfin_ops.deploy.db_init import parse_inventory, session_sql, settings_differ
+
+    psql, uri = pgvector_server
+    sql = _sql_for(variant, ["vector"])
+    _psql(psql, [uri], "CREATE DATABASE vedfinance_dev;")  # one of three there, bare
+    session = session_sql(DATABASES, sql, True, ["work_mem"])
+    first = _psql(psql, [uri], session, "-At")
+    assert parse_inventory(first, "WAS").extensions == {"vedfinance_dev": {"plpgsql"}}
+    after = parse_inventory(first)
+    assert after.extensions == {db: {"plpgsql", "vector"} for db in DATABASES}
+    assert after.distances == {db: 1.0 for db in DATABASES}
+    settings = "\n".join(line.removeprefix("SET ") for line in first.splitlines()
+                         if line.startswith("SET "))
+    assert settings_differ({"work_mem": "4MB"}, settings) == []
+    again = _psql(psql, [uri], session, "-At")
+    assert parse_inventory(again, "WAS").extensions == after.extensions

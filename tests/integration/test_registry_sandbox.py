@@ -173,9 +173,9 @@ def _registry_pid() -> int:
 
 def test_the_registry_stopped_mid_deploy_ends_on_the_release_before(
         sandbox_up: dict[str, Any], config: Any) -> None:
-    """The images of v5 are only in the registry; it stops as the rollout starts (after the
-    migration pulled the api image, before the web image is pulled): the engine cannot start
-    the new web tasks, and the deploy ends failed on the release that ran before."""
+    """The images of v5 are only in the registry; it stops once their digests are resolved,
+    before the host pulls them (beside the backup, so that the rollout never waits on the
+    registry): the deploy ends failed on the release that ran before, nothing pulled."""
 
     from tests.sandbox_sync import registry_lock
 
@@ -196,7 +196,7 @@ def _stop_the_registry_mid_deploy(sandbox_up: dict[str, Any], config: Any) -> No
     try:
         assert proc.stderr is not None
         for line in proc.stderr:
-            if line.startswith("> rollout:") and not stopped:
+            if line.startswith("> preflight:") and not stopped:
                 os.kill(_registry_pid(), signal.SIGTERM)
                 stopped = True
         proc.wait(timeout=400)
@@ -205,7 +205,7 @@ def _stop_the_registry_mid_deploy(sandbox_up: dict[str, Any], config: Any) -> No
             proc.kill()
         sandbox.up(use_existing=True, workdir=SANDBOX_DIR, shipped=ROOT / "dokploy.yaml",
                    progress=lambda _m: None)  # the registry back for the next tests
-    assert stopped, "the deploy never reached its rollout"
+    assert stopped, "the deploy never reached its preflight"
     assert proc.returncode == 1
     assert (_current(config), _service_images(), _version(config)) == before
     assert not _engine_has(sandbox_image("web:v5"))

@@ -23,9 +23,9 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 from vedfin_ops.run.operation import Say, describe
+from vedfin_ops.run.together import start, wait_out
 
 AT_ONCE = 4  # channels at a time beside the run's own (sshd's MaxSessions is 10)
-WAKE = 0.2  # seconds between the main thread's looks at a pending signal
 
 
 @dataclass(frozen=True)
@@ -56,18 +56,6 @@ def chains(steps: Sequence[Step]) -> list[list[Step]]:
     return out
 
 
-def one_at_a_time(say: Say) -> Say:
-    """`say` for threads: whole lines, never two threads' halves (`print` writes the line
-    and its end apart). The steps' own messages and the runner's must share it."""
-    lock = threading.Lock()
-
-    def said(message: str) -> None:
-        with lock:
-            say(message)
-
-    return said
-
-
 def run_steps(steps: Sequence[Step], say: Say,
               hold: Callable[[], ContextManager[object]] = nullcontext) -> list[str]:
     """Every step, the chains at once; returns the names of those that failed or were
@@ -79,12 +67,6 @@ def run_steps(steps: Sequence[Step], say: Say,
     stop = threading.Event()
     queue = chains(steps)
     taking = threading.Lock()
-
-    def run_chains(finished: threading.Event) -> None:
-        try:
-            take_chains()
-        finally:
-            finished.set()
 
     def take_chains() -> None:
         while not stop.is_set():
@@ -106,30 +88,13 @@ def run_steps(steps: Sequence[Step], say: Say,
                 else:
                     done.add(step.name)
 
-    # each thread's own end, waited for on an Event: a `Thread.join` that a signal cuts
-    # short marks the thread stopped while it still runs (CPython 3.11)
-    finished = [threading.Event() for _ in range(max(1, min(AT_ONCE, len(queue))))]
-    threads = [threading.Thread(target=run_chains, args=(end,), name=f"after-live-{i}",
-                                daemon=True) for i, end in enumerate(finished)]
-    started: list[threading.Event] = []
-    caught: BaseException | None = None
-    try:
-        with hold():  # a signal that came meanwhile raises at its end
-            for thread, end in zip(threads, finished, strict=True):
-                thread.start()  # signals are deferred here: nothing between the two lines
-                started.append(end)
-    except BaseException as exc:  # a signal: no new step from here
+    started, caught = start([take_chains] * max(1, min(AT_ONCE, len(queue))), "after-live",
+                            hold)
+    if caught is not None:  # a signal: no new step from here
         stop.set()
-        caught = exc
-    while True:  # the steps under way run to their end; a signal meanwhile stops new ones
-        try:
-            for end in started:
-                while not end.wait(WAKE):  # short waits: a signal the kernel handed to
-                    pass                   # another thread is raised only when this one runs
-            break
-        except BaseException as exc:
-            stop.set()
-            caught = caught or exc
+    # the steps under way run to their end; a signal meanwhile stops new ones
+    interrupted = wait_out(started, stop.set)
+    caught = caught or interrupted
     caught = caught or (errors[0] if errors else None)
     if caught is not None:
         raise caught

@@ -25,6 +25,7 @@ env's services go back on the live release and the shared stack on its earlier f
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -42,7 +43,7 @@ from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
 from vedfin_ops.config.roles import shared_owner
-from vedfin_ops.deploy.after_live import Step, one_at_a_time, run_steps
+from vedfin_ops.deploy.after_live import Step, run_steps
 from vedfin_ops.deploy.build import Built, build_images, building, check_build_first
 from vedfin_ops.deploy.db_init import db_init as real_db_init
 from vedfin_ops.deploy.images import prunable_images, resolve_pins
@@ -56,7 +57,7 @@ from vedfin_ops.deploy.volumes import judge_adoption, moves_onto
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.monitoring.checklist import MIGRATE_RECORD
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import HANDSHAKES, Host, RemoteHost
+from vedfin_ops.remote.host import HANDSHAKES, Host, RemoteError, RemoteHost
 from vedfin_ops.remote.probes.engine import ServiceView, parse_snapshot, snapshot
 from vedfin_ops.rendering.files import Rendered, render
 from vedfin_ops.run.env_run import (
@@ -83,6 +84,7 @@ from vedfin_ops.run.layout import (
 from vedfin_ops.run.lock import Lock, now_iso, shared_lock, who
 from vedfin_ops.run.operation import Say, Show, audit, bare, describe
 from vedfin_ops.run.polling import REAL, Clock
+from vedfin_ops.run.together import beside, one_at_a_time
 
 SHARED_LOCK_WAIT = 120.0
 UNKNOWN_SHARED = "unknown"  # shared.hash when the shared stack runs files nobody recorded
@@ -179,6 +181,7 @@ class Deploy(EnvRun):
                  hooks: Hooks | None = None, pins: dict[str, str] | None = None,
                  built_from: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(host, config, env, tag=tag, **kwargs)
+        self.say = one_at_a_time(self.say)  # steps run at once: before the rollout, after live
         self.files = files
         self.secrets = secrets  # the env's and the shared ones, resolved once by deploy()
         self.options = options
@@ -195,6 +198,8 @@ class Deploy(EnvRun):
         self.shared_lock = shared_lock(host, self.layout.shared_lock,
                                        action=f"deploy {env} (shared stack, db-init)", tag=tag,
                                        clock=self.clock)
+        self.shared_changes = False  # read under the shared lock: this run rolls it
+        self.db_ready = False  # db-init done (beside the backup, or after the release)
         self.migrating = False
         self.migration: dict[str, Any] = {}
         self.promoting = False
@@ -207,8 +212,7 @@ class Deploy(EnvRun):
             return self.result
         self.refuse_unsafe_start()
         self.run_preflight()
-        self.backup_database()
-        self.push()
+        self.prepare()
         self.shared_and_db_init()
         self.migrate()
         self.rollout()
@@ -344,7 +348,7 @@ class Deploy(EnvRun):
         try:
             taken = backup_step.take_backup(self.host, self.config, self.env,
                                             f"before deploy of {self.tag}",
-                                            wrap=self.keep_alive)
+                                            wrap=self.lock.keep_alive)
         except CheckFailed as exc:
             raise CheckFailed(f"backup of {database} failed, nothing changed: {exc} "
                               f"(--no-backup to deploy without one)") from None
@@ -407,18 +411,64 @@ class Deploy(EnvRun):
             self.say(f"warning: the backup-copy audit line could not be written "
                      f"({describe(exc)})")
 
-    def push(self) -> None:
+    def prepare(self) -> None:
+        """The backup, and beside it the release's upload and (when the shared stack stays as
+        it is) db-init, and the images' pull: about a second less before the rollout on the
+        sandbox's stand-ins, a pull's length with real images. The release appears under
+        its name only once the backup is known (release.json names it) and taken: a failed
+        backup leaves only a partial upload, which the next deploy removes. db-init only adds
+        what is missing, so beside a backup it changes nothing a restore would need."""
+        tmp = self.name_release()
+        try:
+            beside(lambda: self.upload(tmp), self.backup_database, self.pull_images,
+                   hold=self.deferred)
+        except Exception:
+            with contextlib.suppress(Exception):  # else the next deploy's push removes it
+                self.host.run(commands.remove_dirs([tmp]), what="remove partial upload")
+            raise
+        self.place_release(tmp)
+
+    def pull_images(self) -> None:
+        """The release's images, pinned by digest, pulled onto the host beside the backup:
+        the migration's container and the rollout's tasks then start without a pull (the
+        engine does not pull an image by digest that is present). Without a registry the
+        images are the host's own, by tag: nothing to pull."""
+        images = sorted({image for image in expected_images(self.config, self.env, self.tag,
+                                                             self.pins).values()
+                         if "@sha256:" in image})
+        if self.config.registry is None or not images:
+            return
+        self.step(f"pull: {len(images)} images onto the host")
+        self.registry_login()
+        try:
+            self.host.run(self.lock.keep_alive(commands.pull_images(images)),
+                          what="pull images", timeout=None)
+        except RemoteError as exc:
+            raise CheckFailed(f"the host could not pull the release's images, nothing "
+                              f"changed: {exc}") from None
+
+    def name_release(self) -> str:
+        """The release's id (ids sort by time, never by their content hash) and its upload
+        folder; nothing on the host yet."""
         stamps = {r.rpartition("-")[0] for r, _ in self.state.releases}
         stamp, _, digest = self.release.rpartition("-")
         n, first = 1, stamp
-        while stamp in stamps:  # another release in the same second: ids must sort by time,
-            n += 1              # never by their content hash
+        while stamp in stamps:  # another release in the same second
+            n += 1
             stamp = f"{first}.{n}"
-        self.release = f"{stamp}-{digest}"
-        rid = self.result.release = self.release
-        release_dir = self.layout.release(rid)
-        self.step(f"push: {release_dir}")
-        tmp = f"{self.layout.releases}/.tmp-{rid}"
+        self.release = self.result.release = f"{stamp}-{digest}"
+        return f"{self.layout.releases}/.tmp-{self.release}"
+
+    def upload(self, tmp: str) -> None:
+        self.step(f"push: {self.layout.release(self.release)}")
+        self.host.run(commands.clean_partial_uploads(self.layout.releases),
+                      what="clean partial uploads")
+        self.host.put_tree(tmp, {**self.files, "state": "pushed\n"}, Rendered.is_secret)
+        if self.shared_stays:
+            self.shared_and_db_init(early=True)
+
+    def place_release(self, tmp: str) -> None:
+        rid = self.release
         self.meta = {"id": rid, "env": self.env, "tag": self.tag,
                      "created": now().isoformat(timespec="seconds"), "by": who(),
                      "images": expected_images(self.config, self.env, self.tag, self.pins),
@@ -428,26 +478,39 @@ class Deploy(EnvRun):
                      "skip_preflight": self.options.skip_preflight,
                      "force": self.options.force,
                      **({"built_from": self.built_from} if self.built_from else {})}
-        self.host.run(commands.clean_partial_uploads(self.layout.releases),
-                      what="clean partial uploads")
-        self.host.put_tree(tmp, {**self.files,
-                                 "release.json": json.dumps(self.meta, indent=2) + "\n",
-                                 "state": "pushed\n"}, Rendered.is_secret)
-        self.release_dir = release_dir  # before the rename: it may happen and the link drop
-        self.host.rename(tmp, release_dir)
+        self.host.put_tree(tmp, {"release.json": json.dumps(self.meta, indent=2) + "\n"},
+                           Rendered.is_secret)
+        self.release_dir = self.layout.release(rid)  # before the rename: the link may drop
+        self.host.rename(tmp, self.release_dir)      # after it ran
 
-    def shared_and_db_init(self) -> None:
+    @property
+    def shared_stays(self) -> bool:
+        """The shared stack's files are those deployed (as inspect read them): db-init can
+        run beside the backup. Read again under the shared lock before it does."""
+        return self.state.current is not None and \
+            self.state.shared == shared_hash(self.files)
+
+    def shared_and_db_init(self, early: bool = False) -> None:
         """postgres, redis and the edge serve every env: one writer at a time. When this run
         changes them, the shared lock stays held to the end, so a failure can put them back
-        before anyone else deploys; its hash is recorded only when the release goes live."""
-        assert self.release_dir is not None
-        self.shared_lock.acquire(wait=SHARED_LOCK_WAIT)
-        # what is deployed now, read under the lock (another env may have changed it since
-        # inspect), and a copy of its file for the way back
-        deployed = self.host.run(commands.read_file(self.layout.shared_hash),
-                                 what="read shared hash").strip() or None
-        self.state = replace(self.state, shared=deployed)
-        if self.state.shared != self.meta["shared_hash"] or self.shared_runs_otherwise():
+        before anyone else deploys; its hash is recorded only when the release goes live.
+        `early` (beside the backup): db-init only if the shared stack stays; a change found
+        under the lock keeps it held and waits for the backup and the release."""
+        if self.db_ready:
+            return
+        if not self.shared_lock.taken:
+            self.shared_lock.acquire(wait=SHARED_LOCK_WAIT)
+            # what is deployed now, read under the lock (another env may have changed it
+            # since inspect), and a copy of its file for the way back
+            deployed = self.host.run(commands.read_file(self.layout.shared_hash),
+                                     what="read shared hash").strip() or None
+            self.state = replace(self.state, shared=deployed)
+            self.shared_changes = (self.state.shared != shared_hash(self.files)
+                                   or self.shared_runs_otherwise())
+        if self.shared_changes:
+            if early:
+                return
+            assert self.release_dir is not None
             edge = ", edge" if self.config.edge.mode == "caddy" else ""
             self.step(f"shared stack: postgres, redis{edge} (changed)")
             self.check_adopted_volume()
@@ -460,6 +523,7 @@ class Deploy(EnvRun):
         db = self.hooks.db_init(self.host, self.config)
         made = db.created_databases + db.created_extensions
         self.say("db-init: " + (f"created {', '.join(made)}" if made else "nothing to do"))
+        self.db_ready = True
         if not self.shared_touched:
             problem = self.shared_lock.release()
             if problem:
@@ -625,7 +689,6 @@ class Deploy(EnvRun):
                           + self.source_note())
         if self.shared_touched:
             self.prune_shared_files()
-        self.say = one_at_a_time(self.say)  # the steps below run at once
         steps = self.after_live(prune)
         run_steps(steps[:-1], self.say, hold=self.deferred)
         run_steps(steps[-1:], self.say)  # the checklist reads what the others left

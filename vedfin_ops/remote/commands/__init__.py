@@ -104,6 +104,7 @@ from vedfin_ops.remote.commands.releases import (
 )
 from vedfin_ops.remote.commands.stack import (
     health_probe,
+    pull_images,
     registry_login,
     reset_stack_image_labels,
     restart_services,
@@ -189,6 +190,7 @@ __all__ = [
     "private_folder",
     "psql",
     "psql_rows",
+    "pull_images",
     "read_file",
     "read_link",
     "registry_login",

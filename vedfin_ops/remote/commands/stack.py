@@ -22,6 +22,15 @@ def registry_login(server: str, username: str, password: str) -> Command:
                    Raw(">/dev/null"), secret_stdin=Secret(password + "\n"))
 
 
+def pull_images(images: list[str]) -> str:
+    """Every image pulled at once (a task whose image, pinned by digest, is present starts
+    without a pull); the status is the last failure's, each pull's own words on stderr."""
+    pulls = "".join(f"docker pull --quiet {sh(image)} >/dev/null & p{i}=$!; "
+                    for i, image in enumerate(images))
+    waits = "".join(f"wait $p{i} || rc=$?; " for i in range(len(images)))
+    return f"rc=0; {pulls}{waits}exit $rc"
+
+
 def reset_stack_image_labels(services: dict[str, str]) -> str:
     """Make `docker stack deploy` see a changed image for services edited by hand: their
     stack label is set to what they run now (a service label: no task restarts)."""

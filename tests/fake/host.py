@@ -149,8 +149,9 @@ exec /bin/date "$@"
         self.commands.append("upload")
         if not Path(remote_dir).parent.is_dir():  # SFTP makes no missing parents either
             raise FileNotFoundError(2, "No such file")
+        cut = min(1, len(files) - 1)  # after the first file; a lone file, before it
         for i, (rel, text) in enumerate(sorted(files.items())):
-            fault = self._fault("upload") if i == 1 else None  # cut after the first file
+            fault = self._fault("upload") if i == cut else None
             if fault is not None:
                 fault.raise_it()
             path = Path(remote_dir) / rel

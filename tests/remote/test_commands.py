@@ -311,3 +311,30 @@ def test_the_default_healthcheck_works_in_an_image_with_only_node(tmp_path: Path
         server.shutdown()
         server.server_close()
     assert _probe_with_only(tmp_path, {"node": "node"}, f"{base}/api/health") == 1
+
+
+def test_the_images_are_pulled_at_once_and_a_failed_pull_fails_the_command(tmp_path: Path
+                                                                            ) -> None:
+    """Run in `sh` with a `docker` that refuses one image: every pull is waited for, the
+    status is the failure's, and a wrapper's cleanup after it still runs."""
+    import subprocess
+
+    fake = tmp_path / "docker"
+    fake.write_text('#!/bin/sh\necho "$@" >> "$LOG"\n'
+                    'case "$3" in *missing*) echo "manifest unknown" >&2; exit 1;; esac\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "LOG": str(tmp_path / "log")}
+    good = ["r/api:v2@sha256:" + "a" * 64, "r/web:v2@sha256:" + "b" * 64]
+    pulled = subprocess.run(["sh", "-c", commands.pull_images(good)], env=env,
+                            capture_output=True, text=True, check=False)
+    assert pulled.returncode == 0
+    assert sorted((tmp_path / "log").read_text().split("\n")[:-1]) == [
+        f"pull --quiet {image}" for image in good]
+    wrapped = commands.pull_images([good[0], "r/missing:v2@sha256:" + "c" * 64]) + \
+        "; echo cleanup-ran"
+    refused = subprocess.run(["sh", "-c", f"( {wrapped} )"], env=env, capture_output=True,
+                             text=True, check=False)
+    assert "manifest unknown" in refused.stderr and "cleanup-ran" in refused.stdout
+    last = subprocess.run(["sh", "-c", commands.pull_images(["r/missing@sha256:" + "c" * 64])],
+                          env=env, capture_output=True, text=True, check=False)
+    assert last.returncode == 1

@@ -79,3 +79,18 @@ def test_lines_from_two_threads_stay_whole() -> None:
     beside(lambda: talk("a"), lambda: talk("b"))
     assert sorted(lines) == sorted([f"a {i}" for i in range(200)] +
                                    [f"b {i}" for i in range(200)])
+
+
+def test_a_notice_said_from_inside_say_does_not_wait_on_itself() -> None:
+    """The run's signal handler says its notice through the run's `say`, in the thread that
+    may be inside it already (a second Ctrl-C while the way back prints)."""
+    lines: list[str] = []
+
+    def sink(message: str) -> None:
+        lines.append(message)
+        if message == "putting the host back":
+            say("interrupted again: still putting the host back")  # the handler, re-entered
+
+    say = one_at_a_time(sink)
+    beside(lambda: say("putting the host back"))
+    assert lines == ["putting the host back", "interrupted again: still putting the host back"]

@@ -348,7 +348,7 @@ class Deploy(EnvRun):
         try:
             taken = backup_step.take_backup(self.host, self.config, self.env,
                                             f"before deploy of {self.tag}",
-                                            wrap=self.lock.keep_alive)
+                                            wrap=self.keep_alive)
         except CheckFailed as exc:
             raise CheckFailed(f"backup of {database} failed, nothing changed: {exc} "
                               f"(--no-backup to deploy without one)") from None
@@ -429,9 +429,10 @@ class Deploy(EnvRun):
         self.place_release(tmp)
 
     def pull_images(self) -> None:
-        """The release's images, pinned by digest, pulled onto the host beside the backup:
-        the migration's container and the rollout's tasks then start without a pull (the
-        engine does not pull an image by digest that is present). Without a registry the
+        """The release's images, pinned by digest, pulled onto the host (a cluster's manager)
+        beside the backup, within `remote.rolloutTimeout`: the migration's container and the
+        tasks the engine places there then start without a pull (it does not pull a digest
+        it holds); a cluster's other nodes still pull their own. Without a registry the
         images are the host's own, by tag: nothing to pull."""
         images = sorted({image for image in expected_images(self.config, self.env, self.tag,
                                                              self.pins).values()
@@ -442,7 +443,7 @@ class Deploy(EnvRun):
         self.registry_login()
         try:
             self.host.run(self.lock.keep_alive(commands.pull_images(images)),
-                          what="pull images", timeout=None)
+                          what="pull images", timeout=self.config.remote.rollout_timeout)
         except RemoteError as exc:
             raise CheckFailed(f"the host could not pull the release's images, nothing "
                               f"changed: {exc}") from None

@@ -436,6 +436,7 @@ class Host:
         self.secrets: list[str] = []
         self._sftp: paramiko.SFTPClient | None = None
         self._track_channels()
+        self.stopping = False  # set by a signal's cancel_running: other threads start nothing
 
     def redact(self, text: str) -> str:
         """Whatever the host printed, no secret value of this run leaves through us, nor the
@@ -471,6 +472,8 @@ class Host:
         (`docker login --password-stdin`). A `Command`'s secrets are masked in whatever
         this returns to a stream or raises, besides the host's own (`redact`)."""
         self.commands.append(what)
+        if self.stopping and threading.current_thread() is not threading.main_thread():
+            raise RemoteError(f"{what} on {self.name}: not started, the run is stopping")
         self.conn.open()
         line, secret_stdin, redact = prepare(command, secret_stdin, self.redact)
         kwargs: dict[str, Any] = {"hide": True, "warn": True, "timeout": timeout,
@@ -619,7 +622,10 @@ class Host:
     def cancel_running(self) -> None:
         """Close the channels of commands still running (called from a signal handler), so
         the wait for them ends now: Fabric otherwise waits for the remote command to end.
-        The transport stays up, so the way back runs over the same connection."""
+        The transport stays up, so the way back runs over the same connection. A step's
+        thread between two commands starts no other (`stopping`, until the next run); the
+        main thread's way back runs on."""
+        self.stopping = True
         channels: list[Any] = []
         for _ in range(10):  # a step's thread may open one meanwhile: read the set again
             try:

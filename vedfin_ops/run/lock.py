@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -127,6 +128,7 @@ class Lock:
         self.action, self.tag, self.hint, self.clock = action, tag, hint, clock
         self.token = secrets.token_hex(8)
         self.taken = False
+        self._mutex = threading.RLock()  # beat (a step's thread) against release (the run's)
         self._last_beat = 0.0
 
     def holder_json(self) -> str:
@@ -173,6 +175,10 @@ class Lock:
     def beat(self, *, force: bool = False) -> None:
         """Refresh the heartbeat, at most every BEAT_EVERY seconds (cheap to call often);
         raises LockLost when the lock is no longer ours."""
+        with self._mutex:
+            self._beat(force)
+
+    def _beat(self, force: bool) -> None:
         if not self.taken or (not force and self.clock.now() - self._last_beat < BEAT_EVERY):
             return
         self._last_beat = self.clock.now()
@@ -194,6 +200,10 @@ class Lock:
         """Remove our lock; an error is returned, not raised (it runs on the way out of a
         failure already being reported, and the other locks must still go): the link may be
         gone. A Ctrl-C mid-run still interrupts; on the way out signals are shielded."""
+        with self._mutex:
+            return self._release()
+
+    def _release(self) -> str:
         if not self.taken:
             return ""
         try:

@@ -109,6 +109,8 @@ class Operation:
         the two cannot leave it behind. Once the body has committed, an interrupt or error
         that comes later (the final message, the way out) cannot turn success into failure.
         """
+        if getattr(self.host, "stopping", False):  # an earlier run's signal on this host
+            self.host.stopping = False  # type: ignore[attr-defined]
         with signals_as_interrupts(on_signal=self._cancel_running, notice=self.say) as guard:
             self.guard = guard
             started = False

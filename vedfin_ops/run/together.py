@@ -23,7 +23,9 @@ WAKE = 0.2  # seconds between the main thread's looks at a pending signal
 def one_at_a_time(say: Say) -> Say:
     """`say` for threads: whole lines, never two threads' halves (`print` writes the line
     and its end apart)."""
-    lock = threading.Lock()
+    # reentrant: the run's signal handler says its notice through this `say`, in the main
+    # thread, possibly while that thread is inside it (a second Ctrl-C during the way back)
+    lock = threading.RLock()
 
     def said(message: str) -> None:
         with lock:

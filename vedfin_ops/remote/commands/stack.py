@@ -24,11 +24,13 @@ def registry_login(server: str, username: str, password: str) -> Command:
 
 def pull_images(images: list[str]) -> str:
     """Every image pulled at once (a task whose image, pinned by digest, is present starts
-    without a pull); the status is the last failure's, each pull's own words on stderr."""
+    without a pull); the status is the last failure's, each pull's own words on stderr. It
+    ends in `(exit $rc)`, not `exit`: a wrapper's cleanup after it (the lock's heartbeat
+    loop) still runs."""
     pulls = "".join(f"docker pull --quiet {sh(image)} >/dev/null & p{i}=$!; "
                     for i, image in enumerate(images))
     waits = "".join(f"wait $p{i} || rc=$?; " for i in range(len(images)))
-    return f"rc=0; {pulls}{waits}exit $rc"
+    return f"rc=0; {pulls}{waits}(exit $rc)"
 
 
 def reset_stack_image_labels(services: dict[str, str]) -> str:

@@ -7,9 +7,8 @@ authorized_keys, the base folder) are real files under the test's folder (`Paths
 what only root could do on a real machine (owners, users, packages, units, swap, ufw, the
 engine) is state here.
 
-Each program on the PATH is a short `sh` script, of the shell's builtins alone, that hands its
-arguments to one dispatcher in the test's own process (`Dispatcher`, a thread reading a FIFO)
-and prints what it answers: tests/host call these programs about 2,800 times, and a Python
+Each program on the PATH hands its arguments to one dispatcher in the test's own process
+(tests/fake/dispatch.py): tests/host call these programs about 2,800 times, and a Python
 interpreter started for each call (30-50 ms) was most of their time.
 
 Faults a test sets in the state: `apt_half` (packages whose install dpkg leaves unpacked and
@@ -18,17 +17,15 @@ fails), `swapon_refused` (a container), `sysctl_refused` (a read-only /proc/sys)
 
 from __future__ import annotations
 
-import atexit
 import io
 import json
 import os
-import shutil
-import tempfile
 import threading
 import traceback
 from pathlib import Path
 from typing import Any
 
+from tests.fake import dispatch
 from vedfin_ops.remote.quoting import sh
 
 STATE: Path  # the JSON state; its `bin` and `fs` name the other two
@@ -73,111 +70,29 @@ def wrapper(name: str) -> None:
     install(BIN, STATE, name)
 
 
-SLOTS = 64  # programs that may wait for an answer at once (a pipeline runs a few)
-#: a program: a free slot taken (a file made only if none is there: `set -C`), its arguments
-#: to the dispatcher (NUL-separated: no argument holds a NUL), then through the slot's FIFO its
-#: exit status and what it printed (`lines`), the slot given back; the shell's builtins alone,
-#: no process but the shell itself; a `sudo` allowed runs its command itself, its leading -n
-#: dropped, as root (FAKE_SUDO)
-CLIENT = """#!/bin/sh
-set -C
-i=0
-until echo $$ 2>/dev/null > {calls}/$i.busy; do
-  i=$((i + 1))
-  if [ $i -ge {slots} ]; then echo "fake {name}: every slot is busy" >&2; exit 70; fi
-done
-set +C
-c={calls}/$i
-exec 3<>"$c"
-printf '%s\\0' {state} {name} "${{FAKE_SUDO-}}" "${{DEBIAN_FRONTEND-}}" "$@" > "$c.in"
-echo "call $i" > {requests}
-read rc out errs <&3
-while [ "$out" -gt 1 ]; do IFS= read -r l <&3; printf '%s\\n' "$l"; out=$((out - 1)); done
-if [ "$out" = 1 ]; then IFS= read -r l <&3; printf '%s' "$l"; fi
-while [ "$errs" -gt 1 ]; do IFS= read -r l <&3; printf '%s\\n' "$l" >&2; errs=$((errs - 1)); done
-if [ "$errs" = 1 ]; then IFS= read -r l <&3; printf '%s' "$l" >&2; fi
-exec 3<&-
-echo "done $i" > {requests}
-if [ "$rc" = exec ]; then
+#: after the answer: a `sudo` allowed runs its command itself, its leading -n dropped, as root
+#: (FAKE_SUDO)
+SUDO_EXEC = """if [ "$rc" = exec ]; then
   while [ "$1" = -n ]; do shift; done
   FAKE_SUDO=1 exec "$@"
-fi
-exit "$rc"
-"""
-
-
-def lines(text: str) -> list[str]:
-    """What the program reads back: its lines, the last one without its newline (empty when
-    the text ends with one)."""
-    return text.split("\n") if text else []
+fi"""
 
 
 def install(folder: Path, state: Path, name: str) -> None:
-    """`name` on the PATH: this module, answering as that program."""
+    """`name` on the PATH: this module, answering as that program (tests/fake/dispatch.py)."""
     path = folder / name
-    path.write_text(dispatcher().client(state, name))
+    path.write_text(dispatch.dispatcher().client(
+        "debian", answer, name=f"fake {name}",
+        head=f'{sh(str(state))} {sh(name)} "${{FAKE_SUDO-}}" "${{DEBIAN_FRONTEND-}}"',
+        after=SUDO_EXEC))
     path.chmod(0o755)
 
 
-class Dispatcher:
-    """The programs' one answerer in this process: a thread that runs each call in turn."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.folder = Path(tempfile.mkdtemp(prefix="fake-debian-"))
-        for slot in range(SLOTS):
-            os.mkfifo(self.folder / str(slot))
-        requests = self.folder / "requests"
-        os.mkfifo(requests)
-        # read and write: never an end of file between two programs' calls
-        self.requests = os.fdopen(os.open(requests, os.O_RDWR), "rb", buffering=0)
-        atexit.register(shutil.rmtree, self.folder, True)
-        threading.Thread(target=self.serve, name="fake-debian", daemon=True).start()
-
-    def client(self, state: Path, name: str) -> str:
-        return CLIENT.format(calls=sh(str(self.folder)), state=sh(str(state)), name=sh(name),
-                             requests=sh(str(self.folder / "requests")), slots=SLOTS)
-
-    def serve(self) -> None:
-        line = b""
-        while True:
-            line += self.requests.read(4096)
-            while b"\n" in line:
-                request, line = line.split(b"\n", 1)
-                what, slot = request.decode().split()
-                try:
-                    if what == "done":  # the program read its answer: its slot is free
-                        os.unlink(self.folder / f"{slot}.busy")
-                    else:
-                        self.answer(self.folder / slot)
-                except Exception:  # that program waits for its test's timeout
-                    traceback.print_exc()  # the thread answers the next ones
-
-    def answer(self, slot: Path) -> None:
-        words = Path(f"{slot}.in").read_bytes().decode().split("\0")[:-1]
-        with LOCK:
-            code = run(words)
-            out, errs = OUT.getvalue(), ERR.getvalue()
-        answer = "exec" if code == EXEC else str(code)
-        said, told = lines(out), lines(errs)
-        text = "".join(f"{line}\n" for line in [f"{answer} {len(said)} {len(told)}", *said, *told])
-        # the program holds its FIFO open for reading (never blocks); more than a pipe's buffer
-        # is written as it reads; a program gone (killed) is EPIPE, its slot never given back
-        fd = os.open(slot, os.O_WRONLY | os.O_NONBLOCK)
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(text.encode())
-
-
-_DISPATCHER: list[Dispatcher] = []
-
-
-def dispatcher() -> Dispatcher:
-    """This process's (a forked child has none of its parent's threads: one of its own)."""
+def answer(words: list[str], stdin: str) -> tuple[str, str, str]:
+    """One call, answered in the dispatcher's thread (its stdin is never read)."""
     with LOCK:
-        if not _DISPATCHER or _DISPATCHER[0].pid != os.getpid():
-            _DISPATCHER[:] = [Dispatcher()]
-        return _DISPATCHER[0]
+        code = run(words)
+        return "exec" if code == EXEC else str(code), OUT.getvalue(), ERR.getvalue()
 
 
 def run(words: list[str]) -> int:

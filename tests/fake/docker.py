@@ -5,32 +5,45 @@ scale, ps, run, rm, exec of psql, pg_dump and pg_restore; databases are created,
 dropped by the SQL it is sent) from a JSON state file ($FAKE_ENGINE), and moves
 one step per `service inspect`, as a real engine moves between polls. Images whose tag says
 `broken` fail their health checks, so the engine rolls them back; `badmigration` fails its
-migration. Stdlib only and run with `python3 -S`: it starts in milliseconds.
+migration. Its calls are answered in the test's own process (tests/fake/dispatch.py), one at a
+time: a Python interpreter started per call was most of the fault matrix's time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
-import sys
+from pathlib import Path
 from typing import Any
 
+from tests.fake import dispatch
+
 STACK_LABEL = "com.docker.stack.namespace"
+ENGINE = ""  # the state file of the call being answered
+OUT = io.StringIO()  # what the call prints
+ERR = io.StringIO()
+STDIN = io.StringIO()
+
+
+def echo(*values: object, file: io.StringIO | None = None) -> None:
+    """`print` into the call's answer (never this process's own stdout)."""
+    print(*values, file=file or OUT)
 
 
 def load() -> dict[str, Any]:
-    with open(os.environ["FAKE_ENGINE"]) as fh:
+    with open(ENGINE) as fh:
         state: dict[str, Any] = json.load(fh)
     return state
 
 
 def save(state: dict[str, Any]) -> None:
-    tmp = os.environ["FAKE_ENGINE"] + ".tmp"
+    tmp = ENGINE + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(state, fh, indent=1, sort_keys=True)
-    os.replace(tmp, os.environ["FAKE_ENGINE"])
+    os.replace(tmp, ENGINE)
 
 
 def flag(args: list[str], name: str) -> str | None:
@@ -65,14 +78,14 @@ def run_sql(state: dict[str, Any], sql: str) -> int:
     statement in `sql_fails` (a substring) fails the rest, as ON_ERROR_STOP does."""
     for statement in sql.split(";\n"):
         if any(bad in statement for bad in state.get("sql_fails", [])):
-            print(f"ERROR:  injected failure at {statement.strip()[:40]}", file=sys.stderr)
+            echo(f"ERROR:  injected failure at {statement.strip()[:40]}", file=ERR)
             return 3
         restart = state.get("postgres_restarts_at")  # postgres restarts under this statement
         if restart and restart in statement:
             state.pop("postgres_restarts_at")
             state["postgres_container"] = f"pg{int(state.get('postgres_container', 'pg0')[2:]) + 1}"
             state["postgres_down"] = 2  # `docker ps` finds no healthy one twice, then the new
-            print("server closed the connection unexpectedly", file=sys.stderr)
+            echo("server closed the connection unexpectedly", file=ERR)
             return 2
         allow = re.match(r"\s*ALTER DATABASE (?:" + _NAME + ") WITH ALLOW_CONNECTIONS (true|false)",
                          statement)
@@ -112,7 +125,7 @@ def named_service(state: dict[str, Any], args: list[str], command: str = "servic
     svc: dict[str, Any] | None = state["services"].get(args[-1])
     if svc is None:
         prefix = "" if command == "service ps" else "Error: "
-        print(f"{prefix}no such service: {args[-1]}", file=sys.stderr)
+        echo(f"{prefix}no such service: {args[-1]}", file=ERR)
     return svc
 
 
@@ -128,9 +141,9 @@ def stack_configs(state: dict[str, Any], spec: dict[str, Any], stack_file: str
         with open(os.path.join(os.path.dirname(stack_file), body["file"]), "rb") as fh:
             data = hashlib.sha256(fh.read()).hexdigest()
         if held.get(name, data) != data:
-            print(f"failed to update config {name}: Error response from daemon: rpc error: "
+            echo(f"failed to update config {name}: Error response from daemon: rpc error: "
                   f"code = InvalidArgument desc = only updates to Labels are allowed",
-                  file=sys.stderr)
+                  file=ERR)
             return None
         names[key] = name
     for key, name in names.items():
@@ -242,12 +255,12 @@ def adoption(state: dict[str, Any], args: list[str]) -> int | None:
     if args[0] == "run" and "vedfin.adopt-backup" in args:
         name, mount = flag(args, "--name") or "x", flag(args, "-v") or ":"
         if state.get("adopt_fails"):
-            print("FATAL:  database files are incompatible with server", file=sys.stderr)
+            echo("FATAL:  database files are incompatible with server", file=ERR)
             return 125
         state.setdefault("containers", {})[name] = {"volume": mount.split(":", 1)[0]}
         state.setdefault("adoption_servers", []).append(name)
         save(state)
-        print(f"{name}-id")
+        echo(f"{name}-id")
         return 0
     running = state.get("containers", {})
     if args[0] == "exec" and "pg_isready" in args:
@@ -255,7 +268,7 @@ def adoption(state: dict[str, Any], args: list[str]) -> int | None:
     if args[0] == "stop":
         return 0 if args[-1] in running else 1
     if args[0] == "logs":
-        print(state.get("adopt_log", "LOG:  database system is shut down"))
+        echo(state.get("adopt_log", "LOG:  database system is shut down"))
         return 0
     return None
 
@@ -313,14 +326,14 @@ def main(args: list[str]) -> int:
         image = args[-1]
         ref, _, digest = image.partition("@")
         if not digest:
-            print(f"fake docker: pull {image}: a tag is not pulled here", file=sys.stderr)
+            echo(f"fake docker: pull {image}: a tag is not pulled here", file=ERR)
             return 1
         state.setdefault("images", {})[digest] = ref.rsplit(":", 1)[0]
         state.setdefault("pulls", []).append(image)
         save(state)
         return 0
     if args[0] == "login":
-        password = sys.stdin.read().rstrip("\n")
+        password = STDIN.read().rstrip("\n")
         state.setdefault("logins", []).append({"server": args[-1], "user": flag(args, "--username"),
                                                "password": password,
                                                "stdin": "--password-stdin" in args})
@@ -335,63 +348,63 @@ def main(args: list[str]) -> int:
         wanted = next(f for f in filters(args) if f.startswith("volume=")).split("=", 1)[1]
         for name, container in sorted(state.get("containers", {}).items()):
             if container.get("volume") == wanted:
-                print(name)
+                echo(name)
         return 0
     if args[0] == "inspect" and "user " in (flag(args, "--format") or ""):
-        print(f"user /{args[-1]} ")  # a plain container: no service label
+        echo(f"user /{args[-1]} ")  # a plain container: no service label
         return 0
     if args[:2] == ["service", "inspect"] and "Mounts" in (flag(args, "--format") or ""):
         svc = named_service(state, args)
         if svc is None:
             return 1
-        print(" ".join([args[-1], *svc.get("mounts", [])]))
+        echo(" ".join([args[-1], *svc.get("mounts", [])]))
         return 0
     adopted = adoption(state, args)
     if adopted is not None:
         return adopted
     if args[0] == "run" and flag(args, "--entrypoint") == "sh" and ":/adopt:ro" in " ".join(args):
         held = state.get("volumes", {}).get((flag(args, "-v") or "").split(":", 1)[0], "")
-        print(f"data {held}\nentries {'PG_VERSION base' if held else ''}\n"
+        echo(f"data {held}\nentries {'PG_VERSION base' if held else ''}\n"
               f"image postgres (PostgreSQL) 17.2")
         return 0
     if args[:2] == ["node", "ls"]:  # state["nodes"]: the engine's node objects
         nodes = state.get("nodes")
         if nodes is None:
-            print("Error response from daemon: This node is not a swarm manager.",
-                  file=sys.stderr)
+            echo("Error response from daemon: This node is not a swarm manager.",
+                  file=ERR)
             return 1
         for node in nodes:
-            print(node["ID"])
+            echo(node["ID"])
         return 0
     if args[:2] == ["node", "inspect"]:
         by_id = {n["ID"]: n for n in state.get("nodes") or []}
         ids = [a for a in args[2:] if not a.startswith("-") and a != "{{json .}}"]
         if not ids:
-            print('"docker node inspect" requires at least 1 argument.', file=sys.stderr)
+            echo('"docker node inspect" requires at least 1 argument.', file=ERR)
             return 1
         for node_id in ids:
-            print(json.dumps(by_id[node_id]))
+            echo(json.dumps(by_id[node_id]))
         return 0
     # joining a node (`cluster.join`): state["joinable"] is the node that `swarm join` adds
     if args[:3] == ["swarm", "join-token", "-q"]:
-        print("SWMTKN-1-fake-join-token-" + args[3])
+        echo("SWMTKN-1-fake-join-token-" + args[3])
         return 0
     if args[:2] == ["info", "--format"] and "NodeAddr" in args[2]:
-        print("10.0.0.1")
+        echo("10.0.0.1")
         return 0
     if args[:2] == ["info", "--format"] and "LocalNodeState" in args[2]:
         # the joining node's engine: its swarm state and name
         name = state.get("local_name") or (state.get("joinable") or {}).get(
             "Description", {}).get("Hostname", "node2")
-        print(f"{state.get('local_swarm', 'inactive')} {name}")
+        echo(f"{state.get('local_swarm', 'inactive')} {name}")
         return 0
     if args[:2] == ["info", "--format"] and "NodeID" in args[2]:
-        print(state.get("joined_id", ""))
+        echo(state.get("joined_id", ""))
         return 0
     if args[:2] == ["swarm", "join"]:
         joining = state.pop("joinable", None)
         if not (flag(args, "--token") or "").startswith("SWMTKN-1-") or joining is None:
-            print("Error response from daemon: invalid join token", file=sys.stderr)
+            echo("Error response from daemon: invalid join token", file=ERR)
             return 1
         joining["Status"]["State"] = state.get("joined_state", "ready")
         state.setdefault("nodes", []).append(joining)
@@ -430,31 +443,31 @@ def main(args: list[str]) -> int:
         return 0
     if args[:2] == ["node", "ps"]:  # state["node_tasks"]: node name -> its task names
         for name in state.get("node_tasks", {}).get(args[-1], []):
-            print(name)
+            echo(name)
         return 0
     if args[:2] == ["service", "ls"] and "{{.Name}} {{.Replicas}}" in args:
         for name, svc in sorted(state["services"].items()):
             running = svc["replicas"] - (1 if state.get("stuck") else 0)
-            print(f"{name} {running}/{svc['replicas']}")
+            echo(f"{name} {running}/{svc['replicas']}")
         return 0
     if args[:2] == ["service", "ls"]:
         wanted = [f.split("=", 2)[2] for f in filters(args) if f.startswith("label=" +
                                                                           STACK_LABEL)]
         for name, svc in sorted(state["services"].items()):
             if not wanted or svc["stack"] in wanted:
-                print(name)
+                echo(name)
         return 0
     if args[:2] == ["service", "inspect"] and "Replicas" in (flag(args, "--format") or ""):
         svc = named_service(state, args)  # the spec's replica count (off-hours' cron)
         if svc is None:
             return 1
-        print(svc["replicas"])
+        echo(svc["replicas"])
         return 0
     if args[:2] == ["service", "inspect"] and "Placement" in (flag(args, "--format") or ""):
         svc = named_service(state, args)
         if svc is None:
             return 1
-        print(json.dumps({"Constraints": svc["constraints"]} if svc.get("constraints")
+        echo(json.dumps({"Constraints": svc["constraints"]} if svc.get("constraints")
                          else {}))
         return 0
     if args[:2] == ["service", "ps"] and ".Node" in (flag(args, "--format") or ""):
@@ -463,19 +476,19 @@ def main(args: list[str]) -> int:
             return 1
         for line in svc.get("ps") or [f"Running|{task_node(state, svc)}|Running 3 seconds ago"
                                       for _task in svc["tasks"][:svc["replicas"]]]:
-            print(line)  # svc["ps"]: a task history a test wrote (pending, failed, moved)
+            echo(line)  # svc["ps"]: a task history a test wrote (pending, failed, moved)
         return 0
     if args[:2] == ["service", "inspect"] and "--format" in args:  # the spec's image
         svc = named_service(state, args)
         if svc is None:
             return 1
-        print(svc["image"])
+        echo(svc["image"])
         return 0
     if args[:2] == ["service", "inspect"]:
         tick(state)
         save(state)
         names = [a for a in args[2:] if not a.startswith("-")]
-        print(json.dumps([inspect_one(n, state["services"][n]) for n in names
+        echo(json.dumps([inspect_one(n, state["services"][n]) for n in names
                           if n in state["services"]]))
         return 0
     if args[:2] == ["service", "ps"] and ".DesiredState" in (flag(args, "--format") or ""):
@@ -486,31 +499,31 @@ def main(args: list[str]) -> int:
                 # a drain scripted stuck: one task of each service never comes up elsewhere
                 up = task["ready"] and not (state.get("stuck") and slot == 1)
                 current = "Running 3 seconds ago" if up else "Starting 1 second ago"
-                print(f"{name}.{slot} {task['image']} Running {current}")
+                echo(f"{name}.{slot} {task['image']} Running {current}")
         return 0
     if args[:2] == ["service", "ps"] and "--format" in args:  # `<task id> <image>` per task
         svc = state["services"].get(args[-1])
         if svc is not None:  # one task per version: the current one, and older ones
-            print(f"task-v{svc['version']} {svc['image']}")
+            echo(f"task-v{svc['version']} {svc['image']}")
             for version in range(1, svc["version"]):
-                print(f"task-v{version} an-older-image:{version}")
+                echo(f"task-v{version} an-older-image:{version}")
             for crashed in state.get("crashed", {}).get(args[-1], []):
-                print(f"task-{crashed} {svc['image']}")
+                echo(f"task-{crashed} {svc['image']}")
         return 0
     if args[:2] == ["service", "logs"]:  # state["logs"][service]: [(version, text), ...]
         svc = state["services"].get(args[-1], {})
         for version, text in state.get("logs", {}).get(args[-1], []):
             if version == "docker":  # the engine's own words, not a task's line
-                print(text)
+                echo(text)
                 continue
             current = svc.get("version") if version == "current" else version
             task = f"task-{version}" if isinstance(version, str) and version != "current" \
                 else f"task-v{current}"
-            print(f"2026-11-29T10:00:00.{sum(map(ord, task)):09d}Z {args[-1]}.1.{task}@fake"
+            echo(f"2026-11-29T10:00:00.{sum(map(ord, task)):09d}Z {args[-1]}.1.{task}@fake"
                   f"    | {text}")
         return 0
     if args[:2] == ["service", "ps"]:
-        print(f"{state['services'].get(args[-1], {}).get('image', 'x')} task: non-zero exit (1)"
+        echo(f"{state['services'].get(args[-1], {}).get('image', 'x')} task: non-zero exit (1)"
               if "broken" in json.dumps(state["services"].get(args[-1], {})) else "")
         return 0
     if args[:2] == ["service", "update"] and "--force" in args:  # a rolling restart
@@ -560,7 +573,7 @@ def main(args: list[str]) -> int:
         repos = [f.split("=", 1)[1] for f in filters(args) if f.startswith("reference=")]
         for digest, repo in sorted(state.get("images", {}).items()):
             if repo in repos:
-                print(f"image {repo} {digest} id-{digest[7:19]}")
+                echo(f"image {repo} {digest} id-{digest[7:19]}")
         return 0
     if args[:2] == ["image", "rm"]:
         wanted = args[-1]
@@ -568,7 +581,7 @@ def main(args: list[str]) -> int:
         for digest in list(state.get("images", {})):
             if f"id-{digest[7:19]}" == wanted:
                 if digest in used:
-                    print(f"Error: image {wanted} is in use", file=sys.stderr)
+                    echo(f"Error: image {wanted} is in use", file=ERR)
                     return 1
                 del state["images"][digest]
         save(state)
@@ -576,12 +589,12 @@ def main(args: list[str]) -> int:
     if args[0] == "ps" and "--format" in args and not filters(args):  # containers by id
         for name, svc in sorted(state["services"].items()):
             for slot, _task in enumerate(svc["tasks"], 1):
-                print(f"fake{abs(hash(name)) % 10**6:06d}{slot} {name}.{slot}.fake")
+                echo(f"fake{abs(hash(name)) % 10**6:06d}{slot} {name}.{slot}.fake")
         return 0
     if args[0] == "stats":  # no cgroup files on a scripted host: docker stats answers
         for name, svc in sorted(state["services"].items()):
             for slot, _task in enumerate(svc["tasks"], 1):
-                print(json.dumps({"Name": f"{name}.{slot}.{'x' * 25}",
+                echo(json.dumps({"Name": f"{name}.{slot}.{'x' * 25}",
                                   "MemUsage": "10MiB / 512MiB", "CPUPerc": "1.5%"}))
         return 0
     if args[0] == "ps":
@@ -590,57 +603,57 @@ def main(args: list[str]) -> int:
             env = next(f for f in labels if f.startswith("label=vedfin.migrate=")).split("=")[2]
             for name, labels_of in state.get("containers", {}).items():
                 if labels_of.get("vedfin.migrate") == env:
-                    print(name)
+                    echo(name)
             return 0
         if any(".service.name=" in f for f in labels):  # postgres: a restart changes its id
             if state.get("postgres_down"):
                 state["postgres_down"] -= 1
                 save(state)
                 return 0
-            print(state.get("postgres_container", "pg0"))
+            echo(state.get("postgres_container", "pg0"))
             return 0
         for name, svc in sorted(state["services"].items()):
             for task in svc["tasks"]:
                 health = "(healthy)" if task["ready"] else "(health: starting)"
-                print(f"{name} {task['image']} running Up 3 seconds {health}")
+                echo(f"{name} {task['image']} running Up 3 seconds {health}")
         return 0
     if args[0] == "exec":  # the postgres container: a database check and pg_dump
         words = [a for a in args[1:] if a != "-i"]
         if words[0] != state.get("postgres_container", words[0]) and \
                 words[0] not in state.get("containers", {}):  # one that restarted
-            print(f"Error response from daemon: No such container: {words[0]}", file=sys.stderr)
+            echo(f"Error response from daemon: No such container: {words[0]}", file=ERR)
             return 1
         program = words[1]
         if program == "pg_dump":
             if state.get("dump_fails"):
-                print("pg_dump: error: connection to server failed", file=sys.stderr)
+                echo("pg_dump: error: connection to server failed", file=ERR)
                 return 1
-            sys.stdout.write(f"PGDMP fake dump of {flag(words, '-d')}\n")
+            OUT.write(f"PGDMP fake dump of {flag(words, '-d')}\n")
             return 0
         if program == "pg_restore":  # into the new database: the fake dump holds no table
-            sys.stdin.read()
+            STDIN.read()
             if state.get("restore_fails"):
-                print("pg_restore: error: could not execute query", file=sys.stderr)
+                echo("pg_restore: error: could not execute query", file=ERR)
                 return 1
             return 0
         if program == "psql" and "-c" in words and "pg_database" in (flag(words, "-c") or ""):
             asked = re.search(r"datname = '((?:[^']|'')*)'", flag(words, "-c") or "")
             name = asked.group(1).replace("''", "'") if asked else ""
-            print("yes" if database_exists(state, name) else "")
+            echo("yes" if database_exists(state, name) else "")
             return 0
         if program == "psql":  # SQL on stdin: kept databases, restores, swaps, DROPs
-            sql = sys.stdin.read()
+            sql = STDIN.read()
             if "SELECT 'DB '" in sql:  # the inventory: each database with vector, a distance
                 for db in re.findall(r"\\connect (\S+)", sql):
-                    print(f"DB {db} vector,pg_stat_statements")
+                    echo(f"DB {db} vector,pg_stat_statements")
                     if "VEC " in sql and not state.get("no_vector"):
-                        print(f"VEC {db} 1")
+                        echo(f"VEC {db} 1")
                 return 0
             state.setdefault("sql", []).append(sql)
             code = run_sql(state, sql)
             save(state)
             if "datname ~" in sql:
-                print("\n".join(state.get("kept_databases", [])))
+                echo("\n".join(state.get("kept_databases", [])))
             return code
     if args[0] == "rm":
         for name in args[2:]:
@@ -648,10 +661,10 @@ def main(args: list[str]) -> int:
         save(state)
         return 0
     if args[0] == "inspect" and "-f" in args:  # the image of a running container
-        print("sha256:" + "0" * 64)
+        echo("sha256:" + "0" * 64)
         return 0
     if args[0] == "run" and flag(args, "--entrypoint") == "pg_restore":  # counting a dump
-        sys.stdin.read()
+        STDIN.read()
         return 0
     if args[0] == "run":
         name = flag(args, "--name") or "x"
@@ -663,13 +676,13 @@ def main(args: list[str]) -> int:
             state["containers"].pop(name)
             save(state)
             if state.get("pending"):
-                print("Following migration have not yet been applied: 002_vectors")
+                echo("Following migration have not yet been applied: 002_vectors")
                 return 1
-            print("Database schema is up to date!")
+            echo("Database schema is up to date!")
             return 0
-        print("Applying migration [/app/prisma/migrations/001_init]")
+        echo("Applying migration [/app/prisma/migrations/001_init]")
         if "badmigration" in image:
-            print("Error: P3009 migrate found failed migrations", file=sys.stderr)
+            echo("Error: P3009 migrate found failed migrations", file=ERR)
             state["containers"].pop(name)
             save(state)
             return 1
@@ -677,15 +690,27 @@ def main(args: list[str]) -> int:
             state["containers"].pop(name)
             save(state)
         return 0
-    print(f"fake docker: unsupported: {' '.join(args)}", file=sys.stderr)
+    echo(f"fake docker: unsupported: {' '.join(args)}", file=ERR)
     return 2
 
 
-if __name__ == "__main__":
-    import fcntl
+def answer(words: list[str], stdin: str) -> tuple[str, str, str]:
+    """One call, in the dispatcher's thread (tests/fake/dispatch.py): its engine file first."""
+    global ENGINE, OUT, ERR, STDIN
+    ENGINE, *args = words
+    OUT, ERR, STDIN = io.StringIO(), io.StringIO(), io.StringIO(stdin)
+    code = main(args)
+    return str(code), OUT.getvalue(), ERR.getvalue()
 
-    # one call at a time: a deploy's steps after live run in threads, and two saves at once
-    # would write the one state file over each other
-    with open(os.environ["FAKE_ENGINE"] + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        sys.exit(main(sys.argv[1:]))
+
+#: a call reads its stdin only as the real one would: `-i` or `--password-stdin`
+READS_STDIN = """for a; do
+  case $a in -i|--password-stdin) cat > "$c.stdin"; break ;; esac
+done"""
+
+
+def install(path: Path) -> None:
+    """`docker` at `path`: this engine, answering from "$FAKE_ENGINE"."""
+    path.write_text(dispatch.dispatcher().client("docker", answer, name="fake docker",
+                                                 head='"$FAKE_ENGINE"', stdin=READS_STDIN))
+    path.chmod(0o755)

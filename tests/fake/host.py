@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +21,10 @@ from typing import Any
 
 import yaml
 
+from tests.fake import docker
 from vedfin_ops.config.secret_store import masked
 from vedfin_ops.remote.command import Command
 from vedfin_ops.remote.host import RemoteError, heredoc, prepare
-
-DOCKER = Path(__file__).with_name("docker.py")
 
 
 @dataclass
@@ -63,9 +61,7 @@ class FakeHost:
         self.root = root
         self.bin = root / "bin"
         self.bin.mkdir(parents=True, exist_ok=True)
-        wrapper = self.bin / "docker"
-        wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -S {DOCKER} \"$@\"\n")
-        wrapper.chmod(0o755)
+        docker.install(self.bin / "docker")
         # the user's crontab, kept in a file of the fake host (never this machine's cron)
         crontab = self.bin / "crontab"
         crontab.write_text(f"""#!/bin/sh
@@ -130,8 +126,12 @@ exec /bin/date "$@"
         env = {"PATH": self.path, "FAKE_ENGINE": str(self.engine_file)}
         if "docker stack deploy" in command:
             self._stack_json(command)
-        done = subprocess.run(["sh", "-c", command], input=secret_stdin, capture_output=True,
-                              text=True, env=env, check=False, timeout=60)
+        # no stdin of this process's (a pytest worker's is its link to the controller)
+        feed: dict[str, Any] = ({"stdin": subprocess.DEVNULL} if secret_stdin is None
+                                else {"input": secret_stdin})
+        done: subprocess.CompletedProcess[str] = subprocess.run(
+            ["sh", "-c", command], capture_output=True, text=True, env=env,
+            check=False, timeout=60, **feed)
         if stream is not None:
             for line in (done.stdout + done.stderr).splitlines():
                 stream(redact(line))

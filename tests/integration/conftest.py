@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ def shared_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def sandbox_up() -> dict[str, object]:
+def sandbox_up(request: pytest.FixtureRequest) -> dict[str, object]:
     """`inv sandbox.up` once per test session; its status as the tests' map of the sandbox."""
     import sandbox
     from sandbox.local import SandboxError
@@ -147,7 +148,38 @@ def sandbox_up() -> dict[str, object]:
                    progress=lambda _m: None)
     except SandboxError as exc:
         unavailable(f"sandbox.up failed: {exc}")
+    if any(item.path.name == "test_real_apps.py" for item in request.session.items):
+        _start_real_apps_build()
     return sandbox.status(SANDBOX_DIR)
+
+
+_BUILDS: list[threading.Thread] = []
+
+
+def _start_real_apps_build() -> None:
+    """The real apps' images (npm, Nest's and Next's builds: 4-5 minutes on a fresh machine)
+    built in a thread from the session's first sandbox test on, beside the stand-ins' tests,
+    which mostly wait on health checks: the real apps' module then finds them built, where it
+    was the sandbox worker's longest wait. A failed build is left to that module's own
+    `up_real` to report; the registry is held as the nodes' tests hold it (a test that stops
+    it waits)."""
+    def build() -> None:
+        from sandbox import lifecycle
+        from tests.sandbox_sync import registry_lock
+
+        with contextlib.suppress(Exception), registry_lock(exclusive=False):
+            lifecycle.up_real(SANDBOX_DIR, progress=lambda _m: None)
+
+    if not _BUILDS:
+        _BUILDS.append(threading.Thread(target=build, name="real-apps-build", daemon=True))
+        _BUILDS[0].start()
+
+
+def real_apps_built() -> None:
+    """The build started beside the first tests has ended (before its result is used, and
+    before the sandbox goes down under it)."""
+    for thread in _BUILDS:
+        thread.join()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote.host import Host, connect
 from vedfin_ops.run.layout import Layout
 
-from .conftest import SANDBOX_DIR, docker, fab, switched_to
+from .conftest import SANDBOX_DIR, docker, fab, real_apps_built, switched_to
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +41,7 @@ def real(sandbox_up: dict[str, Any]) -> Iterator[dict[str, Any]]:
     next module that needs the stand-ins deploys them back (`default_config_is_live`)."""
     from sandbox import lifecycle
 
+    real_apps_built()
     path = lifecycle.up_real(SANDBOX_DIR, progress=lambda _m: None)
     _forget_the_apps_schema()
     try:

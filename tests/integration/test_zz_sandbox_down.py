@@ -11,7 +11,7 @@ import pytest
 import sandbox
 from sandbox import engine, images, registry, sshd, traefik
 
-from .conftest import SANDBOX_DIR, docker
+from .conftest import SANDBOX_DIR, docker, real_apps_built
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 def test_sandbox_down_leaves_no_stack_container_sshd_or_user(sandbox_up: dict[str, Any]) -> None:
     from tests.sandbox_sync import mark, registry_lock
 
+    real_apps_built()
     # Under xdist the nodes' tests may be using the registry on the other worker: wait for
     # them; if they have not started, they will find this mark and bring a sandbox up
     with registry_lock(exclusive=True):

@@ -40,7 +40,7 @@ def test_the_page_shows_releases_services_capacity_verification_and_audit(
     shown = dom(target)
     screenshot(target, "report-scripted-host")
     assert "<title>vedfin-ops: production</title>" in shown
-    assert re.search(r'<b id="current">[0-9T]+Z-[0-9a-f]+</b>', shown)
+    assert re.search(r'<b id="current">[0-9T]+Z(\.[0-9]+)?-[0-9a-f]+</b>', shown)
     assert '<b id="verdict" class="ok">passed</b>' in shown
     assert shown.count("(live)") == 1 and ">v2<" in shown and ">v1<" in shown
     assert "vedfin-production_api-production" in shown and "2/2" in shown

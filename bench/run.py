@@ -164,6 +164,32 @@ def bench_deploy_overhead(pairs: int = 5) -> None:
     print(f"deploy-overhead: {statistics.median(ratios):.2f} (target <= 1.05)")
 
 
+def bench_receipt(pairs: int = 4) -> None:
+    """The same v1 <-> v2 deploy with the zero-downtime probe (10 requests a second per app
+    through the edge, from stack deploy until the rollout is judged) and without it
+    (verify.receipt false), alternated so the machine's drift falls on both."""
+    config = sandbox_config()
+    without = config.model_copy(update={"verify": config.verify.model_copy(
+        update={"receipt": False})})
+    tag = current_tag(config) or "v1"
+    if not current_tag(config):
+        timed_deploy(config, tag)
+    ratios, probed, plain = [], [], []
+    for i in range(pairs):
+        tag = other(tag)
+        on, result = timed_deploy(config, tag, options=NO_PREFLIGHT)
+        tag = other(tag)
+        off, _ = timed_deploy(without, tag, options=NO_PREFLIGHT)
+        ratios.append(on / off)
+        probed.append(on)
+        plain.append(off)
+        print(f"pair {i + 1}: with the probe {on:.1f}s ({result.receipt.get('failed')} failed "
+              f"of {result.receipt.get('sent')}), without {off:.1f}s, ratio {on / off:.2f}")
+    print(f"median with {statistics.median(probed):.1f}s, without "
+          f"{statistics.median(plain):.1f}s")
+    print(f"receipt: {statistics.median(ratios):.2f} (target <= 1.03)")
+
+
 class EngineEvents:
     """The engine's container starts, first `healthy`s and stops while it runs (a live `docker
     events`: its history keeps only the last ~1000 events, and health checks flood it)."""
@@ -792,6 +818,7 @@ BENCHES: dict[str, Callable[[], None]] = {
     "noop-redeploy": bench_noop_redeploy, "smoke": bench_smoke, "recover": bench_recover,
     "cold-start": bench_cold_start, "growth": bench_growth, "build": bench_build,
     "https-load": bench_https_load, "backup": bench_backup, "real-apps": bench_real_apps,
+    "receipt": bench_receipt,
 }
 
 

@@ -30,9 +30,10 @@ BASE = f"{REPO}/base:busybox"
 # in the ways the failure tests need; schemabreak is healthy but its migration (sandbox/apps/
 # migrate) drops a column, for rollback --restore-db; smokegaps and errorlog are healthy but
 # fail smoke's db-health/CORS items and verify's log check; sickly stops answering its health
-# check seconds after it passed (the engine's monitor window).
+# check seconds after it passed (the engine's monitor window); coldstart refuses the edge's
+# requests for its first seconds while its health check passes (the zero-downtime receipt).
 APP_TAGS = ("v1", "v2", "broken", "badmigration", "dbdown", "notobject", "schemabreak",
-            "smokegaps", "errorlog", "sickly")
+            "smokegaps", "errorlog", "sickly", "coldstart")
 APPS = ("api", "web")
 APPS_DIR = Path(__file__).resolve().parent / "apps"
 HASH_LABEL = "vedfin.sandbox.hash"

@@ -120,6 +120,29 @@ def scripted_hosts_stay_scripted() -> Iterator[None]:
     assert TOUCHED_MACHINE == [], f"reached this machine's /etc/netdata: {TOUCHED_MACHINE}"
 
 
+@pytest.fixture(autouse=True)
+def receipts_ask_only_this_machine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A zero-downtime probe that would ask a domain that is not this machine's (the shipped
+    config's, from a scripted host's run) fails the test: test traffic goes to 127.0.0.1
+    only (turn `verify.receipt` off, or give the run a scripted edge: World.hooks)."""
+    from urllib.parse import urlsplit
+
+    from vedfin_ops.checks import receipt
+
+    asked: list[str] = []
+    real = receipt.session_for
+
+    def session_for(endpoint: Any) -> Any:
+        if urlsplit(endpoint.url).hostname not in ("127.0.0.1", "localhost"):
+            asked.append(endpoint.url)
+            raise RuntimeError(f"a test's probe may not ask {endpoint.url}")
+        return real(endpoint)
+
+    monkeypatch.setattr(receipt, "session_for", session_for)
+    yield
+    assert asked == [], f"a zero-downtime probe asked beyond this machine: {asked}"
+
+
 @pytest.fixture(scope="session")
 def shipped_data() -> dict[str, Any]:
     """The shipped config, less its off-host backup copies and its registry: the unit tests'

@@ -196,19 +196,23 @@ FLAGS = {
     "db.schedule": "-a --accept-new-host-key  -h --host-key-fingerprint=  -c --config=",
     "deploy.dev": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
                    "-n --no-backup  -u --full-replicas  -b --build  -l --allow-dirty  "
-                   "-y --any-branch  -r --branch=  -c --accept-new-host-key  "
+                   "-y --any-branch  -r --branch=  -e --require-zero-downtime  "
+                   "-c --accept-new-host-key  "
                    "-h --host-key-fingerprint=  -o --config="),
     "deploy.env": ("-e --env=  -t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
                    "-n --no-backup  -u --full-replicas  -b --build  -l --allow-dirty  "
-                   "-y --any-branch  -r --branch=  -c --accept-new-host-key  "
+                   "-y --any-branch  -r --branch=  -q --require-zero-downtime  "
+                   "-c --accept-new-host-key  "
                    "-h --host-key-fingerprint=  -o --config="),
     "deploy.production": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
                           "-n --no-backup  -u --full-replicas  -b --build  -l --allow-dirty  "
-                          "-y --any-branch  -r --branch=  -c --accept-new-host-key  "
+                          "-y --any-branch  -r --branch=  -e --require-zero-downtime  "
+                   "-c --accept-new-host-key  "
                           "-h --host-key-fingerprint=  -o --config="),
     "deploy.staging": ("-t --tag=  -s --skip-preflight  -f --force  -a --allow-shared  "
                        "-n --no-backup  -u --full-replicas  -b --build  -l --allow-dirty  "
-                       "-y --any-branch  -r --branch=  -c --accept-new-host-key  "
+                       "-y --any-branch  -r --branch=  -e --require-zero-downtime  "
+                   "-c --accept-new-host-key  "
                        "-h --host-key-fingerprint=  -o --config="),
     "init": "-c --ci=  -h --host=  -f --force  -o --config=",
     "host.prepare": ("-p --plan  -k --key=  -a --accept-new-host-key  "

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.fake.host import FakeHost, Fault
+from vedfin_ops.checks.endpoints import Endpoint
+from vedfin_ops.checks.receipt import Probe
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import stack_name
 from vedfin_ops.deploy.db_init import DbInitResult
@@ -69,6 +71,9 @@ class World:
     verify_failures: list[str] = field(default_factory=list)
     verify_raises: BaseException | None = None
     said: list[str] = field(default_factory=list)
+    # what the zero-downtime probe's requests meet ("" good, "refused", "HTTP 502", ...):
+    # the real Probe, asking a scripted edge (the scripted host has none to ask)
+    probe_meets: str = ""
 
     @property
     def layout(self) -> Layout:
@@ -84,7 +89,13 @@ class World:
                 raise self.verify_raises
             return list(self.verify_failures)
 
-        return Hooks(preflight=lambda *a, **k: Passed(), db_init=db_init, verify=check)
+        def receipt(config: Any, env: str) -> Probe:
+            edge = {a.name: Endpoint(f"https://{a.domain}/", a.domain or "")
+                    for a in config.apps(env) if a.domain}
+            return Probe(edge, lambda endpoint: lambda target: self.probe_meets, rate=100)
+
+        return Hooks(preflight=lambda *a, **k: Passed(), db_init=db_init, verify=check,
+                     receipt=receipt)
 
     def deploy(self, tag: str) -> Any:
         return deploy(self.host, self.config, "production", tag, say=self.said.append,
@@ -115,6 +126,7 @@ def v1_live(tmp_path_factory: pytest.TempPathFactory, shipped_data: dict[str, An
     with pytest.MonkeyPatch.context() as mp:
         world = v1_on_a_new_host(root, shipped_data, mp)
     data = copy.deepcopy(shipped_data)
+    data.setdefault("verify", {})["receipt"] = False  # as v1_on_a_new_host's
     data.setdefault("remote", {})["baseDir"] = world.config.remote.base_dir
     saved = root.parent / f"{root.name}-saved"
     shutil.copytree(root, saved, symlinks=True)
@@ -132,6 +144,10 @@ def v1_on_a_new_host(root: Path, shipped_data: dict[str, Any], mp: pytest.Monkey
 
     data = copy.deepcopy(shipped_data)
     data.setdefault("remote", {})["baseDir"] = str(root / "srv")
+    # no zero-downtime probe: the shipped domains are not this machine's to ask; the
+    # receipt's tests turn it on with a scripted edge (World.hooks, tests/deploy/
+    # test_receipt_deploy.py)
+    data.setdefault("verify", {})["receipt"] = False
     config = config_from_dict(data, "dokploy.yaml")
     _secrets(mp, config)
     world = World(root, config, FakeHost(root), FakeClock())

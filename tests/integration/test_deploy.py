@@ -102,6 +102,8 @@ def test_rollout_keeps_serving_under_load(sandbox_up: dict[str, Any], config: An
     assert load.sent >= 100, load.sent
     assert load.failed == [], f"{len(load.failed)} of {load.sent} failed: {load.failed[:5]}"
     assert {"api v1", "api v2"} <= load.versions
+    # the deploy's own receipt says the same, measured through the same edge
+    assert result.receipt["failed"] == 0 and result.receipt["sent"] >= 100, result.receipt
 
 
 def test_broken_release_is_rolled_back_while_the_old_version_serves(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -102,6 +103,25 @@ def test_a_release_that_turns_unhealthy_inside_the_monitor_window_never_goes_liv
     assert set(_images().values()) == {"vedfin-sandbox/api:v2", "vedfin-sandbox/web:v2"}
     audit = _audit_last(sandbox_up, config)
     assert (audit["action"], audit["result"], audit["tag"]) == ("deploy", "failed", "sickly")
+
+
+def test_a_release_refusing_the_edge_at_start_is_put_back_when_zero_downtime_is_required(
+        sandbox_up: dict[str, Any], config: Any) -> None:
+    """coldstart passes its health check (asked on the loopback) seconds before it accepts
+    the edge's connections: the engine and smoke see a healthy release, the receipt sees the
+    requests it dropped; with --require-zero-downtime the deploy fails and v2 stays."""
+    _deploy(sandbox_up, config, "v2")
+    result = fab(sandbox_up, "deploy.production", "--tag", "coldstart",
+                 "--require-zero-downtime")
+    said = result.stdout + result.stderr
+    assert result.returncode == 1, said
+    assert "zero downtime required, but" in said and "production back on" in said, said
+    counts = re.search(r"receipt: (\d+) failed of (\d+) requests", said)
+    assert counts and 0 < int(counts[1]) < int(counts[2]), said
+    assert _version(config) == "api v2"
+    audit = _audit_last(sandbox_up, config)
+    assert (audit["action"], audit["result"], audit["tag"]) == ("deploy", "failed", "coldstart")
+    assert f"receipt: {counts[1]} failed of {counts[2]}" in audit["detail"]
 
 
 def test_a_health_endpoint_answering_a_non_object_fails_verify_not_the_tool(

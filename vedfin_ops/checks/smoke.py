@@ -84,14 +84,22 @@ class _SniAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def _get(endpoint: Endpoint, options: Options, *, method: str = "GET",
-         headers: dict[str, str] | None = None) -> requests.Response:
+def session_for(endpoint: Endpoint) -> requests.Session:
+    """A session that reaches `endpoint` as a browser reaches its domain: at an address other
+    than the domain (the sandbox's 127.0.0.1, the origin behind Cloudflare) with the domain as
+    TLS name and certificate name."""
     session = requests.Session()
-    url = endpoint.url
-    parts = urlsplit(url)
+    parts = urlsplit(endpoint.url)
     domain = endpoint.host.split(":")[0]
     if parts.scheme == "https" and parts.hostname != domain:
         session.mount(f"https://{parts.netloc}/", _SniAdapter(domain))
+    return session
+
+
+def _get(endpoint: Endpoint, options: Options, *, method: str = "GET",
+         headers: dict[str, str] | None = None) -> requests.Response:
+    session = session_for(endpoint)
+    url = endpoint.url
     try:
         response = session.request(method, url, headers={**endpoint.headers, **(headers or {})},
                                    timeout=options.timeout, allow_redirects=False,

@@ -630,6 +630,8 @@ DEPLOY_HELP = {"tag": "image tag to deploy (default: the config's)",
                                "(postgres, redis, edge) change it",
                "no_backup": "no database backup before the deploy (recorded in the audit log)",
                "full_replicas": "inside the off-hours window, keep the configured replicas",
+               "require_zero_downtime": "fail (and put back) a deploy during whose rollout a "
+                                        "request through the edge failed",
                "build": "first build and push the env's images from the config's git work "
                         "tree (tag: its commit, unless --tag)",
                "allow_dirty": "with --build: build uncommitted changes too (tagged "
@@ -664,7 +666,7 @@ def deploy_env(on: Target, env: str | None = None, tag: str | None = None,
                skip_preflight: bool = False, force: bool = False, allow_shared: bool = False,
                no_backup: bool = False, full_replicas: bool = False, build: bool = False,
                allow_dirty: bool = False, any_branch: bool = False,
-               branch: str | None = None) -> None:
+               branch: str | None = None, require_zero_downtime: bool = False) -> None:
     """The whole pipeline for any env the config names: `deploy --env E`."""
     from vedfin_ops.errors import UsageError
     if not env:
@@ -673,7 +675,8 @@ def deploy_env(on: Target, env: str | None = None, tag: str | None = None,
                          f"({cfg.source}: environments)")
     _deploy(on, env, f"deploy --env {env}", tag, build, allow_dirty, any_branch, branch,
             skip_preflight=skip_preflight, force=force, allow_shared=allow_shared,
-            no_backup=no_backup, full_replicas=full_replicas)
+            no_backup=no_backup, full_replicas=full_replicas,
+            require_zero_downtime=require_zero_downtime)
 
 
 def _seed_deploy(env: str) -> Task[Any]:

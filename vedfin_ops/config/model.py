@@ -657,6 +657,11 @@ class Verify(Model):
     log_errors: list[Annotated[str, AfterValidator(_regex)]] = [
         r"\bERROR\b", r"\bFATAL\b", r"Unhandled"]
     log_errors_fail: bool = False
+    # the zero-downtime receipt: during each rollout, each app's health path asked through the
+    # edge 10 times a second from the operator's machine (checks/receipt.py)
+    receipt: bool = True
+    # a request that probe saw fail fails the deploy (as --require-zero-downtime does)
+    require_zero_downtime: bool = False
 
 
 class BackupS3(Model):

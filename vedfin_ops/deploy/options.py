@@ -30,6 +30,8 @@ class DeployOptions:
     # build and push the env's images from the config's work tree first (`--build`); the
     # tag defaults to its commit
     build: BuildFirst | None = None
+    # a request the zero-downtime probe saw fail fails the deploy (verify.requireZeroDowntime)
+    require_zero_downtime: bool = False
 
 
 SAFE = DeployOptions()  # no departure: every check, a backup first, the shared stack's rules

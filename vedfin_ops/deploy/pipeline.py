@@ -39,6 +39,8 @@ from vedfin_ops import extras
 from vedfin_ops.backups import backup as backup_step
 from vedfin_ops.checks.endpoints import routes
 from vedfin_ops.checks.preflight import preflight as real_preflight
+from vedfin_ops.checks.receipt import Probe, summary_line
+from vedfin_ops.checks.receipt import probe as receipt_probe
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import shared_stack_name
@@ -148,6 +150,7 @@ class DeployResult:
     services_updated: list[str] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     handshakes: int = 0
+    receipt: dict[str, Any] = field(default_factory=dict)  # what the rollout's probe measured
 
 
 @dataclass
@@ -161,6 +164,7 @@ class Hooks:
     migrate: Callable[..., bool] = real_migrate
     verify: Callable[..., list[str]] = field(default=lambda config, env, **kw:
                                              verify(config, env, **kw))
+    receipt: Callable[[Config, str], Probe | None] = receipt_probe
 
 
 def now() -> datetime:
@@ -205,6 +209,7 @@ class Deploy(EnvRun):
         self.promoting = False
         self.shared_touched = False
         self.shared_views: dict[str, ServiceView] = {}  # postgres, redis, edge once rolled
+        self.make_probe = self.hooks.receipt
 
     def body(self) -> DeployResult:
         self.inspect()
@@ -215,9 +220,12 @@ class Deploy(EnvRun):
         self.prepare()
         self.shared_and_db_init()
         self.migrate()
-        self.rollout()
-        self.verify()
-        self.settle_rollout()
+        with self.measured(serving=self.state.current is not None):
+            self.rollout()
+            self.verify()
+            self.settle_rollout()
+        self.result.receipt = self.receipt
+        self.require_zero_downtime()
         self.promote()
         return self.result
 
@@ -604,6 +612,19 @@ class Deploy(EnvRun):
         self.result.services_updated += updated
         self.views = after
 
+    def require_zero_downtime(self) -> None:
+        """`--require-zero-downtime` (or `verify.requireZeroDowntime`): a request the probe saw
+        fail fails the deploy as a failed verify does, the env put back on its live release.
+        A probe that could not run is no proof either way: said, not judged."""
+        if not (self.options.require_zero_downtime or self.config.verify.require_zero_downtime):
+            return
+        if not self.receipt:
+            self.say("warning: zero downtime required, but no receipt was taken (no live "
+                     "release before, no domain, or verify.receipt is false)")
+            return
+        if self.receipt.get("failed"):
+            raise CheckFailed(f"zero downtime required, but {summary_line(self.receipt)}")
+
     def settle_rollout(self) -> None:
         """The engine's `completed`, after the verify that overlapped its monitor window: a
         new task that fails inside the window is still rolled back by the engine, and this
@@ -673,6 +694,10 @@ class Deploy(EnvRun):
         if self.migration:
             records.append(commands.write_text(f"{self.release_dir}/{MIGRATE_RECORD}",
                                                json.dumps(self.migration)))
+        if self.receipt:  # the release's record, with what its rollout measured
+            records.append(commands.write_text(
+                f"{self.release_dir}/release.json",
+                json.dumps({**self.meta, "receipt": self.receipt}, indent=2) + "\n"))
         if self.shared_touched:  # still under the shared lock: the shared files went live
             records += self.keep_shared_records()
         self.beat(force=True)  # the locks are still ours right before the release goes live

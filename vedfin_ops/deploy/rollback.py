@@ -57,8 +57,9 @@ class Rollback(EnvRun):
         if self.restore is not None:
             with self.deferred():
                 restored = self.restore.swap()
-        self.views = self.redeploy(target)
-        failures = self.verify_fn(self.config, self.env)
+        with self.measured():
+            self.views = self.redeploy(target)
+            failures = self.verify_fn(self.config, self.env)
         if failures:
             raise CheckFailed(f"rollback verify failed: {'; '.join(failures)}")
         steps = [commands.write_text(f"{self.layout.release(target)}/engine.json",

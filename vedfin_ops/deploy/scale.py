@@ -44,11 +44,14 @@ class Scale(EnvRun):
             raise CheckFailed(f"{self.action}: {self.env} is not deployed "
                               f"({', '.join(missing)} not found)")
         self.previous = {name: self.views[name].replicas for name in self.wanted}
-        self.set_replicas(self.wanted)
-        if any(self.wanted.values()):
-            failures = self.verify_fn(self.config, self.env)
-            if failures:
-                raise CheckFailed(f"{self.action}: verify failed: {'; '.join(failures)}")
+        # a receipt where every app served before and after (a pause stops serving on
+        # purpose; a resume from zero had nothing to drop)
+        with self.measured(serving=all(self.previous.values()) and all(self.wanted.values())):
+            self.set_replicas(self.wanted)
+            failures = self.verify_fn(self.config, self.env) if any(self.wanted.values()) \
+                else []
+        if failures:
+            raise CheckFailed(f"{self.action}: verify failed: {'; '.join(failures)}")
         detail = ", ".join(f"{n.split('_', 1)[1]}={c}" for n, c in sorted(self.wanted.items()))
         result = {name.split("_", 1)[1]: count for name, count in self.wanted.items()}
         with self.shielded():
@@ -116,9 +119,10 @@ class Restart(EnvRun):
         expected = {name: views[name].image for name in self.names}
         self.beat(force=True)
         self.engine_touched = True
-        self.host.run(commands.restart_services(self.names), what=f"restart {self.env}")
-        self.converge(self.poll, before_of(views), expected)
-        failures = self.verify_fn(self.config, self.env)
+        with self.measured():
+            self.host.run(commands.restart_services(self.names), what=f"restart {self.env}")
+            self.converge(self.poll, before_of(views), expected)
+            failures = self.verify_fn(self.config, self.env)
         if failures:
             raise CheckFailed(f"restart: verify failed: {'; '.join(failures)}")
         apps = [name.split("_", 1)[1] for name in self.names]

@@ -20,6 +20,7 @@ from typing import Any
 
 from fabric import Connection
 
+from vedfin_ops.checks.receipt import summary_line
 from vedfin_ops.checks.runner import Check, Failed, run_check
 from vedfin_ops.checks.smoke import Options as SmokeOptions
 from vedfin_ops.checks.smoke import SmokeReport, smoke_test
@@ -63,6 +64,8 @@ class Facts:
     migration: dict[str, Any] | None
     services: dict[str, Any]
     audit: list[dict[str, Any]]
+    receipt: dict[str, Any] | None = None  # what the live release's rollout measured
+
 
 
 def gather(host: RemoteHost, config: Config, env: str) -> Facts:
@@ -70,7 +73,7 @@ def gather(host: RemoteHost, config: Config, env: str) -> Facts:
     text = host.run(commands.status_state(layout.releases, layout.current, layout.shared_hash,
                                           env, layout.base), what="verify: list releases")
     listing = parse_listing(text)
-    migration = None
+    migration = receipt = None
     if listing.current:
         raw = host.run(commands.read_file(f"{layout.release(listing.current)}/{MIGRATE_RECORD}"),
                        what="read migrate record").strip()
@@ -78,13 +81,17 @@ def gather(host: RemoteHost, config: Config, env: str) -> Facts:
             migration = json.loads(raw) if raw else None
         except ValueError:
             migration = {"unreadable": raw[:80]}
+        meta = host.run(commands.read_file(f"{layout.release(listing.current)}/release.json"),
+                        what="read release").strip()
+        with contextlib.suppress(ValueError, AttributeError):
+            receipt = json.loads(meta).get("receipt") if meta else None
     views = poller(host, [stack_name(config, env)], config)()
     from vedfin_ops.reports.tables import audit_entries
 
     tail = host.run(commands.tail(layout.audit, AUDIT_LINES), what="read audit")
     audit = [e for e in audit_entries(tail) if e.get("env") == env]
     return Facts(listing.current, (listing.state(listing.current) or "") if listing.current else "",
-                 migration, views, audit)
+                 migration, views, audit, receipt if isinstance(receipt, dict) else None)
 
 
 def _release(facts: Facts) -> str:
@@ -253,11 +260,16 @@ def _zero_downtime(config: Config, env: str, facts: Facts) -> str:
     if last.get("release") != facts.current:
         raise Failed(f"the last deploy made {last.get('release')}, but {facts.current} is live "
                      f"(a rollback since?)")
+    said = f"the last deploy ({last.get('tag')}, {last.get('time')}) ok and live"
+    if facts.receipt is not None:  # measured through the edge while it rolled out
+        if facts.receipt.get("failed"):
+            raise Failed(f"{said}, but {summary_line(facts.receipt)}")
+        if not facts.receipt.get("error"):
+            return f"{said}: {summary_line(facts.receipt)}"
     if config.deployment_strategy.order != "start-first":
         return (f"warning: the last deploy ({last.get('tag')}) ok, but deploymentStrategy."
                 f"maxSurge is 0: stop-first updates (a gap while each task is replaced)")
-    return (f"the last deploy ({last.get('tag')}, {last.get('time')}) ok and live, "
-            f"start-first rolling updates")
+    return f"{said}, start-first rolling updates (no receipt measured)"
 
 
 def checklist(conn: Connection | Host, config: Config, env: str, *,

@@ -19,6 +19,7 @@ from typing import Any
 
 import jinja2
 
+from vedfin_ops.checks.receipt import summary_line
 from vedfin_ops.config.model import Config
 from vedfin_ops.errors import CheckFailed, UsageError
 from vedfin_ops.remote import commands
@@ -78,7 +79,8 @@ def gather(host: Host, config: Config, env: str, *,
     def read_status() -> None:
         info = status(host, config, env)
         data["current"] = info["current"]
-        data["releases"] = info["releases"]
+        data["releases"] = [{**r, "receipt_line": summary_line(r["receipt"])
+                             if r.get("receipt") else ""} for r in info["releases"]]
         data["services"] = [{**s, "healthy": healthy(s["running"], s["replicas"],
                                                      s["update_state"])}
                             for s in info["services"]]

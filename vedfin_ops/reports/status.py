@@ -48,7 +48,10 @@ def status(conn: Connection | Host, config: Config, env: str) -> dict[str, Any]:
         "current": state.current,
         "releases": [{"id": r.id, "state": r.state, "current": r.id == state.current,
                       "tag": r.text("tag"), "created": r.text("created"), "by": r.text("by"),
-                      "reason": r.reason or None}
+                      "reason": r.reason or None,
+                      # what the release's rollout measured through the edge (its receipt)
+                      "receipt": r.meta.get("receipt") if isinstance(r.meta.get("receipt"),
+                                                                     dict) else None}
                      for r in records.releases],
         "lock": holder if isinstance(holder, dict) else None,
         "drift": found,

@@ -10,6 +10,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from vedfin_ops.checks.receipt import summary_line
 from vedfin_ops.config.model import Config
 from vedfin_ops.reports.capacity import CapacityReport
 
@@ -256,6 +257,10 @@ def status_tables(info: dict[str, Any]) -> Group:
                 f"({lock.get('action')})" if lock else "lock: free")
     drift = info.get("drift") or []
     notes: list[Text] = [note]
+    live = next((r for r in info.get("releases") or [] if r.get("current")), None)
+    if live and live.get("receipt"):
+        notes.append(Text(f"receipt of {live['id']}'s rollout: "
+                          f"{summary_line(live['receipt'])}"))
     if drift:
         notes.append(Text.assemble(("drift: ", "bold yellow"), "the engine does not run "
                                    f"{info.get('current')} as recorded: " + "; ".join(drift)))

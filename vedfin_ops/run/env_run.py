@@ -5,11 +5,14 @@ on the live release here (scale and restart have their own way back)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from fabric import Connection
 
+from vedfin_ops.checks.receipt import Probe, summary_line
+from vedfin_ops.checks.receipt import probe as receipt_probe
 from vedfin_ops.checks.smoke import Options as SmokeOptions
 from vedfin_ops.checks.smoke import smoke_test
 from vedfin_ops.config.model import Config
@@ -29,7 +32,7 @@ from vedfin_ops.run.layout import (
     Listing,
     parse_listing,
 )
-from vedfin_ops.run.operation import Operation
+from vedfin_ops.run.operation import Operation, describe
 
 
 def as_host(conn: Connection | Host) -> Host:
@@ -194,6 +197,8 @@ class EnvRun(Operation):
         # the last roll's poll, before and expected images: what `settle` watches on
         self.rolled: tuple[Callable[[], dict[str, ServiceView]], dict[str, Before],
                            dict[str, str]] | None = None
+        self.make_probe: Callable[[Config, str], Probe | None] = receipt_probe
+        self.receipt: dict[str, Any] = {}  # what the last measured rollout's probe saw
 
     def inspect(self) -> None:
         self.state = listing(self.host, self.layout)
@@ -257,6 +262,32 @@ class EnvRun(Operation):
         monitor window over: from then on it no longer rolls back by itself)."""
         assert self.rolled is not None
         return self.converge(*self.rolled).views
+
+    @contextmanager
+    def measured(self, serving: bool = True) -> Iterator[None]:
+        """The zero-downtime receipt of what runs inside (checks/receipt.py): its probe from
+        before the engine moves until the rollout is judged, then its figures said, kept in
+        `self.receipt` and noted for the audit line (a failed run's too). Only when the env
+        `serving` already (a first deploy, a resume from zero have nothing to drop) and an
+        app has a domain. A probe that cannot start is a warning: never why a run fails."""
+        probe = None
+        if serving and self.config.verify.receipt:
+            try:
+                probe = self.make_probe(self.config, self.env)
+                if probe is not None:
+                    probe.start()
+            except Exception as exc:
+                probe = None
+                self.say(f"warning: no zero-downtime receipt for this {self.action} "
+                         f"({describe(exc)})")
+        try:
+            yield
+        finally:
+            if probe is not None:
+                self.receipt = probe.stop().to_dict()
+                line = summary_line(self.receipt)
+                self.say(f"receipt: {line}")
+                self.notes.append(f"receipt: {line}")
 
     def registry_login(self) -> None:
         """Log the host into the registry once per run, before the first pull."""

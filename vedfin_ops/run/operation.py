@@ -97,7 +97,7 @@ class Operation:
         self.release = ""  # the release this run is about (for the audit line)
         self.release_dir: str | None = None  # set once it exists on the host
         self.engine_touched = False  # set just before the first command that moves the engine
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # said after a failure's reason (and in its audit line)
         self.committed = False  # the new state is recorded: nothing after this undoes it
         self.outcome: Any = None  # what execute() returns once committed
 
@@ -149,6 +149,8 @@ class Operation:
 
     def audit_ok(self, result: str, **fields: Any) -> None:
         """The success line of a committed run: losing it is a warning, not a failure."""
+        if self.notes:  # what the run noted on the way (a rollout's receipt)
+            fields["detail"] = "; ".join(p for p in (fields.get("detail", ""), *self.notes) if p)
         try:
             audit(self.host, self.layout, self.action, result, **fields)
         except Exception as exc:  # live and verified already
@@ -212,7 +214,7 @@ class Operation:
                 back = (f"could not put {self.env} back: {describe(again)}; run "
                         f"`fab -H HOST rollback --env {self.env}` or deploy again")
         self.mark(outcome, reason)
-        detail = "; ".join(part for part in (reason, back) if part)
+        detail = "; ".join(part for part in (reason, back, *self.notes) if part)
         try:
             audit(self.host, self.layout, self.action, outcome, release=self.release,
                   tag=self.tag, detail=detail)

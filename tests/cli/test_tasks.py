@@ -191,6 +191,8 @@ FLAGS = {
     "db.backup": "-e --env=  -a --accept-new-host-key  -h --host-key-fingerprint=  -c --config=",
     "db.backups": ("-e --env=  -j --json  -s --s3  -a --accept-new-host-key  "
                    "-h --host-key-fingerprint=  -c --config="),
+    "db.drill": "-e --env=  -f --from=  -a --accept-new-host-key  -h --host-key-fingerprint=  "
+                "-c --config=",
     "db.restore": ("-e --env=  -f --from=  -i --into=  -y --yes  -a --accept-new-host-key  "
                    "-h --host-key-fingerprint=  -c --config="),
     "db.schedule": "-a --accept-new-host-key  -h --host-key-fingerprint=  -c --config=",
@@ -292,7 +294,7 @@ def test_every_host_task_takes_both_host_key_flags_with_their_help() -> None:
             assert len(shared) == 2, name
             for option in shared:
                 assert args[option].help == HOST_HELP[option], (name, option)
-    assert on_a_host == 28  # 24 tasks, deploy.production, .staging, .dev and deploy --env
+    assert on_a_host == 29  # 25 tasks, deploy.production, .staging, .dev and deploy --env
 
 
 def test_help_lists_each_flag_with_its_help(project: Path) -> None:

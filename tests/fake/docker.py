@@ -64,7 +64,7 @@ def database_exists(state: dict[str, Any], name: str) -> bool:
         return True
     if name in state.get("db_absent", []) or state.get("no_database"):
         return False
-    return "_restore_" not in name and "_before_" not in name
+    return "_restore_" not in name and "_before_" not in name and "_drill_" not in name
 
 
 def _set_database(state: dict[str, Any], name: str, present: bool) -> None:
@@ -648,6 +648,11 @@ def main(args: list[str]) -> int:
                     echo(f"DB {db} vector,pg_stat_statements")
                     if "VEC " in sql and not state.get("no_vector"):
                         echo(f"VEC {db} 1")
+                return 0
+            found = re.search(r"starts_with\(datname, '([^']*)'\)", sql)
+            if found:  # a drill's leftovers: the databases made under its prefix
+                echo("\n".join(n for n in state.get("db_present", [])
+                                if n.startswith(found.group(1))))
                 return 0
             state.setdefault("sql", []).append(sql)
             code = run_sql(state, sql)

@@ -111,6 +111,29 @@ def test_backup_change_and_drop_data_then_restore_brings_it_back_row_by_row(
     assert '"action": "db-restore"' in tail and '"result": "ok"' in tail
 
 
+def test_a_drill_restores_the_newest_backup_beside_the_live_database_and_records_it(
+        sandbox_up: dict[str, Any], live: Any) -> None:
+    """Into a scratch database of the real pgvector server: tables and rows against the
+    dump's, the vector query, the stand-in api's migrate status run from its live image
+    against the scratch database; dropped after; status shows the proof."""
+    before = _rows()
+    backup = _backup(sandbox_up)
+    done = fab(sandbox_up, "db.drill", "--env", "production")
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said
+    assert f"{backup['id']} restores:" in said
+    assert "rows as in the dump" in said and "vector distance query ok" in said, said
+    assert "migrate status:" in said, said
+    assert not [d for d in _databases() if d.startswith(f"{DB}_drill_")]
+    assert _rows() == before  # the live database as it was
+    shown = fab(sandbox_up, "status", "--env", "production", "--json")
+    assert shown.returncode == 0, shown.stderr
+    proven = json.loads(shown.stdout)["backups"]["last_proven"]
+    assert proven["backup"] == backup["id"] and proven["result"] == "ok"
+    assert proven["rtoSeconds"] > 0 and proven["rpoSeconds"] >= 0
+    assert '"action": "db-drill"' in _audit_tail(sandbox_up, 1)
+
+
 def test_a_corrupted_dump_is_refused_by_its_checksum_and_nothing_changes(
         sandbox_up: dict[str, Any], live: Any) -> None:
     backup = _backup(sandbox_up)

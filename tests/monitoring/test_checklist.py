@@ -20,7 +20,8 @@ v1_live, world = orchestration.v1_live, orchestration.world
 
 ITEMS = ["smoke: api-production /api/health", "live release", "migrations applied",
          "pgvector works", "services healthy", "replicas of api and web",
-         "monitoring configured", "no errors in logs", "zero-downtime deploy"]
+         "monitoring configured", "no errors in logs", "zero-downtime deploy",
+         "backup restore proven"]
 
 
 class _Smoke:

@@ -150,8 +150,14 @@ class DatabaseRestore:
     locks): no deploy restarts postgres, and no other env's db-init runs, beside it."""
 
     def __init__(self, run: Operation, backup: Backup | None, into: str | None = None,
-                 when: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 when: Callable[[], datetime] = lambda: datetime.now(UTC), *,
+                 shared: bool = True) -> None:
+        """`shared` False: no shared lock (a restore drill, which changes no database an env
+        uses and must never hold a deploy's db-init back: a postgres restarted under it
+        fails the drill, which drops its scratch database)."""
         self.run, self.into, self.when = run, into, when
+        self.take_shared = shared
+        self.dump = ""  # the dump to restore, when not the backup's own file (a drill's pin)
         self.backup: Backup = backup  # type: ignore[assignment]  # set before prepare()
         self.host, self.config = run.host, run.config
         self.database = run.config.environments[run.env].database
@@ -192,12 +198,13 @@ class DatabaseRestore:
         """Checksum, restore into a new database, compare with the dump. Nothing the env
         uses changes here; returns the new database's name."""
         backup, user, run = self.backup, self.config.postgres.user, self.run
-        run.step("restore: taking the shared stack's lock (postgres serves every env)")
-        self.shared.acquire(wait=SHARED_WAIT)
+        if self.take_shared:
+            run.step("restore: taking the shared stack's lock (postgres serves every env)")
+            self.shared.acquire(wait=SHARED_WAIT)
         self.container = postgres(self.host, self.config) or ""
         if not self.container:
             raise CheckFailed("restore: no healthy postgres container")
-        dump = f"{folder(self.config, backup.database)}/{backup.id}.dump"
+        dump = self.dump or f"{folder(self.config, backup.database)}/{backup.id}.dump"
         run.step(f"restore: checking {backup.id}'s sha256")
         target = self.into or kept_name(self.database, self.when(), "restore")
         answer = dict(line.partition(" ")[::2] for line in self.host.run(

@@ -623,6 +623,18 @@ def db_restore(on: Target, env: str = "production", from_: str | None = None,
     stdout.print(f"db.restore: {from_} is now {database}")
 
 
+@on_host(name="drill", help={"env": "environment",
+                             "from": "the backup's id (default: the newest), or s3:ID for a "
+                                     "copy in the bucket"})
+def db_drill(on: Target, env: str = "production", from_: str | None = None) -> None:
+    """Prove a backup restores: into a scratch database, compared, queried, dropped."""
+    from vedfin_ops.backups.drill import run_drill
+    cfg = on.config
+    cfg.require_env(env)
+    detail = run_drill(on.host, cfg, env, from_, say=say)
+    stdout.print(f"db.drill: {env}: restorable: {detail}")
+
+
 DEPLOY_HELP = {"tag": "image tag to deploy (default: the config's)",
                "skip_preflight": "skip the checklist (recorded in the audit log)",
                "force": "deploy past the capacity gate (recorded)",
@@ -734,7 +746,7 @@ _deploys.add_task(on_host(name="env", help={"env": "an env the config names unde
 ns.add_collection(_deploys)
 ns.add_collection(Collection("secrets", generate))
 ns.add_collection(Collection("lock", lock_release))
-ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_schedule))
+ns.add_collection(Collection("db", db_backup, db_backups, db_restore, db_drill, db_schedule))
 ns.add_collection(Collection("monitoring", monitoring_apply, monitoring_status))
 ns.add_collection(Collection("cluster", cluster_status, cluster_drain, cluster_join))
 ns.add_collection(Collection("host", host_prepare))

@@ -272,6 +272,18 @@ def _zero_downtime(config: Config, env: str, facts: Facts) -> str:
     return f"{said}, start-first rolling updates (no receipt measured)"
 
 
+def _drill(host: RemoteHost, config: Config, env: str) -> str:
+    """A backup of the env restored by a drill within a week (backups/drill.py)."""
+    from datetime import UTC, datetime
+
+    from vedfin_ops.backups.drill import judge, read_records
+
+    passed, detail = judge(*read_records(host, config, env), datetime.now(UTC))
+    if not passed:
+        raise Failed(detail)
+    return detail
+
+
 def checklist(conn: Connection | Host, config: Config, env: str, *,
               smoke: SmokeOptions | None = None, after_deploy: bool = False,
               run_smoke: Callable[..., Any] = smoke_test) -> Checklist:
@@ -281,7 +293,7 @@ def checklist(conn: Connection | Host, config: Config, env: str, *,
     migrated: those items are not asked again (the migration's record still is, its status
     command not). Nor is monitoring: the deploy of the env that owns the shared stack has
     just applied the alarms and monitors, and another env's deploy leaves them to `fab
-    verify`."""
+    verify`. Nor the restore drill, which no deploy changes."""
     host = as_env_host(conn, config, config.require_env(env))
     report = Checklist(env)
     if not after_deploy:
@@ -306,10 +318,12 @@ def checklist(conn: Connection | Host, config: Config, env: str, *,
         ("monitoring configured", lambda: _monitoring(host, config)),
         ("no errors in logs", lambda: _logs(host, config, env)),
         ("zero-downtime deploy", lambda: _zero_downtime(config, env, known())),
+        ("backup restore proven", lambda: _drill(host, config, env)),
     ]
     if after_deploy:
         items = [(n, f) for n, f in items if n not in ("monitoring configured",
-                                                       "no errors in logs")]
+                                                       "no errors in logs",
+                                                       "backup restore proven")]
     report.checks += [run_check(name, _answered(fn)) for name, fn in items]
     return report
 

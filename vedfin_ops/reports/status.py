@@ -79,8 +79,14 @@ def backups_state(host: Host, config: Config, env: str) -> dict[str, Any]:
     night = nightly.parse_state(host.run(nightly.state_command(config),
                                          what="nightly backups"), env, config)
     last = found[-1] if found else None
+    from vedfin_ops.backups.drill import read_records
+
+    last_drill, proven = read_records(host, config, env)
     return {"backups": {
         "count": len(found),
+        # the last restore drill, and the last that passed: the last proven restorable backup
+        "last_drill": last_drill,
+        "last_proven": proven,
         "last": last.id if last else None,
         "last_reason": last.reason if last else None,
         "age_seconds": round(nightly.age(last.id)) if last else None,

@@ -300,6 +300,25 @@ def _backup_notes(backups: dict[str, Any]) -> list[Text]:
     elif backups.get("last_nightly_run", "") and " failed: " in backups["last_nightly_run"]:
         notes.append(Text.assemble(("warning: ", "yellow"), "last nightly run: ",
                                    backups["last_nightly_run"]))
+    notes += _drill_notes(backups.get("last_drill"), backups.get("last_proven"))
+    return notes
+
+
+def _drill_notes(last: dict[str, Any] | None, proven: dict[str, Any] | None) -> list[Text]:
+    """The last proven restorable backup (RPO, RTO), and the last drill when it failed."""
+    from vedfin_ops.backups.drill import _duration
+
+    notes = []
+    if proven:
+        notes.append(Text(f"restore proven: {proven.get('backup')} on {proven.get('time')} "
+                          f"(data {_duration(proven.get('rpoSeconds'))} old, restored in "
+                          f"{_duration(proven.get('rtoSeconds'))})"))
+    if last and last.get("result") != "ok":
+        notes.append(Text.assemble(("warning: ", "yellow"), f"the last restore drill "
+                                   f"({last.get('backup')}, {last.get('time')}) "
+                                   f"{last.get('result')}: {last.get('detail') or '-'}"))
+    elif not proven:
+        notes.append(Text("restore proven: never (fab db.drill)"))
     return notes
 
 

@@ -172,3 +172,22 @@ def restore_counted(container: str, user: str, database: str, dump: str) -> str:
             f"docker exec -i {sh(container)} pg_restore -U {sh(user)} -d {sh(database)} "
             f"--exit-on-error --single-transaction --no-owner < {sh(dump)}; rc=$?; "
             f"wait $counting; cat \"$counts\"; rm -f \"$counts\"; exit $rc")
+
+
+def pin_dump(dump: str, folder: str, pin: str) -> str:
+    """A restore drill's copy of a dump: a hard link in a fresh private `folder` (the same
+    inode, no byte copied), so a backup's retention removing the dump meanwhile leaves the
+    drill what it restores; fails when the dump is gone already."""
+    return (f"rm -rf -- {sh(folder)} && mkdir -m 700 -p -- {sh(folder)} && "
+            f"ln -- {sh(dump)} {sh(pin)}")
+
+
+def env_file_for_database(source: str, target: str, database: str, scratch: str) -> str:
+    """A private copy of an env file whose postgres URLs name `scratch` where they named
+    `database` (the drill's migrate status runs against the scratch database, never the
+    live one); prints how many lines name `scratch`. No value of the file is on a command
+    line (database names are identifiers, checked by the config)."""
+    expression = (rf"s|^([A-Za-z_][A-Za-z0-9_]*=postgres(ql)?://[^/]*/){database}(\?.*)?$"
+                  rf"|\1{scratch}\3|")
+    return (f"( umask 077 && sed -E {sh(expression)} {sh(source)} > {sh(target)} ) && "
+            f"grep -c {sh('/' + scratch)} {sh(target)} || true")

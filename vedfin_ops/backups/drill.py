@@ -1,0 +1,331 @@
+"""db.drill: proof that a backup restores, taken before it is needed.
+
+The newest backup of the env (or the one named, on the host or `s3:ID` in the bucket) is
+restored into a scratch database beside the live one (`<db>_drill_<utc>`), its tables and rows
+compared with the dump's (db.restore's own check), the pgvector distance query and the app's
+`migrateStatus` run against it (a one-off container of the live image, its env file's postgres
+URL pointing at the scratch database), the restore timed, and the scratch database dropped.
+The result is the env's last drill (`<base>/<env>/drill.json`) and, when it passed, its last
+proven restorable backup (`drill-proven.json`), which `status`, `verify` and the report show.
+
+A drill never touches the live database and never holds a deploy back: it takes only its own
+lock (`<env>/.drill.lock`, one drill at a time), not the env's nor the shared stack's. The dump
+it restores is pinned first by a hard link, so a deploy's backup and its retention may run
+beside it. A postgres restarted under it (a deploy changing the shared stack) fails the drill,
+whose scratch database is then dropped; one left by a drill cut short (a lost link) is dropped
+by the next drill, which names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from vedfin_ops.backups.backup import kept_prefix
+from vedfin_ops.backups.records import Backup, folder, list_backups
+from vedfin_ops.backups.restore import DatabaseRestore, find_backup, kept_name
+from vedfin_ops.config.model import Config
+from vedfin_ops.config.names import stack_name
+from vedfin_ops.deploy.db_init import inventory_sql, parse_inventory
+from vedfin_ops.errors import CheckFailed
+from vedfin_ops.remote import commands
+from vedfin_ops.remote.host import RemoteError, RemoteHost
+from vedfin_ops.remote.quoting import sql_ident, sql_literal
+from vedfin_ops.run.layout import Layout
+from vedfin_ops.run.lock import Lock
+from vedfin_ops.run.operation import Operation, bare, describe
+
+DRILL_LABEL = "vedfin.drill"  # the drill's migrate-status container (never a deploy's)
+LAST = "drill.json"  # <base>/<env>/: the env's last drill, passed or failed
+PROVEN = "drill-proven.json"  # the last drill that passed
+ROOM_FACTOR = 5  # free disk wanted per byte of dump: a custom-format dump is compressed
+ROOM_SPARE = 256 * 1024 * 1024
+DRILL_WITHIN_S = 7 * 86400  # verify's box: a backup restored within this
+
+
+def room_needed(dump_size: int) -> int:
+    """Bytes the drill wants free before it starts: the restored database is several times
+    its compressed dump, and the live databases keep growing meanwhile."""
+    return ROOM_FACTOR * dump_size + ROOM_SPARE
+
+
+def backup_time(backup_id: str) -> datetime:
+    """When a backup's data was taken: its id is the host's UTC time at its start."""
+    return datetime.strptime(backup_id.split(".")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def leftovers_sql(database: str) -> str:
+    """The scratch databases of earlier drills of `database` (their exact prefix: never a
+    database that merely looks alike)."""
+    prefix = kept_prefix(database, "drill")
+    return (f"SELECT datname FROM pg_database WHERE starts_with(datname, "
+            f"{sql_literal(prefix)}) ORDER BY 1;\n")
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a drill proved (the record's fields, camelCase in JSON)."""
+
+    backup: str
+    result: str  # ok | failed | interrupted
+    time: str  # when the drill ended (UTC, ISO)
+    rpo_seconds: float | None  # the data's age at the drill: drill time - backup time
+    rto_seconds: float | None  # the restore and its check, into the scratch database
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backup": self.backup, "result": self.result, "time": self.time,
+                "rpoSeconds": self.rpo_seconds, "rtoSeconds": self.rto_seconds,
+                "detail": self.detail}
+
+
+def judge(last: dict[str, Any] | None, proven: dict[str, Any] | None, now: datetime,
+          within: float = DRILL_WITHIN_S) -> tuple[bool, str]:
+    """Verify's box: (passed, detail). No drill yet is a pass with a warning (a new install
+    has none to show); a failed last drill, or a proof older than `within`, fails."""
+    if last is None and proven is None:
+        return True, "warning: no restore drill yet (fab -H HOST db.drill --env ENV)"
+    if last is not None and last.get("result") != "ok":
+        return False, (f"the last restore drill ({last.get('backup')}, {last.get('time')}) "
+                       f"{last.get('result')}: {last.get('detail') or '-'}")
+    if proven is None:
+        return False, "no restore drill has passed"
+    try:
+        age = (now - datetime.fromisoformat(str(proven["time"]))).total_seconds()
+    except (KeyError, ValueError, TypeError):
+        return False, "the last proven restore's record is unreadable"
+    rpo, rto = _duration(proven.get("rpoSeconds")), _duration(proven.get("rtoSeconds"))
+    said = (f"backup {proven.get('backup')} restored {age / 86400:.1f} days ago "
+            f"(RPO {rpo}, RTO {rto})")
+    if age > within:
+        return False, f"{said}: older than {within / 86400:g} days"
+    return True, said
+
+
+def _duration(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+
+
+def read_records(host: RemoteHost, config: Config, env: str) -> tuple[dict[str, Any] | None,
+                                                                       dict[str, Any] | None]:
+    """The env's last drill and last proven one (None where there is none, or it is not a
+    JSON object)."""
+    layout = Layout.of(config, env)
+    text = host.run(commands.each_of(
+        commands.labelled("LAST", commands.read_file(f"{layout.env_dir}/{LAST}")),
+        commands.labelled("PROVEN", commands.read_file(f"{layout.env_dir}/{PROVEN}"))),
+        what="read drill records")
+    found: dict[str, dict[str, Any] | None] = {"LAST": None, "PROVEN": None}
+    for line in text.splitlines():
+        label, _, body = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            data = json.loads(body) if body.strip() else None
+            found[label] = data if isinstance(data, dict) else None
+    return found["LAST"], found["PROVEN"]
+
+
+class DrillRun(Operation):
+    """`fab db.drill`: see the module docstring. Its lock is the drill's own."""
+
+    action = "db-drill"
+
+    def __init__(self, host: RemoteHost, config: Config, env: str, wanted: str | None,
+                 when: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 **kwargs: Any) -> None:
+        super().__init__(host, config, env, **kwargs)
+        self.lock = Lock(host, f"{self.layout.env_dir}/.drill.lock", f"{env}'s drill",
+                         action=f"db-drill {env}", clock=self.clock,
+                         hint=f"if it is stale: rmdir {self.layout.env_dir}/.drill.lock")
+        self.wanted, self.when = wanted, when
+        self.restore = DatabaseRestore(self, None, None, when, shared=False)
+        self.database = config.environments[env].database
+        self.pins = f"{self.layout.env_dir}/drill"
+        self.backup: Backup | None = None
+        self.rto: float | None = None
+
+    def body(self) -> str:
+        backup = self.restore.backup = self.backup = self.choose()
+        self.check_room(backup)
+        pin = f"{self.pins}/{backup.id}.dump"
+        self.step(f"drill: {backup.id} pinned (a hard link: retention may run beside)")
+        try:
+            self.host.run(commands.pin_dump(f"{folder(self.config, backup.database)}/"
+                                            f"{backup.id}.dump", self.pins, pin),
+                          what="pin dump")
+        except RemoteError:
+            raise CheckFailed(f"backup {backup.id} was removed before the drill could pin "
+                              f"it (a backup's retention); run the drill again") from None
+        self.restore.dump = pin
+        self.restore.into = kept_name(self.database, self.when(), "drill")
+        try:
+            self.drop_leftovers()
+            started = time.monotonic()
+            scratch = self.restore.prepare()
+            self.rto = time.monotonic() - started
+            checks = [self.restore.summary, self.vector(scratch), self.migrate_status(scratch)]
+            self.step(f"drill: dropping {scratch}")
+            self.drop(scratch)
+        finally:
+            with contextlib.suppress(Exception):  # else the next drill's pin removes it
+                self.host.run(commands.remove_dirs([self.pins]), what="unpin dump")
+        detail = "; ".join(c for c in checks if c)
+        proof = self.proof("ok", detail)
+        self.commit(proof)
+        self.record(proof)
+        self.say(f"drill: {backup.id} restores: {detail} (restore {_duration(self.rto)}, "
+                 f"data {_duration(proof.rpo_seconds)} old)")
+        self.audit_ok("ok", detail=f"{backup.id}: {detail}; RTO {_duration(self.rto)}")
+        return detail
+
+    def choose(self) -> Backup:
+        """The backup named (on the host, or fetched from the bucket as db.restore does),
+        else the env's newest."""
+        if self.wanted and self.wanted.startswith("s3:"):
+            from vedfin_ops.backups.offsite import fetch
+            from vedfin_ops.config import secret_store
+
+            return fetch(self.host, self.config, self.env, self.wanted[3:],
+                         secret_store.resolve(self.config, self.env), self.step,
+                         beat=self.beat)
+        if self.wanted:
+            return find_backup(self.host, self.config, self.env, self.wanted)
+        found = list_backups(self.host, self.config, self.env).backups
+        if not found:
+            raise CheckFailed(f"no backup of {self.env} to drill (fab -H HOST db.backup "
+                              f"--env {self.env})")
+        return found[-1]
+
+    def check_room(self, backup: Backup) -> None:
+        free = self.host.run(commands.free_kib(Layout.of_host(self.config).base),
+                             what="free disk").strip()
+        need = room_needed(backup.size)
+        if free.isdigit() and int(free) * 1024 < need:
+            raise CheckFailed(f"not enough free disk for a drill of {backup.id}: "
+                              f"{int(free) // 1024} MiB free, {need // 2**20} MiB wanted "
+                              f"({ROOM_FACTOR}x its {backup.size // 2**20} MiB dump)")
+
+    def drop_leftovers(self) -> None:
+        """Scratch databases of earlier drills cut short, named and dropped."""
+        self.restore.find_postgres()
+        names = [n.strip() for n in self.restore.psql(leftovers_sql(self.database),
+                                                      "drill leftovers").splitlines()
+                 if n.strip()]
+        for name in names:
+            self.say(f"drill: dropping {name}, left by an earlier drill")
+            self.drop(name)
+
+    def drop(self, database: str) -> None:
+        self.restore.psql(f"DROP DATABASE IF EXISTS {sql_ident(database)} WITH (FORCE);\n",
+                          "drop scratch database")
+        if self.restore.created == database:
+            self.restore.created = None
+
+    def vector(self, scratch: str) -> str:
+        if "vector" not in self.config.postgres.extensions:
+            return ""
+        answer = parse_inventory(self.host.run(
+            commands.db_inventory(self.restore.container, self.config.postgres.user),
+            what="drill: pgvector query", stdin=inventory_sql([scratch], True), check=False))
+        if scratch not in answer.distances:
+            raise CheckFailed(f"the restored {scratch} has no working vector distance query")
+        return "vector distance query ok"
+
+    def migrate_status(self, scratch: str) -> str:
+        """The app's `migrateStatus` in a one-off container of the live image, against the
+        scratch database (its env file copied with the postgres URL changed)."""
+        app = next((a for a in self.config.apps(self.env) if a.migrate_status_command), None)
+        if app is None:
+            return ""
+        from vedfin_ops.run.env_run import listing
+
+        live = listing(self.host, self.layout).current
+        image = self.live_image(app.name)
+        if live is None or image is None:
+            return f"migrate status skipped: {app.name} is not running"
+        scratch_env = f"{self.pins}/{app.name}.env"
+        changed = self.host.run(commands.env_file_for_database(
+            f"{self.layout.release(live)}/env/{app.name}.env", scratch_env, self.database,
+            scratch), what="drill: env file").strip()
+        if changed in ("", "0"):
+            return (f"migrate status skipped: {app.name}'s env file has no postgres URL "
+                    f"naming {self.database}")
+        name = f"{app.name}-drill-{secrets.token_hex(3)}"
+        command = app.migrate_status_command or ""
+        try:
+            out = self.host.run(commands.migrate(image, self.config.remote.network, scratch_env,
+                                                 command, name, self.env, label=DRILL_LABEL),
+                                what="drill: migrate status", timeout=300)
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                self.host.run(commands.remove_container(name), what="stop drill status",
+                              check=False)
+            if not isinstance(exc, RemoteError):
+                raise
+            told = [line.strip() for line in exc.output.splitlines() if line.strip()]
+            why = self.host.redact(told[-1]) if told else bare(str(exc))
+            raise CheckFailed(f"`{command}` against the restored database says: {why}") \
+                from None
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        return f"migrate status: {self.host.redact(lines[-1]) if lines else 'exit 0'}"
+
+    def live_image(self, app: str) -> str | None:
+        from vedfin_ops.run.env_run import poller
+
+        view = poller(self.host, [stack_name(self.config, self.env)], self.config)().get(
+            f"{stack_name(self.config, self.env)}_{app}")
+        return view.image if view is not None else None
+
+    def proof(self, result: str, detail: str) -> Proof:
+        now = self.when()
+        backup = self.backup
+        rpo = (now - backup_time(backup.id)).total_seconds() if backup else None
+        return Proof(backup.id if backup else "", result, now.isoformat(timespec="seconds"),
+                     round(rpo, 1) if rpo is not None else None,
+                     round(self.rto, 2) if self.rto is not None else None, detail)
+
+    def record(self, proof: Proof) -> None:
+        text = json.dumps(proof.to_dict())
+        files = [commands.write_text(f"{self.layout.env_dir}/{LAST}", text)]
+        if proof.result == "ok":
+            files.append(commands.write_text(f"{self.layout.env_dir}/{PROVEN}", text))
+        self.host.run(commands.all_of(*files), what="record drill")
+
+    def needs_put_back(self) -> bool:
+        return self.restore.needs_put_back()
+
+    def put_back(self) -> str:
+        return self.restore.put_back()
+
+    def mark(self, outcome: str, reason: str) -> None:
+        """A failed drill is the env's last drill too (verify's box fails on it); best
+        effort: the link may be gone."""
+        if self.backup is None:
+            return
+        try:
+            self.record(self.proof(outcome, self.host.redact(bare(reason))))
+        except BaseException as exc:
+            self.notes.append(f"the drill's record not written ({describe(exc)})")
+
+
+def run_drill(host: RemoteHost, config: Config, env: str, wanted: str | None = None, *,
+              say: Callable[[str], None] = print) -> str:
+    from vedfin_ops.config import secret_store
+
+    config.require_env(env)
+    if wanted and wanted.startswith("s3:"):
+        from vedfin_ops.backups.offsite import require_copied
+
+        require_copied(config, env, "db.drill --from s3:ID")
+    host.secrets = list(secret_store.resolve(config, env).values())
+    result: str = DrillRun(host, config, env, wanted, say=say).execute()
+    return result

@@ -120,7 +120,7 @@ def test_a_drill_of_an_env_without_backups_says_how_to_take_one(world: World) ->
 
 
 KINDS = ("remote", "exception", "ctrl-c", "sigterm", "sighup")
-STEPS = ("free disk", "pin dump", "drill leftovers", "checksum", "create database",
+STEPS = ("pin dump", "drill leftovers", "free disk", "checksum", "create database",
          "pg_restore", "list restored tables", "drill: pgvector query", "drill: env file",
          "drill: migrate status", "drop scratch database", "record drill")
 
@@ -172,3 +172,30 @@ def test_verify_s_box_wants_a_proof_within_a_week_and_fails_on_a_failed_drill() 
 def test_a_drill_wants_room_for_the_restored_database_and_a_spare() -> None:
     assert room_needed(100 * 2**20) == 500 * 2**20 + 256 * 2**20
     assert backup_time("20261206T020000Z.2") == datetime(2026, 12, 6, 2, tzinfo=UTC)
+
+
+def test_leftovers_are_only_names_a_drill_gives_never_an_env_s_database() -> None:
+    import re
+
+    sql = drill.leftovers_sql("vedfinance_prod", {"vedfinance_prod", "vedfinance_prod_drill_x"})
+    pattern = re.search(r"datname ~ '([^']*)'", sql)
+    assert pattern is not None
+    ours = re.compile(pattern.group(1))
+    assert ours.search("vedfinance_prod_drill_20261207t230000z")
+    for other in ("vedfinance_prod_drill_x", "vedfinance_prod_drill_20261207t230000z_old",
+                  "vedfinance_prod", "vedfinance_prod_before_20261207t230000z"):
+        assert not ours.search(other), other
+    assert "datname <> 'vedfinance_prod_drill_x'" in sql
+
+
+def test_an_env_file_that_still_names_the_live_database_runs_no_migrate_status(
+        world: World, deployed: str) -> None:
+    """A second way to the database the rewrite cannot change (PGDATABASE): the status
+    command is not run at all, rather than against the live database."""
+    live = listing(world.host, world.layout).current  # type: ignore[arg-type]
+    env_file = Path(world.layout.release(live or ""), "env", "api-production.env")
+    env_file.write_text(env_file.read_text() + "PGDATABASE=vedfinance_prod\n")
+    detail = _drill(world)
+    assert "migrate status skipped: api-production's env file names, outside a postgres " \
+           "URL the drill can rewrite, vedfinance_prod" in detail
+    assert not any("vedfin.drill=" in line for line in world.host.command_lines)

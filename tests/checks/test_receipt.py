@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 
 import pytest
 import requests
@@ -125,3 +126,38 @@ def test_the_probe_s_own_failure_is_its_error_never_the_run_s() -> None:
     receipt = probe.stop()
     assert receipt.error == "api: RuntimeError: no session to be had"
     assert receipt.apps["api"].sent == 0 and "the probe: api: RuntimeError" in receipt.line()
+
+
+def test_after_a_slow_answer_the_probe_keeps_its_rate_instead_of_a_burst() -> None:
+    sent: list[float] = []
+
+    def make(endpoint: Endpoint) -> object:
+        def ask(target: Endpoint) -> str:
+            sent.append(time.monotonic())
+            if len(sent) == 2:
+                time.sleep(0.6)  # a stalled answer: 12 intervals at 20 a second
+            return ""
+        return ask
+
+    probe = Probe({"api": Endpoint("http://127.0.0.1:9/", "x")}, make,  # type: ignore[arg-type]
+                  rate=20).start()
+    time.sleep(1.0)
+    probe.stop()
+    after = [b - a for a, b in pairwise(sent[2:])]
+    assert after and min(after) > 0.03, after  # no catch-up burst after the stall
+
+
+def test_the_p95_is_a_rank_of_the_good_answers_not_the_maximum() -> None:
+    answers = [Answer(float(i), 0.01 * (i + 1)) for i in range(20)]
+    answers.append(Answer(30.0, 0.0, "refused"))
+    got = summarize(answers, 0.0, 31.0)
+    assert got.p95 == pytest.approx(0.19) and got.max == pytest.approx(0.20)
+    assert got.p50 == pytest.approx(0.10)
+
+
+def test_a_probe_narrowed_to_the_apps_that_served_asks_no_other() -> None:
+    edge = {"api": Endpoint("http://127.0.0.1:9/", "x"), "admin": Endpoint("http://x/", "x")}
+    probe = Probe(edge, lambda endpoint: lambda target: "", rate=50).only({"api"}).start()
+    time.sleep(0.2)
+    receipt = probe.stop()
+    assert set(receipt.apps) == {"api"} and receipt.apps["api"].sent > 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -60,12 +61,13 @@ def backup_time(backup_id: str) -> datetime:
     return datetime.strptime(backup_id.split(".")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
 
-def leftovers_sql(database: str) -> str:
-    """The scratch databases of earlier drills of `database` (their exact prefix: never a
-    database that merely looks alike)."""
-    prefix = kept_prefix(database, "drill")
-    return (f"SELECT datname FROM pg_database WHERE starts_with(datname, "
-            f"{sql_literal(prefix)}) ORDER BY 1;\n")
+def leftovers_sql(database: str, keep: set[str]) -> str:
+    """The scratch databases of earlier drills of `database`: exactly `<prefix><utc stamp>`
+    (never a database that merely looks alike), none of the config's env databases."""
+    pattern = "^" + re.escape(kept_prefix(database, "drill")) + "[0-9]{8}t[0-9]{6}z$"
+    spared = "".join(f" AND datname <> {sql_literal(name)}" for name in sorted(keep))
+    return (f"SELECT datname FROM pg_database WHERE datname ~ {sql_literal(pattern)}"
+            f"{spared} ORDER BY 1;\n")
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ def judge(last: dict[str, Any] | None, proven: dict[str, Any] | None, now: datet
     has none to show); a failed last drill, or a proof older than `within`, fails."""
     if last is None and proven is None:
         return True, "warning: no restore drill yet (fab -H HOST db.drill --env ENV)"
-    if last is not None and last.get("result") != "ok":
+    if last is not None and last.get("result") not in ("ok", "interrupted"):
+        # an interrupted drill proved nothing either way: the last proof stands
         return False, (f"the last restore drill ({last.get('backup')}, {last.get('time')}) "
                        f"{last.get('result')}: {last.get('detail') or '-'}")
     if proven is None:
@@ -143,32 +146,37 @@ class DrillRun(Operation):
                  when: Callable[[], datetime] = lambda: datetime.now(UTC),
                  **kwargs: Any) -> None:
         super().__init__(host, config, env, **kwargs)
-        self.lock = Lock(host, f"{self.layout.env_dir}/.drill.lock", f"{env}'s drill",
-                         action=f"db-drill {env}", clock=self.clock,
-                         hint=f"if it is stale: rmdir {self.layout.env_dir}/.drill.lock")
+        self.database = config.environments[env].database
+        # one drill of a database at a time (two envs may name the same one)
+        path = f"{Layout.of_host(config).base}/.drill-{self.database}.lock"
+        self.lock = Lock(host, path, f"{self.database}'s drill", action=f"db-drill {env}",
+                         clock=self.clock, hint=f"if it is stale: rm -r {path}")
         self.wanted, self.when = wanted, when
         self.restore = DatabaseRestore(self, None, None, when, shared=False)
-        self.database = config.environments[env].database
         self.pins = f"{self.layout.env_dir}/drill"
         self.backup: Backup | None = None
         self.rto: float | None = None
 
     def body(self) -> str:
-        backup = self.restore.backup = self.backup = self.choose()
-        self.check_room(backup)
-        pin = f"{self.pins}/{backup.id}.dump"
-        self.step(f"drill: {backup.id} pinned (a hard link: retention may run beside)")
-        try:
-            self.host.run(commands.pin_dump(f"{folder(self.config, backup.database)}/"
-                                            f"{backup.id}.dump", self.pins, pin),
-                          what="pin dump")
-        except RemoteError:
-            raise CheckFailed(f"backup {backup.id} was removed before the drill could pin "
-                              f"it (a backup's retention); run the drill again") from None
-        self.restore.dump = pin
+        if self.wanted and self.wanted.startswith("s3:"):
+            # the download lands in the host's backups folder, where a backup's clean-up and
+            # retention would take it: only then the env's lock, as db.restore holds it
+            env_lock = Lock(self.host, self.layout.lock, self.env,
+                            action=f"db-drill {self.env} (fetch)", clock=self.clock,
+                            hint=f"if it is stale: fab -H HOST lock.release --env {self.env}")
+            env_lock.acquire()
+            try:
+                backup = self.pin(self.choose())
+            finally:
+                problem = env_lock.release()
+                if problem:
+                    self.say(f"warning: {problem}")
+        else:
+            backup = self.pin(self.choose())
         self.restore.into = kept_name(self.database, self.when(), "drill")
         try:
             self.drop_leftovers()
+            self.check_room(backup)
             started = time.monotonic()
             scratch = self.restore.prepare()
             self.rto = time.monotonic() - started
@@ -180,8 +188,8 @@ class DrillRun(Operation):
                 self.host.run(commands.remove_dirs([self.pins]), what="unpin dump")
         detail = "; ".join(c for c in checks if c)
         proof = self.proof("ok", detail)
+        self.record(proof)  # before the commit: a record lost is a failed drill, said
         self.commit(proof)
-        self.record(proof)
         self.say(f"drill: {backup.id} restores: {detail} (restore {_duration(self.rto)}, "
                  f"data {_duration(proof.rpo_seconds)} old)")
         self.audit_ok("ok", detail=f"{backup.id}: {detail}; RTO {_duration(self.rto)}")
@@ -205,11 +213,32 @@ class DrillRun(Operation):
                               f"--env {self.env})")
         return found[-1]
 
+    def pin(self, backup: Backup) -> Backup:
+        """The backup's dump hard-linked into the drill's own folder: a backup's retention
+        removing it meanwhile leaves the drill its bytes."""
+        self.restore.backup = self.backup = backup
+        pin = f"{self.pins}/{backup.id}.dump"
+        self.step(f"drill: {backup.id} pinned (a hard link: retention may run beside)")
+        try:
+            self.host.run(commands.pin_dump(f"{folder(self.config, backup.database)}/"
+                                            f"{backup.id}.dump", self.pins, pin),
+                          what="pin dump")
+        except RemoteError:
+            raise CheckFailed(f"backup {backup.id} was removed before the drill could pin "
+                              f"it (a backup's retention); run the drill again") from None
+        self.restore.dump = pin
+        return backup
+
     def check_room(self, backup: Backup) -> None:
-        free = self.host.run(commands.free_kib(Layout.of_host(self.config).base),
+        """Room where postgres keeps its data (its volume, not the deploy user's disk),
+        after any scratch database an earlier drill left is dropped."""
+        free = self.host.run(commands.free_kib_in_data(self.restore.container),
                              what="free disk").strip()
         need = room_needed(backup.size)
-        if free.isdigit() and int(free) * 1024 < need:
+        if not free.isdigit():
+            raise CheckFailed(f"could not read the free disk of postgres's data directory "
+                              f"({free[:80] or 'no answer'}); the drill did not start")
+        if int(free) * 1024 < need:
             raise CheckFailed(f"not enough free disk for a drill of {backup.id}: "
                               f"{int(free) // 1024} MiB free, {need // 2**20} MiB wanted "
                               f"({ROOM_FACTOR}x its {backup.size // 2**20} MiB dump)")
@@ -217,7 +246,8 @@ class DrillRun(Operation):
     def drop_leftovers(self) -> None:
         """Scratch databases of earlier drills cut short, named and dropped."""
         self.restore.find_postgres()
-        names = [n.strip() for n in self.restore.psql(leftovers_sql(self.database),
+        envs = {e.database for e in self.config.environments.values()}
+        names = [n.strip() for n in self.restore.psql(leftovers_sql(self.database, envs),
                                                       "drill leftovers").splitlines()
                  if n.strip()]
         for name in names:
@@ -253,12 +283,14 @@ class DrillRun(Operation):
         if live is None or image is None:
             return f"migrate status skipped: {app.name} is not running"
         scratch_env = f"{self.pins}/{app.name}.env"
-        changed = self.host.run(commands.env_file_for_database(
+        changed, _, still = self.host.run(commands.env_file_for_database(
             f"{self.layout.release(live)}/env/{app.name}.env", scratch_env, self.database,
-            scratch), what="drill: env file").strip()
-        if changed in ("", "0"):
-            return (f"migrate status skipped: {app.name}'s env file has no postgres URL "
-                    f"naming {self.database}")
+            scratch), what="drill: env file").strip().partition(" ")
+        if changed in ("", "0") or still not in ("", "0"):
+            # nothing runs against a file that could still reach the live database
+            why = ("has no postgres URL naming" if changed in ("", "0") else
+                   "names, outside a postgres URL the drill can rewrite,")
+            return f"migrate status skipped: {app.name}'s env file {why} {self.database}"
         name = f"{app.name}-drill-{secrets.token_hex(3)}"
         command = app.migrate_status_command or ""
         try:

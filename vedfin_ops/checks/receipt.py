@@ -13,6 +13,7 @@ run by itself: a probe that cannot run says so in the receipt (`error`). `summar
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -104,9 +105,10 @@ def summary_line(receipt: dict[str, Any]) -> str:
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
+    """The nearest-rank quantile (p95 of 20 values is the 19th, not the maximum)."""
     if not sorted_values:
         return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
 def summarize(answers: list[Answer], started: float, ended: float) -> AppReceipt:
@@ -121,7 +123,8 @@ def summarize(answers: list[Answer], started: float, ended: float) -> AppReceipt
             out.failures[answer.failure] = out.failures.get(answer.failure, 0) + 1
     edges = [started, *good, max(ended, good[-1] if good else ended)]
     out.longest_gap = max((b - a for a, b in pairwise(edges)), default=0.0)
-    latencies = sorted(a.seconds for a in answers)
+    # latencies of the answers a user got (a refused connection takes no time)
+    latencies = sorted(a.seconds for a in answers if not a.failure)
     out.p50, out.p95 = _quantile(latencies, 0.5), _quantile(latencies, 0.95)
     out.max = latencies[-1] if latencies else 0.0
     return out
@@ -191,6 +194,13 @@ class Probe:
         self.errors: list[str] = []
         self.started = self.ended = 0.0
 
+    def only(self, names: set[str]) -> Probe:
+        """The probe narrowed to the apps that served before the rollout (a new app, or an
+        env paused to zero, has nothing to drop yet)."""
+        self.endpoints = {n: e for n, e in self.endpoints.items() if n in names}
+        self.answers = {n: [] for n in self.endpoints}
+        return self
+
     def start(self) -> Probe:
         self.started = self.clock()
         for name, endpoint in self.endpoints.items():
@@ -208,11 +218,18 @@ class Probe:
         try:
             ask = self.make_ask(endpoint)
             due = self.clock()
-            while not self.stopping.is_set() and due - self.started < self.limit:
+            while not self.stopping.is_set():
+                if due - self.started >= self.limit:
+                    self.errors.append(f"{name}: stopped at its {self.limit:g} s bound")
+                    return
                 sent = self.clock()
                 failure = ask(endpoint)
-                self.answers[name].append(Answer(sent, self.clock() - sent, failure))
-                due += self.interval
+                took = self.clock() - sent
+                if not failure and took > TIMEOUT:  # slow bytes, each within the timeout
+                    failure = "timeout"
+                self.answers[name].append(Answer(sent, took, failure))
+                # a steady rate: after a slow answer, no burst to catch up
+                due = max(due + self.interval, self.clock())
                 self.stopping.wait(max(0.0, due - self.clock()))
         except Exception as exc:  # the probe's own bug: said, never the run's failure
             self.errors.append(f"{name}: {type(exc).__name__}: {exc}")

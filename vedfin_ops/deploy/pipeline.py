@@ -39,7 +39,7 @@ from vedfin_ops import extras
 from vedfin_ops.backups import backup as backup_step
 from vedfin_ops.checks.endpoints import routes
 from vedfin_ops.checks.preflight import preflight as real_preflight
-from vedfin_ops.checks.receipt import Probe, summary_line
+from vedfin_ops.checks.receipt import Probe
 from vedfin_ops.checks.receipt import probe as receipt_probe
 from vedfin_ops.config import secret_store
 from vedfin_ops.config.model import Config
@@ -218,9 +218,11 @@ class Deploy(EnvRun):
         self.refuse_unsafe_start()
         self.run_preflight()
         self.prepare()
-        self.shared_and_db_init()
-        self.migrate()
+        # the receipt covers the shared stack's roll (the edge, postgres) and the migration
+        # too: a user's requests meet those as well
         with self.measured(serving=self.state.current is not None):
+            self.shared_and_db_init()
+            self.migrate()
             self.rollout()
             self.verify()
             self.settle_rollout()
@@ -623,7 +625,8 @@ class Deploy(EnvRun):
                      "release before, no domain, or verify.receipt is false)")
             return
         if self.receipt.get("failed"):
-            raise CheckFailed(f"zero downtime required, but {summary_line(self.receipt)}")
+            raise CheckFailed(f"zero downtime required, but {self.receipt['failed']} of "
+                              f"{self.receipt.get('sent')} requests through the edge failed")
 
     def settle_rollout(self) -> None:
         """The engine's `completed`, after the verify that overlapped its monitor window: a

@@ -116,6 +116,7 @@ class Restart(EnvRun):
         if missing:
             raise CheckFailed(f"restart: {self.env} is not deployed ({', '.join(missing)} "
                               f"not found)")
+        self.views = views  # what served before (the receipt's apps)
         expected = {name: views[name].image for name in self.names}
         self.beat(force=True)
         self.engine_touched = True

@@ -271,23 +271,34 @@ class EnvRun(Operation):
         `serving` already (a first deploy, a resume from zero have nothing to drop) and an
         app has a domain. A probe that cannot start is a warning: never why a run fails."""
         probe = None
-        if serving and self.config.verify.receipt:
-            try:
-                probe = self.make_probe(self.config, self.env)
-                if probe is not None:
-                    probe.start()
-            except Exception as exc:
-                probe = None
-                self.say(f"warning: no zero-downtime receipt for this {self.action} "
-                         f"({describe(exc)})")
         try:
+            if serving and self.config.verify.receipt:
+                try:
+                    probe = self.make_probe(self.config, self.env)
+                    if probe is not None:
+                        probe.only(self.serving_apps())
+                        probe = probe.start() if probe.endpoints else None
+                except Exception as exc:
+                    probe = None
+                    self.say(f"warning: no zero-downtime receipt for this {self.action} "
+                             f"({describe(exc)})")
             yield
         finally:
             if probe is not None:
-                self.receipt = probe.stop().to_dict()
-                line = summary_line(self.receipt)
-                self.say(f"receipt: {line}")
-                self.notes.append(f"receipt: {line}")
+                try:
+                    self.receipt = probe.stop().to_dict()
+                except Exception as exc:  # the probe's own bug: never the run's failure
+                    self.say(f"warning: the zero-downtime receipt was lost ({describe(exc)})")
+                else:
+                    line = summary_line(self.receipt)
+                    self.say(f"receipt: {line}")
+                    self.notes.append(f"receipt: {line}")
+
+    def serving_apps(self) -> set[str]:
+        """The env's apps whose service ran a task before this run moved the engine."""
+        prefix = f"{self.stack}_"
+        return {name.removeprefix(prefix) for name, view in self.views.items()
+                if name.startswith(prefix) and view.running > 0}
 
     def registry_login(self) -> None:
         """Log the host into the registry once per run, before the first pull."""

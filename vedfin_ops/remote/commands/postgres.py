@@ -3,7 +3,7 @@ retention) and restores (with the dump's rows counted beside them)."""
 
 from __future__ import annotations
 
-from vedfin_ops.remote.commands.engine import SERVICE_LABEL
+from vedfin_ops.remote.commands.engine import PGDATA, SERVICE_LABEL
 from vedfin_ops.remote.commands.files import free_kib
 from vedfin_ops.remote.quoting import sh, sql_literal
 
@@ -186,8 +186,19 @@ def env_file_for_database(source: str, target: str, database: str, scratch: str)
     """A private copy of an env file whose postgres URLs name `scratch` where they named
     `database` (the drill's migrate status runs against the scratch database, never the
     live one); prints how many lines name `scratch`. No value of the file is on a command
-    line (database names are identifiers, checked by the config)."""
+    line (database names are identifiers, checked by the config). Prints the lines that name
+    `scratch` now and those that still name `database` (a URL the pattern missed, a
+    `PGDATABASE=`): the drill runs nothing against a file that could reach the live one."""
     expression = (rf"s|^([A-Za-z_][A-Za-z0-9_]*=postgres(ql)?://[^/]*/){database}(\?.*)?$"
                   rf"|\1{scratch}\3|")
+    still = rf"(/|=){database}([?\"'&;[:space:]]|$)"  # the live database, named elsewhere
     return (f"( umask 077 && sed -E {sh(expression)} {sh(source)} > {sh(target)} ) && "
-            f"grep -c {sh('/' + scratch)} {sh(target)} || true")
+            f"printf '%s %s\n' \"$(grep -c {sh('/' + scratch)} {sh(target)})\" "
+            f"\"$(grep -cE {sh(still)} {sh(target)})\"")
+
+
+def free_kib_in_data(container: str) -> str:
+    """The KiB free where the postgres container keeps its data (its volume's filesystem,
+    which need not be the deploy user's)."""
+    inner = 'df -kP "${PGDATA:-' + PGDATA + '}"'
+    return f"docker exec {sh(container)} sh -c {sh(inner)} | awk 'NR==2{{print $4}}'"

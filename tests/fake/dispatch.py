@@ -78,8 +78,13 @@ class Dispatcher:
         os.mkfifo(requests)
         # read and write: never an end of file between two programs' calls
         self.requests = os.fdopen(os.open(requests, os.O_RDWR), "rb", buffering=0)
-        atexit.register(shutil.rmtree, self.folder, True)
+        atexit.register(self.remove)
         threading.Thread(target=self.serve, name="fake-programs", daemon=True).start()
+
+    def remove(self) -> None:
+        """At exit, of this process only (a forked child exiting keeps its parent's FIFOs)."""
+        if os.getpid() == self.pid:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def client(self, kind: str, handler: Handler, *, name: str, head: str = "",
                stdin: str = "", after: str = "") -> str:
@@ -110,9 +115,11 @@ class Dispatcher:
                     traceback.print_exc()  # the thread answers the next ones
 
     def answer(self, slot: Path) -> None:
-        kind, *words = Path(f"{slot}.in").read_bytes().decode().split("\0")[:-1]
-        stdin = Path(f"{slot}.stdin").read_bytes().decode(errors="replace")
+        kind = "program"
         try:
+            kind, *words = Path(f"{slot}.in").read_bytes().decode(
+                errors="replace").split("\0")[:-1]
+            stdin = Path(f"{slot}.stdin").read_bytes().decode(errors="replace")
             code, out, errs = self.handlers[kind](words, stdin)
         except Exception:  # a bug in a fake: the test fails on it, never hangs
             code, out, errs = "70", "", f"fake {kind}: {traceback.format_exc()}"

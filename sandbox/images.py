@@ -30,8 +30,8 @@ BASE = f"{REPO}/base:busybox"
 # in the ways the failure tests need; schemabreak is healthy but its migration (sandbox/apps/
 # migrate) drops a column, for rollback --restore-db; smokegaps and errorlog are healthy but
 # fail smoke's db-health/CORS items and verify's log check; sickly stops answering its health
-# check seconds after it passed (the engine's monitor window); coldstart refuses the edge's
-# requests for its first seconds while its health check passes (the zero-downtime receipt).
+# check seconds after it passed (the engine's monitor window); coldstart answers the edge's
+# requests with errors for its first seconds while its health check passes (the receipt).
 APP_TAGS = ("v1", "v2", "broken", "badmigration", "dbdown", "notobject", "schemabreak",
             "smokegaps", "errorlog", "sickly", "coldstart")
 APPS = ("api", "web")

@@ -105,11 +105,11 @@ def test_a_release_that_turns_unhealthy_inside_the_monitor_window_never_goes_liv
     assert (audit["action"], audit["result"], audit["tag"]) == ("deploy", "failed", "sickly")
 
 
-def test_a_release_refusing_the_edge_at_start_is_put_back_when_zero_downtime_is_required(
+def test_a_release_failing_the_edge_at_start_is_put_back_when_zero_downtime_is_required(
         sandbox_up: dict[str, Any], config: Any) -> None:
-    """coldstart passes its health check (asked on the loopback) seconds before it accepts
-    the edge's connections: the engine and smoke see a healthy release, the receipt sees the
-    requests it dropped; with --require-zero-downtime the deploy fails and v2 stays."""
+    """coldstart passes its health check (asked on the loopback) while it still answers the
+    edge's requests with errors: the engine and smoke see a healthy release, the receipt
+    sees the failed requests; with --require-zero-downtime the deploy fails and v2 stays."""
     _deploy(sandbox_up, config, "v2")
     result = fab(sandbox_up, "deploy.production", "--tag", "coldstart",
                  "--require-zero-downtime")

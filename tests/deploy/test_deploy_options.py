@@ -62,7 +62,8 @@ def test_deploy_takes_its_options_as_one_value() -> None:
     assert list(inspect.signature(deploy).parameters) == [
         "conn", "config", "env", "tag", "options", "say", "show", "hooks", "clock"]
     assert [f.name for f in dataclasses.fields(DeployOptions)] == [
-        "skip_preflight", "force", "allow_shared", "no_backup", "full_replicas", "build"]
+        "skip_preflight", "force", "allow_shared", "no_backup", "full_replicas", "build",
+        "require_zero_downtime"]
     assert DeployOptions() == SAFE and not any(dataclasses.astuple(SAFE))
     with pytest.raises(dataclasses.FrozenInstanceError):
         SAFE.force = True  # type: ignore[misc]

@@ -75,6 +75,11 @@ class World:
     # the real Probe, asking a scripted edge (the scripted host has none to ask)
     probe_meets: str = ""
 
+    def __post_init__(self) -> None:
+        # no probe of the config's domains (not this machine's to ask) unless a test turns
+        # it on with World.hooks' scripted edge (tests/deploy/test_receipt_deploy.py)
+        self.config.verify.receipt = False
+
     @property
     def layout(self) -> Layout:
         return Layout.of(self.config, "production")

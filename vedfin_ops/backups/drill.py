@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fabric import Connection
+
 from vedfin_ops.backups.backup import kept_prefix
 from vedfin_ops.backups.records import Backup, folder, list_backups
 from vedfin_ops.backups.restore import DatabaseRestore, find_backup, kept_name
@@ -36,7 +38,7 @@ from vedfin_ops.config.names import stack_name
 from vedfin_ops.deploy.db_init import inventory_sql, parse_inventory
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
-from vedfin_ops.remote.host import RemoteError, RemoteHost
+from vedfin_ops.remote.host import Host, RemoteError, RemoteHost
 from vedfin_ops.remote.quoting import sql_ident, sql_literal
 from vedfin_ops.run.layout import Layout
 from vedfin_ops.run.lock import Lock
@@ -349,11 +351,15 @@ class DrillRun(Operation):
             self.notes.append(f"the drill's record not written ({describe(exc)})")
 
 
-def run_drill(host: RemoteHost, config: Config, env: str, wanted: str | None = None, *,
-              say: Callable[[str], None] = print) -> str:
+def run_drill(conn: Connection | Host, config: Config, env: str, wanted: str | None = None,
+              *, say: Callable[[str], None] = print) -> str:
+    """A drill of `env`'s newest backup (or `wanted`: an id, or `s3:ID`); its detail, or
+    RunFailed (exit 1) with the scratch database dropped."""
     from vedfin_ops.config import secret_store
+    from vedfin_ops.run.env_run import as_host
 
     config.require_env(env)
+    host = as_host(conn)
     if wanted and wanted.startswith("s3:"):
         from vedfin_ops.backups.offsite import require_copied
 

@@ -67,13 +67,12 @@ class Facts:
     receipt: dict[str, Any] | None = None  # what the live release's rollout measured
 
 
-
 def gather(host: RemoteHost, config: Config, env: str) -> Facts:
     layout = Layout.of(config, env)
     text = host.run(commands.status_state(layout.releases, layout.current, layout.shared_hash,
                                           env, layout.base), what="verify: list releases")
     listing = parse_listing(text)
-    migration = receipt = None
+    migration = None
     if listing.current:
         raw = host.run(commands.read_file(f"{layout.release(listing.current)}/{MIGRATE_RECORD}"),
                        what="read migrate record").strip()
@@ -81,10 +80,8 @@ def gather(host: RemoteHost, config: Config, env: str) -> Facts:
             migration = json.loads(raw) if raw else None
         except ValueError:
             migration = {"unreadable": raw[:80]}
-        meta = host.run(commands.read_file(f"{layout.release(listing.current)}/release.json"),
-                        what="read release").strip()
-        with contextlib.suppress(ValueError, AttributeError):
-            receipt = json.loads(meta).get("receipt") if meta else None
+    # the live release's release.json came with the listing (status_state's `meta`)
+    receipt = listing.meta.get("receipt")
     views = poller(host, [stack_name(config, env)], config)()
     from vedfin_ops.reports.tables import audit_entries
 

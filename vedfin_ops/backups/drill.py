@@ -36,6 +36,7 @@ from vedfin_ops.backups.restore import DatabaseRestore, find_backup, kept_name
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import stack_name
 from vedfin_ops.deploy.db_init import inventory_sql, parse_inventory
+from vedfin_ops.deploy.migrate import StatusFailed, migrate_status
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, RemoteError, RemoteHost
@@ -293,24 +294,14 @@ class DrillRun(Operation):
             why = ("has no postgres URL naming" if changed in ("", "0") else
                    "names, outside a postgres URL the drill can rewrite,")
             return f"migrate status skipped: {app.name}'s env file {why} {self.database}"
-        name = f"{app.name}-drill-{secrets.token_hex(3)}"
-        command = app.migrate_status_command or ""
         try:
-            out = self.host.run(commands.migrate(image, self.config.remote.network, scratch_env,
-                                                 command, name, self.env, label=DRILL_LABEL),
-                                what="drill: migrate status", timeout=300)
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                self.host.run(commands.remove_container(name), what="stop drill status",
-                              check=False)
-            if not isinstance(exc, RemoteError):
-                raise
-            told = [line.strip() for line in exc.output.splitlines() if line.strip()]
-            why = self.host.redact(told[-1]) if told else bare(str(exc))
-            raise CheckFailed(f"`{command}` against the restored database says: {why}") \
-                from None
-        lines = [line.strip() for line in out.splitlines() if line.strip()]
-        return f"migrate status: {self.host.redact(lines[-1]) if lines else 'exit 0'}"
+            said = migrate_status(self.host, self.config, self.env, app, image, scratch_env,
+                                  name=f"{app.name}-drill-{secrets.token_hex(3)}",
+                                  label=DRILL_LABEL, what="drill: migrate status")
+        except StatusFailed as exc:
+            raise CheckFailed(f"`{app.migrate_status_command}` against the restored database "
+                              f"says: {exc.why}") from None
+        return f"migrate status: {said}"
 
     def live_image(self, app: str) -> str | None:
         from vedfin_ops.run.env_run import poller

@@ -7,6 +7,7 @@ file, so a failed migration stops the deploy while the old version still serves.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -70,6 +71,36 @@ def migrate(host: RemoteHost, config: Config, env: str, tag: str, release_dir: s
 
 _MIGRATION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 _P3009_NAME = re.compile(r"^The `([^`\s]+)` migration started")
+
+
+class StatusFailed(CheckFailed):
+    """The app's `migrateStatus` exited non-zero; `why` is the last line it printed (Prisma
+    says what is pending on stdout)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def migrate_status(host: RemoteHost, config: Config, env: str, app: Application, image: str,
+                   env_file: str, *, name: str, label: str, what: str) -> str:
+    """`app`'s `migrateStatus` in a one-off container of `image` with `env_file`, on the env's
+    network; the last line it printed, or StatusFailed. Never left running: a Ctrl-C, a
+    timeout or a dropped link removes the container (verify's status, a restore drill's)."""
+    try:
+        out = host.run(commands.migrate(image, config.remote.network, env_file,
+                                        app.migrate_status_command or "", name, env,
+                                        label=label),
+                       what=what, timeout=300)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            host.run(commands.remove_container(name), what="stop migrate status", check=False)
+        if not isinstance(exc, RemoteError):
+            raise
+        told = [line.strip() for line in exc.output.splitlines() if line.strip()]
+        raise StatusFailed(host.redact(told[-1]) if told else bare(str(exc))) from None
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return host.redact(lines[-1]) if lines else "exit 0"
 
 
 def prisma_hint(output: list[str]) -> str | None:

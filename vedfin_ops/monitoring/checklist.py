@@ -11,7 +11,6 @@ rolling update.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from vedfin_ops.checks.smoke import SmokeReport, smoke_test
 from vedfin_ops.config.model import Config
 from vedfin_ops.config.names import stack_name
 from vedfin_ops.deploy.db_init import find_postgres, inventory_sql, parse_inventory
+from vedfin_ops.deploy.migrate import StatusFailed, migrate_status
 from vedfin_ops.errors import CheckFailed
 from vedfin_ops.remote import commands
 from vedfin_ops.remote.host import Host, RemoteError, RemoteHost
@@ -160,24 +160,14 @@ def _migrations(host: RemoteHost, config: Config, env: str, facts: Facts,
     if view is None:
         raise Failed(f"{said}; {app.name} is not running, so its status command cannot run")
     layout = Layout.of(config, env)
-    command = app.migrate_status_command or ""
-    name = f"{app.name}-migrate-status-{secrets.token_hex(3)}"
     try:
-        out = host.run(commands.migrate(view.image, config.remote.network,
-                                        f"{layout.release(facts.current)}/env/{app.name}.env",
-                                        command, name, env, label=STATUS_LABEL),
-                       what="migrate status", timeout=300)
-    except BaseException as exc:  # Ctrl-C, a timeout, a dropped link: never left running
-        with contextlib.suppress(Exception):
-            host.run(commands.remove_container(name), what="stop migrate status", check=False)
-        if not isinstance(exc, RemoteError):
-            raise
-        # Prisma says what is pending on stdout
-        told = [line.strip() for line in exc.output.splitlines() if line.strip()]
-        why = host.redact(told[-1]) if told else bare(str(exc))
-        raise Failed(f"{said}; `{command}` says: {why}") from None
-    lines = [line.strip() for line in out.splitlines() if line.strip()]
-    return f"{said}; status: {host.redact(lines[-1]) if lines else 'exit 0'}"
+        said_now = migrate_status(host, config, env, app, view.image,
+                                  f"{layout.release(facts.current)}/env/{app.name}.env",
+                                  name=f"{app.name}-migrate-status-{secrets.token_hex(3)}",
+                                  label=STATUS_LABEL, what="migrate status")
+    except StatusFailed as exc:
+        raise Failed(f"{said}; `{app.migrate_status_command}` says: {exc.why}") from None
+    return f"{said}; status: {said_now}"
 
 
 def _pgvector(host: RemoteHost, config: Config, env: str) -> str:

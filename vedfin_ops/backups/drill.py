@@ -106,7 +106,7 @@ def judge(last: dict[str, Any] | None, proven: dict[str, Any] | None, now: datet
         age = (now - datetime.fromisoformat(str(proven["time"]))).total_seconds()
     except (KeyError, ValueError, TypeError):
         return False, "the last proven restore's record is unreadable"
-    rpo, rto = _duration(proven.get("rpoSeconds")), _duration(proven.get("rtoSeconds"))
+    rpo, rto = duration_text(proven.get("rpoSeconds")), duration_text(proven.get("rtoSeconds"))
     said = (f"backup {proven.get('backup')} restored {age / 86400:.1f} days ago "
             f"(RPO {rpo}, RTO {rto})")
     if age > within:
@@ -114,7 +114,9 @@ def judge(last: dict[str, Any] | None, proven: dict[str, Any] | None, now: datet
     return True, said
 
 
-def _duration(seconds: Any) -> str:
+def duration_text(seconds: Any) -> str:
+    """A drill's RPO or RTO for people (status, verify, the drill's own line); `-` when the
+    record has none."""
     if not isinstance(seconds, (int, float)):
         return "-"
     if seconds >= 3600:
@@ -193,9 +195,9 @@ class DrillRun(Operation):
         proof = self.proof("ok", detail)
         self.record(proof)  # before the commit: a record lost is a failed drill, said
         self.commit(proof)
-        self.say(f"drill: {backup.id} restores: {detail} (restore {_duration(self.rto)}, "
-                 f"data {_duration(proof.rpo_seconds)} old)")
-        self.audit_ok("ok", detail=f"{backup.id}: {detail}; RTO {_duration(self.rto)}")
+        self.say(f"drill: {backup.id} restores: {detail} (restore {duration_text(self.rto)}, "
+                 f"data {duration_text(proof.rpo_seconds)} old)")
+        self.audit_ok("ok", detail=f"{backup.id}: {detail}; RTO {duration_text(self.rto)}")
         return detail
 
     def choose(self) -> Backup:

@@ -306,13 +306,13 @@ def _backup_notes(backups: dict[str, Any]) -> list[Text]:
 
 def _drill_notes(last: dict[str, Any] | None, proven: dict[str, Any] | None) -> list[Text]:
     """The last proven restorable backup (RPO, RTO), and the last drill when it failed."""
-    from vedfin_ops.backups.drill import _duration
+    from vedfin_ops.backups.drill import duration_text
 
     notes = []
     if proven:
         notes.append(Text(f"restore proven: {proven.get('backup')} on {proven.get('time')} "
-                          f"(data {_duration(proven.get('rpoSeconds'))} old, restored in "
-                          f"{_duration(proven.get('rtoSeconds'))})"))
+                          f"(data {duration_text(proven.get('rpoSeconds'))} old, restored in "
+                          f"{duration_text(proven.get('rtoSeconds'))})"))
     if last and last.get("result") != "ok":
         notes.append(Text.assemble(("warning: ", "yellow"), f"the last restore drill "
                                    f"({last.get('backup')}, {last.get('time')}) "
